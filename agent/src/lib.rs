@@ -1,0 +1,6 @@
+//! The portwatch agent: sees every listening socket on a host, in every
+//! network namespace, with every process holding it.
+
+pub mod filter;
+pub mod report;
+pub mod scan;

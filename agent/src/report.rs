@@ -1,0 +1,305 @@
+//! How a scan is printed: an aligned table like `ss` (default), JSON, or CSV.
+//! The JSON and CSV field names are a public contract (see README).
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use portwatch_common::{Process, Socket};
+
+/// Output format of `scan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people, one row per socket.
+    Table,
+    /// A JSON array of sockets, each with its `processes`.
+    Json,
+    /// CSV with a header, one row per (socket, process) pair.
+    Csv,
+}
+
+/// The order every format prints sockets in: by port, then protocol,
+/// address, namespace and inode, so two runs of an unchanged host compare
+/// equal line by line.
+pub fn sort(sockets: &mut [Socket]) {
+    sockets.sort_by(|a, b| {
+        (
+            a.local_port,
+            a.proto,
+            a.family,
+            a.local_addr,
+            a.netns,
+            a.peer_addr,
+            a.peer_port,
+            a.inode,
+        )
+            .cmp(&(
+                b.local_port,
+                b.proto,
+                b.family,
+                b.local_addr,
+                b.netns,
+                b.peer_addr,
+                b.peer_port,
+                b.inode,
+            ))
+    });
+}
+
+/// Writes `sockets` in `format`.
+pub fn write(out: &mut impl Write, format: Format, sockets: &[Socket], with_peer: bool) -> io::Result<()> {
+    match format {
+        Format::Table => table(out, sockets, with_peer),
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, sockets)?;
+            writeln!(out)
+        }
+        Format::Csv => csv(out, sockets),
+    }
+}
+
+fn table(out: &mut impl Write, sockets: &[Socket], with_peer: bool) -> io::Result<()> {
+    let mut rows: Vec<Vec<String>> = Vec::with_capacity(sockets.len() + 1);
+    let mut header = vec!["PROTO", "STATE", "LOCAL ADDRESS", "PORT"];
+    if with_peer {
+        header.push("PEER");
+    }
+    header.extend(["EXPOSURE", "NETNS", "USER", "PROCESSES"]);
+    rows.push(header.into_iter().map(str::to_owned).collect());
+    for s in sockets {
+        let mut row = vec![
+            s.proto_label().to_owned(),
+            s.state.as_str().to_owned(),
+            s.local_addr.to_string(),
+            s.local_port.to_string(),
+        ];
+        if with_peer {
+            row.push(match (s.peer_addr, s.peer_port) {
+                (Some(addr), Some(port)) if addr.is_ipv6() => format!("[{addr}]:{port}"),
+                (Some(addr), Some(port)) => format!("{addr}:{port}"),
+                _ => "-".to_owned(),
+            });
+        }
+        row.push(s.exposure.as_str().to_owned());
+        row.push(s.netns.to_string());
+        row.push(s.user.clone().unwrap_or_else(|| s.uid.to_string()));
+        row.push(processes_cell(&s.processes));
+        rows.push(row);
+    }
+    let columns = rows[0].len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == columns {
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', widths[c] - cell.chars().count() + 2));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+/// `nginx[900,901] (nginx.service), sshd[12] (container 3f4e1b2c9d8a)`: the
+/// processes grouped by name and where they run; `-` when none is known.
+fn processes_cell(processes: &[Process]) -> String {
+    if processes.is_empty() {
+        return "-".to_owned();
+    }
+    let mut groups: BTreeMap<(&str, String), Vec<u32>> = BTreeMap::new();
+    for p in processes {
+        let place = match (&p.container, &p.unit) {
+            (Some(id), _) => format!(" (container {})", &id[..id.len().min(12)]),
+            (None, Some(unit)) => format!(" ({unit})"),
+            (None, None) => String::new(),
+        };
+        groups.entry((p.name.as_str(), place)).or_default().push(p.pid);
+    }
+    let parts: Vec<String> = groups
+        .into_iter()
+        .map(|((name, place), pids)| {
+            let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+            format!("{name}[{}]{place}", pids.join(","))
+        })
+        .collect();
+    parts.join(", ")
+}
+
+const CSV_HEADER: [&str; 21] = [
+    "proto",
+    "family",
+    "local_addr",
+    "local_port",
+    "peer_addr",
+    "peer_port",
+    "state",
+    "inode",
+    "uid",
+    "user",
+    "netns",
+    "exposure",
+    "dual_stack",
+    "pid",
+    "name",
+    "cmdline",
+    "exe",
+    "process_uid",
+    "process_user",
+    "container",
+    "unit",
+];
+
+fn csv(out: &mut impl Write, sockets: &[Socket]) -> io::Result<()> {
+    let mut w = ::csv::Writer::from_writer(out);
+    w.write_record(CSV_HEADER)?;
+    let text = |o: &Option<String>| o.clone().unwrap_or_default();
+    let num = |o: Option<u32>| o.map(|n| n.to_string()).unwrap_or_default();
+    for s in sockets {
+        let socket_fields = [
+            s.proto.as_str().to_owned(),
+            s.family.as_str().to_owned(),
+            s.local_addr.to_string(),
+            s.local_port.to_string(),
+            s.peer_addr.map(|a| a.to_string()).unwrap_or_default(),
+            num(s.peer_port.map(u32::from)),
+            s.state.as_str().to_owned(),
+            s.inode.to_string(),
+            s.uid.to_string(),
+            text(&s.user),
+            s.netns.to_string(),
+            s.exposure.as_str().to_owned(),
+            s.dual_stack.to_string(),
+        ];
+        let owners: Vec<Option<&Process>> = if s.processes.is_empty() {
+            vec![None]
+        } else {
+            s.processes.iter().map(Some).collect()
+        };
+        for p in owners {
+            let process_fields = match p {
+                Some(p) => [
+                    p.pid.to_string(),
+                    p.name.clone(),
+                    text(&p.cmdline),
+                    text(&p.exe),
+                    num(p.uid),
+                    text(&p.user),
+                    text(&p.container),
+                    text(&p.unit),
+                ],
+                None => Default::default(),
+            };
+            w.write_record(socket_fields.iter().chain(process_fields.iter()))?;
+        }
+    }
+    w.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portwatch_common::{Exposure, Family, Proto, State};
+
+    fn nginx() -> Socket {
+        let proc = |pid| Process {
+            pid,
+            name: "nginx".into(),
+            cmdline: Some("nginx: worker process, \"quoted\"".into()),
+            exe: Some("/usr/sbin/nginx".into()),
+            uid: Some(33),
+            user: Some("www-data".into()),
+            container: None,
+            unit: Some("nginx.service".into()),
+        };
+        Socket {
+            proto: Proto::Tcp,
+            family: Family::Ipv6,
+            local_addr: "::".parse().unwrap(),
+            local_port: 80,
+            peer_addr: None,
+            peer_port: None,
+            state: State::Listen,
+            inode: 555,
+            uid: 0,
+            user: Some("root".into()),
+            netns: 4026531840,
+            exposure: Exposure::Wildcard,
+            dual_stack: true,
+            processes: vec![proc(900), proc(901)],
+        }
+    }
+
+    fn render(format: Format, sockets: &[Socket]) -> String {
+        let mut out = Vec::new();
+        write(&mut out, format, sockets, false).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn table_aligns_columns_and_groups_processes() {
+        let mut lonely = nginx();
+        lonely.local_port = 5;
+        lonely.local_addr = "127.0.0.1".parse().unwrap();
+        lonely.family = Family::Ipv4;
+        lonely.dual_stack = false;
+        lonely.exposure = Exposure::Loopback;
+        lonely.processes.clear();
+        let text = render(Format::Table, &[lonely, nginx()]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(
+            lines[0].starts_with("PROTO  STATE   LOCAL ADDRESS  PORT  EXPOSURE  NETNS       USER  PROCESSES"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("tcp    LISTEN  127.0.0.1      5     loopback"),
+            "{text}"
+        );
+        assert!(lines[1].ends_with(" -"), "{text}");
+        assert!(
+            lines[2].starts_with(
+                "tcp46  LISTEN  ::             80    wildcard  4026531840  root  nginx[900,901] (nginx.service)"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn csv_has_one_row_per_owner_and_quotes_what_needs_it() {
+        let text = render(Format::Csv, &[nginx()]);
+        let mut reader = ::csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(
+            reader.headers().unwrap().iter().collect::<Vec<_>>(),
+            CSV_HEADER.to_vec()
+        );
+        let rows: Vec<::csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(&rows[0][13], "900");
+        assert_eq!(&rows[1][13], "901");
+        assert_eq!(&rows[0][15], "nginx: worker process, \"quoted\"");
+        assert_eq!(&rows[0][12], "true");
+        assert_eq!(&rows[0][4], "");
+    }
+
+    #[test]
+    fn json_is_an_array_of_the_contract_objects() {
+        let v: serde_json::Value = serde_json::from_str(&render(Format::Json, &[nginx()])).unwrap();
+        assert_eq!(v[0]["local_port"], 80);
+        assert_eq!(v[0]["processes"][1]["pid"], 901);
+        assert_eq!(v[0]["processes"][0]["container"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn sort_is_by_port_first() {
+        let mut a = nginx();
+        a.local_port = 443;
+        let mut sockets = vec![a, nginx()];
+        sort(&mut sockets);
+        assert_eq!(sockets[0].local_port, 80);
+    }
+}

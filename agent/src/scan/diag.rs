@@ -1,0 +1,199 @@
+//! Socket enumeration through netlink `NETLINK_SOCK_DIAG`.
+//!
+//! One dump per (family, protocol) with the kernel-side state filter, so the
+//! kernel walks only the listening (TCP) or bound (UDP) tables: well under a
+//! millisecond for thousands of listeners on a host with 100k connections,
+//! where reading `/proc/net/tcp` costs hundreds. The dump answers for the
+//! network namespace of the calling thread only; `netns` runs it once per
+//! namespace.
+
+use std::io;
+
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+use netlink_packet_sock_diag::inet::nlas::Nla;
+use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags};
+use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
+use netlink_sys::{Socket, SocketAddr};
+use portwatch_common::{Family, Proto, State};
+
+use super::RawSocket;
+
+/// Size of the receive buffer: the kernel fills replies up to it (32 KiB is
+/// its own cap per message batch), so one `recv` carries a few hundred sockets.
+const RECV_BUF: usize = 64 * 1024;
+
+/// A sock_diag socket in the calling thread's network namespace.
+pub struct Diag {
+    socket: Socket,
+    buf: Vec<u8>,
+    seq: u32,
+}
+
+impl Diag {
+    /// Opens the netlink socket. Fails with `EPROTONOSUPPORT` on kernels
+    /// without sock_diag; the caller then falls back to `/proc/net`.
+    pub fn open() -> io::Result<Diag> {
+        let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        Ok(Diag {
+            socket,
+            buf: vec![0; RECV_BUF],
+            seq: 0,
+        })
+    }
+
+    /// Dumps the sockets of one protocol and family in the given states
+    /// (`None`: every state) and appends them to `out`, tagged with `netns`.
+    ///
+    /// A kernel without the protocol's diag module (`udp_diag` is one)
+    /// answers `ENOENT`; that error is returned for the caller to fall back.
+    pub fn dump(
+        &mut self,
+        proto: Proto,
+        family: Family,
+        listening_only: bool,
+        netns: u64,
+        out: &mut Vec<RawSocket>,
+    ) -> io::Result<()> {
+        let states = match (listening_only, proto) {
+            (false, _) => StateFlags::all(),
+            (true, Proto::Tcp) => StateFlags::LISTEN,
+            // An unconnected UDP socket is in TCP_CLOSE; `ss` calls it UNCONN.
+            (true, Proto::Udp) => StateFlags::CLOSE,
+        };
+        let (af, socket_id) = match family {
+            Family::Ipv4 => (AF_INET, SocketId::new_v4()),
+            Family::Ipv6 => (AF_INET6, SocketId::new_v6()),
+        };
+        let protocol = match proto {
+            Proto::Tcp => IPPROTO_TCP,
+            Proto::Udp => IPPROTO_UDP,
+        };
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        header.sequence_number = self.seq;
+        let mut request = NetlinkMessage::new(
+            header,
+            SockDiagMessage::InetRequest(InetRequest {
+                family: af,
+                protocol,
+                extensions: ExtensionFlags::empty(),
+                states,
+                socket_id,
+            })
+            .into(),
+        );
+        request.finalize();
+        let mut bytes = vec![0; request.buffer_len()];
+        request.serialize(&mut bytes);
+        self.socket.send(&bytes, 0)?;
+
+        loop {
+            let len = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            let mut offset = 0;
+            while offset < len {
+                let message = NetlinkMessage::<SockDiagMessage>::deserialize(&self.buf[offset..len]).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("malformed sock_diag reply: {e}"))
+                })?;
+                let size = message.header.length as usize;
+                match message.payload {
+                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Error(e) => return Err(e.to_io()),
+                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+                        if let Some(socket) = raw_socket(&response, proto, netns) {
+                            out.push(socket);
+                        }
+                    }
+                    _ => {}
+                }
+                if size == 0 {
+                    break;
+                }
+                offset += nlmsg_align(size);
+            }
+        }
+    }
+}
+
+fn nlmsg_align(len: usize) -> usize {
+    (len + 3) & !3
+}
+
+/// Turns one reply into a socket; `None` for a state number the kernel may
+/// add in the future (skipped rather than mislabelled).
+fn raw_socket(response: &InetResponse, proto: Proto, netns: u64) -> Option<RawSocket> {
+    let h = &response.header;
+    let state = State::from_kernel(h.state)?;
+    let family = if h.family == AF_INET6 {
+        Family::Ipv6
+    } else {
+        Family::Ipv4
+    };
+    let v6only = response.nlas.iter().any(|nla| matches!(nla, Nla::SkV6Only(true)));
+    let connected = !matches!(state, State::Listen | State::Unconn);
+    Some(RawSocket {
+        proto,
+        family,
+        local_addr: h.socket_id.source_address,
+        local_port: h.socket_id.source_port,
+        peer: connected.then_some((h.socket_id.destination_address, h.socket_id.destination_port)),
+        state,
+        inode: u64::from(h.inode),
+        uid: h.uid,
+        v6only,
+        netns,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, UdpSocket};
+
+    fn dump(proto: Proto, family: Family) -> Vec<RawSocket> {
+        let mut out = Vec::new();
+        Diag::open().unwrap().dump(proto, family, true, 1, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn dump_sees_a_fresh_tcp_listener_with_its_uid() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let found = dump(Proto::Tcp, Family::Ipv4);
+        let s = found.iter().find(|s| s.local_port == port).expect("listener in dump");
+        assert_eq!(s.state, State::Listen);
+        assert_eq!(s.local_addr, "127.0.0.1".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(s.uid, rustix::process::getuid().as_raw());
+        assert!(s.inode != 0);
+        assert_eq!(s.peer, None);
+        assert_eq!(s.netns, 1);
+    }
+
+    #[test]
+    fn dump_sees_unconnected_udp_but_not_connected_udp() {
+        let free = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let connected = UdpSocket::bind("127.0.0.1:0").unwrap();
+        connected.connect(free.local_addr().unwrap()).unwrap();
+        let found = dump(Proto::Udp, Family::Ipv4);
+        let port = |s: &UdpSocket| s.local_addr().unwrap().port();
+        assert!(found
+            .iter()
+            .any(|s| s.local_port == port(&free) && s.state == State::Unconn));
+        assert!(!found.iter().any(|s| s.local_port == port(&connected)));
+    }
+
+    #[test]
+    fn many_listeners_span_several_netlink_batches() {
+        let listeners: Vec<_> = (0..600).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let found = dump(Proto::Tcp, Family::Ipv4);
+        for l in &listeners {
+            let port = l.local_addr().unwrap().port();
+            assert!(found.iter().any(|s| s.local_port == port), "port {port} missing");
+        }
+    }
+}

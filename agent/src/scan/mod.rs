@@ -1,0 +1,409 @@
+//! The scanner: every listening socket in every network namespace, with
+//! every process holding it.
+//!
+//! [`Scanner`] is the one entry point. A one-shot scan (`portwatch-agent
+//! scan`) makes one and calls [`Scanner::scan`] once; the daemon keeps one
+//! and calls it every few seconds, and then the scanner's inode -> owners
+//! cache makes a scan with no new listening socket cost about one netlink
+//! dump per namespace plus a liveness check of the known owners:
+//!
+//! - a socket inode not seen before triggers a walk of every fd table;
+//! - known owners are checked for liveness (pid alive with the same start
+//!   time); a socket whose every known owner is gone triggers a walk (the
+//!   socket is held by someone, maybe a child forked after the last walk);
+//! - a full walk also runs every [`ScanOptions::rewalk_every`], to catch
+//!   owners added by fork to sockets that kept their old owners too.
+//!
+//! The operating system sits behind the [`Os`] trait: [`Linux`] is the real
+//! one, tests substitute their own to drive the cache through its cases.
+
+mod diag;
+mod netns;
+mod owners;
+mod parse;
+mod procnet;
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use portwatch_common::socket::is_dual_stack;
+use portwatch_common::{Exposure, Family, Proto, Socket, State};
+
+pub use owners::ProcessFacts;
+
+/// Default period of the full fd re-walk of a repeated scan.
+pub const DEFAULT_REWALK_EVERY: Duration = Duration::from_secs(60);
+
+/// What to scan and how.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    /// Report sockets in every state (established, time-wait, connected
+    /// UDP...), not only TCP listeners and unconnected UDP.
+    pub all_states: bool,
+    /// How often a repeated scan walks every fd table even when no new
+    /// socket appeared, to find owners added by fork.
+    pub rewalk_every: Duration,
+    /// Threads for the fd walk; 0 means one per available core.
+    pub walk_threads: usize,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            all_states: false,
+            rewalk_every: DEFAULT_REWALK_EVERY,
+            walk_threads: 0,
+        }
+    }
+}
+
+/// A socket as the kernel reports it, before its owners are known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawSocket {
+    /// Transport protocol.
+    pub proto: Proto,
+    /// Address family.
+    pub family: Family,
+    /// Local address.
+    pub local_addr: IpAddr,
+    /// Local port.
+    pub local_port: u16,
+    /// Remote end, for connected sockets only.
+    pub peer: Option<(IpAddr, u16)>,
+    /// State.
+    pub state: State,
+    /// Socket inode; 0 when it has none (TIME-WAIT).
+    pub inode: u64,
+    /// Uid that created the socket.
+    pub uid: u32,
+    /// `IPV6_V6ONLY` is set.
+    pub v6only: bool,
+    /// Network namespace inode.
+    pub netns: u64,
+}
+
+/// A network namespace whose sockets could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedNamespace {
+    /// Its inode.
+    pub inode: u64,
+    /// Why, in words for the operator.
+    pub reason: String,
+}
+
+/// What the OS reports of its sockets in one pass.
+#[derive(Debug, Default)]
+pub struct SocketDump {
+    /// Every socket of every readable namespace.
+    pub sockets: Vec<RawSocket>,
+    /// Namespaces that could not be read.
+    pub skipped: Vec<SkippedNamespace>,
+}
+
+/// The result of one fd walk.
+pub use owners::FdWalk;
+
+/// The operating system as the scanner sees it: the seam tests substitute.
+pub trait Os {
+    /// Every socket of interest in every network namespace.
+    fn sockets(&mut self, listening_only: bool) -> Result<SocketDump, ScanError>;
+    /// The processes holding each of the `wanted` socket inodes.
+    fn owners(&mut self, wanted: &HashSet<u64>) -> Result<FdWalk, ScanError>;
+    /// What is reported of a process; `None` once it has exited.
+    fn process(&mut self, pid: u32) -> Option<ProcessFacts>;
+    /// The start time of a live process; `None` once it has exited.
+    fn start_time(&mut self, pid: u32) -> Option<u64>;
+    /// The name of a user, when the system knows one.
+    fn user_name(&mut self, uid: u32) -> Option<String>;
+}
+
+/// Why a scan failed. A failure is only ever about the host as a whole
+/// (`/proc` or the agent's own namespace unreadable); a single process or a
+/// foreign namespace that cannot be read degrades the result instead, and
+/// the [`Scan`] says so.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// `/proc` could not be opened or listed.
+    #[error("cannot read /proc ({0}); is procfs mounted at /proc?")]
+    Proc(#[source] io::Error),
+    /// The agent's own network namespace could not be dumped.
+    #[error("cannot list the sockets of this network namespace: {0}")]
+    Sockets(#[source] io::Error),
+    /// The fd walk could not run.
+    #[error("cannot walk process file descriptors: {0}")]
+    Walk(#[source] io::Error),
+}
+
+/// The result of one scan.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    /// Every socket found, in no particular order.
+    pub sockets: Vec<Socket>,
+    /// Sockets with no owner found while some fd tables were unreadable: the
+    /// owner may be one of those processes. (When every fd table was read, a
+    /// socket without owner belongs to the kernel, and is not counted.)
+    pub unattributed: usize,
+    /// Processes whose fd table could not be read at the last walk.
+    pub unreadable_processes: usize,
+    /// Namespaces whose sockets could not be read.
+    pub skipped_namespaces: Vec<SkippedNamespace>,
+    /// Whether this scan walked the fd tables (false: owners came from the cache).
+    pub walked: bool,
+}
+
+impl Scan {
+    /// Keeps only the sockets `keep` accepts; the unattributed count then
+    /// speaks of those alone.
+    pub fn retain(&mut self, keep: impl Fn(&Socket) -> bool) {
+        self.sockets.retain(keep);
+        self.unattributed = if self.unreadable_processes > 0 {
+            self.sockets
+                .iter()
+                .filter(|s| s.processes.is_empty() && s.inode != 0)
+                .count()
+        } else {
+            0
+        };
+    }
+
+    /// The one line an operator needs when the result is partial, saying
+    /// what is missing and which privilege would fix it; `None` when complete.
+    pub fn partial_warning(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.unattributed > 0 {
+            parts.push(format!(
+                "{} of {} sockets could not be attributed to a process ({} processes' file descriptors were unreadable)",
+                self.unattributed,
+                self.sockets.len(),
+                self.unreadable_processes
+            ));
+        }
+        if !self.skipped_namespaces.is_empty() {
+            let list: Vec<String> = self
+                .skipped_namespaces
+                .iter()
+                .map(|s| format!("{} ({})", s.inode, s.reason))
+                .collect();
+            parts.push(format!(
+                "{} network namespaces were not scanned: {}",
+                self.skipped_namespaces.len(),
+                list.join(", ")
+            ));
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{}; run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (owners) and CAP_SYS_ADMIN (other namespaces)",
+            parts.join("; ")
+        ))
+    }
+}
+
+/// The real operating system: Linux, through `/proc` and netlink.
+pub struct Linux {
+    proc_dir: OwnedFd,
+    walk_threads: usize,
+}
+
+impl Linux {
+    /// Opens `/proc`. `walk_threads` 0 means one per available core.
+    pub fn new(walk_threads: usize) -> Result<Linux, ScanError> {
+        let walk_threads = match walk_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        Ok(Linux {
+            proc_dir: owners::open_proc().map_err(ScanError::Proc)?,
+            walk_threads,
+        })
+    }
+}
+
+impl Os for Linux {
+    fn sockets(&mut self, listening_only: bool) -> Result<SocketDump, ScanError> {
+        let namespaces = netns::discover(&self.proc_dir).map_err(ScanError::Proc)?;
+        let (sockets, skipped) = netns::sockets(&namespaces, listening_only).map_err(ScanError::Sockets)?;
+        Ok(SocketDump { sockets, skipped })
+    }
+
+    fn owners(&mut self, wanted: &HashSet<u64>) -> Result<FdWalk, ScanError> {
+        owners::walk(&self.proc_dir, wanted, self.walk_threads).map_err(ScanError::Walk)
+    }
+
+    fn process(&mut self, pid: u32) -> Option<ProcessFacts> {
+        owners::process_facts(pid)
+    }
+
+    fn start_time(&mut self, pid: u32) -> Option<u64> {
+        owners::start_time(pid)
+    }
+
+    fn user_name(&mut self, uid: u32) -> Option<String> {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+    }
+}
+
+/// Scans sockets and their owners, once or repeatedly (see the module docs).
+pub struct Scanner<O: Os = Linux> {
+    os: O,
+    options: ScanOptions,
+    /// Socket inode -> pids, for every inode looked for (empty: none found).
+    owners: HashMap<u64, Vec<u32>>,
+    /// Facts of every owning process, by pid.
+    processes: HashMap<u32, ProcessFacts>,
+    /// User names by uid (`None`: the system knows none).
+    users: HashMap<u32, Option<String>>,
+    last_walk: Option<Instant>,
+    unreadable: usize,
+}
+
+impl Scanner<Linux> {
+    /// A scanner of this host.
+    pub fn new(options: ScanOptions) -> Result<Scanner<Linux>, ScanError> {
+        let os = Linux::new(options.walk_threads)?;
+        Ok(Scanner::with_os(os, options))
+    }
+}
+
+impl<O: Os> Scanner<O> {
+    /// A scanner over any [`Os`].
+    pub fn with_os(os: O, options: ScanOptions) -> Scanner<O> {
+        Scanner {
+            os,
+            options,
+            owners: HashMap::new(),
+            processes: HashMap::new(),
+            users: HashMap::new(),
+            last_walk: None,
+            unreadable: 0,
+        }
+    }
+
+    /// Scans once.
+    pub fn scan(&mut self) -> Result<Scan, ScanError> {
+        let dump = self.os.sockets(!self.options.all_states)?;
+        let wanted: HashSet<u64> = dump.sockets.iter().map(|s| s.inode).filter(|&i| i != 0).collect();
+        self.owners.retain(|inode, _| wanted.contains(inode));
+        let lost_owner = self.forget_dead_owners();
+        let new_inode = wanted.iter().any(|inode| !self.owners.contains_key(inode));
+        let due = self.last_walk.is_none_or(|t| t.elapsed() >= self.options.rewalk_every);
+        let walked = new_inode || lost_owner || due;
+        if walked {
+            self.walk(&wanted, due)?;
+        }
+
+        let mut sockets = Vec::with_capacity(dump.sockets.len());
+        let mut unattributed = 0;
+        for raw in dump.sockets {
+            let processes: Vec<_> = self
+                .owners
+                .get(&raw.inode)
+                .into_iter()
+                .flatten()
+                .filter_map(|pid| self.processes.get(pid))
+                .map(|f| f.process.clone())
+                .collect();
+            if processes.is_empty() && raw.inode != 0 && self.unreadable > 0 {
+                unattributed += 1;
+            }
+            let user = self.user(raw.uid);
+            sockets.push(Socket {
+                proto: raw.proto,
+                family: raw.family,
+                local_addr: raw.local_addr,
+                local_port: raw.local_port,
+                peer_addr: raw.peer.map(|p| p.0),
+                peer_port: raw.peer.map(|p| p.1),
+                state: raw.state,
+                inode: raw.inode,
+                uid: raw.uid,
+                user,
+                netns: raw.netns,
+                exposure: Exposure::of(raw.local_addr),
+                dual_stack: is_dual_stack(raw.local_addr, raw.v6only),
+                processes,
+            });
+        }
+        Ok(Scan {
+            sockets,
+            unattributed,
+            unreadable_processes: self.unreadable,
+            skipped_namespaces: dump.skipped,
+            walked,
+        })
+    }
+
+    /// Drops cached owners that exited (or whose pid now names another
+    /// process). Returns whether a socket lost its last known owner.
+    fn forget_dead_owners(&mut self) -> bool {
+        let os = &mut self.os;
+        let dead: HashSet<u32> = self
+            .processes
+            .iter()
+            .filter(|(&pid, facts)| os.start_time(pid) != Some(facts.start_time))
+            .map(|(&pid, _)| pid)
+            .collect();
+        if dead.is_empty() {
+            return false;
+        }
+        self.processes.retain(|pid, _| !dead.contains(pid));
+        let mut orphaned = false;
+        for pids in self.owners.values_mut() {
+            let had = !pids.is_empty();
+            pids.retain(|pid| !dead.contains(pid));
+            orphaned |= had && pids.is_empty();
+        }
+        orphaned
+    }
+
+    /// Walks every fd table and rebuilds the owner cache. Process facts
+    /// already known are kept unless `refresh` (a process may have exec'd).
+    fn walk(&mut self, wanted: &HashSet<u64>, refresh: bool) -> Result<(), ScanError> {
+        let walk = self.os.owners(wanted)?;
+        self.unreadable = walk.unreadable;
+        self.last_walk = Some(Instant::now());
+        self.owners = walk.owners;
+        for &inode in wanted {
+            self.owners.entry(inode).or_default();
+        }
+        let pids: HashSet<u32> = self.owners.values().flatten().copied().collect();
+        if refresh {
+            self.processes.clear();
+        }
+        self.processes.retain(|pid, _| pids.contains(pid));
+        for &pid in &pids {
+            if self.processes.contains_key(&pid) {
+                continue;
+            }
+            match self.os.process(pid) {
+                Some(mut facts) => {
+                    facts.process.user = facts.process.uid.and_then(|uid| self.user(uid));
+                    self.processes.insert(pid, facts);
+                }
+                // Exited since the walk saw it: it no longer holds anything.
+                None => {
+                    for pids in self.owners.values_mut() {
+                        pids.retain(|&p| p != pid);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn user(&mut self, uid: u32) -> Option<String> {
+        if let Some(name) = self.users.get(&uid) {
+            return name.clone();
+        }
+        let name = self.os.user_name(uid);
+        self.users.insert(uid, name.clone());
+        name
+    }
+}

@@ -1,0 +1,263 @@
+//! Network namespaces: finding every one on the host and reading the
+//! sockets of each.
+//!
+//! Namespaces are found through `/proc/<pid>/ns/net` (every namespace a
+//! process lives in: containers included) and `/run/netns/*` (those made by
+//! `ip netns add`, which may hold no process), deduplicated by inode.
+//!
+//! sock_diag answers for the caller's own namespace only, so the agent's
+//! namespace is dumped on the calling thread and every other one on a
+//! dedicated OS thread that enters each in turn with `setns(2)` and then
+//! exits: no thread that might run anything else (a tokio worker, say) ever
+//! changes namespace. Entering needs `CAP_SYS_ADMIN`; without it the
+//! namespace is read through `/proc/<pid>/net` of a process inside it,
+//! and a namespace with no readable process is reported as skipped.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use portwatch_common::{Family, Proto};
+use rustix::fs::{readlinkat_raw, statat, AtFlags};
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+
+use super::{diag::Diag, owners, parse, procnet, RawSocket, SkippedNamespace};
+
+/// Where `ip netns add` keeps its namespaces.
+const NAMED_NETNS_DIR: &str = "/run/netns";
+
+/// How many pids of a namespace are kept as ways into it (one may exit
+/// between discovery and use).
+const ENTRY_PIDS: usize = 3;
+
+/// A network namespace and the ways into it.
+#[derive(Debug, Clone)]
+pub struct Namespace {
+    /// The namespace's inode (the number in `net:[...]`).
+    pub inode: u64,
+    /// Whether it is the scanner's own namespace.
+    pub own: bool,
+    /// A few processes living in it.
+    pub pids: Vec<u32>,
+    /// A bind mount of it (`/run/netns/NAME`), when there is one.
+    pub mount: Option<PathBuf>,
+}
+
+/// Every network namespace on the host, the scanner's own first.
+pub fn discover(proc_dir: &OwnedFd) -> io::Result<Vec<Namespace>> {
+    let own = own_inode(proc_dir)?;
+    let mut found: Vec<Namespace> = vec![Namespace {
+        inode: own,
+        own: true,
+        pids: Vec::new(),
+        mount: None,
+    }];
+    let mut index: HashMap<u64, usize> = HashMap::from([(own, 0)]);
+    let mut buf = [MaybeUninit::<u8>::uninit(); 64];
+    let mut path = String::with_capacity(24);
+    for pid in owners::pids(proc_dir)? {
+        path.clear();
+        {
+            use std::fmt::Write;
+            let _ = write!(path, "{pid}/ns/net");
+        }
+        // Unreadable (another user's process, no privilege) or gone: the
+        // namespace, if it holds sockets, is then found through another way
+        // or reported by the fd walk's unreadable count.
+        let Ok((link, _)) = readlinkat_raw(proc_dir, path.as_str(), &mut buf) else {
+            continue;
+        };
+        let Some(inode) = parse::netns_inode(link) else {
+            continue;
+        };
+        let i = *index.entry(inode).or_insert_with(|| {
+            found.push(Namespace {
+                inode,
+                own: false,
+                pids: Vec::new(),
+                mount: None,
+            });
+            found.len() - 1
+        });
+        if found[i].pids.len() < ENTRY_PIDS {
+            found[i].pids.push(pid);
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(NAMED_NETNS_DIR) {
+        for entry in dir.flatten() {
+            let mount = entry.path();
+            let Ok(stat) = rustix::fs::stat(&mount) else { continue };
+            let i = *index.entry(stat.st_ino).or_insert_with(|| {
+                found.push(Namespace {
+                    inode: stat.st_ino,
+                    own: false,
+                    pids: Vec::new(),
+                    mount: None,
+                });
+                found.len() - 1
+            });
+            found[i].mount.get_or_insert(mount);
+        }
+    }
+    Ok(found)
+}
+
+fn own_inode(proc_dir: &OwnedFd) -> io::Result<u64> {
+    Ok(statat(proc_dir, "thread-self/ns/net", AtFlags::empty())?.st_ino)
+}
+
+/// The sockets of every namespace, and the namespaces that could not be read.
+pub fn sockets(namespaces: &[Namespace], listening_only: bool) -> io::Result<(Vec<RawSocket>, Vec<SkippedNamespace>)> {
+    let mut sockets = Vec::new();
+    let mut skipped = Vec::new();
+    let (own, others): (Vec<&Namespace>, Vec<&Namespace>) = namespaces.iter().partition(|ns| ns.own);
+    for ns in own {
+        // The agent's own namespace must be readable: failing it is a failed scan.
+        dump_here(ns.inode, listening_only, &mut sockets)?;
+    }
+    if others.is_empty() {
+        return Ok((sockets, skipped));
+    }
+    // One thread visits every other namespace, then exits with its changed namespace.
+    let visited = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let mut sockets = Vec::new();
+                let mut skipped = Vec::new();
+                for ns in &others {
+                    if let Err(reason) = visit(ns, listening_only, &mut sockets) {
+                        skipped.push(SkippedNamespace {
+                            inode: ns.inode,
+                            reason,
+                        });
+                    }
+                }
+                (sockets, skipped)
+            })
+            .join()
+    });
+    match visited {
+        Ok((mut s, mut k)) => {
+            sockets.append(&mut s);
+            skipped.append(&mut k);
+        }
+        Err(_) => return Err(io::Error::other("namespace thread panicked")),
+    }
+    Ok((sockets, skipped))
+}
+
+/// Reads one foreign namespace: enter it, else read a member's `/proc/<pid>/net`.
+/// Runs on the dedicated namespace thread.
+fn visit(ns: &Namespace, listening_only: bool, out: &mut Vec<RawSocket>) -> Result<(), String> {
+    let mut last_error = None;
+    let mounts = ns.mount.iter().cloned();
+    let pid_links = ns.pids.iter().map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")));
+    for link in mounts.chain(pid_links) {
+        let entered = File::open(&link).and_then(|file| {
+            move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network)).map_err(io::Error::from)
+        });
+        match entered {
+            Ok(()) => {
+                let before = out.len();
+                return dump_here(ns.inode, listening_only, out).map_err(|e| {
+                    out.truncate(before);
+                    format!("cannot read its sockets: {e}")
+                });
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::PermissionDenied
+                    || e.raw_os_error() == Some(Errno::PERM.raw_os_error()) =>
+            {
+                last_error = Some(e);
+                break;
+            }
+            // The process exited or the mount went away: try the next way in.
+            Err(e) => last_error = Some(e),
+        }
+    }
+    // Not allowed to enter (no CAP_SYS_ADMIN): read a member's /proc/<pid>/net.
+    for pid in &ns.pids {
+        let before = out.len();
+        match read_proc_net(
+            &PathBuf::from(format!("/proc/{pid}/net")),
+            ns.inode,
+            listening_only,
+            false,
+            out,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                out.truncate(before);
+                last_error = Some(e);
+            }
+        }
+    }
+    Err(match last_error {
+        Some(e)
+            if e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(Errno::PERM.raw_os_error()) =>
+        {
+            "not permitted to enter it (needs CAP_SYS_ADMIN) or read its processes".to_owned()
+        }
+        Some(e) => format!("no way into it: {e}"),
+        None => "no process or mount leads into it".to_owned(),
+    })
+}
+
+use rustix::io::Errno;
+
+/// Dumps the calling thread's namespace with sock_diag, falling back to
+/// `/proc/thread-self/net` per table when the kernel lacks a diag module.
+fn dump_here(netns: u64, listening_only: bool, out: &mut Vec<RawSocket>) -> io::Result<()> {
+    let mut diag = match Diag::open() {
+        Ok(diag) => Some(diag),
+        Err(e) if is_unsupported(&e) => None,
+        Err(e) => return Err(e),
+    };
+    let net_dir = Path::new("/proc/thread-self/net");
+    let mut v6only_default = None;
+    for (proto, family) in TABLES {
+        if let Some(d) = diag.as_mut() {
+            let before = out.len();
+            match d.dump(proto, family, listening_only, netns, out) {
+                Ok(()) => continue,
+                Err(e) if is_unsupported(&e) => out.truncate(before),
+                Err(e) => return Err(e),
+            }
+        }
+        let bindv6only = *v6only_default.get_or_insert_with(procnet::bindv6only);
+        procnet::read(net_dir, proto, family, listening_only, bindv6only, netns, out)?;
+    }
+    Ok(())
+}
+
+fn read_proc_net(
+    net_dir: &Path,
+    netns: u64,
+    listening_only: bool,
+    bindv6only: bool,
+    out: &mut Vec<RawSocket>,
+) -> io::Result<()> {
+    for (proto, family) in TABLES {
+        procnet::read(net_dir, proto, family, listening_only, bindv6only, netns, out)?;
+    }
+    Ok(())
+}
+
+const TABLES: [(Proto, Family); 4] = [
+    (Proto::Tcp, Family::Ipv4),
+    (Proto::Tcp, Family::Ipv6),
+    (Proto::Udp, Family::Ipv4),
+    (Proto::Udp, Family::Ipv6),
+];
+
+/// Errors by which a kernel says it has no sock_diag (or no diag module for a
+/// protocol): the `/proc/net` fallback applies.
+fn is_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw_os_error),
+        Some(Errno::NOENT | Errno::PROTONOSUPPORT | Errno::OPNOTSUPP | Errno::AFNOSUPPORT)
+    )
+}

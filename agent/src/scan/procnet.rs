@@ -1,0 +1,116 @@
+//! Fallback enumeration from `/proc/<pid>/net/{tcp,tcp6,udp,udp6}`, for
+//! kernels without sock_diag (or without `udp_diag`), and for namespaces the
+//! agent may not enter.
+//!
+//! Slower than sock_diag (the kernel prints every socket in every state, and
+//! the agent filters), and it cannot tell `IPV6_V6ONLY` per socket: an IPv6
+//! wildcard socket is reported dual-stack when the namespace's default
+//! (`net.ipv6.bindv6only`, passed in by the caller) says so.
+
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::Path;
+
+use portwatch_common::{family_of, Family, Proto, State};
+use procfs::net::{TcpNetEntries, UdpNetEntries};
+use procfs::FromBufReadSI;
+
+use super::RawSocket;
+
+/// Reads the table of one protocol and family under `net_dir`
+/// (`/proc/thread-self/net` or `/proc/<pid>/net`) into `out`.
+pub fn read(
+    net_dir: &Path,
+    proto: Proto,
+    family: Family,
+    listening_only: bool,
+    bindv6only: bool,
+    netns: u64,
+    out: &mut Vec<RawSocket>,
+) -> io::Result<()> {
+    let name = match (proto, family) {
+        (Proto::Tcp, Family::Ipv4) => "tcp",
+        (Proto::Tcp, Family::Ipv6) => "tcp6",
+        (Proto::Udp, Family::Ipv4) => "udp",
+        (Proto::Udp, Family::Ipv6) => "udp6",
+    };
+    let path = net_dir.join(name);
+    let reader = BufReader::new(File::open(&path)?);
+    let info = procfs::current_system_info();
+    let invalid = |e: procfs::ProcError| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()));
+    let rows: Vec<(std::net::SocketAddr, std::net::SocketAddr, u8, u32, u64)> = match proto {
+        Proto::Tcp => TcpNetEntries::from_buf_read(reader, info)
+            .map_err(invalid)?
+            .0
+            .into_iter()
+            .map(|e| (e.local_address, e.remote_address, e.state as u8, e.uid, e.inode))
+            .collect(),
+        Proto::Udp => UdpNetEntries::from_buf_read(reader, info)
+            .map_err(invalid)?
+            .0
+            .into_iter()
+            .map(|e| (e.local_address, e.remote_address, e.state as u8, e.uid, e.inode))
+            .collect(),
+    };
+    for (local, remote, state, uid, inode) in rows {
+        let Some(state) = State::from_kernel(state) else {
+            continue;
+        };
+        let listening = matches!(state, State::Listen | State::Unconn);
+        let wanted = match (listening_only, proto) {
+            (false, _) => true,
+            (true, Proto::Tcp) => state == State::Listen,
+            (true, Proto::Udp) => state == State::Unconn,
+        };
+        if !wanted {
+            continue;
+        }
+        out.push(RawSocket {
+            proto,
+            family: family_of(local.ip()),
+            local_addr: local.ip(),
+            local_port: local.port(),
+            peer: (!listening).then_some((remote.ip(), remote.port())),
+            state,
+            inode,
+            uid,
+            v6only: family == Family::Ipv6 && bindv6only,
+            netns,
+        });
+    }
+    Ok(())
+}
+
+/// The namespace default for `IPV6_V6ONLY` as the calling thread sees it.
+pub fn bindv6only() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").is_ok_and(|s| s.trim() == "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, UdpSocket};
+
+    #[test]
+    fn fallback_sees_tcp_listener_and_unconnected_udp_of_this_process() {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let net = Path::new("/proc/thread-self/net");
+        let mut out = Vec::new();
+        read(net, Proto::Tcp, Family::Ipv4, true, false, 7, &mut out).unwrap();
+        read(net, Proto::Udp, Family::Ipv4, true, false, 7, &mut out).unwrap();
+        let t = out
+            .iter()
+            .find(|s| s.proto == Proto::Tcp && s.local_port == tcp.local_addr().unwrap().port())
+            .unwrap();
+        assert_eq!(t.state, State::Listen);
+        assert!(t.inode != 0);
+        assert_eq!(t.netns, 7);
+        let u = out
+            .iter()
+            .find(|s| s.proto == Proto::Udp && s.local_port == udp.local_addr().unwrap().port())
+            .unwrap();
+        assert_eq!(u.state, State::Unconn);
+        assert!(out.iter().all(|s| matches!(s.state, State::Listen | State::Unconn)));
+    }
+}

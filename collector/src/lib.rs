@@ -1,0 +1,1 @@
+//! The portwatch collector (built in a later issue).
