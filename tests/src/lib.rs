@@ -1,1 +1,266 @@
+//! Support for the end-to-end tests: the real binaries, real listeners in
+//! helper processes, real network namespaces, and `ss` to compare with.
+//!
+//! The binaries are built before the tests run (`tests/run.sh` does it; a
+//! test never builds). A test that needs root says so and, when not root,
+//! prints why it does not run that part.
 
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+
+use anyhow::{bail, Context};
+use portwatch_common::Socket;
+use serde::Deserialize;
+
+/// Path of a workspace binary, next to the test executable's directory.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, which tests/run.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The agent binary.
+pub fn agent() -> Command {
+    Command::new(binary("portwatch-agent"))
+}
+
+/// Whether the tests run as root (CI does).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// The inode of this process's network namespace (the host's, in CI).
+pub fn own_netns() -> anyhow::Result<u64> {
+    Ok(rustix::fs::stat("/proc/self/ns/net")?.st_ino)
+}
+
+/// What `pw-listen` reports once its sockets are open.
+#[derive(Debug, Deserialize)]
+pub struct Opened {
+    /// The helper's pid.
+    pub pid: u32,
+    /// Pids of children sharing its sockets.
+    pub children: Vec<u32>,
+    /// One entry per spec, in order.
+    pub sockets: Vec<OpenedSocket>,
+}
+
+/// One opened socket.
+#[derive(Debug, Deserialize)]
+pub struct OpenedSocket {
+    /// The spec kind (`tcp4`, `udp6`, ...).
+    pub spec: String,
+    /// The bound port.
+    pub port: u16,
+}
+
+/// A `pw-listen` process holding real sockets; closing it (drop) ends it and
+/// its children.
+pub struct Listeners {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// What it opened.
+    pub opened: Opened,
+}
+
+impl Listeners {
+    /// Starts `pw-listen` with `args`, optionally under a command prefix
+    /// (`ip netns exec NAME`, `setpriv ...`).
+    pub fn start(prefix: &[&str], args: &[&str]) -> anyhow::Result<Listeners> {
+        let helper = binary("pw-listen");
+        let mut command = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&helper);
+                c
+            }
+            None => Command::new(helper),
+        };
+        let mut child = command
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start pw-listen")?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        if line.is_empty() {
+            let status = child.wait()?;
+            bail!("pw-listen {args:?} exited before reporting ({status})");
+        }
+        let opened = serde_json::from_str(&line).with_context(|| format!("pw-listen said {line:?}"))?;
+        Ok(Listeners { child, stdin, opened })
+    }
+
+    /// Port of the i-th socket.
+    pub fn port(&self, i: usize) -> u16 {
+        self.opened.sockets[i].port
+    }
+
+    /// The helper and its children, ascending.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = std::iter::once(self.opened.pid)
+            .chain(self.opened.children.iter().copied())
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the agent with `args` and returns its output; panics with both
+/// streams when it cannot be run.
+pub fn run_agent(args: &[&str]) -> Output {
+    agent()
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run portwatch-agent {args:?}: {e}"))
+}
+
+/// `portwatch-agent scan --json ARGS`, parsed; panics with stderr on failure.
+pub fn scan_json(args: &[&str]) -> Vec<Socket> {
+    let mut all = vec!["scan", "--json"];
+    all.extend_from_slice(args);
+    let out = run_agent(&all);
+    assert!(
+        out.status.success(),
+        "scan {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("scan --json output does not parse: {e}"))
+}
+
+/// The sockets in `sockets` on `port`.
+pub fn on_port(sockets: &[Socket], port: u16) -> Vec<&Socket> {
+    sockets.iter().filter(|s| s.local_port == port).collect()
+}
+
+/// The pids holding a socket, ascending.
+pub fn pids_of(socket: &Socket) -> Vec<u32> {
+    let mut pids: Vec<u32> = socket.processes.iter().map(|p| p.pid).collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// A socket as both `ss -Htulpn` and the agent can describe it:
+/// (proto, address, port, pids).
+pub type Key = (String, String, u16, Vec<u32>);
+
+/// The agent's sockets as comparison keys. `ss` prints an IPv6 wildcard that
+/// also accepts IPv4 as `*`, so such sockets are keyed `*` here too.
+pub fn keys_of_scan(sockets: &[Socket]) -> BTreeSet<Key> {
+    sockets
+        .iter()
+        .map(|s| {
+            let addr = if s.dual_stack {
+                "*".to_owned()
+            } else {
+                s.local_addr.to_string()
+            };
+            (s.proto.as_str().to_owned(), addr, s.local_port, pids_of(s))
+        })
+        .collect()
+}
+
+/// Parses `ss -Htulpn` output into comparison keys. Lines look like
+/// `tcp LISTEN 0 128 [::ffff:127.0.0.1]%lo:22 [::]:* users:(("sshd",pid=812,fd=3),...)`.
+pub fn keys_of_ss(text: &str) -> anyhow::Result<BTreeSet<Key>> {
+    let mut keys = BTreeSet::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(proto), Some(local)) = (fields.first(), fields.get(4)) else {
+            bail!("unexpected ss line: {line}");
+        };
+        let (addr, port) = local.rsplit_once(':').with_context(|| format!("no port in {local}"))?;
+        let addr = addr.split('%').next().unwrap_or(addr);
+        let addr = addr.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port.parse().with_context(|| format!("bad port in {line}"))?;
+        let mut pids: Vec<u32> = line
+            .split("pid=")
+            .skip(1)
+            .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        keys.insert(((*proto).to_owned(), addr.to_owned(), port, pids));
+    }
+    Ok(keys)
+}
+
+/// A network namespace made with `ip netns add` for one test, deleted on drop.
+pub struct Netns {
+    /// Its name under /run/netns.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates it with its loopback up. Needs root.
+    pub fn create(tag: &str) -> anyhow::Result<Netns> {
+        let name = format!("pwtest-{tag}-{}", std::process::id());
+        let ok = Command::new("ip").args(["netns", "add", &name]).status()?.success();
+        if !ok {
+            bail!("ip netns add {name} failed");
+        }
+        let ns = Netns { name };
+        let ok = Command::new("ip")
+            .args(["-n", &ns.name, "link", "set", "lo", "up"])
+            .status()?
+            .success();
+        if !ok {
+            bail!("cannot bring lo up in {}", ns.name);
+        }
+        Ok(ns)
+    }
+
+    /// The namespace inode, as the agent reports it in `netns`.
+    pub fn inode(&self) -> anyhow::Result<u64> {
+        Ok(rustix::fs::stat(format!("/run/netns/{}", self.name))?.st_ino)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ss_lines_parse_into_keys() {
+        let text = "tcp   LISTEN 0      128          0.0.0.0:22        0.0.0.0:*    users:((\"sshd\",pid=812,fd=3))\n\
+                    tcp   LISTEN 0      128                *:8080            *:*    users:((\"nginx\",pid=9,fd=6),(\"nginx\",pid=8,fd=6))\n\
+                    udp   UNCONN 0      0      127.0.0.53%lo:53        0.0.0.0:*    users:((\"resolved\",pid=77,fd=13))\n\
+                    tcp   LISTEN 0      4096           [::1]:631          [::]:*\n";
+        let keys = keys_of_ss(text).unwrap();
+        assert!(keys.contains(&("tcp".into(), "0.0.0.0".into(), 22, vec![812])));
+        assert!(keys.contains(&("tcp".into(), "*".into(), 8080, vec![8, 9])));
+        assert!(keys.contains(&("udp".into(), "127.0.0.53".into(), 53, vec![77])));
+        assert!(keys.contains(&("tcp".into(), "::1".into(), 631, vec![])));
+        assert_eq!(keys.len(), 4);
+    }
+}

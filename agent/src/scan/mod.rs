@@ -407,3 +407,244 @@ impl<O: Os> Scanner<O> {
         name
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portwatch_common::Process;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// A scripted OS: sockets, who holds them, and which processes live.
+    #[derive(Default)]
+    struct FakeOs {
+        sockets: Vec<RawSocket>,
+        holders: HashMap<u64, Vec<u32>>,
+        /// pid -> start time of the live processes.
+        live: HashMap<u32, u64>,
+        unreadable: usize,
+        walks: Rc<Cell<usize>>,
+    }
+
+    impl FakeOs {
+        fn listen(&mut self, port: u16, inode: u64, pids: &[u32]) {
+            self.sockets.push(RawSocket {
+                proto: Proto::Tcp,
+                family: Family::Ipv4,
+                local_addr: "0.0.0.0".parse().unwrap(),
+                local_port: port,
+                peer: None,
+                state: State::Listen,
+                inode,
+                uid: 0,
+                v6only: false,
+                netns: 1,
+            });
+            self.holders.insert(inode, pids.to_vec());
+            for &pid in pids {
+                self.live.entry(pid).or_insert(100 + u64::from(pid));
+            }
+        }
+    }
+
+    impl Os for FakeOs {
+        fn sockets(&mut self, _listening_only: bool) -> Result<SocketDump, ScanError> {
+            Ok(SocketDump {
+                sockets: self.sockets.clone(),
+                skipped: Vec::new(),
+            })
+        }
+        fn owners(&mut self, wanted: &HashSet<u64>) -> Result<FdWalk, ScanError> {
+            self.walks.set(self.walks.get() + 1);
+            let owners = self
+                .holders
+                .iter()
+                .filter(|(inode, _)| wanted.contains(inode))
+                .map(|(&inode, pids)| {
+                    (
+                        inode,
+                        pids.iter().copied().filter(|p| self.live.contains_key(p)).collect(),
+                    )
+                })
+                .collect();
+            Ok(FdWalk {
+                owners,
+                unreadable: self.unreadable,
+            })
+        }
+        fn process(&mut self, pid: u32) -> Option<ProcessFacts> {
+            let start_time = *self.live.get(&pid)?;
+            Some(ProcessFacts {
+                process: Process {
+                    pid,
+                    name: format!("p{pid}"),
+                    cmdline: None,
+                    exe: None,
+                    uid: Some(0),
+                    user: None,
+                    container: None,
+                    unit: None,
+                },
+                start_time,
+            })
+        }
+        fn start_time(&mut self, pid: u32) -> Option<u64> {
+            self.live.get(&pid).copied()
+        }
+        fn user_name(&mut self, uid: u32) -> Option<String> {
+            (uid == 0).then(|| "root".to_owned())
+        }
+    }
+
+    fn scanner(os: FakeOs) -> (Scanner<FakeOs>, Rc<Cell<usize>>) {
+        let walks = os.walks.clone();
+        let options = ScanOptions {
+            rewalk_every: Duration::from_secs(3600),
+            ..ScanOptions::default()
+        };
+        (Scanner::with_os(os, options), walks)
+    }
+
+    fn pids(scan: &Scan, port: u16) -> Vec<u32> {
+        let s = scan.sockets.iter().find(|s| s.local_port == port).unwrap();
+        s.processes.iter().map(|p| p.pid).collect()
+    }
+
+    #[test]
+    fn repeated_scan_without_change_does_not_walk_again() {
+        let mut os = FakeOs::default();
+        os.listen(80, 1000, &[10, 11]);
+        let (mut scanner, walks) = scanner(os);
+        let first = scanner.scan().unwrap();
+        assert!(first.walked);
+        assert_eq!(pids(&first, 80), vec![10, 11]);
+        for _ in 0..3 {
+            let again = scanner.scan().unwrap();
+            assert!(!again.walked);
+            assert_eq!(pids(&again, 80), vec![10, 11]);
+        }
+        assert_eq!(walks.get(), 1);
+    }
+
+    #[test]
+    fn a_new_socket_inode_triggers_a_walk() {
+        let mut os = FakeOs::default();
+        os.listen(80, 1000, &[10]);
+        let (mut scanner, walks) = scanner(os);
+        scanner.scan().unwrap();
+        scanner.os.listen(443, 1001, &[12]);
+        let scan = scanner.scan().unwrap();
+        assert!(scan.walked);
+        assert_eq!(walks.get(), 2);
+        assert_eq!(pids(&scan, 443), vec![12]);
+        assert_eq!(pids(&scan, 80), vec![10]);
+    }
+
+    #[test]
+    fn an_exited_owner_is_dropped_without_a_walk_while_others_remain() {
+        let mut os = FakeOs::default();
+        os.listen(80, 1000, &[10, 11]);
+        let (mut scanner, walks) = scanner(os);
+        scanner.scan().unwrap();
+        scanner.os.live.remove(&11);
+        let scan = scanner.scan().unwrap();
+        assert_eq!(pids(&scan, 80), vec![10]);
+        assert_eq!(walks.get(), 1);
+    }
+
+    #[test]
+    fn a_recycled_pid_is_not_taken_for_the_old_owner() {
+        let mut os = FakeOs::default();
+        os.listen(80, 1000, &[10, 11]);
+        let (mut scanner, _) = scanner(os);
+        scanner.scan().unwrap();
+        // pid 11 exits and the pid is reused by an unrelated process.
+        scanner.os.live.insert(11, 999_999);
+        scanner.os.holders.insert(1000, vec![10]);
+        let scan = scanner.scan().unwrap();
+        assert_eq!(pids(&scan, 80), vec![10]);
+    }
+
+    #[test]
+    fn a_socket_losing_every_known_owner_is_walked_again_to_find_the_new_one() {
+        let mut os = FakeOs::default();
+        os.listen(80, 1000, &[10]);
+        let (mut scanner, walks) = scanner(os);
+        scanner.scan().unwrap();
+        // 10 forked 20 (after the walk) and exited: the socket lives on in 20.
+        scanner.os.live.remove(&10);
+        scanner.os.live.insert(20, 5);
+        scanner.os.holders.insert(1000, vec![20]);
+        let scan = scanner.scan().unwrap();
+        assert!(scan.walked);
+        assert_eq!(walks.get(), 2);
+        assert_eq!(pids(&scan, 80), vec![20]);
+    }
+
+    #[test]
+    fn the_periodic_rewalk_finds_owners_added_by_fork() {
+        let mut os = FakeOs::default();
+        os.listen(80, 1000, &[10]);
+        let walks = os.walks.clone();
+        let mut scanner = Scanner::with_os(
+            os,
+            ScanOptions {
+                rewalk_every: Duration::ZERO,
+                ..ScanOptions::default()
+            },
+        );
+        scanner.scan().unwrap();
+        scanner.os.live.insert(21, 7);
+        scanner.os.holders.insert(1000, vec![10, 21]);
+        let scan = scanner.scan().unwrap();
+        assert_eq!(walks.get(), 2);
+        assert_eq!(pids(&scan, 80), vec![10, 21]);
+    }
+
+    #[test]
+    fn closed_sockets_leave_the_cache() {
+        let mut os = FakeOs::default();
+        os.listen(80, 1000, &[10]);
+        os.listen(81, 1001, &[11]);
+        let (mut scanner, _) = scanner(os);
+        scanner.scan().unwrap();
+        scanner.os.sockets.retain(|s| s.inode != 1001);
+        let scan = scanner.scan().unwrap();
+        assert_eq!(scan.sockets.len(), 1);
+        assert!(!scanner.owners.contains_key(&1001));
+    }
+
+    #[test]
+    fn ownerless_sockets_count_as_unattributed_only_when_fd_tables_were_unreadable() {
+        let mut os = FakeOs::default();
+        os.listen(80, 1000, &[]);
+        os.listen(81, 1001, &[11]);
+        os.listen(82, 0, &[]); // TIME-WAIT-like: no inode, never attributable
+        let (mut scanner, walks) = scanner(os);
+        let complete = scanner.scan().unwrap();
+        assert_eq!(complete.unattributed, 0);
+        assert_eq!(complete.partial_warning(), None);
+
+        scanner.os.unreadable = 3;
+        scanner.last_walk = None;
+        let partial = scanner.scan().unwrap();
+        assert_eq!(partial.unattributed, 1);
+        let warning = partial.partial_warning().unwrap();
+        assert!(warning.contains("1 of 3 sockets could not be attributed"), "{warning}");
+        assert!(warning.contains("CAP_SYS_PTRACE"), "{warning}");
+        // An ownerless socket is looked for once, not on every scan.
+        let before = walks.get();
+        scanner.scan().unwrap();
+        assert_eq!(walks.get(), before);
+    }
+
+    #[test]
+    fn socket_and_process_users_are_named() {
+        let mut os = FakeOs::default();
+        os.listen(80, 1000, &[10]);
+        let (mut scanner, _) = scanner(os);
+        let scan = scanner.scan().unwrap();
+        assert_eq!(scan.sockets[0].user.as_deref(), Some("root"));
+        assert_eq!(scan.sockets[0].processes[0].user.as_deref(), Some("root"));
+    }
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: installs the system tools the tests use,
+# builds the binaries once (tests never build), then runs unit and
+# end-to-end tests. Tests that need root say so; CI runs as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Tools the end-to-end tests drive: ss and ip (iproute2), setpriv (util-linux).
+missing=()
+command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "tests/run.sh: missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cargo build --workspace --bins --locked
+cargo test --workspace --locked "$@"

@@ -1,0 +1,109 @@
+//! Test helper: opens real sockets, optionally shares them with child
+//! processes (as a pre-fork server does), reports what it opened as one JSON
+//! line on stdout, and holds everything until its stdin closes.
+//!
+//! ```text
+//! pw-listen [--children N] SPEC...
+//! SPEC: tcp4:ADDR  tcp6:ADDR  tcp46:ADDR  udp4:ADDR  udp6:ADDR  conn4 (a loopback TCP connection)
+//!       ADDR is IP:PORT, IPv6 in brackets; port 0 picks a free one. tcp6/udp6 set IPV6_V6ONLY,
+//!       tcp46 clears it.
+//! ```
+//! Output: `{"pid":P,"children":[...],"sockets":[{"spec":"tcp4","port":N},...]}`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context};
+use rustix::net::{sockopt, AddressFamily, SocketType};
+
+fn main() -> anyhow::Result<()> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--hold") {
+        // A child: holds the inherited fds until its stdin (the parent) closes.
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        return Ok(());
+    }
+    let mut children = 0;
+    if args.first().map(String::as_str) == Some("--children") {
+        children = args.get(1).context("--children needs a number")?.parse()?;
+        args.drain(..2);
+    }
+    let mut held: Vec<OwnedFd> = Vec::new();
+    let mut report = Vec::new();
+    for spec in &args {
+        let (kind, addr) = spec.split_once(':').unwrap_or((spec.as_str(), ""));
+        let port = match kind {
+            "tcp4" | "tcp6" | "tcp46" => {
+                let addr: SocketAddr = addr.parse().with_context(|| format!("bad address in {spec}"))?;
+                let fd = socket(addr, SocketType::STREAM, kind)?;
+                rustix::net::listen(&fd, 128)?;
+                let l = TcpListener::from(fd);
+                let port = l.local_addr()?.port();
+                held.push(l.into());
+                port
+            }
+            "udp4" | "udp6" => {
+                let addr: SocketAddr = addr.parse().with_context(|| format!("bad address in {spec}"))?;
+                let fd = socket(addr, SocketType::DGRAM, kind)?;
+                let u = UdpSocket::from(fd);
+                let port = u.local_addr()?.port();
+                held.push(u.into());
+                port
+            }
+            "conn4" => {
+                let l = TcpListener::bind("127.0.0.1:0")?;
+                let c = TcpStream::connect(l.local_addr()?)?;
+                let (s, _) = l.accept()?;
+                let port = c.local_addr()?.port();
+                held.extend([OwnedFd::from(l), OwnedFd::from(c), OwnedFd::from(s)]);
+                port
+            }
+            _ => bail!("unknown socket spec {spec}"),
+        };
+        report.push(serde_json::json!({"spec": kind, "port": port}));
+    }
+    let mut kids = Vec::new();
+    if children > 0 {
+        // Share every socket with the children: clear close-on-exec so they inherit them.
+        for fd in &held {
+            rustix::io::fcntl_setfd(fd.as_fd(), rustix::io::FdFlags::empty())?;
+        }
+        for _ in 0..children {
+            let exe = std::env::current_exe()?;
+            kids.push(Command::new(exe).arg("--hold").stdin(Stdio::piped()).spawn()?);
+        }
+    }
+    let line = serde_json::json!({
+        "pid": std::process::id(),
+        "children": kids.iter().map(|k| k.id()).collect::<Vec<_>>(),
+        "sockets": report,
+        "fds": held.iter().map(|f| f.as_raw_fd()).collect::<Vec<_>>(),
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    drop(out);
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    for mut kid in kids {
+        drop(kid.stdin.take());
+        let _ = kid.wait();
+    }
+    Ok(())
+}
+
+fn socket(addr: SocketAddr, kind: SocketType, spec: &str) -> anyhow::Result<OwnedFd> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = rustix::net::socket(family, kind, None)?;
+    if addr.is_ipv6() {
+        sockopt::set_ipv6_v6only(&fd, !spec.ends_with("46"))?;
+    }
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    rustix::net::bind(&fd, &addr).with_context(|| format!("cannot bind {spec} {addr}"))?;
+    Ok(fd)
+}
