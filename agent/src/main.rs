@@ -71,6 +71,10 @@ struct ScanArgs {
     /// Only sockets of the network namespace with this inode (the NETNS column).
     #[arg(long, value_name = "INODE")]
     netns: Option<u64>,
+    /// Read sockets from /proc/<pid>/net instead of netlink sock_diag (slower; to cross-check, or where
+    /// sock_diag misbehaves). IPv6 dual-stack is then inferred from net.ipv6.bindv6only.
+    #[arg(long)]
+    proc_net: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -117,6 +121,7 @@ fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
     };
     let options = ScanOptions {
         all_states: args.all,
+        proc_net: args.proc_net,
         ..ScanOptions::default()
     };
     let mut scanner = Scanner::new(options).context("cannot start the scanner")?;

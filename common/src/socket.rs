@@ -1,7 +1,7 @@
 //! A socket as portwatch reports it, and the rules that classify it.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -257,9 +257,6 @@ pub fn family_of(addr: IpAddr) -> Family {
         IpAddr::V6(_) => Family::Ipv6,
     }
 }
-
-/// `0.0.0.0`, for building sockets in tests and parsers.
-pub const IPV4_ANY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
 #[cfg(test)]
 mod tests {

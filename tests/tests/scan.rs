@@ -320,3 +320,55 @@ fn a_reader_closing_the_pipe_early_is_not_an_error() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(status.success(), "{status}: {stderr}");
 }
+
+#[test]
+fn proc_net_fallback_reports_what_sock_diag_reports() {
+    let host = Listeners::start(
+        &[],
+        &[
+            "tcp4:127.0.0.1:0",
+            "tcp6:[::1]:0",
+            "tcp46:[::]:0",
+            "udp4:0.0.0.0:0",
+            "udp6:[::1]:0",
+        ],
+    )
+    .unwrap();
+    // With root, a listener in another namespace checks the fallback after setns too.
+    let ns = is_root().then(|| Netns::create("procnet").unwrap());
+    let inside = ns.as_ref().map(|ns| {
+        Listeners::start(
+            &["ip", "netns", "exec", &ns.name],
+            &["tcp4:0.0.0.0:0", "udp4:127.0.0.1:0"],
+        )
+        .unwrap()
+    });
+    if ns.is_none() {
+        eprintln!("NOT RUN (part): the fallback inside another namespace needs root; CI runs as root");
+    }
+    let mut pids = vec![host.opened.pid];
+    pids.extend(inside.iter().map(|l| l.opened.pid));
+    let key = |s: &portwatch_common::Socket| {
+        (
+            s.proto,
+            s.family,
+            s.local_addr,
+            s.local_port,
+            s.state,
+            s.inode,
+            s.uid,
+            s.netns,
+            s.dual_stack,
+            pids_of(s),
+        )
+    };
+    for pid in pids {
+        let pid = pid.to_string();
+        let mut diag: Vec<_> = scan_json(&["--pid", &pid]).iter().map(key).collect();
+        let mut proc_net: Vec<_> = scan_json(&["--pid", &pid, "--proc-net"]).iter().map(key).collect();
+        diag.sort();
+        proc_net.sort();
+        assert!(!diag.is_empty());
+        assert_eq!(diag, proc_net, "pid {pid}");
+    }
+}

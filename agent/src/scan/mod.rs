@@ -43,6 +43,10 @@ pub struct ScanOptions {
     /// Report sockets in every state (established, time-wait, connected
     /// UDP...), not only TCP listeners and unconnected UDP.
     pub all_states: bool,
+    /// Read `/proc/<pid>/net/*` instead of asking the kernel through
+    /// sock_diag (which is used when available). Slower; for cross-checking
+    /// and for kernels whose sock_diag misbehaves.
+    pub proc_net: bool,
     /// How often a repeated scan walks every fd table even when no new
     /// socket appeared, to find owners added by fork.
     pub rewalk_every: Duration,
@@ -54,6 +58,7 @@ impl Default for ScanOptions {
     fn default() -> Self {
         ScanOptions {
             all_states: false,
+            proc_net: false,
             rewalk_every: DEFAULT_REWALK_EVERY,
             walk_threads: 0,
         }
@@ -85,6 +90,15 @@ pub struct RawSocket {
     pub netns: u64,
 }
 
+/// Which sockets to ask the OS for, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketQuery {
+    /// Only TCP listeners and unconnected UDP sockets.
+    pub listening_only: bool,
+    /// Read `/proc/<pid>/net` rather than sock_diag.
+    pub proc_net: bool,
+}
+
 /// A network namespace whose sockets could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedNamespace {
@@ -109,7 +123,7 @@ pub use owners::FdWalk;
 /// The operating system as the scanner sees it: the seam tests substitute.
 pub trait Os {
     /// Every socket of interest in every network namespace.
-    fn sockets(&mut self, listening_only: bool) -> Result<SocketDump, ScanError>;
+    fn sockets(&mut self, query: SocketQuery) -> Result<SocketDump, ScanError>;
     /// The processes holding each of the `wanted` socket inodes.
     fn owners(&mut self, wanted: &HashSet<u64>) -> Result<FdWalk, ScanError>;
     /// What is reported of a process; `None` once it has exited.
@@ -224,9 +238,9 @@ impl Linux {
 }
 
 impl Os for Linux {
-    fn sockets(&mut self, listening_only: bool) -> Result<SocketDump, ScanError> {
+    fn sockets(&mut self, query: SocketQuery) -> Result<SocketDump, ScanError> {
         let namespaces = netns::discover(&self.proc_dir).map_err(ScanError::Proc)?;
-        let (sockets, skipped) = netns::sockets(&namespaces, listening_only).map_err(ScanError::Sockets)?;
+        let (sockets, skipped) = netns::sockets(&namespaces, query).map_err(ScanError::Sockets)?;
         Ok(SocketDump { sockets, skipped })
     }
 
@@ -288,7 +302,10 @@ impl<O: Os> Scanner<O> {
 
     /// Scans once.
     pub fn scan(&mut self) -> Result<Scan, ScanError> {
-        let dump = self.os.sockets(!self.options.all_states)?;
+        let dump = self.os.sockets(SocketQuery {
+            listening_only: !self.options.all_states,
+            proc_net: self.options.proc_net,
+        })?;
         let wanted: HashSet<u64> = dump.sockets.iter().map(|s| s.inode).filter(|&i| i != 0).collect();
         self.owners.retain(|inode, _| wanted.contains(inode));
         let lost_owner = self.forget_dead_owners();
@@ -448,7 +465,7 @@ mod tests {
     }
 
     impl Os for FakeOs {
-        fn sockets(&mut self, _listening_only: bool) -> Result<SocketDump, ScanError> {
+        fn sockets(&mut self, _query: SocketQuery) -> Result<SocketDump, ScanError> {
             Ok(SocketDump {
                 sockets: self.sockets.clone(),
                 skipped: Vec::new(),

@@ -22,9 +22,10 @@ use std::path::{Path, PathBuf};
 
 use portwatch_common::{Family, Proto};
 use rustix::fs::{readlinkat_raw, statat, AtFlags};
+use rustix::io::Errno;
 use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
 
-use super::{diag::Diag, owners, parse, procnet, RawSocket, SkippedNamespace};
+use super::{diag::Diag, owners, parse, procnet, RawSocket, SkippedNamespace, SocketQuery};
 
 /// Where `ip netns add` keeps its namespaces.
 const NAMED_NETNS_DIR: &str = "/run/netns";
@@ -110,13 +111,13 @@ fn own_inode(proc_dir: &OwnedFd) -> io::Result<u64> {
 }
 
 /// The sockets of every namespace, and the namespaces that could not be read.
-pub fn sockets(namespaces: &[Namespace], listening_only: bool) -> io::Result<(Vec<RawSocket>, Vec<SkippedNamespace>)> {
+pub fn sockets(namespaces: &[Namespace], query: SocketQuery) -> io::Result<(Vec<RawSocket>, Vec<SkippedNamespace>)> {
     let mut sockets = Vec::new();
     let mut skipped = Vec::new();
     let (own, others): (Vec<&Namespace>, Vec<&Namespace>) = namespaces.iter().partition(|ns| ns.own);
     for ns in own {
         // The agent's own namespace must be readable: failing it is a failed scan.
-        dump_here(ns.inode, listening_only, &mut sockets)?;
+        dump_here(ns.inode, query, &mut sockets)?;
     }
     if others.is_empty() {
         return Ok((sockets, skipped));
@@ -128,7 +129,7 @@ pub fn sockets(namespaces: &[Namespace], listening_only: bool) -> io::Result<(Ve
                 let mut sockets = Vec::new();
                 let mut skipped = Vec::new();
                 for ns in &others {
-                    if let Err(reason) = visit(ns, listening_only, &mut sockets) {
+                    if let Err(reason) = visit(ns, query, &mut sockets) {
                         skipped.push(SkippedNamespace {
                             inode: ns.inode,
                             reason,
@@ -151,7 +152,7 @@ pub fn sockets(namespaces: &[Namespace], listening_only: bool) -> io::Result<(Ve
 
 /// Reads one foreign namespace: enter it, else read a member's `/proc/<pid>/net`.
 /// Runs on the dedicated namespace thread.
-fn visit(ns: &Namespace, listening_only: bool, out: &mut Vec<RawSocket>) -> Result<(), String> {
+fn visit(ns: &Namespace, query: SocketQuery, out: &mut Vec<RawSocket>) -> Result<(), String> {
     let mut last_error = None;
     let mounts = ns.mount.iter().cloned();
     let pid_links = ns.pids.iter().map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")));
@@ -162,7 +163,7 @@ fn visit(ns: &Namespace, listening_only: bool, out: &mut Vec<RawSocket>) -> Resu
         match entered {
             Ok(()) => {
                 let before = out.len();
-                return dump_here(ns.inode, listening_only, out).map_err(|e| {
+                return dump_here(ns.inode, query, out).map_err(|e| {
                     out.truncate(before);
                     format!("cannot read its sockets: {e}")
                 });
@@ -184,7 +185,7 @@ fn visit(ns: &Namespace, listening_only: bool, out: &mut Vec<RawSocket>) -> Resu
         match read_proc_net(
             &PathBuf::from(format!("/proc/{pid}/net")),
             ns.inode,
-            listening_only,
+            query.listening_only,
             false,
             out,
         ) {
@@ -206,12 +207,12 @@ fn visit(ns: &Namespace, listening_only: bool, out: &mut Vec<RawSocket>) -> Resu
     })
 }
 
-use rustix::io::Errno;
-
 /// Dumps the calling thread's namespace with sock_diag, falling back to
 /// `/proc/thread-self/net` per table when the kernel lacks a diag module.
-fn dump_here(netns: u64, listening_only: bool, out: &mut Vec<RawSocket>) -> io::Result<()> {
+fn dump_here(netns: u64, query: SocketQuery, out: &mut Vec<RawSocket>) -> io::Result<()> {
+    let listening_only = query.listening_only;
     let mut diag = match Diag::open() {
+        _ if query.proc_net => None,
         Ok(diag) => Some(diag),
         Err(e) if is_unsupported(&e) => None,
         Err(e) => return Err(e),
