@@ -6,16 +6,25 @@ use std::process::{Command, Stdio};
 use portwatch_common::{Exposure, Family, Proto, State};
 use portwatch_tests::*;
 
+/// One socket of each kind: v4 loopback, v6-only loopback, dual-stack wildcard, UDP v4 wildcard, UDP v6 loopback.
+const EVERY_KIND: [&str; 5] = [
+    "tcp4:127.0.0.1:0",
+    "tcp6:[::1]:0",
+    "tcp46:[::]:0",
+    "udp4:0.0.0.0:0",
+    "udp6:[::1]:0",
+];
+
 #[test]
 fn scan_json_reports_each_kind_of_listener_with_its_pid() {
     let l = Listeners::start(
         &[],
         &[
-            "tcp4:127.0.0.1:0",
-            "tcp6:[::1]:0",
-            "tcp46:[::]:0",
-            "udp4:0.0.0.0:0",
-            "udp6:[::1]:0",
+            EVERY_KIND[0],
+            EVERY_KIND[1],
+            EVERY_KIND[2],
+            EVERY_KIND[3],
+            EVERY_KIND[4],
             "tcp4:0.0.0.0:0",
         ],
     )
@@ -323,17 +332,7 @@ fn a_reader_closing_the_pipe_early_is_not_an_error() {
 
 #[test]
 fn proc_net_fallback_reports_what_sock_diag_reports() {
-    let host = Listeners::start(
-        &[],
-        &[
-            "tcp4:127.0.0.1:0",
-            "tcp6:[::1]:0",
-            "tcp46:[::]:0",
-            "udp4:0.0.0.0:0",
-            "udp6:[::1]:0",
-        ],
-    )
-    .unwrap();
+    let host = Listeners::start(&[], &EVERY_KIND).unwrap();
     // With root, a listener in another namespace checks the fallback after setns too.
     let ns = is_root().then(|| Netns::create("procnet").unwrap());
     let inside = ns.as_ref().map(|ns| {
