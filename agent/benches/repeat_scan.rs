@@ -1,0 +1,50 @@
+//! Repeated in-process scan of an unchanged host: the agent's steady state, where one `Scanner`
+//! is kept and `scan()` is called again and again.
+//!
+//! One warm-up scan fills the scanner's caches (owners of socket inodes); every measured scan then
+//! sees the same sockets and owners ("no change"). Run inside the fixture namespace by
+//! `bash agent/benches/run.sh`, which reads the median from
+//! `target/criterion/repeated_scan_no_change/new/estimates.json`; on its own:
+//! `cargo bench -p portwatch-agent --bench repeat_scan` measures whatever this host holds.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use portwatch_agent::scan::{ScanOptions, Scanner};
+
+fn repeated_scan_no_change(c: &mut Criterion) {
+    let mut scanner = match Scanner::new(ScanOptions::default()) {
+        Ok(scanner) => scanner,
+        Err(e) => panic!("cannot create a scanner: {e}"),
+    };
+    let warm = match scanner.scan() {
+        Ok(scan) => scan,
+        Err(e) => panic!("warm-up scan failed: {e}"),
+    };
+    eprintln!(
+        "repeated_scan_no_change: warm-up scan found {} sockets",
+        warm.sockets.len()
+    );
+    drop(warm);
+
+    c.bench_function("repeated_scan_no_change", |b| {
+        b.iter(|| match scanner.scan() {
+            Ok(scan) => black_box(scan),
+            Err(e) => panic!("scan failed: {e}"),
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    // A scan takes milliseconds: 20 samples keep a run to seconds, not minutes, at large size.
+    // Command-line flags (--sample-size, --measurement-time, ...) still override these.
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .without_plots();
+    targets = repeated_scan_no_change
+}
+criterion_main!(benches);
