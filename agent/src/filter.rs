@@ -60,15 +60,17 @@ mod tests {
             dual_stack: false,
             processes: holders
                 .iter()
-                .map(|&(pid, name, exe)| Process {
-                    pid,
-                    name: name.into(),
-                    cmdline: None,
-                    exe: Some(exe.into()),
-                    uid: None,
-                    user: None,
-                    container: None,
-                    unit: None,
+                .map(|&(pid, name, exe)| {
+                    std::sync::Arc::new(Process {
+                        pid,
+                        name: name.into(),
+                        cmdline: None,
+                        exe: Some(exe.into()),
+                        uid: None,
+                        user: None,
+                        container: None,
+                        unit: None,
+                    })
                 })
                 .collect(),
         }

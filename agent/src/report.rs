@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use portwatch_common::{Process, Socket};
 
@@ -57,56 +58,62 @@ pub fn write(out: &mut impl Write, format: Format, sockets: &[Socket], with_peer
     }
 }
 
+/// Two passes over the sockets: one to measure the columns, one to write each
+/// row as it is formatted, so memory does not grow with a copy of the table.
 fn table(out: &mut impl Write, sockets: &[Socket], with_peer: bool) -> io::Result<()> {
-    let mut rows: Vec<Vec<String>> = Vec::with_capacity(sockets.len() + 1);
     let mut header = vec!["PROTO", "STATE", "LOCAL ADDRESS", "PORT"];
     if with_peer {
         header.push("PEER");
     }
     header.extend(["EXPOSURE", "NETNS", "USER", "PROCESSES"]);
-    rows.push(header.into_iter().map(str::to_owned).collect());
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    let mut row = Vec::with_capacity(header.len());
     for s in sockets {
-        let mut row = vec![
-            s.proto_label().to_owned(),
-            s.state.as_str().to_owned(),
-            s.local_addr.to_string(),
-            s.local_port.to_string(),
-        ];
-        if with_peer {
-            row.push(match (s.peer_addr, s.peer_port) {
-                (Some(addr), Some(port)) if addr.is_ipv6() => format!("[{addr}]:{port}"),
-                (Some(addr), Some(port)) => format!("{addr}:{port}"),
-                _ => "-".to_owned(),
-            });
+        table_row(s, with_peer, &mut row);
+        for (w, cell) in widths.iter_mut().zip(&row) {
+            *w = (*w).max(cell.chars().count());
         }
-        row.push(s.exposure.as_str().to_owned());
-        row.push(s.netns.to_string());
-        row.push(s.user.clone().unwrap_or_else(|| s.uid.to_string()));
-        row.push(processes_cell(&s.processes));
-        rows.push(row);
     }
-    let columns = rows[0].len();
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in &rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == columns {
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
-                line.extend(std::iter::repeat_n(' ', widths[c] - cell.chars().count() + 2));
-            }
+    let mut line = String::new();
+    let mut write_line = |cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
+        line.clear();
+        for (cell, width) in cells.zip(&widths) {
+            line.push_str(cell);
+            let pad = width - cell.chars().count() + 2;
+            line.extend(std::iter::repeat_n(' ', pad));
         }
-        writeln!(out, "{}", line.trim_end())?;
+        writeln!(out, "{}", line.trim_end())
+    };
+    write_line(&mut header.iter().copied())?;
+    for s in sockets {
+        table_row(s, with_peer, &mut row);
+        write_line(&mut row.iter().map(String::as_str))?;
     }
     Ok(())
 }
 
+fn table_row(s: &Socket, with_peer: bool, row: &mut Vec<String>) {
+    row.clear();
+    row.push(s.proto_label().to_owned());
+    row.push(s.state.as_str().to_owned());
+    row.push(s.local_addr.to_string());
+    row.push(s.local_port.to_string());
+    if with_peer {
+        row.push(match (s.peer_addr, s.peer_port) {
+            (Some(addr), Some(port)) if addr.is_ipv6() => format!("[{addr}]:{port}"),
+            (Some(addr), Some(port)) => format!("{addr}:{port}"),
+            _ => "-".to_owned(),
+        });
+    }
+    row.push(s.exposure.as_str().to_owned());
+    row.push(s.netns.to_string());
+    row.push(s.user.as_deref().map_or_else(|| s.uid.to_string(), str::to_owned));
+    row.push(processes_cell(&s.processes));
+}
+
 /// `nginx[900,901] (nginx.service), sshd[12] (container 3f4e1b2c9d8a)`: the
 /// processes grouped by name and where they run; `-` when none is known.
-fn processes_cell(processes: &[Process]) -> String {
+fn processes_cell(processes: &[Arc<Process>]) -> String {
     if processes.is_empty() {
         return "-".to_owned();
     }
@@ -169,7 +176,7 @@ fn csv(out: &mut impl Write, sockets: &[Socket]) -> io::Result<()> {
             s.state.as_str().to_owned(),
             s.inode.to_string(),
             s.uid.to_string(),
-            text(&s.user),
+            s.user.as_deref().unwrap_or_default().to_owned(),
             s.netns.to_string(),
             s.exposure.as_str().to_owned(),
             s.dual_stack.to_string(),
@@ -177,7 +184,7 @@ fn csv(out: &mut impl Write, sockets: &[Socket]) -> io::Result<()> {
         let owners: Vec<Option<&Process>> = if s.processes.is_empty() {
             vec![None]
         } else {
-            s.processes.iter().map(Some).collect()
+            s.processes.iter().map(|p| Some(&**p)).collect()
         };
         for p in owners {
             let process_fields = match p {
@@ -230,7 +237,7 @@ mod tests {
             netns: 4026531840,
             exposure: Exposure::Wildcard,
             dual_stack: true,
-            processes: vec![proc(900), proc(901)],
+            processes: vec![Arc::new(proc(900)), Arc::new(proc(901))],
         }
     }
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -222,8 +223,9 @@ pub struct Socket {
     pub inode: u64,
     /// Uid that created the socket.
     pub uid: u32,
-    /// User name for `uid`, when the system knows one.
-    pub user: Option<String>,
+    /// User name for `uid`, when the system knows one (shared: many sockets
+    /// have the same user).
+    pub user: Option<Arc<str>>,
     /// Inode of the network namespace the socket lives in.
     pub netns: u64,
     /// Who can reach the socket.
@@ -231,8 +233,9 @@ pub struct Socket {
     /// An IPv6 wildcard socket that also accepts IPv4 (`IPV6_V6ONLY` off).
     pub dual_stack: bool,
     /// Every process holding the socket, by pid; empty when none could be
-    /// found (see the scan's unattributed count).
-    pub processes: Vec<Process>,
+    /// found (see the scan's unattributed count). Shared: one process often
+    /// holds many sockets.
+    pub processes: Vec<Arc<Process>>,
 }
 
 impl Socket {
@@ -329,7 +332,7 @@ mod tests {
             netns: 4026531840,
             exposure: Exposure::Wildcard,
             dual_stack: true,
-            processes: vec![Process {
+            processes: vec![Arc::new(Process {
                 pid: 7,
                 name: "nginx".into(),
                 cmdline: Some("nginx -g daemon off;".into()),
@@ -338,7 +341,7 @@ mod tests {
                 user: Some("root".into()),
                 container: None,
                 unit: Some("nginx.service".into()),
-            }],
+            })],
         };
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["proto"], "tcp");

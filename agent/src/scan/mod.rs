@@ -23,14 +23,15 @@ mod owners;
 mod parse;
 mod procnet;
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portwatch_common::socket::is_dual_stack;
-use portwatch_common::{Exposure, Family, Proto, Socket, State};
+use portwatch_common::{Exposure, Family, Process, Proto, Socket, State};
 
 pub use owners::ProcessFacts;
 
@@ -108,22 +109,14 @@ pub struct SkippedNamespace {
     pub reason: String,
 }
 
-/// What the OS reports of its sockets in one pass.
-#[derive(Debug, Default)]
-pub struct SocketDump {
-    /// Every socket of every readable namespace.
-    pub sockets: Vec<RawSocket>,
-    /// Namespaces that could not be read.
-    pub skipped: Vec<SkippedNamespace>,
-}
-
 /// The result of one fd walk.
 pub use owners::FdWalk;
 
 /// The operating system as the scanner sees it: the seam tests substitute.
 pub trait Os {
-    /// Every socket of interest in every network namespace.
-    fn sockets(&mut self, query: SocketQuery) -> Result<SocketDump, ScanError>;
+    /// Appends every socket of interest in every network namespace to `out`
+    /// (empty on entry); returns the namespaces that could not be read.
+    fn sockets(&mut self, query: SocketQuery, out: &mut Vec<RawSocket>) -> Result<Vec<SkippedNamespace>, ScanError>;
     /// The processes holding each of the `wanted` socket inodes.
     fn owners(&mut self, wanted: &HashSet<u64>) -> Result<FdWalk, ScanError>;
     /// What is reported of a process; `None` once it has exited.
@@ -221,6 +214,9 @@ impl Scan {
 pub struct Linux {
     proc_dir: OwnedFd,
     walk_threads: usize,
+    /// The sock_diag socket of the scanner's own namespace, kept between
+    /// scans (`None` until first used, or where the kernel has none).
+    own_diag: Option<diag::Diag>,
 }
 
 impl Linux {
@@ -233,15 +229,15 @@ impl Linux {
         Ok(Linux {
             proc_dir: owners::open_proc().map_err(ScanError::Proc)?,
             walk_threads,
+            own_diag: None,
         })
     }
 }
 
 impl Os for Linux {
-    fn sockets(&mut self, query: SocketQuery) -> Result<SocketDump, ScanError> {
+    fn sockets(&mut self, query: SocketQuery, out: &mut Vec<RawSocket>) -> Result<Vec<SkippedNamespace>, ScanError> {
         let namespaces = netns::discover(&self.proc_dir).map_err(ScanError::Proc)?;
-        let (sockets, skipped) = netns::sockets(&namespaces, query).map_err(ScanError::Sockets)?;
-        Ok(SocketDump { sockets, skipped })
+        netns::sockets(&namespaces, query, &mut self.own_diag, out).map_err(ScanError::Sockets)
     }
 
     fn owners(&mut self, wanted: &HashSet<u64>) -> Result<FdWalk, ScanError> {
@@ -253,7 +249,7 @@ impl Os for Linux {
     }
 
     fn start_time(&mut self, pid: u32) -> Option<u64> {
-        owners::start_time(pid)
+        owners::start_time(&self.proc_dir, pid)
     }
 
     fn user_name(&mut self, uid: u32) -> Option<String> {
@@ -270,10 +266,12 @@ pub struct Scanner<O: Os = Linux> {
     options: ScanOptions,
     /// Socket inode -> pids, for every inode looked for (empty: none found).
     owners: HashMap<u64, Vec<u32>>,
-    /// Facts of every owning process, by pid.
-    processes: HashMap<u32, ProcessFacts>,
+    /// Every owning process and its start time, by pid.
+    processes: HashMap<u32, (Arc<Process>, u64)>,
     /// User names by uid (`None`: the system knows none).
-    users: HashMap<u32, Option<String>>,
+    users: HashMap<u32, Option<Arc<str>>>,
+    /// The sockets of the last dump, kept to reuse the allocation.
+    raw: Vec<RawSocket>,
     last_walk: Option<Instant>,
     unreadable: usize,
 }
@@ -292,21 +290,30 @@ impl<O: Os> Scanner<O> {
         Scanner {
             os,
             options,
-            owners: HashMap::new(),
-            processes: HashMap::new(),
-            users: HashMap::new(),
+            owners: HashMap::default(),
+            processes: HashMap::default(),
+            users: HashMap::default(),
+            raw: Vec::new(),
             last_walk: None,
             unreadable: 0,
         }
     }
 
+    /// The OS behind this scanner.
+    pub fn os_mut(&mut self) -> &mut O {
+        &mut self.os
+    }
+
     /// Scans once.
     pub fn scan(&mut self) -> Result<Scan, ScanError> {
-        let dump = self.os.sockets(SocketQuery {
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.clear();
+        let query = SocketQuery {
             listening_only: !self.options.all_states,
             proc_net: self.options.proc_net,
-        })?;
-        let wanted: HashSet<u64> = dump.sockets.iter().map(|s| s.inode).filter(|&i| i != 0).collect();
+        };
+        let skipped = self.os.sockets(query, &mut raw)?;
+        let wanted: HashSet<u64> = raw.iter().map(|s| s.inode).filter(|&i| i != 0).collect();
         self.owners.retain(|inode, _| wanted.contains(inode));
         let lost_owner = self.forget_dead_owners();
         let new_inode = wanted.iter().any(|inode| !self.owners.contains_key(inode));
@@ -316,16 +323,16 @@ impl<O: Os> Scanner<O> {
             self.walk(&wanted, due)?;
         }
 
-        let mut sockets = Vec::with_capacity(dump.sockets.len());
+        let mut sockets = Vec::with_capacity(raw.len());
         let mut unattributed = 0;
-        for raw in dump.sockets {
-            let processes: Vec<_> = self
+        for raw in &raw {
+            let processes: Vec<Arc<Process>> = self
                 .owners
                 .get(&raw.inode)
                 .into_iter()
                 .flatten()
                 .filter_map(|pid| self.processes.get(pid))
-                .map(|f| f.process.clone())
+                .map(|(process, _)| Arc::clone(process))
                 .collect();
             if processes.is_empty() && raw.inode != 0 && self.unreadable > 0 {
                 unattributed += 1;
@@ -348,11 +355,12 @@ impl<O: Os> Scanner<O> {
                 processes,
             });
         }
+        self.raw = raw;
         Ok(Scan {
             sockets,
             unattributed,
             unreadable_processes: self.unreadable,
-            skipped_namespaces: dump.skipped,
+            skipped_namespaces: skipped,
             walked,
         })
     }
@@ -364,7 +372,7 @@ impl<O: Os> Scanner<O> {
         let dead: HashSet<u32> = self
             .processes
             .iter()
-            .filter(|(&pid, facts)| os.start_time(pid) != Some(facts.start_time))
+            .filter(|(&pid, (_, start_time))| os.start_time(pid) != Some(*start_time))
             .map(|(&pid, _)| pid)
             .collect();
         if dead.is_empty() {
@@ -401,8 +409,8 @@ impl<O: Os> Scanner<O> {
             }
             match self.os.process(pid) {
                 Some(mut facts) => {
-                    facts.process.user = facts.process.uid.and_then(|uid| self.user(uid));
-                    self.processes.insert(pid, facts);
+                    facts.process.user = facts.process.uid.and_then(|uid| self.user(uid)).map(|u| u.to_string());
+                    self.processes.insert(pid, (Arc::new(facts.process), facts.start_time));
                 }
                 // Exited since the walk saw it: it no longer holds anything.
                 None => {
@@ -415,11 +423,11 @@ impl<O: Os> Scanner<O> {
         Ok(())
     }
 
-    fn user(&mut self, uid: u32) -> Option<String> {
+    fn user(&mut self, uid: u32) -> Option<Arc<str>> {
         if let Some(name) = self.users.get(&uid) {
             return name.clone();
         }
-        let name = self.os.user_name(uid);
+        let name: Option<Arc<str>> = self.os.user_name(uid).map(Arc::from);
         self.users.insert(uid, name.clone());
         name
     }
@@ -428,7 +436,6 @@ impl<O: Os> Scanner<O> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portwatch_common::Process;
     use std::cell::Cell;
     use std::rc::Rc;
 
@@ -465,11 +472,13 @@ mod tests {
     }
 
     impl Os for FakeOs {
-        fn sockets(&mut self, _query: SocketQuery) -> Result<SocketDump, ScanError> {
-            Ok(SocketDump {
-                sockets: self.sockets.clone(),
-                skipped: Vec::new(),
-            })
+        fn sockets(
+            &mut self,
+            _query: SocketQuery,
+            out: &mut Vec<RawSocket>,
+        ) -> Result<Vec<SkippedNamespace>, ScanError> {
+            out.extend(self.sockets.iter().cloned());
+            Ok(Vec::new())
         }
         fn owners(&mut self, wanted: &HashSet<u64>) -> Result<FdWalk, ScanError> {
             self.walks.set(self.walks.get() + 1);

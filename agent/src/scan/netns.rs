@@ -13,7 +13,7 @@
 //! namespace is read through `/proc/<pid>/net` of a process inside it,
 //! and a namespace with no readable process is reported as skipped.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fs::File;
 use std::io;
 use std::mem::MaybeUninit;
@@ -56,19 +56,14 @@ pub fn discover(proc_dir: &OwnedFd) -> io::Result<Vec<Namespace>> {
         pids: Vec::new(),
         mount: None,
     }];
-    let mut index: HashMap<u64, usize> = HashMap::from([(own, 0)]);
+    let mut index: HashMap<u64, usize> = HashMap::from_iter([(own, 0)]);
     let mut buf = [MaybeUninit::<u8>::uninit(); 64];
-    let mut path = String::with_capacity(24);
+    let mut path = [0u8; 48];
     for pid in owners::pids(proc_dir)? {
-        path.clear();
-        {
-            use std::fmt::Write;
-            let _ = write!(path, "{pid}/ns/net");
-        }
         // Unreadable (another user's process, no privilege) or gone: the
         // namespace, if it holds sockets, is then found through another way
         // or reported by the fd walk's unreadable count.
-        let Ok((link, _)) = readlinkat_raw(proc_dir, path.as_str(), &mut buf) else {
+        let Ok((link, _)) = readlinkat_raw(proc_dir, owners::pid_path(&mut path, pid, "ns/net"), &mut buf) else {
             continue;
         };
         let Some(inode) = parse::netns_inode(link) else {
@@ -110,17 +105,27 @@ fn own_inode(proc_dir: &OwnedFd) -> io::Result<u64> {
     Ok(statat(proc_dir, "thread-self/ns/net", AtFlags::empty())?.st_ino)
 }
 
-/// The sockets of every namespace, and the namespaces that could not be read.
-pub fn sockets(namespaces: &[Namespace], query: SocketQuery) -> io::Result<(Vec<RawSocket>, Vec<SkippedNamespace>)> {
-    let mut sockets = Vec::new();
+/// Appends the sockets of every namespace to `sockets`; returns the
+/// namespaces that could not be read. `own_diag` is the sock_diag socket of
+/// the calling thread's namespace, opened on first use and kept by the caller.
+pub fn sockets(
+    namespaces: &[Namespace],
+    query: SocketQuery,
+    own_diag: &mut Option<Diag>,
+    sockets: &mut Vec<RawSocket>,
+) -> io::Result<Vec<SkippedNamespace>> {
     let mut skipped = Vec::new();
     let (own, others): (Vec<&Namespace>, Vec<&Namespace>) = namespaces.iter().partition(|ns| ns.own);
     for ns in own {
         // The agent's own namespace must be readable: failing it is a failed scan.
-        dump_here(ns.inode, query, &mut sockets)?;
+        if own_diag.is_none() && !query.proc_net {
+            *own_diag = open_diag()?;
+        }
+        let diag = if query.proc_net { None } else { own_diag.as_mut() };
+        dump_here(ns.inode, query, diag, sockets)?;
     }
     if others.is_empty() {
-        return Ok((sockets, skipped));
+        return Ok(skipped);
     }
     // One thread visits every other namespace, then exits with its changed namespace.
     let visited = std::thread::scope(|scope| {
@@ -147,7 +152,7 @@ pub fn sockets(namespaces: &[Namespace], query: SocketQuery) -> io::Result<(Vec<
         }
         Err(_) => return Err(io::Error::other("namespace thread panicked")),
     }
-    Ok((sockets, skipped))
+    Ok(skipped)
 }
 
 /// Reads one foreign namespace: enter it, else read a member's `/proc/<pid>/net`.
@@ -163,7 +168,12 @@ fn visit(ns: &Namespace, query: SocketQuery, out: &mut Vec<RawSocket>) -> Result
         match entered {
             Ok(()) => {
                 let before = out.len();
-                return dump_here(ns.inode, query, out).map_err(|e| {
+                let mut diag = if query.proc_net {
+                    None
+                } else {
+                    open_diag().map_err(|e| format!("cannot open sock_diag in it: {e}"))?
+                };
+                return dump_here(ns.inode, query, diag.as_mut(), out).map_err(|e| {
                     out.truncate(before);
                     format!("cannot read its sockets: {e}")
                 });
@@ -207,16 +217,21 @@ fn visit(ns: &Namespace, query: SocketQuery, out: &mut Vec<RawSocket>) -> Result
     })
 }
 
-/// Dumps the calling thread's namespace with sock_diag, falling back to
-/// `/proc/thread-self/net` per table when the kernel lacks a diag module.
-fn dump_here(netns: u64, query: SocketQuery, out: &mut Vec<RawSocket>) -> io::Result<()> {
+/// A sock_diag socket in the calling thread's namespace; `None` where the
+/// kernel has no sock_diag (then `/proc/net` is read).
+fn open_diag() -> io::Result<Option<Diag>> {
+    match Diag::open() {
+        Ok(diag) => Ok(Some(diag)),
+        Err(e) if is_unsupported(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Dumps the calling thread's namespace with `diag` (sock_diag), falling
+/// back to `/proc/thread-self/net` per table when there is none or the
+/// kernel lacks a protocol's diag module.
+fn dump_here(netns: u64, query: SocketQuery, mut diag: Option<&mut Diag>, out: &mut Vec<RawSocket>) -> io::Result<()> {
     let listening_only = query.listening_only;
-    let mut diag = match Diag::open() {
-        _ if query.proc_net => None,
-        Ok(diag) => Some(diag),
-        Err(e) if is_unsupported(&e) => None,
-        Err(e) => return Err(e),
-    };
     let net_dir = Path::new("/proc/thread-self/net");
     let mut v6only_default = None;
     for (proto, family) in TABLES {

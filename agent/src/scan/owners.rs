@@ -13,7 +13,7 @@
 //! in [`FdWalk::unreadable`], so the caller can say the result is partial;
 //! only a `/proc` that cannot be listed at all is an error.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
@@ -63,6 +63,16 @@ pub fn pids(proc_dir: &OwnedFd) -> io::Result<Vec<u32>> {
     Ok(pids)
 }
 
+/// `<pid>/<rest>` in `buf`, a path relative to `/proc`, built without allocating.
+pub fn pid_path<'a>(buf: &'a mut [u8; 48], pid: u32, rest: &str) -> &'a [u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // 10 digits, a slash and the longest `rest` used here fit in 48 bytes.
+    let _ = write!(cursor, "{pid}/{rest}");
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    &buf[..len]
+}
+
 fn parse_pid(name: &[u8]) -> Option<u32> {
     if name.is_empty() || !name.iter().all(u8::is_ascii_digit) {
         return None;
@@ -109,19 +119,14 @@ fn walk_share(proc_dir: &OwnedFd, pids: &[u32], cursor: &AtomicUsize, wanted: &H
     let mut out = FdWalk::default();
     let mut dirent_buf = [MaybeUninit::<u8>::uninit(); 32 * 1024];
     let mut link_buf = [MaybeUninit::<u8>::uninit(); 64];
-    let mut path = String::with_capacity(16);
+    let mut path = [0u8; 48];
     loop {
         let Some(&pid) = pids.get(cursor.fetch_add(1, Ordering::Relaxed)) else {
             return out;
         };
-        path.clear();
-        {
-            use std::fmt::Write;
-            let _ = write!(path, "{pid}/fd");
-        }
         let fd_dir = match openat(
             proc_dir,
-            path.as_str(),
+            pid_path(&mut path, pid, "fd"),
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
@@ -195,9 +200,23 @@ pub fn process_facts(pid: u32) -> Option<ProcessFacts> {
 }
 
 /// The start time of a live process, `None` once it has exited.
-pub fn start_time(pid: u32) -> Option<u64> {
-    let proc = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
-    proc.stat().ok().map(|s| s.starttime)
+///
+/// A repeated scan asks this of every known owner, so it reads
+/// `/proc/<pid>/stat` with one `openat` and one `read` into a stack buffer
+/// and parses only the one field (`procfs` builds paths and parses all 52).
+pub fn start_time(proc_dir: &OwnedFd, pid: u32) -> Option<u64> {
+    let mut path = [0u8; 48];
+    let file = openat(
+        proc_dir,
+        pid_path(&mut path, pid, "stat"),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    // 52 fields of at most 20 digits and a 15-byte comm: under 1.2 KiB.
+    let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+    let (stat, _) = rustix::io::read(&file, &mut buf).ok()?;
+    parse::stat_start_time(stat)
 }
 
 #[cfg(test)]
@@ -217,7 +236,7 @@ mod tests {
         let inode = inode_of(&listener);
         let proc_dir = open_proc().unwrap();
         for threads in [1, 2, 5] {
-            let walk = walk(&proc_dir, &HashSet::from([inode]), threads).unwrap();
+            let walk = walk(&proc_dir, &HashSet::from_iter([inode]), threads).unwrap();
             assert_eq!(
                 walk.owners.get(&inode),
                 Some(&vec![std::process::id()]),
@@ -231,7 +250,7 @@ mod tests {
         let a = TcpListener::bind("127.0.0.1:0").unwrap();
         let b = TcpListener::bind("127.0.0.1:0").unwrap();
         let proc_dir = open_proc().unwrap();
-        let walk = walk(&proc_dir, &HashSet::from([inode_of(&a)]), 2).unwrap();
+        let walk = walk(&proc_dir, &HashSet::from_iter([inode_of(&a)]), 2).unwrap();
         assert!(walk.owners.contains_key(&inode_of(&a)));
         assert!(!walk.owners.contains_key(&inode_of(&b)));
         assert_eq!(walk.owners.len(), 1);
@@ -245,7 +264,15 @@ mod tests {
         assert!(!facts.process.name.is_empty());
         assert!(facts.process.exe.is_some());
         assert!(facts.process.cmdline.is_some());
-        assert_eq!(start_time(me), Some(facts.start_time));
+        assert_eq!(start_time(&open_proc().unwrap(), me), Some(facts.start_time));
+        assert_eq!(start_time(&open_proc().unwrap(), u32::MAX), None);
+    }
+
+    #[test]
+    fn pid_paths_are_relative_to_proc() {
+        let mut buf = [0u8; 48];
+        assert_eq!(pid_path(&mut buf, 4242, "ns/net"), b"4242/ns/net");
+        assert_eq!(pid_path(&mut buf, u32::MAX, "stat"), b"4294967295/stat");
     }
 
     #[test]

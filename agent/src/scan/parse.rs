@@ -33,6 +33,17 @@ fn parse_u64(digits: &[u8]) -> Option<u64> {
     Some(n)
 }
 
+/// The start time of a process (field 22 of `/proc/<pid>/stat`, in clock
+/// ticks after boot). With the pid it names one process for good: a reused
+/// pid gets a new start time. The command name (field 2) may hold spaces
+/// and parentheses, so fields are counted from the last `)`.
+pub fn stat_start_time(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let fields = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    // After the comm comes field 3 (state); starttime is field 22.
+    fields.split_ascii_whitespace().nth(22 - 3)?.parse().ok()
+}
+
 /// What a process's cgroup path says about where it runs.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CgroupFacts {
@@ -116,6 +127,16 @@ mod tests {
     fn netns_links_give_the_namespace_inode() {
         assert_eq!(netns_inode(b"net:[4026531840]"), Some(4026531840));
         assert_eq!(netns_inode(b"mnt:[4026531840]"), None);
+    }
+
+    #[test]
+    fn start_time_is_read_past_a_comm_with_spaces_and_parens() {
+        let stat = b"4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 300 0 0 0 \
+                    5 3 0 0 20 0 1 0 987654 12345678 200 18446744073709551615 \
+                    1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(stat_start_time(stat), Some(987654));
+        assert_eq!(stat_start_time(b"12 (x) S 1"), None);
+        assert_eq!(stat_start_time(b"garbage"), None);
     }
 
     fn cgroup(text: &str) -> CgroupFacts {
