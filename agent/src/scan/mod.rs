@@ -18,6 +18,7 @@
 //! one, tests substitute their own to drive the cache through its cases.
 
 mod diag;
+mod liveness;
 mod netns;
 mod owners;
 mod parse;
@@ -121,8 +122,9 @@ pub trait Os {
     fn owners(&mut self, wanted: &HashSet<u64>) -> Result<FdWalk, ScanError>;
     /// What is reported of a process; `None` once it has exited.
     fn process(&mut self, pid: u32) -> Option<ProcessFacts>;
-    /// The start time of a live process; `None` once it has exited.
-    fn start_time(&mut self, pid: u32) -> Option<u64>;
+    /// Of the `known` (pid, start time) pairs, the pids whose process has
+    /// exited or whose pid now names another process.
+    fn exited(&mut self, known: &[(u32, u64)]) -> Vec<u32>;
     /// The name of a user, when the system knows one.
     fn user_name(&mut self, uid: u32) -> Option<String>;
 }
@@ -217,11 +219,13 @@ pub struct Linux {
     /// The sock_diag socket of the scanner's own namespace, kept between
     /// scans (`None` until first used, or where the kernel has none).
     own_diag: Option<diag::Diag>,
+    liveness: liveness::Liveness,
 }
 
 impl Linux {
     /// Opens `/proc`. `walk_threads` 0 means one per available core.
     pub fn new(walk_threads: usize) -> Result<Linux, ScanError> {
+        liveness::raise_fd_limit();
         let walk_threads = match walk_threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -230,6 +234,7 @@ impl Linux {
             proc_dir: owners::open_proc().map_err(ScanError::Proc)?,
             walk_threads,
             own_diag: None,
+            liveness: liveness::Liveness::default(),
         })
     }
 }
@@ -248,8 +253,8 @@ impl Os for Linux {
         owners::process_facts(pid)
     }
 
-    fn start_time(&mut self, pid: u32) -> Option<u64> {
-        owners::start_time(&self.proc_dir, pid)
+    fn exited(&mut self, known: &[(u32, u64)]) -> Vec<u32> {
+        self.liveness.exited(&self.proc_dir, known)
     }
 
     fn user_name(&mut self, uid: u32) -> Option<String> {
@@ -368,13 +373,8 @@ impl<O: Os> Scanner<O> {
     /// Drops cached owners that exited (or whose pid now names another
     /// process). Returns whether a socket lost its last known owner.
     fn forget_dead_owners(&mut self) -> bool {
-        let os = &mut self.os;
-        let dead: HashSet<u32> = self
-            .processes
-            .iter()
-            .filter(|(&pid, (_, start_time))| os.start_time(pid) != Some(*start_time))
-            .map(|(&pid, _)| pid)
-            .collect();
+        let known: Vec<(u32, u64)> = self.processes.iter().map(|(&pid, (_, start))| (pid, *start)).collect();
+        let dead: HashSet<u32> = self.os.exited(&known).into_iter().collect();
         if dead.is_empty() {
             return false;
         }
@@ -514,8 +514,12 @@ mod tests {
                 start_time,
             })
         }
-        fn start_time(&mut self, pid: u32) -> Option<u64> {
-            self.live.get(&pid).copied()
+        fn exited(&mut self, known: &[(u32, u64)]) -> Vec<u32> {
+            known
+                .iter()
+                .filter(|(pid, start)| self.live.get(pid) != Some(start))
+                .map(|(pid, _)| *pid)
+                .collect()
         }
         fn user_name(&mut self, uid: u32) -> Option<String> {
             (uid == 0).then(|| "root".to_owned())
