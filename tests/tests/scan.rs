@@ -197,6 +197,26 @@ fn listener_inside_a_network_namespace_is_reported_root_only() {
 }
 
 #[test]
+fn listener_in_an_unnamed_namespace_like_a_containers_is_found_through_its_process_root_only() {
+    if !is_root() {
+        eprintln!("NOT RUN: a new network namespace (unshare --net) needs root; CI runs as root");
+        return;
+    }
+    // No /run/netns mount: the namespace is known only through /proc/<pid>/ns/net, as a container's is.
+    let l = Listeners::start(&["unshare", "--net"], &["tcp4:0.0.0.0:0", "udp6:[::]:0"]).unwrap();
+    let netns = rustix::fs::stat(format!("/proc/{}/ns/net", l.opened.pid))
+        .unwrap()
+        .st_ino;
+    assert_ne!(netns, own_netns().unwrap());
+    let sockets = scan_json(&["--netns", &netns.to_string()]);
+    assert_eq!(sockets.len(), 2, "{sockets:#?}");
+    for s in &sockets {
+        assert_eq!(pids_of(s), vec![l.opened.pid]);
+        assert_eq!(s.exposure, Exposure::Wildcard);
+    }
+}
+
+#[test]
 fn empty_network_namespace_from_ip_netns_is_scanned_without_complaint_root_only() {
     if !is_root() {
         eprintln!("NOT RUN: empty_network_namespace needs root (ip netns add); CI runs as root");

@@ -50,7 +50,9 @@ pub struct ScanOptions {
     /// and for kernels whose sock_diag misbehaves.
     pub proc_net: bool,
     /// How often a repeated scan walks every fd table even when no new
-    /// socket appeared, to find owners added by fork.
+    /// socket appeared, to find owners added by fork, and re-reads every
+    /// process's network namespace, to find a process that changed
+    /// namespace after it was first seen.
     pub rewalk_every: Duration,
     /// Threads for the fd walk; 0 means one per available core.
     pub walk_threads: usize,
@@ -220,13 +222,15 @@ pub struct Linux {
     /// scans (`None` until first used, or where the kernel has none).
     own_diag: Option<diag::Diag>,
     liveness: liveness::Liveness,
+    discovery: netns::Discovery,
 }
 
 impl Linux {
-    /// Opens `/proc`. `walk_threads` 0 means one per available core.
-    pub fn new(walk_threads: usize) -> Result<Linux, ScanError> {
+    /// Opens `/proc`, with the walk threads and the full re-read period of
+    /// `options`.
+    pub fn new(options: &ScanOptions) -> Result<Linux, ScanError> {
         liveness::raise_fd_limit();
-        let walk_threads = match walk_threads {
+        let walk_threads = match options.walk_threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
@@ -235,13 +239,14 @@ impl Linux {
             walk_threads,
             own_diag: None,
             liveness: liveness::Liveness::default(),
+            discovery: netns::Discovery::new(options.rewalk_every),
         })
     }
 }
 
 impl Os for Linux {
     fn sockets(&mut self, query: SocketQuery, out: &mut Vec<RawSocket>) -> Result<Vec<SkippedNamespace>, ScanError> {
-        let namespaces = netns::discover(&self.proc_dir).map_err(ScanError::Proc)?;
+        let namespaces = self.discovery.discover(&self.proc_dir).map_err(ScanError::Proc)?;
         netns::sockets(&namespaces, query, &mut self.own_diag, out).map_err(ScanError::Sockets)
     }
 
@@ -284,7 +289,7 @@ pub struct Scanner<O: Os = Linux> {
 impl Scanner<Linux> {
     /// A scanner of this host.
     pub fn new(options: ScanOptions) -> Result<Scanner<Linux>, ScanError> {
-        let os = Linux::new(options.walk_threads)?;
+        let os = Linux::new(&options)?;
         Ok(Scanner::with_os(os, options))
     }
 }

@@ -13,12 +13,13 @@
 //! namespace is read through `/proc/<pid>/net` of a process inside it,
 //! and a namespace with no readable process is reported as skipped.
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::fs::File;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use portwatch_common::{Family, Proto};
 use rustix::fs::{readlinkat_raw, statat, AtFlags};
@@ -47,58 +48,95 @@ pub struct Namespace {
     pub mount: Option<PathBuf>,
 }
 
-/// Every network namespace on the host, the scanner's own first.
-pub fn discover(proc_dir: &OwnedFd) -> io::Result<Vec<Namespace>> {
-    let own = own_inode(proc_dir)?;
-    let mut found: Vec<Namespace> = vec![Namespace {
-        inode: own,
-        own: true,
-        pids: Vec::new(),
-        mount: None,
-    }];
-    let mut index: HashMap<u64, usize> = HashMap::from_iter([(own, 0)]);
-    let mut buf = [MaybeUninit::<u8>::uninit(); 64];
-    let mut path = [0u8; 48];
-    for pid in owners::pids(proc_dir)? {
-        // Unreadable (another user's process, no privilege) or gone: the
-        // namespace, if it holds sockets, is then found through another way
-        // or reported by the fd walk's unreadable count.
-        let Ok((link, _)) = readlinkat_raw(proc_dir, owners::pid_path(&mut path, pid, "ns/net"), &mut buf) else {
-            continue;
-        };
-        let Some(inode) = parse::netns_inode(link) else {
-            continue;
-        };
-        let i = *index.entry(inode).or_insert_with(|| {
-            found.push(Namespace {
-                inode,
-                own: false,
-                pids: Vec::new(),
-                mount: None,
-            });
-            found.len() - 1
-        });
-        if found[i].pids.len() < ENTRY_PIDS {
-            found[i].pids.push(pid);
+/// Finds every network namespace, remembering which namespace each process
+/// is in between scans.
+///
+/// A process changes namespace only by calling `setns(2)` or `unshare(2)`
+/// itself, which in practice happens between `fork` and `exec` (`ip netns
+/// exec`, `unshare -n`, container runtimes): microseconds after the pid
+/// appears. So a pid's namespace is read when the pid is first seen, and
+/// every pid is read again on a full pass every `full_every`, which bounds
+/// how late such a change is noticed. Named namespaces (`/run/netns`) are
+/// listed on every scan.
+#[derive(Debug)]
+pub struct Discovery {
+    /// pid -> its namespace inode (`None`: not readable).
+    by_pid: HashMap<u32, Option<u64>>,
+    last_full: Option<Instant>,
+    full_every: Duration,
+}
+
+impl Discovery {
+    /// A discovery that re-reads every pid's namespace every `full_every`.
+    pub fn new(full_every: Duration) -> Discovery {
+        Discovery {
+            by_pid: HashMap::default(),
+            last_full: None,
+            full_every,
         }
     }
-    if let Ok(dir) = std::fs::read_dir(NAMED_NETNS_DIR) {
-        for entry in dir.flatten() {
-            let mount = entry.path();
-            let Ok(stat) = rustix::fs::stat(&mount) else { continue };
-            let i = *index.entry(stat.st_ino).or_insert_with(|| {
+
+    /// Every network namespace on the host, the scanner's own first.
+    pub fn discover(&mut self, proc_dir: &OwnedFd) -> io::Result<Vec<Namespace>> {
+        let own = own_inode(proc_dir)?;
+        let mut found: Vec<Namespace> = vec![Namespace {
+            inode: own,
+            own: true,
+            pids: Vec::new(),
+            mount: None,
+        }];
+        let mut index: HashMap<u64, usize> = HashMap::from_iter([(own, 0)]);
+        let full = self.last_full.is_none_or(|t| t.elapsed() >= self.full_every);
+        if full {
+            self.by_pid.clear();
+            self.last_full = Some(Instant::now());
+        }
+        let pids = owners::pids(proc_dir)?;
+        let live: HashSet<u32> = pids.iter().copied().collect();
+        self.by_pid.retain(|pid, _| live.contains(pid));
+        let mut buf = [MaybeUninit::<u8>::uninit(); 64];
+        let mut path = [0u8; 48];
+        for pid in pids {
+            // Unreadable (another user's process, no privilege) or gone: the
+            // namespace, if it holds sockets, is then found through another
+            // way or reported by the fd walk's unreadable count.
+            let inode = *self.by_pid.entry(pid).or_insert_with(|| {
+                readlinkat_raw(proc_dir, owners::pid_path(&mut path, pid, "ns/net"), &mut buf)
+                    .ok()
+                    .and_then(|(link, _)| parse::netns_inode(link))
+            });
+            let Some(inode) = inode else { continue };
+            let i = *index.entry(inode).or_insert_with(|| {
                 found.push(Namespace {
-                    inode: stat.st_ino,
+                    inode,
                     own: false,
                     pids: Vec::new(),
                     mount: None,
                 });
                 found.len() - 1
             });
-            found[i].mount.get_or_insert(mount);
+            if found[i].pids.len() < ENTRY_PIDS {
+                found[i].pids.push(pid);
+            }
         }
+        if let Ok(dir) = std::fs::read_dir(NAMED_NETNS_DIR) {
+            for entry in dir.flatten() {
+                let mount = entry.path();
+                let Ok(stat) = rustix::fs::stat(&mount) else { continue };
+                let i = *index.entry(stat.st_ino).or_insert_with(|| {
+                    found.push(Namespace {
+                        inode: stat.st_ino,
+                        own: false,
+                        pids: Vec::new(),
+                        mount: None,
+                    });
+                    found.len() - 1
+                });
+                found[i].mount.get_or_insert(mount);
+            }
+        }
+        Ok(found)
     }
-    Ok(found)
 }
 
 fn own_inode(proc_dir: &OwnedFd) -> io::Result<u64> {
