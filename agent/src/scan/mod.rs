@@ -323,7 +323,8 @@ impl<O: Os> Scanner<O> {
             proc_net: self.options.proc_net,
         };
         let skipped = self.os.sockets(query, &mut raw)?;
-        let wanted: HashSet<u64> = raw.iter().map(|s| s.inode).filter(|&i| i != 0).collect();
+        let mut wanted: HashSet<u64> = HashSet::with_capacity_and_hasher(raw.len(), Default::default());
+        wanted.extend(raw.iter().map(|s| s.inode).filter(|&i| i != 0));
         self.owners.retain(|inode, _| wanted.contains(inode));
         let lost_owner = self.forget_dead_owners();
         let new_inode = wanted.iter().any(|inode| !self.owners.contains_key(inode));
