@@ -120,6 +120,9 @@ def main(argv: list[str]) -> int:
             out.append(f"| `{name}` | {kib / 1024:.1f} MiB | {runs} |")
         out.append("")
 
+    if args.size != "medium":
+        out.append("The targets are set for the medium fixture; at this size they are shown for reference.")
+        out.append("")
     out.append("| target | measured | |")
     out.append("|---|---|---|")
     agent = results.get(AGENT, {}).get("median")

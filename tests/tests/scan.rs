@@ -255,8 +255,32 @@ fn unprivileged_scan_lists_sockets_without_owners_and_says_which_privilege_fixes
     assert_eq!(sockets.len(), 1, "{sockets:#?}");
     assert!(sockets[0].processes.is_empty());
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("1 of 1 sockets could not be attributed"), "{stderr}");
+    assert!(stderr.contains("1 of 1 socket could not be attributed"), "{stderr}");
     assert!(stderr.contains("CAP_SYS_PTRACE") && stderr.contains("root"), "{stderr}");
+}
+
+#[test]
+fn unprivileged_scan_names_the_namespaces_it_could_not_enter_root_only() {
+    if !is_root() {
+        eprintln!("NOT RUN: needs root to make a namespace and drop to another user; CI runs as root");
+        return;
+    }
+    let ns = Netns::create("unpriv").unwrap();
+    let _inside = Listeners::start(&["ip", "netns", "exec", &ns.name], &["tcp4:127.0.0.1:0"]).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(binary("portwatch-agent"))
+        .args(["scan", "--json"])
+        .output()
+        .expect("setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let inode = ns.inode().unwrap().to_string();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("not scanned") && stderr.contains(&inode), "{stderr}");
+    assert!(stderr.contains("CAP_SYS_ADMIN"), "{stderr}");
+    let sockets: Vec<portwatch_common::Socket> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(sockets.iter().all(|s| s.netns.to_string() != inode));
 }
 
 #[test]

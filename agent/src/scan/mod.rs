@@ -186,10 +186,12 @@ impl Scan {
         let mut parts = Vec::new();
         if self.unattributed > 0 {
             parts.push(format!(
-                "{} of {} sockets could not be attributed to a process ({} processes' file descriptors were unreadable)",
+                "{} of {} {} could not be attributed to a process ({} {} file descriptors were unreadable)",
                 self.unattributed,
                 self.sockets.len(),
-                self.unreadable_processes
+                plural(self.sockets.len(), "socket", "sockets"),
+                self.unreadable_processes,
+                plural(self.unreadable_processes, "process's", "processes'"),
             ));
         }
         if !self.skipped_namespaces.is_empty() {
@@ -199,8 +201,13 @@ impl Scan {
                 .map(|s| format!("{} ({})", s.inode, s.reason))
                 .collect();
             parts.push(format!(
-                "{} network namespaces were not scanned: {}",
+                "{} {} not scanned: {}",
                 self.skipped_namespaces.len(),
+                plural(
+                    self.skipped_namespaces.len(),
+                    "network namespace was",
+                    "network namespaces were"
+                ),
                 list.join(", ")
             ));
         }
@@ -211,6 +218,14 @@ impl Scan {
             "{}; run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (owners) and CAP_SYS_ADMIN (other namespaces)",
             parts.join("; ")
         ))
+    }
+}
+
+fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 {
+        one
+    } else {
+        many
     }
 }
 

@@ -248,7 +248,7 @@ fn visit(ns: &Namespace, query: SocketQuery, out: &mut Vec<RawSocket>) -> Result
         Some(e)
             if e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(Errno::PERM.raw_os_error()) =>
         {
-            "not permitted to enter it (needs CAP_SYS_ADMIN) or read its processes".to_owned()
+            "not permitted to enter it or to read its processes' /proc/<pid>/net".to_owned()
         }
         Some(e) => format!("no way into it: {e}"),
         None => "no process or mount leads into it".to_owned(),
