@@ -17,6 +17,9 @@ use procfs::FromBufReadSI;
 
 use super::RawSocket;
 
+/// Bytes asked of the kernel per read of a `/proc/net` table.
+const READ_CHUNK: usize = 256 * 1024;
+
 /// Reads the table of one protocol and family under `net_dir`
 /// (`/proc/thread-self/net` or `/proc/<pid>/net`) into `out`.
 pub fn read(
@@ -35,7 +38,10 @@ pub fn read(
         (Proto::Udp, Family::Ipv6) => "udp6",
     };
     let path = net_dir.join(name);
-    let reader = BufReader::new(File::open(&path)?);
+    // The kernel prints the table in chunks of the reader's size; a socket
+    // opened or closed between two chunks can make an entry repeat (or be
+    // missed). A large buffer makes chunk boundaries rare; repeats are dropped below.
+    let reader = BufReader::with_capacity(READ_CHUNK, File::open(&path)?);
     let info = procfs::current_system_info();
     let invalid = |e: procfs::ProcError| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()));
     let rows: Vec<(std::net::SocketAddr, std::net::SocketAddr, u8, u32, u64)> = match proto {
@@ -52,7 +58,11 @@ pub fn read(
             .map(|e| (e.local_address, e.remote_address, e.state as u8, e.uid, e.inode))
             .collect(),
     };
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
     for (local, remote, state, uid, inode) in rows {
+        if inode != 0 && !seen.insert(inode) {
+            continue;
+        }
         let Some(state) = State::from_kernel(state) else {
             continue;
         };
@@ -112,5 +122,22 @@ mod tests {
             .unwrap();
         assert_eq!(u.state, State::Unconn);
         assert!(out.iter().all(|s| matches!(s.state, State::Listen | State::Unconn)));
+    }
+
+    #[test]
+    fn an_entry_repeated_across_chunks_is_reported_once() {
+        let dir = std::env::temp_dir().join(format!("pw-procnet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let line = "   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A \
+                    00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0\n";
+        let header = "  sl  local_address remote_address st tx_queue rx_queue tr tm->when retrnsmt uid timeout inode\n";
+        std::fs::write(dir.join("tcp6"), format!("{header}{line}{line}")).unwrap();
+        let mut out = Vec::new();
+        read(&dir, Proto::Tcp, Family::Ipv6, true, false, 1, &mut out).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].inode, 4242);
+        assert_eq!(out[0].local_port, 8080);
+        assert!(!out[0].v6only);
     }
 }
