@@ -1,12 +1,17 @@
 //! Domain and wire types shared by the portwatch agent and collector.
 //!
 //! This crate holds data only: what a socket and its owning processes look
-//! like, and the rules that classify them (exposure, dual stack). It does no
-//! I/O, so both halves of portwatch, and their tests, agree on one meaning.
+//! like, the rules that classify them (exposure, dual stack), what history
+//! records of a host (listeners, and the difference of two observations),
+//! and the versioned agent -> collector protocol. It does no I/O, so both
+//! halves of portwatch, and their tests, agree on one meaning.
 #![deny(missing_docs)]
 
 pub mod process;
+pub mod snapshot;
 pub mod socket;
+pub mod wire;
 
 pub use process::Process;
+pub use snapshot::{Delta, Listener, Snapshot};
 pub use socket::{family_of, Exposure, Family, Proto, Socket, State};

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// Every field but `pid` and `name` may be unknown, and is then `None`
 /// (`null` in JSON): unknown is never spelled as 0, -1 or "".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Process {
     /// Process id, as seen from the scanner's pid namespace.
     pub pid: u32,
