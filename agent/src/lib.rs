@@ -1,6 +1,7 @@
 //! The portwatch agent: sees every listening socket on a host, in every
 //! network namespace, with every process holding it.
 
+pub mod config;
 pub mod filter;
 pub mod report;
 pub mod scan;

@@ -1,10 +1,12 @@
 //! `portwatch-agent`: the command line of the portwatch agent.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use portwatch_agent::config::Config;
 use portwatch_agent::filter::Filter;
 use portwatch_agent::report::{self, Format};
 use portwatch_agent::scan::{ScanOptions, Scanner};
@@ -21,6 +23,18 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Scan(ScanArgs),
+    Validate(ValidateArgs),
+}
+
+/// Check a configuration file and exit: 0 when it is usable, 1 with the line and key that are wrong.
+///
+/// Checks every key and value of the file, and that the token file it names can be read. Run it before
+/// restarting the agent (the systemd unit runs it as ExecStartPre).
+#[derive(Debug, clap::Args)]
+struct ValidateArgs {
+    /// The configuration file.
+    #[arg(long, short, value_name = "FILE", default_value = "/etc/portwatch/agent.toml")]
+    config: PathBuf,
 }
 
 /// List listening sockets and their owners, in every network namespace (like `ss -tulpn`, containers included).
@@ -103,7 +117,31 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Scan(args) => scan(args),
+        Command::Validate(args) => validate(args),
     }
+}
+
+fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    if let Some(token_file) = &config.token_file {
+        std::fs::read_to_string(token_file).with_context(|| {
+            format!(
+                "{}: token_file {} cannot be read; create it with the token printed by \
+                 `portwatch-collector token create --host NAME`",
+                args.config.display(),
+                token_file.display()
+            )
+        })?;
+    }
+    println!(
+        "{}: OK (collector {}, every {}, spool {} up to {} MiB)",
+        args.config.display(),
+        config.collector.as_deref().unwrap_or("not set"),
+        humantime::format_duration(config.interval),
+        config.spool_dir.display(),
+        config.spool_max_mb
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {

@@ -189,8 +189,16 @@ mod tests {
 
     #[test]
     fn opened_and_closed_listeners_are_found_in_any_input_order() {
-        let before = Snapshot::new(vec![listener(80, 2, &[11]), listener(22, 1, &[10]), listener(25, 3, &[12])]);
-        let after = Snapshot::new(vec![listener(443, 4, &[13]), listener(22, 1, &[10]), listener(8080, 5, &[14])]);
+        let before = Snapshot::new(vec![
+            listener(80, 2, &[11]),
+            listener(22, 1, &[10]),
+            listener(25, 3, &[12]),
+        ]);
+        let after = Snapshot::new(vec![
+            listener(443, 4, &[13]),
+            listener(22, 1, &[10]),
+            listener(8080, 5, &[14]),
+        ]);
         let d = before.diff(&after);
         assert_eq!(ports(&d.opened), vec![443, 8080]);
         assert_eq!(ports(&d.closed), vec![25, 80]);

@@ -209,6 +209,28 @@ pub fn keys_of_ss(text: &str) -> anyhow::Result<BTreeSet<Key>> {
     Ok(keys)
 }
 
+/// A directory for one test under the system's temp dir, removed on drop.
+pub struct TempDir {
+    /// Its path.
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `pw-<tag>-<pid>`, empty.
+    pub fn new(tag: &str) -> anyhow::Result<TempDir> {
+        let path = std::env::temp_dir().join(format!("pw-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(TempDir { path })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// A network namespace made with `ip netns add` for one test, deleted on drop.
 pub struct Netns {
     /// Its name under /run/netns.
