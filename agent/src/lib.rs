@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod filter;
+pub mod observe;
 pub mod report;
 pub mod scan;

@@ -3,10 +3,12 @@
 //! An agent sends a [`Batch`] of numbered [`Report`]s (`POST /api/v1/ingest`,
 //! gzip body) and the collector answers an [`Ack`]. Reports carry a sequence
 //! number per agent *session* (one run of the agent): a session starts with a
-//! snapshot, then sends deltas, and heartbeats when nothing changed. The
-//! collector stores a report once however often it is sent, acknowledges
-//! only what it has committed, and asks for a snapshot (`resync`) when it
-//! sees a gap.
+//! snapshot, then sends a delta whenever something changed. When nothing
+//! changed the agent still sends a batch, with no report and `alive_at` set:
+//! a heartbeat is not history, takes no sequence number and is never spooled.
+//! The collector stores a report once however often it is sent,
+//! acknowledges only what it has committed, and asks for a snapshot
+//! (`resync`) when it sees a gap.
 //!
 //! Compatibility: agents in the field lag the collector. Every type
 //! tolerates unknown fields, and a new field is always optional; a change
@@ -76,8 +78,6 @@ pub enum ReportBody {
         /// Listeners that went away.
         closed: Vec<Arc<Listener>>,
     },
-    /// Nothing changed; the agent is alive.
-    Heartbeat,
 }
 
 /// What an agent sends in one request.
@@ -92,7 +92,11 @@ pub struct Batch {
     /// Reports dropped from a full spool since the last acknowledged batch.
     #[serde(default)]
     pub dropped: u64,
-    /// The reports, in sequence order.
+    /// The agent was running and observing at this time (a heartbeat).
+    #[serde(default)]
+    pub alive_at: Option<Timestamp>,
+    /// The reports, in sequence order; may be empty in a heartbeat.
+    #[serde(default)]
     pub reports: Vec<Report>,
 }
 
@@ -117,8 +121,8 @@ pub enum BatchError {
     /// An empty or overlong session id.
     #[error("invalid session id: use 1 to 64 printable characters")]
     Session,
-    /// No reports, or too many.
-    #[error("a batch carries 1 to {MAX_REPORTS_PER_BATCH} reports, not {0}")]
+    /// No reports and no heartbeat, or too many reports.
+    #[error("a batch carries a heartbeat (alive_at) or 1 to {MAX_REPORTS_PER_BATCH} reports, not {0}")]
     Size(usize),
     /// Sequence numbers that do not increase, or start at 0.
     #[error("report sequence numbers must start at 1 and increase within a batch (found {0} after {1})")]
@@ -137,7 +141,7 @@ impl Batch {
         if self.session.is_empty() || self.session.len() > 64 || !self.session.chars().all(|c| c.is_ascii_graphic()) {
             return Err(BatchError::Session);
         }
-        if self.reports.is_empty() || self.reports.len() > MAX_REPORTS_PER_BATCH {
+        if (self.reports.is_empty() && self.alive_at.is_none()) || self.reports.len() > MAX_REPORTS_PER_BATCH {
             return Err(BatchError::Size(self.reports.len()));
         }
         let mut previous = 0;
@@ -178,12 +182,16 @@ mod tests {
             host: "web-3".into(),
             session: "a1b2".into(),
             dropped: 0,
+            alive_at: None,
             reports: seqs
                 .iter()
                 .map(|&seq| Report {
                     seq,
                     observed_at: Timestamp::from_second(1_700_000_000).unwrap(),
-                    body: ReportBody::Heartbeat,
+                    body: ReportBody::Delta {
+                        opened: Vec::new(),
+                        closed: Vec::new(),
+                    },
                 })
                 .collect(),
         }
@@ -204,17 +212,18 @@ mod tests {
         assert_eq!(v["observed_at"], "2023-11-14T22:13:20Z");
         assert_eq!(v["facts"]["tags"]["role"], "db");
         assert_eq!(serde_json::from_value::<Report>(v).unwrap(), r);
-        let hb = serde_json::to_value(&batch(&[1]).reports[0]).unwrap();
-        assert_eq!(hb["kind"], "heartbeat");
+        let delta = serde_json::to_value(&batch(&[1]).reports[0]).unwrap();
+        assert_eq!(delta["kind"], "delta");
     }
 
     #[test]
     fn unknown_fields_from_newer_agents_are_tolerated() {
         let json = r#"{"version":1,"host":"h","session":"s","reports":[
-            {"seq":1,"observed_at":"2026-01-01T00:00:00Z","kind":"heartbeat","future":true}],"also_future":[1]}"#;
+            {"seq":1,"observed_at":"2026-01-01T00:00:00Z","kind":"delta","opened":[],"closed":[],"future":true}],
+            "also_future":[1]}"#;
         let b: Batch = serde_json::from_str(json).unwrap();
-        assert_eq!(b.dropped, 0);
-        assert_eq!(b.reports[0].body, ReportBody::Heartbeat);
+        assert_eq!((b.dropped, b.alive_at), (0, None));
+        assert_eq!(b.reports[0].seq, 1);
         b.validate().unwrap();
     }
 
@@ -222,6 +231,9 @@ mod tests {
     fn batches_are_validated_before_anything_is_stored() {
         assert_eq!(batch(&[1, 2, 3]).validate(), Ok(()));
         assert_eq!(batch(&[]).validate(), Err(BatchError::Size(0)));
+        let mut heartbeat = batch(&[]);
+        heartbeat.alive_at = Some(Timestamp::from_second(1_700_000_000).unwrap());
+        assert_eq!(heartbeat.validate(), Ok(()));
         assert_eq!(batch(&[2, 2]).validate(), Err(BatchError::Order(2, 2)));
         assert_eq!(batch(&[0]).validate(), Err(BatchError::Order(0, 0)));
         let mut b = batch(&[1]);

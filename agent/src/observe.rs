@@ -1,0 +1,153 @@
+//! Turns successive scans into numbered reports: the agent's side of the
+//! history protocol (see `portwatch_common::wire`).
+//!
+//! A session (one run of the agent) starts with a snapshot. After that each
+//! scan that differs from the previous one becomes a delta with the next
+//! sequence number, and a scan that does not becomes nothing (the daemon
+//! sends a heartbeat instead). When the collector asks for a resync, or the
+//! spool had to drop reports, the next report is a snapshot again, from
+//! which the collector reconciles its history.
+
+use jiff::Timestamp;
+use portwatch_common::wire::{HostFacts, Report, ReportBody};
+use portwatch_common::Snapshot;
+
+/// The report-numbering state of one agent session.
+#[derive(Debug)]
+pub struct Observer {
+    session: String,
+    facts: HostFacts,
+    next_seq: u64,
+    last: Option<Snapshot>,
+    snapshot_due: bool,
+}
+
+impl Observer {
+    /// A new session: the first report will be a snapshot numbered 1.
+    pub fn new(session: String, facts: HostFacts) -> Observer {
+        Observer {
+            session,
+            facts,
+            next_seq: 1,
+            last: None,
+            snapshot_due: true,
+        }
+    }
+
+    /// The session id.
+    pub fn session(&self) -> &str {
+        &self.session
+    }
+
+    /// The report for a scan observed at `at`, or `None` when nothing changed.
+    pub fn observe(&mut self, current: Snapshot, at: Timestamp) -> Option<Report> {
+        let body = match (&self.last, self.snapshot_due) {
+            (Some(last), false) => {
+                let delta = last.diff(&current);
+                if delta.is_empty() {
+                    return None;
+                }
+                ReportBody::Delta {
+                    opened: delta.opened,
+                    closed: delta.closed,
+                }
+            }
+            _ => ReportBody::Snapshot {
+                facts: self.facts.clone(),
+                listeners: current.listeners().to_vec(),
+            },
+        };
+        self.snapshot_due = false;
+        self.last = Some(current);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Some(Report {
+            seq,
+            observed_at: at,
+            body,
+        })
+    }
+
+    /// Makes the next report a snapshot (the collector asked, or reports were dropped).
+    pub fn resync(&mut self) {
+        self.snapshot_due = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portwatch_common::{Exposure, Family, Listener, Proto};
+    use std::collections::BTreeMap;
+
+    fn facts() -> HostFacts {
+        HostFacts {
+            os: None,
+            kernel: None,
+            boot_time: None,
+            agent_version: "test".into(),
+            interval_ms: 1000,
+            tags: BTreeMap::new(),
+        }
+    }
+
+    fn snapshot(ports: &[u16]) -> Snapshot {
+        Snapshot::new(
+            ports
+                .iter()
+                .map(|&p| Listener {
+                    netns: 1,
+                    proto: Proto::Tcp,
+                    family: Family::Ipv4,
+                    local_addr: "0.0.0.0".parse().unwrap(),
+                    local_port: p,
+                    inode: u64::from(p),
+                    uid: 0,
+                    user: None,
+                    exposure: Exposure::Wildcard,
+                    dual_stack: false,
+                    processes: Vec::new(),
+                })
+                .collect(),
+        )
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    fn kind(r: &Report) -> &'static str {
+        match r.body {
+            ReportBody::Snapshot { .. } => "snapshot",
+            ReportBody::Delta { .. } => "delta",
+        }
+    }
+
+    #[test]
+    fn a_session_starts_with_a_snapshot_then_numbers_each_change() {
+        let mut o = Observer::new("s1".into(), facts());
+        let first = o.observe(snapshot(&[22]), t(0)).unwrap();
+        assert_eq!((first.seq, kind(&first), first.observed_at), (1, "snapshot", t(0)));
+        assert!(o.observe(snapshot(&[22]), t(10)).is_none(), "nothing changed");
+        let second = o.observe(snapshot(&[22, 80]), t(20)).unwrap();
+        assert_eq!((second.seq, kind(&second)), (2, "delta"));
+        let ReportBody::Delta { opened, closed } = &second.body else { unreachable!() };
+        assert_eq!((opened.len(), closed.len()), (1, 0));
+        assert_eq!(opened[0].local_port, 80);
+        let third = o.observe(snapshot(&[80]), t(30)).unwrap();
+        assert_eq!((third.seq, kind(&third)), (3, "delta"));
+    }
+
+    #[test]
+    fn a_resync_sends_a_full_snapshot_with_the_next_number() {
+        let mut o = Observer::new("s1".into(), facts());
+        o.observe(snapshot(&[22]), t(0));
+        o.resync();
+        let r = o.observe(snapshot(&[22]), t(10)).unwrap();
+        assert_eq!((r.seq, kind(&r)), (2, "snapshot"));
+        let ReportBody::Snapshot { listeners, facts: f } = &r.body else { unreachable!() };
+        assert_eq!(listeners.len(), 1);
+        assert_eq!(f, &facts());
+        assert!(o.observe(snapshot(&[22]), t(20)).is_none());
+    }
+}
