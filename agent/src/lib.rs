@@ -2,6 +2,7 @@
 //! network namespace, with every process holding it.
 
 pub mod config;
+pub mod facts;
 pub mod filter;
 pub mod observe;
 pub mod report;
