@@ -2,8 +2,11 @@
 //! network namespace, with every process holding it.
 
 pub mod config;
+pub mod daemon;
 pub mod facts;
 pub mod filter;
 pub mod observe;
 pub mod report;
 pub mod scan;
+pub mod ship;
+pub mod spool;

@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -23,7 +24,39 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Scan(ScanArgs),
+    Run(RunArgs),
     Validate(ValidateArgs),
+}
+
+/// Run the agent: scan every interval and ship what changed to the collector, until SIGTERM or SIGINT.
+///
+/// Reads the config file, then applies the flags. While the collector is unreachable the agent keeps scanning and
+/// keeps reports in its spool, and replays them in order, with their original times, when the collector is back.
+/// Logs go to stderr (the journal, under systemd); PORTWATCH_LOG=debug says more.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Configuration file (TOML; see packaging/config/agent.toml). Default: /etc/portwatch/agent.toml if it exists.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Collector base URL, e.g. http://collector.example:7878.
+    #[arg(long, value_name = "URL")]
+    collector: Option<String>,
+    /// Agent token (default: PORTWATCH_TOKEN, then the config's token_file).
+    #[arg(long, env = "PORTWATCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Scan interval, e.g. 500ms, 10s, 5m.
+    #[arg(long, value_parser = parse_duration_arg)]
+    interval: Option<Duration>,
+    /// Spool directory.
+    #[arg(long, value_name = "DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Host name to report as (default: the system's).
+    #[arg(long, value_name = "NAME")]
+    host_name: Option<String>,
+}
+
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    portwatch_agent::config::parse_duration(text)
 }
 
 /// Check a configuration file and exit: 0 when it is usable, 1 with the line and key that are wrong.
@@ -118,7 +151,68 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Scan(args) => scan(args),
         Command::Validate(args) => validate(args),
+        Command::Run(args) => run_daemon(args),
     }
+}
+
+/// Default config file, read by `run` when it exists and no --config is given.
+const DEFAULT_CONFIG: &str = "/etc/portwatch/agent.toml";
+
+fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PORTWATCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .init();
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None if std::path::Path::new(DEFAULT_CONFIG).exists() => Config::load(std::path::Path::new(DEFAULT_CONFIG))?,
+        None => Config::default(),
+    };
+    if let Some(c) = args.collector {
+        config.collector = Some(c);
+    }
+    if let Some(i) = args.interval {
+        config.interval = i;
+        config.rewalk_interval = config.rewalk_interval.max(i);
+    }
+    if let Some(d) = args.spool_dir {
+        config.spool_dir = d;
+    }
+    if let Some(h) = args.host_name {
+        config.host_name = Some(h);
+    }
+    config.check().map_err(|m| anyhow::anyhow!("flags: {m}"))?;
+    let collector = config
+        .collector
+        .clone()
+        .context("no collector: pass --collector URL or set `collector` in the config")?;
+    let token = match (args.token, &config.token_file) {
+        (Some(t), _) => t,
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read token_file {}", file.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => anyhow::bail!(
+            "no token: pass --token, set PORTWATCH_TOKEN, or set token_file in the config \
+             (make one with `portwatch-collector token create --host NAME`)"
+        ),
+    };
+    let host = portwatch_agent::facts::host_name(config.host_name.as_deref()).map_err(anyhow::Error::msg)?;
+    portwatch_agent::daemon::run(portwatch_agent::daemon::Settings {
+        collector,
+        token,
+        host,
+        interval: config.interval,
+        rewalk_interval: config.rewalk_interval,
+        spool_dir: config.spool_dir.clone(),
+        spool_max_bytes: config.spool_max_mb.saturating_mul(1024 * 1024),
+        tags: config.tags.clone(),
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {

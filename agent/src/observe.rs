@@ -131,7 +131,9 @@ mod tests {
         assert!(o.observe(snapshot(&[22]), t(10)).is_none(), "nothing changed");
         let second = o.observe(snapshot(&[22, 80]), t(20)).unwrap();
         assert_eq!((second.seq, kind(&second)), (2, "delta"));
-        let ReportBody::Delta { opened, closed } = &second.body else { unreachable!() };
+        let ReportBody::Delta { opened, closed } = &second.body else {
+            unreachable!()
+        };
         assert_eq!((opened.len(), closed.len()), (1, 0));
         assert_eq!(opened[0].local_port, 80);
         let third = o.observe(snapshot(&[80]), t(30)).unwrap();
@@ -145,7 +147,9 @@ mod tests {
         o.resync();
         let r = o.observe(snapshot(&[22]), t(10)).unwrap();
         assert_eq!((r.seq, kind(&r)), (2, "snapshot"));
-        let ReportBody::Snapshot { listeners, facts: f } = &r.body else { unreachable!() };
+        let ReportBody::Snapshot { listeners, facts: f } = &r.body else {
+            unreachable!()
+        };
         assert_eq!(listeners.len(), 1);
         assert_eq!(f, &facts());
         assert!(o.observe(snapshot(&[22]), t(20)).is_none());

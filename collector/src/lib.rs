@@ -1,1 +1,6 @@
-//! The portwatch collector (built in a later issue).
+//! The portwatch collector: keeps every host's listener history and answers
+//! questions about it over HTTP.
+
+pub mod api;
+pub mod store;
+pub mod token;

@@ -209,6 +209,158 @@ pub fn keys_of_ss(text: &str) -> anyhow::Result<BTreeSet<Key>> {
     Ok(keys)
 }
 
+/// A running `portwatch-collector serve` on loopback, killed on drop.
+pub struct Collector {
+    child: Child,
+    /// Its base URL.
+    pub url: String,
+    /// Its database file.
+    pub db: PathBuf,
+}
+
+impl Collector {
+    /// Starts a collector on `db`, on `port` (0: any free port), and waits
+    /// for it to say where it listens.
+    pub fn start(db: &std::path::Path, port: u16) -> anyhow::Result<Collector> {
+        let mut child = Command::new(binary("portwatch-collector"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
+            .arg(db)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start portwatch-collector")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let Some(url) = line.trim().strip_prefix("portwatch-collector listening on ") else {
+            let status = child.wait()?;
+            bail!("collector did not start ({status}): {line:?}");
+        };
+        Ok(Collector {
+            child,
+            url: url.to_owned(),
+            db: db.to_owned(),
+        })
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+    }
+
+    /// Kills it with SIGKILL (no chance to clean up) and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `portwatch-collector token create ARGS --db DB`: the secret.
+pub fn create_token(db: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(binary("portwatch-collector"))
+        .args(["token", "create"])
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .output()?;
+    if !out.status.success() {
+        bail!("token create {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+/// A running `portwatch-agent run`, killed on drop.
+pub struct Agent {
+    child: Child,
+}
+
+impl Agent {
+    /// Starts an agent reporting as `host` to `collector` every `interval`, spooling in `spool`.
+    pub fn start(
+        collector: &str,
+        token: &str,
+        host: &str,
+        interval: &str,
+        spool: &std::path::Path,
+    ) -> anyhow::Result<Agent> {
+        let child = agent()
+            .args([
+                "run",
+                "--collector",
+                collector,
+                "--token",
+                token,
+                "--host-name",
+                host,
+                "--interval",
+                interval,
+            ])
+            .arg("--spool-dir")
+            .arg(spool)
+            .env("PORTWATCH_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start portwatch-agent run")?;
+        Ok(Agent { child })
+    }
+
+    /// Kills it with SIGKILL and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for it to exit; its exit status.
+    pub fn terminate(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `portwatch --collector URL --token T --json ARGS`, parsed.
+pub fn portwatch_json(collector: &str, token: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let out = Command::new(binary("portwatch"))
+        .args(["--collector", collector, "--token", token, "--json"])
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!("portwatch {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `limit`
+/// (a bound against hanging, not a timing assertion).
+pub fn eventually<T>(limit: std::time::Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// A directory for one test under the system's temp dir, removed on drop.
 pub struct TempDir {
     /// Its path.

@@ -1,0 +1,1679 @@
+//! The on-disk spool: reports the collector has not acknowledged yet.
+//!
+//! While the collector is unreachable the agent keeps observing and pushes
+//! each report here; when the collector is back the shipper replays them in
+//! push order ([`Spool::pending`]) and acknowledges what the collector
+//! committed ([`Spool::ack_through`], or [`Spool::ack`]). History after an
+//! outage is then the history without one.
+//!
+//! # Format
+//!
+//! A spool is one directory (created `0700`, files `0600`) holding:
+//!
+//! - `lock`: held with an exclusive `flock` while a [`Spool`] is open, so
+//!   two agents never share a spool (the second gets [`SpoolError::Locked`]).
+//! - Segments `NNNNNNNNNNNNNNNNNNNN.jsonl` (a 20-digit, zero-padded,
+//!   increasing number): one [`SpooledReport`] per line, as JSON, in push
+//!   order. Only the newest segment is appended to; a new one is started
+//!   when it would grow past [`SEGMENT_BYTES`] (or a quarter of the spool's
+//!   `max_bytes`, if that is smaller, so the drop policy below never has to
+//!   drop most of the spool at once).
+//! - `cursor`: `{"segment":N,"offset":B,"dropped":D}`, the acknowledged
+//!   position (everything before byte `B` of segment `N`, and every older
+//!   segment, is acknowledged) and the count of dropped reports not yet
+//!   reported. Absent means nothing was acknowledged or dropped. It is
+//!   replaced atomically: written to `cursor.tmp`, fsynced, renamed over
+//!   `cursor`, directory fsynced.
+//!
+//! # Durability
+//!
+//! - [`Spool::push`] returns only after the line is `fdatasync`ed (and, for
+//!   a new segment, its directory entry fsynced): a pushed report survives
+//!   kill -9 and power loss. A push that fails (full disk, I/O error) is
+//!   truncated back, so the spool holds exactly the reports whose push
+//!   returned `Ok`.
+//! - [`Spool::ack`] (and [`Spool::ack_through`], [`Spool::take_dropped`],
+//!   [`Spool::forget_dropped`]) returns only after the cursor is durable: an
+//!   acknowledged report is never returned again, not even after a crash.
+//!   Segments whose every report is acknowledged are deleted afterwards; a
+//!   crash before the deletion is harmless (the next open deletes them).
+//! - If an operation returns an error, nothing was added or acknowledged,
+//!   so the call can simply be retried (a failed push may still have
+//!   dropped, and counted, the oldest segments to make room).
+//! - Pushed but unacknowledged reports are replayed after a crash; the
+//!   collector stores a report once however often it is sent, so replaying
+//!   is safe.
+//!
+//! # After kill -9 (or power loss)
+//!
+//! [`Spool::open`] recovers: the lock dies with its process; the last line
+//! of the newest segment, if incomplete or unparsable (a write cut short:
+//! its push never returned `Ok`), is truncated away and counted in
+//! [`Spool::recovered_torn`]; segments before the cursor are deleted. A
+//! line that cannot be parsed anywhere else is not something a crash
+//! produces, so opening fails with [`SpoolError::Corrupt`], naming the file
+//! and line: move the spool directory away to start afresh. Opening reads
+//! and checks every spooled line once; afterwards counts and sizes are kept
+//! in memory.
+//!
+//! # Drop policy
+//!
+//! The segments never take more than `max_bytes` together (but for files
+//! whose deletion failed, which are retried). When a push
+//! would exceed it, the OLDEST whole segments are deleted first (the newest
+//! reports matter most: they describe the host now), never the report being
+//! pushed, and the unacknowledged reports they held are added to
+//! [`Spool::dropped`]. That count is persisted with the cursor and reported
+//! to the collector in a batch's `dropped` field ([`Spool::take_dropped`]),
+//! so a loss is never silent. A single report larger than `max_bytes` is
+//! refused with [`SpoolError::TooLarge`]. On a disk too full even to
+//! rewrite the cursor, the dropped segments are deleted first (so lowering
+//! `spool_max_bytes` always makes room); the position stays right, and the
+//! drop count is saved as soon as there is space again (a crash before that
+//! loses only the count).
+//!
+//! Lowering `max_bytes` between runs is fine: the next push drops down to
+//! the new bound.
+//!
+//! All calls do blocking file I/O: call them from a blocking thread.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use portwatch_common::wire::Report;
+use rustix::fs::FlockOperation;
+use rustix::io::Errno;
+use serde::{Deserialize, Serialize};
+
+/// Size past which a new segment is started (at most a quarter of the
+/// spool's `max_bytes`).
+pub const SEGMENT_BYTES: u64 = 1 << 20;
+
+const LOCK_FILE: &str = "lock";
+/// How often, and how far apart, `open` tries to take the lock.
+const LOCK_ATTEMPTS: u32 = 20;
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+const CURSOR_FILE: &str = "cursor";
+const CURSOR_TMP: &str = "cursor.tmp";
+const SEGMENT_SUFFIX: &str = ".jsonl";
+const SEGMENT_DIGITS: usize = 20;
+
+/// One spooled report and the session it belongs to (sequence numbers
+/// count within a session, and the spool may outlive one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpooledReport {
+    /// The agent session that made the report.
+    pub session: String,
+    /// The report.
+    pub report: Report,
+}
+
+/// Why a spool operation failed. After an error the spool is as it was
+/// before the call.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// Another agent holds the spool's lock.
+    #[error(
+        "spool directory {dir} is in use by another portwatch agent (it holds the lock on {dir}/lock); \
+         stop that agent, or give each agent its own spool directory"
+    )]
+    Locked {
+        /// The spool directory.
+        dir: PathBuf,
+    },
+    /// The file system holding the spool is full.
+    #[error(
+        "the disk holding spool directory {dir} is full (could not {action} {path}); \
+         free space on that file system, or lower spool_max_bytes so the spool fits on it"
+    )]
+    DiskFull {
+        /// The spool directory.
+        dir: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Any other I/O failure.
+    #[error("could not {action} {path}; check that the agent may write there and that the disk is healthy")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A segment holds something that is not a spooled report.
+    #[error(
+        "spool file {path}, line {line}, is corrupt ({reason}); the spool cannot be replayed past it: \
+         stop the agent and move the spool directory {dir} away (the agent then starts an empty spool)"
+    )]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+        /// The spool directory.
+        dir: PathBuf,
+    },
+    /// The cursor file is unreadable or points where no report starts.
+    #[error(
+        "spool cursor {path} is corrupt ({reason}); \
+         stop the agent and move the spool directory {dir} away (the agent then starts an empty spool)"
+    )]
+    BadCursor {
+        /// The cursor file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+        /// The spool directory.
+        dir: PathBuf,
+    },
+    /// Segment numbers ran out (only a hand-made file name can cause this).
+    #[error("spool directory {dir} has a segment numbered too high to continue; move the spool directory away")]
+    SegmentsExhausted {
+        /// The spool directory.
+        dir: PathBuf,
+    },
+    /// One report is larger than the whole spool may be.
+    #[error("a report of {bytes} bytes cannot fit in a spool limited to {max_bytes} bytes; raise spool_max_bytes")]
+    TooLarge {
+        /// The report's size as spooled.
+        bytes: u64,
+        /// The spool's bound.
+        max_bytes: u64,
+    },
+    /// More reports acknowledged than are pending (a bug in the caller).
+    #[error("cannot acknowledge {count} spooled reports: only {pending} are pending")]
+    AckBeyondPending {
+        /// What was asked.
+        count: usize,
+        /// What is pending.
+        pending: u64,
+    },
+    /// A report could not be encoded.
+    #[error("could not encode a report for the spool")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// A bounded, crash-safe, append-only spool of reports (see the module
+/// documentation). Holds the spool directory's lock until dropped.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment_bytes: u64,
+    /// Held for its `flock`.
+    _lock: File,
+    /// Oldest first; never empty; the last one is `current`.
+    segments: VecDeque<Segment>,
+    /// The last segment, opened for appending.
+    current: File,
+    /// A failed push left bytes past the last segment's recorded length
+    /// that could not be truncated yet.
+    dirty_tail: bool,
+    /// Acknowledged bytes and lines at the start of the first segment.
+    acked_offset: u64,
+    acked_lines: u64,
+    /// Sums over `segments`.
+    segment_bytes_total: u64,
+    lines_total: u64,
+    dropped: u64,
+    /// The cursor on disk lags `dropped` (see [`Spool::make_room`]).
+    cursor_unsaved: bool,
+    /// Acknowledged or dropped segment files whose deletion failed; retried.
+    stale: Vec<(PathBuf, u64)>,
+    recovered_torn: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    id: u64,
+    bytes: u64,
+    lines: u64,
+}
+
+/// The persisted acknowledged position and drop count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Cursor {
+    segment: u64,
+    offset: u64,
+    dropped: u64,
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool in `dir`, bounded to `max_bytes`
+    /// of segments, and recovers what a crash may have left.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+        Self::open_with_segment_bytes(dir, max_bytes, SEGMENT_BYTES.min(max_bytes / 4).max(1))
+    }
+
+    fn open_with_segment_bytes(dir: &Path, max_bytes: u64, segment_bytes: u64) -> Result<Spool, SpoolError> {
+        let dir = dir.to_path_buf();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| io_error(&dir, "create the spool directory", &dir, e))?;
+
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| io_error(&dir, "open the spool lock", &lock_path, e))?;
+        // A process forking holds a copy of the lock until it execs (its
+        // copy of the descriptor closes then): wait that out briefly
+        // before blaming another agent.
+        let mut attempts = 0;
+        loop {
+            match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(e) if e == Errno::WOULDBLOCK || e == Errno::AGAIN => {
+                    attempts += 1;
+                    if attempts == LOCK_ATTEMPTS {
+                        return Err(SpoolError::Locked { dir });
+                    }
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(e) => return Err(io_error(&dir, "lock", &lock_path, e.into())),
+            }
+        }
+
+        let cursor_path = dir.join(CURSOR_FILE);
+        let stored = match fs::read(&cursor_path) {
+            Ok(bytes) => Some(
+                serde_json::from_slice::<Cursor>(&bytes).map_err(|e| SpoolError::BadCursor {
+                    path: cursor_path.clone(),
+                    reason: e.to_string(),
+                    dir: dir.clone(),
+                })?,
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_error(&dir, "read the spool cursor", &cursor_path, e)),
+        };
+        let cursor = stored.unwrap_or_default();
+
+        let mut ids = Vec::new();
+        let entries = fs::read_dir(&dir).map_err(|e| io_error(&dir, "list the spool directory", &dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(&dir, "list the spool directory", &dir, e))?;
+            if let Some(id) = entry.file_name().to_str().and_then(segment_id) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+
+        // Segments before the cursor are acknowledged or dropped: a crash
+        // came between persisting the cursor and deleting them.
+        let mut stale = Vec::new();
+        let (gone, kept): (Vec<u64>, Vec<u64>) = ids.into_iter().partition(|&id| id < cursor.segment);
+        for id in gone {
+            let path = segment_path(&dir, id);
+            if fs::remove_file(&path).is_err() {
+                let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                stale.push((path, size));
+            }
+        }
+
+        let mut segments = VecDeque::with_capacity(kept.len() + 1);
+        let mut recovered_torn = 0;
+        let mut acked = (0, 0);
+        let last = kept.len().checked_sub(1);
+        for (i, &id) in kept.iter().enumerate() {
+            let path = segment_path(&dir, id);
+            let data = fs::read(&path).map_err(|e| io_error(&dir, "read spool segment", &path, e))?;
+            let cursor_offset = (i == 0 && id == cursor.segment).then_some(cursor.offset);
+            let scan = scan_segment(&data, Some(i) == last, cursor_offset).map_err(|e| match e {
+                ScanError::Line { line, reason } => SpoolError::Corrupt {
+                    path: path.clone(),
+                    line,
+                    reason,
+                    dir: dir.clone(),
+                },
+                ScanError::Cursor(reason) => SpoolError::BadCursor {
+                    path: cursor_path.clone(),
+                    reason: format!("{reason} in {}", path.display()),
+                    dir: dir.clone(),
+                },
+            })?;
+            if scan.valid_len < data.len() as u64 {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| io_error(&dir, "open spool segment", &path, e))?;
+                file.set_len(scan.valid_len)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| io_error(&dir, "truncate the torn last line of", &path, e))?;
+                recovered_torn += 1;
+            }
+            if let Some(lines) = scan.acked_lines {
+                acked = (cursor.offset, lines);
+            }
+            segments.push_back(Segment {
+                id,
+                bytes: scan.valid_len,
+                lines: scan.lines,
+            });
+        }
+
+        let current = match segments.back() {
+            Some(last) => {
+                let path = segment_path(&dir, last.id);
+                OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| io_error(&dir, "open spool segment", &path, e))?
+            }
+            None => {
+                // Number it past the cursor's segment, so the cursor cannot
+                // claim any of its bytes.
+                let id = cursor
+                    .segment
+                    .checked_add(1)
+                    .ok_or_else(|| SpoolError::SegmentsExhausted { dir: dir.clone() })?;
+                let file = create_segment(&dir, id)?;
+                segments.push_back(Segment { id, bytes: 0, lines: 0 });
+                file
+            }
+        };
+
+        let mut spool = Spool {
+            max_bytes,
+            segment_bytes,
+            _lock: lock,
+            segment_bytes_total: segments.iter().map(|s| s.bytes).sum(),
+            lines_total: segments.iter().map(|s| s.lines).sum(),
+            segments,
+            current,
+            dirty_tail: false,
+            cursor_unsaved: false,
+            acked_offset: acked.0,
+            acked_lines: acked.1,
+            dropped: cursor.dropped,
+            stale,
+            recovered_torn,
+            dir,
+        };
+        // Persist where the cursor really is (its segment may be gone), and
+        // delete fully acknowledged segments.
+        let (first, offset, lines) = spool.skip_acked(0);
+        let head = spool.segments.get(first).map_or(0, |s| s.id);
+        if first > 0 || stored.is_some_and(|c| (c.segment, c.offset) != (head, offset)) {
+            spool.commit(first, offset, lines, spool.dropped)?;
+        }
+        Ok(spool)
+    }
+
+    /// Appends `item` durably (see the module documentation), first
+    /// dropping the oldest segments if the spool would exceed its bound.
+    pub fn push(&mut self, item: &SpooledReport) -> Result<(), SpoolError> {
+        let mut line = serde_json::to_vec(item).map_err(SpoolError::Encode)?;
+        line.push(b'\n');
+        let len = line.len() as u64;
+        if len > self.max_bytes {
+            return Err(SpoolError::TooLarge {
+                bytes: len,
+                max_bytes: self.max_bytes,
+            });
+        }
+        self.retry_stale();
+        if self.cursor_unsaved {
+            // Best effort: on failure the count stays in memory and the
+            // next commit saves it.
+            let _ = self.commit(0, self.acked_offset, self.acked_lines, self.dropped);
+        }
+        if self.dirty_tail {
+            let len = self.current_segment().bytes;
+            let path = self.current_path();
+            self.current
+                .set_len(len)
+                .and_then(|()| self.current.sync_data())
+                .map_err(|e| io_error(&self.dir, "truncate a failed write in", &path, e))?;
+            self.dirty_tail = false;
+        }
+        self.make_room(len)?;
+        let current = self.current_segment();
+        if current.bytes > 0 && current.bytes.saturating_add(len) > self.segment_bytes {
+            self.rotate()?;
+        }
+
+        let old_len = self.current_segment().bytes;
+        if let Err(e) = self.current.write_all(&line).and_then(|()| self.current.sync_data()) {
+            if self
+                .current
+                .set_len(old_len)
+                .and_then(|()| self.current.sync_data())
+                .is_err()
+            {
+                self.dirty_tail = true;
+            }
+            return Err(io_error(&self.dir, "append a report to", &self.current_path(), e));
+        }
+        if let Some(current) = self.segments.back_mut() {
+            current.bytes += len;
+            current.lines += 1;
+        }
+        self.segment_bytes_total += len;
+        self.lines_total += 1;
+        Ok(())
+    }
+
+    /// The oldest unacknowledged reports, in push order, at most `max`.
+    pub fn pending(&self, max: usize) -> Result<Vec<SpooledReport>, SpoolError> {
+        let mut out = Vec::with_capacity(max.min(self.len()));
+        if max == 0 {
+            return Ok(out);
+        }
+        self.each_pending(|path, number, line| {
+            out.push(serde_json::from_slice(line).map_err(|e| self.corrupt(path, number, e))?);
+            Ok(out.len() < max)
+        })?;
+        Ok(out)
+    }
+
+    /// Acknowledges the first `count` pending reports: they are never
+    /// returned again, even after a crash. Deletes the segments left with
+    /// nothing pending. Acknowledging more than [`Spool::len`] is an error
+    /// and acknowledges nothing.
+    ///
+    /// The count is from the oldest pending report *now*: if a push dropped
+    /// reports since [`Spool::pending`], it would acknowledge reports never
+    /// sent. Unless no push can come in between, use [`Spool::ack_through`].
+    pub fn ack(&mut self, count: usize) -> Result<(), SpoolError> {
+        let pending = self.lines_total - self.acked_lines;
+        if count as u64 > pending {
+            return Err(SpoolError::AckBeyondPending { count, pending });
+        }
+        self.retry_stale();
+        let mut remaining = count as u64;
+        let (mut first, mut offset, mut lines) = (0, self.acked_offset, self.acked_lines);
+        while let Some(segment) = self.segments.get(first).copied() {
+            let unacked = segment.lines - lines;
+            let is_last = first + 1 == self.segments.len();
+            if remaining < unacked || is_last {
+                if remaining == unacked {
+                    offset = segment.bytes;
+                } else if remaining > 0 {
+                    offset = self.skip_lines(segment, offset, lines, remaining)?;
+                }
+                lines += remaining;
+                break;
+            }
+            remaining -= unacked;
+            first += 1;
+            offset = 0;
+            lines = 0;
+        }
+        if first == 0 && offset == self.acked_offset {
+            return Ok(());
+        }
+        self.commit(first, offset, lines, self.dropped)
+    }
+
+    /// Acknowledges the leading pending reports of `session` numbered up to
+    /// `seq`, stopping at the first report of another session or with a
+    /// higher number, and returns how many it acknowledged. This is what a
+    /// collector [`Ack`](portwatch_common::wire::Ack) for a batch of that
+    /// session means, and it stays right if a push dropped the oldest
+    /// reports (sent or not) since [`Spool::pending`].
+    pub fn ack_through(&mut self, session: &str, seq: u64) -> Result<usize, SpoolError> {
+        /// The part of a [`SpooledReport`] that identifies it.
+        #[derive(Deserialize)]
+        struct Key<'a> {
+            #[serde(borrow)]
+            session: std::borrow::Cow<'a, str>,
+            report: KeySeq,
+        }
+        #[derive(Deserialize)]
+        struct KeySeq {
+            seq: u64,
+        }
+        let mut count = 0;
+        self.each_pending(|path, number, line| {
+            let key: Key = serde_json::from_slice(line).map_err(|e| self.corrupt(path, number, e))?;
+            let acked = key.session == session && key.report.seq <= seq;
+            count += usize::from(acked);
+            Ok(acked)
+        })?;
+        self.ack(count)?;
+        Ok(count)
+    }
+
+    /// How many reports are pending (pushed and not acknowledged).
+    pub fn len(&self) -> usize {
+        usize::try_from(self.lines_total - self.acked_lines).unwrap_or(usize::MAX)
+    }
+
+    /// Whether no report is pending.
+    pub fn is_empty(&self) -> bool {
+        self.lines_total == self.acked_lines
+    }
+
+    /// Bytes the spool's segments take on disk.
+    pub fn bytes(&self) -> u64 {
+        self.segment_bytes_total + self.stale.iter().map(|(_, bytes)| bytes).sum::<u64>()
+    }
+
+    /// Reports dropped by the size bound and not yet taken for reporting
+    /// (persisted across restarts).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Returns the dropped count and durably resets it to zero, for the
+    /// `dropped` field of the next batch. If that batch is never
+    /// acknowledged the count is lost; [`Spool::forget_dropped`] after the
+    /// acknowledgement avoids that.
+    pub fn take_dropped(&mut self) -> Result<u64, SpoolError> {
+        let dropped = self.dropped;
+        self.forget_dropped(dropped)?;
+        Ok(dropped)
+    }
+
+    /// Durably subtracts `reported` from the dropped count: call it with the
+    /// `dropped` of a batch once the collector acknowledged the batch
+    /// (drops counted meanwhile stay counted).
+    pub fn forget_dropped(&mut self, reported: u64) -> Result<(), SpoolError> {
+        if reported == 0 {
+            return Ok(());
+        }
+        let dropped = self.dropped.saturating_sub(reported);
+        self.commit(0, self.acked_offset, self.acked_lines, dropped)
+    }
+
+    /// How many torn last lines (a write cut short by a crash, never
+    /// successfully pushed) [`Spool::open`] truncated away.
+    pub fn recovered_torn(&self) -> u64 {
+        self.recovered_torn
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Drops the oldest segments (rotating the current one out if it must
+    /// go too) until `len` more bytes fit in the bound.
+    fn make_room(&mut self, len: u64) -> Result<(), SpoolError> {
+        let total = self.bytes();
+        let (mut first, mut freed, mut lost) = (0, 0, 0);
+        while total - freed + len > self.max_bytes {
+            if first + 1 == self.segments.len() {
+                if self.current_segment().bytes == 0 {
+                    break; // only undeletable stale files are left
+                }
+                self.rotate()?;
+            }
+            let Some(segment) = self.segments.get(first) else {
+                break;
+            };
+            lost += segment.lines - if first == 0 { self.acked_lines } else { 0 };
+            freed += segment.bytes;
+            first += 1;
+        }
+        if first == 0 {
+            return Ok(());
+        }
+        let dropped = self.dropped + lost;
+        match self.commit(first, 0, 0, dropped) {
+            Err(SpoolError::DiskFull { .. }) => {
+                // Too full even for the cursor: free space the only way
+                // left, deleting the dropped segments before recording it.
+                // The cursor on disk then names a deleted segment, which
+                // `open` reads as "nothing left is acknowledged", which is
+                // true; a crash before the cursor is saved would lose only
+                // the drop count, so saving it is retried at once and on
+                // every later push.
+                self.remove_segments(first);
+                self.acked_offset = 0;
+                self.acked_lines = 0;
+                self.dropped = dropped;
+                self.cursor_unsaved = true;
+                let _ = self.commit(0, 0, 0, dropped);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Starts a new, empty current segment.
+    fn rotate(&mut self) -> Result<(), SpoolError> {
+        let id = self
+            .current_segment()
+            .id
+            .checked_add(1)
+            .ok_or_else(|| SpoolError::SegmentsExhausted { dir: self.dir.clone() })?;
+        self.current = create_segment(&self.dir, id)?;
+        self.segments.push_back(Segment { id, bytes: 0, lines: 0 });
+        Ok(())
+    }
+
+    /// From the acknowledged position, skips segments with nothing pending
+    /// (except the last): the new (first segment index, offset, lines).
+    fn skip_acked(&self, mut first: usize) -> (usize, u64, u64) {
+        let (mut offset, mut lines) = (self.acked_offset, self.acked_lines);
+        while let Some(segment) = self.segments.get(first) {
+            if first + 1 == self.segments.len() || lines < segment.lines {
+                break;
+            }
+            first += 1;
+            offset = 0;
+            lines = 0;
+        }
+        (first, offset, lines)
+    }
+
+    /// Durably makes byte `offset` (after `lines` lines) of segment `first`
+    /// the acknowledged position and `dropped` the drop count, then deletes
+    /// the segments before `first`. On error nothing changed.
+    fn commit(&mut self, first: usize, offset: u64, lines: u64, dropped: u64) -> Result<(), SpoolError> {
+        let Some(head) = self.segments.get(first) else {
+            return Ok(());
+        };
+        write_cursor(
+            &self.dir,
+            &Cursor {
+                segment: head.id,
+                offset,
+                dropped,
+            },
+        )?;
+        self.cursor_unsaved = false;
+        self.remove_segments(first);
+        self.acked_offset = offset;
+        self.acked_lines = lines;
+        self.dropped = dropped;
+        Ok(())
+    }
+
+    /// Forgets the first `count` segments and deletes their files.
+    fn remove_segments(&mut self, count: usize) {
+        let count = count.min(self.segments.len().saturating_sub(1)); // never the current one
+        for segment in self.segments.drain(..count) {
+            self.segment_bytes_total -= segment.bytes;
+            self.lines_total -= segment.lines;
+            let path = segment_path(&self.dir, segment.id);
+            if fs::remove_file(&path).is_err() && path.exists() {
+                self.stale.push((path, segment.bytes));
+            }
+        }
+    }
+
+    /// Deletes segment files that an earlier deletion failed to delete.
+    fn retry_stale(&mut self) {
+        self.stale
+            .retain(|(path, _)| fs::remove_file(path).is_err() && path.exists());
+    }
+
+    /// Calls `visit` with each pending line (its file, 1-based line number
+    /// and bytes without the newline), oldest first, until it returns false.
+    fn each_pending(
+        &self,
+        mut visit: impl FnMut(&Path, u64, &[u8]) -> Result<bool, SpoolError>,
+    ) -> Result<(), SpoolError> {
+        for (i, segment) in self.segments.iter().enumerate() {
+            let (from, first_line) = if i == 0 {
+                (self.acked_offset, self.acked_lines)
+            } else {
+                (0, 0)
+            };
+            if from >= segment.bytes {
+                continue;
+            }
+            let path = segment_path(&self.dir, segment.id);
+            let mut reader = self.lines_of(&path, from, segment.bytes)?;
+            let mut buf = Vec::new();
+            let mut number = first_line;
+            loop {
+                number += 1;
+                if !self.next_line(&mut reader, &mut buf, &path, number)? {
+                    break;
+                }
+                if !visit(&path, number, trim_newline(&buf))? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Byte offset after `count` more lines from `offset` (after `lines`
+    /// lines) of `segment`.
+    fn skip_lines(&self, segment: Segment, offset: u64, lines: u64, count: u64) -> Result<u64, SpoolError> {
+        let path = segment_path(&self.dir, segment.id);
+        let mut reader = self.lines_of(&path, offset, segment.bytes)?;
+        let mut buf = Vec::new();
+        let mut offset = offset;
+        for number in lines + 1..=lines + count {
+            if !self.next_line(&mut reader, &mut buf, &path, number)? {
+                return Err(self.corrupt(&path, number, "the file is shorter than the spool recorded"));
+            }
+            offset += buf.len() as u64;
+        }
+        Ok(offset)
+    }
+
+    /// A reader of `path` from byte `from` to byte `to`.
+    fn lines_of(&self, path: &Path, from: u64, to: u64) -> Result<BufReader<io::Take<File>>, SpoolError> {
+        let mut file = File::open(path).map_err(|e| io_error(&self.dir, "open spool segment", path, e))?;
+        file.seek(SeekFrom::Start(from))
+            .map_err(|e| io_error(&self.dir, "read spool segment", path, e))?;
+        Ok(BufReader::new(file.take(to.saturating_sub(from))))
+    }
+
+    /// Reads line `number` into `buf`; false at the end.
+    fn next_line(
+        &self,
+        reader: &mut impl BufRead,
+        buf: &mut Vec<u8>,
+        path: &Path,
+        number: u64,
+    ) -> Result<bool, SpoolError> {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', buf)
+            .map_err(|e| io_error(&self.dir, "read spool segment", path, e))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if buf.last() != Some(&b'\n') {
+            return Err(self.corrupt(path, number, "the line is incomplete"));
+        }
+        Ok(true)
+    }
+
+    fn corrupt(&self, path: &Path, line: u64, reason: impl ToString) -> SpoolError {
+        SpoolError::Corrupt {
+            path: path.to_path_buf(),
+            line,
+            reason: reason.to_string(),
+            dir: self.dir.clone(),
+        }
+    }
+
+    fn current_segment(&self) -> Segment {
+        // `segments` is never empty; the fallback is unreachable.
+        self.segments.back().copied().unwrap_or(Segment {
+            id: 0,
+            bytes: 0,
+            lines: 0,
+        })
+    }
+
+    fn current_path(&self) -> PathBuf {
+        segment_path(&self.dir, self.current_segment().id)
+    }
+}
+
+/// What [`scan_segment`] found.
+struct Scan {
+    /// Complete, parsable lines.
+    lines: u64,
+    /// Bytes to keep (less than the file if its last line is torn).
+    valid_len: u64,
+    /// Lines before the cursor offset, if one was given.
+    acked_lines: Option<u64>,
+}
+
+enum ScanError {
+    Line { line: u64, reason: String },
+    Cursor(String),
+}
+
+/// Checks every line of a segment. Only in the last segment may the final
+/// line be torn (incomplete or unparsable: a write cut short by a crash);
+/// it is excluded from `valid_len`.
+fn scan_segment(data: &[u8], is_last: bool, cursor_offset: Option<u64>) -> Result<Scan, ScanError> {
+    let mut pos = 0;
+    let mut lines = 0;
+    let mut acked_lines = (cursor_offset == Some(0)).then_some(0);
+    while let Some(rest) = data.get(pos..).filter(|rest| !rest.is_empty()) {
+        let number = lines + 1;
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            if is_last {
+                break;
+            }
+            return Err(ScanError::Line {
+                line: number,
+                reason: "the line is incomplete".into(),
+            });
+        };
+        let line = rest.get(..end).unwrap_or_default();
+        if let Err(e) = serde_json::from_slice::<SpooledReport>(line) {
+            if is_last && pos + end + 1 == data.len() {
+                break;
+            }
+            return Err(ScanError::Line {
+                line: number,
+                reason: e.to_string(),
+            });
+        }
+        pos += end + 1;
+        lines += 1;
+        if cursor_offset == Some(pos as u64) {
+            acked_lines = Some(lines);
+        }
+    }
+    if let Some(offset) = cursor_offset {
+        if acked_lines.is_none() {
+            return Err(ScanError::Cursor(format!(
+                "offset {offset} is not the start of a report"
+            )));
+        }
+    }
+    Ok(Scan {
+        lines,
+        valid_len: pos as u64,
+        acked_lines,
+    })
+}
+
+fn trim_newline(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\n").unwrap_or(line)
+}
+
+/// The number of a segment file name, `None` for any other file.
+fn segment_id(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != SEGMENT_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:0width$}{SEGMENT_SUFFIX}", width = SEGMENT_DIGITS))
+}
+
+/// Creates an empty segment, durably, opened for appending.
+fn create_segment(dir: &Path, id: u64) -> Result<File, SpoolError> {
+    let path = segment_path(dir, id);
+    let create = || OpenOptions::new().append(true).create_new(true).mode(0o600).open(&path);
+    let file = match create() {
+        // Left by a rotation whose directory sync failed: never held a report.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::remove_file(&path).and_then(|()| create()),
+        other => other,
+    }
+    .map_err(|e| io_error(dir, "create spool segment", &path, e))?;
+    if let Err(e) = sync_dir(dir) {
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(file)
+}
+
+/// Atomically replaces the cursor file.
+fn write_cursor(dir: &Path, cursor: &Cursor) -> Result<(), SpoolError> {
+    let tmp = dir.join(CURSOR_TMP);
+    let json = serde_json::to_vec(cursor).map_err(SpoolError::Encode)?;
+    let written = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(&json)?;
+            file.sync_all()
+        });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_error(dir, "write the spool cursor", &tmp, e));
+    }
+    let path = dir.join(CURSOR_FILE);
+    fs::rename(&tmp, &path).map_err(|e| io_error(dir, "replace the spool cursor", &path, e))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, "sync the spool directory", dir, e))
+}
+
+/// An I/O error, or [`SpoolError::DiskFull`] if the disk (or quota) is full.
+fn io_error(dir: &Path, action: &'static str, path: &Path, source: io::Error) -> SpoolError {
+    if matches!(Errno::from_io_error(&source), Some(Errno::NOSPC | Errno::DQUOT)) {
+        SpoolError::DiskFull {
+            dir: dir.to_path_buf(),
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    } else {
+        SpoolError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!("portwatch-spool-{name}-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&path);
+            TempDir(path)
+        }
+
+        fn spool(&self) -> PathBuf {
+            self.0.join("spool")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn report(session: &str, seq: u64) -> SpooledReport {
+        let report = serde_json::json!({"seq": seq, "observed_at": "2026-01-01T00:00:00Z", "kind": "delta", "opened": [], "closed": []});
+        SpooledReport {
+            session: session.into(),
+            report: serde_json::from_value(report).unwrap(),
+        }
+    }
+
+    fn line_len(item: &SpooledReport) -> u64 {
+        serde_json::to_vec(item).unwrap().len() as u64 + 1
+    }
+
+    fn seqs(items: &[SpooledReport]) -> Vec<u64> {
+        items.iter().map(|item| item.report.seq).collect()
+    }
+
+    fn all(spool: &Spool) -> Vec<u64> {
+        seqs(&spool.pending(usize::MAX).unwrap())
+    }
+
+    fn segment_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.file_name().and_then(|n| n.to_str()).and_then(segment_id).is_some())
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn bytes_on_disk(dir: &Path) -> u64 {
+        segment_files(dir)
+            .iter()
+            .map(|path| fs::metadata(path).unwrap().len())
+            .sum()
+    }
+
+    /// Seqs 100..=999 make lines of one length: `L` bytes each.
+    fn fixed_line() -> u64 {
+        line_len(&report("s", 100))
+    }
+
+    #[test]
+    fn reports_come_back_in_push_order_across_segments_and_reopen() {
+        let tmp = TempDir::new("order");
+        let l = fixed_line();
+        let mut spool = Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 3 * l).unwrap();
+        assert!(spool.is_empty());
+        for seq in 100..110 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        assert_eq!(segment_files(&tmp.spool()).len(), 4, "three lines per segment");
+        assert_eq!(spool.len(), 10);
+        assert_eq!(spool.bytes(), 10 * l);
+        assert_eq!(spool.bytes(), bytes_on_disk(&tmp.spool()));
+        assert_eq!(seqs(&spool.pending(4).unwrap()), [100, 101, 102, 103]);
+        assert_eq!(all(&spool), (100..110).collect::<Vec<_>>());
+
+        spool.ack(4).unwrap();
+        assert_eq!(seqs(&spool.pending(3).unwrap()), [104, 105, 106]);
+        assert_eq!(
+            segment_files(&tmp.spool()).len(),
+            3,
+            "the fully acknowledged segment is deleted"
+        );
+        assert_eq!(spool.bytes(), 7 * l);
+        drop(spool);
+
+        let mut spool = Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 3 * l).unwrap();
+        assert_eq!(spool.len(), 6);
+        assert_eq!(spool.bytes(), 7 * l);
+        assert_eq!(all(&spool), (104..110).collect::<Vec<_>>());
+        spool.ack(6).unwrap();
+        assert!(spool.is_empty());
+        assert_eq!(spool.pending(10).unwrap(), []);
+        assert_eq!(segment_files(&tmp.spool()).len(), 1, "only the current segment is kept");
+        spool.push(&report("s", 110)).unwrap();
+        drop(spool);
+        let spool = Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 3 * l).unwrap();
+        assert_eq!(all(&spool), [110]);
+    }
+
+    #[test]
+    fn acknowledged_reports_never_come_back_after_reopen() {
+        let tmp = TempDir::new("acked");
+        let l = fixed_line();
+        let open = || Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 2 * l).unwrap();
+        let mut spool = open();
+        for seq in 100..105 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        spool.ack(1).unwrap(); // mid-segment
+        drop(spool);
+        let mut spool = open();
+        assert_eq!(all(&spool), [101, 102, 103, 104]);
+        spool.ack(2).unwrap(); // ends a segment
+        drop(spool);
+        let mut spool = open();
+        assert_eq!(all(&spool), [103, 104]);
+        spool.ack(0).unwrap();
+        spool.ack(2).unwrap();
+        drop(spool);
+        let mut spool = open();
+        assert!(spool.is_empty());
+        assert_eq!(spool.pending(usize::MAX).unwrap(), []);
+        spool.push(&report("s", 105)).unwrap();
+        drop(spool);
+        assert_eq!(all(&open()), [105]);
+    }
+
+    #[test]
+    fn acknowledging_more_than_pending_is_refused_and_acknowledges_nothing() {
+        let tmp = TempDir::new("overack");
+        let mut spool = Spool::open(&tmp.spool(), 1 << 20).unwrap();
+        spool.push(&report("s", 1)).unwrap();
+        let err = spool.ack(2).unwrap_err();
+        assert!(
+            matches!(err, SpoolError::AckBeyondPending { count: 2, pending: 1 }),
+            "{err}"
+        );
+        assert_eq!(all(&spool), [1]);
+    }
+
+    #[test]
+    fn acknowledging_through_a_report_stops_at_its_session_and_number() {
+        let tmp = TempDir::new("through");
+        let mut spool = Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 150).unwrap();
+        for item in [report("old", 7), report("old", 8), report("new", 1), report("new", 2)] {
+            spool.push(&item).unwrap();
+        }
+        assert_eq!(
+            spool.ack_through("new", 5).unwrap(),
+            0,
+            "the oldest pending are of another session"
+        );
+        assert_eq!(spool.ack_through("old", 7).unwrap(), 1);
+        assert_eq!(
+            spool.ack_through("old", 100).unwrap(),
+            1,
+            "stops where the session ends"
+        );
+        assert_eq!(spool.ack_through("new", 2).unwrap(), 2);
+        assert!(spool.is_empty());
+        assert_eq!(spool.ack_through("new", 2).unwrap(), 0);
+    }
+
+    #[test]
+    fn acknowledging_through_a_report_dropped_since_it_was_sent_acknowledges_nothing_unsent() {
+        let tmp = TempDir::new("through-drop");
+        let l = fixed_line();
+        let mut spool = Spool::open_with_segment_bytes(&tmp.spool(), 6 * l, 2 * l).unwrap();
+        for seq in 100..106 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        let sent = spool.pending(3).unwrap(); // 100..=102, then the spool overflows
+        for seq in 106..110 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        assert_eq!(spool.dropped(), 4);
+        assert_eq!(all(&spool), (104..110).collect::<Vec<_>>());
+        let last_sent = sent.last().unwrap().report.seq;
+        assert_eq!(spool.ack_through("s", last_sent).unwrap(), 0);
+        assert_eq!(
+            all(&spool),
+            (104..110).collect::<Vec<_>>(),
+            "nothing unsent was acknowledged"
+        );
+    }
+
+    #[test]
+    fn random_push_ack_reopen_sequences_behave_like_a_queue() {
+        let tmp = TempDir::new("model");
+        let open = || Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 200).unwrap();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut spool = open();
+        let mut model = VecDeque::new();
+        let mut seq = 0;
+        for _ in 0..400 {
+            match random(10) {
+                0..=4 => {
+                    for _ in 0..random(4) {
+                        seq += 1;
+                        spool.push(&report("m", seq)).unwrap();
+                        model.push_back(seq);
+                    }
+                }
+                5..=7 => {
+                    let count = random(model.len() as u64 + 1) as usize;
+                    spool.ack(count).unwrap();
+                    model.drain(..count);
+                }
+                8 => {
+                    drop(spool);
+                    spool = open();
+                }
+                _ => {
+                    let max = random(5) as usize;
+                    let want: Vec<u64> = model.iter().take(max).copied().collect();
+                    assert_eq!(seqs(&spool.pending(max).unwrap()), want);
+                }
+            }
+            assert_eq!(spool.len(), model.len());
+            assert_eq!(all(&spool), Vec::from(model.clone()));
+            assert_eq!(spool.bytes(), bytes_on_disk(&tmp.spool()));
+            if model.is_empty() {
+                assert_eq!(
+                    segment_files(&tmp.spool()).len(),
+                    1,
+                    "acknowledged segments are deleted"
+                );
+            }
+        }
+        assert!(seq > 300, "the sequence pushed something: {seq}");
+    }
+
+    #[test]
+    fn a_torn_trailing_line_is_truncated_and_counted() {
+        let tmp = TempDir::new("torn");
+        let mut spool = Spool::open(&tmp.spool(), 1 << 20).unwrap();
+        for seq in 1..=3 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        let before = spool.bytes();
+        drop(spool);
+        let last = segment_files(&tmp.spool()).pop().unwrap();
+        let mut file = OpenOptions::new().append(true).open(&last).unwrap();
+        file.write_all(br#"{"session":"s","report":{"seq":4,"obs"#).unwrap();
+        drop(file);
+
+        let mut spool = Spool::open(&tmp.spool(), 1 << 20).unwrap();
+        assert_eq!(spool.recovered_torn(), 1);
+        assert_eq!(spool.bytes(), before);
+        assert_eq!(
+            fs::metadata(&last).unwrap().len(),
+            before,
+            "the torn bytes are gone from disk"
+        );
+        assert_eq!(all(&spool), [1, 2, 3]);
+        spool.push(&report("s", 4)).unwrap();
+        drop(spool);
+        let spool = Spool::open(&tmp.spool(), 1 << 20).unwrap();
+        assert_eq!(spool.recovered_torn(), 0);
+        assert_eq!(all(&spool), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_corrupt_middle_line_is_refused_naming_file_and_line() {
+        let tmp = TempDir::new("corrupt");
+        let mut spool = Spool::open(&tmp.spool(), 1 << 20).unwrap();
+        for seq in 1..=3 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        drop(spool);
+        let segment = segment_files(&tmp.spool()).pop().unwrap();
+        let text = fs::read_to_string(&segment).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        fs::write(&segment, format!("{}\nnot json\n{}\n", lines[0], lines[2])).unwrap();
+
+        let err = Spool::open(&tmp.spool(), 1 << 20).unwrap_err();
+        assert!(matches!(err, SpoolError::Corrupt { line: 2, .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains(&segment.display().to_string()), "{message}");
+        assert!(message.contains("line 2"), "{message}");
+        assert!(message.contains("move the spool directory"), "{message}");
+        // The refusal left the lock free and the file untouched.
+        assert!(matches!(
+            Spool::open(&tmp.spool(), 1 << 20),
+            Err(SpoolError::Corrupt { .. })
+        ));
+        assert_eq!(fs::read_to_string(&segment).unwrap().lines().count(), 3);
+    }
+
+    #[test]
+    fn an_incomplete_line_in_an_older_segment_is_corruption_not_a_torn_write() {
+        let tmp = TempDir::new("oldtorn");
+        let l = fixed_line();
+        let mut spool = Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 2 * l).unwrap();
+        for seq in 100..105 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        drop(spool);
+        let first = segment_files(&tmp.spool()).remove(0);
+        let mut file = OpenOptions::new().append(true).open(&first).unwrap();
+        file.write_all(b"{\"session\"").unwrap();
+        drop(file);
+        let err = Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 2 * l).unwrap_err();
+        assert!(matches!(err, SpoolError::Corrupt { line: 3, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_corrupt_cursor_is_refused_with_advice() {
+        let tmp = TempDir::new("cursor");
+        let mut spool = Spool::open(&tmp.spool(), 1 << 20).unwrap();
+        spool.push(&report("s", 1)).unwrap();
+        spool.push(&report("s", 2)).unwrap();
+        drop(spool);
+        let segment = segment_files(&tmp.spool()).remove(0);
+        let id = segment_id(segment.file_name().unwrap().to_str().unwrap()).unwrap();
+        let cursor = tmp.spool().join(CURSOR_FILE);
+        fs::write(&cursor, format!(r#"{{"segment":{id},"offset":5,"dropped":0}}"#)).unwrap();
+        let err = Spool::open(&tmp.spool(), 1 << 20).unwrap_err();
+        assert!(matches!(err, SpoolError::BadCursor { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("offset 5 is not the start of a report"),
+            "{err}"
+        );
+        fs::write(&cursor, "{garbage").unwrap();
+        let err = Spool::open(&tmp.spool(), 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("move the spool directory"), "{err}");
+    }
+
+    #[test]
+    fn a_full_spool_drops_the_oldest_segments_and_counts_every_dropped_report() {
+        let tmp = TempDir::new("bound");
+        let l = fixed_line();
+        let open = || Spool::open_with_segment_bytes(&tmp.spool(), 10 * l, 3 * l).unwrap();
+        let mut spool = open();
+        for seq in 100..120 {
+            spool.push(&report("s", seq)).unwrap();
+            assert!(spool.bytes() <= 10 * l);
+            assert_eq!(spool.bytes(), bytes_on_disk(&tmp.spool()));
+        }
+        // Segments of 3 lines: 100-102, 103-105, 106-108, 109-111 went
+        // whole; 112-119 remain.
+        assert_eq!(spool.dropped(), 12);
+        assert_eq!(all(&spool), (112..120).collect::<Vec<_>>());
+
+        // A dropped segment's acknowledged reports are not counted as lost.
+        spool.ack(1).unwrap(); // 112
+        for seq in 120..123 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        assert_eq!(spool.dropped(), 14, "113 and 114 were lost, 112 was delivered");
+        assert_eq!(all(&spool), (115..123).collect::<Vec<_>>());
+        drop(spool);
+
+        let mut spool = open();
+        assert_eq!(spool.dropped(), 14, "the count survives a restart");
+        assert_eq!(spool.take_dropped().unwrap(), 14);
+        assert_eq!(spool.dropped(), 0);
+        assert_eq!(spool.take_dropped().unwrap(), 0);
+        drop(spool);
+        let mut spool = open();
+        assert_eq!(spool.dropped(), 0, "taking the count is persisted");
+
+        for seq in 123..126 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        assert_eq!(spool.dropped(), 3);
+        spool.forget_dropped(1).unwrap();
+        drop(spool);
+        let spool = open();
+        assert_eq!(spool.dropped(), 2);
+        assert_eq!(all(&spool).last(), Some(&125));
+    }
+
+    #[test]
+    fn a_spool_smaller_than_a_segment_still_keeps_its_bound() {
+        let tmp = TempDir::new("small");
+        let l = fixed_line();
+        // One segment could hold everything: the current one is rotated out.
+        let mut spool = Spool::open_with_segment_bytes(&tmp.spool(), 4 * l, 100 * l).unwrap();
+        for seq in 100..110 {
+            spool.push(&report("s", seq)).unwrap();
+            assert!(spool.bytes() <= 4 * l, "{} > {}", spool.bytes(), 4 * l);
+        }
+        assert_eq!(spool.dropped() + spool.len() as u64, 10);
+        assert_eq!(all(&spool).last(), Some(&109));
+    }
+
+    #[test]
+    fn a_report_larger_than_the_whole_spool_is_refused() {
+        let tmp = TempDir::new("toolarge");
+        let item = report("s", 1);
+        let mut spool = Spool::open(&tmp.spool(), line_len(&item) - 1).unwrap();
+        let err = spool.push(&item).unwrap_err();
+        assert!(matches!(err, SpoolError::TooLarge { .. }), "{err:?}");
+        assert!(err.to_string().contains("raise spool_max_bytes"), "{err}");
+        assert!(spool.is_empty());
+    }
+
+    #[test]
+    fn a_second_open_of_a_spool_in_use_is_refused() {
+        let tmp = TempDir::new("lock");
+        let first = Spool::open(&tmp.spool(), 1 << 20).unwrap();
+        let err = Spool::open(&tmp.spool(), 1 << 20).unwrap_err();
+        assert!(matches!(err, SpoolError::Locked { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains(&tmp.spool().display().to_string()), "{message}");
+        assert!(message.contains("another portwatch agent"), "{message}");
+        drop(first);
+        Spool::open(&tmp.spool(), 1 << 20).unwrap();
+    }
+
+    #[test]
+    fn the_spool_directory_is_private() {
+        let tmp = TempDir::new("mode");
+        let mut spool = Spool::open(&tmp.spool(), 1 << 20).unwrap();
+        spool.push(&report("s", 1)).unwrap();
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&tmp.spool()), 0o700);
+        assert_eq!(mode(&segment_files(&tmp.spool())[0]), 0o600);
+    }
+
+    #[test]
+    fn reports_of_two_sessions_keep_their_push_order() {
+        let tmp = TempDir::new("sessions");
+        let mut spool = Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 150).unwrap();
+        let pushed = [
+            report("old", 7),
+            report("old", 8),
+            report("new", 1),
+            report("new", 2),
+            report("new", 3),
+        ];
+        for item in &pushed {
+            spool.push(item).unwrap();
+        }
+        assert_eq!(spool.pending(10).unwrap(), pushed);
+        drop(spool);
+        let mut spool = Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 150).unwrap();
+        assert_eq!(spool.pending(10).unwrap(), pushed);
+        spool.ack(2).unwrap();
+        assert_eq!(spool.pending(10).unwrap(), pushed[2..]);
+    }
+
+    #[test]
+    fn a_crash_before_ack_replays_every_unacked_report_exactly_once() {
+        let tmp = TempDir::new("crash");
+        let open = || Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 200).unwrap();
+        let mut spool = open();
+        for seq in 1..=7 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        let mut delivered = Vec::new();
+        // Sent, then the agent dies before the collector's ack arrives.
+        assert_eq!(seqs(&spool.pending(5).unwrap()), [1, 2, 3, 4, 5]);
+        drop(spool);
+
+        let mut spool = open();
+        assert_eq!(all(&spool), [1, 2, 3, 4, 5, 6, 7], "nothing unacked is lost");
+        let batch = spool.pending(5).unwrap();
+        delivered.extend(seqs(&batch));
+        spool.ack(batch.len()).unwrap();
+        drop(spool);
+
+        let mut spool = open();
+        let batch = spool.pending(5).unwrap();
+        delivered.extend(seqs(&batch));
+        spool.ack(batch.len()).unwrap();
+        assert_eq!(
+            delivered,
+            [1, 2, 3, 4, 5, 6, 7],
+            "each report acknowledged exactly once"
+        );
+        drop(spool);
+        assert!(open().is_empty());
+    }
+
+    const CHILD_DIR: &str = "PORTWATCH_SPOOL_KILL_TEST_DIR";
+
+    #[test]
+    #[ignore = "the child process of kill_9_during_pushes_and_acks_loses_and_repeats_nothing"]
+    fn kill_9_child_pushes_and_acks_until_killed() {
+        let Some(dir) = std::env::var_os(CHILD_DIR) else {
+            return;
+        };
+        let mut spool = Spool::open_with_segment_bytes(Path::new(&dir), 1 << 20, 600).unwrap();
+        let start = spool
+            .pending(usize::MAX)
+            .unwrap()
+            .last()
+            .map_or(1, |item| item.report.seq + 1);
+        let mut acked = 0;
+        for seq in start.. {
+            spool.push(&report("k", seq)).unwrap();
+            println!("pushed {seq}");
+            if seq % 7 == 0 {
+                spool.ack(3).unwrap();
+                acked += 3;
+                println!("acked {acked}");
+            }
+        }
+    }
+
+    /// Runs the child on the spool in `dir`, kills it with SIGKILL after
+    /// it printed `pushes` pushes and `delay` more, and returns the last
+    /// push and the acknowledgements it printed.
+    fn push_until_killed(dir: &Path, pushes: u64, delay: std::time::Duration) -> (Option<u64>, u64) {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "spool::tests::kill_9_child_pushes_and_acks_until_killed"])
+            .args(["--ignored", "--nocapture", "--test-threads=1"])
+            .env(CHILD_DIR, dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (mut count, mut last, mut acked, mut killed) = (0, None, 0, false);
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            if let Some(n) = line.strip_prefix("pushed ") {
+                last = Some(n.parse().unwrap());
+                count += 1;
+            } else if let Some(n) = line.strip_prefix("acked ") {
+                acked = n.parse().unwrap();
+            }
+            if count >= pushes && !killed {
+                std::thread::sleep(delay);
+                child.kill().unwrap(); // SIGKILL
+                killed = true;
+            }
+        }
+        child.wait().unwrap();
+        assert!(killed, "the child pushed only {count} reports");
+        (last, acked)
+    }
+
+    #[test]
+    fn kill_9_during_pushes_and_acks_loses_and_repeats_nothing() {
+        let tmp = TempDir::new("kill9");
+        let open = || Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 600).unwrap();
+        let (mut first, mut last) = (1, 0);
+        for round in 0..4 {
+            let delay = std::time::Duration::from_micros(round * 700);
+            let (pushed, acked) = push_until_killed(&tmp.spool(), 40 + 17 * round, delay);
+            let pushed = pushed.unwrap();
+            let spool = open();
+            let spooled = all(&spool);
+            let (new_first, new_last) = (spooled[0], *spooled.last().unwrap());
+            // The child may have finished one push or ack it did not print.
+            assert!(
+                new_first == first + acked || new_first == first + acked + 3,
+                "round {round}: first {new_first}, was {first}, printed acked {acked}"
+            );
+            assert!(
+                new_last == pushed || new_last == pushed + 1,
+                "round {round}: last {new_last}, printed pushed {pushed}"
+            );
+            assert_eq!(spooled, (new_first..=new_last).collect::<Vec<_>>(), "no gap, no repeat");
+            assert!(pushed > last, "round {round} continued where the last one stopped");
+            assert_eq!(spool.bytes(), bytes_on_disk(&tmp.spool()));
+            (first, last) = (new_first, new_last);
+        }
+    }
+
+    /// A 64 KiB tmpfs under `tmp`, unmounted on drop; `None` (after
+    /// printing why the test is not run) where it cannot be mounted.
+    fn tmpfs(tmp: &TempDir, test: &str) -> Option<Mount> {
+        if !rustix::process::geteuid().is_root() {
+            println!("NOT RUN: {test}: mounting a tmpfs needs root");
+            return None;
+        }
+        let mnt = tmp.0.join("mnt");
+        fs::create_dir_all(&mnt).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&mnt)
+            .status();
+        if !matches!(mounted, Ok(status) if status.success()) {
+            println!("NOT RUN: {test}: cannot mount a tmpfs ({mounted:?})");
+            return None;
+        }
+        Some(Mount(mnt))
+    }
+
+    /// Unmounts on drop.
+    struct Mount(PathBuf);
+
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+
+    fn big_report(seq: u64) -> SpooledReport {
+        report(&format!("session-{}", "x".repeat(1500)), seq)
+    }
+
+    #[test]
+    fn a_push_on_a_full_disk_fails_clearly_and_keeps_every_earlier_report() {
+        let tmp = TempDir::new("enospc");
+        let Some(mount) = tmpfs(
+            &tmp,
+            "a_push_on_a_full_disk_fails_clearly_and_keeps_every_earlier_report",
+        ) else {
+            return;
+        };
+        let mnt = &mount.0;
+        let filler = mnt.join("filler");
+        fs::write(&filler, vec![0; 16 << 10]).unwrap();
+        let dir = mnt.join("spool");
+
+        let mut spool = Spool::open(&dir, 1 << 20).unwrap();
+        let mut pushed = Vec::new();
+        let mut seq = 0;
+        let err = loop {
+            seq += 1;
+            match spool.push(&big_report(seq)) {
+                Ok(()) => pushed.push(seq),
+                Err(e) => break e,
+            }
+            assert!(seq < 1000, "the 64 KiB tmpfs never filled up");
+        };
+        assert!(matches!(err, SpoolError::DiskFull { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("is full"), "{message}");
+        assert!(message.contains("free space"), "{message}");
+        assert!(message.contains("spool_max_bytes"), "{message}");
+        assert!(pushed.len() > 5, "{pushed:?}");
+        assert_eq!(spool.bytes(), bytes_on_disk(&dir), "the partial line was truncated");
+        assert_eq!(all(&spool), pushed);
+        // Still full: refused again, and still consistent.
+        assert!(spool.push(&big_report(seq)).is_err());
+        assert_eq!(spool.bytes(), bytes_on_disk(&dir));
+
+        fs::remove_file(&filler).unwrap();
+        spool.push(&big_report(seq)).unwrap();
+        pushed.push(seq);
+        spool.ack(2).unwrap();
+        drop(spool);
+
+        let spool = Spool::open(&dir, 1 << 20).unwrap();
+        assert_eq!(spool.recovered_torn(), 0);
+        assert_eq!(all(&spool), pushed[2..]);
+    }
+
+    #[test]
+    fn lowering_spool_max_bytes_on_a_full_disk_makes_room() {
+        let tmp = TempDir::new("enospc-lower");
+        let Some(mount) = tmpfs(&tmp, "lowering_spool_max_bytes_on_a_full_disk_makes_room") else {
+            return;
+        };
+        let dir = mount.0.join("spool");
+        let segment = 8 << 10;
+        let mut spool = Spool::open_with_segment_bytes(&dir, 1 << 20, segment).unwrap();
+        let mut seq = 0;
+        let err = loop {
+            seq += 1;
+            if let Err(e) = spool.push(&big_report(seq)) {
+                break e;
+            }
+            assert!(seq < 1000, "the 64 KiB tmpfs never filled up");
+        };
+        assert!(matches!(err, SpoolError::DiskFull { .. }), "{err:?}");
+        let pushed = seq - 1;
+        assert!(
+            fs::write(mount.0.join("probe"), [0; 4096]).is_err(),
+            "the disk is too full even for a new cursor"
+        );
+        drop(spool);
+
+        // The operator follows the advice and lowers spool_max_bytes.
+        let mut spool = Spool::open_with_segment_bytes(&dir, 24 << 10, segment).unwrap();
+        spool.push(&big_report(seq)).unwrap();
+        assert!(spool.bytes() <= 24 << 10);
+        assert!(spool.dropped() > 0);
+        assert_eq!(
+            spool.dropped() + spool.len() as u64,
+            pushed + 1,
+            "every report kept or counted"
+        );
+        let kept = all(&spool);
+        assert_eq!(
+            kept,
+            (seq + 1 - kept.len() as u64..=seq).collect::<Vec<_>>(),
+            "the newest are kept"
+        );
+        let dropped = spool.dropped();
+        drop(spool);
+
+        let spool = Spool::open_with_segment_bytes(&dir, 24 << 10, segment).unwrap();
+        assert_eq!(spool.dropped(), dropped, "the drop count was saved once there was room");
+        assert_eq!(all(&spool), kept);
+    }
+}

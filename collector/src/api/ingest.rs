@@ -1,0 +1,51 @@
+//! `POST /api/v1/ingest`: an agent's batch of reports.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use jiff::Timestamp;
+use portwatch_common::wire::{Ack, Batch};
+
+use super::auth::Caller;
+use super::{blocking, ApiError, AppState, MAX_DECOMPRESSED_BYTES};
+use crate::store::Role;
+
+/// Checks who may write, parses and validates the batch, stores it in one
+/// transaction, and acknowledges what is committed. A refused batch stores nothing.
+pub async fn ingest(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Ack>, ApiError> {
+    let token = caller.0;
+    if token.role != Role::Agent {
+        return Err(ApiError::Forbidden(format!(
+            "a {} token cannot send reports; agents use their host's token (portwatch-collector token create --host NAME)",
+            token.role.as_str()
+        )));
+    }
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
+            "a batch may be {} MiB once decompressed; send fewer reports per batch",
+            MAX_DECOMPRESSED_BYTES / (1024 * 1024)
+        )),
+        _ => ApiError::BadRequest(format!(
+            "cannot read the request body ({e}); gzip bodies need Content-Encoding: gzip"
+        )),
+    })?;
+    let batch: Batch = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not a valid report batch: {e}")))?;
+    batch.validate().map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if token.host.as_deref() != Some(batch.host.as_str()) {
+        return Err(ApiError::Forbidden(format!(
+            "this token writes for host {:?}, not {:?}",
+            token.host.as_deref().unwrap_or("(none)"),
+            batch.host
+        )));
+    }
+    let store = state.store.clone();
+    let ack = blocking(move || store.ingest(&batch, Timestamp::now())).await?;
+    Ok(Json(ack))
+}

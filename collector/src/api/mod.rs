@@ -1,0 +1,67 @@
+//! The collector's HTTP API, versioned under `/api/v1`, JSON in and out.
+//!
+//! | method, path | who | what |
+//! |---|---|---|
+//! | `POST /api/v1/ingest` | agent token of the batch's host | store a batch of reports (gzip accepted) |
+//! | `GET /api/v1/hosts` | read, admin | every host and its status |
+//! | `GET /api/v1/hosts/{host}/listeners?at=T` | read, admin | what listened on a host at T (default now) |
+//! | `GET /api/v1/hosts/{host}/history?port=&since=&until=` | read, admin | a host's listener intervals |
+//! | `GET /api/v1/who?port=P&proto=&at=T` | read, admin | fleet-wide, who held port P at T |
+//!
+//! Times are RFC 3339 (`2026-11-25T03:00:00Z`). Credentials are
+//! `Authorization: Bearer <token>`; an agent token writes only its own
+//! host's reports and reads nothing.
+
+mod auth;
+mod error;
+mod ingest;
+mod query;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+
+pub use error::ApiError;
+
+use crate::store::Store;
+
+/// Largest request body accepted as sent (compressed or not).
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Largest request body accepted after decompression (a gzip bomb stops here).
+pub const MAX_DECOMPRESSED_BYTES: usize = 32 * 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The history store.
+    pub store: Arc<dyn Store>,
+}
+
+/// The API's router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/ingest", post(ingest::ingest))
+        .route("/api/v1/hosts", get(query::hosts))
+        .route("/api/v1/hosts/{host}/listeners", get(query::listeners))
+        .route("/api/v1/hosts/{host}/history", get(query::history))
+        .route("/api/v1/who", get(query::who))
+        .fallback(|| async { ApiError::NotFound("no such endpoint; see the API table in README".to_owned()) })
+        .layer(DefaultBodyLimit::max(MAX_DECOMPRESSED_BYTES))
+        .layer(RequestDecompressionLayer::new())
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Runs a blocking store call off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => Err(ApiError::Internal(format!("store task failed: {e}"))),
+    }
+}

@@ -1,0 +1,104 @@
+//! The read side: hosts, what listened where and when, who held a port.
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use jiff::Timestamp;
+use portwatch_common::Proto;
+use serde::Deserialize;
+
+use super::auth::Caller;
+use super::{blocking, ApiError, AppState};
+use crate::store::{HostRow, ListenerRow};
+
+/// `GET /api/v1/hosts`
+pub async fn hosts(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<HostRow>>, ApiError> {
+    caller.require_reader()?;
+    let store = state.store.clone();
+    Ok(Json(blocking(move || store.hosts(Timestamp::now())).await?))
+}
+
+/// `?at=`
+#[derive(Debug, Deserialize)]
+pub struct AtParams {
+    at: Option<String>,
+}
+
+/// `GET /api/v1/hosts/{host}/listeners?at=T`
+pub async fn listeners(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(host): Path<String>,
+    Query(params): Query<AtParams>,
+) -> Result<Json<Vec<ListenerRow>>, ApiError> {
+    caller.require_reader()?;
+    let at = time_param("at", params.at.as_deref())?.unwrap_or_else(Timestamp::now);
+    let store = state.store.clone();
+    Ok(Json(blocking(move || store.listeners_at(&host, at)).await?))
+}
+
+/// `?port=&proto=&at=`
+#[derive(Debug, Deserialize)]
+pub struct WhoParams {
+    port: Option<u16>,
+    proto: Option<String>,
+    at: Option<String>,
+}
+
+/// `GET /api/v1/who?port=P&proto=tcp&at=T`
+pub async fn who(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Result<Query<WhoParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<ListenerRow>>, ApiError> {
+    caller.require_reader()?;
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let port = params
+        .port
+        .ok_or_else(|| ApiError::BadRequest("`port` is required, e.g. /api/v1/who?port=22".to_owned()))?;
+    let proto = match params.proto.as_deref() {
+        None => None,
+        Some("tcp") => Some(Proto::Tcp),
+        Some("udp") => Some(Proto::Udp),
+        Some(other) => return Err(ApiError::BadRequest(format!("proto {other:?}: use tcp or udp"))),
+    };
+    let at = time_param("at", params.at.as_deref())?.unwrap_or_else(Timestamp::now);
+    let store = state.store.clone();
+    Ok(Json(blocking(move || store.who(port, proto, at)).await?))
+}
+
+/// `?port=&since=&until=`
+#[derive(Debug, Deserialize)]
+pub struct HistoryParams {
+    port: Option<u16>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// `GET /api/v1/hosts/{host}/history?port=&since=&until=`
+pub async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(host): Path<String>,
+    params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<ListenerRow>>, ApiError> {
+    caller.require_reader()?;
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let since = time_param("since", params.since.as_deref())?;
+    let until = time_param("until", params.until.as_deref())?;
+    let store = state.store.clone();
+    Ok(Json(
+        blocking(move || store.history(&host, params.port, since, until)).await?,
+    ))
+}
+
+fn time_param(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    value
+        .map(|v| {
+            v.parse::<Timestamp>().map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "{name}={v:?} is not an RFC 3339 time like 2026-11-25T03:00:00Z ({e})"
+                ))
+            })
+        })
+        .transpose()
+}

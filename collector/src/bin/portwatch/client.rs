@@ -1,0 +1,110 @@
+//! The collector's HTTP API as function calls, with errors that say what to do.
+
+use anyhow::{bail, Context};
+use jiff::Timestamp;
+use portwatch_collector::store::{HostRow, ListenerRow};
+use serde::de::DeserializeOwned;
+
+/// A connection to one collector.
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client of the collector at `base` (`http://host:port`).
+    pub fn new(base: &str, token: Option<&str>) -> anyhow::Result<Client> {
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            bail!("--collector {base:?}: write a URL such as http://127.0.0.1:7878");
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(30)))
+            .build()
+            .new_agent();
+        Ok(Client {
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.map(str::to_owned),
+            agent,
+        })
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.agent.get(&url);
+        for (key, value) in query {
+            request = request.query(key, value);
+        }
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = request.call().with_context(|| {
+            format!(
+                "cannot reach the collector at {} (is `portwatch-collector serve` running there?)",
+                self.base
+            )
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return response
+                .body_mut()
+                .read_json::<T>()
+                .with_context(|| format!("the collector's answer to {path} is not what this portwatch expects"));
+        }
+        let message = response
+            .body_mut()
+            .read_json::<serde_json::Value>()
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| status.to_string());
+        let hint = match status.as_u16() {
+            401 => "; set --token or PORTWATCH_TOKEN to a read token",
+            403 => "; use a read or admin token",
+            _ => "",
+        };
+        bail!("the collector refused ({status}): {message}{hint}")
+    }
+
+    /// `GET /api/v1/hosts`
+    pub fn hosts(&self) -> anyhow::Result<Vec<HostRow>> {
+        self.get("/api/v1/hosts", &[])
+    }
+
+    /// `GET /api/v1/hosts/{host}/listeners`
+    pub fn listeners(&self, host: &str, at: Option<Timestamp>) -> anyhow::Result<Vec<ListenerRow>> {
+        let query: Vec<(&str, String)> = at.map(|t| ("at", t.to_string())).into_iter().collect();
+        self.get(&format!("/api/v1/hosts/{}/listeners", path_segment(host)?), &query)
+    }
+
+    /// `GET /api/v1/who`
+    pub fn who(&self, port: u16, proto: Option<&str>, at: Option<Timestamp>) -> anyhow::Result<Vec<ListenerRow>> {
+        let mut query = vec![("port", port.to_string())];
+        query.extend(proto.map(|p| ("proto", p.to_owned())));
+        query.extend(at.map(|t| ("at", t.to_string())));
+        self.get("/api/v1/who", &query)
+    }
+
+    /// `GET /api/v1/hosts/{host}/history`
+    pub fn history(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> anyhow::Result<Vec<ListenerRow>> {
+        let mut query = Vec::new();
+        query.extend(port.map(|p| ("port", p.to_string())));
+        query.extend(since.map(|t| ("since", t.to_string())));
+        query.extend(until.map(|t| ("until", t.to_string())));
+        self.get(&format!("/api/v1/hosts/{}/history", path_segment(host)?), &query)
+    }
+}
+
+/// A host name is used as a URL path segment: only the characters host names may have.
+fn path_segment(host: &str) -> anyhow::Result<&str> {
+    if !portwatch_common::wire::valid_host_name(host) {
+        bail!("invalid host name {host:?}");
+    }
+    Ok(host)
+}

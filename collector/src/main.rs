@@ -1,0 +1,331 @@
+//! `portwatch-collector`: the central history service and its token admin.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use jiff::Timestamp;
+use portwatch_collector::api::{self, AppState};
+use portwatch_collector::store::sqlite::SqliteStore;
+use portwatch_collector::store::{Role, Store, TokenRow};
+use portwatch_collector::token;
+use portwatch_common::wire::valid_host_name;
+
+/// Default database file.
+const DEFAULT_DB: &str = "/var/lib/portwatch/collector.db";
+/// Default listen address: loopback until told otherwise.
+const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+
+/// Keep every host's listener history and answer questions about it.
+#[derive(Debug, Parser)]
+#[command(name = "portwatch-collector", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Serve(ServeArgs),
+    /// Manage the tokens agents and operators authenticate with.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// Serve the HTTP API (ingest from agents, queries from operators) until SIGINT or SIGTERM.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (loopback by default; use 0.0.0.0:7878 to accept remote agents).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// SQLite database file (created, and migrated, at start).
+    #[arg(long, default_value = DEFAULT_DB)]
+    db: PathBuf,
+    /// Also run a portwatch-agent on this machine reporting to this collector (the quick start): its agent token
+    /// and a read token for you are kept next to the database (local-agent.token, local-read.token).
+    #[arg(long)]
+    local_agent: bool,
+    /// Scan interval of the local agent.
+    #[arg(long, default_value = "10s", requires = "local_agent")]
+    local_agent_interval: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print its secret on stdout (shown once; only a hash is kept).
+    ///
+    /// `--host NAME` makes an agent token that may write NAME's reports and read nothing;
+    /// `--role read|admin --name NAME` makes an operator token.
+    Create {
+        /// The host an agent token writes for.
+        #[arg(long, conflicts_with_all = ["role", "name"])]
+        host: Option<String>,
+        /// Role of an operator token.
+        #[arg(long, value_enum, requires = "name")]
+        role: Option<RoleArg>,
+        /// Name of an operator token (unique; used to revoke it).
+        #[arg(long)]
+        name: Option<String>,
+        /// SQLite database file.
+        #[arg(long, default_value = DEFAULT_DB)]
+        db: PathBuf,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// SQLite database file.
+        #[arg(long, default_value = DEFAULT_DB)]
+        db: PathBuf,
+    },
+    /// Revoke a token by name (`agent:HOST` for agent tokens); it stops working at once.
+    Revoke {
+        /// The token's name.
+        name: String,
+        /// SQLite database file.
+        #[arg(long, default_value = DEFAULT_DB)]
+        db: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Read,
+    Admin,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portwatch-collector: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Token(command) => token_command(command),
+    }
+}
+
+fn open_store(db: &Path) -> anyhow::Result<SqliteStore> {
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    Ok(SqliteStore::open(db)?)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PORTWATCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let store: Arc<dyn Store> = Arc::new(open_store(&args.db)?);
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (in use? try another --listen)", args.listen))?;
+        let local = listener.local_addr()?;
+        tracing::info!(address = %local, db = %args.db.display(), "collector listening");
+        println!("portwatch-collector listening on http://{local}");
+        let local_agent = match args.local_agent {
+            true => Some(start_local_agent(store.as_ref(), &args, &format!("http://{local}"))?),
+            false => None,
+        };
+        let shutdown = async move {
+            shutdown_signal().await;
+            // The local agent goes first, so its last shipment still finds the collector.
+            if let Some(mut agent) = local_agent {
+                let _ = tokio::task::spawn_blocking(move || stop_child(&mut agent)).await;
+            }
+        };
+        axum::serve(listener, api::router(AppState { store }))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("server failed")?;
+        tracing::info!("collector stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The token in `file` if it is still valid, else a new one (saved there, mode 0600).
+fn local_token(store: &dyn Store, file: &Path, name: &str, role: Role, host: Option<&str>) -> anyhow::Result<String> {
+    if let Ok(secret) = std::fs::read_to_string(file) {
+        let secret = secret.trim().to_owned();
+        if matches!(store.token_by_hash(&token::hash(&secret))?, Some(t) if t.revoked_at.is_none() && t.role == role) {
+            return Ok(secret);
+        }
+    }
+    let secret = token::generate().context("cannot read the system's random source")?;
+    let now = Timestamp::now();
+    store.create_token(&TokenRow {
+        name: format!("{name}-{}", now.as_second()),
+        role,
+        host: host.map(str::to_owned),
+        hash: token::hash(&secret),
+        created_at: now,
+        revoked_at: None,
+    })?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    std::io::Write::write_all(&mut f, format!("{secret}\n").as_bytes())?;
+    Ok(secret)
+}
+
+/// Starts `portwatch-agent run` (the binary beside this one) reporting to `url` as this machine.
+fn start_local_agent(store: &dyn Store, args: &ServeArgs, url: &str) -> anyhow::Result<std::process::Child> {
+    let dir = args
+        .db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| valid_host_name(h))
+        .unwrap_or_else(|| "localhost".to_owned());
+    let agent_token = local_token(
+        store,
+        &dir.join("local-agent.token"),
+        "local-agent",
+        Role::Agent,
+        Some(&host),
+    )?;
+    let read_file = dir.join("local-read.token");
+    local_token(store, &read_file, "local-read", Role::Read, None)?;
+    let exe = std::env::current_exe()?.with_file_name("portwatch-agent");
+    let child = std::process::Command::new(&exe)
+        .args([
+            "run",
+            "--collector",
+            url,
+            "--host-name",
+            &host,
+            "--interval",
+            &args.local_agent_interval,
+        ])
+        .arg("--spool-dir")
+        .arg(dir.join("local-spool"))
+        .env("PORTWATCH_TOKEN", agent_token)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot start the local agent {} (build it: cargo build --release --workspace)",
+                exe.display()
+            )
+        })?;
+    println!(
+        "local agent (pid {}) reports this machine as {host:?}; ask it, for example:",
+        child.id()
+    );
+    println!(
+        "  PORTWATCH_TOKEN=$(cat {}) portwatch --collector {url} who --port 22",
+        read_file.display()
+    );
+    Ok(child)
+}
+
+/// SIGTERM, then wait.
+fn stop_child(child: &mut std::process::Child) {
+    let pid = rustix::process::Pid::from_child(child);
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let _ = child.wait();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn token_command(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Create { host, role, name, db } => {
+            let (name, role, host) = match (host, role, name) {
+                (Some(host), None, None) => {
+                    if !valid_host_name(&host) {
+                        bail!("invalid host name {host:?}: use 1 to 253 letters, digits, '.', '-' or '_'");
+                    }
+                    (format!("agent:{host}"), Role::Agent, Some(host))
+                }
+                (None, Some(role), Some(name)) => {
+                    if name.is_empty() || name.starts_with("agent:") {
+                        bail!("invalid token name {name:?}: names starting with `agent:` are for agent tokens");
+                    }
+                    let role = match role {
+                        RoleArg::Read => Role::Read,
+                        RoleArg::Admin => Role::Admin,
+                    };
+                    (name, role, None)
+                }
+                _ => bail!("say what the token is for: `--host NAME` (an agent) or `--role read|admin --name NAME`"),
+            };
+            let store = open_store(&db)?;
+            let secret = token::generate().context("cannot read the system's random source")?;
+            store.create_token(&TokenRow {
+                name: name.clone(),
+                role,
+                host,
+                hash: token::hash(&secret),
+                created_at: Timestamp::now(),
+                revoked_at: None,
+            })?;
+            println!("{secret}");
+            eprintln!(
+                "created {} token {name:?}; the secret above is shown once",
+                role.as_str()
+            );
+        }
+        TokenCommand::List { json, db } => {
+            let tokens = open_store(&db)?.tokens()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            } else {
+                println!("{:<32} {:<6} {:<26} REVOKED", "NAME", "ROLE", "CREATED");
+                for t in tokens {
+                    let revoked = t.revoked_at.map_or_else(|| "-".to_owned(), |r| r.to_string());
+                    println!(
+                        "{:<32} {:<6} {:<26} {revoked}",
+                        t.name,
+                        t.role.as_str(),
+                        t.created_at.to_string()
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { name, db } => {
+            if !open_store(&db)?.revoke_token(&name, Timestamp::now())? {
+                bail!("no active token named {name:?} (see `portwatch-collector token list`)");
+            }
+            eprintln!("revoked {name:?}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

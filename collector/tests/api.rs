@@ -1,0 +1,334 @@
+//! The HTTP API on a real SQLite store, request by request (no socket: the
+//! router is called directly). Every refusal is tested, and that a refused
+//! request stores nothing.
+// Test helpers outside #[test] functions panic on failure like the tests do.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use jiff::Timestamp;
+use portwatch_collector::api::{router, AppState, MAX_BODY_BYTES};
+use portwatch_collector::store::sqlite::SqliteStore;
+use portwatch_collector::store::{Role, Store, TokenRow};
+use portwatch_collector::token;
+use portwatch_common::wire::{Batch, HostFacts, Report, ReportBody, PROTOCOL_VERSION};
+use portwatch_common::{Exposure, Family, Listener, Proto};
+use tower::ServiceExt;
+
+struct Fixture {
+    app: Router,
+    store: Arc<SqliteStore>,
+    dir: std::path::PathBuf,
+    agent: String,
+    reader: String,
+    admin: String,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn fixture(tag: &str) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("pw-api-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.join("collector.db")).unwrap());
+    let make = |name: &str, role: Role, host: Option<&str>| {
+        let secret = token::generate().unwrap();
+        store
+            .create_token(&TokenRow {
+                name: name.into(),
+                role,
+                host: host.map(str::to_owned),
+                hash: token::hash(&secret),
+                created_at: Timestamp::now(),
+                revoked_at: None,
+            })
+            .unwrap();
+        secret
+    };
+    let agent = make("agent:web-3", Role::Agent, Some("web-3"));
+    let reader = make("ops", Role::Read, None);
+    let admin = make("root", Role::Admin, None);
+    let app = router(AppState { store: store.clone() });
+    Fixture {
+        app,
+        store,
+        dir,
+        agent,
+        reader,
+        admin,
+    }
+}
+
+fn listener(port: u16) -> Listener {
+    Listener {
+        netns: 4026531840,
+        proto: Proto::Tcp,
+        family: Family::Ipv4,
+        local_addr: "0.0.0.0".parse().unwrap(),
+        local_port: port,
+        inode: u64::from(port) + 1000,
+        uid: 0,
+        user: Some("root".into()),
+        exposure: Exposure::Wildcard,
+        dual_stack: false,
+        processes: vec![portwatch_common::Process {
+            pid: 812,
+            name: "sshd".into(),
+            cmdline: Some("/usr/sbin/sshd -D".into()),
+            exe: Some("/usr/sbin/sshd".into()),
+            uid: Some(0),
+            user: Some("root".into()),
+            container: None,
+            unit: Some("ssh.service".into()),
+        }],
+    }
+}
+
+fn snapshot_batch(host: &str, ports: &[u16]) -> Batch {
+    Batch {
+        version: PROTOCOL_VERSION,
+        host: host.into(),
+        session: "s1".into(),
+        dropped: 0,
+        alive_at: None,
+        reports: vec![Report {
+            seq: 1,
+            observed_at: Timestamp::from_second(1_790_000_000).unwrap(),
+            body: ReportBody::Snapshot {
+                facts: HostFacts {
+                    os: Some("Debian GNU/Linux 12".into()),
+                    kernel: Some("6.1.0".into()),
+                    boot_time: None,
+                    agent_version: "0.1.0".into(),
+                    interval_ms: 10_000,
+                    tags: Default::default(),
+                },
+                listeners: ports.iter().map(|&p| listener(p)).collect(),
+            },
+        }],
+    }
+}
+
+async fn call(app: &Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, json)
+}
+
+fn post(token: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut r = Request::post("/api/v1/ingest").header(header::CONTENT_TYPE, "application/json");
+    if let Some(t) = token {
+        r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    r.body(body.into()).unwrap()
+}
+
+fn get(token: Option<&str>, uri: &str) -> Request<Body> {
+    let mut r = Request::get(uri);
+    if let Some(t) = token {
+        r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    r.body(Body::empty()).unwrap()
+}
+
+fn json_body(batch: &Batch) -> Vec<u8> {
+    serde_json::to_vec(batch).unwrap()
+}
+
+fn open_on(f: &Fixture, host: &str) -> usize {
+    f.store.listeners_at(host, Timestamp::now()).unwrap().len()
+}
+
+#[tokio::test]
+async fn an_agent_stores_its_snapshot_and_a_reader_sees_it() {
+    let f = fixture("ok");
+    let (status, ack) = call(
+        &f.app,
+        post(Some(&f.agent), json_body(&snapshot_batch("web-3", &[22, 80]))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    assert_eq!(ack, serde_json::json!({"acked": 1, "resync": false}));
+
+    let (status, rows) = call(&f.app, get(Some(&f.reader), "/api/v1/who?port=22")).await;
+    assert_eq!(status, StatusCode::OK, "{rows}");
+    assert_eq!(rows[0]["host"], "web-3");
+    assert_eq!(rows[0]["local_port"], 22);
+    assert_eq!(rows[0]["processes"][0]["name"], "sshd");
+    assert_eq!(rows[0]["opened_at"], "2026-09-21T14:13:20Z");
+    assert_eq!(rows[0]["closed_at"], serde_json::Value::Null);
+
+    let (status, rows) = call(&f.app, get(Some(&f.admin), "/api/v1/hosts/web-3/listeners")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    let (_, hosts) = call(&f.app, get(Some(&f.reader), "/api/v1/hosts")).await;
+    assert_eq!(hosts[0]["host"], "web-3");
+    assert_eq!(hosts[0]["listeners"], 2);
+    assert_eq!(hosts[0]["status"], "up");
+}
+
+#[tokio::test]
+async fn the_same_batch_twice_is_stored_once() {
+    let f = fixture("dup");
+    let body = json_body(&snapshot_batch("web-3", &[22]));
+    for _ in 0..2 {
+        let (status, ack) = call(&f.app, post(Some(&f.agent), body.clone())).await;
+        assert_eq!((status, ack["acked"].as_u64()), (StatusCode::OK, Some(1)));
+    }
+    let history = f.store.history("web-3", None, None, None).unwrap();
+    assert_eq!(history.len(), 1);
+}
+
+#[tokio::test]
+async fn a_gzip_body_is_accepted_and_a_corrupt_one_refused() {
+    let f = fixture("gzip");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&json_body(&snapshot_batch("web-3", &[22]))).unwrap();
+    let compressed = gz.finish().unwrap();
+    let mut request = post(Some(&f.agent), compressed.clone());
+    request
+        .headers_mut()
+        .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+    let (status, ack) = call(&f.app, request).await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+
+    let mut corrupt = compressed;
+    corrupt.truncate(corrupt.len() / 2);
+    corrupt.extend_from_slice(b"garbage");
+    let mut request = post(Some(&f.agent), corrupt);
+    request
+        .headers_mut()
+        .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+    let (status, body) = call(&f.app, request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("gzip"), "{body}");
+}
+
+#[tokio::test]
+async fn every_unauthenticated_request_is_refused_with_401() {
+    let f = fixture("401");
+    let body = json_body(&snapshot_batch("web-3", &[22]));
+    let revoked = f.agent.clone();
+    f.store.revoke_token("agent:web-3", Timestamp::now()).unwrap();
+    for (request, needle) in [
+        (post(None, body.clone()), "Authorization: Bearer"),
+        (post(Some("pw_0000"), body.clone()), "unknown token"),
+        (post(Some(&revoked), body.clone()), "revoked"),
+        (get(None, "/api/v1/hosts"), "Authorization: Bearer"),
+        (get(Some("nonsense"), "/api/v1/who?port=22"), "unknown token"),
+    ] {
+        let (status, answer) = call(&f.app, request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+        assert!(answer["error"].as_str().unwrap().contains(needle), "{answer}");
+    }
+    let mut malformed = get(None, "/api/v1/hosts");
+    malformed
+        .headers_mut()
+        .insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+    assert_eq!(call(&f.app, malformed).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(open_on(&f, "web-3"), 0);
+}
+
+#[tokio::test]
+async fn tokens_may_do_only_what_their_role_allows() {
+    let f = fixture("403");
+    // A read or admin token cannot write.
+    for token in [&f.reader, &f.admin] {
+        let (status, answer) = call(&f.app, post(Some(token), json_body(&snapshot_batch("web-3", &[22])))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("cannot send reports"),
+            "{answer}"
+        );
+    }
+    // An agent token writes only its own host.
+    let (status, answer) = call(
+        &f.app,
+        post(Some(&f.agent), json_body(&snapshot_batch("db-1", &[5432]))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("\"web-3\", not \"db-1\""),
+        "{answer}"
+    );
+    assert_eq!(open_on(&f, "db-1"), 0);
+    // An agent token reads nothing.
+    for uri in [
+        "/api/v1/hosts",
+        "/api/v1/who?port=22",
+        "/api/v1/hosts/web-3/listeners",
+        "/api/v1/hosts/web-3/history",
+    ] {
+        let (status, answer) = call(&f.app, get(Some(&f.agent), uri)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("agent tokens cannot read"),
+            "{answer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_and_invalid_batches_get_a_400_that_says_why_and_store_nothing() {
+    let f = fixture("400");
+    call(&f.app, post(Some(&f.agent), json_body(&snapshot_batch("web-3", &[22])))).await;
+    let before = f.store.history("web-3", None, None, None).unwrap();
+    let mut wrong_version = snapshot_batch("web-3", &[22, 443]);
+    wrong_version.version = 99;
+    let mut zero_seq = snapshot_batch("web-3", &[443]);
+    zero_seq.reports[0].seq = 0;
+    for (body, needle) in [
+        (b"{not json".to_vec(), "not a valid report batch"),
+        (b"{}".to_vec(), "missing field"),
+        (json_body(&wrong_version), "protocol version 99"),
+        (json_body(&zero_seq), "sequence numbers"),
+    ] {
+        let (status, answer) = call(&f.app, post(Some(&f.agent), body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(answer["error"].as_str().unwrap().contains(needle), "{needle}: {answer}");
+    }
+    assert_eq!(f.store.history("web-3", None, None, None).unwrap(), before);
+}
+
+#[tokio::test]
+async fn an_oversized_body_gets_413_and_stores_nothing() {
+    let f = fixture("413");
+    let huge = vec![b' '; MAX_BODY_BYTES + 1];
+    let mut request = post(Some(&f.agent), huge);
+    request
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, (MAX_BODY_BYTES + 1).into());
+    let (status, _) = call(&f.app, request).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(open_on(&f, "web-3"), 0);
+}
+
+#[tokio::test]
+async fn bad_query_parameters_say_what_to_write() {
+    let f = fixture("query");
+    for (uri, needle) in [
+        ("/api/v1/who", "`port` is required"),
+        ("/api/v1/who?port=22&proto=sctp", "use tcp or udp"),
+        ("/api/v1/who?port=99999", "bad query"),
+        ("/api/v1/who?port=22&at=yesterday", "RFC 3339"),
+        ("/api/v1/hosts/web-3/history?since=03:00", "RFC 3339"),
+    ] {
+        let (status, answer) = call(&f.app, get(Some(&f.reader), uri)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(needle), "{uri}: {answer}");
+    }
+    let (status, answer) = call(&f.app, get(Some(&f.reader), "/api/v2/nothing")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+}

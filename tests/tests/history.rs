@@ -1,0 +1,237 @@
+//! End to end: a real collector on a temp SQLite file, a real agent at a
+//! short interval, real listeners opening and closing; the `portwatch` CLI
+//! answers from history. Outages of either side lose and duplicate nothing.
+// Test helpers outside #[test] functions panic on failure like the tests do.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use portwatch_tests::*;
+use serde_json::Value;
+
+/// Generous bound for an agent at a 200 ms interval to get a change stored.
+const SETTLE: Duration = Duration::from_secs(20);
+
+struct Setup {
+    dir: TempDir,
+    collector: Collector,
+    agent_token: String,
+    read_token: String,
+}
+
+fn setup(tag: &str, host: &str) -> Setup {
+    let dir = TempDir::new(tag).unwrap();
+    let db = dir.path.join("collector.db");
+    let agent_token = create_token(&db, &["--host", host]).unwrap();
+    let read_token = create_token(&db, &["--role", "read", "--name", "ops"]).unwrap();
+    let collector = Collector::start(&db, 0).unwrap();
+    Setup {
+        dir,
+        collector,
+        agent_token,
+        read_token,
+    }
+}
+
+fn who(s: &Setup, port: u16, extra: &[&str]) -> Value {
+    let port = port.to_string();
+    let mut args = vec!["who", "--port", port.as_str()];
+    args.extend_from_slice(extra);
+    portwatch_json(&s.collector.url, &s.read_token, &args).unwrap()
+}
+
+fn history(s: &Setup, host: &str, port: u16) -> Vec<Value> {
+    let port = port.to_string();
+    let v = portwatch_json(
+        &s.collector.url,
+        &s.read_token,
+        &["history", "--host", host, "--port", &port],
+    )
+    .unwrap();
+    v.as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn listeners_opening_and_closing_become_history_that_every_query_answers() {
+    let s = setup("e2e-basic", "e2e-basic");
+    let spool = s.dir.path.join("spool");
+    let _agent = Agent::start(&s.collector.url, &s.agent_token, "e2e-basic", "200ms", &spool).unwrap();
+    let l = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let port = l.port(0);
+
+    let rows = eventually(SETTLE, || {
+        let v = who(&s, port, &[]);
+        (!v.as_array()?.is_empty()).then_some(v)
+    })
+    .expect("the agent's report of the new listener reaches the collector");
+    assert_eq!(rows[0]["host"], "e2e-basic");
+    assert_eq!(rows[0]["local_addr"], "127.0.0.1");
+    assert_eq!(rows[0]["processes"][0]["pid"], l.opened.pid);
+    assert_eq!(rows[0]["processes"][0]["name"], "pw-listen");
+    let opened_at = rows[0]["opened_at"].as_str().unwrap().to_owned();
+
+    let hosts = portwatch_json(&s.collector.url, &s.read_token, &["hosts"]).unwrap();
+    assert_eq!(hosts[0]["host"], "e2e-basic");
+    assert_eq!(hosts[0]["status"], "up");
+
+    drop(l);
+    let closed = eventually(SETTLE, || {
+        let h = history(&s, "e2e-basic", port);
+        h.iter().find(|r| !r["closed_at"].is_null()).cloned()
+    })
+    .expect("the close reaches the collector");
+    assert_eq!(closed["opened_at"], opened_at.as_str());
+    let closed_at = closed["closed_at"].as_str().unwrap().to_owned();
+    assert!(closed_at > opened_at);
+
+    // ports --at: open at its opening instant, gone at its closing instant.
+    let ports_at = |at: &str| {
+        portwatch_json(
+            &s.collector.url,
+            &s.read_token,
+            &["ports", "--host", "e2e-basic", "--at", at],
+        )
+        .unwrap()
+    };
+    let has_port = |v: &Value| v.as_array().unwrap().iter().any(|r| r["local_port"] == port);
+    assert!(has_port(&ports_at(&opened_at)));
+    assert!(!has_port(&ports_at(&closed_at)));
+    assert!(who(&s, port, &[]).as_array().unwrap().is_empty());
+    assert_eq!(who(&s, port, &["--at", &opened_at]).as_array().unwrap().len(), 1);
+    assert_eq!(history(&s, "e2e-basic", port).len(), 1, "one interval, no duplicate");
+}
+
+#[test]
+fn changes_made_while_the_collector_is_down_arrive_later_with_their_original_times() {
+    let s = setup("e2e-outage", "e2e-outage");
+    let spool = s.dir.path.join("spool");
+    let _agent = Agent::start(&s.collector.url, &s.agent_token, "e2e-outage", "200ms", &spool).unwrap();
+    let before = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let before_port = before.port(0);
+    eventually(SETTLE, || {
+        (!who(&s, before_port, &[]).as_array()?.is_empty()).then_some(())
+    })
+    .expect("first listener stored");
+
+    // The collector dies (kill -9) while the agent keeps shipping.
+    let (db, port) = (s.collector.db.clone(), s.collector.port());
+    let Setup {
+        dir,
+        collector,
+        agent_token,
+        read_token,
+    } = s;
+    collector.kill();
+    let during = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let during_port = during.port(0);
+    let opened_while_down = jiff::Timestamp::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(before);
+    std::thread::sleep(Duration::from_millis(1500));
+    let back_at = jiff::Timestamp::now();
+
+    let s = Setup {
+        dir,
+        collector: Collector::start(&db, port).unwrap(),
+        agent_token,
+        read_token,
+    };
+    let rows = eventually(Duration::from_secs(60), || {
+        let h = history(&s, "e2e-outage", before_port);
+        h.iter().any(|r| !r["closed_at"].is_null()).then_some(h)
+    })
+    .expect("the spooled close arrives once the collector is back (the agent retries with backoff)");
+    assert_eq!(rows.len(), 1, "no duplicate interval: {rows:?}");
+    let closed_at: jiff::Timestamp = rows[0]["closed_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        closed_at < back_at,
+        "the close keeps the time it was observed, not the time it arrived"
+    );
+
+    let during_rows = eventually(SETTLE, || {
+        let h = history(&s, "e2e-outage", during_port);
+        (!h.is_empty()).then_some(h)
+    })
+    .expect("the listener opened during the outage arrives");
+    assert_eq!(during_rows.len(), 1);
+    let opened_at: jiff::Timestamp = during_rows[0]["opened_at"].as_str().unwrap().parse().unwrap();
+    assert!(opened_at < back_at && opened_at >= opened_while_down - jiff::SignedDuration::from_secs(1));
+    drop(during);
+}
+
+#[test]
+fn restarting_a_killed_agent_makes_no_false_events() {
+    let s = setup("e2e-restart", "e2e-restart");
+    let spool = s.dir.path.join("spool");
+    let l = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let port = l.port(0);
+    let agent = Agent::start(&s.collector.url, &s.agent_token, "e2e-restart", "200ms", &spool).unwrap();
+    eventually(SETTLE, || (!who(&s, port, &[]).as_array()?.is_empty()).then_some(())).expect("listener stored");
+    agent.kill();
+    let again = Agent::start(&s.collector.url, &s.agent_token, "e2e-restart", "200ms", &spool).unwrap();
+    // Wait until the new run has certainly reported (its snapshot updates last_seen).
+    let restarted_at = jiff::Timestamp::now();
+    eventually(SETTLE, || {
+        let hosts = portwatch_json(&s.collector.url, &s.read_token, &["hosts"]).ok()?;
+        let seen: jiff::Timestamp = hosts[0]["last_seen"].as_str()?.parse().ok()?;
+        (seen > restarted_at + jiff::SignedDuration::from_millis(600)).then_some(())
+    })
+    .expect("the restarted agent reports");
+    let h = history(&s, "e2e-restart", port);
+    assert_eq!(
+        h.len(),
+        1,
+        "the restart neither closed nor reopened the listener: {h:?}"
+    );
+    assert!(h[0]["closed_at"].is_null());
+    assert!(again.terminate().unwrap().success(), "SIGTERM stops the agent cleanly");
+}
+
+#[test]
+fn the_quick_start_serves_with_a_local_agent_and_prints_a_query_that_works() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("e2e-quickstart").unwrap();
+    let db = dir.path.join("collector.db");
+    let mut serve = Command::new(binary("portwatch-collector"))
+        .args([
+            "serve",
+            "--local-agent",
+            "--local-agent-interval",
+            "200ms",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+        ])
+        .arg(&db)
+        .env("PORTWATCH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    for _ in 0..3 {
+        printed.push(lines.next().unwrap().unwrap());
+    }
+    let url = printed[0]
+        .strip_prefix("portwatch-collector listening on ")
+        .unwrap()
+        .to_owned();
+    assert!(
+        printed[2].contains("portwatch --collector") && printed[2].contains("who --port 22"),
+        "{printed:?}"
+    );
+    let read_token = std::fs::read_to_string(dir.path.join("local-read.token")).unwrap();
+    let hosts = eventually(SETTLE, || {
+        let v = portwatch_json(&url, read_token.trim(), &["hosts"]).ok()?;
+        (v.as_array()?.len() == 1 && v[0]["listeners"].as_u64()? > 0).then_some(v)
+    })
+    .expect("the local agent reports to the quick-start collector");
+    assert_eq!(hosts[0]["status"], "up");
+    let pid = rustix::process::Pid::from_child(&serve);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(
+        serve.wait().unwrap().success(),
+        "SIGTERM stops the collector and its local agent cleanly"
+    );
+}
