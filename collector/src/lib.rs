@@ -2,5 +2,6 @@
 //! questions about it over HTTP.
 
 pub mod api;
+pub mod diff;
 pub mod store;
 pub mod token;

@@ -324,6 +324,11 @@ async fn bad_query_parameters_say_what_to_write() {
         ("/api/v1/who?port=99999", "bad query"),
         ("/api/v1/who?port=22&at=yesterday", "RFC 3339"),
         ("/api/v1/hosts/web-3/history?since=03:00", "RFC 3339"),
+        ("/api/v1/hosts/web-3/diff", "give `from`"),
+        (
+            "/api/v1/hosts/web-3/diff?from=2026-01-01T00:00:00Z&vs_host=web-4",
+            "give `from`",
+        ),
     ] {
         let (status, answer) = call(&f.app, get(Some(&f.reader), uri)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {answer}");

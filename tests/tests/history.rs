@@ -99,6 +99,39 @@ fn listeners_opening_and_closing_become_history_that_every_query_answers() {
     assert!(who(&s, port, &[]).as_array().unwrap().is_empty());
     assert_eq!(who(&s, port, &["--at", &opened_at]).as_array().unwrap().len(), 1);
     assert_eq!(history(&s, "e2e-basic", port).len(), 1, "one interval, no duplicate");
+
+    // diff: between its opening and closing instants it closed; from just before it opened, it opened.
+    let d = portwatch_json(
+        &s.collector.url,
+        &s.read_token,
+        &["diff", "--host", "e2e-basic", "--from", &opened_at, "--to", &closed_at],
+    )
+    .unwrap();
+    assert!(
+        d["closed"].as_array().unwrap().iter().any(|r| r["local_port"] == port),
+        "{d}"
+    );
+    let just_before: jiff::Timestamp =
+        opened_at.parse::<jiff::Timestamp>().unwrap() - jiff::SignedDuration::from_millis(1);
+    let d = portwatch_json(
+        &s.collector.url,
+        &s.read_token,
+        &[
+            "diff",
+            "--host",
+            "e2e-basic",
+            "--from",
+            &just_before.to_string(),
+            "--to",
+            &opened_at,
+        ],
+    )
+    .unwrap();
+    assert!(
+        d["opened"].as_array().unwrap().iter().any(|r| r["local_port"] == port),
+        "{d}"
+    );
+    assert!(d["closed"].as_array().unwrap().is_empty(), "{d}");
 }
 
 #[test]

@@ -6,6 +6,8 @@
 //! | `GET /api/v1/hosts` | read, admin | every host and its status |
 //! | `GET /api/v1/hosts/{host}/listeners?at=T` | read, admin | what listened on a host at T (default now) |
 //! | `GET /api/v1/hosts/{host}/history?port=&since=&until=` | read, admin | a host's listener intervals |
+//! | `GET /api/v1/hosts/{host}/diff?from=T1&to=T2` | read, admin | opened, closed, changed owner between two moments |
+//! | `GET /api/v1/hosts/{host}/diff?vs_host=B&at=T` | read, admin | the same, between two hosts |
 //! | `GET /api/v1/who?port=P&proto=&at=T` | read, admin | fleet-wide, who held port P at T |
 //!
 //! Times are RFC 3339 (`2026-11-25T03:00:00Z`). Credentials are
@@ -48,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/hosts", get(query::hosts))
         .route("/api/v1/hosts/{host}/listeners", get(query::listeners))
         .route("/api/v1/hosts/{host}/history", get(query::history))
+        .route("/api/v1/hosts/{host}/diff", get(query::diff))
         .route("/api/v1/who", get(query::who))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see the API table in README".to_owned()) })
         .layer(DefaultBodyLimit::max(MAX_DECOMPRESSED_BYTES))

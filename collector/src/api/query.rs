@@ -102,3 +102,43 @@ fn time_param(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiE
         })
         .transpose()
 }
+
+/// `?from=&to=` or `?vs_host=&at=`
+#[derive(Debug, Deserialize)]
+pub struct DiffParams {
+    from: Option<String>,
+    to: Option<String>,
+    vs_host: Option<String>,
+    at: Option<String>,
+}
+
+/// `GET /api/v1/hosts/{host}/diff?from=T1&to=T2` (one host at two moments) or
+/// `?vs_host=B&at=T` (two hosts at one moment).
+pub async fn diff(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(host): Path<String>,
+    Query(params): Query<DiffParams>,
+) -> Result<Json<crate::diff::Diff>, ApiError> {
+    caller.require_reader()?;
+    let store = state.store.clone();
+    match (params.vs_host, params.from) {
+        (Some(other), None) => {
+            let at = time_param("at", params.at.as_deref())?.unwrap_or_else(Timestamp::now);
+            let (a, b) =
+                blocking(move || Ok((store.listeners_at(&host, at)?, store.listeners_at(&other, at)?))).await?;
+            Ok(Json(crate::diff::between_hosts(&a, &b)))
+        }
+        (None, Some(from)) => {
+            let from = time_param("from", Some(&from))?.unwrap_or_else(Timestamp::now);
+            let to = time_param("to", params.to.as_deref())?.unwrap_or_else(Timestamp::now);
+            let (a, b) =
+                blocking(move || Ok((store.listeners_at(&host, from)?, store.listeners_at(&host, to)?))).await?;
+            Ok(Json(crate::diff::between_moments(&a, &b)))
+        }
+        _ => Err(ApiError::BadRequest(
+            "give `from` (and optionally `to`) to compare a host over time, or `vs_host` to compare two hosts"
+                .to_owned(),
+        )),
+    }
+}

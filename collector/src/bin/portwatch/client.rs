@@ -101,6 +101,25 @@ impl Client {
     }
 }
 
+impl Client {
+    /// `GET /api/v1/hosts/{host}/diff?from=&to=` or `?vs_host=&at=`
+    pub fn diff(
+        &self,
+        host: &str,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        vs_host: Option<&str>,
+    ) -> anyhow::Result<portwatch_collector::diff::Diff> {
+        let mut query = Vec::new();
+        query.extend(from.map(|t| ("from", t.to_string())));
+        query.extend(to.map(|t| ("to", t.to_string())));
+        if let Some(other) = vs_host {
+            query.push(("vs_host", path_segment(other)?.to_owned()));
+        }
+        self.get(&format!("/api/v1/hosts/{}/diff", path_segment(host)?), &query)
+    }
+}
+
 /// A host name is used as a URL path segment: only the characters host names may have.
 fn path_segment(host: &str) -> anyhow::Result<&str> {
     if !portwatch_common::wire::valid_host_name(host) {

@@ -27,6 +27,8 @@ use client::Client;
   portwatch who --port 8080 --at 'yesterday 03:00'
   portwatch ports --host web-3 --at -2h        what listened on web-3 two hours ago
   portwatch history --host web-3 --port 8080   every open and close of :8080 on web-3
+  portwatch diff --host web-3 --from 'yesterday 00:00'   what changed on web-3 since yesterday
+  portwatch diff --host web-3 --vs-host web-4  how two hosts differ now
   portwatch hosts --json"
 )]
 struct Cli {
@@ -72,6 +74,26 @@ enum Command {
         /// The moment (default: now).
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
+    },
+    /// What opened, closed and changed owner on a host between two moments, or between two hosts now.
+    Diff {
+        /// The host.
+        #[arg(long)]
+        host: String,
+        /// The earlier moment.
+        #[arg(
+            long,
+            value_name = "TIME",
+            required_unless_present = "vs_host",
+            conflicts_with = "vs_host"
+        )]
+        from: Option<String>,
+        /// The later moment (default: now).
+        #[arg(long, value_name = "TIME", requires = "from")]
+        to: Option<String>,
+        /// Compare with this host instead (now).
+        #[arg(long, value_name = "HOST")]
+        vs_host: Option<String>,
     },
     /// The timeline of a host's listeners: when each opened and closed.
     History {
@@ -133,6 +155,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let at = time(at.as_deref())?;
             let rows = client.who(*port, proto.as_deref(), at)?;
             render::listeners(&mut out, &rows, cli.json, &tz, false)?;
+        }
+        Command::Diff {
+            host,
+            from,
+            to,
+            vs_host,
+        } => {
+            let (from, to) = (time(from.as_deref())?, time(to.as_deref())?);
+            let diff = client.diff(host, from, to, vs_host.as_deref())?;
+            if cli.json {
+                render::json(&mut out, &diff)?;
+            } else {
+                render::diff(&mut out, &diff, &tz)?;
+            }
         }
         Command::History {
             host,

@@ -105,6 +105,50 @@ pub fn listeners(
     table(out, &header, &cells)
 }
 
+/// A diff as a table: `+` opened, `-` closed, `~` changed owner (old -> new).
+pub fn diff(out: &mut impl Write, diff: &portwatch_collector::diff::Diff, tz: &TimeZone) -> io::Result<()> {
+    let row = |mark: &str, r: &ListenerRow, who: String| {
+        vec![
+            mark.to_owned(),
+            r.host.clone(),
+            proto_label(r),
+            r.local_addr.to_string(),
+            r.local_port.to_string(),
+            r.exposure.as_str().to_owned(),
+            who,
+            local(r.opened_at, tz),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    rows.extend(diff.opened.iter().map(|r| row("+", r, processes(r))));
+    rows.extend(diff.closed.iter().map(|r| row("-", r, processes(r))));
+    rows.extend(diff.changed.iter().map(|c| {
+        row(
+            "~",
+            &c.after,
+            format!("{} -> {}", processes(&c.before), processes(&c.after)),
+        )
+    }));
+    rows.sort_by(|a, b| (a[4].parse::<u32>().ok(), &a[2]).cmp(&(b[4].parse::<u32>().ok(), &b[2])));
+    if rows.is_empty() {
+        return writeln!(out, "no difference");
+    }
+    table(
+        out,
+        &[
+            "",
+            "HOST",
+            "PROTO",
+            "LOCAL ADDRESS",
+            "PORT",
+            "EXPOSURE",
+            "PROCESSES",
+            "OPENED",
+        ],
+        &rows,
+    )
+}
+
 fn proto_label(r: &ListenerRow) -> String {
     use portwatch_common::Family;
     let suffix = match (r.family, r.dual_stack) {
