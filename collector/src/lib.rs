@@ -3,5 +3,6 @@
 
 pub mod api;
 pub mod diff;
+pub mod export;
 pub mod store;
 pub mod token;

@@ -337,3 +337,39 @@ async fn bad_query_parameters_say_what_to_write() {
     let (status, answer) = call(&f.app, get(Some(&f.reader), "/api/v2/nothing")).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
 }
+
+#[tokio::test]
+async fn export_streams_every_interval_as_ndjson_or_csv() {
+    let f = fixture("export");
+    call(
+        &f.app,
+        post(Some(&f.agent), json_body(&snapshot_batch("web-3", &[22, 80]))),
+    )
+    .await;
+    let raw = |uri: &str, token: &str| {
+        let app = f.app.clone();
+        let request = get(Some(token), uri);
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+            (status, String::from_utf8(bytes.to_vec()).unwrap())
+        }
+    };
+    let (status, ndjson) = raw("/api/v1/export?format=ndjson", &f.reader).await;
+    assert_eq!(status, StatusCode::OK);
+    let lines: Vec<serde_json::Value> = ndjson.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["host"], "web-3");
+    let (status, csv) = raw("/api/v1/export?format=csv&since=2026-01-01T00:00:00Z", &f.admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(csv.starts_with("host,proto,family,local_addr,local_port"), "{csv}");
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let (status, none) = raw("/api/v1/export?until=2020-01-01T00:00:00Z", &f.reader).await;
+    assert_eq!((status, none.as_str()), (StatusCode::OK, ""));
+    let (status, body) = raw("/api/v1/export?format=xml", &f.reader).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("csv or ndjson"), "{body}");
+    let (status, _) = raw("/api/v1/export", &f.agent).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}

@@ -132,6 +132,30 @@ fn listeners_opening_and_closing_become_history_that_every_query_answers() {
         "{d}"
     );
     assert!(d["closed"].as_array().unwrap().is_empty(), "{d}");
+
+    // export: the interval, with its process, as CSV.
+    let out = std::process::Command::new(binary("portwatch"))
+        .args([
+            "--collector",
+            &s.collector.url,
+            "--token",
+            &s.read_token,
+            "export",
+            "--format",
+            "csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let line = csv
+        .lines()
+        .find(|l| l.contains(&format!(",{port},")))
+        .unwrap_or_else(|| panic!("{csv}"));
+    assert!(
+        line.starts_with("e2e-basic,tcp,ipv4,127.0.0.1,") && line.contains(&opened_at) && line.contains("pw-listen"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! | `GET /api/v1/hosts/{host}/diff?from=T1&to=T2` | read, admin | opened, closed, changed owner between two moments |
 //! | `GET /api/v1/hosts/{host}/diff?vs_host=B&at=T` | read, admin | the same, between two hosts |
 //! | `GET /api/v1/who?port=P&proto=&at=T` | read, admin | fleet-wide, who held port P at T |
+//! | `GET /api/v1/export?format=csv\|ndjson&since=&until=` | read, admin | every interval in a window, streamed |
 //!
 //! Times are RFC 3339 (`2026-11-25T03:00:00Z`). Credentials are
 //! `Authorization: Bearer <token>`; an agent token writes only its own
@@ -16,6 +17,7 @@
 
 mod auth;
 mod error;
+mod export;
 mod ingest;
 mod query;
 
@@ -52,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/hosts/{host}/history", get(query::history))
         .route("/api/v1/hosts/{host}/diff", get(query::diff))
         .route("/api/v1/who", get(query::who))
+        .route("/api/v1/export", get(export::export))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see the API table in README".to_owned()) })
         .layer(DefaultBodyLimit::max(MAX_DECOMPRESSED_BYTES))
         .layer(RequestDecompressionLayer::new())

@@ -91,7 +91,7 @@ pub async fn history(
     ))
 }
 
-fn time_param(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+pub(super) fn time_param(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     value
         .map(|v| {
             v.parse::<Timestamp>().map_err(|e| {

@@ -192,6 +192,16 @@ pub trait Store: Send + Sync + 'static {
         until: Option<Timestamp>,
     ) -> Result<Vec<ListenerRow>, StoreError>;
 
+    /// Every interval of every host that was open at any time in
+    /// `[since, until]`, by opening time, handed to `each` one at a time
+    /// without holding them all; stops early when `each` returns `false`.
+    fn export(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        each: &mut dyn FnMut(ListenerRow) -> bool,
+    ) -> Result<(), StoreError>;
+
     /// Stores a new token.
     fn create_token(&self, token: &TokenRow) -> Result<(), StoreError>;
 

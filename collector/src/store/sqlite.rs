@@ -435,6 +435,33 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
+    fn export(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        each: &mut dyn FnMut(ListenerRow) -> bool,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "SELECT {INTERVAL_COLUMNS} FROM intervals i JOIN hosts h ON h.id = i.host_id
+             WHERE (?2 IS NULL OR i.opened_at <= ?2) AND (?1 IS NULL OR i.closed_at IS NULL OR i.closed_at >= ?1)
+             ORDER BY i.opened_at, i.id"
+        );
+        let since = since.map(Timestamp::as_millisecond);
+        let until = until.map(Timestamp::as_millisecond);
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&sql).map_err(db)?;
+            let mut rows = stmt.query(rusqlite::params![since, until]).map_err(db)?;
+            let mut programs = ProgramReader::new(conn);
+            while let Some(row) = rows.next().map_err(db)? {
+                let raw = RawInterval::from_row(row).map_err(db)?;
+                if !each(raw.into_row(&mut programs)?) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn create_token(&self, token: &TokenRow) -> Result<(), StoreError> {
         let mut writer = self.writer();
         writer.set_synchronous(Synchronous::Full)?;

@@ -31,6 +31,32 @@ impl Client {
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<T> {
+        let mut response = self.call(path, query)?;
+        response
+            .body_mut()
+            .read_json::<T>()
+            .with_context(|| format!("the collector's answer to {path} is not what this portwatch expects"))
+    }
+
+    /// `GET /api/v1/export`, copied to `out` as it arrives.
+    pub fn export(
+        &self,
+        format: &str,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        out: &mut impl std::io::Write,
+    ) -> anyhow::Result<u64> {
+        let mut query = vec![("format", format.to_owned())];
+        query.extend(since.map(|t| ("since", t.to_string())));
+        query.extend(until.map(|t| ("until", t.to_string())));
+        let mut response = self.call("/api/v1/export", &query)?;
+        let mut body = response.body_mut().as_reader();
+        std::io::copy(&mut body, out)
+            .context("the export was cut short (the collector's log says why); do not use the partial output")
+    }
+
+    /// A successful response to `GET path?query`, or an error saying what to do.
+    fn call(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
         let url = format!("{}{path}", self.base);
         let mut request = self.agent.get(&url);
         for (key, value) in query {
@@ -47,10 +73,7 @@ impl Client {
         })?;
         let status = response.status();
         if status.is_success() {
-            return response
-                .body_mut()
-                .read_json::<T>()
-                .with_context(|| format!("the collector's answer to {path} is not what this portwatch expects"));
+            return Ok(response);
         }
         let message = response
             .body_mut()

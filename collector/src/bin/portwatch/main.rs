@@ -95,6 +95,18 @@ enum Command {
         #[arg(long, value_name = "HOST")]
         vs_host: Option<String>,
     },
+    /// Every listener interval of the fleet in a window, streamed as CSV (a row per process) or NDJSON.
+    Export {
+        /// Output format.
+        #[arg(long, value_parser = ["csv", "ndjson"], default_value = "ndjson")]
+        format: String,
+        /// From this moment.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Until this moment.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+    },
     /// The timeline of a host's listeners: when each opened and closed.
     History {
         /// The host.
@@ -155,6 +167,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let at = time(at.as_deref())?;
             let rows = client.who(*port, proto.as_deref(), at)?;
             render::listeners(&mut out, &rows, cli.json, &tz, false)?;
+        }
+        Command::Export { format, since, until } => {
+            let (since, until) = (time(since.as_deref())?, time(until.as_deref())?);
+            client.export(format, since, until, &mut out)?;
         }
         Command::Diff {
             host,

@@ -1,0 +1,52 @@
+//! `GET /api/v1/export?format=csv|ndjson&since=&until=`: every listener
+//! interval in a window, streamed as it is read from the store.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::auth::Caller;
+use super::{query::time_param, ApiError, AppState};
+use crate::export::{self, Format};
+
+/// `?format=&since=&until=`
+#[derive(Debug, Deserialize)]
+pub struct ExportParams {
+    format: Option<Format>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// Streams the export; a store failure midway aborts the response, so a
+/// client never takes a truncated export for a complete one.
+pub async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require_reader()?;
+    let Query(params) =
+        params.map_err(|e| ApiError::BadRequest(format!("bad query ({e}); format is csv or ndjson")))?;
+    let format = params.format.unwrap_or(Format::Ndjson);
+    let since = time_param("since", params.since.as_deref())?;
+    let until = time_param("until", params.until.as_deref())?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        if tx.blocking_send(Ok(Bytes::from(export::preamble(format)))).is_err() {
+            return;
+        }
+        let mut each = |row| tx.blocking_send(Ok(Bytes::from(export::row(format, &row)))).is_ok();
+        if let Err(e) = store.export(since, until, &mut each) {
+            tracing::error!(error = %e, "export failed midway");
+            let _ = tx.blocking_send(Err(std::io::Error::other("export failed; see the collector's log")));
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    Response::builder()
+        .header(CONTENT_TYPE, format.content_type())
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}

@@ -1,0 +1,174 @@
+//! Listener intervals as CSV or NDJSON lines, for `portwatch export`: one
+//! interval (NDJSON) or one (interval, process) pair (CSV) at a time, so an
+//! export of any size streams.
+
+use crate::store::ListenerRow;
+
+/// An export format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Comma-separated, with a header; one row per (interval, process).
+    Csv,
+    /// One JSON object per interval and line, as the query API returns them.
+    Ndjson,
+}
+
+impl Format {
+    /// The HTTP content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Ndjson => "application/x-ndjson",
+        }
+    }
+}
+
+/// The CSV columns.
+pub const CSV_HEADER: [&str; 21] = [
+    "host",
+    "proto",
+    "family",
+    "local_addr",
+    "local_port",
+    "netns",
+    "inode",
+    "uid",
+    "user",
+    "exposure",
+    "dual_stack",
+    "opened_at",
+    "closed_at",
+    "pid",
+    "name",
+    "cmdline",
+    "exe",
+    "process_uid",
+    "process_user",
+    "container",
+    "unit",
+];
+
+/// What comes before the first row (the CSV header).
+pub fn preamble(format: Format) -> Vec<u8> {
+    match format {
+        Format::Csv => csv_line(CSV_HEADER.iter().map(|s| s.to_string())),
+        Format::Ndjson => Vec::new(),
+    }
+}
+
+/// One interval, formatted.
+pub fn row(format: Format, r: &ListenerRow) -> Vec<u8> {
+    match format {
+        Format::Ndjson => {
+            let mut line = serde_json::to_vec(r).unwrap_or_default();
+            line.push(b'\n');
+            line
+        }
+        Format::Csv => {
+            let text = |o: &Option<String>| o.clone().unwrap_or_default();
+            let socket = [
+                r.host.clone(),
+                r.proto.as_str().to_owned(),
+                r.family.as_str().to_owned(),
+                r.local_addr.to_string(),
+                r.local_port.to_string(),
+                r.netns.to_string(),
+                r.inode.to_string(),
+                r.uid.to_string(),
+                text(&r.user),
+                r.exposure.as_str().to_owned(),
+                r.dual_stack.to_string(),
+                r.opened_at.to_string(),
+                r.closed_at.map(|t| t.to_string()).unwrap_or_default(),
+            ];
+            let mut out = Vec::new();
+            if r.processes.is_empty() {
+                out.extend(csv_line(
+                    socket.iter().cloned().chain(std::iter::repeat_n(String::new(), 8)),
+                ));
+            }
+            for p in &r.processes {
+                let process = [
+                    p.pid.to_string(),
+                    p.name.clone(),
+                    text(&p.cmdline),
+                    text(&p.exe),
+                    p.uid.map(|u| u.to_string()).unwrap_or_default(),
+                    text(&p.user),
+                    text(&p.container),
+                    text(&p.unit),
+                ];
+                out.extend(csv_line(socket.iter().cloned().chain(process)));
+            }
+            out
+        }
+    }
+}
+
+fn csv_line(fields: impl IntoIterator<Item = String>) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    // Writing to a Vec cannot fail.
+    let _ = w.write_record(fields.into_iter().collect::<Vec<_>>());
+    w.into_inner().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portwatch_common::{Exposure, Family, Process, Proto};
+
+    fn interval(processes: Vec<Process>) -> ListenerRow {
+        ListenerRow {
+            host: "web-3".into(),
+            netns: 1,
+            proto: Proto::Tcp,
+            family: Family::Ipv4,
+            local_addr: "0.0.0.0".parse().unwrap(),
+            local_port: 8080,
+            inode: 9,
+            uid: 0,
+            user: None,
+            exposure: Exposure::Wildcard,
+            dual_stack: false,
+            processes,
+            opened_at: "2026-11-24T03:00:00Z".parse().unwrap(),
+            closed_at: None,
+        }
+    }
+
+    fn java(pid: u32) -> Process {
+        Process {
+            pid,
+            name: "java".into(),
+            cmdline: Some("java -jar app.jar --name=\"a, b\"".into()),
+            exe: None,
+            uid: Some(1000),
+            user: Some("app".into()),
+            container: None,
+            unit: None,
+        }
+    }
+
+    #[test]
+    fn csv_has_a_row_per_process_and_one_for_an_ownerless_interval() {
+        let mut text = preamble(Format::Csv);
+        text.extend(row(Format::Csv, &interval(vec![java(1), java(2)])));
+        text.extend(row(Format::Csv, &interval(vec![])));
+        let mut reader = csv::Reader::from_reader(text.as_slice());
+        assert_eq!(reader.headers().unwrap().len(), CSV_HEADER.len());
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 3);
+        assert_eq!((&rows[0][13], &rows[1][13], &rows[2][13]), ("1", "2", ""));
+        assert_eq!(&rows[0][15], "java -jar app.jar --name=\"a, b\"");
+        assert_eq!(&rows[0][11], "2026-11-24T03:00:00Z");
+    }
+
+    #[test]
+    fn ndjson_is_one_api_object_per_line() {
+        let line = row(Format::Ndjson, &interval(vec![java(1)]));
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        let back: ListenerRow = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, interval(vec![java(1)]));
+    }
+}
