@@ -2,6 +2,7 @@
 //! questions about it over HTTP.
 
 pub mod api;
+pub mod config;
 pub mod diff;
 pub mod export;
 pub mod store;

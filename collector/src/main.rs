@@ -9,15 +9,11 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use jiff::Timestamp;
 use portwatch_collector::api::{self, AppState};
+use portwatch_collector::config::Config;
 use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::{Role, Store, TokenRow};
 use portwatch_collector::token;
 use portwatch_common::wire::valid_host_name;
-
-/// Default database file.
-const DEFAULT_DB: &str = "/var/lib/portwatch/collector.db";
-/// Default listen address: loopback until told otherwise.
-const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 
 /// Keep every host's listener history and answer questions about it.
 #[derive(Debug, Parser)]
@@ -38,12 +34,11 @@ enum Command {
 /// Serve the HTTP API (ingest from agents, queries from operators) until SIGINT or SIGTERM.
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Address to listen on (loopback by default; use 0.0.0.0:7878 to accept remote agents).
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    listen: SocketAddr,
-    /// SQLite database file (created, and migrated, at start).
-    #[arg(long, default_value = DEFAULT_DB)]
-    db: PathBuf,
+    #[command(flatten)]
+    where_: Where,
+    /// Address to listen on (default 127.0.0.1:7878; use 0.0.0.0:7878 to accept remote agents).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// Also run a portwatch-agent on this machine reporting to this collector (the quick start): its agent token
     /// and a read token for you are kept next to the database (local-agent.token, local-read.token).
     #[arg(long)]
@@ -51,6 +46,28 @@ struct ServeArgs {
     /// Scan interval of the local agent.
     #[arg(long, default_value = "10s", requires = "local_agent")]
     local_agent_interval: String,
+}
+
+/// Where the configuration and the database are (shared by every subcommand).
+#[derive(Debug, Clone, clap::Args)]
+struct Where {
+    /// Configuration file (default: /etc/portwatch/collector.toml if it exists).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// SQLite database file (default /var/lib/portwatch/collector.db; created and migrated at start).
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+}
+
+impl Where {
+    /// The configuration, with `--db` applied.
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(db) = &self.db {
+            config.db = db.clone();
+        }
+        Ok(config)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,26 +86,23 @@ enum TokenCommand {
         /// Name of an operator token (unique; used to revoke it).
         #[arg(long)]
         name: Option<String>,
-        /// SQLite database file.
-        #[arg(long, default_value = DEFAULT_DB)]
-        db: PathBuf,
+        #[command(flatten)]
+        where_: Where,
     },
     /// List tokens (never their secrets).
     List {
         /// Print JSON.
         #[arg(long)]
         json: bool,
-        /// SQLite database file.
-        #[arg(long, default_value = DEFAULT_DB)]
-        db: PathBuf,
+        #[command(flatten)]
+        where_: Where,
     },
     /// Revoke a token by name (`agent:HOST` for agent tokens); it stops working at once.
     Revoke {
         /// The token's name.
         name: String,
-        /// SQLite database file.
-        #[arg(long, default_value = DEFAULT_DB)]
-        db: PathBuf,
+        #[command(flatten)]
+        where_: Where,
     },
 }
 
@@ -132,17 +146,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let store: Arc<dyn Store> = Arc::new(open_store(&args.db)?);
+    let mut config = args.where_.config()?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let store: Arc<dyn Store> = Arc::new(open_store(&config.db)?);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .with_context(|| format!("cannot listen on {} (in use? try another --listen)", args.listen))?;
+            .with_context(|| format!("cannot listen on {} (in use? try another --listen)", config.listen))?;
         let local = listener.local_addr()?;
-        tracing::info!(address = %local, db = %args.db.display(), "collector listening");
+        tracing::info!(address = %local, db = %config.db.display(), "collector listening");
         println!("portwatch-collector listening on http://{local}");
         let local_agent = match args.local_agent {
-            true => Some(start_local_agent(store.as_ref(), &args, &format!("http://{local}"))?),
+            true => Some(start_local_agent(
+                store.as_ref(),
+                &args,
+                &config.db,
+                &format!("http://{local}"),
+            )?),
             false => None,
         };
         let shutdown = async move {
@@ -193,9 +216,8 @@ fn local_token(store: &dyn Store, file: &Path, name: &str, role: Role, host: Opt
 }
 
 /// Starts `portwatch-agent run` (the binary beside this one) reporting to `url` as this machine.
-fn start_local_agent(store: &dyn Store, args: &ServeArgs, url: &str) -> anyhow::Result<std::process::Child> {
-    let dir = args
-        .db
+fn start_local_agent(store: &dyn Store, args: &ServeArgs, db: &Path, url: &str) -> anyhow::Result<std::process::Child> {
+    let dir = db
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
@@ -267,7 +289,12 @@ async fn shutdown_signal() {
 
 fn token_command(command: TokenCommand) -> anyhow::Result<ExitCode> {
     match command {
-        TokenCommand::Create { host, role, name, db } => {
+        TokenCommand::Create {
+            host,
+            role,
+            name,
+            where_,
+        } => {
             let (name, role, host) = match (host, role, name) {
                 (Some(host), None, None) => {
                     if !valid_host_name(&host) {
@@ -287,7 +314,7 @@ fn token_command(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 }
                 _ => bail!("say what the token is for: `--host NAME` (an agent) or `--role read|admin --name NAME`"),
             };
-            let store = open_store(&db)?;
+            let store = open_store(&where_.config()?.db)?;
             let secret = token::generate().context("cannot read the system's random source")?;
             store.create_token(&TokenRow {
                 name: name.clone(),
@@ -303,8 +330,8 @@ fn token_command(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 role.as_str()
             );
         }
-        TokenCommand::List { json, db } => {
-            let tokens = open_store(&db)?.tokens()?;
+        TokenCommand::List { json, where_ } => {
+            let tokens = open_store(&where_.config()?.db)?.tokens()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&tokens)?);
             } else {
@@ -320,8 +347,8 @@ fn token_command(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        TokenCommand::Revoke { name, db } => {
-            if !open_store(&db)?.revoke_token(&name, Timestamp::now())? {
+        TokenCommand::Revoke { name, where_ } => {
+            if !open_store(&where_.config()?.db)?.revoke_token(&name, Timestamp::now())? {
                 bail!("no active token named {name:?} (see `portwatch-collector token list`)");
             }
             eprintln!("revoked {name:?}");
