@@ -1,9 +1,7 @@
 //! How a scan is printed: an aligned table like `ss` (default), JSON, or CSV.
 //! The JSON and CSV field names are a public contract (see README).
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::sync::Arc;
 
 use portwatch_common::{Process, Socket};
 
@@ -108,35 +106,11 @@ fn table_row(s: &Socket, with_peer: bool, row: &mut Vec<String>) {
     row.push(s.exposure.as_str().to_owned());
     row.push(s.netns.to_string());
     row.push(s.user.as_deref().map_or_else(|| s.uid.to_string(), str::to_owned));
-    row.push(processes_cell(&s.processes));
+    row.push(portwatch_common::process::summary(s.processes.iter().map(|p| &**p)));
 }
 
-/// `nginx[900,901] (nginx.service), sshd[12] (container 3f4e1b2c9d8a)`: the
-/// processes grouped by name and where they run; `-` when none is known.
-fn processes_cell(processes: &[Arc<Process>]) -> String {
-    if processes.is_empty() {
-        return "-".to_owned();
-    }
-    let mut groups: BTreeMap<(&str, String), Vec<u32>> = BTreeMap::new();
-    for p in processes {
-        let place = match (&p.container, &p.unit) {
-            (Some(id), _) => format!(" (container {})", &id[..id.len().min(12)]),
-            (None, Some(unit)) => format!(" ({unit})"),
-            (None, None) => String::new(),
-        };
-        groups.entry((p.name.as_str(), place)).or_default().push(p.pid);
-    }
-    let parts: Vec<String> = groups
-        .into_iter()
-        .map(|((name, place), pids)| {
-            let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
-            format!("{name}[{}]{place}", pids.join(","))
-        })
-        .collect();
-    parts.join(", ")
-}
-
-const CSV_HEADER: [&str; 21] = [
+/// The socket's CSV columns; the process's ([`portwatch_common::process::CSV_COLUMNS`]) follow.
+const SOCKET_COLUMNS: [&str; 13] = [
     "proto",
     "family",
     "local_addr",
@@ -150,21 +124,11 @@ const CSV_HEADER: [&str; 21] = [
     "netns",
     "exposure",
     "dual_stack",
-    "pid",
-    "name",
-    "cmdline",
-    "exe",
-    "process_uid",
-    "process_user",
-    "container",
-    "unit",
 ];
 
 fn csv(out: &mut impl Write, sockets: &[Socket]) -> io::Result<()> {
     let mut w = ::csv::Writer::from_writer(out);
-    w.write_record(CSV_HEADER)?;
-    let text = |o: &Option<String>| o.clone().unwrap_or_default();
-    let num = |o: Option<u32>| o.map(|n| n.to_string()).unwrap_or_default();
+    w.write_record(SOCKET_COLUMNS.iter().chain(&portwatch_common::process::CSV_COLUMNS))?;
     for s in sockets {
         let socket_fields = [
             s.proto.as_str().to_owned(),
@@ -172,7 +136,7 @@ fn csv(out: &mut impl Write, sockets: &[Socket]) -> io::Result<()> {
             s.local_addr.to_string(),
             s.local_port.to_string(),
             s.peer_addr.map(|a| a.to_string()).unwrap_or_default(),
-            num(s.peer_port.map(u32::from)),
+            s.peer_port.map(|p| p.to_string()).unwrap_or_default(),
             s.state.as_str().to_owned(),
             s.inode.to_string(),
             s.uid.to_string(),
@@ -188,16 +152,7 @@ fn csv(out: &mut impl Write, sockets: &[Socket]) -> io::Result<()> {
         };
         for p in owners {
             let process_fields = match p {
-                Some(p) => [
-                    p.pid.to_string(),
-                    p.name.clone(),
-                    text(&p.cmdline),
-                    text(&p.exe),
-                    num(p.uid),
-                    text(&p.user),
-                    text(&p.container),
-                    text(&p.unit),
-                ],
+                Some(p) => p.csv_fields(),
                 None => Default::default(),
             };
             w.write_record(socket_fields.iter().chain(process_fields.iter()))?;
@@ -237,7 +192,7 @@ mod tests {
             netns: 4026531840,
             exposure: Exposure::Wildcard,
             dual_stack: true,
-            processes: vec![Arc::new(proc(900)), Arc::new(proc(901))],
+            processes: vec![std::sync::Arc::new(proc(900)), std::sync::Arc::new(proc(901))],
         }
     }
 
@@ -282,7 +237,10 @@ mod tests {
         let mut reader = ::csv::Reader::from_reader(text.as_bytes());
         assert_eq!(
             reader.headers().unwrap().iter().collect::<Vec<_>>(),
-            CSV_HEADER.to_vec()
+            "proto,family,local_addr,local_port,peer_addr,peer_port,state,inode,uid,user,netns,exposure,dual_stack,\
+             pid,name,cmdline,exe,process_uid,process_user,container,unit"
+                .split(',')
+                .collect::<Vec<_>>()
         );
         let rows: Vec<::csv::StringRecord> = reader.records().map(Result::unwrap).collect();
         assert_eq!(rows.len(), 2);

@@ -34,28 +34,17 @@ pub struct Change {
 /// Where a listener sits on one host.
 type Place = (u64, Proto, Family, IpAddr, u16);
 
-/// What a listener is, on one host: its place, socket and owners (times and host aside).
-fn identity(r: &ListenerRow) -> impl Eq + '_ {
-    (
-        r.netns,
-        r.proto,
-        r.local_addr,
-        r.local_port,
-        r.inode,
-        r.uid,
-        &r.processes,
-        r.exposure,
-        r.dual_stack,
-    )
-}
-
 /// The difference between the listeners of one host at two moments.
 pub fn between_moments(before: &[ListenerRow], after: &[ListenerRow]) -> Diff {
     pair(
         before,
         after,
-        |r| -> Place { (r.netns, r.proto, r.family, r.local_addr, r.local_port) },
-        |a, b| identity(a) == identity(b),
+        |r| -> Place {
+            let l = &r.listener;
+            (l.netns, l.proto, l.family, l.local_addr, l.local_port)
+        },
+        // The same listener: place, socket and owners (a `Listener` is all of that).
+        |a, b| a.listener == b.listener,
     )
 }
 
@@ -68,7 +57,7 @@ type Role = (Proto, Family, u16, Exposure);
 /// other names.
 pub fn between_hosts(host: &[ListenerRow], other: &[ListenerRow]) -> Diff {
     fn names(r: &ListenerRow) -> Vec<&str> {
-        let mut n: Vec<&str> = r.processes.iter().map(|p| p.name.as_str()).collect();
+        let mut n: Vec<&str> = r.listener.processes.iter().map(|p| p.name.as_str()).collect();
         n.sort_unstable();
         n.dedup();
         n
@@ -76,7 +65,10 @@ pub fn between_hosts(host: &[ListenerRow], other: &[ListenerRow]) -> Diff {
     pair(
         host,
         other,
-        |r| -> Role { (r.proto, r.family, r.local_port, r.exposure) },
+        |r| -> Role {
+            let l = &r.listener;
+            (l.proto, l.family, l.local_port, l.exposure)
+        },
         |a, b| names(a) == names(b),
     )
 }
@@ -122,38 +114,40 @@ fn pair<K: Ord>(
 mod tests {
     use super::*;
     use jiff::Timestamp;
-    use portwatch_common::Process;
+    use portwatch_common::{Listener, Process};
 
     fn row(host: &str, port: u16, inode: u64, name: &str, pid: u32) -> ListenerRow {
         ListenerRow {
             host: host.into(),
-            netns: 1,
-            proto: Proto::Tcp,
-            family: Family::Ipv4,
-            local_addr: "0.0.0.0".parse().unwrap(),
-            local_port: port,
-            inode,
-            uid: 0,
-            user: None,
-            exposure: Exposure::Wildcard,
-            dual_stack: false,
-            processes: vec![Process {
-                pid,
-                name: name.into(),
-                cmdline: None,
-                exe: None,
-                uid: Some(0),
+            listener: Listener {
+                netns: 1,
+                proto: Proto::Tcp,
+                family: Family::Ipv4,
+                local_addr: "0.0.0.0".parse().unwrap(),
+                local_port: port,
+                inode,
+                uid: 0,
                 user: None,
-                container: None,
-                unit: None,
-            }],
+                exposure: Exposure::Wildcard,
+                dual_stack: false,
+                processes: vec![Process {
+                    pid,
+                    name: name.into(),
+                    cmdline: None,
+                    exe: None,
+                    uid: Some(0),
+                    user: None,
+                    container: None,
+                    unit: None,
+                }],
+            },
             opened_at: Timestamp::from_second(1_700_000_000).unwrap(),
             closed_at: None,
         }
     }
 
     fn ports(rows: &[ListenerRow]) -> Vec<u16> {
-        rows.iter().map(|r| r.local_port).collect()
+        rows.iter().map(|r| r.listener.local_port).collect()
     }
 
     #[test]
@@ -180,8 +174,8 @@ mod tests {
         assert_eq!(d.changed.len(), 1);
         assert_eq!(
             (
-                d.changed[0].before.processes[0].name.as_str(),
-                d.changed[0].after.processes[0].name.as_str()
+                d.changed[0].before.listener.processes[0].name.as_str(),
+                d.changed[0].after.listener.processes[0].name.as_str()
             ),
             ("nginx", "apache2")
         );

@@ -24,8 +24,8 @@ impl Format {
     }
 }
 
-/// The CSV columns.
-pub const CSV_HEADER: [&str; 21] = [
+/// The interval's CSV columns; the process's ([`portwatch_common::process::CSV_COLUMNS`]) follow.
+pub const INTERVAL_COLUMNS: [&str; 13] = [
     "host",
     "proto",
     "family",
@@ -39,20 +39,17 @@ pub const CSV_HEADER: [&str; 21] = [
     "dual_stack",
     "opened_at",
     "closed_at",
-    "pid",
-    "name",
-    "cmdline",
-    "exe",
-    "process_uid",
-    "process_user",
-    "container",
-    "unit",
 ];
 
 /// What comes before the first row (the CSV header).
 pub fn preamble(format: Format) -> Vec<u8> {
     match format {
-        Format::Csv => csv_line(CSV_HEADER.iter().map(|s| s.to_string())),
+        Format::Csv => csv_line(
+            INTERVAL_COLUMNS
+                .iter()
+                .chain(&portwatch_common::process::CSV_COLUMNS)
+                .map(|s| s.to_string()),
+        ),
         Format::Ndjson => Vec::new(),
     }
 }
@@ -67,39 +64,30 @@ pub fn row(format: Format, r: &ListenerRow) -> Vec<u8> {
         }
         Format::Csv => {
             let text = |o: &Option<String>| o.clone().unwrap_or_default();
+            let l = &r.listener;
             let socket = [
                 r.host.clone(),
-                r.proto.as_str().to_owned(),
-                r.family.as_str().to_owned(),
-                r.local_addr.to_string(),
-                r.local_port.to_string(),
-                r.netns.to_string(),
-                r.inode.to_string(),
-                r.uid.to_string(),
-                text(&r.user),
-                r.exposure.as_str().to_owned(),
-                r.dual_stack.to_string(),
+                l.proto.as_str().to_owned(),
+                l.family.as_str().to_owned(),
+                l.local_addr.to_string(),
+                l.local_port.to_string(),
+                l.netns.to_string(),
+                l.inode.to_string(),
+                l.uid.to_string(),
+                text(&l.user),
+                l.exposure.as_str().to_owned(),
+                l.dual_stack.to_string(),
                 r.opened_at.to_string(),
                 r.closed_at.map(|t| t.to_string()).unwrap_or_default(),
             ];
             let mut out = Vec::new();
-            if r.processes.is_empty() {
+            if l.processes.is_empty() {
                 out.extend(csv_line(
                     socket.iter().cloned().chain(std::iter::repeat_n(String::new(), 8)),
                 ));
             }
-            for p in &r.processes {
-                let process = [
-                    p.pid.to_string(),
-                    p.name.clone(),
-                    text(&p.cmdline),
-                    text(&p.exe),
-                    p.uid.map(|u| u.to_string()).unwrap_or_default(),
-                    text(&p.user),
-                    text(&p.container),
-                    text(&p.unit),
-                ];
-                out.extend(csv_line(socket.iter().cloned().chain(process)));
+            for p in &l.processes {
+                out.extend(csv_line(socket.iter().cloned().chain(p.csv_fields())));
             }
             out
         }
@@ -116,22 +104,24 @@ fn csv_line(fields: impl IntoIterator<Item = String>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portwatch_common::{Exposure, Family, Process, Proto};
+    use portwatch_common::{Exposure, Family, Listener, Process, Proto};
 
     fn interval(processes: Vec<Process>) -> ListenerRow {
         ListenerRow {
             host: "web-3".into(),
-            netns: 1,
-            proto: Proto::Tcp,
-            family: Family::Ipv4,
-            local_addr: "0.0.0.0".parse().unwrap(),
-            local_port: 8080,
-            inode: 9,
-            uid: 0,
-            user: None,
-            exposure: Exposure::Wildcard,
-            dual_stack: false,
-            processes,
+            listener: Listener {
+                netns: 1,
+                proto: Proto::Tcp,
+                family: Family::Ipv4,
+                local_addr: "0.0.0.0".parse().unwrap(),
+                local_port: 8080,
+                inode: 9,
+                uid: 0,
+                user: None,
+                exposure: Exposure::Wildcard,
+                dual_stack: false,
+                processes,
+            },
             opened_at: "2026-11-24T03:00:00Z".parse().unwrap(),
             closed_at: None,
         }
@@ -156,7 +146,11 @@ mod tests {
         text.extend(row(Format::Csv, &interval(vec![java(1), java(2)])));
         text.extend(row(Format::Csv, &interval(vec![])));
         let mut reader = csv::Reader::from_reader(text.as_slice());
-        assert_eq!(reader.headers().unwrap().len(), CSV_HEADER.len());
+        assert_eq!(
+            reader.headers().unwrap().iter().collect::<Vec<_>>().join(","),
+            "host,proto,family,local_addr,local_port,netns,inode,uid,user,exposure,dual_stack,opened_at,closed_at,\
+             pid,name,cmdline,exe,process_uid,process_user,container,unit"
+        );
         let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
         assert_eq!(rows.len(), 3);
         assert_eq!((&rows[0][13], &rows[1][13], &rows[2][13]), ("1", "2", ""));

@@ -1,5 +1,7 @@
 //! A process that holds a socket.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// One process holding a socket open (it has a file descriptor on it).
@@ -25,4 +27,93 @@ pub struct Process {
     pub container: Option<String>,
     /// systemd unit (`nginx.service`, `session-3.scope`), from the cgroup path.
     pub unit: Option<String>,
+}
+
+/// The CSV columns of a process, as every portwatch CSV names them.
+pub const CSV_COLUMNS: [&str; 8] = [
+    "pid",
+    "name",
+    "cmdline",
+    "exe",
+    "process_uid",
+    "process_user",
+    "container",
+    "unit",
+];
+
+impl Process {
+    /// The values of [`CSV_COLUMNS`], unknown ones empty.
+    pub fn csv_fields(&self) -> [String; 8] {
+        let text = |o: &Option<String>| o.clone().unwrap_or_default();
+        [
+            self.pid.to_string(),
+            self.name.clone(),
+            text(&self.cmdline),
+            text(&self.exe),
+            self.uid.map(|u| u.to_string()).unwrap_or_default(),
+            text(&self.user),
+            text(&self.container),
+            text(&self.unit),
+        ]
+    }
+}
+
+/// The holders of a socket in one short line for tables, grouped by name and
+/// where they run: `nginx[900,901] (nginx.service), sshd[12] (container
+/// 3f4e1b2c9d8a)`; `-` when there are none.
+pub fn summary<'a>(processes: impl IntoIterator<Item = &'a Process>) -> String {
+    let mut groups: BTreeMap<(&str, String), Vec<String>> = BTreeMap::new();
+    for p in processes {
+        let place = match (&p.container, &p.unit) {
+            (Some(id), _) => format!(" (container {})", &id[..id.len().min(12)]),
+            (None, Some(unit)) => format!(" ({unit})"),
+            (None, None) => String::new(),
+        };
+        groups
+            .entry((p.name.as_str(), place))
+            .or_default()
+            .push(p.pid.to_string());
+    }
+    if groups.is_empty() {
+        return "-".to_owned();
+    }
+    let parts: Vec<String> = groups
+        .into_iter()
+        .map(|((name, place), pids)| format!("{name}[{}]{place}", pids.join(",")))
+        .collect();
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pid: u32, name: &str, container: Option<&str>, unit: Option<&str>) -> Process {
+        Process {
+            pid,
+            name: name.into(),
+            cmdline: None,
+            exe: None,
+            uid: None,
+            user: None,
+            container: container.map(str::to_owned),
+            unit: unit.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn summary_groups_by_name_and_place() {
+        let id = "3f4e1b2c9d8a".to_owned() + &"0".repeat(52);
+        let ps = [
+            p(901, "nginx", None, Some("nginx.service")),
+            p(900, "nginx", None, Some("nginx.service")),
+            p(12, "sshd", Some(&id), None),
+            p(7, "x", None, None),
+        ];
+        assert_eq!(
+            summary(&ps),
+            "nginx[901,900] (nginx.service), sshd[12] (container 3f4e1b2c9d8a), x[7]"
+        );
+        assert_eq!(summary(&[]), "-");
+    }
 }

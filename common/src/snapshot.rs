@@ -43,6 +43,11 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// Short protocol label as netstat prints it (`tcp46`, ...).
+    pub fn proto_label(&self) -> &'static str {
+        crate::socket::proto_label(self.proto, self.family, self.dual_stack)
+    }
+
     /// The listener a scanned socket stands for; `None` for sockets that are
     /// not listening (established connections, time-wait: `scan --all`).
     pub fn from_socket(socket: &Socket) -> Option<Listener> {

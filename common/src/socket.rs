@@ -239,17 +239,22 @@ pub struct Socket {
 }
 
 impl Socket {
-    /// Short protocol label as netstat prints it: `tcp`, `tcp6`, `tcp46` (an
-    /// IPv6 socket that also accepts IPv4), `udp`, `udp6`, `udp46`.
+    /// Short protocol label as netstat prints it (see [`proto_label`]).
     pub fn proto_label(&self) -> &'static str {
-        match (self.proto, self.family, self.dual_stack) {
-            (Proto::Tcp, Family::Ipv4, _) => "tcp",
-            (Proto::Tcp, Family::Ipv6, false) => "tcp6",
-            (Proto::Tcp, Family::Ipv6, true) => "tcp46",
-            (Proto::Udp, Family::Ipv4, _) => "udp",
-            (Proto::Udp, Family::Ipv6, false) => "udp6",
-            (Proto::Udp, Family::Ipv6, true) => "udp46",
-        }
+        proto_label(self.proto, self.family, self.dual_stack)
+    }
+}
+
+/// Short protocol label as netstat prints it: `tcp`, `tcp6`, `tcp46` (an
+/// IPv6 socket that also accepts IPv4), `udp`, `udp6`, `udp46`.
+pub fn proto_label(proto: Proto, family: Family, dual_stack: bool) -> &'static str {
+    match (proto, family, dual_stack) {
+        (Proto::Tcp, Family::Ipv4, _) => "tcp",
+        (Proto::Tcp, Family::Ipv6, false) => "tcp6",
+        (Proto::Tcp, Family::Ipv6, true) => "tcp46",
+        (Proto::Udp, Family::Ipv4, _) => "udp",
+        (Proto::Udp, Family::Ipv6, false) => "udp6",
+        (Proto::Udp, Family::Ipv6, true) => "udp46",
     }
 }
 

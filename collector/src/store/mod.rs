@@ -12,42 +12,22 @@
 pub mod sqlite;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use jiff::Timestamp;
 use portwatch_common::wire::{Ack, Batch};
-use portwatch_common::{Exposure, Family, Process, Proto};
+use portwatch_common::{Listener, Proto};
 use serde::{Deserialize, Serialize};
 
-/// One listener interval, as every query returns it. Field names follow the
-/// scanner's JSON (`proto`, `local_addr`, `processes`, ...) plus `host`,
-/// `opened_at` and `closed_at`.
+/// One listener interval, as every query returns it. In JSON the listener's
+/// fields (`proto`, `local_addr`, `processes`, ... as the scanner names them)
+/// stand beside `host`, `opened_at` and `closed_at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerRow {
     /// Host name.
     pub host: String,
-    /// Network namespace inode.
-    pub netns: u64,
-    /// Transport protocol.
-    pub proto: Proto,
-    /// Address family.
-    pub family: Family,
-    /// Local address.
-    pub local_addr: IpAddr,
-    /// Local port.
-    pub local_port: u16,
-    /// Socket inode.
-    pub inode: u64,
-    /// Uid that created the socket.
-    pub uid: u32,
-    /// Its user name, when known.
-    pub user: Option<String>,
-    /// Who can reach it.
-    pub exposure: Exposure,
-    /// IPv6 wildcard that also accepts IPv4.
-    pub dual_stack: bool,
-    /// The processes holding it, ascending by pid.
-    pub processes: Vec<Process>,
+    /// The listener: socket and owners.
+    #[serde(flatten)]
+    pub listener: Listener,
     /// When the agent first observed it open.
     pub opened_at: Timestamp,
     /// When the agent observed it gone; `None` while open.

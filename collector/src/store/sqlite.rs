@@ -1049,7 +1049,7 @@ impl RawInterval {
             process.pid = pid;
             processes.push(process);
         }
-        Ok(ListenerRow {
+        let listener = Listener {
             netns: from_bits(self.netns),
             proto: proto_from(self.proto)?,
             family: family_from(self.family)?,
@@ -1061,6 +1061,9 @@ impl RawInterval {
             exposure: exposure_from(self.exposure)?,
             dual_stack: self.dual_stack,
             processes,
+        };
+        Ok(ListenerRow {
+            listener,
             opened_at: timestamp(self.opened_at)?,
             closed_at: self.closed_at.map(timestamp).transpose()?,
             host: self.host,
@@ -1156,14 +1159,8 @@ impl RawToken {
 /// The order of listeners on one host: port, proto, address, then the rest
 /// of what tells two apart.
 fn listener_order(row: &ListenerRow) -> (u16, Proto, IpAddr, u64, u64, Timestamp) {
-    (
-        row.local_port,
-        row.proto,
-        row.local_addr,
-        row.netns,
-        row.inode,
-        row.opened_at,
-    )
+    let l = &row.listener;
+    (l.local_port, l.proto, l.local_addr, l.netns, l.inode, row.opened_at)
 }
 
 /// A u64 as the i64 with the same bits (SQLite integers are signed).
@@ -1421,14 +1418,14 @@ mod tests {
     }
 
     fn ports(rows: &[ListenerRow]) -> Vec<u16> {
-        rows.iter().map(|r| r.local_port).collect()
+        rows.iter().map(|r| r.listener.local_port).collect()
     }
 
     /// (port, opened_at, closed_at) of each row, times in seconds from `ts(0)`.
     fn spans(rows: &[ListenerRow]) -> Vec<(u16, i64, Option<i64>)> {
         let secs = |t: Timestamp| t.as_second() - 1_700_000_000;
         rows.iter()
-            .map(|r| (r.local_port, secs(r.opened_at), r.closed_at.map(secs)))
+            .map(|r| (r.listener.local_port, secs(r.opened_at), r.closed_at.map(secs)))
             .collect()
     }
 
@@ -1538,20 +1535,7 @@ mod tests {
         let back = &rows[1];
         assert_eq!(back.host, "web-3");
         assert_eq!((back.opened_at, back.closed_at), (ts(0), Some(ts(200))));
-        let as_listener = Listener {
-            netns: back.netns,
-            proto: back.proto,
-            family: back.family,
-            local_addr: back.local_addr,
-            local_port: back.local_port,
-            inode: back.inode,
-            uid: back.uid,
-            user: back.user.clone(),
-            exposure: back.exposure,
-            dual_stack: back.dual_stack,
-            processes: back.processes.clone(),
-        };
-        assert_eq!(as_listener, web);
+        assert_eq!(back.listener, web);
 
         // And the next batch continues the session.
         let next = batch("web-3", "s1", vec![delta(4, ts(300), vec![web.clone()], vec![ssh])]);
@@ -1593,27 +1577,7 @@ mod tests {
         let rows = store.listeners_at("h", ts(0)).unwrap();
         assert_eq!(rows.len(), 2);
         for (row, l) in rows.iter().zip([&v6, &mapped]) {
-            assert_eq!(
-                (
-                    row.netns,
-                    row.family,
-                    row.local_addr,
-                    row.inode,
-                    &row.user,
-                    row.exposure,
-                    row.dual_stack
-                ),
-                (
-                    l.netns,
-                    l.family,
-                    l.local_addr,
-                    l.inode,
-                    &l.user,
-                    l.exposure,
-                    l.dual_stack
-                )
-            );
-            assert_eq!(row.processes, l.processes);
+            assert_eq!(&row.listener, l);
         }
         // The same snapshot again matches both: nothing new.
         store
@@ -1800,7 +1764,7 @@ mod tests {
         store.ingest(&batch("web-3", "s1", reports), ts(101)).unwrap();
         let history = store.history("web-3", Some(80), None, None).unwrap();
         assert_eq!(spans(&history), vec![(80, 0, Some(100)), (80, 100, None)]);
-        assert_eq!(history[1].processes, after.processes);
+        assert_eq!(history[1].listener.processes, after.processes);
         // The same change seen by a snapshot instead of a delta.
         let again = batch("web-3", "s1", vec![snapshot(3, ts(200), vec![listener(80, 2, &[12])])]);
         store.ingest(&again, ts(201)).unwrap();
@@ -1894,7 +1858,7 @@ mod tests {
                 .who(53, proto, ts(at))
                 .unwrap()
                 .into_iter()
-                .map(|r| (r.host, r.proto))
+                .map(|r| (r.host, r.listener.proto))
                 .collect()
         };
         let s = |h: &str| h.to_owned();
@@ -2139,7 +2103,7 @@ mod tests {
         assert_eq!(count(&dir.db(), "intervals"), 4);
         assert_eq!(count(&dir.db(), "programs"), 1);
         let rows = store.listeners_at("app-1", ts(10)).unwrap();
-        assert_eq!(rows[0].processes, vec![java(200)]);
+        assert_eq!(rows[0].listener.processes, vec![java(200)]);
         // Another user is another program.
         let mut root = listener(9090, 4, &[]);
         root.processes = vec![Process {

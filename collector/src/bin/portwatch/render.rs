@@ -1,11 +1,11 @@
 //! Tables for people (local times), JSON for scripts (UTC).
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use portwatch_collector::store::{HostRow, HostStatus, ListenerRow};
+use portwatch_common::process::summary;
 use serde::Serialize;
 
 /// Pretty JSON and a newline.
@@ -87,15 +87,7 @@ pub fn listeners(
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let mut row = vec![
-                r.host.clone(),
-                proto_label(r),
-                r.local_addr.to_string(),
-                r.local_port.to_string(),
-                r.exposure.as_str().to_owned(),
-                processes(r),
-                local(r.opened_at, tz),
-            ];
+            let mut row = listener_cells(r, summary(&r.listener.processes), tz);
             if with_closed {
                 row.push(r.closed_at.map_or_else(|| "open".to_owned(), |t| local(t, tz)));
             }
@@ -105,34 +97,45 @@ pub fn listeners(
     table(out, &header, &cells)
 }
 
+/// HOST, PROTO, LOCAL ADDRESS, PORT, EXPOSURE, PROCESSES (`who`), OPENED.
+fn listener_cells(r: &ListenerRow, who: String, tz: &TimeZone) -> Vec<String> {
+    let l = &r.listener;
+    vec![
+        r.host.clone(),
+        l.proto_label().to_owned(),
+        l.local_addr.to_string(),
+        l.local_port.to_string(),
+        l.exposure.as_str().to_owned(),
+        who,
+        local(r.opened_at, tz),
+    ]
+}
+
 /// A diff as a table: `+` opened, `-` closed, `~` changed owner (old -> new).
 pub fn diff(out: &mut impl Write, diff: &portwatch_collector::diff::Diff, tz: &TimeZone) -> io::Result<()> {
-    let row = |mark: &str, r: &ListenerRow, who: String| {
-        vec![
-            mark.to_owned(),
-            r.host.clone(),
-            proto_label(r),
-            r.local_addr.to_string(),
-            r.local_port.to_string(),
-            r.exposure.as_str().to_owned(),
-            who,
-            local(r.opened_at, tz),
-        ]
-    };
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    rows.extend(diff.opened.iter().map(|r| row("+", r, processes(r))));
-    rows.extend(diff.closed.iter().map(|r| row("-", r, processes(r))));
-    rows.extend(diff.changed.iter().map(|c| {
-        row(
-            "~",
-            &c.after,
-            format!("{} -> {}", processes(&c.before), processes(&c.after)),
-        )
+    let mut marked: Vec<(&str, &ListenerRow, String)> = Vec::new();
+    marked.extend(diff.opened.iter().map(|r| ("+", r, summary(&r.listener.processes))));
+    marked.extend(diff.closed.iter().map(|r| ("-", r, summary(&r.listener.processes))));
+    marked.extend(diff.changed.iter().map(|c| {
+        let who = format!(
+            "{} -> {}",
+            summary(&c.before.listener.processes),
+            summary(&c.after.listener.processes)
+        );
+        ("~", &c.after, who)
     }));
-    rows.sort_by(|a, b| (a[4].parse::<u32>().ok(), &a[2]).cmp(&(b[4].parse::<u32>().ok(), &b[2])));
-    if rows.is_empty() {
+    if marked.is_empty() {
         return writeln!(out, "no difference");
     }
+    marked.sort_by_key(|(_, r, _)| (r.listener.local_port, r.listener.proto));
+    let rows: Vec<Vec<String>> = marked
+        .into_iter()
+        .map(|(mark, r, who)| {
+            let mut row = vec![mark.to_owned()];
+            row.extend(listener_cells(r, who, tz));
+            row
+        })
+        .collect();
     table(
         out,
         &[
@@ -147,38 +150,4 @@ pub fn diff(out: &mut impl Write, diff: &portwatch_collector::diff::Diff, tz: &T
         ],
         &rows,
     )
-}
-
-fn proto_label(r: &ListenerRow) -> String {
-    use portwatch_common::Family;
-    let suffix = match (r.family, r.dual_stack) {
-        (Family::Ipv4, _) => "",
-        (Family::Ipv6, false) => "6",
-        (Family::Ipv6, true) => "46",
-    };
-    format!("{}{suffix}", r.proto.as_str())
-}
-
-/// `nginx[900,901] (nginx.service)`, or `-`.
-fn processes(r: &ListenerRow) -> String {
-    if r.processes.is_empty() {
-        return "-".to_owned();
-    }
-    let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for p in &r.processes {
-        let place = match (&p.container, &p.unit) {
-            (Some(id), _) => format!(" (container {})", &id[..id.len().min(12)]),
-            (None, Some(unit)) => format!(" ({unit})"),
-            (None, None) => String::new(),
-        };
-        groups
-            .entry((p.name.clone(), place))
-            .or_default()
-            .push(p.pid.to_string());
-    }
-    groups
-        .into_iter()
-        .map(|((name, place), pids)| format!("{name}[{}]{place}", pids.join(",")))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
