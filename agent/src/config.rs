@@ -30,6 +30,8 @@ pub struct Config {
     pub collector: Option<String>,
     /// File holding this host's agent token.
     pub token_file: Option<PathBuf>,
+    /// PEM certificates to verify an `https://` collector with (default: the built-in Mozilla roots).
+    pub ca_file: Option<PathBuf>,
     /// The name this host reports as (default: the system's host name).
     pub host_name: Option<String>,
     /// How often to scan.
@@ -54,6 +56,7 @@ impl Default for Config {
         Config {
             collector: None,
             token_file: None,
+            ca_file: None,
             host_name: None,
             interval: DEFAULT_INTERVAL,
             rewalk_interval: DEFAULT_REWALK_INTERVAL,
@@ -149,6 +152,14 @@ impl Config {
                 ));
             }
         }
+        if let (Some(ca), Some(url)) = (&self.ca_file, &self.collector) {
+            if url.starts_with("http://") {
+                return Err(format!(
+                    "ca_file = {:?} is set but collector {url:?} is plain http: write https://, or drop ca_file",
+                    ca.display().to_string()
+                ));
+            }
+        }
         if let Some(name) = &self.host_name {
             if !valid_host_name(name) {
                 return Err(format!(
@@ -240,6 +251,10 @@ mod tests {
             ("collector = \"collector:7878\"", "https://collector.example:7878"),
             ("host_name = \"web 3\"", "host_name"),
             ("spool_max_mb = 0", "at least 1 MiB"),
+            (
+                "collector = \"http://c:7878\"\nca_file = \"/etc/ca.pem\"",
+                "write https://",
+            ),
             ("spool_max_mb = -1", "line 1"),
             ("[tags]\n\"bad tag\" = \"x\"", "tag names"),
         ] {

@@ -35,6 +35,8 @@ pub struct Settings {
     pub collector: String,
     /// The agent token.
     pub token: String,
+    /// Certificates to verify an https collector with.
+    pub ca_file: Option<std::path::PathBuf>,
     /// The host name to report as.
     pub host: String,
     /// Scan interval.
@@ -127,7 +129,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let session = new_session()?;
     let facts = crate::facts::host_facts(settings.interval, &settings.tags);
     let mut observer = Observer::new(session.clone(), facts);
-    let shipper = Shipper::new(&settings.collector, &settings.token);
+    let shipper = Shipper::new(&settings.collector, &settings.token, settings.ca_file.as_deref())?;
     let mut backoff = Backoff::new();
     tracing::info!(
         host = %settings.host, collector = %settings.collector, session = %session,

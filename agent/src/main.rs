@@ -47,6 +47,9 @@ struct RunArgs {
     /// Scan interval, e.g. 500ms, 10s, 5m.
     #[arg(long, value_parser = parse_duration_arg)]
     interval: Option<Duration>,
+    /// PEM certificate(s) to verify an https:// collector with (a private CA, or its self-signed certificate).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// Spool directory.
     #[arg(long, value_name = "DIR")]
     spool_dir: Option<PathBuf>,
@@ -61,7 +64,7 @@ fn parse_duration_arg(text: &str) -> Result<Duration, String> {
 
 /// Check a configuration file and exit: 0 when it is usable, 1 with the line and key that are wrong.
 ///
-/// Checks every key and value of the file, and that the token file it names can be read. Run it before
+/// Checks every key and value of the file, and that the token and CA files it names can be read. Run it before
 /// restarting the agent (the systemd unit runs it as ExecStartPre).
 #[derive(Debug, clap::Args)]
 struct ValidateArgs {
@@ -185,6 +188,9 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(h) = args.host_name {
         config.host_name = Some(h);
     }
+    if let Some(ca) = args.ca_file {
+        config.ca_file = Some(ca);
+    }
     config.check().map_err(|m| anyhow::anyhow!("flags: {m}"))?;
     let collector = config
         .collector
@@ -205,6 +211,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
     portwatch_agent::daemon::run(portwatch_agent::daemon::Settings {
         collector,
         token,
+        ca_file: config.ca_file.clone(),
         host,
         interval: config.interval,
         rewalk_interval: config.rewalk_interval,
@@ -226,6 +233,10 @@ fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
                 token_file.display()
             )
         })?;
+    }
+    if let Some(ca_file) = &config.ca_file {
+        portwatch_common::client::http_agent(Some(ca_file), std::time::Duration::from_secs(1))
+            .with_context(|| args.config.display().to_string())?;
     }
     println!(
         "{}: OK (collector {}, every {}, spool {} up to {} MiB)",

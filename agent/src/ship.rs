@@ -3,9 +3,11 @@
 //! whether to retry.
 
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use flate2::write::GzEncoder;
+use portwatch_common::client::{self, ClientError};
 use portwatch_common::wire::{Ack, Batch};
 
 /// How long one request may take.
@@ -35,18 +37,14 @@ pub struct Shipper {
 }
 
 impl Shipper {
-    /// A shipper to the collector at `base` (`http(s)://host:port`).
-    pub fn new(base: &str, token: &str) -> Shipper {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(REQUEST_TIMEOUT))
-            .build()
-            .new_agent();
-        Shipper {
+    /// A shipper to the collector at `base` (`http(s)://host:port`), verifying
+    /// an https collector against `ca_file` when given.
+    pub fn new(base: &str, token: &str, ca_file: Option<&Path>) -> Result<Shipper, ClientError> {
+        Ok(Shipper {
             url: format!("{}/api/v1/ingest", base.trim_end_matches('/')),
             token: token.trim().to_owned(),
-            agent,
-        }
+            agent: client::http_agent(ca_file, REQUEST_TIMEOUT)?,
+        })
     }
 
     /// Sends one batch; `Ok` once the collector has committed (what the Ack says).
@@ -64,7 +62,7 @@ impl Shipper {
             .header("Content-Type", "application/json")
             .header("Content-Encoding", "gzip")
             .send(&body[..])
-            .map_err(|e| ShipError::Unavailable(format!("{}: {e}", self.url)))?;
+            .map_err(|e| ShipError::Unavailable(format!("{}: {e} ({})", self.url, client::advice(&e))))?;
         let status = response.status().as_u16();
         if status == 200 {
             return response

@@ -23,6 +23,19 @@ pub struct Config {
     /// SQLite database file.
     #[serde(default = "default_db")]
     pub db: PathBuf,
+    /// Serve HTTPS with this certificate and key (default: plain HTTP).
+    pub tls: Option<Tls>,
+}
+
+/// The collector's TLS certificate and key, PEM files read at start (and
+/// again on SIGHUP, so a renewed certificate needs no restart).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Certificate chain, the collector's own certificate first.
+    pub cert: PathBuf,
+    /// Private key of that certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 fn default_listen() -> SocketAddr {
@@ -38,6 +51,7 @@ impl Default for Config {
         Config {
             listen: default_listen(),
             db: default_db(),
+            tls: None,
         }
     }
 }
@@ -81,5 +95,14 @@ mod tests {
             Config::parse("db = \"/srv/pw.db\"").unwrap().db,
             PathBuf::from("/srv/pw.db")
         );
+        let e = Config::parse("[tls]\ncert = \"/etc/c.pem\"\n").unwrap_err();
+        assert!(e.contains("key"), "{e}");
+        let e = Config::parse("[tls]\ncert = \"c\"\nkey = \"k\"\nca = \"x\"\n").unwrap_err();
+        assert!(e.contains("line 4") && e.contains("ca"), "{e}");
+        let tls = Config::parse("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n")
+            .unwrap()
+            .tls
+            .unwrap();
+        assert_eq!((tls.cert, tls.key), (PathBuf::from("c.pem"), PathBuf::from("k.pem")));
     }
 }

@@ -4,12 +4,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
+use axum_server::tls_rustls::RustlsConfig;
 use clap::{Parser, Subcommand};
 use jiff::Timestamp;
 use portwatch_collector::api::{self, AppState};
-use portwatch_collector::config::Config;
+use portwatch_collector::config::{self, Config};
 use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::{Role, Store, TokenRow};
 use portwatch_collector::token;
@@ -150,35 +152,51 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if args.local_agent && config.tls.is_some() {
+        bail!(
+            "--local-agent speaks plain HTTP over loopback, but the config has [tls]: serve without [tls] for the \
+             quick start, or run a separate `portwatch-agent run` with ca_file set"
+        );
+    }
     let store: Arc<dyn Store> = Arc::new(open_store(&config.db)?);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
+        let tls = match &config.tls {
+            Some(tls) => Some(load_tls(tls).await?),
+            None => None,
+        };
+        let listener = std::net::TcpListener::bind(config.listen)
             .with_context(|| format!("cannot listen on {} (in use? try another --listen)", config.listen))?;
         let local = listener.local_addr()?;
-        tracing::info!(address = %local, db = %config.db.display(), "collector listening");
-        println!("portwatch-collector listening on http://{local}");
+        let url = format!("{}://{local}", if tls.is_some() { "https" } else { "http" });
+        tracing::info!(%url, db = %config.db.display(), "collector listening");
+        println!("portwatch-collector listening on {url}");
         let local_agent = match args.local_agent {
-            true => Some(start_local_agent(
-                store.as_ref(),
-                &args,
-                &config.db,
-                &format!("http://{local}"),
-            )?),
+            true => Some(start_local_agent(store.as_ref(), &args, &config, local)?),
             false => None,
         };
-        let shutdown = async move {
+        let handle = axum_server::Handle::new();
+        let stopping = handle.clone();
+        tokio::spawn(async move {
             shutdown_signal().await;
             // The local agent goes first, so its last shipment still finds the collector.
             if let Some(mut agent) = local_agent {
                 let _ = tokio::task::spawn_blocking(move || stop_child(&mut agent)).await;
             }
+            stopping.graceful_shutdown(Some(SHUTDOWN_GRACE));
+        });
+        let app = api::router(AppState { store }).into_make_service();
+        let served = match tls {
+            Some(rustls) => {
+                tokio::spawn(reload_tls_on_sighup(rustls.clone(), config.tls.clone()));
+                axum_server::from_tcp_rustls(listener, rustls)?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+            }
+            None => axum_server::from_tcp(listener)?.handle(handle).serve(app).await,
         };
-        axum::serve(listener, api::router(AppState { store }))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("server failed")?;
+        served.context("server failed")?;
         tracing::info!("collector stopped");
         Ok::<_, anyhow::Error>(())
     })?;
@@ -216,8 +234,20 @@ fn local_token(store: &dyn Store, file: &Path, name: &str, role: Role, host: Opt
 }
 
 /// Starts `portwatch-agent run` (the binary beside this one) reporting to `url` as this machine.
-fn start_local_agent(store: &dyn Store, args: &ServeArgs, db: &Path, url: &str) -> anyhow::Result<std::process::Child> {
-    let dir = db
+/// It connects over loopback, in plain HTTP.
+fn start_local_agent(
+    store: &dyn Store,
+    args: &ServeArgs,
+    config: &Config,
+    local: SocketAddr,
+) -> anyhow::Result<std::process::Child> {
+    let url = match local.is_ipv6() {
+        true => format!("http://[::1]:{}", local.port()),
+        false => format!("http://127.0.0.1:{}", local.port()),
+    };
+    let url = url.as_str();
+    let dir = config
+        .db
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
@@ -272,6 +302,36 @@ fn stop_child(child: &mut std::process::Child) {
     let pid = rustix::process::Pid::from_child(child);
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     let _ = child.wait();
+}
+
+/// How long requests in flight may take to finish once a stop is asked.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The TLS configuration from the certificate and key files, or an error naming the one that is wrong.
+async fn load_tls(tls: &config::Tls) -> anyhow::Result<RustlsConfig> {
+    RustlsConfig::from_pem_file(&tls.cert, &tls.key).await.with_context(|| {
+        format!(
+            "cannot use the TLS certificate {} with the key {} ([tls] in the config): \
+             both must be readable PEM files and the key must be the certificate's",
+            tls.cert.display(),
+            tls.key.display()
+        )
+    })
+}
+
+/// Re-reads the certificate and key on every SIGHUP; a bad pair is logged and the old one kept.
+async fn reload_tls_on_sighup(rustls: RustlsConfig, tls: Option<config::Tls>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Some(tls), Ok(mut hangup)) = (tls, signal(SignalKind::hangup())) else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        match rustls.reload_from_pem_file(&tls.cert, &tls.key).await {
+            Ok(()) => tracing::info!(cert = %tls.cert.display(), "reloaded the TLS certificate"),
+            Err(e) => tracing::error!(cert = %tls.cert.display(), error = %e,
+                "cannot reload the TLS certificate; still serving the previous one"),
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

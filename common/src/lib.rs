@@ -4,9 +4,13 @@
 //! like, the rules that classify them (exposure, dual stack), what history
 //! records of a host (listeners, and the difference of two observations),
 //! and the versioned agent -> collector protocol. It does no I/O, so both
-//! halves of portwatch, and their tests, agree on one meaning.
+//! halves of portwatch, and their tests, agree on one meaning. The one
+//! exception, behind the `client` feature, is [`client`]: the HTTP client
+//! setup (timeouts, TLS trust) the agent and the `portwatch` CLI share.
 #![deny(missing_docs)]
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod process;
 pub mod snapshot;
 pub mod socket;

@@ -13,16 +13,13 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the collector at `base` (`http://host:port`).
-    pub fn new(base: &str, token: Option<&str>) -> anyhow::Result<Client> {
+    /// A client of the collector at `base` (`http(s)://host:port`), verifying an
+    /// https collector against `ca_file` when given.
+    pub fn new(base: &str, token: Option<&str>, ca_file: Option<&std::path::Path>) -> anyhow::Result<Client> {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("--collector {base:?}: write a URL such as http://127.0.0.1:7878");
         }
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(std::time::Duration::from_secs(30)))
-            .build()
-            .new_agent();
+        let agent = portwatch_common::client::http_agent(ca_file, std::time::Duration::from_secs(30))?;
         Ok(Client {
             base: base.trim_end_matches('/').to_owned(),
             token: token.map(str::to_owned),
@@ -65,11 +62,9 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.header("Authorization", &format!("Bearer {token}"));
         }
-        let mut response = request.call().with_context(|| {
-            format!(
-                "cannot reach the collector at {} (is `portwatch-collector serve` running there?)",
-                self.base
-            )
+        let mut response = request.call().map_err(|e| {
+            let advice = portwatch_common::client::advice(&e);
+            anyhow::Error::new(e).context(format!("cannot reach the collector at {} ({advice})", self.base))
         })?;
         let status = response.status();
         if status.is_success() {

@@ -43,6 +43,9 @@ struct Cli {
     /// A read (or admin) token; see `portwatch-collector token create --role read --name NAME`.
     #[arg(long, env = "PORTWATCH_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// PEM certificate(s) to verify an https:// collector with (a private CA, or its self-signed certificate).
+    #[arg(long, env = "PORTWATCH_CA_FILE", value_name = "FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
     /// Print JSON (times in UTC) instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -141,7 +144,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::new(&cli.collector, cli.token.as_deref())?;
+    let client = Client::new(&cli.collector, cli.token.as_deref(), cli.ca_file.as_deref())?;
     let tz = TimeZone::system();
     let now = Timestamp::now();
     let time = |t: Option<&str>| -> anyhow::Result<Option<Timestamp>> {
