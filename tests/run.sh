@@ -5,11 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Tools the end-to-end tests drive: ss and ip (iproute2), setpriv (util-linux).
+# Tools the end-to-end tests drive: ss and ip (iproute2), setpriv (util-linux),
+# openssl (a private CA for the HTTPS tests).
 missing=()
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "tests/run.sh: missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2

@@ -222,9 +222,19 @@ impl Collector {
     /// Starts a collector on `db`, on `port` (0: any free port), and waits
     /// for it to say where it listens.
     pub fn start(db: &std::path::Path, port: u16) -> anyhow::Result<Collector> {
+        let listen = format!("127.0.0.1:{port}");
+        Collector::serve(
+            db,
+            &["--listen".as_ref(), listen.as_ref(), "--db".as_ref(), db.as_os_str()],
+        )
+    }
+
+    /// Starts `portwatch-collector serve ARGS` (whose database is `db`) and
+    /// waits for it to say where it listens.
+    pub fn serve(db: &std::path::Path, args: &[&std::ffi::OsStr]) -> anyhow::Result<Collector> {
         let mut child = Command::new(binary("portwatch-collector"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
-            .arg(db)
+            .arg("serve")
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -246,6 +256,14 @@ impl Collector {
     /// Its port.
     pub fn port(&self) -> u16 {
         self.url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+    }
+
+    /// Sends it `signal` (SIGHUP to reload, say).
+    pub fn signal(&self, signal: rustix::process::Signal) -> anyhow::Result<()> {
+        Ok(rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            signal,
+        )?)
     }
 
     /// Kills it with SIGKILL (no chance to clean up) and waits for it.
@@ -290,6 +308,18 @@ impl Agent {
         interval: &str,
         spool: &std::path::Path,
     ) -> anyhow::Result<Agent> {
+        Agent::start_with(collector, token, host, interval, spool, &[])
+    }
+
+    /// [`Agent::start`] with more `run` flags.
+    pub fn start_with(
+        collector: &str,
+        token: &str,
+        host: &str,
+        interval: &str,
+        spool: &std::path::Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Agent> {
         let child = agent()
             .args([
                 "run",
@@ -304,6 +334,7 @@ impl Agent {
             ])
             .arg("--spool-dir")
             .arg(spool)
+            .args(extra)
             .env("PORTWATCH_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
