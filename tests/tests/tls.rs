@@ -3,7 +3,7 @@
 //! CLI that trust that CA; clients that do not trust it, or speak plain
 //! HTTP to it, are refused with a message that says what to check.
 // Test helpers outside #[test] functions panic on failure like the tests do.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
