@@ -292,3 +292,69 @@ fn the_quick_start_serves_with_a_local_agent_and_prints_a_query_that_works() {
         "SIGTERM stops the collector and its local agent cleanly"
     );
 }
+
+#[test]
+fn killing_the_collector_repeatedly_while_listeners_churn_loses_and_duplicates_nothing() {
+    let s = setup("e2e-churn", "e2e-churn");
+    let spool = s.dir.path.join("spool");
+    let _agent = Agent::start(&s.collector.url, &s.agent_token, "e2e-churn", "100ms", &spool).unwrap();
+    let (db, port) = (s.collector.db.clone(), s.collector.port());
+    let Setup {
+        dir,
+        mut collector,
+        agent_token,
+        read_token,
+    } = s;
+
+    // Each round: a listener opens, the oldest open one closes, and the
+    // collector is killed (-9) and restarted at a moment unrelated to the
+    // agent's shipping, so some kills land mid-request or mid-transaction.
+    let mut open: std::collections::VecDeque<Listeners> = Default::default();
+    let mut opened_ports = Vec::new();
+    let mut closed_ports = Vec::new();
+    for round in 0..6u64 {
+        let l = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+        opened_ports.push(l.port(0));
+        open.push_back(l);
+        if open.len() > 2 {
+            let gone = open.pop_front().unwrap();
+            closed_ports.push(gone.port(0));
+        }
+        std::thread::sleep(Duration::from_millis(130 + 70 * round));
+        collector.kill();
+        std::thread::sleep(Duration::from_millis(250));
+        collector = Collector::start(&db, port).unwrap();
+    }
+    let s = Setup {
+        dir,
+        collector,
+        agent_token,
+        read_token,
+    };
+
+    // Once the agent has caught up, every listener has exactly one interval,
+    // closed exactly when it was closed.
+    let still_open: Vec<u16> = open.iter().map(|l| l.port(0)).collect();
+    let settled = eventually(Duration::from_secs(60), || {
+        let all: Vec<(u16, Vec<Value>)> = opened_ports.iter().map(|&p| (p, history(&s, "e2e-churn", p))).collect();
+        let done = all
+            .iter()
+            .all(|(p, h)| h.len() == 1 && h[0]["closed_at"].is_null() == still_open.contains(p));
+        done.then_some(all)
+    });
+    let Some(all) = settled else {
+        let now: Vec<_> = opened_ports.iter().map(|&p| (p, history(&s, "e2e-churn", p))).collect();
+        panic!("history did not converge to one interval per listener: {now:#?}");
+    };
+    for (p, h) in &all {
+        assert_eq!(h.len(), 1, "port {p}: {h:?}");
+        assert_eq!(h[0]["closed_at"].is_null(), still_open.contains(p), "port {p}: {h:?}");
+    }
+    assert_eq!(closed_ports.len(), 4);
+    // Stays converged: nothing is replayed twice after the catch-up.
+    std::thread::sleep(Duration::from_millis(500));
+    for p in &opened_ports {
+        assert_eq!(history(&s, "e2e-churn", *p).len(), 1, "port {p}");
+    }
+    drop(open);
+}
