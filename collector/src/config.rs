@@ -3,8 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+use crate::alert::drift::{self, Policy};
+use crate::alert::evaluate;
+use crate::alert::risky::RiskyPorts;
 
 /// Default listen address: loopback until told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -25,6 +30,75 @@ pub struct Config {
     pub db: PathBuf,
     /// Serve HTTPS with this certificate and key (default: plain HTTP).
     pub tls: Option<Tls>,
+    /// Drift evaluation and alerting.
+    #[serde(default)]
+    pub alerts: Alerts,
+}
+
+/// How drift is evaluated and alerts raised (`[alerts]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// Ports that must not be reachable beyond loopback unless a baseline
+    /// accepts it (`"tcp/5432"`, `"udp/161=SNMP"`); replaces the built-in list.
+    #[serde(default)]
+    pub risky_ports: Option<RiskyPorts>,
+    /// A listener that closed more than this many times in `flap_window` is flapping.
+    #[serde(default = "default_flap_max")]
+    pub flap_max: u32,
+    /// The flapping window.
+    #[serde(default = "default_flap_window", deserialize_with = "duration")]
+    pub flap_window: Duration,
+    /// How often every host is evaluated (changed hosts are evaluated at once).
+    #[serde(default = "default_sweep_every", deserialize_with = "duration")]
+    pub sweep_every: Duration,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts {
+            risky_ports: None,
+            flap_max: default_flap_max(),
+            flap_window: default_flap_window(),
+            sweep_every: default_sweep_every(),
+        }
+    }
+}
+
+impl Alerts {
+    /// The drift policy these settings make.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            risky: self.risky_ports.clone().unwrap_or_default(),
+            flap_max: self.flap_max,
+            flap_window: self.flap_window,
+        }
+    }
+}
+
+fn default_flap_max() -> u32 {
+    drift::DEFAULT_FLAP_MAX
+}
+
+fn default_flap_window() -> Duration {
+    drift::DEFAULT_FLAP_WINDOW
+}
+
+fn default_sweep_every() -> Duration {
+    evaluate::DEFAULT_SWEEP_EVERY
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    let value = humantime::parse_duration(text.trim()).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {text:?} ({e}); write it like \"30s\", \"10m\" or \"1h\""
+        ))
+    })?;
+    if value.is_zero() {
+        return Err(serde::de::Error::custom("a duration of zero: write at least 1s"));
+    }
+    Ok(value)
 }
 
 /// The collector's TLS certificate and key, PEM files read at start (and
@@ -52,6 +126,7 @@ impl Default for Config {
             listen: default_listen(),
             db: default_db(),
             tls: None,
+            alerts: Alerts::default(),
         }
     }
 }
@@ -99,6 +174,19 @@ mod tests {
         assert!(e.contains("key"), "{e}");
         let e = Config::parse("[tls]\ncert = \"c\"\nkey = \"k\"\nca = \"x\"\n").unwrap_err();
         assert!(e.contains("line 4") && e.contains("ca"), "{e}");
+        let alerts = Config::parse("[alerts]\nrisky_ports = [\"tcp/23\"]\nflap_window = \"5m\"\n")
+            .unwrap()
+            .alerts;
+        assert_eq!(alerts.flap_window, Duration::from_secs(300));
+        assert_eq!(
+            alerts.policy().risky.label(portwatch_common::Proto::Tcp, 23),
+            Some("Telnet")
+        );
+        assert_eq!(alerts.policy().risky.label(portwatch_common::Proto::Tcp, 5432), None);
+        let e = Config::parse("[alerts]\nflap_max = 3\nsweep_every = \"0s\"\n").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("zero"), "{e}");
+        let e = Config::parse("[alerts]\n\nrisky_ports = [\"tcp:23\"]\n").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("PROTO/PORT"), "{e}");
         let tls = Config::parse("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n")
             .unwrap()
             .tls

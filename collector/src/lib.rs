@@ -1,7 +1,9 @@
 //! The portwatch collector: keeps every host's listener history and answers
 //! questions about it over HTTP.
 
+pub mod alert;
 pub mod api;
+pub mod baseline;
 pub mod config;
 pub mod diff;
 pub mod export;

@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use axum_server::tls_rustls::RustlsConfig;
 use clap::{Parser, Subcommand};
 use jiff::Timestamp;
+use portwatch_collector::alert::evaluate::Notifier;
 use portwatch_collector::api::{self, AppState};
 use portwatch_collector::config::{self, Config};
 use portwatch_collector::store::sqlite::SqliteStore;
@@ -185,7 +186,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             stopping.graceful_shutdown(Some(SHUTDOWN_GRACE));
         });
-        let app = api::router(AppState { store }).into_make_service();
+        let (state, alerts) = AppState::with_alerts(
+            store,
+            config.alerts.policy(),
+            config.alerts.sweep_every,
+            Notifier::new(None),
+        );
+        tokio::spawn(alerts);
+        let app = api::router(state).into_make_service();
         let served = match tls {
             Some(rustls) => {
                 tokio::spawn(reload_tls_on_sighup(rustls.clone(), config.tls.clone()));

@@ -56,7 +56,7 @@ fn fixture(tag: &str) -> Fixture {
     let agent = make("agent:web-3", Role::Agent, Some("web-3"));
     let reader = make("ops", Role::Read, None);
     let admin = make("root", Role::Admin, None);
-    let app = router(AppState { store: store.clone() });
+    let app = router(AppState::new(store.clone()));
     Fixture {
         app,
         store,

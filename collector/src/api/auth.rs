@@ -24,6 +24,25 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// Refuses all but admin tokens: changing baselines and alerts is for admins.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.0.role {
+            Role::Admin => Ok(()),
+            role => Err(ApiError::Forbidden(format!(
+                "a {} token cannot change baselines or alerts; use an admin token \
+                 (portwatch-collector token create --role admin --name NAME)",
+                role.as_str()
+            ))),
+        }
+    }
+
+    /// The token's name, recorded as who made a change.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 

@@ -24,6 +24,9 @@ pub enum ApiError {
     /// Nothing there.
     #[error("{0}")]
     NotFound(String),
+    /// The thing is not in a state that allows this (an alert already acknowledged).
+    #[error("{0}")]
+    Conflict(String),
     /// Our fault: logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -37,6 +40,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, format!("request body too large: {m}")),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "request failed");
                 (

@@ -46,6 +46,12 @@ pub async fn ingest(
         )));
     }
     let store = state.store.clone();
+    let changed = (!batch.reports.is_empty()).then(|| batch.host.clone());
     let ack = blocking(move || store.ingest(&batch, Timestamp::now())).await?;
+    // Committed: have the host evaluated against its baselines. A full queue
+    // is caught up by the next sweep.
+    if let (Some(host), Some(tx)) = (changed, &state.changed) {
+        let _ = tx.try_send(host);
+    }
     Ok(Json(ack))
 }

@@ -10,6 +10,14 @@
 //! | `GET /api/v1/hosts/{host}/diff?vs_host=B&at=T` | read, admin | the same, between two hosts |
 //! | `GET /api/v1/who?port=P&proto=&at=T` | read, admin | fleet-wide, who held port P at T |
 //! | `GET /api/v1/export?format=csv\|ndjson&since=&until=` | read, admin | every interval in a window, streamed |
+//! | `POST /api/v1/baselines` | admin | apply a baseline file (`{"source": TOML, "comment": why}`) |
+//! | `GET /api/v1/baselines` | read, admin | every baseline, as stored and parsed |
+//! | `DELETE /api/v1/baselines/{name}?comment=` | admin | remove a baseline |
+//! | `GET /api/v1/baseline-log?name=` | read, admin | every change to the baselines: who, when, why |
+//! | `GET /api/v1/baseline-proposal?hosts=GLOB&name=` | read, admin | a baseline file proposed from what listens now |
+//! | `GET /api/v1/drift?host=` | read, admin | findings now, by host |
+//! | `GET /api/v1/alerts?state=&host=&limit=` | read, admin | alerts, newest first (default: open and acknowledged) |
+//! | `POST /api/v1/alerts/{id}/ack` | admin | acknowledge an open alert (`{"comment": ...}`) |
 //!
 //! Times are RFC 3339 (`2026-11-25T03:00:00Z`). Credentials are
 //! `Authorization: Bearer <token>`; an agent token writes only its own
@@ -19,18 +27,23 @@ mod auth;
 mod error;
 mod export;
 mod ingest;
+mod policy;
 mod query;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 pub use error::ApiError;
 
+use tokio::sync::{mpsc, Notify};
+
+use crate::alert::drift::Policy;
+use crate::alert::evaluate::{self, Evaluator, Notifier};
 use crate::store::Store;
 
 /// Largest request body accepted as sent (compressed or not).
@@ -43,6 +56,60 @@ pub const MAX_DECOMPRESSED_BYTES: usize = 32 * 1024 * 1024;
 pub struct AppState {
     /// The history store.
     pub store: Arc<dyn Store>,
+    /// Drift evaluation (baselines, policy).
+    pub evaluator: Arc<Evaluator>,
+    /// Hosts whose history changed, for the alert task (none: no alert task).
+    pub changed: Option<mpsc::Sender<String>>,
+    /// Asks the alert task for an evaluation of every host (after a baseline change).
+    pub sweep_now: Arc<Notify>,
+    /// Where alert changes made by requests (acknowledgements) go.
+    pub notifier: Notifier,
+}
+
+impl AppState {
+    /// State for a router without the alert task: drift is answered on
+    /// request, alerts are not raised.
+    pub fn new(store: Arc<dyn Store>) -> AppState {
+        let evaluator = Arc::new(Evaluator::new(
+            store.clone(),
+            Policy::default(),
+            evaluate::DEFAULT_SWEEP_EVERY,
+        ));
+        AppState {
+            store,
+            evaluator,
+            changed: None,
+            sweep_now: Arc::new(Notify::new()),
+            notifier: Notifier::new(None),
+        }
+    }
+
+    /// State for a router with the alert task: the task to run beside the
+    /// server (it ends when every copy of the state is dropped).
+    pub fn with_alerts(
+        store: Arc<dyn Store>,
+        policy: Policy,
+        sweep_every: std::time::Duration,
+        notifier: Notifier,
+    ) -> (AppState, impl std::future::Future<Output = ()> + Send + 'static) {
+        let evaluator = Arc::new(Evaluator::new(store.clone(), policy, sweep_every));
+        let (tx, rx) = mpsc::channel(evaluate::CHANGED_QUEUE);
+        let sweep_now = Arc::new(Notify::new());
+        let task = evaluate::run(evaluator.clone(), rx, sweep_now.clone(), notifier.clone());
+        let state = AppState {
+            store,
+            evaluator,
+            changed: Some(tx),
+            sweep_now,
+            notifier,
+        };
+        (state, task)
+    }
+
+    /// Has every host evaluated again soon (a baseline changed).
+    pub fn reevaluate_all(&self) {
+        self.sweep_now.notify_one();
+    }
 }
 
 /// The API's router.
@@ -55,6 +122,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/hosts/{host}/diff", get(query::diff))
         .route("/api/v1/who", get(query::who))
         .route("/api/v1/export", get(export::export))
+        .route("/api/v1/baselines", post(policy::apply).get(policy::list))
+        .route("/api/v1/baselines/{name}", delete(policy::remove))
+        .route("/api/v1/baseline-log", get(policy::log))
+        .route("/api/v1/baseline-proposal", get(policy::learn))
+        .route("/api/v1/drift", get(policy::drift))
+        .route("/api/v1/alerts", get(policy::alerts))
+        .route("/api/v1/alerts/{id}/ack", post(policy::ack))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see the API table in README".to_owned()) })
         .layer(DefaultBodyLimit::max(MAX_DECOMPRESSED_BYTES))
         .layer(RequestDecompressionLayer::new())

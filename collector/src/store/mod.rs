@@ -18,6 +18,8 @@ use portwatch_common::wire::{Ack, Batch};
 use portwatch_common::{Listener, Proto};
 use serde::{Deserialize, Serialize};
 
+use crate::alert::drift::{Finding, Kind, Severity};
+
 /// One listener interval, as every query returns it. In JSON the listener's
 /// fields (`proto`, `local_addr`, `processes`, ... as the scanner names them)
 /// stand beside `host`, `opened_at` and `closed_at`.
@@ -114,6 +116,166 @@ pub struct TokenRow {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// A baseline as stored: its source as written, and when and by whom it was applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBaseline {
+    /// Its name.
+    pub name: String,
+    /// The TOML file as applied.
+    pub source: String,
+    /// When it was applied.
+    pub applied_at: Timestamp,
+    /// The token name that applied it.
+    pub applied_by: String,
+}
+
+/// What applying a baseline did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaselineAction {
+    /// A new baseline.
+    Create,
+    /// A changed baseline replaced the one of the same name.
+    Update,
+    /// The same source again: nothing changed, nothing logged.
+    Unchanged,
+    /// Removed.
+    Remove,
+}
+
+impl BaselineAction {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BaselineAction::Create => "create",
+            BaselineAction::Update => "update",
+            BaselineAction::Unchanged => "unchanged",
+            BaselineAction::Remove => "remove",
+        }
+    }
+}
+
+/// One change to a baseline, as `baseline log` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaselineLogRow {
+    /// Order of the change.
+    pub id: i64,
+    /// The baseline.
+    pub name: String,
+    /// What was done.
+    pub action: BaselineAction,
+    /// When.
+    pub at: Timestamp,
+    /// Who: the token name.
+    pub actor: String,
+    /// Why, as the person said.
+    pub comment: Option<String>,
+    /// The source the change left (`None` for a removal).
+    pub source: Option<String>,
+}
+
+/// Where an alert is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// The condition holds and nobody has said they are on it.
+    Open,
+    /// Someone is on it; the condition still holds.
+    Acknowledged,
+    /// The condition cleared.
+    Resolved,
+}
+
+impl AlertState {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Open => "open",
+            AlertState::Acknowledged => "acknowledged",
+            AlertState::Resolved => "resolved",
+        }
+    }
+
+    /// Parses a state's name.
+    pub fn parse(name: &str) -> Option<AlertState> {
+        [AlertState::Open, AlertState::Acknowledged, AlertState::Resolved]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+/// An alert: one finding's condition from when it was first seen to when it cleared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRow {
+    /// Its number.
+    pub id: i64,
+    /// The condition (see [`Finding::key`]).
+    pub key: String,
+    /// The finding's kind.
+    pub kind: Kind,
+    /// Its severity.
+    pub severity: Severity,
+    /// The host.
+    pub host: String,
+    /// One line for a person.
+    pub message: String,
+    /// Where it is in its life.
+    pub state: AlertState,
+    /// When the condition was first seen.
+    pub opened_at: Timestamp,
+    /// When it was acknowledged.
+    pub acked_at: Option<Timestamp>,
+    /// Who acknowledged it (token name).
+    pub acked_by: Option<String>,
+    /// What they said.
+    pub ack_comment: Option<String>,
+    /// When the condition cleared.
+    pub resolved_at: Option<Timestamp>,
+    /// The finding that opened it.
+    pub finding: Finding,
+}
+
+/// A change of an alert's state, for the sinks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", content = "alert", rename_all = "lowercase")]
+pub enum AlertEvent {
+    /// A new alert.
+    Opened(AlertRow),
+    /// Someone acknowledged it.
+    Acknowledged(AlertRow),
+    /// Its condition cleared.
+    Resolved(AlertRow),
+}
+
+impl AlertEvent {
+    /// The alert.
+    pub fn alert(&self) -> &AlertRow {
+        match self {
+            AlertEvent::Opened(a) | AlertEvent::Acknowledged(a) | AlertEvent::Resolved(a) => a,
+        }
+    }
+
+    /// `opened`, `acknowledged` or `resolved`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AlertEvent::Opened(_) => "opened",
+            AlertEvent::Acknowledged(_) => "acknowledged",
+            AlertEvent::Resolved(_) => "resolved",
+        }
+    }
+}
+
+/// What acknowledging an alert did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// It is acknowledged now.
+    Acknowledged(AlertRow),
+    /// It was not open (acknowledged already, or resolved).
+    NotOpen(AlertRow),
+    /// No alert has that number.
+    NotFound,
+}
+
 /// Why the store could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -193,4 +355,50 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes the token `name` at `at`; `false` when there is none (or it was revoked already).
     fn revoke_token(&self, name: &str, at: Timestamp) -> Result<bool, StoreError>;
+
+    /// Stores baseline `name` with `source` (already validated), applied by
+    /// `actor` at `at` for the reason `comment`, and logs the change; the
+    /// same source again changes and logs nothing.
+    fn put_baseline(
+        &self,
+        name: &str,
+        source: &str,
+        actor: &str,
+        comment: Option<&str>,
+        at: Timestamp,
+    ) -> Result<BaselineAction, StoreError>;
+
+    /// Removes baseline `name` and logs it; `false` when there is none.
+    fn remove_baseline(
+        &self,
+        name: &str,
+        actor: &str,
+        comment: Option<&str>,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Every baseline, by name.
+    fn baselines(&self) -> Result<Vec<StoredBaseline>, StoreError>;
+
+    /// The changes to baseline `name` (to every baseline if `None`), oldest first.
+    fn baseline_log(&self, name: Option<&str>) -> Result<Vec<BaselineLogRow>, StoreError>;
+
+    /// Brings the alerts of `hosts` in line with their `findings` as of
+    /// `now`, in one transaction: a finding (of a kind that alerts) with no
+    /// unresolved alert of its key opens one; an unresolved alert of one of
+    /// `hosts` whose key is not among the findings is resolved. Returns
+    /// what changed.
+    fn sync_alerts(
+        &self,
+        hosts: &[String],
+        findings: &[Finding],
+        now: Timestamp,
+    ) -> Result<Vec<AlertEvent>, StoreError>;
+
+    /// Alerts in `state` (every state if `None`) of `host` (every host if
+    /// `None`), newest first, at most `limit`.
+    fn alerts(&self, state: Option<AlertState>, host: Option<&str>, limit: usize) -> Result<Vec<AlertRow>, StoreError>;
+
+    /// Acknowledges open alert `id` for `actor`, with `comment`.
+    fn ack_alert(&self, id: i64, actor: &str, comment: &str, at: Timestamp) -> Result<AckOutcome, StoreError>;
 }

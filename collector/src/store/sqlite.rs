@@ -58,10 +58,19 @@ use portwatch_common::wire::{Ack, Batch, HostFacts, ReportBody};
 use portwatch_common::{Exposure, Family, Listener, Process, Proto};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::{HostRow, HostStatus, ListenerRow, Role, Store, StoreError, TokenRow};
+use super::{
+    AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, HostRow, HostStatus, ListenerRow,
+    Role, Store, StoreError, StoredBaseline, TokenRow,
+};
+use crate::alert::drift::Finding;
+
+mod policy;
 
 /// The migrations, in order: entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_baselines_alerts.sql"),
+];
 
 /// How long a statement waits for a lock held by another connection before
 /// failing with "database is locked".
@@ -528,6 +537,52 @@ impl Store for SqliteStore {
             .and_then(|mut stmt| stmt.execute(params![name, at.as_millisecond()]))
             .map_err(db)?;
         Ok(changed > 0)
+    }
+
+    fn put_baseline(
+        &self,
+        name: &str,
+        source: &str,
+        actor: &str,
+        comment: Option<&str>,
+        at: Timestamp,
+    ) -> Result<BaselineAction, StoreError> {
+        self.put_baseline_impl(name, source, actor, comment, at)
+    }
+
+    fn remove_baseline(
+        &self,
+        name: &str,
+        actor: &str,
+        comment: Option<&str>,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.remove_baseline_impl(name, actor, comment, at)
+    }
+
+    fn baselines(&self) -> Result<Vec<StoredBaseline>, StoreError> {
+        self.baselines_impl()
+    }
+
+    fn baseline_log(&self, name: Option<&str>) -> Result<Vec<BaselineLogRow>, StoreError> {
+        self.baseline_log_impl(name)
+    }
+
+    fn sync_alerts(
+        &self,
+        hosts: &[String],
+        findings: &[Finding],
+        now: Timestamp,
+    ) -> Result<Vec<AlertEvent>, StoreError> {
+        self.sync_alerts_impl(hosts, findings, now)
+    }
+
+    fn alerts(&self, state: Option<AlertState>, host: Option<&str>, limit: usize) -> Result<Vec<AlertRow>, StoreError> {
+        self.alerts_impl(state, host, limit)
+    }
+
+    fn ack_alert(&self, id: i64, actor: &str, comment: &str, at: Timestamp) -> Result<AckOutcome, StoreError> {
+        self.ack_alert_impl(id, actor, comment, at)
     }
 }
 

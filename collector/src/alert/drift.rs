@@ -1,0 +1,719 @@
+//! Drift: how a host's listeners depart from its baselines, as findings.
+//!
+//! [`evaluate`] is pure: it takes what the store knows of one host (its
+//! status, its listeners now, its recent intervals) and the baselines, and
+//! says what is wrong. Each finding has a stable `kind`, a severity and a
+//! `key` that names the condition (not the moment), so that the same
+//! condition seen again is the same alert.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use portwatch_common::process::summary;
+use portwatch_common::{Exposure, Listener, Proto};
+use serde::{Deserialize, Serialize};
+
+use super::risky::RiskyPorts;
+use crate::baseline::{Baseline, Entry, Fit};
+use crate::store::{HostRow, HostStatus, ListenerRow};
+
+/// What kind of departure a finding is. The names are a contract (`kind` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A listener matches no baseline entry of its host.
+    UnexpectedListener,
+    /// An expected listener has been gone for longer than the grace period.
+    MissingListener,
+    /// An expected port is held by another process or user.
+    OwnerMismatch,
+    /// A listener is more exposed than its entry allows.
+    ExposureWidened,
+    /// A risky port is reachable beyond loopback.
+    RiskyPortExposed,
+    /// The host's agent stopped reporting.
+    HostSilent,
+    /// A listener opened and closed too often in the window.
+    Flapping,
+    /// A listener of a host no baseline covers (reported, never alerted).
+    Unbaselined,
+}
+
+impl Kind {
+    /// The kind's name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::UnexpectedListener => "unexpected-listener",
+            Kind::MissingListener => "missing-listener",
+            Kind::OwnerMismatch => "owner-mismatch",
+            Kind::ExposureWidened => "exposure-widened",
+            Kind::RiskyPortExposed => "risky-port-exposed",
+            Kind::HostSilent => "host-silent",
+            Kind::Flapping => "flapping",
+            Kind::Unbaselined => "unbaselined",
+        }
+    }
+
+    /// Parses a kind's name.
+    pub fn parse(name: &str) -> Option<Kind> {
+        ALL_KINDS.iter().copied().find(|k| k.as_str() == name)
+    }
+
+    /// How serious it is.
+    pub fn severity(self) -> Severity {
+        match self {
+            Kind::RiskyPortExposed | Kind::ExposureWidened | Kind::OwnerMismatch | Kind::HostSilent => {
+                Severity::Critical
+            }
+            Kind::UnexpectedListener | Kind::MissingListener | Kind::Flapping => Severity::Warning,
+            Kind::Unbaselined => Severity::Info,
+        }
+    }
+
+    /// Whether the finding raises an alert (`unbaselined` only lists).
+    pub fn alerts(self) -> bool {
+        self != Kind::Unbaselined
+    }
+}
+
+/// Every kind, in order.
+pub const ALL_KINDS: [Kind; 8] = [
+    Kind::UnexpectedListener,
+    Kind::MissingListener,
+    Kind::OwnerMismatch,
+    Kind::ExposureWidened,
+    Kind::RiskyPortExposed,
+    Kind::HostSilent,
+    Kind::Flapping,
+    Kind::Unbaselined,
+];
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing.
+    Info,
+    /// Someone should look.
+    Warning,
+    /// Someone should look now.
+    Critical,
+}
+
+impl Severity {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One departure from the baseline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// What kind.
+    pub kind: Kind,
+    /// How serious.
+    pub severity: Severity,
+    /// The host.
+    pub host: String,
+    /// Names the condition: the same condition seen again has the same key.
+    pub key: String,
+    /// One line for a person.
+    pub message: String,
+    /// The listener concerned, if any.
+    pub proto: Option<Proto>,
+    /// Its address.
+    pub local_addr: Option<std::net::IpAddr>,
+    /// Its port (or the expected port, for a missing listener).
+    pub local_port: Option<u16>,
+    /// Who holds it (`sshd[812]`), if known.
+    pub processes: Option<String>,
+    /// The baseline whose entry is concerned.
+    pub baseline: Option<String>,
+    /// The entry, as a person reads it (`tcp/22 on wildcard by sshd`).
+    pub expected: Option<String>,
+    /// The entry's owner.
+    pub owner: Option<String>,
+    /// The entry's reason.
+    pub reason: Option<String>,
+}
+
+/// Thresholds that are not in baselines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Risky ports.
+    pub risky: RiskyPorts,
+    /// A listener that closed more than this many times in `flap_window` is flapping.
+    pub flap_max: u32,
+    /// The flapping window.
+    pub flap_window: Duration,
+}
+
+/// Default flapping threshold: more than 5 closes...
+pub const DEFAULT_FLAP_MAX: u32 = 5;
+/// ...in 10 minutes.
+pub const DEFAULT_FLAP_WINDOW: Duration = Duration::from_secs(600);
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            risky: RiskyPorts::default(),
+            flap_max: DEFAULT_FLAP_MAX,
+            flap_window: DEFAULT_FLAP_WINDOW,
+        }
+    }
+}
+
+/// A baseline and when it took its current form.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The baseline.
+    pub baseline: Baseline,
+    /// When it was applied.
+    pub applied_at: Timestamp,
+}
+
+/// What the store knows of one host, for [`evaluate`].
+#[derive(Debug)]
+pub struct HostView<'a> {
+    /// The host, with its status and tags.
+    pub host: &'a HostRow,
+    /// Its listeners open now.
+    pub listeners: &'a [ListenerRow],
+    /// Its intervals open at any time in the last [`lookback`].
+    pub recent: &'a [ListenerRow],
+}
+
+/// How far back [`HostView::recent`] must reach for these baselines and policy.
+pub fn lookback(baselines: &[Applied], policy: &Policy) -> Duration {
+    baselines
+        .iter()
+        .map(|a| a.baseline.missing_grace())
+        .chain([policy.flap_window])
+        .max()
+        .unwrap_or(policy.flap_window)
+}
+
+/// The findings of one host as of `now`, by kind then key.
+pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now: Timestamp) -> Vec<Finding> {
+    let host = &view.host.host;
+    let mine: Vec<&Applied> = baselines
+        .iter()
+        .filter(|a| a.baseline.selects(host, &view.host.tags))
+        .collect();
+    let entries: Vec<(&Applied, &Entry)> = mine
+        .iter()
+        .flat_map(|a| a.baseline.listeners.iter().map(move |e| (*a, e)))
+        .collect();
+    let mut findings = Vec::new();
+
+    if view.host.status == HostStatus::Silent {
+        let mut f = finding(Kind::HostSilent, host, format!("host-silent:{host}"));
+        f.message = format!(
+            "{host}: no report since {} ({}): the agent is stopped, blocked or killed",
+            view.host.last_seen,
+            ago(now, view.host.last_seen)
+        );
+        findings.push(f);
+    }
+
+    for row in view.listeners {
+        let l = &row.listener;
+        let candidates: Vec<&(&Applied, &Entry)> = entries
+            .iter()
+            .filter(|(_, e)| e.covers(l.proto, l.local_port))
+            .collect();
+        let fits: Vec<(&Applied, &Entry, Fit)> = candidates.iter().map(|(a, e)| (*a, *e, e.fit(l))).collect();
+        let matched = fits.iter().find(|(_, _, fit)| *fit == Fit::Matches);
+
+        if let Some(label) = policy.risky.label(l.proto, l.local_port) {
+            let accepted = matched.is_some_and(|(_, e, _)| e.accept_risk);
+            if l.exposure != Exposure::Loopback && !accepted {
+                let mut f = listener_finding(Kind::RiskyPortExposed, host, l);
+                f.message = format!(
+                    "{host}: {} ({label}) is reachable beyond loopback, held by {}{}",
+                    describe(l),
+                    holders(l),
+                    match matched {
+                        Some(_) => "; its baseline entry does not accept the risk (accept_risk = true, with a reason)",
+                        None => "",
+                    }
+                );
+                set_entry(&mut f, matched.map(|(a, e, _)| (*a, *e)));
+                findings.push(f);
+            }
+        }
+
+        if mine.is_empty() {
+            let mut f = listener_finding(Kind::Unbaselined, host, l);
+            f.message = format!(
+                "{host}: {} held by {} (no baseline covers this host)",
+                describe(l),
+                holders(l)
+            );
+            findings.push(f);
+            continue;
+        }
+        if matched.is_some() {
+            continue;
+        }
+        let owner_bad = fits.iter().find(|(_, _, fit)| *fit == Fit::WrongOwner);
+        let wider = fits.iter().find(|(_, _, fit)| *fit == Fit::Wider);
+        let (kind, entry) = match (owner_bad, wider) {
+            (Some((a, e, _)), _) => (Kind::OwnerMismatch, Some((*a, *e))),
+            (None, Some((a, e, _))) => (Kind::ExposureWidened, Some((*a, *e))),
+            (None, None) => (Kind::UnexpectedListener, None),
+        };
+        let mut f = listener_finding(kind, host, l);
+        f.message = match (kind, entry) {
+            (Kind::OwnerMismatch, Some((_, e))) => format!(
+                "{host}: {} is held by {}, but the baseline expects {e} (owner: {})",
+                describe(l),
+                holders(l),
+                e.owner
+            ),
+            (Kind::ExposureWidened, Some((_, e))) => format!(
+                "{host}: {} held by {} is exposed ({}), but the baseline allows at most {} ({e}, owner: {})",
+                describe(l),
+                holders(l),
+                l.exposure.as_str(),
+                e.bind.map_or("any", Exposure::as_str),
+                e.owner
+            ),
+            _ => format!(
+                "{host}: {} held by {} matches no baseline entry of this host",
+                describe(l),
+                holders(l)
+            ),
+        };
+        set_entry(&mut f, entry);
+        findings.push(f);
+    }
+
+    for (applied, entry) in &entries {
+        if !entry.required {
+            continue;
+        }
+        let present = view
+            .listeners
+            .iter()
+            .any(|r| entry.covers(r.listener.proto, r.listener.local_port));
+        if present {
+            continue;
+        }
+        // Gone since the last close of a listener the entry covers, or since
+        // the baseline (or the host) appeared if none was seen recently.
+        let last_close = view
+            .recent
+            .iter()
+            .filter(|r| entry.covers(r.listener.proto, r.listener.local_port))
+            .filter_map(|r| r.closed_at)
+            .max();
+        let since = [Some(applied.applied_at), Some(view.host.first_seen), last_close]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(now);
+        let grace = SignedDuration::try_from(applied.baseline.missing_grace()).unwrap_or(SignedDuration::MAX);
+        if now.duration_since(since) < grace {
+            continue;
+        }
+        let name = &applied.baseline.name;
+        let mut f = finding(
+            Kind::MissingListener,
+            host,
+            format!("missing-listener:{host}:{name}:{entry}"),
+        );
+        f.proto = Some(entry.proto);
+        f.local_port = Some(entry.port_from);
+        f.message = format!(
+            "{host}: expected {entry} (owner: {}, reason: {}) is not listening{}",
+            entry.owner,
+            entry.reason,
+            match last_close {
+                Some(t) => format!(", gone since {t} ({})", ago(now, t)),
+                None => String::new(),
+            }
+        );
+        set_entry(&mut f, Some((applied, entry)));
+        findings.push(f);
+    }
+
+    let window_start = now - SignedDuration::try_from(policy.flap_window).unwrap_or(SignedDuration::MAX);
+    let mut closes: BTreeMap<(Proto, u16), u32> = BTreeMap::new();
+    for r in view.recent {
+        if r.closed_at.is_some_and(|c| c >= window_start && c <= now) {
+            *closes.entry((r.listener.proto, r.listener.local_port)).or_default() += 1;
+        }
+    }
+    for ((proto, port), n) in closes {
+        if n > policy.flap_max {
+            let mut f = finding(
+                Kind::Flapping,
+                host,
+                format!("flapping:{host}:{}/{port}", proto.as_str()),
+            );
+            f.proto = Some(proto);
+            f.local_port = Some(port);
+            f.message = format!(
+                "{host}: {}/{port} closed {n} times in the last {} (more than {}): a crash loop, or a probe?",
+                proto.as_str(),
+                humantime::format_duration(policy.flap_window),
+                policy.flap_max
+            );
+            findings.push(f);
+        }
+    }
+
+    findings.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
+    findings.dedup_by(|a, b| a.key == b.key);
+    findings
+}
+
+fn finding(kind: Kind, host: &str, key: String) -> Finding {
+    Finding {
+        kind,
+        severity: kind.severity(),
+        host: host.to_owned(),
+        key,
+        message: String::new(),
+        proto: None,
+        local_addr: None,
+        local_port: None,
+        processes: None,
+        baseline: None,
+        expected: None,
+        owner: None,
+        reason: None,
+    }
+}
+
+fn listener_finding(kind: Kind, host: &str, l: &Listener) -> Finding {
+    let mut key = format!("{}:{host}:{}/{}", kind.as_str(), l.proto.as_str(), l.local_port);
+    let _ = write!(key, "@{}:{}", l.netns, l.local_addr);
+    let mut f = finding(kind, host, key);
+    f.proto = Some(l.proto);
+    f.local_addr = Some(l.local_addr);
+    f.local_port = Some(l.local_port);
+    f.processes = (!l.processes.is_empty()).then(|| summary(&l.processes));
+    f
+}
+
+fn set_entry(f: &mut Finding, entry: Option<(&Applied, &Entry)>) {
+    if let Some((a, e)) = entry {
+        f.baseline = Some(a.baseline.name.clone());
+        f.expected = Some(e.to_string());
+        f.owner = Some(e.owner.clone());
+        f.reason = Some(e.reason.clone());
+    }
+}
+
+/// `tcp 0.0.0.0:5432`.
+fn describe(l: &Listener) -> String {
+    match l.local_addr {
+        std::net::IpAddr::V6(a) => format!("{} [{a}]:{}", l.proto_label(), l.local_port),
+        std::net::IpAddr::V4(a) => format!("{} {a}:{}", l.proto_label(), l.local_port),
+    }
+}
+
+fn holders(l: &Listener) -> String {
+    match l.processes.is_empty() {
+        true => "an unknown process".to_owned(),
+        false => summary(&l.processes),
+    }
+}
+
+fn ago(now: Timestamp, then: Timestamp) -> String {
+    let secs = now.duration_since(then).as_secs().max(0) as u64;
+    format!("{} ago", humantime::format_duration(Duration::from_secs(secs)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baseline;
+    use portwatch_common::{Family, Process};
+
+    const BASE: &str = r#"
+name = "web"
+hosts = ["web-*"]
+missing_grace = "2m"
+
+[[listener]]
+proto = "tcp"
+port = 22
+process = "sshd"
+user = "root"
+owner = "team sre"
+reason = "remote administration"
+
+[[listener]]
+proto = "tcp"
+port = 5432
+bind = "loopback"
+process = "postgres"
+owner = "team data"
+reason = "local cache database"
+
+[[listener]]
+proto = "tcp"
+port = 443
+owner = "team web"
+reason = "the site"
+"#;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn host(name: &str, status: HostStatus) -> HostRow {
+        HostRow {
+            host: name.to_owned(),
+            status,
+            first_seen: t(-86_400),
+            last_seen: t(0),
+            agent_version: None,
+            interval_ms: 10_000,
+            os: None,
+            kernel: None,
+            boot_time: None,
+            tags: Default::default(),
+            listeners: 0,
+            dropped_reports: 0,
+        }
+    }
+
+    fn row(port: u16, addr: &str, process: &str, user: &str) -> ListenerRow {
+        let local_addr: std::net::IpAddr = addr.parse().unwrap();
+        ListenerRow {
+            host: "web-1".to_owned(),
+            listener: Listener {
+                netns: 1,
+                proto: Proto::Tcp,
+                family: Family::Ipv4,
+                local_addr,
+                local_port: port,
+                inode: u64::from(port),
+                uid: 0,
+                user: Some(user.to_owned()),
+                exposure: portwatch_common::Exposure::of(local_addr),
+                dual_stack: false,
+                processes: vec![Process {
+                    pid: 100 + u32::from(port),
+                    name: process.to_owned(),
+                    cmdline: None,
+                    exe: None,
+                    uid: None,
+                    user: Some(user.to_owned()),
+                    container: None,
+                    unit: None,
+                }],
+            },
+            opened_at: t(-3600),
+            closed_at: None,
+        }
+    }
+
+    fn applied(at: Timestamp) -> Vec<Applied> {
+        vec![Applied {
+            baseline: baseline::parse(BASE).unwrap(),
+            applied_at: at,
+        }]
+    }
+
+    fn kinds(findings: &[Finding]) -> Vec<(&'static str, Option<u16>)> {
+        findings.iter().map(|f| (f.kind.as_str(), f.local_port)).collect()
+    }
+
+    #[test]
+    fn a_host_as_its_baseline_says_has_no_finding() {
+        let h = host("web-1", HostStatus::Up);
+        let now = [
+            row(22, "0.0.0.0", "sshd", "root"),
+            row(5432, "127.0.0.1", "postgres", "postgres"),
+            row(443, "0.0.0.0", "nginx", "www"),
+        ];
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &now,
+        };
+        assert_eq!(evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0)), vec![]);
+    }
+
+    #[test]
+    fn each_departure_is_its_own_kind() {
+        let h = host("web-1", HostStatus::Up);
+        let now = [
+            row(22, "0.0.0.0", "nc", "root"),             // owner-mismatch
+            row(5432, "0.0.0.0", "postgres", "postgres"), // exposure-widened and risky
+            row(8080, "0.0.0.0", "python3", "www"),       // unexpected
+            row(23, "0.0.0.0", "telnetd", "root"),        // unexpected and risky
+        ];
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &now,
+        };
+        let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
+        assert_eq!(
+            kinds(&f),
+            vec![
+                ("unexpected-listener", Some(23)),
+                ("unexpected-listener", Some(8080)),
+                ("missing-listener", Some(443)),
+                ("owner-mismatch", Some(22)),
+                ("exposure-widened", Some(5432)),
+                ("risky-port-exposed", Some(23)),
+                ("risky-port-exposed", Some(5432)),
+            ]
+        );
+        let mismatch = f.iter().find(|f| f.kind == Kind::OwnerMismatch).unwrap();
+        assert_eq!(mismatch.severity, Severity::Critical);
+        assert_eq!(mismatch.owner.as_deref(), Some("team sre"));
+        assert!(
+            mismatch.message.contains("nc[122]") && mismatch.message.contains("by sshd as root"),
+            "{}",
+            mismatch.message
+        );
+        let missing = f.iter().find(|f| f.kind == Kind::MissingListener).unwrap();
+        assert!(missing.message.contains("the site"), "{}", missing.message);
+    }
+
+    #[test]
+    fn a_listener_gone_less_than_the_grace_period_is_not_missing_yet() {
+        let h = host("web-1", HostStatus::Up);
+        let now = [
+            row(22, "0.0.0.0", "sshd", "root"),
+            row(5432, "127.0.0.1", "postgres", "postgres"),
+        ];
+        let mut closed = row(443, "0.0.0.0", "nginx", "www");
+        closed.closed_at = Some(t(-60));
+        let recent = [closed];
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &recent,
+        };
+        assert_eq!(evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0)), vec![]);
+        let later = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(61));
+        assert_eq!(kinds(&later), vec![("missing-listener", Some(443))]);
+        // A baseline applied a minute ago is not yet missing anything either.
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &[],
+        };
+        assert_eq!(evaluate(&view, &applied(t(-60)), &Policy::default(), t(0)), vec![]);
+    }
+
+    #[test]
+    fn a_host_without_baseline_lists_unbaselined_listeners_and_still_flags_risky_ones() {
+        let h = host("db-1", HostStatus::Up);
+        let now = [
+            row(22, "0.0.0.0", "sshd", "root"),
+            row(6379, "0.0.0.0", "redis-server", "redis"),
+            row(6380, "127.0.0.1", "redis-server", "redis"),
+        ];
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &now,
+        };
+        let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
+        assert_eq!(
+            kinds(&f),
+            vec![
+                ("risky-port-exposed", Some(6379)),
+                ("unbaselined", Some(22)),
+                ("unbaselined", Some(6379)),
+                ("unbaselined", Some(6380))
+            ]
+        );
+        assert!(f.iter().filter(|f| f.kind.alerts()).count() == 1);
+    }
+
+    #[test]
+    fn an_accepted_risk_is_not_flagged_but_only_where_the_entry_matches() {
+        let text = BASE.replace(
+            "bind = \"loopback\"\nprocess = \"postgres\"",
+            "bind = \"wildcard\"\nprocess = \"postgres\"\naccept_risk = true",
+        );
+        let b = vec![Applied {
+            baseline: baseline::parse(&text).unwrap(),
+            applied_at: t(-7200),
+        }];
+        let h = host("web-1", HostStatus::Up);
+        let now = [
+            row(22, "0.0.0.0", "sshd", "root"),
+            row(443, "0.0.0.0", "nginx", "www"),
+            row(5432, "0.0.0.0", "postgres", "postgres"),
+        ];
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &now,
+        };
+        assert_eq!(evaluate(&view, &b, &Policy::default(), t(0)), vec![]);
+        let intruder = [
+            row(22, "0.0.0.0", "sshd", "root"),
+            row(443, "0.0.0.0", "nginx", "www"),
+            row(5432, "0.0.0.0", "nc", "nobody"),
+        ];
+        let view = HostView {
+            host: &h,
+            listeners: &intruder,
+            recent: &intruder,
+        };
+        let f = evaluate(&view, &b, &Policy::default(), t(0));
+        assert_eq!(
+            kinds(&f),
+            vec![("owner-mismatch", Some(5432)), ("risky-port-exposed", Some(5432))]
+        );
+    }
+
+    #[test]
+    fn a_silent_host_and_a_flapping_listener_are_reported() {
+        let h = host("web-1", HostStatus::Silent);
+        let now = [
+            row(22, "0.0.0.0", "sshd", "root"),
+            row(5432, "127.0.0.1", "postgres", "postgres"),
+            row(443, "0.0.0.0", "nginx", "www"),
+        ];
+        let mut recent = now.to_vec();
+        for i in 0..6 {
+            let mut r = row(9999, "127.0.0.1", "worker", "www");
+            r.opened_at = t(-300 + i * 10);
+            r.closed_at = Some(t(-295 + i * 10));
+            recent.push(r);
+        }
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &recent,
+        };
+        let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
+        assert_eq!(kinds(&f), vec![("host-silent", None), ("flapping", Some(9999))]);
+        assert_eq!(f[0].key, "host-silent:web-1");
+        assert_eq!(f[1].key, "flapping:web-1:tcp/9999");
+        let relaxed = Policy {
+            flap_max: 6,
+            ..Policy::default()
+        };
+        assert_eq!(evaluate(&view, &applied(t(-7200)), &relaxed, t(0)).len(), 1);
+    }
+
+    #[test]
+    fn kinds_have_stable_names_that_parse_back() {
+        for k in ALL_KINDS {
+            assert_eq!(Kind::parse(k.as_str()), Some(k));
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+    }
+}

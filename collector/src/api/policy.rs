@@ -1,0 +1,305 @@
+//! Baselines, drift and alerts over HTTP.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::auth::Caller;
+use super::{blocking, ApiError, AppState};
+use crate::alert::drift::Finding;
+use crate::baseline::{self, Baseline};
+use crate::store::{AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, StoredBaseline};
+
+/// Body of `POST /api/v1/baselines`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyBody {
+    /// The baseline file, as written.
+    source: String,
+    /// Why it changes (kept in the log).
+    comment: Option<String>,
+}
+
+/// Answer of `POST /api/v1/baselines`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Applied {
+    /// The baseline's name.
+    pub name: String,
+    /// `create`, `update` or `unchanged`.
+    pub action: BaselineAction,
+    /// Expected listeners it lists.
+    pub listeners: usize,
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>, example: &str) -> Result<T, ApiError> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::BadRequest(format!("{}; send JSON such as {example}", e.body_text())))
+}
+
+/// `POST /api/v1/baselines`: validates and stores a baseline file (admin).
+pub async fn apply(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<ApplyBody>, JsonRejection>,
+) -> Result<Json<Applied>, ApiError> {
+    caller.require_admin()?;
+    let body = json_body(body, r#"{"source": "<the TOML file>", "comment": "why"}"#)?;
+    let parsed = baseline::parse(&body.source).map_err(|e| ApiError::BadRequest(format!("baseline: {e}")))?;
+    let (store, actor) = (state.store.clone(), caller.name().to_owned());
+    let name = parsed.name.clone();
+    let action =
+        blocking(move || store.put_baseline(&name, &body.source, &actor, body.comment.as_deref(), Timestamp::now()))
+            .await?;
+    if action != BaselineAction::Unchanged {
+        tracing::info!(baseline = %parsed.name, action = action.as_str(), by = caller.name(), "baseline applied");
+        state.reevaluate_all();
+    }
+    Ok(Json(Applied {
+        name: parsed.name,
+        action,
+        listeners: parsed.listeners.len(),
+    }))
+}
+
+/// A stored baseline with its parsed form.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BaselineView {
+    /// As stored.
+    #[serde(flatten)]
+    pub stored: StoredBaseline,
+    /// Parsed (absent if it no longer parses).
+    pub baseline: Option<Baseline>,
+}
+
+/// `GET /api/v1/baselines`
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<BaselineView>>, ApiError> {
+    caller.require_reader()?;
+    let store = state.store.clone();
+    let stored = blocking(move || store.baselines()).await?;
+    Ok(Json(
+        stored
+            .into_iter()
+            .map(|s| BaselineView {
+                baseline: baseline::parse(&s.source).ok(),
+                stored: s,
+            })
+            .collect(),
+    ))
+}
+
+/// `?comment=`
+#[derive(Debug, Deserialize)]
+pub struct CommentParams {
+    comment: Option<String>,
+}
+
+/// `DELETE /api/v1/baselines/{name}?comment=` (admin)
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(params): Query<CommentParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require_admin()?;
+    let (store, actor, n) = (state.store.clone(), caller.name().to_owned(), name.clone());
+    let removed =
+        blocking(move || store.remove_baseline(&n, &actor, params.comment.as_deref(), Timestamp::now())).await?;
+    if !removed {
+        return Err(ApiError::NotFound(format!(
+            "no baseline {name:?}; `portwatch baseline list` shows them"
+        )));
+    }
+    tracing::info!(baseline = %name, by = caller.name(), "baseline removed");
+    state.reevaluate_all();
+    Ok(Json(serde_json::json!({ "name": name, "action": "remove" })))
+}
+
+/// `?name=`
+#[derive(Debug, Deserialize)]
+pub struct LogParams {
+    name: Option<String>,
+}
+
+/// `GET /api/v1/baseline-log?name=`
+pub async fn log(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<LogParams>,
+) -> Result<Json<Vec<BaselineLogRow>>, ApiError> {
+    caller.require_reader()?;
+    let store = state.store.clone();
+    Ok(Json(
+        blocking(move || store.baseline_log(params.name.as_deref())).await?,
+    ))
+}
+
+/// `?hosts=&name=`
+#[derive(Debug, Deserialize)]
+pub struct LearnParams {
+    hosts: Option<String>,
+    name: Option<String>,
+}
+
+/// `GET /api/v1/baseline-proposal?hosts=GLOB&name=N`: a baseline file
+/// proposed from what listens now on the hosts matching GLOB, as TOML text.
+pub async fn learn(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Result<Query<LearnParams>, QueryRejection>,
+) -> Result<String, ApiError> {
+    caller.require_reader()?;
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let glob = params
+        .hosts
+        .filter(|h| !h.trim().is_empty())
+        .ok_or_else(|| ApiError::BadRequest("`hosts` is required: a host name or glob such as web-*".to_owned()))?;
+    let name = params.name.unwrap_or_else(|| {
+        let n: String = glob
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        n.trim_matches('-').to_owned()
+    });
+    if !baseline::valid_name(&name) {
+        return Err(ApiError::BadRequest(format!(
+            "name {name:?}: use letters, digits, '-', '_' and '.' (pass name=...)"
+        )));
+    }
+    let store = state.store.clone();
+    let now = Timestamp::now();
+    let matcher = wildmatch::WildMatch::new(&glob);
+    let g = glob.clone();
+    let rows = blocking(move || {
+        let mut rows = Vec::new();
+        for host in store.hosts(now)?.into_iter().filter(|h| matcher.matches(&h.host)) {
+            rows.extend(store.listeners_at(&host.host, now)?);
+        }
+        Ok(rows)
+    })
+    .await?;
+    if rows.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no host matching {g:?} has a listener now; `portwatch hosts` lists the hosts"
+        )));
+    }
+    Ok(baseline::learn(&name, &glob, &rows, now))
+}
+
+/// `?host=`
+#[derive(Debug, Deserialize)]
+pub struct DriftParams {
+    host: Option<String>,
+}
+
+/// `GET /api/v1/drift?host=H`: the findings now, computed on the spot.
+pub async fn drift(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<DriftParams>,
+) -> Result<Json<Vec<Finding>>, ApiError> {
+    caller.require_reader()?;
+    let evaluator = state.evaluator.clone();
+    Ok(Json(
+        blocking(move || evaluator.drift(params.host.as_deref(), Timestamp::now())).await?,
+    ))
+}
+
+/// Most alerts one listing returns unless asked for fewer.
+const DEFAULT_ALERT_LIMIT: usize = 1000;
+
+/// `?state=&host=&limit=`
+#[derive(Debug, Deserialize)]
+pub struct AlertParams {
+    state: Option<String>,
+    host: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/alerts?state=open|acknowledged|resolved|active|all&host=&limit=`
+pub async fn alerts(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Result<Query<AlertParams>, QueryRejection>,
+) -> Result<Json<Vec<AlertRow>>, ApiError> {
+    caller.require_reader()?;
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    // `active` (the default): open and acknowledged.
+    let (wanted, active_only) = match params.state.as_deref().unwrap_or("active") {
+        "active" => (None, true),
+        "all" => (None, false),
+        s => match AlertState::parse(s) {
+            Some(st) => (Some(st), false),
+            None => {
+                return Err(ApiError::BadRequest(format!(
+                    "state {s:?}: use open, acknowledged, resolved, active (open and acknowledged) or all"
+                )))
+            }
+        },
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_ALERT_LIMIT);
+    let store = state.store.clone();
+    let rows = blocking(move || {
+        if active_only {
+            let mut rows = store.alerts(Some(AlertState::Open), params.host.as_deref(), limit)?;
+            rows.extend(store.alerts(Some(AlertState::Acknowledged), params.host.as_deref(), limit)?);
+            rows.sort_by_key(|a| std::cmp::Reverse(a.id));
+            rows.truncate(limit);
+            Ok(rows)
+        } else {
+            store.alerts(wanted, params.host.as_deref(), limit)
+        }
+    })
+    .await?;
+    Ok(Json(rows))
+}
+
+/// Body of `POST /api/v1/alerts/{id}/ack`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckBody {
+    /// What the person says (required: the next person reads it).
+    comment: String,
+}
+
+/// `POST /api/v1/alerts/{id}/ack` (admin)
+pub async fn ack(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    body: Result<Json<AckBody>, JsonRejection>,
+) -> Result<Json<AlertRow>, ApiError> {
+    caller.require_admin()?;
+    let body = json_body(body, r#"{"comment": "looking into it"}"#)?;
+    if body.comment.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "the comment is empty: say what you are doing about it".to_owned(),
+        ));
+    }
+    let (store, actor) = (state.store.clone(), caller.name().to_owned());
+    let outcome = blocking(move || store.ack_alert(id, &actor, &body.comment, Timestamp::now())).await?;
+    match outcome {
+        AckOutcome::Acknowledged(alert) => {
+            state.notifier.notify(vec![AlertEvent::Acknowledged(alert.clone())]);
+            Ok(Json(alert))
+        }
+        AckOutcome::NotOpen(alert) => Err(ApiError::Conflict(format!(
+            "alert {id} is {} already{}",
+            alert.state.as_str(),
+            match (&alert.acked_by, alert.state) {
+                (Some(by), AlertState::Acknowledged) => format!(" (by {by})"),
+                _ => String::new(),
+            }
+        ))),
+        AckOutcome::NotFound => Err(ApiError::NotFound(format!(
+            "no alert {id}; `portwatch alerts --state all` lists them"
+        ))),
+    }
+}

@@ -1,0 +1,147 @@
+//! `portwatch baseline learn`: a proposed baseline file from what listens
+//! now, for a person to review. Every entry's `owner` and `reason` are left
+//! empty, and `apply` refuses empty ones: nothing is accepted silently.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+use portwatch_common::{Exposure, Proto};
+
+use crate::store::ListenerRow;
+
+/// What one proposed entry says.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    port: u16,
+    proto: Proto,
+    bind: Exposure,
+    process: Option<String>,
+    user: Option<String>,
+}
+
+/// A baseline file named `name`, for hosts matching `hosts`, expecting
+/// what `rows` (the listeners open now on those hosts) show; `at` is the
+/// moment described, for the header.
+pub fn learn(name: &str, hosts: &str, rows: &[ListenerRow], at: jiff::Timestamp) -> String {
+    let mut seen: BTreeMap<Key, (BTreeSet<&str>, BTreeSet<String>)> = BTreeMap::new();
+    for row in rows {
+        let l = &row.listener;
+        let key = Key {
+            port: l.local_port,
+            proto: l.proto,
+            bind: l.exposure,
+            process: l.processes.first().map(|p| p.name.clone()),
+            user: l.user.clone(),
+        };
+        let (on, units) = seen.entry(key).or_default();
+        on.insert(row.host.as_str());
+        units.extend(l.processes.iter().filter_map(|p| p.unit.clone()));
+    }
+    let host_count = rows.iter().map(|r| r.host.as_str()).collect::<BTreeSet<_>>().len();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Proposed by `portwatch baseline learn` from what listened on {host_count} host(s) matching {hosts:?} at {at}.\n\
+         # Review every entry: say who owns it and why it is there (apply refuses an empty owner or reason),\n\
+         # delete what should not be listening, and widen `process`/`user`/`bind` only on purpose.\n"
+    );
+    let _ = writeln!(out, "name = {}", quote(name));
+    let _ = writeln!(out, "hosts = [{}]", quote(hosts));
+    let _ = writeln!(out, "# missing_grace = \"2m\"");
+    for (key, (on, units)) in &seen {
+        let _ = writeln!(out);
+        let mut seen_on: Vec<&str> = on.iter().copied().take(5).collect();
+        if on.len() > 5 {
+            seen_on.push("...");
+        }
+        let _ = write!(out, "# seen on {} of {host_count}: {}", on.len(), seen_on.join(", "));
+        if !units.is_empty() {
+            let _ = write!(out, " ({})", units.iter().cloned().collect::<Vec<_>>().join(", "));
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "[[listener]]");
+        let _ = writeln!(out, "proto = {}", quote(key.proto.as_str()));
+        let _ = writeln!(out, "port = {}", key.port);
+        let _ = writeln!(out, "bind = {}", quote(key.bind.as_str()));
+        match &key.process {
+            Some(p) => {
+                let _ = writeln!(out, "process = {}", quote(p));
+            }
+            None => {
+                let _ = writeln!(out, "# process = \"\"   # no holder could be attributed");
+            }
+        }
+        if let Some(u) = &key.user {
+            let _ = writeln!(out, "user = {}", quote(u));
+        }
+        let _ = writeln!(out, "owner = \"\"");
+        let _ = writeln!(out, "reason = \"\"");
+    }
+    out
+}
+
+/// A TOML basic string. JSON's string escapes (as serde_json writes them:
+/// `\"`, `\\`, `\n`, `\uXXXX`, ...) are all valid in TOML basic strings.
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(host: &str, port: u16, exposure: Exposure, name: &str) -> ListenerRow {
+        ListenerRow {
+            host: host.to_owned(),
+            listener: portwatch_common::Listener {
+                netns: 1,
+                proto: Proto::Tcp,
+                family: portwatch_common::Family::Ipv4,
+                local_addr: "0.0.0.0".parse().unwrap(),
+                local_port: port,
+                inode: 9,
+                uid: 0,
+                user: Some("root".to_owned()),
+                exposure,
+                dual_stack: false,
+                processes: vec![portwatch_common::Process {
+                    pid: 1,
+                    name: name.to_owned(),
+                    cmdline: None,
+                    exe: None,
+                    uid: Some(0),
+                    user: Some("root".to_owned()),
+                    container: None,
+                    unit: Some(format!("{name}.service")),
+                }],
+            },
+            opened_at: jiff::Timestamp::UNIX_EPOCH,
+            closed_at: None,
+        }
+    }
+
+    #[test]
+    fn a_learned_file_parses_but_is_refused_until_reviewed() {
+        let rows = [
+            row("web-1", 443, Exposure::Wildcard, "nginx"),
+            row("web-2", 443, Exposure::Wildcard, "nginx"),
+            row("web-1", 22, Exposure::Wildcard, "sshd"),
+        ];
+        let text = learn("web", "web-*", &rows, jiff::Timestamp::UNIX_EPOCH);
+        assert!(
+            text.contains("# seen on 2 of 2: web-1, web-2 (nginx.service)"),
+            "{text}"
+        );
+        let e = super::super::parse(&text).unwrap_err().0;
+        assert!(e.contains("owner is empty"), "{e}");
+        let reviewed = text
+            .replace("owner = \"\"", "owner = \"team web\"")
+            .replace("reason = \"\"", "reason = \"serves the site\"");
+        let b = super::super::parse(&reviewed).unwrap();
+        assert_eq!(b.hosts, vec!["web-*"]);
+        let ports: Vec<u16> = b.listeners.iter().map(|e| e.port_from).collect();
+        assert_eq!(ports, vec![22, 443]);
+        assert_eq!(b.listeners[1].process.as_deref(), Some("nginx"));
+        assert_eq!(b.listeners[1].bind, Some(Exposure::Wildcard));
+    }
+}

@@ -1,0 +1,369 @@
+//! Baselines and alerts in SQLite (schema: `migrations/0002_baselines_alerts.sql`).
+
+use std::collections::{HashMap, HashSet};
+
+use jiff::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::{corrupt, db, timestamp, SqliteStore, Synchronous};
+use crate::alert::drift::{Finding, Kind, Severity};
+use crate::store::{
+    AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, StoreError, StoredBaseline,
+};
+
+const ALERT_COLUMNS: &str = "id, key, kind, severity, host, message, state, opened_at, acked_at, acked_by, \
+     ack_comment, resolved_at, finding";
+
+impl SqliteStore {
+    pub(super) fn put_baseline_impl(
+        &self,
+        name: &str,
+        source: &str,
+        actor: &str,
+        comment: Option<&str>,
+        at: Timestamp,
+    ) -> Result<BaselineAction, StoreError> {
+        let mut writer = self.writer();
+        writer.set_synchronous(Synchronous::Full)?;
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let old: Option<String> = tx
+            .query_row("SELECT source FROM baselines WHERE name = ?1", [name], |r| r.get(0))
+            .optional()
+            .map_err(db)?;
+        let action = match old {
+            Some(old) if old == source => return Ok(BaselineAction::Unchanged),
+            Some(_) => BaselineAction::Update,
+            None => BaselineAction::Create,
+        };
+        tx.execute(
+            "INSERT INTO baselines (name, source, applied_at, applied_by) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO UPDATE SET source = excluded.source, applied_at = excluded.applied_at,
+                 applied_by = excluded.applied_by",
+            params![name, source, at.as_millisecond(), actor],
+        )
+        .map_err(db)?;
+        log_change(&tx, name, action, at, actor, comment, Some(source))?;
+        tx.commit().map_err(db)?;
+        Ok(action)
+    }
+
+    pub(super) fn remove_baseline_impl(
+        &self,
+        name: &str,
+        actor: &str,
+        comment: Option<&str>,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut writer = self.writer();
+        writer.set_synchronous(Synchronous::Full)?;
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let removed = tx
+            .execute("DELETE FROM baselines WHERE name = ?1", [name])
+            .map_err(db)?
+            > 0;
+        if removed {
+            log_change(&tx, name, BaselineAction::Remove, at, actor, comment, None)?;
+            tx.commit().map_err(db)?;
+        }
+        Ok(removed)
+    }
+
+    pub(super) fn baselines_impl(&self) -> Result<Vec<StoredBaseline>, StoreError> {
+        let raws: Vec<(String, String, i64, String)> = self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name, source, applied_at, applied_by FROM baselines ORDER BY name")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })?;
+        raws.into_iter()
+            .map(|(name, source, at, applied_by)| {
+                Ok(StoredBaseline {
+                    name,
+                    source,
+                    applied_at: timestamp(at)?,
+                    applied_by,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn baseline_log_impl(&self, name: Option<&str>) -> Result<Vec<BaselineLogRow>, StoreError> {
+        type Raw = (i64, String, String, i64, String, Option<String>, Option<String>);
+        let raws: Vec<Raw> = self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, name, action, at, actor, comment, source FROM baseline_log
+                     WHERE ?1 IS NULL OR name = ?1 ORDER BY id",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([name], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                })
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })?;
+        raws.into_iter()
+            .map(|(id, name, action, at, actor, comment, source)| {
+                let action = match action.as_str() {
+                    "create" => BaselineAction::Create,
+                    "update" => BaselineAction::Update,
+                    "remove" => BaselineAction::Remove,
+                    other => return Err(corrupt(format!("baseline action {other:?}"))),
+                };
+                Ok(BaselineLogRow {
+                    id,
+                    name,
+                    action,
+                    at: timestamp(at)?,
+                    actor,
+                    comment,
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn sync_alerts_impl(
+        &self,
+        hosts: &[String],
+        findings: &[Finding],
+        now: Timestamp,
+    ) -> Result<Vec<AlertEvent>, StoreError> {
+        let mut writer = self.writer();
+        writer.set_synchronous(Synchronous::Full)?;
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let mut active: HashMap<String, AlertRow> = HashMap::new();
+        {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {ALERT_COLUMNS} FROM alerts INDEXED BY alerts_active_by_host
+                     WHERE host = ?1 AND state != 'resolved'"
+                ))
+                .map_err(db)?;
+            for host in hosts {
+                let rows = stmt.query_map([host], RawAlert::from_row).map_err(db)?;
+                for raw in rows {
+                    let alert = raw.map_err(db)?.into_row()?;
+                    active.insert(alert.key.clone(), alert);
+                }
+            }
+        }
+        let mut events = Vec::new();
+        let mut wanted = HashSet::new();
+        for f in findings.iter().filter(|f| f.kind.alerts()) {
+            if !wanted.insert(f.key.as_str()) || active.contains_key(&f.key) {
+                continue;
+            }
+            let finding = serde_json::to_string(f).map_err(|e| corrupt(format!("finding: {e}")))?;
+            // Another collector may have opened it meanwhile: the unique index
+            // keeps one, and this one then opens nothing.
+            let inserted: Option<i64> = tx
+                .prepare_cached(
+                    "INSERT INTO alerts (key, kind, severity, host, message, finding, state, opened_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7)
+                     ON CONFLICT (key) WHERE state != 'resolved' DO NOTHING
+                     RETURNING id",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(
+                        params![
+                            f.key,
+                            f.kind.as_str(),
+                            f.severity.as_str(),
+                            f.host,
+                            f.message,
+                            finding,
+                            now.as_millisecond()
+                        ],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                })
+                .map_err(db)?;
+            if let Some(id) = inserted {
+                events.push(AlertEvent::Opened(alert_by_id(&tx, id)?));
+            }
+        }
+        for (key, alert) in active {
+            if wanted.contains(key.as_str()) {
+                continue;
+            }
+            tx.prepare_cached("UPDATE alerts SET state = 'resolved', resolved_at = ?2 WHERE id = ?1")
+                .and_then(|mut stmt| stmt.execute(params![alert.id, now.as_millisecond()]))
+                .map_err(db)?;
+            events.push(AlertEvent::Resolved(alert_by_id(&tx, alert.id)?));
+        }
+        tx.commit().map_err(db)?;
+        events.sort_by_key(|e| e.alert().id);
+        Ok(events)
+    }
+
+    pub(super) fn alerts_impl(
+        &self,
+        state: Option<AlertState>,
+        host: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AlertRow>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let raws = self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {ALERT_COLUMNS} FROM alerts
+                     WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR host = ?2)
+                     ORDER BY id DESC LIMIT ?3"
+                ))
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![state.map(AlertState::as_str), host, limit], RawAlert::from_row)
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })?;
+        raws.into_iter().map(RawAlert::into_row).collect()
+    }
+
+    pub(super) fn ack_alert_impl(
+        &self,
+        id: i64,
+        actor: &str,
+        comment: &str,
+        at: Timestamp,
+    ) -> Result<AckOutcome, StoreError> {
+        let mut writer = self.writer();
+        writer.set_synchronous(Synchronous::Full)?;
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let changed = tx
+            .execute(
+                "UPDATE alerts SET state = 'acknowledged', acked_at = ?2, acked_by = ?3, ack_comment = ?4
+                 WHERE id = ?1 AND state = 'open'",
+                params![id, at.as_millisecond(), actor, comment],
+            )
+            .map_err(db)?;
+        let exists = tx
+            .query_row("SELECT 1 FROM alerts WHERE id = ?1", [id], |_| Ok(()))
+            .optional()
+            .map_err(db)?
+            .is_some();
+        if !exists {
+            return Ok(AckOutcome::NotFound);
+        }
+        let alert = alert_by_id(&tx, id)?;
+        tx.commit().map_err(db)?;
+        Ok(match changed {
+            0 => AckOutcome::NotOpen(alert),
+            _ => AckOutcome::Acknowledged(alert),
+        })
+    }
+}
+
+fn log_change(
+    tx: &Connection,
+    name: &str,
+    action: BaselineAction,
+    at: Timestamp,
+    actor: &str,
+    comment: Option<&str>,
+    source: Option<&str>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO baseline_log (name, action, at, actor, comment, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![name, action.as_str(), at.as_millisecond(), actor, comment, source],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+fn alert_by_id(conn: &Connection, id: i64) -> Result<AlertRow, StoreError> {
+    conn.prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"))
+        .and_then(|mut stmt| stmt.query_row([id], RawAlert::from_row))
+        .map_err(db)?
+        .into_row()
+}
+
+/// An `alerts` row as stored.
+struct RawAlert {
+    id: i64,
+    key: String,
+    kind: String,
+    severity: String,
+    host: String,
+    message: String,
+    state: String,
+    opened_at: i64,
+    acked_at: Option<i64>,
+    acked_by: Option<String>,
+    ack_comment: Option<String>,
+    resolved_at: Option<i64>,
+    finding: String,
+}
+
+impl RawAlert {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawAlert> {
+        Ok(RawAlert {
+            id: r.get(0)?,
+            key: r.get(1)?,
+            kind: r.get(2)?,
+            severity: r.get(3)?,
+            host: r.get(4)?,
+            message: r.get(5)?,
+            state: r.get(6)?,
+            opened_at: r.get(7)?,
+            acked_at: r.get(8)?,
+            acked_by: r.get(9)?,
+            ack_comment: r.get(10)?,
+            resolved_at: r.get(11)?,
+            finding: r.get(12)?,
+        })
+    }
+
+    fn into_row(self) -> Result<AlertRow, StoreError> {
+        let kind = Kind::parse(&self.kind).ok_or_else(|| corrupt(format!("alert kind {:?}", self.kind)))?;
+        let severity = match self.severity.as_str() {
+            "info" => Severity::Info,
+            "warning" => Severity::Warning,
+            "critical" => Severity::Critical,
+            other => return Err(corrupt(format!("alert severity {other:?}"))),
+        };
+        let state = AlertState::parse(&self.state).ok_or_else(|| corrupt(format!("alert state {:?}", self.state)))?;
+        let finding: Finding =
+            serde_json::from_str(&self.finding).map_err(|e| corrupt(format!("alert {} finding: {e}", self.id)))?;
+        Ok(AlertRow {
+            id: self.id,
+            key: self.key,
+            kind,
+            severity,
+            host: self.host,
+            message: self.message,
+            state,
+            opened_at: timestamp(self.opened_at)?,
+            acked_at: self.acked_at.map(timestamp).transpose()?,
+            acked_by: self.acked_by,
+            ack_comment: self.ack_comment,
+            resolved_at: self.resolved_at.map(timestamp).transpose()?,
+            finding,
+        })
+    }
+}
