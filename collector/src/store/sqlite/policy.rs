@@ -367,3 +367,176 @@ impl RawAlert {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::drift::Kind;
+    use crate::store::Store;
+
+    struct Db(std::path::PathBuf);
+
+    impl Db {
+        fn new(tag: &str) -> (Db, SqliteStore) {
+            let dir = std::env::temp_dir().join(format!("pw-policy-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let store = SqliteStore::open(&dir.join("c.db")).unwrap();
+            (Db(dir), store)
+        }
+    }
+
+    impl Drop for Db {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn finding(kind: Kind, host: &str, port: u16) -> Finding {
+        Finding {
+            kind,
+            severity: kind.severity(),
+            host: host.to_owned(),
+            key: format!("{}:{host}:tcp/{port}", kind.as_str()),
+            message: format!("{host}: tcp/{port}"),
+            proto: Some(portwatch_common::Proto::Tcp),
+            local_addr: None,
+            local_port: Some(port),
+            processes: None,
+            baseline: None,
+            expected: None,
+            owner: None,
+            reason: None,
+        }
+    }
+
+    fn hosts(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn baseline_changes_are_logged_with_who_when_and_why_and_a_same_source_is_no_change() {
+        let (_db, store) = Db::new("log");
+        assert_eq!(
+            store.put_baseline("web", "a", "ops-ann", Some("first"), t(0)).unwrap(),
+            BaselineAction::Create
+        );
+        assert_eq!(
+            store.put_baseline("web", "a", "ops-bob", None, t(1)).unwrap(),
+            BaselineAction::Unchanged
+        );
+        assert_eq!(
+            store
+                .put_baseline("web", "b", "ops-bob", Some("add 443"), t(2))
+                .unwrap(),
+            BaselineAction::Update
+        );
+        assert!(store
+            .remove_baseline("web", "ops-cid", Some("host retired"), t(3))
+            .unwrap());
+        assert!(!store.remove_baseline("web", "ops-cid", None, t(4)).unwrap());
+        assert!(store.baselines().unwrap().is_empty());
+        let log = store.baseline_log(Some("web")).unwrap();
+        let summary: Vec<_> = log
+            .iter()
+            .map(|r| {
+                (
+                    r.action,
+                    r.actor.as_str(),
+                    r.comment.as_deref(),
+                    r.source.as_deref(),
+                    r.at,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (BaselineAction::Create, "ops-ann", Some("first"), Some("a"), t(0)),
+                (BaselineAction::Update, "ops-bob", Some("add 443"), Some("b"), t(2)),
+                (BaselineAction::Remove, "ops-cid", Some("host retired"), None, t(3)),
+            ]
+        );
+        assert!(store.baseline_log(Some("db")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_alert_opens_once_while_its_condition_holds_and_resolves_when_it_clears() {
+        let (_db, store) = Db::new("alerts");
+        let unexpected = finding(Kind::UnexpectedListener, "web-1", 8080);
+        let unbaselined = finding(Kind::Unbaselined, "web-2", 22);
+        let events = store
+            .sync_alerts(&hosts(&["web-1", "web-2"]), &[unexpected.clone(), unbaselined], t(0))
+            .unwrap();
+        assert_eq!(events.len(), 1, "unbaselined listeners raise no alert: {events:?}");
+        let AlertEvent::Opened(opened) = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            (opened.state, opened.opened_at, &opened.finding),
+            (AlertState::Open, t(0), &unexpected)
+        );
+
+        // Seen again (twice in one call, too): no second alert.
+        let again = store
+            .sync_alerts(&hosts(&["web-1"]), &[unexpected.clone(), unexpected.clone()], t(10))
+            .unwrap();
+        assert!(again.is_empty(), "{again:?}");
+
+        // Acknowledged, still holding: still one alert, acknowledged.
+        let AckOutcome::Acknowledged(acked) = store.ack_alert(opened.id, "ops-ann", "on it", t(20)).unwrap() else {
+            panic!("not acknowledged")
+        };
+        assert_eq!(
+            (acked.acked_by.as_deref(), acked.ack_comment.as_deref()),
+            (Some("ops-ann"), Some("on it"))
+        );
+        assert!(matches!(
+            store.ack_alert(opened.id, "ops-bob", "me too", t(21)).unwrap(),
+            AckOutcome::NotOpen(_)
+        ));
+        assert_eq!(
+            store.ack_alert(999, "ops-bob", "?", t(21)).unwrap(),
+            AckOutcome::NotFound
+        );
+        assert!(store
+            .sync_alerts(&hosts(&["web-1"]), &[unexpected.clone()], t(30))
+            .unwrap()
+            .is_empty());
+
+        // Evaluating another host leaves this one's alert alone.
+        assert!(store.sync_alerts(&hosts(&["web-2"]), &[], t(35)).unwrap().is_empty());
+
+        // The condition clears: resolved.
+        let cleared = store.sync_alerts(&hosts(&["web-1"]), &[], t(40)).unwrap();
+        let [AlertEvent::Resolved(resolved)] = &cleared[..] else {
+            panic!("{cleared:?}")
+        };
+        assert_eq!(
+            (resolved.id, resolved.resolved_at, resolved.state),
+            (opened.id, Some(t(40)), AlertState::Resolved)
+        );
+        assert!(matches!(
+            store.ack_alert(opened.id, "ops-bob", "late", t(41)).unwrap(),
+            AckOutcome::NotOpen(_)
+        ));
+
+        // It comes back: a new alert.
+        let back = store.sync_alerts(&hosts(&["web-1"]), &[unexpected], t(50)).unwrap();
+        let [AlertEvent::Opened(second)] = &back[..] else {
+            panic!("{back:?}")
+        };
+        assert_ne!(second.id, opened.id);
+        let all = store.alerts(None, Some("web-1"), 10).unwrap();
+        assert_eq!(
+            all.iter().map(|a| (a.id, a.state)).collect::<Vec<_>>(),
+            vec![(second.id, AlertState::Open), (opened.id, AlertState::Resolved)]
+        );
+        assert_eq!(store.alerts(Some(AlertState::Resolved), None, 10).unwrap().len(), 1);
+        assert_eq!(store.alerts(None, None, 1).unwrap().len(), 1);
+    }
+}
