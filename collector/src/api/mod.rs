@@ -39,6 +39,7 @@ use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 pub use error::ApiError;
+pub use policy::{Applied, BaselineView};
 
 use tokio::sync::{mpsc, Notify};
 

@@ -2,7 +2,9 @@
 
 use anyhow::{bail, Context};
 use jiff::Timestamp;
-use portwatch_collector::store::{HostRow, ListenerRow};
+use portwatch_collector::alert::drift::Finding;
+use portwatch_collector::api;
+use portwatch_collector::store::{AlertRow, BaselineLogRow, HostRow, ListenerRow};
 use serde::de::DeserializeOwned;
 
 /// A connection to one collector.
@@ -54,15 +56,47 @@ impl Client {
 
     /// A successful response to `GET path?query`, or an error saying what to do.
     fn call(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.agent.get(&url);
+        let mut request = self.agent.get(format!("{}{path}", self.base));
         for (key, value) in query {
             request = request.query(key, value);
         }
         if let Some(token) = &self.token {
             request = request.header("Authorization", &format!("Bearer {token}"));
         }
-        let mut response = request.call().map_err(|e| {
+        self.answer(request.call())
+    }
+
+    /// `POST path` with a JSON `body`; the JSON answer.
+    fn post<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<T> {
+        let mut request = self.agent.post(format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = self.answer(request.send_json(body))?;
+        response
+            .body_mut()
+            .read_json::<T>()
+            .with_context(|| format!("the collector's answer to {path} is not what this portwatch expects"))
+    }
+
+    /// `DELETE path?query`.
+    fn delete(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<()> {
+        let mut request = self.agent.delete(format!("{}{path}", self.base));
+        for (key, value) in query {
+            request = request.query(key, value);
+        }
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        self.answer(request.call()).map(drop)
+    }
+
+    /// A successful response, or an error saying what to do.
+    fn answer(
+        &self,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
+        let mut response = result.map_err(|e| {
             let advice = portwatch_common::client::advice(&e);
             anyhow::Error::new(e).context(format!("cannot reach the collector at {} ({advice})", self.base))
         })?;
@@ -77,8 +111,8 @@ impl Client {
             .and_then(|v| v["error"].as_str().map(str::to_owned))
             .unwrap_or_else(|| status.to_string());
         let hint = match status.as_u16() {
-            401 => "; set --token or PORTWATCH_TOKEN to a read token",
-            403 => "; use a read or admin token",
+            401 => "; set --token or PORTWATCH_TOKEN to a read token (an admin token to change baselines or alerts)",
+            403 => "; use a token with that right",
             _ => "",
         };
         bail!("the collector refused ({status}): {message}{hint}")
@@ -135,6 +169,68 @@ impl Client {
             query.push(("vs_host", path_segment(other)?.to_owned()));
         }
         self.get(&format!("/api/v1/hosts/{}/diff", path_segment(host)?), &query)
+    }
+}
+
+impl Client {
+    /// `POST /api/v1/baselines`
+    pub fn apply_baseline(&self, source: &str, comment: Option<&str>) -> anyhow::Result<api::Applied> {
+        self.post(
+            "/api/v1/baselines",
+            &serde_json::json!({ "source": source, "comment": comment }),
+        )
+    }
+
+    /// `GET /api/v1/baselines`
+    pub fn baselines(&self) -> anyhow::Result<Vec<api::BaselineView>> {
+        self.get("/api/v1/baselines", &[])
+    }
+
+    /// `DELETE /api/v1/baselines/{name}`
+    pub fn remove_baseline(&self, name: &str, comment: Option<&str>) -> anyhow::Result<()> {
+        if !portwatch_collector::baseline::valid_name(name) {
+            bail!("invalid baseline name {name:?}");
+        }
+        let query: Vec<(&str, String)> = comment.map(|c| ("comment", c.to_owned())).into_iter().collect();
+        self.delete(&format!("/api/v1/baselines/{name}"), &query)
+    }
+
+    /// `GET /api/v1/baseline-log`
+    pub fn baseline_log(&self, name: Option<&str>) -> anyhow::Result<Vec<BaselineLogRow>> {
+        let query: Vec<(&str, String)> = name.map(|n| ("name", n.to_owned())).into_iter().collect();
+        self.get("/api/v1/baseline-log", &query)
+    }
+
+    /// `GET /api/v1/baseline-proposal`: the proposed file.
+    pub fn learn(&self, hosts: &str, name: Option<&str>) -> anyhow::Result<String> {
+        let mut query = vec![("hosts", hosts.to_owned())];
+        query.extend(name.map(|n| ("name", n.to_owned())));
+        let mut response = self.call("/api/v1/baseline-proposal", &query)?;
+        response
+            .body_mut()
+            .read_to_string()
+            .context("cannot read the proposed baseline")
+    }
+
+    /// `GET /api/v1/drift`
+    pub fn drift(&self, host: Option<&str>) -> anyhow::Result<Vec<Finding>> {
+        let query: Vec<(&str, String)> = host.map(|h| ("host", h.to_owned())).into_iter().collect();
+        self.get("/api/v1/drift", &query)
+    }
+
+    /// `GET /api/v1/alerts`
+    pub fn alerts(&self, state: &str, host: Option<&str>) -> anyhow::Result<Vec<AlertRow>> {
+        let mut query = vec![("state", state.to_owned())];
+        query.extend(host.map(|h| ("host", h.to_owned())));
+        self.get("/api/v1/alerts", &query)
+    }
+
+    /// `POST /api/v1/alerts/{id}/ack`
+    pub fn ack(&self, id: i64, comment: &str) -> anyhow::Result<AlertRow> {
+        self.post(
+            &format!("/api/v1/alerts/{id}/ack"),
+            &serde_json::json!({ "comment": comment }),
+        )
     }
 }
 

@@ -7,9 +7,11 @@ mod when;
 use std::io::Write;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
+use portwatch_collector::store::BaselineAction;
 
 use client::Client;
 
@@ -29,7 +31,12 @@ use client::Client;
   portwatch history --host web-3 --port 8080   every open and close of :8080 on web-3
   portwatch diff --host web-3 --from 'yesterday 00:00'   what changed on web-3 since yesterday
   portwatch diff --host web-3 --vs-host web-4  how two hosts differ now
-  portwatch hosts --json"
+  portwatch hosts --json
+  portwatch baseline learn --host 'web-*' > web.toml    propose a baseline from what listens now
+  portwatch baseline apply web.toml -m 'web tier inventory'   (admin token)
+  portwatch drift --host web-3                 how web-3 departs from its baselines now
+  portwatch alerts                             open and acknowledged alerts
+  portwatch alerts ack 12 -m 'rolling back the deploy'   (admin token)"
 )]
 struct Cli {
     /// Collector base URL.
@@ -110,6 +117,30 @@ enum Command {
         #[arg(long, value_name = "TIME")]
         until: Option<String>,
     },
+    /// Baselines: the documented inventory of legitimate listeners, per group of hosts.
+    Baseline {
+        #[command(subcommand)]
+        action: BaselineCommand,
+    },
+    /// How hosts depart from their baselines now: unexpected, missing, wrong owner, too exposed, risky ports,
+    /// silent agents, flapping listeners. Hosts without a baseline list their listeners as `unbaselined`.
+    Drift {
+        /// Only this host.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Alerts raised from drift (default: open and acknowledged ones), or `alerts ack ID -m TEXT`.
+    #[command(args_conflicts_with_subcommands = true)]
+    Alerts {
+        #[command(subcommand)]
+        action: Option<AlertsCommand>,
+        /// Which alerts: active (open and acknowledged), open, acknowledged, resolved, all.
+        #[arg(long, default_value = "active", value_parser = ["active", "open", "acknowledged", "resolved", "all"])]
+        state: String,
+        /// Only this host's.
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// The timeline of a host's listeners: when each opened and closed.
     History {
         /// The host.
@@ -124,6 +155,65 @@ enum Command {
         /// Until this moment.
         #[arg(long, value_name = "TIME")]
         until: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BaselineCommand {
+    /// Apply a baseline file: create it, or replace the baseline of the same name (admin token).
+    Apply {
+        /// The TOML file (see README: Baselines).
+        file: std::path::PathBuf,
+        /// Why: kept in the baseline log with your token's name and the time.
+        #[arg(long, short = 'm')]
+        comment: String,
+    },
+    /// Check a baseline file without applying it: exit 1 with the line that is wrong (no collector needed).
+    Check {
+        /// The TOML file.
+        file: std::path::PathBuf,
+    },
+    /// Propose a baseline file from what listens now on the matching hosts, to review and then apply.
+    /// Its owner and reason fields are empty: `apply` refuses it until a person fills them in.
+    Learn {
+        /// A host name or glob (web-*, db-?).
+        #[arg(long)]
+        host: String,
+        /// The baseline's name (default: from the glob).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Every baseline: the hosts it selects, its entries, when and by whom it was applied.
+    List,
+    /// Print a baseline's file, as applied.
+    Show {
+        /// The baseline's name.
+        name: String,
+    },
+    /// Every change to the baselines: what, who (token name), when and why.
+    Log {
+        /// Only this baseline's changes.
+        name: Option<String>,
+    },
+    /// Remove a baseline (admin token).
+    Remove {
+        /// The baseline's name.
+        name: String,
+        /// Why: kept in the baseline log.
+        #[arg(long, short = 'm')]
+        comment: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AlertsCommand {
+    /// Acknowledge an open alert: you are on it (admin token). It resolves by itself when the condition clears.
+    Ack {
+        /// The alert's number (the ID column).
+        id: i64,
+        /// What you are doing about it: the next person reads it.
+        #[arg(long, short = 'm')]
+        comment: String,
     },
 }
 
@@ -189,6 +279,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 render::diff(&mut out, &diff, &tz)?;
             }
         }
+        Command::Baseline { action } => baseline(&client, action, cli.json, &tz, &mut out)?,
+        Command::Drift { host } => {
+            let findings = client.drift(host.as_deref())?;
+            if cli.json {
+                render::json(&mut out, &findings)?;
+            } else {
+                render::findings(&mut out, &findings)?;
+            }
+        }
+        Command::Alerts { action, state, host } => match action {
+            Some(AlertsCommand::Ack { id, comment }) => {
+                let alert = client.ack(*id, comment)?;
+                if cli.json {
+                    render::json(&mut out, &alert)?;
+                } else {
+                    writeln!(out, "alert {} acknowledged: {}", alert.id, alert.message)?;
+                }
+            }
+            None => {
+                let alerts = client.alerts(state, host.as_deref())?;
+                if cli.json {
+                    render::json(&mut out, &alerts)?;
+                } else {
+                    render::alerts(&mut out, &alerts, &tz)?;
+                }
+            }
+        },
         Command::History {
             host,
             port,
@@ -201,5 +318,91 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
+    Ok(())
+}
+
+/// `portwatch baseline ...`
+fn baseline(
+    client: &Client,
+    action: &BaselineCommand,
+    json: bool,
+    tz: &TimeZone,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let read = |file: &std::path::Path| -> anyhow::Result<(String, portwatch_collector::baseline::Baseline)> {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let parsed = portwatch_collector::baseline::parse(&text).with_context(|| file.display().to_string())?;
+        Ok((text, parsed))
+    };
+    match action {
+        BaselineCommand::Check { file } => {
+            let (_, b) = read(file)?;
+            writeln!(
+                out,
+                "{}: OK (baseline {:?}, {} expected listener(s))",
+                file.display(),
+                b.name,
+                b.listeners.len()
+            )?;
+        }
+        BaselineCommand::Apply { file, comment } => {
+            let (text, _) = read(file)?;
+            let applied = client.apply_baseline(&text, Some(comment))?;
+            if json {
+                render::json(out, &applied)?;
+            } else {
+                writeln!(
+                    out,
+                    "baseline {:?}: {} ({} expected listener(s))",
+                    applied.name,
+                    match applied.action {
+                        BaselineAction::Create => "created",
+                        BaselineAction::Update => "updated",
+                        BaselineAction::Unchanged => "unchanged (the same file is applied already)",
+                        BaselineAction::Remove => "removed",
+                    },
+                    applied.listeners
+                )?;
+            }
+        }
+        BaselineCommand::Learn { host, name } => {
+            write!(out, "{}", client.learn(host, name.as_deref())?)?;
+        }
+        BaselineCommand::List => {
+            let list = client.baselines()?;
+            if json {
+                render::json(out, &list)?;
+            } else {
+                render::baselines(out, &list, tz)?;
+            }
+        }
+        BaselineCommand::Show { name } => {
+            let list = client.baselines()?;
+            let Some(b) = list.into_iter().find(|b| &b.stored.name == name) else {
+                anyhow::bail!("no baseline {name:?}; `portwatch baseline list` shows them");
+            };
+            if json {
+                render::json(out, &b)?;
+            } else {
+                write!(out, "{}", b.stored.source)?;
+            }
+        }
+        BaselineCommand::Log { name } => {
+            let log = client.baseline_log(name.as_deref())?;
+            if json {
+                render::json(out, &log)?;
+            } else {
+                render::baseline_log(out, &log, tz)?;
+            }
+        }
+        BaselineCommand::Remove { name, comment } => {
+            client.remove_baseline(name, Some(comment))?;
+            if json {
+                render::json(out, &serde_json::json!({ "name": name, "action": "remove" }))?;
+            } else {
+                writeln!(out, "baseline {name:?} removed")?;
+            }
+        }
+    }
     Ok(())
 }

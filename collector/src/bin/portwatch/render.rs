@@ -4,7 +4,9 @@ use std::io::{self, Write};
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
-use portwatch_collector::store::{HostRow, HostStatus, ListenerRow};
+use portwatch_collector::alert::drift::Finding;
+use portwatch_collector::api::BaselineView;
+use portwatch_collector::store::{AlertRow, AlertState, BaselineLogRow, HostRow, HostStatus, ListenerRow};
 use portwatch_common::process::summary;
 use serde::Serialize;
 
@@ -150,4 +152,107 @@ pub fn diff(out: &mut impl Write, diff: &portwatch_collector::diff::Diff, tz: &T
         ],
         &rows,
     )
+}
+
+/// Drift findings as a table, most serious first.
+pub fn findings(out: &mut impl Write, findings: &[Finding]) -> io::Result<()> {
+    if findings.is_empty() {
+        return writeln!(out, "no drift: every host is as its baselines say");
+    }
+    let mut sorted: Vec<&Finding> = findings.iter().collect();
+    sorted.sort_by(|a, b| (b.severity, &a.host, a.kind).cmp(&(a.severity, &b.host, b.kind)));
+    let rows: Vec<Vec<String>> = sorted
+        .iter()
+        .map(|f| {
+            vec![
+                f.severity.as_str().to_owned(),
+                f.kind.as_str().to_owned(),
+                f.host.clone(),
+                match (f.proto, f.local_port) {
+                    (Some(proto), Some(port)) => format!("{}/{port}", proto.as_str()),
+                    _ => "-".to_owned(),
+                },
+                f.message.clone(),
+            ]
+        })
+        .collect();
+    table(out, &["SEVERITY", "KIND", "HOST", "PORT", "WHAT"], &rows)
+}
+
+/// Alerts as a table.
+pub fn alerts(out: &mut impl Write, alerts: &[AlertRow], tz: &TimeZone) -> io::Result<()> {
+    if alerts.is_empty() {
+        return writeln!(out, "no alert");
+    }
+    let rows: Vec<Vec<String>> = alerts
+        .iter()
+        .map(|a| {
+            let state = match (a.state, &a.acked_by) {
+                (AlertState::Acknowledged, Some(by)) => format!("acknowledged by {by}"),
+                (s, _) => s.as_str().to_owned(),
+            };
+            vec![
+                a.id.to_string(),
+                state,
+                a.severity.as_str().to_owned(),
+                a.kind.as_str().to_owned(),
+                a.host.clone(),
+                local(a.opened_at, tz),
+                a.message.clone(),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["ID", "STATE", "SEVERITY", "KIND", "HOST", "OPENED", "WHAT"],
+        &rows,
+    )
+}
+
+/// Baselines as a table.
+pub fn baselines(out: &mut impl Write, list: &[BaselineView], tz: &TimeZone) -> io::Result<()> {
+    if list.is_empty() {
+        return writeln!(out, "no baseline; `portwatch baseline learn --host GLOB` proposes one");
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|b| {
+            let (selects, entries) = match &b.baseline {
+                Some(p) => {
+                    let mut sel: Vec<String> = p.hosts.clone();
+                    sel.extend(p.tags.iter().map(|(k, v)| format!("{k}={v}")));
+                    (sel.join(" "), p.listeners.len().to_string())
+                }
+                None => ("(does not parse)".to_owned(), "-".to_owned()),
+            };
+            vec![
+                b.stored.name.clone(),
+                selects,
+                entries,
+                local(b.stored.applied_at, tz),
+                b.stored.applied_by.clone(),
+            ]
+        })
+        .collect();
+    table(out, &["NAME", "SELECTS", "ENTRIES", "APPLIED", "BY"], &rows)
+}
+
+/// The baseline log as a table.
+pub fn baseline_log(out: &mut impl Write, log: &[BaselineLogRow], tz: &TimeZone) -> io::Result<()> {
+    if log.is_empty() {
+        return writeln!(out, "no change to any baseline yet");
+    }
+    let rows: Vec<Vec<String>> = log
+        .iter()
+        .map(|r| {
+            vec![
+                local(r.at, tz),
+                r.name.clone(),
+                r.action.as_str().to_owned(),
+                r.actor.clone(),
+                r.comment.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(out, &["WHEN", "BASELINE", "ACTION", "BY", "WHY"], &rows)
 }

@@ -504,7 +504,7 @@ mod tests {
             AckOutcome::NotFound
         );
         assert!(store
-            .sync_alerts(&hosts(&["web-1"]), &[unexpected.clone()], t(30))
+            .sync_alerts(&hosts(&["web-1"]), std::slice::from_ref(&unexpected), t(30))
             .unwrap()
             .is_empty());
 

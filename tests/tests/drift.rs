@@ -1,0 +1,263 @@
+//! End to end: a real collector and agent, a baseline applied with the
+//! `portwatch` CLI, real listeners that depart from it, and the findings
+//! and alerts that follow: raised once, acknowledged, resolved when the
+//! condition clears.
+// Test helpers outside #[test] functions panic on failure like the tests do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ffi::OsStr;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use portwatch_tests::*;
+use serde_json::Value;
+
+const HOST: &str = "drift-web-1";
+/// Generous bound for a change to be stored and evaluated (agent 200 ms, sweep 1 s).
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// A port nothing listens on now (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn portwatch(url: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(binary("portwatch"))
+        .args(["--collector", url, "--token", token])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn alerts(url: &str, token: &str) -> Vec<Value> {
+    let v = portwatch_json(url, token, &["alerts", "--state", "all", "--host", HOST]).unwrap();
+    v.as_array().cloned().unwrap()
+}
+
+fn alert_of<'a>(all: &'a [Value], kind: &str, port: Option<u16>) -> Vec<&'a Value> {
+    all.iter()
+        .filter(|a| a["kind"] == kind && port.is_none_or(|p| a["finding"]["local_port"] == p))
+        .collect()
+}
+
+#[test]
+fn a_baseline_turns_departures_into_findings_and_alerts_with_a_lifecycle() {
+    let dir = TempDir::new("drift").unwrap();
+    let db = dir.path.join("collector.db");
+    let risky = free_port();
+    let config = dir.path.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\nrisky_ports = [\"tcp/{risky}=test-db\"]\n",
+            db.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let agent_token = create_token(&db, &["--host", HOST]).unwrap();
+    let read = create_token(&db, &["--role", "read", "--name", "ops-read"]).unwrap();
+    let admin = create_token(&db, &["--role", "admin", "--name", "ops-admin"]).unwrap();
+    let collector = Collector::serve(&db, &[OsStr::new("--config"), config.as_os_str()]).unwrap();
+    let url = collector.url.clone();
+    let spool = dir.path.join("spool");
+    let agent = Agent::start(&url, &agent_token, HOST, "200ms", &spool).unwrap();
+
+    let expected = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let expected_port = expected.port(0);
+    let missing_port = free_port();
+    eventually(SETTLE, || {
+        let v = portwatch_json(&url, &read, &["ports", "--host", HOST]).ok()?;
+        v.as_array()?
+            .iter()
+            .any(|r| r["local_port"] == expected_port)
+            .then_some(())
+    })
+    .expect("the agent reports the expected listener");
+
+    // Before any baseline, the host's listeners are listed as unbaselined, not alerted.
+    let drift = portwatch_json(&url, &read, &["drift", "--host", HOST]).unwrap();
+    assert!(
+        drift
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["kind"] == "unbaselined" && f["local_port"] == expected_port),
+        "{drift:#}"
+    );
+    assert!(alerts(&url, &read).is_empty());
+
+    // A proposal from what listens now: refused until a person says who owns what.
+    let out = portwatch(&url, &read, &["baseline", "learn", "--host", "drift-web-*"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let proposal = String::from_utf8(out.stdout).unwrap();
+    assert!(proposal.contains(&format!("port = {expected_port}")), "{proposal}");
+    let proposal_file = dir.path.join("proposal.toml");
+    std::fs::write(&proposal_file, &proposal).unwrap();
+    let out = portwatch(&url, &read, &["baseline", "check", proposal_file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("proposal.toml") && stderr.contains("owner is empty"),
+        "{stderr}"
+    );
+
+    // The reviewed baseline: the listener we run, and one that is not there.
+    let file = dir.path.join("web.toml");
+    let baseline = format!(
+        "name = \"web\"\nhosts = [\"drift-web-*\"]\nmissing_grace = \"1s\"\n\n\
+         [[listener]]\nproto = \"tcp\"\nport = {expected_port}\nbind = \"loopback\"\nprocess = \"pw-listen\"\n\
+         owner = \"team test\"\nreason = \"the test's service\"\n\n\
+         [[listener]]\nproto = \"tcp\"\nport = {missing_port}\nowner = \"team test\"\nreason = \"a service that is down\"\n"
+    );
+    std::fs::write(&file, &baseline).unwrap();
+    let file_arg = file.to_str().unwrap();
+
+    // A read token may not apply it; a broken file names its line.
+    let out = portwatch(&url, &read, &["baseline", "apply", file_arg, "-m", "x"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("403") && stderr.contains("admin token"), "{stderr}");
+    let broken = dir.path.join("broken.toml");
+    std::fs::write(&broken, baseline.replace("port = ", "prot = ")).unwrap();
+    let out = portwatch(
+        &url,
+        &admin,
+        &["baseline", "apply", broken.to_str().unwrap(), "-m", "x"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("broken.toml") && stderr.contains("line 7") && stderr.contains("prot"),
+        "{stderr}"
+    );
+
+    let out = portwatch(
+        &url,
+        &admin,
+        &["baseline", "apply", file_arg, "-m", "inventory of the web tier"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created"));
+    let out = portwatch(&url, &admin, &["baseline", "apply", file_arg, "-m", "again"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unchanged"));
+    let log = portwatch_json(&url, &read, &["baseline", "log", "web"]).unwrap();
+    assert_eq!(
+        log.as_array().unwrap().len(),
+        1,
+        "an unchanged file is no change: {log:#}"
+    );
+    assert_eq!(log[0]["actor"], "ops-admin");
+    assert_eq!(log[0]["comment"], "inventory of the web tier");
+    assert_eq!(log[0]["action"], "create");
+
+    // Departures: an unexpected listener, and a "database" on 0.0.0.0.
+    let unexpected = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let unexpected_port = unexpected.port(0);
+    let database = Listeners::start(&[], &[&format!("tcp4:0.0.0.0:{risky}")]).unwrap();
+    let all = eventually(SETTLE, || {
+        let all = alerts(&url, &read);
+        let ready = alert_of(&all, "unexpected-listener", Some(unexpected_port)).len() == 1
+            && alert_of(&all, "risky-port-exposed", Some(risky)).len() == 1
+            && alert_of(&all, "missing-listener", Some(missing_port)).len() == 1;
+        ready.then_some(all)
+    })
+    .unwrap_or_else(|| panic!("alerts raised: {:#?}", alerts(&url, &read)));
+    assert!(
+        alert_of(&all, "unexpected-listener", Some(expected_port)).is_empty(),
+        "{all:#?}"
+    );
+    assert!(
+        alert_of(&all, "missing-listener", Some(expected_port)).is_empty(),
+        "{all:#?}"
+    );
+    let risky_alert = alert_of(&all, "risky-port-exposed", Some(risky))[0];
+    assert_eq!(risky_alert["severity"], "critical");
+    assert!(
+        risky_alert["message"].as_str().unwrap().contains("test-db"),
+        "{risky_alert:#}"
+    );
+    let unexpected_alert = alert_of(&all, "unexpected-listener", Some(unexpected_port))[0].clone();
+    let id = unexpected_alert["id"].as_i64().unwrap().to_string();
+
+    // Drift says the same, now.
+    let drift = portwatch_json(&url, &read, &["drift", "--host", HOST]).unwrap();
+    let kinds: Vec<(String, Value)> = drift
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap().to_owned(), f["local_port"].clone()))
+        .collect();
+    assert!(
+        kinds.contains(&("unexpected-listener".to_owned(), unexpected_port.into())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("missing-listener".to_owned(), missing_port.into())),
+        "{kinds:?}"
+    );
+    assert!(!kinds.iter().any(|(k, _)| k == "unbaselined"), "{kinds:?}");
+
+    // Acknowledged by an admin, with a comment; not by a reader, not twice.
+    let out = portwatch(&url, &read, &["alerts", "ack", &id, "-m", "mine"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("403"));
+    let acked = portwatch_json(&url, &admin, &["alerts", "ack", &id, "-m", "a test listener"]).unwrap();
+    assert_eq!(acked["state"], "acknowledged");
+    assert_eq!(acked["acked_by"], "ops-admin");
+    let out = portwatch(&url, &admin, &["alerts", "ack", &id, "-m", "again"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("409") && stderr.contains("acknowledged already"),
+        "{stderr}"
+    );
+
+    // Still departing after more sweeps: still one alert per condition.
+    std::thread::sleep(Duration::from_millis(2500));
+    let all = alerts(&url, &read);
+    assert_eq!(
+        alert_of(&all, "unexpected-listener", Some(unexpected_port)).len(),
+        1,
+        "{all:#?}"
+    );
+    assert_eq!(alert_of(&all, "risky-port-exposed", Some(risky)).len(), 1, "{all:#?}");
+
+    // The condition clears: resolved.
+    drop(unexpected);
+    drop(database);
+    eventually(SETTLE, || {
+        let all = alerts(&url, &read);
+        let a = alert_of(&all, "unexpected-listener", Some(unexpected_port));
+        let r = alert_of(&all, "risky-port-exposed", Some(risky));
+        (a.len() == 1 && a[0]["state"] == "resolved" && r[0]["state"] == "resolved").then_some(())
+    })
+    .expect("closing the listeners resolves their alerts");
+
+    // The agent dies: the host goes silent, and an alert says so; it comes back: resolved.
+    agent.kill();
+    let silent = eventually(SETTLE, || {
+        let all = alerts(&url, &read);
+        alert_of(&all, "host-silent", None).first().map(|a| (*a).clone())
+    })
+    .expect("a killed agent is noticed");
+    assert_eq!(silent["state"], "open");
+    let _agent = Agent::start(&url, &agent_token, HOST, "200ms", &spool).unwrap();
+    eventually(SETTLE, || {
+        let all = alerts(&url, &read);
+        let s = alert_of(&all, "host-silent", None);
+        (s.len() == 1 && s[0]["state"] == "resolved").then_some(())
+    })
+    .expect("the agent's return resolves host-silent");
+
+    // The table form for people.
+    let out = portwatch(&url, &read, &["alerts", "--state", "all", "--host", HOST]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.starts_with("ID") && table.contains("acknowledged") || table.contains("resolved"),
+        "{table}"
+    );
+    drop(expected);
+}
