@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use portwatch_common::client::Backoff;
 use portwatch_common::wire::{Batch, PROTOCOL_VERSION};
 use portwatch_common::Snapshot;
 
@@ -51,52 +52,6 @@ pub struct Settings {
     pub tags: std::collections::BTreeMap<String, String>,
 }
 
-/// Exponential backoff with jitter.
-#[derive(Debug)]
-struct Backoff {
-    failures: u32,
-    next_attempt: Instant,
-}
-
-impl Backoff {
-    fn new() -> Backoff {
-        Backoff {
-            failures: 0,
-            next_attempt: Instant::now(),
-        }
-    }
-
-    fn ready(&self) -> bool {
-        Instant::now() >= self.next_attempt
-    }
-
-    fn succeeded(&mut self) {
-        self.failures = 0;
-        self.next_attempt = Instant::now();
-    }
-
-    /// Records a failure; returns the delay until the next attempt.
-    fn failed(&mut self, at_least: Duration) -> Duration {
-        self.failures = self.failures.saturating_add(1);
-        let exp = BACKOFF_MIN
-            .saturating_mul(1u32 << self.failures.min(16))
-            .min(BACKOFF_MAX);
-        // Full jitter in [exp/2, exp]: agents that lost the collector together do not return together.
-        let jitter = random_fraction();
-        let delay = (exp / 2 + exp.mul_f64(jitter / 2.0)).max(at_least);
-        self.next_attempt = Instant::now() + delay;
-        delay
-    }
-}
-
-fn random_fraction() -> f64 {
-    let mut b = [0u8; 4];
-    match getrandom::fill(&mut b) {
-        Ok(()) => f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX),
-        Err(_) => 0.5,
-    }
-}
-
 /// A new session id: 16 random bytes in hex.
 pub fn new_session() -> anyhow::Result<String> {
     let mut b = [0u8; 16];
@@ -130,7 +85,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let facts = crate::facts::host_facts(settings.interval, &settings.tags);
     let mut observer = Observer::new(session.clone(), facts);
     let shipper = Shipper::new(&settings.collector, &settings.token, settings.ca_file.as_deref())?;
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     tracing::info!(
         host = %settings.host, collector = %settings.collector, session = %session,
         interval = ?settings.interval, spooled = spool.len(), "agent started"
@@ -152,7 +107,13 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         match stop_rx.recv_timeout(wait) {
             Ok(signal) => {
                 tracing::info!(signal, "stopping: shipping what is spooled");
-                ship(&settings, &shipper, &mut spool, &mut observer, &mut Backoff::new());
+                ship(
+                    &settings,
+                    &shipper,
+                    &mut spool,
+                    &mut observer,
+                    &mut Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+                );
                 tracing::info!(spooled = spool.len(), "agent stopped");
                 return Ok(());
             }
@@ -279,29 +240,6 @@ fn ship(settings: &Settings, shipper: &Shipper, spool: &mut Spool, observer: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new();
-        assert!(b.ready());
-        let mut last_cap = Duration::ZERO;
-        for n in 1..=12u32 {
-            let delay = b.failed(Duration::ZERO);
-            let cap = BACKOFF_MIN.saturating_mul(1u32 << n.min(16)).min(BACKOFF_MAX);
-            assert!(
-                delay >= cap / 2 && delay <= cap,
-                "failure {n}: {delay:?} not in [{:?}, {cap:?}]",
-                cap / 2
-            );
-            assert!(cap >= last_cap);
-            last_cap = cap;
-            assert!(!b.ready());
-        }
-        assert_eq!(last_cap, BACKOFF_MAX);
-        assert!(b.failed(BACKOFF_MAX) >= BACKOFF_MAX);
-        b.succeeded();
-        assert!(b.ready());
-    }
 
     #[test]
     fn sessions_are_random_hex() {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer};
 use crate::alert::drift::{self, Policy};
 use crate::alert::evaluate;
 use crate::alert::risky::RiskyPorts;
+use crate::alert::sink::Webhook;
 
 /// Default listen address: loopback until told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -52,6 +53,9 @@ pub struct Alerts {
     /// How often every host is evaluated (changed hosts are evaluated at once).
     #[serde(default = "default_sweep_every", deserialize_with = "duration")]
     pub sweep_every: Duration,
+    /// Webhooks that receive every alert change (`[[alerts.webhook]]`).
+    #[serde(default)]
+    pub webhook: Vec<Webhook>,
 }
 
 impl Default for Alerts {
@@ -61,6 +65,7 @@ impl Default for Alerts {
             flap_max: default_flap_max(),
             flap_window: default_flap_window(),
             sweep_every: default_sweep_every(),
+            webhook: Vec::new(),
         }
     }
 }
@@ -145,7 +150,20 @@ impl Config {
 
     /// Parses configuration text; the error names the line and key.
     pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        let hooks = &config.alerts.webhook;
+        for (i, hook) in hooks.iter().enumerate() {
+            hook.check()
+                .map_err(|e| format!("[[alerts.webhook]] #{}: {e}", i + 1))?;
+            if hooks[..i].iter().any(|h| h.name == hook.name) {
+                return Err(format!(
+                    "[[alerts.webhook]] #{}: the name {:?} is taken by another webhook; names must be unique",
+                    i + 1,
+                    hook.name
+                ));
+            }
+        }
+        Ok(config)
     }
 }
 

@@ -11,6 +11,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use clap::{Parser, Subcommand};
 use jiff::Timestamp;
 use portwatch_collector::alert::evaluate::Notifier;
+use portwatch_collector::alert::sink;
 use portwatch_collector::api::{self, AppState};
 use portwatch_collector::config::{self, Config};
 use portwatch_collector::store::sqlite::SqliteStore;
@@ -186,11 +187,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             stopping.graceful_shutdown(Some(SHUTDOWN_GRACE));
         });
+        let wakers = sink::start(store.clone(), &config.alerts.webhook).context("cannot start the webhook threads")?;
         let (state, alerts) = AppState::with_alerts(
             store,
             config.alerts.policy(),
             config.alerts.sweep_every,
-            Notifier::new(None),
+            Notifier::new(wakers),
         );
         tokio::spawn(alerts);
         let app = api::router(state).into_make_service();

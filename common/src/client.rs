@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
@@ -77,6 +77,56 @@ pub fn advice(error: &ureq::Error) -> &'static str {
     }
 }
 
+/// Exponential backoff with jitter, for retrying a peer that is away.
+#[derive(Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    failures: u32,
+    next_attempt: Instant,
+}
+
+impl Backoff {
+    /// Delays from `min`, doubling per failure, up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max,
+            failures: 0,
+            next_attempt: Instant::now(),
+        }
+    }
+
+    /// Whether the next attempt is due.
+    pub fn ready(&self) -> bool {
+        Instant::now() >= self.next_attempt
+    }
+
+    /// Records a success: the next attempt is due at once.
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+        self.next_attempt = Instant::now();
+    }
+
+    /// Records a failure; returns the delay until the next attempt (at least `at_least`).
+    pub fn failed(&mut self, at_least: Duration) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let exp = self.min.saturating_mul(1u32 << self.failures.min(16)).min(self.max);
+        // Jitter in [exp/2, exp]: peers that lost the same server together do not return together.
+        let delay = (exp / 2 + exp.mul_f64(random_fraction() / 2.0)).max(at_least);
+        self.next_attempt = Instant::now() + delay;
+        delay
+    }
+}
+
+fn random_fraction() -> f64 {
+    let mut b = [0u8; 4];
+    match getrandom::fill(&mut b) {
+        Ok(()) => f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX),
+        Err(_) => 0.5,
+    }
+}
+
 /// The certificates of a PEM text (private keys in it are ignored).
 fn certificates(pem: &[u8]) -> Result<Vec<Certificate<'static>>, String> {
     let mut certs = Vec::new();
@@ -96,6 +146,27 @@ fn certificates(pem: &[u8]) -> Result<Vec<Certificate<'static>>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_its_cap_and_resets_on_success() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(300));
+        let mut b = Backoff::new(min, max);
+        assert!(b.ready());
+        for n in 1..=12u32 {
+            let cap = min.saturating_mul(1u32 << n).min(max);
+            let d = b.failed(Duration::ZERO);
+            assert!(
+                d >= cap / 2 && d <= cap,
+                "failure {n}: {d:?} not in [{:?}, {cap:?}]",
+                cap / 2
+            );
+            assert!(!b.ready());
+        }
+        assert!(b.failed(Duration::from_secs(400)) >= Duration::from_secs(400));
+        b.succeeded();
+        assert!(b.ready());
+        assert!(b.failed(Duration::ZERO) <= Duration::from_secs(2));
+    }
 
     #[test]
     fn a_ca_file_without_certificates_is_refused_with_its_name() {

@@ -261,3 +261,130 @@ fn a_baseline_turns_departures_into_findings_and_alerts_with_a_lifecycle() {
     );
     drop(expected);
 }
+
+/// A webhook receiver on loopback that answers 503 to its first `fail_first`
+/// requests, then 200, and keeps every body it accepted.
+struct Receiver {
+    url: String,
+    accepted: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Receiver {
+    fn start(fail_first: usize) -> Receiver {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let accepted: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (acc, seen) = (accepted.clone(), refused.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let (acc, seen) = (acc.clone(), seen.clone());
+                async move {
+                    if seen.load(Ordering::SeqCst) < fail_first {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    acc.lock().unwrap().push(body);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Receiver {
+            url,
+            accepted,
+            refused,
+            _runtime: runtime,
+        }
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.accepted.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn a_webhook_that_fails_first_still_gets_each_alert_change_once_and_a_dead_one_blocks_nothing() {
+    const HOOK_HOST: &str = "hook-web-1";
+    let receiver = Receiver::start(2);
+    let dead = format!("http://127.0.0.1:{}/hook", free_port());
+    let dir = TempDir::new("drift-hook").unwrap();
+    let db = dir.path.join("collector.db");
+    let config = dir.path.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\n\n\
+             [[alerts.webhook]]\nname = \"dead\"\nurl = {dead:?}\n\n\
+             [[alerts.webhook]]\nname = \"ops\"\nurl = {:?}\nmin_severity = \"warning\"\n",
+            db.to_str().unwrap(),
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let agent_token = create_token(&db, &["--host", HOOK_HOST]).unwrap();
+    let read = create_token(&db, &["--role", "read", "--name", "ops-read"]).unwrap();
+    let admin = create_token(&db, &["--role", "admin", "--name", "ops-admin"]).unwrap();
+    let collector = Collector::serve(&db, &[OsStr::new("--config"), config.as_os_str()]).unwrap();
+    let url = collector.url.clone();
+    let _agent = Agent::start(&url, &agent_token, HOOK_HOST, "200ms", &dir.path.join("spool")).unwrap();
+    let file = dir.path.join("hook.toml");
+    std::fs::write(
+        &file,
+        "name = \"hook\"\nhosts = [\"hook-web-*\"]\n\n[[listener]]\nproto = \"udp\"\nport = \"1-65535\"\n\
+         owner = \"team test\"\nreason = \"any UDP is fine here\"\n",
+    )
+    .unwrap();
+    let out = portwatch(
+        &url,
+        &admin,
+        &["baseline", "apply", file.to_str().unwrap(), "-m", "hook test"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let unexpected = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let port = unexpected.port(0);
+    let of_port = |bodies: &[Value], event: &str| -> Vec<Value> {
+        bodies
+            .iter()
+            .filter(|b| b["event"] == event && b["alert"]["finding"]["local_port"] == port)
+            .cloned()
+            .collect()
+    };
+    let opened = eventually(SETTLE, || {
+        let o = of_port(&receiver.bodies(), "opened");
+        (!o.is_empty()).then_some(o)
+    })
+    .expect("the alert reaches the webhook once it recovers");
+    assert!(
+        receiver.refused.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the receiver failed first"
+    );
+    assert_eq!(opened[0]["alert"]["kind"], "unexpected-listener");
+    assert_eq!(opened[0]["alert"]["host"], HOOK_HOST);
+
+    drop(unexpected);
+    eventually(SETTLE, || {
+        (!of_port(&receiver.bodies(), "resolved").is_empty()).then_some(())
+    })
+    .expect("the resolution reaches the webhook");
+    // Let more sweeps run: nothing is delivered twice.
+    std::thread::sleep(Duration::from_millis(2500));
+    let bodies = receiver.bodies();
+    assert_eq!(of_port(&bodies, "opened").len(), 1, "{bodies:#?}");
+    assert_eq!(of_port(&bodies, "resolved").len(), 1, "{bodies:#?}");
+    let ids: Vec<i64> = bodies.iter().map(|b| b["event_id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order, no repeat: {ids:?}");
+    let alerts = portwatch_json(&url, &read, &["alerts", "--state", "all", "--host", HOOK_HOST]).unwrap();
+    assert!(!alerts.as_array().unwrap().is_empty());
+}

@@ -133,26 +133,28 @@ fn log_event(event: &AlertEvent) {
     }
 }
 
-/// Hands alert events to the sinks.
-#[derive(Clone)]
+/// Hands alert events on: to the log, and a nudge to the webhooks (which
+/// read the events from the store's outbox, where they already are).
+#[derive(Clone, Default)]
 pub struct Notifier {
-    events: Option<mpsc::UnboundedSender<AlertEvent>>,
+    wakers: super::sink::Wakers,
 }
 
 impl Notifier {
-    /// Logs events, and also sends them to `events` if given (the tests, and the webhook sink).
-    pub fn new(events: Option<mpsc::UnboundedSender<AlertEvent>>) -> Notifier {
-        Notifier { events }
+    /// A notifier that wakes `wakers` (none: log only).
+    pub fn new(wakers: super::sink::Wakers) -> Notifier {
+        Notifier { wakers }
     }
 
-    /// Hands `events` on.
+    /// Logs `events` and wakes the webhooks.
     pub fn notify(&self, events: Vec<AlertEvent>) {
-        for event in events {
-            log_event(&event);
-            if let Some(tx) = &self.events {
-                let _ = tx.send(event);
-            }
+        if events.is_empty() {
+            return;
         }
+        for event in &events {
+            log_event(event);
+        }
+        self.wakers.wake();
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! - [`drift`]: what departs from the baselines, as findings (pure).
 //! - [`risky`]: ports that should not be reachable beyond loopback.
+//! - [`sink`]: webhooks, fed from the store's outbox of alert changes.
 //! - [`evaluate`]: runs drift over the store's hosts when they change and on
 //!   a timer, and keeps the alerts in line with the findings.
 //!
@@ -14,3 +15,4 @@
 pub mod drift;
 pub mod evaluate;
 pub mod risky;
+pub mod sink;

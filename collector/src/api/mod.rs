@@ -81,7 +81,7 @@ impl AppState {
             evaluator,
             changed: None,
             sweep_now: Arc::new(Notify::new()),
-            notifier: Notifier::new(None),
+            notifier: Notifier::default(),
         }
     }
 

@@ -401,4 +401,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Acknowledges open alert `id` for `actor`, with `comment`.
     fn ack_alert(&self, id: i64, actor: &str, comment: &str, at: Timestamp) -> Result<AckOutcome, StoreError>;
+
+    /// Alert changes after event `after`, oldest first, at most `limit`,
+    /// each with its event id (the sinks' outbox).
+    fn alert_events_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, AlertEvent)>, StoreError>;
+
+    /// The last event delivered to `sink`; a sink not seen before starts at the newest event.
+    fn sink_cursor(&self, sink: &str) -> Result<i64, StoreError>;
+
+    /// Records that `sink` has delivered every event up to `last_event_id`.
+    fn set_sink_cursor(&self, sink: &str, last_event_id: i64) -> Result<(), StoreError>;
 }

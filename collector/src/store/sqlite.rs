@@ -584,6 +584,18 @@ impl Store for SqliteStore {
     fn ack_alert(&self, id: i64, actor: &str, comment: &str, at: Timestamp) -> Result<AckOutcome, StoreError> {
         self.ack_alert_impl(id, actor, comment, at)
     }
+
+    fn alert_events_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, AlertEvent)>, StoreError> {
+        self.alert_events_after_impl(after, limit)
+    }
+
+    fn sink_cursor(&self, sink: &str) -> Result<i64, StoreError> {
+        self.sink_cursor_impl(sink)
+    }
+
+    fn set_sink_cursor(&self, sink: &str, last_event_id: i64) -> Result<(), StoreError> {
+        self.set_sink_cursor_impl(sink, last_event_id)
+    }
 }
 
 /// `listeners_at`: two ranges of `intervals_by_host`, still open and closed after `at`.

@@ -44,3 +44,20 @@ CREATE TABLE alerts (
 CREATE UNIQUE INDEX alerts_active_by_key ON alerts (key) WHERE state != 'resolved';
 CREATE INDEX alerts_active_by_host ON alerts (host) WHERE state != 'resolved';
 CREATE INDEX alerts_by_opened ON alerts (opened_at);
+
+-- Every change of an alert's state, in order, with the alert as it was
+-- then: the outbox the sinks deliver from. Written in the transaction that
+-- changes the alert, so no change is lost to a crash; never updated.
+CREATE TABLE alert_events (
+    id       INTEGER PRIMARY KEY,
+    alert_id INTEGER NOT NULL REFERENCES alerts (id),
+    event    TEXT    NOT NULL CHECK (event IN ('opened', 'acknowledged', 'resolved')),
+    at       INTEGER NOT NULL,
+    alert    TEXT    NOT NULL   -- JSON of the alert after the change
+) STRICT;
+
+-- How far each sink (a webhook, by name) has delivered alert_events.
+CREATE TABLE sink_cursors (
+    sink          TEXT    PRIMARY KEY,
+    last_event_id INTEGER NOT NULL
+) STRICT;

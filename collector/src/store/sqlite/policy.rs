@@ -202,7 +202,9 @@ impl SqliteStore {
                 })
                 .map_err(db)?;
             if let Some(id) = inserted {
-                events.push(AlertEvent::Opened(alert_by_id(&tx, id)?));
+                let event = AlertEvent::Opened(alert_by_id(&tx, id)?);
+                record(&tx, &event, now)?;
+                events.push(event);
             }
         }
         for (key, alert) in active {
@@ -212,7 +214,9 @@ impl SqliteStore {
             tx.prepare_cached("UPDATE alerts SET state = 'resolved', resolved_at = ?2 WHERE id = ?1")
                 .and_then(|mut stmt| stmt.execute(params![alert.id, now.as_millisecond()]))
                 .map_err(db)?;
-            events.push(AlertEvent::Resolved(alert_by_id(&tx, alert.id)?));
+            let event = AlertEvent::Resolved(alert_by_id(&tx, alert.id)?);
+            record(&tx, &event, now)?;
+            events.push(event);
         }
         tx.commit().map_err(db)?;
         events.sort_by_key(|e| e.alert().id);
@@ -271,12 +275,87 @@ impl SqliteStore {
             return Ok(AckOutcome::NotFound);
         }
         let alert = alert_by_id(&tx, id)?;
+        if changed == 0 {
+            return Ok(AckOutcome::NotOpen(alert));
+        }
+        record(&tx, &AlertEvent::Acknowledged(alert.clone()), at)?;
         tx.commit().map_err(db)?;
-        Ok(match changed {
-            0 => AckOutcome::NotOpen(alert),
-            _ => AckOutcome::Acknowledged(alert),
-        })
+        Ok(AckOutcome::Acknowledged(alert))
     }
+
+    pub(super) fn alert_events_after_impl(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, AlertEvent)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let raws: Vec<(i64, String, String)> = self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT id, event, alert FROM alert_events WHERE id > ?1 ORDER BY id LIMIT ?2")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })?;
+        raws.into_iter()
+            .map(|(id, event, alert)| {
+                let alert: AlertRow =
+                    serde_json::from_str(&alert).map_err(|e| corrupt(format!("alert event {id}: {e}")))?;
+                let event = match event.as_str() {
+                    "opened" => AlertEvent::Opened(alert),
+                    "acknowledged" => AlertEvent::Acknowledged(alert),
+                    "resolved" => AlertEvent::Resolved(alert),
+                    other => return Err(corrupt(format!("alert event {other:?}"))),
+                };
+                Ok((id, event))
+            })
+            .collect()
+    }
+
+    pub(super) fn sink_cursor_impl(&self, sink: &str) -> Result<i64, StoreError> {
+        let mut writer = self.writer();
+        writer.set_synchronous(Synchronous::Full)?;
+        // A new sink starts at the newest event: it is not flooded with history.
+        writer
+            .conn
+            .execute(
+                "INSERT INTO sink_cursors (sink, last_event_id)
+                 SELECT ?1, coalesce(max(id), 0) FROM alert_events WHERE true
+                 ON CONFLICT (sink) DO NOTHING",
+                [sink],
+            )
+            .map_err(db)?;
+        writer
+            .conn
+            .query_row("SELECT last_event_id FROM sink_cursors WHERE sink = ?1", [sink], |r| {
+                r.get(0)
+            })
+            .map_err(db)
+    }
+
+    pub(super) fn set_sink_cursor_impl(&self, sink: &str, last_event_id: i64) -> Result<(), StoreError> {
+        let mut writer = self.writer();
+        writer.set_synchronous(Synchronous::Full)?;
+        writer
+            .conn
+            .execute(
+                "UPDATE sink_cursors SET last_event_id = max(last_event_id, ?2) WHERE sink = ?1",
+                params![sink, last_event_id],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+/// Adds `event` to the outbox, in the transaction that made it.
+fn record(tx: &Connection, event: &AlertEvent, at: Timestamp) -> Result<(), StoreError> {
+    let alert = event.alert();
+    let json = serde_json::to_string(alert).map_err(|e| corrupt(format!("alert {}: {e}", alert.id)))?;
+    tx.prepare_cached("INSERT INTO alert_events (alert_id, event, at, alert) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut stmt| stmt.execute(params![alert.id, event.name(), at.as_millisecond(), json]))
+        .map_err(db)?;
+    Ok(())
 }
 
 fn log_change(

@@ -1,0 +1,241 @@
+//! Where alerts go besides the collector's log: webhooks.
+//!
+//! Every change of an alert's state is written to the store's outbox
+//! (`alert_events`) in the transaction that makes it. Each webhook has its
+//! own thread and its own cursor in the outbox: it posts the events in order,
+//! moves its cursor past each one once the receiver answered 2xx, and
+//! retries a failing receiver with exponential backoff (1 s to 5 min, with
+//! jitter) without skipping anything. A webhook that fails delays only
+//! itself: ingest, the other webhooks and the log go on. Delivery is at least
+//! once: a collector killed between a receiver's 2xx and the cursor's move
+//! posts that event again after its restart (`event_id` lets receivers drop
+//! repeats).
+
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use portwatch_common::client::Backoff;
+use serde::Deserialize;
+
+use super::drift::Severity;
+use crate::store::{AlertEvent, Store};
+
+/// How long one POST may take.
+const POST_TIMEOUT: Duration = Duration::from_secs(10);
+/// First retry delay.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+/// Longest retry delay.
+const RETRY_MAX: Duration = Duration::from_secs(300);
+/// How often an idle webhook looks at the outbox without being woken.
+const IDLE_POLL: Duration = Duration::from_secs(5);
+/// Events read from the outbox at a time.
+const READ_BATCH: usize = 100;
+
+/// A webhook from the config (`[[alerts.webhook]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// A unique name: the webhook's place in the outbox is kept under it.
+    pub name: String,
+    /// Where to POST (`http://` or `https://`).
+    pub url: String,
+    /// `json` (the event as JSON) or `slack` (`{"text": ...}`, for Slack-compatible receivers).
+    #[serde(default)]
+    pub format: Format,
+    /// Only alerts at least this severe (`info`, `warning`, `critical`).
+    #[serde(default = "default_min_severity")]
+    pub min_severity: Severity,
+    /// PEM certificates to verify an https receiver with (default: the built-in Mozilla roots).
+    pub ca_file: Option<PathBuf>,
+    /// Sent as `Authorization: Bearer <token>` when set.
+    pub bearer_token: Option<String>,
+}
+
+fn default_min_severity() -> Severity {
+    Severity::Warning
+}
+
+/// A webhook's body format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// `{"event_id": N, "event": "opened", "alert": {...}}`.
+    #[default]
+    Json,
+    /// `{"text": "..."}`.
+    Slack,
+}
+
+impl Webhook {
+    /// Checks what serde cannot: the name, the URL, the CA file.
+    pub fn check(&self) -> Result<(), String> {
+        if !crate::baseline::valid_name(&self.name) {
+            return Err(format!(
+                "webhook name {:?}: use letters, digits, '-', '_' and '.'",
+                self.name
+            ));
+        }
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(format!(
+                "webhook {:?}: url {:?} must start with http:// or https://",
+                self.name, self.url
+            ));
+        }
+        portwatch_common::client::http_agent(self.ca_file.as_deref(), POST_TIMEOUT)
+            .map(drop)
+            .map_err(|e| format!("webhook {:?}: {e}", self.name))
+    }
+
+    /// Whether this webhook wants `event`.
+    fn wants(&self, event: &AlertEvent) -> bool {
+        event.alert().severity >= self.min_severity
+    }
+
+    /// The body for `event`.
+    pub fn body(&self, event_id: i64, event: &AlertEvent) -> serde_json::Value {
+        let a = event.alert();
+        match self.format {
+            Format::Json => serde_json::json!({
+                "event_id": event_id,
+                "event": event.name(),
+                "alert": a,
+            }),
+            Format::Slack => {
+                let mut text = format!(
+                    "[{}] {} alert {} on {}: {}",
+                    a.severity.as_str().to_uppercase(),
+                    event.name(),
+                    a.id,
+                    a.host,
+                    a.message
+                );
+                if let (AlertEvent::Acknowledged(_), Some(by)) = (event, &a.acked_by) {
+                    text.push_str(&format!(
+                        " (acknowledged by {by}: {})",
+                        a.ack_comment.as_deref().unwrap_or("")
+                    ));
+                }
+                serde_json::json!({ "text": text })
+            }
+        }
+    }
+}
+
+/// Wakes the webhook threads when there are new events.
+#[derive(Clone, Default)]
+pub struct Wakers(Vec<SyncSender<()>>);
+
+impl Wakers {
+    /// Tells every webhook thread to look at the outbox now.
+    pub fn wake(&self) {
+        for w in &self.0 {
+            let _ = w.try_send(());
+        }
+    }
+}
+
+/// Starts one delivery thread per webhook; the handle that wakes them.
+pub fn start(store: Arc<dyn Store>, webhooks: &[Webhook]) -> std::io::Result<Wakers> {
+    let mut wakers = Vec::new();
+    for hook in webhooks {
+        let (tx, rx) = sync_channel(1);
+        let (store, hook) = (store.clone(), hook.clone());
+        std::thread::Builder::new()
+            .name(format!("webhook-{}", hook.name))
+            .spawn(move || deliver(store.as_ref(), &hook, &rx))?;
+        wakers.push(tx);
+    }
+    Ok(Wakers(wakers))
+}
+
+/// One webhook's delivery loop: runs until the process ends.
+fn deliver(store: &dyn Store, hook: &Webhook, wake: &Receiver<()>) {
+    let sink = format!("webhook:{}", hook.name);
+    let agent = match portwatch_common::client::http_agent(hook.ca_file.as_deref(), POST_TIMEOUT) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(webhook = %hook.name, error = %e, "webhook disabled");
+            return;
+        }
+    };
+    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+    let pause = |backoff: &mut Backoff, what: &str, error: &str| {
+        let delay = backoff.failed(Duration::ZERO);
+        tracing::warn!(webhook = %hook.name, error, retry_in = ?delay, "{what}");
+        std::thread::sleep(delay);
+    };
+    loop {
+        let pending = store
+            .sink_cursor(&sink)
+            .and_then(|cursor| store.alert_events_after(cursor, READ_BATCH));
+        let events = match pending {
+            Ok(e) => e,
+            Err(e) => {
+                pause(&mut backoff, "cannot read the alert outbox", &e.to_string());
+                continue;
+            }
+        };
+        if events.is_empty() {
+            match wake.recv_timeout(IDLE_POLL) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        for (id, event) in events {
+            if hook.wants(&event) {
+                loop {
+                    match post(&agent, hook, id, &event) {
+                        Ok(()) => {
+                            backoff.succeeded();
+                            tracing::debug!(webhook = %hook.name, event_id = id, "delivered");
+                            break;
+                        }
+                        Err(e) => pause(&mut backoff, "webhook delivery failed; will retry", &e),
+                    }
+                }
+            }
+            while let Err(e) = store.set_sink_cursor(&sink, id) {
+                pause(&mut backoff, "cannot record the webhook's progress", &e.to_string());
+            }
+        }
+    }
+}
+
+/// POSTs one event; `Err` with a reason unless the receiver answered 2xx.
+fn post(agent: &ureq::Agent, hook: &Webhook, id: i64, event: &AlertEvent) -> Result<(), String> {
+    let mut request = agent
+        .post(&hook.url)
+        .header("User-Agent", concat!("portwatch-collector/", env!("CARGO_PKG_VERSION")));
+    if let Some(token) = &hook.bearer_token {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    let response = request
+        .send_json(hook.body(id, event))
+        .map_err(|e| format!("{}: {e}", hook.url))?;
+    match response.status().as_u16() {
+        200..=299 => Ok(()),
+        status => Err(format!("{} answered {status}", hook.url)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(text: &str) -> Result<Webhook, String> {
+        toml::from_str::<Webhook>(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_webhook_is_checked_and_defaults_to_json_and_warning() {
+        let h = hook("name = \"ops\"\nurl = \"http://127.0.0.1:9/hook\"\n").unwrap();
+        assert_eq!((h.format, h.min_severity), (Format::Json, Severity::Warning));
+        assert!(h.check().is_ok());
+        let bad = hook("name = \"ops\"\nurl = \"ftp://x\"\n").unwrap();
+        assert!(bad.check().unwrap_err().contains("http://"));
+        let e = hook("name = \"ops\"\nurl = \"http://x\"\nformat = \"xml\"\n").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("format"), "{e}");
+    }
+}
