@@ -373,3 +373,130 @@ async fn export_streams_every_interval_as_ndjson_or_csv() {
     let (status, _) = raw("/api/v1/export", &f.agent).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+fn request(method: &str, uri: &str, token: Option<&str>, body: Option<serde_json::Value>) -> Request<Body> {
+    let mut r = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    match body {
+        Some(b) => r
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string()))
+            .unwrap(),
+        None => r.body(Body::empty()).unwrap(),
+    }
+}
+
+const BASELINE: &str = "name = \"web\"\nhosts = [\"web-*\"]\n\n[[listener]]\nproto = \"tcp\"\nport = 22\n\
+                        owner = \"team sre\"\nreason = \"ssh\"\n";
+
+#[tokio::test]
+async fn baselines_and_alerts_change_only_with_an_admin_token_and_read_only_with_a_reader() {
+    let f = fixture("policy-roles");
+    let apply = serde_json::json!({ "source": BASELINE, "comment": "inventory" });
+    // Writes: no token 401; agent and read tokens 403.
+    let writes = |token: Option<&str>| {
+        vec![
+            request("POST", "/api/v1/baselines", token, Some(apply.clone())),
+            request("DELETE", "/api/v1/baselines/web?comment=x", token, None),
+            request(
+                "POST",
+                "/api/v1/alerts/1/ack",
+                token,
+                Some(serde_json::json!({ "comment": "mine" })),
+            ),
+        ]
+    };
+    for r in writes(None) {
+        assert_eq!(call(&f.app, r).await.0, StatusCode::UNAUTHORIZED);
+    }
+    for token in [&f.agent, &f.reader] {
+        for r in writes(Some(token)) {
+            let (status, answer) = call(&f.app, r).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+            assert!(answer["error"].as_str().unwrap().contains("admin token"), "{answer}");
+        }
+    }
+    assert!(f.store.baselines().unwrap().is_empty());
+    // Reads: an agent token reads nothing here either.
+    for uri in [
+        "/api/v1/baselines",
+        "/api/v1/baseline-log",
+        "/api/v1/baseline-proposal?hosts=web-*",
+        "/api/v1/drift",
+        "/api/v1/alerts",
+    ] {
+        let (status, answer) = call(&f.app, get(Some(&f.agent), uri)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {answer}");
+        assert_eq!(call(&f.app, get(None, uri)).await.0, StatusCode::UNAUTHORIZED, "{uri}");
+    }
+    // The admin applies; the reader reads it, with who did it.
+    let (status, answer) = call(
+        &f.app,
+        request("POST", "/api/v1/baselines", Some(&f.admin), Some(apply)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["action"], "create");
+    let (status, log) = call(&f.app, get(Some(&f.reader), "/api/v1/baseline-log?name=web")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(log[0]["actor"], "root");
+    assert_eq!(log[0]["comment"], "inventory");
+    let (_, list) = call(&f.app, get(Some(&f.reader), "/api/v1/baselines")).await;
+    assert_eq!(list[0]["baseline"]["listeners"][0]["owner"], "team sre");
+}
+
+#[tokio::test]
+async fn bad_baselines_and_acks_get_a_4xx_that_says_why_and_change_nothing() {
+    let f = fixture("policy-400");
+    let broken = BASELINE.replace("owner = \"team sre\"", "owner = \"\"");
+    let huge = format!("{BASELINE}#{}\n", "x".repeat(2 * 1024 * 1024));
+    for (body, needle) in [
+        (serde_json::json!({ "source": broken }), "line 4"),
+        (serde_json::json!({ "source": "name = " }), "TOML parse error"),
+        (serde_json::json!({ "source": huge }), "at most"),
+        (serde_json::json!({ "src": BASELINE }), "send JSON such as"),
+    ] {
+        let (status, answer) = call(&f.app, request("POST", "/api/v1/baselines", Some(&f.admin), Some(body))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(answer["error"].as_str().unwrap().contains(needle), "{needle}: {answer}");
+    }
+    assert!(f.store.baselines().unwrap().is_empty());
+    assert!(f.store.baseline_log(None).unwrap().is_empty());
+
+    let (status, answer) = call(
+        &f.app,
+        request(
+            "POST",
+            "/api/v1/alerts/7/ack",
+            Some(&f.admin),
+            Some(serde_json::json!({ "comment": "x" })),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    let (status, answer) = call(
+        &f.app,
+        request(
+            "POST",
+            "/api/v1/alerts/7/ack",
+            Some(&f.admin),
+            Some(serde_json::json!({ "comment": "  " })),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("comment is empty"),
+        "{answer}"
+    );
+    let (status, answer) = call(&f.app, get(Some(&f.reader), "/api/v1/alerts?state=closed")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let (status, answer) = call(
+        &f.app,
+        request("DELETE", "/api/v1/baselines/nope", Some(&f.admin), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+}
