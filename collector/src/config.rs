@@ -179,6 +179,43 @@ mod tests {
     }
 
     #[test]
+    fn the_examples_commented_risky_list_and_webhook_are_the_built_in_ones_and_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/config/collector.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        // Uncomment the `risky_ports` lines and the webhook table.
+        let mut risky = String::new();
+        let mut hook = String::new();
+        let mut in_risky = false;
+        for line in text.lines() {
+            if line.starts_with("# risky_ports") {
+                in_risky = true;
+            }
+            if in_risky && line.starts_with("#  ") || line.starts_with("# risky_ports") {
+                risky.push_str(&line[2..]);
+                risky.push('\n');
+            } else {
+                in_risky = false;
+            }
+            if line.starts_with("# [[alerts.webhook]]")
+                || (!hook.is_empty() && line.starts_with("# ") && line.contains(" = "))
+            {
+                hook.push_str(&line[2..]);
+                hook.push('\n');
+            }
+        }
+        let parsed = Config::parse(&format!("[alerts]\n{risky}")).unwrap();
+        assert_eq!(parsed.alerts.risky_ports, Some(RiskyPorts::default()), "{risky}");
+        // The example's CA file does not exist here: without it, the webhook is valid.
+        let hook: String = hook
+            .lines()
+            .filter(|l| !l.starts_with("ca_file"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let parsed = Config::parse(&hook).unwrap();
+        assert_eq!(parsed.alerts.webhook[0].name, "ops");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_addresses_name_their_line() {
         let e = Config::parse("listen = \"0.0.0.0:7878\"\ndatabase = \"x\"\n").unwrap_err();
         assert!(e.contains("line 2") && e.contains("database"), "{e}");
