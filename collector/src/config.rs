@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer};
 use crate::alert::drift::{self, Policy};
 use crate::alert::evaluate;
 use crate::alert::risky::RiskyPorts;
-use crate::alert::sink::Webhook;
+use crate::alert::sink::{Syslog, Webhook};
 
 /// Default listen address: loopback until told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -56,6 +56,8 @@ pub struct Alerts {
     /// Webhooks that receive every alert change (`[[alerts.webhook]]`).
     #[serde(default)]
     pub webhook: Vec<Webhook>,
+    /// Also send alert changes to the local syslog (`[alerts.syslog]`).
+    pub syslog: Option<Syslog>,
 }
 
 impl Default for Alerts {
@@ -66,6 +68,7 @@ impl Default for Alerts {
             flap_window: default_flap_window(),
             sweep_every: default_sweep_every(),
             webhook: Vec::new(),
+            syslog: None,
         }
     }
 }
@@ -151,6 +154,9 @@ impl Config {
     /// Parses configuration text; the error names the line and key.
     pub fn parse(text: &str) -> Result<Config, String> {
         let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        if let Some(syslog) = &config.alerts.syslog {
+            syslog.check()?;
+        }
         let hooks = &config.alerts.webhook;
         for (i, hook) in hooks.iter().enumerate() {
             hook.check()
@@ -179,10 +185,10 @@ mod tests {
     }
 
     #[test]
-    fn the_examples_commented_risky_list_and_webhook_are_the_built_in_ones_and_valid() {
+    fn the_examples_commented_risky_list_webhook_and_syslog_are_the_built_in_ones_and_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/config/collector.toml");
         let text = std::fs::read_to_string(path).unwrap();
-        // Uncomment the `risky_ports` lines and the webhook table.
+        // Uncomment the `risky_ports` lines, the webhook table and the syslog table.
         let mut risky = String::new();
         let mut hook = String::new();
         let mut in_risky = false;
@@ -195,6 +201,9 @@ mod tests {
                 risky.push('\n');
             } else {
                 in_risky = false;
+            }
+            if line.starts_with("# [alerts.syslog]") {
+                break;
             }
             if line.starts_with("# [[alerts.webhook]]")
                 || (!hook.is_empty() && line.starts_with("# ") && line.contains(" = "))
@@ -213,6 +222,17 @@ mod tests {
             .collect();
         let parsed = Config::parse(&hook).unwrap();
         assert_eq!(parsed.alerts.webhook[0].name, "ops");
+        let syslog: String = text[text.find("# [alerts.syslog]").unwrap()..]
+            .lines()
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let parsed = Config::parse(&syslog).unwrap().alerts.syslog.unwrap();
+        assert_eq!(
+            (parsed.facility.as_str(), parsed.socket.to_str()),
+            ("daemon", Some("/dev/log"))
+        );
+        let e = Config::parse("[alerts.syslog]\nfacility = \"kernel-ish\"\n").unwrap_err();
+        assert!(e.contains("facility") && e.contains("local0"), "{e}");
     }
 
     #[test]

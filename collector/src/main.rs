@@ -187,7 +187,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             stopping.graceful_shutdown(Some(SHUTDOWN_GRACE));
         });
-        let wakers = sink::start(store.clone(), &config.alerts.webhook).context("cannot start the webhook threads")?;
+        let wakers = sink::start(store.clone(), &config.alerts.webhook, config.alerts.syslog.as_ref())
+            .map_err(anyhow::Error::msg)?;
         let (state, alerts) = AppState::with_alerts(
             store,
             config.alerts.policy(),

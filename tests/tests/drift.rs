@@ -319,6 +319,10 @@ fn a_webhook_that_fails_first_still_gets_each_alert_change_once_and_a_dead_one_b
     let receiver = Receiver::start(2);
     let dead = format!("http://127.0.0.1:{}/hook", free_port());
     let dir = TempDir::new("drift-hook").unwrap();
+    // A syslog socket of our own, standing in for /dev/log.
+    let syslog_path = dir.path.join("log.sock");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&syslog_path).unwrap();
+    syslog.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let db = dir.path.join("collector.db");
     let config = dir.path.join("collector.toml");
     std::fs::write(
@@ -326,9 +330,11 @@ fn a_webhook_that_fails_first_still_gets_each_alert_change_once_and_a_dead_one_b
         format!(
             "listen = \"127.0.0.1:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\n\n\
              [[alerts.webhook]]\nname = \"dead\"\nurl = {dead:?}\n\n\
-             [[alerts.webhook]]\nname = \"ops\"\nurl = {:?}\nmin_severity = \"warning\"\n",
+             [[alerts.webhook]]\nname = \"ops\"\nurl = {:?}\nmin_severity = \"warning\"\n\n\
+             [alerts.syslog]\nsocket = {:?}\nfacility = \"local3\"\n",
             db.to_str().unwrap(),
-            receiver.url
+            receiver.url,
+            syslog_path.to_str().unwrap()
         ),
     )
     .unwrap();
@@ -387,4 +393,31 @@ fn a_webhook_that_fails_first_still_gets_each_alert_change_once_and_a_dead_one_b
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order, no repeat: {ids:?}");
     let alerts = portwatch_json(&url, &read, &["alerts", "--state", "all", "--host", HOOK_HOST]).unwrap();
     assert!(!alerts.as_array().unwrap().is_empty());
+
+    // Syslog got the same changes, as lines with a priority.
+    let id = opened[0]["alert"]["id"].as_i64().unwrap();
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = syslog.recv(&mut buf) {
+        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let opened_line = format!("alert {id} opened [warning] unexpected-listener on {HOOK_HOST}");
+    let resolved_line = format!("alert {id} resolved [warning] unexpected-listener on {HOOK_HOST}");
+    // local3 (19) * 8 + warning (4) = 156; notice (5) for a resolution = 157.
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("<156>") && l.contains(&opened_line))
+            .count(),
+        1,
+        "{lines:#?}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("<157>") && l.contains(&resolved_line))
+            .count(),
+        1,
+        "{lines:#?}"
+    );
 }

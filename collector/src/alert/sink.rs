@@ -1,15 +1,15 @@
-//! Where alerts go besides the collector's log: webhooks.
+//! Where alerts go besides the collector's log: webhooks and syslog.
 //!
 //! Every change of an alert's state is written to the store's outbox
-//! (`alert_events`) in the transaction that makes it. Each webhook has its
-//! own thread and its own cursor in the outbox: it posts the events in order,
-//! moves its cursor past each one once the receiver answered 2xx, and
-//! retries a failing receiver with exponential backoff (1 s to 5 min, with
-//! jitter) without skipping anything. A webhook that fails delays only
-//! itself: ingest, the other webhooks and the log go on. Delivery is at least
-//! once: a collector killed between a receiver's 2xx and the cursor's move
-//! posts that event again after its restart (`event_id` lets receivers drop
-//! repeats).
+//! (`alert_events`) in the transaction that makes it. Each sink has its own
+//! thread and its own cursor in the outbox: it delivers the events in order,
+//! moves its cursor past each one once it is delivered (a webhook receiver
+//! answered 2xx, the syslog socket took the datagram), and retries a failing
+//! sink with exponential backoff (1 s to 5 min, with jitter) without skipping
+//! anything. A sink that fails delays only itself: ingest, the other sinks
+//! and the log go on. Delivery is at least once: a collector killed between a
+//! delivery and the cursor's move delivers that event again after its
+//! restart (`event_id` lets webhook receivers drop repeats).
 
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
@@ -136,39 +136,189 @@ impl Wakers {
     }
 }
 
-/// Starts one delivery thread per webhook; the handle that wakes them.
-pub fn start(store: Arc<dyn Store>, webhooks: &[Webhook]) -> std::io::Result<Wakers> {
-    let mut wakers = Vec::new();
+/// The syslog sink (`[alerts.syslog]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Syslog {
+    /// The local syslog socket (journald listens there too).
+    #[serde(default = "default_syslog_socket")]
+    pub socket: PathBuf,
+    /// The syslog facility (`daemon`, `auth`, `local0` ... `local7`).
+    #[serde(default = "default_facility")]
+    pub facility: String,
+    /// Only alerts at least this severe.
+    #[serde(default = "default_min_severity")]
+    pub min_severity: Severity,
+}
+
+/// Where syslog listens on Linux.
+pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
+
+fn default_syslog_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SYSLOG_SOCKET)
+}
+
+fn default_facility() -> String {
+    "daemon".to_owned()
+}
+
+impl Syslog {
+    /// Checks the facility's name.
+    pub fn check(&self) -> Result<(), String> {
+        self.facility_code().map(drop)
+    }
+
+    fn facility_code(&self) -> Result<syslog::Facility, String> {
+        self.facility.parse().map_err(|()| {
+            format!(
+                "[alerts.syslog] facility {:?}: use daemon, auth, authpriv, user, or local0 ... local7",
+                self.facility
+            )
+        })
+    }
+}
+
+/// One way of delivering alert events.
+trait Deliver {
+    /// The sink's name in the outbox (`webhook:ops`, `syslog`).
+    fn sink(&self) -> String;
+    /// Whether it wants `event` at all.
+    fn wants(&self, event: &AlertEvent) -> bool;
+    /// Delivers one event; `Err` with a reason to retry later.
+    fn deliver(&mut self, id: i64, event: &AlertEvent) -> Result<(), String>;
+}
+
+struct WebhookSink {
+    hook: Webhook,
+    agent: ureq::Agent,
+}
+
+impl Deliver for WebhookSink {
+    fn sink(&self) -> String {
+        format!("webhook:{}", self.hook.name)
+    }
+
+    fn wants(&self, event: &AlertEvent) -> bool {
+        self.hook.wants(event)
+    }
+
+    fn deliver(&mut self, id: i64, event: &AlertEvent) -> Result<(), String> {
+        let hook = &self.hook;
+        let mut request = self
+            .agent
+            .post(&hook.url)
+            .header("User-Agent", concat!("portwatch-collector/", env!("CARGO_PKG_VERSION")));
+        if let Some(token) = &hook.bearer_token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let response = request
+            .send_json(hook.body(id, event))
+            .map_err(|e| format!("{}: {e}", hook.url))?;
+        match response.status().as_u16() {
+            200..=299 => Ok(()),
+            status => Err(format!("{} answered {status}", hook.url)),
+        }
+    }
+}
+
+struct SyslogSink {
+    config: Syslog,
+    facility: syslog::Facility,
+    /// Connected on first use, and again after a failure.
+    logger: Option<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>,
+}
+
+impl Deliver for SyslogSink {
+    fn sink(&self) -> String {
+        "syslog".to_owned()
+    }
+
+    fn wants(&self, event: &AlertEvent) -> bool {
+        event.alert().severity >= self.config.min_severity
+    }
+
+    fn deliver(&mut self, id: i64, event: &AlertEvent) -> Result<(), String> {
+        let socket = self.config.socket.display().to_string();
+        if self.logger.is_none() {
+            let formatter = syslog::Formatter3164 {
+                facility: self.facility,
+                hostname: None,
+                process: "portwatch-collector".to_owned(),
+                pid: std::process::id(),
+            };
+            let logger = syslog::unix_custom(formatter, &self.config.socket)
+                .map_err(|e| format!("cannot connect to syslog at {socket}: {e}"))?;
+            self.logger = Some(logger);
+        }
+        let a = event.alert();
+        let line = format!(
+            "alert {} {} [{}] {} on {}: {} (event {id})",
+            a.id,
+            event.name(),
+            a.severity.as_str(),
+            a.kind.as_str(),
+            a.host,
+            a.message
+        );
+        let Some(logger) = self.logger.as_mut() else {
+            return Err("no syslog connection".to_owned());
+        };
+        let sent = match (event, a.severity) {
+            (AlertEvent::Opened(_), Severity::Critical) => logger.crit(line),
+            (AlertEvent::Opened(_), Severity::Warning) => logger.warning(line),
+            (AlertEvent::Opened(_), Severity::Info) => logger.info(line),
+            _ => logger.notice(line),
+        };
+        sent.map_err(|e| {
+            self.logger = None;
+            format!("syslog at {socket}: {e}")
+        })
+    }
+}
+
+/// Starts one delivery thread per webhook and one for syslog if set; the handle that wakes them.
+pub fn start(store: Arc<dyn Store>, webhooks: &[Webhook], syslog: Option<&Syslog>) -> Result<Wakers, String> {
+    let mut sinks: Vec<Box<dyn Deliver + Send>> = Vec::new();
     for hook in webhooks {
+        let agent = portwatch_common::client::http_agent(hook.ca_file.as_deref(), POST_TIMEOUT)
+            .map_err(|e| format!("webhook {:?}: {e}", hook.name))?;
+        sinks.push(Box::new(WebhookSink {
+            hook: hook.clone(),
+            agent,
+        }));
+    }
+    if let Some(config) = syslog {
+        sinks.push(Box::new(SyslogSink {
+            facility: config.facility_code()?,
+            config: config.clone(),
+            logger: None,
+        }));
+    }
+    let mut wakers = Vec::new();
+    for mut sink in sinks {
         let (tx, rx) = sync_channel(1);
-        let (store, hook) = (store.clone(), hook.clone());
+        let store = store.clone();
         std::thread::Builder::new()
-            .name(format!("webhook-{}", hook.name))
-            .spawn(move || deliver(store.as_ref(), &hook, &rx))?;
+            .name(sink.sink())
+            .spawn(move || run_sink(store.as_ref(), sink.as_mut(), &rx))
+            .map_err(|e| format!("cannot start a thread for an alert sink: {e}"))?;
         wakers.push(tx);
     }
     Ok(Wakers(wakers))
 }
 
-/// One webhook's delivery loop: runs until the process ends.
-fn deliver(store: &dyn Store, hook: &Webhook, wake: &Receiver<()>) {
-    let sink = format!("webhook:{}", hook.name);
-    let agent = match portwatch_common::client::http_agent(hook.ca_file.as_deref(), POST_TIMEOUT) {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!(webhook = %hook.name, error = %e, "webhook disabled");
-            return;
-        }
-    };
+/// One sink's delivery loop: runs until the process ends.
+fn run_sink(store: &dyn Store, sink: &mut dyn Deliver, wake: &Receiver<()>) {
+    let name = sink.sink();
     let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
     let pause = |backoff: &mut Backoff, what: &str, error: &str| {
         let delay = backoff.failed(Duration::ZERO);
-        tracing::warn!(webhook = %hook.name, error, retry_in = ?delay, "{what}");
+        tracing::warn!(sink = %name, error, retry_in = ?delay, "{what}");
         std::thread::sleep(delay);
     };
     loop {
         let pending = store
-            .sink_cursor(&sink)
+            .sink_cursor(&name)
             .and_then(|cursor| store.alert_events_after(cursor, READ_BATCH));
         let events = match pending {
             Ok(e) => e,
@@ -184,39 +334,22 @@ fn deliver(store: &dyn Store, hook: &Webhook, wake: &Receiver<()>) {
             }
         }
         for (id, event) in events {
-            if hook.wants(&event) {
+            if sink.wants(&event) {
                 loop {
-                    match post(&agent, hook, id, &event) {
+                    match sink.deliver(id, &event) {
                         Ok(()) => {
                             backoff.succeeded();
-                            tracing::debug!(webhook = %hook.name, event_id = id, "delivered");
+                            tracing::debug!(sink = %name, event_id = id, "delivered");
                             break;
                         }
-                        Err(e) => pause(&mut backoff, "webhook delivery failed; will retry", &e),
+                        Err(e) => pause(&mut backoff, "alert delivery failed; will retry", &e),
                     }
                 }
             }
-            while let Err(e) = store.set_sink_cursor(&sink, id) {
-                pause(&mut backoff, "cannot record the webhook's progress", &e.to_string());
+            while let Err(e) = store.set_sink_cursor(&name, id) {
+                pause(&mut backoff, "cannot record the sink's progress", &e.to_string());
             }
         }
-    }
-}
-
-/// POSTs one event; `Err` with a reason unless the receiver answered 2xx.
-fn post(agent: &ureq::Agent, hook: &Webhook, id: i64, event: &AlertEvent) -> Result<(), String> {
-    let mut request = agent
-        .post(&hook.url)
-        .header("User-Agent", concat!("portwatch-collector/", env!("CARGO_PKG_VERSION")));
-    if let Some(token) = &hook.bearer_token {
-        request = request.header("Authorization", &format!("Bearer {token}"));
-    }
-    let response = request
-        .send_json(hook.body(id, event))
-        .map_err(|e| format!("{}: {e}", hook.url))?;
-    match response.status().as_u16() {
-        200..=299 => Ok(()),
-        status => Err(format!("{} answered {status}", hook.url)),
     }
 }
 
