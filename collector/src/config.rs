@@ -34,6 +34,18 @@ pub struct Config {
     /// Drift evaluation and alerting.
     #[serde(default)]
     pub alerts: Alerts,
+    /// The `/metrics` endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: who may read `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` without a token (default: a read or admin token is needed).
+    #[serde(default)]
+    pub public: bool,
 }
 
 /// How drift is evaluated and alerts raised (`[alerts]`).
@@ -135,6 +147,7 @@ impl Default for Config {
             db: default_db(),
             tls: None,
             alerts: Alerts::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -7,5 +7,6 @@ pub mod baseline;
 pub mod config;
 pub mod diff;
 pub mod export;
+pub mod metrics;
 pub mod store;
 pub mod token;

@@ -196,6 +196,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Notifier::new(wakers),
         );
         tokio::spawn(alerts);
+        let state = AppState {
+            metrics_public: config.metrics.public,
+            ..state
+        };
         let app = api::router(state).into_make_service();
         let served = match tls {
             Some(rustls) => {

@@ -500,3 +500,54 @@ async fn bad_baselines_and_acks_get_a_4xx_that_says_why_and_change_nothing() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
 }
+
+#[tokio::test]
+async fn metrics_need_a_read_token_and_count_what_ingest_did() {
+    let f = fixture("metrics");
+    call(
+        &f.app,
+        post(Some(&f.agent), json_body(&snapshot_batch("web-3", &[22, 443]))),
+    )
+    .await;
+    call(
+        &f.app,
+        post(Some(&f.agent), json_body(&snapshot_batch("db-1", &[5432]))),
+    )
+    .await;
+    assert_eq!(call(&f.app, get(None, "/metrics")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call(&f.app, get(Some(&f.agent), "/metrics")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let response = f.app.clone().oneshot(get(Some(&f.reader), "/metrics")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    for line in [
+        "portwatch_ingest_requests_total{outcome=\"stored\"} 1",
+        "portwatch_ingest_requests_total{outcome=\"refused\"} 1",
+        "portwatch_ingest_reports_total 1",
+        "portwatch_hosts{status=\"up\"} 1",
+        "portwatch_listeners_open 2",
+        "portwatch_alerts_active{kind=\"host-silent\",state=\"open\"} 0",
+        "portwatch_baselines 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let size = text
+        .lines()
+        .find_map(|l| l.strip_prefix("portwatch_store_size_bytes "))
+        .unwrap();
+    assert!(size.parse::<u64>().unwrap() > 0);
+    // Public when configured so.
+    let public = router(AppState {
+        metrics_public: true,
+        ..AppState::new(f.store.clone())
+    });
+    assert_eq!(call(&public, get(None, "/metrics")).await.0, StatusCode::OK);
+}

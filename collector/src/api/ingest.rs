@@ -10,16 +10,33 @@ use portwatch_common::wire::{Ack, Batch};
 
 use super::auth::Caller;
 use super::{blocking, ApiError, AppState, MAX_DECOMPRESSED_BYTES};
+use crate::metrics::Outcome;
 use crate::store::Role;
 
 /// Checks who may write, parses and validates the batch, stores it in one
 /// transaction, and acknowledges what is committed. A refused batch stores nothing.
 pub async fn ingest(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Ack>, ApiError> {
-    let token = caller.0;
+    let metrics = state.metrics.clone();
+    let result = store_batch(state, caller, body).await;
+    match &result {
+        Ok((_, reports)) => metrics.ingested(Outcome::Stored, *reports),
+        Err(ApiError::Internal(_)) => metrics.ingested(Outcome::Failed, 0),
+        Err(_) => metrics.ingested(Outcome::Refused, 0),
+    }
+    result.map(|(ack, _)| ack)
+}
+
+/// [`ingest`]: the answer, and how many reports the batch carried.
+async fn store_batch(
+    state: AppState,
+    caller: Result<Caller, ApiError>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Json<Ack>, usize), ApiError> {
+    let token = caller?.0;
     if token.role != Role::Agent {
         return Err(ApiError::Forbidden(format!(
             "a {} token cannot send reports; agents use their host's token (portwatch-collector token create --host NAME)",
@@ -47,11 +64,12 @@ pub async fn ingest(
     }
     let store = state.store.clone();
     let changed = (!batch.reports.is_empty()).then(|| batch.host.clone());
+    let reports = batch.reports.len();
     let ack = blocking(move || store.ingest(&batch, Timestamp::now())).await?;
     // Committed: have the host evaluated against its baselines. A full queue
     // is caught up by the next sweep.
     if let (Some(host), Some(tx)) = (changed, &state.changed) {
         let _ = tx.try_send(host);
     }
-    Ok(Json(ack))
+    Ok((Json(ack), reports))
 }

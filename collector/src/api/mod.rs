@@ -18,6 +18,7 @@
 //! | `GET /api/v1/drift?host=` | read, admin | findings now, by host |
 //! | `GET /api/v1/alerts?state=&host=&limit=` | read, admin | alerts, newest first (default: open and acknowledged) |
 //! | `POST /api/v1/alerts/{id}/ack` | admin | acknowledge an open alert (`{"comment": ...}`) |
+//! | `GET /metrics` | read, admin (anyone with `[metrics] public`) | the collector's health, OpenMetrics text |
 //!
 //! Times are RFC 3339 (`2026-11-25T03:00:00Z`). Credentials are
 //! `Authorization: Bearer <token>`; an agent token writes only its own
@@ -45,6 +46,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::alert::drift::Policy;
 use crate::alert::evaluate::{self, Evaluator, Notifier};
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Largest request body accepted as sent (compressed or not).
@@ -65,6 +67,10 @@ pub struct AppState {
     pub sweep_now: Arc<Notify>,
     /// Where alert changes made by requests (acknowledgements) go.
     pub notifier: Notifier,
+    /// The collector's own metrics.
+    pub metrics: Arc<Metrics>,
+    /// Whether `/metrics` answers without a token.
+    pub metrics_public: bool,
 }
 
 impl AppState {
@@ -82,6 +88,8 @@ impl AppState {
             changed: None,
             sweep_now: Arc::new(Notify::new()),
             notifier: Notifier::default(),
+            metrics: Arc::new(Metrics::new()),
+            metrics_public: false,
         }
     }
 
@@ -103,6 +111,8 @@ impl AppState {
             changed: Some(tx),
             sweep_now,
             notifier,
+            metrics: Arc::new(Metrics::new()),
+            metrics_public: false,
         };
         (state, task)
     }
@@ -130,6 +140,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/drift", get(policy::drift))
         .route("/api/v1/alerts", get(policy::alerts))
         .route("/api/v1/alerts/{id}/ack", post(policy::ack))
+        .route("/metrics", get(query::metrics))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see the API table in README".to_owned()) })
         .layer(DefaultBodyLimit::max(MAX_DECOMPRESSED_BYTES))
         .layer(RequestDecompressionLayer::new())

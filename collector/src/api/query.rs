@@ -142,3 +142,16 @@ pub async fn diff(
         )),
     }
 }
+
+/// `GET /metrics`: OpenMetrics text; a read token unless `[metrics] public = true`.
+pub async fn metrics(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    if !state.metrics_public {
+        caller?.require_reader()?;
+    }
+    let (store, metrics) = (state.store.clone(), state.metrics.clone());
+    let text = blocking(move || metrics.render(store.as_ref(), Timestamp::now())).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text))
+}

@@ -411,4 +411,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records that `sink` has delivered every event up to `last_event_id`.
     fn set_sink_cursor(&self, sink: &str, last_event_id: i64) -> Result<(), StoreError>;
+
+    /// The store's size on disk, in bytes.
+    fn size_bytes(&self) -> Result<u64, StoreError>;
 }

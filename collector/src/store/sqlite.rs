@@ -596,6 +596,25 @@ impl Store for SqliteStore {
     fn set_sink_cursor(&self, sink: &str, last_event_id: i64) -> Result<(), StoreError> {
         self.set_sink_cursor_impl(sink, last_event_id)
     }
+
+    fn size_bytes(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for suffix in ["", "-wal"] {
+            let mut name = self.path.clone().into_os_string();
+            name.push(suffix);
+            match std::fs::metadata(&name) {
+                Ok(m) => total += m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StoreError::Database(format!(
+                        "cannot stat {}: {e}",
+                        self.path.display()
+                    )))
+                }
+            }
+        }
+        Ok(total)
+    }
 }
 
 /// `listeners_at`: two ranges of `intervals_by_host`, still open and closed after `at`.

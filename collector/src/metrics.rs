@@ -1,0 +1,180 @@
+//! The collector's own health for Prometheus: `GET /metrics`, in the
+//! OpenMetrics text format.
+//!
+//! Counters (ingest) are kept as requests happen; gauges (hosts up and
+//! silent, open listeners, active alerts, baselines, store size) are read
+//! from the store at each scrape, so every collector in front of a shared
+//! store reports the same fleet.
+
+use std::sync::atomic::AtomicU64;
+
+use jiff::Timestamp;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::alert::drift::ALL_KINDS;
+use crate::store::{AlertState, HostStatus, Store, StoreError};
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// How an ingest request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Stored and acknowledged.
+    Stored,
+    /// Refused (4xx): bad credentials, bad body.
+    Refused,
+    /// Failed on our side (5xx).
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AlertLabels {
+    kind: &'static str,
+    state: &'static str,
+}
+
+/// The collector's metrics.
+pub struct Metrics {
+    registry: Registry,
+    ingest_requests: Family<OutcomeLabels, Counter>,
+    ingest_reports: Counter,
+    hosts: Family<StatusLabels, Gauge>,
+    listeners: Gauge,
+    alerts: Family<AlertLabels, Gauge>,
+    baselines: Gauge,
+    store_bytes: Gauge<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric, at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("portwatch");
+        let ingest_requests = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "ingest_requests",
+            "Agent report batches received, by outcome (stored, refused, failed)",
+            ingest_requests.clone(),
+        );
+        let ingest_reports = Counter::default();
+        registry.register(
+            "ingest_reports",
+            "Reports (snapshots and deltas) in stored batches; heartbeats carry none",
+            ingest_reports.clone(),
+        );
+        let hosts = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "hosts",
+            "Hosts by status: up, or silent (three intervals missed)",
+            hosts.clone(),
+        );
+        let listeners = Gauge::default();
+        registry.register("listeners_open", "Listeners open now, fleet-wide", listeners.clone());
+        let alerts = Family::<AlertLabels, Gauge>::default();
+        registry.register(
+            "alerts_active",
+            "Open and acknowledged alerts, by kind and state",
+            alerts.clone(),
+        );
+        let baselines = Gauge::default();
+        registry.register("baselines", "Baselines applied", baselines.clone());
+        let store_bytes = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "store_size_bytes",
+            "Size of the store on disk (SQLite: the database file and its WAL)",
+            store_bytes.clone(),
+        );
+        for outcome in [Outcome::Stored, Outcome::Refused, Outcome::Failed] {
+            let _ = ingest_requests.get_or_create(&OutcomeLabels {
+                outcome: outcome_name(outcome),
+            });
+        }
+        Metrics {
+            registry,
+            ingest_requests,
+            ingest_reports,
+            hosts,
+            listeners,
+            alerts,
+            baselines,
+            store_bytes,
+        }
+    }
+
+    /// Counts an ingest request that ended with `outcome`, carrying `reports` stored reports.
+    pub fn ingested(&self, outcome: Outcome, reports: usize) {
+        self.ingest_requests
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome_name(outcome),
+            })
+            .inc();
+        if outcome == Outcome::Stored {
+            self.ingest_reports.inc_by(reports as u64);
+        }
+    }
+
+    /// Reads the gauges from `store` as of `now` and renders every metric.
+    /// Blocks on the store.
+    pub fn render(&self, store: &dyn Store, now: Timestamp) -> Result<String, StoreError> {
+        let hosts = store.hosts(now)?;
+        let silent = hosts.iter().filter(|h| h.status == HostStatus::Silent).count();
+        self.hosts
+            .get_or_create(&StatusLabels { status: "up" })
+            .set(gauge(hosts.len() - silent));
+        self.hosts
+            .get_or_create(&StatusLabels { status: "silent" })
+            .set(gauge(silent));
+        self.listeners
+            .set(gauge(hosts.iter().map(|h| h.listeners as usize).sum()));
+        for state in [AlertState::Open, AlertState::Acknowledged] {
+            let active = store.alerts(Some(state), None, usize::MAX)?;
+            for kind in ALL_KINDS.into_iter().filter(|k| k.alerts()) {
+                let n = active.iter().filter(|a| a.kind == kind).count();
+                self.alerts
+                    .get_or_create(&AlertLabels {
+                        kind: kind.as_str(),
+                        state: state.as_str(),
+                    })
+                    .set(gauge(n));
+            }
+        }
+        self.baselines.set(gauge(store.baselines()?.len()));
+        self.store_bytes.set(store.size_bytes()?);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .map_err(|e| StoreError::Database(format!("cannot render the metrics: {e}")))?;
+        Ok(text)
+    }
+}
+
+fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Stored => "stored",
+        Outcome::Refused => "refused",
+        Outcome::Failed => "failed",
+    }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
