@@ -10,3 +10,4 @@ pub mod export;
 pub mod metrics;
 pub mod store;
 pub mod token;
+pub mod trend;

@@ -551,3 +551,40 @@ async fn metrics_need_a_read_token_and_count_what_ingest_did() {
     });
     assert_eq!(call(&public, get(None, "/metrics")).await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn trends_refuse_a_bad_window_and_answer_a_good_one() {
+    let f = fixture("trends");
+    call(
+        &f.app,
+        post(Some(&f.agent), json_body(&snapshot_batch("web-3", &[22, 443]))),
+    )
+    .await;
+    for (uri, needle) in [
+        ("/api/v1/trends?bucket=minute", "use hour or day"),
+        (
+            "/api/v1/trends?since=2026-11-02T00:00:00Z&until=2026-11-01T00:00:00Z",
+            "must be before",
+        ),
+        ("/api/v1/trends?since=2020-01-01T00:00:00Z", "larger bucket"),
+        ("/api/v1/trends?since=yesterday", "RFC 3339"),
+    ] {
+        let (status, answer) = call(&f.app, get(Some(&f.reader), uri)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(needle), "{uri}: {answer}");
+    }
+    assert_eq!(
+        call(&f.app, get(Some(&f.agent), "/api/v1/trends")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, t) = call(&f.app, get(Some(&f.reader), "/api/v1/trends?bucket=day")).await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    assert_eq!(t["open_listeners"].as_array().unwrap().len(), 8);
+    let top: Vec<u64> = t["top_ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(top, vec![22, 443]);
+}

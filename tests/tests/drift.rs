@@ -53,7 +53,7 @@ fn a_baseline_turns_departures_into_findings_and_alerts_with_a_lifecycle() {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\nrisky_ports = [\"tcp/{risky}=test-db\"]\n",
+            "listen = \"127.0.0.1:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\nflap_max = 2\nrisky_ports = [\"tcp/{risky}=test-db\"]\n",
             db.to_str().unwrap()
         ),
     )
@@ -69,6 +69,7 @@ fn a_baseline_turns_departures_into_findings_and_alerts_with_a_lifecycle() {
     let expected = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
     let expected_port = expected.port(0);
     let missing_port = free_port();
+    let (owner_port, wide_port, flap_port) = (free_port(), free_port(), free_port());
     eventually(SETTLE, || {
         let v = portwatch_json(&url, &read, &["ports", "--host", HOST]).ok()?;
         v.as_array()?
@@ -111,7 +112,11 @@ fn a_baseline_turns_departures_into_findings_and_alerts_with_a_lifecycle() {
         "name = \"web\"\nhosts = [\"drift-web-*\"]\nmissing_grace = \"1s\"\n\n\
          [[listener]]\nproto = \"tcp\"\nport = {expected_port}\nbind = \"loopback\"\nprocess = \"pw-listen\"\n\
          owner = \"team test\"\nreason = \"the test's service\"\n\n\
-         [[listener]]\nproto = \"tcp\"\nport = {missing_port}\nowner = \"team test\"\nreason = \"a service that is down\"\n"
+         [[listener]]\nproto = \"tcp\"\nport = {missing_port}\nowner = \"team test\"\nreason = \"a service that is down\"\n\n\
+         [[listener]]\nproto = \"tcp\"\nport = {owner_port}\nprocess = \"sshd\"\nowner = \"team sre\"\nreason = \"ssh\"\n\n\
+         [[listener]]\nproto = \"tcp\"\nport = {wide_port}\nbind = \"loopback\"\nprocess = \"pw-listen\"\n\
+         owner = \"team test\"\nreason = \"local only\"\n\n\
+         [[listener]]\nproto = \"tcp\"\nport = {flap_port}\nrequired = false\nowner = \"team test\"\nreason = \"flaps\"\n"
     );
     std::fs::write(&file, &baseline).unwrap();
     let file_arg = file.to_str().unwrap();
@@ -154,15 +159,39 @@ fn a_baseline_turns_departures_into_findings_and_alerts_with_a_lifecycle() {
     assert_eq!(log[0]["comment"], "inventory of the web tier");
     assert_eq!(log[0]["action"], "create");
 
-    // Departures: an unexpected listener, and a "database" on 0.0.0.0.
+    // Departures: an unexpected listener, a "database" on 0.0.0.0, sshd's port held by
+    // something else, a loopback service on 0.0.0.0, and a listener that keeps restarting.
     let unexpected = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
     let unexpected_port = unexpected.port(0);
     let database = Listeners::start(&[], &[&format!("tcp4:0.0.0.0:{risky}")]).unwrap();
+    let impostor = Listeners::start(&[], &[&format!("tcp4:127.0.0.1:{owner_port}")]).unwrap();
+    let widened = Listeners::start(&[], &[&format!("tcp4:0.0.0.0:{wide_port}")]).unwrap();
+    for _ in 0..3 {
+        let l = Listeners::start(&[], &[&format!("tcp4:127.0.0.1:{flap_port}")]).unwrap();
+        let pid = l.pids()[0];
+        eventually(SETTLE, || {
+            let v = portwatch_json(&url, &read, &["ports", "--host", HOST]).ok()?;
+            v.as_array()?
+                .iter()
+                .any(|r| r["local_port"] == flap_port && r["processes"][0]["pid"] == pid)
+                .then_some(())
+        })
+        .expect("each start of the flapping listener is seen");
+        drop(l);
+        eventually(SETTLE, || {
+            let v = portwatch_json(&url, &read, &["ports", "--host", HOST]).ok()?;
+            (!v.as_array()?.iter().any(|r| r["local_port"] == flap_port)).then_some(())
+        })
+        .expect("each stop of the flapping listener is seen");
+    }
     let all = eventually(SETTLE, || {
         let all = alerts(&url, &read);
         let ready = alert_of(&all, "unexpected-listener", Some(unexpected_port)).len() == 1
             && alert_of(&all, "risky-port-exposed", Some(risky)).len() == 1
-            && alert_of(&all, "missing-listener", Some(missing_port)).len() == 1;
+            && alert_of(&all, "missing-listener", Some(missing_port)).len() == 1
+            && alert_of(&all, "owner-mismatch", Some(owner_port)).len() == 1
+            && alert_of(&all, "exposure-widened", Some(wide_port)).len() == 1
+            && alert_of(&all, "flapping", Some(flap_port)).len() == 1;
         ready.then_some(all)
     })
     .unwrap_or_else(|| panic!("alerts raised: {:#?}", alerts(&url, &read)));
@@ -174,6 +203,24 @@ fn a_baseline_turns_departures_into_findings_and_alerts_with_a_lifecycle() {
         alert_of(&all, "missing-listener", Some(expected_port)).is_empty(),
         "{all:#?}"
     );
+    let mismatch = alert_of(&all, "owner-mismatch", Some(owner_port))[0];
+    assert!(
+        mismatch["message"].as_str().unwrap().contains("by sshd") && mismatch["finding"]["owner"] == "team sre",
+        "{mismatch:#}"
+    );
+    assert_eq!(
+        alert_of(&all, "exposure-widened", Some(wide_port))[0]["severity"],
+        "critical"
+    );
+    assert!(
+        alert_of(&all, "unexpected-listener", Some(owner_port)).is_empty(),
+        "{all:#?}"
+    );
+    assert!(
+        alert_of(&all, "unexpected-listener", Some(flap_port)).is_empty(),
+        "{all:#?}"
+    );
+    drop((impostor, widened));
     let risky_alert = alert_of(&all, "risky-port-exposed", Some(risky))[0];
     assert_eq!(risky_alert["severity"], "critical");
     assert!(

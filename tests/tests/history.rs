@@ -358,3 +358,72 @@ fn killing_the_collector_repeatedly_while_listeners_churn_loses_and_duplicates_n
     }
     drop(open);
 }
+
+#[test]
+fn trends_show_listeners_over_time_new_ports_and_short_lived_listeners() {
+    let s = setup("e2e-trends", "e2e-trends");
+    let spool = s.dir.path.join("spool");
+    let _agent = Agent::start(&s.collector.url, &s.agent_token, "e2e-trends", "200ms", &spool).unwrap();
+    let stays = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let brief = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let (stays_port, brief_port) = (stays.port(0), brief.port(0));
+    eventually(SETTLE, || {
+        (!who(&s, brief_port, &[]).as_array()?.is_empty()).then_some(())
+    })
+    .expect("stored");
+    drop(brief);
+    eventually(SETTLE, || {
+        history(&s, "e2e-trends", brief_port)
+            .iter()
+            .any(|r| !r["closed_at"].is_null())
+            .then_some(())
+    })
+    .expect("the close is stored");
+
+    let t = portwatch_json(&s.collector.url, &s.read_token, &["trends", "--host", "e2e-trends"]).unwrap();
+    assert_eq!(t["bucket_secs"], 3600);
+    let points = t["open_listeners"].as_array().unwrap();
+    assert_eq!(points.len(), 25, "24 hours, both ends: {t:#}");
+    // The host's listeners opened a moment ago: none at the earlier boundaries.
+    assert_eq!(points[0]["listeners"], 0);
+    let short = t["short_lived"].as_array().unwrap();
+    assert!(
+        short
+            .iter()
+            .any(|x| x["port"] == brief_port && x["process"] == "pw-listen" && x["count"] == 1),
+        "{t:#}"
+    );
+    assert!(!short.iter().any(|x| x["port"] == stays_port), "{t:#}");
+    let new: Vec<&Value> = t["new_ports_24h"].as_array().unwrap().iter().collect();
+    assert!(
+        new.iter().any(|f| f["port"] == stays_port && f["host"] == "e2e-trends"),
+        "{t:#}"
+    );
+    assert!(t["top_ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["port"] == stays_port && p["hosts"] == 1));
+
+    // Fleet-wide, by day, as a table for people.
+    let out = std::process::Command::new(binary("portwatch"))
+        .args([
+            "--collector",
+            &s.collector.url,
+            "--token",
+            &s.read_token,
+            "trends",
+            "--bucket",
+            "day",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("Open listeners (fleet-wide), every day:"), "{text}");
+    assert!(
+        text.contains("Short-lived listeners") && text.contains(&format!("tcp/{brief_port}")),
+        "{text}"
+    );
+    drop(stays);
+}

@@ -18,6 +18,7 @@
 //! | `GET /api/v1/drift?host=` | read, admin | findings now, by host |
 //! | `GET /api/v1/alerts?state=&host=&limit=` | read, admin | alerts, newest first (default: open and acknowledged) |
 //! | `POST /api/v1/alerts/{id}/ack` | admin | acknowledge an open alert (`{"comment": ...}`) |
+//! | `GET /api/v1/trends?host=&since=&until=&bucket=hour\|day` | read, admin | listeners over time, new, short-lived, recurring, top ports |
 //! | `GET /metrics` | read, admin (anyone with `[metrics] public`) | the collector's health, OpenMetrics text |
 //!
 //! Times are RFC 3339 (`2026-11-25T03:00:00Z`). Credentials are
@@ -140,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/drift", get(policy::drift))
         .route("/api/v1/alerts", get(policy::alerts))
         .route("/api/v1/alerts/{id}/ack", post(policy::ack))
+        .route("/api/v1/trends", get(query::trends))
         .route("/metrics", get(query::metrics))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see the API table in README".to_owned()) })
         .layer(DefaultBodyLimit::max(MAX_DECOMPRESSED_BYTES))

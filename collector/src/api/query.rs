@@ -155,3 +155,58 @@ pub async fn metrics(
     let text = blocking(move || metrics.render(store.as_ref(), Timestamp::now())).await?;
     Ok(([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text))
 }
+
+/// `?host=&since=&until=&bucket=`
+#[derive(Debug, Deserialize)]
+pub struct TrendParams {
+    host: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    bucket: Option<String>,
+}
+
+/// `GET /api/v1/trends?host=&since=&until=&bucket=hour|day`: open listeners
+/// over time, new, short-lived and recurring listeners, top ports. The
+/// window defaults to the last 24 hours (hour buckets) or 7 days (day buckets).
+pub async fn trends(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Result<Query<TrendParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<crate::trend::Trends>, ApiError> {
+    use crate::trend::Builder;
+    caller.require_reader()?;
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let (bucket, default_span) = match params.bucket.as_deref().unwrap_or("hour") {
+        "hour" => (
+            std::time::Duration::from_secs(3600),
+            jiff::SignedDuration::from_hours(24),
+        ),
+        "day" => (
+            std::time::Duration::from_secs(86_400),
+            jiff::SignedDuration::from_hours(24 * 7),
+        ),
+        other => return Err(ApiError::BadRequest(format!("bucket {other:?}: use hour or day"))),
+    };
+    let until = time_param("until", params.until.as_deref())?.unwrap_or_else(Timestamp::now);
+    let since = time_param("since", params.since.as_deref())?.unwrap_or(until - default_span);
+    let mut builder = Builder::new(since, until, bucket).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let store = state.store.clone();
+    let trends = blocking(move || {
+        match params.host.as_deref() {
+            Some(host) => {
+                for row in store.history(host, None, Some(since), Some(until))? {
+                    builder.add(&row);
+                }
+            }
+            None => store.export(Some(since), Some(until), &mut |row| {
+                builder.add(&row);
+                true
+            })?,
+        }
+        let first = store.first_seen_ports(until - jiff::SignedDuration::from_hours(24 * 7), params.host.as_deref())?;
+        let first: Vec<_> = first.into_iter().filter(|f| f.first_seen <= until).collect();
+        Ok(builder.finish(params.host, first))
+    })
+    .await?;
+    Ok(Json(trends))
+}

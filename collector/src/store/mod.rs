@@ -414,4 +414,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The store's size on disk, in bytes.
     fn size_bytes(&self) -> Result<u64, StoreError>;
+
+    /// Ports (by protocol) whose first interval ever, fleet-wide (on
+    /// `host` if given), opened at or after `since`: when, and where.
+    fn first_seen_ports(
+        &self,
+        since: Timestamp,
+        host: Option<&str>,
+    ) -> Result<Vec<crate::trend::FirstSeen>, StoreError>;
 }

@@ -597,6 +597,47 @@ impl Store for SqliteStore {
         self.set_sink_cursor_impl(sink, last_event_id)
     }
 
+    fn first_seen_ports(
+        &self,
+        since: Timestamp,
+        host: Option<&str>,
+    ) -> Result<Vec<crate::trend::FirstSeen>, StoreError> {
+        let host_id = match host {
+            Some(name) => match self.host_id(name)? {
+                Some(id) => Some(id),
+                None => return Ok(Vec::new()),
+            },
+            None => None,
+        };
+        // SQLite takes the bare column h.name from the row that has the min().
+        let raws: Vec<(i64, i64, i64, String)> = self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT i.proto, i.port, min(i.opened_at) AS first, h.name
+                     FROM intervals i JOIN hosts h ON h.id = i.host_id
+                     WHERE ?2 IS NULL OR i.host_id = ?2
+                     GROUP BY i.proto, i.port HAVING first >= ?1",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![since.as_millisecond(), host_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })?;
+        raws.into_iter()
+            .map(|(proto, port, first, host)| {
+                Ok(crate::trend::FirstSeen {
+                    proto: proto_from(proto)?,
+                    port: u16::try_from(port).map_err(|_| corrupt(format!("port {port}")))?,
+                    first_seen: timestamp(first)?,
+                    host,
+                })
+            })
+            .collect()
+    }
+
     fn size_bytes(&self) -> Result<u64, StoreError> {
         let mut total = 0;
         for suffix in ["", "-wal"] {

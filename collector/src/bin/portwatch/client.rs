@@ -225,6 +225,23 @@ impl Client {
         self.get("/api/v1/alerts", &query)
     }
 
+    /// `GET /api/v1/trends`
+    pub fn trends(
+        &self,
+        host: Option<&str>,
+        bucket: &str,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> anyhow::Result<portwatch_collector::trend::Trends> {
+        let mut query = vec![("bucket", bucket.to_owned())];
+        if let Some(h) = host {
+            query.push(("host", path_segment(h)?.to_owned()));
+        }
+        query.extend(since.map(|t| ("since", t.to_string())));
+        query.extend(until.map(|t| ("until", t.to_string())));
+        self.get("/api/v1/trends", &query)
+    }
+
     /// `POST /api/v1/alerts/{id}/ack`
     pub fn ack(&self, id: i64, comment: &str) -> anyhow::Result<AlertRow> {
         self.post(

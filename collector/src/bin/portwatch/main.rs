@@ -36,7 +36,8 @@ use client::Client;
   portwatch baseline apply web.toml -m 'web tier inventory'   (admin token)
   portwatch drift --host web-3                 how web-3 departs from its baselines now
   portwatch alerts                             open and acknowledged alerts
-  portwatch alerts ack 12 -m 'rolling back the deploy'   (admin token)"
+  portwatch alerts ack 12 -m 'rolling back the deploy'   (admin token)
+  portwatch trends --bucket day                the last week: listeners, new ports, short-lived, top ports"
 )]
 struct Cli {
     /// Collector base URL.
@@ -140,6 +141,22 @@ enum Command {
         /// Only this host's.
         #[arg(long)]
         host: Option<String>,
+    },
+    /// Trends: open listeners over time (fleet-wide or one host), ports first seen in the last 24 h / 7 d,
+    /// short-lived listeners, listeners recurring at the same hour, top ports by host count.
+    Trends {
+        /// Only this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Bucket width.
+        #[arg(long, value_parser = ["hour", "day"], default_value = "hour")]
+        bucket: String,
+        /// From this moment (default: 24 hours, or 7 days with --bucket day, before --until).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Until this moment (default: now).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
     },
     /// The timeline of a host's listeners: when each opened and closed.
     History {
@@ -306,6 +323,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         },
+        Command::Trends {
+            host,
+            bucket,
+            since,
+            until,
+        } => {
+            let (since, until) = (time(since.as_deref())?, time(until.as_deref())?);
+            let trends = client.trends(host.as_deref(), bucket, since, until)?;
+            if cli.json {
+                render::json(&mut out, &trends)?;
+            } else {
+                render::trends(&mut out, &trends, &tz)?;
+            }
+        }
         Command::History {
             host,
             port,

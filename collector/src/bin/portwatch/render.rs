@@ -256,3 +256,98 @@ pub fn baseline_log(out: &mut impl Write, log: &[BaselineLogRow], tz: &TimeZone)
         .collect();
     table(out, &["WHEN", "BASELINE", "ACTION", "BY", "WHY"], &rows)
 }
+
+/// Trends as a few short tables.
+pub fn trends(out: &mut impl Write, t: &portwatch_collector::trend::Trends, tz: &TimeZone) -> io::Result<()> {
+    let scope = t.host.as_deref().unwrap_or("fleet-wide");
+    let every = match t.bucket_secs {
+        3600 => "hour".to_owned(),
+        86_400 => "day".to_owned(),
+        s => humantime::format_duration(std::time::Duration::from_secs(s)).to_string(),
+    };
+    writeln!(out, "Open listeners ({scope}), every {every}:")?;
+    let max = t.open_listeners.iter().map(|p| p.listeners).max().unwrap_or(0).max(1);
+    let rows: Vec<Vec<String>> = t
+        .open_listeners
+        .iter()
+        .map(|p| {
+            let bar = (p.listeners * 40).div_ceil(max) as usize;
+            vec![local(p.at, tz), p.listeners.to_string(), "#".repeat(bar)]
+        })
+        .collect();
+    table(out, &["TIME", "LISTENERS", ""], &rows)?;
+
+    let first = |list: &[portwatch_collector::trend::FirstSeen]| -> Vec<Vec<String>> {
+        list.iter()
+            .map(|f| {
+                vec![
+                    format!("{}/{}", f.proto.as_str(), f.port),
+                    f.host.clone(),
+                    local(f.first_seen, tz),
+                ]
+            })
+            .collect()
+    };
+    writeln!(out, "\nPorts first seen in the last 24 h:")?;
+    match t.new_ports_24h.is_empty() {
+        true => writeln!(out, "none")?,
+        false => table(out, &["PORT", "FIRST ON", "AT"], &first(&t.new_ports_24h))?,
+    }
+    writeln!(out, "\nPorts first seen in the last 7 days:")?;
+    match t.new_ports_7d.is_empty() {
+        true => writeln!(out, "none")?,
+        false => table(out, &["PORT", "FIRST ON", "AT"], &first(&t.new_ports_7d))?,
+    }
+
+    writeln!(out, "\nShort-lived listeners (open less than a minute):")?;
+    if t.short_lived.is_empty() {
+        writeln!(out, "none")?;
+    } else {
+        let rows: Vec<Vec<String>> = t
+            .short_lived
+            .iter()
+            .map(|s| {
+                vec![
+                    s.host.clone(),
+                    format!("{}/{}", s.proto.as_str(), s.port),
+                    s.process.clone().unwrap_or_else(|| "-".to_owned()),
+                    s.count.to_string(),
+                    format!("{} ms", s.shortest_ms),
+                    local(s.last_opened_at, tz),
+                ]
+            })
+            .collect();
+        table(
+            out,
+            &["HOST", "PORT", "PROCESS", "TIMES", "SHORTEST", "LAST OPENED"],
+            &rows,
+        )?;
+    }
+
+    writeln!(out, "\nListeners opening at the same hour on several days:")?;
+    if t.recurring.is_empty() {
+        writeln!(out, "none")?;
+    } else {
+        let rows: Vec<Vec<String>> = t
+            .recurring
+            .iter()
+            .map(|r| {
+                vec![
+                    r.host.clone(),
+                    format!("{}/{}", r.proto.as_str(), r.port),
+                    format!("{:02}:00 UTC", r.hour_utc),
+                    r.days.to_string(),
+                ]
+            })
+            .collect();
+        table(out, &["HOST", "PORT", "HOUR", "DAYS"], &rows)?;
+    }
+
+    writeln!(out, "\nTop ports by number of hosts:")?;
+    let rows: Vec<Vec<String>> = t
+        .top_ports
+        .iter()
+        .map(|p| vec![format!("{}/{}", p.proto.as_str(), p.port), p.hosts.to_string()])
+        .collect();
+    table(out, &["PORT", "HOSTS"], &rows)
+}

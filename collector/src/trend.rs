@@ -1,0 +1,426 @@
+//! Trends: what history says over time, for people and the dashboard.
+//!
+//! [`Builder`] takes listener intervals one at a time (as the store streams
+//! them) and keeps only small aggregates, so a week of a large fleet is
+//! summarised without holding it: the number of open listeners at each
+//! bucket boundary, short-lived listeners, listeners that recur at the same
+//! hour on several days, and the ports open on the most hosts. Ports first
+//! seen fleet-wide come from the store ([`crate::store::Store::first_seen_ports`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use portwatch_common::Proto;
+use serde::{Deserialize, Serialize};
+
+use crate::store::ListenerRow;
+
+/// A listener open less than this is short-lived.
+pub const SHORT_LIVED: Duration = Duration::from_secs(60);
+/// A listener opened at the same hour (UTC) on at least this many days recurs.
+pub const RECURRING_DAYS: usize = 3;
+/// Most entries in each top list.
+pub const TOP: usize = 20;
+/// Most buckets one answer may have.
+pub const MAX_BUCKETS: usize = 2000;
+
+/// The number of open listeners at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Point {
+    /// The moment (a bucket's start).
+    pub at: Timestamp,
+    /// Listeners open then.
+    pub listeners: u64,
+}
+
+/// A port seen for the first time, fleet-wide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstSeen {
+    /// Protocol.
+    pub proto: Proto,
+    /// Port.
+    pub port: u16,
+    /// When it first opened anywhere.
+    pub first_seen: Timestamp,
+    /// Where.
+    pub host: String,
+}
+
+/// Listeners of one host and port that opened and closed within [`SHORT_LIVED`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShortLived {
+    /// Host.
+    pub host: String,
+    /// Protocol.
+    pub proto: Proto,
+    /// Port.
+    pub port: u16,
+    /// The holder's name, if known.
+    pub process: Option<String>,
+    /// How many times.
+    pub count: u64,
+    /// The shortest, in milliseconds.
+    pub shortest_ms: u64,
+    /// The last time one opened.
+    pub last_opened_at: Timestamp,
+}
+
+/// A listener that opens at the same hour of the day on several days (a cron job?).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recurring {
+    /// Host.
+    pub host: String,
+    /// Protocol.
+    pub proto: Proto,
+    /// Port.
+    pub port: u16,
+    /// The hour (UTC, 0-23) it opens at.
+    pub hour_utc: i8,
+    /// On how many days it did.
+    pub days: usize,
+}
+
+/// A port by the number of hosts it is open on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopPort {
+    /// Protocol.
+    pub proto: Proto,
+    /// Port.
+    pub port: u16,
+    /// Hosts with it open at the end of the window.
+    pub hosts: u64,
+}
+
+/// The trends of a window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trends {
+    /// The host, if one was asked for (else fleet-wide).
+    pub host: Option<String>,
+    /// Start of the window.
+    pub since: Timestamp,
+    /// End of the window.
+    pub until: Timestamp,
+    /// Bucket width, in seconds.
+    pub bucket_secs: u64,
+    /// Open listeners at each bucket's start.
+    pub open_listeners: Vec<Point>,
+    /// Ports first seen fleet-wide in the 24 hours before `until`.
+    pub new_ports_24h: Vec<FirstSeen>,
+    /// Ports first seen fleet-wide in the 7 days before `until`.
+    pub new_ports_7d: Vec<FirstSeen>,
+    /// Listeners open less than a minute, most frequent first.
+    pub short_lived: Vec<ShortLived>,
+    /// Listeners opening at the same hour on several days, most days first.
+    pub recurring: Vec<Recurring>,
+    /// Ports open on the most hosts at `until`.
+    pub top_ports: Vec<TopPort>,
+}
+
+/// Accumulates intervals into [`Trends`].
+pub struct Builder {
+    since: Timestamp,
+    until: Timestamp,
+    step: SignedDuration,
+    buckets: usize,
+    /// Difference array of open listeners per bucket boundary.
+    delta: Vec<i64>,
+    short: BTreeMap<(String, Proto, u16, Option<String>), ShortLived>,
+    opens_by_hour: BTreeMap<(String, Proto, u16, i8), BTreeSet<jiff::civil::Date>>,
+    open_at_end: BTreeMap<(Proto, u16), BTreeSet<String>>,
+}
+
+/// Why a window cannot be summarised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TrendError(pub String);
+
+impl Builder {
+    /// A builder for `[since, until]` in buckets of `bucket`.
+    pub fn new(since: Timestamp, until: Timestamp, bucket: Duration) -> Result<Builder, TrendError> {
+        if since >= until {
+            return Err(TrendError(format!("since ({since}) must be before until ({until})")));
+        }
+        let step = SignedDuration::try_from(bucket)
+            .ok()
+            .filter(|s| s.as_secs() > 0)
+            .ok_or_else(|| TrendError("a bucket is at least one second".to_owned()))?;
+        let span = until.duration_since(since);
+        let buckets = usize::try_from(span.as_secs() / step.as_secs())
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        if buckets > MAX_BUCKETS {
+            return Err(TrendError(format!(
+                "{buckets} buckets of {} in the window: use a larger bucket (day) or a shorter window",
+                humantime::format_duration(bucket)
+            )));
+        }
+        Ok(Builder {
+            since,
+            until,
+            step,
+            buckets,
+            delta: vec![0; buckets + 1],
+            short: BTreeMap::new(),
+            opens_by_hour: BTreeMap::new(),
+            open_at_end: BTreeMap::new(),
+        })
+    }
+
+    /// The first bucket whose start is at or after `t`.
+    fn bucket_at_or_after(&self, t: Timestamp) -> usize {
+        if t <= self.since {
+            return 0;
+        }
+        let ms = t.duration_since(self.since).as_millis();
+        let step = self.step.as_millis();
+        usize::try_from((ms + step - 1) / step)
+            .unwrap_or(usize::MAX)
+            .min(self.buckets)
+    }
+
+    /// Takes one interval (of any host) that overlaps the window.
+    pub fn add(&mut self, row: &ListenerRow) {
+        let l = &row.listener;
+        // Open at boundary t when opened_at <= t < closed_at.
+        let first = self.bucket_at_or_after(row.opened_at);
+        let end = match row.closed_at {
+            Some(c) => {
+                let b = self.bucket_at_or_after(c);
+                // A close exactly at a boundary is not open there.
+                b.min(self.buckets)
+            }
+            None => self.buckets,
+        };
+        if first < end {
+            self.delta[first] += 1;
+            self.delta[end] -= 1;
+        }
+        let in_window = row.opened_at >= self.since && row.opened_at <= self.until;
+        if let (Some(closed), true) = (row.closed_at, in_window) {
+            let lived = closed.duration_since(row.opened_at);
+            if lived < SignedDuration::try_from(SHORT_LIVED).unwrap_or(SignedDuration::MAX) {
+                let process = l.processes.first().map(|p| p.name.clone());
+                let ms = u64::try_from(lived.as_millis()).unwrap_or(0);
+                let entry = self
+                    .short
+                    .entry((row.host.clone(), l.proto, l.local_port, process.clone()))
+                    .or_insert_with(|| ShortLived {
+                        host: row.host.clone(),
+                        proto: l.proto,
+                        port: l.local_port,
+                        process,
+                        count: 0,
+                        shortest_ms: ms,
+                        last_opened_at: row.opened_at,
+                    });
+                entry.count += 1;
+                entry.shortest_ms = entry.shortest_ms.min(ms);
+                entry.last_opened_at = entry.last_opened_at.max(row.opened_at);
+            }
+        }
+        if in_window {
+            let utc = row.opened_at.to_zoned_datetime(jiff::tz::TimeZone::UTC);
+            self.opens_by_hour
+                .entry((row.host.clone(), l.proto, l.local_port, utc.hour()))
+                .or_default()
+                .insert(utc.date());
+        }
+        if row.opened_at <= self.until && row.closed_at.is_none_or(|c| c > self.until) {
+            self.open_at_end
+                .entry((l.proto, l.local_port))
+                .or_default()
+                .insert(row.host.clone());
+        }
+    }
+
+    /// The trends, with the first-seen ports the store found (newest first).
+    pub fn finish(self, host: Option<String>, first_seen: Vec<FirstSeen>) -> Trends {
+        let mut open = Vec::with_capacity(self.buckets);
+        let mut running = 0i64;
+        for i in 0..self.buckets {
+            running += self.delta[i];
+            let at = self.since + self.step * i32::try_from(i).unwrap_or(i32::MAX);
+            open.push(Point {
+                at,
+                listeners: u64::try_from(running).unwrap_or(0),
+            });
+        }
+        let day_ago = self.until - SignedDuration::from_hours(24);
+        let mut new_7d = first_seen;
+        new_7d.sort_by(|a, b| {
+            b.first_seen
+                .cmp(&a.first_seen)
+                .then((a.proto, a.port).cmp(&(b.proto, b.port)))
+        });
+        let new_24h = new_7d.iter().filter(|f| f.first_seen > day_ago).cloned().collect();
+
+        let mut short: Vec<ShortLived> = self.short.into_values().collect();
+        short.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(a.host.cmp(&b.host))
+                .then(a.port.cmp(&b.port))
+        });
+        short.truncate(TOP);
+
+        let mut recurring: Vec<Recurring> = self
+            .opens_by_hour
+            .into_iter()
+            .filter(|(_, days)| days.len() >= RECURRING_DAYS)
+            .map(|((host, proto, port, hour_utc), days)| Recurring {
+                host,
+                proto,
+                port,
+                hour_utc,
+                days: days.len(),
+            })
+            .collect();
+        recurring.sort_by(|a, b| b.days.cmp(&a.days).then(a.host.cmp(&b.host)).then(a.port.cmp(&b.port)));
+        recurring.truncate(TOP);
+
+        let mut top: Vec<TopPort> = self
+            .open_at_end
+            .into_iter()
+            .map(|((proto, port), hosts)| TopPort {
+                proto,
+                port,
+                hosts: hosts.len() as u64,
+            })
+            .collect();
+        top.sort_by(|a, b| b.hosts.cmp(&a.hosts).then((a.port, a.proto).cmp(&(b.port, b.proto))));
+        top.truncate(TOP);
+
+        Trends {
+            host,
+            since: self.since,
+            until: self.until,
+            bucket_secs: u64::try_from(self.step.as_secs()).unwrap_or(0),
+            open_listeners: open,
+            new_ports_24h: new_24h,
+            new_ports_7d: new_7d,
+            short_lived: short,
+            recurring,
+            top_ports: top,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portwatch_common::{Exposure, Family, Listener, Process};
+
+    fn t(s: i64) -> Timestamp {
+        // 2027-01-15T00:00:00Z
+        Timestamp::from_second(1_799_971_200 + s).unwrap()
+    }
+
+    fn row(host: &str, port: u16, opened: i64, closed: Option<i64>) -> ListenerRow {
+        ListenerRow {
+            host: host.to_owned(),
+            listener: Listener {
+                netns: 1,
+                proto: Proto::Tcp,
+                family: Family::Ipv4,
+                local_addr: "0.0.0.0".parse().unwrap(),
+                local_port: port,
+                inode: 1,
+                uid: 0,
+                user: None,
+                exposure: Exposure::Wildcard,
+                dual_stack: false,
+                processes: vec![Process {
+                    pid: 9,
+                    name: format!("svc{port}"),
+                    cmdline: None,
+                    exe: None,
+                    uid: None,
+                    user: None,
+                    container: None,
+                    unit: None,
+                }],
+            },
+            opened_at: t(opened),
+            closed_at: closed.map(t),
+        }
+    }
+
+    const H: i64 = 3600;
+
+    #[test]
+    fn open_listeners_are_counted_at_each_bucket_start() {
+        let mut b = Builder::new(t(0), t(4 * H), Duration::from_secs(3600)).unwrap();
+        b.add(&row("a", 22, -100 * H, None)); // open all along
+        b.add(&row("a", 80, H, Some(3 * H))); // open at 1h and 2h, closed exactly at 3h
+        b.add(&row("b", 80, H + 1, Some(H + 30))); // between two boundaries: never counted
+        b.add(&row("b", 443, -H, Some(H / 2))); // open at 0 only
+        let tr = b.finish(None, Vec::new());
+        let counts: Vec<u64> = tr.open_listeners.iter().map(|p| p.listeners).collect();
+        assert_eq!(counts, vec![2, 2, 2, 1, 1]);
+        assert_eq!(tr.open_listeners[1].at, t(H));
+        assert_eq!(tr.bucket_secs, 3600);
+    }
+
+    #[test]
+    fn short_lived_recurring_and_top_ports_are_found() {
+        let mut b = Builder::new(t(0), t(5 * 24 * H), Duration::from_secs(86_400)).unwrap();
+        for day in 0..4 {
+            // A backup job opening :873 at 03:00 UTC for 20 minutes, every day.
+            b.add(&row(
+                "db-1",
+                873,
+                day * 24 * H + 3 * H + 60,
+                Some(day * 24 * H + 3 * H + 1260),
+            ));
+        }
+        for i in 0..3 {
+            b.add(&row("web-1", 9999, 10 * H + i * 100, Some(10 * H + i * 100 + 5)));
+        }
+        b.add(&row("web-1", 22, -H, None));
+        b.add(&row("web-2", 22, -H, None));
+        b.add(&row("web-2", 443, -H, None));
+        let tr = b.finish(None, Vec::new());
+        assert_eq!(tr.short_lived.len(), 1);
+        let s = &tr.short_lived[0];
+        assert_eq!(
+            (s.host.as_str(), s.port, s.count, s.shortest_ms),
+            ("web-1", 9999, 3, 5000)
+        );
+        assert_eq!(s.process.as_deref(), Some("svc9999"));
+        assert_eq!(tr.recurring.len(), 1);
+        let r = &tr.recurring[0];
+        assert_eq!((r.host.as_str(), r.port, r.hour_utc, r.days), ("db-1", 873, 3, 4));
+        let top: Vec<(u16, u64)> = tr.top_ports.iter().map(|p| (p.port, p.hosts)).collect();
+        assert_eq!(top, vec![(22, 2), (443, 1)]);
+    }
+
+    #[test]
+    fn new_ports_are_split_by_age_newest_first() {
+        let b = Builder::new(t(0), t(7 * 24 * H), Duration::from_secs(86_400)).unwrap();
+        let seen = |port, at| FirstSeen {
+            proto: Proto::Tcp,
+            port,
+            first_seen: t(at),
+            host: "web-1".to_owned(),
+        };
+        let tr = b.finish(
+            Some("web-1".to_owned()),
+            vec![seen(8080, 2 * 24 * H), seen(31337, 7 * 24 * H - H)],
+        );
+        assert_eq!(
+            tr.new_ports_7d.iter().map(|f| f.port).collect::<Vec<_>>(),
+            vec![31337, 8080]
+        );
+        assert_eq!(tr.new_ports_24h.iter().map(|f| f.port).collect::<Vec<_>>(), vec![31337]);
+    }
+
+    #[test]
+    fn a_window_that_is_empty_or_too_finely_cut_is_refused() {
+        assert!(Builder::new(t(10), t(0), Duration::from_secs(60)).is_err());
+        let e = Builder::new(t(0), t(90 * 24 * H), Duration::from_secs(60))
+            .err()
+            .unwrap();
+        assert!(e.0.contains("larger bucket"), "{e}");
+    }
+}
