@@ -77,11 +77,15 @@ impl Evaluator {
             .into_iter()
             .filter(|h| host.is_none_or(|want| h.host == want))
             .collect();
+        self.drift_of(&hosts, now)
+    }
+
+    /// The findings of `hosts` as of `now`: one history read per host.
+    fn drift_of(&self, hosts: &[HostRow], now: Timestamp) -> Result<Vec<Finding>, StoreError> {
         let applied = self.applied()?;
-        let since =
-            now - SignedDuration::try_from(drift::lookback(&applied, &self.policy)).unwrap_or(SignedDuration::MAX);
+        let since = now - SignedDuration::try_from(drift::lookback(&applied, &self.policy)).unwrap_or(SignedDuration::MAX);
         let mut findings = Vec::new();
-        for h in &hosts {
+        for h in hosts {
             let recent = self.store.history(&h.host, None, Some(since), Some(now))?;
             let listeners: Vec<_> = recent.iter().filter(|r| r.closed_at.is_none()).cloned().collect();
             let view = HostView {
@@ -97,19 +101,14 @@ impl Evaluator {
     /// Evaluates `hosts` (every host if `None`) and brings their alerts in
     /// line; what changed. Blocks on the store.
     pub fn evaluate(&self, hosts: Option<&BTreeSet<String>>, now: Timestamp) -> Result<Vec<AlertEvent>, StoreError> {
-        let (names, findings) = match hosts {
-            Some(set) => {
-                let mut findings = Vec::new();
-                for host in set {
-                    findings.extend(self.drift(Some(host), now)?);
-                }
-                (set.iter().cloned().collect::<Vec<_>>(), findings)
-            }
-            None => {
-                let names = self.store.hosts(now)?.into_iter().map(|h| h.host).collect();
-                (names, self.drift(None, now)?)
-            }
-        };
+        let rows: Vec<HostRow> = self
+            .store
+            .hosts(now)?
+            .into_iter()
+            .filter(|h| hosts.is_none_or(|set| set.contains(&h.host)))
+            .collect();
+        let findings = self.drift_of(&rows, now)?;
+        let names: Vec<String> = rows.into_iter().map(|h| h.host).collect();
         self.store.sync_alerts(&names, &findings, now)
     }
 }
