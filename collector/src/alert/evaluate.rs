@@ -83,7 +83,8 @@ impl Evaluator {
     /// The findings of `hosts` as of `now`: one history read per host.
     fn drift_of(&self, hosts: &[HostRow], now: Timestamp) -> Result<Vec<Finding>, StoreError> {
         let applied = self.applied()?;
-        let since = now - SignedDuration::try_from(drift::lookback(&applied, &self.policy)).unwrap_or(SignedDuration::MAX);
+        let since =
+            now - SignedDuration::try_from(drift::lookback(&applied, &self.policy)).unwrap_or(SignedDuration::MAX);
         let mut findings = Vec::new();
         for h in hosts {
             let recent = self.store.history(&h.host, None, Some(since), Some(now))?;

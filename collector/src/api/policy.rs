@@ -166,11 +166,14 @@ pub async fn learn(
                 }
             })
             .collect();
-        n.trim_matches('-').to_owned()
+        match n.trim_matches('-') {
+            "" => "all-hosts".to_owned(),
+            n => n.to_owned(),
+        }
     });
     if !baseline::valid_name(&name) {
         return Err(ApiError::BadRequest(format!(
-            "name {name:?}: use letters, digits, '-', '_' and '.' (pass name=...)"
+            "name {name:?}: use letters, digits, '-', '_' and '.' (`portwatch baseline learn --name`, or name= in the API)"
         )));
     }
     let store = state.store.clone();

@@ -30,7 +30,7 @@ pub fn learn(name: &str, hosts: &str, rows: &[ListenerRow], at: jiff::Timestamp)
             port: l.local_port,
             proto: l.proto,
             bind: l.exposure,
-            process: l.processes.first().map(|p| p.name.clone()),
+            process: l.processes.first().map(process_name),
             user: l.user.clone(),
         };
         let (on, units) = seen.entry(key).or_default();
@@ -80,6 +80,16 @@ pub fn learn(name: &str, hosts: &str, rows: &[ListenerRow], at: jiff::Timestamp)
     out
 }
 
+/// The name to expect: the kernel's `comm` is cut at 15 bytes, so where it is
+/// the start of the executable's file name, that file name (both match).
+fn process_name(p: &portwatch_common::Process) -> String {
+    let file = p.exe.as_deref().and_then(|e| e.rsplit('/').next());
+    match file {
+        Some(f) if p.name.len() >= 15 && f.starts_with(&p.name) => f.to_owned(),
+        _ => p.name.clone(),
+    }
+}
+
 /// A TOML basic string. JSON's string escapes (as serde_json writes them:
 /// `\"`, `\\`, `\n`, `\uXXXX`, ...) are all valid in TOML basic strings.
 fn quote(s: &str) -> String {
@@ -122,7 +132,10 @@ mod tests {
 
     #[test]
     fn a_learned_file_parses_but_is_refused_until_reviewed() {
+        let mut long = row("web-1", 7878, Exposure::Loopback, "portwatch-colle");
+        long.listener.processes[0].exe = Some("/usr/bin/portwatch-collector".to_owned());
         let rows = [
+            long,
             row("web-1", 443, Exposure::Wildcard, "nginx"),
             row("web-2", 443, Exposure::Wildcard, "nginx"),
             row("web-1", 22, Exposure::Wildcard, "sshd"),
@@ -140,7 +153,12 @@ mod tests {
         let b = super::super::parse(&reviewed).unwrap();
         assert_eq!(b.hosts, vec!["web-*"]);
         let ports: Vec<u16> = b.listeners.iter().map(|e| e.port_from).collect();
-        assert_eq!(ports, vec![22, 443]);
+        assert_eq!(ports, vec![22, 443, 7878]);
+        assert_eq!(
+            b.listeners[2].process.as_deref(),
+            Some("portwatch-collector"),
+            "the whole name, not comm's 15 bytes"
+        );
         assert_eq!(b.listeners[1].process.as_deref(), Some("nginx"));
         assert_eq!(b.listeners[1].bind, Some(Exposure::Wildcard));
     }

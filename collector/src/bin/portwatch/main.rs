@@ -123,8 +123,10 @@ enum Command {
         #[command(subcommand)]
         action: BaselineCommand,
     },
-    /// How hosts depart from their baselines now: unexpected, missing, wrong owner, too exposed, risky ports,
-    /// silent agents, flapping listeners. Hosts without a baseline list their listeners as `unbaselined`.
+    /// How hosts depart from their baselines now.
+    ///
+    /// Kinds: unexpected-listener, missing-listener, owner-mismatch, exposure-widened, risky-port-exposed,
+    /// host-silent, flapping. Hosts without a baseline list their listeners as `unbaselined`.
     Drift {
         /// Only this host.
         #[arg(long)]
@@ -142,8 +144,10 @@ enum Command {
         #[arg(long)]
         host: Option<String>,
     },
-    /// Trends: open listeners over time (fleet-wide or one host), ports first seen in the last 24 h / 7 d,
-    /// short-lived listeners, listeners recurring at the same hour, top ports by host count.
+    /// Trends: listeners over time, new ports, short-lived and recurring listeners, top ports.
+    ///
+    /// Open listeners at each hour or day (fleet-wide or one host), ports first seen in the last 24 h / 7 d,
+    /// listeners open less than a minute, listeners opening at the same hour on 3+ days, top ports by host count.
     Trends {
         /// Only this host.
         #[arg(long)]
