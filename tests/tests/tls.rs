@@ -54,6 +54,17 @@ fn private_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     (dir.join("ca.pem"), dir.join("collector.crt"), dir.join("collector.key"))
 }
 
+/// A collector config on loopback serving HTTPS with `cert` and `key`.
+fn write_config(config: &Path, db: &Path, cert: &Path, key: &Path) {
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndb = {:?}\n[tls]\ncert = {:?}\nkey = {:?}\n",
+        db.to_str().unwrap(),
+        cert.to_str().unwrap(),
+        key.to_str().unwrap()
+    );
+    std::fs::write(config, text).unwrap();
+}
+
 fn portwatch(args: &[&str]) -> std::process::Output {
     Command::new(binary("portwatch")).args(args).output().unwrap()
 }
@@ -64,16 +75,7 @@ fn agent_and_cli_trusting_the_private_ca_work_over_https_and_others_are_told_why
     let (ca, cert, key) = private_ca(&dir.path, "first");
     let db = dir.path.join("collector.db");
     let config = dir.path.join("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndb = {:?}\n[tls]\ncert = {:?}\nkey = {:?}\n",
-            db.to_str().unwrap(),
-            cert.to_str().unwrap(),
-            key.to_str().unwrap()
-        ),
-    )
-    .unwrap();
+    write_config(&config, &db, &cert, &key);
     let agent_token = create_token(&db, &["--host", "tls-host"]).unwrap();
     let read_token = create_token(&db, &["--role", "read", "--name", "ops"]).unwrap();
     let collector = Collector::serve(&db, &[OsStr::new("--config"), config.as_os_str()]).unwrap();
@@ -155,16 +157,7 @@ fn a_key_that_is_not_the_certificates_stops_serve_with_both_names() {
     let (ca, cert, _key) = private_ca(&dir.path, "first");
     let config = dir.path.join("collector.toml");
     // A certificate where the key should be: no usable key.
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndb = {:?}\n[tls]\ncert = {:?}\nkey = {:?}\n",
-            dir.path.join("c.db").to_str().unwrap(),
-            cert.to_str().unwrap(),
-            ca.to_str().unwrap()
-        ),
-    )
-    .unwrap();
+    write_config(&config, &dir.path.join("c.db"), &cert, &ca);
     let out = Command::new(binary("portwatch-collector"))
         .args(["serve", "--config", config.to_str().unwrap()])
         .output()
@@ -182,16 +175,7 @@ fn local_agent_refuses_a_tls_config_and_says_how_to_run_instead() {
     let dir = TempDir::new("tls-local").unwrap();
     let (_ca, cert, key) = private_ca(&dir.path, "first");
     let config = dir.path.join("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndb = {:?}\n[tls]\ncert = {:?}\nkey = {:?}\n",
-            dir.path.join("c.db").to_str().unwrap(),
-            cert.to_str().unwrap(),
-            key.to_str().unwrap()
-        ),
-    )
-    .unwrap();
+    write_config(&config, &dir.path.join("c.db"), &cert, &key);
     let out = Command::new(binary("portwatch-collector"))
         .args(["serve", "--local-agent", "--config", config.to_str().unwrap()])
         .output()

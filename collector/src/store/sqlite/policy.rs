@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{corrupt, db, timestamp, SqliteStore, Synchronous};
 use crate::alert::drift::{Finding, Kind, Severity};
@@ -15,6 +15,20 @@ const ALERT_COLUMNS: &str = "id, key, kind, severity, host, message, state, open
      ack_comment, resolved_at, finding";
 
 impl SqliteStore {
+    /// Runs `f` in one write transaction that commits with an fsync of the
+    /// WAL when `f` returns `Ok`, and rolls back otherwise.
+    fn durably<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut writer = self.writer();
+        writer.set_synchronous(Synchronous::Full)?;
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(db)?;
+        Ok(out)
+    }
+
     pub(super) fn put_baseline_impl(
         &self,
         name: &str,
@@ -23,31 +37,26 @@ impl SqliteStore {
         comment: Option<&str>,
         at: Timestamp,
     ) -> Result<BaselineAction, StoreError> {
-        let mut writer = self.writer();
-        writer.set_synchronous(Synchronous::Full)?;
-        let tx = writer
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
-        let old: Option<String> = tx
-            .query_row("SELECT source FROM baselines WHERE name = ?1", [name], |r| r.get(0))
-            .optional()
-            .map_err(db)?;
-        let action = match old {
-            Some(old) if old == source => return Ok(BaselineAction::Unchanged),
-            Some(_) => BaselineAction::Update,
-            None => BaselineAction::Create,
-        };
-        tx.execute(
-            "INSERT INTO baselines (name, source, applied_at, applied_by) VALUES (?1, ?2, ?3, ?4)
+        self.durably(|tx| {
+            let old: Option<String> = tx
+                .query_row("SELECT source FROM baselines WHERE name = ?1", [name], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+            let action = match old {
+                Some(old) if old == source => return Ok(BaselineAction::Unchanged),
+                Some(_) => BaselineAction::Update,
+                None => BaselineAction::Create,
+            };
+            tx.execute(
+                "INSERT INTO baselines (name, source, applied_at, applied_by) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (name) DO UPDATE SET source = excluded.source, applied_at = excluded.applied_at,
                  applied_by = excluded.applied_by",
-            params![name, source, at.as_millisecond(), actor],
-        )
-        .map_err(db)?;
-        log_change(&tx, name, action, at, actor, comment, Some(source))?;
-        tx.commit().map_err(db)?;
-        Ok(action)
+                params![name, source, at.as_millisecond(), actor],
+            )
+            .map_err(db)?;
+            log_change(tx, name, action, at, actor, comment, Some(source))?;
+            Ok(action)
+        })
     }
 
     pub(super) fn remove_baseline_impl(
@@ -57,21 +66,16 @@ impl SqliteStore {
         comment: Option<&str>,
         at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let mut writer = self.writer();
-        writer.set_synchronous(Synchronous::Full)?;
-        let tx = writer
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
-        let removed = tx
-            .execute("DELETE FROM baselines WHERE name = ?1", [name])
-            .map_err(db)?
-            > 0;
-        if removed {
-            log_change(&tx, name, BaselineAction::Remove, at, actor, comment, None)?;
-            tx.commit().map_err(db)?;
-        }
-        Ok(removed)
+        self.durably(|tx| {
+            let removed = tx
+                .execute("DELETE FROM baselines WHERE name = ?1", [name])
+                .map_err(db)?
+                > 0;
+            if removed {
+                log_change(tx, name, BaselineAction::Remove, at, actor, comment, None)?;
+            }
+            Ok(removed)
+        })
     }
 
     pub(super) fn baselines_impl(&self) -> Result<Vec<StoredBaseline>, StoreError> {
@@ -147,78 +151,74 @@ impl SqliteStore {
         findings: &[Finding],
         now: Timestamp,
     ) -> Result<Vec<AlertEvent>, StoreError> {
-        let mut writer = self.writer();
-        writer.set_synchronous(Synchronous::Full)?;
-        let tx = writer
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
-        let mut active: HashMap<String, AlertRow> = HashMap::new();
-        {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "SELECT {ALERT_COLUMNS} FROM alerts INDEXED BY alerts_active_by_host
+        let mut events = self.durably(|tx| {
+            let mut active: HashMap<String, AlertRow> = HashMap::new();
+            {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "SELECT {ALERT_COLUMNS} FROM alerts INDEXED BY alerts_active_by_host
                      WHERE host = ?1 AND state != 'resolved'"
-                ))
-                .map_err(db)?;
-            for host in hosts {
-                let rows = stmt.query_map([host], RawAlert::from_row).map_err(db)?;
-                for raw in rows {
-                    let alert = raw.map_err(db)?.into_row()?;
-                    active.insert(alert.key.clone(), alert);
+                    ))
+                    .map_err(db)?;
+                for host in hosts {
+                    let rows = stmt.query_map([host], RawAlert::from_row).map_err(db)?;
+                    for raw in rows {
+                        let alert = raw.map_err(db)?.into_row()?;
+                        active.insert(alert.key.clone(), alert);
+                    }
                 }
             }
-        }
-        let mut events = Vec::new();
-        let mut wanted = HashSet::new();
-        for f in findings.iter().filter(|f| f.kind.alerts()) {
-            if !wanted.insert(f.key.as_str()) || active.contains_key(&f.key) {
-                continue;
-            }
-            let finding = serde_json::to_string(f).map_err(|e| corrupt(format!("finding: {e}")))?;
-            // Another collector may have opened it meanwhile: the unique index
-            // keeps one, and this one then opens nothing.
-            let inserted: Option<i64> = tx
-                .prepare_cached(
-                    "INSERT INTO alerts (key, kind, severity, host, message, finding, state, opened_at)
+            let mut events = Vec::new();
+            let mut wanted = HashSet::new();
+            for f in findings.iter().filter(|f| f.kind.alerts()) {
+                if !wanted.insert(f.key.as_str()) || active.contains_key(&f.key) {
+                    continue;
+                }
+                let finding = serde_json::to_string(f).map_err(|e| corrupt(format!("finding: {e}")))?;
+                // Another collector may have opened it meanwhile: the unique index
+                // keeps one, and this one then opens nothing.
+                let inserted: Option<i64> = tx
+                    .prepare_cached(
+                        "INSERT INTO alerts (key, kind, severity, host, message, finding, state, opened_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7)
                      ON CONFLICT (key) WHERE state != 'resolved' DO NOTHING
                      RETURNING id",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_row(
-                        params![
-                            f.key,
-                            f.kind.as_str(),
-                            f.severity.as_str(),
-                            f.host,
-                            f.message,
-                            finding,
-                            now.as_millisecond()
-                        ],
-                        |r| r.get(0),
                     )
-                    .optional()
-                })
-                .map_err(db)?;
-            if let Some(id) = inserted {
-                let event = AlertEvent::Opened(alert_by_id(&tx, id)?);
-                record(&tx, &event, now)?;
+                    .and_then(|mut stmt| {
+                        stmt.query_row(
+                            params![
+                                f.key,
+                                f.kind.as_str(),
+                                f.severity.as_str(),
+                                f.host,
+                                f.message,
+                                finding,
+                                now.as_millisecond()
+                            ],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                    })
+                    .map_err(db)?;
+                if let Some(id) = inserted {
+                    let event = AlertEvent::Opened(alert_by_id(tx, id)?);
+                    record(tx, &event, now)?;
+                    events.push(event);
+                }
+            }
+            for (key, alert) in active {
+                if wanted.contains(key.as_str()) {
+                    continue;
+                }
+                tx.prepare_cached("UPDATE alerts SET state = 'resolved', resolved_at = ?2 WHERE id = ?1")
+                    .and_then(|mut stmt| stmt.execute(params![alert.id, now.as_millisecond()]))
+                    .map_err(db)?;
+                let event = AlertEvent::Resolved(alert_by_id(tx, alert.id)?);
+                record(tx, &event, now)?;
                 events.push(event);
             }
-        }
-        for (key, alert) in active {
-            if wanted.contains(key.as_str()) {
-                continue;
-            }
-            tx.prepare_cached("UPDATE alerts SET state = 'resolved', resolved_at = ?2 WHERE id = ?1")
-                .and_then(|mut stmt| stmt.execute(params![alert.id, now.as_millisecond()]))
-                .map_err(db)?;
-            let event = AlertEvent::Resolved(alert_by_id(&tx, alert.id)?);
-            record(&tx, &event, now)?;
-            events.push(event);
-        }
-        tx.commit().map_err(db)?;
+            Ok(events)
+        })?;
         events.sort_by_key(|e| e.alert().id);
         Ok(events)
     }
@@ -253,34 +253,29 @@ impl SqliteStore {
         comment: &str,
         at: Timestamp,
     ) -> Result<AckOutcome, StoreError> {
-        let mut writer = self.writer();
-        writer.set_synchronous(Synchronous::Full)?;
-        let tx = writer
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
-        let changed = tx
-            .execute(
-                "UPDATE alerts SET state = 'acknowledged', acked_at = ?2, acked_by = ?3, ack_comment = ?4
+        self.durably(|tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE alerts SET state = 'acknowledged', acked_at = ?2, acked_by = ?3, ack_comment = ?4
                  WHERE id = ?1 AND state = 'open'",
-                params![id, at.as_millisecond(), actor, comment],
-            )
-            .map_err(db)?;
-        let exists = tx
-            .query_row("SELECT 1 FROM alerts WHERE id = ?1", [id], |_| Ok(()))
-            .optional()
-            .map_err(db)?
-            .is_some();
-        if !exists {
-            return Ok(AckOutcome::NotFound);
-        }
-        let alert = alert_by_id(&tx, id)?;
-        if changed == 0 {
-            return Ok(AckOutcome::NotOpen(alert));
-        }
-        record(&tx, &AlertEvent::Acknowledged(alert.clone()), at)?;
-        tx.commit().map_err(db)?;
-        Ok(AckOutcome::Acknowledged(alert))
+                    params![id, at.as_millisecond(), actor, comment],
+                )
+                .map_err(db)?;
+            let exists = tx
+                .query_row("SELECT 1 FROM alerts WHERE id = ?1", [id], |_| Ok(()))
+                .optional()
+                .map_err(db)?
+                .is_some();
+            if !exists {
+                return Ok(AckOutcome::NotFound);
+            }
+            let alert = alert_by_id(tx, id)?;
+            if changed == 0 {
+                return Ok(AckOutcome::NotOpen(alert));
+            }
+            record(tx, &AlertEvent::Acknowledged(alert.clone()), at)?;
+            Ok(AckOutcome::Acknowledged(alert))
+        })
     }
 
     pub(super) fn alert_events_after_impl(
@@ -314,37 +309,31 @@ impl SqliteStore {
     }
 
     pub(super) fn sink_cursor_impl(&self, sink: &str) -> Result<i64, StoreError> {
-        let mut writer = self.writer();
-        writer.set_synchronous(Synchronous::Full)?;
-        // A new sink starts at the newest event: it is not flooded with history.
-        writer
-            .conn
-            .execute(
+        self.durably(|tx| {
+            // A new sink starts at the newest event: it is not flooded with history.
+            tx.execute(
                 "INSERT INTO sink_cursors (sink, last_event_id)
                  SELECT ?1, coalesce(max(id), 0) FROM alert_events WHERE true
                  ON CONFLICT (sink) DO NOTHING",
                 [sink],
             )
             .map_err(db)?;
-        writer
-            .conn
-            .query_row("SELECT last_event_id FROM sink_cursors WHERE sink = ?1", [sink], |r| {
+            tx.query_row("SELECT last_event_id FROM sink_cursors WHERE sink = ?1", [sink], |r| {
                 r.get(0)
             })
             .map_err(db)
+        })
     }
 
     pub(super) fn set_sink_cursor_impl(&self, sink: &str, last_event_id: i64) -> Result<(), StoreError> {
-        let mut writer = self.writer();
-        writer.set_synchronous(Synchronous::Full)?;
-        writer
-            .conn
-            .execute(
+        self.durably(|tx| {
+            tx.execute(
                 "UPDATE sink_cursors SET last_event_id = max(last_event_id, ?2) WHERE sink = ?1",
                 params![sink, last_event_id],
             )
             .map_err(db)?;
-        Ok(())
+            Ok(())
+        })
     }
 }
 
