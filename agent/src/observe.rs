@@ -7,10 +7,21 @@
 //! sends a heartbeat instead). When the collector asks for a resync, or the
 //! spool had to drop reports, the next report is a snapshot again, from
 //! which the collector reconciles its history.
+//!
+//! A scan is not atomic: the socket dump comes first, the owners' fd walk
+//! after it, so a process that exits in between leaves its listening socket
+//! seen without an owner, just before the socket goes. Reporting that would
+//! write a false owner change (owner -> nobody) followed by a close. So a
+//! listener whose every owner vanished keeps its last owners for one scan:
+//! if it is gone at the next scan only its close is reported; if it is
+//! still there without an owner, the change is reported then, one interval
+//! late.
+
+use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
 use portwatch_common::wire::{HostFacts, Report, ReportBody};
-use portwatch_common::Snapshot;
+use portwatch_common::{Listener, Snapshot};
 
 /// The report-numbering state of one agent session.
 #[derive(Debug)]
@@ -20,6 +31,8 @@ pub struct Observer {
     next_seq: u64,
     last: Option<Snapshot>,
     snapshot_due: bool,
+    /// Sockets (netns, inode) seen without owners once, reported with their last owners.
+    orphans: HashSet<(u64, u64)>,
 }
 
 impl Observer {
@@ -31,6 +44,7 @@ impl Observer {
             next_seq: 1,
             last: None,
             snapshot_due: true,
+            orphans: HashSet::new(),
         }
     }
 
@@ -39,8 +53,43 @@ impl Observer {
         &self.session
     }
 
+    /// `current` with the listeners whose every owner vanished since the
+    /// last scan given their last owners, once (see the module docs).
+    fn settle(&mut self, current: Snapshot) -> Snapshot {
+        let Some(last) = &self.last else {
+            return current;
+        };
+        let owned: HashMap<(u64, u64), &Listener> = last
+            .listeners()
+            .iter()
+            .filter(|l| !l.processes.is_empty())
+            .map(|l| ((l.netns, l.inode), l))
+            .collect();
+        let mut orphans = HashSet::new();
+        let listeners: Vec<Listener> = current
+            .into_listeners()
+            .into_iter()
+            .map(|l| {
+                let key = (l.netns, l.inode);
+                if !l.processes.is_empty() || l.inode == 0 {
+                    return l;
+                }
+                match owned.get(&key) {
+                    Some(before) if !self.orphans.contains(&key) => {
+                        orphans.insert(key);
+                        (*before).clone()
+                    }
+                    _ => l,
+                }
+            })
+            .collect();
+        self.orphans = orphans;
+        Snapshot::new(listeners)
+    }
+
     /// The report for a scan observed at `at`, or `None` when nothing changed.
     pub fn observe(&mut self, current: Snapshot, at: Timestamp) -> Option<Report> {
+        let current = self.settle(current);
         let body = match (&self.last, self.snapshot_due) {
             (Some(last), false) => {
                 let delta = last.diff(&current);
@@ -138,6 +187,58 @@ mod tests {
         assert_eq!(opened[0].local_port, 80);
         let third = o.observe(snapshot(&[80]), t(30)).unwrap();
         assert_eq!((third.seq, kind(&third)), (3, "delta"));
+    }
+
+    /// `s` with every listener held by `pid`.
+    fn owned(s: Snapshot, pid: u32) -> Snapshot {
+        let mut ls = s.into_listeners();
+        for l in &mut ls {
+            l.processes = vec![portwatch_common::Process {
+                pid,
+                name: "svc".into(),
+                cmdline: None,
+                exe: None,
+                uid: None,
+                user: None,
+                container: None,
+                unit: None,
+            }];
+        }
+        Snapshot::new(ls)
+    }
+
+    #[test]
+    fn a_socket_that_loses_every_owner_just_before_it_closes_reports_only_the_close() {
+        let mut o = Observer::new("s1".into(), facts());
+        o.observe(owned(snapshot(&[22, 80]), 7), t(0));
+        // The owner of :80 exited between the socket dump and the fd walk.
+        let both = owned(snapshot(&[22]), 7)
+            .into_listeners()
+            .into_iter()
+            .chain(snapshot(&[80]).into_listeners())
+            .collect();
+        assert!(o.observe(Snapshot::new(both), t(10)).is_none());
+        let r = o.observe(owned(snapshot(&[22]), 7), t(20)).unwrap();
+        let ReportBody::Delta { opened, closed } = &r.body else {
+            unreachable!()
+        };
+        assert!(opened.is_empty(), "no owner change: {opened:?}");
+        assert_eq!(closed.len(), 1);
+        assert_eq!((closed[0].local_port, closed[0].processes[0].pid), (80, 7));
+    }
+
+    #[test]
+    fn a_socket_still_without_owner_at_the_next_scan_is_reported_then() {
+        let mut o = Observer::new("s1".into(), facts());
+        o.observe(owned(snapshot(&[80]), 7), t(0));
+        assert!(o.observe(snapshot(&[80]), t(10)).is_none(), "one scan of grace");
+        let r = o.observe(snapshot(&[80]), t(20)).unwrap();
+        let ReportBody::Delta { opened, closed } = &r.body else {
+            unreachable!()
+        };
+        assert_eq!((opened.len(), closed.len()), (1, 1));
+        assert!(opened[0].processes.is_empty() && closed[0].processes[0].pid == 7);
+        assert!(o.observe(snapshot(&[80]), t(30)).is_none(), "reported once");
     }
 
     #[test]
