@@ -44,6 +44,7 @@ struct Cli {
     #[arg(
         long,
         env = "PORTWATCH_COLLECTOR",
+        hide_env_values = true,
         default_value = "http://127.0.0.1:7878",
         global = true
     )]
@@ -52,7 +53,13 @@ struct Cli {
     #[arg(long, env = "PORTWATCH_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// PEM certificate(s) to verify an https:// collector with (a private CA, or its self-signed certificate).
-    #[arg(long, env = "PORTWATCH_CA_FILE", value_name = "FILE", global = true)]
+    #[arg(
+        long,
+        env = "PORTWATCH_CA_FILE",
+        hide_env_values = true,
+        value_name = "FILE",
+        global = true
+    )]
     ca_file: Option<std::path::PathBuf>,
     /// Print JSON (times in UTC) instead of a table.
     #[arg(long, global = true)]
