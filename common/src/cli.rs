@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Arg, ArgAction, Command, FromArgMatches, Parser};
+use clap::{Arg, ArgAction, Command, Parser};
 use clap_complete::shells::Shell;
 
 /// Name of the hidden subcommand.
