@@ -17,6 +17,13 @@ CARGO_GENERATE_RPM_VERSION=0.21.1
 OUT=target/packages
 BINARIES=(portwatch-agent portwatch-collector portwatch)
 
+# The .deb's changelog must name the version being packed (lintian, and `apt changelog`, read it).
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+if ! head -n 1 packaging/deb/changelog | grep -qF "($version-1)"; then
+    echo "packaging/build.sh: packaging/deb/changelog does not start with version $version-1: add an entry" >&2
+    exit 1
+fi
+
 # cargo-deb without default features: no bundled liblzma to compile; it calls the system's xz.
 if ! command -v xz >/dev/null 2>&1; then
     echo "packaging/build.sh: xz is missing (cargo-deb compresses with it): apt-get install xz-utils" >&2
@@ -44,7 +51,7 @@ done
 mkdir -p "$OUT"
 rm -f "$OUT"/*.deb "$OUT"/*.rpm
 for package in agent collector; do
-    cargo deb --no-build --quiet -p "portwatch-$package" -o "$OUT/"
+    cargo deb --no-build --quiet -p "portwatch-$package" -o "$OUT/" >/dev/null
     cargo generate-rpm -p "$package" -o "$OUT/"
 done
 ls -1 "$OUT"/*.deb "$OUT"/*.rpm

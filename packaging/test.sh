@@ -24,12 +24,18 @@ LOGS=target/packages/test
 passed=0
 failed=0
 BACKGROUND=()
+FIXTURE_NETNS=pw-pkgtest-$$
 
-cleanup() {
+stop_background() {
     for pid in "${BACKGROUND[@]}"; do
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
+    BACKGROUND=()
+}
+cleanup() {
+    stop_background
+    ip netns delete "$FIXTURE_NETNS" 2>/dev/null || true
     # Leave no package behind, whatever failed.
     if dpkg-query -W -f='${Status}\n' "${PACKAGES[@]}" 2>/dev/null | grep -qv "not-installed"; then
         dpkg --purge "${PACKAGES[@]}" >/dev/null 2>&1 || true
@@ -62,6 +68,9 @@ command -v adduser >/dev/null 2>&1 || missing+=(adduser)
 command -v xz >/dev/null 2>&1 || missing+=(xz-utils)
 command -v strip >/dev/null 2>&1 || missing+=(binutils)
 command -v man >/dev/null 2>&1 || missing+=(man-db)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+test -x /usr/bin/python3 || missing+=(python3-minimal)
 if ((${#missing[@]})); then
     echo "packaging/test.sh: installing ${missing[*]}"
     apt-get update -qq
@@ -204,13 +213,48 @@ as_agent() {
 as_collector() {
     setpriv --reuid portwatch --regid portwatch --init-groups --inh-caps -all --bounding-set -all --no-new-privs -- "$@"
 }
+# Listeners the portwatch user could not attribute without its capabilities: one held by `nobody` in
+# this network namespace, one by `nobody` in a namespace of its own (`ip netns`, like a container).
+LISTEN='import socket, time; s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(600)'
+start_fixtures() {
+    ip netns add "$FIXTURE_NETNS"
+    ip -n "$FIXTURE_NETNS" link set lo up
+    setpriv --reuid nobody --regid nogroup --clear-groups -- /usr/bin/python3 -c "$LISTEN" >"$LOGS/fixture-host.port" &
+    BACKGROUND+=($!)
+    ip netns exec "$FIXTURE_NETNS" setpriv --reuid nobody --regid nogroup --clear-groups -- \
+        /usr/bin/python3 -c "$LISTEN" >"$LOGS/fixture-netns.port" &
+    BACKGROUND+=($!)
+    for _ in $(seq 50); do
+        [[ -s $LOGS/fixture-host.port && -s $LOGS/fixture-netns.port ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
 owners() { jq -c '[.[] | [.proto, .local_addr, .local_port, .netns, [.processes[].pid]]] | sort'; }
 same_as_root() {
-    # Sockets opened or closed between the two scans would differ: compare twice at most.
+    start_fixtures || { echo "the fixture listeners did not start"; return 1; }
+    local host_port netns_port
+    host_port=$(cat "$LOGS/fixture-host.port")
+    netns_port=$(cat "$LOGS/fixture-netns.port")
+    # Sockets opened or closed between the two scans would differ: compare three times at most.
     for _ in 1 2 3; do
         /usr/bin/portwatch-agent scan --json | owners >"$LOGS/scan-root.json"
+        # Root sees both fixtures with their owner, else this comparison would prove nothing.
+        for port in "$host_port" "$netns_port"; do
+            jq -e --argjson port "$port" 'any(.[]; .[2] == $port and (.[4] | length) == 1)' \
+                "$LOGS/scan-root.json" >/dev/null || { echo "root's scan lacks :$port"; cat "$LOGS/scan-root.json"; return 1; }
+        done
         as_agent /usr/bin/portwatch-agent scan --json 2>"$LOGS/scan-agent.stderr" | owners >"$LOGS/scan-agent.json"
         if cmp -s "$LOGS/scan-root.json" "$LOGS/scan-agent.json" && ! grep -q warning "$LOGS/scan-agent.stderr"; then
+            # And the capabilities are what makes the difference: without them the owners are unknown.
+            setpriv --reuid portwatch --regid portwatch --init-groups --inh-caps -all --bounding-set -all \
+                --no-new-privs -- /usr/bin/portwatch-agent scan --json 2>"$LOGS/scan-nocaps.stderr" |
+                owners >"$LOGS/scan-nocaps.json"
+            if jq -e --argjson port "$host_port" 'any(.[]; .[2] == $port and (.[4] | length) == 1)' \
+                "$LOGS/scan-nocaps.json" >/dev/null || ! grep -q warning "$LOGS/scan-nocaps.stderr"; then
+                echo "without capabilities the portwatch user still saw the owner of :$host_port: the check proves nothing"
+                return 1
+            fi
             return 0
         fi
         sleep 1
@@ -219,9 +263,9 @@ same_as_root() {
     cat "$LOGS/scan-agent.stderr"
     return 1
 }
-if command -v jq >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null; then
-    check "unit's capabilities suffice: scan as portwatch = scan as root" same_as_root
-fi
+check "unit's capabilities suffice: scan as portwatch = scan as root (other user's, other netns' sockets)" same_as_root
+stop_background
+ip netns delete "$FIXTURE_NETNS" 2>/dev/null || true
 
 # End to end: collector and agent as the portwatch user; the agent's report reaches the collector.
 end_to_end() {
@@ -246,13 +290,6 @@ end_to_end() {
     done
     cat "$collector_log" "$agent_log"
     return 1
-}
-stop_background() {
-    for pid in "${BACKGROUND[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    BACKGROUND=()
 }
 check "agent (as portwatch, unit's capabilities) reports to the installed collector" end_to_end
 stop_background
