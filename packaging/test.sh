@@ -204,15 +204,14 @@ check "validate passes once enrolled, as the portwatch user" \
     runuser -u portwatch -- /usr/bin/portwatch-agent validate --config /etc/portwatch/agent.toml
 
 # The agent with exactly the unit's privileges: user portwatch, the three ambient capabilities.
+# (Command prefixes, not functions: started with `&`, a function would run in a subshell, and $!
+# would be that subshell's pid instead of the program's, which could then not be stopped.)
 CAPS=+sys_ptrace,+dac_read_search,+sys_admin
-as_agent() {
-    setpriv --reuid portwatch --regid portwatch --init-groups --inh-caps "$CAPS" --ambient-caps "$CAPS" \
-        --bounding-set "-all,$CAPS" --no-new-privs -- "$@"
-}
+AS_AGENT=(setpriv --reuid portwatch --regid portwatch --init-groups --inh-caps "$CAPS" --ambient-caps "$CAPS"
+    --bounding-set "-all,$CAPS" --no-new-privs --)
 # The collector as its unit runs it: user portwatch, no capabilities at all.
-as_collector() {
-    setpriv --reuid portwatch --regid portwatch --init-groups --inh-caps -all --bounding-set -all --no-new-privs -- "$@"
-}
+AS_COLLECTOR=(setpriv --reuid portwatch --regid portwatch --init-groups --inh-caps -all --bounding-set -all
+    --no-new-privs --)
 # Listeners the portwatch user could not attribute without its capabilities: one held by `nobody` in
 # this network namespace, one by `nobody` in a namespace of its own (`ip netns`, like a container).
 LISTEN='import socket, time; s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(600)'
@@ -244,11 +243,10 @@ same_as_root() {
             jq -e --argjson port "$port" 'any(.[]; .[2] == $port and (.[4] | length) == 1)' \
                 "$LOGS/scan-root.json" >/dev/null || { echo "root's scan lacks :$port"; cat "$LOGS/scan-root.json"; return 1; }
         done
-        as_agent /usr/bin/portwatch-agent scan --json 2>"$LOGS/scan-agent.stderr" | owners >"$LOGS/scan-agent.json"
+        "${AS_AGENT[@]}" /usr/bin/portwatch-agent scan --json 2>"$LOGS/scan-agent.stderr" | owners >"$LOGS/scan-agent.json"
         if cmp -s "$LOGS/scan-root.json" "$LOGS/scan-agent.json" && ! grep -q warning "$LOGS/scan-agent.stderr"; then
             # And the capabilities are what makes the difference: without them the owners are unknown.
-            setpriv --reuid portwatch --regid portwatch --init-groups --inh-caps -all --bounding-set -all \
-                --no-new-privs -- /usr/bin/portwatch-agent scan --json 2>"$LOGS/scan-nocaps.stderr" |
+            "${AS_COLLECTOR[@]}" /usr/bin/portwatch-agent scan --json 2>"$LOGS/scan-nocaps.stderr" |
                 owners >"$LOGS/scan-nocaps.json"
             if jq -e --argjson port "$host_port" 'any(.[]; .[2] == $port and (.[4] | length) == 1)' \
                 "$LOGS/scan-nocaps.json" >/dev/null || ! grep -q warning "$LOGS/scan-nocaps.stderr"; then
@@ -270,7 +268,7 @@ ip netns delete "$FIXTURE_NETNS" 2>/dev/null || true
 # End to end: collector and agent as the portwatch user; the agent's report reaches the collector.
 end_to_end() {
     local url="" agent_log=$LOGS/agent.log collector_log=$LOGS/collector.log
-    as_collector /usr/bin/portwatch-collector serve --config /etc/portwatch/collector.toml \
+    "${AS_COLLECTOR[@]}" /usr/bin/portwatch-collector serve --config /etc/portwatch/collector.toml \
         --listen 127.0.0.1:0 >"$collector_log" 2>&1 &
     BACKGROUND+=($!)
     for _ in $(seq 50); do
@@ -278,7 +276,7 @@ end_to_end() {
         sleep 0.2
     done
     [[ -n $url ]] || { cat "$collector_log"; return 1; }
-    as_agent /usr/bin/portwatch-agent run --config /etc/portwatch/agent.toml --collector "$url" \
+    "${AS_AGENT[@]}" /usr/bin/portwatch-agent run --config /etc/portwatch/agent.toml --collector "$url" \
         --host-name pkgtest --interval 1s >"$agent_log" 2>&1 &
     BACKGROUND+=($!)
     for _ in $(seq 50); do
@@ -323,9 +321,10 @@ nothing_left() {
     left+=$(grep -rl portwatch /var/lib/systemd/deb-systemd-helper-enabled /var/lib/systemd/deb-systemd-helper-masked \
         2>/dev/null || true)
     left+=$(dpkg-query -W -f='${Package} ${Status}\n' "${PACKAGES[@]}" 2>/dev/null | grep -v not-installed || true)
+    left+=$(ps -u portwatch -o pid=,args= 2>/dev/null || true)
     [[ -z $left ]] || { echo "left after purge:"; echo "$left"; return 1; }
 }
-check "purged: nothing left but the user" nothing_left
+check "purged: nothing left but the user (no file, no unit state, no process)" nothing_left
 check "purged: the portwatch user and group stay (Debian keeps system users)" \
     bash -c 'getent passwd portwatch && getent group portwatch'
 
