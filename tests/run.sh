@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: installs the system tools the tests use,
 # builds the binaries once (tests never build), then runs unit and
-# end-to-end tests. Tests that need root say so; CI runs as root.
+# end-to-end tests, then the packaging test (packaging/test.sh: builds the
+# .deb/.rpm packages and really installs, upgrades, removes and purges them).
+# Tests that need root say so; CI runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,3 +25,13 @@ fi
 
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"
+
+# The packaging test installs packages on this machine, so it runs only as root (CI is root, on a
+# throwaway machine). Its release build is the slow part of CI.
+if (($#)); then
+    echo "tests/run.sh: SKIPPED packaging/test.sh: arguments were given to cargo test ($*); run it alone: sudo bash packaging/test.sh" >&2
+elif [[ $(id -u) -eq 0 ]]; then
+    bash packaging/test.sh
+else
+    echo "tests/run.sh: SKIPPED packaging/test.sh: it needs root (it installs and purges the .deb packages on this machine); run: sudo bash packaging/test.sh" >&2
+fi

@@ -1,6 +1,7 @@
 //! `portwatch-agent`: the command line of the portwatch agent.
 
 use std::io::{self, Write};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -134,7 +135,10 @@ enum ProtoArg {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match portwatch_common::cli::parse::<Cli>() {
+        ControlFlow::Continue(cli) => cli,
+        ControlFlow::Break(code) => return code,
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

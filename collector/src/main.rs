@@ -1,6 +1,7 @@
 //! `portwatch-collector`: the central history service and its token admin.
 
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -117,7 +118,10 @@ enum RoleArg {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match portwatch_common::cli::parse::<Cli>() {
+        ControlFlow::Continue(cli) => cli,
+        ControlFlow::Break(code) => return code,
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

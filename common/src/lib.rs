@@ -6,9 +6,12 @@
 //! and the versioned agent -> collector protocol. It does no I/O, so both
 //! halves of portwatch, and their tests, agree on one meaning. The one
 //! exception, behind the `client` feature, is [`client`]: the HTTP client
-//! setup (timeouts, TLS trust) the agent and the `portwatch` CLI share.
+//! setup (timeouts, TLS trust) the agent and the `portwatch` CLI share; and, behind the `cli`
+//! feature, [`cli`]: the man pages and shell completions every binary writes of itself.
 #![deny(missing_docs)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod process;

@@ -5,6 +5,7 @@ mod render;
 mod when;
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -246,7 +247,10 @@ enum AlertsCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match portwatch_common::cli::parse::<Cli>() {
+        ControlFlow::Continue(cli) => cli,
+        ControlFlow::Break(code) => return code,
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
