@@ -108,6 +108,9 @@ fn default_sweep_every() -> Duration {
     evaluate::DEFAULT_SWEEP_EVERY
 }
 
+/// Longest duration any setting takes.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 86_400);
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     let value = humantime::parse_duration(text.trim()).map_err(|e| {
@@ -117,6 +120,11 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     })?;
     if value.is_zero() {
         return Err(serde::de::Error::custom("a duration of zero: write at least 1s"));
+    }
+    if value > MAX_DURATION {
+        return Err(serde::de::Error::custom(format!(
+            "{text:?} is longer than 30 days, the most this setting takes"
+        )));
     }
     Ok(value)
 }
@@ -271,6 +279,8 @@ mod tests {
             Some("Telnet")
         );
         assert_eq!(alerts.policy().risky.label(portwatch_common::Proto::Tcp, 5432), None);
+        let e = Config::parse("[alerts]\nflap_window = \"20000y\"\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("30 days"), "{e}");
         let e = Config::parse("[alerts]\nflap_max = 3\nsweep_every = \"0s\"\n").unwrap_err();
         assert!(e.contains("line 3") && e.contains("zero"), "{e}");
         let e = Config::parse("[alerts]\n\nrisky_ports = [\"tcp:23\"]\n").unwrap_err();

@@ -246,7 +246,7 @@ impl Builder {
                 listeners: u64::try_from(running).unwrap_or(0),
             });
         }
-        let day_ago = self.until - SignedDuration::from_hours(24);
+        let day_ago = crate::alert::drift::before(self.until, Duration::from_secs(86_400));
         let mut new_7d = first_seen;
         new_7d.sort_by(|a, b| {
             b.first_seen

@@ -65,7 +65,8 @@ pub fn summary<'a>(processes: impl IntoIterator<Item = &'a Process>) -> String {
     let mut groups: BTreeMap<(&str, String), Vec<String>> = BTreeMap::new();
     for p in processes {
         let place = match (&p.container, &p.unit) {
-            (Some(id), _) => format!(" (container {})", &id[..id.len().min(12)]),
+            // The short id, as docker prints it (cut by characters: the id comes from the network).
+            (Some(id), _) => format!(" (container {})", id.chars().take(12).collect::<String>()),
             (None, Some(unit)) => format!(" ({unit})"),
             (None, None) => String::new(),
         };
@@ -115,5 +116,12 @@ mod tests {
             "nginx[901,900] (nginx.service), sshd[12] (container 3f4e1b2c9d8a), x[7]"
         );
         assert_eq!(summary(&[]), "-");
+    }
+
+    #[test]
+    fn a_container_id_with_multibyte_characters_is_cut_without_panicking() {
+        // Any agent token can send one: the id is not trusted to be hex.
+        let ps = [p(1, "x", Some("aaaaaaaaaaaé-and-more"), None)];
+        assert_eq!(summary(&ps), "x[1] (container aaaaaaaaaaaé)");
     }
 }

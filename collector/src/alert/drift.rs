@@ -345,7 +345,7 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
         findings.push(f);
     }
 
-    let window_start = now - SignedDuration::try_from(policy.flap_window).unwrap_or(SignedDuration::MAX);
+    let window_start = before(now, policy.flap_window);
     let mut closes: BTreeMap<(Proto, u16), u32> = BTreeMap::new();
     for r in view.recent {
         if r.closed_at.is_some_and(|c| c >= window_start && c <= now) {
@@ -374,6 +374,14 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
     findings.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
     findings.dedup_by(|a, b| a.key == b.key);
     findings
+}
+
+/// `t - d`, or the earliest representable instant when that is before it.
+pub fn before(t: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_sub(d).ok())
+        .unwrap_or(Timestamp::MIN)
 }
 
 fn finding(kind: Kind, host: &str, key: String) -> Finding {

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use tokio::sync::mpsc;
 
 use super::drift::{self, Applied, Finding, HostView, Policy};
@@ -83,8 +83,7 @@ impl Evaluator {
     /// The findings of `hosts` as of `now`: one history read per host.
     fn drift_of(&self, hosts: &[HostRow], now: Timestamp) -> Result<Vec<Finding>, StoreError> {
         let applied = self.applied()?;
-        let since =
-            now - SignedDuration::try_from(drift::lookback(&applied, &self.policy)).unwrap_or(SignedDuration::MAX);
+        let since = drift::before(now, drift::lookback(&applied, &self.policy));
         let mut findings = Vec::new();
         for h in hosts {
             let recent = self.store.history(&h.host, None, Some(since), Some(now))?;

@@ -188,7 +188,12 @@ pub async fn trends(
         other => return Err(ApiError::BadRequest(format!("bucket {other:?}: use hour or day"))),
     };
     let until = time_param("until", params.until.as_deref())?.unwrap_or_else(Timestamp::now);
-    let since = time_param("since", params.since.as_deref())?.unwrap_or(until - default_span);
+    let since = match time_param("since", params.since.as_deref())? {
+        Some(t) => t,
+        None => until
+            .checked_sub(default_span)
+            .map_err(|_| ApiError::BadRequest(format!("until = {until} is too early; give a later one")))?,
+    };
     let mut builder = Builder::new(since, until, bucket).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let store = state.store.clone();
     let trends = blocking(move || {
@@ -203,7 +208,8 @@ pub async fn trends(
                 true
             })?,
         }
-        let first = store.first_seen_ports(until - jiff::SignedDuration::from_hours(24 * 7), params.host.as_deref())?;
+        let week_ago = crate::alert::drift::before(until, std::time::Duration::from_secs(7 * 86_400));
+        let first = store.first_seen_ports(week_ago, params.host.as_deref())?;
         let first: Vec<_> = first.into_iter().filter(|f| f.first_seen <= until).collect();
         Ok(builder.finish(params.host, first))
     })

@@ -43,6 +43,9 @@ pub use learn::learn;
 /// unless the baseline says otherwise: long enough for a service restart.
 pub const DEFAULT_MISSING_GRACE: Duration = Duration::from_secs(120);
 
+/// Longest `missing_grace` accepted.
+pub const MAX_MISSING_GRACE: Duration = Duration::from_secs(30 * 86_400);
+
 /// Longest baseline source accepted.
 pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
 
@@ -201,6 +204,12 @@ pub fn parse(text: &str) -> Result<Baseline, BaselineError> {
                     "line {line}: missing_grace = {text:?}: {e}; write a duration such as 30s, 2m or 1h"
                 ))
             })?;
+            if d > MAX_MISSING_GRACE {
+                return Err(BaselineError(format!(
+                    "line {line}: missing_grace = {text:?} is longer than 30 days; to never report this \
+                     listener missing, write required = false on its entry"
+                )));
+            }
             u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
         }
         None => DEFAULT_MISSING_GRACE.as_millis() as u64,
@@ -454,6 +463,8 @@ reason = "exporters"
         assert!(e.contains("line 8") && e.contains("1 to 65535"), "{e}");
         let e = err(&GOOD.replace("\"9100-9199\"", "\"9199-9100\""));
         assert!(e.contains("line 17") && e.contains("range"), "{e}");
+        let e = err(&GOOD.replace("\"30s\"", "\"20000y\""));
+        assert!(e.contains("line 6") && e.contains("required = false"), "{e}");
         let e = err(&GOOD.replace("\"30s\"", "\"soon\""));
         assert!(e.contains("line 6") && e.contains("missing_grace"), "{e}");
         let e = err(&GOOD.replace("bind = \"loopback\"", "bind = \"public\""));
