@@ -62,6 +62,10 @@ pub struct Alerts {
     /// The flapping window.
     #[serde(default = "default_flap_window", deserialize_with = "duration")]
     pub flap_window: Duration,
+    /// After a start, how long before any host may be judged silent (agents
+    /// retrying with backoff need time to come back).
+    #[serde(default = "default_startup_grace", deserialize_with = "duration")]
+    pub startup_grace: Duration,
     /// How often every host is evaluated (changed hosts are evaluated at once).
     #[serde(default = "default_sweep_every", deserialize_with = "duration")]
     pub sweep_every: Duration,
@@ -79,6 +83,7 @@ impl Default for Alerts {
             flap_max: default_flap_max(),
             flap_window: default_flap_window(),
             sweep_every: default_sweep_every(),
+            startup_grace: default_startup_grace(),
             webhook: Vec::new(),
             syslog: None,
         }
@@ -92,6 +97,7 @@ impl Alerts {
             risky: self.risky_ports.clone().unwrap_or_default(),
             flap_max: self.flap_max,
             flap_window: self.flap_window,
+            startup_grace: self.startup_grace,
         }
     }
 }
@@ -102,6 +108,10 @@ fn default_flap_max() -> u32 {
 
 fn default_flap_window() -> Duration {
     drift::DEFAULT_FLAP_WINDOW
+}
+
+fn default_startup_grace() -> Duration {
+    drift::DEFAULT_STARTUP_GRACE
 }
 
 fn default_sweep_every() -> Duration {

@@ -53,7 +53,7 @@ fn a_baseline_turns_departures_into_findings_and_alerts_with_a_lifecycle() {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\nflap_max = 2\nrisky_ports = [\"tcp/{risky}=test-db\"]\n",
+            "listen = \"127.0.0.1:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\nstartup_grace = \"1s\"\nflap_max = 2\nrisky_ports = [\"tcp/{risky}=test-db\"]\n",
             db.to_str().unwrap()
         ),
     )
@@ -302,10 +302,24 @@ fn a_baseline_turns_departures_into_findings_and_alerts_with_a_lifecycle() {
     // The table form for people.
     let out = portwatch(&url, &read, &["alerts", "--state", "all", "--host", HOST]);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        table.starts_with("ID") && table.contains("acknowledged") || table.contains("resolved"),
+    let header = table.lines().next().unwrap_or_default();
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["ID", "STATE", "SEVERITY", "KIND", "HOST", "OPENED", "WHAT"],
         "{table}"
     );
+    let row = |id: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .unwrap_or_default()
+    };
+    assert!(
+        row(&id).contains("resolved") && row(&id).contains("unexpected-listener"),
+        "{table}"
+    );
+    let missing_id = alert_of(&alerts(&url, &read), "missing-listener", Some(missing_port))[0]["id"].to_string();
+    assert!(row(&missing_id).contains("open"), "{table}");
     drop(expected);
 }
 
@@ -375,7 +389,7 @@ fn a_webhook_that_fails_first_still_gets_each_alert_change_once_and_a_dead_one_b
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\n\n\
+            "listen = \"127.0.0.1:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\nstartup_grace = \"1s\"\n\n\
              [[alerts.webhook]]\nname = \"dead\"\nurl = {dead:?}\n\n\
              [[alerts.webhook]]\nname = \"ops\"\nurl = {:?}\nmin_severity = \"warning\"\n\n\
              [alerts.syslog]\nsocket = {:?}\nfacility = \"local3\"\n",

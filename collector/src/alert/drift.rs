@@ -6,7 +6,7 @@
 //! `key` that names the condition (not the moment), so that the same
 //! condition seen again is the same alert.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -153,7 +153,14 @@ pub struct Policy {
     pub flap_max: u32,
     /// The flapping window.
     pub flap_window: Duration,
+    /// After the collector starts, agents come back at their own pace (their
+    /// retry backoff reaches 5 minutes): no host is judged silent before this
+    /// long, plus three of its intervals, has passed since the start.
+    pub startup_grace: Duration,
 }
+
+/// Default [`Policy::startup_grace`]: the agents' longest retry delay.
+pub const DEFAULT_STARTUP_GRACE: Duration = Duration::from_secs(300);
 
 /// Default flapping threshold: more than 5 closes...
 pub const DEFAULT_FLAP_MAX: u32 = 5;
@@ -166,6 +173,7 @@ impl Default for Policy {
             risky: RiskyPorts::default(),
             flap_max: DEFAULT_FLAP_MAX,
             flap_window: DEFAULT_FLAP_WINDOW,
+            startup_grace: DEFAULT_STARTUP_GRACE,
         }
     }
 }
@@ -188,6 +196,13 @@ pub struct HostView<'a> {
     pub listeners: &'a [ListenerRow],
     /// Its intervals open at any time in the last [`lookback`].
     pub recent: &'a [ListenerRow],
+    /// Keys of its alerts that are open or acknowledged: a grace period
+    /// delays a new alert, it never resolves one (a baseline edited while a
+    /// listener is missing keeps the alert, and its acknowledgement).
+    pub alerting: &'a HashSet<String>,
+    /// Whether to list `unbaselined` listeners (the drift view does; alert
+    /// evaluation, which never alerts on them, need not build them).
+    pub with_info: bool,
 }
 
 /// How far back [`HostView::recent`] must reach for these baselines and policy.
@@ -230,7 +245,10 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
             .filter(|(_, e)| e.covers(l.proto, l.local_port))
             .collect();
         let fits: Vec<(&Applied, &Entry, Fit)> = candidates.iter().map(|(a, e)| (*a, *e, e.fit(l))).collect();
-        let matched = fits.iter().find(|(_, _, fit)| *fit == Fit::Matches);
+        let matched = fits
+            .iter()
+            .find(|(_, e, fit)| *fit == Fit::Matches && e.accept_risk)
+            .or_else(|| fits.iter().find(|(_, _, fit)| *fit == Fit::Matches));
 
         if let Some(label) = policy.risky.label(l.proto, l.local_port) {
             let accepted = matched.is_some_and(|(_, e, _)| e.accept_risk);
@@ -251,6 +269,9 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
         }
 
         if mine.is_empty() {
+            if !view.with_info {
+                continue;
+            }
             let mut f = listener_finding(Kind::Unbaselined, host, l);
             f.message = format!(
                 "{host}: {} held by {} (no baseline covers this host)",
@@ -292,6 +313,12 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
                 holders(l)
             ),
         };
+        if kind == Kind::OwnerMismatch && l.processes.is_empty() {
+            // No holder could be named (a scan racing a process's exit, or an
+            // agent without privileges): worth a look, not a page.
+            f.severity = Severity::Warning;
+            f.message.push_str(" (the agent could not name the holder)");
+        }
         set_entry(&mut f, entry);
         findings.push(f);
     }
@@ -320,16 +347,13 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
             .flatten()
             .max()
             .unwrap_or(now);
+        let name = &applied.baseline.name;
+        let key = format!("missing-listener:{host}:{name}:{entry}");
         let grace = SignedDuration::try_from(applied.baseline.missing_grace()).unwrap_or(SignedDuration::MAX);
-        if now.duration_since(since) < grace {
+        if now.duration_since(since) < grace && !view.alerting.contains(&key) {
             continue;
         }
-        let name = &applied.baseline.name;
-        let mut f = finding(
-            Kind::MissingListener,
-            host,
-            format!("missing-listener:{host}:{name}:{entry}"),
-        );
+        let mut f = finding(Kind::MissingListener, host, key);
         f.proto = Some(entry.proto);
         f.local_port = Some(entry.port_from);
         f.message = format!(
@@ -345,25 +369,36 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
         findings.push(f);
     }
 
+    // Flapping: real closes only. An owner change (a prefork server's worker
+    // replaced) closes one interval and opens the next on the same socket at
+    // the same instant: that is not a close of the listener.
     let window_start = before(now, policy.flap_window);
-    let mut closes: BTreeMap<(Proto, u16), u32> = BTreeMap::new();
+    let continued: HashSet<(u64, u64, Timestamp)> = view
+        .recent
+        .iter()
+        .map(|r| (r.listener.netns, r.listener.inode, r.opened_at))
+        .collect();
+    let mut closes: BTreeMap<(u64, Proto, std::net::IpAddr, u16), (u32, &Listener)> = BTreeMap::new();
     for r in view.recent {
-        if r.closed_at.is_some_and(|c| c >= window_start && c <= now) {
-            *closes.entry((r.listener.proto, r.listener.local_port)).or_default() += 1;
+        let l = &r.listener;
+        let Some(c) = r.closed_at.filter(|c| *c >= window_start && *c <= now) else {
+            continue;
+        };
+        if continued.contains(&(l.netns, l.inode, c)) {
+            continue;
         }
+        closes
+            .entry((l.netns, l.proto, l.local_addr, l.local_port))
+            .or_insert((0, l))
+            .0 += 1;
     }
-    for ((proto, port), n) in closes {
+    for (n, l) in closes.into_values() {
         if n > policy.flap_max {
-            let mut f = finding(
-                Kind::Flapping,
-                host,
-                format!("flapping:{host}:{}/{port}", proto.as_str()),
-            );
-            f.proto = Some(proto);
-            f.local_port = Some(port);
+            let mut f = listener_finding(Kind::Flapping, host, l);
+            f.processes = None;
             f.message = format!(
-                "{host}: {}/{port} closed {n} times in the last {} (more than {}): a crash loop, or a probe?",
-                proto.as_str(),
+                "{host}: {} closed {n} times in the last {} (more than {}): a crash loop, or a probe?",
+                describe(l),
                 humantime::format_duration(policy.flap_window),
                 policy.flap_max
             );
@@ -551,6 +586,8 @@ reason = "the site"
             host: &h,
             listeners: &now,
             recent: &now,
+            alerting: &HashSet::new(),
+            with_info: true,
         };
         assert_eq!(evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0)), vec![]);
     }
@@ -568,6 +605,8 @@ reason = "the site"
             host: &h,
             listeners: &now,
             recent: &now,
+            alerting: &HashSet::new(),
+            with_info: true,
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(
@@ -608,6 +647,8 @@ reason = "the site"
             host: &h,
             listeners: &now,
             recent: &recent,
+            alerting: &HashSet::new(),
+            with_info: true,
         };
         assert_eq!(evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0)), vec![]);
         let later = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(61));
@@ -617,6 +658,8 @@ reason = "the site"
             host: &h,
             listeners: &now,
             recent: &[],
+            alerting: &HashSet::new(),
+            with_info: true,
         };
         assert_eq!(evaluate(&view, &applied(t(-60)), &Policy::default(), t(0)), vec![]);
     }
@@ -633,6 +676,8 @@ reason = "the site"
             host: &h,
             listeners: &now,
             recent: &now,
+            alerting: &HashSet::new(),
+            with_info: true,
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(
@@ -667,6 +712,8 @@ reason = "the site"
             host: &h,
             listeners: &now,
             recent: &now,
+            alerting: &HashSet::new(),
+            with_info: true,
         };
         assert_eq!(evaluate(&view, &b, &Policy::default(), t(0)), vec![]);
         let intruder = [
@@ -678,6 +725,8 @@ reason = "the site"
             host: &h,
             listeners: &intruder,
             recent: &intruder,
+            alerting: &HashSet::new(),
+            with_info: true,
         };
         let f = evaluate(&view, &b, &Policy::default(), t(0));
         assert_eq!(
@@ -705,16 +754,131 @@ reason = "the site"
             host: &h,
             listeners: &now,
             recent: &recent,
+            alerting: &HashSet::new(),
+            with_info: true,
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(kinds(&f), vec![("host-silent", None), ("flapping", Some(9999))]);
         assert_eq!(f[0].key, "host-silent:web-1");
-        assert_eq!(f[1].key, "flapping:web-1:tcp/9999");
+        assert_eq!(f[1].key, "flapping:web-1:tcp/9999@1:127.0.0.1");
         let relaxed = Policy {
             flap_max: 6,
             ..Policy::default()
         };
         assert_eq!(evaluate(&view, &applied(t(-7200)), &relaxed, t(0)).len(), 1);
+    }
+
+    #[test]
+    fn owner_changes_of_one_socket_are_not_flapping() {
+        // A prefork server replacing its workers: each change closes one
+        // interval and opens the next on the same socket at the same instant.
+        let h = host("web-1", HostStatus::Up);
+        let mut recent = Vec::new();
+        for i in 0..10 {
+            let mut r = row(443, "0.0.0.0", "nginx", "www");
+            r.listener.processes[0].pid = 1000 + i as u32;
+            r.opened_at = t(-500 + i * 10);
+            r.closed_at = (i < 9).then(|| t(-490 + i * 10));
+            recent.push(r);
+        }
+        let now = [
+            row(22, "0.0.0.0", "sshd", "root"),
+            row(5432, "127.0.0.1", "postgres", "postgres"),
+            recent[9].clone(),
+        ];
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &recent,
+            alerting: &HashSet::new(),
+            with_info: true,
+        };
+        assert_eq!(evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0)), vec![]);
+    }
+
+    #[test]
+    fn a_grace_period_delays_a_missing_alert_but_never_resolves_an_open_one() {
+        // The baseline was just re-applied (an edit): its grace starts again...
+        let h = host("web-1", HostStatus::Up);
+        let now = [
+            row(22, "0.0.0.0", "sshd", "root"),
+            row(5432, "127.0.0.1", "postgres", "postgres"),
+        ];
+        let fresh = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &[],
+            alerting: &HashSet::new(),
+            with_info: true,
+        };
+        assert_eq!(evaluate(&fresh, &applied(t(-10)), &Policy::default(), t(0)), vec![]);
+        // ...but the alert already open for :443 stays open.
+        let open = HashSet::from(["missing-listener:web-1:web:tcp/443".to_owned()]);
+        let alerting = HostView {
+            alerting: &open,
+            ..fresh
+        };
+        let f = evaluate(&alerting, &applied(t(-10)), &Policy::default(), t(0));
+        assert_eq!(kinds(&f), vec![("missing-listener", Some(443))]);
+        assert_eq!(f[0].key, "missing-listener:web-1:web:tcp/443");
+    }
+
+    #[test]
+    fn any_matching_entry_that_accepts_the_risk_accepts_it() {
+        // A broad entry first, the one that accepts the risk after it.
+        let broad = "[[listener]]\nproto = \"tcp\"\nport = \"5000-6000\"\nowner = \"x\"\nreason = \"y\"\n\n";
+        let text = BASE
+            .replacen("[[listener]]", &format!("{broad}[[listener]]"), 1)
+            .replace(
+                "port = 5432\nbind = \"loopback\"\nprocess = \"postgres\"",
+                "port = 5432\nprocess = \"postgres\"\naccept_risk = true",
+            );
+        let parsed = baseline::parse(&text).unwrap();
+        assert_eq!(
+            (parsed.listeners[0].port_from, parsed.listeners[2].accept_risk),
+            (5000, true)
+        );
+        let b = vec![Applied {
+            baseline: baseline::parse(&text).unwrap(),
+            applied_at: t(-7200),
+        }];
+        let h = host("web-1", HostStatus::Up);
+        let now = [
+            row(22, "0.0.0.0", "sshd", "root"),
+            row(443, "0.0.0.0", "nginx", "www"),
+            row(5432, "0.0.0.0", "postgres", "postgres"),
+        ];
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &now,
+            alerting: &HashSet::new(),
+            with_info: true,
+        };
+        assert_eq!(evaluate(&view, &b, &Policy::default(), t(0)), vec![]);
+    }
+
+    #[test]
+    fn an_unknown_holder_of_an_expected_port_is_a_warning_not_a_page() {
+        let h = host("web-1", HostStatus::Up);
+        let mut ssh = row(22, "0.0.0.0", "sshd", "root");
+        ssh.listener.processes.clear();
+        let now = [
+            ssh,
+            row(5432, "127.0.0.1", "postgres", "postgres"),
+            row(443, "0.0.0.0", "nginx", "www"),
+        ];
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &now,
+            alerting: &HashSet::new(),
+            with_info: false,
+        };
+        let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
+        assert_eq!(kinds(&f), vec![("owner-mismatch", Some(22))]);
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert!(f[0].message.contains("could not name the holder"), "{}", f[0].message);
     }
 
     #[test]

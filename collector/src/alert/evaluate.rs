@@ -6,8 +6,8 @@
 //! which is what notices the passage of time: a host gone silent, a grace
 //! period run out, a flapping window passed.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::drift::{self, Applied, Finding, HostView, Policy};
 use crate::baseline;
-use crate::store::{AlertEvent, HostRow, Store, StoreError};
+use crate::store::{AlertEvent, AlertState, HostRow, HostStatus, Store, StoreError};
 
 /// How long changed hosts are collected before they are evaluated together.
 pub const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -31,6 +31,9 @@ pub struct Evaluator {
     store: Arc<dyn Store>,
     policy: Policy,
     sweep_every: Duration,
+    started_at: Timestamp,
+    /// Stored baselines that do not parse, already logged (name, applied_at).
+    broken: Mutex<HashSet<(String, Timestamp)>>,
 }
 
 impl Evaluator {
@@ -40,6 +43,8 @@ impl Evaluator {
             store,
             policy,
             sweep_every,
+            started_at: Timestamp::now(),
+            broken: Mutex::default(),
         }
     }
 
@@ -49,27 +54,31 @@ impl Evaluator {
     }
 
     /// The stored baselines, parsed. One that no longer parses (stored by
-    /// a collector with other rules) is logged and left out.
+    /// a collector with other rules) is left out, and logged once.
     fn applied(&self) -> Result<Vec<Applied>, StoreError> {
         let stored = self.store.baselines()?;
-        Ok(stored
-            .into_iter()
-            .filter_map(|s| match baseline::parse(&s.source) {
-                Ok(b) => Some(Applied {
+        let mut applied = Vec::with_capacity(stored.len());
+        for s in stored {
+            match baseline::parse(&s.source) {
+                Ok(b) => applied.push(Applied {
                     baseline: b,
                     applied_at: s.applied_at,
                 }),
                 Err(e) => {
-                    tracing::error!(baseline = %s.name, error = %e,
-                        "stored baseline no longer parses; it is ignored until applied again");
-                    None
+                    let mut broken = self.broken.lock().unwrap_or_else(PoisonError::into_inner);
+                    if broken.insert((s.name.clone(), s.applied_at)) {
+                        tracing::error!(baseline = %s.name, error = %e,
+                            "stored baseline no longer parses; it is ignored until applied again \
+                             (portwatch baseline show NAME, fix, apply)");
+                    }
                 }
-            })
-            .collect())
+            }
+        }
+        Ok(applied)
     }
 
-    /// The findings of `host` (every host if `None`) as of `now`, by host.
-    /// Blocks on the store.
+    /// The findings of `host` (every host if `None`) as of `now`, by host,
+    /// `unbaselined` listeners included. Blocks on the store.
     pub fn drift(&self, host: Option<&str>, now: Timestamp) -> Result<Vec<Finding>, StoreError> {
         let hosts: Vec<HostRow> = self
             .store
@@ -77,25 +86,52 @@ impl Evaluator {
             .into_iter()
             .filter(|h| host.is_none_or(|want| h.host == want))
             .collect();
-        self.drift_of(&hosts, now)
+        self.drift_of(&hosts, now, true)
     }
 
     /// The findings of `hosts` as of `now`: one history read per host.
-    fn drift_of(&self, hosts: &[HostRow], now: Timestamp) -> Result<Vec<Finding>, StoreError> {
+    fn drift_of(&self, hosts: &[HostRow], now: Timestamp, with_info: bool) -> Result<Vec<Finding>, StoreError> {
         let applied = self.applied()?;
         let since = drift::before(now, drift::lookback(&applied, &self.policy));
+        let mut alerting: HashMap<String, HashSet<String>> = HashMap::new();
+        for state in [AlertState::Open, AlertState::Acknowledged] {
+            for a in self.store.alerts(Some(state), None, usize::MAX)? {
+                alerting.entry(a.host).or_default().insert(a.key);
+            }
+        }
+        let none = HashSet::new();
         let mut findings = Vec::new();
         for h in hosts {
             let recent = self.store.history(&h.host, None, Some(since), Some(now))?;
             let listeners: Vec<_> = recent.iter().filter(|r| r.closed_at.is_none()).cloned().collect();
+            let judged = self.judged(h, now);
             let view = HostView {
-                host: h,
+                host: judged.as_ref().unwrap_or(h),
                 listeners: &listeners,
                 recent: &recent,
+                alerting: alerting.get(&h.host).unwrap_or(&none),
+                with_info,
             };
             findings.extend(drift::evaluate(&view, &applied, &self.policy, now));
         }
         Ok(findings)
+    }
+
+    /// `host` as drift should judge it: not silent while its agent may still
+    /// be finding its way back after the collector started (see [`Policy::startup_grace`]).
+    fn judged(&self, host: &HostRow, now: Timestamp) -> Option<HostRow> {
+        if host.status != HostStatus::Silent {
+            return None;
+        }
+        let three = Duration::from_millis(host.interval_ms.saturating_mul(3));
+        let back_by = self
+            .started_at
+            .checked_add(self.policy.startup_grace.saturating_add(three))
+            .unwrap_or(Timestamp::MAX);
+        (now < back_by).then(|| HostRow {
+            status: HostStatus::Up,
+            ..host.clone()
+        })
     }
 
     /// Evaluates `hosts` (every host if `None`) and brings their alerts in
@@ -107,7 +143,7 @@ impl Evaluator {
             .into_iter()
             .filter(|h| hosts.is_none_or(|set| set.contains(&h.host)))
             .collect();
-        let findings = self.drift_of(&rows, now)?;
+        let findings = self.drift_of(&rows, now, false)?;
         let names: Vec<String> = rows.into_iter().map(|h| h.host).collect();
         self.store.sync_alerts(&names, &findings, now)
     }
