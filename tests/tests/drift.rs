@@ -323,17 +323,18 @@ fn a_baseline_turns_departures_into_findings_and_alerts_with_a_lifecycle() {
     drop(expected);
 }
 
-/// A webhook receiver on loopback that answers 503 to its first `fail_first`
-/// requests, then 200, and keeps every body it accepted.
+/// A webhook receiver on loopback that answers `refusal` to its first
+/// `fail_first` requests, then 200; it keeps every body it accepted, and
+/// every body it refused.
 struct Receiver {
     url: String,
     accepted: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
-    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    refused: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl Receiver {
-    fn start(fail_first: usize) -> Receiver {
+    fn start(fail_first: usize, refusal: axum::http::StatusCode) -> Receiver {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::{Arc, Mutex};
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -342,18 +343,19 @@ impl Receiver {
             .build()
             .unwrap();
         let accepted: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let refused = Arc::new(AtomicUsize::new(0));
+        let refused: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let count = Arc::new(AtomicUsize::new(0));
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let (acc, seen) = (accepted.clone(), refused.clone());
+        let (acc, refs) = (accepted.clone(), refused.clone());
         let app = axum::Router::new().route(
             "/hook",
             axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-                let (acc, seen) = (acc.clone(), seen.clone());
+                let (acc, refs, count) = (acc.clone(), refs.clone(), count.clone());
                 async move {
-                    if seen.load(Ordering::SeqCst) < fail_first {
-                        seen.fetch_add(1, Ordering::SeqCst);
-                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    if count.fetch_add(1, Ordering::SeqCst) < fail_first {
+                        refs.lock().unwrap().push(body);
+                        return refusal;
                     }
                     acc.lock().unwrap().push(body);
                     axum::http::StatusCode::OK
@@ -377,7 +379,10 @@ impl Receiver {
 #[test]
 fn a_webhook_that_fails_first_still_gets_each_alert_change_once_and_a_dead_one_blocks_nothing() {
     const HOOK_HOST: &str = "hook-web-1";
-    let receiver = Receiver::start(2);
+    let receiver = Receiver::start(2, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    // A receiver that refuses everything for good (a deleted Slack channel): each event is
+    // tried once, then skipped, not retried forever.
+    let gone = Receiver::start(usize::MAX, axum::http::StatusCode::GONE);
     let dead = format!("http://127.0.0.1:{}/hook", free_port());
     let dir = TempDir::new("drift-hook").unwrap();
     // A syslog socket of our own, standing in for /dev/log.
@@ -392,9 +397,11 @@ fn a_webhook_that_fails_first_still_gets_each_alert_change_once_and_a_dead_one_b
             "listen = \"127.0.0.1:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\nstartup_grace = \"1s\"\n\n\
              [[alerts.webhook]]\nname = \"dead\"\nurl = {dead:?}\n\n\
              [[alerts.webhook]]\nname = \"ops\"\nurl = {:?}\nmin_severity = \"warning\"\n\n\
+             [[alerts.webhook]]\nname = \"gone\"\nurl = {:?}\nformat = \"slack\"\n\n\
              [alerts.syslog]\nsocket = {:?}\nfacility = \"local3\"\n",
             db.to_str().unwrap(),
             receiver.url,
+            gone.url,
             syslog_path.to_str().unwrap()
         ),
     )
@@ -433,10 +440,7 @@ fn a_webhook_that_fails_first_still_gets_each_alert_change_once_and_a_dead_one_b
         (!o.is_empty()).then_some(o)
     })
     .expect("the alert reaches the webhook once it recovers");
-    assert!(
-        receiver.refused.load(std::sync::atomic::Ordering::SeqCst) >= 2,
-        "the receiver failed first"
-    );
+    assert!(receiver.refused.lock().unwrap().len() >= 2, "the receiver failed first");
     assert_eq!(opened[0]["alert"]["kind"], "unexpected-listener");
     assert_eq!(opened[0]["alert"]["host"], HOOK_HOST);
 
@@ -454,6 +458,25 @@ fn a_webhook_that_fails_first_still_gets_each_alert_change_once_and_a_dead_one_b
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order, no repeat: {ids:?}");
     let alerts = portwatch_json(&url, &read, &["alerts", "--state", "all", "--host", HOOK_HOST]).unwrap();
     assert!(!alerts.as_array().unwrap().is_empty());
+
+    // The refusing receiver was asked once per event (Slack format), never twice.
+    let refused = gone.refused.lock().unwrap().clone();
+    let texts: Vec<&str> = refused.iter().filter_map(|b| b["text"].as_str()).collect();
+    assert_eq!(texts.len(), refused.len(), "slack bodies: {refused:#?}");
+    let mut unique = texts.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        texts.len(),
+        "no event retried after a permanent refusal: {texts:#?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains(&format!("opened alert {}", opened[0]["alert"]["id"]))),
+        "{texts:#?}"
+    );
 
     // Syslog got the same changes, as lines with a priority.
     let id = opened[0]["alert"]["id"].as_i64().unwrap();

@@ -103,18 +103,21 @@ impl Webhook {
                 "alert": a,
             }),
             Format::Slack => {
+                // Process names come from the monitored hosts, where any user can
+                // pick one: escaped, so `<!channel>` or a link cannot ride along.
                 let mut text = format!(
                     "[{}] {} alert {} on {}: {}",
                     a.severity.as_str().to_uppercase(),
                     event.name(),
                     a.id,
-                    a.host,
-                    a.message
+                    slack_escape(&a.host),
+                    slack_escape(&a.message)
                 );
                 if let (AlertEvent::Acknowledged(_), Some(by)) = (event, &a.acked_by) {
                     text.push_str(&format!(
-                        " (acknowledged by {by}: {})",
-                        a.ack_comment.as_deref().unwrap_or("")
+                        " (acknowledged by {}: {})",
+                        slack_escape(by),
+                        slack_escape(a.ack_comment.as_deref().unwrap_or(""))
                     ));
                 }
                 serde_json::json!({ "text": text })
@@ -178,14 +181,47 @@ impl Syslog {
     }
 }
 
+/// Text for a Slack message: `&`, `<`, `>` escaped as Slack asks, control characters dropped.
+fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A URL as logs may show it: scheme and host only (a webhook's path is often its secret).
+fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or(host);
+    format!("{scheme}://{host}/…")
+}
+
+/// Why an event was not delivered.
+#[derive(Debug)]
+enum Failure {
+    /// Try again later (unreachable, 5xx, 408, 429).
+    Transient(String),
+    /// The receiver refuses this event for good (another 4xx): retrying
+    /// cannot help, and would hold up every later event.
+    Permanent(String),
+}
+
 /// One way of delivering alert events.
 trait Deliver {
     /// The sink's name in the outbox (`webhook:ops`, `syslog`).
     fn sink(&self) -> String;
     /// Whether it wants `event` at all.
     fn wants(&self, event: &AlertEvent) -> bool;
-    /// Delivers one event; `Err` with a reason to retry later.
-    fn deliver(&mut self, id: i64, event: &AlertEvent) -> Result<(), String>;
+    /// Delivers one event.
+    fn deliver(&mut self, id: i64, event: &AlertEvent) -> Result<(), Failure>;
 }
 
 struct WebhookSink {
@@ -202,8 +238,9 @@ impl Deliver for WebhookSink {
         self.hook.wants(event)
     }
 
-    fn deliver(&mut self, id: i64, event: &AlertEvent) -> Result<(), String> {
+    fn deliver(&mut self, id: i64, event: &AlertEvent) -> Result<(), Failure> {
         let hook = &self.hook;
+        let url = redacted(&hook.url);
         let mut request = self
             .agent
             .post(&hook.url)
@@ -213,10 +250,13 @@ impl Deliver for WebhookSink {
         }
         let response = request
             .send_json(hook.body(id, event))
-            .map_err(|e| format!("{}: {e}", hook.url))?;
+            .map_err(|e| Failure::Transient(format!("{url}: {}", describe(&e))))?;
         match response.status().as_u16() {
             200..=299 => Ok(()),
-            status => Err(format!("{} answered {status}", hook.url)),
+            status @ (408 | 429 | 500..) => Err(Failure::Transient(format!("{url} answered {status}"))),
+            status => Err(Failure::Permanent(format!(
+                "{url} answered {status}: it refuses this event; check the webhook's url and format"
+            ))),
         }
     }
 }
@@ -237,7 +277,7 @@ impl Deliver for SyslogSink {
         event.alert().severity >= self.config.min_severity
     }
 
-    fn deliver(&mut self, id: i64, event: &AlertEvent) -> Result<(), String> {
+    fn deliver(&mut self, id: i64, event: &AlertEvent) -> Result<(), Failure> {
         let socket = self.config.socket.display().to_string();
         if self.logger.is_none() {
             let formatter = syslog::Formatter3164 {
@@ -247,11 +287,11 @@ impl Deliver for SyslogSink {
                 pid: std::process::id(),
             };
             let logger = syslog::unix_custom(formatter, &self.config.socket)
-                .map_err(|e| format!("cannot connect to syslog at {socket}: {e}"))?;
+                .map_err(|e| Failure::Transient(format!("cannot connect to syslog at {socket}: {e}")))?;
             self.logger = Some(logger);
         }
         let a = event.alert();
-        let line = format!(
+        let line: String = format!(
             "alert {} {} [{}] {} on {}: {} (event {id})",
             a.id,
             event.name(),
@@ -259,9 +299,12 @@ impl Deliver for SyslogSink {
             a.kind.as_str(),
             a.host,
             a.message
-        );
+        )
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
         let Some(logger) = self.logger.as_mut() else {
-            return Err("no syslog connection".to_owned());
+            return Err(Failure::Transient("no syslog connection".to_owned()));
         };
         let sent = match (event, a.severity) {
             (AlertEvent::Opened(_), Severity::Critical) => logger.crit(line),
@@ -271,7 +314,7 @@ impl Deliver for SyslogSink {
         };
         sent.map_err(|e| {
             self.logger = None;
-            format!("syslog at {socket}: {e}")
+            Failure::Transient(format!("syslog at {socket}: {e}"))
         })
     }
 }
@@ -333,6 +376,9 @@ fn run_sink(store: &dyn Store, sink: &mut dyn Deliver, wake: &Receiver<()>) {
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
+        // The cursor moves after each delivered event, and once past a run
+        // of events this sink does not want.
+        let mut passed = None;
         for (id, event) in events {
             if sink.wants(&event) {
                 loop {
@@ -342,10 +388,23 @@ fn run_sink(store: &dyn Store, sink: &mut dyn Deliver, wake: &Receiver<()>) {
                             tracing::debug!(sink = %name, event_id = id, "delivered");
                             break;
                         }
-                        Err(e) => pause(&mut backoff, "alert delivery failed; will retry", &e),
+                        Err(Failure::Permanent(e)) => {
+                            tracing::error!(sink = %name, event_id = id, alert = event.alert().id, error = %e,
+                                "alert event refused by the receiver; skipped (the alert is in `portwatch alerts`)");
+                            break;
+                        }
+                        Err(Failure::Transient(e)) => pause(&mut backoff, "alert delivery failed; will retry", &e),
                     }
                 }
+                while let Err(e) = store.set_sink_cursor(&name, id) {
+                    pause(&mut backoff, "cannot record the sink's progress", &e.to_string());
+                }
+                passed = None;
+            } else {
+                passed = Some(id);
             }
+        }
+        if let Some(id) = passed {
             while let Err(e) = store.set_sink_cursor(&name, id) {
                 pause(&mut backoff, "cannot record the sink's progress", &e.to_string());
             }
@@ -353,9 +412,33 @@ fn run_sink(store: &dyn Store, sink: &mut dyn Deliver, wake: &Receiver<()>) {
     }
 }
 
+/// A ureq error without the URL (which may hold a secret).
+fn describe(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Io(io) => format!("I/O error: {}", io.kind()),
+        ureq::Error::Timeout(_) => "no answer in time".to_owned(),
+        ureq::Error::HostNotFound => "the host name does not resolve".to_owned(),
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => "the TLS handshake failed (ca_file?)".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_show_no_webhook_path_and_slack_text_carries_no_markup() {
+        assert_eq!(
+            redacted("https://hooks.slack.com/services/T0/B0/secret?x=1"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(redacted("http://user:pw@127.0.0.1:9/h"), "http://127.0.0.1:9/…");
+        assert_eq!(
+            slack_escape("nc[1] <!channel> & <http://x|ok>\n"),
+            "nc[1] &lt;!channel&gt; &amp; &lt;http://x|ok&gt; "
+        );
+    }
 
     fn hook(text: &str) -> Result<Webhook, String> {
         toml::from_str::<Webhook>(text).map_err(|e| e.to_string())
