@@ -12,17 +12,26 @@
 //! sees the last committed state. Methods block; async callers run them in
 //! `spawn_blocking`.
 //!
+//! **Group commit.** Batches arriving while the writer is busy queue up;
+//! the next thread to get the writer commits every queued batch (at most
+//! [`MAX_GROUP`]) in one transaction, each in a savepoint of its own (a
+//! batch that fails rolls back alone and gets its error), and each caller
+//! gets its answer only once that transaction has committed. One commit
+//! (one fsync) then serves many agents: a fleet's reports and heartbeats
+//! cost one transaction per group, not one per request. The result is the
+//! same as committing the batches one after another in queue order.
+//!
 //! # Durability
 //!
-//! The file is in WAL mode. A batch with reports commits with
-//! `synchronous = FULL`: the WAL is fsynced before [`Store::ingest`] returns,
-//! so a report acknowledged to an agent (which then forgets it) survives a
-//! power loss. A heartbeat-only batch (no report, only `last_seen` and the
-//! dropped count) commits with `synchronous = NORMAL`, without an fsync of
-//! its own: losing the last seconds of `last_seen` to a power cut loses no
-//! history, and heartbeats are most of a steady fleet's traffic. (The next
-//! FULL commit syncs the WAL frames before it too.) Token changes commit
-//! with FULL.
+//! The file is in WAL mode. A transaction that stores any report commits
+//! with `synchronous = FULL`: the WAL is fsynced before [`Store::ingest`]
+//! returns, so a report acknowledged to an agent (which then forgets it)
+//! survives a power loss. A transaction of heartbeats only (no report, only
+//! `last_seen` and the dropped count) commits with `synchronous = NORMAL`,
+//! without an fsync of its own: losing the last seconds of `last_seen` to a
+//! power cut loses no history, and heartbeats are most of a steady fleet's
+//! traffic. (The next FULL commit syncs the WAL frames before it too.)
+//! Token changes commit with FULL.
 //!
 //! # Schema
 //!
@@ -50,7 +59,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{mpsc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -71,6 +80,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// closed when returned.
 const MAX_IDLE_READERS: usize = 8;
 
+/// Most batches committed in one transaction; more wait for the next.
+const MAX_GROUP: usize = 256;
+
 /// The interval a host is judged by before its first snapshot tells its own
 /// (the agent's default).
 const UNKNOWN_INTERVAL_MS: u64 = 10_000;
@@ -87,6 +99,15 @@ pub struct SqliteStore {
     writer: Mutex<Writer>,
     /// Idle read connections.
     readers: Mutex<Vec<Connection>>,
+    /// Batches waiting for the writer, committed together (see the module docs).
+    queue: Mutex<Vec<Queued>>,
+}
+
+/// A batch waiting in [`SqliteStore::queue`], and where its answer goes.
+struct Queued {
+    batch: Batch,
+    received_at: Timestamp,
+    reply: mpsc::Sender<Result<Ack, StoreError>>,
 }
 
 /// The write connection and the `synchronous` setting it has now.
@@ -142,13 +163,35 @@ impl SqliteStore {
                 synchronous: Synchronous::Full,
             }),
             readers: Mutex::new(vec![reader]),
+            queue: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Stores many new tokens in one transaction (provisioning a fleet: one
+    /// fsync, not one per token). All or nothing: a name or secret already
+    /// taken stores none of them.
+    pub fn create_tokens(&self, tokens: &[TokenRow]) -> Result<(), StoreError> {
+        let mut writer = self.writer();
+        writer.set_synchronous(Synchronous::Full)?;
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        for token in tokens {
+            insert_token(&tx, token)?;
+        }
+        tx.commit().map_err(db)
     }
 
     /// The writer, also after a panic of another thread while it held it
     /// (the panic dropped its transaction, which rolled back).
     fn writer(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The queue of batches waiting for the writer.
+    fn queue(&self) -> MutexGuard<'_, Vec<Queued>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `read` on a read connection from the pool.
@@ -300,20 +343,38 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
 
 impl Store for SqliteStore {
     fn ingest(&self, batch: &Batch, received_at: Timestamp) -> Result<Ack, StoreError> {
-        let mut writer = self.writer();
-        writer.set_synchronous(if batch.reports.is_empty() {
-            Synchronous::Normal
-        } else {
-            Synchronous::Full
-        })?;
-        let tx = writer
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
-        // On any error `tx` is dropped, which rolls the whole batch back.
-        let ack = apply_batch(&tx, batch, received_at)?;
-        tx.commit().map_err(db)?;
-        Ok(ack)
+        // Group commit: queue the batch, then take the writer. Whoever holds
+        // the writer commits everything queued by then in one transaction
+        // and answers each batch once that has committed; a batch taken by
+        // another thread's group has its answer waiting when the writer is
+        // released (the group is committed before that).
+        let (reply, answer) = mpsc::channel();
+        self.queue().push(Queued {
+            batch: batch.clone(),
+            received_at,
+            reply,
+        });
+        {
+            let mut writer = self.writer();
+            loop {
+                let group: Vec<Queued> = {
+                    let mut queue = self.queue();
+                    let n = queue.len().min(MAX_GROUP);
+                    queue.drain(..n).collect()
+                };
+                if group.is_empty() {
+                    break;
+                }
+                commit_group(&mut writer, group);
+                // Ours may still be queued behind a full group.
+                if let Ok(result) = answer.try_recv() {
+                    return result;
+                }
+            }
+        }
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err(StoreError::Database("the batch's transaction was abandoned".to_owned())))
     }
 
     fn hosts(&self, now: Timestamp) -> Result<Vec<HostRow>, StoreError> {
@@ -465,38 +526,7 @@ impl Store for SqliteStore {
     fn create_token(&self, token: &TokenRow) -> Result<(), StoreError> {
         let mut writer = self.writer();
         writer.set_synchronous(Synchronous::Full)?;
-        let inserted = writer
-            .conn
-            .prepare_cached(
-                "INSERT INTO tokens (name, role, host, hash, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    token.name,
-                    token.role.as_str(),
-                    token.host,
-                    token.hash,
-                    token.created_at.as_millisecond(),
-                    token.revoked_at.map(Timestamp::as_millisecond),
-                ])
-            });
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
-                let name_taken = writer
-                    .conn
-                    .query_row("SELECT 1 FROM tokens WHERE name = ?1", [&token.name], |_| Ok(()))
-                    .optional()
-                    .map_err(db)?
-                    .is_some();
-                Err(StoreError::Exists(if name_taken {
-                    format!("token {}", token.name)
-                } else {
-                    "a token with the same secret".to_owned()
-                }))
-            }
-            Err(e) => Err(db(e)),
-        }
+        insert_token(&writer.conn, token)
     }
 
     fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
@@ -528,6 +558,40 @@ impl Store for SqliteStore {
             .and_then(|mut stmt| stmt.execute(params![name, at.as_millisecond()]))
             .map_err(db)?;
         Ok(changed > 0)
+    }
+}
+
+/// Inserts `token` (in the caller's transaction, if any); [`StoreError::Exists`] when its name or secret is taken.
+fn insert_token(conn: &Connection, token: &TokenRow) -> Result<(), StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO tokens (name, role, host, hash, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                token.name,
+                token.role.as_str(),
+                token.host,
+                token.hash,
+                token.created_at.as_millisecond(),
+                token.revoked_at.map(Timestamp::as_millisecond),
+            ])
+        });
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+            let name_taken = conn
+                .query_row("SELECT 1 FROM tokens WHERE name = ?1", [&token.name], |_| Ok(()))
+                .optional()
+                .map_err(db)?
+                .is_some();
+            Err(StoreError::Exists(if name_taken {
+                format!("token {}", token.name)
+            } else {
+                "a token with the same secret".to_owned()
+            }))
+        }
+        Err(e) => Err(db(e)),
     }
 }
 
@@ -571,6 +635,50 @@ const FIND_OPEN_SQL: &str = "SELECT id, opened_at FROM intervals INDEXED BY inte
        AND addr = ?5 AND port = ?6 AND inode = ?7 AND uid = ?8 AND user IS ?9 AND exposure = ?10
        AND dual_stack = ?11 AND owners = ?12
      LIMIT 1";
+
+/// Commits `group` in one transaction, each batch in a savepoint of its own
+/// (a batch that fails rolls back alone and gets its error; the others are
+/// stored), and answers every batch once the transaction has committed.
+/// With any report in the group the commit is durable (`synchronous =
+/// FULL`); a group of heartbeats only is not (see the module docs).
+fn commit_group(writer: &mut Writer, group: Vec<Queued>) {
+    let durable = group.iter().any(|q| !q.batch.reports.is_empty());
+    let applied = (|| {
+        writer.set_synchronous(if durable { Synchronous::Full } else { Synchronous::Normal })?;
+        let mut tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let mut results = Vec::with_capacity(group.len());
+        for queued in &group {
+            // On any error the savepoint is dropped, which rolls this batch back.
+            let result = tx.savepoint().map_err(db).and_then(|savepoint| {
+                let ack = apply_batch(&savepoint, &queued.batch, queued.received_at)?;
+                savepoint.commit().map_err(db)?;
+                Ok(ack)
+            });
+            results.push(result);
+        }
+        tx.commit().map_err(db)?;
+        Ok(results)
+    })();
+    match applied {
+        Ok(results) => {
+            for (queued, result) in group.into_iter().zip(results) {
+                let _ = queued.reply.send(result);
+            }
+        }
+        Err(error) => {
+            let message = match error {
+                StoreError::Database(message) => message,
+                other => other.to_string(),
+            };
+            for queued in group {
+                let _ = queued.reply.send(Err(StoreError::Database(message.clone())));
+            }
+        }
+    }
+}
 
 /// Applies `batch` inside the open transaction `tx` (see [`Store::ingest`]).
 fn apply_batch(tx: &Connection, batch: &Batch, received_at: Timestamp) -> Result<Ack, StoreError> {
@@ -2016,6 +2124,30 @@ mod tests {
     }
 
     #[test]
+    fn tokens_created_in_bulk_are_all_stored_or_none() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let agent = |host: &str| TokenRow {
+            name: format!("agent:{host}"),
+            role: Role::Agent,
+            host: Some(host.to_owned()),
+            hash: format!("hash-of-{host}"),
+            created_at: ts(0),
+            revoked_at: None,
+        };
+        let fleet: Vec<TokenRow> = (0..100).map(|h| agent(&format!("web-{h}"))).collect();
+        store.create_tokens(&fleet).unwrap();
+        assert_eq!(store.tokens().unwrap().len(), 100);
+        assert_eq!(store.token_by_hash("hash-of-web-42").unwrap(), Some(fleet[42].clone()));
+        // One taken name refuses the whole lot.
+        let clash = vec![agent("db-1"), agent("web-7")];
+        let error = store.create_tokens(&clash).unwrap_err();
+        assert!(matches!(&error, StoreError::Exists(what) if what.contains("agent:web-7")), "{error:?}");
+        assert_eq!(store.token_by_hash("hash-of-db-1").unwrap(), None);
+        assert_eq!(store.tokens().unwrap().len(), 100);
+    }
+
+    #[test]
     fn a_batch_whose_transaction_fails_stores_nothing() {
         let dir = TempDir::new();
         let store = SqliteStore::open(&dir.db()).unwrap();
@@ -2064,6 +2196,61 @@ mod tests {
             vec![delta(2, ts(10), vec![listener(80, 2, &[11])], vec![])],
         );
         assert_eq!(store.ingest(&fine, ts(24)).unwrap(), ack(2, false));
+    }
+
+    #[test]
+    fn batches_queued_together_commit_together_and_a_failing_one_fails_alone() {
+        let dir = TempDir::new();
+        let store = Arc::new(SqliteStore::open(&dir.db()).unwrap());
+        Connection::open(dir.db())
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER fail BEFORE INSERT ON intervals WHEN NEW.port = 666
+                 BEGIN SELECT RAISE(ABORT, 'simulated failure'); END;",
+            )
+            .unwrap();
+        // Hold the writer until every batch below has queued: one thread then commits them all as one group.
+        let writer = store.writer();
+        let threads: Vec<_> = (0..8u64)
+            .map(|h| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let host = format!("web-{h}");
+                    match h {
+                        5 => store.ingest(&heartbeat(&host, "s", ts(1)), ts(2)),
+                        _ => {
+                            let port = if h == 3 { 666 } else { 22 };
+                            let reports = vec![snapshot(1, ts(1), vec![listener(port, h, &[10])])];
+                            store.ingest(&batch(&host, "s", reports), ts(2))
+                        }
+                    }
+                })
+            })
+            .collect();
+        while store.queue().len() < 8 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(writer);
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(store.queue().is_empty());
+        for (h, result) in results.iter().enumerate() {
+            match h {
+                3 => assert!(
+                    result.as_ref().unwrap_err().to_string().contains("simulated failure"),
+                    "{result:?}"
+                ),
+                // A heartbeat of an unknown session: listed, asked for a snapshot.
+                5 => assert_eq!(result.as_ref().unwrap(), &ack(0, true)),
+                _ => assert_eq!(result.as_ref().unwrap(), &ack(1, false)),
+            }
+        }
+        assert_eq!(count(&dir.db(), "intervals"), 6);
+        let hosts: Vec<String> = store.hosts(ts(3)).unwrap().into_iter().map(|h| h.host).collect();
+        assert_eq!(hosts, ["web-0", "web-1", "web-2", "web-4", "web-5", "web-6", "web-7"]);
+        // The failed batch stored nothing and can be sent again once the cause is gone.
+        Connection::open(dir.db()).unwrap().execute_batch("DROP TRIGGER fail").unwrap();
+        let reports = vec![snapshot(1, ts(1), vec![listener(666, 3, &[10])])];
+        assert_eq!(store.ingest(&batch("web-3", "s", reports), ts(4)).unwrap(), ack(1, false));
     }
 
     #[test]
