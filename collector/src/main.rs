@@ -185,7 +185,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             stopping.graceful_shutdown(Some(SHUTDOWN_GRACE));
         });
-        let app = api::router(AppState { store }).into_make_service();
+        let app = api::router(AppState::new(store)).into_make_service();
         let served = match tls {
             Some(rustls) => {
                 tokio::spawn(reload_tls_on_sighup(rustls.clone(), config.tls.clone()));

@@ -675,21 +675,116 @@ fn http_agent() -> ureq::Agent {
         .new_agent()
 }
 
-/// Sends one request; `Err` says what went wrong.
-fn send(agent: &ureq::Agent, url: &str, token: &str, request: &Request) -> Result<(), String> {
-    let mut response = agent
-        .post(url)
-        .header("Authorization", &format!("Bearer {token}"))
-        .header("Content-Type", "application/json")
-        .header("Content-Encoding", "gzip")
-        .send(&request.body[..])
-        .map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().map_err(|e| e.to_string())?;
-    if status != 200 {
-        return Err(format!("HTTP {status}: {text}"));
+/// The ingest client: a bare HTTP/1.1 keep-alive connection that writes each
+/// request in one `write` and reads a `Content-Length` framed answer. A
+/// general-purpose client costs more CPU per request than the collector
+/// itself does here, and both share the machine: the load generator must be
+/// the cheap side. (`who` and `hosts` are asked with ureq, like the CLI.)
+struct Connection {
+    addr: std::net::SocketAddr,
+    stream: Option<std::net::TcpStream>,
+    out: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl Connection {
+    fn new(url: &str) -> anyhow::Result<Connection> {
+        let addr = url
+            .strip_prefix("http://")
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("{url} is not http://IP:PORT"))?;
+        Ok(Connection {
+            addr,
+            stream: None,
+            out: Vec::with_capacity(8192),
+            buf: Vec::with_capacity(4096),
+        })
     }
-    let ack: Ack = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+
+    /// Posts `body` (gzip JSON) to the ingest endpoint; the status and the answer's body.
+    fn ingest(&mut self, token: &str, body: &[u8]) -> Result<(u16, &[u8]), String> {
+        let result = self.exchange(token, body);
+        if result.is_err() {
+            self.stream = None;
+        }
+        let (status, start, end) = result?;
+        Ok((status, &self.buf[start..end]))
+    }
+
+    fn exchange(&mut self, token: &str, body: &[u8]) -> Result<(u16, usize, usize), String> {
+        let io = |e: std::io::Error| e.to_string();
+        if self.stream.is_none() {
+            let stream = std::net::TcpStream::connect_timeout(&self.addr, REQUEST_TIMEOUT).map_err(io)?;
+            stream.set_nodelay(true).map_err(io)?;
+            stream.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(io)?;
+            self.stream = Some(stream);
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Err("not connected".to_owned());
+        };
+        self.out.clear();
+        write!(
+            self.out,
+            "POST /api/v1/ingest HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        )
+        .map_err(io)?;
+        self.out.extend_from_slice(body);
+        stream.write_all(&self.out).map_err(io)?;
+        // The head, then Content-Length bytes of body.
+        self.buf.clear();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let n = stream.read(&mut chunk).map_err(io)?;
+            if n == 0 {
+                return Err("the collector closed the connection".to_owned());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end]).map_err(|e| e.to_string())?;
+        let status = head
+            .get(9..12)
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or_else(|| format!("not an HTTP answer: {head:?}"))?;
+        let mut length = None;
+        let mut close = false;
+        for line in head.lines().skip(1) {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse::<usize>().ok();
+            } else if name.eq_ignore_ascii_case("connection") && value.trim().eq_ignore_ascii_case("close") {
+                close = true;
+            }
+        }
+        let length = length.ok_or_else(|| format!("an answer without Content-Length: {head:?}"))?;
+        while self.buf.len() < head_end + length {
+            let n = stream.read(&mut chunk).map_err(io)?;
+            if n == 0 {
+                return Err("the collector closed the connection mid-answer".to_owned());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        if close {
+            self.stream = None;
+        }
+        Ok((status, head_end, head_end + length))
+    }
+}
+
+/// Sends one request; `Err` says what went wrong.
+fn send(connection: &mut Connection, token: &str, request: &Request) -> Result<(), String> {
+    let (status, body) = connection.ingest(token, &request.body)?;
+    if status != 200 {
+        return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(body)));
+    }
+    let ack: Ack = serde_json::from_slice(body).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(body)))?;
     if ack != request.expect {
         return Err(format!("acknowledged {ack:?}, expected {:?}", request.expect));
     }
@@ -704,9 +799,19 @@ fn client(
     deadline: Arc<std::sync::OnceLock<Instant>>,
     plan: Plan,
 ) -> ClientResult {
-    let agent = http_agent();
-    let url = format!("{url}/api/v1/ingest");
     let mut result = ClientResult::default();
+    let mut connection = match Connection::new(&url) {
+        Ok(c) => c,
+        Err(e) => {
+            result.snapshots.failed += 1;
+            result.snapshots.errors.push(e.to_string());
+            // Still meet the others at every barrier.
+            for _ in 0..6 {
+                barrier.wait();
+            }
+            return result;
+        }
+    };
     let late = |result: &mut ClientResult| {
         let late = deadline.get().is_some_and(|d| Instant::now() > *d);
         result.cut_short |= late;
@@ -719,7 +824,7 @@ fn client(
         if late(&mut result) {
             break;
         }
-        if timed(&agent, &url, &mut result.snapshots, &s.token, &s.snapshot) {
+        if timed(&mut connection, &mut result.snapshots, &s.token, &s.snapshot) {
             acked_snapshot[n] = true;
             result.snapshot_listeners += s.snapshot_listeners;
         }
@@ -743,7 +848,7 @@ fn client(
                     break 'rounds;
                 }
                 let tally = if phase == 0 { &mut result.mixed } else { &mut result.quiet };
-                if !timed(&agent, &url, tally, &s.token, &s.rounds[round]) {
+                if !timed(&mut connection, tally, &s.token, &s.rounds[round]) {
                     alive[n] = false;
                     continue;
                 }
@@ -763,9 +868,9 @@ fn client(
 }
 
 /// Sends `request`, recording its latency and outcome in `tally`; whether it was acknowledged as expected.
-fn timed(agent: &ureq::Agent, url: &str, tally: &mut Tally, token: &str, request: &Request) -> bool {
+fn timed(connection: &mut Connection, tally: &mut Tally, token: &str, request: &Request) -> bool {
     let t = Instant::now();
-    let sent = send(agent, url, token, request);
+    let sent = send(connection, token, request);
     tally.latencies.push(t.elapsed());
     match sent {
         Ok(()) => {

@@ -29,6 +29,7 @@ use axum::Router;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
+pub use auth::TOKEN_TRUST;
 pub use error::ApiError;
 
 use crate::store::Store;
@@ -43,6 +44,18 @@ pub const MAX_DECOMPRESSED_BYTES: usize = 32 * 1024 * 1024;
 pub struct AppState {
     /// The history store.
     pub store: Arc<dyn Store>,
+    /// Valid tokens recently looked up (see [`auth::TokenCache`]).
+    tokens: Arc<auth::TokenCache>,
+}
+
+impl AppState {
+    /// The state of an API serving `store`.
+    pub fn new(store: Arc<dyn Store>) -> AppState {
+        AppState {
+            store,
+            tokens: Arc::default(),
+        }
+    }
 }
 
 /// The API's router.

@@ -12,14 +12,16 @@
 //! sees the last committed state. Methods block; async callers run them in
 //! `spawn_blocking`.
 //!
-//! **Group commit.** Batches arriving while the writer is busy queue up;
-//! the next thread to get the writer commits every queued batch (at most
-//! [`MAX_GROUP`]) in one transaction, each in a savepoint of its own (a
-//! batch that fails rolls back alone and gets its error), and each caller
-//! gets its answer only once that transaction has committed. One commit
-//! (one fsync) then serves many agents: a fleet's reports and heartbeats
-//! cost one transaction per group, not one per request. The result is the
-//! same as committing the batches one after another in queue order.
+//! **Group commit.** [`Store::ingest_queued`] (and [`Store::ingest`], which
+//! waits for it) puts a batch in a queue; one committer thread takes the
+//! writer and commits every queued batch (at most [`MAX_GROUP`]) in one
+//! transaction, each in a savepoint of its own (a batch that fails rolls
+//! back alone and gets its error), and answers each batch only once that
+//! transaction has committed. One commit (one fsync) serves every agent that
+//! sent meanwhile, and no request thread waits on the writer's lock: a
+//! fleet's reports and heartbeats cost one transaction per group, not one
+//! per request. The result is that of committing the batches one after
+//! another in queue order.
 //!
 //! # Durability
 //!
@@ -56,10 +58,10 @@
 //! a host under 1 ms.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -67,7 +69,7 @@ use portwatch_common::wire::{Ack, Batch, HostFacts, ReportBody};
 use portwatch_common::{Exposure, Family, Listener, Process, Proto};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::{HostRow, HostStatus, ListenerRow, Role, Store, StoreError, TokenRow};
+use super::{HostRow, HostStatus, IngestDone, ListenerRow, Role, Store, StoreError, TokenRow};
 
 /// The migrations, in order: entry `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
@@ -96,18 +98,40 @@ pub struct SqliteStore {
     /// The file, for opening read connections.
     path: PathBuf,
     /// The one connection that writes.
-    writer: Mutex<Writer>,
+    writer: Arc<Mutex<Writer>>,
     /// Idle read connections.
     readers: Mutex<Vec<Connection>>,
-    /// Batches waiting for the writer, committed together (see the module docs).
-    queue: Mutex<Vec<Queued>>,
+    /// Batches waiting for the committer thread (see the module docs).
+    queue: Arc<IngestQueue>,
+    /// The committer thread, joined on drop.
+    committer: Option<std::thread::JoinHandle<()>>,
 }
 
-/// A batch waiting in [`SqliteStore::queue`], and where its answer goes.
+/// Batches waiting to be committed, and the committer's wake-up call.
+#[derive(Default)]
+struct IngestQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    batches: VecDeque<Queued>,
+    /// The store is being dropped: commit what is queued, then stop.
+    closing: bool,
+}
+
+impl IngestQueue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A batch waiting in the queue, and where its answer goes.
 struct Queued {
     batch: Batch,
     received_at: Timestamp,
-    reply: mpsc::Sender<Result<Ack, StoreError>>,
+    done: IngestDone,
 }
 
 /// The write connection and the `synchronous` setting it has now.
@@ -156,14 +180,24 @@ impl SqliteStore {
         configure_writer(&conn).map_err(open_error)?;
         migrate(&mut conn).map_err(open_error)?;
         let reader = open_reader(path).map_err(|e| open_error(describe(&e)))?;
+        let writer = Arc::new(Mutex::new(Writer {
+            conn,
+            synchronous: Synchronous::Full,
+        }));
+        let queue = Arc::new(IngestQueue::default());
+        let committer = std::thread::Builder::new()
+            .name("sqlite-commit".to_owned())
+            .spawn({
+                let (writer, queue) = (writer.clone(), queue.clone());
+                move || commit_loop(&writer, &queue)
+            })
+            .map_err(|e| open_error(format!("cannot start the committer thread: {e}")))?;
         Ok(SqliteStore {
             path: path.to_owned(),
-            writer: Mutex::new(Writer {
-                conn,
-                synchronous: Synchronous::Full,
-            }),
+            writer,
             readers: Mutex::new(vec![reader]),
-            queue: Mutex::new(Vec::new()),
+            queue,
+            committer: Some(committer),
         })
     }
 
@@ -187,11 +221,6 @@ impl SqliteStore {
     /// (the panic dropped its transaction, which rolled back).
     fn writer(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The queue of batches waiting for the writer.
-    fn queue(&self) -> MutexGuard<'_, Vec<Queued>> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `read` on a read connection from the pool.
@@ -230,6 +259,17 @@ impl SqliteStore {
                 .and_then(|mut stmt| stmt.query_row([name], |r| r.get(0)).optional())
                 .map_err(db)
         })
+    }
+}
+
+impl Drop for SqliteStore {
+    /// Commits what is queued, then stops the committer thread.
+    fn drop(&mut self) {
+        self.queue.lock().closing = true;
+        self.queue.ready.notify_all();
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
     }
 }
 
@@ -342,39 +382,20 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
 }
 
 impl Store for SqliteStore {
-    fn ingest(&self, batch: &Batch, received_at: Timestamp) -> Result<Ack, StoreError> {
-        // Group commit: queue the batch, then take the writer. Whoever holds
-        // the writer commits everything queued by then in one transaction
-        // and answers each batch once that has committed; a batch taken by
-        // another thread's group has its answer waiting when the writer is
-        // released (the group is committed before that).
-        let (reply, answer) = mpsc::channel();
-        self.queue().push(Queued {
-            batch: batch.clone(),
-            received_at,
-            reply,
-        });
-        {
-            let mut writer = self.writer();
-            loop {
-                let group: Vec<Queued> = {
-                    let mut queue = self.queue();
-                    let n = queue.len().min(MAX_GROUP);
-                    queue.drain(..n).collect()
-                };
-                if group.is_empty() {
-                    break;
-                }
-                commit_group(&mut writer, group);
-                // Ours may still be queued behind a full group.
-                if let Ok(result) = answer.try_recv() {
-                    return result;
-                }
-            }
+    fn ingest_queued(&self, batch: Batch, received_at: Timestamp, done: IngestDone) {
+        let mut state = self.queue.lock();
+        if state.closing {
+            drop(state);
+            done(Err(StoreError::Database("the store is closing".to_owned())));
+            return;
         }
-        answer
-            .recv()
-            .unwrap_or_else(|_| Err(StoreError::Database("the batch's transaction was abandoned".to_owned())))
+        state.batches.push_back(Queued {
+            batch,
+            received_at,
+            done,
+        });
+        drop(state);
+        self.queue.ready.notify_one();
     }
 
     fn hosts(&self, now: Timestamp) -> Result<Vec<HostRow>, StoreError> {
@@ -636,6 +657,37 @@ const FIND_OPEN_SQL: &str = "SELECT id, opened_at FROM intervals INDEXED BY inte
        AND dual_stack = ?11 AND owners = ?12
      LIMIT 1";
 
+/// The committer thread: waits for batches, takes the writer, commits what
+/// is queued (at most [`MAX_GROUP`]) as one group; stops once the store is
+/// closing and the queue is empty.
+fn commit_loop(writer: &Mutex<Writer>, queue: &IngestQueue) {
+    loop {
+        {
+            let mut state = queue.lock();
+            while state.batches.is_empty() && !state.closing {
+                state = queue.ready.wait(state).unwrap_or_else(PoisonError::into_inner);
+            }
+            if state.batches.is_empty() {
+                return;
+            }
+        }
+        // The writer first, then the batches: what queued while a token
+        // change held the writer joins this group.
+        let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let group: Vec<Queued> = {
+            let mut state = queue.lock();
+            let n = state.batches.len().min(MAX_GROUP);
+            state.batches.drain(..n).collect()
+        };
+        // A panic rolls the group's transaction back and drops its answers
+        // (their callers get an error); the thread goes on with the next.
+        let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit_group(&mut writer, group)));
+        if committed.is_err() {
+            tracing::error!("a group of batches panicked while being stored; it was rolled back");
+        }
+    }
+}
+
 /// Commits `group` in one transaction, each batch in a savepoint of its own
 /// (a batch that fails rolls back alone and gets its error; the others are
 /// stored), and answers every batch once the transaction has committed.
@@ -665,7 +717,7 @@ fn commit_group(writer: &mut Writer, group: Vec<Queued>) {
     match applied {
         Ok(results) => {
             for (queued, result) in group.into_iter().zip(results) {
-                let _ = queued.reply.send(result);
+                (queued.done)(result);
             }
         }
         Err(error) => {
@@ -674,7 +726,7 @@ fn commit_group(writer: &mut Writer, group: Vec<Queued>) {
                 other => other.to_string(),
             };
             for queued in group {
-                let _ = queued.reply.send(Err(StoreError::Database(message.clone())));
+                (queued.done)(Err(StoreError::Database(message.clone())));
             }
         }
     }
@@ -2227,12 +2279,12 @@ mod tests {
                 })
             })
             .collect();
-        while store.queue().len() < 8 {
+        while store.queue.lock().batches.len() < 8 {
             std::thread::sleep(Duration::from_millis(1));
         }
         drop(writer);
         let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-        assert!(store.queue().is_empty());
+        assert!(store.queue.lock().batches.is_empty());
         for (h, result) in results.iter().enumerate() {
             match h {
                 3 => assert!(
