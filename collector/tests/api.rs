@@ -262,14 +262,23 @@ async fn a_cached_token_revoked_by_another_process_is_refused_within_the_stated_
         }
         assert_eq!(status, StatusCode::OK, "{answer}");
         let late = revoked.elapsed();
-        assert!(late < TOKEN_TRUST + Duration::from_millis(500), "still accepted {late:?} after revocation");
+        assert!(
+            late < TOKEN_TRUST + Duration::from_millis(500),
+            "still accepted {late:?} after revocation"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     for _ in 0..3 {
-        assert_eq!(call(&f.app, get(Some(&f.reader), "/api/v1/hosts")).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            call(&f.app, get(Some(&f.reader), "/api/v1/hosts")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
     // The other tokens go on working.
-    assert_eq!(call(&f.app, get(Some(&f.admin), "/api/v1/hosts")).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&f.app, get(Some(&f.admin), "/api/v1/hosts")).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

@@ -93,6 +93,68 @@ pub struct Phase {
     pub p99: Duration,
     /// Largest request latency.
     pub max: Duration,
+    /// CPU time the collector, this process and the whole machine used during the phase.
+    pub cpu: Cpu,
+}
+
+/// CPU time used during a phase (user + system), in seconds of one core.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    /// By the collector process.
+    pub collector: f64,
+    /// By this process (the simulated agents).
+    pub simulator: f64,
+    /// By the whole machine (others included: a shared machine shows here).
+    pub machine: f64,
+}
+
+impl Cpu {
+    /// CPU time used so far by process `pid` (self: this process), by this process and by the machine.
+    fn now(pid: u32) -> Cpu {
+        Cpu {
+            collector: process_cpu(&format!("/proc/{pid}/stat")),
+            simulator: process_cpu("/proc/self/stat"),
+            machine: machine_cpu(),
+        }
+    }
+
+    /// What was used from `self` to `later`.
+    fn until(self, later: Cpu) -> Cpu {
+        Cpu {
+            collector: later.collector - self.collector,
+            simulator: later.simulator - self.simulator,
+            machine: later.machine - self.machine,
+        }
+    }
+}
+
+/// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
+const TICKS: f64 = 100.0;
+
+/// utime + stime of a /proc/PID/stat file, in seconds; 0 when unreadable.
+fn process_cpu(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / TICKS
+}
+
+/// Busy time of every CPU of the machine (all but idle and iowait), in seconds.
+fn machine_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let Some(line) = stat.lines().next() else {
+        return 0.0;
+    };
+    let ticks: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let busy: f64 = ticks.iter().take(8).sum::<f64>() - ticks.get(3).unwrap_or(&0.0) - ticks.get(4).unwrap_or(&0.0);
+    busy / TICKS
 }
 
 impl Phase {
@@ -107,6 +169,7 @@ impl Phase {
             ok,
             failed,
             elapsed,
+            cpu: Cpu::default(),
             p50: percentile(latencies, 50.0),
             p99: percentile(latencies, 99.0),
             max: latencies.last().copied().unwrap_or_default(),
@@ -223,7 +286,10 @@ impl Outcome {
             ));
         }
         if self.end.closed != self.closed as i64 {
-            problems.push(format!("{} closed intervals, {} closes sent", self.end.closed, self.closed));
+            problems.push(format!(
+                "{} closed intervals, {} closes sent",
+                self.end.closed, self.closed
+            ));
         }
         if self.after_quiet.total() != self.before_quiet.total() {
             problems.push(format!(
@@ -233,7 +299,10 @@ impl Outcome {
         }
         let open = self.snapshot_listeners + self.opened - self.closed;
         if self.hosts_listeners != open {
-            problems.push(format!("hosts lists {} open listeners, {open} expected", self.hosts_listeners));
+            problems.push(format!(
+                "hosts lists {} open listeners, {open} expected",
+                self.hosts_listeners
+            ));
         }
         let failed = self.snapshots.failed + self.mixed.failed + self.quiet.failed;
         if failed > 0 {
@@ -279,6 +348,10 @@ impl Server {
             url: url.to_owned(),
             child,
         })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGTERM, then wait (the store closes: its WAL is checkpointed).
@@ -463,7 +536,8 @@ pub fn listener(h: usize, i: usize) -> Listener {
                 .map(|n| {
                     let mut p = process(pid + n, s.name, s.exe, s.cmdline.to_owned(), s.user, s.uid);
                     if n == 0 && s.holders > 1 {
-                        p.cmdline = Some("nginx: master process /usr/sbin/nginx -g daemon on; master_process on;".into());
+                        p.cmdline =
+                            Some("nginx: master process /usr/sbin/nginx -g daemon on; master_process on;".into());
                         (p.user, p.uid) = (Some("root".into()), Some(0));
                     }
                     p.unit = Some(s.unit.to_owned());
@@ -488,7 +562,12 @@ pub fn listener(h: usize, i: usize) -> Listener {
             } else {
                 p.unit = Some(format!("{name}.service"));
             }
-            (port, if i % 7 == 3 { Proto::Udp } else { Proto::Tcp }, "0.0.0.0", vec![p])
+            (
+                port,
+                if i % 7 == 3 { Proto::Udp } else { Proto::Tcp },
+                "0.0.0.0",
+                vec![p],
+            )
         }
     };
     let local_addr: IpAddr = addr.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
@@ -500,7 +579,11 @@ pub fn listener(h: usize, i: usize) -> Listener {
     Listener {
         netns: 4_026_531_840,
         proto,
-        family: if local_addr.is_ipv4() { Family::Ipv4 } else { Family::Ipv6 },
+        family: if local_addr.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        },
         dual_stack: local_addr == IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         local_addr,
         local_port: port,
@@ -581,14 +664,21 @@ fn script(plan: &Plan, h: usize, token: String, start: Timestamp) -> anyhow::Res
     );
     let snapshot = Request {
         body: gzip_json(&snapshot)?,
-        expect: Ack { acked: 1, resync: false },
+        expect: Ack {
+            acked: 1,
+            resync: false,
+        },
     };
     let mut seq = 1;
     let mut next = plan.listeners;
     let mut rounds = Vec::new();
     let mut changes = Vec::new();
     for round in 1..=plan.intervals + plan.quiet_intervals {
-        let what = if round <= plan.intervals { change(plan, h, round) } else { None };
+        let what = if round <= plan.intervals {
+            change(plan, h, round)
+        } else {
+            None
+        };
         let (reports, counted) = match what {
             None => (Vec::new(), (0, 0)),
             Some(opening) => {
@@ -847,7 +937,11 @@ fn client(
                 if late(&mut result) {
                     break 'rounds;
                 }
-                let tally = if phase == 0 { &mut result.mixed } else { &mut result.quiet };
+                let tally = if phase == 0 {
+                    &mut result.mixed
+                } else {
+                    &mut result.quiet
+                };
                 if !timed(&mut connection, tally, &s.token, &s.rounds[round]) {
                     alive[n] = false;
                     continue;
@@ -887,7 +981,8 @@ fn timed(connection: &mut Connection, tally: &mut Tally, token: &str, request: &
     }
 }
 
-/// `who --port 22` over HTTP with a read token: latency and size of the answer.
+/// `who --port 22` over HTTP with a read token: the time until the whole answer
+/// is received (not parsed), its rows and bytes.
 fn who(agent: &ureq::Agent, url: &str, token: &str) -> anyhow::Result<(Duration, usize, usize)> {
     let t = Instant::now();
     let mut response = agent
@@ -900,7 +995,7 @@ fn who(agent: &ureq::Agent, url: &str, token: &str) -> anyhow::Result<(Duration,
     if response.status() != 200 {
         bail!("who: HTTP {}: {}", response.status(), String::from_utf8_lossy(&body));
     }
-    let rows = serde_json::from_slice::<Vec<serde_json::Value>>(&body)?.len();
+    let rows = serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&body)?.len();
     Ok((elapsed, rows, body.len()))
 }
 
@@ -943,7 +1038,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
     let secrets: Vec<String> = (0..plan.hosts)
         .map(|h| format!("{}fleet{h:059}", token::PREFIX))
         .collect();
-    let reader_secret = format!("{}fleet-reader-{}", token::PREFIX, std::process::id());
+    let reader_secret = format!("{}fleet-reader", token::PREFIX);
     {
         let store = SqliteStore::open(&db)?;
         let now = Timestamp::now();
@@ -977,7 +1072,11 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
     ));
 
     let server = Server::start(&plan.collector, &db)?;
-    progress(&format!("collector {} listening on {}", plan.collector.display(), server.url));
+    progress(&format!(
+        "collector {} listening on {}",
+        plan.collector.display(),
+        server.url
+    ));
 
     // Simulated time: the rounds end a little before now.
     let rounds = plan.intervals + plan.quiet_intervals;
@@ -999,16 +1098,24 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
     progress(&format!("bodies encoded in {:.1} s", t.elapsed().as_secs_f64()));
     for scripts in by_client {
         let (url, barrier, deadline, plan) = (server.url.clone(), barrier.clone(), deadline.clone(), plan.clone());
-        threads.push(std::thread::spawn(move || client(url, scripts, barrier, deadline, plan)));
+        threads.push(std::thread::spawn(move || {
+            client(url, scripts, barrier, deadline, plan)
+        }));
     }
 
     // Phase 1.
+    let mut cpu = [Cpu::default(); 3];
     barrier.wait();
     let t = Instant::now();
     let _ = deadline.set(t + plan.time_limit);
+    let c = Cpu::now(server.pid());
     barrier.wait();
     outcome.snapshots.elapsed = t.elapsed();
-    progress(&format!("snapshots sent in {:.1} s", outcome.snapshots.elapsed.as_secs_f64()));
+    cpu[0] = c.until(Cpu::now(server.pid()));
+    progress(&format!(
+        "snapshots sent in {:.1} s",
+        outcome.snapshots.elapsed.as_secs_f64()
+    ));
 
     // Phase 2, with `who` asked every 100 ms meanwhile.
     let stop = Arc::new(AtomicBool::new(false));
@@ -1019,28 +1126,40 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
             let mut samples = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 samples.push(who(&agent, &url, &token)?);
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(Duration::from_secs(1));
             }
             Ok(samples)
         })
     };
     barrier.wait();
     let t = Instant::now();
+    let c = Cpu::now(server.pid());
     barrier.wait();
     outcome.mixed.elapsed = t.elapsed();
+    cpu[1] = c.until(Cpu::now(server.pid()));
     stop.store(true, Ordering::Relaxed);
-    let loaded = watcher.join().map_err(|_| anyhow::anyhow!("the who thread panicked"))??;
+    let loaded = watcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("the who thread panicked"))??;
     outcome.who_loaded = queries(loaded);
-    progress(&format!("mixed rounds sent in {:.1} s", outcome.mixed.elapsed.as_secs_f64()));
+    progress(&format!(
+        "mixed rounds sent in {:.1} s",
+        outcome.mixed.elapsed.as_secs_f64()
+    ));
 
     // Phase 3, between two counts.
     outcome.before_quiet = rows(&db)?;
     barrier.wait();
     let t = Instant::now();
+    let c = Cpu::now(server.pid());
     barrier.wait();
     outcome.quiet.elapsed = t.elapsed();
+    cpu[2] = c.until(Cpu::now(server.pid()));
     outcome.after_quiet = rows(&db)?;
-    progress(&format!("quiet rounds sent in {:.1} s", outcome.quiet.elapsed.as_secs_f64()));
+    progress(&format!(
+        "quiet rounds sent in {:.1} s",
+        outcome.quiet.elapsed.as_secs_f64()
+    ));
 
     let mut tallies = (Tally::default(), Tally::default(), Tally::default());
     for thread in threads {
@@ -1055,12 +1174,16 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
         outcome.heartbeats += r.heartbeats;
         outcome.cut_short |= r.cut_short;
     }
-    for (tally, phase) in [
+    for ((tally, phase), cpu) in [
         (&mut tallies.0, &mut outcome.snapshots),
         (&mut tallies.1, &mut outcome.mixed),
         (&mut tallies.2, &mut outcome.quiet),
-    ] {
+    ]
+    .into_iter()
+    .zip(cpu)
+    {
         *phase = Phase::of(&mut tally.latencies, tally.ok, tally.failed, phase.elapsed);
+        phase.cpu = cpu;
         for e in tally.errors.drain(..) {
             if outcome.errors.len() < 5 {
                 outcome.errors.push(e);
@@ -1098,15 +1221,26 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
 pub fn report(plan: &Plan, o: &Outcome) -> String {
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
     let phase = |name: &str, p: &Phase, what: &str| {
+        let wall = p.elapsed.as_secs_f64().max(1e-9);
+        let per = |seconds: f64| seconds * 1e6 / p.ok.max(1) as f64;
         format!(
-            "{name:<28} {:>10.0} {what}/s  ({} in {:.1} s; latency p50 {}, p99 {}, max {}; {} failed)\n",
+            "{name:<28} {:>10.0} {what}/s  ({} in {:.1} s; latency p50 {}, p99 {}, max {}; {} failed)\n\
+             {:<28} collector {:.0} us CPU per request ({:.2} cores), simulator {:.0} us ({:.2} cores), \
+             machine busy {:.2} of {} cores\n",
             p.rate(),
             p.ok,
             p.elapsed.as_secs_f64(),
             ms(p.p50),
             ms(p.p99),
             ms(p.max),
-            p.failed
+            p.failed,
+            "",
+            per(p.cpu.collector),
+            p.cpu.collector / wall,
+            per(p.cpu.simulator),
+            p.cpu.simulator / wall,
+            p.cpu.machine / wall,
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
         )
     };
     let mut out = format!(

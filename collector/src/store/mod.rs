@@ -164,9 +164,11 @@ pub trait Store: Send + Sync + 'static {
                 let _ = sender.send(result);
             }),
         );
-        answer
-            .recv()
-            .unwrap_or_else(|_| Err(StoreError::Database("the batch was dropped before it was stored".to_owned())))
+        answer.recv().unwrap_or_else(|_| {
+            Err(StoreError::Database(
+                "the batch was dropped before it was stored".to_owned(),
+            ))
+        })
     }
 
     /// [`Store::ingest`] without waiting, for async callers: queues the batch

@@ -696,7 +696,11 @@ fn commit_loop(writer: &Mutex<Writer>, queue: &IngestQueue) {
 fn commit_group(writer: &mut Writer, group: Vec<Queued>) {
     let durable = group.iter().any(|q| !q.batch.reports.is_empty());
     let applied = (|| {
-        writer.set_synchronous(if durable { Synchronous::Full } else { Synchronous::Normal })?;
+        writer.set_synchronous(if durable {
+            Synchronous::Full
+        } else {
+            Synchronous::Normal
+        })?;
         let mut tx = writer
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -2194,7 +2198,10 @@ mod tests {
         // One taken name refuses the whole lot.
         let clash = vec![agent("db-1"), agent("web-7")];
         let error = store.create_tokens(&clash).unwrap_err();
-        assert!(matches!(&error, StoreError::Exists(what) if what.contains("agent:web-7")), "{error:?}");
+        assert!(
+            matches!(&error, StoreError::Exists(what) if what.contains("agent:web-7")),
+            "{error:?}"
+        );
         assert_eq!(store.token_by_hash("hash-of-db-1").unwrap(), None);
         assert_eq!(store.tokens().unwrap().len(), 100);
     }
@@ -2300,9 +2307,15 @@ mod tests {
         let hosts: Vec<String> = store.hosts(ts(3)).unwrap().into_iter().map(|h| h.host).collect();
         assert_eq!(hosts, ["web-0", "web-1", "web-2", "web-4", "web-5", "web-6", "web-7"]);
         // The failed batch stored nothing and can be sent again once the cause is gone.
-        Connection::open(dir.db()).unwrap().execute_batch("DROP TRIGGER fail").unwrap();
+        Connection::open(dir.db())
+            .unwrap()
+            .execute_batch("DROP TRIGGER fail")
+            .unwrap();
         let reports = vec![snapshot(1, ts(1), vec![listener(666, 3, &[10])])];
-        assert_eq!(store.ingest(&batch("web-3", "s", reports), ts(4)).unwrap(), ack(1, false));
+        assert_eq!(
+            store.ingest(&batch("web-3", "s", reports), ts(4)).unwrap(),
+            ack(1, false)
+        );
     }
 
     #[test]

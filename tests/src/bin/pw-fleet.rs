@@ -51,8 +51,14 @@ fn run() -> anyhow::Result<ExitCode> {
             println!("{}", usage());
             return Ok(ExitCode::SUCCESS);
         }
-        let value = args.next().with_context(|| format!("{flag} needs a value\n{}", usage()))?;
-        let number = || value.parse::<usize>().with_context(|| format!("{flag} {value:?}: not a number"));
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value\n{}", usage()))?;
+        let number = || {
+            value
+                .parse::<usize>()
+                .with_context(|| format!("{flag} {value:?}: not a number"))
+        };
         match flag.as_str() {
             "--hosts" => plan.hosts = number()?,
             "--listeners" => plan.listeners = number()?,
