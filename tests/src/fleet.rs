@@ -557,7 +557,7 @@ pub fn listener(h: usize, i: usize) -> Listener {
                 "app",
                 1001,
             );
-            if i % 5 == 0 {
+            if i.is_multiple_of(5) {
                 p.container = Some(format!("{:016x}{:048x}", h, i));
             } else {
                 p.unit = Some(format!("{name}.service"));
@@ -625,7 +625,10 @@ struct Request {
 
 /// What a host changes in a round, if anything: `Some(true)` opens a listener, `Some(false)` closes one.
 fn change(plan: &Plan, h: usize, round: usize) -> Option<bool> {
-    ((h + round) % plan.change_every.max(1) == 0).then_some((h / plan.change_every.max(1) + round) % 2 == 0)
+    let every = plan.change_every.max(1);
+    (h + round)
+        .is_multiple_of(every)
+        .then_some((h / every + round).is_multiple_of(2))
 }
 
 /// A host's whole script: its snapshot, its mixed rounds, its quiet rounds.
