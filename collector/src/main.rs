@@ -99,7 +99,7 @@ enum TokenCommand {
         #[command(flatten)]
         where_: Where,
     },
-    /// Revoke a token by name (`agent:HOST` for agent tokens); it stops working at once.
+    /// Revoke a token by name (`agent:HOST` for agent tokens); a running collector refuses it within 2 seconds.
     Revoke {
         /// The token's name.
         name: String,
