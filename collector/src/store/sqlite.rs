@@ -491,9 +491,10 @@ impl Store for SqliteStore {
         // opened_at before any table row is read.
         let sql = who_sql();
         let proto = proto.map(proto_code);
-        let mut rows = self.query_intervals(&sql, &[&port, &at.as_millisecond(), &proto])?;
-        rows.sort_by(|a, b| (a.host.as_str(), listener_order(a)).cmp(&(b.host.as_str(), listener_order(b))));
-        Ok(rows)
+        let rows = self.query_intervals(&sql, &[&port, &at.as_millisecond(), &proto])?;
+        Ok(sorted_by(rows, |a, b| {
+            (a.host.as_str(), listener_order(a)).cmp(&(b.host.as_str(), listener_order(b)))
+        }))
     }
 
     fn history(
@@ -1322,6 +1323,19 @@ impl RawToken {
 
 /// The order of listeners on one host: port, proto, address, then the rest
 /// of what tells two apart.
+/// `rows` sorted (stably) by `compare`, each row moved once: a fleet-wide
+/// answer has thousands of rows of a few hundred bytes, which a merge sort
+/// would move about log2(n) times each.
+fn sorted_by(
+    rows: Vec<ListenerRow>,
+    compare: impl Fn(&ListenerRow, &ListenerRow) -> std::cmp::Ordering,
+) -> Vec<ListenerRow> {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| compare(&rows[a], &rows[b]));
+    let mut slots: Vec<Option<ListenerRow>> = rows.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
 fn listener_order(row: &ListenerRow) -> (u16, Proto, IpAddr, u64, u64, Timestamp) {
     let l = &row.listener;
     (l.local_port, l.proto, l.local_addr, l.netns, l.inode, row.opened_at)
