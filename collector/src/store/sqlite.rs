@@ -2333,6 +2333,30 @@ mod tests {
     }
 
     #[test]
+    fn batches_queued_when_the_store_is_dropped_are_committed_and_answered_first() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let (sender, answers) = std::sync::mpsc::channel();
+        for h in 0..20u64 {
+            let sender = sender.clone();
+            let reports = vec![snapshot(1, ts(1), vec![listener(22, h, &[10])])];
+            store.ingest_queued(
+                batch(&format!("web-{h}"), "s", reports),
+                ts(2),
+                Box::new(move |result| sender.send(result).unwrap()),
+            );
+        }
+        drop(store);
+        drop(sender);
+        let answers: Vec<_> = answers.iter().collect();
+        assert_eq!(answers.len(), 20);
+        assert!(answers
+            .iter()
+            .all(|a| matches!(a, Ok(ack) if *ack == Ack { acked: 1, resync: false })));
+        assert_eq!(count(&dir.db(), "intervals"), 20);
+    }
+
+    #[test]
     fn a_long_cmdline_is_stored_once() {
         let dir = TempDir::new();
         let store = SqliteStore::open(&dir.db()).unwrap();
