@@ -102,7 +102,7 @@ enum TokenCommand {
         #[command(flatten)]
         where_: Where,
     },
-    /// Revoke a token by name (`agent:HOST` for agent tokens); it stops working at once.
+    /// Revoke a token by name (`agent:HOST` for agent tokens); a running collector refuses it within 2 seconds.
     Revoke {
         /// The token's name.
         name: String,
@@ -200,10 +200,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Notifier::new(wakers),
         );
         tokio::spawn(alerts);
-        let state = AppState {
-            metrics_public: config.metrics.public,
-            ..state
-        };
+        let state = state.metrics_public(config.metrics.public);
         let app = api::router(state).into_make_service();
         let served = match tls {
             Some(rustls) => {

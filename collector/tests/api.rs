@@ -6,12 +6,13 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use jiff::Timestamp;
-use portwatch_collector::api::{router, AppState, MAX_BODY_BYTES};
+use portwatch_collector::api::{router, AppState, MAX_BODY_BYTES, TOKEN_TRUST};
 use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::{Role, Store, TokenRow};
 use portwatch_collector::token;
@@ -238,6 +239,46 @@ async fn every_unauthenticated_request_is_refused_with_401() {
         .insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
     assert_eq!(call(&f.app, malformed).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(open_on(&f, "web-3"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_token_revoked_by_another_process_is_refused_within_the_stated_bound() {
+    let f = fixture("revoke-cached");
+    let (status, _) = call(&f.app, get(Some(&f.reader), "/api/v1/hosts")).await;
+    assert_eq!(status, StatusCode::OK);
+    // Revoked through another connection to the file, as `portwatch-collector token revoke` does.
+    SqliteStore::open(&f.dir.join("collector.db"))
+        .unwrap()
+        .revoke_token("ops", Timestamp::now())
+        .unwrap();
+    let revoked = Instant::now();
+    // Asked again and again, as a busy client would: accepted at most TOKEN_TRUST after the
+    // revocation (plus this loop's own step), then refused for good.
+    loop {
+        let (status, answer) = call(&f.app, get(Some(&f.reader), "/api/v1/hosts")).await;
+        if status == StatusCode::UNAUTHORIZED {
+            assert!(answer["error"].as_str().unwrap().contains("revoked"), "{answer}");
+            break;
+        }
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let late = revoked.elapsed();
+        assert!(
+            late < TOKEN_TRUST + Duration::from_millis(500),
+            "still accepted {late:?} after revocation"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            call(&f.app, get(Some(&f.reader), "/api/v1/hosts")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The other tokens go on working.
+    assert_eq!(
+        call(&f.app, get(Some(&f.admin), "/api/v1/hosts")).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -545,10 +586,7 @@ async fn metrics_need_a_read_token_and_count_what_ingest_did() {
         .unwrap();
     assert!(size.parse::<u64>().unwrap() > 0);
     // Public when configured so.
-    let public = router(AppState {
-        metrics_public: true,
-        ..AppState::new(f.store.clone())
-    });
+    let public = router(AppState::new(f.store.clone()).metrics_public(true));
     assert_eq!(call(&public, get(None, "/metrics")).await.0, StatusCode::OK);
 }
 

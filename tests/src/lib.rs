@@ -5,6 +5,8 @@
 //! test never builds). A test that needs root says so and, when not root,
 //! prints why it does not run that part.
 
+pub mod fleet;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -1,12 +1,29 @@
-//! Who is calling: the bearer token, looked up by its hash.
+//! Who is calling: the bearer token, looked up by its hash, through a short-lived cache.
+//!
+//! Every agent authenticates once per interval, so the lookups are as many as
+//! the requests. [`TokenCache`] keeps the valid tokens recently found and
+//! answers most requests without the database; a revoked token is refused
+//! at most [`TOKEN_TRUST`] after its revocation is committed, also when the
+//! revocation is made by another process (`portwatch-collector token revoke`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::{blocking, ApiError, AppState};
-use crate::store::{Role, TokenRow};
+use crate::store::{Role, Store, TokenRow};
 use crate::token;
+
+/// How long a database read vouches for a token: a revoked token may be
+/// accepted for at most this long after its revocation is committed.
+pub const TOKEN_TRUST: Duration = Duration::from_secs(2);
+
+/// How often the cache re-reads which tokens are still valid (while it is used).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// An authenticated caller (a known, unrevoked token).
 pub struct Caller(pub TokenRow);
@@ -59,14 +76,181 @@ impl FromRequestParts<AppState> for Caller {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ApiError::Unauthorized("malformed Authorization header: use `Bearer <token>`".to_owned()))?;
         let hash = token::hash(secret);
+        let now = Instant::now();
+        if state.tokens.sweep_due(now) {
+            tokio::spawn(sweep(state.tokens.clone(), state.store.clone()));
+        }
+        if let Some(row) = state.tokens.get(&hash, now) {
+            return Ok(Caller(row));
+        }
         let store = state.store.clone();
         let found = blocking(move || store.token_by_hash(&hash)).await?;
         match found {
-            Some(row) if row.revoked_at.is_none() => Ok(Caller(row)),
+            Some(row) if row.revoked_at.is_none() => {
+                state.tokens.insert(row.clone(), now);
+                Ok(Caller(row))
+            }
             Some(_) => Err(ApiError::Unauthorized(
                 "this token was revoked; ask for a new one".to_owned(),
             )),
             None => Err(ApiError::Unauthorized("unknown token".to_owned())),
         }
+    }
+}
+
+/// Re-reads the valid tokens and updates the cache with what it found.
+async fn sweep(cache: Arc<TokenCache>, store: Arc<dyn Store>) {
+    let started = Instant::now();
+    let valid = blocking(move || store.tokens()).await.map(|tokens| {
+        tokens
+            .into_iter()
+            .filter(|t| t.revoked_at.is_none())
+            .map(|t| t.hash)
+            .collect::<HashSet<_>>()
+    });
+    match valid {
+        Ok(valid) => cache.swept(started, &valid),
+        // The entries are not renewed and expire: lookups go to the store again.
+        Err(e) => {
+            tracing::warn!(error = ?e, "cannot re-read the tokens; authenticating from the database meanwhile");
+            cache.sweep_failed();
+        }
+    }
+}
+
+/// Valid tokens by hash, each with the time of the latest database read that
+/// found it valid. An entry is used while that read is younger than
+/// [`TOKEN_TRUST`]; a sweep (every [`SWEEP_EVERY`] while requests come) renews
+/// the entries still valid and drops the others. Reads are dated when they
+/// start, so a revocation committed after a read was dated is seen by the
+/// next read: no entry vouched for before a revocation outlives it by more
+/// than [`TOKEN_TRUST`]. Unknown and revoked tokens are not cached.
+#[derive(Debug)]
+pub struct TokenCache {
+    state: Mutex<CacheState>,
+}
+
+#[derive(Debug)]
+struct CacheState {
+    entries: HashMap<String, (TokenRow, Instant)>,
+    /// When the last sweep started, and whether one is running.
+    last_sweep: Option<Instant>,
+    sweeping: bool,
+}
+
+impl Default for TokenCache {
+    fn default() -> TokenCache {
+        TokenCache {
+            state: Mutex::new(CacheState {
+                entries: HashMap::new(),
+                last_sweep: None,
+                sweeping: false,
+            }),
+        }
+    }
+}
+
+impl TokenCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The valid token with this hash, if a read younger than [`TOKEN_TRUST`] vouches for it.
+    pub fn get(&self, hash: &str, now: Instant) -> Option<TokenRow> {
+        let state = self.lock();
+        let (row, vouched) = state.entries.get(hash)?;
+        (now.saturating_duration_since(*vouched) < TOKEN_TRUST).then(|| row.clone())
+    }
+
+    /// Remembers `row`, found valid by a read that started at `read_at`.
+    pub fn insert(&self, row: TokenRow, read_at: Instant) {
+        let mut state = self.lock();
+        let entry = state.entries.entry(row.hash.clone()).or_insert((row, read_at));
+        entry.1 = entry.1.max(read_at);
+    }
+
+    /// Whether a sweep should start now; if so, it counts as started.
+    pub fn sweep_due(&self, now: Instant) -> bool {
+        let mut state = self.lock();
+        let due = !state.sweeping
+            && !state.entries.is_empty()
+            && state
+                .last_sweep
+                .is_none_or(|last| now.saturating_duration_since(last) >= SWEEP_EVERY);
+        if due {
+            state.sweeping = true;
+            state.last_sweep = Some(now);
+        }
+        due
+    }
+
+    /// A sweep that started at `started` found exactly the tokens of `valid` unrevoked.
+    pub fn swept(&self, started: Instant, valid: &HashSet<String>) {
+        let mut state = self.lock();
+        state.sweeping = false;
+        state.entries.retain(|hash, (_, vouched)| {
+            let keep = valid.contains(hash);
+            if keep {
+                *vouched = (*vouched).max(started);
+            }
+            keep
+        });
+    }
+
+    /// A sweep could not read the tokens.
+    pub fn sweep_failed(&self) {
+        self.lock().sweeping = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::Timestamp;
+
+    fn row(hash: &str) -> TokenRow {
+        TokenRow {
+            name: format!("agent:{hash}"),
+            role: Role::Agent,
+            host: Some(hash.to_owned()),
+            hash: hash.to_owned(),
+            created_at: Timestamp::UNIX_EPOCH,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn a_cached_token_is_trusted_only_as_long_as_a_recent_read_vouches_for_it() {
+        let cache = TokenCache::default();
+        let t0 = Instant::now();
+        cache.insert(row("a"), t0);
+        cache.insert(row("b"), t0);
+        assert_eq!(cache.get("a", t0 + Duration::from_millis(1900)), Some(row("a")));
+        assert_eq!(cache.get("a", t0 + TOKEN_TRUST), None, "the read is too old");
+        assert_eq!(cache.get("c", t0), None);
+        // A sweep that started at t0 + 1 s finds a still valid, b revoked.
+        assert!(cache.sweep_due(t0 + Duration::from_secs(1)));
+        assert!(!cache.sweep_due(t0 + Duration::from_secs(1)), "one sweep at a time");
+        cache.swept(t0 + Duration::from_secs(1), &HashSet::from(["a".to_owned()]));
+        assert_eq!(cache.get("a", t0 + Duration::from_millis(2900)), Some(row("a")));
+        assert_eq!(cache.get("b", t0 + Duration::from_millis(1001)), None, "revoked");
+        assert_eq!(cache.get("a", t0 + Duration::from_secs(3)), None);
+        // A failed sweep renews nothing; the next may start a second later.
+        assert!(!cache.sweep_due(t0 + Duration::from_millis(1500)));
+        assert!(cache.sweep_due(t0 + Duration::from_secs(2)));
+        cache.sweep_failed();
+        assert_eq!(cache.get("a", t0 + Duration::from_secs(3)), None);
+    }
+
+    #[test]
+    fn a_sweep_does_not_age_an_entry_read_after_it_started() {
+        let cache = TokenCache::default();
+        let t0 = Instant::now();
+        cache.insert(row("a"), t0 + Duration::from_secs(5));
+        cache.swept(t0 + Duration::from_secs(4), &HashSet::from(["a".to_owned()]));
+        assert_eq!(cache.get("a", t0 + Duration::from_millis(6900)), Some(row("a")));
+        // An older read of the same token does not age it either.
+        cache.insert(row("a"), t0);
+        assert_eq!(cache.get("a", t0 + Duration::from_millis(6900)), Some(row("a")));
     }
 }

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use portwatch_common::wire::{Ack, Batch};
 
 use super::auth::Caller;
-use super::{blocking, ApiError, AppState, MAX_DECOMPRESSED_BYTES};
+use super::{ApiError, AppState, MAX_DECOMPRESSED_BYTES};
 use crate::metrics::Outcome;
 use crate::store::Role;
 
@@ -62,10 +62,21 @@ async fn store_batch(
             batch.host
         )));
     }
-    let store = state.store.clone();
     let changed = (!batch.reports.is_empty()).then(|| batch.host.clone());
     let reports = batch.reports.len();
-    let ack = blocking(move || store.ingest(&batch, Timestamp::now())).await?;
+    // Queued for the store's committer: no request thread waits on the
+    // database, and the answer comes once the batch is committed.
+    let (sender, answer) = tokio::sync::oneshot::channel();
+    state.store.ingest_queued(
+        batch,
+        Timestamp::now(),
+        Box::new(move |result| {
+            let _ = sender.send(result);
+        }),
+    );
+    let ack = answer
+        .await
+        .map_err(|_| ApiError::Internal("the store dropped the batch before storing it".to_owned()))??;
     // Committed: have the host evaluated against its baselines. A full queue
     // is caught up by the next sweep.
     if let (Some(host), Some(tx)) = (changed, &state.changed) {

@@ -40,6 +40,7 @@ use axum::Router;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
+pub use auth::TOKEN_TRUST;
 pub use error::ApiError;
 pub use policy::{Applied, BaselineView};
 
@@ -72,6 +73,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Whether `/metrics` answers without a token.
     pub metrics_public: bool,
+    /// Valid tokens recently looked up (see [`auth::TokenCache`]).
+    tokens: Arc<auth::TokenCache>,
 }
 
 impl AppState {
@@ -91,6 +94,7 @@ impl AppState {
             notifier: Notifier::default(),
             metrics: Arc::new(Metrics::new()),
             metrics_public: false,
+            tokens: Arc::default(),
         }
     }
 
@@ -114,8 +118,15 @@ impl AppState {
             notifier,
             metrics: Arc::new(Metrics::new()),
             metrics_public: false,
+            tokens: Arc::default(),
         };
         (state, task)
+    }
+
+    /// Serves `/metrics` without a token when `public`.
+    pub fn metrics_public(mut self, public: bool) -> AppState {
+        self.metrics_public = public;
+        self
     }
 
     /// Has every host evaluated again soon (a baseline changed).
@@ -148,6 +159,42 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestDecompressionLayer::new())
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// A JSON answer rendered already.
+pub(crate) struct JsonBody(Vec<u8>);
+
+impl axum::response::IntoResponse for JsonBody {
+    fn into_response(self) -> axum::response::Response {
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], self.0).into_response()
+    }
+}
+
+/// Bytes reserved per row of a JSON answer before rendering it (a listener
+/// row with two owners is about 500): a fleet-wide answer is rendered into
+/// one buffer instead of one grown and copied a dozen times.
+const JSON_BYTES_PER_ROW: usize = 512;
+
+/// Runs a blocking store call off the async runtime and renders its rows as
+/// JSON there too: a fleet-wide answer is megabytes of JSON, tens of
+/// milliseconds a runtime thread would otherwise not serve other requests.
+/// The rows are freed after the answer is on its way (freeing 10,000 rows
+/// takes several milliseconds).
+async fn blocking_json<T: serde::Serialize + Send + 'static>(
+    f: impl FnOnce() -> Result<Vec<T>, crate::store::StoreError> + Send + 'static,
+) -> Result<JsonBody, ApiError> {
+    let (rendered, rows) = blocking(move || {
+        let rows = f()?;
+        let mut out = Vec::with_capacity(rows.len().saturating_mul(JSON_BYTES_PER_ROW).saturating_add(2));
+        serde_json::to_writer(&mut out, &rows)
+            .map_err(|e| crate::store::StoreError::Database(format!("cannot render the answer: {e}")))?;
+        Ok((out, rows))
+    })
+    .await?;
+    if rows.len() > 100 {
+        tokio::task::spawn_blocking(move || drop(rows));
+    }
+    Ok(JsonBody(rendered))
 }
 
 /// Runs a blocking store call off the async runtime.

@@ -7,14 +7,13 @@ use portwatch_common::Proto;
 use serde::Deserialize;
 
 use super::auth::Caller;
-use super::{blocking, ApiError, AppState};
-use crate::store::{HostRow, ListenerRow};
+use super::{blocking, blocking_json, ApiError, AppState, JsonBody};
 
 /// `GET /api/v1/hosts`
-pub async fn hosts(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<HostRow>>, ApiError> {
+pub async fn hosts(State(state): State<AppState>, caller: Caller) -> Result<JsonBody, ApiError> {
     caller.require_reader()?;
     let store = state.store.clone();
-    Ok(Json(blocking(move || store.hosts(Timestamp::now())).await?))
+    blocking_json(move || store.hosts(Timestamp::now())).await
 }
 
 /// `?at=`
@@ -29,11 +28,11 @@ pub async fn listeners(
     caller: Caller,
     Path(host): Path<String>,
     Query(params): Query<AtParams>,
-) -> Result<Json<Vec<ListenerRow>>, ApiError> {
+) -> Result<JsonBody, ApiError> {
     caller.require_reader()?;
     let at = time_param("at", params.at.as_deref())?.unwrap_or_else(Timestamp::now);
     let store = state.store.clone();
-    Ok(Json(blocking(move || store.listeners_at(&host, at)).await?))
+    blocking_json(move || store.listeners_at(&host, at)).await
 }
 
 /// `?port=&proto=&at=`
@@ -49,7 +48,7 @@ pub async fn who(
     State(state): State<AppState>,
     caller: Caller,
     params: Result<Query<WhoParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<ListenerRow>>, ApiError> {
+) -> Result<JsonBody, ApiError> {
     caller.require_reader()?;
     let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
     let port = params
@@ -63,7 +62,7 @@ pub async fn who(
     };
     let at = time_param("at", params.at.as_deref())?.unwrap_or_else(Timestamp::now);
     let store = state.store.clone();
-    Ok(Json(blocking(move || store.who(port, proto, at)).await?))
+    blocking_json(move || store.who(port, proto, at)).await
 }
 
 /// `?port=&since=&until=`
@@ -80,15 +79,13 @@ pub async fn history(
     caller: Caller,
     Path(host): Path<String>,
     params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<ListenerRow>>, ApiError> {
+) -> Result<JsonBody, ApiError> {
     caller.require_reader()?;
     let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
     let since = time_param("since", params.since.as_deref())?;
     let until = time_param("until", params.until.as_deref())?;
     let store = state.store.clone();
-    Ok(Json(
-        blocking(move || store.history(&host, params.port, since, until)).await?,
-    ))
+    blocking_json(move || store.history(&host, params.port, since, until)).await
 }
 
 pub(super) fn time_param(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {

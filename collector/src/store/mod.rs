@@ -295,6 +295,9 @@ pub enum StoreError {
     Database(String),
 }
 
+/// Where [`Store::ingest_queued`] sends a batch's answer.
+pub type IngestDone = Box<dyn FnOnce(Result<Ack, StoreError>) + Send>;
+
 /// The history store.
 pub trait Store: Send + Sync + 'static {
     /// Applies a validated batch (see [`Batch::validate`]) of the host it
@@ -312,7 +315,29 @@ pub trait Store: Send + Sync + 'static {
     /// - The host's `last_seen` becomes `received_at` (heartbeats included),
     ///   its facts those of its latest snapshot, and `dropped` is added to
     ///   its dropped count.
-    fn ingest(&self, batch: &Batch, received_at: Timestamp) -> Result<Ack, StoreError>;
+    ///
+    /// Blocks until the batch is committed (see [`Store::ingest_queued`]).
+    fn ingest(&self, batch: &Batch, received_at: Timestamp) -> Result<Ack, StoreError> {
+        let (sender, answer) = std::sync::mpsc::channel();
+        self.ingest_queued(
+            batch.clone(),
+            received_at,
+            Box::new(move |result| {
+                let _ = sender.send(result);
+            }),
+        );
+        answer.recv().unwrap_or_else(|_| {
+            Err(StoreError::Database(
+                "the batch was dropped before it was stored".to_owned(),
+            ))
+        })
+    }
+
+    /// [`Store::ingest`] without waiting, for async callers: queues the batch
+    /// and returns at once; `done` gets the answer `ingest` gives, on
+    /// another thread, once the batch is committed (or has failed). A store
+    /// may commit queued batches together (the SQLite store does).
+    fn ingest_queued(&self, batch: Batch, received_at: Timestamp, done: IngestDone);
 
     /// Every host, by name, with its status as of `now`.
     fn hosts(&self, now: Timestamp) -> Result<Vec<HostRow>, StoreError>;

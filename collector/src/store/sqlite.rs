@@ -12,17 +12,28 @@
 //! sees the last committed state. Methods block; async callers run them in
 //! `spawn_blocking`.
 //!
+//! **Group commit.** [`Store::ingest_queued`] (and [`Store::ingest`], which
+//! waits for it) puts a batch in a queue; one committer thread takes the
+//! writer and commits every queued batch (at most [`MAX_GROUP`]) in one
+//! transaction, each in a savepoint of its own (a batch that fails rolls
+//! back alone and gets its error), and answers each batch only once that
+//! transaction has committed. One commit (one fsync) serves every agent that
+//! sent meanwhile, and no request thread waits on the writer's lock: a
+//! fleet's reports and heartbeats cost one transaction per group, not one
+//! per request. The result is that of committing the batches one after
+//! another in queue order.
+//!
 //! # Durability
 //!
-//! The file is in WAL mode. A batch with reports commits with
-//! `synchronous = FULL`: the WAL is fsynced before [`Store::ingest`] returns,
-//! so a report acknowledged to an agent (which then forgets it) survives a
-//! power loss. A heartbeat-only batch (no report, only `last_seen` and the
-//! dropped count) commits with `synchronous = NORMAL`, without an fsync of
-//! its own: losing the last seconds of `last_seen` to a power cut loses no
-//! history, and heartbeats are most of a steady fleet's traffic. (The next
-//! FULL commit syncs the WAL frames before it too.) Token changes commit
-//! with FULL.
+//! The file is in WAL mode. A transaction that stores any report commits
+//! with `synchronous = FULL`: the WAL is fsynced before [`Store::ingest`]
+//! returns, so a report acknowledged to an agent (which then forgets it)
+//! survives a power loss. A transaction of heartbeats only (no report, only
+//! `last_seen` and the dropped count) commits with `synchronous = NORMAL`,
+//! without an fsync of its own: losing the last seconds of `last_seen` to a
+//! power cut loses no history, and heartbeats are most of a steady fleet's
+//! traffic. (The next FULL commit syncs the WAL frames before it too.)
+//! Token changes commit with FULL.
 //!
 //! # Schema
 //!
@@ -47,10 +58,10 @@
 //! a host under 1 ms.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -59,8 +70,8 @@ use portwatch_common::{Exposure, Family, Listener, Process, Proto};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::{
-    AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, HostRow, HostStatus, ListenerRow,
-    Role, Store, StoreError, StoredBaseline, TokenRow,
+    AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, HostRow, HostStatus, IngestDone,
+    ListenerRow, Role, Store, StoreError, StoredBaseline, TokenRow,
 };
 use crate::alert::drift::Finding;
 
@@ -80,6 +91,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// closed when returned.
 const MAX_IDLE_READERS: usize = 8;
 
+/// Most batches committed in one transaction; more wait for the next.
+const MAX_GROUP: usize = 256;
+
 /// The interval a host is judged by before its first snapshot tells its own
 /// (the agent's default).
 const UNKNOWN_INTERVAL_MS: u64 = 10_000;
@@ -93,9 +107,40 @@ pub struct SqliteStore {
     /// The file, for opening read connections.
     path: PathBuf,
     /// The one connection that writes.
-    writer: Mutex<Writer>,
+    writer: Arc<Mutex<Writer>>,
     /// Idle read connections.
     readers: Mutex<Vec<Connection>>,
+    /// Batches waiting for the committer thread (see the module docs).
+    queue: Arc<IngestQueue>,
+    /// The committer thread, joined on drop.
+    committer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Batches waiting to be committed, and the committer's wake-up call.
+#[derive(Default)]
+struct IngestQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    batches: VecDeque<Queued>,
+    /// The store is being dropped: commit what is queued, then stop.
+    closing: bool,
+}
+
+impl IngestQueue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A batch waiting in the queue, and where its answer goes.
+struct Queued {
+    batch: Batch,
+    received_at: Timestamp,
+    done: IngestDone,
 }
 
 /// The write connection and the `synchronous` setting it has now.
@@ -144,14 +189,41 @@ impl SqliteStore {
         configure_writer(&conn).map_err(open_error)?;
         migrate(&mut conn).map_err(open_error)?;
         let reader = open_reader(path).map_err(|e| open_error(describe(&e)))?;
+        let writer = Arc::new(Mutex::new(Writer {
+            conn,
+            synchronous: Synchronous::Full,
+        }));
+        let queue = Arc::new(IngestQueue::default());
+        let committer = std::thread::Builder::new()
+            .name("sqlite-commit".to_owned())
+            .spawn({
+                let (writer, queue) = (writer.clone(), queue.clone());
+                move || commit_loop(&writer, &queue)
+            })
+            .map_err(|e| open_error(format!("cannot start the committer thread: {e}")))?;
         Ok(SqliteStore {
             path: path.to_owned(),
-            writer: Mutex::new(Writer {
-                conn,
-                synchronous: Synchronous::Full,
-            }),
+            writer,
             readers: Mutex::new(vec![reader]),
+            queue,
+            committer: Some(committer),
         })
+    }
+
+    /// Stores many new tokens in one transaction (provisioning a fleet: one
+    /// fsync, not one per token). All or nothing: a name or secret already
+    /// taken stores none of them.
+    pub fn create_tokens(&self, tokens: &[TokenRow]) -> Result<(), StoreError> {
+        let mut writer = self.writer();
+        writer.set_synchronous(Synchronous::Full)?;
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        for token in tokens {
+            insert_token(&tx, token)?;
+        }
+        tx.commit().map_err(db)
     }
 
     /// The writer, also after a panic of another thread while it held it
@@ -196,6 +268,17 @@ impl SqliteStore {
                 .and_then(|mut stmt| stmt.query_row([name], |r| r.get(0)).optional())
                 .map_err(db)
         })
+    }
+}
+
+impl Drop for SqliteStore {
+    /// Commits what is queued, then stops the committer thread.
+    fn drop(&mut self) {
+        self.queue.lock().closing = true;
+        self.queue.ready.notify_all();
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
     }
 }
 
@@ -308,21 +391,20 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
 }
 
 impl Store for SqliteStore {
-    fn ingest(&self, batch: &Batch, received_at: Timestamp) -> Result<Ack, StoreError> {
-        let mut writer = self.writer();
-        writer.set_synchronous(if batch.reports.is_empty() {
-            Synchronous::Normal
-        } else {
-            Synchronous::Full
-        })?;
-        let tx = writer
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
-        // On any error `tx` is dropped, which rolls the whole batch back.
-        let ack = apply_batch(&tx, batch, received_at)?;
-        tx.commit().map_err(db)?;
-        Ok(ack)
+    fn ingest_queued(&self, batch: Batch, received_at: Timestamp, done: IngestDone) {
+        let mut state = self.queue.lock();
+        if state.closing {
+            drop(state);
+            done(Err(StoreError::Database("the store is closing".to_owned())));
+            return;
+        }
+        state.batches.push_back(Queued {
+            batch,
+            received_at,
+            done,
+        });
+        drop(state);
+        self.queue.ready.notify_one();
     }
 
     fn hosts(&self, now: Timestamp) -> Result<Vec<HostRow>, StoreError> {
@@ -418,9 +500,10 @@ impl Store for SqliteStore {
         // opened_at before any table row is read.
         let sql = who_sql();
         let proto = proto.map(proto_code);
-        let mut rows = self.query_intervals(&sql, &[&port, &at.as_millisecond(), &proto])?;
-        rows.sort_by(|a, b| (a.host.as_str(), listener_order(a)).cmp(&(b.host.as_str(), listener_order(b))));
-        Ok(rows)
+        let rows = self.query_intervals(&sql, &[&port, &at.as_millisecond(), &proto])?;
+        Ok(sorted_by(rows, |a, b| {
+            (a.host.as_str(), listener_order(a)).cmp(&(b.host.as_str(), listener_order(b)))
+        }))
     }
 
     fn history(
@@ -474,38 +557,7 @@ impl Store for SqliteStore {
     fn create_token(&self, token: &TokenRow) -> Result<(), StoreError> {
         let mut writer = self.writer();
         writer.set_synchronous(Synchronous::Full)?;
-        let inserted = writer
-            .conn
-            .prepare_cached(
-                "INSERT INTO tokens (name, role, host, hash, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    token.name,
-                    token.role.as_str(),
-                    token.host,
-                    token.hash,
-                    token.created_at.as_millisecond(),
-                    token.revoked_at.map(Timestamp::as_millisecond),
-                ])
-            });
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
-                let name_taken = writer
-                    .conn
-                    .query_row("SELECT 1 FROM tokens WHERE name = ?1", [&token.name], |_| Ok(()))
-                    .optional()
-                    .map_err(db)?
-                    .is_some();
-                Err(StoreError::Exists(if name_taken {
-                    format!("token {}", token.name)
-                } else {
-                    "a token with the same secret".to_owned()
-                }))
-            }
-            Err(e) => Err(db(e)),
-        }
+        insert_token(&writer.conn, token)
     }
 
     fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
@@ -658,6 +710,40 @@ impl Store for SqliteStore {
     }
 }
 
+/// Inserts `token` (in the caller's transaction, if any); [`StoreError::Exists`] when its name or secret is taken.
+fn insert_token(conn: &Connection, token: &TokenRow) -> Result<(), StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO tokens (name, role, host, hash, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                token.name,
+                token.role.as_str(),
+                token.host,
+                token.hash,
+                token.created_at.as_millisecond(),
+                token.revoked_at.map(Timestamp::as_millisecond),
+            ])
+        });
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+            let name_taken = conn
+                .query_row("SELECT 1 FROM tokens WHERE name = ?1", [&token.name], |_| Ok(()))
+                .optional()
+                .map_err(db)?
+                .is_some();
+            Err(StoreError::Exists(if name_taken {
+                format!("token {}", token.name)
+            } else {
+                "a token with the same secret".to_owned()
+            }))
+        }
+        Err(e) => Err(db(e)),
+    }
+}
+
 /// `listeners_at`: two ranges of `intervals_by_host`, still open and closed after `at`.
 fn listeners_at_sql() -> String {
     format!(
@@ -698,6 +784,85 @@ const FIND_OPEN_SQL: &str = "SELECT id, opened_at FROM intervals INDEXED BY inte
        AND addr = ?5 AND port = ?6 AND inode = ?7 AND uid = ?8 AND user IS ?9 AND exposure = ?10
        AND dual_stack = ?11 AND owners = ?12
      LIMIT 1";
+
+/// The committer thread: waits for batches, takes the writer, commits what
+/// is queued (at most [`MAX_GROUP`]) as one group; stops once the store is
+/// closing and the queue is empty.
+fn commit_loop(writer: &Mutex<Writer>, queue: &IngestQueue) {
+    loop {
+        {
+            let mut state = queue.lock();
+            while state.batches.is_empty() && !state.closing {
+                state = queue.ready.wait(state).unwrap_or_else(PoisonError::into_inner);
+            }
+            if state.batches.is_empty() {
+                return;
+            }
+        }
+        // The writer first, then the batches: what queued while a token
+        // change held the writer joins this group.
+        let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let group: Vec<Queued> = {
+            let mut state = queue.lock();
+            let n = state.batches.len().min(MAX_GROUP);
+            state.batches.drain(..n).collect()
+        };
+        // A panic rolls the group's transaction back and drops its answers
+        // (their callers get an error); the thread goes on with the next.
+        let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit_group(&mut writer, group)));
+        if committed.is_err() {
+            tracing::error!("a group of batches panicked while being stored; it was rolled back");
+        }
+    }
+}
+
+/// Commits `group` in one transaction, each batch in a savepoint of its own
+/// (a batch that fails rolls back alone and gets its error; the others are
+/// stored), and answers every batch once the transaction has committed.
+/// With any report in the group the commit is durable (`synchronous =
+/// FULL`); a group of heartbeats only is not (see the module docs).
+fn commit_group(writer: &mut Writer, group: Vec<Queued>) {
+    let durable = group.iter().any(|q| !q.batch.reports.is_empty());
+    let applied = (|| {
+        writer.set_synchronous(if durable {
+            Synchronous::Full
+        } else {
+            Synchronous::Normal
+        })?;
+        let mut tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let mut results = Vec::with_capacity(group.len());
+        for queued in &group {
+            // On any error the savepoint is dropped, which rolls this batch back.
+            let result = tx.savepoint().map_err(db).and_then(|savepoint| {
+                let ack = apply_batch(&savepoint, &queued.batch, queued.received_at)?;
+                savepoint.commit().map_err(db)?;
+                Ok(ack)
+            });
+            results.push(result);
+        }
+        tx.commit().map_err(db)?;
+        Ok(results)
+    })();
+    match applied {
+        Ok(results) => {
+            for (queued, result) in group.into_iter().zip(results) {
+                (queued.done)(result);
+            }
+        }
+        Err(error) => {
+            let message = match error {
+                StoreError::Database(message) => message,
+                other => other.to_string(),
+            };
+            for queued in group {
+                (queued.done)(Err(StoreError::Database(message.clone())));
+            }
+        }
+    }
+}
 
 /// Applies `batch` inside the open transaction `tx` (see [`Store::ingest`]).
 fn apply_batch(tx: &Connection, batch: &Batch, received_at: Timestamp) -> Result<Ack, StoreError> {
@@ -1285,6 +1450,19 @@ impl RawToken {
 
 /// The order of listeners on one host: port, proto, address, then the rest
 /// of what tells two apart.
+/// `rows` sorted (stably) by `compare`, each row moved once: a fleet-wide
+/// answer has thousands of rows of a few hundred bytes, which a merge sort
+/// would move about log2(n) times each.
+fn sorted_by(
+    rows: Vec<ListenerRow>,
+    compare: impl Fn(&ListenerRow, &ListenerRow) -> std::cmp::Ordering,
+) -> Vec<ListenerRow> {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| compare(&rows[a], &rows[b]));
+    let mut slots: Vec<Option<ListenerRow>> = rows.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
 fn listener_order(row: &ListenerRow) -> (u16, Proto, IpAddr, u64, u64, Timestamp) {
     let l = &row.listener;
     (l.local_port, l.proto, l.local_addr, l.netns, l.inode, row.opened_at)
@@ -2143,6 +2321,33 @@ mod tests {
     }
 
     #[test]
+    fn tokens_created_in_bulk_are_all_stored_or_none() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let agent = |host: &str| TokenRow {
+            name: format!("agent:{host}"),
+            role: Role::Agent,
+            host: Some(host.to_owned()),
+            hash: format!("hash-of-{host}"),
+            created_at: ts(0),
+            revoked_at: None,
+        };
+        let fleet: Vec<TokenRow> = (0..100).map(|h| agent(&format!("web-{h}"))).collect();
+        store.create_tokens(&fleet).unwrap();
+        assert_eq!(store.tokens().unwrap().len(), 100);
+        assert_eq!(store.token_by_hash("hash-of-web-42").unwrap(), Some(fleet[42].clone()));
+        // One taken name refuses the whole lot.
+        let clash = vec![agent("db-1"), agent("web-7")];
+        let error = store.create_tokens(&clash).unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Exists(what) if what.contains("agent:web-7")),
+            "{error:?}"
+        );
+        assert_eq!(store.token_by_hash("hash-of-db-1").unwrap(), None);
+        assert_eq!(store.tokens().unwrap().len(), 100);
+    }
+
+    #[test]
     fn a_batch_whose_transaction_fails_stores_nothing() {
         let dir = TempDir::new();
         let store = SqliteStore::open(&dir.db()).unwrap();
@@ -2191,6 +2396,91 @@ mod tests {
             vec![delta(2, ts(10), vec![listener(80, 2, &[11])], vec![])],
         );
         assert_eq!(store.ingest(&fine, ts(24)).unwrap(), ack(2, false));
+    }
+
+    #[test]
+    fn batches_queued_together_commit_together_and_a_failing_one_fails_alone() {
+        let dir = TempDir::new();
+        let store = Arc::new(SqliteStore::open(&dir.db()).unwrap());
+        Connection::open(dir.db())
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER fail BEFORE INSERT ON intervals WHEN NEW.port = 666
+                 BEGIN SELECT RAISE(ABORT, 'simulated failure'); END;",
+            )
+            .unwrap();
+        // Hold the writer until every batch below has queued: one thread then commits them all as one group.
+        let writer = store.writer();
+        let threads: Vec<_> = (0..8u64)
+            .map(|h| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let host = format!("web-{h}");
+                    match h {
+                        5 => store.ingest(&heartbeat(&host, "s", ts(1)), ts(2)),
+                        _ => {
+                            let port = if h == 3 { 666 } else { 22 };
+                            let reports = vec![snapshot(1, ts(1), vec![listener(port, h, &[10])])];
+                            store.ingest(&batch(&host, "s", reports), ts(2))
+                        }
+                    }
+                })
+            })
+            .collect();
+        while store.queue.lock().batches.len() < 8 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(writer);
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(store.queue.lock().batches.is_empty());
+        for (h, result) in results.iter().enumerate() {
+            match h {
+                3 => assert!(
+                    result.as_ref().unwrap_err().to_string().contains("simulated failure"),
+                    "{result:?}"
+                ),
+                // A heartbeat of an unknown session: listed, asked for a snapshot.
+                5 => assert_eq!(result.as_ref().unwrap(), &ack(0, true)),
+                _ => assert_eq!(result.as_ref().unwrap(), &ack(1, false)),
+            }
+        }
+        assert_eq!(count(&dir.db(), "intervals"), 6);
+        let hosts: Vec<String> = store.hosts(ts(3)).unwrap().into_iter().map(|h| h.host).collect();
+        assert_eq!(hosts, ["web-0", "web-1", "web-2", "web-4", "web-5", "web-6", "web-7"]);
+        // The failed batch stored nothing and can be sent again once the cause is gone.
+        Connection::open(dir.db())
+            .unwrap()
+            .execute_batch("DROP TRIGGER fail")
+            .unwrap();
+        let reports = vec![snapshot(1, ts(1), vec![listener(666, 3, &[10])])];
+        assert_eq!(
+            store.ingest(&batch("web-3", "s", reports), ts(4)).unwrap(),
+            ack(1, false)
+        );
+    }
+
+    #[test]
+    fn batches_queued_when_the_store_is_dropped_are_committed_and_answered_first() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let (sender, answers) = std::sync::mpsc::channel();
+        for h in 0..20u64 {
+            let sender = sender.clone();
+            let reports = vec![snapshot(1, ts(1), vec![listener(22, h, &[10])])];
+            store.ingest_queued(
+                batch(&format!("web-{h}"), "s", reports),
+                ts(2),
+                Box::new(move |result| sender.send(result).unwrap()),
+            );
+        }
+        drop(store);
+        drop(sender);
+        let answers: Vec<_> = answers.iter().collect();
+        assert_eq!(answers.len(), 20);
+        assert!(answers
+            .iter()
+            .all(|a| matches!(a, Ok(ack) if *ack == Ack { acked: 1, resync: false })));
+        assert_eq!(count(&dir.db(), "intervals"), 20);
     }
 
     #[test]
