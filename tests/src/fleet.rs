@@ -768,16 +768,16 @@ fn http_agent() -> ureq::Agent {
         .new_agent()
 }
 
-/// The ingest client: a bare HTTP/1.1 keep-alive connection that writes each
-/// request in one `write` and reads a `Content-Length` framed answer. A
-/// general-purpose client costs more CPU per request than the collector
-/// itself does here, and both share the machine: the load generator must be
-/// the cheap side. (`who` and `hosts` are asked with ureq, like the CLI.)
+/// The ingest client: one HTTP/1.1 keep-alive connection of hyper's, driven
+/// by a single-threaded runtime of its own. A general-purpose blocking client
+/// (ureq) cost more CPU per request than the collector itself does here, and
+/// both share the machine: the load generator must be the cheap side. (`who`
+/// and `hosts` are asked with ureq, like the CLI.)
 struct Connection {
     addr: std::net::SocketAddr,
-    stream: Option<std::net::TcpStream>,
-    out: Vec<u8>,
-    buf: Vec<u8>,
+    runtime: tokio::runtime::Runtime,
+    sender: Option<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>>,
+    answer: bytes::Bytes,
 }
 
 impl Connection {
@@ -786,11 +786,16 @@ impl Connection {
             .strip_prefix("http://")
             .and_then(|a| a.parse().ok())
             .with_context(|| format!("{url} is not http://IP:PORT"))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .context("cannot start a client runtime")?;
         Ok(Connection {
             addr,
-            stream: None,
-            out: Vec::with_capacity(8192),
-            buf: Vec::with_capacity(4096),
+            runtime,
+            sender: None,
+            answer: bytes::Bytes::new(),
         })
     }
 
@@ -798,76 +803,57 @@ impl Connection {
     fn ingest(&mut self, token: &str, body: &[u8]) -> Result<(u16, &[u8]), String> {
         let result = self.exchange(token, body);
         if result.is_err() {
-            self.stream = None;
+            self.sender = None;
         }
-        let (status, start, end) = result?;
-        Ok((status, &self.buf[start..end]))
+        let status = result?;
+        Ok((status, &self.answer[..]))
     }
 
-    fn exchange(&mut self, token: &str, body: &[u8]) -> Result<(u16, usize, usize), String> {
-        let io = |e: std::io::Error| e.to_string();
-        if self.stream.is_none() {
-            let stream = std::net::TcpStream::connect_timeout(&self.addr, REQUEST_TIMEOUT).map_err(io)?;
-            stream.set_nodelay(true).map_err(io)?;
-            stream.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(io)?;
-            self.stream = Some(stream);
-        }
-        let Some(stream) = self.stream.as_mut() else {
-            return Err("not connected".to_owned());
-        };
-        self.out.clear();
-        write!(
-            self.out,
-            "POST /api/v1/ingest HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
-             Content-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
-            self.addr,
-            body.len()
-        )
-        .map_err(io)?;
-        self.out.extend_from_slice(body);
-        stream.write_all(&self.out).map_err(io)?;
-        // The head, then Content-Length bytes of body.
-        self.buf.clear();
-        let mut chunk = [0u8; 4096];
-        let head_end = loop {
-            if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            let n = stream.read(&mut chunk).map_err(io)?;
-            if n == 0 {
-                return Err("the collector closed the connection".to_owned());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = std::str::from_utf8(&self.buf[..head_end]).map_err(|e| e.to_string())?;
-        let status = head
-            .get(9..12)
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or_else(|| format!("not an HTTP answer: {head:?}"))?;
-        let mut length = None;
-        let mut close = false;
-        for line in head.lines().skip(1) {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
+    fn exchange(&mut self, token: &str, body: &[u8]) -> Result<u16, String> {
+        use http_body_util::BodyExt;
+        let addr = self.addr;
+        let request = hyper::Request::post("/api/v1/ingest")
+            .header("host", addr.to_string())
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(body)))
+            .map_err(|e| e.to_string())?;
+        let sender = self.sender.take();
+        let (status, answer, sender) = self.runtime.block_on(async move {
+            let within = |what: &'static str| move |_| format!("no {what} within {REQUEST_TIMEOUT:?}");
+            let mut sender = match sender {
+                Some(s) if !s.is_closed() => s,
+                _ => {
+                    let stream = tokio::time::timeout(REQUEST_TIMEOUT, tokio::net::TcpStream::connect(addr))
+                        .await
+                        .map_err(within("connection"))?
+                        .map_err(|e| e.to_string())?;
+                    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let (sender, connection) = hyper::client::conn::http1::handshake(io)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    tokio::spawn(connection);
+                    sender
+                }
             };
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse::<usize>().ok();
-            } else if name.eq_ignore_ascii_case("connection") && value.trim().eq_ignore_ascii_case("close") {
-                close = true;
-            }
-        }
-        let length = length.ok_or_else(|| format!("an answer without Content-Length: {head:?}"))?;
-        while self.buf.len() < head_end + length {
-            let n = stream.read(&mut chunk).map_err(io)?;
-            if n == 0 {
-                return Err("the collector closed the connection mid-answer".to_owned());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-        if close {
-            self.stream = None;
-        }
-        Ok((status, head_end, head_end + length))
+            let exchange = async {
+                sender.ready().await?;
+                let response = sender.send_request(request).await?;
+                let status = response.status().as_u16();
+                let answer = response.into_body().collect().await?.to_bytes();
+                Ok::<_, hyper::Error>((status, answer))
+            };
+            let (status, answer) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+                .await
+                .map_err(within("answer"))?
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((status, answer, sender))
+        })?;
+        self.sender = Some(sender);
+        self.answer = answer;
+        Ok(status)
     }
 }
 
