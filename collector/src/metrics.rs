@@ -146,16 +146,19 @@ impl Metrics {
             .set(gauge(silent));
         self.listeners
             .set(gauge(hosts.iter().map(|h| h.listeners as usize).sum()));
+        let counts = store.active_alert_counts()?;
         for state in [AlertState::Open, AlertState::Acknowledged] {
-            let active = store.alerts(Some(state), None, usize::MAX)?;
             for kind in ALL_KINDS.into_iter().filter(|k| k.alerts()) {
-                let n = active.iter().filter(|a| a.kind == kind).count();
+                let n = counts
+                    .iter()
+                    .find(|(k, s, _)| *k == kind && *s == state)
+                    .map_or(0, |(_, _, n)| *n);
                 self.alerts
                     .get_or_create(&AlertLabels {
                         kind: kind.as_str(),
                         state: state.as_str(),
                     })
-                    .set(gauge(n));
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
             }
         }
         self.baselines.set(gauge(store.baselines()?.len()));

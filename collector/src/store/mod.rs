@@ -447,4 +447,7 @@ pub trait Store: Send + Sync + 'static {
         since: Timestamp,
         host: Option<&str>,
     ) -> Result<Vec<crate::trend::FirstSeen>, StoreError>;
+
+    /// The number of unresolved alerts by kind and state.
+    fn active_alert_counts(&self) -> Result<Vec<(Kind, AlertState, u64)>, StoreError>;
 }

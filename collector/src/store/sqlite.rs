@@ -690,6 +690,10 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    fn active_alert_counts(&self) -> Result<Vec<(crate::alert::drift::Kind, AlertState, u64)>, StoreError> {
+        self.active_alert_counts_impl()
+    }
+
     fn size_bytes(&self) -> Result<u64, StoreError> {
         let mut total = 0;
         for suffix in ["", "-wal"] {
@@ -767,13 +771,17 @@ fn who_sql() -> String {
     )
 }
 
-/// `history`: the host's range of `intervals_by_host`.
+/// `history`: two ranges of `intervals_by_host`, still open and closed at or after `since`, so
+/// a recent window (the drift sweep's) reads little however long the host's history is.
 fn history_sql() -> String {
     format!(
         "SELECT {INTERVAL_COLUMNS} FROM intervals i INDEXED BY intervals_by_host JOIN hosts h ON h.id = i.host_id
-         WHERE i.host_id = ?1 AND (?2 IS NULL OR i.port = ?2)
-           AND (?4 IS NULL OR i.opened_at <= ?4)
-           AND (?3 IS NULL OR i.closed_at IS NULL OR i.closed_at >= ?3)"
+         WHERE i.host_id = ?1 AND i.closed_at IS NULL
+           AND (?2 IS NULL OR i.port = ?2) AND (?4 IS NULL OR i.opened_at <= ?4)
+         UNION ALL
+         SELECT {INTERVAL_COLUMNS} FROM intervals i INDEXED BY intervals_by_host JOIN hosts h ON h.id = i.host_id
+         WHERE i.host_id = ?1 AND i.closed_at >= coalesce(?3, -9223372036854775808)
+           AND (?2 IS NULL OR i.port = ?2) AND (?4 IS NULL OR i.opened_at <= ?4)"
     )
 }
 
@@ -2561,7 +2569,14 @@ mod tests {
         let open = plan(FIND_OPEN_SQL);
         assert!(open.contains("intervals_by_host (host_id=? AND closed_at=?)"), "{open}");
         let history = plan(&history_sql());
-        assert!(history.contains("intervals_by_host (host_id=?)"), "{history}");
+        assert!(
+            history.contains("intervals_by_host (host_id=? AND closed_at=?)"),
+            "{history}"
+        );
+        assert!(
+            history.contains("intervals_by_host (host_id=? AND closed_at>?)"),
+            "{history}"
+        );
         assert!(!format!("{who}{at}{open}{history}").contains("SCAN"));
     }
 

@@ -152,19 +152,37 @@ impl SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<AlertEvent>, StoreError> {
         let mut events = self.durably(|tx| {
+            // The unresolved alerts of these hosts: one pass over the partial
+            // index when many hosts are evaluated (a sweep), a lookup per host
+            // when few are.
             let mut active: HashMap<String, AlertRow> = HashMap::new();
-            {
+            let wanted_hosts: HashSet<&str> = hosts.iter().map(String::as_str).collect();
+            let mut keep = |raw: rusqlite::Result<RawAlert>| -> Result<(), StoreError> {
+                let alert = raw.map_err(db)?.into_row()?;
+                if wanted_hosts.contains(alert.host.as_str()) {
+                    active.insert(alert.key.clone(), alert);
+                }
+                Ok(())
+            };
+            if hosts.len() > 16 {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "SELECT {ALERT_COLUMNS} FROM alerts INDEXED BY alerts_active_by_host WHERE state != 'resolved'"
+                    ))
+                    .map_err(db)?;
+                for raw in stmt.query_map([], RawAlert::from_row).map_err(db)? {
+                    keep(raw)?;
+                }
+            } else {
                 let mut stmt = tx
                     .prepare_cached(&format!(
                         "SELECT {ALERT_COLUMNS} FROM alerts INDEXED BY alerts_active_by_host
-                     WHERE host = ?1 AND state != 'resolved'"
+                         WHERE host = ?1 AND state != 'resolved'"
                     ))
                     .map_err(db)?;
                 for host in hosts {
-                    let rows = stmt.query_map([host], RawAlert::from_row).map_err(db)?;
-                    for raw in rows {
-                        let alert = raw.map_err(db)?.into_row()?;
-                        active.insert(alert.key.clone(), alert);
+                    for raw in stmt.query_map([host], RawAlert::from_row).map_err(db)? {
+                        keep(raw)?;
                     }
                 }
             }
@@ -276,6 +294,30 @@ impl SqliteStore {
             record(tx, &AlertEvent::Acknowledged(alert.clone()), at)?;
             Ok(AckOutcome::Acknowledged(alert))
         })
+    }
+
+    pub(super) fn active_alert_counts_impl(&self) -> Result<Vec<(Kind, AlertState, u64)>, StoreError> {
+        let raws: Vec<(String, String, i64)> = self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT kind, state, count(*) FROM alerts INDEXED BY alerts_active_by_host
+                     WHERE state != 'resolved' GROUP BY kind, state",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })?;
+        raws.into_iter()
+            .map(|(kind, state, n)| {
+                Ok((
+                    Kind::parse(&kind).ok_or_else(|| corrupt(format!("alert kind {kind:?}")))?,
+                    AlertState::parse(&state).ok_or_else(|| corrupt(format!("alert state {state:?}")))?,
+                    u64::try_from(n).unwrap_or(0),
+                ))
+            })
+            .collect()
     }
 
     pub(super) fn alert_events_after_impl(
@@ -579,8 +621,9 @@ mod tests {
         // Evaluating another host leaves this one's alert alone.
         assert!(store.sync_alerts(&hosts(&["web-2"]), &[], t(35)).unwrap().is_empty());
 
-        // The condition clears: resolved.
-        let cleared = store.sync_alerts(&hosts(&["web-1"]), &[], t(40)).unwrap();
+        // The condition clears: resolved (evaluated in a sweep of many hosts).
+        let many: Vec<String> = (1..=20).map(|i| format!("web-{i}")).collect();
+        let cleared = store.sync_alerts(&many, &[], t(40)).unwrap();
         let [AlertEvent::Resolved(resolved)] = &cleared[..] else {
             panic!("{cleared:?}")
         };
