@@ -155,6 +155,8 @@ conffiles() { dpkg-query -W -f='${Conffiles}\n' "$1" | awk 'NF { print $1 }'; }
 check "conffiles: agent.toml" bash -c "$(declare -f conffiles); conffiles portwatch-agent | grep -qx /etc/portwatch/agent.toml"
 check "conffiles: collector.toml" \
     bash -c "$(declare -f conffiles); conffiles portwatch-collector | grep -qx /etc/portwatch/collector.toml"
+check "collector.toml is 640 root:portwatch (it may hold webhook secrets)" \
+    test "$(stat -c %a:%U:%G /etc/portwatch/collector.toml)" = 640:root:portwatch
 system_user() {
     local entry home shell uid
     entry=$(getent passwd portwatch) || { echo "no user portwatch"; return 1; }

@@ -7,7 +7,7 @@
 //! hour on several days, and the ports open on the most hosts. Ports first
 //! seen fleet-wide come from the store ([`crate::store::Store::first_seen_ports`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -117,7 +117,21 @@ pub struct Trends {
     pub top_ports: Vec<TopPort>,
 }
 
-/// Accumulates intervals into [`Trends`].
+/// One socket of one host: (host, netns, inode).
+type SocketKey = (String, u64, u64);
+
+/// A socket that may be short-lived.
+#[derive(Debug)]
+struct Short {
+    proto: Proto,
+    port: u16,
+    process: Option<String>,
+    opened_at: Timestamp,
+    closed_at: Timestamp,
+}
+
+/// Accumulates intervals into [`Trends`]. Intervals must come in order of
+/// opening time (as the store's `history` and `export` give them).
 pub struct Builder {
     since: Timestamp,
     until: Timestamp,
@@ -126,6 +140,15 @@ pub struct Builder {
     /// Difference array of open listeners per bucket boundary.
     delta: Vec<i64>,
     short: BTreeMap<(String, Proto, u16, Option<String>), ShortLived>,
+    /// Sockets whose last interval closed at an instant a later interval may
+    /// still open at (an owner change continues a socket): when the socket
+    /// opened, and that close.
+    sockets: HashMap<SocketKey, (Timestamp, Timestamp)>,
+    /// `sockets` by close, to forget them once the stream is past it.
+    expiry: BTreeMap<Timestamp, Vec<SocketKey>>,
+    /// Sockets that lived less than [`SHORT_LIVED`] so far, until it is
+    /// known that no later interval continues them.
+    pending: HashMap<SocketKey, Short>,
     opens_by_hour: BTreeMap<(String, Proto, u16, i8), BTreeSet<jiff::civil::Date>>,
     open_at_end: BTreeMap<(Proto, u16), BTreeSet<String>>,
 }
@@ -162,6 +185,9 @@ impl Builder {
             buckets,
             delta: vec![0; buckets + 1],
             short: BTreeMap::new(),
+            sockets: HashMap::new(),
+            expiry: BTreeMap::new(),
+            pending: HashMap::new(),
             opens_by_hour: BTreeMap::new(),
             open_at_end: BTreeMap::new(),
         })
@@ -196,30 +222,56 @@ impl Builder {
             self.delta[first] += 1;
             self.delta[end] -= 1;
         }
-        let in_window = row.opened_at >= self.since && row.opened_at <= self.until;
-        if let (Some(closed), true) = (row.closed_at, in_window) {
-            let lived = closed.duration_since(row.opened_at);
-            if lived < SignedDuration::try_from(SHORT_LIVED).unwrap_or(SignedDuration::MAX) {
-                let process = l.processes.first().map(|p| p.name.clone());
-                let ms = u64::try_from(lived.as_millis()).unwrap_or(0);
-                let entry = self
-                    .short
-                    .entry((row.host.clone(), l.proto, l.local_port, process.clone()))
-                    .or_insert_with(|| ShortLived {
-                        host: row.host.clone(),
-                        proto: l.proto,
-                        port: l.local_port,
-                        process,
-                        count: 0,
-                        shortest_ms: ms,
-                        last_opened_at: row.opened_at,
-                    });
-                entry.count += 1;
-                entry.shortest_ms = entry.shortest_ms.min(ms);
-                entry.last_opened_at = entry.last_opened_at.max(row.opened_at);
+        // Sockets no later interval can continue any more.
+        while let Some(entry) = self.expiry.first_entry() {
+            if *entry.key() >= row.opened_at {
+                break;
+            }
+            let (closed, keys) = entry.remove_entry();
+            for key in keys {
+                if self.sockets.get(&key).is_some_and(|(_, c)| *c == closed) {
+                    self.sockets.remove(&key);
+                    if let Some(short) = self.pending.remove(&key) {
+                        self.count_short(&key.0, short);
+                    }
+                }
             }
         }
-        if in_window {
+        let key: SocketKey = (row.host.clone(), l.netns, l.inode);
+        // An interval opening on a socket at the instant its previous one
+        // closed is an owner change, not a new listener.
+        let continued = self
+            .sockets
+            .get(&key)
+            .filter(|(_, c)| *c == row.opened_at)
+            .map(|(start, _)| *start);
+        if continued.is_some() {
+            self.pending.remove(&key);
+        }
+        let started = continued.unwrap_or(row.opened_at);
+        let in_window = started >= self.since && started <= self.until;
+        match row.closed_at {
+            Some(closed) => {
+                self.sockets.insert(key.clone(), (started, closed));
+                self.expiry.entry(closed).or_default().push(key.clone());
+                let short_lived = closed.duration_since(started)
+                    < SignedDuration::try_from(SHORT_LIVED).unwrap_or(SignedDuration::MAX);
+                if in_window && short_lived {
+                    let short = Short {
+                        proto: l.proto,
+                        port: l.local_port,
+                        process: l.processes.first().map(|p| p.name.clone()),
+                        opened_at: started,
+                        closed_at: closed,
+                    };
+                    self.pending.insert(key, short);
+                }
+            }
+            None => {
+                self.sockets.remove(&key);
+            }
+        }
+        if in_window && continued.is_none() {
             let utc = row.opened_at.to_zoned_datetime(jiff::tz::TimeZone::UTC);
             self.opens_by_hour
                 .entry((row.host.clone(), l.proto, l.local_port, utc.hour()))
@@ -234,8 +286,31 @@ impl Builder {
         }
     }
 
+    /// Counts a short-lived socket of `host`.
+    fn count_short(&mut self, host: &str, s: Short) {
+        let ms = u64::try_from(s.closed_at.duration_since(s.opened_at).as_millis()).unwrap_or(0);
+        let entry = self
+            .short
+            .entry((host.to_owned(), s.proto, s.port, s.process.clone()))
+            .or_insert_with(|| ShortLived {
+                host: host.to_owned(),
+                proto: s.proto,
+                port: s.port,
+                process: s.process,
+                count: 0,
+                shortest_ms: ms,
+                last_opened_at: s.opened_at,
+            });
+        entry.count += 1;
+        entry.shortest_ms = entry.shortest_ms.min(ms);
+        entry.last_opened_at = entry.last_opened_at.max(s.opened_at);
+    }
+
     /// The trends, with the first-seen ports the store found (newest first).
-    pub fn finish(self, host: Option<String>, first_seen: Vec<FirstSeen>) -> Trends {
+    pub fn finish(mut self, host: Option<String>, first_seen: Vec<FirstSeen>) -> Trends {
+        for (key, short) in std::mem::take(&mut self.pending) {
+            self.count_short(&key.0, short);
+        }
         let mut open = Vec::with_capacity(self.buckets);
         let mut running = 0i64;
         for i in 0..self.buckets {
@@ -325,7 +400,7 @@ mod tests {
                 family: Family::Ipv4,
                 local_addr: "0.0.0.0".parse().unwrap(),
                 local_port: port,
-                inode: 1,
+                inode: u64::from(port) * 1_000_000 + opened.unsigned_abs(),
                 uid: 0,
                 user: None,
                 exposure: Exposure::Wildcard,
@@ -393,6 +468,37 @@ mod tests {
         assert_eq!((r.host.as_str(), r.port, r.hour_utc, r.days), ("db-1", 873, 3, 4));
         let top: Vec<(u16, u64)> = tr.top_ports.iter().map(|p| (p.port, p.hosts)).collect();
         assert_eq!(top, vec![(22, 2), (443, 1)]);
+    }
+
+    #[test]
+    fn owner_changes_of_one_socket_are_neither_short_lived_nor_new_opens() {
+        let mut b = Builder::new(t(0), t(5 * 24 * H), Duration::from_secs(86_400)).unwrap();
+        // One socket of a prefork server, its worker replaced at 03:00 UTC on
+        // four days, then every 10 s for a minute: one long life in fragments.
+        let fragment = |from: i64, to: Option<i64>| {
+            let mut r = row("web-1", 80, from, to);
+            r.listener.inode = 4242;
+            r
+        };
+        let mut at = -H;
+        for day in 0..4 {
+            let next = day * 24 * H + 3 * H;
+            b.add(&fragment(at, Some(next)));
+            if day == 0 {
+                // A real short-lived socket, for contrast (the stream is in opening order).
+                b.add(&row("web-1", 81, H, Some(H + 3)));
+            }
+            at = next;
+        }
+        for _ in 0..6 {
+            b.add(&fragment(at, Some(at + 10)));
+            at += 10;
+        }
+        b.add(&fragment(at, None));
+        let tr = b.finish(None, Vec::new());
+        let short: Vec<u16> = tr.short_lived.iter().map(|s| s.port).collect();
+        assert_eq!(short, vec![81], "{:?}", tr.short_lived);
+        assert!(tr.recurring.is_empty(), "{:?}", tr.recurring);
     }
 
     #[test]

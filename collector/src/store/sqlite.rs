@@ -81,6 +81,7 @@ mod policy;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_baselines_alerts.sql"),
+    include_str!("migrations/0003_ports_first_seen.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection before
@@ -661,16 +662,22 @@ impl Store for SqliteStore {
             },
             None => None,
         };
-        // SQLite takes the bare column h.name from the row that has the min().
+        // Fleet-wide from `ports_first_seen`; for one host from its own
+        // range of `intervals_by_host` (SQLite takes the bare column h.name
+        // from the row that has the min()).
         let raws: Vec<(i64, i64, i64, String)> = self.read(|conn| {
-            let mut stmt = conn
-                .prepare_cached(
+            let mut stmt = match host_id {
+                None => conn.prepare_cached(
+                    "SELECT f.proto, f.port, f.first_seen, h.name FROM ports_first_seen f
+                     JOIN hosts h ON h.id = f.host_id WHERE f.first_seen >= ?1 AND ?2 IS NULL",
+                ),
+                Some(_) => conn.prepare_cached(
                     "SELECT i.proto, i.port, min(i.opened_at) AS first, h.name
-                     FROM intervals i JOIN hosts h ON h.id = i.host_id
-                     WHERE ?2 IS NULL OR i.host_id = ?2
-                     GROUP BY i.proto, i.port HAVING first >= ?1",
-                )
-                .map_err(db)?;
+                     FROM intervals i INDEXED BY intervals_by_host JOIN hosts h ON h.id = i.host_id
+                     WHERE i.host_id = ?2 GROUP BY i.proto, i.port HAVING first >= ?1",
+                ),
+            }
+            .map_err(db)?;
             let rows = stmt
                 .query_map(params![since.as_millisecond(), host_id], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -1282,6 +1289,14 @@ impl<'c, 'b> HostWriter<'c, 'b> {
                     at
                 ])
             })
+            .map_err(db)?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO ports_first_seen (proto, port, first_seen, host_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (proto, port) DO UPDATE SET first_seen = excluded.first_seen, host_id = excluded.host_id
+                 WHERE excluded.first_seen < first_seen",
+            )
+            .and_then(|mut stmt| stmt.execute(params![key.proto, key.port, at, self.host_id]))
             .map_err(db)?;
         Ok(())
     }
@@ -2827,5 +2842,84 @@ mod tests {
                 _ => None,
             })
             .unwrap_or(0)
+    }
+
+    #[test]
+    fn ports_are_first_seen_fleet_wide_and_per_host_even_when_replayed_late() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        store
+            .ingest(
+                &batch("web-1", "s1", vec![snapshot(1, ts(100), vec![listener(22, 1, &[10])])]),
+                ts(100),
+            )
+            .unwrap();
+        store
+            .ingest(
+                &batch(
+                    "web-2",
+                    "s2",
+                    vec![snapshot(
+                        1,
+                        ts(200),
+                        vec![listener(22, 2, &[11]), listener(8080, 3, &[12])],
+                    )],
+                ),
+                ts(200),
+            )
+            .unwrap();
+        let seen = |since: i64, host: Option<&str>| -> Vec<(u16, i64, String)> {
+            let mut v: Vec<_> = store
+                .first_seen_ports(ts(since), host)
+                .unwrap()
+                .into_iter()
+                .map(|f| (f.port, f.first_seen.as_second(), f.host))
+                .collect();
+            v.sort();
+            v
+        };
+        let t0 = ts(0).as_second();
+        assert_eq!(
+            seen(0, None),
+            vec![(22, t0 + 100, "web-1".into()), (8080, t0 + 200, "web-2".into())]
+        );
+        assert_eq!(seen(150, None), vec![(8080, t0 + 200, "web-2".into())]);
+        assert_eq!(
+            seen(0, Some("web-2")),
+            vec![(22, t0 + 200, "web-2".into()), (8080, t0 + 200, "web-2".into())]
+        );
+        assert!(seen(0, Some("nope")).is_empty());
+        // A spooled report replayed late, observed before anything else: it wins.
+        store
+            .ingest(
+                &batch("web-3", "s3", vec![snapshot(1, ts(50), vec![listener(8080, 4, &[13])])]),
+                ts(300),
+            )
+            .unwrap();
+        assert_eq!(seen(0, None)[1], (8080, t0 + 50, "web-3".into()));
+    }
+
+    #[test]
+    fn migrating_a_version_2_database_fills_first_seen_ports_from_its_history() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        store
+            .ingest(
+                &batch("web-1", "s1", vec![snapshot(1, ts(100), vec![listener(443, 1, &[10])])]),
+                ts(100),
+            )
+            .unwrap();
+        drop(store);
+        let conn = Connection::open(dir.db()).unwrap();
+        conn.execute_batch("DROP TABLE ports_first_seen; PRAGMA user_version = 2;")
+            .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let seen = store.first_seen_ports(ts(0), None).unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            (seen[0].port, seen[0].host.as_str(), seen[0].first_seen),
+            (443, "web-1", ts(100))
+        );
     }
 }
