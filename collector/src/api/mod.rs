@@ -144,6 +144,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/trends", get(query::trends))
         .route("/metrics", get(query::metrics))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see the API table in README".to_owned()) })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::MethodNotAllowed(format!("{method} is not allowed here; see the API table in README"))
+        })
         .layer(DefaultBodyLimit::max(MAX_DECOMPRESSED_BYTES))
         .layer(RequestDecompressionLayer::new())
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
