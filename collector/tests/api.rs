@@ -214,6 +214,17 @@ async fn a_gzip_body_is_accepted_and_a_corrupt_one_refused() {
     let (status, body) = call(&f.app, request).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body["error"].as_str().unwrap().contains("gzip"), "{body}");
+
+    let mut request = post(Some(&f.agent), json_body(&snapshot_batch("web-3", &[22])));
+    request
+        .headers_mut()
+        .insert(header::CONTENT_ENCODING, "zstd".parse().unwrap());
+    let (status, body) = call(&f.app, request).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("Content-Encoding: gzip"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -311,8 +322,9 @@ async fn an_oversized_body_gets_413_and_stores_nothing() {
     request
         .headers_mut()
         .insert(header::CONTENT_LENGTH, (MAX_BODY_BYTES + 1).into());
-    let (status, _) = call(&f.app, request).await;
+    let (status, answer) = call(&f.app, request).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(answer["error"].as_str().unwrap().contains("8 MiB"), "{answer}");
     assert_eq!(open_on(&f, "web-3"), 0);
 }
 

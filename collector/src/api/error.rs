@@ -26,6 +26,9 @@ pub enum ApiError {
     /// Nothing there.
     #[error("{0}")]
     NotFound(String),
+    /// A body in an encoding the collector does not read.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// The path exists, not with this method.
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -46,6 +49,7 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, format!("request body too large: {m}")),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, m),
+            ApiError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "request failed");
@@ -86,4 +90,26 @@ pub(super) fn query<T>(query: Result<Query<T>, QueryRejection>, example: &str) -
 pub(super) fn json<T>(body: Result<Json<T>, JsonRejection>, example: &str) -> Result<T, ApiError> {
     body.map(|Json(b)| b)
         .map_err(|e| ApiError::BadRequest(format!("{}; send JSON such as {example}", e.body_text())))
+}
+
+/// The refusals of the body layers (size limit, decompression), which answer
+/// before any handler runs and in plain text, made JSON like every other.
+pub(super) async fn layer_refusals(response: Response) -> Response {
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    match response.status() {
+        _ if json => response,
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
+            "a request may be {} MiB as sent; send less per request",
+            super::MAX_BODY_BYTES / (1024 * 1024)
+        ))
+        .into_response(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::UnsupportedMediaType("send the body as is, or gzip it with Content-Encoding: gzip".to_owned())
+                .into_response()
+        }
+        _ => response,
+    }
 }
