@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use jiff::Timestamp;
+use portwatch_collector::alert::drift::{Finding, Kind};
 use portwatch_collector::api::{router, AppState, MAX_BODY_BYTES, TOKEN_TRUST};
 use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::{Role, Store, TokenRow};
@@ -214,6 +215,17 @@ async fn a_gzip_body_is_accepted_and_a_corrupt_one_refused() {
     let (status, body) = call(&f.app, request).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body["error"].as_str().unwrap().contains("gzip"), "{body}");
+
+    let mut request = post(Some(&f.agent), json_body(&snapshot_batch("web-3", &[22])));
+    request
+        .headers_mut()
+        .insert(header::CONTENT_ENCODING, "zstd".parse().unwrap());
+    let (status, body) = call(&f.app, request).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("Content-Encoding: gzip"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -351,8 +363,9 @@ async fn an_oversized_body_gets_413_and_stores_nothing() {
     request
         .headers_mut()
         .insert(header::CONTENT_LENGTH, (MAX_BODY_BYTES + 1).into());
-    let (status, _) = call(&f.app, request).await;
+    let (status, answer) = call(&f.app, request).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(answer["error"].as_str().unwrap().contains("8 MiB"), "{answer}");
     assert_eq!(open_on(&f, "web-3"), 0);
 }
 
@@ -542,6 +555,32 @@ async fn bad_baselines_and_acks_get_a_4xx_that_says_why_and_change_nothing() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
 }
 
+/// The finding the drift evaluation makes of a listener no baseline entry expects.
+fn unexpected_listener(host: &str, port: u16) -> Finding {
+    Finding {
+        kind: Kind::UnexpectedListener,
+        severity: Kind::UnexpectedListener.severity(),
+        host: host.into(),
+        key: format!("unexpected-listener:tcp:0.0.0.0:{port}"),
+        message: format!("{host}: tcp/{port} on 0.0.0.0 is in no baseline"),
+        proto: Some(Proto::Tcp),
+        local_addr: Some("0.0.0.0".parse().unwrap()),
+        local_port: Some(port),
+        processes: Some("sshd[812]".into()),
+        baseline: None,
+        expected: None,
+        owner: None,
+        reason: None,
+    }
+}
+
+async fn metrics_text(app: &Router, token: &str) -> String {
+    let response = app.clone().oneshot(get(Some(token), "/metrics")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
 #[tokio::test]
 async fn metrics_need_a_read_token_and_count_what_ingest_did() {
     let f = fixture("metrics");
@@ -555,6 +594,16 @@ async fn metrics_need_a_read_token_and_count_what_ingest_did() {
         post(Some(&f.agent), json_body(&snapshot_batch("db-1", &[5432]))),
     )
     .await;
+    let events = f
+        .store
+        .sync_alerts(
+            &["web-3".to_owned()],
+            &[unexpected_listener("web-3", 443)],
+            Timestamp::now(),
+        )
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let alert_id = events[0].alert().id;
     assert_eq!(call(&f.app, get(None, "/metrics")).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(
         call(&f.app, get(Some(&f.agent), "/metrics")).await.0,
@@ -566,8 +615,7 @@ async fn metrics_need_a_read_token_and_count_what_ingest_did() {
         .to_str()
         .unwrap()
         .starts_with("application/openmetrics-text"));
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let text = metrics_text(&f.app, &f.reader).await;
     for line in [
         "portwatch_ingest_requests_total{outcome=\"stored\"} 1",
         "portwatch_ingest_requests_total{outcome=\"refused\"} 1",
@@ -575,9 +623,20 @@ async fn metrics_need_a_read_token_and_count_what_ingest_did() {
         "portwatch_hosts{status=\"up\"} 1",
         "portwatch_listeners_open 2",
         "portwatch_alerts_active{kind=\"host-silent\",state=\"open\"} 0",
+        "portwatch_alerts_active{kind=\"unexpected-listener\",state=\"open\"} 1",
+        "portwatch_alerts_active{kind=\"unexpected-listener\",state=\"acknowledged\"} 0",
         "portwatch_baselines 0",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+    }
+    // Acknowledged: it moves from one gauge to the other.
+    f.store.ack_alert(alert_id, "root", "on it", Timestamp::now()).unwrap();
+    let acked = metrics_text(&f.app, &f.reader).await;
+    for line in [
+        "portwatch_alerts_active{kind=\"unexpected-listener\",state=\"open\"} 0",
+        "portwatch_alerts_active{kind=\"unexpected-listener\",state=\"acknowledged\"} 1",
+    ] {
+        assert!(acked.lines().any(|l| l == line), "{line} missing from:\n{acked}");
     }
     assert!(text.ends_with("# EOF\n"), "{text}");
     let size = text
@@ -625,4 +684,132 @@ async fn trends_refuse_a_bad_window_and_answer_a_good_one() {
         .map(|p| p["port"].as_u64().unwrap())
         .collect();
     assert_eq!(top, vec![22, 443]);
+}
+
+#[tokio::test]
+async fn a_host_never_heard_from_is_a_404_not_an_all_clear() {
+    let f = fixture("unknown-host");
+    call(&f.app, post(Some(&f.agent), json_body(&snapshot_batch("web-3", &[22])))).await;
+    for uri in [
+        "/api/v1/drift?host=typo",
+        "/api/v1/trends?host=typo",
+        "/api/v1/alerts?host=typo",
+        "/api/v1/hosts/typo/listeners",
+        "/api/v1/hosts/typo/history",
+        "/api/v1/hosts/typo/diff?from=2026-01-01T00:00:00Z",
+        "/api/v1/hosts/typo/diff?vs_host=web-3",
+        "/api/v1/hosts/web-3/diff?vs_host=typo",
+    ] {
+        let (status, answer) = call(&f.app, get(Some(&f.reader), uri)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {answer}");
+        assert_eq!(
+            answer["error"], "no host \"typo\"; `portwatch hosts` lists them",
+            "{uri}"
+        );
+    }
+    for uri in [
+        "/api/v1/drift?host=web-3",
+        "/api/v1/trends?host=web-3",
+        "/api/v1/alerts?host=web-3",
+        "/api/v1/hosts/web-3/listeners",
+        "/api/v1/hosts/web-3/history",
+        "/api/v1/hosts/web-3/diff?from=2026-01-01T00:00:00Z",
+    ] {
+        let (status, answer) = call(&f.app, get(Some(&f.reader), uri)).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {answer}");
+    }
+    // Who may not read learns nothing about which hosts exist.
+    let (status, _) = call(&f.app, get(Some(&f.agent), "/api/v1/hosts/typo/listeners")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn path_query_and_method_rejections_are_json_that_says_what_to_write() {
+    let f = fixture("rejections");
+    call(&f.app, post(Some(&f.agent), json_body(&snapshot_batch("web-3", &[22])))).await;
+    for (req, status, needles) in [
+        (
+            request(
+                "POST",
+                "/api/v1/alerts/abc/ack",
+                Some(&f.admin),
+                Some(serde_json::json!({ "comment": "mine" })),
+            ),
+            StatusCode::BAD_REQUEST,
+            &["bad path", "`abc`", "/api/v1/alerts/12/ack"][..],
+        ),
+        (
+            get(Some(&f.reader), "/api/v1/hosts/web-3/history?port=x"),
+            StatusCode::BAD_REQUEST,
+            &["bad query", "port", "?port=8080"][..],
+        ),
+        (
+            get(Some(&f.reader), "/api/v1/drift?host=a&host=b"),
+            StatusCode::BAD_REQUEST,
+            &["bad query", "duplicate field `host`", "?host=web-3"][..],
+        ),
+        (
+            get(Some(&f.reader), "/api/v1/hosts/web-3/listeners?at=x&at=y"),
+            StatusCode::BAD_REQUEST,
+            &["bad query", "?at="][..],
+        ),
+        (
+            get(Some(&f.reader), "/api/v1/hosts/web-3/diff?from=x&from=y"),
+            StatusCode::BAD_REQUEST,
+            &["bad query", "?from="][..],
+        ),
+        (
+            request(
+                "DELETE",
+                "/api/v1/baselines/web?comment=a&comment=b",
+                Some(&f.admin),
+                None,
+            ),
+            StatusCode::BAD_REQUEST,
+            &["bad query", "?comment=why"][..],
+        ),
+        (
+            request("PUT", "/api/v1/hosts", Some(&f.reader), None),
+            StatusCode::METHOD_NOT_ALLOWED,
+            &["PUT is not allowed"][..],
+        ),
+    ] {
+        let what = format!("{} {}", req.method(), req.uri());
+        let (got, answer) = call(&f.app, req).await;
+        assert_eq!(got, status, "{what}: {answer}");
+        let error = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: not a JSON error: {answer}"));
+        for needle in needles {
+            assert!(error.contains(needle), "{what}: {needle:?} not in {error:?}");
+        }
+    }
+    // Credentials are checked before the path and query.
+    let (status, _) = call(&f.app, get(None, "/api/v1/hosts/web-3/history?port=x")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_alert_listing_is_capped_at_ten_thousand() {
+    let f = fixture("alert-limit");
+    for limit in ["18446744073709551615", "10001", "0"] {
+        let (status, answer) = call(&f.app, get(Some(&f.reader), &format!("/api/v1/alerts?limit={limit}"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{limit}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("1 to 10000"),
+            "{limit}: {answer}"
+        );
+    }
+    let (status, answer) = call(&f.app, get(Some(&f.reader), "/api/v1/alerts?limit=-1")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("limit"), "{answer}");
+    let (status, answer) = call(&f.app, get(Some(&f.reader), "/api/v1/alerts?limit=10000")).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // The listing stops at the limit, newest first.
+    let hosts = ["web-3".to_owned()];
+    let findings = [unexpected_listener("web-3", 8080), unexpected_listener("web-3", 8081)];
+    f.store.sync_alerts(&hosts, &findings, Timestamp::now()).unwrap();
+    let (status, answer) = call(&f.app, get(Some(&f.reader), "/api/v1/alerts?limit=1")).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer.as_array().unwrap().len(), 1, "{answer}");
 }

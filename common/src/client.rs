@@ -35,13 +35,70 @@ pub enum ClientError {
     },
 }
 
-/// An HTTP(S) client whose requests take at most `timeout`, trusting
-/// `ca_file`'s certificates when given. HTTP error statuses are returned as
-/// responses, for the caller to map to its own messages.
+/// How long each phase of a request may take (`None`: no bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The whole request, from resolving the name to the last byte of the body.
+    pub whole: Option<Duration>,
+    /// Resolving the name and connecting, TLS handshake included.
+    pub connect: Option<Duration>,
+    /// Sending the request head and body.
+    pub send: Option<Duration>,
+    /// Awaiting the response head, once the request is sent.
+    pub response: Option<Duration>,
+    /// Reading the response body, in total.
+    pub body: Option<Duration>,
+    /// Each single read or write: a peer silent this long has stalled.
+    pub stall: Option<Duration>,
+}
+
+impl Timeouts {
+    /// Everything within `limit`, body included: for short exchanges that
+    /// must not hold their caller (the agent shipping, alert sinks posting).
+    pub const fn whole(limit: Duration) -> Timeouts {
+        Timeouts {
+            whole: Some(limit),
+            connect: None,
+            send: None,
+            response: None,
+            body: None,
+            stall: None,
+        }
+    }
+
+    /// For a person's questions (the `portwatch` CLI): quick to say that the
+    /// collector is unreachable, patient with a slow answer (a drift or trend
+    /// over a large fleet), and a streamed body (an export) takes as long as
+    /// it keeps coming.
+    pub const QUERY: Timeouts = Timeouts {
+        whole: None,
+        connect: Some(Duration::from_secs(10)),
+        send: Some(Duration::from_secs(30)),
+        response: Some(Duration::from_secs(120)),
+        body: None,
+        stall: Some(Duration::from_secs(300)),
+    };
+}
+
+/// An HTTP(S) client whose requests take at most `timeout`, body included,
+/// trusting `ca_file`'s certificates when given. HTTP error statuses are
+/// returned as responses, for the caller to map to its own messages.
 pub fn http_agent(ca_file: Option<&Path>, timeout: Duration) -> Result<ureq::Agent, ClientError> {
+    http_agent_with(ca_file, Timeouts::whole(timeout))
+}
+
+/// [`http_agent`] with a timeout per phase of the request.
+pub fn http_agent_with(ca_file: Option<&Path>, timeouts: Timeouts) -> Result<ureq::Agent, ClientError> {
     let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(timeout));
+        .timeout_global(timeouts.whole)
+        .timeout_connect(timeouts.connect)
+        .timeout_send_request(timeouts.send)
+        .timeout_send_body(timeouts.send)
+        .timeout_recv_response(timeouts.response)
+        .timeout_recv_body(timeouts.body)
+        .timeout_per_read(timeouts.stall)
+        .timeout_per_write(timeouts.stall);
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|source| ClientError::ReadCa {
             path: path.to_owned(),
@@ -63,7 +120,7 @@ pub fn http_agent(ca_file: Option<&Path>, timeout: Duration) -> Result<ureq::Age
 const TLS_ADVICE: &str = "the TLS handshake failed: use https:// only for a collector with [tls] configured, \
      and trust the CA that signed its certificate (--ca-file, or ca_file in the agent's config)";
 
-/// What to check when a request got no HTTP answer at all, for error messages.
+/// What to check when a request got no (complete) HTTP answer, for error messages.
 pub fn advice(error: &ureq::Error) -> &'static str {
     // A failed handshake arrives as an I/O error wrapping the TLS one.
     let tls_in_io = matches!(error, ureq::Error::Io(e) if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()));
@@ -72,8 +129,44 @@ pub fn advice(error: &ureq::Error) -> &'static str {
         ureq::Error::Rustls(_) | ureq::Error::Tls(_) => TLS_ADVICE,
         ureq::Error::Protocol(_) => "the answer is not HTTP: is this an https:// collector addressed as http://?",
         ureq::Error::HostNotFound => "the host name does not resolve: check the URL",
-        ureq::Error::Timeout(_) => "no answer in time: is the collector overloaded, or a firewall dropping packets?",
+        ureq::Error::Timeout(phase) => timeout_advice(*phase),
         _ => "is `portwatch-collector serve` running there, and can this machine reach its port?",
+    }
+}
+
+/// Whether `error` came after the collector accepted the connection: it is
+/// there, and was slow or stopped answering.
+pub fn reached(error: &ureq::Error) -> bool {
+    matches!(
+        error,
+        ureq::Error::Timeout(
+            ureq::Timeout::SendRequest
+                | ureq::Timeout::SendBody
+                | ureq::Timeout::RecvResponse
+                | ureq::Timeout::RecvBody
+                | ureq::Timeout::PerRead
+                | ureq::Timeout::PerWrite
+        )
+    )
+}
+
+fn timeout_advice(phase: ureq::Timeout) -> &'static str {
+    match phase {
+        ureq::Timeout::Resolve => "the host name did not resolve in time: check the URL and this machine's DNS",
+        ureq::Timeout::Connect => {
+            "no connection in time: is the host up, is the port right, and is a firewall dropping packets?"
+        }
+        ureq::Timeout::SendRequest | ureq::Timeout::SendBody | ureq::Timeout::PerWrite => {
+            "connected, but the collector did not take the request in time: is it overloaded?"
+        }
+        ureq::Timeout::RecvResponse => {
+            "connected, but the collector did not answer in time: it is overloaded or the question is large \
+             (ask for fewer hosts or a shorter window)"
+        }
+        ureq::Timeout::RecvBody | ureq::Timeout::PerRead => {
+            "the answer stopped arriving: the collector stalled or the connection dropped; try again"
+        }
+        _ => "no answer in time: is the collector overloaded, or a firewall dropping packets?",
     }
 }
 
@@ -166,6 +259,75 @@ mod tests {
         b.succeeded();
         assert!(b.ready());
         assert!(b.failed(Duration::ZERO) <= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_query_policy_bounds_connecting_and_the_answer_head_but_not_a_streamed_body() {
+        let agent = http_agent_with(None, Timeouts::QUERY).unwrap();
+        let t = agent.config().timeouts();
+        assert_eq!(t.global, None, "a global timeout would cut a long export");
+        assert_eq!(t.recv_body, None);
+        assert_eq!(t.connect, Some(Duration::from_secs(10)));
+        assert_eq!(t.send_request, Some(Duration::from_secs(30)));
+        assert_eq!(t.recv_response, Some(Duration::from_secs(120)));
+        assert_eq!(agent.config().timeout_per_read(), Some(Duration::from_secs(300)));
+
+        // The agent's and sinks' policy stays one bound on everything.
+        let strict = http_agent(None, Duration::from_secs(5)).unwrap();
+        let t = strict.config().timeouts();
+        assert_eq!(t.global, Some(Duration::from_secs(5)));
+        assert_eq!((t.connect, t.recv_response, t.recv_body), (None, None, None));
+        assert_eq!(strict.config().timeout_per_read(), None);
+    }
+
+    #[test]
+    fn a_body_may_take_longer_than_the_bound_on_the_answer_head() {
+        use std::io::{Read, Write};
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", server.local_addr().unwrap());
+        let trickle = std::thread::spawn(move || {
+            let (mut conn, _) = server.accept().unwrap();
+            let mut head = [0u8; 1024];
+            let _ = conn.read(&mut head).unwrap();
+            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            for byte in b"abcd" {
+                std::thread::sleep(Duration::from_millis(400));
+                conn.write_all(&[*byte]).unwrap();
+            }
+        });
+        let policy = Timeouts {
+            response: Some(Duration::from_millis(500)),
+            stall: Some(Duration::from_secs(5)),
+            ..Timeouts::QUERY
+        };
+        let body = http_agent_with(None, policy)
+            .unwrap()
+            .get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        assert_eq!(body, "abcd");
+        trickle.join().unwrap();
+    }
+
+    #[test]
+    fn a_timeout_says_whether_the_collector_was_reached() {
+        let connect = ureq::Error::Timeout(ureq::Timeout::Connect);
+        assert!(!reached(&connect));
+        assert!(
+            advice(&connect).contains("no connection in time"),
+            "{}",
+            advice(&connect)
+        );
+        let head = ureq::Error::Timeout(ureq::Timeout::RecvResponse);
+        assert!(reached(&head));
+        assert!(advice(&head).contains("did not answer in time"), "{}", advice(&head));
+        let body = ureq::Error::Timeout(ureq::Timeout::RecvBody);
+        assert!(reached(&body) && advice(&body).contains("stopped arriving"));
+        assert!(!reached(&ureq::Error::HostNotFound));
     }
 
     #[test]

@@ -90,6 +90,20 @@ fn a_baseline_turns_departures_into_findings_and_alerts_with_a_lifecycle() {
         "{drift:#}"
     );
     assert!(alerts(&url, &read).is_empty());
+    let out = portwatch(&url, &read, &["drift", "--host", HOST]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(&format!("no baseline is applied yet, so none covers {HOST}")),
+        "{table}"
+    );
+    // A mistyped host is not an all-clear.
+    let out = portwatch(&url, &read, &["drift", "--host", "drift-web-typo"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("404") && stderr.contains("no host \"drift-web-typo\"; `portwatch hosts` lists them"),
+        "{stderr}"
+    );
 
     // A proposal from what listens now: refused until a person says who owns what.
     let out = portwatch(&url, &read, &["baseline", "learn", "--host", "drift-web-*"]);
@@ -320,6 +334,16 @@ fn a_baseline_turns_departures_into_findings_and_alerts_with_a_lifecycle() {
     );
     let missing_id = alert_of(&alerts(&url, &read), "missing-listener", Some(missing_port))[0]["id"].to_string();
     assert!(row(&missing_id).contains("open"), "{table}");
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A full listing says that there may be more.
+    let out = portwatch(&url, &read, &["alerts", "--state", "all", "--limit", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    assert!(
+        stderr.contains("showing the newest 1 alerts; --limit to see more"),
+        "{stderr}"
+    );
     drop(expected);
 }
 

@@ -118,9 +118,13 @@ fn agent_and_cli_trusting_the_private_ca_work_over_https_and_others_are_told_why
         portwatch_json(&collector.url, &read_token, &["--ca-file", ca2_str, "hosts"]).ok()
     })
     .expect("the renewed certificate is served after SIGHUP");
+    // The old CA no longer verifies it: the old certificate is no longer served.
+    let old = portwatch_json(&collector.url, &read_token, &["--ca-file", ca_str, "hosts"])
+        .expect_err("the old certificate is no longer served")
+        .to_string();
     assert!(
-        portwatch_json(&collector.url, &read_token, &["--ca-file", ca_str, "hosts"]).is_err(),
-        "the old certificate is no longer served"
+        old.contains("cannot reach the collector") && old.contains("the TLS handshake failed"),
+        "{old}"
     );
 
     // A client without the CA does not trust the certificate, and says what to do.
@@ -134,7 +138,10 @@ fn agent_and_cli_trusting_the_private_ca_work_over_https_and_others_are_told_why
     let out = portwatch(&["--collector", &plain, "--token", &read_token, "hosts"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("cannot reach the collector"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the collector") && stderr.contains("https:// collector addressed as http://"),
+        "{stderr}"
+    );
 
     // A CA file that is not a certificate is refused before any request.
     let out = portwatch(&[

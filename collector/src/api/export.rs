@@ -27,8 +27,10 @@ pub async fn export(
     params: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.require_reader()?;
-    let Query(params) =
-        params.map_err(|e| ApiError::BadRequest(format!("bad query ({e}); format is csv or ndjson")))?;
+    let params = super::error::query(
+        params,
+        "?format=ndjson&since=2026-11-24T00:00:00Z&until=2026-11-25T00:00:00Z (each optional; format is csv or ndjson)",
+    )?;
     let format = params.format.unwrap_or(Format::Ndjson);
     let since = time_param("since", params.since.as_deref())?;
     let until = time_param("until", params.until.as_deref())?;

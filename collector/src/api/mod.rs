@@ -16,10 +16,13 @@
 //! | `GET /api/v1/baseline-log?name=` | read, admin | every change to the baselines: who, when, why |
 //! | `GET /api/v1/baseline-proposal?hosts=GLOB&name=` | read, admin | a baseline file proposed from what listens now |
 //! | `GET /api/v1/drift?host=` | read, admin | findings now, by host |
-//! | `GET /api/v1/alerts?state=&host=&limit=` | read, admin | alerts, newest first (default: open and acknowledged) |
+//! | `GET /api/v1/alerts?state=&host=&limit=` | read, admin | alerts, newest first (default: open and acknowledged; at most `limit`, 1000 unless asked, up to 10000) |
 //! | `POST /api/v1/alerts/{id}/ack` | admin | acknowledge an open alert (`{"comment": ...}`) |
 //! | `GET /api/v1/trends?host=&since=&until=&bucket=hour\|day` | read, admin | listeners over time, new, short-lived, recurring, top ports |
 //! | `GET /metrics` | read, admin (anyone with `[metrics] public`) | the collector's health, OpenMetrics text |
+//!
+//! A host named in the path or in `host=` that the collector has never heard
+//! from is a 404, not an empty answer. Every error body is JSON `{"error": ...}`.
 //!
 //! Times are RFC 3339 (`2026-11-25T03:00:00Z`). Credentials are
 //! `Authorization: Bearer <token>`; an agent token writes only its own
@@ -155,9 +158,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/trends", get(query::trends))
         .route("/metrics", get(query::metrics))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see the API table in README".to_owned()) })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::MethodNotAllowed(format!("{method} is not allowed here; see the API table in README"))
+        })
         .layer(DefaultBodyLimit::max(MAX_DECOMPRESSED_BYTES))
         .layer(RequestDecompressionLayer::new())
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(error::layer_refusals))
         .with_state(state)
 }
 

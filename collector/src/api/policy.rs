@@ -1,13 +1,14 @@
 //! Baselines, drift and alerts over HTTP.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
-use super::{blocking, ApiError, AppState};
+use super::query::require_host;
+use super::{blocking, error, ApiError, AppState};
 use crate::alert::drift::Finding;
 use crate::baseline::{self, Baseline};
 use crate::store::{AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, StoredBaseline};
@@ -33,11 +34,6 @@ pub struct Applied {
     pub listeners: usize,
 }
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>, example: &str) -> Result<T, ApiError> {
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError::BadRequest(format!("{}; send JSON such as {example}", e.body_text())))
-}
-
 /// `POST /api/v1/baselines`: validates and stores a baseline file (admin).
 pub async fn apply(
     State(state): State<AppState>,
@@ -45,7 +41,7 @@ pub async fn apply(
     body: Result<Json<ApplyBody>, JsonRejection>,
 ) -> Result<Json<Applied>, ApiError> {
     caller.require_admin()?;
-    let body = json_body(body, r#"{"source": "<the TOML file>", "comment": "why"}"#)?;
+    let body = error::json(body, r#"{"source": "<the TOML file>", "comment": "why"}"#)?;
     let parsed = baseline::parse(&body.source).map_err(|e| ApiError::BadRequest(format!("baseline: {e}")))?;
     let (store, actor) = (state.store.clone(), caller.name().to_owned());
     let name = parsed.name.clone();
@@ -99,10 +95,12 @@ pub struct CommentParams {
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
-    Query(params): Query<CommentParams>,
+    name: Result<Path<String>, PathRejection>,
+    params: Result<Query<CommentParams>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require_admin()?;
+    let name = error::path(name, "/api/v1/baselines/web")?;
+    let params = error::query(params, "?comment=why")?;
     let (store, actor, n) = (state.store.clone(), caller.name().to_owned(), name.clone());
     let removed =
         blocking(move || store.remove_baseline(&n, &actor, params.comment.as_deref(), Timestamp::now())).await?;
@@ -126,9 +124,10 @@ pub struct LogParams {
 pub async fn log(
     State(state): State<AppState>,
     caller: Caller,
-    Query(params): Query<LogParams>,
+    params: Result<Query<LogParams>, QueryRejection>,
 ) -> Result<Json<Vec<BaselineLogRow>>, ApiError> {
     caller.require_reader()?;
+    let params = error::query(params, "?name=web (optional)")?;
     let store = state.store.clone();
     Ok(Json(
         blocking(move || store.baseline_log(params.name.as_deref())).await?,
@@ -150,7 +149,7 @@ pub async fn learn(
     params: Result<Query<LearnParams>, QueryRejection>,
 ) -> Result<String, ApiError> {
     caller.require_reader()?;
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let params = error::query(params, "?hosts=web-*&name=web (name optional)")?;
     let glob = params
         .hosts
         .filter(|h| !h.trim().is_empty())
@@ -206,9 +205,13 @@ pub struct DriftParams {
 pub async fn drift(
     State(state): State<AppState>,
     caller: Caller,
-    Query(params): Query<DriftParams>,
+    params: Result<Query<DriftParams>, QueryRejection>,
 ) -> Result<Json<Vec<Finding>>, ApiError> {
     caller.require_reader()?;
+    let params = error::query(params, "?host=web-3 (optional)")?;
+    if let Some(host) = &params.host {
+        require_host(&state, host).await?;
+    }
     let evaluator = state.evaluator.clone();
     Ok(Json(
         blocking(move || evaluator.drift(params.host.as_deref(), Timestamp::now())).await?,
@@ -217,6 +220,8 @@ pub async fn drift(
 
 /// Most alerts one listing returns unless asked for fewer.
 const DEFAULT_ALERT_LIMIT: usize = 1000;
+/// Most alerts one listing may ask for.
+const MAX_ALERT_LIMIT: usize = 10_000;
 
 /// `?state=&host=&limit=`
 #[derive(Debug, Deserialize)]
@@ -233,7 +238,7 @@ pub async fn alerts(
     params: Result<Query<AlertParams>, QueryRejection>,
 ) -> Result<Json<Vec<AlertRow>>, ApiError> {
     caller.require_reader()?;
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let params = error::query(params, "?state=open&host=web-3&limit=100 (each optional)")?;
     // `active` (the default): open and acknowledged.
     let (wanted, active_only) = match params.state.as_deref().unwrap_or("active") {
         "active" => (None, true),
@@ -248,6 +253,14 @@ pub async fn alerts(
         },
     };
     let limit = params.limit.unwrap_or(DEFAULT_ALERT_LIMIT);
+    if !(1..=MAX_ALERT_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit={limit}: ask for 1 to {MAX_ALERT_LIMIT} alerts (narrow with state= or host= for older ones)"
+        )));
+    }
+    if let Some(host) = &params.host {
+        require_host(&state, host).await?;
+    }
     let store = state.store.clone();
     let rows = blocking(move || {
         if active_only {
@@ -276,11 +289,12 @@ pub struct AckBody {
 pub async fn ack(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    id: Result<Path<i64>, PathRejection>,
     body: Result<Json<AckBody>, JsonRejection>,
 ) -> Result<Json<AlertRow>, ApiError> {
     caller.require_admin()?;
-    let body = json_body(body, r#"{"comment": "looking into it"}"#)?;
+    let id = error::path(id, "/api/v1/alerts/12/ack, with the alert's number (the ID column)")?;
+    let body = error::json(body, r#"{"comment": "looking into it"}"#)?;
     if body.comment.trim().is_empty() {
         return Err(ApiError::BadRequest(
             "the comment is empty: say what you are doing about it".to_owned(),

@@ -1,5 +1,6 @@
 //! The read side: hosts, what listened where and when, who held a port.
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use jiff::Timestamp;
@@ -7,13 +8,26 @@ use portwatch_common::Proto;
 use serde::Deserialize;
 
 use super::auth::Caller;
-use super::{blocking, blocking_json, ApiError, AppState, JsonBody};
+use super::{blocking, blocking_json, error, ApiError, AppState, JsonBody};
 
 /// `GET /api/v1/hosts`
 pub async fn hosts(State(state): State<AppState>, caller: Caller) -> Result<JsonBody, ApiError> {
     caller.require_reader()?;
     let store = state.store.clone();
     blocking_json(move || store.hosts(Timestamp::now())).await
+}
+
+/// Refuses a host the collector has never heard from: a mistyped name must
+/// not read as a host with nothing open, nothing changed or no drift.
+pub(super) async fn require_host(state: &AppState, host: &str) -> Result<(), ApiError> {
+    let store = state.store.clone();
+    let hosts = blocking(move || store.hosts(Timestamp::now())).await?;
+    match hosts.iter().any(|h| h.host == host) {
+        true => Ok(()),
+        false => Err(ApiError::NotFound(format!(
+            "no host {host:?}; `portwatch hosts` lists them"
+        ))),
+    }
 }
 
 /// `?at=`
@@ -26,11 +40,14 @@ pub struct AtParams {
 pub async fn listeners(
     State(state): State<AppState>,
     caller: Caller,
-    Path(host): Path<String>,
-    Query(params): Query<AtParams>,
+    host: Result<Path<String>, PathRejection>,
+    params: Result<Query<AtParams>, QueryRejection>,
 ) -> Result<JsonBody, ApiError> {
     caller.require_reader()?;
+    let host = error::path(host, "/api/v1/hosts/web-3/listeners")?;
+    let params = error::query(params, "?at=2026-11-25T03:00:00Z")?;
     let at = time_param("at", params.at.as_deref())?.unwrap_or_else(Timestamp::now);
+    require_host(&state, &host).await?;
     let store = state.store.clone();
     blocking_json(move || store.listeners_at(&host, at)).await
 }
@@ -47,10 +64,10 @@ pub struct WhoParams {
 pub async fn who(
     State(state): State<AppState>,
     caller: Caller,
-    params: Result<Query<WhoParams>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<WhoParams>, QueryRejection>,
 ) -> Result<JsonBody, ApiError> {
     caller.require_reader()?;
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let params = error::query(params, "?port=22&proto=tcp&at=2026-11-25T03:00:00Z")?;
     let port = params
         .port
         .ok_or_else(|| ApiError::BadRequest("`port` is required, e.g. /api/v1/who?port=22".to_owned()))?;
@@ -77,13 +94,18 @@ pub struct HistoryParams {
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
-    Path(host): Path<String>,
-    params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+    host: Result<Path<String>, PathRejection>,
+    params: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Result<JsonBody, ApiError> {
     caller.require_reader()?;
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let host = error::path(host, "/api/v1/hosts/web-3/history")?;
+    let params = error::query(
+        params,
+        "?port=8080&since=2026-11-24T00:00:00Z&until=2026-11-25T00:00:00Z (each optional)",
+    )?;
     let since = time_param("since", params.since.as_deref())?;
     let until = time_param("until", params.until.as_deref())?;
+    require_host(&state, &host).await?;
     let store = state.store.clone();
     blocking_json(move || store.history(&host, params.port, since, until)).await
 }
@@ -114,14 +136,21 @@ pub struct DiffParams {
 pub async fn diff(
     State(state): State<AppState>,
     caller: Caller,
-    Path(host): Path<String>,
-    Query(params): Query<DiffParams>,
+    host: Result<Path<String>, PathRejection>,
+    params: Result<Query<DiffParams>, QueryRejection>,
 ) -> Result<Json<crate::diff::Diff>, ApiError> {
     caller.require_reader()?;
+    let host = error::path(host, "/api/v1/hosts/web-3/diff")?;
+    let params = error::query(
+        params,
+        "?from=2026-11-24T00:00:00Z&to=2026-11-25T00:00:00Z or ?vs_host=web-4",
+    )?;
     let store = state.store.clone();
     match (params.vs_host, params.from) {
         (Some(other), None) => {
             let at = time_param("at", params.at.as_deref())?.unwrap_or_else(Timestamp::now);
+            require_host(&state, &host).await?;
+            require_host(&state, &other).await?;
             let (a, b) =
                 blocking(move || Ok((store.listeners_at(&host, at)?, store.listeners_at(&other, at)?))).await?;
             Ok(Json(crate::diff::between_hosts(&a, &b)))
@@ -129,6 +158,7 @@ pub async fn diff(
         (None, Some(from)) => {
             let from = time_param("from", Some(&from))?.unwrap_or_else(Timestamp::now);
             let to = time_param("to", params.to.as_deref())?.unwrap_or_else(Timestamp::now);
+            require_host(&state, &host).await?;
             let (a, b) =
                 blocking(move || Ok((store.listeners_at(&host, from)?, store.listeners_at(&host, to)?))).await?;
             Ok(Json(crate::diff::between_moments(&a, &b)))
@@ -168,11 +198,14 @@ pub struct TrendParams {
 pub async fn trends(
     State(state): State<AppState>,
     caller: Caller,
-    params: Result<Query<TrendParams>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<TrendParams>, QueryRejection>,
 ) -> Result<Json<crate::trend::Trends>, ApiError> {
     use crate::trend::Builder;
     caller.require_reader()?;
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let params = error::query(
+        params,
+        "?host=web-3&bucket=hour&since=2026-11-24T00:00:00Z&until=2026-11-25T00:00:00Z (each optional)",
+    )?;
     let (bucket, default_span) = match params.bucket.as_deref().unwrap_or("hour") {
         "hour" => (
             std::time::Duration::from_secs(3600),
@@ -192,6 +225,9 @@ pub async fn trends(
             .map_err(|_| ApiError::BadRequest(format!("until = {until} is too early; give a later one")))?,
     };
     let mut builder = Builder::new(since, until, bucket).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if let Some(host) = &params.host {
+        require_host(&state, host).await?;
+    }
     let store = state.store.clone();
     let trends = blocking(move || {
         match params.host.as_deref() {

@@ -21,7 +21,9 @@ impl Client {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("--collector {base:?}: write a URL such as http://127.0.0.1:7878");
         }
-        let agent = portwatch_common::client::http_agent(ca_file, std::time::Duration::from_secs(30))?;
+        // Quick to say the collector is unreachable, patient with a slow
+        // answer, and no bound on a body that keeps coming (an export).
+        let agent = portwatch_common::client::http_agent_with(ca_file, portwatch_common::client::Timeouts::QUERY)?;
         Ok(Client {
             base: base.trim_end_matches('/').to_owned(),
             token: token.map(str::to_owned),
@@ -50,8 +52,15 @@ impl Client {
         query.extend(until.map(|t| ("until", t.to_string())));
         let mut response = self.call("/api/v1/export", &query)?;
         let mut body = response.body_mut().as_reader();
-        std::io::copy(&mut body, out)
-            .context("the export was cut short (the collector's log says why); do not use the partial output")
+        std::io::copy(&mut body, out).map_err(|e| {
+            let why = match e.get_ref().and_then(|inner| inner.downcast_ref::<ureq::Error>()) {
+                Some(u @ ureq::Error::Timeout(_)) => portwatch_common::client::advice(u),
+                _ => "the collector's log says why",
+            };
+            anyhow::Error::new(e).context(format!(
+                "the export was cut short ({why}); do not use the partial output"
+            ))
+        })
     }
 
     /// A successful response to `GET path?query`, or an error saying what to do.
@@ -98,7 +107,11 @@ impl Client {
     ) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
         let mut response = result.map_err(|e| {
             let advice = portwatch_common::client::advice(&e);
-            anyhow::Error::new(e).context(format!("cannot reach the collector at {} ({advice})", self.base))
+            let what = match portwatch_common::client::reached(&e) {
+                true => "no answer in time from the collector at",
+                false => "cannot reach the collector at",
+            };
+            anyhow::Error::new(e).context(format!("{what} {} ({advice})", self.base))
         })?;
         let status = response.status();
         if status.is_success() {
@@ -219,8 +232,8 @@ impl Client {
     }
 
     /// `GET /api/v1/alerts`
-    pub fn alerts(&self, state: &str, host: Option<&str>) -> anyhow::Result<Vec<AlertRow>> {
-        let mut query = vec![("state", state.to_owned())];
+    pub fn alerts(&self, state: &str, host: Option<&str>, limit: usize) -> anyhow::Result<Vec<AlertRow>> {
+        let mut query = vec![("state", state.to_owned()), ("limit", limit.to_string())];
         query.extend(host.map(|h| ("host", h.to_owned())));
         self.get("/api/v1/alerts", &query)
     }

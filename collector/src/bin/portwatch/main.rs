@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
+use portwatch_collector::alert::drift::Kind;
 use portwatch_collector::store::BaselineAction;
 
 use client::Client;
@@ -151,6 +152,9 @@ enum Command {
         /// Only this host's.
         #[arg(long)]
         host: Option<String>,
+        /// At most this many, newest first (the collector gives at most 10000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
     },
     /// Trends: listeners over time, new ports, short-lived and recurring listeners, top ports.
     ///
@@ -317,10 +321,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if cli.json {
                 render::json(&mut out, &findings)?;
             } else {
-                render::findings(&mut out, &findings)?;
+                // "No drift" means something only if some baseline is applied.
+                let only_unbaselined = findings.iter().all(|f| f.kind == Kind::Unbaselined);
+                let baselines_applied = !only_unbaselined || !client.baselines()?.is_empty();
+                render::findings(&mut out, &findings, baselines_applied)?;
             }
         }
-        Command::Alerts { action, state, host } => match action {
+        Command::Alerts {
+            action,
+            state,
+            host,
+            limit,
+        } => match action {
             Some(AlertsCommand::Ack { id, comment }) => {
                 let alert = client.ack(*id, comment)?;
                 if cli.json {
@@ -330,7 +342,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             None => {
-                let alerts = client.alerts(state, host.as_deref())?;
+                let limit = *limit as usize;
+                let alerts = client.alerts(state, host.as_deref(), limit)?;
+                if alerts.len() == limit {
+                    let more = match limit < 10_000 {
+                        true => "--limit to see more",
+                        false => "--state or --host to see others",
+                    };
+                    eprintln!("portwatch: showing the newest {limit} alerts; {more}");
+                }
                 if cli.json {
                     render::json(&mut out, &alerts)?;
                 } else {

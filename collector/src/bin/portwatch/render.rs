@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
-use portwatch_collector::alert::drift::Finding;
+use portwatch_collector::alert::drift::{Finding, Kind};
 use portwatch_collector::api::BaselineView;
 use portwatch_collector::store::{AlertRow, AlertState, BaselineLogRow, HostRow, HostStatus, ListenerRow};
 use portwatch_common::process::summary;
@@ -154,10 +154,17 @@ pub fn diff(out: &mut impl Write, diff: &portwatch_collector::diff::Diff, tz: &T
     )
 }
 
-/// Drift findings as a table, most serious first.
-pub fn findings(out: &mut impl Write, findings: &[Finding]) -> io::Result<()> {
+/// Drift findings as a table, most serious first; `baselines_applied`:
+/// whether the collector has any baseline at all.
+pub fn findings(out: &mut impl Write, findings: &[Finding], baselines_applied: bool) -> io::Result<()> {
     if findings.is_empty() {
-        return writeln!(out, "no drift: every host is as its baselines say");
+        return match baselines_applied {
+            true => writeln!(out, "no drift: every host is as its baselines say"),
+            false => writeln!(
+                out,
+                "no drift (no baseline applied yet: `portwatch baseline learn --host GLOB` proposes one)"
+            ),
+        };
     }
     let mut sorted: Vec<&Finding> = findings.iter().collect();
     sorted.sort_by(|a, b| (b.severity, &a.host, a.kind).cmp(&(a.severity, &b.host, b.kind)));
@@ -176,7 +183,26 @@ pub fn findings(out: &mut impl Write, findings: &[Finding]) -> io::Result<()> {
             ]
         })
         .collect();
-    table(out, &["SEVERITY", "KIND", "HOST", "PORT", "WHAT"], &rows)
+    table(out, &["SEVERITY", "KIND", "HOST", "PORT", "WHAT"], &rows)?;
+    let mut unbaselined: Vec<&str> = findings
+        .iter()
+        .filter(|f| f.kind == Kind::Unbaselined)
+        .map(|f| f.host.as_str())
+        .collect();
+    unbaselined.sort_unstable();
+    unbaselined.dedup();
+    if !unbaselined.is_empty() {
+        let none = match baselines_applied {
+            true => "no baseline covers",
+            false => "no baseline is applied yet, so none covers",
+        };
+        writeln!(
+            out,
+            "\n{none} {}: their listeners are listed, not judged; `portwatch baseline learn --host GLOB` proposes one",
+            unbaselined.join(", ")
+        )?;
+    }
+    Ok(())
 }
 
 /// Alerts as a table.
@@ -350,4 +376,64 @@ pub fn trends(out: &mut impl Write, t: &portwatch_collector::trend::Trends, tz: 
         .map(|p| vec![format!("{}/{}", p.proto.as_str(), p.port), p.hosts.to_string()])
         .collect();
     table(out, &["PORT", "HOSTS"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use portwatch_collector::alert::drift::{Finding, Kind};
+
+    fn unbaselined(host: &str, port: u16) -> Finding {
+        Finding {
+            kind: Kind::Unbaselined,
+            severity: Kind::Unbaselined.severity(),
+            host: host.into(),
+            key: format!("unbaselined:tcp:{port}"),
+            message: format!("{host}: tcp/{port} held by sshd[1] (no baseline covers this host)"),
+            proto: Some(portwatch_common::Proto::Tcp),
+            local_addr: None,
+            local_port: Some(port),
+            processes: None,
+            baseline: None,
+            expected: None,
+            owner: None,
+            reason: None,
+        }
+    }
+
+    fn render(findings: &[Finding], baselines_applied: bool) -> String {
+        let mut out = Vec::new();
+        super::findings(&mut out, findings, baselines_applied).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn no_drift_without_any_baseline_does_not_claim_the_hosts_match_their_baselines() {
+        assert_eq!(render(&[], true), "no drift: every host is as its baselines say\n");
+        let none = render(&[], false);
+        assert!(
+            none.starts_with("no drift (no baseline applied yet") && !none.contains("every host"),
+            "{none}"
+        );
+    }
+
+    #[test]
+    fn unbaselined_findings_name_the_hosts_no_baseline_covers() {
+        let text = render(
+            &[
+                unbaselined("web-3", 22),
+                unbaselined("web-3", 80),
+                unbaselined("db-1", 5432),
+            ],
+            true,
+        );
+        assert!(
+            text.contains("no baseline covers db-1, web-3: their listeners are listed, not judged"),
+            "{text}"
+        );
+        let text = render(&[unbaselined("web-3", 22)], false);
+        assert!(
+            text.contains("no baseline is applied yet, so none covers web-3"),
+            "{text}"
+        );
+    }
 }
