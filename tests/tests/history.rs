@@ -384,8 +384,10 @@ fn trends_show_listeners_over_time_new_ports_and_short_lived_listeners() {
     assert_eq!(t["bucket_secs"], 3600);
     let points = t["open_listeners"].as_array().unwrap();
     assert_eq!(points.len(), 25, "24 hours, both ends: {t:#}");
-    // The host's listeners opened a moment ago: none at the earlier boundaries.
+    // The host's listeners opened a moment ago: none at the earlier boundaries, and the
+    // one that stays open (at least) at the last.
     assert_eq!(points[0]["listeners"], 0);
+    assert!(points[24]["listeners"].as_u64().unwrap() >= 1, "{t:#}");
     let short = t["short_lived"].as_array().unwrap();
     assert!(
         short

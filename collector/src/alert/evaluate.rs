@@ -80,12 +80,10 @@ impl Evaluator {
     /// The findings of `host` (every host if `None`) as of `now`, by host,
     /// `unbaselined` listeners included. Blocks on the store.
     pub fn drift(&self, host: Option<&str>, now: Timestamp) -> Result<Vec<Finding>, StoreError> {
-        let hosts: Vec<HostRow> = self
-            .store
-            .hosts(now)?
-            .into_iter()
-            .filter(|h| host.is_none_or(|want| h.host == want))
-            .collect();
+        let hosts: Vec<HostRow> = match host {
+            Some(name) => self.store.host(name, now)?.into_iter().collect(),
+            None => self.store.hosts(now)?,
+        };
         self.drift_of(&hosts, now, true)
     }
 
@@ -134,15 +132,45 @@ impl Evaluator {
         })
     }
 
-    /// Evaluates `hosts` (every host if `None`) and brings their alerts in
-    /// line; what changed. Blocks on the store.
-    pub fn evaluate(&self, hosts: Option<&BTreeSet<String>>, now: Timestamp) -> Result<Vec<AlertEvent>, StoreError> {
-        let rows: Vec<HostRow> = self
-            .store
-            .hosts(now)?
-            .into_iter()
-            .filter(|h| hosts.is_none_or(|set| set.contains(&h.host)))
-            .collect();
+    /// Evaluates `hosts` and brings their alerts in line; what changed.
+    /// Blocks on the store.
+    pub fn evaluate(&self, hosts: Scope, now: Timestamp) -> Result<Vec<AlertEvent>, StoreError> {
+        let rows: Vec<HostRow> = match hosts {
+            Scope::Changed(names) => {
+                let mut rows = Vec::with_capacity(names.len());
+                for name in names {
+                    rows.extend(self.store.host(&name, now)?);
+                }
+                rows
+            }
+            Scope::All => self.store.hosts(now)?,
+            Scope::Timely => {
+                // Only where the passage of time can change a finding: a host
+                // silent (or back), one a baseline covers (a grace period
+                // running out), one with an alert to resolve (a flapping
+                // window passing). Anything else changes only with a report,
+                // which has the host evaluated at once.
+                let applied = self.applied()?;
+                let mut alerting = HashSet::new();
+                for state in [AlertState::Open, AlertState::Acknowledged] {
+                    alerting.extend(
+                        self.store
+                            .alerts(Some(state), None, usize::MAX)?
+                            .into_iter()
+                            .map(|a| a.host),
+                    );
+                }
+                self.store
+                    .hosts(now)?
+                    .into_iter()
+                    .filter(|h| {
+                        h.status == HostStatus::Silent
+                            || alerting.contains(&h.host)
+                            || applied.iter().any(|a| a.baseline.selects(&h.host, &h.tags))
+                    })
+                    .collect()
+            }
+        };
         let findings = self.drift_of(&rows, now, false)?;
         let names: Vec<String> = rows.into_iter().map(|h| h.host).collect();
         self.store.sync_alerts(&names, &findings, now)
@@ -166,6 +194,17 @@ fn log_event(event: &AlertEvent) {
             "alert resolved (the condition cleared): {}", a.message
         ),
     }
+}
+
+/// Which hosts an evaluation looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// These hosts, whose history just changed.
+    Changed(BTreeSet<String>),
+    /// The hosts where time alone can change a finding (the periodic sweep).
+    Timely,
+    /// Every host (after a start, a baseline change, or changes that could not be queued).
+    All,
 }
 
 /// Hands alert events on: to the log, and a nudge to the webhooks (which
@@ -204,10 +243,16 @@ pub async fn run(
 ) {
     let mut sweep = tokio::time::interval(evaluator.sweep_every());
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first sweep (right after a start) looks at every host, and so does
+    // the next one after an evaluation failed.
+    let mut full_due = true;
     loop {
-        let hosts = tokio::select! {
-            _ = sweep.tick() => None,
-            _ = sweep_now.notified() => None,
+        let scope = tokio::select! {
+            _ = sweep.tick() => match std::mem::take(&mut full_due) {
+                true => Scope::All,
+                false => Scope::Timely,
+            },
+            _ = sweep_now.notified() => Scope::All,
             first = changed.recv() => {
                 let Some(first) = first else { break };
                 tokio::time::sleep(DEBOUNCE).await;
@@ -215,15 +260,21 @@ pub async fn run(
                 while let Ok(more) = changed.try_recv() {
                     set.insert(more);
                 }
-                Some(set)
+                Scope::Changed(set)
             }
         };
         let ev = evaluator.clone();
-        let result = tokio::task::spawn_blocking(move || ev.evaluate(hosts.as_ref(), Timestamp::now())).await;
+        let result = tokio::task::spawn_blocking(move || ev.evaluate(scope, Timestamp::now())).await;
         match result {
             Ok(Ok(events)) => notifier.notify(events),
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot evaluate drift; retrying at the next change or sweep"),
-            Err(e) => tracing::error!(error = %e, "drift evaluation failed"),
+            Ok(Err(e)) => {
+                full_due = true;
+                tracing::error!(error = %e, "cannot evaluate drift; every host is evaluated at the next sweep");
+            }
+            Err(e) => {
+                full_due = true;
+                tracing::error!(error = %e, "drift evaluation failed; every host is evaluated at the next sweep");
+            }
         }
     }
 }

@@ -80,7 +80,10 @@ async fn store_batch(
     // Committed: have the host evaluated against its baselines. A full queue
     // is caught up by the next sweep.
     if let (Some(host), Some(tx)) = (changed, &state.changed) {
-        let _ = tx.try_send(host);
+        if tx.try_send(host).is_err() {
+            // The queue is full: have every host evaluated instead.
+            state.reevaluate_all();
+        }
     }
     Ok((Json(ack), reports))
 }

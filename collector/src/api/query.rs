@@ -20,11 +20,10 @@ pub async fn hosts(State(state): State<AppState>, caller: Caller) -> Result<Json
 /// Refuses a host the collector has never heard from: a mistyped name must
 /// not read as a host with nothing open, nothing changed or no drift.
 pub(super) async fn require_host(state: &AppState, host: &str) -> Result<(), ApiError> {
-    let store = state.store.clone();
-    let hosts = blocking(move || store.hosts(Timestamp::now())).await?;
-    match hosts.iter().any(|h| h.host == host) {
-        true => Ok(()),
-        false => Err(ApiError::NotFound(format!(
+    let (store, name) = (state.store.clone(), host.to_owned());
+    match blocking(move || store.host(&name, Timestamp::now())).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::NotFound(format!(
             "no host {host:?}; `portwatch hosts` lists them"
         ))),
     }

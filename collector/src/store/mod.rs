@@ -342,6 +342,11 @@ pub trait Store: Send + Sync + 'static {
     /// Every host, by name, with its status as of `now`.
     fn hosts(&self, now: Timestamp) -> Result<Vec<HostRow>, StoreError>;
 
+    /// The host `name`, with its status as of `now`; `None` if it never reported.
+    fn host(&self, name: &str, now: Timestamp) -> Result<Option<HostRow>, StoreError> {
+        Ok(self.hosts(now)?.into_iter().find(|h| h.host == name))
+    }
+
     /// The listeners open on `host` at `at` (opened at or before, not closed
     /// at or before), by port.
     fn listeners_at(&self, host: &str, at: Timestamp) -> Result<Vec<ListenerRow>, StoreError>;

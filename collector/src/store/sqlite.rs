@@ -262,6 +262,88 @@ impl SqliteStore {
         })
     }
 
+    /// Every host, or the one named `name`, with its status as of `now`.
+    fn hosts_named(&self, name: Option<&str>, now: Timestamp) -> Result<Vec<HostRow>, StoreError> {
+        struct RawHost {
+            name: String,
+            first_seen: i64,
+            last_seen: i64,
+            agent_version: Option<String>,
+            interval_ms: i64,
+            os: Option<String>,
+            kernel: Option<String>,
+            boot_time: Option<i64>,
+            tags: String,
+            dropped: i64,
+            listeners: i64,
+        }
+        let raws = self.read(|conn| {
+            const COLUMNS: &str = "h.name, h.first_seen, h.last_seen, h.agent_version, h.interval_ms, h.os, \
+                 h.kernel, h.boot_time, h.tags, h.dropped_reports, \
+                 (SELECT count(*) FROM intervals i WHERE i.host_id = h.id AND i.closed_at IS NULL)";
+            let mut stmt = match name {
+                None => conn.prepare_cached(&format!("SELECT {COLUMNS} FROM hosts h ORDER BY h.name")),
+                Some(_) => conn.prepare_cached(&format!("SELECT {COLUMNS} FROM hosts h WHERE h.name = ?1")),
+            }
+            .map_err(db)?;
+            let params: &[&dyn rusqlite::ToSql] = match &name {
+                None => &[],
+                Some(n) => &[n],
+            };
+            let rows = stmt
+                .query_map(params, |r| {
+                    Ok(RawHost {
+                        name: r.get(0)?,
+                        first_seen: r.get(1)?,
+                        last_seen: r.get(2)?,
+                        agent_version: r.get(3)?,
+                        interval_ms: r.get(4)?,
+                        os: r.get(5)?,
+                        kernel: r.get(6)?,
+                        boot_time: r.get(7)?,
+                        tags: r.get(8)?,
+                        dropped: r.get(9)?,
+                        listeners: r.get(10)?,
+                    })
+                })
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })?;
+        let now = now.as_millisecond();
+        raws.into_iter()
+            .map(|raw| {
+                let interval_ms = from_bits(raw.interval_ms);
+                let judged_by = if interval_ms == 0 {
+                    UNKNOWN_INTERVAL_MS
+                } else {
+                    interval_ms
+                };
+                let silence = i128::from(now) - i128::from(raw.last_seen);
+                let status = if silence >= 3 * i128::from(judged_by) {
+                    HostStatus::Silent
+                } else {
+                    HostStatus::Up
+                };
+                let tags: BTreeMap<String, String> = serde_json::from_str(&raw.tags)
+                    .map_err(|e| corrupt(format_args!("tags of host {}: {e}", raw.name)))?;
+                Ok(HostRow {
+                    status,
+                    first_seen: timestamp(raw.first_seen)?,
+                    last_seen: timestamp(raw.last_seen)?,
+                    agent_version: raw.agent_version,
+                    interval_ms,
+                    os: raw.os,
+                    kernel: raw.kernel,
+                    boot_time: raw.boot_time.map(timestamp).transpose()?,
+                    tags,
+                    listeners: from_bits(raw.listeners),
+                    dropped_reports: from_bits(raw.dropped),
+                    host: raw.name,
+                })
+            })
+            .collect()
+    }
+
     /// The id of host `name`, if it ever reported.
     fn host_id(&self, name: &str) -> Result<Option<i64>, StoreError> {
         self.read(|conn| {
@@ -409,80 +491,11 @@ impl Store for SqliteStore {
     }
 
     fn hosts(&self, now: Timestamp) -> Result<Vec<HostRow>, StoreError> {
-        struct RawHost {
-            name: String,
-            first_seen: i64,
-            last_seen: i64,
-            agent_version: Option<String>,
-            interval_ms: i64,
-            os: Option<String>,
-            kernel: Option<String>,
-            boot_time: Option<i64>,
-            tags: String,
-            dropped: i64,
-            listeners: i64,
-        }
-        let raws = self.read(|conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT h.name, h.first_seen, h.last_seen, h.agent_version, h.interval_ms, h.os, h.kernel,
-                            h.boot_time, h.tags, h.dropped_reports,
-                            (SELECT count(*) FROM intervals i WHERE i.host_id = h.id AND i.closed_at IS NULL)
-                     FROM hosts h ORDER BY h.name",
-                )
-                .map_err(db)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(RawHost {
-                        name: r.get(0)?,
-                        first_seen: r.get(1)?,
-                        last_seen: r.get(2)?,
-                        agent_version: r.get(3)?,
-                        interval_ms: r.get(4)?,
-                        os: r.get(5)?,
-                        kernel: r.get(6)?,
-                        boot_time: r.get(7)?,
-                        tags: r.get(8)?,
-                        dropped: r.get(9)?,
-                        listeners: r.get(10)?,
-                    })
-                })
-                .map_err(db)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(db)
-        })?;
-        let now = now.as_millisecond();
-        raws.into_iter()
-            .map(|raw| {
-                let interval_ms = from_bits(raw.interval_ms);
-                let judged_by = if interval_ms == 0 {
-                    UNKNOWN_INTERVAL_MS
-                } else {
-                    interval_ms
-                };
-                let silence = i128::from(now) - i128::from(raw.last_seen);
-                let status = if silence >= 3 * i128::from(judged_by) {
-                    HostStatus::Silent
-                } else {
-                    HostStatus::Up
-                };
-                let tags: BTreeMap<String, String> = serde_json::from_str(&raw.tags)
-                    .map_err(|e| corrupt(format_args!("tags of host {}: {e}", raw.name)))?;
-                Ok(HostRow {
-                    status,
-                    first_seen: timestamp(raw.first_seen)?,
-                    last_seen: timestamp(raw.last_seen)?,
-                    agent_version: raw.agent_version,
-                    interval_ms,
-                    os: raw.os,
-                    kernel: raw.kernel,
-                    boot_time: raw.boot_time.map(timestamp).transpose()?,
-                    tags,
-                    listeners: from_bits(raw.listeners),
-                    dropped_reports: from_bits(raw.dropped),
-                    host: raw.name,
-                })
-            })
-            .collect()
+        self.hosts_named(None, now)
+    }
+
+    fn host(&self, name: &str, now: Timestamp) -> Result<Option<HostRow>, StoreError> {
+        Ok(self.hosts_named(Some(name), now)?.pop())
     }
 
     fn listeners_at(&self, host: &str, at: Timestamp) -> Result<Vec<ListenerRow>, StoreError> {
