@@ -380,6 +380,14 @@ fn run_sink(store: &dyn Store, sink: &mut dyn Deliver, wake: &Receiver<()>) {
         // of events this sink does not want.
         let mut passed = None;
         for (id, event) in events {
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::error!(sink = %name, event_id = id, error = %e, "alert event skipped");
+                    passed = Some(id);
+                    continue;
+                }
+            };
             if sink.wants(&event) {
                 loop {
                     match sink.deliver(id, &event) {

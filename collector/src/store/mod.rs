@@ -265,6 +265,9 @@ impl AlertEvent {
     }
 }
 
+/// One row of the alert outbox: its id, and the event, or why this build cannot read it.
+pub type OutboxEvent = (i64, Result<AlertEvent, String>);
+
 /// What acknowledging an alert did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AckOutcome {
@@ -434,7 +437,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Alert changes after event `after`, oldest first, at most `limit`,
     /// each with its event id (the sinks' outbox).
-    fn alert_events_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, AlertEvent)>, StoreError>;
+    /// An event this build cannot read (another version wrote it) comes as `Err` with why.
+    fn alert_events_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxEvent>, StoreError>;
 
     /// The last event delivered to `sink`; a sink not seen before starts at the newest event.
     fn sink_cursor(&self, sink: &str) -> Result<i64, StoreError>;

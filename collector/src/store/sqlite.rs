@@ -651,7 +651,7 @@ impl Store for SqliteStore {
         self.ack_alert_impl(id, actor, comment, at)
     }
 
-    fn alert_events_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, AlertEvent)>, StoreError> {
+    fn alert_events_after(&self, after: i64, limit: usize) -> Result<Vec<super::OutboxEvent>, StoreError> {
         self.alert_events_after_impl(after, limit)
     }
 

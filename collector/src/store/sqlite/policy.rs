@@ -324,7 +324,7 @@ impl SqliteStore {
         &self,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<(i64, AlertEvent)>, StoreError> {
+    ) -> Result<Vec<crate::store::OutboxEvent>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let raws: Vec<(i64, String, String)> = self.read(|conn| {
             let mut stmt = conn
@@ -335,19 +335,23 @@ impl SqliteStore {
                 .map_err(db)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
         })?;
-        raws.into_iter()
+        // A row this build cannot read (written by another version) is
+        // handed on as such: the sink logs it and moves past it, rather than
+        // stopping at it.
+        Ok(raws
+            .into_iter()
             .map(|(id, event, alert)| {
-                let alert: AlertRow =
-                    serde_json::from_str(&alert).map_err(|e| corrupt(format!("alert event {id}: {e}")))?;
-                let event = match event.as_str() {
-                    "opened" => AlertEvent::Opened(alert),
-                    "acknowledged" => AlertEvent::Acknowledged(alert),
-                    "resolved" => AlertEvent::Resolved(alert),
-                    other => return Err(corrupt(format!("alert event {other:?}"))),
-                };
-                Ok((id, event))
+                let parsed = serde_json::from_str::<AlertRow>(&alert)
+                    .map_err(|e| format!("alert event {id} cannot be read by this collector: {e}"))
+                    .and_then(|alert| match event.as_str() {
+                        "opened" => Ok(AlertEvent::Opened(alert)),
+                        "acknowledged" => Ok(AlertEvent::Acknowledged(alert)),
+                        "resolved" => Ok(AlertEvent::Resolved(alert)),
+                        other => Err(format!("alert event {id} has an unknown kind {other:?}")),
+                    });
+                (id, parsed)
             })
-            .collect()
+            .collect())
     }
 
     pub(super) fn sink_cursor_impl(&self, sink: &str) -> Result<i64, StoreError> {
@@ -649,5 +653,34 @@ mod tests {
         );
         assert_eq!(store.alerts(Some(AlertState::Resolved), None, 10).unwrap().len(), 1);
         assert_eq!(store.alerts(None, None, 1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_outbox_row_this_build_cannot_read_is_handed_on_as_such_not_an_error_for_all() {
+        let (db, store) = Db::new("outbox");
+        store
+            .sync_alerts(
+                &hosts(&["web-1"]),
+                &[finding(Kind::UnexpectedListener, "web-1", 8080)],
+                t(0),
+            )
+            .unwrap();
+        let conn = Connection::open(db.0.join("c.db")).unwrap();
+        conn.execute(
+            "INSERT INTO alert_events (alert_id, event, at, alert) VALUES (1, 'opened', 0, '{\"from\": \"v9\"}')",
+            [],
+        )
+        .unwrap();
+        store.sync_alerts(&hosts(&["web-1"]), &[], t(10)).unwrap();
+        let events = store.alert_events_after(0, 10).unwrap();
+        let kinds: Vec<Result<&str, bool>> = events
+            .iter()
+            .map(|(_, e)| {
+                e.as_ref()
+                    .map(AlertEvent::name)
+                    .map_err(|e| e.contains("cannot be read"))
+            })
+            .collect();
+        assert_eq!(kinds, vec![Ok("opened"), Err(true), Ok("resolved")]);
     }
 }
