@@ -813,3 +813,54 @@ async fn an_alert_listing_is_capped_at_ten_thousand() {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer.as_array().unwrap().len(), 1, "{answer}");
 }
+
+#[tokio::test]
+async fn drift_is_filtered_by_kind_capped_and_most_serious_first() {
+    let f = fixture("drift-filter");
+    call(
+        &f.app,
+        post(Some(&f.agent), json_body(&snapshot_batch("web-3", &[22, 443, 5432]))),
+    )
+    .await;
+    let kinds = |v: &serde_json::Value| -> Vec<(String, u64)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                (
+                    x["kind"].as_str().unwrap().to_owned(),
+                    x["local_port"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (status, all) = call(&f.app, get(Some(&f.reader), "/api/v1/drift")).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(
+        kinds(&all),
+        [
+            ("risky-port-exposed", 5432),
+            ("unbaselined", 22),
+            ("unbaselined", 443),
+            ("unbaselined", 5432)
+        ]
+        .map(|(k, p)| (k.to_owned(), p))
+    );
+    let (_, risky) = call(
+        &f.app,
+        get(Some(&f.reader), "/api/v1/drift?kind=risky-port-exposed,owner-mismatch"),
+    )
+    .await;
+    assert_eq!(kinds(&risky), vec![("risky-port-exposed".to_owned(), 5432)]);
+    let (_, first) = call(&f.app, get(Some(&f.reader), "/api/v1/drift?limit=1")).await;
+    assert_eq!(kinds(&first), vec![("risky-port-exposed".to_owned(), 5432)]);
+    for (uri, needle) in [
+        ("/api/v1/drift?kind=scary", "use one or more of"),
+        ("/api/v1/drift?limit=0", "1 to 100000"),
+        ("/api/v1/drift?limit=100001", "1 to 100000"),
+    ] {
+        let (status, answer) = call(&f.app, get(Some(&f.reader), uri)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(needle), "{uri}: {answer}");
+    }
+}

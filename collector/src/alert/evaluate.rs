@@ -78,13 +78,13 @@ impl Evaluator {
     }
 
     /// The findings of `host` (every host if `None`) as of `now`, by host,
-    /// `unbaselined` listeners included. Blocks on the store.
-    pub fn drift(&self, host: Option<&str>, now: Timestamp) -> Result<Vec<Finding>, StoreError> {
+    /// `unbaselined` listeners included when `with_info`. Blocks on the store.
+    pub fn drift(&self, host: Option<&str>, with_info: bool, now: Timestamp) -> Result<Vec<Finding>, StoreError> {
         let hosts: Vec<HostRow> = match host {
             Some(name) => self.store.host(name, now)?.into_iter().collect(),
             None => self.store.hosts(now)?,
         };
-        self.drift_of(&hosts, now, true)
+        self.drift_of(&hosts, now, with_info)
     }
 
     /// The findings of `hosts` as of `now`: one history read per host.

@@ -15,7 +15,7 @@
 //! | `DELETE /api/v1/baselines/{name}?comment=` | admin | remove a baseline |
 //! | `GET /api/v1/baseline-log?name=` | read, admin | every change to the baselines: who, when, why |
 //! | `GET /api/v1/baseline-proposal?hosts=GLOB&name=` | read, admin | a baseline file proposed from what listens now |
-//! | `GET /api/v1/drift?host=` | read, admin | findings now, by host |
+//! | `GET /api/v1/drift?host=&kind=&limit=` | read, admin | findings now, most serious first |
 //! | `GET /api/v1/alerts?state=&host=&limit=` | read, admin | alerts, newest first (default: open and acknowledged; at most `limit`, 1000 unless asked, up to 10000) |
 //! | `POST /api/v1/alerts/{id}/ack` | admin | acknowledge an open alert (`{"comment": ...}`) |
 //! | `GET /api/v1/trends?host=&since=&until=&bucket=hour\|day` | read, admin | listeners over time, new, short-lived, recurring, top ports |
@@ -78,6 +78,8 @@ pub struct AppState {
     pub metrics_public: bool,
     /// Valid tokens recently looked up (see [`auth::TokenCache`]).
     tokens: Arc<auth::TokenCache>,
+    /// One on-demand drift computation at a time.
+    drift_gate: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -98,6 +100,7 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             metrics_public: false,
             tokens: Arc::default(),
+            drift_gate: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -122,6 +125,7 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             metrics_public: false,
             tokens: Arc::default(),
+            drift_gate: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         (state, task)
     }

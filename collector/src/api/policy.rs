@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Caller;
 use super::query::require_host;
 use super::{blocking, error, ApiError, AppState};
-use crate::alert::drift::Finding;
+use crate::alert::drift::{Finding, Kind, ALL_KINDS};
 use crate::baseline::{self, Baseline};
 use crate::store::{AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, StoredBaseline};
 
@@ -195,27 +195,69 @@ pub async fn learn(
     Ok(baseline::learn(&name, &glob, &rows, now))
 }
 
-/// `?host=`
+/// `?host=&kind=&limit=`
 #[derive(Debug, Deserialize)]
 pub struct DriftParams {
     host: Option<String>,
+    kind: Option<String>,
+    limit: Option<usize>,
 }
 
-/// `GET /api/v1/drift?host=H`: the findings now, computed on the spot.
+/// Most findings one answer carries unless asked for fewer.
+const DEFAULT_DRIFT_LIMIT: usize = 10_000;
+/// Most findings one answer may carry.
+const MAX_DRIFT_LIMIT: usize = 100_000;
+
+/// `GET /api/v1/drift?host=H&kind=K1,K2&limit=N`: the findings now,
+/// computed on the spot, most serious first. One computation runs at a
+/// time (a fleet-wide one reads every host); others wait for it.
 pub async fn drift(
     State(state): State<AppState>,
     caller: Caller,
     params: Result<Query<DriftParams>, QueryRejection>,
 ) -> Result<Json<Vec<Finding>>, ApiError> {
     caller.require_reader()?;
-    let params = error::query(params, "?host=web-3 (optional)")?;
+    let params = error::query(
+        params,
+        "?host=web-3&kind=risky-port-exposed,owner-mismatch&limit=100 (each optional)",
+    )?;
+    let kinds: Option<Vec<Kind>> = match params.kind.as_deref() {
+        None => None,
+        Some(list) => Some(
+            list.split(',')
+                .map(|k| {
+                    Kind::parse(k.trim()).ok_or_else(|| {
+                        let known: Vec<&str> = ALL_KINDS.iter().map(|k| k.as_str()).collect();
+                        ApiError::BadRequest(format!("kind {k:?}: use one or more of {}", known.join(", ")))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_DRIFT_LIMIT);
+    if !(1..=MAX_DRIFT_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit = {limit}: ask for 1 to {MAX_DRIFT_LIMIT} findings (narrow with host= or kind=)"
+        )));
+    }
     if let Some(host) = &params.host {
         require_host(&state, host).await?;
     }
+    let _turn = state
+        .drift_gate
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError::Internal(format!("drift gate closed: {e}")))?;
     let evaluator = state.evaluator.clone();
-    Ok(Json(
-        blocking(move || evaluator.drift(params.host.as_deref(), Timestamp::now())).await?,
-    ))
+    let with_info = kinds.as_ref().is_none_or(|k| k.contains(&Kind::Unbaselined));
+    let mut findings = blocking(move || evaluator.drift(params.host.as_deref(), with_info, Timestamp::now())).await?;
+    if let Some(kinds) = &kinds {
+        findings.retain(|f| kinds.contains(&f.kind));
+    }
+    findings.sort_by(|a, b| (b.severity, &a.host, a.kind, &a.key).cmp(&(a.severity, &b.host, b.kind, &b.key)));
+    findings.truncate(limit);
+    Ok(Json(findings))
 }
 
 /// Most alerts one listing returns unless asked for fewer.

@@ -226,8 +226,12 @@ impl Client {
     }
 
     /// `GET /api/v1/drift`
-    pub fn drift(&self, host: Option<&str>) -> anyhow::Result<Vec<Finding>> {
-        let query: Vec<(&str, String)> = host.map(|h| ("host", h.to_owned())).into_iter().collect();
+    pub fn drift(&self, host: Option<&str>, kinds: &[String], limit: usize) -> anyhow::Result<Vec<Finding>> {
+        let mut query: Vec<(&str, String)> = host.map(|h| ("host", h.to_owned())).into_iter().collect();
+        if !kinds.is_empty() {
+            query.push(("kind", kinds.join(",")));
+        }
+        query.push(("limit", limit.to_string()));
         self.get("/api/v1/drift", &query)
     }
 

@@ -140,6 +140,12 @@ enum Command {
         /// Only this host.
         #[arg(long)]
         host: Option<String>,
+        /// Only these kinds (repeatable, or comma-separated), e.g. risky-port-exposed,owner-mismatch.
+        #[arg(long, value_delimiter = ',')]
+        kind: Vec<String>,
+        /// At most this many findings, most serious first.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
     },
     /// Alerts raised from drift (default: open and acknowledged ones), or `alerts ack ID -m TEXT`.
     #[command(args_conflicts_with_subcommands = true)]
@@ -316,8 +322,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Baseline { action } => baseline(&client, action, cli.json, &tz, &mut out)?,
-        Command::Drift { host } => {
-            let findings = client.drift(host.as_deref())?;
+        Command::Drift { host, kind, limit } => {
+            let limit = *limit as usize;
+            let findings = client.drift(host.as_deref(), kind, limit)?;
+            if findings.len() == limit {
+                eprintln!(
+                    "portwatch: showing the {limit} most serious findings; --limit, --kind or --host to see others"
+                );
+            }
             if cli.json {
                 render::json(&mut out, &findings)?;
             } else {
