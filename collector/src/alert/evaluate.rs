@@ -196,6 +196,69 @@ fn log_event(event: &AlertEvent) {
     }
 }
 
+/// Niceness of the evaluation thread: drift is background work, and must not
+/// take the CPU from ingest and queries when they need it.
+const EVALUATION_NICENESS: i32 = 10;
+
+/// A thread of its own, at a lower priority, that runs evaluations.
+struct Worker {
+    evaluator: Arc<Evaluator>,
+    jobs: Option<std::sync::mpsc::SyncSender<Job>>,
+}
+
+/// One evaluation and where its answer goes.
+type Job = (Scope, tokio::sync::oneshot::Sender<Result<Vec<AlertEvent>, StoreError>>);
+
+impl Worker {
+    fn start(evaluator: Arc<Evaluator>) -> Worker {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
+        let ev = evaluator.clone();
+        let spawned = std::thread::Builder::new()
+            .name("drift-evaluator".to_owned())
+            .spawn(move || {
+                let tid = rustix::thread::gettid();
+                if let Err(e) = rustix::process::setpriority_process(Some(tid), EVALUATION_NICENESS) {
+                    tracing::debug!(error = %e, "cannot lower the drift evaluator's priority");
+                }
+                for (scope, reply) in rx {
+                    // A panic (a bug) fails this evaluation, not every later one.
+                    let run = std::panic::AssertUnwindSafe(|| ev.evaluate(scope, Timestamp::now()));
+                    let result = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+                        Err(StoreError::Database(
+                            "the drift evaluation panicked (a bug: see the log)".to_owned(),
+                        ))
+                    });
+                    let _ = reply.send(result);
+                }
+            });
+        let jobs = match spawned {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                tracing::warn!(error = %e, "no thread of its own for drift evaluation; using the blocking pool");
+                None
+            }
+        };
+        Worker { evaluator, jobs }
+    }
+
+    async fn evaluate(&self, scope: Scope) -> Result<Vec<AlertEvent>, String> {
+        let Some(jobs) = &self.jobs else {
+            let ev = self.evaluator.clone();
+            return match tokio::task::spawn_blocking(move || ev.evaluate(scope, Timestamp::now())).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("the evaluation failed: {e}")),
+            };
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        jobs.send((scope, reply))
+            .map_err(|_| "the drift evaluator stopped".to_owned())?;
+        match answer.await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("the drift evaluator stopped (a panic? see above)".to_owned()),
+        }
+    }
+}
+
 /// Which hosts an evaluation looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -243,6 +306,7 @@ pub async fn run(
 ) {
     let mut sweep = tokio::time::interval(evaluator.sweep_every());
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let worker = Worker::start(evaluator);
     // The first sweep (right after a start) looks at every host, and so does
     // the next one after an evaluation failed.
     let mut full_due = true;
@@ -263,17 +327,11 @@ pub async fn run(
                 Scope::Changed(set)
             }
         };
-        let ev = evaluator.clone();
-        let result = tokio::task::spawn_blocking(move || ev.evaluate(scope, Timestamp::now())).await;
-        match result {
-            Ok(Ok(events)) => notifier.notify(events),
-            Ok(Err(e)) => {
-                full_due = true;
-                tracing::error!(error = %e, "cannot evaluate drift; every host is evaluated at the next sweep");
-            }
+        match worker.evaluate(scope).await {
+            Ok(events) => notifier.notify(events),
             Err(e) => {
                 full_due = true;
-                tracing::error!(error = %e, "drift evaluation failed; every host is evaluated at the next sweep");
+                tracing::error!(error = %e, "cannot evaluate drift; every host is evaluated at the next sweep");
             }
         }
     }
