@@ -558,19 +558,16 @@ async fn bad_baselines_and_acks_get_a_4xx_that_says_why_and_change_nothing() {
 /// The finding the drift evaluation makes of a listener no baseline entry expects.
 fn unexpected_listener(host: &str, port: u16) -> Finding {
     Finding {
-        kind: Kind::UnexpectedListener,
-        severity: Kind::UnexpectedListener.severity(),
-        host: host.into(),
-        key: format!("unexpected-listener:tcp:0.0.0.0:{port}"),
         message: format!("{host}: tcp/{port} on 0.0.0.0 is in no baseline"),
         proto: Some(Proto::Tcp),
         local_addr: Some("0.0.0.0".parse().unwrap()),
         local_port: Some(port),
         processes: Some("sshd[812]".into()),
-        baseline: None,
-        expected: None,
-        owner: None,
-        reason: None,
+        ..Finding::new(
+            Kind::UnexpectedListener,
+            host,
+            format!("unexpected-listener:tcp:0.0.0.0:{port}"),
+        )
     }
 }
 

@@ -229,7 +229,7 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
     let mut findings = Vec::new();
 
     if view.host.status == HostStatus::Silent {
-        let mut f = finding(Kind::HostSilent, host, format!("host-silent:{host}"));
+        let mut f = Finding::new(Kind::HostSilent, host, format!("host-silent:{host}"));
         f.message = format!(
             "{host}: no report since {} ({}): the agent is stopped, blocked or killed",
             view.host.last_seen,
@@ -353,7 +353,7 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
         if now.duration_since(since) < grace && !view.alerting.contains(&key) {
             continue;
         }
-        let mut f = finding(Kind::MissingListener, host, key);
+        let mut f = Finding::new(Kind::MissingListener, host, key);
         f.proto = Some(entry.proto);
         f.local_port = Some(entry.port_from);
         f.message = format!(
@@ -419,28 +419,32 @@ pub fn before(t: Timestamp, d: Duration) -> Timestamp {
         .unwrap_or(Timestamp::MIN)
 }
 
-fn finding(kind: Kind, host: &str, key: String) -> Finding {
-    Finding {
-        kind,
-        severity: kind.severity(),
-        host: host.to_owned(),
-        key,
-        message: String::new(),
-        proto: None,
-        local_addr: None,
-        local_port: None,
-        processes: None,
-        baseline: None,
-        expected: None,
-        owner: None,
-        reason: None,
+impl Finding {
+    /// A finding of `kind` on `host` for the condition `key`, with the
+    /// kind's severity and nothing else said yet.
+    pub fn new(kind: Kind, host: &str, key: String) -> Finding {
+        Finding {
+            kind,
+            severity: kind.severity(),
+            host: host.to_owned(),
+            key,
+            message: String::new(),
+            proto: None,
+            local_addr: None,
+            local_port: None,
+            processes: None,
+            baseline: None,
+            expected: None,
+            owner: None,
+            reason: None,
+        }
     }
 }
 
 fn listener_finding(kind: Kind, host: &str, l: &Listener) -> Finding {
     let mut key = format!("{}:{host}:{}/{}", kind.as_str(), l.proto.as_str(), l.local_port);
     let _ = write!(key, "@{}:{}", l.netns, l.local_addr);
-    let mut f = finding(kind, host, key);
+    let mut f = Finding::new(kind, host, key);
     f.proto = Some(l.proto);
     f.local_addr = Some(l.local_addr);
     f.local_port = Some(l.local_port);

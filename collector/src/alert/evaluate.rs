@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::drift::{self, Applied, Finding, HostView, Policy};
 use crate::baseline;
-use crate::store::{AlertEvent, AlertState, HostRow, HostStatus, Store, StoreError};
+use crate::store::{AlertEvent, HostRow, HostStatus, Store, StoreError};
 
 /// How long changed hosts are collected before they are evaluated together.
 pub const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -84,19 +84,31 @@ impl Evaluator {
             Some(name) => self.store.host(name, now)?.into_iter().collect(),
             None => self.store.hosts(now)?,
         };
-        self.drift_of(&hosts, now, with_info)
+        self.drift_of(&self.context()?, &hosts, now, with_info)
+    }
+
+    /// What every evaluation reads once: the baselines, and the keys of the
+    /// unresolved alerts by host.
+    fn context(&self) -> Result<Context, StoreError> {
+        let mut alerting: HashMap<String, HashSet<String>> = HashMap::new();
+        for (host, key) in self.store.active_alert_keys()? {
+            alerting.entry(host).or_default().insert(key);
+        }
+        Ok(Context {
+            applied: self.applied()?,
+            alerting,
+        })
     }
 
     /// The findings of `hosts` as of `now`: one history read per host.
-    fn drift_of(&self, hosts: &[HostRow], now: Timestamp, with_info: bool) -> Result<Vec<Finding>, StoreError> {
-        let applied = self.applied()?;
-        let since = drift::before(now, drift::lookback(&applied, &self.policy));
-        let mut alerting: HashMap<String, HashSet<String>> = HashMap::new();
-        for state in [AlertState::Open, AlertState::Acknowledged] {
-            for a in self.store.alerts(Some(state), None, usize::MAX)? {
-                alerting.entry(a.host).or_default().insert(a.key);
-            }
-        }
+    fn drift_of(
+        &self,
+        ctx: &Context,
+        hosts: &[HostRow],
+        now: Timestamp,
+        with_info: bool,
+    ) -> Result<Vec<Finding>, StoreError> {
+        let since = drift::before(now, drift::lookback(&ctx.applied, &self.policy));
         let none = HashSet::new();
         let mut findings = Vec::new();
         for h in hosts {
@@ -107,10 +119,10 @@ impl Evaluator {
                 host: judged.as_ref().unwrap_or(h),
                 listeners: &listeners,
                 recent: &recent,
-                alerting: alerting.get(&h.host).unwrap_or(&none),
+                alerting: ctx.alerting.get(&h.host).unwrap_or(&none),
                 with_info,
             };
-            findings.extend(drift::evaluate(&view, &applied, &self.policy, now));
+            findings.extend(drift::evaluate(&view, &ctx.applied, &self.policy, now));
         }
         Ok(findings)
     }
@@ -135,6 +147,7 @@ impl Evaluator {
     /// Evaluates `hosts` and brings their alerts in line; what changed.
     /// Blocks on the store.
     pub fn evaluate(&self, hosts: Scope, now: Timestamp) -> Result<Vec<AlertEvent>, StoreError> {
+        let ctx = self.context()?;
         let rows: Vec<HostRow> = match hosts {
             Scope::Changed(names) => {
                 let mut rows = Vec::with_capacity(names.len());
@@ -150,28 +163,18 @@ impl Evaluator {
                 // running out), one with an alert to resolve (a flapping
                 // window passing). Anything else changes only with a report,
                 // which has the host evaluated at once.
-                let applied = self.applied()?;
-                let mut alerting = HashSet::new();
-                for state in [AlertState::Open, AlertState::Acknowledged] {
-                    alerting.extend(
-                        self.store
-                            .alerts(Some(state), None, usize::MAX)?
-                            .into_iter()
-                            .map(|a| a.host),
-                    );
-                }
                 self.store
                     .hosts(now)?
                     .into_iter()
                     .filter(|h| {
                         h.status == HostStatus::Silent
-                            || alerting.contains(&h.host)
-                            || applied.iter().any(|a| a.baseline.selects(&h.host, &h.tags))
+                            || ctx.alerting.contains_key(&h.host)
+                            || ctx.applied.iter().any(|a| a.baseline.selects(&h.host, &h.tags))
                     })
                     .collect()
             }
         };
-        let findings = self.drift_of(&rows, now, false)?;
+        let findings = self.drift_of(&ctx, &rows, now, false)?;
         let names: Vec<String> = rows.into_iter().map(|h| h.host).collect();
         self.store.sync_alerts(&names, &findings, now)
     }
@@ -257,6 +260,14 @@ impl Worker {
             Err(_) => Err("the drift evaluator stopped (a panic? see above)".to_owned()),
         }
     }
+}
+
+/// What one evaluation reads once, for every host it looks at.
+struct Context {
+    /// The stored baselines, parsed.
+    applied: Vec<Applied>,
+    /// Keys of the unresolved alerts, by host.
+    alerting: HashMap<String, HashSet<String>>,
 }
 
 /// Which hosts an evaluation looks at.

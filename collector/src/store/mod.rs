@@ -457,6 +457,9 @@ pub trait Store: Send + Sync + 'static {
         host: Option<&str>,
     ) -> Result<Vec<crate::trend::FirstSeen>, StoreError>;
 
+    /// The (host, key) of every unresolved alert.
+    fn active_alert_keys(&self) -> Result<Vec<(String, String)>, StoreError>;
+
     /// The number of unresolved alerts by kind and state.
     fn active_alert_counts(&self) -> Result<Vec<(Kind, AlertState, u64)>, StoreError>;
 }

@@ -710,6 +710,10 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    fn active_alert_keys(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.active_alert_keys_impl()
+    }
+
     fn active_alert_counts(&self) -> Result<Vec<(crate::alert::drift::Kind, AlertState, u64)>, StoreError> {
         self.active_alert_counts_impl()
     }

@@ -384,19 +384,10 @@ mod tests {
 
     fn unbaselined(host: &str, port: u16) -> Finding {
         Finding {
-            kind: Kind::Unbaselined,
-            severity: Kind::Unbaselined.severity(),
-            host: host.into(),
-            key: format!("unbaselined:tcp:{port}"),
             message: format!("{host}: tcp/{port} held by sshd[1] (no baseline covers this host)"),
             proto: Some(portwatch_common::Proto::Tcp),
-            local_addr: None,
             local_port: Some(port),
-            processes: None,
-            baseline: None,
-            expected: None,
-            owner: None,
-            reason: None,
+            ..Finding::new(Kind::Unbaselined, host, format!("unbaselined:tcp:{port}"))
         }
     }
 

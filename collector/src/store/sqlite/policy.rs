@@ -296,6 +296,18 @@ impl SqliteStore {
         })
     }
 
+    pub(super) fn active_alert_keys_impl(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT host, key FROM alerts INDEXED BY alerts_active_by_host WHERE state != 'resolved'",
+                )
+                .map_err(db)?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })
+    }
+
     pub(super) fn active_alert_counts_impl(&self) -> Result<Vec<(Kind, AlertState, u64)>, StoreError> {
         let raws: Vec<(String, String, i64)> = self.read(|conn| {
             let mut stmt = conn
@@ -512,19 +524,10 @@ mod tests {
 
     fn finding(kind: Kind, host: &str, port: u16) -> Finding {
         Finding {
-            kind,
-            severity: kind.severity(),
-            host: host.to_owned(),
-            key: format!("{}:{host}:tcp/{port}", kind.as_str()),
             message: format!("{host}: tcp/{port}"),
             proto: Some(portwatch_common::Proto::Tcp),
-            local_addr: None,
             local_port: Some(port),
-            processes: None,
-            baseline: None,
-            expected: None,
-            owner: None,
-            reason: None,
+            ..Finding::new(kind, host, format!("{}:{host}:tcp/{port}", kind.as_str()))
         }
     }
 
@@ -622,6 +625,11 @@ mod tests {
             .unwrap()
             .is_empty());
 
+        assert_eq!(
+            store.active_alert_keys().unwrap(),
+            vec![("web-1".to_owned(), unexpected.key.clone())],
+            "an acknowledged alert is still active"
+        );
         // Evaluating another host leaves this one's alert alone.
         assert!(store.sync_alerts(&hosts(&["web-2"]), &[], t(35)).unwrap().is_empty());
 
