@@ -30,7 +30,7 @@ impl Filter {
                 socket
                     .processes
                     .iter()
-                    .any(|p| p.name == name || p.exe.as_deref().and_then(|e| e.rsplit('/').next()) == Some(name))
+                    .any(|p| &*p.name == name || p.exe.as_deref().and_then(|e| e.rsplit('/').next()) == Some(name))
             })
             && (!self.exposed || socket.exposure != Exposure::Loopback)
             && self.netns.is_none_or(|ns| ns == socket.netns)

@@ -57,7 +57,7 @@ type Role = (Proto, Family, u16, Exposure);
 /// other names.
 pub fn between_hosts(host: &[ListenerRow], other: &[ListenerRow]) -> Diff {
     fn names(r: &ListenerRow) -> Vec<&str> {
-        let mut n: Vec<&str> = r.listener.processes.iter().map(|p| p.name.as_str()).collect();
+        let mut n: Vec<&str> = r.listener.processes.iter().map(|p| &*p.name).collect();
         n.sort_unstable();
         n.dedup();
         n
@@ -174,8 +174,8 @@ mod tests {
         assert_eq!(d.changed.len(), 1);
         assert_eq!(
             (
-                d.changed[0].before.listener.processes[0].name.as_str(),
-                d.changed[0].after.listener.processes[0].name.as_str()
+                &*d.changed[0].before.listener.processes[0].name,
+                &*d.changed[0].after.listener.processes[0].name
             ),
             ("nginx", "apache2")
         );
@@ -197,6 +197,6 @@ mod tests {
         assert_eq!(ports(&d.opened), vec![6379], "only on web-2");
         assert_eq!(ports(&d.closed), vec![9100], "only on web-1");
         assert_eq!(d.changed.len(), 1);
-        assert_eq!(d.changed[0].after.host, "web-2");
+        assert_eq!(&*d.changed[0].after.host, "web-2");
     }
 }

@@ -66,7 +66,7 @@ pub fn row(format: Format, r: &ListenerRow) -> Vec<u8> {
             let text = |o: &Option<String>| o.clone().unwrap_or_default();
             let l = &r.listener;
             let socket = [
-                r.host.clone(),
+                r.host.to_string(),
                 l.proto.as_str().to_owned(),
                 l.family.as_str().to_owned(),
                 l.local_addr.to_string(),

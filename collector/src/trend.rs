@@ -8,6 +8,7 @@
 //! seen fleet-wide come from the store ([`crate::store::Store::first_seen_ports`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -118,7 +119,7 @@ pub struct Trends {
 }
 
 /// One socket of one host: (host, netns, inode).
-type SocketKey = (String, u64, u64);
+type SocketKey = (Arc<str>, u64, u64);
 
 /// A socket that may be short-lived.
 #[derive(Debug)]
@@ -149,8 +150,8 @@ pub struct Builder {
     /// Sockets that lived less than [`SHORT_LIVED`] so far, until it is
     /// known that no later interval continues them.
     pending: HashMap<SocketKey, Short>,
-    opens_by_hour: BTreeMap<(String, Proto, u16, i8), BTreeSet<jiff::civil::Date>>,
-    open_at_end: BTreeMap<(Proto, u16), BTreeSet<String>>,
+    opens_by_hour: BTreeMap<(Arc<str>, Proto, u16, i8), BTreeSet<jiff::civil::Date>>,
+    open_at_end: BTreeMap<(Proto, u16), BTreeSet<Arc<str>>>,
 }
 
 /// Why a window cannot be summarised.
@@ -260,7 +261,7 @@ impl Builder {
                     let short = Short {
                         proto: l.proto,
                         port: l.local_port,
-                        process: l.processes.first().map(|p| p.name.clone()),
+                        process: l.processes.first().map(|p| p.name.to_string()),
                         opened_at: started,
                         closed_at: closed,
                     };
@@ -293,7 +294,7 @@ impl Builder {
             .short
             .entry((host.to_owned(), s.proto, s.port, s.process.clone()))
             .or_insert_with(|| ShortLived {
-                host: host.to_owned(),
+                host: host.into(),
                 proto: s.proto,
                 port: s.port,
                 process: s.process,
@@ -344,7 +345,7 @@ impl Builder {
             .into_iter()
             .filter(|(_, days)| days.len() >= RECURRING_DAYS)
             .map(|((host, proto, port, hour_utc), days)| Recurring {
-                host,
+                host: host.to_string(),
                 proto,
                 port,
                 hour_utc,
@@ -393,7 +394,7 @@ mod tests {
 
     fn row(host: &str, port: u16, opened: i64, closed: Option<i64>) -> ListenerRow {
         ListenerRow {
-            host: host.to_owned(),
+            host: host.into(),
             listener: Listener {
                 netns: 1,
                 proto: Proto::Tcp,
@@ -407,7 +408,7 @@ mod tests {
                 dual_stack: false,
                 processes: vec![Process {
                     pid: 9,
-                    name: format!("svc{port}"),
+                    name: format!("svc{port}").into(),
                     cmdline: None,
                     exe: None,
                     uid: None,

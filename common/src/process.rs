@@ -1,6 +1,7 @@
 //! A process that holds a socket.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -8,25 +9,29 @@ use serde::{Deserialize, Serialize};
 ///
 /// Every field but `pid` and `name` may be unknown, and is then `None`
 /// (`null` in JSON): unknown is never spelled as 0, -1 or "".
+///
+/// The strings are shared (`Arc<str>`): the same program holds sockets on
+/// many hosts and in many snapshots, and a copy of a process is a copy of
+/// its pid and five pointers, not of five strings.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Process {
     /// Process id, as seen from the scanner's pid namespace.
     pub pid: u32,
     /// Command name (`/proc/<pid>/comm`), at most 15 bytes as the kernel keeps it.
-    pub name: String,
+    pub name: Arc<str>,
     /// Full command line, arguments joined by single spaces; `None` for kernel
     /// threads and zombies, which have none.
-    pub cmdline: Option<String>,
+    pub cmdline: Option<Arc<str>>,
     /// Path of the executable (`/proc/<pid>/exe`); `None` when unreadable.
-    pub exe: Option<String>,
+    pub exe: Option<Arc<str>>,
     /// Effective user id of the process.
     pub uid: Option<u32>,
     /// User name for `uid`, when the system knows one.
-    pub user: Option<String>,
+    pub user: Option<Arc<str>>,
     /// Container id (docker, containerd, CRI-O, podman, kubepods), from the cgroup path.
-    pub container: Option<String>,
+    pub container: Option<Arc<str>>,
     /// systemd unit (`nginx.service`, `session-3.scope`), from the cgroup path.
-    pub unit: Option<String>,
+    pub unit: Option<Arc<str>>,
 }
 
 /// The CSV columns of a process, as every portwatch CSV names them.
@@ -44,10 +49,10 @@ pub const CSV_COLUMNS: [&str; 8] = [
 impl Process {
     /// The values of [`CSV_COLUMNS`], unknown ones empty.
     pub fn csv_fields(&self) -> [String; 8] {
-        let text = |o: &Option<String>| o.clone().unwrap_or_default();
+        let text = |o: &Option<Arc<str>>| o.as_deref().unwrap_or_default().to_owned();
         [
             self.pid.to_string(),
-            self.name.clone(),
+            self.name.to_string(),
             text(&self.cmdline),
             text(&self.exe),
             self.uid.map(|u| u.to_string()).unwrap_or_default(),
@@ -70,10 +75,7 @@ pub fn summary<'a>(processes: impl IntoIterator<Item = &'a Process>) -> String {
             (None, Some(unit)) => format!(" ({unit})"),
             (None, None) => String::new(),
         };
-        groups
-            .entry((p.name.as_str(), place))
-            .or_default()
-            .push(p.pid.to_string());
+        groups.entry((&*p.name, place)).or_default().push(p.pid.to_string());
     }
     if groups.is_empty() {
         return "-".to_owned();
@@ -97,8 +99,8 @@ mod tests {
             exe: None,
             uid: None,
             user: None,
-            container: container.map(str::to_owned),
-            unit: unit.map(str::to_owned),
+            container: container.map(Arc::from),
+            unit: unit.map(Arc::from),
         }
     }
 

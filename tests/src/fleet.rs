@@ -522,11 +522,11 @@ pub fn listener(h: usize, i: usize) -> Listener {
     let pid = 1000 + (i as u32) * 7;
     let process = |pid: u32, name: &str, exe: &str, cmdline: String, user: &str, uid: u32| Process {
         pid,
-        name: name.to_owned(),
-        cmdline: Some(cmdline),
-        exe: Some(exe.to_owned()),
+        name: name.into(),
+        cmdline: Some(cmdline.into()),
+        exe: Some(exe.into()),
         uid: Some(uid),
-        user: Some(user.to_owned()),
+        user: Some(user.into()),
         container: None,
         unit: None,
     };
@@ -540,7 +540,7 @@ pub fn listener(h: usize, i: usize) -> Listener {
                             Some("nginx: master process /usr/sbin/nginx -g daemon on; master_process on;".into());
                         (p.user, p.uid) = (Some("root".into()), Some(0));
                     }
-                    p.unit = Some(s.unit.to_owned());
+                    p.unit = Some(s.unit.into());
                     p
                 })
                 .collect();
@@ -558,9 +558,9 @@ pub fn listener(h: usize, i: usize) -> Listener {
                 1001,
             );
             if i.is_multiple_of(5) {
-                p.container = Some(format!("{:016x}{:048x}", h, i));
+                p.container = Some(format!("{:016x}{:048x}", h, i).into());
             } else {
-                p.unit = Some(format!("{name}.service"));
+                p.unit = Some(format!("{name}.service").into());
             }
             (
                 port,
@@ -589,7 +589,7 @@ pub fn listener(h: usize, i: usize) -> Listener {
         local_port: port,
         inode,
         uid: processes.first().and_then(|p: &Process| p.uid).unwrap_or(0),
-        user: processes.first().and_then(|p| p.user.clone()),
+        user: processes.first().and_then(|p| p.user.as_deref().map(str::to_owned)),
         exposure,
         processes,
     }

@@ -106,7 +106,7 @@ fn scan_json_reports_each_kind_of_listener_with_its_pid() {
         assert_eq!(pids_of(s), vec![l.opened.pid], "socket {i}");
         assert!(s.inode != 0);
         let p = &s.processes[0];
-        assert_eq!(p.name, "pw-listen");
+        assert_eq!(&*p.name, "pw-listen");
         assert!(p.exe.as_deref().is_some_and(|e| e.ends_with("/pw-listen")), "{p:?}");
         assert!(
             p.cmdline.as_deref().is_some_and(|c| c.contains("tcp46:[::]:0")),

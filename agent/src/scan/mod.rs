@@ -430,7 +430,7 @@ impl<O: Os> Scanner<O> {
             }
             match self.os.process(pid) {
                 Some(mut facts) => {
-                    facts.process.user = facts.process.uid.and_then(|uid| self.user(uid)).map(|u| u.to_string());
+                    facts.process.user = facts.process.uid.and_then(|uid| self.user(uid));
                     self.processes.insert(pid, (Arc::new(facts.process), facts.start_time));
                 }
                 // Exited since the walk saw it: it no longer holds anything.
@@ -524,7 +524,7 @@ mod tests {
             Some(ProcessFacts {
                 process: Process {
                     pid,
-                    name: format!("p{pid}"),
+                    name: format!("p{pid}").into(),
                     cmdline: None,
                     exe: None,
                     uid: Some(0),

@@ -18,6 +18,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use portwatch_common::Process;
 use rustix::fs::{openat, readlinkat_raw, Mode, OFlags, RawDir};
@@ -187,13 +188,13 @@ pub fn process_facts(pid: u32) -> Option<ProcessFacts> {
     Some(ProcessFacts {
         process: Process {
             pid,
-            name: stat.comm,
-            cmdline,
-            exe,
+            name: stat.comm.into(),
+            cmdline: cmdline.map(Arc::from),
+            exe: exe.map(Arc::from),
             uid,
             user: None,
-            container: cgroup.container,
-            unit: cgroup.unit,
+            container: cgroup.container.map(Arc::from),
+            unit: cgroup.unit.map(Arc::from),
         },
         start_time: stat.starttime,
     })

@@ -539,7 +539,7 @@ reason = "the site"
     fn row(port: u16, addr: &str, process: &str, user: &str) -> ListenerRow {
         let local_addr: std::net::IpAddr = addr.parse().unwrap();
         ListenerRow {
-            host: "web-1".to_owned(),
+            host: "web-1".into(),
             listener: Listener {
                 netns: 1,
                 proto: Proto::Tcp,
@@ -553,11 +553,11 @@ reason = "the site"
                 dual_stack: false,
                 processes: vec![Process {
                     pid: 100 + u32::from(port),
-                    name: process.to_owned(),
+                    name: process.into(),
                     cmdline: None,
                     exe: None,
                     uid: None,
-                    user: Some(user.to_owned()),
+                    user: Some(user.into()),
                     container: None,
                     unit: None,
                 }],

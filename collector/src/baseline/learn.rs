@@ -34,10 +34,10 @@ pub fn learn(name: &str, hosts: &str, rows: &[ListenerRow], at: jiff::Timestamp)
             user: l.user.clone(),
         };
         let (on, units) = seen.entry(key).or_default();
-        on.insert(row.host.as_str());
-        units.extend(l.processes.iter().filter_map(|p| p.unit.clone()));
+        on.insert(&*row.host);
+        units.extend(l.processes.iter().filter_map(|p| p.unit.as_deref().map(str::to_owned)));
     }
-    let host_count = rows.iter().map(|r| r.host.as_str()).collect::<BTreeSet<_>>().len();
+    let host_count = rows.iter().map(|r| &*r.host).collect::<BTreeSet<_>>().len();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -85,8 +85,8 @@ pub fn learn(name: &str, hosts: &str, rows: &[ListenerRow], at: jiff::Timestamp)
 fn process_name(p: &portwatch_common::Process) -> String {
     let file = p.exe.as_deref().and_then(|e| e.rsplit('/').next());
     match file {
-        Some(f) if p.name.len() >= 15 && f.starts_with(&p.name) => f.to_owned(),
-        _ => p.name.clone(),
+        Some(f) if p.name.len() >= 15 && f.starts_with(&*p.name) => f.to_owned(),
+        _ => p.name.to_string(),
     }
 }
 
@@ -102,7 +102,7 @@ mod tests {
 
     fn row(host: &str, port: u16, exposure: Exposure, name: &str) -> ListenerRow {
         ListenerRow {
-            host: host.to_owned(),
+            host: host.into(),
             listener: portwatch_common::Listener {
                 netns: 1,
                 proto: Proto::Tcp,
@@ -116,13 +116,13 @@ mod tests {
                 dual_stack: false,
                 processes: vec![portwatch_common::Process {
                     pid: 1,
-                    name: name.to_owned(),
+                    name: name.into(),
                     cmdline: None,
                     exe: None,
                     uid: Some(0),
-                    user: Some("root".to_owned()),
+                    user: Some("root".into()),
                     container: None,
-                    unit: Some(format!("{name}.service")),
+                    unit: Some(format!("{name}.service").into()),
                 }],
             },
             opened_at: jiff::Timestamp::UNIX_EPOCH,
@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn a_learned_file_parses_but_is_refused_until_reviewed() {
         let mut long = row("web-1", 7878, Exposure::Loopback, "portwatch-colle");
-        long.listener.processes[0].exe = Some("/usr/bin/portwatch-collector".to_owned());
+        long.listener.processes[0].exe = Some("/usr/bin/portwatch-collector".into());
         let rows = [
             long,
             row("web-1", 443, Exposure::Wildcard, "nginx"),

@@ -369,7 +369,7 @@ impl Entry {
     fn owner_ok(&self, listener: &Listener) -> bool {
         let process_ok = self.process.as_deref().is_none_or(|want| {
             listener.processes.iter().any(|p| {
-                p.name == want
+                &*p.name == want
                     || p.exe
                         .as_deref()
                         .and_then(|exe| exe.rsplit('/').next())
@@ -510,11 +510,11 @@ reason = "exporters"
             dual_stack: false,
             processes: vec![portwatch_common::Process {
                 pid: 7,
-                name: process.to_owned(),
+                name: process.into(),
                 cmdline: None,
-                exe: Some(format!("/usr/lib/bin/{process}")),
+                exe: Some(format!("/usr/lib/bin/{process}").into()),
                 uid: None,
-                user: Some(user.to_owned()),
+                user: Some(user.into()),
                 container: None,
                 unit: None,
             }],
@@ -542,7 +542,7 @@ reason = "exporters"
             Fit::WrongOwner
         );
         let mut by_exe = listener(5432, Exposure::Loopback, "postmaster", "postgres");
-        by_exe.processes[0].exe = Some("/usr/lib/postgresql/15/bin/postgres".to_owned());
+        by_exe.processes[0].exe = Some("/usr/lib/postgresql/15/bin/postgres".into());
         assert_eq!(pg.fit(&by_exe), Fit::Matches);
         let mut unattributed = listener(5432, Exposure::Loopback, "postgres", "postgres");
         unattributed.processes.clear();

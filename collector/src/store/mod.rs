@@ -12,6 +12,7 @@
 pub mod sqlite;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use portwatch_common::wire::{Ack, Batch};
@@ -25,8 +26,9 @@ use crate::alert::drift::{Finding, Kind, Severity};
 /// stand beside `host`, `opened_at` and `closed_at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerRow {
-    /// Host name.
-    pub host: String,
+    /// Host name (shared by every row of the host: a fleet-wide answer has
+    /// thousands).
+    pub host: Arc<str>,
     /// The listener: socket and owners.
     #[serde(flatten)]
     pub listener: Listener,

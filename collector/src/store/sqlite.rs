@@ -76,6 +76,9 @@ use super::{
 use crate::alert::drift::Finding;
 
 mod policy;
+mod read;
+
+use read::{listener_key, sorted_by_key, HostCache, IntervalReader, INTERVAL_COLUMNS};
 
 /// The migrations, in order: entry `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -99,10 +102,6 @@ const MAX_GROUP: usize = 256;
 /// (the agent's default).
 const UNKNOWN_INTERVAL_MS: u64 = 10_000;
 
-/// The columns every interval query selects, in [`RawInterval`]'s order.
-const INTERVAL_COLUMNS: &str = "h.name, i.netns, i.proto, i.family, i.addr, i.port, i.inode, i.uid, i.user, \
-     i.exposure, i.dual_stack, i.owners, i.opened_at, i.closed_at";
-
 /// The history store in one SQLite file.
 pub struct SqliteStore {
     /// The file, for opening read connections.
@@ -115,6 +114,8 @@ pub struct SqliteStore {
     queue: Arc<IngestQueue>,
     /// The committer thread, joined on drop.
     committer: Option<std::thread::JoinHandle<()>>,
+    /// Host names by id, for reading intervals.
+    hosts: HostCache,
 }
 
 /// Batches waiting to be committed, and the committer's wake-up call.
@@ -208,6 +209,7 @@ impl SqliteStore {
             readers: Mutex::new(vec![reader]),
             queue,
             committer: Some(committer),
+            hosts: HostCache::default(),
         })
     }
 
@@ -249,16 +251,28 @@ impl SqliteStore {
     }
 
     /// Runs the interval query `sql` (selecting [`INTERVAL_COLUMNS`]) and
-    /// turns its rows into [`ListenerRow`]s.
-    fn query_intervals(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Vec<ListenerRow>, StoreError> {
+    /// returns its rows as [`ListenerRow`]s in `order`.
+    fn query_intervals(
+        &self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+        order: Order,
+    ) -> Result<Vec<ListenerRow>, StoreError> {
         self.read(|conn| {
-            let raws = {
-                let mut stmt = conn.prepare_cached(sql).map_err(db)?;
-                let rows = stmt.query_map(params, RawInterval::from_row).map_err(db)?;
-                rows.collect::<Result<Vec<_>, _>>().map_err(db)?
-            };
-            let mut programs = ProgramReader::new(conn);
-            raws.into_iter().map(|raw| raw.into_row(&mut programs)).collect()
+            let mut reader = IntervalReader::new(conn, &self.hosts);
+            let (mut rows, mut host_ids) = (Vec::new(), Vec::new());
+            let mut stmt = conn.prepare_cached(sql).map_err(db)?;
+            let mut cursor = stmt.query(params).map_err(db)?;
+            while let Some(r) = cursor.next().map_err(db)? {
+                let (row, host_id) = reader.decode(r)?;
+                rows.push(row);
+                host_ids.push(host_id);
+            }
+            Ok(match order {
+                Order::Listener => sorted_by_key(rows, |_, row| listener_key(row)),
+                Order::Opened => sorted_by_key(rows, |_, row| (row.opened_at, listener_key(row))),
+                Order::Host => sorted_by_key(rows, |i, row| (reader.host_rank(host_ids[i]), listener_key(row))),
+            })
         })
     }
 
@@ -504,9 +518,7 @@ impl Store for SqliteStore {
         };
         // Two ranges of `intervals_by_host`: still open, and closed after `at`.
         let sql = listeners_at_sql();
-        let mut rows = self.query_intervals(&sql, &[&host_id, &at.as_millisecond()])?;
-        rows.sort_by_key(listener_order);
-        Ok(rows)
+        self.query_intervals(&sql, &[&host_id, &at.as_millisecond()], Order::Listener)
     }
 
     fn who(&self, port: u16, proto: Option<Proto>, at: Timestamp) -> Result<Vec<ListenerRow>, StoreError> {
@@ -514,10 +526,7 @@ impl Store for SqliteStore {
         // opened_at before any table row is read.
         let sql = who_sql();
         let proto = proto.map(proto_code);
-        let rows = self.query_intervals(&sql, &[&port, &at.as_millisecond(), &proto])?;
-        Ok(sorted_by(rows, |a, b| {
-            (a.host.as_str(), listener_order(a)).cmp(&(b.host.as_str(), listener_order(b)))
-        }))
+        self.query_intervals(&sql, &[&port, &at.as_millisecond(), &proto], Order::Host)
     }
 
     fn history(
@@ -536,9 +545,7 @@ impl Store for SqliteStore {
         let sql = history_sql();
         let since = since.map(Timestamp::as_millisecond);
         let until = until.map(Timestamp::as_millisecond);
-        let mut rows = self.query_intervals(&sql, &[&host_id, &port, &since, &until])?;
-        rows.sort_by_key(|row| (row.opened_at, listener_order(row)));
-        Ok(rows)
+        self.query_intervals(&sql, &[&host_id, &port, &since, &until], Order::Opened)
     }
 
     fn export(
@@ -548,7 +555,7 @@ impl Store for SqliteStore {
         each: &mut dyn FnMut(ListenerRow) -> bool,
     ) -> Result<(), StoreError> {
         let sql = format!(
-            "SELECT {INTERVAL_COLUMNS} FROM intervals i JOIN hosts h ON h.id = i.host_id
+            "SELECT {INTERVAL_COLUMNS} FROM intervals i
              WHERE (?2 IS NULL OR i.opened_at <= ?2) AND (?1 IS NULL OR i.closed_at IS NULL OR i.closed_at >= ?1)
              ORDER BY i.opened_at, i.id"
         );
@@ -557,10 +564,9 @@ impl Store for SqliteStore {
         self.read(|conn| {
             let mut stmt = conn.prepare(&sql).map_err(db)?;
             let mut rows = stmt.query(rusqlite::params![since, until]).map_err(db)?;
-            let mut programs = ProgramReader::new(conn);
+            let mut reader = IntervalReader::new(conn, &self.hosts);
             while let Some(row) = rows.next().map_err(db)? {
-                let raw = RawInterval::from_row(row).map_err(db)?;
-                if !each(raw.into_row(&mut programs)?) {
+                if !each(reader.decode(row)?.0) {
                     break;
                 }
             }
@@ -775,10 +781,10 @@ fn insert_token(conn: &Connection, token: &TokenRow) -> Result<(), StoreError> {
 /// `listeners_at`: two ranges of `intervals_by_host`, still open and closed after `at`.
 fn listeners_at_sql() -> String {
     format!(
-        "SELECT {INTERVAL_COLUMNS} FROM intervals i INDEXED BY intervals_by_host JOIN hosts h ON h.id = i.host_id
+        "SELECT {INTERVAL_COLUMNS} FROM intervals i INDEXED BY intervals_by_host
          WHERE i.host_id = ?1 AND i.closed_at IS NULL AND i.opened_at <= ?2
          UNION ALL
-         SELECT {INTERVAL_COLUMNS} FROM intervals i INDEXED BY intervals_by_host JOIN hosts h ON h.id = i.host_id
+         SELECT {INTERVAL_COLUMNS} FROM intervals i INDEXED BY intervals_by_host
          WHERE i.host_id = ?1 AND i.closed_at > ?2 AND i.opened_at <= ?2"
     )
 }
@@ -787,10 +793,10 @@ fn listeners_at_sql() -> String {
 /// row is read.
 fn who_sql() -> String {
     format!(
-        "SELECT {INTERVAL_COLUMNS} FROM intervals i INDEXED BY intervals_by_port JOIN hosts h ON h.id = i.host_id
+        "SELECT {INTERVAL_COLUMNS} FROM intervals i INDEXED BY intervals_by_port
          WHERE i.port = ?1 AND i.closed_at IS NULL AND i.opened_at <= ?2 AND (?3 IS NULL OR i.proto = ?3)
          UNION ALL
-         SELECT {INTERVAL_COLUMNS} FROM intervals i INDEXED BY intervals_by_port JOIN hosts h ON h.id = i.host_id
+         SELECT {INTERVAL_COLUMNS} FROM intervals i INDEXED BY intervals_by_port
          WHERE i.port = ?1 AND i.closed_at > ?2 AND i.opened_at <= ?2 AND (?3 IS NULL OR i.proto = ?3)"
     )
 }
@@ -799,11 +805,11 @@ fn who_sql() -> String {
 /// a recent window (the drift sweep's) reads little however long the host's history is.
 fn history_sql() -> String {
     format!(
-        "SELECT {INTERVAL_COLUMNS} FROM intervals i INDEXED BY intervals_by_host JOIN hosts h ON h.id = i.host_id
+        "SELECT {INTERVAL_COLUMNS} FROM intervals i INDEXED BY intervals_by_host
          WHERE i.host_id = ?1 AND i.closed_at IS NULL
            AND (?2 IS NULL OR i.port = ?2) AND (?4 IS NULL OR i.opened_at <= ?4)
          UNION ALL
-         SELECT {INTERVAL_COLUMNS} FROM intervals i INDEXED BY intervals_by_host JOIN hosts h ON h.id = i.host_id
+         SELECT {INTERVAL_COLUMNS} FROM intervals i INDEXED BY intervals_by_host
          WHERE i.host_id = ?1 AND i.closed_at >= coalesce(?3, -9223372036854775808)
            AND (?2 IS NULL OR i.port = ?2) AND (?4 IS NULL OR i.opened_at <= ?4)"
     )
@@ -1329,125 +1335,6 @@ impl<'c, 'b> HostWriter<'c, 'b> {
     }
 }
 
-/// An interval row as read, before decoding.
-struct RawInterval {
-    host: String,
-    netns: i64,
-    proto: i64,
-    family: i64,
-    addr: Vec<u8>,
-    port: u16,
-    inode: i64,
-    uid: u32,
-    user: Option<String>,
-    exposure: i64,
-    dual_stack: bool,
-    owners: Vec<u8>,
-    opened_at: i64,
-    closed_at: Option<i64>,
-}
-
-impl RawInterval {
-    /// Reads a row selecting [`INTERVAL_COLUMNS`].
-    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawInterval> {
-        Ok(RawInterval {
-            host: r.get(0)?,
-            netns: r.get(1)?,
-            proto: r.get(2)?,
-            family: r.get(3)?,
-            addr: r.get(4)?,
-            port: r.get(5)?,
-            inode: r.get(6)?,
-            uid: r.get(7)?,
-            user: r.get(8)?,
-            exposure: r.get(9)?,
-            dual_stack: r.get(10)?,
-            owners: r.get(11)?,
-            opened_at: r.get(12)?,
-            closed_at: r.get(13)?,
-        })
-    }
-
-    fn into_row(self, programs: &mut ProgramReader<'_>) -> Result<ListenerRow, StoreError> {
-        let mut processes = Vec::new();
-        let mut pos = 0;
-        while pos < self.owners.len() {
-            let pid = read_varint(&self.owners, &mut pos).and_then(|pid| u32::try_from(pid).ok());
-            let program = read_varint(&self.owners, &mut pos).map(to_bits);
-            let (Some(pid), Some(program)) = (pid, program) else {
-                return Err(corrupt(format_args!("owner list of a listener of host {}", self.host)));
-            };
-            let mut process = programs.get(program)?;
-            process.pid = pid;
-            processes.push(process);
-        }
-        let listener = Listener {
-            netns: from_bits(self.netns),
-            proto: proto_from(self.proto)?,
-            family: family_from(self.family)?,
-            local_addr: addr_from(&self.addr)?,
-            local_port: self.port,
-            inode: from_bits(self.inode),
-            uid: self.uid,
-            user: self.user,
-            exposure: exposure_from(self.exposure)?,
-            dual_stack: self.dual_stack,
-            processes,
-        };
-        Ok(ListenerRow {
-            listener,
-            opened_at: timestamp(self.opened_at)?,
-            closed_at: self.closed_at.map(timestamp).transpose()?,
-            host: self.host,
-        })
-    }
-}
-
-/// Reads programs by id, each once per query.
-struct ProgramReader<'c> {
-    conn: &'c Connection,
-    /// Each program as a process with pid 0.
-    cache: HashMap<i64, Process>,
-}
-
-impl<'c> ProgramReader<'c> {
-    fn new(conn: &'c Connection) -> ProgramReader<'c> {
-        ProgramReader {
-            conn,
-            cache: HashMap::new(),
-        }
-    }
-
-    /// Program `id` as a process with pid 0.
-    fn get(&mut self, id: i64) -> Result<Process, StoreError> {
-        if let Some(process) = self.cache.get(&id) {
-            return Ok(process.clone());
-        }
-        let process = self
-            .conn
-            .prepare_cached("SELECT name, exe, cmdline, uid, user, container, unit FROM programs WHERE id = ?1")
-            .and_then(|mut stmt| {
-                stmt.query_row([id], |r| {
-                    Ok(Process {
-                        pid: 0,
-                        name: r.get(0)?,
-                        exe: r.get(1)?,
-                        cmdline: r.get(2)?,
-                        uid: r.get(3)?,
-                        user: r.get(4)?,
-                        container: r.get(5)?,
-                        unit: r.get(6)?,
-                    })
-                })
-                .optional()
-            })
-            .map_err(db)?
-            .ok_or_else(|| corrupt(format_args!("program {id} is referenced but missing")))?;
-        self.cache.insert(id, process.clone());
-        Ok(process)
-    }
-}
-
 /// A token row as read, before decoding.
 struct RawToken {
     name: String,
@@ -1488,24 +1375,15 @@ impl RawToken {
     }
 }
 
-/// The order of listeners on one host: port, proto, address, then the rest
-/// of what tells two apart.
-/// `rows` sorted (stably) by `compare`, each row moved once: a fleet-wide
-/// answer has thousands of rows of a few hundred bytes, which a merge sort
-/// would move about log2(n) times each.
-fn sorted_by(
-    rows: Vec<ListenerRow>,
-    compare: impl Fn(&ListenerRow, &ListenerRow) -> std::cmp::Ordering,
-) -> Vec<ListenerRow> {
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.sort_by(|&a, &b| compare(&rows[a], &rows[b]));
-    let mut slots: Vec<Option<ListenerRow>> = rows.into_iter().map(Some).collect();
-    order.into_iter().filter_map(|i| slots[i].take()).collect()
-}
-
-fn listener_order(row: &ListenerRow) -> (u16, Proto, IpAddr, u64, u64, Timestamp) {
-    let l = &row.listener;
-    (l.local_port, l.proto, l.local_addr, l.netns, l.inode, row.opened_at)
+/// How the rows of an interval answer are ordered.
+#[derive(Clone, Copy)]
+enum Order {
+    /// A host's listeners: port, proto, address, then the rest.
+    Listener,
+    /// By the time they opened, then as [`Order::Listener`].
+    Opened,
+    /// By host name, then as [`Order::Listener`].
+    Host,
 }
 
 /// A u64 as the i64 with the same bits (SQLite integers are signed).
@@ -1663,12 +1541,12 @@ mod tests {
         Process {
             pid,
             name: name.into(),
-            cmdline: Some(format!("/usr/sbin/{name} -f /etc/{name}/{name}.conf --workers 4")),
-            exe: Some(format!("/usr/sbin/{name}")),
+            cmdline: Some(format!("/usr/sbin/{name} -f /etc/{name}/{name}.conf --workers 4").into()),
+            exe: Some(format!("/usr/sbin/{name}").into()),
             uid: Some(0),
             user: Some("root".into()),
             container: None,
-            unit: Some(format!("{name}.service")),
+            unit: Some(format!("{name}.service").into()),
         }
     }
 
@@ -1878,7 +1756,7 @@ mod tests {
         // Every field comes back as it was sent.
         let rows = store.listeners_at("web-3", ts(150)).unwrap();
         let back = &rows[1];
-        assert_eq!(back.host, "web-3");
+        assert_eq!(&*back.host, "web-3");
         assert_eq!((back.opened_at, back.closed_at), (ts(0), Some(ts(200))));
         assert_eq!(back.listener, web);
 
@@ -2168,6 +2046,46 @@ mod tests {
     }
 
     #[test]
+    fn hosts_registered_after_a_read_are_named_and_ordered_by_name() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let names = |rows: Vec<ListenerRow>| -> Vec<String> { rows.iter().map(|r| r.host.to_string()).collect() };
+        // Registered in an order that is not the names' order, with a read between each, so
+        // every later host is unknown to the host names an earlier read cached.
+        for (i, host) in ["web-2", "db-9", "web-10", "app-1"].into_iter().enumerate() {
+            store
+                .ingest(
+                    &batch(
+                        host,
+                        "s",
+                        vec![snapshot(1, ts(0), vec![listener(22, i as u64 + 1, &[10])])],
+                    ),
+                    ts(0),
+                )
+                .unwrap();
+            assert_eq!(store.who(22, None, ts(1)).unwrap().len(), i + 1);
+        }
+        assert_eq!(
+            names(store.who(22, None, ts(1)).unwrap()),
+            ["app-1", "db-9", "web-10", "web-2"]
+        );
+        let mut exported = Vec::new();
+        store
+            .export(None, None, &mut |row| {
+                exported.push(row);
+                true
+            })
+            .unwrap();
+        let mut exported = names(exported);
+        exported.sort();
+        assert_eq!(exported, ["app-1", "db-9", "web-10", "web-2"]);
+        // A store opened anew (an empty cache) names them the same.
+        drop(store);
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        assert_eq!(names(store.listeners_at("web-10", ts(1)).unwrap()), ["web-10"]);
+    }
+
+    #[test]
     fn who_answers_across_hosts_and_protos() {
         let dir = TempDir::new();
         let store = SqliteStore::open(&dir.db()).unwrap();
@@ -2203,7 +2121,7 @@ mod tests {
                 .who(53, proto, ts(at))
                 .unwrap()
                 .into_iter()
-                .map(|r| (r.host, r.listener.proto))
+                .map(|r| (r.host.to_string(), r.listener.proto))
                 .collect()
         };
         let s = |h: &str| h.to_owned();
@@ -2530,10 +2448,13 @@ mod tests {
         let java = |pid| Process {
             pid,
             name: "java".into(),
-            cmdline: Some(format!(
-                "/usr/bin/java -Xmx4g -cp {} org.example.Main",
-                "/opt/app/lib/x.jar:".repeat(200)
-            )),
+            cmdline: Some(
+                format!(
+                    "/usr/bin/java -Xmx4g -cp {} org.example.Main",
+                    "/opt/app/lib/x.jar:".repeat(200)
+                )
+                .into(),
+            ),
             exe: Some("/usr/lib/jvm/bin/java".into()),
             uid: Some(1000),
             user: Some("app".into()),
@@ -2745,6 +2666,8 @@ mod tests {
     /// Informational, slow (`cargo test --release -p portwatch-collector -- --ignored --nocapture`):
     /// a month of a fleet (`PORTWATCH_BENCH_HOSTS`, 10,000 by default), each host with 20 listeners
     /// and 5 service restarts a day; prints the ingest rate, bytes per change and query latencies.
+    /// With `PORTWATCH_BENCH_DB=FILE` the database is kept there, and a later run that finds it
+    /// measures the queries again without loading it anew.
     #[test]
     #[ignore]
     fn a_month_of_a_large_fleet_is_reported() {
@@ -2752,7 +2675,9 @@ mod tests {
         let hosts: u64 = std::env::var("PORTWATCH_BENCH_HOSTS").map_or(10_000, |v| v.parse().unwrap());
         let (listeners, days, restarts_per_day) = (20u64, 30i64, 5u64);
         let dir = TempDir::new();
-        let path = dir.db();
+        let kept = std::env::var_os("PORTWATCH_BENCH_DB").map(PathBuf::from);
+        let path = kept.clone().unwrap_or_else(|| dir.db());
+        let loaded = kept.as_ref().is_some_and(|p| p.exists());
         let store = SqliteStore::open(&path).unwrap();
         let day = 86_400i64;
         // Service i of host h in generation g: ports 22, 80, 443, ... ; workers share the socket.
@@ -2766,15 +2691,14 @@ mod tests {
             };
             let mut l = listener(port, h * 1_000_000 + i * 10_000 + g, &pids);
             for p in &mut l.processes {
-                p.cmdline = Some(format!(
-                    "/usr/bin/service{i} --config /etc/service{i}/main.conf --listen :{port}"
-                ));
+                p.cmdline =
+                    Some(format!("/usr/bin/service{i} --config /etc/service{i}/main.conf --listen :{port}").into());
             }
             l
         };
         let started = Instant::now();
         let mut changes = 0u64;
-        for h in 0..hosts {
+        for h in (0..hosts).filter(|_| !loaded) {
             let mut generation = vec![0u64; listeners as usize];
             let mut reports = vec![snapshot(
                 1,
@@ -2804,47 +2728,58 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        eprintln!(
-            "fleet: {hosts} hosts, {changes} changes ingested in {elapsed:?} ({:.0} changes/s); {bytes} bytes, \
-             {:.0} bytes per change",
-            changes as f64 / elapsed.as_secs_f64(),
-            bytes as f64 / changes as f64
-        );
-        let measure = |name: &str, query: &mut dyn FnMut(u64) -> usize| {
+        if loaded {
+            eprintln!(
+                "fleet: {hosts} hosts, as loaded before in {} ({bytes} bytes)",
+                path.display()
+            );
+        } else {
+            eprintln!(
+                "fleet: {hosts} hosts, {changes} changes ingested in {elapsed:?} ({:.0} changes/s); {bytes} bytes, \
+                 {:.0} bytes per change",
+                changes as f64 / elapsed.as_secs_f64(),
+                bytes as f64 / changes as f64
+            );
+        }
+        // Each query's time until its rows are in hand (the API frees them after answering),
+        // and the time to render them as JSON as the API does.
+        let measure = |name: &str, query: &mut dyn FnMut(u64) -> Vec<ListenerRow>| {
             let mut times: Vec<_> = (0..200)
                 .map(|n| {
                     let t = Instant::now();
                     let rows = query(n);
-                    (t.elapsed(), rows)
+                    let read = t.elapsed();
+                    let t = Instant::now();
+                    let json = serde_json::to_vec(&rows).unwrap();
+                    (read, t.elapsed(), rows.len(), json.len())
                 })
                 .collect();
+            let rows = times[0].2;
+            let mut renders: Vec<_> = times.iter().map(|t| t.1).collect();
             times.sort();
-            let (p50, p99) = (times[100], times[197]);
+            renders.sort();
             eprintln!(
-                "{name}: p50 {:?} ({} rows), p99 {:?} ({} rows)",
-                p50.0, p50.1, p99.0, p99.1
+                "{name}: {rows} rows, read p50 {:?} p99 {:?}; JSON ({} bytes) p50 {:?} p99 {:?}",
+                times[100].0, times[197].0, times[0].3, renders[100], renders[197]
             );
         };
-        measure("who 22 now", &mut |_| store.who(22, None, ts(0)).unwrap().len());
+        measure("who 22 now", &mut |_| store.who(22, None, ts(0)).unwrap());
         measure("who 22/tcp at a past instant", &mut |n| {
             store
                 .who(22, Some(Proto::Tcp), ts(-(n as i64 % 30) * day - 3600))
                 .unwrap()
-                .len()
         });
         measure("who 8080 at a past instant", &mut |n| {
-            store.who(8080, None, ts(-(n as i64 % 30) * day - 3600)).unwrap().len()
+            store.who(8080, None, ts(-(n as i64 % 30) * day - 3600)).unwrap()
         });
-        measure("who 9999 (nobody) now", &mut |_| {
-            store.who(9999, None, ts(0)).unwrap().len()
-        });
+        measure("who 9999 (nobody) now", &mut |_| store.who(9999, None, ts(0)).unwrap());
         measure("listeners_at a past instant", &mut |n| {
             let host = format!("host-{:05}", n * 7919 % hosts);
-            store.listeners_at(&host, ts(-(n as i64 % 30) * day)).unwrap().len()
+            store.listeners_at(&host, ts(-(n as i64 % 30) * day)).unwrap()
         });
         measure("history of a host", &mut |n| {
             let host = format!("host-{:05}", n * 7919 % hosts);
-            store.history(&host, None, None, None).unwrap().len()
+            store.history(&host, None, None, None).unwrap()
         });
     }
 

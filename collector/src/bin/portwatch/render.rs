@@ -103,7 +103,7 @@ pub fn listeners(
 fn listener_cells(r: &ListenerRow, who: String, tz: &TimeZone) -> Vec<String> {
     let l = &r.listener;
     vec![
-        r.host.clone(),
+        r.host.to_string(),
         l.proto_label().to_owned(),
         l.local_addr.to_string(),
         l.local_port.to_string(),
