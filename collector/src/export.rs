@@ -63,7 +63,7 @@ pub fn row(format: Format, r: &ListenerRow) -> Vec<u8> {
             line
         }
         Format::Csv => {
-            let text = |o: &Option<String>| o.clone().unwrap_or_default();
+            let text = |o: &Option<std::sync::Arc<str>>| o.as_deref().unwrap_or_default().to_owned();
             let l = &r.listener;
             let socket = [
                 r.host.to_string(),

@@ -33,7 +33,7 @@ pub struct Listener {
     /// Uid that created the socket.
     pub uid: u32,
     /// User name for `uid`, when known.
-    pub user: Option<String>,
+    pub user: Option<Arc<str>>,
     /// Who can reach it.
     pub exposure: Exposure,
     /// IPv6 wildcard that also accepts IPv4.
@@ -65,7 +65,7 @@ impl Listener {
             local_port: socket.local_port,
             inode: socket.inode,
             uid: socket.uid,
-            user: socket.user.as_deref().map(str::to_owned),
+            user: socket.user.clone(),
             exposure: socket.exposure,
             dual_stack: socket.dual_stack,
             processes,

@@ -589,7 +589,7 @@ pub fn listener(h: usize, i: usize) -> Listener {
         local_port: port,
         inode,
         uid: processes.first().and_then(|p: &Process| p.uid).unwrap_or(0),
-        user: processes.first().and_then(|p| p.user.as_deref().map(str::to_owned)),
+        user: processes.first().and_then(|p| p.user.clone()),
         exposure,
         processes,
     }

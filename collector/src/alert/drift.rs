@@ -548,7 +548,7 @@ reason = "the site"
                 local_port: port,
                 inode: u64::from(port),
                 uid: 0,
-                user: Some(user.to_owned()),
+                user: Some(user.into()),
                 exposure: portwatch_common::Exposure::of(local_addr),
                 dual_stack: false,
                 processes: vec![Process {

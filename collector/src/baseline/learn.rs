@@ -31,7 +31,7 @@ pub fn learn(name: &str, hosts: &str, rows: &[ListenerRow], at: jiff::Timestamp)
             proto: l.proto,
             bind: l.exposure,
             process: l.processes.first().map(process_name),
-            user: l.user.clone(),
+            user: l.user.as_deref().map(str::to_owned),
         };
         let (on, units) = seen.entry(key).or_default();
         on.insert(&*row.host);
@@ -111,7 +111,7 @@ mod tests {
                 local_port: port,
                 inode: 9,
                 uid: 0,
-                user: Some("root".to_owned()),
+                user: Some("root".into()),
                 exposure,
                 dual_stack: false,
                 processes: vec![portwatch_common::Process {

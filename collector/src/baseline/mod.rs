@@ -505,7 +505,7 @@ reason = "exporters"
             local_port: port,
             inode: 1,
             uid: 0,
-            user: Some(user.to_owned()),
+            user: Some(user.into()),
             exposure,
             dual_stack: false,
             processes: vec![portwatch_common::Process {

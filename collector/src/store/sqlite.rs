@@ -78,7 +78,7 @@ use crate::alert::drift::Finding;
 mod policy;
 mod read;
 
-use read::{listener_key, sorted_by_key, HostCache, IntervalReader, INTERVAL_COLUMNS};
+use read::{HostCache, IntervalReader, Order, INTERVAL_COLUMNS};
 
 /// The migrations, in order: entry `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -260,19 +260,9 @@ impl SqliteStore {
     ) -> Result<Vec<ListenerRow>, StoreError> {
         self.read(|conn| {
             let mut reader = IntervalReader::new(conn, &self.hosts);
-            let (mut rows, mut host_ids) = (Vec::new(), Vec::new());
             let mut stmt = conn.prepare_cached(sql).map_err(db)?;
             let mut cursor = stmt.query(params).map_err(db)?;
-            while let Some(r) = cursor.next().map_err(db)? {
-                let (row, host_id) = reader.decode(r)?;
-                rows.push(row);
-                host_ids.push(host_id);
-            }
-            Ok(match order {
-                Order::Listener => sorted_by_key(rows, |_, row| listener_key(row)),
-                Order::Opened => sorted_by_key(rows, |_, row| (row.opened_at, listener_key(row))),
-                Order::Host => sorted_by_key(rows, |i, row| (reader.host_rank(host_ids[i]), listener_key(row))),
-            })
+            reader.read_all(&mut cursor, order)
         })
     }
 
@@ -566,7 +556,7 @@ impl Store for SqliteStore {
             let mut rows = stmt.query(rusqlite::params![since, until]).map_err(db)?;
             let mut reader = IntervalReader::new(conn, &self.hosts);
             while let Some(row) = rows.next().map_err(db)? {
-                if !each(reader.decode(row)?.0) {
+                if !each(reader.decode(row)?) {
                     break;
                 }
             }
@@ -1196,7 +1186,7 @@ impl<'c, 'b> HostWriter<'c, 'b> {
             port: listener.local_port,
             inode: to_bits(listener.inode),
             uid: listener.uid,
-            user: listener.user.clone(),
+            user: listener.user.as_deref().map(str::to_owned),
             exposure: exposure_code(listener.exposure),
             dual_stack: listener.dual_stack,
             owners,
@@ -1373,17 +1363,6 @@ impl RawToken {
             revoked_at: self.revoked_at.map(timestamp).transpose()?,
         })
     }
-}
-
-/// How the rows of an interval answer are ordered.
-#[derive(Clone, Copy)]
-enum Order {
-    /// A host's listeners: port, proto, address, then the rest.
-    Listener,
-    /// By the time they opened, then as [`Order::Listener`].
-    Opened,
-    /// By host name, then as [`Order::Listener`].
-    Host,
 }
 
 /// A u64 as the i64 with the same bits (SQLite integers are signed).

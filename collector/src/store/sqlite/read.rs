@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use portwatch_common::{Listener, Process, Proto};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{addr_from, corrupt, db, exposure_from, family_from, from_bits, proto_from, read_varint, timestamp};
 use crate::store::{ListenerRow, StoreError};
@@ -31,15 +31,13 @@ pub(super) const INTERVAL_COLUMNS: &str = "i.host_id, i.netns, i.proto, i.family
 /// first sight (with every other new one) into a new snapshot.
 #[derive(Default)]
 pub(super) struct HostNames {
-    by_id: FxHashMap<i64, HostName>,
+    /// Host id to its rank: its place in name order.
+    ranks: FxHashMap<i64, u32>,
+    /// The names in name order (allocated in that order too, so naming a
+    /// sorted answer reads them in sequence).
+    names: Vec<Arc<str>>,
     /// The greatest id read.
     max_id: i64,
-}
-
-struct HostName {
-    name: Arc<str>,
-    /// Position in name order among the hosts of the snapshot.
-    rank: u32,
 }
 
 impl HostNames {
@@ -53,23 +51,31 @@ impl HostNames {
             .map_err(db)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(db)?;
-        let mut names: Vec<(i64, Arc<str>)> = self
-            .by_id
+        let mut all: Vec<(i64, &str)> = self
+            .ranks
             .iter()
-            .map(|(&id, host)| (id, Arc::clone(&host.name)))
-            .chain(added.into_iter().map(|(id, name)| (id, Arc::from(name))))
+            .map(|(&id, &rank)| (id, &*self.names[rank as usize]))
+            .chain(added.iter().map(|(id, name)| (*id, name.as_str())))
             .collect();
-        names.sort_unstable_by(|a, b| a.1.cmp(&b.1));
-        let max_id = names.iter().map(|(id, _)| *id).max().unwrap_or(self.max_id);
-        let by_id = names
-            .into_iter()
-            .enumerate()
-            .map(|(rank, (id, name))| {
-                let rank = u32::try_from(rank).unwrap_or(u32::MAX);
-                (id, HostName { name, rank })
-            })
-            .collect();
-        Ok(HostNames { by_id, max_id })
+        all.sort_unstable_by(|a, b| a.1.cmp(b.1));
+        let mut ranks = FxHashMap::default();
+        ranks.reserve(all.len());
+        let mut names = Vec::with_capacity(all.len());
+        for (rank, (id, name)) in all.iter().enumerate() {
+            let rank = u32::try_from(rank).map_err(|_| corrupt("more than 4 billion hosts"))?;
+            ranks.insert(*id, rank);
+            names.push(Arc::from(*name));
+        }
+        let max_id = added.last().map_or(self.max_id, |(id, _)| *id);
+        Ok(HostNames { ranks, names, max_id })
+    }
+
+    fn rank(&self, id: i64) -> Option<u32> {
+        self.ranks.get(&id).copied()
+    }
+
+    fn name(&self, rank: u32) -> &Arc<str> {
+        &self.names[rank as usize]
     }
 }
 
@@ -87,10 +93,10 @@ impl HostCache {
     /// an error if the database has no such host.
     fn knowing(&self, id: i64, conn: &Connection) -> Result<Arc<HostNames>, StoreError> {
         let mut shared = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        if !shared.by_id.contains_key(&id) {
+        if shared.rank(id).is_none() {
             *shared = Arc::new(shared.extended(conn)?);
         }
-        if !shared.by_id.contains_key(&id) {
+        if shared.rank(id).is_none() {
             return Err(corrupt(format_args!("host {id} is referenced but missing")));
         }
         Ok(Arc::clone(&shared))
@@ -105,6 +111,10 @@ pub(super) struct IntervalReader<'c> {
     hosts: Arc<HostNames>,
     /// Each program read so far, as a process with pid 0.
     programs: FxHashMap<i64, Process>,
+    /// Each user name read so far.
+    users: FxHashSet<Arc<str>>,
+    /// The host of a row decoded by [`Self::decode_unnamed`], until named.
+    unnamed: Arc<str>,
 }
 
 impl<'c> IntervalReader<'c> {
@@ -114,14 +124,29 @@ impl<'c> IntervalReader<'c> {
             cache,
             hosts: cache.current(),
             programs: FxHashMap::default(),
+            users: FxHashSet::default(),
+            unnamed: Arc::from(""),
         }
     }
 
-    /// Decodes one row; also returns its host id, for [`Self::host_rank`].
-    pub(super) fn decode(&mut self, r: &rusqlite::Row<'_>) -> Result<(ListenerRow, i64), StoreError> {
+    /// Decodes one row.
+    pub(super) fn decode(&mut self, r: &rusqlite::Row<'_>) -> Result<ListenerRow, StoreError> {
+        let (mut row, host_id) = self.decode_unnamed(r)?;
+        let rank = self.rank(host_id)?;
+        row.host = Arc::clone(self.hosts.name(rank));
+        Ok(row)
+    }
+
+    /// Decodes one row but for its host's name, which [`Self::finish`] sets;
+    /// also returns the host's id.
+    fn decode_unnamed(&mut self, r: &rusqlite::Row<'_>) -> Result<(ListenerRow, i64), StoreError> {
         let host_id: i64 = r.get(0).map_err(db)?;
-        let host = self.host_name(host_id)?;
-        let processes = self.owners(blob(r, 11)?, &host)?;
+        let processes = self.owners(blob(r, 11)?, host_id)?;
+        let user = match r.get_ref(8).map_err(db)? {
+            ValueRef::Null => None,
+            ValueRef::Text(text) => Some(self.user(text)?),
+            other => return Err(corrupt(format_args!("user of type {:?}", other.data_type()))),
+        };
         let listener = Listener {
             netns: from_bits(r.get(1).map_err(db)?),
             proto: proto_from(r.get(2).map_err(db)?)?,
@@ -130,13 +155,13 @@ impl<'c> IntervalReader<'c> {
             local_port: r.get(5).map_err(db)?,
             inode: from_bits(r.get(6).map_err(db)?),
             uid: r.get(7).map_err(db)?,
-            user: r.get(8).map_err(db)?,
+            user,
             exposure: exposure_from(r.get(9).map_err(db)?)?,
             dual_stack: r.get(10).map_err(db)?,
             processes,
         };
         let row = ListenerRow {
-            host,
+            host: Arc::clone(&self.unnamed),
             listener,
             opened_at: timestamp(r.get(12).map_err(db)?)?,
             closed_at: r.get::<_, Option<i64>>(13).map_err(db)?.map(timestamp).transpose()?,
@@ -144,32 +169,69 @@ impl<'c> IntervalReader<'c> {
         Ok((row, host_id))
     }
 
-    /// The place of host `id` in name order (of the latest snapshot this
-    /// reader took: compare only ranks taken after every row was decoded).
-    pub(super) fn host_rank(&self, id: i64) -> u32 {
-        self.hosts.by_id.get(&id).map_or(u32::MAX, |host| host.rank)
+    /// Every row of `cursor`, named and in `order`.
+    pub(super) fn read_all(
+        &mut self,
+        cursor: &mut rusqlite::Rows<'_>,
+        order: Order,
+    ) -> Result<Vec<ListenerRow>, StoreError> {
+        let (mut rows, mut ids) = (Vec::new(), Vec::new());
+        while let Some(r) = cursor.next().map_err(db)? {
+            let (row, host_id) = self.decode_unnamed(r)?;
+            rows.push(row);
+            ids.push(host_id);
+        }
+        // Ranks are taken once every host of the answer is known (a new one changes them).
+        let ranks = ids
+            .into_iter()
+            .map(|id| self.rank(id))
+            .collect::<Result<Vec<u32>, _>>()?;
+        let mut perm: Vec<usize> = (0..rows.len()).collect();
+        // Every key ends with the row's index: an unstable sort keeps ties in order.
+        match order {
+            Order::Listener => perm.sort_unstable_by_key(|&i| (listener_key(&rows[i]), i)),
+            Order::Opened => perm.sort_unstable_by_key(|&i| (rows[i].opened_at, listener_key(&rows[i]), i)),
+            Order::Host => perm.sort_unstable_by_key(|&i| (ranks[i], listener_key(&rows[i]), i)),
+        }
+        let sorted_ranks: Vec<u32> = perm.iter().map(|&i| ranks[i]).collect();
+        permute(&mut rows, perm);
+        for (row, rank) in rows.iter_mut().zip(sorted_ranks) {
+            row.host = Arc::clone(self.hosts.name(rank));
+        }
+        Ok(rows)
     }
 
-    fn host_name(&mut self, id: i64) -> Result<Arc<str>, StoreError> {
-        if let Some(host) = self.hosts.by_id.get(&id) {
-            return Ok(Arc::clone(&host.name));
+    /// The rank of host `id`, reading hosts registered since the snapshot if need be.
+    fn rank(&mut self, id: i64) -> Result<u32, StoreError> {
+        if let Some(rank) = self.hosts.rank(id) {
+            return Ok(rank);
         }
         self.hosts = self.cache.knowing(id, self.conn)?;
-        match self.hosts.by_id.get(&id) {
-            Some(host) => Ok(Arc::clone(&host.name)),
-            None => Err(corrupt(format_args!("host {id} is referenced but missing"))),
+        self.hosts
+            .rank(id)
+            .ok_or_else(|| corrupt(format_args!("host {id} is referenced but missing")))
+    }
+
+    /// User name `text`, shared with every row that names it.
+    fn user(&mut self, text: &[u8]) -> Result<Arc<str>, StoreError> {
+        let text = std::str::from_utf8(text).map_err(|e| corrupt(format_args!("user name: {e}")))?;
+        if let Some(user) = self.users.get(text) {
+            return Ok(Arc::clone(user));
         }
+        let user: Arc<str> = Arc::from(text);
+        self.users.insert(Arc::clone(&user));
+        Ok(user)
     }
 
     /// The owner list: (pid, program id) varint pairs.
-    fn owners(&mut self, bytes: &[u8], host: &str) -> Result<Vec<Process>, StoreError> {
+    fn owners(&mut self, bytes: &[u8], host_id: i64) -> Result<Vec<Process>, StoreError> {
         let mut processes = Vec::new();
         let mut pos = 0;
         while pos < bytes.len() {
             let pid = read_varint(bytes, &mut pos).and_then(|pid| u32::try_from(pid).ok());
             let program = read_varint(bytes, &mut pos).map(super::to_bits);
             let (Some(pid), Some(program)) = (pid, program) else {
-                return Err(corrupt(format_args!("owner list of a listener of host {host}")));
+                return Err(corrupt(format_args!("owner list of a listener of host {host_id}")));
             };
             let mut process = self.program(program)?;
             process.pid = pid;
@@ -228,16 +290,72 @@ pub(super) fn listener_key(row: &ListenerRow) -> ListenerKey {
     (l.local_port, l.proto, l.local_addr, l.netns, l.inode, row.opened_at)
 }
 
-/// `rows` put in the order of their keys (ties keep their order), each row
-/// moved once: a fleet-wide answer has thousands of rows of a few hundred
-/// bytes, which a merge sort would move about log2(n) times each.
-pub(super) fn sorted_by_key<K: Ord>(
-    rows: Vec<ListenerRow>,
-    key: impl Fn(usize, &ListenerRow) -> K,
-) -> Vec<ListenerRow> {
-    // The index makes every key distinct, so an unstable sort keeps ties in order.
-    let mut order: Vec<(K, usize)> = rows.iter().enumerate().map(|(i, row)| (key(i, row), i)).collect();
-    order.sort_unstable();
-    let mut slots: Vec<Option<ListenerRow>> = rows.into_iter().map(Some).collect();
-    order.into_iter().filter_map(|(_, i)| slots[i].take()).collect()
+/// How the rows of an interval answer are ordered.
+#[derive(Clone, Copy)]
+pub(super) enum Order {
+    /// A host's listeners: port, proto, address, then the rest.
+    Listener,
+    /// By the time they opened, then as [`Order::Listener`].
+    Opened,
+    /// By host name, then as [`Order::Listener`].
+    Host,
+}
+
+/// Puts `rows[perm[i]]` at `i`, in place: each cycle of the permutation is
+/// followed once, so a fleet-wide answer (thousands of rows of a few hundred
+/// bytes) is neither copied whole nor moved log2(n) times by a sort.
+fn permute<T>(rows: &mut [T], mut perm: Vec<usize>) {
+    const DONE: usize = usize::MAX;
+    for start in 0..rows.len() {
+        let mut at = start;
+        while perm[at] != DONE {
+            let from = std::mem::replace(&mut perm[at], DONE);
+            if from == start {
+                break;
+            }
+            rows.swap(at, from);
+            at = from;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::permute;
+
+    #[test]
+    fn permute_puts_each_row_where_the_permutation_says() {
+        // Every permutation of up to 6 elements, and some larger ones made by a fixed LCG.
+        fn all(n: usize) -> Vec<Vec<usize>> {
+            if n == 0 {
+                return vec![vec![]];
+            }
+            let mut out = Vec::new();
+            for p in all(n - 1) {
+                for at in 0..n {
+                    let mut q = p.clone();
+                    q.insert(at, n - 1);
+                    out.push(q);
+                }
+            }
+            out
+        }
+        let mut cases: Vec<Vec<usize>> = (0..=6).flat_map(all).collect();
+        let mut seed = 7u64;
+        for n in [100, 1000] {
+            let mut p: Vec<usize> = (0..n).collect();
+            for i in (1..n).rev() {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                p.swap(i, (seed >> 33) as usize % (i + 1));
+            }
+            cases.push(p);
+        }
+        for perm in cases {
+            let rows: Vec<String> = (0..perm.len()).map(|i| format!("row {i}")).collect();
+            let want: Vec<String> = perm.iter().map(|&i| rows[i].clone()).collect();
+            let mut got = rows.clone();
+            permute(&mut got, perm.clone());
+            assert_eq!(got, want, "{perm:?}");
+        }
+    }
 }
