@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use clap::{Parser, Subcommand};
 use jiff::Timestamp;
 use portwatch_collector::alert::evaluate::Notifier;
@@ -202,15 +203,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(alerts);
         let state = state.metrics_public(config.metrics.public);
         let app = api::router(state).into_make_service();
+        // TCP_NODELAY: an answer streamed in chunks must not wait for the
+        // client's delayed ACK before its last bytes go out (Nagle).
         let served = match tls {
             Some(rustls) => {
                 tokio::spawn(reload_tls_on_sighup(rustls.clone(), config.tls.clone()));
-                axum_server::from_tcp_rustls(listener, rustls)?
+                let acceptor = RustlsAcceptor::new(rustls).acceptor(NoDelayAcceptor::new());
+                axum_server::from_tcp(listener)?
+                    .acceptor(acceptor)
                     .handle(handle)
                     .serve(app)
                     .await
             }
-            None => axum_server::from_tcp(listener)?.handle(handle).serve(app).await,
+            None => {
+                axum_server::from_tcp(listener)?
+                    .acceptor(NoDelayAcceptor::new())
+                    .handle(handle)
+                    .serve(app)
+                    .await
+            }
         };
         served.context("server failed")?;
         tracing::info!("collector stopped");

@@ -861,3 +861,36 @@ async fn drift_is_filtered_by_kind_capped_and_most_serious_first() {
         assert!(answer["error"].as_str().unwrap().contains(needle), "{uri}: {answer}");
     }
 }
+
+#[tokio::test]
+async fn a_long_answer_is_streamed_whole_and_in_order() {
+    let f = fixture("long");
+    // 1,500 hosts with sshd (a streamed fleet-wide answer), one of them with 1,200 ports.
+    for h in 0..1_500 {
+        let host = format!("host-{:04}", 1_499 - h);
+        let ports: Vec<u16> = if h == 0 { (1..=1_200).collect() } else { vec![22] };
+        f.store
+            .ingest(&snapshot_batch(&host, &ports), Timestamp::now())
+            .unwrap();
+    }
+    let (status, who) = call(&f.app, get(Some(&f.reader), "/api/v1/who?port=22")).await;
+    assert_eq!(status, StatusCode::OK, "{who}");
+    let rows = who.as_array().expect("a JSON array");
+    assert_eq!(rows.len(), 1_500);
+    let hosts: Vec<&str> = rows.iter().map(|r| r["host"].as_str().unwrap()).collect();
+    let mut sorted = hosts.clone();
+    sorted.sort_unstable();
+    assert_eq!(hosts, sorted, "fleet-wide rows come in host name order");
+    let stored = f.store.who(22, None, Timestamp::now()).unwrap();
+    assert_eq!(who, serde_json::to_value(&stored).unwrap());
+
+    let (status, listeners) = call(&f.app, get(Some(&f.reader), "/api/v1/hosts/host-1499/listeners")).await;
+    assert_eq!(status, StatusCode::OK, "{listeners}");
+    let ports: Vec<u64> = listeners
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|r| r["local_port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, (1..=1_200).collect::<Vec<u64>>());
+}

@@ -37,6 +37,7 @@ mod query;
 
 use std::sync::Arc;
 
+use axum::body::{Body, Bytes};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -172,73 +173,142 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A JSON answer rendered already.
-pub(crate) struct JsonBody(Vec<u8>);
+/// A JSON answer: rendered whole, or a long one streamed in chunks as it is
+/// rendered.
+pub(crate) enum JsonBody {
+    Whole(Vec<u8>),
+    Streamed(Chunks),
+}
+
+/// The chunks of a streamed answer; an `Err` aborts the response, so that a
+/// client never takes a truncated answer for a whole one.
+type Chunks = tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>;
 
 impl axum::response::IntoResponse for JsonBody {
     fn into_response(self) -> axum::response::Response {
-        ([(axum::http::header::CONTENT_TYPE, "application/json")], self.0).into_response()
+        let body = match self {
+            JsonBody::Whole(bytes) => Body::from(bytes),
+            JsonBody::Streamed(rx) => Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|chunk| (chunk, rx))
+            })),
+        };
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 }
 
-/// Bytes reserved per row of a JSON answer before rendering it (a listener
-/// row with two owners is about 500): a fleet-wide answer is rendered into
-/// one buffer instead of one grown and copied a dozen times.
-const JSON_BYTES_PER_ROW: usize = 512;
+/// Answers of fewer rows are rendered whole; longer ones (a fleet-wide
+/// `who` is 10,000 rows, 4.5 MB) are streamed: the client receives the first
+/// rows while the last are being rendered, and no answer-sized buffer is
+/// allocated.
+const STREAM_ROWS: usize = 1_000;
+
+/// Bytes of JSON in a streamed chunk (at least; a chunk ends with a row).
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Streamed chunks rendered ahead of the connection at most.
+const CHUNKS_AHEAD: usize = 16;
 
 /// Runs a blocking store call off the async runtime and renders its rows as
-/// JSON there too: a fleet-wide answer is megabytes of JSON, tens of
+/// a JSON array there too: a fleet-wide answer is megabytes of JSON, tens of
 /// milliseconds a runtime thread would otherwise not serve other requests.
-/// The rows are freed after the answer is on its way (freeing 10,000 rows
-/// takes several milliseconds).
+/// A long answer is streamed, rendered in two halves on two threads (the
+/// machine a collector runs on has cores to spare); its rows are freed once
+/// the last chunk is on its way.
 async fn blocking_json<T: serde::Serialize + Send + Sync + 'static>(
     f: impl FnOnce() -> Result<Vec<T>, crate::store::StoreError> + Send + 'static,
 ) -> Result<JsonBody, ApiError> {
-    let (rendered, rows) = blocking(move || {
-        let rows = f()?;
-        let out = render_rows(&rows)
-            .map_err(|e| crate::store::StoreError::Database(format!("cannot render the answer: {e}")))?;
-        Ok((out, rows))
-    })
-    .await?;
-    if rows.len() > 100 {
-        tokio::task::spawn_blocking(move || drop(rows));
-    }
-    Ok(JsonBody(rendered))
-}
-
-/// Rows rendered in one go are this many at least before the work is split
-/// in two halves, one on a second thread (a fleet-wide `who` renders
-/// 10,000 rows; the machine a collector runs on has cores to spare).
-const SPLIT_RENDER_ROWS: usize = 2_000;
-
-/// `rows` as one JSON array.
-fn render_rows<T: serde::Serialize + Sync>(rows: &[T]) -> serde_json::Result<Vec<u8>> {
-    let render = |part: &[T]| -> serde_json::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(part.len().saturating_mul(JSON_BYTES_PER_ROW).saturating_add(2));
-        serde_json::to_writer(&mut out, part)?;
-        Ok(out)
-    };
-    if rows.len() < SPLIT_RENDER_ROWS {
-        return render(rows);
-    }
-    let (front, back) = rows.split_at(rows.len() / 2);
-    let (front, back) = std::thread::scope(|scope| {
-        let back = scope.spawn(|| render(back));
-        let front = render(front);
-        // A panic in the other half is re-raised here, as it would be had one thread done both.
-        (
-            front,
-            back.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-        )
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let rows = match f() {
+            Ok(rows) => rows,
+            Err(e) => {
+                let _ = answer.send(Err(ApiError::from(e)));
+                return;
+            }
+        };
+        if rows.len() < STREAM_ROWS {
+            let whole = serde_json::to_vec(&rows)
+                .map(JsonBody::Whole)
+                .map_err(|e| ApiError::Internal(format!("cannot render the answer: {e}")));
+            let _ = answer.send(whole);
+            return;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+        if answer.send(Ok(JsonBody::Streamed(rx))).is_ok() {
+            stream_rows(&rows, &tx);
+        }
     });
-    // "[a,b]" + "[c,d]" -> "[a,b,c,d]": both halves are non-empty arrays.
-    let (mut out, back) = (front?, back?);
-    out.pop();
-    out.push(b',');
-    out.extend_from_slice(&back[1..]);
-    Ok(out)
+    // The task dropped its sender without a word only if it panicked.
+    answered
+        .await
+        .unwrap_or_else(|_| Err(ApiError::Internal("store task failed".to_owned())))
 }
+
+/// Sends `rows` (two or more) as one JSON array in chunks: the front half
+/// rendered on this thread as it is sent, the back half on a second thread
+/// meanwhile, sent after it. A failure (or a panic) midway sends an error,
+/// which aborts the response.
+fn stream_rows<T: serde::Serialize + Sync>(rows: &[T], tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>) {
+    let (front, back) = rows.split_at(rows.len() / 2);
+    let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        std::thread::scope(|scope| {
+            let back = scope.spawn(|| {
+                let mut chunks = Vec::new();
+                render_chunks(back, b',', b"]", &mut |chunk| {
+                    chunks.push(chunk);
+                    true
+                })
+                .map(|_| chunks)
+            });
+            let front = render_chunks(front, b'[', b"", &mut |chunk| tx.blocking_send(Ok(chunk)).is_ok());
+            let back = back.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            match (front?, back?) {
+                (true, chunks) => {
+                    Ok::<_, serde_json::Error>(chunks.into_iter().all(|chunk| tx.blocking_send(Ok(chunk)).is_ok()))
+                }
+                (false, _) => Ok(false),
+            }
+        })
+    }));
+    let failure = match sent {
+        Ok(Ok(_)) => return,
+        Ok(Err(e)) => format!("cannot render the answer: {e}"),
+        Err(_) => "rendering the answer panicked".to_owned(),
+    };
+    tracing::error!(error = %failure, "answer aborted midway");
+    let _ = tx.blocking_send(Err(std::io::Error::other(failure)));
+}
+
+/// Renders `rows` as `open` (`[` or `,`), the rows separated by commas,
+/// then `close`, in chunks of about [`CHUNK_BYTES`] handed to `send`.
+/// Returns whether `send` took every chunk (false: the client is gone).
+fn render_chunks<T: serde::Serialize>(
+    rows: &[T],
+    open: u8,
+    close: &[u8],
+    send: &mut dyn FnMut(Bytes) -> bool,
+) -> serde_json::Result<bool> {
+    let mut chunk = Vec::with_capacity(CHUNK_BYTES + JSON_BYTES_PER_ROW);
+    chunk.push(open);
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            chunk.push(b',');
+        }
+        serde_json::to_writer(&mut chunk, row)?;
+        if chunk.len() >= CHUNK_BYTES {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES + JSON_BYTES_PER_ROW));
+            if !send(Bytes::from(full)) {
+                return Ok(false);
+            }
+        }
+    }
+    chunk.extend_from_slice(close);
+    Ok(chunk.is_empty() || send(Bytes::from(chunk)))
+}
+
+/// Bytes reserved beyond [`CHUNK_BYTES`] for the row that ends a chunk
+/// (a listener row with two owners is about 500).
+const JSON_BYTES_PER_ROW: usize = 1024;
 
 /// Runs a blocking store call off the async runtime.
 async fn blocking<T: Send + 'static>(
@@ -254,19 +324,49 @@ async fn blocking<T: Send + 'static>(
 mod tests {
     use super::*;
 
-    #[test]
-    fn rows_rendered_in_two_halves_make_the_same_json_array() {
-        for n in [
-            0,
-            1,
-            5,
-            SPLIT_RENDER_ROWS - 1,
-            SPLIT_RENDER_ROWS,
-            SPLIT_RENDER_ROWS * 2 + 1,
-        ] {
-            let rows: Vec<(u32, String)> = (0..n as u32).map(|i| (i, format!("row \"{i}\""))).collect();
-            let split = render_rows(&rows).unwrap();
-            assert_eq!(split, serde_json::to_vec(&rows).unwrap(), "{n} rows");
+    /// The body of a streamed answer, as a client would receive it.
+    fn streamed(rows: &[(u32, String)]) -> Vec<u8> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(rows.len() + 2);
+        stream_rows(rows, &tx);
+        drop(tx);
+        let mut body = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            body.extend_from_slice(&chunk.unwrap());
         }
+        body
+    }
+
+    #[test]
+    fn a_streamed_answer_is_the_same_json_array_in_chunks() {
+        for n in [2, 3, STREAM_ROWS, 5 * CHUNK_BYTES / 20 + 1] {
+            let rows: Vec<(u32, String)> = (0..n as u32).map(|i| (i, format!("row \"{i}\""))).collect();
+            assert_eq!(streamed(&rows), serde_json::to_vec(&rows).unwrap(), "{n} rows");
+        }
+    }
+
+    #[test]
+    fn a_streamed_answer_ends_in_an_error_when_rendering_fails() {
+        // A map with non-string keys cannot be JSON: rendering fails in both halves.
+        let bad: Vec<std::collections::BTreeMap<Vec<u8>, u32>> = (0..4)
+            .map(|i| std::collections::BTreeMap::from([(vec![i], 1)]))
+            .collect();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        stream_rows(&bad, &tx);
+        drop(tx);
+        let mut last = None;
+        while let Ok(chunk) = rx.try_recv() {
+            last = Some(chunk);
+        }
+        let err = last.expect("a chunk").expect_err("the stream ends in an error");
+        assert!(err.to_string().contains("cannot render the answer"), "{err}");
+    }
+
+    #[test]
+    fn a_streamed_answer_stops_when_the_client_is_gone() {
+        let rows: Vec<(u32, String)> = (0..5_000).map(|i| (i, "x".repeat(100))).collect();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        drop(rx);
+        // Returns (rather than blocking on a full channel nobody reads).
+        stream_rows(&rows, &tx);
     }
 }
