@@ -321,13 +321,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// A running collector, stopped with SIGTERM (or killed on drop).
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Server {
-    fn start(binary: &Path, db: &Path) -> anyhow::Result<Server> {
+    pub(crate) fn start(binary: &Path, db: &Path) -> anyhow::Result<Server> {
         let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
@@ -355,7 +355,7 @@ impl Server {
     }
 
     /// SIGTERM, then wait (the store closes: its WAL is checkpointed).
-    fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
         let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
         let status = self.child.wait()?;
@@ -595,11 +595,11 @@ pub fn listener(h: usize, i: usize) -> Listener {
     }
 }
 
-fn host_name(h: usize) -> String {
+pub(crate) fn host_name(h: usize) -> String {
     format!("host-{h:05}.fleet.example")
 }
 
-fn facts() -> HostFacts {
+pub(crate) fn facts() -> HostFacts {
     HostFacts {
         os: Some("Debian GNU/Linux 12 (bookworm)".into()),
         kernel: Some("6.1.0-27-amd64".into()),
@@ -760,7 +760,7 @@ struct ClientResult {
     cut_short: bool,
 }
 
-fn http_agent() -> ureq::Agent {
+pub(crate) fn http_agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(REQUEST_TIMEOUT))
@@ -973,22 +973,28 @@ fn timed(connection: &mut Connection, tally: &mut Tally, token: &str, request: &
 /// `who --port 22` over HTTP with a read token: the time until the whole answer
 /// is received (not parsed), its rows and bytes.
 fn who(agent: &ureq::Agent, url: &str, token: &str) -> anyhow::Result<(Duration, usize, usize)> {
+    timed_get(agent, &format!("{url}/api/v1/who?port={WHO_PORT}"), token)
+}
+
+/// GET `url` with a read token: the time until the whole answer is received
+/// (not parsed), then its rows (a JSON array) and bytes.
+pub(crate) fn timed_get(agent: &ureq::Agent, url: &str, token: &str) -> anyhow::Result<(Duration, usize, usize)> {
     let t = Instant::now();
     let mut response = agent
-        .get(&format!("{url}/api/v1/who?port={WHO_PORT}"))
+        .get(url)
         .header("Authorization", &format!("Bearer {token}"))
         .call()?;
     let mut body = Vec::new();
     response.body_mut().as_reader().read_to_end(&mut body)?;
     let elapsed = t.elapsed();
     if response.status() != 200 {
-        bail!("who: HTTP {}: {}", response.status(), String::from_utf8_lossy(&body));
+        bail!("{url}: HTTP {}: {}", response.status(), String::from_utf8_lossy(&body));
     }
     let rows = serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&body)?.len();
     Ok((elapsed, rows, body.len()))
 }
 
-fn queries(mut samples: Vec<(Duration, usize, usize)>) -> Queries {
+pub(crate) fn queries(mut samples: Vec<(Duration, usize, usize)>) -> Queries {
     let (rows, bytes) = samples.last().map_or((0, 0), |s| (s.1, s.2));
     samples.sort_unstable();
     let times: Vec<Duration> = samples.iter().map(|s| s.0).collect();

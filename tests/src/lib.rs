@@ -6,6 +6,7 @@
 //! prints why it does not run that part.
 
 pub mod fleet;
+pub mod history;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
