@@ -86,10 +86,11 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
             revoked_at: None,
         }])?;
     }
+    // The load's writes reach the disk before anything is timed.
+    std::fs::File::open(&plan.db)?.sync_all()?;
     outcome.bytes = std::fs::metadata(&plan.db)?.len();
-    outcome.intervals = rusqlite::Connection::open(&plan.db)?.query_row("SELECT count(*) FROM intervals", [], |r| {
-        r.get::<_, i64>(0)
-    })? as u64;
+    outcome.intervals = rusqlite::Connection::open(&plan.db)?
+        .query_row("SELECT count(*) FROM intervals", [], |r| r.get::<_, i64>(0))? as u64;
 
     let server = fleet::Server::start(&plan.collector, &plan.db)?;
     progress(&format!("collector listening on {}", server.url));
@@ -98,7 +99,9 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
     // A fixed sequence of instants and hosts, the same in every run.
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move |bound: u64| {
-        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (seed >> 33) % bound.max(1)
     };
     let span_s = end.duration_since(start).as_secs().max(1) as u64;
