@@ -51,10 +51,14 @@
 //! "Open at `at`" is asked as two index ranges, `closed_at IS NULL` and
 //! `closed_at > at`, so questions about recent times read little.
 //!
+//! Reading intervals back (`read.rs`) does little per row: host names come
+//! from a cache shared by all reads, program strings are shared, and an
+//! answer is sorted by a permutation applied in place.
+//!
 //! Measured (`a_month_of_a_large_fleet_is_reported`, 10,000 hosts, 30 days,
 //! 3.2 million listener changes): about 100 bytes of file per change,
-//! indexes included; `who` of a port open on every host (10,000 rows) in
-//! 20-30 ms, of a port no host uses under 0.2 ms; `listeners_at` and `history` of
+//! indexes included; `who` of a port open on every host (10,000 rows) read in
+//! 12-17 ms, of a port no host uses under 0.1 ms; `listeners_at` and `history` of
 //! a host under 1 ms.
 
 use std::collections::hash_map::Entry;
