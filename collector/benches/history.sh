@@ -11,21 +11,4 @@
 #   bash collector/benches/history.sh [HOSTS] [pw-history options...]
 #
 # The output lands in target/bench/history-HOSTS.txt too.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-
-hosts=10000
-if [[ $# -gt 0 && $1 =~ ^[0-9]+$ ]]; then
-    hosts=$1
-    shift
-fi
-
-cargo build --release --locked -p portwatch-collector -p portwatch-tests --bin portwatch-collector --bin pw-history
-mkdir -p target/bench
-out=target/bench/history-$hosts.txt
-{
-    echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-    echo "# bash collector/benches/history.sh $hosts $*"
-} >"$out"
-target/release/pw-history --hosts "$hosts" --collector target/release/portwatch-collector "$@" | tee -a "$out"
-echo "(saved in $out)"
+exec bash "$(dirname "$0")/pw.sh" pw-history history "$@"

@@ -68,7 +68,9 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
     let mut outcome = Outcome::default();
     let end = Timestamp::now();
     let start = end - SignedDuration::from_hours(24 * i64::from(plan.days));
-    let reader = format!("{}history-reader-{}", token::PREFIX, std::process::id());
+    // A reader token of this run's own (a kept database is asked by many runs).
+    let name = format!("history-reader-{}", end.as_nanosecond());
+    let reader = format!("{}{name}", token::PREFIX);
     {
         let fresh = !plan.db.exists();
         let store = SqliteStore::open(&plan.db).with_context(|| format!("cannot open {}", plan.db.display()))?;
@@ -78,7 +80,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
             outcome.loaded = Some((changes, t.elapsed()));
         }
         store.create_tokens(&[TokenRow {
-            name: format!("history-reader-{}", std::process::id()),
+            name,
             role: Role::Read,
             host: None,
             hash: token::hash(&reader),
@@ -142,7 +144,7 @@ fn life(h: usize, i: usize, g: u32) -> Listener {
 /// host's reports in one batch. Returns the listener changes stored.
 fn load(plan: &Plan, store: &SqliteStore, start: Timestamp, progress: &mut dyn FnMut(&str)) -> anyhow::Result<u64> {
     if plan.listeners == 0 || plan.listeners > 50 {
-        bail!("listeners per host: 1 to 50");
+        bail!("listeners per host: 1 to 50 (the fleet's listeners)");
     }
     let restarts = u64::from(plan.days) * u64::from(plan.restarts_per_day);
     let step_s = 86_400 / i64::from(plan.restarts_per_day.max(1));

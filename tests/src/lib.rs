@@ -35,6 +35,22 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// `given`, or the binary `name` beside this process's own; an error that
+/// says how to get it when it is missing.
+pub fn beside_me(given: Option<PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name(name),
+    };
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it (cargo build --release --bins) or give its path",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 /// The agent binary.
 pub fn agent() -> Command {
     Command::new(binary("portwatch-agent"))
