@@ -5,7 +5,7 @@
 //! figures come from `bash collector/benches/history.sh`.
 
 use portwatch_tests::history::{self, Plan};
-use portwatch_tests::{binary, TempDir};
+use portwatch_tests::{binary, create_token, portwatch_json, Collector, TempDir};
 
 #[test]
 fn a_small_history_is_stored_whole_and_answers_who_and_ports_at_any_instant() {
@@ -33,4 +33,31 @@ fn a_small_history_is_stored_whole_and_answers_who_and_ports_at_any_instant() {
     // Asked again, the database is not loaded a second time.
     let again = history::run(&plan, &mut |_| {}).unwrap();
     assert_eq!((again.loaded, again.intervals), (None, outcome.intervals));
+}
+
+#[test]
+fn the_cli_reads_a_streamed_fleet_wide_answer_whole() {
+    // 1,100 hosts: `who --port 22` is over the 1,000 rows from which the collector streams.
+    let dir = TempDir::new("history-cli").unwrap();
+    let plan = Plan {
+        hosts: 1_100,
+        listeners: 2,
+        days: 1,
+        restarts_per_day: 1,
+        queries: 1,
+        collector: binary("portwatch-collector"),
+        db: dir.path.join("collector.db"),
+    };
+    history::run(&plan, &mut |_| {}).unwrap();
+    let reader = create_token(&plan.db, &["--role", "read", "--name", "cli"]).unwrap();
+    let collector = Collector::start(&plan.db, 0).unwrap();
+    let who = portwatch_json(&collector.url, &reader, &["who", "--port", "22"]).unwrap();
+    let hosts: Vec<&str> = who
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|row| row["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts.len(), 1_100);
+    assert!(hosts.windows(2).all(|w| w[0] < w[1]), "one row per host, in name order");
 }

@@ -7,6 +7,10 @@ use portwatch_collector::api;
 use portwatch_collector::store::{AlertRow, BaselineLogRow, HostRow, ListenerRow};
 use serde::de::DeserializeOwned;
 
+/// The longest answer read (a fleet-wide `who` is about 450 bytes a host:
+/// 4.5 MB for 10,000 hosts). `export` streams and has no bound.
+const MAX_ANSWER_BYTES: u64 = 1 << 30;
+
 /// A connection to one collector.
 pub struct Client {
     base: String,
@@ -33,9 +37,21 @@ impl Client {
 
     fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<T> {
         let mut response = self.call(path, query)?;
-        response
+        // Read whole, then parsed: a long answer is streamed (no length), and
+        // parsing it from the connection would cost a call per byte.
+        let body = response
             .body_mut()
-            .read_json::<T>()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => anyhow::anyhow!(
+                    "the collector's answer to {path} is over {} MiB: narrow the question (--host, --port, --since)",
+                    MAX_ANSWER_BYTES >> 20
+                ),
+                e => anyhow::Error::new(e).context(format!("the collector's answer to {path} was cut short")),
+            })?;
+        serde_json::from_slice(&body)
             .with_context(|| format!("the collector's answer to {path} is not what this portwatch expects"))
     }
 
