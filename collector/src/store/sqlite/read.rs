@@ -89,15 +89,12 @@ impl HostCache {
         Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// A snapshot that knows host `id` (read on `conn`, which sees it), or
-    /// an error if the database has no such host.
+    /// The current snapshot, extended first (on `conn`, which sees host
+    /// `id`) unless it already knows host `id`.
     fn knowing(&self, id: i64, conn: &Connection) -> Result<Arc<HostNames>, StoreError> {
         let mut shared = self.0.write().unwrap_or_else(PoisonError::into_inner);
         if shared.rank(id).is_none() {
             *shared = Arc::new(shared.extended(conn)?);
-        }
-        if shared.rank(id).is_none() {
-            return Err(corrupt(format_args!("host {id} is referenced but missing")));
         }
         Ok(Arc::clone(&shared))
     }
@@ -137,7 +134,7 @@ impl<'c> IntervalReader<'c> {
         Ok(row)
     }
 
-    /// Decodes one row but for its host's name, which [`Self::finish`] sets;
+    /// Decodes one row but for its host's name, which the caller sets;
     /// also returns the host's id.
     fn decode_unnamed(&mut self, r: &rusqlite::Row<'_>) -> Result<(ListenerRow, i64), StoreError> {
         let host_id: i64 = r.get(0).map_err(db)?;
@@ -201,7 +198,8 @@ impl<'c> IntervalReader<'c> {
         Ok(rows)
     }
 
-    /// The rank of host `id`, reading hosts registered since the snapshot if need be.
+    /// The rank of host `id`, reading hosts registered since the snapshot if
+    /// need be; an error if the database has no such host.
     fn rank(&mut self, id: i64) -> Result<u32, StoreError> {
         if let Some(rank) = self.hosts.rank(id) {
             return Ok(rank);
@@ -283,9 +281,9 @@ fn blob<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r [u8], StoreError> 
 
 /// The order of listeners on one host: port, proto, address, then the rest
 /// of what tells two apart, then when it opened.
-pub(super) type ListenerKey = (u16, Proto, IpAddr, u64, u64, Timestamp);
+type ListenerKey = (u16, Proto, IpAddr, u64, u64, Timestamp);
 
-pub(super) fn listener_key(row: &ListenerRow) -> ListenerKey {
+fn listener_key(row: &ListenerRow) -> ListenerKey {
     let l = &row.listener;
     (l.local_port, l.proto, l.local_addr, l.netns, l.inode, row.opened_at)
 }
