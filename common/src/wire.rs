@@ -1,4 +1,4 @@
-//! The agent -> collector protocol, version 1.
+//! The agent -> collector protocol, versions 1 and 2.
 //!
 //! An agent sends a [`Batch`] of numbered [`Report`]s (`POST /api/v1/ingest`,
 //! gzip body) and the collector answers an [`Ack`]. Reports carry a sequence
@@ -12,7 +12,21 @@
 //!
 //! Compatibility: agents in the field lag the collector. Every type
 //! tolerates unknown fields, and a new field is always optional; a change
-//! that an old peer would misread gets a new [`PROTOCOL_VERSION`].
+//! that an old peer would misread gets a new [`PROTOCOL_VERSION`]. A batch
+//! is sent with the lowest version that can carry it
+//! ([`Batch::required_version`]), so a new agent keeps working with an
+//! older collector for everything but what only the new version can say.
+//!
+//! | version | adds |
+//! |---|---|
+//! | 1 | snapshots, deltas, heartbeats |
+//! | 2 | [`ReportBody::SnapshotPart`]: a snapshot too large for one batch, sent in parts |
+//!
+//! Size: a batch is bounded in bytes by the collector ([`Limits`], stated
+//! in every [`Ack`]), not only in reports. An agent keeps each report under
+//! [`REPORT_BYTES`] of JSON (a larger snapshot goes in parts, a larger delta
+//! as several deltas) and each batch under the collector's limits; a
+//! collector that answers 413 is sent smaller batches.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,11 +36,49 @@ use serde::{Deserialize, Serialize};
 
 use crate::snapshot::Listener;
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest protocol version this build still accepts.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
 
 /// Most reports one batch may carry.
 pub const MAX_REPORTS_PER_BATCH: usize = 1000;
+
+/// Most parts one snapshot may be sent in (at [`REPORT_BYTES`] a part, 4 GiB
+/// of listeners).
+pub const MAX_SNAPSHOT_PARTS: u32 = 4096;
+
+/// The JSON size an agent keeps each report under: a snapshot larger than
+/// this is sent as [`ReportBody::SnapshotPart`]s, a delta as several deltas.
+/// Far below any sane [`Limits::max_decompressed_bytes`], so one report
+/// always fits a batch.
+pub const REPORT_BYTES: usize = 1024 * 1024;
+
+/// The size limits a collector applies to `POST /api/v1/ingest`, stated in
+/// every [`Ack`] so that agents follow a collector whose limits changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest request body as sent (gzip-compressed or not), in bytes.
+    pub max_body_bytes: u64,
+    /// Largest request body once decompressed (the batch's JSON), in bytes.
+    pub max_decompressed_bytes: u64,
+    /// Most reports in one batch.
+    pub max_reports: u64,
+    /// The newest protocol version the collector speaks.
+    pub max_version: u32,
+}
+
+impl Limits {
+    /// What a collector that states no limits (one older than this field)
+    /// applies: version 1's limits.
+    pub const VERSION_1: Limits = Limits {
+        max_body_bytes: 8 * 1024 * 1024,
+        max_decompressed_bytes: 32 * 1024 * 1024,
+        max_reports: MAX_REPORTS_PER_BATCH as u64,
+        max_version: 1,
+    };
+}
 
 /// What an agent says about its host on first contact and with every snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +123,25 @@ pub enum ReportBody {
         /// Every listener.
         listeners: Vec<Listener>,
     },
+    /// One part of a snapshot too large for one batch (protocol version 2).
+    /// The parts of one snapshot are consecutive reports numbered `part` 0,
+    /// 1, ... `parts - 1`, observed at the same time; the collector keeps
+    /// each part as it arrives (and acknowledges it) and reconciles the
+    /// host's listeners with their union when the last one arrives, exactly
+    /// as for a [`ReportBody::Snapshot`]. A part that does not follow the
+    /// previous part of its snapshot is a gap: the collector asks for a new
+    /// snapshot.
+    SnapshotPart {
+        /// This part's index, from 0.
+        part: u32,
+        /// How many parts the snapshot has (2 to [`MAX_SNAPSHOT_PARTS`]).
+        parts: u32,
+        /// The host's facts: on the last part.
+        #[serde(default)]
+        facts: Option<HostFacts>,
+        /// This part's listeners.
+        listeners: Vec<Listener>,
+    },
     /// What changed since the previous report.
     Delta {
         /// Listeners that appeared.
@@ -107,14 +178,36 @@ pub struct Ack {
     pub acked: u64,
     /// Send a snapshot next (the collector saw a gap, or has no state for the session).
     pub resync: bool,
+    /// The collector's size limits (absent from collectors older than
+    /// them: assume [`Limits::VERSION_1`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
 }
 
 /// Why a batch is refused before anything of it is stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
     /// A version this build does not speak.
-    #[error("protocol version {0} is not supported (this collector speaks version {PROTOCOL_VERSION}); upgrade the collector")]
+    #[error("protocol version {0} is not supported (this collector speaks versions {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}); upgrade the collector")]
     Version(u32),
+    /// A report the batch's version cannot carry.
+    #[error("report {seq} is a snapshot part, which needs protocol version 2 (the batch says {version})")]
+    NeedsVersion {
+        /// The report.
+        seq: u64,
+        /// The batch's version.
+        version: u32,
+    },
+    /// A snapshot part numbered outside its snapshot.
+    #[error("report {seq}: snapshot part {part} of {parts} is impossible (parts number 0 to parts - 1, 2 to {MAX_SNAPSHOT_PARTS} parts)")]
+    Part {
+        /// The report.
+        seq: u64,
+        /// Its part index.
+        part: u32,
+        /// Its part count.
+        parts: u32,
+    },
     /// An empty, overlong or oddly spelled host name.
     #[error("invalid host name {0:?}: use 1 to 253 letters, digits, '.', '-' or '_'")]
     Host(String),
@@ -132,7 +225,7 @@ pub enum BatchError {
 impl Batch {
     /// Checks what can be checked without the collector's state.
     pub fn validate(&self) -> Result<(), BatchError> {
-        if self.version != PROTOCOL_VERSION {
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&self.version) {
             return Err(BatchError::Version(self.version));
         }
         if !valid_host_name(&self.host) {
@@ -150,8 +243,34 @@ impl Batch {
                 return Err(BatchError::Order(report.seq, previous));
             }
             previous = report.seq;
+            if let ReportBody::SnapshotPart { part, parts, .. } = report.body {
+                if self.version < 2 {
+                    return Err(BatchError::NeedsVersion {
+                        seq: report.seq,
+                        version: self.version,
+                    });
+                }
+                if !(2..=MAX_SNAPSHOT_PARTS).contains(&parts) || part >= parts {
+                    return Err(BatchError::Part {
+                        seq: report.seq,
+                        part,
+                        parts,
+                    });
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The lowest protocol version that can carry this batch's reports.
+    pub fn required_version(reports: &[Report]) -> u32 {
+        match reports
+            .iter()
+            .any(|r| matches!(r.body, ReportBody::SnapshotPart { .. }))
+        {
+            true => 2,
+            false => 1,
+        }
     }
 }
 
@@ -237,8 +356,10 @@ mod tests {
         assert_eq!(batch(&[2, 2]).validate(), Err(BatchError::Order(2, 2)));
         assert_eq!(batch(&[0]).validate(), Err(BatchError::Order(0, 0)));
         let mut b = batch(&[1]);
-        b.version = 2;
-        assert_eq!(b.validate(), Err(BatchError::Version(2)));
+        b.version = 3;
+        assert_eq!(b.validate(), Err(BatchError::Version(3)));
+        b.version = 0;
+        assert_eq!(b.validate(), Err(BatchError::Version(0)));
         let mut b = batch(&[1]);
         b.host = "web 3;drop".into();
         assert!(matches!(b.validate(), Err(BatchError::Host(_))));
@@ -247,6 +368,64 @@ mod tests {
         assert_eq!(b.validate(), Err(BatchError::Session));
         let too_many: Vec<u64> = (1..=MAX_REPORTS_PER_BATCH as u64 + 1).collect();
         assert!(matches!(batch(&too_many).validate(), Err(BatchError::Size(_))));
+    }
+
+    fn part(seq: u64, part: u32, parts: u32) -> Report {
+        Report {
+            seq,
+            observed_at: Timestamp::from_second(1_700_000_000).unwrap(),
+            body: ReportBody::SnapshotPart {
+                part,
+                parts,
+                facts: (part + 1 == parts).then(facts),
+                listeners: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn snapshot_parts_need_version_2_and_a_place_in_their_snapshot() {
+        let mut b = batch(&[]);
+        b.version = 1;
+        b.reports = vec![part(1, 0, 2), part(2, 1, 2)];
+        assert_eq!(Batch::required_version(&b.reports), 2);
+        assert_eq!(
+            b.validate(),
+            Err(BatchError::NeedsVersion { seq: 1, version: 1 }),
+            "a version 1 batch cannot carry parts"
+        );
+        b.version = Batch::required_version(&b.reports);
+        assert_eq!(b.validate(), Ok(()));
+        for (p, parts) in [(2, 2), (0, 1), (0, 0), (0, MAX_SNAPSHOT_PARTS + 1)] {
+            b.reports = vec![part(1, p, parts)];
+            assert_eq!(
+                b.validate(),
+                Err(BatchError::Part { seq: 1, part: p, parts }),
+                "{p}/{parts}"
+            );
+        }
+        assert_eq!(Batch::required_version(&batch(&[1, 2]).reports), 1);
+    }
+
+    #[test]
+    fn a_snapshot_part_is_tagged_and_an_ack_without_limits_is_version_1s() {
+        let r = part(7, 1, 3);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            (v["kind"].as_str(), v["part"].as_u64(), v["parts"].as_u64()),
+            (Some("snapshot_part"), Some(1), Some(3))
+        );
+        assert_eq!(serde_json::from_value::<Report>(v).unwrap(), r);
+        let old: Ack = serde_json::from_str(r#"{"acked":3,"resync":false}"#).unwrap();
+        assert_eq!(old.limits, None);
+        let new = Ack {
+            acked: 3,
+            resync: false,
+            limits: Some(Limits::VERSION_1),
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains("max_decompressed_bytes"), "{text}");
+        assert_eq!(serde_json::from_str::<Ack>(&text).unwrap(), new);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use portwatch_common::wire::{Ack, Batch};
 
 use super::auth::Caller;
-use super::{ApiError, AppState, MAX_DECOMPRESSED_BYTES};
+use super::{ApiError, AppState, INGEST_LIMITS, MAX_DECOMPRESSED_BYTES};
 use crate::metrics::Outcome;
 use crate::store::Role;
 
@@ -45,7 +45,8 @@ async fn store_batch(
     }
     let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
-            "a batch may be {} MiB once decompressed; send fewer reports per batch",
+            "a batch may be {} MiB once decompressed; send fewer reports per batch \
+             (the limits are in every acknowledgement)",
             MAX_DECOMPRESSED_BYTES / (1024 * 1024)
         )),
         _ => ApiError::BadRequest(format!(
@@ -74,9 +75,10 @@ async fn store_batch(
             let _ = sender.send(result);
         }),
     );
-    let ack = answer
+    let mut ack = answer
         .await
         .map_err(|_| ApiError::Internal("the store dropped the batch before storing it".to_owned()))??;
+    ack.limits = Some(INGEST_LIMITS);
     // Committed: have the host evaluated against its baselines. A full queue
     // is caught up by the next sweep.
     if let (Some(host), Some(tx)) = (changed, &state.changed) {

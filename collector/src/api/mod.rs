@@ -2,7 +2,7 @@
 //!
 //! | method, path | who | what |
 //! |---|---|---|
-//! | `POST /api/v1/ingest` | agent token of the batch's host | store a batch of reports (gzip accepted) |
+//! | `POST /api/v1/ingest` | agent token of the batch's host | store a batch of reports (gzip accepted); the answer states the size limits |
 //! | `GET /api/v1/hosts` | read, admin | every host and its status |
 //! | `GET /api/v1/hosts/{host}/listeners?at=T` | read, admin | what listened on a host at T (default now) |
 //! | `GET /api/v1/hosts/{host}/history?port=&since=&until=` | read, admin | a host's listener intervals |
@@ -59,6 +59,14 @@ use crate::store::Store;
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Largest request body accepted after decompression (a gzip bomb stops here).
 pub const MAX_DECOMPRESSED_BYTES: usize = 32 * 1024 * 1024;
+
+/// The ingest limits, as stated to agents in every acknowledgement.
+pub const INGEST_LIMITS: portwatch_common::wire::Limits = portwatch_common::wire::Limits {
+    max_body_bytes: MAX_BODY_BYTES as u64,
+    max_decompressed_bytes: MAX_DECOMPRESSED_BYTES as u64,
+    max_reports: portwatch_common::wire::MAX_REPORTS_PER_BATCH as u64,
+    max_version: portwatch_common::wire::PROTOCOL_VERSION,
+};
 
 /// What every handler shares.
 #[derive(Clone)]

@@ -89,6 +89,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_baselines_alerts.sql"),
     include_str!("migrations/0003_ports_first_seen.sql"),
+    include_str!("migrations/0004_snapshot_parts.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection before
@@ -928,8 +929,34 @@ fn apply_batch(tx: &Connection, batch: &Batch, received_at: Timestamp) -> Result
                 facts: new_facts,
                 listeners,
             } => {
+                parts::clear(tx, host_id)?;
                 writer.reconcile(listeners, at)?;
                 facts = Some(new_facts);
+                session = Some(batch.session.clone());
+            }
+            ReportBody::SnapshotPart {
+                part,
+                parts: count,
+                facts: part_facts,
+                listeners,
+            } => {
+                if *part == 0 {
+                    parts::clear(tx, host_id)?;
+                } else if !current
+                    || last_seq.checked_add(1) != Some(report.seq)
+                    || !parts::follows(tx, host_id, &batch.session, report.seq, *part)?
+                {
+                    gap = true;
+                    break;
+                }
+                if part + 1 < *count {
+                    parts::stage(tx, host_id, &batch.session, report.seq, *part, listeners)?;
+                } else {
+                    let mut whole = parts::take(tx, host_id)?;
+                    whole.extend(listeners.iter().cloned());
+                    HostWriter::new(tx, host_id).reconcile(&whole, at)?;
+                    facts = part_facts.as_ref().or(facts);
+                }
                 session = Some(batch.session.clone());
             }
             ReportBody::Delta { opened, closed } => {
@@ -983,7 +1010,81 @@ fn apply_batch(tx: &Connection, batch: &Batch, received_at: Timestamp) -> Result
     Ok(Ack {
         acked: if current { last_seq } else { 0 },
         resync: gap || !current,
+        limits: None,
     })
+}
+
+/// The parts of a snapshot in progress (table `snapshot_parts`, see
+/// migration 4 and [`ReportBody::SnapshotPart`]).
+mod parts {
+    use portwatch_common::Listener;
+    use rusqlite::{params, Connection};
+
+    use super::{db, to_bits, StoreError};
+
+    /// Forgets the parts of any snapshot in progress.
+    pub(super) fn clear(tx: &Connection, host_id: i64) -> Result<(), StoreError> {
+        tx.prepare_cached("DELETE FROM snapshot_parts WHERE host_id = ?1")
+            .and_then(|mut stmt| stmt.execute([host_id]))
+            .map(drop)
+            .map_err(db)
+    }
+
+    /// Whether report `seq`, part `part` of a snapshot of `session`, follows
+    /// the parts kept: exactly parts 0 to `part - 1`, numbered up to `seq - 1`.
+    pub(super) fn follows(
+        tx: &Connection,
+        host_id: i64,
+        session: &str,
+        seq: u64,
+        part: u32,
+    ) -> Result<bool, StoreError> {
+        let (count, last): (i64, Option<i64>) = tx
+            .prepare_cached("SELECT count(*), max(seq) FROM snapshot_parts WHERE host_id = ?1 AND session = ?2")
+            .and_then(|mut stmt| stmt.query_row(params![host_id, session], |r| Ok((r.get(0)?, r.get(1)?))))
+            .map_err(db)?;
+        Ok(count == i64::from(part) && last == Some(to_bits(seq - 1)))
+    }
+
+    /// Keeps one part until the last arrives.
+    pub(super) fn stage(
+        tx: &Connection,
+        host_id: i64,
+        session: &str,
+        seq: u64,
+        part: u32,
+        listeners: &[Listener],
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(listeners).map_err(|e| StoreError::Database(e.to_string()))?;
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO snapshot_parts (host_id, part, session, seq, listeners) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut stmt| stmt.execute(params![host_id, part, session, to_bits(seq), json]))
+        .map(drop)
+        .map_err(db)
+    }
+
+    /// The listeners of every part kept, in part order; forgets the parts.
+    pub(super) fn take(tx: &Connection, host_id: i64) -> Result<Vec<Listener>, StoreError> {
+        let mut listeners = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare_cached("SELECT listeners FROM snapshot_parts WHERE host_id = ?1 ORDER BY part")
+                .map_err(db)?;
+            let mut rows = stmt.query([host_id]).map_err(db)?;
+            while let Some(row) = rows.next().map_err(db)? {
+                let json = row.get_ref(0).map_err(db)?;
+                let part: Vec<Listener> = json
+                    .as_bytes()
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| serde_json::from_slice(bytes).map_err(|e| e.to_string()))
+                    .map_err(|e| StoreError::Database(format!("a kept snapshot part cannot be read: {e}")))?;
+                listeners.extend(part);
+            }
+        }
+        clear(tx, host_id)?;
+        Ok(listeners)
+    }
 }
 
 /// A listener as stored: every field of [`Listener`], with its processes as
@@ -1614,7 +1715,11 @@ mod tests {
     }
 
     fn ack(acked: u64, resync: bool) -> Ack {
-        Ack { acked, resync }
+        Ack {
+            acked,
+            resync,
+            limits: None,
+        }
     }
 
     fn count(db: &Path, table: &str) -> i64 {
@@ -1848,6 +1953,122 @@ mod tests {
         let resync = batch("web-3", "s1", vec![snapshot(6, ts(60), vec![listener(443, 4, &[12])])]);
         assert_eq!(store.ingest(&resync, ts(61)).unwrap(), ack(6, false));
         assert_eq!(ports(&store.listeners_at("web-3", ts(60)).unwrap()), vec![443]);
+    }
+
+    fn part(seq: u64, at: Timestamp, part: u32, parts: u32, listeners: Vec<Listener>) -> Report {
+        Report {
+            seq,
+            observed_at: at,
+            body: ReportBody::SnapshotPart {
+                part,
+                parts,
+                facts: (part + 1 == parts).then(facts),
+                listeners,
+            },
+        }
+    }
+
+    #[test]
+    fn a_snapshot_in_parts_is_reconciled_once_its_last_part_arrives() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let first = batch(
+            "web-3",
+            "s1",
+            vec![snapshot(1, ts(0), vec![listener(22, 1, &[10]), listener(25, 5, &[14])])],
+        );
+        assert_eq!(store.ingest(&first, ts(1)).unwrap(), ack(1, false));
+        // A restart: the new session's snapshot comes in three parts, over three batches.
+        let parts = [
+            vec![listener(22, 1, &[10])],
+            vec![listener(80, 2, &[11]), listener(443, 3, &[12])],
+            vec![listener(5432, 4, &[13])],
+        ];
+        for (i, listeners) in parts.iter().enumerate() {
+            let seq = i as u64 + 1;
+            let b = batch("web-3", "s2", vec![part(seq, ts(100), i as u32, 3, listeners.clone())]);
+            assert_eq!(
+                store.ingest(&b, ts(101 + i as i64)).unwrap(),
+                ack(seq, false),
+                "part {i}"
+            );
+            if i < 2 {
+                // Kept, acknowledged, and not yet history: the old state still holds.
+                assert_eq!(ports(&store.listeners_at("web-3", ts(200)).unwrap()), vec![22, 25]);
+                assert_eq!(count(&dir.db(), "snapshot_parts"), seq as i64);
+            }
+        }
+        assert_eq!(
+            count(&dir.db(), "snapshot_parts"),
+            0,
+            "parts are forgotten once applied"
+        );
+        assert_eq!(
+            spans(&store.listeners_at("web-3", ts(200)).unwrap()),
+            vec![(22, 0, None), (80, 100, None), (443, 100, None), (5432, 100, None)],
+            "22 stays open across the restart; 25 closed at the snapshot's time"
+        );
+        assert_eq!(
+            spans(&store.history("web-3", Some(25), None, None).unwrap()),
+            vec![(25, 0, Some(100))]
+        );
+        // The session goes on with deltas after the parts.
+        let next = batch(
+            "web-3",
+            "s2",
+            vec![delta(4, ts(300), vec![], vec![listener(80, 2, &[11])])],
+        );
+        assert_eq!(store.ingest(&next, ts(301)).unwrap(), ack(4, false));
+        assert_eq!(
+            ports(&store.listeners_at("web-3", ts(300)).unwrap()),
+            vec![22, 443, 5432]
+        );
+    }
+
+    #[test]
+    fn snapshot_parts_resent_or_out_of_place_store_nothing_twice_and_ask_for_a_resync() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let p0 = batch("web-3", "s1", vec![part(1, ts(0), 0, 3, vec![listener(22, 1, &[10])])]);
+        assert_eq!(store.ingest(&p0, ts(1)).unwrap(), ack(1, false));
+        // The same part again (its answer was lost) is stored once.
+        assert_eq!(store.ingest(&p0, ts(2)).unwrap(), ack(1, false));
+        assert_eq!(count(&dir.db(), "snapshot_parts"), 1);
+        // Part 2 without part 1 is a gap.
+        let p2 = batch("web-3", "s1", vec![part(3, ts(0), 2, 3, vec![listener(80, 2, &[11])])]);
+        assert_eq!(store.ingest(&p2, ts(3)).unwrap(), ack(1, true));
+        // A part of another session, not its first, is a gap too.
+        let stranger = batch("web-3", "s9", vec![part(2, ts(0), 1, 3, vec![listener(80, 2, &[11])])]);
+        assert_eq!(store.ingest(&stranger, ts(4)).unwrap(), ack(0, true));
+        assert!(
+            store.listeners_at("web-3", ts(10)).unwrap().is_empty(),
+            "no part was applied"
+        );
+        // A whole snapshot supersedes the parts of one in progress.
+        let whole = batch("web-3", "s1", vec![snapshot(2, ts(20), vec![listener(443, 3, &[12])])]);
+        assert_eq!(store.ingest(&whole, ts(21)).unwrap(), ack(2, false));
+        assert_eq!(count(&dir.db(), "snapshot_parts"), 0);
+        // A part numbered after the whole snapshot, claiming to continue an old one, is a gap.
+        let late = batch("web-3", "s1", vec![part(3, ts(30), 1, 3, vec![listener(80, 2, &[11])])]);
+        assert_eq!(store.ingest(&late, ts(31)).unwrap(), ack(2, true));
+        assert_eq!(ports(&store.listeners_at("web-3", ts(40)).unwrap()), vec![443]);
+        // All parts in one batch work as well.
+        let all = batch(
+            "web-3",
+            "s3",
+            vec![
+                part(1, ts(50), 0, 2, vec![listener(22, 1, &[10])]),
+                part(2, ts(50), 1, 2, vec![listener(80, 2, &[11])]),
+            ],
+        );
+        assert_eq!(store.ingest(&all, ts(51)).unwrap(), ack(2, false));
+        assert_eq!(ports(&store.listeners_at("web-3", ts(60)).unwrap()), vec![22, 80]);
+        let host = store.host("web-3", ts(60)).unwrap().unwrap();
+        assert_eq!(
+            host.agent_version.as_deref(),
+            Some("0.1.0"),
+            "the last part's facts are stored"
+        );
     }
 
     #[test]
@@ -2418,9 +2639,7 @@ mod tests {
         drop(sender);
         let answers: Vec<_> = answers.iter().collect();
         assert_eq!(answers.len(), 20);
-        assert!(answers
-            .iter()
-            .all(|a| matches!(a, Ok(ack) if *ack == Ack { acked: 1, resync: false })));
+        assert!(answers.iter().all(|a| matches!(a, Ok(a) if *a == ack(1, false))));
         assert_eq!(count(&dir.db(), "intervals"), 20);
     }
 
@@ -2619,13 +2838,7 @@ mod tests {
                 changes += 2;
             }
             let ack = store.ingest(&batch(&host, "s", reports), ts(100_000)).unwrap();
-            assert_eq!(
-                ack,
-                Ack {
-                    acked: steps + 1,
-                    resync: false
-                }
-            );
+            assert_eq!(ack, super::tests::ack(steps + 1, false));
         }
         let conn = Connection::open(dir.db()).unwrap();
         conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
