@@ -670,6 +670,7 @@ fn script(plan: &Plan, h: usize, token: String, start: Timestamp) -> anyhow::Res
         expect: Ack {
             acked: 1,
             resync: false,
+            limits: None,
         },
     };
     let mut seq = 1;
@@ -709,6 +710,7 @@ fn script(plan: &Plan, h: usize, token: String, start: Timestamp) -> anyhow::Res
             expect: Ack {
                 acked: seq,
                 resync: false,
+                limits: None,
             },
         });
         if round <= plan.intervals {
@@ -864,7 +866,7 @@ fn send(connection: &mut Connection, token: &str, request: &Request) -> Result<(
         return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(body)));
     }
     let ack: Ack = serde_json::from_slice(body).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(body)))?;
-    if ack != request.expect {
+    if (ack.acked, ack.resync) != (request.expect.acked, request.expect.resync) {
         return Err(format!("acknowledged {ack:?}, expected {:?}", request.expect));
     }
     Ok(())
