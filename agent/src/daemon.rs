@@ -14,16 +14,19 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use portwatch_common::client::Backoff;
-use portwatch_common::wire::{Batch, PROTOCOL_VERSION};
+use portwatch_common::wire::{Batch, ReportBody};
 use portwatch_common::Snapshot;
 
 use crate::observe::Observer;
 use crate::scan::{ScanOptions, Scanner};
-use crate::ship::{ShipError, Shipper};
-use crate::spool::{Spool, SpooledReport};
+use crate::ship::{self, ShipError, Shipper};
+use crate::spool::{Spool, SpoolError, SpooledReport};
 
 /// Most reports sent in one batch.
 const BATCH_REPORTS: usize = 500;
+/// Snapshots still spooled that one call of `ship` goes on to after the
+/// collector asked for one (more wait for the next interval).
+const MAX_RESYNCS_PER_SHIP: u32 = 3;
 /// First retry delay after a failure.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest retry delay.
@@ -84,7 +87,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let session = new_session()?;
     let facts = crate::facts::host_facts(settings.interval, &settings.tags);
     let mut observer = Observer::new(session.clone(), facts);
-    let shipper = Shipper::new(&settings.collector, &settings.token, settings.ca_file.as_deref())?;
+    let mut shipper = Shipper::new(&settings.collector, &settings.token, settings.ca_file.as_deref())?;
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     tracing::info!(
         host = %settings.host, collector = %settings.collector, session = %session,
@@ -100,7 +103,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             }
             observe(&mut scanner, &mut observer, &mut spool);
             if backoff.ready() {
-                ship(&settings, &shipper, &mut spool, &mut observer, &mut backoff);
+                ship(&settings, &mut shipper, &mut spool, &mut observer, &mut backoff);
             }
         }
         let wait = next_scan.saturating_duration_since(Instant::now());
@@ -109,7 +112,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                 tracing::info!(signal, "stopping: shipping what is spooled");
                 ship(
                     &settings,
-                    &shipper,
+                    &mut shipper,
                     &mut spool,
                     &mut observer,
                     &mut Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
@@ -136,25 +139,33 @@ fn observe(scanner: &mut Scanner, observer: &mut Observer, spool: &mut Spool) {
         tracing::warn!("{warning}");
     }
     let at = Timestamp::now();
-    let Some(report) = observer.observe(Snapshot::from_sockets(&scan.sockets), at) else {
-        return;
-    };
-    let item = SpooledReport {
-        session: observer.session().to_owned(),
-        report,
-    };
-    if let Err(e) = spool.push(&item) {
-        // The change is lost from the spool; a snapshot will restore history's state.
-        tracing::error!(error = %e, seq = item.report.seq, "cannot spool a report; the next report will be a full snapshot");
-        observer.resync();
+    for report in observer.observe(Snapshot::from_sockets(&scan.sockets), at) {
+        let item = SpooledReport {
+            session: observer.session().to_owned(),
+            report,
+        };
+        if let Err(e) = spool.push(&item) {
+            // The change is lost from the spool; a snapshot will restore history's state.
+            tracing::error!(error = %e, seq = item.report.seq, "cannot spool a report; the next report will be a full snapshot");
+            observer.resync();
+            return;
+        }
     }
 }
 
-/// Sends the spool, oldest first, one session's run of reports per batch,
-/// until it is empty or a send fails; with nothing spooled, a heartbeat.
-fn ship(settings: &Settings, shipper: &Shipper, spool: &mut Spool, observer: &mut Observer, backoff: &mut Backoff) {
+/// Sends the spool, oldest first, one session's run of reports per batch
+/// (bounded in bytes by the collector's limits, see `ship`), until it is
+/// empty or a send fails; with nothing spooled, a heartbeat. A batch the
+/// collector finds too large is sent again in halves; reports it refuses
+/// for good are counted as dropped (reported in the next batch) and
+/// replaced by a snapshot.
+fn ship(settings: &Settings, shipper: &mut Shipper, spool: &mut Spool, observer: &mut Observer, backoff: &mut Backoff) {
+    // Lowered when the collector answers 413, for the rest of this call.
+    let mut cap = BATCH_REPORTS;
+    let mut resyncs = 0;
     loop {
-        let pending = match spool.pending(BATCH_REPORTS) {
+        let limits = shipper.limits();
+        let pending = match spool.pending(cap.min(usize::try_from(limits.max_reports).unwrap_or(cap))) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the spool");
@@ -164,21 +175,34 @@ fn ship(settings: &Settings, shipper: &Shipper, spool: &mut Spool, observer: &mu
         let session = pending
             .first()
             .map_or_else(|| observer.session().to_owned(), |p| p.session.clone());
-        let reports: Vec<_> = pending
-            .iter()
+        let run: Vec<_> = pending
+            .into_iter()
             .take_while(|p| p.session == session)
-            .map(|p| p.report.clone())
+            .map(|p| p.report)
             .collect();
         let dropped = spool.dropped();
-        let batch = Batch {
-            version: PROTOCOL_VERSION,
-            host: settings.host.clone(),
-            session: session.clone(),
-            dropped,
-            alive_at: Some(Timestamp::now()),
-            reports,
+        let mut count = ship::plan(&run, &limits, cap);
+        let (batch, encoded) = loop {
+            let reports = run[..count.min(run.len())].to_vec();
+            let batch = Batch {
+                version: Batch::required_version(&reports),
+                host: settings.host.clone(),
+                session: session.clone(),
+                dropped,
+                alive_at: Some(Timestamp::now()),
+                reports,
+            };
+            match ship::encode(&batch) {
+                Ok(encoded) if count > 1 && ship::oversized(&encoded, &limits) => count /= 2,
+                Ok(encoded) => break (batch, encoded),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode a batch");
+                    return;
+                }
+            }
         };
-        match shipper.send(&batch) {
+        let last = batch.reports.last().map_or(0, |r| r.seq);
+        match shipper.send_encoded(&encoded) {
             Ok(ack) => {
                 backoff.succeeded();
                 let acked = match spool
@@ -192,32 +216,49 @@ fn ship(settings: &Settings, shipper: &Shipper, spool: &mut Spool, observer: &mu
                     }
                 };
                 if ack.resync {
-                    if session == observer.session() {
-                        tracing::info!(acked = ack.acked, "collector asked for a snapshot");
-                    } else {
-                        // An earlier run's reports the collector cannot use: the current run's snapshot supersedes them.
-                        match spool.ack_through(&session, u64::MAX) {
-                            Ok(stale) => tracing::warn!(stale, session = %session,
-                                "discarded reports of an earlier run the collector cannot place"),
-                            Err(e) => {
-                                tracing::error!(error = %e, "cannot discard stale reports");
-                                return;
+                    // What follows the acknowledged reports up to the session's next
+                    // snapshot cannot be placed (a gap): it is dropped, counted.
+                    let snapshot_pending = match skip_to_snapshot(spool, &session) {
+                        Ok((skipped, pending)) => {
+                            if skipped > 0 {
+                                tracing::warn!(skipped, session = %session, acked = ack.acked,
+                                    "dropped reports the collector cannot place after a gap (counted as dropped); \
+                                     a snapshot restores the history's state");
+                            } else {
+                                tracing::info!(acked = ack.acked, "collector asked for a snapshot");
                             }
+                            pending
                         }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot discard the reports the collector cannot place");
+                            return;
+                        }
+                    };
+                    if !snapshot_pending {
+                        observer.resync();
+                        return;
                     }
-                    observer.resync();
-                    return;
+                    resyncs += 1;
+                    if resyncs > MAX_RESYNCS_PER_SHIP {
+                        return;
+                    }
+                    continue;
                 }
                 if batch.reports.is_empty() || acked < batch.reports.len() || spool.is_empty() {
                     return;
                 }
             }
-            Err(ShipError::Rejected(message)) => {
-                // Sending it again cannot succeed: drop it, count it, and let a snapshot restore history.
-                tracing::error!(%message, reports = batch.reports.len(), "collector rejected a batch; dropping it and sending a snapshot");
-                let last = batch.reports.last().map_or(0, |r| r.seq);
-                if let Err(e) = spool.ack_through(&session, last) {
-                    tracing::error!(error = %e, "cannot drop the rejected batch");
+            Err(ShipError::TooLarge(message)) if batch.reports.len() > 1 => {
+                cap = batch.reports.len() / 2;
+                tracing::warn!(%message, reports = batch.reports.len(), bytes = encoded.body.len(),
+                    "collector refused a batch as too large; sending it in halves");
+            }
+            Err(e @ (ShipError::TooLarge(_) | ShipError::Rejected(_))) => {
+                // Sending it again cannot succeed: count it as dropped, and let a snapshot restore history.
+                tracing::error!(error = %e, reports = batch.reports.len(),
+                    "the collector refuses these reports for good; counting them as dropped and sending a snapshot");
+                if let Err(e) = spool.discard_through(&session, last) {
+                    tracing::error!(error = %e, "cannot drop the refused reports");
                 }
                 observer.resync();
                 return;
@@ -228,13 +269,54 @@ fn ship(settings: &Settings, shipper: &Shipper, spool: &mut Spool, observer: &mu
                     "fix the agent token (portwatch-collector token create --host {}); still observing and spooling", settings.host);
                 return;
             }
-            Err(e) => {
-                let delay = backoff.failed(Duration::ZERO);
+            Err(e @ ShipError::Unavailable { retry_after, .. }) => {
+                let delay = backoff.failed(retry_after.unwrap_or(Duration::ZERO));
                 tracing::warn!(error = %e, retry_in = ?delay, spooled = spool.len(), "cannot ship; still observing and spooling");
                 return;
             }
         }
     }
+}
+
+/// After the collector asked for a snapshot of `session`, drops (and
+/// counts as dropped) that session's leading pending reports that precede
+/// its next snapshot: after a gap the collector can place none of them.
+/// Returns how many, and whether a snapshot of the session is still pending
+/// (if not, the observer must make one).
+fn skip_to_snapshot(spool: &mut Spool, session: &str) -> Result<(usize, bool), SpoolError> {
+    let mut skipped = 0;
+    loop {
+        let pending = spool.pending(BATCH_REPORTS)?;
+        let mut last = None;
+        let mut ended = pending.len() < BATCH_REPORTS;
+        let mut found = false;
+        for p in &pending {
+            if p.session != session {
+                ended = true;
+                break;
+            }
+            if starts_snapshot(&p.report.body) {
+                found = true;
+                break;
+            }
+            last = Some(p.report.seq);
+        }
+        let Some(seq) = last else {
+            return Ok((skipped, found));
+        };
+        skipped += spool.discard_through(session, seq)?;
+        if found || ended {
+            return Ok((skipped, found));
+        }
+    }
+}
+
+/// Whether a report starts a snapshot (the collector places it whatever came before).
+fn starts_snapshot(body: &ReportBody) -> bool {
+    matches!(
+        body,
+        ReportBody::Snapshot { .. } | ReportBody::SnapshotPart { part: 0, .. }
+    )
 }
 
 #[cfg(test)]
@@ -246,5 +328,62 @@ mod tests {
         let a = new_session().unwrap();
         assert_eq!(a.len(), 32);
         assert_ne!(a, new_session().unwrap());
+    }
+
+    fn item(session: &str, seq: u64, snapshot: bool) -> SpooledReport {
+        let body = if snapshot {
+            ReportBody::SnapshotPart {
+                part: 0,
+                parts: 2,
+                facts: None,
+                listeners: Vec::new(),
+            }
+        } else {
+            ReportBody::Delta {
+                opened: Vec::new(),
+                closed: Vec::new(),
+            }
+        };
+        SpooledReport {
+            session: session.into(),
+            report: portwatch_common::wire::Report {
+                seq,
+                observed_at: Timestamp::from_second(1_700_000_000).unwrap(),
+                body,
+            },
+        }
+    }
+
+    fn pending(spool: &Spool) -> Vec<(String, u64)> {
+        let all = spool.pending(usize::MAX).unwrap();
+        all.into_iter().map(|p| (p.session, p.report.seq)).collect()
+    }
+
+    #[test]
+    fn after_a_gap_the_reports_before_the_next_snapshot_are_dropped_and_counted() {
+        let dir = std::env::temp_dir().join(format!("pw-daemon-gap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut spool = Spool::open(&dir, 1 << 20).unwrap();
+        for (session, seq, snapshot) in [
+            ("a", 8, false),
+            ("a", 9, false),
+            ("a", 10, false),
+            ("a", 11, true),
+            ("a", 12, false),
+            ("b", 1, true),
+        ] {
+            spool.push(&item(session, seq, snapshot)).unwrap();
+        }
+        assert_eq!(skip_to_snapshot(&mut spool, "a").unwrap(), (3, true));
+        assert_eq!(spool.dropped(), 3);
+        assert_eq!(pending(&spool), [("a".into(), 11), ("a".into(), 12), ("b".into(), 1)]);
+        // At a snapshot already: nothing to drop.
+        assert_eq!(skip_to_snapshot(&mut spool, "a").unwrap(), (0, true));
+        // No later snapshot of the session: all of it goes, and one must be made.
+        spool.ack(1).unwrap();
+        assert_eq!(skip_to_snapshot(&mut spool, "a").unwrap(), (1, false));
+        assert_eq!((pending(&spool), spool.dropped()), (vec![("b".into(), 1)], 4));
+        drop(spool);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,6 +8,12 @@
 //! spool had to drop reports, the next report is a snapshot again, from
 //! which the collector reconciles its history.
 //!
+//! Every report stays under a JSON size bound (`REPORT_BYTES` of the wire
+//! protocol), so that any report fits a batch the collector accepts: a
+//! larger snapshot becomes consecutive snapshot parts, a larger delta
+//! consecutive deltas (its closes first, then its opens, as within one
+//! delta), all observed at the same time.
+//!
 //! A scan is not atomic: the socket dump comes first, the owners' fd walk
 //! after it, so a process that exits in between leaves its listening socket
 //! seen without an owner, just before the socket goes. Reporting that would
@@ -19,8 +25,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
-use portwatch_common::wire::{HostFacts, Report, ReportBody};
+use portwatch_common::wire::{json_len, HostFacts, Report, ReportBody, REPORT_BYTES};
 use portwatch_common::{Listener, Snapshot};
 
 /// The report-numbering state of one agent session.
@@ -33,6 +41,8 @@ pub struct Observer {
     snapshot_due: bool,
     /// Sockets (netns, inode) seen without owners once, reported with their last owners.
     orphans: HashSet<(u64, u64)>,
+    /// The JSON size each report stays under.
+    report_bytes: usize,
 }
 
 impl Observer {
@@ -45,7 +55,15 @@ impl Observer {
             last: None,
             snapshot_due: true,
             orphans: HashSet::new(),
+            report_bytes: REPORT_BYTES,
         }
+    }
+
+    /// Keeps each report under `bytes` of JSON instead of the protocol's
+    /// `REPORT_BYTES` (at least one listener goes in each report).
+    pub fn with_report_bytes(mut self, bytes: usize) -> Observer {
+        self.report_bytes = bytes;
+        self
     }
 
     /// The session id.
@@ -87,40 +105,125 @@ impl Observer {
         Snapshot::new(listeners)
     }
 
-    /// The report for a scan observed at `at`, or `None` when nothing changed.
-    pub fn observe(&mut self, current: Snapshot, at: Timestamp) -> Option<Report> {
+    /// The reports for a scan observed at `at`: none when nothing changed,
+    /// one, or several when one would exceed the size bound (see the module
+    /// docs), numbered consecutively.
+    pub fn observe(&mut self, current: Snapshot, at: Timestamp) -> Vec<Report> {
         let current = self.settle(current);
-        let body = match (&self.last, self.snapshot_due) {
+        let bodies = match (&self.last, self.snapshot_due) {
             (Some(last), false) => {
                 let delta = last.diff(&current);
                 if delta.is_empty() {
-                    return None;
+                    return Vec::new();
                 }
-                ReportBody::Delta {
-                    opened: delta.opened,
-                    closed: delta.closed,
-                }
+                split_delta(delta.closed, delta.opened, self.report_bytes)
             }
-            _ => ReportBody::Snapshot {
-                facts: self.facts.clone(),
-                listeners: current.listeners().to_vec(),
-            },
+            _ => split_snapshot(&self.facts, current.listeners(), self.report_bytes),
         };
         self.snapshot_due = false;
         self.last = Some(current);
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        Some(Report {
-            seq,
-            observed_at: at,
-            body,
-        })
+        bodies
+            .into_iter()
+            .map(|body| {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                Report {
+                    seq,
+                    observed_at: at,
+                    body,
+                }
+            })
+            .collect()
     }
 
     /// Makes the next report a snapshot (the collector asked, or reports were dropped).
     pub fn resync(&mut self) {
         self.snapshot_due = true;
     }
+}
+
+/// Bytes of JSON `value` takes.
+fn json_bytes(value: &impl serde::Serialize) -> usize {
+    usize::try_from(json_len(value)).unwrap_or(usize::MAX)
+}
+
+/// Splits `items` into runs of at most `budget` JSON bytes (a comma each
+/// included), at least one item a run; `None` when all fit in one.
+fn runs<T: serde::Serialize>(items: &[T], budget: usize) -> Option<Vec<std::ops::Range<usize>>> {
+    let sizes: Vec<usize> = items.iter().map(|item| json_bytes(item) + 1).collect();
+    if sizes.iter().sum::<usize>() <= budget {
+        return None;
+    }
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, size) in sizes.into_iter().enumerate() {
+        if i > start && bytes + size > budget {
+            runs.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    runs.push(start..items.len());
+    Some(runs)
+}
+
+/// Room left in a report for its listeners: the bound less the report's
+/// other fields (the facts, the kind, numbers), at least a quarter of it.
+fn listener_budget(report_bytes: usize, fixed: usize) -> usize {
+    report_bytes.saturating_sub(fixed + 256).max(report_bytes / 4)
+}
+
+/// A snapshot of `listeners`, whole or in parts of at most about `report_bytes`.
+fn split_snapshot(facts: &HostFacts, listeners: &[Listener], report_bytes: usize) -> Vec<ReportBody> {
+    let budget = listener_budget(report_bytes, json_bytes(facts));
+    let Some(runs) = runs(listeners, budget) else {
+        return vec![ReportBody::Snapshot {
+            facts: facts.clone(),
+            listeners: listeners.to_vec(),
+        }];
+    };
+    let parts = u32::try_from(runs.len()).unwrap_or(u32::MAX);
+    runs.into_iter()
+        .enumerate()
+        .map(|(i, run)| {
+            let part = u32::try_from(i).unwrap_or(u32::MAX);
+            ReportBody::SnapshotPart {
+                part,
+                parts,
+                facts: (part + 1 == parts).then(|| facts.clone()),
+                listeners: listeners[run].to_vec(),
+            }
+        })
+        .collect()
+}
+
+/// A delta, whole or as consecutive deltas of at most about `report_bytes`:
+/// its closes first, then its opens.
+fn split_delta(closed: Vec<Arc<Listener>>, opened: Vec<Arc<Listener>>, report_bytes: usize) -> Vec<ReportBody> {
+    let changes: Vec<(bool, Arc<Listener>)> = closed
+        .into_iter()
+        .map(|l| (false, l))
+        .chain(opened.into_iter().map(|l| (true, l)))
+        .collect();
+    let Some(runs) = runs(
+        &changes.iter().map(|(_, l)| l).collect::<Vec<_>>(),
+        listener_budget(report_bytes, 0),
+    ) else {
+        let (opened, closed) = changes.into_iter().partition::<Vec<_>, _>(|(open, _)| *open);
+        return vec![ReportBody::Delta {
+            opened: opened.into_iter().map(|(_, l)| l).collect(),
+            closed: closed.into_iter().map(|(_, l)| l).collect(),
+        }];
+    };
+    runs.into_iter()
+        .map(|run| {
+            let (opened, closed) = changes[run].iter().cloned().partition::<Vec<_>, _>(|(open, _)| *open);
+            ReportBody::Delta {
+                opened: opened.into_iter().map(|(_, l)| l).collect(),
+                closed: closed.into_iter().map(|(_, l)| l).collect(),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -168,24 +271,31 @@ mod tests {
     fn kind(r: &Report) -> &'static str {
         match r.body {
             ReportBody::Snapshot { .. } => "snapshot",
+            ReportBody::SnapshotPart { .. } => "part",
             ReportBody::Delta { .. } => "delta",
         }
+    }
+
+    /// The one report of a scan.
+    fn one(mut reports: Vec<Report>) -> Report {
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        reports.remove(0)
     }
 
     #[test]
     fn a_session_starts_with_a_snapshot_then_numbers_each_change() {
         let mut o = Observer::new("s1".into(), facts());
-        let first = o.observe(snapshot(&[22]), t(0)).unwrap();
+        let first = one(o.observe(snapshot(&[22]), t(0)));
         assert_eq!((first.seq, kind(&first), first.observed_at), (1, "snapshot", t(0)));
-        assert!(o.observe(snapshot(&[22]), t(10)).is_none(), "nothing changed");
-        let second = o.observe(snapshot(&[22, 80]), t(20)).unwrap();
+        assert!(o.observe(snapshot(&[22]), t(10)).is_empty(), "nothing changed");
+        let second = one(o.observe(snapshot(&[22, 80]), t(20)));
         assert_eq!((second.seq, kind(&second)), (2, "delta"));
         let ReportBody::Delta { opened, closed } = &second.body else {
             unreachable!()
         };
         assert_eq!((opened.len(), closed.len()), (1, 0));
         assert_eq!(opened[0].local_port, 80);
-        let third = o.observe(snapshot(&[80]), t(30)).unwrap();
+        let third = one(o.observe(snapshot(&[80]), t(30)));
         assert_eq!((third.seq, kind(&third)), (3, "delta"));
     }
 
@@ -217,8 +327,8 @@ mod tests {
             .into_iter()
             .chain(snapshot(&[80]).into_listeners())
             .collect();
-        assert!(o.observe(Snapshot::new(both), t(10)).is_none());
-        let r = o.observe(owned(snapshot(&[22]), 7), t(20)).unwrap();
+        assert!(o.observe(Snapshot::new(both), t(10)).is_empty());
+        let r = one(o.observe(owned(snapshot(&[22]), 7), t(20)));
         let ReportBody::Delta { opened, closed } = &r.body else {
             unreachable!()
         };
@@ -231,14 +341,14 @@ mod tests {
     fn a_socket_still_without_owner_at_the_next_scan_is_reported_then() {
         let mut o = Observer::new("s1".into(), facts());
         o.observe(owned(snapshot(&[80]), 7), t(0));
-        assert!(o.observe(snapshot(&[80]), t(10)).is_none(), "one scan of grace");
-        let r = o.observe(snapshot(&[80]), t(20)).unwrap();
+        assert!(o.observe(snapshot(&[80]), t(10)).is_empty(), "one scan of grace");
+        let r = one(o.observe(snapshot(&[80]), t(20)));
         let ReportBody::Delta { opened, closed } = &r.body else {
             unreachable!()
         };
         assert_eq!((opened.len(), closed.len()), (1, 1));
         assert!(opened[0].processes.is_empty() && closed[0].processes[0].pid == 7);
-        assert!(o.observe(snapshot(&[80]), t(30)).is_none(), "reported once");
+        assert!(o.observe(snapshot(&[80]), t(30)).is_empty(), "reported once");
     }
 
     #[test]
@@ -246,13 +356,71 @@ mod tests {
         let mut o = Observer::new("s1".into(), facts());
         o.observe(snapshot(&[22]), t(0));
         o.resync();
-        let r = o.observe(snapshot(&[22]), t(10)).unwrap();
+        let r = one(o.observe(snapshot(&[22]), t(10)));
         assert_eq!((r.seq, kind(&r)), (2, "snapshot"));
         let ReportBody::Snapshot { listeners, facts: f } = &r.body else {
             unreachable!()
         };
         assert_eq!(listeners.len(), 1);
         assert_eq!(f, &facts());
-        assert!(o.observe(snapshot(&[22]), t(20)).is_none());
+        assert!(o.observe(snapshot(&[22]), t(20)).is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_over_the_size_bound_goes_in_consecutive_parts_that_add_up_to_it() {
+        let ports: Vec<u16> = (1000..1400).collect();
+        let whole = snapshot(&ports);
+        let per_listener = json_bytes(&whole.listeners()[0]) + 1;
+        let bound = 40 * per_listener + 600;
+        let mut o = Observer::new("s1".into(), facts()).with_report_bytes(bound);
+        let reports = o.observe(whole.clone(), t(0));
+        assert!(reports.len() >= 10, "{} parts", reports.len());
+        let parts = reports.len() as u32;
+        let mut union = Vec::new();
+        for (i, r) in reports.iter().enumerate() {
+            assert_eq!((r.seq, r.observed_at), (i as u64 + 1, t(0)));
+            assert!(json_bytes(r) <= bound, "part {i}: {} bytes over {bound}", json_bytes(r));
+            let ReportBody::SnapshotPart {
+                part,
+                parts: n,
+                facts: f,
+                listeners,
+            } = &r.body
+            else {
+                panic!("part {i} is a {}", kind(r))
+            };
+            assert_eq!((*part, *n), (i as u32, parts));
+            assert_eq!(f.is_some(), i as u32 + 1 == parts, "facts on the last part only");
+            union.extend(listeners.iter().cloned());
+        }
+        assert_eq!(union, whole.listeners().to_vec());
+        // Numbering goes on after the parts.
+        let next = one(o.observe(snapshot(&ports[1..]), t(10)));
+        assert_eq!((next.seq, kind(&next)), (u64::from(parts) + 1, "delta"));
+        // Under the bound, a snapshot stays whole.
+        let mut small = Observer::new("s2".into(), facts()).with_report_bytes(bound);
+        assert_eq!(kind(&one(small.observe(snapshot(&ports[..20]), t(0)))), "snapshot");
+    }
+
+    #[test]
+    fn a_delta_over_the_size_bound_goes_as_deltas_closing_first_then_opening() {
+        let before: Vec<u16> = (1000..1100).collect();
+        let after: Vec<u16> = (2000..2150).collect();
+        let per_listener = json_bytes(&snapshot(&[1000]).listeners()[0]) + 1;
+        let mut o = Observer::new("s1".into(), facts()).with_report_bytes(30 * per_listener + 300);
+        let first = o.observe(snapshot(&before), t(0)).len() as u64;
+        let reports = o.observe(snapshot(&after), t(10));
+        assert!(reports.len() >= 8, "{} deltas", reports.len());
+        let (mut closed, mut opened) = (Vec::new(), Vec::new());
+        for (i, r) in reports.iter().enumerate() {
+            assert_eq!((r.seq, r.observed_at), (first + i as u64 + 1, t(10)));
+            let ReportBody::Delta { opened: o, closed: c } = &r.body else {
+                panic!("a {}", kind(r))
+            };
+            assert!(c.is_empty() || opened.is_empty(), "report {i} closes after an open");
+            closed.extend(c.iter().map(|l| l.local_port));
+            opened.extend(o.iter().map(|l| l.local_port));
+        }
+        assert_eq!((closed, opened), (before, after));
     }
 }

@@ -494,6 +494,12 @@ impl Spool {
     /// reports since [`Spool::pending`], it would acknowledge reports never
     /// sent. Unless no push can come in between, use [`Spool::ack_through`].
     pub fn ack(&mut self, count: usize) -> Result<(), SpoolError> {
+        self.ack_counting(count, 0)
+    }
+
+    /// [`Spool::ack`], adding `dropped` to the drop count in the same
+    /// durable step.
+    fn ack_counting(&mut self, count: usize, dropped: u64) -> Result<(), SpoolError> {
         let pending = self.lines_total - self.acked_lines;
         if count as u64 > pending {
             return Err(SpoolError::AckBeyondPending { count, pending });
@@ -518,10 +524,10 @@ impl Spool {
             offset = 0;
             lines = 0;
         }
-        if first == 0 && offset == self.acked_offset {
+        if first == 0 && offset == self.acked_offset && dropped == 0 {
             return Ok(());
         }
-        self.commit(first, offset, lines, self.dropped)
+        self.commit(first, offset, lines, self.dropped.saturating_add(dropped))
     }
 
     /// Acknowledges the leading pending reports of `session` numbered up to
@@ -531,6 +537,23 @@ impl Spool {
     /// session means, and it stays right if a push dropped the oldest
     /// reports (sent or not) since [`Spool::pending`].
     pub fn ack_through(&mut self, session: &str, seq: u64) -> Result<usize, SpoolError> {
+        let count = self.count_through(session, seq)?;
+        self.ack(count)?;
+        Ok(count)
+    }
+
+    /// Gives up the reports [`Spool::ack_through`] would acknowledge (the
+    /// collector refused them for good): they are never returned again and
+    /// are added to [`Spool::dropped`] in the same durable step, so the loss
+    /// is reported. Returns how many.
+    pub fn discard_through(&mut self, session: &str, seq: u64) -> Result<usize, SpoolError> {
+        let count = self.count_through(session, seq)?;
+        self.ack_counting(count, count as u64)?;
+        Ok(count)
+    }
+
+    /// How many leading pending reports are of `session` and numbered up to `seq`.
+    fn count_through(&self, session: &str, seq: u64) -> Result<usize, SpoolError> {
         /// The part of a [`SpooledReport`] that identifies it.
         #[derive(Deserialize)]
         struct Key<'a> {
@@ -549,7 +572,6 @@ impl Spool {
             count += usize::from(acked);
             Ok(acked)
         })?;
-        self.ack(count)?;
         Ok(count)
     }
 
@@ -1139,6 +1161,26 @@ mod tests {
         assert_eq!(spool.ack_through("new", 2).unwrap(), 2);
         assert!(spool.is_empty());
         assert_eq!(spool.ack_through("new", 2).unwrap(), 0);
+    }
+
+    #[test]
+    fn discarded_reports_are_never_returned_again_and_are_counted_as_dropped() {
+        let tmp = TempDir::new("discard");
+        let mut spool = Spool::open(&tmp.spool(), 1 << 30).unwrap();
+        for seq in 1..=5 {
+            spool.push(&report("a", seq)).unwrap();
+        }
+        spool.push(&report("b", 1)).unwrap();
+        assert_eq!(spool.discard_through("a", 3).unwrap(), 3);
+        assert_eq!((all(&spool), spool.dropped()), (vec![4, 5, 1], 3));
+        drop(spool);
+        let mut spool = Spool::open(&tmp.spool(), 1 << 30).unwrap();
+        assert_eq!((all(&spool), spool.dropped()), (vec![4, 5, 1], 3), "durable");
+        // Stops at another session, like ack_through.
+        assert_eq!(spool.discard_through("a", u64::MAX).unwrap(), 2);
+        assert_eq!((all(&spool), spool.dropped()), (vec![1], 5));
+        assert_eq!(spool.discard_through("a", u64::MAX).unwrap(), 0);
+        assert_eq!(spool.dropped(), 5);
     }
 
     #[test]

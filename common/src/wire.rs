@@ -274,6 +274,26 @@ impl Batch {
     }
 }
 
+/// Bytes of `value` as JSON, counted without building the text (how
+/// agents keep reports and batches under their bounds).
+pub fn json_len(value: &impl Serialize) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // The wire types always serialize (no maps with non-string keys); a
+    // failure would only make the count short.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// A host name as portwatch accepts it: 1 to 253 ASCII letters, digits,
 /// `.`, `-`, `_`.
 pub fn valid_host_name(name: &str) -> bool {
@@ -426,6 +446,12 @@ mod tests {
         let text = serde_json::to_string(&new).unwrap();
         assert!(text.contains("max_decompressed_bytes"), "{text}");
         assert_eq!(serde_json::from_str::<Ack>(&text).unwrap(), new);
+    }
+
+    #[test]
+    fn json_len_is_the_length_of_the_json_text() {
+        let b = batch(&[1, 2, 3]);
+        assert_eq!(json_len(&b), serde_json::to_vec(&b).unwrap().len() as u64);
     }
 
     #[test]

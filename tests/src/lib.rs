@@ -354,7 +354,10 @@ impl Agent {
             .arg("--spool-dir")
             .arg(spool)
             .args(extra)
-            .env("PORTWATCH_LOG", "warn")
+            .env(
+                "PORTWATCH_LOG",
+                std::env::var("PW_TEST_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

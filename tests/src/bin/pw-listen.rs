@@ -3,10 +3,11 @@
 //! line on stdout, and holds everything until its stdin closes.
 //!
 //! ```text
-//! pw-listen [--children N] SPEC...
+//! pw-listen [--children N [--pad BYTES]] SPEC...
 //! SPEC: tcp4:ADDR  tcp6:ADDR  tcp46:ADDR  udp4:ADDR  udp6:ADDR  conn4 (a loopback TCP connection)
 //!       ADDR is IP:PORT, IPv6 in brackets; port 0 picks a free one. tcp6/udp6 set IPV6_V6ONLY,
 //!       tcp46 clears it.
+//! --pad gives each child a command line BYTES longer (as a JVM's class path makes it).
 //! ```
 //! Output: `{"pid":P,"children":[...],"sockets":[{"spec":"tcp4","port":N},...]}`.
 
@@ -28,6 +29,11 @@ fn main() -> anyhow::Result<()> {
     let mut children = 0;
     if args.first().map(String::as_str) == Some("--children") {
         children = args.get(1).context("--children needs a number")?.parse()?;
+        args.drain(..2);
+    }
+    let mut pad = 0;
+    if args.first().map(String::as_str) == Some("--pad") {
+        pad = args.get(1).context("--pad needs a number")?.parse()?;
         args.drain(..2);
     }
     let mut held: Vec<OwnedFd> = Vec::new();
@@ -72,7 +78,12 @@ fn main() -> anyhow::Result<()> {
         }
         for _ in 0..children {
             let exe = std::env::current_exe()?;
-            kids.push(Command::new(exe).arg("--hold").stdin(Stdio::piped()).spawn()?);
+            let mut kid = Command::new(exe);
+            kid.arg("--hold");
+            if pad > 0 {
+                kid.arg("p".repeat(pad));
+            }
+            kids.push(kid.stdin(Stdio::piped()).spawn()?);
         }
     }
     let line = serde_json::json!({

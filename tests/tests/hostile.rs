@@ -1,0 +1,284 @@
+//! The hostile or broken fleet, end to end: a real collector on a temp
+//! SQLite file and real agents, each test one way a host can misbehave or
+//! overload the collector, asserting what was stored (nothing lost, nothing
+//! dropped without being counted) and that honest hosts kept working.
+// Test helpers outside #[test] functions panic on failure like the tests do.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use portwatch_agent::spool::{Spool, SpooledReport};
+use portwatch_common::wire::{HostFacts, Report, ReportBody};
+use portwatch_common::{Exposure, Family, Listener, Process, Proto};
+use portwatch_tests::*;
+use serde_json::Value;
+
+/// Bound for an agent to ship what the tests give it (not a timing assertion).
+const SETTLE: Duration = Duration::from_secs(90);
+
+/// Held by the tests whose agents ship tens of megabytes: every agent scans
+/// the whole machine, so one test's giant listeners are in another's
+/// snapshots; one at a time keeps each test's figures its own.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn facts() -> HostFacts {
+    HostFacts {
+        os: None,
+        kernel: None,
+        boot_time: None,
+        agent_version: "test".into(),
+        interval_ms: 10_000,
+        tags: Default::default(),
+    }
+}
+
+/// Writes `reports` of `session` to a spool in `dir`, as an agent that
+/// could not reach its collector would have.
+fn spool_of(dir: &std::path::Path, session: &str, reports: Vec<Report>) {
+    let mut spool = Spool::open(dir, 64 << 20).unwrap();
+    for report in reports {
+        spool
+            .push(&SpooledReport {
+                session: session.into(),
+                report,
+            })
+            .unwrap();
+    }
+}
+
+struct Setup {
+    dir: TempDir,
+    collector: Collector,
+    agent_token: String,
+    read_token: String,
+}
+
+fn setup(tag: &str, host: &str) -> Setup {
+    let dir = TempDir::new(tag).unwrap();
+    let db = dir.path.join("collector.db");
+    let agent_token = create_token(&db, &["--host", host]).unwrap();
+    let read_token = create_token(&db, &["--role", "read", "--name", "ops"]).unwrap();
+    let collector = Collector::start(&db, 0).unwrap();
+    Setup {
+        dir,
+        collector,
+        agent_token,
+        read_token,
+    }
+}
+
+fn host_row(s: &Setup, host: &str) -> Option<Value> {
+    let hosts = portwatch_json(&s.collector.url, &s.read_token, &["hosts"]).unwrap();
+    hosts.as_array()?.iter().find(|h| h["host"] == host).cloned()
+}
+
+/// A listener on 127.0.0.1:`port` held by one process whose command line is
+/// `cmdline_bytes` long.
+fn listener(port: u16, cmdline_bytes: usize) -> Listener {
+    let mut cmdline = format!("/opt/app/bin/java -Dport={port} -cp ");
+    while cmdline.len() < cmdline_bytes {
+        cmdline.push_str("/opt/app/lib/dependency.jar:");
+    }
+    Listener {
+        netns: 4_026_531_840,
+        proto: Proto::Tcp,
+        family: Family::Ipv4,
+        local_addr: "127.0.0.1".parse().unwrap(),
+        local_port: port,
+        inode: u64::from(port) + 7_000_000,
+        uid: 1000,
+        user: Some("app".into()),
+        exposure: Exposure::Loopback,
+        dual_stack: false,
+        processes: vec![Process {
+            pid: u32::from(port),
+            name: "java".into(),
+            cmdline: Some(cmdline.into()),
+            exe: Some("/opt/app/bin/java".into()),
+            uid: Some(1000),
+            user: Some("app".into()),
+            container: None,
+            unit: Some("app.service".into()),
+        }],
+    }
+}
+
+#[test]
+fn a_long_outage_of_large_reports_is_replayed_whole_in_batches_the_collector_takes() {
+    // After a long outage on a busy host: 500 spooled reports of ~76 KB,
+    // ~38 MB of JSON, more than the collector takes in one batch (32 MiB).
+    // An agent sizing batches by count alone sent them as one, got a 413 and
+    // dropped them all without counting them.
+    let s = setup("hostile-backlog", "backlog-1");
+    let spool_dir = s.dir.path.join("spool");
+    let start = Timestamp::from_second(Timestamp::now().as_second() - 7200).unwrap();
+    let at = |i: u64| start + jiff::SignedDuration::from_secs(i as i64);
+    let mut reports = vec![Report {
+        seq: 1,
+        observed_at: at(0),
+        body: ReportBody::Snapshot {
+            facts: facts(),
+            listeners: vec![listener(20_000, 76_000)],
+        },
+    }];
+    reports.extend((2..=500u64).map(|seq| Report {
+        seq,
+        observed_at: at(seq),
+        body: ReportBody::Delta {
+            opened: vec![Arc::new(listener(20_000 + seq as u16, 76_000))],
+            closed: Vec::new(),
+        },
+    }));
+    spool_of(&spool_dir, "run-before-the-outage", reports);
+    let _heavy = heavy();
+    let _agent = Agent::start(&s.collector.url, &s.agent_token, "backlog-1", "500ms", &spool_dir).unwrap();
+
+    // The last report is replayed last: once it is stored, look at them all.
+    eventually(SETTLE, || {
+        let v = portwatch_json(
+            &s.collector.url,
+            &s.read_token,
+            &["history", "--host", "backlog-1", "--port", "20500"],
+        )
+        .ok()?;
+        (!v.as_array()?.is_empty()).then_some(())
+    })
+    .expect("every spooled report reaches the collector");
+    let v = portwatch_json(&s.collector.url, &s.read_token, &["history", "--host", "backlog-1"]).unwrap();
+    let history: Vec<Value> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| (20_000..=20_500).contains(&r["local_port"].as_u64().unwrap_or(0)))
+        .cloned()
+        .collect();
+    assert_eq!(history.len(), 500, "one interval per spooled listener, none twice");
+    for seq in 2..=500u64 {
+        let row = history
+            .iter()
+            .find(|r| r["local_port"] == 20_000 + seq)
+            .unwrap_or_else(|| panic!("port {} missing", 20_000 + seq));
+        assert_eq!(row["opened_at"], at(seq).to_string(), "opened when it was observed");
+    }
+    let host = host_row(&s, "backlog-1").unwrap();
+    assert_eq!(host["dropped_reports"], 0, "nothing was dropped: {host}");
+}
+
+#[test]
+fn a_snapshot_too_large_for_any_batch_is_sent_in_parts_and_stored_whole() {
+    // 250 listeners, each shared by 40 processes with 4 KB command lines:
+    // a ~40 MB snapshot, over the 32 MiB the collector takes in one batch.
+    let _heavy = heavy();
+    let s = setup("hostile-parts", "parts-1");
+    let specs: Vec<String> = (0..250).map(|_| "tcp4:127.0.0.1:0".to_owned()).collect();
+    let mut args = vec!["--children", "40", "--pad", "4000"];
+    args.extend(specs.iter().map(String::as_str));
+    let held = Listeners::start(&[], &args).unwrap();
+    let ports: Vec<u16> = (0..250).map(|i| held.port(i)).collect();
+    let spool = s.dir.path.join("spool");
+    let _agent = Agent::start(&s.collector.url, &s.agent_token, "parts-1", "1s", &spool).unwrap();
+
+    let rows = eventually(SETTLE, || {
+        let v = portwatch_json(&s.collector.url, &s.read_token, &["ports", "--host", "parts-1"]).ok()?;
+        let ours: Vec<Value> = v
+            .as_array()?
+            .iter()
+            .filter(|r| ports.contains(&(r["local_port"].as_u64().unwrap_or(0) as u16)))
+            .cloned()
+            .collect();
+        (ours.len() == ports.len()).then_some(ours)
+    })
+    .expect("the whole snapshot reaches the collector");
+    for row in &rows {
+        let holders = row["processes"].as_array().unwrap();
+        assert_eq!(
+            holders.len(),
+            41,
+            "the server and its 40 children hold :{}",
+            row["local_port"]
+        );
+        assert!(holders
+            .iter()
+            .any(|p| p["cmdline"].as_str().is_some_and(|c| c.len() > 4000)));
+    }
+    let host = host_row(&s, "parts-1").unwrap();
+    assert_eq!(host["dropped_reports"], 0, "nothing was dropped: {host}");
+}
+
+#[test]
+fn after_a_gap_the_agent_drops_and_counts_what_cannot_be_placed_and_goes_on_from_the_next_snapshot() {
+    // Reports 3 and 4 were lost before reaching the spool (a failed push).
+    // The collector can place nothing after the gap until a snapshot; an
+    // agent that sent the same unplaceable batch again and again never got
+    // to the snapshot spooled after it.
+    let _heavy = heavy();
+    let s = setup("hostile-gap", "gap-1");
+    let spool_dir = s.dir.path.join("spool");
+    let start = Timestamp::from_second(Timestamp::now().as_second() - 3600).unwrap();
+    let at = |i: i64| start + jiff::SignedDuration::from_secs(i);
+    let delta = |seq: u64, port: u16| Report {
+        seq,
+        observed_at: at(seq as i64),
+        body: ReportBody::Delta {
+            opened: vec![Arc::new(listener(port, 100))],
+            closed: Vec::new(),
+        },
+    };
+    spool_of(
+        &spool_dir,
+        "run-with-a-gap",
+        vec![
+            Report {
+                seq: 1,
+                observed_at: at(1),
+                body: ReportBody::Snapshot {
+                    facts: facts(),
+                    listeners: vec![listener(21_001, 100)],
+                },
+            },
+            delta(2, 21_002),
+            delta(5, 21_005),
+            delta(6, 21_006),
+            Report {
+                seq: 7,
+                observed_at: at(7),
+                body: ReportBody::Snapshot {
+                    facts: facts(),
+                    listeners: vec![listener(21_001, 100), listener(21_002, 100), listener(21_007, 100)],
+                },
+            },
+            delta(8, 21_008),
+        ],
+    );
+    let _agent = Agent::start(&s.collector.url, &s.agent_token, "gap-1", "300ms", &spool_dir).unwrap();
+    let ports = |v: &Value| -> Vec<u64> {
+        let mut p: Vec<u64> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["local_port"].as_u64())
+            .filter(|p| (21_000..21_100).contains(p))
+            .collect();
+        p.sort_unstable();
+        p
+    };
+    let history = eventually(SETTLE, || {
+        let v = portwatch_json(&s.collector.url, &s.read_token, &["history", "--host", "gap-1"]).ok()?;
+        ports(&v).contains(&21_008).then_some(v)
+    })
+    .expect("the reports after the gap's snapshot reach the collector");
+    assert_eq!(
+        ports(&history),
+        vec![21_001, 21_002, 21_007, 21_008],
+        "5 and 6 could not be placed"
+    );
+    let host = eventually(SETTLE, || host_row(&s, "gap-1").filter(|h| h["dropped_reports"] != 0))
+        .expect("the dropped reports are counted");
+    assert_eq!(host["dropped_reports"], 2, "reports 5 and 6: {host}");
+}
