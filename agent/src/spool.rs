@@ -682,7 +682,7 @@ impl Spool {
             return Ok(out);
         }
         self.each_pending(|path, number, line| {
-            out.push(serde_json::from_slice(line).map_err(|e| self.corrupt(path, number, e))?);
+            out.push(serde_json::from_slice(line).map_err(|e| self.corrupt(path, number, not_a_report(&e)))?);
             Ok(out.len() < max)
         })?;
         Ok(out)
@@ -747,7 +747,7 @@ impl Spool {
         }
         let mut count = 0;
         self.each_pending(|path, number, line| {
-            let key: Key = serde_json::from_slice(line).map_err(|e| self.corrupt(path, number, e))?;
+            let key: Key = serde_json::from_slice(line).map_err(|e| self.corrupt(path, number, not_a_report(&e)))?;
             let acked = key.session == session && key.report.seq <= seq;
             count += usize::from(acked);
             Ok(acked)
@@ -1076,7 +1076,7 @@ fn scan_segment(data: &[u8], is_last: bool, cursor_offset: Option<u64>) -> Resul
             None => Some("the line is incomplete".to_owned()),
             Some(end) => serde_json::from_slice::<SpooledReport>(rest.get(..end).unwrap_or_default())
                 .err()
-                .map(|e| e.to_string()),
+                .map(|e| not_a_report(&e)),
         };
         if let Some(reason) = problem {
             let is_final = end.is_none_or(|end| pos + end + 1 == data.len());
@@ -1123,6 +1123,16 @@ fn unacked_lines(data: &[u8], from: u64, is_last: bool) -> u64 {
         count += u64::from(!torn);
     }
     count
+}
+
+/// Why a line is not a spooled report. Each line is parsed alone, so the
+/// position is a column: serde's "at line 1 column N" would read as the
+/// wrong line next to the line number of the file.
+fn not_a_report(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let location = format!(" at line {} column {}", e.line(), e.column());
+    let what = message.strip_suffix(&location).unwrap_or(&message);
+    format!("not a spooled report: {what}, at column {}", e.column())
 }
 
 fn trim_newline(line: &[u8]) -> &[u8] {
@@ -1561,6 +1571,7 @@ mod tests {
         assert_eq!(q.file, segment);
         assert_eq!(q.kept_as, quarantine_path(&tmp.spool(), segment_number(&segment)));
         assert_eq!(q.line, Some(2));
+        assert_eq!(q.reason, "not a spooled report: expected ident, at column 2");
         assert_eq!(q.dropped, 3, "the intact lines 1 and 3 are counted too");
         let message = q.to_string();
         assert!(message.contains(&segment.display().to_string()), "{message}");
