@@ -100,8 +100,8 @@
 //!   first thing deleted when a push needs room, before any report: their
 //!   reports are counted already. They can be deleted at any time.
 //! - A line that stops parsing while the spool is open (the file changed
-//!   under it) fails [`Spool::pending`] with [`SpoolError::Corrupt`]; the
-//!   next open quarantines the segment.
+//!   under it) fails [`Spool::pending`] and [`Spool::ack_through`] with
+//!   [`SpoolError::Corrupt`]; the next open quarantines the segment.
 //!
 //! # Drop policy
 //!
