@@ -80,6 +80,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             "spool: dropped a report cut short by a crash (it was never acknowledged as pushed)"
         );
     }
+    for q in spool.quarantined() {
+        tracing::error!(file = %q.file.display(), line = q.line, dropped = q.dropped, "{q}");
+    }
     let mut scanner = Scanner::new(ScanOptions {
         rewalk_every: settings.rewalk_interval,
         ..ScanOptions::default()

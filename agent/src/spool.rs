@@ -23,7 +23,11 @@
 //!   segment, is acknowledged) and the count of dropped reports not yet
 //!   reported. Absent means nothing was acknowledged or dropped. It is
 //!   replaced atomically: written to `cursor.tmp`, fsynced, renamed over
-//!   `cursor`, directory fsynced.
+//!   `cursor`, directory fsynced. While an open quarantines segments it
+//!   also holds `"quarantining":[N,...]` (see "Damaged files").
+//! - Quarantined files (see "Damaged files"): `NNNNNNNNNNNNNNNNNNNN.jsonl.corrupt`,
+//!   a damaged segment moved aside, and `cursor.corrupt`, a copy of a
+//!   damaged cursor. They are never read again.
 //!
 //! # Durability
 //!
@@ -51,21 +55,66 @@
 //! its push never returned `Ok`), is truncated away and counted in
 //! [`Spool::recovered_torn`]; segments before the cursor are deleted. A
 //! line that cannot be parsed anywhere else is not something a crash
-//! produces, so opening fails with [`SpoolError::Corrupt`], naming the file
-//! and line: move the spool directory away to start afresh. Opening reads
-//! and checks every spooled line once; afterwards counts and sizes are kept
-//! in memory.
+//! produces: its segment is quarantined (see "Damaged files"). Opening
+//! reads and checks every spooled line once; afterwards counts and sizes
+//! are kept in memory.
+//!
+//! # Damaged files
+//!
+//! A damaged file (a disk or file system fault, a hand edit) never stops
+//! the agent: [`Spool::open`] moves it aside, says so in
+//! [`Spool::quarantined`] (file, line, reason, reports counted as dropped),
+//! and goes on with the rest of the spool, whose reports keep their order.
+//!
+//! - A segment with a line that cannot be read (unparsable, or incomplete
+//!   and not the torn last line of the newest segment) is renamed
+//!   `NNNN.jsonl.corrupt`, whole, wherever the bad line is: its intact
+//!   lines are not replayed (one rule for every segment, and the file stays
+//!   exactly as found). Every unacknowledged report it held is added to
+//!   [`Spool::dropped`], counted as lines: from the cursor's offset if the
+//!   cursor is in that segment (else from its start), each newline-ended
+//!   line and an unterminated rest count one (the rest of a line the
+//!   offset falls inside counts one too), except the torn last line of the
+//!   newest segment, which was never pushed `Ok`. Damage that removed or
+//!   added newlines makes this an estimate. The cursor then moves to the
+//!   next segment. If the newest segment is quarantined, a new one
+//!   numbered past it is started: nothing is ever appended to a
+//!   quarantined segment, and no segment number is reused.
+//! - The count and the list of segments being quarantined are written to
+//!   the cursor before the files are renamed (and the list cleared once
+//!   they are, directory fsynced): a crash in between renames them at the
+//!   next open without counting them again.
+//! - A damaged cursor (unparsable; an offset that is not the start of a
+//!   line in its segment; or a segment past the newest one, which would
+//!   delete every segment as acknowledged) is copied to `cursor.corrupt`
+//!   (replacing an older copy) and replaced: nothing is taken as
+//!   acknowledged, so every spooled report is sent again from the oldest
+//!   segment (from the start of its segment, for a bad offset). Duplicates
+//!   are harmless (the collector drops reports it has by session and
+//!   number); nothing is lost but, for an unparsable cursor, the count of
+//!   dropped reports it held and had not reported yet (a parsable one
+//!   keeps its count).
+//! - At most [`QUARANTINE_KEEP`] quarantined segments are kept, the newest;
+//!   an open deletes older ones. Quarantined files count against
+//!   `max_bytes` (the operator's disk budget for the spool) and are the
+//!   first thing deleted when a push needs room, before any report: their
+//!   reports are counted already. They can be deleted at any time.
+//! - A line that stops parsing while the spool is open (the file changed
+//!   under it) fails [`Spool::pending`] and [`Spool::ack_through`] with
+//!   [`SpoolError::Corrupt`]; the next open quarantines the segment.
 //!
 //! # Drop policy
 //!
-//! The segments never take more than `max_bytes` together (but for files
-//! whose deletion failed, which are retried). When a push
-//! would exceed it, the OLDEST whole segments are deleted first (the newest
-//! reports matter most: they describe the host now), never the report being
+//! The segments and quarantined files never take more than `max_bytes`
+//! together (but for files whose deletion failed, which are retried, and
+//! until the first push after an open that quarantined). When a push
+//! would exceed it, quarantined files are deleted first (their reports are
+//! counted already), then the OLDEST whole segments (the newest reports
+//! matter most: they describe the host now), never the report being
 //! pushed, and the unacknowledged reports they held are added to
-//! [`Spool::dropped`]. That count is persisted with the cursor and reported
-//! to the collector in a batch's `dropped` field ([`Spool::take_dropped`]),
-//! so a loss is never silent. A single report larger than `max_bytes` is
+//! [`Spool::dropped`], like those of a quarantined segment. That count is
+//! persisted with the cursor and reported to the collector in a batch's
+//! `dropped` field ([`Spool::take_dropped`]), so a loss is never silent. A single report larger than `max_bytes` is
 //! refused with [`SpoolError::TooLarge`]. On a disk too full even to
 //! rewrite the cursor, the dropped segments are deleted first (so lowering
 //! `spool_max_bytes` always makes room); the position stays right, and the
@@ -100,6 +149,13 @@ const CURSOR_FILE: &str = "cursor";
 const CURSOR_TMP: &str = "cursor.tmp";
 const SEGMENT_SUFFIX: &str = ".jsonl";
 const SEGMENT_DIGITS: usize = 20;
+/// Appended to a damaged file's name when it is moved aside.
+const QUARANTINE_SUFFIX: &str = ".corrupt";
+const CURSOR_QUARANTINE: &str = "cursor.corrupt";
+
+/// How many quarantined segments are kept, the newest; older ones are
+/// deleted.
+pub const QUARANTINE_KEEP: usize = 4;
 
 /// One spooled report and the session it belongs to (sequence numbers
 /// count within a session, and the spool may outlive one).
@@ -151,29 +207,20 @@ pub enum SpoolError {
         #[source]
         source: io::Error,
     },
-    /// A segment holds something that is not a spooled report.
+    /// A segment line read after [`Spool::open`] checked it is not a
+    /// spooled report any more: the file changed under the running spool
+    /// (damage that `open` finds is quarantined instead, see the module
+    /// documentation).
     #[error(
         "spool file {path}, line {line}, is corrupt ({reason}); the spool cannot be replayed past it: \
-         stop the agent and move the spool directory {dir} away (the agent then starts an empty spool)"
+         restart the agent, which moves the damaged file aside (counting its reports as dropped) \
+         and goes on with the rest of the spool directory {dir}"
     )]
     Corrupt {
         /// The segment file.
         path: PathBuf,
         /// The 1-based line number.
         line: u64,
-        /// What is wrong with it.
-        reason: String,
-        /// The spool directory.
-        dir: PathBuf,
-    },
-    /// The cursor file is unreadable or points where no report starts.
-    #[error(
-        "spool cursor {path} is corrupt ({reason}); \
-         stop the agent and move the spool directory {dir} away (the agent then starts an empty spool)"
-    )]
-    BadCursor {
-        /// The cursor file.
-        path: PathBuf,
         /// What is wrong with it.
         reason: String,
         /// The spool directory.
@@ -233,6 +280,11 @@ pub struct Spool {
     cursor_unsaved: bool,
     /// Acknowledged or dropped segment files whose deletion failed; retried.
     stale: Vec<(PathBuf, u64)>,
+    /// Quarantined files in the directory and their sizes, deleted first to
+    /// make room: the cursor's copy, then segments, oldest first.
+    quarantine: VecDeque<(PathBuf, u64)>,
+    /// What this open quarantined.
+    quarantined: Vec<Quarantine>,
     recovered_torn: u64,
 }
 
@@ -244,16 +296,66 @@ struct Segment {
 }
 
 /// The persisted acknowledged position and drop count.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Cursor {
     segment: u64,
     offset: u64,
     dropped: u64,
+    /// Damaged segments whose reports `dropped` already counts, being
+    /// moved aside by an open (cleared once they are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    quarantining: Vec<u64>,
+}
+
+/// A damaged spool file that [`Spool::open`] moved aside instead of
+/// refusing to open (see "Damaged files" in the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantine {
+    /// The damaged file, as it was named in the spool.
+    pub file: PathBuf,
+    /// Where it was moved, for inspection: it can be deleted, and the spool
+    /// deletes it itself when it needs the room or newer ones push it out.
+    pub kept_as: PathBuf,
+    /// The 1-based number of the segment's first line that cannot be read;
+    /// `None` for the cursor.
+    pub line: Option<u64>,
+    /// What is wrong with it.
+    pub reason: String,
+    /// The unacknowledged reports the segment held, counted in
+    /// [`Spool::dropped`] by this open (or by an earlier one, interrupted
+    /// before it moved the file); 0 for the cursor (every report is
+    /// replayed).
+    pub dropped: u64,
+}
+
+impl std::fmt::Display for Quarantine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (file, kept_as) = (self.file.display(), self.kept_as.display());
+        match self.line {
+            Some(line) => write!(
+                f,
+                "spool segment {file}, line {line}, is damaged ({}): moved it aside to {kept_as} and counted the {} \
+                 unacknowledged reports it held as dropped (the collector is told); the rest of the spool is replayed. \
+                 {kept_as} is kept for inspection and can be deleted; if this happens again, check the disk",
+                self.reason, self.dropped
+            ),
+            None => write!(
+                f,
+                "spool cursor {file} is damaged ({}): kept a copy as {kept_as} and replaced it; every spooled report \
+                 is sent again (the collector ignores reports it already has). {kept_as} is kept for inspection and \
+                 can be deleted",
+                self.reason
+            ),
+        }
+    }
 }
 
 impl Spool {
     /// Opens (creating if needed) the spool in `dir`, bounded to `max_bytes`
-    /// of segments, and recovers what a crash may have left.
+    /// of segments, recovers what a crash may have left, and moves damaged
+    /// files aside ([`Spool::quarantined`]): it fails only when another
+    /// agent holds the lock, the disk fails or is full, or segment numbers
+    /// ran out, never for what the files hold.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
         Self::open_with_segment_bytes(dir, max_bytes, SEGMENT_BYTES.min(max_bytes / 4).max(1))
     }
@@ -294,28 +396,59 @@ impl Spool {
         }
 
         let cursor_path = dir.join(CURSOR_FILE);
-        let stored = match fs::read(&cursor_path) {
-            Ok(bytes) => Some(
-                serde_json::from_slice::<Cursor>(&bytes).map_err(|e| SpoolError::BadCursor {
-                    path: cursor_path.clone(),
-                    reason: e.to_string(),
-                    dir: dir.clone(),
-                })?,
-            ),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        // A damaged cursor: its bytes (kept as `cursor.corrupt`) and what is wrong.
+        let mut damaged_cursor: Option<(Vec<u8>, String)> = None;
+        let (stored, cursor_bytes) = match fs::read(&cursor_path) {
+            Ok(bytes) => match serde_json::from_slice::<Cursor>(&bytes) {
+                Ok(cursor) => (Some(cursor), bytes),
+                Err(e) => {
+                    let reason = format!("{e}; the count of dropped reports it held, not yet reported, is lost");
+                    damaged_cursor = Some((bytes, reason));
+                    (None, Vec::new())
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (None, Vec::new()),
             Err(e) => return Err(io_error(&dir, "read the spool cursor", &cursor_path, e)),
         };
-        let cursor = stored.unwrap_or_default();
+        let mut cursor = stored.clone().unwrap_or_default();
 
         let mut ids = Vec::new();
+        // Quarantined segments already there: (id, bytes); and a quarantined cursor's bytes.
+        let mut copies = Vec::new();
+        let mut cursor_copy = None;
         let entries = fs::read_dir(&dir).map_err(|e| io_error(&dir, "list the spool directory", &dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| io_error(&dir, "list the spool directory", &dir, e))?;
-            if let Some(id) = entry.file_name().to_str().and_then(segment_id) {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            let size = || entry.metadata().map(|m| m.len()).unwrap_or(0);
+            if let Some(id) = segment_id(name) {
                 ids.push(id);
+            } else if let Some(id) = quarantined_id(name) {
+                copies.push((id, size()));
+            } else if name == CURSOR_QUARANTINE {
+                cursor_copy = Some(size());
             }
         }
         ids.sort_unstable();
+        let highest = ids.iter().chain(copies.iter().map(|(id, _)| id)).copied().max();
+
+        // The spool never writes a cursor past its newest segment (a
+        // quarantined newest one counts: an interrupted open may have moved
+        // it): such a cursor would have every segment deleted as
+        // acknowledged. Only its drop count is kept.
+        if let (Some(stored), Some(newest), false) = (&stored, highest, ids.is_empty()) {
+            if stored.segment > newest {
+                let reason = format!("it names segment {}, past the newest segment {newest}", stored.segment);
+                damaged_cursor = Some((cursor_bytes.clone(), reason));
+                cursor = Cursor {
+                    dropped: stored.dropped,
+                    ..Cursor::default()
+                };
+            }
+        }
 
         // Segments before the cursor are acknowledged or dropped: a crash
         // came between persisting the cursor and deleting them.
@@ -330,6 +463,8 @@ impl Spool {
         }
 
         let mut segments = VecDeque::with_capacity(kept.len() + 1);
+        // Segments to quarantine: (id, bytes, damage, already counted).
+        let mut damaged = Vec::new();
         let mut recovered_torn = 0;
         let mut acked = (0, 0);
         let last = kept.len().checked_sub(1);
@@ -337,19 +472,25 @@ impl Spool {
             let path = segment_path(&dir, id);
             let data = fs::read(&path).map_err(|e| io_error(&dir, "read spool segment", &path, e))?;
             let cursor_offset = (i == 0 && id == cursor.segment).then_some(cursor.offset);
-            let scan = scan_segment(&data, Some(i) == last, cursor_offset).map_err(|e| match e {
-                ScanError::Line { line, reason } => SpoolError::Corrupt {
-                    path: path.clone(),
-                    line,
-                    reason,
-                    dir: dir.clone(),
-                },
-                ScanError::Cursor(reason) => SpoolError::BadCursor {
-                    path: cursor_path.clone(),
-                    reason: format!("{reason} in {}", path.display()),
-                    dir: dir.clone(),
-                },
-            })?;
+            let scan = match scan_segment(&data, Some(i) == last, cursor_offset) {
+                Ok(scan) => scan,
+                Err(damage) => {
+                    let counted = cursor.quarantining.contains(&id);
+                    damaged.push((id, data.len() as u64, damage, counted));
+                    continue;
+                }
+            };
+            match (cursor_offset, scan.acked_lines) {
+                (Some(offset), None) => {
+                    // The cursor, not the segment, is wrong: replay the
+                    // segment from its start.
+                    let reason = format!("offset {offset} is not the start of a report in {}", path.display());
+                    damaged_cursor = Some((cursor_bytes.clone(), reason));
+                    cursor.offset = 0;
+                }
+                (_, Some(lines)) => acked = (cursor.offset, lines),
+                (None, None) => {}
+            }
             if scan.valid_len < data.len() as u64 {
                 let file = OpenOptions::new()
                     .write(true)
@@ -360,9 +501,6 @@ impl Spool {
                     .map_err(|e| io_error(&dir, "truncate the torn last line of", &path, e))?;
                 recovered_torn += 1;
             }
-            if let Some(lines) = scan.acked_lines {
-                acked = (cursor.offset, lines);
-            }
             segments.push_back(Segment {
                 id,
                 bytes: scan.valid_len,
@@ -370,19 +508,81 @@ impl Spool {
             });
         }
 
+        // Quarantine: the copy of a damaged cursor first; then count what
+        // the damaged segments held and record which they are, in one
+        // cursor write, before moving them (a crash in between then moves
+        // them at the next open without counting them twice).
+        let mut quarantined = Vec::new();
+        if let Some((bytes, reason)) = damaged_cursor {
+            let kept_as = dir.join(CURSOR_QUARANTINE);
+            save_copy(&dir, &kept_as, &bytes)?;
+            cursor_copy = Some(bytes.len() as u64);
+            quarantined.push(Quarantine {
+                file: cursor_path.clone(),
+                kept_as,
+                line: None,
+                reason,
+                dropped: 0,
+            });
+        }
+        if !damaged.is_empty() {
+            let counted: u64 = damaged
+                .iter()
+                .filter(|(_, _, _, before)| !before)
+                .map(|(_, _, damage, _)| damage.unacked)
+                .sum();
+            cursor.dropped = cursor.dropped.saturating_add(counted);
+            cursor.quarantining = damaged.iter().map(|(id, ..)| *id).collect();
+            write_cursor(&dir, &cursor)?;
+            for (id, bytes, damage, _) in damaged.iter() {
+                let file = segment_path(&dir, *id);
+                let kept_as = quarantine_path(&dir, *id);
+                fs::rename(&file, &kept_as)
+                    .map_err(|e| io_error(&dir, "move aside damaged spool segment", &file, e))?;
+                copies.retain(|(copy, _)| copy != id);
+                copies.push((*id, *bytes));
+                quarantined.push(Quarantine {
+                    file,
+                    kept_as,
+                    line: Some(damage.line),
+                    reason: damage.reason.clone(),
+                    dropped: damage.unacked,
+                });
+            }
+            sync_dir(&dir)?;
+        }
+        // Keep the newest few quarantined segments.
+        copies.sort_unstable();
+        let excess = copies.len().saturating_sub(QUARANTINE_KEEP);
+        for (id, bytes) in copies.drain(..excess) {
+            let path = quarantine_path(&dir, id);
+            if fs::remove_file(&path).is_err() && path.exists() {
+                stale.push((path, bytes));
+            }
+        }
+        let kept_copies = cursor_copy
+            .map(|bytes| (dir.join(CURSOR_QUARANTINE), bytes))
+            .into_iter()
+            .chain(copies.into_iter().map(|(id, bytes)| (quarantine_path(&dir, id), bytes)))
+            .collect();
+
+        // Append to the newest segment, unless it was quarantined: then (or
+        // with none left) start one numbered past every segment there was,
+        // so the cursor cannot claim any of its bytes and no name is reused.
+        let newest_quarantined = kept
+            .last()
+            .is_some_and(|newest| damaged.iter().any(|(id, ..)| id == newest));
         let current = match segments.back() {
-            Some(last) => {
+            Some(last) if !newest_quarantined => {
                 let path = segment_path(&dir, last.id);
                 OpenOptions::new()
                     .append(true)
                     .open(&path)
                     .map_err(|e| io_error(&dir, "open spool segment", &path, e))?
             }
-            None => {
-                // Number it past the cursor's segment, so the cursor cannot
-                // claim any of its bytes.
-                let id = cursor
-                    .segment
+            _ => {
+                let id = highest
+                    .map_or(cursor.segment, |highest| highest.max(cursor.segment))
                     .checked_add(1)
                     .ok_or_else(|| SpoolError::SegmentsExhausted { dir: dir.clone() })?;
                 let file = create_segment(&dir, id)?;
@@ -405,14 +605,17 @@ impl Spool {
             acked_lines: acked.1,
             dropped: cursor.dropped,
             stale,
+            quarantine: kept_copies,
+            quarantined,
             recovered_torn,
             dir,
         };
-        // Persist where the cursor really is (its segment may be gone), and
-        // delete fully acknowledged segments.
+        // Persist where the cursor really is (its segment may be gone, or
+        // it was quarantined), and delete fully acknowledged segments.
         let (first, offset, lines) = spool.skip_acked(0);
         let head = spool.segments.get(first).map_or(0, |s| s.id);
-        if first > 0 || stored.is_some_and(|c| (c.segment, c.offset) != (head, offset)) {
+        let moved = stored.is_some_and(|c| (c.segment, c.offset) != (head, offset) || !c.quarantining.is_empty());
+        if first > 0 || moved || !spool.quarantined.is_empty() {
             spool.commit(first, offset, lines, spool.dropped)?;
         }
         Ok(spool)
@@ -479,7 +682,7 @@ impl Spool {
             return Ok(out);
         }
         self.each_pending(|path, number, line| {
-            out.push(serde_json::from_slice(line).map_err(|e| self.corrupt(path, number, e))?);
+            out.push(serde_json::from_slice(line).map_err(|e| self.corrupt(path, number, not_a_report(&e)))?);
             Ok(out.len() < max)
         })?;
         Ok(out)
@@ -567,7 +770,7 @@ impl Spool {
         }
         let mut count = 0;
         self.each_pending(|path, number, line| {
-            let key: Key = serde_json::from_slice(line).map_err(|e| self.corrupt(path, number, e))?;
+            let key: Key = serde_json::from_slice(line).map_err(|e| self.corrupt(path, number, not_a_report(&e)))?;
             let acked = key.session == session && key.report.seq <= seq;
             count += usize::from(acked);
             Ok(acked)
@@ -585,13 +788,15 @@ impl Spool {
         self.lines_total == self.acked_lines
     }
 
-    /// Bytes the spool's segments take on disk.
+    /// Bytes the spool's segments, quarantined files, and files whose
+    /// deletion failed take on disk: what `max_bytes` bounds.
     pub fn bytes(&self) -> u64 {
-        self.segment_bytes_total + self.stale.iter().map(|(_, bytes)| bytes).sum::<u64>()
+        let others = self.stale.iter().chain(&self.quarantine).map(|(_, bytes)| bytes);
+        self.segment_bytes_total + others.sum::<u64>()
     }
 
-    /// Reports dropped by the size bound and not yet taken for reporting
-    /// (persisted across restarts).
+    /// Reports dropped by the size bound or lost in a quarantined segment,
+    /// and not yet taken for reporting (persisted across restarts).
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
@@ -623,6 +828,12 @@ impl Spool {
         self.recovered_torn
     }
 
+    /// The damaged files [`Spool::open`] moved aside (see the module
+    /// documentation), to be logged once.
+    pub fn quarantined(&self) -> &[Quarantine] {
+        &self.quarantined
+    }
+
     /// The spool directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -631,6 +842,15 @@ impl Spool {
     /// Drops the oldest segments (rotating the current one out if it must
     /// go too) until `len` more bytes fit in the bound.
     fn make_room(&mut self, len: u64) -> Result<(), SpoolError> {
+        // Quarantined files go first: their reports are counted already.
+        while self.bytes().saturating_add(len) > self.max_bytes {
+            let Some((path, bytes)) = self.quarantine.pop_front() else {
+                break;
+            };
+            if fs::remove_file(&path).is_err() && path.exists() {
+                self.stale.push((path, bytes));
+            }
+        }
         let total = self.bytes();
         let (mut first, mut freed, mut lost) = (0, 0, 0);
         while total - freed + len > self.max_bytes {
@@ -712,6 +932,7 @@ impl Spool {
                 segment: head.id,
                 offset,
                 dropped,
+                quarantining: Vec::new(),
             },
         )?;
         self.cursor_unsaved = false;
@@ -847,54 +1068,53 @@ struct Scan {
     lines: u64,
     /// Bytes to keep (less than the file if its last line is torn).
     valid_len: u64,
-    /// Lines before the cursor offset, if one was given.
+    /// Lines before the cursor offset, if one was given and it is the
+    /// start of a line.
     acked_lines: Option<u64>,
 }
 
-enum ScanError {
-    Line { line: u64, reason: String },
-    Cursor(String),
+/// A segment line that cannot be read and is not a torn last line.
+struct Damage {
+    /// Its 1-based number.
+    line: u64,
+    /// What is wrong with it.
+    reason: String,
+    /// The reports the segment held from the cursor offset on (see
+    /// [`unacked_lines`]).
+    unacked: u64,
 }
 
 /// Checks every line of a segment. Only in the last segment may the final
 /// line be torn (incomplete or unparsable: a write cut short by a crash);
-/// it is excluded from `valid_len`.
-fn scan_segment(data: &[u8], is_last: bool, cursor_offset: Option<u64>) -> Result<Scan, ScanError> {
+/// it is excluded from `valid_len`. Any other line that cannot be read is
+/// [`Damage`].
+fn scan_segment(data: &[u8], is_last: bool, cursor_offset: Option<u64>) -> Result<Scan, Damage> {
     let mut pos = 0;
     let mut lines = 0;
     let mut acked_lines = (cursor_offset == Some(0)).then_some(0);
     while let Some(rest) = data.get(pos..).filter(|rest| !rest.is_empty()) {
-        let number = lines + 1;
-        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-            if is_last {
-                break;
-            }
-            return Err(ScanError::Line {
-                line: number,
-                reason: "the line is incomplete".into(),
-            });
+        let end = rest.iter().position(|&b| b == b'\n');
+        let problem = match end {
+            None => Some("the line is incomplete".to_owned()),
+            Some(end) => serde_json::from_slice::<SpooledReport>(rest.get(..end).unwrap_or_default())
+                .err()
+                .map(|e| not_a_report(&e)),
         };
-        let line = rest.get(..end).unwrap_or_default();
-        if let Err(e) = serde_json::from_slice::<SpooledReport>(line) {
-            if is_last && pos + end + 1 == data.len() {
+        if let Some(reason) = problem {
+            let is_final = end.is_none_or(|end| pos + end + 1 == data.len());
+            if is_last && is_final {
                 break;
             }
-            return Err(ScanError::Line {
-                line: number,
-                reason: e.to_string(),
+            return Err(Damage {
+                line: lines + 1,
+                reason,
+                unacked: unacked_lines(data, cursor_offset.unwrap_or(0), is_last),
             });
         }
-        pos += end + 1;
+        pos += end.map_or(rest.len(), |end| end + 1);
         lines += 1;
         if cursor_offset == Some(pos as u64) {
             acked_lines = Some(lines);
-        }
-    }
-    if let Some(offset) = cursor_offset {
-        if acked_lines.is_none() {
-            return Err(ScanError::Cursor(format!(
-                "offset {offset} is not the start of a report"
-            )));
         }
     }
     Ok(Scan {
@@ -902,6 +1122,39 @@ fn scan_segment(data: &[u8], is_last: bool, cursor_offset: Option<u64>) -> Resul
         valid_len: pos as u64,
         acked_lines,
     })
+}
+
+/// How many reports a damaged segment held from byte `from` on, counted
+/// as lines there: each newline-terminated line, and an unterminated rest,
+/// count one (so does the remainder of a line `from` falls inside), but
+/// in the last segment not a torn last line (its push never returned
+/// `Ok`). Damage that removed or added newlines makes this an estimate.
+fn unacked_lines(data: &[u8], from: u64, is_last: bool) -> u64 {
+    let rest = usize::try_from(from)
+        .ok()
+        .and_then(|from| data.get(from..))
+        .unwrap_or_default();
+    let mut count = 0;
+    let mut lines = rest.split_inclusive(|&b| b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        let torn = is_last
+            && lines.peek().is_none()
+            && line
+                .strip_suffix(b"\n")
+                .is_none_or(|line| serde_json::from_slice::<SpooledReport>(line).is_err());
+        count += u64::from(!torn);
+    }
+    count
+}
+
+/// Why a line is not a spooled report. Each line is parsed alone, so the
+/// position is a column: serde's "at line 1 column N" would read as the
+/// wrong line next to the line number of the file.
+fn not_a_report(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let location = format!(" at line {} column {}", e.line(), e.column());
+    let what = message.strip_suffix(&location).unwrap_or(&message);
+    format!("not a spooled report: {what}, at column {}", e.column())
 }
 
 fn trim_newline(line: &[u8]) -> &[u8] {
@@ -919,6 +1172,34 @@ fn segment_id(name: &str) -> Option<u64> {
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:0width$}{SEGMENT_SUFFIX}", width = SEGMENT_DIGITS))
+}
+
+/// The number of a quarantined segment's file name, `None` for any other file.
+fn quarantined_id(name: &str) -> Option<u64> {
+    segment_id(name.strip_suffix(QUARANTINE_SUFFIX)?)
+}
+
+/// Where segment `id` is kept once quarantined.
+fn quarantine_path(dir: &Path, id: u64) -> PathBuf {
+    let mut name = segment_path(dir, id).into_os_string();
+    name.push(QUARANTINE_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Writes a copy of a damaged file, durably (the next directory sync makes
+/// its name durable).
+fn save_copy(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .map_err(|e| io_error(dir, "keep a copy of the damaged spool cursor as", path, e))
 }
 
 /// Creates an empty segment, durably, opened for appending.
@@ -1047,11 +1328,36 @@ mod tests {
         files
     }
 
+    /// Quarantined files, sorted.
+    fn quarantined_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.to_string_lossy().ends_with(QUARANTINE_SUFFIX))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// What the spool's bound covers: segments and quarantined files.
     fn bytes_on_disk(dir: &Path) -> u64 {
         segment_files(dir)
             .iter()
+            .chain(&quarantined_files(dir))
             .map(|path| fs::metadata(path).unwrap().len())
             .sum()
+    }
+
+    fn segment_number(path: &Path) -> u64 {
+        path.file_name().and_then(|n| n.to_str()).and_then(segment_id).unwrap()
+    }
+
+    /// Replaces line `number` (1-based) of the segment at `path` with `text`.
+    fn damage_line(path: &Path, number: usize, text: &str) {
+        let data = fs::read_to_string(path).unwrap();
+        let mut lines: Vec<&str> = data.lines().collect();
+        lines[number - 1] = text;
+        fs::write(path, lines.join("\n") + "\n").unwrap();
     }
 
     /// Seqs 100..=999 make lines of one length: `L` bytes each.
@@ -1289,7 +1595,7 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_middle_line_is_refused_naming_file_and_line() {
+    fn a_corrupt_middle_line_quarantines_its_segment_naming_file_and_line() {
         let tmp = TempDir::new("corrupt");
         let mut spool = Spool::open(&tmp.spool(), 1 << 20).unwrap();
         for seq in 1..=3 {
@@ -1297,26 +1603,149 @@ mod tests {
         }
         drop(spool);
         let segment = segment_files(&tmp.spool()).pop().unwrap();
-        let text = fs::read_to_string(&segment).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        fs::write(&segment, format!("{}\nnot json\n{}\n", lines[0], lines[2])).unwrap();
+        damage_line(&segment, 2, "not json");
+        let damaged = fs::read(&segment).unwrap();
 
-        let err = Spool::open(&tmp.spool(), 1 << 20).unwrap_err();
-        assert!(matches!(err, SpoolError::Corrupt { line: 2, .. }), "{err:?}");
-        let message = err.to_string();
+        let spool = Spool::open(&tmp.spool(), 1 << 20).unwrap();
+        let [q] = spool.quarantined() else {
+            panic!("{:?}", spool.quarantined());
+        };
+        assert_eq!(q.file, segment);
+        assert_eq!(q.kept_as, quarantine_path(&tmp.spool(), segment_number(&segment)));
+        assert_eq!(q.line, Some(2));
+        assert_eq!(q.reason, "not a spooled report: expected ident, at column 2");
+        assert_eq!(q.dropped, 3, "the intact lines 1 and 3 are counted too");
+        let message = q.to_string();
         assert!(message.contains(&segment.display().to_string()), "{message}");
         assert!(message.contains("line 2"), "{message}");
-        assert!(message.contains("move the spool directory"), "{message}");
-        // The refusal left the lock free and the file untouched.
-        assert!(matches!(
-            Spool::open(&tmp.spool(), 1 << 20),
-            Err(SpoolError::Corrupt { .. })
-        ));
-        assert_eq!(fs::read_to_string(&segment).unwrap().lines().count(), 3);
+        assert!(message.contains("counted the 3 unacknowledged reports"), "{message}");
+        assert!(message.contains("can be deleted"), "{message}");
+        assert!(!segment.exists());
+        assert_eq!(fs::read(&q.kept_as).unwrap(), damaged, "kept exactly as found");
+        assert_eq!(spool.dropped(), 3);
+        assert!(spool.is_empty());
     }
 
     #[test]
-    fn an_incomplete_line_in_an_older_segment_is_corruption_not_a_torn_write() {
+    fn a_damaged_older_segment_is_quarantined_and_the_rest_replayed_in_order() {
+        let tmp = TempDir::new("quarantine");
+        let l = fixed_line();
+        let open = || Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 3 * l).unwrap();
+        let mut spool = open();
+        for seq in 100..110 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        drop(spool);
+        // Segments 100-102, 103-105, 106-108, 109: damage the second.
+        let second = segment_files(&tmp.spool()).remove(1);
+        damage_line(&second, 2, "not json");
+
+        let mut spool = open();
+        assert_eq!(spool.quarantined().len(), 1);
+        assert_eq!(spool.dropped(), 3, "103, 104 and 105 are lost and counted");
+        assert_eq!(all(&spool), [100, 101, 102, 106, 107, 108, 109]);
+        assert_eq!(
+            quarantined_files(&tmp.spool()),
+            [quarantine_path(&tmp.spool(), segment_number(&second))]
+        );
+        assert_eq!(spool.bytes(), bytes_on_disk(&tmp.spool()));
+
+        // The agent goes on: push, send, acknowledge.
+        spool.push(&report("s", 110)).unwrap();
+        let sent = spool.pending(4).unwrap();
+        assert_eq!(seqs(&sent), [100, 101, 102, 106]);
+        assert_eq!(spool.ack_through("s", 106).unwrap(), 4);
+        assert_eq!(all(&spool), [107, 108, 109, 110]);
+        drop(spool);
+
+        let mut spool = open();
+        assert_eq!(spool.quarantined(), [], "quarantined once, not again");
+        assert_eq!(spool.dropped(), 3, "counted once, and persisted");
+        assert_eq!(all(&spool), [107, 108, 109, 110]);
+        assert_eq!(spool.take_dropped().unwrap(), 3);
+        drop(spool);
+        let spool = open();
+        assert_eq!(spool.dropped(), 0);
+        assert_eq!(quarantined_files(&tmp.spool()).len(), 1, "kept for inspection");
+    }
+
+    #[test]
+    fn a_damaged_segment_holding_the_cursor_counts_only_its_unacknowledged_reports() {
+        let tmp = TempDir::new("quarantine-cursor");
+        let l = fixed_line();
+        let open = || Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 3 * l).unwrap();
+        let mut spool = open();
+        for seq in 100..109 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        spool.ack(1).unwrap(); // 100: the cursor is at byte L of the first segment
+        drop(spool);
+        let first = segment_files(&tmp.spool()).remove(0);
+        damage_line(&first, 3, "not json");
+
+        let mut spool = open();
+        assert_eq!(
+            spool.quarantined()[0].dropped,
+            2,
+            "101 and 102, not the acknowledged 100"
+        );
+        assert_eq!(spool.dropped(), 2);
+        assert_eq!(all(&spool), (103..109).collect::<Vec<_>>());
+        spool.ack(1).unwrap();
+        drop(spool);
+
+        let spool = open();
+        assert_eq!(spool.dropped(), 2);
+        assert_eq!(all(&spool), (104..109).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_damaged_middle_line_in_the_newest_segment_quarantines_it_and_starts_a_new_one() {
+        let tmp = TempDir::new("quarantine-newest");
+        let l = fixed_line();
+        let open = || Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 4 * l).unwrap();
+        let mut spool = open();
+        for seq in 100..108 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        drop(spool);
+        // Segments 100-103 and 104-107: damage the newest, which also has a
+        // torn last line (never pushed `Ok`, so not counted).
+        let newest = segment_files(&tmp.spool()).pop().unwrap();
+        damage_line(&newest, 2, "not json");
+        let mut file = OpenOptions::new().append(true).open(&newest).unwrap();
+        file.write_all(br#"{"session":"s","report":{"seq":108"#).unwrap();
+        drop(file);
+        let damaged = fs::read(&newest).unwrap();
+
+        let mut spool = open();
+        assert_eq!(spool.quarantined()[0].line, Some(2));
+        assert_eq!(spool.dropped(), 4, "104, the damaged 105, 106 and 107");
+        assert_eq!(spool.recovered_torn(), 0);
+        assert_eq!(all(&spool), [100, 101, 102, 103]);
+        spool.push(&report("s", 108)).unwrap();
+        let segments = segment_files(&tmp.spool());
+        assert_eq!(segments.len(), 2, "{segments:?}");
+        assert_eq!(
+            segment_number(&segments[1]),
+            segment_number(&newest) + 1,
+            "a new segment, numbered past the quarantined one"
+        );
+        let kept_as = quarantine_path(&tmp.spool(), segment_number(&newest));
+        assert_eq!(
+            fs::read(&kept_as).unwrap(),
+            damaged,
+            "nothing appended to the quarantined segment"
+        );
+        drop(spool);
+
+        let spool = open();
+        assert_eq!(all(&spool), [100, 101, 102, 103, 108]);
+        assert_eq!(spool.dropped(), 4);
+    }
+
+    #[test]
+    fn an_incomplete_line_in_an_older_segment_is_damage_not_a_torn_write() {
         let tmp = TempDir::new("oldtorn");
         let l = fixed_line();
         let mut spool = Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 2 * l).unwrap();
@@ -1328,30 +1757,192 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&first).unwrap();
         file.write_all(b"{\"session\"").unwrap();
         drop(file);
-        let err = Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 2 * l).unwrap_err();
-        assert!(matches!(err, SpoolError::Corrupt { line: 3, .. }), "{err:?}");
+        let spool = Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 2 * l).unwrap();
+        assert_eq!(spool.quarantined()[0].line, Some(3));
+        assert!(
+            spool.quarantined()[0].reason.contains("incomplete"),
+            "{:?}",
+            spool.quarantined()
+        );
+        assert_eq!(spool.recovered_torn(), 0);
+        assert_eq!(
+            spool.dropped(),
+            3,
+            "an older segment's incomplete rest was a report too"
+        );
+        assert_eq!(all(&spool), [102, 103, 104]);
     }
 
     #[test]
-    fn a_corrupt_cursor_is_refused_with_advice() {
+    fn an_open_interrupted_while_quarantining_does_not_count_twice() {
+        let tmp = TempDir::new("quarantine-crash");
+        let l = fixed_line();
+        let open = || Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, 3 * l).unwrap();
+        let mut spool = open();
+        for seq in 100..106 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        drop(spool);
+        let first = segment_files(&tmp.spool()).remove(0);
+        let id = segment_number(&first);
+        damage_line(&first, 2, "not json");
+        // An open counted the segment and died before moving it aside.
+        let cursor = tmp.spool().join(CURSOR_FILE);
+        let counted = format!(r#"{{"segment":{id},"offset":0,"dropped":3,"quarantining":[{id}]}}"#);
+        fs::write(&cursor, &counted).unwrap();
+
+        let spool = open();
+        assert_eq!(spool.quarantined()[0].dropped, 3);
+        assert_eq!(spool.dropped(), 3, "counted once");
+        assert_eq!(all(&spool), [103, 104, 105]);
+        assert!(!first.exists());
+        assert!(!fs::read_to_string(&cursor).unwrap().contains("quarantining"));
+        drop(spool);
+
+        // An open died after moving it aside, before clearing the list.
+        fs::write(&cursor, &counted).unwrap();
+        let spool = open();
+        assert_eq!(spool.quarantined(), []);
+        assert_eq!(spool.dropped(), 3);
+        assert_eq!(all(&spool), [103, 104, 105]);
+        assert!(!fs::read_to_string(&cursor).unwrap().contains("quarantining"));
+    }
+
+    #[test]
+    fn at_most_a_few_quarantined_segments_are_kept_the_oldest_deleted() {
+        let tmp = TempDir::new("quarantine-bound");
+        let l = fixed_line();
+        let open = || Spool::open_with_segment_bytes(&tmp.spool(), 1 << 20, l).unwrap();
+        let mut spool = open();
+        for seq in 100..110 {
+            spool.push(&report("s", seq)).unwrap(); // one per segment
+        }
+        drop(spool);
+        let segments = segment_files(&tmp.spool());
+        for segment in &segments[..3] {
+            damage_line(segment, 1, "not json");
+        }
+        let spool = open();
+        assert_eq!(spool.quarantined().len(), 3);
+        assert_eq!(quarantined_files(&tmp.spool()).len(), 3);
+        drop(spool);
+
+        for segment in &segments[3..6] {
+            damage_line(segment, 1, "not json");
+        }
+        let spool = open();
+        assert_eq!(spool.quarantined().len(), 3);
+        let kept: Vec<PathBuf> = segments[6 - QUARANTINE_KEEP..6]
+            .iter()
+            .map(|segment| quarantine_path(&tmp.spool(), segment_number(segment)))
+            .collect();
+        assert_eq!(quarantined_files(&tmp.spool()), kept, "the newest {QUARANTINE_KEEP}");
+        assert_eq!(spool.dropped(), 6, "a deleted copy's reports stay counted");
+        assert_eq!(all(&spool), [106, 107, 108, 109]);
+        assert_eq!(spool.bytes(), bytes_on_disk(&tmp.spool()));
+    }
+
+    #[test]
+    fn quarantined_files_give_way_before_any_report_when_the_spool_is_full() {
+        let tmp = TempDir::new("quarantine-room");
+        let l = fixed_line();
+        let open = || Spool::open_with_segment_bytes(&tmp.spool(), 10 * l, 3 * l).unwrap();
+        let mut spool = open();
+        for seq in 100..110 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        drop(spool);
+        // Segments 100-102, 103-105, 106-108, 109: the spool is full.
+        let second = segment_files(&tmp.spool()).remove(1);
+        let garbage = "x".repeat(usize::try_from(l).unwrap() - 1);
+        damage_line(&second, 1, &garbage);
+
+        let mut spool = open();
+        assert_eq!(spool.dropped(), 3);
+        assert_eq!(
+            spool.bytes(),
+            10 * l,
+            "the quarantined segment counts against the bound"
+        );
+        spool.push(&report("s", 110)).unwrap();
+        assert_eq!(
+            quarantined_files(&tmp.spool()),
+            Vec::<PathBuf>::new(),
+            "deleted to make room"
+        );
+        assert_eq!(spool.dropped(), 3, "no report was dropped for the room");
+        assert_eq!(all(&spool), [100, 101, 102, 106, 107, 108, 109, 110]);
+        assert_eq!(spool.bytes(), 8 * l);
+        assert_eq!(spool.bytes(), bytes_on_disk(&tmp.spool()));
+    }
+
+    #[test]
+    fn a_corrupt_cursor_is_set_aside_and_every_report_replayed() {
         let tmp = TempDir::new("cursor");
         let mut spool = Spool::open(&tmp.spool(), 1 << 20).unwrap();
-        spool.push(&report("s", 1)).unwrap();
-        spool.push(&report("s", 2)).unwrap();
+        for seq in 1..=3 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        spool.ack(1).unwrap();
         drop(spool);
-        let segment = segment_files(&tmp.spool()).remove(0);
-        let id = segment_id(segment.file_name().unwrap().to_str().unwrap()).unwrap();
         let cursor = tmp.spool().join(CURSOR_FILE);
-        fs::write(&cursor, format!(r#"{{"segment":{id},"offset":5,"dropped":0}}"#)).unwrap();
-        let err = Spool::open(&tmp.spool(), 1 << 20).unwrap_err();
-        assert!(matches!(err, SpoolError::BadCursor { .. }), "{err:?}");
-        assert!(
-            err.to_string().contains("offset 5 is not the start of a report"),
-            "{err}"
-        );
         fs::write(&cursor, "{garbage").unwrap();
-        let err = Spool::open(&tmp.spool(), 1 << 20).unwrap_err();
-        assert!(err.to_string().contains("move the spool directory"), "{err}");
+
+        let spool = Spool::open(&tmp.spool(), 1 << 20).unwrap();
+        let [q] = spool.quarantined() else {
+            panic!("{:?}", spool.quarantined());
+        };
+        assert_eq!((&q.file, q.line, q.dropped), (&cursor, None, 0));
+        assert_eq!(q.kept_as, tmp.spool().join(CURSOR_QUARANTINE));
+        assert_eq!(fs::read_to_string(&q.kept_as).unwrap(), "{garbage");
+        assert!(q.reason.contains("is lost"), "{q}");
+        let message = q.to_string();
+        assert!(message.contains(&cursor.display().to_string()), "{message}");
+        assert!(message.contains("every spooled report is sent again"), "{message}");
+        assert!(message.contains("can be deleted"), "{message}");
+        assert_eq!(
+            all(&spool),
+            [1, 2, 3],
+            "the acknowledged 1 is sent again, nothing is lost"
+        );
+        drop(spool);
+
+        let spool = Spool::open(&tmp.spool(), 1 << 20).unwrap();
+        assert_eq!(spool.quarantined(), [], "the cursor was replaced");
+        assert_eq!(all(&spool), [1, 2, 3]);
+        assert_eq!(spool.bytes(), bytes_on_disk(&tmp.spool()));
+    }
+
+    #[test]
+    fn a_cursor_that_does_not_fit_the_segments_replays_them_and_keeps_its_drop_count() {
+        let tmp = TempDir::new("cursor-misfit");
+        let mut spool = Spool::open(&tmp.spool(), 1 << 20).unwrap();
+        for seq in 1..=3 {
+            spool.push(&report("s", seq)).unwrap();
+        }
+        drop(spool);
+        let id = segment_number(&segment_files(&tmp.spool())[0]);
+        let cursor = tmp.spool().join(CURSOR_FILE);
+
+        fs::write(&cursor, format!(r#"{{"segment":{id},"offset":5,"dropped":7}}"#)).unwrap();
+        let spool = Spool::open(&tmp.spool(), 1 << 20).unwrap();
+        let reason = &spool.quarantined()[0].reason;
+        assert!(reason.contains("offset 5 is not the start of a report"), "{reason}");
+        assert_eq!(all(&spool), [1, 2, 3]);
+        assert_eq!(spool.dropped(), 7);
+        drop(spool);
+
+        // Past the newest segment: every segment would be taken as acknowledged.
+        fs::write(&cursor, format!(r#"{{"segment":{},"offset":0,"dropped":2}}"#, id + 3)).unwrap();
+        let spool = Spool::open(&tmp.spool(), 1 << 20).unwrap();
+        let reason = &spool.quarantined()[0].reason;
+        assert!(reason.contains("past the newest segment"), "{reason}");
+        assert_eq!(all(&spool), [1, 2, 3]);
+        assert_eq!(spool.dropped(), 2);
+        drop(spool);
+        let spool = Spool::open(&tmp.spool(), 1 << 20).unwrap();
+        assert_eq!(spool.quarantined(), []);
+        assert_eq!(all(&spool), [1, 2, 3]);
     }
 
     #[test]
