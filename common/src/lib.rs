@@ -8,6 +8,8 @@
 //! exception, behind the `client` feature, is [`client`]: the HTTP client
 //! setup (timeouts, TLS trust) the agent and the `portwatch` CLI share; and, behind the `cli`
 //! feature, [`cli`]: the man pages and shell completions every binary writes of itself.
+//! What agents report is untrusted text: [`text`] makes it safe to show in
+//! terminals, logs and spreadsheets.
 #![deny(missing_docs)]
 
 #[cfg(feature = "cli")]
@@ -17,6 +19,7 @@ pub mod client;
 pub mod process;
 pub mod snapshot;
 pub mod socket;
+pub mod text;
 pub mod wire;
 
 pub use process::Process;
