@@ -166,14 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 const DEFAULT_CONFIG: &str = "/etc/portwatch/agent.toml";
 
 fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORTWATCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(io::stderr)
-        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
-        .init();
+    portwatch_common::log::init()?;
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None if std::path::Path::new(DEFAULT_CONFIG).exists() => Config::load(std::path::Path::new(DEFAULT_CONFIG))?,

@@ -1,9 +1,14 @@
 //! How a scan is printed: an aligned table like `ss` (default), JSON, or CSV.
 //! The JSON and CSV field names are a public contract (see README).
+//!
+//! Process names, command lines and units are whatever the processes say:
+//! table cells are [escaped](text::escape), CSV cells [guarded against
+//! formulas](text::csv_cell), and JSON is exact.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 
-use portwatch_common::{Process, Socket};
+use portwatch_common::{text, Process, Socket};
 
 /// Output format of `scan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -107,6 +112,13 @@ fn table_row(s: &Socket, with_peer: bool, row: &mut Vec<String>) {
     row.push(s.netns.to_string());
     row.push(s.user.as_deref().map_or_else(|| s.uid.to_string(), str::to_owned));
     row.push(portwatch_common::process::summary(s.processes.iter().map(|p| &**p)));
+    // Any local user names its processes as it likes: every cell shows as
+    // text, so no escape sequence reaches the terminal and a row stays one line.
+    for cell in row.iter_mut() {
+        if let Cow::Owned(escaped) = text::escape(cell) {
+            *cell = escaped;
+        }
+    }
 }
 
 /// The socket's CSV columns; the process's ([`portwatch_common::process::CSV_COLUMNS`]) follow.
@@ -155,7 +167,8 @@ fn csv(out: &mut impl Write, sockets: &[Socket]) -> io::Result<()> {
                 Some(p) => p.csv_fields(),
                 None => Default::default(),
             };
-            w.write_record(socket_fields.iter().chain(process_fields.iter()))?;
+            let cells = socket_fields.iter().chain(process_fields.iter());
+            w.write_record(cells.map(|cell| text::csv_cell(cell).into_owned()))?;
         }
     }
     w.flush()?;
@@ -257,6 +270,72 @@ mod tests {
         assert_eq!(v[0]["local_port"], 80);
         assert_eq!(v[0]["processes"][1]["pid"], 901);
         assert_eq!(v[0]["processes"][0]["container"], serde_json::Value::Null);
+    }
+
+    /// What a local process can name itself: an OSC 52 clipboard write, a
+    /// bell, and a carriage return and newline that would start a forged row.
+    const HOSTILE: &str = "\x1b]52;c;ZXZpbA==\x07evil\r\nroot";
+
+    fn hostile() -> Socket {
+        let mut s = nginx();
+        let mut p = (*s.processes[0]).clone();
+        p.name = HOSTILE.into();
+        p.unit = Some("a\u{202e}b.service".into());
+        s.processes = vec![std::sync::Arc::new(p)];
+        s.user = Some("root\u{9b}2J".into());
+        s
+    }
+
+    #[test]
+    fn a_hostile_process_name_is_text_in_the_table_and_exact_in_json() {
+        let text = render(Format::Table, &[hostile(), nginx()]);
+        let raw: Vec<char> = text
+            .chars()
+            .filter(|&c| c != '\n' && portwatch_common::text::needs_escape(c))
+            .collect();
+        assert_eq!(raw, Vec::<char>::new(), "{text:?}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "a header and two rows: {text}");
+        assert!(
+            lines[1].ends_with("root\\u{9b}2J  \\x1b]52;c;ZXZpbA==\\x07evil\\r\\nroot[900] (a\\u{202e}b.service)"),
+            "{text}"
+        );
+        // The columns are measured on what is shown.
+        assert_eq!(lines[1].find("root\\u{9b}2J"), lines[2].find("root"), "{text}");
+
+        let text = render(Format::Json, &[hostile()]);
+        assert!(!text.contains('\x1b'), "serde_json escapes C0 controls");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v[0]["processes"][0]["name"], HOSTILE);
+        assert_eq!(v[0]["processes"][0]["unit"], "a\u{202e}b.service");
+    }
+
+    #[test]
+    fn csv_guards_cells_a_spreadsheet_would_run_and_leaves_numbers_alone() {
+        let mut s = nginx();
+        let mut p = (*s.processes[0]).clone();
+        p.name = "-bash".into();
+        p.cmdline = Some("=HYPERLINK(\"http://x\", \"click\")".into());
+        p.exe = Some("@SUM(A1)".into());
+        p.unit = Some("+x.service".into());
+        s.processes = vec![std::sync::Arc::new(p)];
+        s.local_port = 8080;
+        let text = render(Format::Csv, &[s]);
+        let row = &text.lines().nth(1).unwrap();
+        // The guard comes first, inside the quotes the csv writer adds.
+        assert!(
+            row.contains(",\"'=HYPERLINK(\"\"http://x\"\", \"\"click\"\")\","),
+            "{row}"
+        );
+        let mut reader = ::csv::Reader::from_reader(text.as_bytes());
+        let rows: Vec<::csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(&rows[0][3], "8080");
+        assert_eq!(&rows[0][13], "900");
+        assert_eq!(&rows[0][14], "'-bash");
+        assert_eq!(&rows[0][15], "'=HYPERLINK(\"http://x\", \"click\")");
+        assert_eq!(&rows[0][16], "'@SUM(A1)");
+        assert_eq!(&rows[0][20], "'+x.service");
+        assert_eq!(&rows[0][2], "::", "an address is left alone");
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! Listener intervals as CSV or NDJSON lines, for `portwatch export`: one
 //! interval (NDJSON) or one (interval, process) pair (CSV) at a time, so an
 //! export of any size streams.
+//!
+//! CSV is opened in spreadsheets, and its text columns carry what agents
+//! report (a process can name itself `=HYPERLINK(...)`): every cell that a
+//! spreadsheet would run as a formula, one beginning with `=`, `+`, `-`,
+//! `@`, a tab or a carriage return and not a plain number, gets a leading
+//! `'` ([`portwatch_common::text::csv_cell`]). Ports, pids and the other
+//! numeric columns never begin so and are never changed. NDJSON is exact.
 
 use crate::store::ListenerRow;
 
@@ -94,10 +101,17 @@ pub fn row(format: Format, r: &ListenerRow) -> Vec<u8> {
     }
 }
 
+/// One CSV line, every cell [guarded](portwatch_common::text::csv_cell).
 fn csv_line(fields: impl IntoIterator<Item = String>) -> Vec<u8> {
     let mut w = csv::Writer::from_writer(Vec::new());
+    let cells = fields
+        .into_iter()
+        .map(|cell| match portwatch_common::text::csv_cell(&cell) {
+            std::borrow::Cow::Borrowed(_) => cell,
+            std::borrow::Cow::Owned(guarded) => guarded,
+        });
     // Writing to a Vec cannot fail.
-    let _ = w.write_record(fields.into_iter().collect::<Vec<_>>());
+    let _ = w.write_record(cells.collect::<Vec<_>>());
     w.into_inner().unwrap_or_default()
 }
 
@@ -156,6 +170,35 @@ mod tests {
         assert_eq!((&rows[0][13], &rows[1][13], &rows[2][13]), ("1", "2", ""));
         assert_eq!(&rows[0][15], "java -jar app.jar --name=\"a, b\"");
         assert_eq!(&rows[0][11], "2026-11-24T03:00:00Z");
+    }
+
+    #[test]
+    fn csv_guards_cells_a_spreadsheet_would_run_and_leaves_numbers_and_ndjson_alone() {
+        let mut p = java(4242);
+        p.name = "-bash".into();
+        p.cmdline = Some("=HYPERLINK(\"http://x\")".into());
+        p.user = Some("@evil".into());
+        p.unit = Some("+x.service\r\n=1+1".into());
+        let text = row(Format::Csv, &interval(vec![p.clone()]));
+        let line = String::from_utf8(text.clone()).unwrap();
+        // The guard comes first, inside the quotes the csv writer adds.
+        assert!(line.contains(",\"'=HYPERLINK(\"\"http://x\"\")\","), "{line}");
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(text.as_slice());
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 1, "a newline inside a cell stays inside its quotes: {line}");
+        let r = &rows[0];
+        assert_eq!((&r[4], &r[13]), ("8080", "4242"), "numbers are left alone");
+        assert_eq!(&r[14], "'-bash");
+        assert_eq!(&r[15], "'=HYPERLINK(\"http://x\")");
+        assert_eq!(&r[18], "'@evil");
+        assert_eq!(&r[20], "'+x.service\r\n=1+1");
+        assert_eq!(&r[11], "2026-11-24T03:00:00Z");
+
+        let line = row(Format::Ndjson, &interval(vec![p.clone()]));
+        let back: ListenerRow = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back.listener.processes, vec![p], "NDJSON is exact");
     }
 
     #[test]

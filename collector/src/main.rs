@@ -147,14 +147,7 @@ fn open_store(db: &Path) -> anyhow::Result<SqliteStore> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORTWATCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    portwatch_common::log::init()?;
     let mut config = args.where_.config()?;
     if let Some(listen) = args.listen {
         config.listen = listen;

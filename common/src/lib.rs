@@ -4,19 +4,25 @@
 //! like, the rules that classify them (exposure, dual stack), what history
 //! records of a host (listeners, and the difference of two observations),
 //! and the versioned agent -> collector protocol. It does no I/O, so both
-//! halves of portwatch, and their tests, agree on one meaning. The one
-//! exception, behind the `client` feature, is [`client`]: the HTTP client
-//! setup (timeouts, TLS trust) the agent and the `portwatch` CLI share; and, behind the `cli`
-//! feature, [`cli`]: the man pages and shell completions every binary writes of itself.
+//! halves of portwatch, and their tests, agree on one meaning. What agents
+//! report is untrusted text: [`text`] makes it safe to show in terminals,
+//! logs and spreadsheets. The exceptions to "no I/O", each behind a feature:
+//! [`client`] (`client`), the HTTP client setup (timeouts, TLS trust) the
+//! agent and the `portwatch` CLI share; [`cli`] (`cli`), the man pages and
+//! shell completions every binary writes of itself; [`log`] (`log`), the
+//! daemons' log, which escapes every field with [`text`].
 #![deny(missing_docs)]
 
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "log")]
+pub mod log;
 pub mod process;
 pub mod snapshot;
 pub mod socket;
+pub mod text;
 pub mod wire;
 
 pub use process::Process;

@@ -1,4 +1,4 @@
-//! `portwatch-collector`'s command line: config file, tokens.
+//! `portwatch-collector`'s command line: config file, tokens; and what the `portwatch` CLI makes of a hostile report.
 // Test helpers outside #[test] functions panic on failure like the tests do.
 #![allow(clippy::expect_used)]
 
@@ -89,4 +89,113 @@ fn serve_listens_where_the_config_says_unless_a_flag_overrides() {
         "{line}"
     );
     assert!(db.exists());
+}
+
+/// A process name a compromised (or any) host can report: an OSC 52
+/// clipboard write, a bell, and a carriage return and newline.
+const HOSTILE: &str = "\x1b]52;c;ZXZpbA==\x07evil\r\nroot";
+
+/// A snapshot of `host` with one listener on `port`, held by a process named `name`
+/// whose command line would run as a spreadsheet formula.
+fn hostile_snapshot(host: &str, port: u16, name: &str) -> portwatch_common::wire::Batch {
+    use portwatch_common::wire::{Batch, HostFacts, Report, ReportBody, PROTOCOL_VERSION};
+    use portwatch_common::{Exposure, Family, Listener, Process, Proto};
+    let process = Process {
+        pid: 4242,
+        name: name.into(),
+        cmdline: Some("=HYPERLINK(\"http://x\")".into()),
+        exe: None,
+        uid: Some(0),
+        user: Some("root".into()),
+        container: None,
+        unit: None,
+    };
+    Batch {
+        version: PROTOCOL_VERSION,
+        host: host.to_owned(),
+        session: "hostile-1".to_owned(),
+        dropped: 0,
+        alive_at: None,
+        reports: vec![Report {
+            seq: 1,
+            observed_at: jiff::Timestamp::now(),
+            body: ReportBody::Snapshot {
+                facts: HostFacts {
+                    os: Some(format!("Debian {name}")),
+                    kernel: None,
+                    boot_time: None,
+                    agent_version: "0.1.0".to_owned(),
+                    interval_ms: 10_000,
+                    tags: Default::default(),
+                },
+                listeners: vec![Listener {
+                    netns: 1,
+                    proto: Proto::Tcp,
+                    family: Family::Ipv4,
+                    local_addr: "0.0.0.0".parse().expect("an address"),
+                    local_port: port,
+                    inode: 9,
+                    uid: 0,
+                    user: Some("root".into()),
+                    exposure: Exposure::Wildcard,
+                    dual_stack: false,
+                    processes: vec![process],
+                }],
+            },
+        }],
+    }
+}
+
+#[test]
+fn a_hostile_process_name_reaches_the_cli_as_text_and_csv_as_no_formula() {
+    let dir = TempDir::new("cli-hostile").unwrap();
+    let db = dir.path.join("c.db");
+    let agent = create_token(&db, &["--host", "web-3"]).unwrap();
+    let read = create_token(&db, &["--role", "read", "--name", "ops"]).unwrap();
+    let collector = Collector::start(&db, 0).unwrap();
+    ureq::post(format!("{}/api/v1/ingest", collector.url))
+        .header("Authorization", format!("Bearer {agent}"))
+        .send_json(hostile_snapshot("web-3", 2222, HOSTILE))
+        .expect("the collector takes the batch");
+
+    let portwatch = |args: &[&str]| -> String {
+        let out = Command::new(binary("portwatch"))
+            .args(["--collector", &collector.url, "--token", &read])
+            .args(args)
+            .output()
+            .expect("portwatch runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    for args in [
+        &["who", "--port", "2222"][..],
+        &["ports", "--host", "web-3"],
+        &["hosts"],
+    ] {
+        let text = portwatch(args);
+        let raw: Vec<char> = text
+            .chars()
+            .filter(|&c| c != '\n' && portwatch_common::text::needs_escape(c))
+            .collect();
+        assert_eq!(raw, Vec::<char>::new(), "{args:?}: {text:?}");
+        assert_eq!(text.lines().count(), 2, "{args:?}: a header and one row: {text}");
+        assert!(
+            text.contains("\\x1b]52;c;ZXZpbA==\\x07evil\\r\\nroot"),
+            "{args:?}: {text}"
+        );
+    }
+
+    let json = portwatch(&["--json", "who", "--port", "2222"]);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(rows[0]["processes"][0]["name"], HOSTILE, "JSON is exact");
+
+    let csv = portwatch(&["export", "--format", "csv"]);
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let row = reader.records().next().expect("one row").unwrap();
+    assert_eq!((&row[4], &row[14]), ("2222", HOSTILE));
+    assert_eq!(&row[15], "'=HYPERLINK(\"http://x\")");
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portwatch_common::client::Backoff;
+use portwatch_common::text;
 use serde::Deserialize;
 
 use super::drift::Severity;
@@ -181,15 +182,15 @@ impl Syslog {
     }
 }
 
-/// Text for a Slack message: `&`, `<`, `>` escaped as Slack asks, control characters dropped.
-fn slack_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+/// Text for a Slack message: `&`, `<`, `>` escaped as Slack asks, and
+/// control and bidi characters as everywhere else ([`text::escape`]).
+fn slack_escape(reported: &str) -> String {
+    let mut out = String::with_capacity(reported.len());
+    for c in text::escape(reported).chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            c if c.is_control() => out.push(' '),
             c => out.push(c),
         }
     }
@@ -291,18 +292,7 @@ impl Deliver for SyslogSink {
             self.logger = Some(logger);
         }
         let a = event.alert();
-        let line: String = format!(
-            "alert {} {} [{}] {} on {}: {} (event {id})",
-            a.id,
-            event.name(),
-            a.severity.as_str(),
-            a.kind.as_str(),
-            a.host,
-            a.message
-        )
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+        let line = syslog_line(id, event);
         let Some(logger) = self.logger.as_mut() else {
             return Err(Failure::Transient("no syslog connection".to_owned()));
         };
@@ -317,6 +307,22 @@ impl Deliver for SyslogSink {
             Failure::Transient(format!("syslog at {socket}: {e}"))
         })
     }
+}
+
+/// The syslog message for `event`: one line, its reported text escaped
+/// ([`text::escape`]) so that it shows as text wherever syslog writes it.
+fn syslog_line(id: i64, event: &AlertEvent) -> String {
+    let a = event.alert();
+    let line = format!(
+        "alert {} {} [{}] {} on {}: {} (event {id})",
+        a.id,
+        event.name(),
+        a.severity.as_str(),
+        a.kind.as_str(),
+        a.host,
+        a.message
+    );
+    text::escape(&line).into_owned()
 }
 
 /// Starts one delivery thread per webhook and one for syslog if set; the handle that wakes them.
@@ -444,7 +450,36 @@ mod tests {
         assert_eq!(redacted("http://user:pw@127.0.0.1:9/h"), "http://127.0.0.1:9/…");
         assert_eq!(
             slack_escape("nc[1] <!channel> & <http://x|ok>\n"),
-            "nc[1] &lt;!channel&gt; &amp; &lt;http://x|ok&gt; "
+            "nc[1] &lt;!channel&gt; &amp; &lt;http://x|ok&gt;\\n"
+        );
+        assert_eq!(slack_escape("a\u{202e}b"), "a\\u{202e}b");
+    }
+
+    #[test]
+    fn a_syslog_message_is_one_line_of_text_whatever_the_process_is_named() {
+        let finding = crate::alert::drift::Finding::new(
+            crate::alert::drift::Kind::Unbaselined,
+            "web-3",
+            "unbaselined:tcp:22".to_owned(),
+        );
+        let alert = crate::store::AlertRow {
+            id: 7,
+            key: finding.key.clone(),
+            kind: finding.kind,
+            severity: Severity::Warning,
+            host: "web-3".into(),
+            message: "tcp/22 held by x\u{9b}2J\u{202e}\n<13>forged".into(),
+            state: crate::store::AlertState::Open,
+            opened_at: jiff::Timestamp::UNIX_EPOCH,
+            acked_at: None,
+            acked_by: None,
+            ack_comment: None,
+            resolved_at: None,
+            finding,
+        };
+        assert_eq!(
+            syslog_line(3, &AlertEvent::Opened(alert)),
+            "alert 7 opened [warning] unbaselined on web-3: tcp/22 held by x\\u{9b}2J\\u{202e}\\n<13>forged (event 3)"
         );
     }
 

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
+use portwatch_common::text::{self, Escaped};
 use portwatch_common::{Exposure, Proto};
 
 use crate::store::ListenerRow;
@@ -54,9 +55,17 @@ pub fn learn(name: &str, hosts: &str, rows: &[ListenerRow], at: jiff::Timestamp)
         if on.len() > 5 {
             seen_on.push("...");
         }
-        let _ = write!(out, "# seen on {} of {host_count}: {}", on.len(), seen_on.join(", "));
+        // Units are as agents report them: escaped, so that one cannot end
+        // the comment and write entries of its own into the proposal.
+        let _ = write!(
+            out,
+            "# seen on {} of {host_count}: {}",
+            on.len(),
+            Escaped(&seen_on.join(", "))
+        );
         if !units.is_empty() {
-            let _ = write!(out, " ({})", units.iter().cloned().collect::<Vec<_>>().join(", "));
+            let units = units.iter().cloned().collect::<Vec<_>>().join(", ");
+            let _ = write!(out, " ({})", Escaped(&units));
         }
         let _ = writeln!(out);
         let _ = writeln!(out, "[[listener]]");
@@ -91,9 +100,22 @@ fn process_name(p: &portwatch_common::Process) -> String {
 }
 
 /// A TOML basic string. JSON's string escapes (as serde_json writes them:
-/// `\"`, `\\`, `\n`, `\uXXXX`, ...) are all valid in TOML basic strings.
+/// `\"`, `\\`, `\n`, `\uXXXX`, ...) are all valid in TOML basic strings;
+/// what serde_json leaves as it is but a terminal would act on, or TOML
+/// refuses (DEL), is written as `\uXXXX` too (every such character is in
+/// the BMP), so the file reads the same value back and shows as text.
 fn quote(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+    let json = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match text::needs_escape(c) {
+            true => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            false => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -161,5 +183,26 @@ mod tests {
         );
         assert_eq!(b.listeners[1].process.as_deref(), Some("nginx"));
         assert_eq!(b.listeners[1].bind, Some(Exposure::Wildcard));
+    }
+
+    #[test]
+    fn reported_names_and_units_cannot_write_entries_or_escape_sequences_into_a_proposal() {
+        let mut hostile = row("web-1", 22, Exposure::Wildcard, "sshd\u{7f}\u{9b}2J\u{202e}");
+        hostile.listener.processes[0].unit =
+            Some("x.service)\n[[listener]]\nproto = \"tcp\"\nport = 4444\nowner = \"a\"\nreason = \"b\"\n#".into());
+        let text = learn("web", "web-*", &[hostile], jiff::Timestamp::UNIX_EPOCH);
+        assert!(!text.chars().any(|c| c != '\n' && text::needs_escape(c)), "{text:?}");
+        assert_eq!(text.matches("[[listener]]\n").count(), 1, "{text}");
+        let reviewed = text
+            .replace("owner = \"\"", "owner = \"team web\"")
+            .replace("reason = \"\"", "reason = \"serves the site\"");
+        let b = super::super::parse(&reviewed).unwrap();
+        let ports: Vec<u16> = b.listeners.iter().map(|e| e.port_from).collect();
+        assert_eq!(ports, vec![22]);
+        assert_eq!(
+            b.listeners[0].process.as_deref(),
+            Some("sshd\u{7f}\u{9b}2J\u{202e}"),
+            "the name reads back exactly"
+        );
     }
 }

@@ -14,6 +14,7 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use portwatch_collector::alert::drift::Kind;
 use portwatch_collector::store::BaselineAction;
+use portwatch_common::text::Escaped;
 
 use client::Client;
 
@@ -350,7 +351,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if cli.json {
                     render::json(&mut out, &alert)?;
                 } else {
-                    writeln!(out, "alert {} acknowledged: {}", alert.id, alert.message)?;
+                    writeln!(out, "alert {} acknowledged: {}", alert.id, Escaped(&alert.message))?;
                 }
             }
             None => {

@@ -1,5 +1,6 @@
 //! Tables for people (local times), JSON for scripts (UTC).
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 use jiff::tz::TimeZone;
@@ -8,6 +9,7 @@ use portwatch_collector::alert::drift::{Finding, Kind};
 use portwatch_collector::api::BaselineView;
 use portwatch_collector::store::{AlertRow, AlertState, BaselineLogRow, HostRow, HostStatus, ListenerRow};
 use portwatch_common::process::summary;
+use portwatch_common::text::{self, Escaped};
 use serde::Serialize;
 
 /// Pretty JSON and a newline.
@@ -16,16 +18,23 @@ pub fn json<T: Serialize>(out: &mut impl Write, value: &T) -> io::Result<()> {
     writeln!(out)
 }
 
-/// Aligned columns, two spaces apart, the last one unpadded.
+/// Aligned columns, two spaces apart, the last one unpadded. Every cell is
+/// [escaped](text::escape): cells hold what agents report, which must show
+/// as text (no escape sequence reaches the terminal) and keep a row on one line.
 fn table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+    let rows: Vec<Vec<Cow<'_, str>>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| text::escape(cell)).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut line = String::new();
-    for cells in std::iter::once(header.iter().map(|h| h.to_string()).collect::<Vec<_>>()).chain(rows.iter().cloned()) {
+    let header: Vec<Cow<'_, str>> = header.iter().map(|&h| Cow::Borrowed(h)).collect();
+    for cells in std::iter::once(&header).chain(&rows) {
         line.clear();
         for (cell, width) in cells.iter().zip(&widths) {
             line.push_str(cell);
@@ -199,7 +208,7 @@ pub fn findings(out: &mut impl Write, findings: &[Finding], baselines_applied: b
         writeln!(
             out,
             "\n{none} {}: their listeners are listed, not judged; `portwatch baseline learn --host GLOB` proposes one",
-            unbaselined.join(", ")
+            Escaped(&unbaselined.join(", "))
         )?;
     }
     Ok(())
@@ -380,7 +389,103 @@ pub fn trends(out: &mut impl Write, t: &portwatch_collector::trend::Trends, tz: 
 
 #[cfg(test)]
 mod tests {
+    use jiff::tz::TimeZone;
     use portwatch_collector::alert::drift::{Finding, Kind};
+    use portwatch_collector::store::{HostRow, HostStatus, ListenerRow};
+    use portwatch_common::{Exposure, Family, Listener, Process, Proto};
+
+    /// A process name any local user can pick (`prctl`, `argv`): an OSC 52
+    /// clipboard write, a bell, and a carriage return and newline that would
+    /// start a forged row.
+    const HOSTILE: &str = "\x1b]52;c;ZXZpbA==\x07evil\r\nroot";
+
+    /// Whether `text` holds a byte or character a terminal would act on
+    /// (the newlines that end lines aside).
+    fn raw_controls(text: &str) -> Vec<char> {
+        text.chars()
+            .filter(|&c| c != '\n' && portwatch_common::text::needs_escape(c))
+            .collect()
+    }
+
+    fn hostile_row() -> ListenerRow {
+        let process = Process {
+            pid: 4242,
+            name: HOSTILE.into(),
+            cmdline: Some(HOSTILE.into()),
+            exe: None,
+            uid: Some(0),
+            user: Some("root\u{202e}toor".into()),
+            container: None,
+            unit: Some("x\u{9b}2J.service".into()),
+        };
+        ListenerRow {
+            host: "web-3".into(),
+            listener: Listener {
+                netns: 1,
+                proto: Proto::Tcp,
+                family: Family::Ipv4,
+                local_addr: "0.0.0.0".parse().unwrap(),
+                local_port: 22,
+                inode: 9,
+                uid: 0,
+                user: Some("root\x1b[8m".into()),
+                exposure: Exposure::Wildcard,
+                dual_stack: false,
+                processes: vec![process],
+            },
+            opened_at: "2026-11-24T03:00:00Z".parse().unwrap(),
+            closed_at: None,
+        }
+    }
+
+    #[test]
+    fn a_hostile_process_name_is_text_in_the_ports_and_who_table_and_exact_in_json() {
+        let mut out = Vec::new();
+        super::listeners(&mut out, &[hostile_row()], false, &TimeZone::UTC, true).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(raw_controls(&text), Vec::<char>::new(), "{text:?}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "a header and one row: {text}");
+        assert!(
+            lines[1].contains("\\x1b]52;c;ZXZpbA==\\x07evil\\r\\nroot[4242] (x\\u{9b}2J.service)"),
+            "{text}"
+        );
+
+        let mut out = Vec::new();
+        super::listeners(&mut out, &[hostile_row()], true, &TimeZone::UTC, false).unwrap();
+        assert!(!out.contains(&0x1b), "serde_json escapes C0 controls");
+        let back: Vec<ListenerRow> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, vec![hostile_row()]);
+    }
+
+    #[test]
+    fn reported_host_facts_and_alert_texts_render_as_text() {
+        let host = HostRow {
+            host: "web-3".into(),
+            status: HostStatus::Up,
+            first_seen: "2026-11-24T03:00:00Z".parse().unwrap(),
+            last_seen: "2026-11-24T03:00:00Z".parse().unwrap(),
+            agent_version: Some("0.1.0\x1b[2J".into()),
+            interval_ms: 10_000,
+            os: Some(format!("Debian {HOSTILE}")),
+            kernel: None,
+            boot_time: None,
+            tags: Default::default(),
+            listeners: 1,
+            dropped_reports: 0,
+        };
+        let mut out = Vec::new();
+        super::hosts(&mut out, &[host], &TimeZone::UTC).unwrap();
+        let finding = Finding {
+            message: format!("web-3: tcp/22 held by {HOSTILE}[4242]"),
+            ..Finding::new(Kind::Unbaselined, "web-3", "unbaselined:tcp:22".to_owned())
+        };
+        super::findings(&mut out, &[finding], true).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(raw_controls(&text), Vec::<char>::new(), "{text:?}");
+        assert!(text.contains("Debian \\x1b]52;c;"), "{text}");
+        assert!(text.contains("held by \\x1b]52;c;"), "{text}");
+    }
 
     fn unbaselined(host: &str, port: u16) -> Finding {
         Finding {
