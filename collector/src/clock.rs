@@ -268,7 +268,10 @@ mod tests {
     fn a_time_before_the_backlog_window_is_taken_as_its_start() {
         let epoch = -1_700_000_000; // 1970-01-01
         let b = batch(&[(1, epoch), (2, -31 * DAY), (3, -29 * DAY)], Some(0));
-        assert_eq!(times(0, &HostClock::default(), &b), vec![-30 * DAY, -30 * DAY, -29 * DAY]);
+        assert_eq!(
+            times(0, &HostClock::default(), &b),
+            vec![-30 * DAY, -30 * DAY, -29 * DAY]
+        );
     }
 
     #[test]

@@ -533,6 +533,9 @@ reason = "the site"
             tags: Default::default(),
             listeners: 0,
             dropped_reports: 0,
+            clock_skew_ms: None,
+            clock_skew_at: None,
+            clock_skewed: false,
         }
     }
 
