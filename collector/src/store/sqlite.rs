@@ -41,8 +41,10 @@
 //! `migrations/`, applied in one transaction at [`SqliteStore::open`])
 //! takes the schema from version `n - 1` to `n`. `migrations/0001_init.sql`
 //! documents the tables and their encodings. In short: `hosts` holds each
-//! host's session state and facts; `programs` holds each distinct process
-//! identity (name, exe, cmdline, uid, user, container, unit) once;
+//! host's session state, facts and clock (`migrations/0005_clock.sql`: the
+//! bound the [`crate::clock`] rules date its next reports by, its measured
+//! skew); `programs` holds each distinct process identity (name, exe,
+//! cmdline, uid, user, container, unit) once;
 //! `intervals` holds one small row per listener interval whose owners are an
 //! inline list of (pid, program id) varints; `tokens` holds API tokens.
 //! Two indexes serve every query: `intervals_by_host (host_id, closed_at,
