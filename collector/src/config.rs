@@ -11,6 +11,7 @@ use crate::alert::drift::{self, Policy};
 use crate::alert::evaluate;
 use crate::alert::risky::RiskyPorts;
 use crate::alert::sink::{Syslog, Webhook};
+use crate::clock;
 
 /// Default listen address: loopback until told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -37,6 +38,54 @@ pub struct Config {
     /// The `/metrics` endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// How far agents' clocks are trusted.
+    #[serde(default)]
+    pub clock: ClockConfig,
+}
+
+/// `[clock]`: how far the collector trusts the times agents report (the
+/// rules are in [`crate::clock`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockConfig {
+    /// A report dated more than this after it was received is dated when
+    /// received; a host whose clock is off by more than this, either way,
+    /// has a `clock-skew` finding. At most 1 hour.
+    #[serde(default = "default_tolerance", deserialize_with = "duration")]
+    pub tolerance: Duration,
+    /// A report observed longer than this before it was received (replayed
+    /// from an agent's spool) is dated this long before it was received:
+    /// the furthest back an agent can date a change, or a port's first
+    /// sighting.
+    #[serde(default = "default_max_backlog", deserialize_with = "duration")]
+    pub max_backlog: Duration,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        ClockConfig {
+            tolerance: default_tolerance(),
+            max_backlog: default_max_backlog(),
+        }
+    }
+}
+
+impl ClockConfig {
+    /// The limits ingest dates reports by.
+    pub fn limits(&self) -> clock::Limits {
+        clock::Limits {
+            tolerance: self.tolerance,
+            max_backlog: self.max_backlog,
+        }
+    }
+}
+
+fn default_tolerance() -> Duration {
+    clock::DEFAULT_TOLERANCE
+}
+
+fn default_max_backlog() -> Duration {
+    clock::DEFAULT_MAX_BACKLOG
 }
 
 /// `[metrics]`: who may read `/metrics`.
@@ -91,13 +140,15 @@ impl Default for Alerts {
 }
 
 impl Alerts {
-    /// The drift policy these settings make.
+    /// The drift policy these settings make, with the default clock
+    /// tolerance ([`Config::policy`] has the configured one).
     pub fn policy(&self) -> Policy {
         Policy {
             risky: self.risky_ports.clone().unwrap_or_default(),
             flap_max: self.flap_max,
             flap_window: self.flap_window,
             startup_grace: self.startup_grace,
+            clock_tolerance: clock::DEFAULT_TOLERANCE,
         }
     }
 }
@@ -166,6 +217,7 @@ impl Default for Config {
             tls: None,
             alerts: Alerts::default(),
             metrics: MetricsConfig::default(),
+            clock: ClockConfig::default(),
         }
     }
 }
@@ -182,9 +234,25 @@ impl Config {
         Config::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
+    /// The drift policy of `[alerts]` and `[clock]`.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            clock_tolerance: self.clock.tolerance,
+            ..self.alerts.policy()
+        }
+    }
+
     /// Parses configuration text; the error names the line and key.
     pub fn parse(text: &str) -> Result<Config, String> {
         let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        if config.clock.tolerance > clock::MAX_TOLERANCE {
+            return Err(format!(
+                "[clock] tolerance: {} is longer than {}, the most it takes (a host could date its changes that far \
+                 after now)",
+                humantime::format_duration(config.clock.tolerance),
+                humantime::format_duration(clock::MAX_TOLERANCE)
+            ));
+        }
         if let Some(syslog) = &config.alerts.syslog {
             syslog.check()?;
         }
@@ -264,6 +332,26 @@ mod tests {
         );
         let e = Config::parse("[alerts.syslog]\nfacility = \"kernel-ish\"\n").unwrap_err();
         assert!(e.contains("facility") && e.contains("local0"), "{e}");
+    }
+
+    #[test]
+    fn clock_limits_reach_ingest_and_drift_and_a_long_tolerance_is_refused() {
+        let config = Config::parse("[clock]\ntolerance = \"30s\"\nmax_backlog = \"7d\"\n").unwrap();
+        assert_eq!(
+            config.clock.limits(),
+            clock::Limits {
+                tolerance: Duration::from_secs(30),
+                max_backlog: Duration::from_secs(7 * 86_400)
+            }
+        );
+        assert_eq!(config.policy().clock_tolerance, Duration::from_secs(30));
+        assert_eq!(Config::default().clock.limits(), clock::Limits::default());
+        let e = Config::parse("[clock]\ntolerance = \"2h\"\n").unwrap_err();
+        assert!(e.contains("[clock] tolerance") && e.contains("1h"), "{e}");
+        let e = Config::parse("[clock]\nmax_backlog = \"90d\"\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("30 days"), "{e}");
+        let e = Config::parse("[clock]\nskew = \"1m\"\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("skew"), "{e}");
     }
 
     #[test]

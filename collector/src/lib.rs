@@ -4,6 +4,7 @@
 pub mod alert;
 pub mod api;
 pub mod baseline;
+pub mod clock;
 pub mod config;
 pub mod diff;
 pub mod export;

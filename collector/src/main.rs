@@ -139,11 +139,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn open_store(db: &Path) -> anyhow::Result<SqliteStore> {
+/// The store of `config`'s database, judging agents' clocks by its `[clock]`.
+fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    let db = &config.db;
     if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    Ok(SqliteStore::open(db)?)
+    Ok(SqliteStore::open_with_clock(db, config.clock.limits())?)
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -158,7 +160,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
              quick start, or run a separate `portwatch-agent run` with ca_file set"
         );
     }
-    let store: Arc<dyn Store> = Arc::new(open_store(&config.db)?);
+    let store: Arc<dyn Store> = Arc::new(open_store(&config)?);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let tls = match &config.tls {
@@ -187,12 +189,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         });
         let wakers = sink::start(store.clone(), &config.alerts.webhook, config.alerts.syslog.as_ref())
             .map_err(anyhow::Error::msg)?;
-        let (state, alerts) = AppState::with_alerts(
-            store,
-            config.alerts.policy(),
-            config.alerts.sweep_every,
-            Notifier::new(wakers),
-        );
+        let (state, alerts) =
+            AppState::with_alerts(store, config.policy(), config.alerts.sweep_every, Notifier::new(wakers));
         tokio::spawn(alerts);
         let state = state.metrics_public(config.metrics.public);
         let app = api::router(state).into_make_service();
@@ -394,7 +392,7 @@ fn token_command(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 }
                 _ => bail!("say what the token is for: `--host NAME` (an agent) or `--role read|admin --name NAME`"),
             };
-            let store = open_store(&where_.config()?.db)?;
+            let store = open_store(&where_.config()?)?;
             let secret = token::generate().context("cannot read the system's random source")?;
             store.create_token(&TokenRow {
                 name: name.clone(),
@@ -411,7 +409,7 @@ fn token_command(command: TokenCommand) -> anyhow::Result<ExitCode> {
             );
         }
         TokenCommand::List { json, where_ } => {
-            let tokens = open_store(&where_.config()?.db)?.tokens()?;
+            let tokens = open_store(&where_.config()?)?.tokens()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&tokens)?);
             } else {
@@ -428,7 +426,7 @@ fn token_command(command: TokenCommand) -> anyhow::Result<ExitCode> {
             }
         }
         TokenCommand::Revoke { name, where_ } => {
-            if !open_store(&where_.config()?.db)?.revoke_token(&name, Timestamp::now())? {
+            if !open_store(&where_.config()?)?.revoke_token(&name, Timestamp::now())? {
                 bail!("no active token named {name:?} (see `portwatch-collector token list`)");
             }
             eprintln!("revoked {name:?}");

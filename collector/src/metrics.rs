@@ -2,7 +2,8 @@
 //! OpenMetrics text format.
 //!
 //! Counters (ingest) are kept as requests happen; gauges (hosts up and
-//! silent, open listeners, active alerts, baselines, store size) are read
+//! silent, open listeners, reports agents dropped, active alerts,
+//! baselines, store size) are read
 //! from the store at each scrape, so every collector in front of a shared
 //! store reports the same fleet.
 
@@ -55,6 +56,7 @@ pub struct Metrics {
     ingest_reports: Counter,
     hosts: Family<StatusLabels, Gauge>,
     listeners: Gauge,
+    dropped: Gauge<u64, AtomicU64>,
     alerts: Family<AlertLabels, Gauge>,
     baselines: Gauge,
     store_bytes: Gauge<u64, AtomicU64>,
@@ -90,6 +92,13 @@ impl Metrics {
         );
         let listeners = Gauge::default();
         registry.register("listeners_open", "Listeners open now, fleet-wide", listeners.clone());
+        let dropped = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "agent_reports_dropped",
+            "Reports agents lost before the collector stored them (a full spool, a batch refused for good, \
+             a gap), summed over the fleet; per host in portwatch hosts (DROPPED)",
+            dropped.clone(),
+        );
         let alerts = Family::<AlertLabels, Gauge>::default();
         registry.register(
             "alerts_active",
@@ -115,6 +124,7 @@ impl Metrics {
             ingest_reports,
             hosts,
             listeners,
+            dropped,
             alerts,
             baselines,
             store_bytes,
@@ -146,6 +156,8 @@ impl Metrics {
             .set(gauge(silent));
         self.listeners
             .set(gauge(hosts.iter().map(|h| h.listeners as usize).sum()));
+        self.dropped
+            .set(hosts.iter().map(|h| h.dropped_reports).fold(0, u64::saturating_add));
         let counts = store.active_alert_counts()?;
         for state in [AlertState::Open, AlertState::Acknowledged] {
             for kind in ALL_KINDS.into_iter().filter(|k| k.alerts()) {

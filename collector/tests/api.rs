@@ -103,7 +103,8 @@ fn snapshot_batch(host: &str, ports: &[u16]) -> Batch {
         alive_at: None,
         reports: vec![Report {
             seq: 1,
-            observed_at: Timestamp::from_second(1_790_000_000).unwrap(),
+            // An hour ago, in whole seconds: within the collector's backlog window.
+            observed_at: Timestamp::from_second(Timestamp::now().as_second() - 3600).unwrap(),
             body: ReportBody::Snapshot {
                 facts: HostFacts {
                     os: Some("Debian GNU/Linux 12".into()),
@@ -155,20 +156,23 @@ fn open_on(f: &Fixture, host: &str) -> usize {
 #[tokio::test]
 async fn an_agent_stores_its_snapshot_and_a_reader_sees_it() {
     let f = fixture("ok");
-    let (status, ack) = call(
-        &f.app,
-        post(Some(&f.agent), json_body(&snapshot_batch("web-3", &[22, 80]))),
-    )
-    .await;
+    let batch = snapshot_batch("web-3", &[22, 80]);
+    let (status, ack) = call(&f.app, post(Some(&f.agent), json_body(&batch))).await;
     assert_eq!(status, StatusCode::OK, "{ack}");
-    assert_eq!(ack, serde_json::json!({"acked": 1, "resync": false}));
+    assert_eq!(
+        ack,
+        serde_json::json!({"acked": 1, "resync": false, "limits": {
+            "max_body_bytes": 8 << 20, "max_decompressed_bytes": 32 << 20, "max_reports": 1000, "max_version": 2,
+        }}),
+        "the answer states the collector's limits"
+    );
 
     let (status, rows) = call(&f.app, get(Some(&f.reader), "/api/v1/who?port=22")).await;
     assert_eq!(status, StatusCode::OK, "{rows}");
     assert_eq!(rows[0]["host"], "web-3");
     assert_eq!(rows[0]["local_port"], 22);
     assert_eq!(rows[0]["processes"][0]["name"], "sshd");
-    assert_eq!(rows[0]["opened_at"], "2026-09-21T14:13:20Z");
+    assert_eq!(rows[0]["opened_at"], batch.reports[0].observed_at.to_string());
     assert_eq!(rows[0]["closed_at"], serde_json::Value::Null);
 
     let (status, rows) = call(&f.app, get(Some(&f.admin), "/api/v1/hosts/web-3/listeners")).await;
@@ -581,11 +585,9 @@ async fn metrics_text(app: &Router, token: &str) -> String {
 #[tokio::test]
 async fn metrics_need_a_read_token_and_count_what_ingest_did() {
     let f = fixture("metrics");
-    call(
-        &f.app,
-        post(Some(&f.agent), json_body(&snapshot_batch("web-3", &[22, 443]))),
-    )
-    .await;
+    let mut web = snapshot_batch("web-3", &[22, 443]);
+    web.dropped = 7;
+    call(&f.app, post(Some(&f.agent), json_body(&web))).await;
     call(
         &f.app,
         post(Some(&f.agent), json_body(&snapshot_batch("db-1", &[5432]))),
@@ -619,6 +621,7 @@ async fn metrics_need_a_read_token_and_count_what_ingest_did() {
         "portwatch_ingest_reports_total 1",
         "portwatch_hosts{status=\"up\"} 1",
         "portwatch_listeners_open 2",
+        "portwatch_agent_reports_dropped 7",
         "portwatch_alerts_active{kind=\"host-silent\",state=\"open\"} 0",
         "portwatch_alerts_active{kind=\"unexpected-listener\",state=\"open\"} 1",
         "portwatch_alerts_active{kind=\"unexpected-listener\",state=\"acknowledged\"} 0",

@@ -281,4 +281,16 @@ fn after_a_gap_the_agent_drops_and_counts_what_cannot_be_placed_and_goes_on_from
     let host = eventually(SETTLE, || host_row(&s, "gap-1").filter(|h| h["dropped_reports"] != 0))
         .expect("the dropped reports are counted");
     assert_eq!(host["dropped_reports"], 2, "reports 5 and 6: {host}");
+    // And `portwatch hosts` says so in its DROPPED column.
+    let out = std::process::Command::new(binary("portwatch"))
+        .args(["--collector", &s.collector.url, "--token", &s.read_token, "hosts"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    let column = header.iter().position(|h| *h == "DROPPED").expect("a DROPPED column");
+    let row = table.lines().find(|l| l.starts_with("gap-1")).unwrap();
+    // LAST SEEN is two words in the header and in the row (date and time).
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[column], "2", "{table}");
 }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::risky::RiskyPorts;
 use crate::baseline::{Baseline, Entry, Fit};
+use crate::clock;
 use crate::store::{HostRow, HostStatus, ListenerRow};
 
 /// What kind of departure a finding is. The names are a contract (`kind` in JSON).
@@ -35,6 +36,8 @@ pub enum Kind {
     RiskyPortExposed,
     /// The host's agent stopped reporting.
     HostSilent,
+    /// The host's clock is off the collector's by more than the tolerance.
+    ClockSkew,
     /// A listener opened and closed too often in the window.
     Flapping,
     /// A listener of a host no baseline covers (reported, never alerted).
@@ -51,6 +54,7 @@ impl Kind {
             Kind::ExposureWidened => "exposure-widened",
             Kind::RiskyPortExposed => "risky-port-exposed",
             Kind::HostSilent => "host-silent",
+            Kind::ClockSkew => "clock-skew",
             Kind::Flapping => "flapping",
             Kind::Unbaselined => "unbaselined",
         }
@@ -67,7 +71,7 @@ impl Kind {
             Kind::RiskyPortExposed | Kind::ExposureWidened | Kind::OwnerMismatch | Kind::HostSilent => {
                 Severity::Critical
             }
-            Kind::UnexpectedListener | Kind::MissingListener | Kind::Flapping => Severity::Warning,
+            Kind::UnexpectedListener | Kind::MissingListener | Kind::Flapping | Kind::ClockSkew => Severity::Warning,
             Kind::Unbaselined => Severity::Info,
         }
     }
@@ -79,13 +83,14 @@ impl Kind {
 }
 
 /// Every kind, in order.
-pub const ALL_KINDS: [Kind; 8] = [
+pub const ALL_KINDS: [Kind; 9] = [
     Kind::UnexpectedListener,
     Kind::MissingListener,
     Kind::OwnerMismatch,
     Kind::ExposureWidened,
     Kind::RiskyPortExposed,
     Kind::HostSilent,
+    Kind::ClockSkew,
     Kind::Flapping,
     Kind::Unbaselined,
 ];
@@ -157,6 +162,9 @@ pub struct Policy {
     /// retry backoff reaches 5 minutes): no host is judged silent before this
     /// long, plus three of its intervals, has passed since the start.
     pub startup_grace: Duration,
+    /// A host whose measured clock skew is beyond this, either way, has a
+    /// `clock-skew` finding (`[clock] tolerance`, the tolerance ingest dates by).
+    pub clock_tolerance: Duration,
 }
 
 /// Default [`Policy::startup_grace`]: the agents' longest retry delay.
@@ -174,6 +182,7 @@ impl Default for Policy {
             flap_max: DEFAULT_FLAP_MAX,
             flap_window: DEFAULT_FLAP_WINDOW,
             startup_grace: DEFAULT_STARTUP_GRACE,
+            clock_tolerance: clock::DEFAULT_TOLERANCE,
         }
     }
 }
@@ -236,6 +245,28 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
             ago(now, view.host.last_seen)
         );
         findings.push(f);
+    }
+
+    if let Some(skew) = view.host.clock_skew_ms {
+        if clock::beyond_tolerance(skew, policy.clock_tolerance) {
+            let mut f = Finding::new(Kind::ClockSkew, host, format!("clock-skew:{host}"));
+            f.message = format!(
+                "{host}: its clock is {} {} the collector's (tolerance {}{}): {}; fix its time sync (NTP)",
+                clock::human(skew),
+                if skew > 0 { "ahead of" } else { "behind" },
+                humantime::format_duration(policy.clock_tolerance),
+                match view.host.clock_skew_at {
+                    Some(t) => format!(", measured {}", ago(now, t)),
+                    None => String::new(),
+                },
+                if skew > 0 {
+                    "the changes it reports are dated when received"
+                } else {
+                    "the changes it reports are dated that much in the past"
+                },
+            );
+            findings.push(f);
+        }
     }
 
     for row in view.listeners {
@@ -533,6 +564,9 @@ reason = "the site"
             tags: Default::default(),
             listeners: 0,
             dropped_reports: 0,
+            clock_skew_ms: None,
+            clock_skew_at: None,
+            clock_skewed: false,
         }
     }
 
@@ -770,6 +804,42 @@ reason = "the site"
             ..Policy::default()
         };
         assert_eq!(evaluate(&view, &applied(t(-7200)), &relaxed, t(0)).len(), 1);
+    }
+
+    #[test]
+    fn a_clock_off_by_more_than_the_tolerance_either_way_is_a_warning() {
+        let judge = |skew: Option<i64>| {
+            let mut h = host("db-1", HostStatus::Up);
+            h.clock_skew_ms = skew;
+            h.clock_skew_at = Some(t(-10));
+            let view = HostView {
+                host: &h,
+                listeners: &[],
+                recent: &[],
+                alerting: &HashSet::new(),
+                with_info: true,
+            };
+            evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0))
+        };
+        let ahead = judge(Some(7_380_000));
+        assert_eq!(kinds(&ahead), vec![("clock-skew", None)]);
+        assert_eq!(
+            (ahead[0].severity, ahead[0].key.as_str()),
+            (Severity::Warning, "clock-skew:db-1")
+        );
+        assert!(
+            ahead[0]
+                .message
+                .contains("+2h03m ahead of the collector's (tolerance 5m, measured 10s ago)"),
+            "{}",
+            ahead[0].message
+        );
+        let behind = judge(Some(-400_000));
+        assert!(behind[0].message.contains("-6m40s behind"), "{}", behind[0].message);
+        // Within the tolerance, or never measured: nothing (an open alert resolves).
+        assert_eq!(judge(Some(-40)), vec![]);
+        assert_eq!(judge(Some(300_000)), vec![]);
+        assert_eq!(judge(None), vec![]);
     }
 
     #[test]

@@ -161,13 +161,16 @@ impl Evaluator {
                 // Only where the passage of time can change a finding: a host
                 // silent (or back), one a baseline covers (a grace period
                 // running out), one with an alert to resolve (a flapping
-                // window passing). Anything else changes only with a report,
+                // window passing, a clock set right), one whose clock is off
+                // (measured by heartbeats too, which do not have the host
+                // evaluated). Anything else changes only with a report,
                 // which has the host evaluated at once.
                 self.store
                     .hosts(now)?
                     .into_iter()
                     .filter(|h| {
                         h.status == HostStatus::Silent
+                            || h.clock_skewed
                             || ctx.alerting.contains_key(&h.host)
                             || ctx.applied.iter().any(|a| a.baseline.selects(&h.host, &h.tags))
                     })

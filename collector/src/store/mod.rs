@@ -75,6 +75,18 @@ pub struct HostRow {
     pub listeners: u64,
     /// Reports the agent dropped from a full spool, in all.
     pub dropped_reports: u64,
+    /// The host's clock minus the collector's, in milliseconds, as last
+    /// measured (from a batch's `alive_at`, see [`crate::clock`]; a few
+    /// milliseconds behind on a correct clock); `None` before it was measured.
+    #[serde(default)]
+    pub clock_skew_ms: Option<i64>,
+    /// When it was measured.
+    #[serde(default)]
+    pub clock_skew_at: Option<Timestamp>,
+    /// Whether that skew is beyond the collector's tolerance (`[clock]
+    /// tolerance`): the host has a `clock-skew` finding.
+    #[serde(default)]
+    pub clock_skewed: bool,
 }
 
 /// What a token may do.
@@ -310,16 +322,20 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// - A report already stored (same session, `seq` at or below the last
     ///   stored) is skipped: sending a batch twice stores it once.
+    /// - Every report is dated by the [`crate::clock`] rules: its
+    ///   `observed_at`, unless that is beyond the tolerance in the future,
+    ///   before the backlog window, or before the host's last stored report.
     /// - A snapshot is always accepted: it closes the host's open listeners it
     ///   does not contain and opens those it contains that were not open, at
-    ///   its `observed_at`, and keeps the rest untouched (an agent restart
+    ///   its time, and keeps the rest untouched (an agent restart
     ///   makes no false event); it starts the session it carries.
     /// - A delta of the current session with the next `seq` is applied; any
     ///   other delta (a gap, an unknown session) stops the batch there and the
     ///   answer asks for a resync.
     /// - The host's `last_seen` becomes `received_at` (heartbeats included),
     ///   its facts those of its latest snapshot, and `dropped` is added to
-    ///   its dropped count.
+    ///   its dropped count; the clock skew the batch measures, if any, is
+    ///   kept (heartbeats included).
     ///
     /// Blocks until the batch is committed (see [`Store::ingest_queued`]).
     fn ingest(&self, batch: &Batch, received_at: Timestamp) -> Result<Ack, StoreError> {

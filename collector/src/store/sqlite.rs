@@ -41,8 +41,10 @@
 //! `migrations/`, applied in one transaction at [`SqliteStore::open`])
 //! takes the schema from version `n - 1` to `n`. `migrations/0001_init.sql`
 //! documents the tables and their encodings. In short: `hosts` holds each
-//! host's session state and facts; `programs` holds each distinct process
-//! identity (name, exe, cmdline, uid, user, container, unit) once;
+//! host's session state, facts and clock (`migrations/0005_clock.sql`: the
+//! bound the [`crate::clock`] rules date its next reports by, its measured
+//! skew); `programs` holds each distinct process identity (name, exe,
+//! cmdline, uid, user, container, unit) once;
 //! `intervals` holds one small row per listener interval whose owners are an
 //! inline list of (pid, program id) varints; `tokens` holds API tokens.
 //! Two indexes serve every query: `intervals_by_host (host_id, closed_at,
@@ -78,6 +80,7 @@ use super::{
     ListenerRow, Role, Store, StoreError, StoredBaseline, TokenRow,
 };
 use crate::alert::drift::Finding;
+use crate::clock::{self, HostClock};
 
 mod policy;
 mod read;
@@ -90,6 +93,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_baselines_alerts.sql"),
     include_str!("migrations/0003_ports_first_seen.sql"),
     include_str!("migrations/0004_snapshot_parts.sql"),
+    include_str!("migrations/0005_clock.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection before
@@ -121,6 +125,8 @@ pub struct SqliteStore {
     committer: Option<std::thread::JoinHandle<()>>,
     /// Host names by id, for reading intervals.
     hosts: HostCache,
+    /// How far agents' clocks are trusted (ingest, and `hosts`' skew).
+    clock: clock::Limits,
 }
 
 /// Batches waiting to be committed, and the committer's wake-up call.
@@ -186,7 +192,13 @@ impl SqliteStore {
     ///
     /// Fails with [`StoreError::Open`] when the file cannot be created, is
     /// not a SQLite database, or has a schema newer than this build knows.
+    /// Agents' clocks are judged by the default [`clock::Limits`].
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with_clock(path, clock::Limits::default())
+    }
+
+    /// [`SqliteStore::open`], judging agents' clocks by `clock` (see [`crate::clock`]).
+    pub fn open_with_clock(path: &Path, clock: clock::Limits) -> Result<SqliteStore, StoreError> {
         let open_error = |message: String| StoreError::Open {
             path: path.display().to_string(),
             message,
@@ -205,7 +217,7 @@ impl SqliteStore {
             .name("sqlite-commit".to_owned())
             .spawn({
                 let (writer, queue) = (writer.clone(), queue.clone());
-                move || commit_loop(&writer, &queue)
+                move || commit_loop(&writer, &queue, &clock)
             })
             .map_err(|e| open_error(format!("cannot start the committer thread: {e}")))?;
         Ok(SqliteStore {
@@ -215,6 +227,7 @@ impl SqliteStore {
             queue,
             committer: Some(committer),
             hosts: HostCache::default(),
+            clock,
         })
     }
 
@@ -285,11 +298,14 @@ impl SqliteStore {
             tags: String,
             dropped: i64,
             listeners: i64,
+            clock_skew_ms: Option<i64>,
+            clock_skew_at: Option<i64>,
         }
         let raws = self.read(|conn| {
             const COLUMNS: &str = "h.name, h.first_seen, h.last_seen, h.agent_version, h.interval_ms, h.os, \
                  h.kernel, h.boot_time, h.tags, h.dropped_reports, \
-                 (SELECT count(*) FROM intervals i WHERE i.host_id = h.id AND i.closed_at IS NULL)";
+                 (SELECT count(*) FROM intervals i WHERE i.host_id = h.id AND i.closed_at IS NULL), \
+                 h.clock_skew_ms, h.clock_skew_at";
             let mut stmt = match name {
                 None => conn.prepare_cached(&format!("SELECT {COLUMNS} FROM hosts h ORDER BY h.name")),
                 Some(_) => conn.prepare_cached(&format!("SELECT {COLUMNS} FROM hosts h WHERE h.name = ?1")),
@@ -313,6 +329,8 @@ impl SqliteStore {
                         tags: r.get(8)?,
                         dropped: r.get(9)?,
                         listeners: r.get(10)?,
+                        clock_skew_ms: r.get(11)?,
+                        clock_skew_at: r.get(12)?,
                     })
                 })
                 .map_err(db)?;
@@ -347,6 +365,11 @@ impl SqliteStore {
                     tags,
                     listeners: from_bits(raw.listeners),
                     dropped_reports: from_bits(raw.dropped),
+                    clock_skew_ms: raw.clock_skew_ms,
+                    clock_skew_at: raw.clock_skew_at.map(timestamp).transpose()?,
+                    clock_skewed: raw
+                        .clock_skew_ms
+                        .is_some_and(|skew| clock::beyond_tolerance(skew, self.clock.tolerance)),
                     host: raw.name,
                 })
             })
@@ -821,7 +844,7 @@ const FIND_OPEN_SQL: &str = "SELECT id, opened_at FROM intervals INDEXED BY inte
 /// The committer thread: waits for batches, takes the writer, commits what
 /// is queued (at most [`MAX_GROUP`]) as one group; stops once the store is
 /// closing and the queue is empty.
-fn commit_loop(writer: &Mutex<Writer>, queue: &IngestQueue) {
+fn commit_loop(writer: &Mutex<Writer>, queue: &IngestQueue, clock: &clock::Limits) {
     loop {
         {
             let mut state = queue.lock();
@@ -842,7 +865,8 @@ fn commit_loop(writer: &Mutex<Writer>, queue: &IngestQueue) {
         };
         // A panic rolls the group's transaction back and drops its answers
         // (their callers get an error); the thread goes on with the next.
-        let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit_group(&mut writer, group)));
+        let committed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit_group(&mut writer, group, clock)));
         if committed.is_err() {
             tracing::error!("a group of batches panicked while being stored; it was rolled back");
         }
@@ -854,7 +878,7 @@ fn commit_loop(writer: &Mutex<Writer>, queue: &IngestQueue) {
 /// stored), and answers every batch once the transaction has committed.
 /// With any report in the group the commit is durable (`synchronous =
 /// FULL`); a group of heartbeats only is not (see the module docs).
-fn commit_group(writer: &mut Writer, group: Vec<Queued>) {
+fn commit_group(writer: &mut Writer, group: Vec<Queued>, clock: &clock::Limits) {
     let durable = group.iter().any(|q| !q.batch.reports.is_empty());
     let applied = (|| {
         writer.set_synchronous(if durable {
@@ -870,7 +894,7 @@ fn commit_group(writer: &mut Writer, group: Vec<Queued>) {
         for queued in &group {
             // On any error the savepoint is dropped, which rolls this batch back.
             let result = tx.savepoint().map_err(db).and_then(|savepoint| {
-                let ack = apply_batch(&savepoint, &queued.batch, queued.received_at)?;
+                let ack = apply_batch(&savepoint, &queued.batch, queued.received_at, clock)?;
                 savepoint.commit().map_err(db)?;
                 Ok(ack)
             });
@@ -897,33 +921,47 @@ fn commit_group(writer: &mut Writer, group: Vec<Queued>) {
     }
 }
 
-/// Applies `batch` inside the open transaction `tx` (see [`Store::ingest`]).
-fn apply_batch(tx: &Connection, batch: &Batch, received_at: Timestamp) -> Result<Ack, StoreError> {
-    let (host_id, stored_session, last_seq, dropped): (i64, Option<String>, i64, i64) = tx
+/// Applies `batch` inside the open transaction `tx` (see [`Store::ingest`]),
+/// dating its reports by the [`clock`] rules.
+fn apply_batch(
+    tx: &Connection,
+    batch: &Batch,
+    received_at: Timestamp,
+    limits: &clock::Limits,
+) -> Result<Ack, StoreError> {
+    let (host_id, stored_session, last_seq, dropped, clock_at): (i64, Option<String>, i64, i64, Option<i64>) = tx
         .prepare_cached(
             "INSERT INTO hosts (name, first_seen, last_seen) VALUES (?1, ?2, ?2)
              ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen
-             RETURNING id, session, last_seq, dropped_reports",
+             RETURNING id, session, last_seq, dropped_reports, clock_at",
         )
         .and_then(|mut stmt| {
             stmt.query_row(params![batch.host, received_at.as_millisecond()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
         })
         .map_err(db)?;
+    // Every report's effective time, decided up front (see `clock`).
+    let host_clock = HostClock {
+        session: stored_session.as_deref(),
+        last_seq: from_bits(last_seq),
+        last_at: clock_at.map(timestamp).transpose()?,
+    };
+    let times = clock::effective_times(received_at, &host_clock, limits, batch);
+    let mut last_at = None;
     let mut session = stored_session;
     let mut last_seq = from_bits(last_seq);
     let mut writer = HostWriter::new(tx, host_id);
     let mut facts: Option<&HostFacts> = None;
     let mut skipped = 0;
     let mut gap = false;
-    for report in &batch.reports {
+    for (report, at) in batch.reports.iter().zip(&times.reports) {
         let current = session.as_deref() == Some(batch.session.as_str());
         if current && report.seq <= last_seq {
             skipped += 1;
             continue;
         }
-        let at = report.observed_at.as_millisecond();
+        let at = at.as_millisecond();
         match &report.body {
             ReportBody::Snapshot {
                 facts: new_facts,
@@ -973,6 +1011,7 @@ fn apply_batch(tx: &Connection, batch: &Batch, received_at: Timestamp) -> Result
             }
         }
         last_seq = report.seq;
+        last_at = Some(at);
     }
     // A batch whose every report was stored already is the resend of a batch
     // whose answer was lost: its dropped count was added then.
@@ -1004,6 +1043,15 @@ fn apply_batch(tx: &Connection, batch: &Batch, received_at: Timestamp) -> Result
         })
         .map_err(db)?;
     }
+    // The host's clock: the bound for its next reports (the time of the
+    // last one stored), and the skew this batch measured, if any.
+    tx.prepare_cached(
+        "UPDATE hosts SET clock_at = coalesce(?2, clock_at), clock_skew_ms = coalesce(?3, clock_skew_ms),
+                          clock_skew_at = CASE WHEN ?3 IS NULL THEN clock_skew_at ELSE ?4 END
+         WHERE id = ?1",
+    )
+    .and_then(|mut stmt| stmt.execute(params![host_id, last_at, times.skew_ms, received_at.as_millisecond()]))
+    .map_err(db)?;
     // Without state for the batch's session (a delta or heartbeat of a
     // session the collector does not know) the agent must send a snapshot.
     let current = session.as_deref() == Some(batch.session.as_str());
@@ -2249,6 +2297,193 @@ mod tests {
         );
     }
 
+    /// A year, in seconds.
+    const YEAR: i64 = 365 * 86_400;
+
+    fn telnet() -> Listener {
+        listener(23, 7, &[70])
+    }
+
+    #[test]
+    fn a_snapshot_from_a_year_ahead_then_a_correct_one_leave_telnet_visible_now() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let mut ahead = batch("h", "s", vec![snapshot(1, ts(YEAR), vec![telnet()])]);
+        ahead.alive_at = Some(ts(YEAR));
+        store.ingest(&ahead, ts(0)).unwrap();
+        let mut right = batch("h", "s2", vec![snapshot(1, ts(10), vec![telnet()])]);
+        right.alive_at = Some(ts(10));
+        store.ingest(&right, ts(10)).unwrap();
+        // Open since the year-ahead snapshot was received, on the host and fleet-wide.
+        assert_eq!(spans(&store.listeners_at("h", ts(20)).unwrap()), vec![(23, 0, None)]);
+        assert_eq!(spans(&store.who(23, None, ts(20)).unwrap()), vec![(23, 0, None)]);
+        assert_eq!(store.first_seen_ports(ts(0), None).unwrap()[0].first_seen, ts(0));
+    }
+
+    #[test]
+    fn a_clock_stepping_back_never_dates_a_change_before_the_last_one() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let (ssh, web) = (listener(22, 1, &[10]), listener(80, 2, &[11]));
+        let reports = vec![
+            snapshot(1, ts(100), vec![ssh.clone()]),
+            delta(2, ts(200), vec![], vec![ssh.clone()]),
+            // The clock steps back 100 s: ssh opens again "inside" its closed span.
+            delta(3, ts(100), vec![ssh.clone()], vec![]),
+        ];
+        store.ingest(&batch("h", "s", reports), ts(201)).unwrap();
+        // Back again, in a later batch: a close dated before ssh's open.
+        store
+            .ingest(
+                &batch("h", "s", vec![delta(4, ts(150), vec![web.clone()], vec![ssh])]),
+                ts(210),
+            )
+            .unwrap();
+        // And a new session (a reboot, the clock behind) closing web before it opened.
+        store
+            .ingest(&batch("h", "s2", vec![snapshot(1, ts(50), vec![])]), ts(220))
+            .unwrap();
+        let history = spans(&store.history("h", None, None, None).unwrap());
+        assert_eq!(
+            history,
+            vec![(22, 100, Some(200)), (22, 200, Some(200)), (80, 200, Some(200))]
+        );
+        for (i, &(port, opened, closed)) in history.iter().enumerate() {
+            assert!(closed.is_none_or(|c| c >= opened), "{history:?}");
+            // Intervals of one port never overlap.
+            for &(other, o, c) in &history[i + 1..] {
+                let disjoint = closed.is_some_and(|c| c <= o) || c.is_some_and(|c| c <= opened);
+                assert!(other != port || disjoint, "{history:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn first_seen_cannot_be_dated_before_the_backlog_window_or_the_hosts_last_report() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let epoch = Timestamp::UNIX_EPOCH;
+        // A new host dating its port to 1970.
+        store
+            .ingest(&batch("h", "s", vec![snapshot(1, epoch, vec![telnet()])]), ts(0))
+            .unwrap();
+        let month_ago = ts(-30 * 86_400);
+        let seen = store.first_seen_ports(month_ago, None).unwrap();
+        assert_eq!((seen.len(), seen[0].first_seen), (1, month_ago));
+        assert_eq!(
+            spans(&store.history("h", None, None, None).unwrap()),
+            vec![(23, -30 * 86_400, None)]
+        );
+        // A host that has reported cannot date a change before its last report.
+        store
+            .ingest(&batch("g", "s", vec![snapshot(1, ts(0), vec![])]), ts(0))
+            .unwrap();
+        store
+            .ingest(
+                &batch("g", "s", vec![delta(2, epoch, vec![listener(8080, 8, &[80])], vec![])]),
+                ts(60),
+            )
+            .unwrap();
+        let seen = store.first_seen_ports(ts(0), Some("g")).unwrap();
+        assert_eq!((seen[0].port, seen[0].first_seen), (8080, ts(0)));
+        // A week-old report replayed from a spool keeps its time.
+        store
+            .ingest(
+                &batch(
+                    "k",
+                    "s",
+                    vec![snapshot(1, ts(-7 * 86_400), vec![listener(9090, 9, &[90])])],
+                ),
+                ts(0),
+            )
+            .unwrap();
+        assert_eq!(
+            store.first_seen_ports(ts(-8 * 86_400), Some("k")).unwrap()[0].first_seen,
+            ts(-7 * 86_400)
+        );
+    }
+
+    #[test]
+    fn hosts_show_the_clock_skew_heartbeats_measure() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let skew = |store: &SqliteStore| {
+            let h = store.host("h", ts(1000)).unwrap().unwrap();
+            (h.clock_skew_ms, h.clock_skew_at, h.clock_skewed)
+        };
+        store
+            .ingest(&batch("h", "s", vec![snapshot(1, ts(0), vec![])]), ts(0))
+            .unwrap();
+        assert_eq!(
+            skew(&store),
+            (None, None, false),
+            "no heartbeat, nothing in the future: not measured"
+        );
+        store.ingest(&heartbeat("h", "s", ts(7210)), ts(10)).unwrap();
+        assert_eq!(skew(&store), (Some(7_200_000), Some(ts(10)), true));
+        // A week of backlog replayed by an agent whose clock is right is no skew.
+        let mut replay = batch("h", "s", vec![delta(2, ts(-7 * 86_400), vec![], vec![])]);
+        replay.alive_at = Some(ts(20));
+        store.ingest(&replay, ts(20)).unwrap();
+        assert_eq!(skew(&store), (Some(0), Some(ts(20)), false));
+        // A batch without a heartbeat and nothing in the future keeps the measurement.
+        store
+            .ingest(&batch("h", "s", vec![delta(3, ts(25), vec![], vec![])]), ts(30))
+            .unwrap();
+        assert_eq!(skew(&store), (Some(0), Some(ts(20)), false));
+        store.ingest(&heartbeat("h", "s", ts(-400)), ts(40)).unwrap();
+        assert_eq!(skew(&store), (Some(-440_000), Some(ts(40)), true));
+        // Under a wider tolerance (10 min) the same measurement is within it:
+        // the store's limits decide.
+        drop(store);
+        let wide = clock::Limits {
+            tolerance: Duration::from_secs(600),
+            ..clock::Limits::default()
+        };
+        let store = SqliteStore::open_with_clock(&dir.db(), wide).unwrap();
+        assert_eq!(skew(&store), (Some(-440_000), Some(ts(40)), false));
+    }
+
+    #[test]
+    fn migrating_a_version_3_database_bounds_each_hosts_clock_by_its_history_and_last_contact() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        for (host, at) in [("a", 100), ("b", 100)] {
+            store
+                .ingest(&batch(host, "s", vec![snapshot(1, ts(at), vec![telnet()])]), ts(at))
+                .unwrap();
+        }
+        store
+            .ingest(&batch("c", "s", vec![snapshot(1, ts(100), vec![])]), ts(100))
+            .unwrap();
+        drop(store);
+        let conn = Connection::open(dir.db()).unwrap();
+        // b's history was dated a year ahead by a collector without the clock rules.
+        conn.execute_batch(&format!(
+            "ALTER TABLE hosts DROP COLUMN clock_at; ALTER TABLE hosts DROP COLUMN clock_skew_ms;
+             ALTER TABLE hosts DROP COLUMN clock_skew_at; DROP TABLE snapshot_parts; PRAGMA user_version = 3;
+             UPDATE intervals SET opened_at = {} WHERE host_id = (SELECT id FROM hosts WHERE name = 'b');
+             UPDATE intervals SET opened_at = {} WHERE host_id = (SELECT id FROM hosts WHERE name = 'a');",
+            ts(YEAR).as_millisecond(),
+            ts(40).as_millisecond()
+        ))
+        .unwrap();
+        drop(conn);
+        drop(SqliteStore::open(&dir.db()).unwrap());
+        let conn = Connection::open(dir.db()).unwrap();
+        let mut stmt = conn.prepare("SELECT name, clock_at FROM hosts ORDER BY name").unwrap();
+        let clocks: Vec<(String, Option<i64>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let ms = |s: i64| Some(ts(s).as_millisecond());
+        assert_eq!(
+            clocks,
+            vec![("a".into(), ms(40)), ("b".into(), ms(100)), ("c".into(), None)]
+        );
+    }
+
     #[test]
     fn hosts_registered_after_a_read_are_named_and_ordered_by_name() {
         let dir = TempDir::new();
@@ -3059,8 +3294,12 @@ mod tests {
             .unwrap();
         drop(store);
         let conn = Connection::open(dir.db()).unwrap();
-        conn.execute_batch("DROP TABLE ports_first_seen; PRAGMA user_version = 2;")
-            .unwrap();
+        conn.execute_batch(
+            "DROP TABLE ports_first_seen; ALTER TABLE hosts DROP COLUMN clock_at;
+             ALTER TABLE hosts DROP COLUMN clock_skew_ms; ALTER TABLE hosts DROP COLUMN clock_skew_at;
+             DROP TABLE snapshot_parts; PRAGMA user_version = 2;",
+        )
+        .unwrap();
         drop(conn);
         let store = SqliteStore::open(&dir.db()).unwrap();
         let seen = store.first_seen_ports(ts(0), None).unwrap();

@@ -7,6 +7,7 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use portwatch_collector::alert::drift::{Finding, Kind};
 use portwatch_collector::api::BaselineView;
+use portwatch_collector::clock;
 use portwatch_collector::store::{AlertRow, AlertState, BaselineLogRow, HostRow, HostStatus, ListenerRow};
 use portwatch_common::process::summary;
 use portwatch_common::text::{self, Escaped};
@@ -51,7 +52,9 @@ fn local(t: Timestamp, tz: &TimeZone) -> String {
         .to_string()
 }
 
-/// `hosts` as a table.
+/// `hosts` as a table. SKEW is the host's clock's offset from the
+/// collector's (`+2h03m`: ahead) when it is beyond the collector's tolerance,
+/// `-` when within it or not measured.
 pub fn hosts(out: &mut impl Write, hosts: &[HostRow], tz: &TimeZone) -> io::Result<()> {
     let rows: Vec<Vec<String>> = hosts
         .iter()
@@ -63,13 +66,31 @@ pub fn hosts(out: &mut impl Write, hosts: &[HostRow], tz: &TimeZone) -> io::Resu
                     HostStatus::Silent => "SILENT".to_owned(),
                 },
                 local(h.last_seen, tz),
+                match h.clock_skew_ms {
+                    Some(skew) if h.clock_skewed => clock::human(skew),
+                    _ => "-".to_owned(),
+                },
                 h.listeners.to_string(),
+                h.dropped_reports.to_string(),
                 h.agent_version.clone().unwrap_or_else(|| "-".to_owned()),
                 h.os.clone().unwrap_or_else(|| "-".to_owned()),
             ]
         })
         .collect();
-    table(out, &["HOST", "STATUS", "LAST SEEN", "LISTENERS", "AGENT", "OS"], &rows)
+    table(
+        out,
+        &[
+            "HOST",
+            "STATUS",
+            "LAST SEEN",
+            "SKEW",
+            "LISTENERS",
+            "DROPPED",
+            "AGENT",
+            "OS",
+        ],
+        &rows,
+    )
 }
 
 /// Listener intervals as a table (with CLOSED for history) or JSON.
@@ -473,6 +494,9 @@ mod tests {
             tags: Default::default(),
             listeners: 1,
             dropped_reports: 0,
+            clock_skew_ms: None,
+            clock_skew_at: None,
+            clock_skewed: false,
         };
         let mut out = Vec::new();
         super::hosts(&mut out, &[host], &TimeZone::UTC).unwrap();
@@ -529,6 +553,56 @@ mod tests {
         let text = render(&[unbaselined("web-3", 22)], false);
         assert!(
             text.contains("no baseline is applied yet, so none covers web-3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_skew_column_shows_a_clock_beyond_the_tolerance_and_a_dash_otherwise() {
+        use portwatch_collector::store::{HostRow, HostStatus};
+        let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let host = |name: &str, skew: Option<i64>, skewed: bool| HostRow {
+            host: name.to_owned(),
+            status: HostStatus::Up,
+            first_seen: at,
+            last_seen: at,
+            agent_version: Some("0.1.0".into()),
+            interval_ms: 10_000,
+            os: None,
+            kernel: None,
+            boot_time: None,
+            tags: Default::default(),
+            listeners: 3,
+            dropped_reports: 0,
+            clock_skew_ms: skew,
+            clock_skew_at: skew.map(|_| at),
+            clock_skewed: skewed,
+        };
+        let hosts = [
+            host("ahead", Some(7_380_000), true),
+            host("behind", Some(-45_000), true),
+            host("fine", Some(-12), false),
+            host("unknown", None, false),
+        ];
+        let mut out = Vec::new();
+        super::hosts(&mut out, &hosts, &jiff::tz::TimeZone::UTC).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let skew: Vec<(&str, &str)> = text
+            .lines()
+            .map(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                (cells[0], cells[4])
+            })
+            .collect();
+        assert_eq!(
+            skew,
+            vec![
+                ("HOST", "SKEW"),
+                ("ahead", "+2h03m"),
+                ("behind", "-45s"),
+                ("fine", "-"),
+                ("unknown", "-")
+            ],
             "{text}"
         );
     }
