@@ -897,3 +897,67 @@ async fn a_long_answer_is_streamed_whole_and_in_order() {
         .collect();
     assert_eq!(ports, (1..=1_200).collect::<Vec<u64>>());
 }
+
+#[tokio::test]
+async fn history_is_answered_in_pages_with_a_link_to_the_next() {
+    let f = fixture("history-pages");
+    let ports: Vec<u16> = (1..=10_001).collect();
+    let (status, _) = call(
+        &f.app,
+        post(Some(&f.agent), json_body(&snapshot_batch("web-3", &ports))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // A read token asking for a host's whole history gets the default page, not all of it.
+    let response = f
+        .app
+        .clone()
+        .oneshot(get(Some(&f.reader), "/api/v1/hosts/web-3/history"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let link = response.headers()[header::LINK].to_str().unwrap().to_owned();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let page: Vec<serde_json::Value> = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(page.len(), 10_000);
+    let next = link
+        .strip_prefix('<')
+        .and_then(|l| l.strip_suffix(">; rel=\"next\""))
+        .unwrap_or_else(|| panic!("{link}"));
+    assert!(next.starts_with("/api/v1/hosts/web-3/history?after="), "{next}");
+    let response = f.app.clone().oneshot(get(Some(&f.reader), next)).await.unwrap();
+    assert!(
+        response.headers().get(header::LINK).is_none(),
+        "the last page links nowhere"
+    );
+    let (status, rest) = call(&f.app, get(Some(&f.reader), next)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(rest.as_array().unwrap().len(), 1);
+    // The query's other parameters are kept in the link; limits are bounded.
+    let response = f
+        .app
+        .clone()
+        .oneshot(get(Some(&f.reader), "/api/v1/hosts/web-3/history?limit=2&port=7"))
+        .await
+        .unwrap();
+    assert!(response.headers().get(header::LINK).is_none(), "one interval on :7");
+    let response = f
+        .app
+        .clone()
+        .oneshot(get(
+            Some(&f.reader),
+            "/api/v1/hosts/web-3/history?limit=2&since=2020-01-01T00:00:00Z",
+        ))
+        .await
+        .unwrap();
+    let link = response.headers()[header::LINK].to_str().unwrap();
+    assert!(link.contains("limit=2&since=2020-01-01T00:00:00Z&after="), "{link}");
+    for bad in ["limit=0", "limit=100001", "after=yesterday"] {
+        let (status, body) = call(
+            &f.app,
+            get(Some(&f.reader), &format!("/api/v1/hosts/web-3/history?{bad}")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+}

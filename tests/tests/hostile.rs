@@ -294,3 +294,72 @@ fn after_a_gap_the_agent_drops_and_counts_what_cannot_be_placed_and_goes_on_from
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cells[column], "2", "{table}");
 }
+
+#[test]
+fn a_host_history_is_read_in_pages_and_the_cli_says_how_to_get_the_next() {
+    // One `history` call once returned 478 MiB; four at once took the
+    // collector to 3.5 GiB. Now each answer is a bounded page.
+    let s = setup("hostile-history", "hist-1");
+    let now = Timestamp::from_second(Timestamp::now().as_second() - 60).unwrap();
+    let mut shipper = portwatch_agent::ship::Shipper::new(&s.collector.url, &s.agent_token, None).unwrap();
+    let batch = portwatch_common::wire::Batch {
+        version: 1,
+        host: "hist-1".into(),
+        session: "s".into(),
+        dropped: 0,
+        alive_at: None,
+        reports: vec![Report {
+            seq: 1,
+            observed_at: now,
+            body: ReportBody::Snapshot {
+                facts: facts(),
+                listeners: (0..25).map(|i| listener(22_000 + i, 100)).collect(),
+            },
+        }],
+    };
+    assert_eq!(shipper.send(&batch).unwrap().acked, 1);
+    let page = |after: Option<&str>| {
+        let mut args = vec![
+            "--collector",
+            &s.collector.url,
+            "--token",
+            &s.read_token,
+            "--json",
+            "history",
+            "--host",
+            "hist-1",
+            "--limit",
+            "10",
+        ];
+        if let Some(after) = after {
+            args.extend(["--after", after]);
+        }
+        let out = std::process::Command::new(binary("portwatch"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let note = String::from_utf8(out.stderr).unwrap();
+        let next = note
+            .split("--after ")
+            .nth(1)
+            .map(|rest| rest.split_whitespace().next().unwrap().to_owned());
+        (rows, next)
+    };
+    let mut ports = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let (rows, next) = page(after.as_deref());
+        pages += 1;
+        ports.extend(rows.iter().map(|r| r["local_port"].as_u64().unwrap()));
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3, "25 intervals in pages of 10");
+    ports.sort_unstable();
+    assert_eq!(ports, (22_000..22_025).collect::<Vec<u64>>(), "each interval once");
+}

@@ -5,7 +5,7 @@
 //! | `POST /api/v1/ingest` | agent token of the batch's host | store a batch of reports (gzip accepted); the answer states the size limits |
 //! | `GET /api/v1/hosts` | read, admin | every host and its status |
 //! | `GET /api/v1/hosts/{host}/listeners?at=T` | read, admin | what listened on a host at T (default now) |
-//! | `GET /api/v1/hosts/{host}/history?port=&since=&until=` | read, admin | a host's listener intervals |
+//! | `GET /api/v1/hosts/{host}/history?port=&since=&until=&limit=&after=` | read, admin | a host's listener intervals, a page at a time (`Link` to the next) |
 //! | `GET /api/v1/hosts/{host}/diff?from=T1&to=T2` | read, admin | opened, closed, changed owner between two moments |
 //! | `GET /api/v1/hosts/{host}/diff?vs_host=B&at=T` | read, admin | the same, between two hosts |
 //! | `GET /api/v1/who?port=P&proto=&at=T` | read, admin | fleet-wide, who held port P at T |

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::{blocking, blocking_json, error, ApiError, AppState, JsonBody};
+use crate::store::{HistoryCursor, HistoryWindow};
 
 /// `GET /api/v1/hosts`
 pub async fn hosts(State(state): State<AppState>, caller: Caller) -> Result<JsonBody, ApiError> {
@@ -87,26 +88,75 @@ pub struct HistoryParams {
     port: Option<u16>,
     since: Option<String>,
     until: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
 }
 
-/// `GET /api/v1/hosts/{host}/history?port=&since=&until=`
+/// Intervals a history answer holds unless `limit` says otherwise.
+pub const DEFAULT_HISTORY_LIMIT: usize = 10_000;
+
+/// Most intervals one history answer may hold.
+pub const MAX_HISTORY_LIMIT: usize = 100_000;
+
+/// `GET /api/v1/hosts/{host}/history?port=&since=&until=&limit=&after=`: one
+/// page, by opening time; when there are more, a `Link: <...>; rel="next"`
+/// header gives the next page's address (the same query with `after=`).
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
+    uri: axum::http::Uri,
     host: Result<Path<String>, PathRejection>,
     params: Result<Query<HistoryParams>, QueryRejection>,
-) -> Result<JsonBody, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     caller.require_reader()?;
     let host = error::path(host, "/api/v1/hosts/web-3/history")?;
     let params = error::query(
         params,
-        "?port=8080&since=2026-11-24T00:00:00Z&until=2026-11-25T00:00:00Z (each optional)",
+        "?port=8080&since=2026-11-24T00:00:00Z&until=2026-11-25T00:00:00Z&limit=1000 (each optional)",
     )?;
-    let since = time_param("since", params.since.as_deref())?;
-    let until = time_param("until", params.until.as_deref())?;
+    let window = HistoryWindow {
+        port: params.port,
+        since: time_param("since", params.since.as_deref())?,
+        until: time_param("until", params.until.as_deref())?,
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+    if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit={limit}: ask for 1 to {MAX_HISTORY_LIMIT} intervals a page, and for the next page with the \
+             `after` of the Link header"
+        )));
+    }
+    let after = params
+        .after
+        .as_deref()
+        .map(str::parse::<HistoryCursor>)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("after: {e}")))?;
     require_host(&state, &host).await?;
     let store = state.store.clone();
-    blocking_json(move || store.history(&host, params.port, since, until)).await
+    let (rows, next) = blocking(move || store.history_page(&host, window, after, limit)).await?;
+    let body = blocking_json(move || Ok(rows)).await?;
+    let mut response = axum::response::IntoResponse::into_response(body);
+    if let Some(next) = next {
+        let link = format!("<{}>; rel=\"next\"", next_page(&uri, next));
+        if let Ok(value) = axum::http::HeaderValue::from_str(&link) {
+            response.headers_mut().insert(axum::http::header::LINK, value);
+        }
+    }
+    Ok(response)
+}
+
+/// The address of the page after `next`: `uri` with its `after` replaced.
+fn next_page(uri: &axum::http::Uri, next: HistoryCursor) -> String {
+    let mut query: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("after="))
+        .collect();
+    let after = format!("after={next}");
+    query.push(&after);
+    format!("{}?{}", uri.path(), query.join("&"))
 }
 
 pub(super) fn time_param(name: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {

@@ -38,6 +38,47 @@ pub struct ListenerRow {
     pub closed_at: Option<Timestamp>,
 }
 
+/// What [`Store::history_page`] reads: intervals on `port` (any if `None`)
+/// open at any time in `[since, until]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryWindow {
+    /// Only this port.
+    pub port: Option<u16>,
+    /// From this moment.
+    pub since: Option<Timestamp>,
+    /// Until this moment.
+    pub until: Option<Timestamp>,
+}
+
+/// Where a page of history ends: the last interval's opening time and id.
+/// Written `MILLIS.ID` (opaque to clients: they pass back what they got).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryCursor {
+    /// The last interval's opening time, in milliseconds.
+    pub opened_ms: i64,
+    /// The last interval's id.
+    pub id: i64,
+}
+
+impl std::fmt::Display for HistoryCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.opened_ms, self.id)
+    }
+}
+
+impl std::str::FromStr for HistoryCursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a history cursor: pass back the one the previous page gave");
+        let (opened, id) = s.split_once('.').ok_or_else(bad)?;
+        Ok(HistoryCursor {
+            opened_ms: opened.parse().map_err(|_| bad())?,
+            id: id.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
 /// Whether a host's agent is reporting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -385,9 +426,24 @@ pub trait Store: Send + Sync + 'static {
         until: Option<Timestamp>,
     ) -> Result<Vec<ListenerRow>, StoreError>;
 
+    /// One page of [`Store::history`]: at most `limit` intervals, by opening
+    /// time then id, after `after` (the cursor of the previous page); and
+    /// the cursor of the next page when there are more. A page is one
+    /// bounded read, however long the host's history.
+    fn history_page(
+        &self,
+        host: &str,
+        window: HistoryWindow,
+        after: Option<HistoryCursor>,
+        limit: usize,
+    ) -> Result<(Vec<ListenerRow>, Option<HistoryCursor>), StoreError>;
+
     /// Every interval of every host that was open at any time in
     /// `[since, until]`, by opening time, handed to `each` one at a time
     /// without holding them all; stops early when `each` returns `false`.
+    /// Read in chunks, each its own short read, so a slow `each` (a slow
+    /// client) holds no read open: an interval that closes meanwhile may be
+    /// handed over open.
     fn export(
         &self,
         since: Option<Timestamp>,

@@ -76,8 +76,8 @@ use portwatch_common::{Exposure, Family, Listener, Process, Proto};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::{
-    AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, HostRow, HostStatus, IngestDone,
-    ListenerRow, Role, Store, StoreError, StoredBaseline, TokenRow,
+    AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, HistoryCursor, HistoryWindow,
+    HostRow, HostStatus, IngestDone, ListenerRow, Role, Store, StoreError, StoredBaseline, TokenRow,
 };
 use crate::alert::drift::Finding;
 use crate::clock::{self, HostClock};
@@ -410,8 +410,12 @@ fn configure_writer(conn: &Connection) -> Result<(), String> {
             "cannot switch it to WAL journal mode (it stays in {mode:?} mode): put it on a local file system"
         ));
     }
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
-        .map_err(|e| describe(&e))?;
+    // A WAL that grew while a long read kept it from being reset (a slow
+    // client, a big query) is cut back to this size when it is.
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT};"
+    ))
+    .map_err(|e| describe(&e))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -566,30 +570,98 @@ impl Store for SqliteStore {
         self.query_intervals(&sql, &[&host_id, &port, &since, &until], Order::Opened)
     }
 
+    fn history_page(
+        &self,
+        host: &str,
+        window: HistoryWindow,
+        after: Option<HistoryCursor>,
+        limit: usize,
+    ) -> Result<(Vec<ListenerRow>, Option<HistoryCursor>), StoreError> {
+        let Some(host_id) = self.host_id(host)? else {
+            return Ok((Vec::new(), None));
+        };
+        let sql = history_page_sql();
+        let since = window.since.map(Timestamp::as_millisecond);
+        let until = window.until.map(Timestamp::as_millisecond);
+        let (after_ms, after_id) = after.map_or((i64::MIN, i64::MIN), |c| (c.opened_ms, c.id));
+        // One more than asked: whether there is a next page.
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+            let mut cursor = stmt
+                .query(rusqlite::params![
+                    host_id,
+                    window.port,
+                    since,
+                    until,
+                    after_ms,
+                    after_id,
+                    fetch
+                ])
+                .map_err(db)?;
+            let mut reader = IntervalReader::new(conn, &self.hosts);
+            let mut rows = Vec::with_capacity(limit.min(4096));
+            let mut last = None;
+            while let Some(r) = cursor.next().map_err(db)? {
+                if rows.len() == limit {
+                    return Ok((rows, last));
+                }
+                rows.push(reader.decode(r)?);
+                last = Some(HistoryCursor {
+                    opened_ms: r.get(12).map_err(db)?,
+                    id: r.get(14).map_err(db)?,
+                });
+            }
+            Ok((rows, None))
+        })
+    }
+
     fn export(
         &self,
         since: Option<Timestamp>,
         until: Option<Timestamp>,
         each: &mut dyn FnMut(ListenerRow) -> bool,
     ) -> Result<(), StoreError> {
+        // Read in chunks, each its own short read: a slow client holds no
+        // read transaction open (which would keep the WAL from being
+        // checkpointed), and the rows in memory are one chunk's.
         let sql = format!(
-            "SELECT {INTERVAL_COLUMNS} FROM intervals i
+            "SELECT {INTERVAL_COLUMNS}, i.id FROM intervals i
              WHERE (?2 IS NULL OR i.opened_at <= ?2) AND (?1 IS NULL OR i.closed_at IS NULL OR i.closed_at >= ?1)
-             ORDER BY i.opened_at, i.id"
+               AND (i.opened_at, i.id) > (?3, ?4)
+             ORDER BY i.opened_at, i.id LIMIT ?5"
         );
         let since = since.map(Timestamp::as_millisecond);
         let until = until.map(Timestamp::as_millisecond);
-        self.read(|conn| {
-            let mut stmt = conn.prepare(&sql).map_err(db)?;
-            let mut rows = stmt.query(rusqlite::params![since, until]).map_err(db)?;
-            let mut reader = IntervalReader::new(conn, &self.hosts);
-            while let Some(row) = rows.next().map_err(db)? {
-                if !each(reader.decode(row)?) {
-                    break;
+        let mut after = (i64::MIN, i64::MIN);
+        loop {
+            let chunk = self.read(|conn| {
+                let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+                let mut rows = stmt
+                    .query(rusqlite::params![since, until, after.0, after.1, EXPORT_CHUNK_ROWS])
+                    .map_err(db)?;
+                let mut reader = IntervalReader::new(conn, &self.hosts);
+                let mut chunk = Vec::new();
+                while let Some(row) = rows.next().map_err(db)? {
+                    chunk.push((
+                        reader.decode(row)?,
+                        row.get::<_, i64>(12).map_err(db)?,
+                        row.get::<_, i64>(14).map_err(db)?,
+                    ));
+                }
+                Ok(chunk)
+            })?;
+            let full = chunk.len() == EXPORT_CHUNK_ROWS as usize;
+            for (row, opened_ms, id) in chunk {
+                after = (opened_ms, id);
+                if !each(row) {
+                    return Ok(());
                 }
             }
-            Ok(())
-        })
+            if !full {
+                return Ok(());
+            }
+        }
     }
 
     fn create_token(&self, token: &TokenRow) -> Result<(), StoreError> {
@@ -833,6 +905,55 @@ fn history_sql() -> String {
     )
 }
 
+/// Intervals an export reads at a time (see [`Store::export`]).
+const EXPORT_CHUNK_ROWS: i64 = 1_000;
+
+/// `history_page`: the two ranges of [`history_sql`], after the cursor
+/// `(?5, ?6)` in (opening time, id) order, at most `?7` rows. The interval id
+/// is the last column.
+fn history_page_sql() -> String {
+    format!(
+        "SELECT {INTERVAL_COLUMNS}, i.id FROM intervals i INDEXED BY intervals_by_host
+         WHERE i.host_id = ?1 AND i.closed_at IS NULL
+           AND (?2 IS NULL OR i.port = ?2) AND (?4 IS NULL OR i.opened_at <= ?4)
+           AND (i.opened_at, i.id) > (?5, ?6)
+         UNION ALL
+         SELECT {INTERVAL_COLUMNS}, i.id FROM intervals i INDEXED BY intervals_by_host
+         WHERE i.host_id = ?1 AND i.closed_at >= coalesce(?3, -9223372036854775808)
+           AND (?2 IS NULL OR i.port = ?2) AND (?4 IS NULL OR i.opened_at <= ?4)
+           AND (i.opened_at, i.id) > (?5, ?6)
+         ORDER BY 13, 15 LIMIT ?7"
+    )
+}
+
+/// The size the WAL is cut back to when it is reset (`journal_size_limit`).
+const JOURNAL_SIZE_LIMIT: u64 = 64 << 20;
+
+/// How long ingest is quiet before the committer checkpoints the WAL.
+const IDLE_CHECKPOINT: Duration = Duration::from_secs(10);
+
+/// Copies the WAL into the database and truncates it, while ingest is
+/// quiet: what a read kept from being checkpointed meanwhile is done now,
+/// and the WAL's file shrinks. It never waits: with a read still running it
+/// copies what it can (busy timeout 0 for the call), and the next idle
+/// spell tries again.
+fn checkpoint_idle(writer: &Mutex<Writer>) {
+    let writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
+    let checkpoint = writer.conn.busy_timeout(Duration::ZERO).and_then(|()| {
+        writer.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })
+    });
+    if let Err(e) = writer.conn.busy_timeout(BUSY_TIMEOUT) {
+        tracing::warn!(error = %describe(&e), "cannot restore the database's busy timeout");
+    }
+    match checkpoint {
+        Ok((0, _, _)) => tracing::debug!("WAL checkpointed and truncated while idle"),
+        Ok((_, log, done)) => tracing::debug!(log, done, "idle WAL checkpoint partly done: a read is still running"),
+        Err(e) => tracing::warn!(error = %describe(&e), "idle WAL checkpoint failed"),
+    }
+}
+
 /// The open interval of a host with a given key. Pinned to `intervals_by_host`: without statistics
 /// the planner may take `intervals_by_port`, whose open range spans the fleet.
 const FIND_OPEN_SQL: &str = "SELECT id, opened_at FROM intervals INDEXED BY intervals_by_host
@@ -845,16 +966,29 @@ const FIND_OPEN_SQL: &str = "SELECT id, opened_at FROM intervals INDEXED BY inte
 /// is queued (at most [`MAX_GROUP`]) as one group; stops once the store is
 /// closing and the queue is empty.
 fn commit_loop(writer: &Mutex<Writer>, queue: &IngestQueue, clock: &clock::Limits) {
+    // Whether anything was committed since the last idle checkpoint.
+    let mut written = false;
     loop {
         {
             let mut state = queue.lock();
             while state.batches.is_empty() && !state.closing {
-                state = queue.ready.wait(state).unwrap_or_else(PoisonError::into_inner);
+                let (next, idle) = queue
+                    .ready
+                    .wait_timeout(state, IDLE_CHECKPOINT)
+                    .unwrap_or_else(PoisonError::into_inner);
+                state = next;
+                if idle.timed_out() && written && state.batches.is_empty() {
+                    drop(state);
+                    checkpoint_idle(writer);
+                    written = false;
+                    state = queue.lock();
+                }
             }
             if state.batches.is_empty() {
                 return;
             }
         }
+        written = true;
         // The writer first, then the batches: what queued while a token
         // change held the writer joins this group.
         let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -2581,6 +2715,148 @@ mod tests {
         assert_eq!(who(Some(Proto::Tcp), 100), vec![]);
         assert_eq!(who(None, 100), vec![(s("db-1"), Proto::Udp), (s("web-3"), Proto::Udp)]);
         assert!(store.who(54, None, ts(50)).unwrap().is_empty());
+    }
+
+    /// `n` listeners opened one a second from `ts(0)` on host `h`, the even ones closed at `ts(10_000)`.
+    fn many(store: &SqliteStore, n: u16) {
+        let mut reports = vec![snapshot(1, ts(0), vec![])];
+        for i in 0..n {
+            reports.push(delta(
+                u64::from(i) + 2,
+                ts(i64::from(i)),
+                vec![listener(1000 + i, u64::from(i) + 1, &[10])],
+                vec![],
+            ));
+        }
+        let closes = (0..n)
+            .step_by(2)
+            .map(|i| listener(1000 + i, u64::from(i) + 1, &[10]))
+            .collect();
+        reports.push(delta(u64::from(n) + 2, ts(10_000), vec![], closes));
+        for chunk in reports.chunks(900) {
+            store.ingest(&batch("h", "s", chunk.to_vec()), ts(10_001)).unwrap();
+        }
+    }
+
+    #[test]
+    fn history_pages_give_every_interval_once_in_opening_order() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        many(&store, 2_500);
+        let whole = spans(&store.history("h", None, None, None).unwrap());
+        assert_eq!(whole.len(), 2_500);
+        for (limit, window) in [
+            (1_000, HistoryWindow::default()),
+            (
+                7,
+                HistoryWindow {
+                    port: Some(1003),
+                    ..HistoryWindow::default()
+                },
+            ),
+            (
+                333,
+                HistoryWindow {
+                    since: Some(ts(10_001)),
+                    ..HistoryWindow::default()
+                },
+            ),
+        ] {
+            let (mut paged, mut after, mut pages) = (Vec::new(), None, 0);
+            loop {
+                let (rows, next) = store.history_page("h", window, after, limit).unwrap();
+                assert!(rows.len() <= limit);
+                pages += 1;
+                paged.extend(spans(&rows));
+                // A cursor survives its round trip through text.
+                after = next.map(|c| c.to_string().parse().unwrap());
+                if after.is_none() {
+                    break;
+                }
+                assert_eq!(rows.len(), limit, "only the last page is short");
+            }
+            let expected: Vec<_> = whole
+                .iter()
+                .filter(|(port, _, closed)| {
+                    window.port.is_none_or(|p| p == *port) && (window.since.is_none() || closed.is_none())
+                })
+                .cloned()
+                .collect();
+            assert_eq!(paged, expected, "limit {limit}, {window:?}");
+            assert_eq!(pages, expected.len().div_ceil(limit).max(1), "limit {limit}");
+        }
+        assert!("12.x".parse::<HistoryCursor>().is_err());
+        assert_eq!(
+            store
+                .history_page("nosuchhost", HistoryWindow::default(), None, 5)
+                .unwrap(),
+            (vec![], None)
+        );
+    }
+
+    #[test]
+    fn an_export_read_slowly_keeps_no_read_open_between_chunks() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        many(&store, 2_500);
+        let mut exported = Vec::new();
+        let mut checkpoints = Vec::new();
+        store
+            .export(None, None, &mut |row| {
+                if exported.len() % 1_000 == 1 {
+                    // A slow client: meanwhile ingest goes on, and a checkpoint
+                    // must be able to copy and truncate the whole WAL.
+                    let more = batch(
+                        "other",
+                        "s",
+                        vec![snapshot(1, ts(0), vec![listener(22, exported.len() as u64, &[10])])],
+                    );
+                    store.ingest(&more, ts(1)).unwrap();
+                    let conn = Connection::open(dir.db()).unwrap();
+                    let done: (i64, i64, i64) = conn
+                        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })
+                        .unwrap();
+                    checkpoints.push(done);
+                }
+                exported.push(row);
+                true
+            })
+            .unwrap();
+        let opened: Vec<Timestamp> = exported
+            .iter()
+            .filter(|r| &*r.host == "h")
+            .map(|r| r.opened_at)
+            .collect();
+        assert_eq!(opened.len(), 2_500, "every interval once");
+        assert!(opened.windows(2).all(|w| w[0] <= w[1]), "by opening time");
+        assert_eq!(checkpoints.len(), 3);
+        assert!(
+            checkpoints.iter().all(|&(busy, _, _)| busy == 0),
+            "a reader blocked the checkpoint: {checkpoints:?}"
+        );
+    }
+
+    #[test]
+    fn a_quiet_store_checkpoints_and_truncates_its_wal() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        many(&store, 1_000);
+        let wal = dir.db().with_extension("db-wal");
+        let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        assert!(size() > 0, "the WAL holds the ingest");
+        // Polls for the idle checkpoint (a bound against hanging, not a timing assertion).
+        let deadline = std::time::Instant::now() + IDLE_CHECKPOINT * 4;
+        while size() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(size(), 0, "the WAL was truncated once ingest was quiet");
+        assert_eq!(
+            store.history("h", None, None, None).unwrap().len(),
+            1_000,
+            "and nothing was lost"
+        );
     }
 
     #[test]

@@ -37,22 +37,7 @@ impl Client {
 
     fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<T> {
         let mut response = self.call(path, query)?;
-        // Read whole, then parsed: a long answer is streamed (no length), and
-        // parsing it from the connection would cost a call per byte.
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_ANSWER_BYTES)
-            .read_to_vec()
-            .map_err(|e| match e {
-                ureq::Error::BodyExceedsLimit(_) => anyhow::anyhow!(
-                    "the collector's answer to {path} is over {} MiB: narrow the question (--host, --port, --since)",
-                    MAX_ANSWER_BYTES >> 20
-                ),
-                e => anyhow::Error::new(e).context(format!("the collector's answer to {path} was cut short")),
-            })?;
-        serde_json::from_slice(&body)
-            .with_context(|| format!("the collector's answer to {path} is not what this portwatch expects"))
+        read_json(&mut response, path)
     }
 
     /// `GET /api/v1/export`, copied to `out` as it arrives.
@@ -173,12 +158,23 @@ impl Client {
         port: Option<u16>,
         since: Option<Timestamp>,
         until: Option<Timestamp>,
-    ) -> anyhow::Result<Vec<ListenerRow>> {
+        page: Page<'_>,
+    ) -> anyhow::Result<(Vec<ListenerRow>, Option<String>)> {
         let mut query = Vec::new();
         query.extend(port.map(|p| ("port", p.to_string())));
         query.extend(since.map(|t| ("since", t.to_string())));
         query.extend(until.map(|t| ("until", t.to_string())));
-        self.get(&format!("/api/v1/hosts/{}/history", path_segment(host)?), &query)
+        query.extend(page.limit.map(|n| ("limit", n.to_string())));
+        query.extend(page.after.map(|a| ("after", a.to_owned())));
+        let path = format!("/api/v1/hosts/{}/history", path_segment(host)?);
+        let mut response = self.call(&path, &query)?;
+        let next = response
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_after)
+            .map(str::to_owned);
+        Ok((read_json(&mut response, &path)?, next))
     }
 }
 
@@ -290,4 +286,52 @@ fn path_segment(host: &str) -> anyhow::Result<&str> {
         bail!("invalid host name {host:?}");
     }
     Ok(host)
+}
+
+/// The JSON body of a successful `response` to `path`.
+fn read_json<T: DeserializeOwned>(response: &mut ureq::http::Response<ureq::Body>, path: &str) -> anyhow::Result<T> {
+    // Read whole, then parsed: a long answer is streamed (no length), and
+    // parsing it from the connection would cost a call per byte.
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER_BYTES)
+        .read_to_vec()
+        .map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => anyhow::anyhow!(
+                "the collector's answer to {path} is over {} MiB: narrow the question (--host, --port, --since)",
+                MAX_ANSWER_BYTES >> 20
+            ),
+            e => anyhow::Error::new(e).context(format!("the collector's answer to {path} was cut short")),
+        })?;
+    serde_json::from_slice(&body)
+        .with_context(|| format!("the collector's answer to {path} is not what this portwatch expects"))
+}
+
+/// Which page of a paged answer to ask for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Page<'a> {
+    /// At most this many rows (the collector's default if `None`).
+    pub limit: Option<usize>,
+    /// After this cursor (from the previous page).
+    pub after: Option<&'a str>,
+}
+
+/// The `after` of the next page in a `Link: <...?...&after=C>; rel="next"` header.
+fn next_after(link: &str) -> Option<&str> {
+    let target = link.split(';').next()?.trim().strip_prefix('<')?.strip_suffix('>')?;
+    target.split(['?', '&']).find_map(|p| p.strip_prefix("after="))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_page_is_read_from_the_link_header() {
+        let link = "</api/v1/hosts/web-3/history?port=22&after=1764612345678.42>; rel=\"next\"";
+        assert_eq!(next_after(link), Some("1764612345678.42"));
+        assert_eq!(next_after("</x?limit=5>; rel=\"next\""), None);
+        assert_eq!(next_after("garbage"), None);
+    }
 }

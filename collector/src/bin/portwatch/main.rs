@@ -195,6 +195,13 @@ enum Command {
         /// Until this moment.
         #[arg(long, value_name = "TIME")]
         until: Option<String>,
+        /// At most this many intervals (the oldest first; 10,000 by default, 100,000 at most); when there are
+        /// more, stderr says how to ask for the next ones.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// The page after this cursor, as the previous page's note on stderr gave it.
+        #[arg(long, value_name = "CURSOR")]
+        after: Option<String>,
     },
 }
 
@@ -390,10 +397,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             port,
             since,
             until,
+            limit,
+            after,
         } => {
             let (since, until) = (time(since.as_deref())?, time(until.as_deref())?);
-            let rows = client.history(host, *port, since, until)?;
+            let page = client::Page {
+                limit: *limit,
+                after: after.as_deref(),
+            };
+            let (rows, next) = client.history(host, *port, since, until, page)?;
             render::listeners(&mut out, &rows, cli.json, &tz, true)?;
+            if let Some(next) = next {
+                eprintln!(
+                    "portwatch: showing {} intervals, the oldest first; there are more: add --after {next} for the next ones",
+                    rows.len()
+                );
+            }
         }
     }
     out.flush()?;
