@@ -7,6 +7,7 @@
 
 pub mod fleet;
 pub mod history;
+pub mod hostile;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
