@@ -142,14 +142,25 @@ fn observe(scanner: &mut Scanner, observer: &mut Observer, spool: &mut Spool) {
         tracing::warn!("{warning}");
     }
     let at = Timestamp::now();
-    for report in observer.observe(Snapshot::from_sockets(&scan.sockets), at) {
+    let reports = observer.observe(Snapshot::from_sockets(&scan.sockets), at);
+    let bytes: u64 = reports.iter().map(portwatch_common::wire::json_len).sum();
+    if bytes > spool.max_bytes() / 2 {
+        // The spool's drop policy would delete the first parts of this snapshot
+        // to make room for its last ones while the collector is away.
+        tracing::error!(report_bytes = bytes, spool_max_bytes = spool.max_bytes(),
+            "this scan's report takes more than half the spool; raise spool_max_mb (agent.toml) so an outage cannot cut it");
+    }
+    let count = reports.len();
+    for (i, report) in reports.into_iter().enumerate() {
         let item = SpooledReport {
             session: observer.session().to_owned(),
             report,
         };
         if let Err(e) = spool.push(&item) {
-            // The change is lost from the spool; a snapshot will restore history's state.
-            tracing::error!(error = %e, seq = item.report.seq, "cannot spool a report; the next report will be a full snapshot");
+            // This change is lost (counted as dropped); a snapshot will restore history's state.
+            tracing::error!(error = %e, seq = item.report.seq,
+                "cannot spool a report; counting it as dropped, and the next report will be a full snapshot");
+            spool.count_lost((count - i) as u64);
             observer.resync();
             return;
         }

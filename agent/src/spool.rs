@@ -788,6 +788,21 @@ impl Spool {
         self.lines_total == self.acked_lines
     }
 
+    /// Counts `count` reports lost before they reached the spool (a push
+    /// that failed) as dropped, so that the loss is reported. Saved with the
+    /// cursor at once if the disk allows, else at the next push or
+    /// acknowledgement that can (a crash before that loses only this count).
+    pub fn count_lost(&mut self, count: u64) {
+        self.dropped = self.dropped.saturating_add(count);
+        self.cursor_unsaved = true;
+        let _ = self.commit(0, self.acked_offset, self.acked_lines, self.dropped);
+    }
+
+    /// The bound on the bytes the spool takes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     /// Bytes the spool's segments, quarantined files, and files whose
     /// deletion failed take on disk: what `max_bytes` bounds.
     pub fn bytes(&self) -> u64 {
@@ -1467,6 +1482,18 @@ mod tests {
         assert_eq!(spool.ack_through("new", 2).unwrap(), 2);
         assert!(spool.is_empty());
         assert_eq!(spool.ack_through("new", 2).unwrap(), 0);
+    }
+
+    #[test]
+    fn reports_lost_before_the_spool_are_counted_and_the_count_is_kept() {
+        let tmp = TempDir::new("lost");
+        let mut spool = Spool::open(&tmp.spool(), 1 << 30).unwrap();
+        spool.push(&report("a", 1)).unwrap();
+        spool.count_lost(2);
+        assert_eq!((all(&spool), spool.dropped()), (vec![1], 2));
+        drop(spool);
+        let spool = Spool::open(&tmp.spool(), 1 << 30).unwrap();
+        assert_eq!((all(&spool), spool.dropped()), (vec![1], 2), "durable");
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub struct PhaseResult {
     pub peak_rss_mib: f64,
     /// The honest fleet's requests.
     pub honest: Latency,
+    /// Heartbeats due in the phase (hosts x seconds): fewer answered means
+    /// honest hosts were starved.
+    pub due: usize,
     /// What the attack got: stored, refused, delays.
     pub outcome: String,
 }
@@ -483,39 +486,76 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Ph
 }
 
 async fn run_async(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<PhaseResult>> {
-    let db = plan.dir.join("collector.db");
-    let mut names: Vec<String> = (0..plan.hosts).map(host_name).collect();
-    names.extend(["flood", "noisy", "victim", "big", "junk"].map(str::to_owned));
-    {
-        let store = SqliteStore::open(&db)?;
-        let now = Timestamp::now();
-        let mut rows: Vec<TokenRow> = names
-            .iter()
-            .map(|name| TokenRow {
-                name: format!("agent:{name}"),
-                role: Role::Agent,
-                host: Some(name.clone()),
-                hash: token::hash(&secret(name)),
-                created_at: now,
-                revoked_at: None,
-            })
-            .collect();
-        rows.push(TokenRow {
-            name: "reader".into(),
-            role: Role::Read,
-            host: None,
-            hash: token::hash(&secret("reader")),
-            created_at: now,
-            revoked_at: None,
-        });
-        store.create_tokens(&rows)?;
-    }
     let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let hook_url = format!("http://{}/hook", hook.local_addr()?);
     let arrivals = Arc::new(Mutex::new(Vec::new()));
     let events = Arc::new(AtomicU64::new(0));
     tokio::spawn(webhook(hook, arrivals.clone(), events.clone()));
-    let config = plan.dir.join("collector.toml");
+    let mut results = Vec::new();
+    for (i, &attack) in plan.attacks.iter().enumerate() {
+        // Each attack meets a collector of its own, fresh, so that what one
+        // attack left (memory, connections, alerts) is not the next one's.
+        let dir = plan.dir.join(format!("{i}"));
+        std::fs::create_dir_all(&dir)?;
+        arrivals.lock().map(|mut a| a.clear()).ok();
+        progress(&format!("attack: {}", attack.name()));
+        let result = phase(plan, attack, &dir, &hook_url, &arrivals).await?;
+        progress(&format!(
+            "  peak RSS {:.0} MiB, honest p50 {:.1} ms p99 {:.1} ms, {} ok {} failed of {} due; {}",
+            result.peak_rss_mib,
+            ms(result.honest.p50),
+            ms(result.honest.p99),
+            result.honest.ok,
+            result.honest.failed,
+            result.due,
+            result.outcome
+        ));
+        results.push(result);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(results)
+}
+
+/// Tokens for every honest host, the attackers and a reader.
+fn tokens(db: &Path, hosts: usize) -> anyhow::Result<()> {
+    let mut names: Vec<String> = (0..hosts).map(host_name).collect();
+    names.extend(["flood", "noisy", "victim", "big", "junk"].map(str::to_owned));
+    let store = SqliteStore::open(db)?;
+    let now = Timestamp::now();
+    let mut rows: Vec<TokenRow> = names
+        .iter()
+        .map(|name| TokenRow {
+            name: format!("agent:{name}"),
+            role: Role::Agent,
+            host: Some(name.clone()),
+            hash: token::hash(&secret(name)),
+            created_at: now,
+            revoked_at: None,
+        })
+        .collect();
+    rows.push(TokenRow {
+        name: "reader".into(),
+        role: Role::Read,
+        host: None,
+        hash: token::hash(&secret("reader")),
+        created_at: now,
+        revoked_at: None,
+    });
+    store.create_tokens(&rows)?;
+    Ok(())
+}
+
+/// One attack against a fresh collector while the honest fleet reports.
+async fn phase(
+    plan: &Plan,
+    attack: Attack,
+    dir: &Path,
+    hook_url: &str,
+    arrivals: &Mutex<Vec<Instant>>,
+) -> anyhow::Result<PhaseResult> {
+    let db = dir.join("collector.db");
+    tokens(&db, plan.hosts)?;
+    let config = dir.join("collector.toml");
     std::fs::write(
         &config,
         format!(
@@ -525,58 +565,39 @@ async fn run_async(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Resul
     )?;
     let server = Server::start(&plan.collector, &config)?;
     let addr = server.addr;
-    progress(&format!("collector listening on {addr}, webhook {hook_url}"));
-
     let stop = Arc::new(AtomicBool::new(false));
     let record: Record = Arc::default();
     let samples = Arc::new(Mutex::new(Vec::new()));
-    tokio::spawn(sample_rss(server.child.id(), samples.clone(), stop.clone()));
+    let sampler = tokio::spawn(sample_rss(server.child.id(), samples.clone(), stop.clone()));
     let fleet = tokio::spawn(honest_fleet(addr, plan.hosts, record.clone(), stop.clone()));
-    // The fleet's first snapshots, then a settled baseline.
+    // The fleet's first snapshots, then heartbeats settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
-
-    let mut results = Vec::new();
-    for &attack in &plan.attacks {
-        progress(&format!("attack: {}", attack.name()));
-        let from = Instant::now();
-        let until = from + plan.phase;
-        let outcome = match attack {
-            Attack::Baseline => {
-                tokio::time::sleep_until(until.into()).await;
-                "-".to_owned()
-            }
-            Attack::StalledUploads => stalled_uploads(addr, until).await?,
-            Attack::Slowloris => slowloris(addr, until).await?,
-            Attack::SnapshotFlood => snapshot_flood(addr, until).await?,
-            Attack::AlertFlood => alert_flood(addr, until, &arrivals).await?,
-            Attack::HeavyReads => heavy_reads(addr, until).await?,
-            Attack::Garbage => garbage(addr, until).await?,
-        };
-        // The attack's connections are closed; give the collector a breath
-        // before the next one (not counted in either phase).
-        let to = Instant::now();
-        let result = PhaseResult {
-            attack,
-            peak_rss_mib: peak_rss(&samples, from, to),
-            honest: latency(&record, from, to),
-            outcome,
-        };
-        progress(&format!(
-            "  peak RSS {:.0} MiB, honest p50 {:.1} ms p99 {:.1} ms, {} ok {} failed; {}",
-            result.peak_rss_mib,
-            ms(result.honest.p50),
-            ms(result.honest.p99),
-            result.honest.ok,
-            result.honest.failed,
-            result.outcome
-        ));
-        results.push(result);
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
+    let from = Instant::now();
+    let until = from + plan.phase;
+    let outcome = match attack {
+        Attack::Baseline => {
+            tokio::time::sleep_until(until.into()).await;
+            "-".to_owned()
+        }
+        Attack::StalledUploads => stalled_uploads(addr, until).await?,
+        Attack::Slowloris => slowloris(addr, until).await?,
+        Attack::SnapshotFlood => snapshot_flood(addr, until).await?,
+        Attack::AlertFlood => alert_flood(addr, until, plan.phase, arrivals).await?,
+        Attack::HeavyReads => heavy_reads(addr, until).await?,
+        Attack::Garbage => garbage(addr, until).await?,
+    };
+    let to = Instant::now();
     stop.store(true, Ordering::Relaxed);
-    let _ = tokio::time::timeout(Duration::from_secs(40), fleet).await;
+    let _ = tokio::time::timeout(HONEST_TIMEOUT + Duration::from_secs(5), fleet).await;
+    let _ = sampler.await;
     drop(server);
-    Ok(results)
+    Ok(PhaseResult {
+        attack,
+        peak_rss_mib: peak_rss(&samples, from, to),
+        honest: latency(&record, from, to),
+        due: (plan.hosts as f64 * to.duration_since(from).as_secs_f64()) as usize,
+        outcome,
+    })
 }
 
 fn ms(d: Duration) -> f64 {
@@ -736,7 +757,12 @@ async fn snapshot_flood(addr: SocketAddr, until: Instant) -> anyhow::Result<Stri
 
 /// `noisy` posts 20,000 risky listeners (telnet on 20,000 addresses); then
 /// `victim` opens telnet on 0.0.0.0: how long its alert takes to reach the webhook.
-async fn alert_flood(addr: SocketAddr, until: Instant, arrivals: &Mutex<Vec<Instant>>) -> anyhow::Result<String> {
+async fn alert_flood(
+    addr: SocketAddr,
+    until: Instant,
+    phase: Duration,
+    arrivals: &Mutex<Vec<Instant>>,
+) -> anyhow::Result<String> {
     let noisy: Vec<Listener> = (0..20_000u64)
         .map(|i| {
             let addr = std::net::Ipv4Addr::new(10, 200, (i >> 8) as u8, i as u8);
@@ -778,10 +804,7 @@ async fn alert_flood(addr: SocketAddr, until: Instant, arrivals: &Mutex<Vec<Inst
         "noisy snapshot {}, {alerts} alerts open on it; the other host's alert at the webhook after {}",
         status.as_ref().map_or_else(|e| e.clone(), |(s, _)| s.to_string()),
         delay.map_or_else(
-            || format!(
-                "more than {:.0} s (not seen)",
-                until.saturating_duration_since(sent).as_secs_f64()
-            ),
+            || format!("more than {:.0} s (not seen)", phase.as_secs_f64()),
             |d| format!("{:.2} s", d.as_secs_f64())
         )
     ))
@@ -918,22 +941,25 @@ async fn garbage(addr: SocketAddr, until: Instant) -> anyhow::Result<String> {
 /// The results as a Markdown table.
 pub fn report(plan: &Plan, results: &[PhaseResult]) -> String {
     let mut out = format!(
-        "{} honest hosts heartbeating every second over {HONEST_CONNECTIONS} connections; each attack {} s\n\n",
+        "{} honest hosts heartbeating every second over {HONEST_CONNECTIONS} connections; each attack {} s against a fresh collector\n\n",
         plan.hosts,
         plan.phase.as_secs()
     );
-    out.push_str("| attack | collector peak RSS | honest p50 | honest p99 | honest max | honest failed | what the attack got |\n");
+    out.push_str(
+        "| attack | collector peak RSS | honest p50 | honest p99 | honest max | honest answered / due (failed) | what the attack got |\n",
+    );
     out.push_str("|---|---:|---:|---:|---:|---:|---|\n");
     for r in results {
         out.push_str(&format!(
-            "| {} | {:.0} MiB | {:.1} ms | {:.1} ms | {:.0} ms | {} of {} | {} |\n",
+            "| {} | {:.0} MiB | {:.1} ms | {:.1} ms | {:.0} ms | {} / {} ({}) | {} |\n",
             r.attack.name(),
             r.peak_rss_mib,
             ms(r.honest.p50),
             ms(r.honest.p99),
             ms(r.honest.max),
+            r.honest.ok,
+            r.due,
             r.honest.failed,
-            r.honest.ok + r.honest.failed,
             r.outcome
         ));
     }
