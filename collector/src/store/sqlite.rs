@@ -2977,7 +2977,9 @@ mod tests {
         let dir = TempDir::new();
         let store = SqliteStore::open(&dir.db()).unwrap();
         let large = |host: &str, base: u64| {
-            let listeners = (0..3_000u64).map(|i| listener(10_000 + i as u16, base + i, &[10])).collect();
+            let listeners = (0..3_000u64)
+                .map(|i| listener(10_000 + i as u16, base + i, &[10]))
+                .collect();
             batch(host, "s", vec![snapshot(1, ts(1), listeners)])
         };
         let (sender, answers) = std::sync::mpsc::channel();
