@@ -3,7 +3,7 @@
 //! is read before its token is checked, a host has one batch in flight, the
 //! bytes in flight are bounded, and a body that stops arriving is refused.
 // Test helpers outside #[test] functions panic on failure like the tests do.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
