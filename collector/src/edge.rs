@@ -301,13 +301,18 @@ pub async fn serve(
     handle: Handle<Peer>,
 ) -> io::Result<()> {
     let gate = Gate::new(listener, limits.max_connections, metrics);
+    // axum-server retries a failed accept every 50 ms: one line per period.
+    let accept_failures = LogEvery::new(LOG_EVERY);
     let mut server = axum_server::Server::from_listener(gate)
         .handle(handle)
         .first_request_timeout(limits.header_timeout)
-        .accept_error_handler(|peer: Option<&Peer>, e: &io::Error| match peer {
+        .accept_error_handler(move |peer: Option<&Peer>, e: &io::Error| match peer {
             // A handshake that failed or a client that went away: the client's business.
             Some(peer) => tracing::debug!(peer = %peer.0, error = %e, "connection failed before its first request"),
-            None => tracing::warn!(error = %e, "cannot accept a connection"),
+            None => match accept_failures.allow() {
+                Some(suppressed) => tracing::warn!(error = %e, suppressed, "cannot accept a connection"),
+                None => tracing::debug!(error = %e, "cannot accept a connection"),
+            },
         })
         .http1_only();
     server
