@@ -26,9 +26,11 @@
 //! committed before large ones that queued earlier, never before an earlier
 //! batch of their own host. Groups alternate: one of the small batches
 //! waiting (in queue order), then one in queue order (a large batch, or
-//! batches up to [`GROUP_LISTENERS`] listeners). So what bounds a heartbeat's
-//! wait is at most two groups of large batches (the one being committed
-//! when it arrives, and the next), not every large batch queued before it.
+//! batches up to [`GROUP_LISTENERS`] listeners). So a heartbeat (of a host
+//! with no large batch queued) waits for at most one group in queue order,
+//! the one being committed when it arrives or the next, besides the small
+//! batches queued before it: one large batch's transaction, not every large
+//! batch queued before it.
 //!
 //! # Durability
 //!
