@@ -12,6 +12,7 @@ use crate::alert::evaluate;
 use crate::alert::risky::RiskyPorts;
 use crate::alert::sink::{Syslog, Webhook};
 use crate::clock;
+use crate::{api, edge};
 
 /// Default listen address: loopback until told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -41,6 +42,99 @@ pub struct Config {
     /// How far agents' clocks are trusted.
     #[serde(default)]
     pub clock: ClockConfig,
+    /// Connections: how many, and how long a client may take.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// What ingest may hold at once.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+/// `[http]`: the server's connection limit and timeouts (what a client sees
+/// at each is in [`crate::edge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Most connections open at once; more wait to be accepted until one
+    /// closes. Each takes a file descriptor, and up to about 30 KiB while
+    /// its headers are read.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A new connection must send its first request's headers (after the TLS
+    /// handshake, bounded by the same time) within this, or it is closed.
+    #[serde(default = "default_header_timeout", deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// A kept-alive connection is closed when its next request's headers have
+    /// not arrived this long after the previous answer.
+    #[serde(default = "default_idle_timeout", deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// A request body that sends nothing for this long is refused (ingest: 408).
+    #[serde(default = "default_body_timeout", deserialize_with = "duration")]
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_connections: default_max_connections(),
+            header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
+            body_timeout: default_body_timeout(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The server's limits.
+    pub fn limits(&self) -> edge::Limits {
+        edge::Limits {
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    edge::DEFAULT_MAX_CONNECTIONS
+}
+
+fn default_header_timeout() -> Duration {
+    edge::DEFAULT_HEADER_TIMEOUT
+}
+
+fn default_idle_timeout() -> Duration {
+    edge::DEFAULT_IDLE_TIMEOUT
+}
+
+fn default_body_timeout() -> Duration {
+    edge::DEFAULT_BODY_TIMEOUT
+}
+
+/// Most connections `max_connections` takes.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
+/// `[ingest]`: what ingest may hold at once (see [`crate::api`]'s ingest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Most decompressed bytes of batches being read, parsed, queued or
+    /// committed at once; a batch beyond it gets 503 with `Retry-After`.
+    /// At least 32 MiB, the largest batch.
+    #[serde(default = "default_max_bytes_in_flight")]
+    pub max_bytes_in_flight: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_bytes_in_flight: default_max_bytes_in_flight(),
+        }
+    }
+}
+
+fn default_max_bytes_in_flight() -> usize {
+    api::DEFAULT_MAX_BYTES_IN_FLIGHT
 }
 
 /// `[clock]`: how far the collector trusts the times agents report (the
@@ -218,6 +312,8 @@ impl Default for Config {
             alerts: Alerts::default(),
             metrics: MetricsConfig::default(),
             clock: ClockConfig::default(),
+            http: HttpConfig::default(),
+            ingest: IngestConfig::default(),
         }
     }
 }
@@ -242,6 +338,14 @@ impl Config {
         }
     }
 
+    /// What ingest may hold at once, from `[ingest]` and `[http] body_timeout`.
+    pub fn ingest_limits(&self) -> api::IngestLimits {
+        api::IngestLimits {
+            max_bytes_in_flight: self.ingest.max_bytes_in_flight,
+            body_timeout: self.http.body_timeout,
+        }
+    }
+
     /// Parses configuration text; the error names the line and key.
     pub fn parse(text: &str) -> Result<Config, String> {
         let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
@@ -251,6 +355,29 @@ impl Config {
                  after now)",
                 humantime::format_duration(config.clock.tolerance),
                 humantime::format_duration(clock::MAX_TOLERANCE)
+            ));
+        }
+        let http = &config.http;
+        if !(1..=MAX_CONNECTIONS).contains(&http.max_connections) {
+            return Err(format!(
+                "[http] max_connections: {} is not between 1 and {MAX_CONNECTIONS}",
+                http.max_connections
+            ));
+        }
+        if http.header_timeout > http.idle_timeout {
+            return Err(format!(
+                "[http] header_timeout ({}) is longer than idle_timeout ({}), which bounds every request's headers: \
+                 make it at most idle_timeout",
+                humantime::format_duration(http.header_timeout),
+                humantime::format_duration(http.idle_timeout)
+            ));
+        }
+        if config.ingest.max_bytes_in_flight < api::MAX_DECOMPRESSED_BYTES {
+            return Err(format!(
+                "[ingest] max_bytes_in_flight: {} is less than one batch of the largest size ({} bytes, 32 MiB), \
+                 which could then never be taken",
+                config.ingest.max_bytes_in_flight,
+                api::MAX_DECOMPRESSED_BYTES
             ));
         }
         if let Some(syslog) = &config.alerts.syslog {
@@ -352,6 +479,42 @@ mod tests {
         assert!(e.contains("line 2") && e.contains("30 days"), "{e}");
         let e = Config::parse("[clock]\nskew = \"1m\"\n").unwrap_err();
         assert!(e.contains("line 2") && e.contains("skew"), "{e}");
+    }
+
+    #[test]
+    fn edge_limits_reach_the_server_and_ingest_and_impossible_ones_are_refused() {
+        let config = Config::parse(
+            "[http]\nmax_connections = 300\nheader_timeout = \"2s\"\nidle_timeout = \"5s\"\nbody_timeout = \"3s\"\n\
+             [ingest]\nmax_bytes_in_flight = 67_108_864\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.http.limits(),
+            edge::Limits {
+                max_connections: 300,
+                header_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(5),
+            }
+        );
+        assert_eq!(
+            config.ingest_limits(),
+            api::IngestLimits {
+                max_bytes_in_flight: 64 << 20,
+                body_timeout: Duration::from_secs(3),
+            }
+        );
+        assert_eq!(Config::default().http.limits(), edge::Limits::default());
+        assert_eq!(Config::default().ingest_limits(), api::IngestLimits::default());
+        let e = Config::parse("[http]\nmax_connections = 0\n").unwrap_err();
+        assert!(e.contains("[http] max_connections") && e.contains("between 1"), "{e}");
+        let e = Config::parse("[http]\nheader_timeout = \"1m\"\n").unwrap_err();
+        assert!(e.contains("header_timeout") && e.contains("idle_timeout"), "{e}");
+        let e = Config::parse("[http]\nbody_timeout = \"0s\"\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("zero"), "{e}");
+        let e = Config::parse("[ingest]\nmax_bytes_in_flight = 1_000_000\n").unwrap_err();
+        assert!(e.contains("max_bytes_in_flight") && e.contains("32 MiB"), "{e}");
+        let e = Config::parse("[ingest]\nmax_body_bytes = 5\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("max_body_bytes"), "{e}");
     }
 
     #[test]

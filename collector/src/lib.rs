@@ -7,6 +7,7 @@ pub mod baseline;
 pub mod clock;
 pub mod config;
 pub mod diff;
+pub mod edge;
 pub mod export;
 pub mod metrics;
 pub mod store;

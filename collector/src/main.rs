@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use axum_server::accept::NoDelayAcceptor;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use axum_server::tls_rustls::RustlsConfig;
 use clap::{Parser, Subcommand};
 use jiff::Timestamp;
 use portwatch_collector::alert::evaluate::Notifier;
 use portwatch_collector::alert::sink;
 use portwatch_collector::api::{self, AppState};
 use portwatch_collector::config::{self, Config};
+use portwatch_collector::edge;
 use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::{Role, Store, TokenRow};
 use portwatch_collector::token;
@@ -160,6 +160,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
              quick start, or run a separate `portwatch-agent run` with ca_file set"
         );
     }
+    let mut edges = config.http.limits();
+    match edge::raise_fd_limit() {
+        Ok(fds) => {
+            let show = |n: Option<u64>| n.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+            match fds.raised_from {
+                Some(from) => {
+                    tracing::info!(soft = %show(fds.soft), from, "raised the limit of open files to the hard limit")
+                }
+                None => tracing::info!(soft = %show(fds.soft), hard = %show(fds.hard), "limit of open files"),
+            }
+            let allowed = fds.connections(edges.max_connections);
+            if allowed < edges.max_connections {
+                tracing::warn!(
+                    max_connections = edges.max_connections,
+                    allowed,
+                    open_files = %show(fds.soft),
+                    "[http] max_connections is over what the limit of open files leaves; raise LimitNOFILE"
+                );
+                edges.max_connections = allowed;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the limit of open files"),
+    }
     let store: Arc<dyn Store> = Arc::new(open_store(&config)?);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
@@ -167,7 +190,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(tls) => Some(load_tls(tls).await?),
             None => None,
         };
-        let listener = std::net::TcpListener::bind(config.listen)
+        let listener = edge::bind(config.listen)
             .with_context(|| format!("cannot listen on {} (in use? try another --listen)", config.listen))?;
         let local = listener.local_addr()?;
         let url = format!("{}://{local}", if tls.is_some() { "https" } else { "http" });
@@ -192,29 +215,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let (state, alerts) =
             AppState::with_alerts(store, config.policy(), config.alerts.sweep_every, Notifier::new(wakers));
         tokio::spawn(alerts);
-        let state = state.metrics_public(config.metrics.public);
-        let app = api::router(state).into_make_service();
-        // TCP_NODELAY: an answer streamed in chunks must not wait for the
-        // client's delayed ACK before its last bytes go out (Nagle).
-        let served = match tls {
-            Some(rustls) => {
-                tokio::spawn(reload_tls_on_sighup(rustls.clone(), config.tls.clone()));
-                let acceptor = RustlsAcceptor::new(rustls).acceptor(NoDelayAcceptor::new());
-                axum_server::from_tcp(listener)?
-                    .acceptor(acceptor)
-                    .handle(handle)
-                    .serve(app)
-                    .await
-            }
-            None => {
-                axum_server::from_tcp(listener)?
-                    .acceptor(NoDelayAcceptor::new())
-                    .handle(handle)
-                    .serve(app)
-                    .await
-            }
-        };
-        served.context("server failed")?;
+        let state = state
+            .metrics_public(config.metrics.public)
+            .ingest_limits(config.ingest_limits());
+        let metrics = state.metrics.clone();
+        if let Some(rustls) = &tls {
+            tokio::spawn(reload_tls_on_sighup(rustls.clone(), config.tls.clone()));
+        }
+        edge::serve(listener, tls, api::router(state), &edges, metrics, handle)
+            .await
+            .context("server failed")?;
         tracing::info!("collector stopped");
         Ok::<_, anyhow::Error>(())
     })?;
@@ -345,7 +355,10 @@ async fn reload_tls_on_sighup(rustls: RustlsConfig, tls: Option<config::Tls>) {
     };
     while hangup.recv().await.is_some() {
         match rustls.reload_from_pem_file(&tls.cert, &tls.key).await {
-            Ok(()) => tracing::info!(cert = %tls.cert.display(), "reloaded the TLS certificate"),
+            Ok(()) => {
+                edge::offer_http1_only(&rustls);
+                tracing::info!(cert = %tls.cert.display(), "reloaded the TLS certificate");
+            }
             Err(e) => tracing::error!(cert = %tls.cert.display(), error = %e,
                 "cannot reload the TLS certificate; still serving the previous one"),
         }

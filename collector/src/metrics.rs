@@ -1,7 +1,9 @@
 //! The collector's own health for Prometheus: `GET /metrics`, in the
 //! OpenMetrics text format.
 //!
-//! Counters (ingest) are kept as requests happen; gauges (hosts up and
+//! Counters (ingest, connections) and the gauges of the collector's own
+//! state (open connections, ingest bytes in flight) are kept as requests
+//! happen; gauges of the fleet (hosts up and
 //! silent, open listeners, reports agents dropped, active alerts,
 //! baselines, store size) are read
 //! from the store at each scrape, so every collector in front of a shared
@@ -29,9 +31,23 @@ pub enum Outcome {
     Stored,
     /// Refused (4xx): bad credentials, bad body.
     Refused,
+    /// Refused for now (503): the collector's bytes in flight are taken, or
+    /// the host has a batch in flight already.
+    Busy,
+    /// The body stopped arriving (408).
+    Timeout,
     /// Failed on our side (5xx).
     Failed,
 }
+
+/// Every [`Outcome`], in the order `/metrics` lists them.
+const OUTCOMES: [Outcome; 5] = [
+    Outcome::Stored,
+    Outcome::Refused,
+    Outcome::Busy,
+    Outcome::Timeout,
+    Outcome::Failed,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -60,6 +76,10 @@ pub struct Metrics {
     alerts: Family<AlertLabels, Gauge>,
     baselines: Gauge,
     store_bytes: Gauge<u64, AtomicU64>,
+    ingest_in_flight: Gauge,
+    connections_open: Gauge,
+    connections: Counter,
+    connection_waits: Counter,
 }
 
 impl Default for Metrics {
@@ -75,7 +95,8 @@ impl Metrics {
         let ingest_requests = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "ingest_requests",
-            "Agent report batches received, by outcome (stored, refused, failed)",
+            "Agent report batches received, by outcome (stored, refused, busy: 503 with Retry-After, \
+             timeout: the body stopped arriving, failed)",
             ingest_requests.clone(),
         );
         let ingest_reports = Counter::default();
@@ -113,7 +134,27 @@ impl Metrics {
             "Size of the store on disk (SQLite: the database file and its WAL)",
             store_bytes.clone(),
         );
-        for outcome in [Outcome::Stored, Outcome::Refused, Outcome::Failed] {
+        let ingest_in_flight = Gauge::default();
+        registry.register(
+            "ingest_bytes_in_flight",
+            "Bytes of ingest bodies being read, parsed or committed ([ingest] max_bytes_in_flight at most)",
+            ingest_in_flight.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "HTTP connections open now ([http] max_connections at most)",
+            connections_open.clone(),
+        );
+        let connections = Counter::default();
+        registry.register("http_connections", "HTTP connections accepted", connections.clone());
+        let connection_waits = Counter::default();
+        registry.register(
+            "http_connection_limit_waits",
+            "Times a new connection waited because [http] max_connections were open",
+            connection_waits.clone(),
+        );
+        for outcome in OUTCOMES {
             let _ = ingest_requests.get_or_create(&OutcomeLabels {
                 outcome: outcome_name(outcome),
             });
@@ -128,7 +169,32 @@ impl Metrics {
             alerts,
             baselines,
             store_bytes,
+            ingest_in_flight,
+            connections_open,
+            connections,
+            connection_waits,
         }
+    }
+
+    /// `bytes` more of ingest bodies are held (negative: released).
+    pub fn ingest_bytes_held(&self, bytes: i64) {
+        self.ingest_in_flight.inc_by(bytes);
+    }
+
+    /// A connection was accepted.
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+        self.connections_open.inc();
+    }
+
+    /// A connection closed.
+    pub fn connection_closed(&self) {
+        self.connections_open.dec();
+    }
+
+    /// A new connection had to wait for a slot.
+    pub fn connection_waited(&self) {
+        self.connection_waits.inc();
     }
 
     /// Counts an ingest request that ended with `outcome`, carrying `reports` stored reports.
@@ -186,6 +252,8 @@ fn outcome_name(o: Outcome) -> &'static str {
     match o {
         Outcome::Stored => "stored",
         Outcome::Refused => "refused",
+        Outcome::Busy => "busy",
+        Outcome::Timeout => "timeout",
         Outcome::Failed => "failed",
     }
 }

@@ -278,6 +278,11 @@ impl Collector {
         self.url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
     }
 
+    /// Its process id (for /proc/PID/status and /proc/PID/fd).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends it `signal` (SIGHUP to reload, say).
     pub fn signal(&self, signal: rustix::process::Signal) -> anyhow::Result<()> {
         Ok(rustix::process::kill_process(

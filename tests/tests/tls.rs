@@ -194,3 +194,50 @@ fn local_agent_refuses_a_tls_config_and_says_how_to_run_instead() {
         "{stderr}"
     );
 }
+
+/// What `openssl s_client` offering h2 and http/1.1 to `port`, trusting
+/// `ca`, prints: (the protocol ALPN chose, whether the chain verified).
+fn alpn_and_verified(port: u16, ca: &Path) -> (String, bool) {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-alpn",
+            "h2,http/1.1",
+            "-CAfile",
+        ])
+        .arg(ca)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl is installed (tests/run.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let alpn = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ALPN protocol: "))
+        .unwrap_or("none")
+        .to_owned();
+    (alpn, text.contains("Verify return code: 0 (ok)"))
+}
+
+#[test]
+fn tls_offers_only_http1_in_alpn_also_after_a_certificate_reload() {
+    let dir = TempDir::new("tls-alpn").unwrap();
+    let (ca, cert, key) = private_ca(&dir.path, "first");
+    let db = dir.path.join("collector.db");
+    let config = dir.path.join("collector.toml");
+    write_config(&config, &db, &cert, &key);
+    let collector = Collector::serve(&db, &[OsStr::new("--config"), config.as_os_str()]).unwrap();
+    // The server speaks HTTP/1.1 only: a client offered h2 would send what it cannot read.
+    assert_eq!(alpn_and_verified(collector.port(), &ca), ("http/1.1".to_owned(), true));
+    let (ca2, cert2, key2) = private_ca(&dir.path, "renewed");
+    std::fs::copy(&cert2, &cert).unwrap();
+    std::fs::copy(&key2, &key).unwrap();
+    collector.signal(rustix::process::Signal::HUP).unwrap();
+    let renewed = eventually(Duration::from_secs(20), || {
+        let (alpn, verified) = alpn_and_verified(collector.port(), &ca2);
+        verified.then_some(alpn)
+    })
+    .expect("the renewed certificate is served after SIGHUP");
+    assert_eq!(renewed, "http/1.1");
+}

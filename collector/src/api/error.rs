@@ -2,6 +2,8 @@
 //! `{"error": "..."}` that says what is wrong and what to do; a 5xx body is
 //! generic and the detail goes to the log.
 
+use std::time::Duration;
+
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
@@ -35,6 +37,18 @@ pub enum ApiError {
     /// The thing is not in a state that allows this (an alert already acknowledged).
     #[error("{0}")]
     Conflict(String),
+    /// At a limit for now (ingest bytes in flight, a host's batch already in
+    /// flight): 503 with `Retry-After`; the same request may succeed then.
+    #[error("{message}")]
+    Busy {
+        /// What is busy, and what to do.
+        message: String,
+        /// How long to wait before sending again (whole seconds, at least 1).
+        retry_after: Duration,
+    },
+    /// The request body stopped arriving: 408.
+    #[error("{0}")]
+    Timeout(String),
     /// Our fault: logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -51,6 +65,20 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, m),
             ApiError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
+            ApiError::Timeout(m) => (StatusCode::REQUEST_TIMEOUT, m),
+            ApiError::Busy { message, retry_after } => {
+                let seconds = retry_after.as_secs().max(1);
+                let body = Json(serde_json::json!({
+                    "error": format!("{message}; send it again in {seconds} s (Retry-After)"),
+                    "retry_after_seconds": seconds,
+                }));
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(axum::http::header::RETRY_AFTER, seconds.to_string())],
+                    body,
+                )
+                    .into_response();
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "request failed");
                 (
@@ -111,5 +139,51 @@ pub(super) async fn layer_refusals(response: Response) -> Response {
                 .into_response()
         }
         _ => response,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(e: ApiError) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let response = e.into_response();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, headers, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn busy_is_a_503_with_retry_after_in_whole_seconds_and_says_when_to_send_again() {
+        let (status, headers, body) = answer(ApiError::Busy {
+            message: "host web-3 has a batch in flight".to_owned(),
+            retry_after: Duration::from_millis(4_500),
+        })
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[axum::http::header::RETRY_AFTER], "4");
+        assert_eq!(body["retry_after_seconds"], 4);
+        let message = body["error"].as_str().unwrap();
+        assert!(
+            message.contains("web-3") && message.contains("again in 4 s"),
+            "{message}"
+        );
+        let (_, headers, _) = answer(ApiError::Busy {
+            message: "busy".to_owned(),
+            retry_after: Duration::ZERO,
+        })
+        .await;
+        assert_eq!(
+            headers[axum::http::header::RETRY_AFTER],
+            "1",
+            "never 0: that would be a busy loop"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_is_a_408() {
+        let (status, _, body) = answer(ApiError::Timeout("the body stopped arriving".to_owned())).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(body["error"], "the body stopped arriving");
     }
 }

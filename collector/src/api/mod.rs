@@ -2,7 +2,7 @@
 //!
 //! | method, path | who | what |
 //! |---|---|---|
-//! | `POST /api/v1/ingest` | agent token of the batch's host | store a batch of reports (gzip accepted); the answer states the size limits |
+//! | `POST /api/v1/ingest` | agent token of the batch's host | store a batch of reports (gzip accepted); the answer states the size limits; 503 with `Retry-After` when busy (see [`ingest`]) |
 //! | `GET /api/v1/hosts` | read, admin | every host and its status |
 //! | `GET /api/v1/hosts/{host}/listeners?at=T` | read, admin | what listened on a host at T (default now) |
 //! | `GET /api/v1/hosts/{host}/history?port=&since=&until=&limit=&after=` | read, admin | a host's listener intervals, a page at a time (`Link` to the next) |
@@ -43,9 +43,11 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use auth::TOKEN_TRUST;
 pub use error::ApiError;
+pub use ingest::{IngestLimits, BUSY_RETRY_AFTER, DEFAULT_MAX_BYTES_IN_FLIGHT};
 pub use policy::{Applied, BaselineView};
 
 use tokio::sync::{mpsc, Notify};
@@ -89,6 +91,10 @@ pub struct AppState {
     tokens: Arc<auth::TokenCache>,
     /// One on-demand drift computation at a time.
     drift_gate: Arc<tokio::sync::Semaphore>,
+    /// Ingest's bytes in flight and hosts with a batch in flight.
+    ingest: Arc<ingest::Admission>,
+    /// A request body that sends nothing for this long is refused.
+    body_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -110,6 +116,8 @@ impl AppState {
             metrics_public: false,
             tokens: Arc::default(),
             drift_gate: Arc::new(tokio::sync::Semaphore::new(1)),
+            ingest: Arc::new(ingest::Admission::new(IngestLimits::default().max_bytes_in_flight)),
+            body_timeout: IngestLimits::default().body_timeout,
         }
     }
 
@@ -135,6 +143,8 @@ impl AppState {
             metrics_public: false,
             tokens: Arc::default(),
             drift_gate: Arc::new(tokio::sync::Semaphore::new(1)),
+            ingest: Arc::new(ingest::Admission::new(IngestLimits::default().max_bytes_in_flight)),
+            body_timeout: IngestLimits::default().body_timeout,
         };
         (state, task)
     }
@@ -142,6 +152,13 @@ impl AppState {
     /// Serves `/metrics` without a token when `public`.
     pub fn metrics_public(mut self, public: bool) -> AppState {
         self.metrics_public = public;
+        self
+    }
+
+    /// Bounds ingest by `limits` (instead of [`IngestLimits::default`]).
+    pub fn ingest_limits(mut self, limits: IngestLimits) -> AppState {
+        self.ingest = Arc::new(ingest::Admission::new(limits.max_bytes_in_flight));
+        self.body_timeout = limits.body_timeout;
         self
     }
 
@@ -153,6 +170,7 @@ impl AppState {
 
 /// The API's router.
 pub fn router(state: AppState) -> Router {
+    let body_timeout = state.body_timeout;
     Router::new()
         .route("/api/v1/ingest", post(ingest::ingest))
         .route("/api/v1/hosts", get(query::hosts))
@@ -177,6 +195,8 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_DECOMPRESSED_BYTES))
         .layer(RequestDecompressionLayer::new())
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        // Outermost of the body layers: it times the body as it arrives.
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(axum::middleware::map_response(error::layer_refusals))
         .with_state(state)
 }

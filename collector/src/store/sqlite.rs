@@ -21,7 +21,16 @@
 //! sent meanwhile, and no request thread waits on the writer's lock: a
 //! fleet's reports and heartbeats cost one transaction per group, not one
 //! per request. The result is that of committing the batches one after
-//! another in queue order.
+//! another in queue order, except that small batches (heartbeats, deltas,
+//! small snapshots: at most [`SMALL_BATCH_LISTENERS`] listeners) may be
+//! committed before large ones that queued earlier, never before an earlier
+//! batch of their own host. Groups alternate: one of the small batches
+//! waiting (in queue order), then one in queue order (a large batch, or
+//! batches up to [`GROUP_LISTENERS`] listeners). So a heartbeat (of a host
+//! with no large batch queued) waits for at most one group in queue order,
+//! the one being committed when it arrives or the next, besides the small
+//! batches queued before it: one large batch's transaction, not every large
+//! batch queued before it.
 //!
 //! # Durability
 //!
@@ -106,6 +115,14 @@ const MAX_IDLE_READERS: usize = 8;
 
 /// Most batches committed in one transaction; more wait for the next.
 const MAX_GROUP: usize = 256;
+
+/// A batch with at most this many listeners (in its snapshots and deltas)
+/// is small: it may be committed before large batches queued earlier.
+const SMALL_BATCH_LISTENERS: usize = 1_000;
+
+/// Most listeners in the batches of one group (a group has one batch at
+/// least, however large).
+const GROUP_LISTENERS: usize = 10_000;
 
 /// The interval a host is judged by before its first snapshot tells its own
 /// (the agent's default).
@@ -968,6 +985,7 @@ const FIND_OPEN_SQL: &str = "SELECT id, opened_at FROM intervals INDEXED BY inte
 fn commit_loop(writer: &Mutex<Writer>, queue: &IngestQueue, clock: &clock::Limits) {
     // Whether anything was committed since the last idle checkpoint.
     let mut written = false;
+    let mut small_first = true;
     loop {
         {
             let mut state = queue.lock();
@@ -994,8 +1012,14 @@ fn commit_loop(writer: &Mutex<Writer>, queue: &IngestQueue, clock: &clock::Limit
         let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
         let group: Vec<Queued> = {
             let mut state = queue.lock();
-            let n = state.batches.len().min(MAX_GROUP);
-            state.batches.drain(..n).collect()
+            let sizes: Vec<(&str, usize)> = state
+                .batches
+                .iter()
+                .map(|q| (q.batch.host.as_str(), listeners_in(&q.batch)))
+                .collect();
+            let picked = pick_group(&sizes, small_first);
+            small_first = !small_first;
+            take_picked(&mut state.batches, &picked)
         };
         // A panic rolls the group's transaction back and drops its answers
         // (their callers get an error); the thread goes on with the next.
@@ -1005,6 +1029,79 @@ fn commit_loop(writer: &Mutex<Writer>, queue: &IngestQueue, clock: &clock::Limit
             tracing::error!("a group of batches panicked while being stored; it was rolled back");
         }
     }
+}
+
+/// Listeners a batch carries, in its snapshots (and snapshot parts) and deltas:
+/// what its commit costs.
+fn listeners_in(batch: &Batch) -> usize {
+    batch
+        .reports
+        .iter()
+        .map(|report| match &report.body {
+            ReportBody::Snapshot { listeners, .. } | ReportBody::SnapshotPart { listeners, .. } => listeners.len(),
+            ReportBody::Delta { opened, closed } => opened.len() + closed.len(),
+        })
+        .fold(0, usize::saturating_add)
+}
+
+/// The positions, ascending, of the queued batches (host, listeners) to
+/// commit next as one group. With `small_first`, the small batches (see
+/// [`SMALL_BATCH_LISTENERS`]) of hosts with no large batch queued before
+/// them, if there are any; otherwise, or without `small_first`, batches from
+/// the front of the queue. Either way at most [`MAX_GROUP`] batches and
+/// [`GROUP_LISTENERS`] listeners, but at least one batch.
+fn pick_group(queued: &[(&str, usize)], small_first: bool) -> Vec<usize> {
+    let mut picked = Vec::new();
+    let mut listeners = 0usize;
+    let mut fits = |picked: &Vec<usize>, n: usize| {
+        let ok = picked.is_empty() || (picked.len() < MAX_GROUP && listeners.saturating_add(n) <= GROUP_LISTENERS);
+        if ok {
+            listeners = listeners.saturating_add(n);
+        }
+        ok
+    };
+    if small_first {
+        let mut blocked: Vec<&str> = Vec::new();
+        for (i, &(host, n)) in queued.iter().enumerate() {
+            if n > SMALL_BATCH_LISTENERS {
+                blocked.push(host);
+            } else if !blocked.contains(&host) {
+                if !fits(&picked, n) {
+                    break;
+                }
+                picked.push(i);
+            }
+        }
+        if !picked.is_empty() {
+            return picked;
+        }
+    }
+    for (i, &(_, n)) in queued.iter().enumerate() {
+        if !fits(&picked, n) {
+            break;
+        }
+        picked.push(i);
+    }
+    picked
+}
+
+/// Removes the batches at `picked` (ascending positions) from `queue`, in order.
+fn take_picked(queue: &mut VecDeque<Queued>, picked: &[usize]) -> Vec<Queued> {
+    if picked.iter().enumerate().all(|(n, &i)| n == i) {
+        return queue.drain(..picked.len()).collect();
+    }
+    let mut group = Vec::with_capacity(picked.len());
+    let mut rest = VecDeque::with_capacity(queue.len() - picked.len().min(queue.len()));
+    let mut next = picked.iter().peekable();
+    for (i, queued) in queue.drain(..).enumerate() {
+        if next.next_if(|&&p| p == i).is_some() {
+            group.push(queued);
+        } else {
+            rest.push_back(queued);
+        }
+    }
+    *queue = rest;
+    group
 }
 
 /// Commits `group` in one transaction, each batch in a savepoint of its own
@@ -3130,6 +3227,61 @@ mod tests {
             store.ingest(&batch("web-3", "s", reports), ts(4)).unwrap(),
             ack(1, false)
         );
+    }
+
+    #[test]
+    fn small_batches_are_grouped_before_large_ones_queued_earlier_but_never_before_their_own_hosts() {
+        let big = SMALL_BATCH_LISTENERS + 1;
+        // a: large; b: heartbeat; a: heartbeat (after its own large batch); c: small delta.
+        let queued = [("a", big), ("b", 0), ("a", 0), ("c", 3)];
+        assert_eq!(pick_group(&queued, true), [1, 3]);
+        // In queue order: the front, and what fits the group's listeners.
+        assert_eq!(pick_group(&queued, false), [0, 1, 2, 3]);
+        let huge = [("a", GROUP_LISTENERS * 3), ("b", 0), ("c", big)];
+        assert_eq!(pick_group(&huge, false), [0], "a large batch is a group of its own");
+        assert_eq!(pick_group(&huge, true), [1]);
+        // Only large batches, or small ones behind their host's large one: queue order.
+        assert_eq!(pick_group(&[("a", big), ("a", 0)], true), [0, 1]);
+        let mediums = [("a", GROUP_LISTENERS / 2), ("b", GROUP_LISTENERS / 2), ("c", 1)];
+        assert_eq!(pick_group(&mediums, false), [0, 1]);
+        // At most MAX_GROUP batches.
+        let many: Vec<(&str, usize)> = (0..MAX_GROUP + 5).map(|_| ("h", 0)).collect();
+        assert_eq!(pick_group(&many, true).len(), MAX_GROUP);
+        assert!(pick_group(&[], true).is_empty());
+    }
+
+    #[test]
+    fn a_heartbeat_queued_behind_large_snapshots_is_committed_before_them() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let large = |host: &str, base: u64| {
+            let listeners = (0..3_000u64)
+                .map(|i| listener(10_000 + i as u16, base + i, &[10]))
+                .collect();
+            batch(host, "s", vec![snapshot(1, ts(1), listeners)])
+        };
+        let (sender, answers) = std::sync::mpsc::channel();
+        let queue = |batch: Batch| {
+            let (sender, host) = (sender.clone(), batch.host.clone());
+            store.ingest_queued(
+                batch,
+                ts(2),
+                Box::new(move |result| {
+                    let _ = sender.send((host, result.is_ok()));
+                }),
+            );
+        };
+        // Everything queues while the writer is held, as behind a long commit.
+        let writer = store.writer();
+        queue(large("big-1", 100_000));
+        queue(large("big-2", 200_000));
+        queue(large("big-3", 300_000));
+        queue(heartbeat("quiet", "s", ts(1)));
+        drop(writer);
+        let order: Vec<(String, bool)> = (0..4).map(|_| answers.recv().unwrap()).collect();
+        assert_eq!(order[0], ("quiet".to_owned(), true), "{order:?}");
+        assert!(order.iter().all(|(_, ok)| *ok), "{order:?}");
+        assert_eq!(count(&dir.db(), "intervals"), 9_000);
     }
 
     #[test]
