@@ -961,3 +961,61 @@ async fn history_is_answered_in_pages_with_a_link_to_the_next() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
     }
 }
+
+#[tokio::test]
+async fn exports_beyond_the_bound_are_refused_while_slow_clients_hold_theirs() {
+    let f = fixture("export-gate");
+    let ports: Vec<u16> = (1..=500).collect();
+    let (status, _) = call(
+        &f.app,
+        post(Some(&f.agent), json_body(&snapshot_batch("web-3", &ports))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // Two clients start exports and read nothing: their streams stall, holding their turns.
+    let mut slow = Vec::new();
+    for _ in 0..portwatch_collector::api::MAX_EXPORTS {
+        let response = f
+            .app
+            .clone()
+            .oneshot(get(Some(&f.reader), "/api/v1/export"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        slow.push(response);
+    }
+    let response = f
+        .app
+        .clone()
+        .oneshot(get(Some(&f.reader), "/api/v1/export"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    // Ingest and other reads go on meanwhile.
+    let (status, _) = call(&f.app, get(Some(&f.reader), "/api/v1/who?port=22")).await;
+    assert_eq!(status, StatusCode::OK);
+    // A slow client that reads its export to the end, or goes away, frees its turn.
+    let first = slow.remove(0);
+    let bytes = axum::body::to_bytes(first.into_body(), usize::MAX).await.unwrap();
+    assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 500, "the whole export");
+    drop(slow);
+    let mut freed = None;
+    for _ in 0..100 {
+        let response = f
+            .app
+            .clone()
+            .oneshot(get(Some(&f.reader), "/api/v1/export"))
+            .await
+            .unwrap();
+        if response.status() == StatusCode::OK {
+            freed = Some(response);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        freed.is_some(),
+        "the turns of finished or abandoned exports are free again"
+    );
+}

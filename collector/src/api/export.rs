@@ -34,9 +34,12 @@ pub async fn export(
     let format = params.format.unwrap_or(Format::Ndjson);
     let since = time_param("since", params.since.as_deref())?;
     let until = time_param("until", params.until.as_deref())?;
+    let turn = state.heavy.export()?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let store = state.store.clone();
     tokio::task::spawn_blocking(move || {
+        // Held while the export streams: until its client has it all, or is gone.
+        let _turn = turn;
         if tx.blocking_send(Ok(Bytes::from(export::preamble(format)))).is_err() {
             return;
         }

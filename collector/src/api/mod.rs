@@ -91,6 +91,8 @@ pub struct AppState {
     tokens: Arc<auth::TokenCache>,
     /// One on-demand drift computation at a time.
     drift_gate: Arc<tokio::sync::Semaphore>,
+    /// Heavy reads (history, trends) and exports running at once.
+    heavy: Arc<HeavyReads>,
     /// Ingest's bytes in flight and hosts with a batch in flight.
     ingest: Arc<ingest::Admission>,
     /// A request body that sends nothing for this long is refused.
@@ -116,6 +118,7 @@ impl AppState {
             metrics_public: false,
             tokens: Arc::default(),
             drift_gate: Arc::new(tokio::sync::Semaphore::new(1)),
+            heavy: Arc::default(),
             ingest: Arc::new(ingest::Admission::new(IngestLimits::default().max_bytes_in_flight)),
             body_timeout: IngestLimits::default().body_timeout,
         }
@@ -143,6 +146,7 @@ impl AppState {
             metrics_public: false,
             tokens: Arc::default(),
             drift_gate: Arc::new(tokio::sync::Semaphore::new(1)),
+            heavy: Arc::default(),
             ingest: Arc::new(ingest::Admission::new(IngestLimits::default().max_bytes_in_flight)),
             body_timeout: IngestLimits::default().body_timeout,
         };
@@ -165,6 +169,54 @@ impl AppState {
     /// Has every host evaluated again soon (a baseline changed).
     pub fn reevaluate_all(&self) {
         self.sweep_now.notify_one();
+    }
+}
+
+/// Heavy reads running at most at once: a host's history, trends
+/// (fleet-wide trends read every interval of their window). More are
+/// refused with 503 and `Retry-After`, so that a read token cannot take the
+/// collector's memory and cores from ingest and the other readers.
+pub const MAX_HEAVY_READS: usize = 4;
+
+/// Exports streaming at most at once (an export lasts as long as its client
+/// reads; each holds one of these while it does).
+pub const MAX_EXPORTS: usize = 2;
+
+/// How long a refused heavy read is told to wait.
+const HEAVY_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The gates of [`MAX_HEAVY_READS`] and [`MAX_EXPORTS`].
+pub(crate) struct HeavyReads {
+    reads: Arc<tokio::sync::Semaphore>,
+    exports: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for HeavyReads {
+    fn default() -> Self {
+        HeavyReads {
+            reads: Arc::new(tokio::sync::Semaphore::new(MAX_HEAVY_READS)),
+            exports: Arc::new(tokio::sync::Semaphore::new(MAX_EXPORTS)),
+        }
+    }
+}
+
+impl HeavyReads {
+    /// A turn for one heavy read, or a 503 saying to come back.
+    pub(crate) fn read(&self, what: &str) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.reads.clone().try_acquire_owned().map_err(|_| ApiError::Busy {
+            message: format!(
+                "{MAX_HEAVY_READS} heavy reads (history, trends) are running; this {what} must wait its turn"
+            ),
+            retry_after: HEAVY_RETRY,
+        })
+    }
+
+    /// A turn for one export, or a 503 saying to come back.
+    pub(crate) fn export(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.exports.clone().try_acquire_owned().map_err(|_| ApiError::Busy {
+            message: format!("{MAX_EXPORTS} exports are streaming; this one must wait its turn"),
+            retry_after: HEAVY_RETRY,
+        })
     }
 }
 
@@ -362,6 +414,23 @@ mod tests {
             body.extend_from_slice(&chunk.unwrap());
         }
         body
+    }
+
+    #[test]
+    fn heavy_reads_and_exports_beyond_their_bound_are_told_to_come_back() {
+        let gate = HeavyReads::default();
+        let turns: Vec<_> = (0..MAX_HEAVY_READS).map(|_| gate.read("history").unwrap()).collect();
+        let refused = gate.read("trends").unwrap_err();
+        assert!(
+            matches!(&refused, ApiError::Busy { message, .. } if message.contains("this trends must wait")),
+            "{refused:?}"
+        );
+        drop(turns);
+        assert!(gate.read("trends").is_ok(), "a turn ends with its read");
+        let exports: Vec<_> = (0..MAX_EXPORTS).map(|_| gate.export().unwrap()).collect();
+        assert!(matches!(gate.export(), Err(ApiError::Busy { .. })));
+        assert!(gate.read("history").is_ok(), "exports have a gate of their own");
+        drop(exports);
     }
 
     #[test]

@@ -133,9 +133,11 @@ pub async fn history(
         .transpose()
         .map_err(|e| ApiError::BadRequest(format!("after: {e}")))?;
     require_host(&state, &host).await?;
+    let turn = state.heavy.read("history")?;
     let store = state.store.clone();
     let (rows, next) = blocking(move || store.history_page(&host, window, after, limit)).await?;
     let body = blocking_json(move || Ok(rows)).await?;
+    drop(turn);
     let mut response = axum::response::IntoResponse::into_response(body);
     if let Some(next) = next {
         let link = format!("<{}>; rel=\"next\"", next_page(&uri, next));
@@ -277,6 +279,7 @@ pub async fn trends(
     if let Some(host) = &params.host {
         require_host(&state, host).await?;
     }
+    let _turn = state.heavy.read("trends")?;
     let store = state.store.clone();
     let trends = blocking(move || {
         match params.host.as_deref() {
