@@ -149,6 +149,10 @@ pub struct Finding {
     pub owner: Option<String>,
     /// The entry's reason.
     pub reason: Option<String>,
+    /// On a summary alert ([`super::cap`]): how many findings of its kind on
+    /// its host have no alert of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub more: Option<u64>,
 }
 
 /// Longest [`Finding::message`], in bytes. Messages quote what agents
@@ -176,6 +180,9 @@ pub struct Policy {
     /// A host whose measured clock skew is beyond this, either way, has a
     /// `clock-skew` finding (`[clock] tolerance`, the tolerance ingest dates by).
     pub clock_tolerance: Duration,
+    /// Most unresolved alerts of one kind on one host; the findings beyond
+    /// are counted in a summary alert ([`super::cap`]).
+    pub max_open_per_kind: usize,
 }
 
 /// Default [`Policy::startup_grace`]: the agents' longest retry delay.
@@ -194,6 +201,7 @@ impl Default for Policy {
             flap_window: DEFAULT_FLAP_WINDOW,
             startup_grace: DEFAULT_STARTUP_GRACE,
             clock_tolerance: clock::DEFAULT_TOLERANCE,
+            max_open_per_kind: super::cap::DEFAULT_MAX_OPEN,
         }
     }
 }
@@ -484,6 +492,7 @@ impl Finding {
             expected: None,
             owner: None,
             reason: None,
+            more: None,
         }
     }
 }
@@ -987,11 +996,15 @@ reason = "the site"
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(kinds(&f), vec![("risky-port-exposed", Some(23))]);
         let holders = f[0].processes.as_deref().unwrap();
-        assert!(holders.len() <= MAX_HOLDERS_BYTES && holders.starts_with("evilxxx"), "{holders}");
+        assert!(
+            holders.len() <= MAX_HOLDERS_BYTES && holders.starts_with("evilxxx"),
+            "{holders}"
+        );
         assert!(holders.ends_with(" bytes]"), "{holders}");
         assert!(f[0].message.len() <= MAX_MESSAGE_BYTES, "{}", f[0].message.len());
         assert!(
-            f[0].message.starts_with("db-1: tcp 0.0.0.0:23 (Telnet) is reachable beyond loopback, held by evilxxx"),
+            f[0].message
+                .starts_with("db-1: tcp 0.0.0.0:23 (Telnet) is reachable beyond loopback, held by evilxxx"),
             "{}",
             f[0].message
         );

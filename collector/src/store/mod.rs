@@ -435,14 +435,18 @@ pub trait Store: Send + Sync + 'static {
     fn baseline_log(&self, name: Option<&str>) -> Result<Vec<BaselineLogRow>, StoreError>;
 
     /// Brings the alerts of `hosts` in line with their `findings` as of
-    /// `now`, in one transaction: a finding (of a kind that alerts) with no
-    /// unresolved alert of its key opens one; an unresolved alert of one of
-    /// `hosts` whose key is not among the findings is resolved. Returns
-    /// what changed.
+    /// `now`, in one transaction: reads the unresolved alerts of `hosts` and
+    /// carries out what [`crate::alert::cap::plan`] makes of them, the
+    /// findings and `max_open`. A finding to alert on opens an alert unless
+    /// one of its key is unresolved already (another collector's), an alert
+    /// to resolve is resolved, each with its event in the outbox; a summary
+    /// whose count changed is rewritten in place, with no event. Returns the
+    /// events, by alert id.
     fn sync_alerts(
         &self,
         hosts: &[String],
         findings: &[Finding],
+        max_open: usize,
         now: Timestamp,
     ) -> Result<Vec<AlertEvent>, StoreError>;
 

@@ -662,9 +662,10 @@ impl Store for SqliteStore {
         &self,
         hosts: &[String],
         findings: &[Finding],
+        max_open: usize,
         now: Timestamp,
     ) -> Result<Vec<AlertEvent>, StoreError> {
-        self.sync_alerts_impl(hosts, findings, now)
+        self.sync_alerts_impl(hosts, findings, max_open, now)
     }
 
     fn alerts(&self, state: Option<AlertState>, host: Option<&str>, limit: usize) -> Result<Vec<AlertRow>, StoreError> {

@@ -1,11 +1,12 @@
 //! Baselines and alerts in SQLite (schema: `migrations/0002_baselines_alerts.sql`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{corrupt, db, timestamp, SqliteStore, Synchronous};
+use crate::alert::cap;
 use crate::alert::drift::{Finding, Kind, Severity};
 use crate::store::{
     AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, StoreError, StoredBaseline,
@@ -149,18 +150,19 @@ impl SqliteStore {
         &self,
         hosts: &[String],
         findings: &[Finding],
+        max_open: usize,
         now: Timestamp,
     ) -> Result<Vec<AlertEvent>, StoreError> {
         let mut events = self.durably(|tx| {
             // The unresolved alerts of these hosts: one pass over the partial
             // index when many hosts are evaluated (a sweep), a lookup per host
             // when few are.
-            let mut active: HashMap<String, AlertRow> = HashMap::new();
+            let mut active: Vec<AlertRow> = Vec::new();
             let wanted_hosts: HashSet<&str> = hosts.iter().map(String::as_str).collect();
             let mut keep = |raw: rusqlite::Result<RawAlert>| -> Result<(), StoreError> {
                 let alert = raw.map_err(db)?.into_row()?;
                 if wanted_hosts.contains(alert.host.as_str()) {
-                    active.insert(alert.key.clone(), alert);
+                    active.push(alert);
                 }
                 Ok(())
             };
@@ -186,12 +188,9 @@ impl SqliteStore {
                     }
                 }
             }
+            let plan = cap::plan(findings, &active, max_open);
             let mut events = Vec::new();
-            let mut wanted = HashSet::new();
-            for f in findings.iter().filter(|f| f.kind.alerts()) {
-                if !wanted.insert(f.key.as_str()) || active.contains_key(&f.key) {
-                    continue;
-                }
+            for f in &plan.open {
                 let finding = serde_json::to_string(f).map_err(|e| corrupt(format!("finding: {e}")))?;
                 // Another collector may have opened it meanwhile: the unique index
                 // keeps one, and this one then opens nothing.
@@ -224,16 +223,21 @@ impl SqliteStore {
                     events.push(event);
                 }
             }
-            for (key, alert) in active {
-                if wanted.contains(key.as_str()) {
-                    continue;
-                }
+            for &id in &plan.resolve {
                 tx.prepare_cached("UPDATE alerts SET state = 'resolved', resolved_at = ?2 WHERE id = ?1")
-                    .and_then(|mut stmt| stmt.execute(params![alert.id, now.as_millisecond()]))
+                    .and_then(|mut stmt| stmt.execute(params![id, now.as_millisecond()]))
                     .map_err(db)?;
-                let event = AlertEvent::Resolved(alert_by_id(tx, alert.id)?);
+                let event = AlertEvent::Resolved(alert_by_id(tx, id)?);
                 record(tx, &event, now)?;
                 events.push(event);
+            }
+            for (id, f) in &plan.update {
+                let finding = serde_json::to_string(f).map_err(|e| corrupt(format!("finding: {e}")))?;
+                tx.prepare_cached(
+                    "UPDATE alerts SET message = ?2, severity = ?3, finding = ?4 WHERE id = ?1 AND state != 'resolved'",
+                )
+                .and_then(|mut stmt| stmt.execute(params![id, f.message, f.severity.as_str(), finding]))
+                .map_err(db)?;
             }
             Ok(events)
         })?;
@@ -587,7 +591,12 @@ mod tests {
         let unexpected = finding(Kind::UnexpectedListener, "web-1", 8080);
         let unbaselined = finding(Kind::Unbaselined, "web-2", 22);
         let events = store
-            .sync_alerts(&hosts(&["web-1", "web-2"]), &[unexpected.clone(), unbaselined], t(0))
+            .sync_alerts(
+                &hosts(&["web-1", "web-2"]),
+                &[unexpected.clone(), unbaselined],
+                cap::DEFAULT_MAX_OPEN,
+                t(0),
+            )
             .unwrap();
         assert_eq!(events.len(), 1, "unbaselined listeners raise no alert: {events:?}");
         let AlertEvent::Opened(opened) = &events[0] else {
@@ -600,7 +609,12 @@ mod tests {
 
         // Seen again (twice in one call, too): no second alert.
         let again = store
-            .sync_alerts(&hosts(&["web-1"]), &[unexpected.clone(), unexpected.clone()], t(10))
+            .sync_alerts(
+                &hosts(&["web-1"]),
+                &[unexpected.clone(), unexpected.clone()],
+                cap::DEFAULT_MAX_OPEN,
+                t(10),
+            )
             .unwrap();
         assert!(again.is_empty(), "{again:?}");
 
@@ -621,7 +635,12 @@ mod tests {
             AckOutcome::NotFound
         );
         assert!(store
-            .sync_alerts(&hosts(&["web-1"]), std::slice::from_ref(&unexpected), t(30))
+            .sync_alerts(
+                &hosts(&["web-1"]),
+                std::slice::from_ref(&unexpected),
+                cap::DEFAULT_MAX_OPEN,
+                t(30)
+            )
             .unwrap()
             .is_empty());
 
@@ -631,11 +650,14 @@ mod tests {
             "an acknowledged alert is still active"
         );
         // Evaluating another host leaves this one's alert alone.
-        assert!(store.sync_alerts(&hosts(&["web-2"]), &[], t(35)).unwrap().is_empty());
+        assert!(store
+            .sync_alerts(&hosts(&["web-2"]), &[], cap::DEFAULT_MAX_OPEN, t(35))
+            .unwrap()
+            .is_empty());
 
         // The condition clears: resolved (evaluated in a sweep of many hosts).
         let many: Vec<String> = (1..=20).map(|i| format!("web-{i}")).collect();
-        let cleared = store.sync_alerts(&many, &[], t(40)).unwrap();
+        let cleared = store.sync_alerts(&many, &[], cap::DEFAULT_MAX_OPEN, t(40)).unwrap();
         let [AlertEvent::Resolved(resolved)] = &cleared[..] else {
             panic!("{cleared:?}")
         };
@@ -649,7 +671,9 @@ mod tests {
         ));
 
         // It comes back: a new alert.
-        let back = store.sync_alerts(&hosts(&["web-1"]), &[unexpected], t(50)).unwrap();
+        let back = store
+            .sync_alerts(&hosts(&["web-1"]), &[unexpected], cap::DEFAULT_MAX_OPEN, t(50))
+            .unwrap();
         let [AlertEvent::Opened(second)] = &back[..] else {
             panic!("{back:?}")
         };
@@ -670,6 +694,7 @@ mod tests {
             .sync_alerts(
                 &hosts(&["web-1"]),
                 &[finding(Kind::UnexpectedListener, "web-1", 8080)],
+                cap::DEFAULT_MAX_OPEN,
                 t(0),
             )
             .unwrap();
@@ -679,7 +704,9 @@ mod tests {
             [],
         )
         .unwrap();
-        store.sync_alerts(&hosts(&["web-1"]), &[], t(10)).unwrap();
+        store
+            .sync_alerts(&hosts(&["web-1"]), &[], cap::DEFAULT_MAX_OPEN, t(10))
+            .unwrap();
         let events = store.alert_events_after(0, 10).unwrap();
         let kinds: Vec<Result<&str, bool>> = events
             .iter()
@@ -690,5 +717,41 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, vec![Ok("opened"), Err(true), Ok("resolved")]);
+    }
+
+    #[test]
+    fn a_flood_opens_the_cap_and_one_summary_whose_count_changes_in_place_without_an_event() {
+        let (_db, store) = Db::new("cap");
+        let flood: Vec<Finding> = (0..1000)
+            .map(|p| finding(Kind::UnexpectedListener, "web-1", 10_000 + p))
+            .collect();
+        let events = store.sync_alerts(&hosts(&["web-1"]), &flood, 10, t(0)).unwrap();
+        assert_eq!(events.len(), 11, "10 alerts and the summary");
+        let AlertEvent::Opened(summary) = &events[10] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(summary.key, "unexpected-listener:web-1:overflow");
+        assert_eq!(summary.finding.more, Some(990));
+        assert!(summary
+            .message
+            .starts_with("… and 990 more unexpected-listener findings on web-1"));
+
+        // Half the flood clears: the count changes in place, and no event says so.
+        let events = store.sync_alerts(&hosts(&["web-1"]), &flood[..500], 10, t(10)).unwrap();
+        assert_eq!(events, vec![]);
+        let now = store.alerts(None, Some("web-1"), 100).unwrap();
+        assert_eq!(now.len(), 11);
+        let current = now.iter().find(|a| a.id == summary.id).unwrap();
+        assert_eq!((current.state, current.finding.more), (AlertState::Open, Some(490)));
+        assert!(current.message.starts_with("… and 490 more "), "{}", current.message);
+        assert_eq!(store.alert_events_after(0, 100).unwrap().len(), 11);
+
+        // It all clears: every alert resolves, the summary with its last count.
+        let events = store.sync_alerts(&hosts(&["web-1"]), &[], 10, t(20)).unwrap();
+        assert_eq!(events.len(), 11);
+        let AlertEvent::Resolved(last) = &events[10] else {
+            panic!("{events:?}")
+        };
+        assert_eq!((last.id, last.finding.more), (summary.id, Some(490)));
     }
 }
