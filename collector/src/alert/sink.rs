@@ -10,7 +10,13 @@
 //! and the log go on. Delivery is at least once: a collector killed between a
 //! delivery and the cursor's move delivers that event again after its
 //! restart (`event_id` lets webhook receivers drop repeats).
+//!
+//! Every message has a bounded size, whatever the agents reported: a
+//! webhook's JSON body at most [`MAX_WEBHOOK_BYTES`], a Slack text
+//! [`MAX_SLACK_TEXT_BYTES`], a syslog datagram [`MAX_SYSLOG_BYTES`]. Text
+//! that does not fit is cut with a marker ([`text::truncate`]).
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
@@ -21,7 +27,7 @@ use portwatch_common::text;
 use serde::Deserialize;
 
 use super::drift::Severity;
-use crate::store::{AlertEvent, Store};
+use crate::store::{AlertEvent, AlertRow, Store};
 
 /// How long one POST may take.
 const POST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,6 +39,21 @@ const RETRY_MAX: Duration = Duration::from_secs(300);
 const IDLE_POLL: Duration = Duration::from_secs(5);
 /// Events read from the outbox at a time.
 const READ_BATCH: usize = 100;
+
+/// Largest webhook body (`format = "json"`), in bytes: the alert's text
+/// fields are cut until it fits.
+pub const MAX_WEBHOOK_BYTES: usize = 16 * 1024;
+/// Longest Slack text (`format = "slack"`), in bytes: under the 3,000
+/// characters of a Slack text block.
+pub const MAX_SLACK_TEXT_BYTES: usize = 3000;
+/// Largest syslog datagram, in bytes: what RFC 5424 says every receiver
+/// should take (2,048; RFC 3164 relays 1,024, so a relay may cut it further).
+pub const MAX_SYSLOG_BYTES: usize = 2048;
+/// The syslog line: the datagram less the header the formatter writes
+/// before it (`<PRI>Mmm dd hh:mm:ss portwatch-collector[PID]: `, under 64 bytes).
+const SYSLOG_LINE_BYTES: usize = MAX_SYSLOG_BYTES - 64;
+/// Each text field of a webhook's alert, in bytes, at first; halved until the body fits.
+const WEBHOOK_FIELD_BYTES: usize = 2048;
 
 /// A webhook from the config (`[[alerts.webhook]]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -94,15 +115,28 @@ impl Webhook {
         event.alert().severity >= self.min_severity
     }
 
-    /// The body for `event`.
+    /// The body for `event`, at most [`MAX_WEBHOOK_BYTES`] of JSON (or
+    /// [`MAX_SLACK_TEXT_BYTES`] of Slack text).
     pub fn body(&self, event_id: i64, event: &AlertEvent) -> serde_json::Value {
         let a = event.alert();
         match self.format {
-            Format::Json => serde_json::json!({
-                "event_id": event_id,
-                "event": event.name(),
-                "alert": a,
-            }),
+            Format::Json => {
+                // The alert's text fields cut shorter until the JSON fits (the
+                // escapes of control characters make it longer than the text).
+                let mut limit = WEBHOOK_FIELD_BYTES;
+                loop {
+                    let body = serde_json::json!({
+                        "event_id": event_id,
+                        "event": event.name(),
+                        "alert": cut_alert(a, limit),
+                    });
+                    let fits = serde_json::to_vec(&body).map_or(true, |b| b.len() <= MAX_WEBHOOK_BYTES);
+                    if fits || limit <= 16 {
+                        return body;
+                    }
+                    limit /= 4;
+                }
+            }
             Format::Slack => {
                 // Process names come from the monitored hosts, where any user can
                 // pick one: escaped, so `<!channel>` or a link cannot ride along.
@@ -121,10 +155,39 @@ impl Webhook {
                         slack_escape(a.ack_comment.as_deref().unwrap_or(""))
                     ));
                 }
-                serde_json::json!({ "text": text })
+                serde_json::json!({ "text": text::truncate(&text, MAX_SLACK_TEXT_BYTES) })
             }
         }
     }
+}
+
+/// `alert` with each of its text fields (what agents reported, what people
+/// wrote) cut to `limit` bytes ([`text::truncate`]).
+fn cut_alert(alert: &AlertRow, limit: usize) -> AlertRow {
+    fn cut(s: &mut String, limit: usize) {
+        if let Cow::Owned(shorter) = text::truncate(s, limit) {
+            *s = shorter;
+        }
+    }
+    let mut a = alert.clone();
+    cut(&mut a.message, limit);
+    let f = &mut a.finding;
+    cut(&mut f.message, limit);
+    for field in [
+        &mut a.acked_by,
+        &mut a.ack_comment,
+        &mut f.processes,
+        &mut f.baseline,
+        &mut f.expected,
+        &mut f.owner,
+        &mut f.reason,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        cut(field, limit);
+    }
+    a
 }
 
 /// Wakes the webhook threads when there are new events.
@@ -252,13 +315,20 @@ impl Deliver for WebhookSink {
         let response = request
             .send_json(hook.body(id, event))
             .map_err(|e| Failure::Transient(format!("{url}: {}", describe(&e))))?;
-        match response.status().as_u16() {
-            200..=299 => Ok(()),
-            status @ (408 | 429 | 500..) => Err(Failure::Transient(format!("{url} answered {status}"))),
-            status => Err(Failure::Permanent(format!(
-                "{url} answered {status}: it refuses this event; check the webhook's url and format"
-            ))),
-        }
+        webhook_answer(&url, response.status().as_u16())
+    }
+}
+
+/// What a webhook's answer `status` means: 2xx delivered; 408, 429 and 5xx
+/// a receiver that may take it later; any other status a refusal for good
+/// (a 400, 404, 410, 413 ... comes again however often it is sent).
+fn webhook_answer(url: &str, status: u16) -> Result<(), Failure> {
+    match status {
+        200..=299 => Ok(()),
+        408 | 429 | 500.. => Err(Failure::Transient(format!("{url} answered {status}"))),
+        _ => Err(Failure::Permanent(format!(
+            "{url} answered {status}: it refuses this event; check the webhook's url and format"
+        ))),
     }
 }
 
@@ -303,26 +373,50 @@ impl Deliver for SyslogSink {
             _ => logger.notice(line),
         };
         sent.map_err(|e| {
-            self.logger = None;
-            Failure::Transient(format!("syslog at {socket}: {e}"))
+            let failure = syslog_failure(&socket, &e);
+            if matches!(failure, Failure::Transient(_)) {
+                self.logger = None;
+            }
+            failure
         })
     }
 }
 
+/// What a failed syslog send means. EMSGSIZE, a datagram larger than the
+/// socket takes, comes again however often it is sent: refused for good.
+/// Anything else (no daemon listening, a full buffer, a socket replaced) is
+/// retried on a new connection; so is EINVAL, which says the socket or its
+/// address is wrong, for every message alike: skipping would drop them all.
+fn syslog_failure(socket: &str, e: &syslog::Error) -> Failure {
+    let io = match e {
+        syslog::Error::Write(io) | syslog::Error::Io(io) => Some(io),
+        syslog::Error::Initialization(_) => None,
+    };
+    match io.and_then(rustix::io::Errno::from_io_error) {
+        Some(rustix::io::Errno::MSGSIZE) => Failure::Permanent(format!(
+            "syslog at {socket}: {e}: the message is larger than the socket takes"
+        )),
+        _ => Failure::Transient(format!("syslog at {socket}: {e}")),
+    }
+}
+
 /// The syslog message for `event`: one line, its reported text escaped
-/// ([`text::escape`]) so that it shows as text wherever syslog writes it.
+/// ([`text::escape`]) so that it shows as text wherever syslog writes it,
+/// the message cut ([`text::truncate`]) so that the datagram stays within
+/// [`MAX_SYSLOG_BYTES`], the event's id kept at the end.
 fn syslog_line(id: i64, event: &AlertEvent) -> String {
     let a = event.alert();
-    let line = format!(
-        "alert {} {} [{}] {} on {}: {} (event {id})",
+    let head = format!(
+        "alert {} {} [{}] {} on {}: ",
         a.id,
         event.name(),
         a.severity.as_str(),
         a.kind.as_str(),
-        a.host,
-        a.message
+        text::escape(&a.host)
     );
-    text::escape(&line).into_owned()
+    let tail = format!(" (event {id})");
+    let room = SYSLOG_LINE_BYTES.saturating_sub(head.len() + tail.len());
+    format!("{head}{}{tail}", text::truncate(&text::escape(&a.message), room))
 }
 
 /// Starts one delivery thread per webhook and one for syslog if set; the handle that wakes them.
@@ -496,5 +590,162 @@ mod tests {
         assert!(bad.check().unwrap_err().contains("http://"));
         let e = hook("name = \"ops\"\nurl = \"http://x\"\nformat = \"xml\"\n").unwrap_err();
         assert!(e.contains("line 3") && e.contains("format"), "{e}");
+    }
+
+    fn opened(id: i64, host: &str, message: &str) -> AlertEvent {
+        let finding = crate::alert::drift::Finding {
+            message: message.to_owned(),
+            processes: Some(message.to_owned()),
+            ..crate::alert::drift::Finding::new(
+                crate::alert::drift::Kind::RiskyPortExposed,
+                host,
+                format!("risky-port-exposed:{host}:tcp/23@1:0.0.0.0"),
+            )
+        };
+        AlertEvent::Opened(crate::store::AlertRow {
+            id,
+            key: finding.key.clone(),
+            kind: finding.kind,
+            severity: Severity::Critical,
+            host: host.into(),
+            message: message.into(),
+            state: crate::store::AlertState::Open,
+            opened_at: jiff::Timestamp::UNIX_EPOCH,
+            acked_at: None,
+            acked_by: None,
+            ack_comment: Some(message.into()),
+            resolved_at: None,
+            finding,
+        })
+    }
+
+    /// A process name of 300 KB, with control characters that escaping makes longer still.
+    fn huge_name() -> String {
+        format!("tcp/23 held by evil{}[4242]", "\u{1b}x".repeat(150_000))
+    }
+
+    #[test]
+    fn every_sink_message_stays_within_its_bound_whatever_was_reported() {
+        let event = opened(7, "web-3", &huge_name());
+        let line = syslog_line(99, &event);
+        assert!(line.len() <= SYSLOG_LINE_BYTES, "{}", line.len());
+        assert!(
+            line.starts_with("alert 7 opened [critical] risky-port-exposed on web-3: tcp/23 held by evil\\x1bx"),
+            "{line:.120}"
+        );
+        assert!(
+            line.ends_with(" bytes] (event 99)"),
+            "the event id is kept: {}",
+            &line[line.len() - 40..]
+        );
+
+        let json = hook("name = \"ops\"\nurl = \"http://127.0.0.1:9/h\"\n").unwrap();
+        let body = serde_json::to_vec(&json.body(99, &event)).unwrap();
+        assert!(body.len() <= MAX_WEBHOOK_BYTES, "{}", body.len());
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (body["event_id"].as_i64(), body["alert"]["id"].as_i64()),
+            (Some(99), Some(7))
+        );
+        let message = body["alert"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("tcp/23 held by evil\u{1b}x") && message.ends_with(" bytes]"),
+            "{message:.80}"
+        );
+
+        let slack = hook("name = \"ops\"\nurl = \"http://127.0.0.1:9/h\"\nformat = \"slack\"\n").unwrap();
+        let text = slack.body(99, &event)["text"].as_str().unwrap().to_owned();
+        assert!(text.len() <= MAX_SLACK_TEXT_BYTES, "{}", text.len());
+        assert!(
+            text.starts_with("[CRITICAL] opened alert 7 on web-3: tcp/23 held by evil\\x1bx"),
+            "{text:.80}"
+        );
+
+        // What fits is sent as it is.
+        let small = opened(8, "web-3", "tcp/23 held by in.telnetd[812]");
+        assert_eq!(
+            json.body(1, &small)["alert"],
+            serde_json::to_value(small.alert()).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_syslog_datagram_the_socket_cannot_take_is_refused_for_good() {
+        // A unix datagram larger than the socket's buffer, and a UDP one larger
+        // than a datagram can be: EMSGSIZE, whatever the retry.
+        let (a, _b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let unix = a.send(&vec![b'x'; 1 << 20]).unwrap_err();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let target = udp.local_addr().unwrap();
+        let too_big = udp.send_to(&vec![b'x'; 70_000], target).unwrap_err();
+        for e in [unix, too_big] {
+            assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::MSGSIZE.raw_os_error()), "{e}");
+            let failure = syslog_failure("/dev/log", &syslog::Error::Write(e));
+            assert!(
+                matches!(&failure, Failure::Permanent(m) if m.contains("larger than the socket takes")),
+                "{failure:?}"
+            );
+        }
+        // No daemon listening (it restarts): retried.
+        let gone = std::io::Error::from_raw_os_error(rustix::io::Errno::CONNREFUSED.raw_os_error());
+        assert!(matches!(
+            syslog_failure("/dev/log", &syslog::Error::Write(gone)),
+            Failure::Transient(_)
+        ));
+        let inval = std::io::Error::from_raw_os_error(rustix::io::Errno::INVAL.raw_os_error());
+        assert!(matches!(
+            syslog_failure("/dev/log", &syslog::Error::Io(inval)),
+            Failure::Transient(_)
+        ));
+    }
+
+    #[test]
+    fn a_huge_process_name_reaches_syslog_cut_in_one_datagram() {
+        let dir = std::env::temp_dir().join(format!("pw-sink-syslog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log.sock");
+        let daemon = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        daemon.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let config: Syslog = toml::from_str(&format!("socket = {:?}\n", path.to_str().unwrap())).unwrap();
+        let mut sink = SyslogSink {
+            facility: config.facility_code().unwrap(),
+            config,
+            logger: None,
+        };
+        sink.deliver(3, &opened(7, "web-3", &huge_name())).unwrap();
+        sink.deliver(4, &opened(8, "web-3", "tcp/23 held by in.telnetd[812]"))
+            .unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let n = daemon.recv(&mut buf).unwrap();
+        assert!(n <= MAX_SYSLOG_BYTES, "{n}");
+        let datagram = String::from_utf8_lossy(&buf[..n]).into_owned();
+        // daemon (3) * 8 + crit (2) = 26.
+        assert!(
+            datagram.starts_with("<26>") && datagram.ends_with("(event 3)"),
+            "{datagram:.100}"
+        );
+        let n = daemon.recv(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("alert 8 opened"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_webhook_refusal_is_for_good_except_timeouts_rate_limits_and_server_errors() {
+        for status in [200, 202, 299] {
+            assert!(webhook_answer("u", status).is_ok(), "{status}");
+        }
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert!(
+                matches!(webhook_answer("u", status), Err(Failure::Transient(_))),
+                "{status}"
+            );
+        }
+        for status in [301, 400, 401, 403, 404, 410, 413, 422] {
+            assert!(
+                matches!(webhook_answer("u", status), Err(Failure::Permanent(_))),
+                "{status}"
+            );
+        }
     }
 }
