@@ -4,7 +4,8 @@
 //! - [`drift`]: what departs from the baselines, as findings (pure).
 //! - [`risky`]: ports that should not be reachable beyond loopback.
 //! - [`cap`]: how many alerts one host may have open, and the summary of the rest.
-//! - [`sink`]: webhooks, fed from the store's outbox of alert changes.
+//! - [`sink`]: webhooks and syslog, fed from the store's outbox of alert
+//!   changes, in the order [`outbox`] takes it in.
 //! - [`evaluate`]: runs drift over the store's hosts when they change and on
 //!   a timer, and keeps the alerts in line with the findings.
 //!
@@ -16,5 +17,6 @@
 pub mod cap;
 pub mod drift;
 pub mod evaluate;
+pub mod outbox;
 pub mod risky;
 pub mod sink;

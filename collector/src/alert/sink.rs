@@ -2,14 +2,20 @@
 //!
 //! Every change of an alert's state is written to the store's outbox
 //! (`alert_events`) in the transaction that makes it. Each sink has its own
-//! thread and its own cursor in the outbox: it delivers the events in order,
-//! moves its cursor past each one once it is delivered (a webhook receiver
-//! answered 2xx, the syslog socket took the datagram), and retries a failing
-//! sink with exponential backoff (1 s to 5 min, with jitter) without skipping
-//! anything. A sink that fails delays only itself: ingest, the other sinks
-//! and the log go on. Delivery is at least once: a collector killed between a
-//! delivery and the cursor's move delivers that event again after its
-//! restart (`event_id` lets webhook receivers drop repeats).
+//! thread and its own progress in the outbox. It takes the pending events
+//! host by host, in turns ([`super::outbox`]): each host's events in their
+//! order (so an alert's opened, acknowledged and resolved arrive in that
+//! order), the hosts with events pending one event each in turn, so that
+//! one host's flood delays another host's alert by at most one of its
+//! events. An event is done with once delivered (a webhook receiver
+//! answered 2xx, the syslog socket took the datagram), or refused for good
+//! (logged as an error, with the event and alert ids, and skipped); a
+//! failing sink is retried with exponential backoff (1 s to 5 min, with
+//! jitter) without skipping anything. A sink that fails delays only itself:
+//! ingest, the other sinks and the log go on. Delivery is at least once: a
+//! collector killed after a delivery and before its progress was saved (at
+//! least every [`SAVE_EVERY`] or [`SAVE_EVENTS`] events) delivers those
+//! events again after its restart (`event_id` lets receivers drop repeats).
 //!
 //! Every message has a bounded size, whatever the agents reported: a
 //! webhook's JSON body at most [`MAX_WEBHOOK_BYTES`], a Slack text
@@ -20,13 +26,14 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use portwatch_common::client::Backoff;
 use portwatch_common::text;
 use serde::Deserialize;
 
 use super::drift::Severity;
+use super::outbox::Pending;
 use crate::store::{AlertEvent, AlertRow, Store};
 
 /// How long one POST may take.
@@ -37,8 +44,12 @@ const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 /// How often an idle webhook looks at the outbox without being woken.
 const IDLE_POLL: Duration = Duration::from_secs(5);
-/// Events read from the outbox at a time.
-const READ_BATCH: usize = 100;
+/// How often a busy sink looks for new events (another host's, to take in turns).
+const READ_EVERY: Duration = Duration::from_millis(100);
+/// A busy sink saves its progress at least this often...
+pub const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// ...and after this many events.
+pub const SAVE_EVENTS: usize = 100;
 
 /// Largest webhook body (`format = "json"`), in bytes: the alert's text
 /// fields are cut until it fits.
@@ -450,7 +461,8 @@ pub fn start(store: Arc<dyn Store>, webhooks: &[Webhook], syslog: Option<&Syslog
     Ok(Wakers(wakers))
 }
 
-/// One sink's delivery loop: runs until the process ends.
+/// One sink's delivery loop, in turns ([`Pending`]): runs until the process
+/// ends (or, once idle, until its wakers are gone).
 fn run_sink(store: &dyn Store, sink: &mut dyn Deliver, wake: &Receiver<()>) {
     let name = sink.sink();
     let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
@@ -459,63 +471,83 @@ fn run_sink(store: &dyn Store, sink: &mut dyn Deliver, wake: &Receiver<()>) {
         tracing::warn!(sink = %name, error, retry_in = ?delay, "{what}");
         std::thread::sleep(delay);
     };
+    let save = |pending: &mut Pending, backoff: &mut Backoff| {
+        if !pending.dirty() {
+            return;
+        }
+        let (cursor, done) = pending.progress();
+        while let Err(e) = store.set_sink_progress(&name, cursor, &done) {
+            pause(backoff, "cannot record the sink's progress", &e.to_string());
+        }
+        pending.saved();
+    };
+    let progress = loop {
+        match store.sink_progress(&name) {
+            Ok(p) => break p,
+            Err(e) => pause(&mut backoff, "cannot read the sink's progress", &e.to_string()),
+        }
+    };
+    let mut pending = Pending::new(progress);
+    let mut read_at: Option<Instant> = None;
+    let mut saved_at = Instant::now();
     loop {
-        let pending = store
-            .sink_cursor(&name)
-            .and_then(|cursor| store.alert_events_after(cursor, READ_BATCH));
-        let events = match pending {
-            Ok(e) => e,
-            Err(e) => {
-                pause(&mut backoff, "cannot read the alert outbox", &e.to_string());
-                continue;
+        // New events, another host's among them, join the turns soon.
+        if pending.is_empty() || read_at.is_none_or(|at| at.elapsed() >= READ_EVERY) {
+            let (after, limit) = pending.to_read();
+            if limit > 0 {
+                match store.alert_event_hosts_after(after, limit) {
+                    Ok(events) => pending.add(events),
+                    Err(e) => {
+                        pause(&mut backoff, "cannot read the alert outbox", &e.to_string());
+                        continue;
+                    }
+                }
             }
-        };
-        if events.is_empty() {
+            read_at = Some(Instant::now());
+        }
+        let Some(id) = pending.take() else {
+            save(&mut pending, &mut backoff);
+            saved_at = Instant::now();
             match wake.recv_timeout(IDLE_POLL) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-        }
-        // The cursor moves after each delivered event, and once past a run
-        // of events this sink does not want.
-        let mut passed = None;
-        for (id, event) in events {
-            let event = match event {
-                Ok(event) => event,
-                Err(e) => {
-                    tracing::error!(sink = %name, event_id = id, error = %e, "alert event skipped");
-                    passed = Some(id);
-                    continue;
-                }
-            };
-            if sink.wants(&event) {
-                loop {
-                    match sink.deliver(id, &event) {
-                        Ok(()) => {
-                            backoff.succeeded();
-                            tracing::debug!(sink = %name, event_id = id, "delivered");
-                            break;
-                        }
-                        Err(Failure::Permanent(e)) => {
-                            tracing::error!(sink = %name, event_id = id, alert = event.alert().id, error = %e,
-                                "alert event refused by the receiver; skipped (the alert is in `portwatch alerts`)");
-                            break;
-                        }
-                        Err(Failure::Transient(e)) => pause(&mut backoff, "alert delivery failed; will retry", &e),
+        };
+        let event = loop {
+            match store.alert_event(id) {
+                Ok(event) => break event,
+                Err(e) => pause(&mut backoff, "cannot read the alert outbox", &e.to_string()),
+            }
+        };
+        match event.map(|(_, event)| event) {
+            None => tracing::error!(sink = %name, event_id = id, "alert event gone from the outbox; skipped"),
+            Some(Err(e)) => tracing::error!(sink = %name, event_id = id, error = %e, "alert event skipped"),
+            Some(Ok(event)) if sink.wants(&event) => loop {
+                match sink.deliver(id, &event) {
+                    Ok(()) => {
+                        backoff.succeeded();
+                        tracing::debug!(sink = %name, event_id = id, "delivered");
+                        break;
+                    }
+                    Err(Failure::Permanent(e)) => {
+                        tracing::error!(sink = %name, event_id = id, alert = event.alert().id, error = %e,
+                            "alert event refused for good; skipped (the alert is in `portwatch alerts`)");
+                        break;
+                    }
+                    Err(Failure::Transient(e)) => {
+                        // What is done stays done, however long the receiver is away.
+                        save(&mut pending, &mut backoff);
+                        saved_at = Instant::now();
+                        pause(&mut backoff, "alert delivery failed; will retry", &e);
                     }
                 }
-                while let Err(e) = store.set_sink_cursor(&name, id) {
-                    pause(&mut backoff, "cannot record the sink's progress", &e.to_string());
-                }
-                passed = None;
-            } else {
-                passed = Some(id);
-            }
+            },
+            Some(Ok(_)) => {}
         }
-        if let Some(id) = passed {
-            while let Err(e) = store.set_sink_cursor(&name, id) {
-                pause(&mut backoff, "cannot record the sink's progress", &e.to_string());
-            }
+        pending.done(id);
+        if pending.unsaved() >= SAVE_EVENTS || saved_at.elapsed() >= SAVE_EVERY {
+            save(&mut pending, &mut backoff);
+            saved_at = Instant::now();
         }
     }
 }
@@ -747,5 +779,109 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    /// A sink that records what it is given, `pace` per event; `each` runs
+    /// before each delivery, with how many came before.
+    struct Recorder {
+        delivered: Arc<std::sync::Mutex<Vec<(i64, String)>>>,
+        pace: Duration,
+        each: Box<dyn FnMut(usize) + Send>,
+    }
+
+    impl Deliver for Recorder {
+        fn sink(&self) -> String {
+            "webhook:test".to_owned()
+        }
+        fn wants(&self, _: &AlertEvent) -> bool {
+            true
+        }
+        fn deliver(&mut self, id: i64, event: &AlertEvent) -> Result<(), Failure> {
+            let n = self.delivered.lock().unwrap().len();
+            (self.each)(n);
+            std::thread::sleep(self.pace);
+            self.delivered.lock().unwrap().push((id, event.alert().host.clone()));
+            Ok(())
+        }
+    }
+
+    fn findings(host: &str, n: u16) -> Vec<crate::alert::drift::Finding> {
+        (0..n)
+            .map(|port| crate::alert::drift::Finding {
+                message: format!("{host}: tcp/{port}"),
+                local_port: Some(port),
+                ..crate::alert::drift::Finding::new(
+                    crate::alert::drift::Kind::UnexpectedListener,
+                    host,
+                    format!("unexpected-listener:{host}:tcp/{port}@1:0.0.0.0"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn another_host_s_alert_passes_a_flood_being_delivered_and_each_host_keeps_its_order() {
+        use crate::store::sqlite::SqliteStore;
+        let dir = std::env::temp_dir().join(format!("pw-sink-fair-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.join("c.db")).unwrap());
+        let t = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        // The sink exists before the flood (a new sink starts after the newest event).
+        assert_eq!(store.sink_progress("webhook:test").unwrap().cursor, 0);
+        let flood = findings("flood-1", 1000);
+        store.sync_alerts(&["flood-1".to_owned()], &flood, 10_000, t).unwrap();
+
+        let delivered: Arc<std::sync::Mutex<Vec<(i64, String)>>> = Arc::default();
+        let writer = store.clone();
+        let mut recorder = Recorder {
+            delivered: delivered.clone(),
+            pace: Duration::from_millis(2),
+            each: Box::new(move |n| {
+                // While the flood is being delivered, web-3's alert opens, then
+                // is resolved.
+                if n == 10 {
+                    writer
+                        .sync_alerts(&["web-3".to_owned()], &findings("web-3", 1), 100, t)
+                        .unwrap();
+                    writer.sync_alerts(&["web-3".to_owned()], &[], 100, t).unwrap();
+                }
+            }),
+        };
+        let (wake, woken) = sync_channel(1);
+        let reader = store.clone();
+        let running = std::thread::spawn(move || run_sink(reader.as_ref(), &mut recorder, &woken));
+        let all = loop {
+            let all = delivered.lock().unwrap().clone();
+            if all.len() >= 1002 {
+                break all;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(wake);
+        running.join().unwrap();
+
+        let at = |host: &str| -> Vec<usize> { (0..all.len()).filter(|&i| all[i].1 == host).collect() };
+        let web = at("web-3");
+        assert_eq!(web.len(), 2, "opened and resolved, once each");
+        // Read within 100 ms of being written (50 events at 2 ms), then
+        // taken every other turn: not after the 990 flood events still to go.
+        assert!(web[1] < 10 + 50 + 4, "web-3's events came {web:?}th of 1002");
+        for host in ["flood-1", "web-3"] {
+            let ids: Vec<i64> = at(host).into_iter().map(|i| all[i].0).collect();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "{host} in its order: {ids:?}");
+        }
+        let mut ids: Vec<i64> = all.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=1002).collect::<Vec<_>>(), "each once");
+        // All done with, and saved so.
+        assert_eq!(
+            store.sink_progress("webhook:test").unwrap(),
+            crate::store::SinkProgress {
+                cursor: 1002,
+                done: vec![]
+            }
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

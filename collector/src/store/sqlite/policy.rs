@@ -9,7 +9,8 @@ use super::{corrupt, db, timestamp, SqliteStore, Synchronous};
 use crate::alert::cap;
 use crate::alert::drift::{Finding, Kind, Severity};
 use crate::store::{
-    AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, StoreError, StoredBaseline,
+    AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, SinkProgress, StoreError,
+    StoredBaseline,
 };
 
 const ALERT_COLUMNS: &str = "id, key, kind, severity, host, message, state, opened_at, acked_at, acked_by, \
@@ -351,26 +352,44 @@ impl SqliteStore {
                 .map_err(db)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
         })?;
-        // A row this build cannot read (written by another version) is
-        // handed on as such: the sink logs it and moves past it, rather than
-        // stopping at it.
-        Ok(raws
-            .into_iter()
-            .map(|(id, event, alert)| {
-                let parsed = serde_json::from_str::<AlertRow>(&alert)
-                    .map_err(|e| format!("alert event {id} cannot be read by this collector: {e}"))
-                    .and_then(|alert| match event.as_str() {
-                        "opened" => Ok(AlertEvent::Opened(alert)),
-                        "acknowledged" => Ok(AlertEvent::Acknowledged(alert)),
-                        "resolved" => Ok(AlertEvent::Resolved(alert)),
-                        other => Err(format!("alert event {id} has an unknown kind {other:?}")),
-                    });
-                (id, parsed)
-            })
-            .collect())
+        Ok(raws.into_iter().map(outbox_event).collect())
     }
 
-    pub(super) fn sink_cursor_impl(&self, sink: &str) -> Result<i64, StoreError> {
+    pub(super) fn alert_event_hosts_after_impl(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            // An event whose alert is gone (never, but a damaged file) has
+            // the host "": it is still handed on, to be read and skipped.
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT e.id, coalesce(a.host, '') FROM alert_events e LEFT JOIN alerts a ON a.id = e.alert_id
+                     WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })
+    }
+
+    pub(super) fn alert_event_impl(&self, id: i64) -> Result<Option<crate::store::OutboxEvent>, StoreError> {
+        let raw: Option<(i64, String, String)> = self.read(|conn| {
+            conn.prepare_cached("SELECT id, event, alert FROM alert_events WHERE id = ?1")
+                .and_then(|mut stmt| {
+                    stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()
+                })
+                .map_err(db)
+        })?;
+        Ok(raw.map(outbox_event))
+    }
+
+    pub(super) fn sink_progress_impl(&self, sink: &str) -> Result<SinkProgress, StoreError> {
         self.durably(|tx| {
             // A new sink starts at the newest event: it is not flooded with history.
             tx.execute(
@@ -380,23 +399,66 @@ impl SqliteStore {
                 [sink],
             )
             .map_err(db)?;
-            tx.query_row("SELECT last_event_id FROM sink_cursors WHERE sink = ?1", [sink], |r| {
-                r.get(0)
-            })
-            .map_err(db)
+            let cursor: i64 = tx
+                .query_row("SELECT last_event_id FROM sink_cursors WHERE sink = ?1", [sink], |r| {
+                    r.get(0)
+                })
+                .map_err(db)?;
+            let mut stmt = tx
+                .prepare_cached("SELECT event_id FROM sink_done WHERE sink = ?1 AND event_id > ?2 ORDER BY event_id")
+                .map_err(db)?;
+            let done = stmt
+                .query_map(params![sink, cursor], |r| r.get(0))
+                .map_err(db)?
+                .collect::<Result<Vec<i64>, _>>()
+                .map_err(db)?;
+            Ok(SinkProgress { cursor, done })
         })
     }
 
-    pub(super) fn set_sink_cursor_impl(&self, sink: &str, last_event_id: i64) -> Result<(), StoreError> {
+    pub(super) fn set_sink_progress_impl(&self, sink: &str, cursor: i64, done: &[i64]) -> Result<(), StoreError> {
         self.durably(|tx| {
             tx.execute(
                 "UPDATE sink_cursors SET last_event_id = max(last_event_id, ?2) WHERE sink = ?1",
-                params![sink, last_event_id],
+                params![sink, cursor],
+            )
+            .map_err(db)?;
+            let cursor: i64 = tx
+                .query_row("SELECT last_event_id FROM sink_cursors WHERE sink = ?1", [sink], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(db)?
+                .unwrap_or(cursor);
+            let mut insert = tx
+                .prepare_cached("INSERT INTO sink_done (sink, event_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
+                .map_err(db)?;
+            for &id in done.iter().filter(|&&id| id > cursor) {
+                insert.execute(params![sink, id]).map_err(db)?;
+            }
+            tx.execute(
+                "DELETE FROM sink_done WHERE sink = ?1 AND event_id <= ?2",
+                params![sink, cursor],
             )
             .map_err(db)?;
             Ok(())
         })
     }
+}
+
+/// An outbox row as the sinks get it. A row this build cannot read (written
+/// by another version) is handed on as such: the sink logs it and moves
+/// past it, rather than stopping at it.
+fn outbox_event((id, event, alert): (i64, String, String)) -> crate::store::OutboxEvent {
+    let parsed = serde_json::from_str::<AlertRow>(&alert)
+        .map_err(|e| format!("alert event {id} cannot be read by this collector: {e}"))
+        .and_then(|alert| match event.as_str() {
+            "opened" => Ok(AlertEvent::Opened(alert)),
+            "acknowledged" => Ok(AlertEvent::Acknowledged(alert)),
+            "resolved" => Ok(AlertEvent::Resolved(alert)),
+            other => Err(format!("alert event {id} has an unknown kind {other:?}")),
+        });
+    (id, parsed)
 }
 
 /// Adds `event` to the outbox, in the transaction that made it.
@@ -753,5 +815,71 @@ mod tests {
             panic!("{events:?}")
         };
         assert_eq!((last.id, last.finding.more), (summary.id, Some(490)));
+    }
+
+    #[test]
+    fn a_sink_s_progress_is_its_cursor_and_the_events_done_after_it() {
+        let (_db, store) = Db::new("progress");
+        store
+            .sync_alerts(
+                &hosts(&["web-1"]),
+                &[finding(Kind::UnexpectedListener, "web-1", 8080)],
+                cap::DEFAULT_MAX_OPEN,
+                t(0),
+            )
+            .unwrap();
+        // A new sink starts at the newest event.
+        assert_eq!(
+            store.sink_progress("webhook:ops").unwrap(),
+            SinkProgress {
+                cursor: 1,
+                done: vec![]
+            }
+        );
+        let many: Vec<Finding> = (0..5).map(|p| finding(Kind::UnexpectedListener, "web-2", p)).collect();
+        store
+            .sync_alerts(&hosts(&["web-2"]), &many, cap::DEFAULT_MAX_OPEN, t(1))
+            .unwrap();
+        assert_eq!(
+            store.alert_event_hosts_after(1, 3).unwrap(),
+            vec![
+                (2, "web-2".to_owned()),
+                (3, "web-2".to_owned()),
+                (4, "web-2".to_owned())
+            ]
+        );
+        let AlertEvent::Opened(a) = store.alert_event(3).unwrap().unwrap().1.unwrap() else {
+            panic!("not an opening")
+        };
+        assert_eq!(a.finding.local_port, Some(1));
+        assert!(store.alert_event(99).unwrap().is_none());
+
+        store.set_sink_progress("webhook:ops", 2, &[4, 5, 1]).unwrap();
+        assert_eq!(
+            store.sink_progress("webhook:ops").unwrap(),
+            SinkProgress {
+                cursor: 2,
+                done: vec![4, 5]
+            }
+        );
+        // The cursor moves on: what it passes is forgotten; it never moves back.
+        store.set_sink_progress("webhook:ops", 4, &[6]).unwrap();
+        assert_eq!(
+            store.sink_progress("webhook:ops").unwrap(),
+            SinkProgress {
+                cursor: 4,
+                done: vec![5, 6]
+            }
+        );
+        store.set_sink_progress("webhook:ops", 3, &[]).unwrap();
+        assert_eq!(store.sink_progress("webhook:ops").unwrap().cursor, 4);
+        // Each sink has its own.
+        assert_eq!(
+            store.sink_progress("syslog").unwrap(),
+            SinkProgress {
+                cursor: 6,
+                done: vec![]
+            }
+        );
     }
 }
