@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::alert::cap;
 use crate::alert::drift::{self, Policy};
 use crate::alert::evaluate;
 use crate::alert::risky::RiskyPorts;
@@ -212,6 +213,10 @@ pub struct Alerts {
     /// How often every host is evaluated (changed hosts are evaluated at once).
     #[serde(default = "default_sweep_every", deserialize_with = "duration")]
     pub sweep_every: Duration,
+    /// Most unresolved alerts of one kind on one host (1 to 10,000); the
+    /// findings beyond are counted in one summary alert of that host and kind.
+    #[serde(default = "default_max_open_per_kind")]
+    pub max_open_per_kind: usize,
     /// Webhooks that receive every alert change (`[[alerts.webhook]]`).
     #[serde(default)]
     pub webhook: Vec<Webhook>,
@@ -227,6 +232,7 @@ impl Default for Alerts {
             flap_window: default_flap_window(),
             sweep_every: default_sweep_every(),
             startup_grace: default_startup_grace(),
+            max_open_per_kind: default_max_open_per_kind(),
             webhook: Vec::new(),
             syslog: None,
         }
@@ -243,6 +249,7 @@ impl Alerts {
             flap_window: self.flap_window,
             startup_grace: self.startup_grace,
             clock_tolerance: clock::DEFAULT_TOLERANCE,
+            max_open_per_kind: self.max_open_per_kind,
         }
     }
 }
@@ -257,6 +264,10 @@ fn default_flap_window() -> Duration {
 
 fn default_startup_grace() -> Duration {
     drift::DEFAULT_STARTUP_GRACE
+}
+
+fn default_max_open_per_kind() -> usize {
+    cap::DEFAULT_MAX_OPEN
 }
 
 fn default_sweep_every() -> Duration {
@@ -378,6 +389,13 @@ impl Config {
                  which could then never be taken",
                 config.ingest.max_bytes_in_flight,
                 api::MAX_DECOMPRESSED_BYTES
+            ));
+        }
+        if !(1..=cap::MAX_MAX_OPEN).contains(&config.alerts.max_open_per_kind) {
+            return Err(format!(
+                "[alerts] max_open_per_kind: {} is not between 1 and {}",
+                config.alerts.max_open_per_kind,
+                cap::MAX_MAX_OPEN
             ));
         }
         if let Some(syslog) = &config.alerts.syslog {
@@ -544,6 +562,22 @@ mod tests {
         assert!(e.contains("line 2") && e.contains("30 days"), "{e}");
         let e = Config::parse("[alerts]\nflap_max = 3\nsweep_every = \"0s\"\n").unwrap_err();
         assert!(e.contains("line 3") && e.contains("zero"), "{e}");
+        assert_eq!(
+            Config::parse("[alerts]\nmax_open_per_kind = 20\n")
+                .unwrap()
+                .policy()
+                .max_open_per_kind,
+            20
+        );
+        for bad in ["0", "10001"] {
+            let e = Config::parse(&format!("[alerts]\nmax_open_per_kind = {bad}\n")).unwrap_err();
+            assert!(
+                e.contains("max_open_per_kind") && e.contains("between 1 and 10000"),
+                "{e}"
+            );
+        }
+        let e = Config::parse("[alerts]\nmax_open_per_kind = -1\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("max_open_per_kind"), "{e}");
         let e = Config::parse("[alerts]\n\nrisky_ports = [\"tcp:23\"]\n").unwrap_err();
         assert!(e.contains("line 3") && e.contains("PROTO/PORT"), "{e}");
         let tls = Config::parse("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n")

@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use jiff::Timestamp;
+use portwatch_collector::alert::cap::DEFAULT_MAX_OPEN;
 use portwatch_collector::alert::drift::{Finding, Kind};
 use portwatch_collector::api::{router, AppState, MAX_BODY_BYTES, TOKEN_TRUST};
 use portwatch_collector::store::sqlite::SqliteStore;
@@ -598,6 +599,7 @@ async fn metrics_need_a_read_token_and_count_what_ingest_did() {
         .sync_alerts(
             &["web-3".to_owned()],
             &[unexpected_listener("web-3", 443)],
+            DEFAULT_MAX_OPEN,
             Timestamp::now(),
         )
         .unwrap();
@@ -808,7 +810,9 @@ async fn an_alert_listing_is_capped_at_ten_thousand() {
     // The listing stops at the limit, newest first.
     let hosts = ["web-3".to_owned()];
     let findings = [unexpected_listener("web-3", 8080), unexpected_listener("web-3", 8081)];
-    f.store.sync_alerts(&hosts, &findings, Timestamp::now()).unwrap();
+    f.store
+        .sync_alerts(&hosts, &findings, DEFAULT_MAX_OPEN, Timestamp::now())
+        .unwrap();
     let (status, answer) = call(&f.app, get(Some(&f.reader), "/api/v1/alerts?limit=1")).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer.as_array().unwrap().len(), 1, "{answer}");

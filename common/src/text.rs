@@ -23,6 +23,10 @@
 //!   be decoded, and the exact value is in the JSON output.
 //! - **CSV** ([`csv_cell`]): a cell a spreadsheet would run as a formula gets
 //!   a leading `'` (the OWASP advice on CSV injection).
+//! - **Size** ([`truncate`]): where a bounded message carries reported text
+//!   (an alert's message, a syslog datagram), the text is cut on a character
+//!   boundary and ends in a marker that says how much was cut
+//!   (`…[+299872 bytes]`), so that a cut is never mistaken for the whole.
 //!
 //! JSON is left as data: serde_json escapes the C0 controls, and C1 and bidi
 //! characters are valid JSON string content that a program reading it gets
@@ -104,6 +108,44 @@ pub fn csv_cell(cell: &str) -> Cow<'_, str> {
     }
 }
 
+/// `text` in at most `max` bytes: as it is (borrowed) when it fits, else cut
+/// on a character boundary and ended by a marker saying how many bytes were
+/// cut, `…[+N bytes]`, the marker counted in `max`. When `max` is too small
+/// for that marker the cut ends in `…` alone, and below 3 bytes in nothing.
+pub fn truncate(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    // The marker at its longest: the count of cut bytes has at most as many
+    // digits as the text's length.
+    let longest = "…[+ bytes]".len() + text.len().to_string().len();
+    let (budget, counted) = match max {
+        m if m >= longest => (m - longest, true),
+        m if m >= "…".len() => (m - "…".len(), false),
+        m => (m, false),
+    };
+    let keep = floor_char_boundary(text, budget);
+    let mut out = String::with_capacity(max);
+    out.push_str(&text[..keep]);
+    match (counted, max >= "…".len()) {
+        (true, _) => {
+            let _ = write!(out, "…[+{} bytes]", text.len() - keep);
+        }
+        (false, true) => out.push('…'),
+        (false, false) => {}
+    }
+    Cow::Owned(out)
+}
+
+/// The largest character boundary of `text` at or below `at`.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
 /// An optional sign, digits, and optionally a point and more digits.
 fn is_plain_number(cell: &str) -> bool {
     let unsigned = cell.strip_prefix(['+', '-']).unwrap_or(cell);
@@ -180,6 +222,42 @@ mod tests {
         let mut out = String::new();
         write!(Escaping(&mut out), "{}|{text}", 1).unwrap();
         assert_eq!(out, format!("1|{}", escape(text)));
+    }
+
+    #[test]
+    fn text_that_fits_is_left_as_it_is_and_not_copied() {
+        for (text, max) in [("nginx", 5), ("", 0), ("日本", 6), ("a", 100)] {
+            assert!(matches!(truncate(text, max), Cow::Borrowed(t) if t == text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_cut_is_marked_with_how_much_was_cut_and_stays_within_the_bound() {
+        let name = "x".repeat(300_000);
+        let cut = truncate(&name, 64);
+        assert_eq!(cut.len(), 64, "{cut}");
+        assert_eq!(cut, format!("{}…[+299954 bytes]", "x".repeat(46)));
+        assert_eq!(truncate("abcdefghijklmnopqrstuvwxyz", 20), "abcdef…[+20 bytes]");
+    }
+
+    #[test]
+    fn a_cut_never_splits_a_character() {
+        // 3-byte characters: a cut at any bound lands between two of them.
+        let text = "日本語".repeat(100);
+        for max in 0..80 {
+            let cut = truncate(&text, max);
+            assert!(cut.len() <= max, "{max}: {cut}");
+            let kept = cut.split('…').next().unwrap();
+            assert!(kept.chars().all(|c| "日本語".contains(c)), "{max}: {cut}");
+        }
+    }
+
+    #[test]
+    fn a_bound_too_small_for_the_count_ends_in_an_ellipsis_or_nothing() {
+        assert_eq!(truncate("abcdefghij", 9), "abcdef…");
+        assert_eq!(truncate("abcdefghij", 3), "…");
+        assert_eq!(truncate("abcdefghij", 2), "ab");
+        assert_eq!(truncate("日本語", 2), "");
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! `key` that names the condition (not the moment), so that the same
 //! condition seen again is the same alert.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use portwatch_common::process::summary;
+use portwatch_common::text;
 use portwatch_common::{Exposure, Listener, Proto};
 use serde::{Deserialize, Serialize};
 
@@ -147,7 +149,20 @@ pub struct Finding {
     pub owner: Option<String>,
     /// The entry's reason.
     pub reason: Option<String>,
+    /// On a summary alert ([`super::cap`]): how many findings of its kind on
+    /// its host have no alert of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub more: Option<u64>,
 }
+
+/// Longest [`Finding::message`], in bytes. Messages quote what agents
+/// report (process names, units): a longer one is cut ([`text::truncate`]).
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// Longest account of a listener's holders ([`Finding::processes`], and
+/// where a message names them), in bytes: a process may be named anything,
+/// at any length, by whoever runs it.
+pub const MAX_HOLDERS_BYTES: usize = 256;
 
 /// Thresholds that are not in baselines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +180,9 @@ pub struct Policy {
     /// A host whose measured clock skew is beyond this, either way, has a
     /// `clock-skew` finding (`[clock] tolerance`, the tolerance ingest dates by).
     pub clock_tolerance: Duration,
+    /// Most unresolved alerts of one kind on one host; the findings beyond
+    /// are counted in a summary alert ([`super::cap`]).
+    pub max_open_per_kind: usize,
 }
 
 /// Default [`Policy::startup_grace`]: the agents' longest retry delay.
@@ -183,6 +201,7 @@ impl Default for Policy {
             flap_window: DEFAULT_FLAP_WINDOW,
             startup_grace: DEFAULT_STARTUP_GRACE,
             clock_tolerance: clock::DEFAULT_TOLERANCE,
+            max_open_per_kind: super::cap::DEFAULT_MAX_OPEN,
         }
     }
 }
@@ -439,6 +458,11 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
 
     findings.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
     findings.dedup_by(|a, b| a.key == b.key);
+    for f in &mut findings {
+        if let Cow::Owned(cut) = text::truncate(&f.message, MAX_MESSAGE_BYTES) {
+            f.message = cut;
+        }
+    }
     findings
 }
 
@@ -468,6 +492,7 @@ impl Finding {
             expected: None,
             owner: None,
             reason: None,
+            more: None,
         }
     }
 }
@@ -479,7 +504,7 @@ fn listener_finding(kind: Kind, host: &str, l: &Listener) -> Finding {
     f.proto = Some(l.proto);
     f.local_addr = Some(l.local_addr);
     f.local_port = Some(l.local_port);
-    f.processes = (!l.processes.is_empty()).then(|| summary(&l.processes));
+    f.processes = (!l.processes.is_empty()).then(|| holders(l));
     f
 }
 
@@ -500,10 +525,11 @@ fn describe(l: &Listener) -> String {
     }
 }
 
+/// Who holds `l` (`sshd[812]`), in at most [`MAX_HOLDERS_BYTES`].
 fn holders(l: &Listener) -> String {
     match l.processes.is_empty() {
         true => "an unknown process".to_owned(),
-        false => summary(&l.processes),
+        false => text::truncate(&summary(&l.processes), MAX_HOLDERS_BYTES).into_owned(),
     }
 }
 
@@ -953,6 +979,35 @@ reason = "the site"
         assert_eq!(kinds(&f), vec![("owner-mismatch", Some(22))]);
         assert_eq!(f[0].severity, Severity::Warning);
         assert!(f[0].message.contains("could not name the holder"), "{}", f[0].message);
+    }
+
+    #[test]
+    fn a_huge_process_name_is_cut_in_the_finding_and_its_message() {
+        let h = host("db-1", HostStatus::Up);
+        let name = format!("evil{}", "x".repeat(300_000));
+        let now = [row(23, "0.0.0.0", &name, "root")];
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &now,
+            alerting: &HashSet::new(),
+            with_info: false,
+        };
+        let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
+        assert_eq!(kinds(&f), vec![("risky-port-exposed", Some(23))]);
+        let holders = f[0].processes.as_deref().unwrap();
+        assert!(
+            holders.len() <= MAX_HOLDERS_BYTES && holders.starts_with("evilxxx"),
+            "{holders}"
+        );
+        assert!(holders.ends_with(" bytes]"), "{holders}");
+        assert!(f[0].message.len() <= MAX_MESSAGE_BYTES, "{}", f[0].message.len());
+        assert!(
+            f[0].message
+                .starts_with("db-1: tcp 0.0.0.0:23 (Telnet) is reachable beyond loopback, held by evilxxx"),
+            "{}",
+            f[0].message
+        );
     }
 
     #[test]

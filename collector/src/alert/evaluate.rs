@@ -179,7 +179,8 @@ impl Evaluator {
         };
         let findings = self.drift_of(&ctx, &rows, now, false)?;
         let names: Vec<String> = rows.into_iter().map(|h| h.host).collect();
-        self.store.sync_alerts(&names, &findings, now)
+        self.store
+            .sync_alerts(&names, &findings, self.policy.max_open_per_kind, now)
     }
 }
 

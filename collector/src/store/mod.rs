@@ -323,6 +323,17 @@ impl AlertEvent {
 /// One row of the alert outbox: its id, and the event, or why this build cannot read it.
 pub type OutboxEvent = (i64, Result<AlertEvent, String>);
 
+/// How far a sink has come in the alert outbox: it is done with (delivered,
+/// refused for good, or did not want) every event up to `cursor`, and with
+/// the events `done`, all after it. Every other event is still to deliver.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkProgress {
+    /// Every event up to this one is done with.
+    pub cursor: i64,
+    /// Events after the cursor that are done with too, ascending.
+    pub done: Vec<i64>,
+}
+
 /// What acknowledging an alert did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AckOutcome {
@@ -491,14 +502,18 @@ pub trait Store: Send + Sync + 'static {
     fn baseline_log(&self, name: Option<&str>) -> Result<Vec<BaselineLogRow>, StoreError>;
 
     /// Brings the alerts of `hosts` in line with their `findings` as of
-    /// `now`, in one transaction: a finding (of a kind that alerts) with no
-    /// unresolved alert of its key opens one; an unresolved alert of one of
-    /// `hosts` whose key is not among the findings is resolved. Returns
-    /// what changed.
+    /// `now`, in one transaction: reads the unresolved alerts of `hosts` and
+    /// carries out what [`crate::alert::cap::plan`] makes of them, the
+    /// findings and `max_open`. A finding to alert on opens an alert unless
+    /// one of its key is unresolved already (another collector's), an alert
+    /// to resolve is resolved, each with its event in the outbox; a summary
+    /// whose count changed is rewritten in place, with no event. Returns the
+    /// events, by alert id.
     fn sync_alerts(
         &self,
         hosts: &[String],
         findings: &[Finding],
+        max_open: usize,
         now: Timestamp,
     ) -> Result<Vec<AlertEvent>, StoreError>;
 
@@ -514,11 +529,22 @@ pub trait Store: Send + Sync + 'static {
     /// An event this build cannot read (another version wrote it) comes as `Err` with why.
     fn alert_events_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxEvent>, StoreError>;
 
-    /// The last event delivered to `sink`; a sink not seen before starts at the newest event.
-    fn sink_cursor(&self, sink: &str) -> Result<i64, StoreError>;
+    /// The ids of the alert changes after event `after`, oldest first, at
+    /// most `limit`, each with its alert's host: what a sink takes in turns
+    /// ([`crate::alert::outbox`]).
+    fn alert_event_hosts_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>, StoreError>;
 
-    /// Records that `sink` has delivered every event up to `last_event_id`.
-    fn set_sink_cursor(&self, sink: &str, last_event_id: i64) -> Result<(), StoreError>;
+    /// The alert change `id` of the outbox; `None` if there is none.
+    fn alert_event(&self, id: i64) -> Result<Option<OutboxEvent>, StoreError>;
+
+    /// How far `sink` has come in the outbox; a sink not seen before starts
+    /// at the newest event (it is not flooded with history).
+    fn sink_progress(&self, sink: &str) -> Result<SinkProgress, StoreError>;
+
+    /// Records that `sink` is done with every event up to `cursor` (which
+    /// only moves forward) and with the events `done` after it; what was
+    /// recorded done at or before the cursor is forgotten.
+    fn set_sink_progress(&self, sink: &str, cursor: i64, done: &[i64]) -> Result<(), StoreError>;
 
     /// The store's size on disk, in bytes.
     fn size_bytes(&self) -> Result<u64, StoreError>;

@@ -103,6 +103,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_ports_first_seen.sql"),
     include_str!("migrations/0004_snapshot_parts.sql"),
     include_str!("migrations/0005_clock.sql"),
+    include_str!("migrations/0006_sink_done.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection before
@@ -751,9 +752,10 @@ impl Store for SqliteStore {
         &self,
         hosts: &[String],
         findings: &[Finding],
+        max_open: usize,
         now: Timestamp,
     ) -> Result<Vec<AlertEvent>, StoreError> {
-        self.sync_alerts_impl(hosts, findings, now)
+        self.sync_alerts_impl(hosts, findings, max_open, now)
     }
 
     fn alerts(&self, state: Option<AlertState>, host: Option<&str>, limit: usize) -> Result<Vec<AlertRow>, StoreError> {
@@ -768,12 +770,20 @@ impl Store for SqliteStore {
         self.alert_events_after_impl(after, limit)
     }
 
-    fn sink_cursor(&self, sink: &str) -> Result<i64, StoreError> {
-        self.sink_cursor_impl(sink)
+    fn alert_event_hosts_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
+        self.alert_event_hosts_after_impl(after, limit)
     }
 
-    fn set_sink_cursor(&self, sink: &str, last_event_id: i64) -> Result<(), StoreError> {
-        self.set_sink_cursor_impl(sink, last_event_id)
+    fn alert_event(&self, id: i64) -> Result<Option<super::OutboxEvent>, StoreError> {
+        self.alert_event_impl(id)
+    }
+
+    fn sink_progress(&self, sink: &str) -> Result<super::SinkProgress, StoreError> {
+        self.sink_progress_impl(sink)
+    }
+
+    fn set_sink_progress(&self, sink: &str, cursor: i64, done: &[i64]) -> Result<(), StoreError> {
+        self.set_sink_progress_impl(sink, cursor, done)
     }
 
     fn first_seen_ports(

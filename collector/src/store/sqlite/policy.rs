@@ -1,14 +1,16 @@
 //! Baselines and alerts in SQLite (schema: `migrations/0002_baselines_alerts.sql`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{corrupt, db, timestamp, SqliteStore, Synchronous};
+use crate::alert::cap;
 use crate::alert::drift::{Finding, Kind, Severity};
 use crate::store::{
-    AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, StoreError, StoredBaseline,
+    AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, SinkProgress, StoreError,
+    StoredBaseline,
 };
 
 const ALERT_COLUMNS: &str = "id, key, kind, severity, host, message, state, opened_at, acked_at, acked_by, \
@@ -149,18 +151,19 @@ impl SqliteStore {
         &self,
         hosts: &[String],
         findings: &[Finding],
+        max_open: usize,
         now: Timestamp,
     ) -> Result<Vec<AlertEvent>, StoreError> {
         let mut events = self.durably(|tx| {
             // The unresolved alerts of these hosts: one pass over the partial
             // index when many hosts are evaluated (a sweep), a lookup per host
             // when few are.
-            let mut active: HashMap<String, AlertRow> = HashMap::new();
+            let mut active: Vec<AlertRow> = Vec::new();
             let wanted_hosts: HashSet<&str> = hosts.iter().map(String::as_str).collect();
             let mut keep = |raw: rusqlite::Result<RawAlert>| -> Result<(), StoreError> {
                 let alert = raw.map_err(db)?.into_row()?;
                 if wanted_hosts.contains(alert.host.as_str()) {
-                    active.insert(alert.key.clone(), alert);
+                    active.push(alert);
                 }
                 Ok(())
             };
@@ -186,12 +189,9 @@ impl SqliteStore {
                     }
                 }
             }
+            let plan = cap::plan(findings, &active, max_open);
             let mut events = Vec::new();
-            let mut wanted = HashSet::new();
-            for f in findings.iter().filter(|f| f.kind.alerts()) {
-                if !wanted.insert(f.key.as_str()) || active.contains_key(&f.key) {
-                    continue;
-                }
+            for f in &plan.open {
                 let finding = serde_json::to_string(f).map_err(|e| corrupt(format!("finding: {e}")))?;
                 // Another collector may have opened it meanwhile: the unique index
                 // keeps one, and this one then opens nothing.
@@ -224,16 +224,21 @@ impl SqliteStore {
                     events.push(event);
                 }
             }
-            for (key, alert) in active {
-                if wanted.contains(key.as_str()) {
-                    continue;
-                }
+            for &id in &plan.resolve {
                 tx.prepare_cached("UPDATE alerts SET state = 'resolved', resolved_at = ?2 WHERE id = ?1")
-                    .and_then(|mut stmt| stmt.execute(params![alert.id, now.as_millisecond()]))
+                    .and_then(|mut stmt| stmt.execute(params![id, now.as_millisecond()]))
                     .map_err(db)?;
-                let event = AlertEvent::Resolved(alert_by_id(tx, alert.id)?);
+                let event = AlertEvent::Resolved(alert_by_id(tx, id)?);
                 record(tx, &event, now)?;
                 events.push(event);
+            }
+            for (id, f) in &plan.update {
+                let finding = serde_json::to_string(f).map_err(|e| corrupt(format!("finding: {e}")))?;
+                tx.prepare_cached(
+                    "UPDATE alerts SET message = ?2, severity = ?3, finding = ?4 WHERE id = ?1 AND state != 'resolved'",
+                )
+                .and_then(|mut stmt| stmt.execute(params![id, f.message, f.severity.as_str(), finding]))
+                .map_err(db)?;
             }
             Ok(events)
         })?;
@@ -347,26 +352,44 @@ impl SqliteStore {
                 .map_err(db)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
         })?;
-        // A row this build cannot read (written by another version) is
-        // handed on as such: the sink logs it and moves past it, rather than
-        // stopping at it.
-        Ok(raws
-            .into_iter()
-            .map(|(id, event, alert)| {
-                let parsed = serde_json::from_str::<AlertRow>(&alert)
-                    .map_err(|e| format!("alert event {id} cannot be read by this collector: {e}"))
-                    .and_then(|alert| match event.as_str() {
-                        "opened" => Ok(AlertEvent::Opened(alert)),
-                        "acknowledged" => Ok(AlertEvent::Acknowledged(alert)),
-                        "resolved" => Ok(AlertEvent::Resolved(alert)),
-                        other => Err(format!("alert event {id} has an unknown kind {other:?}")),
-                    });
-                (id, parsed)
-            })
-            .collect())
+        Ok(raws.into_iter().map(outbox_event).collect())
     }
 
-    pub(super) fn sink_cursor_impl(&self, sink: &str) -> Result<i64, StoreError> {
+    pub(super) fn alert_event_hosts_after_impl(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            // An event whose alert is gone (never, but a damaged file) has
+            // the host "": it is still handed on, to be read and skipped.
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT e.id, coalesce(a.host, '') FROM alert_events e LEFT JOIN alerts a ON a.id = e.alert_id
+                     WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })
+    }
+
+    pub(super) fn alert_event_impl(&self, id: i64) -> Result<Option<crate::store::OutboxEvent>, StoreError> {
+        let raw: Option<(i64, String, String)> = self.read(|conn| {
+            conn.prepare_cached("SELECT id, event, alert FROM alert_events WHERE id = ?1")
+                .and_then(|mut stmt| {
+                    stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()
+                })
+                .map_err(db)
+        })?;
+        Ok(raw.map(outbox_event))
+    }
+
+    pub(super) fn sink_progress_impl(&self, sink: &str) -> Result<SinkProgress, StoreError> {
         self.durably(|tx| {
             // A new sink starts at the newest event: it is not flooded with history.
             tx.execute(
@@ -376,23 +399,66 @@ impl SqliteStore {
                 [sink],
             )
             .map_err(db)?;
-            tx.query_row("SELECT last_event_id FROM sink_cursors WHERE sink = ?1", [sink], |r| {
-                r.get(0)
-            })
-            .map_err(db)
+            let cursor: i64 = tx
+                .query_row("SELECT last_event_id FROM sink_cursors WHERE sink = ?1", [sink], |r| {
+                    r.get(0)
+                })
+                .map_err(db)?;
+            let mut stmt = tx
+                .prepare_cached("SELECT event_id FROM sink_done WHERE sink = ?1 AND event_id > ?2 ORDER BY event_id")
+                .map_err(db)?;
+            let done = stmt
+                .query_map(params![sink, cursor], |r| r.get(0))
+                .map_err(db)?
+                .collect::<Result<Vec<i64>, _>>()
+                .map_err(db)?;
+            Ok(SinkProgress { cursor, done })
         })
     }
 
-    pub(super) fn set_sink_cursor_impl(&self, sink: &str, last_event_id: i64) -> Result<(), StoreError> {
+    pub(super) fn set_sink_progress_impl(&self, sink: &str, cursor: i64, done: &[i64]) -> Result<(), StoreError> {
         self.durably(|tx| {
             tx.execute(
                 "UPDATE sink_cursors SET last_event_id = max(last_event_id, ?2) WHERE sink = ?1",
-                params![sink, last_event_id],
+                params![sink, cursor],
+            )
+            .map_err(db)?;
+            let cursor: i64 = tx
+                .query_row("SELECT last_event_id FROM sink_cursors WHERE sink = ?1", [sink], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(db)?
+                .unwrap_or(cursor);
+            let mut insert = tx
+                .prepare_cached("INSERT INTO sink_done (sink, event_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
+                .map_err(db)?;
+            for &id in done.iter().filter(|&&id| id > cursor) {
+                insert.execute(params![sink, id]).map_err(db)?;
+            }
+            tx.execute(
+                "DELETE FROM sink_done WHERE sink = ?1 AND event_id <= ?2",
+                params![sink, cursor],
             )
             .map_err(db)?;
             Ok(())
         })
     }
+}
+
+/// An outbox row as the sinks get it. A row this build cannot read (written
+/// by another version) is handed on as such: the sink logs it and moves
+/// past it, rather than stopping at it.
+fn outbox_event((id, event, alert): (i64, String, String)) -> crate::store::OutboxEvent {
+    let parsed = serde_json::from_str::<AlertRow>(&alert)
+        .map_err(|e| format!("alert event {id} cannot be read by this collector: {e}"))
+        .and_then(|alert| match event.as_str() {
+            "opened" => Ok(AlertEvent::Opened(alert)),
+            "acknowledged" => Ok(AlertEvent::Acknowledged(alert)),
+            "resolved" => Ok(AlertEvent::Resolved(alert)),
+            other => Err(format!("alert event {id} has an unknown kind {other:?}")),
+        });
+    (id, parsed)
 }
 
 /// Adds `event` to the outbox, in the transaction that made it.
@@ -587,7 +653,12 @@ mod tests {
         let unexpected = finding(Kind::UnexpectedListener, "web-1", 8080);
         let unbaselined = finding(Kind::Unbaselined, "web-2", 22);
         let events = store
-            .sync_alerts(&hosts(&["web-1", "web-2"]), &[unexpected.clone(), unbaselined], t(0))
+            .sync_alerts(
+                &hosts(&["web-1", "web-2"]),
+                &[unexpected.clone(), unbaselined],
+                cap::DEFAULT_MAX_OPEN,
+                t(0),
+            )
             .unwrap();
         assert_eq!(events.len(), 1, "unbaselined listeners raise no alert: {events:?}");
         let AlertEvent::Opened(opened) = &events[0] else {
@@ -600,7 +671,12 @@ mod tests {
 
         // Seen again (twice in one call, too): no second alert.
         let again = store
-            .sync_alerts(&hosts(&["web-1"]), &[unexpected.clone(), unexpected.clone()], t(10))
+            .sync_alerts(
+                &hosts(&["web-1"]),
+                &[unexpected.clone(), unexpected.clone()],
+                cap::DEFAULT_MAX_OPEN,
+                t(10),
+            )
             .unwrap();
         assert!(again.is_empty(), "{again:?}");
 
@@ -621,7 +697,12 @@ mod tests {
             AckOutcome::NotFound
         );
         assert!(store
-            .sync_alerts(&hosts(&["web-1"]), std::slice::from_ref(&unexpected), t(30))
+            .sync_alerts(
+                &hosts(&["web-1"]),
+                std::slice::from_ref(&unexpected),
+                cap::DEFAULT_MAX_OPEN,
+                t(30)
+            )
             .unwrap()
             .is_empty());
 
@@ -631,11 +712,14 @@ mod tests {
             "an acknowledged alert is still active"
         );
         // Evaluating another host leaves this one's alert alone.
-        assert!(store.sync_alerts(&hosts(&["web-2"]), &[], t(35)).unwrap().is_empty());
+        assert!(store
+            .sync_alerts(&hosts(&["web-2"]), &[], cap::DEFAULT_MAX_OPEN, t(35))
+            .unwrap()
+            .is_empty());
 
         // The condition clears: resolved (evaluated in a sweep of many hosts).
         let many: Vec<String> = (1..=20).map(|i| format!("web-{i}")).collect();
-        let cleared = store.sync_alerts(&many, &[], t(40)).unwrap();
+        let cleared = store.sync_alerts(&many, &[], cap::DEFAULT_MAX_OPEN, t(40)).unwrap();
         let [AlertEvent::Resolved(resolved)] = &cleared[..] else {
             panic!("{cleared:?}")
         };
@@ -649,7 +733,9 @@ mod tests {
         ));
 
         // It comes back: a new alert.
-        let back = store.sync_alerts(&hosts(&["web-1"]), &[unexpected], t(50)).unwrap();
+        let back = store
+            .sync_alerts(&hosts(&["web-1"]), &[unexpected], cap::DEFAULT_MAX_OPEN, t(50))
+            .unwrap();
         let [AlertEvent::Opened(second)] = &back[..] else {
             panic!("{back:?}")
         };
@@ -670,6 +756,7 @@ mod tests {
             .sync_alerts(
                 &hosts(&["web-1"]),
                 &[finding(Kind::UnexpectedListener, "web-1", 8080)],
+                cap::DEFAULT_MAX_OPEN,
                 t(0),
             )
             .unwrap();
@@ -679,7 +766,9 @@ mod tests {
             [],
         )
         .unwrap();
-        store.sync_alerts(&hosts(&["web-1"]), &[], t(10)).unwrap();
+        store
+            .sync_alerts(&hosts(&["web-1"]), &[], cap::DEFAULT_MAX_OPEN, t(10))
+            .unwrap();
         let events = store.alert_events_after(0, 10).unwrap();
         let kinds: Vec<Result<&str, bool>> = events
             .iter()
@@ -690,5 +779,107 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, vec![Ok("opened"), Err(true), Ok("resolved")]);
+    }
+
+    #[test]
+    fn a_flood_opens_the_cap_and_one_summary_whose_count_changes_in_place_without_an_event() {
+        let (_db, store) = Db::new("cap");
+        let flood: Vec<Finding> = (0..1000)
+            .map(|p| finding(Kind::UnexpectedListener, "web-1", 10_000 + p))
+            .collect();
+        let events = store.sync_alerts(&hosts(&["web-1"]), &flood, 10, t(0)).unwrap();
+        assert_eq!(events.len(), 11, "10 alerts and the summary");
+        let AlertEvent::Opened(summary) = &events[10] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(summary.key, "unexpected-listener:web-1:overflow");
+        assert_eq!(summary.finding.more, Some(990));
+        assert!(summary
+            .message
+            .starts_with("… and 990 more unexpected-listener findings on web-1"));
+
+        // Half the flood clears: the count changes in place, and no event says so.
+        let events = store.sync_alerts(&hosts(&["web-1"]), &flood[..500], 10, t(10)).unwrap();
+        assert_eq!(events, vec![]);
+        let now = store.alerts(None, Some("web-1"), 100).unwrap();
+        assert_eq!(now.len(), 11);
+        let current = now.iter().find(|a| a.id == summary.id).unwrap();
+        assert_eq!((current.state, current.finding.more), (AlertState::Open, Some(490)));
+        assert!(current.message.starts_with("… and 490 more "), "{}", current.message);
+        assert_eq!(store.alert_events_after(0, 100).unwrap().len(), 11);
+
+        // It all clears: every alert resolves, the summary with its last count.
+        let events = store.sync_alerts(&hosts(&["web-1"]), &[], 10, t(20)).unwrap();
+        assert_eq!(events.len(), 11);
+        let AlertEvent::Resolved(last) = &events[10] else {
+            panic!("{events:?}")
+        };
+        assert_eq!((last.id, last.finding.more), (summary.id, Some(490)));
+    }
+
+    #[test]
+    fn a_sink_s_progress_is_its_cursor_and_the_events_done_after_it() {
+        let (_db, store) = Db::new("progress");
+        store
+            .sync_alerts(
+                &hosts(&["web-1"]),
+                &[finding(Kind::UnexpectedListener, "web-1", 8080)],
+                cap::DEFAULT_MAX_OPEN,
+                t(0),
+            )
+            .unwrap();
+        // A new sink starts at the newest event.
+        assert_eq!(
+            store.sink_progress("webhook:ops").unwrap(),
+            SinkProgress {
+                cursor: 1,
+                done: vec![]
+            }
+        );
+        let many: Vec<Finding> = (0..5).map(|p| finding(Kind::UnexpectedListener, "web-2", p)).collect();
+        store
+            .sync_alerts(&hosts(&["web-2"]), &many, cap::DEFAULT_MAX_OPEN, t(1))
+            .unwrap();
+        assert_eq!(
+            store.alert_event_hosts_after(1, 3).unwrap(),
+            vec![
+                (2, "web-2".to_owned()),
+                (3, "web-2".to_owned()),
+                (4, "web-2".to_owned())
+            ]
+        );
+        let AlertEvent::Opened(a) = store.alert_event(3).unwrap().unwrap().1.unwrap() else {
+            panic!("not an opening")
+        };
+        assert_eq!(a.finding.local_port, Some(1));
+        assert!(store.alert_event(99).unwrap().is_none());
+
+        store.set_sink_progress("webhook:ops", 2, &[4, 5, 1]).unwrap();
+        assert_eq!(
+            store.sink_progress("webhook:ops").unwrap(),
+            SinkProgress {
+                cursor: 2,
+                done: vec![4, 5]
+            }
+        );
+        // The cursor moves on: what it passes is forgotten; it never moves back.
+        store.set_sink_progress("webhook:ops", 4, &[6]).unwrap();
+        assert_eq!(
+            store.sink_progress("webhook:ops").unwrap(),
+            SinkProgress {
+                cursor: 4,
+                done: vec![5, 6]
+            }
+        );
+        store.set_sink_progress("webhook:ops", 3, &[]).unwrap();
+        assert_eq!(store.sink_progress("webhook:ops").unwrap().cursor, 4);
+        // Each sink has its own.
+        assert_eq!(
+            store.sink_progress("syslog").unwrap(),
+            SinkProgress {
+                cursor: 6,
+                done: vec![]
+            }
+        );
     }
 }
