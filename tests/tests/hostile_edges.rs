@@ -386,8 +386,13 @@ fn a_host_flooding_concurrent_snapshots_gets_503_and_others_keep_reporting() {
                     .header("Authorization", &format!("Bearer {token}"))
                     .header("Content-Type", "application/json")
                     .header("Content-Encoding", "gzip")
-                    .send(&body[..])
-                    .unwrap();
+                    .send(&body[..]);
+                // A refusal is answered before the body is read, and the
+                // connection closed: a client still sending may see the
+                // close (a broken pipe) before the 503. Status 0 is that.
+                let Ok(response) = response else {
+                    return (0, None);
+                };
                 let retry_after = response
                     .headers()
                     .get("retry-after")
@@ -415,15 +420,15 @@ fn a_host_flooding_concurrent_snapshots_gets_503_and_others_keep_reporting() {
         slowest.as_secs_f64()
     );
     assert!(answers.iter().any(|a| a.0 == 200), "{answers:?}");
-    assert!(answers.iter().any(|a| a.0 == 503), "{answers:?}");
+    assert!(answers.iter().any(|a| matches!(a.0, 503 | 0)), "{answers:?}");
     for (status, retry_after) in &answers {
-        assert!(matches!(status, 200 | 503), "{answers:?}");
+        assert!(matches!(status, 200 | 503 | 0), "{answers:?}");
         if *status == 503 {
             assert_eq!(retry_after.as_deref(), Some("5"), "{answers:?}");
         }
     }
     assert!(!latencies.is_empty());
-    let busy = answers.iter().filter(|a| a.0 == 503).count() as f64;
+    let busy = answers.iter().filter(|a| matches!(a.0, 503 | 0)).count() as f64;
     assert_eq!(metric(&s, "portwatch_ingest_requests_total{outcome=\"busy\"}"), busy);
     let _ = &s.dir;
 }

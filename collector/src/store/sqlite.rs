@@ -2702,7 +2702,7 @@ mod tests {
         // b's history was dated a year ahead by a collector without the clock rules.
         conn.execute_batch(&format!(
             "ALTER TABLE hosts DROP COLUMN clock_at; ALTER TABLE hosts DROP COLUMN clock_skew_ms;
-             ALTER TABLE hosts DROP COLUMN clock_skew_at; DROP TABLE snapshot_parts; PRAGMA user_version = 3;
+             ALTER TABLE hosts DROP COLUMN clock_skew_at; DROP TABLE snapshot_parts; DROP TABLE sink_done; PRAGMA user_version = 3;
              UPDATE intervals SET opened_at = {} WHERE host_id = (SELECT id FROM hosts WHERE name = 'b');
              UPDATE intervals SET opened_at = {} WHERE host_id = (SELECT id FROM hosts WHERE name = 'a');",
             ts(YEAR).as_millisecond(),
@@ -3735,7 +3735,7 @@ mod tests {
         conn.execute_batch(
             "DROP TABLE ports_first_seen; ALTER TABLE hosts DROP COLUMN clock_at;
              ALTER TABLE hosts DROP COLUMN clock_skew_ms; ALTER TABLE hosts DROP COLUMN clock_skew_at;
-             DROP TABLE snapshot_parts; PRAGMA user_version = 2;",
+             DROP TABLE snapshot_parts; DROP TABLE sink_done; PRAGMA user_version = 2;",
         )
         .unwrap();
         drop(conn);
