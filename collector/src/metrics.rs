@@ -165,18 +165,25 @@ impl Metrics {
     /// Sanitizes an accepted batch ([`Batch::sanitize`]: over-long strings
     /// cut, tags beyond the limit dropped, exposures derived from the
     /// addresses), counts what was cut, and logs it once for the batch with
-    /// its host and the fields (the log escapes them).
+    /// its host and the fields cut (the log escapes them), and once more if
+    /// exposures were replaced.
     pub fn sanitized(&self, mut batch: Batch) -> Batch {
         let cut = batch.sanitize();
         self.count_cut(&cut);
-        if !cut.is_empty() {
+        if cut.strings_cut > 0 || cut.tags_dropped > 0 {
             tracing::warn!(
                 host = %batch.host,
                 fields = %cut.field_names(),
                 strings_cut = cut.strings_cut,
                 tags_dropped = cut.tags_dropped,
-                exposures_replaced = cut.exposures_replaced,
                 "reported text over the protocol's limits was cut before it was stored"
+            );
+        }
+        if cut.exposures_replaced > 0 {
+            tracing::warn!(
+                host = %batch.host,
+                listeners = cut.exposures_replaced,
+                "reported exposures that were not their addresses' were replaced by them"
             );
         }
         batch
