@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use portwatch_common::wire::valid_host_name;
+use portwatch_common::wire::{valid_host_name, MAX_TAGS, MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES};
 use serde::{Deserialize, Deserializer};
 
 /// Default scan interval.
@@ -182,17 +182,23 @@ impl Config {
         if self.spool_max_mb == 0 {
             return Err("spool_max_mb = 0: the spool needs at least 1 MiB".to_owned());
         }
+        if self.tags.len() > MAX_TAGS {
+            return Err(format!(
+                "{} tags: a host has at most {MAX_TAGS} (the collector keeps no more)",
+                self.tags.len()
+            ));
+        }
         for (key, value) in &self.tags {
             if key.is_empty()
-                || key.len() > 64
+                || key.len() > MAX_TAG_KEY_BYTES
                 || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
             {
                 return Err(format!(
-                    "tag {key:?}: tag names are 1 to 64 letters, digits, '.', '-' or '_'"
+                    "tag {key:?}: tag names are 1 to {MAX_TAG_KEY_BYTES} letters, digits, '.', '-' or '_'"
                 ));
             }
-            if value.len() > 256 {
-                return Err(format!("tag {key:?}: values are at most 256 bytes"));
+            if value.len() > MAX_TAG_VALUE_BYTES {
+                return Err(format!("tag {key:?}: values are at most {MAX_TAG_VALUE_BYTES} bytes"));
             }
         }
         Ok(())
@@ -243,6 +249,8 @@ mod tests {
 
     #[test]
     fn bad_values_say_what_to_write_instead() {
+        let too_many_tags = (0..65).fold("[tags]\n".to_owned(), |t, i| t + &format!("t{i} = \"x\"\n"));
+        let long_tag_value = format!("[tags]\nrole = \"{}\"\n", "x".repeat(257));
         for (text, needle) in [
             ("interval = \"10 parsecs\"", "write it like"),
             ("interval = 10", "line 1"),
@@ -257,6 +265,8 @@ mod tests {
             ),
             ("spool_max_mb = -1", "line 1"),
             ("[tags]\n\"bad tag\" = \"x\"", "tag names"),
+            (too_many_tags.as_str(), "at most 64"),
+            (long_tag_value.as_str(), "at most 256 bytes"),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.starts_with("agent.toml: "), "{text}: {e}");

@@ -14,6 +14,12 @@
 //! consecutive deltas (its closes first, then its opens, as within one
 //! delta), all observed at the same time.
 //!
+//! What a report says of processes and the host is cut to the protocol's
+//! limits before it is numbered and spooled (the limits table of the wire
+//! protocol; the collector cuts the same way, so what it stores is what was
+//! sent): a host with a 2 MiB command line sends 4 KiB of it, and a
+//! listener closed in a delta is the one its opening reported.
+//!
 //! A scan is not atomic: the socket dump comes first, the owners' fd walk
 //! after it, so a process that exits in between leaves its listening socket
 //! seen without an owner, just before the socket goes. Reporting that would
@@ -28,7 +34,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use portwatch_common::wire::{json_len, HostFacts, Report, ReportBody, REPORT_BYTES};
+use portwatch_common::wire::{json_len, HostFacts, Report, ReportBody, Sanitized, REPORT_BYTES};
 use portwatch_common::{Listener, Snapshot};
 
 /// The report-numbering state of one agent session.
@@ -47,7 +53,8 @@ pub struct Observer {
 
 impl Observer {
     /// A new session: the first report will be a snapshot numbered 1.
-    pub fn new(session: String, facts: HostFacts) -> Observer {
+    pub fn new(session: String, mut facts: HostFacts) -> Observer {
+        Sanitized::default().facts(&mut facts);
         Observer {
             session,
             facts,
@@ -109,7 +116,7 @@ impl Observer {
     /// one, or several when one would exceed the size bound (see the module
     /// docs), numbered consecutively.
     pub fn observe(&mut self, current: Snapshot, at: Timestamp) -> Vec<Report> {
-        let current = self.settle(current);
+        let current = self.settle(bounded(current));
         let bodies = match (&self.last, self.snapshot_due) {
             (Some(last), false) => {
                 let delta = last.diff(&current);
@@ -140,6 +147,16 @@ impl Observer {
     pub fn resync(&mut self) {
         self.snapshot_due = true;
     }
+}
+
+/// `snapshot` with every string cut to the protocol's limits (see the module docs).
+fn bounded(snapshot: Snapshot) -> Snapshot {
+    let mut cut = Sanitized::default();
+    let mut listeners = snapshot.into_listeners();
+    for listener in &mut listeners {
+        cut.listener(listener);
+    }
+    Snapshot::new(listeners)
 }
 
 /// Bytes of JSON `value` takes.
@@ -422,5 +439,37 @@ mod tests {
             opened.extend(o.iter().map(|l| l.local_port));
         }
         assert_eq!((closed, opened), (before, after));
+    }
+
+    #[test]
+    fn a_2_mib_command_line_and_a_long_os_are_cut_before_they_are_reported() {
+        use portwatch_common::wire::{MAX_CMDLINE_BYTES, MAX_FACT_BYTES};
+        let huge = |pid: u32| {
+            let mut s = owned(snapshot(&[8080]), pid).into_listeners();
+            let args = "-Dx=y ".repeat(350_000);
+            s[0].processes[0].cmdline = Some(format!("/usr/bin/java {args}").into());
+            Snapshot::new(s)
+        };
+        let mut f = facts();
+        f.os = Some("Debian ".repeat(100_000));
+        let mut o = Observer::new("s1".into(), f);
+        let first = one(o.observe(huge(7), t(0)));
+        assert!(json_bytes(&first) < 16 * 1024, "{} bytes", json_bytes(&first));
+        let ReportBody::Snapshot { facts, listeners } = &first.body else {
+            panic!("a {}", kind(&first))
+        };
+        assert!(facts.os.as_ref().is_some_and(|os| os.len() <= MAX_FACT_BYTES));
+        let cmdline = listeners[0].processes[0].cmdline.clone().unwrap();
+        assert!(cmdline.len() <= MAX_CMDLINE_BYTES && cmdline.starts_with("/usr/bin/java -Dx=y"));
+        assert!(cmdline.ends_with(" bytes]"));
+        // The same scan again is no change; a new owner closes the listener as it was reported.
+        assert!(o.observe(huge(7), t(10)).is_empty());
+        let change = one(o.observe(huge(8), t(20)));
+        let ReportBody::Delta { opened, closed } = &change.body else {
+            panic!("a {}", kind(&change))
+        };
+        assert_eq!(closed[0].processes[0].cmdline.as_deref(), Some(&*cmdline));
+        assert_eq!(opened[0].processes[0].pid, 8);
+        assert!(json_bytes(&change) < 16 * 1024);
     }
 }

@@ -1,9 +1,9 @@
 //! The collector's own health for Prometheus: `GET /metrics`, in the
 //! OpenMetrics text format.
 //!
-//! Counters (ingest, connections) and the gauges of the collector's own
-//! state (open connections, ingest bytes in flight) are kept as requests
-//! happen; gauges of the fleet (hosts up and
+//! Counters (ingest, connections, what ingest cut of over-long reported
+//! text) and the gauges of the collector's own state (open connections,
+//! ingest bytes in flight) are kept as requests happen; gauges of the fleet (hosts up and
 //! silent, open listeners, reports agents dropped, active alerts,
 //! baselines, store size) are read
 //! from the store at each scrape, so every collector in front of a shared
@@ -12,6 +12,7 @@
 use std::sync::atomic::AtomicU64;
 
 use jiff::Timestamp;
+use portwatch_common::wire::{Batch, Sanitized};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -70,6 +71,8 @@ pub struct Metrics {
     registry: Registry,
     ingest_requests: Family<OutcomeLabels, Counter>,
     ingest_reports: Counter,
+    strings_cut: Counter,
+    tags_dropped: Counter,
     hosts: Family<StatusLabels, Gauge>,
     listeners: Gauge,
     dropped: Gauge<u64, AtomicU64>,
@@ -104,6 +107,19 @@ impl Metrics {
             "ingest_reports",
             "Reports (snapshots and deltas) in stored batches; heartbeats carry none",
             ingest_reports.clone(),
+        );
+        let strings_cut = Counter::default();
+        registry.register(
+            "ingest_strings_cut",
+            "Reported strings longer than the protocol's limit for their field, stored cut (see the limits \
+             table of the wire protocol); the collector's log names the host and the fields",
+            strings_cut.clone(),
+        );
+        let tags_dropped = Counter::default();
+        registry.register(
+            "ingest_tags_dropped",
+            "Reported host tags beyond the protocol's 64, not stored",
+            tags_dropped.clone(),
         );
         let hosts = Family::<StatusLabels, Gauge>::default();
         registry.register(
@@ -163,6 +179,8 @@ impl Metrics {
             registry,
             ingest_requests,
             ingest_reports,
+            strings_cut,
+            tags_dropped,
             hosts,
             listeners,
             dropped,
@@ -207,6 +225,39 @@ impl Metrics {
         if outcome == Outcome::Stored {
             self.ingest_reports.inc_by(reports as u64);
         }
+    }
+
+    /// Sanitizes an accepted batch ([`Batch::sanitize`]: over-long strings
+    /// cut, tags beyond the limit dropped, exposures derived from the
+    /// addresses), counts what was cut, and logs it once for the batch with
+    /// its host and the fields cut (the log escapes them), and once more if
+    /// exposures were replaced.
+    pub fn sanitized(&self, mut batch: Batch) -> Batch {
+        let cut = batch.sanitize();
+        self.count_cut(&cut);
+        if cut.strings_cut > 0 || cut.tags_dropped > 0 {
+            tracing::warn!(
+                host = %batch.host,
+                fields = %cut.field_names(),
+                strings_cut = cut.strings_cut,
+                tags_dropped = cut.tags_dropped,
+                "reported text over the protocol's limits was cut before it was stored"
+            );
+        }
+        if cut.exposures_replaced > 0 {
+            tracing::warn!(
+                host = %batch.host,
+                listeners = cut.exposures_replaced,
+                "reported exposures that were not their addresses' were replaced by them"
+            );
+        }
+        batch
+    }
+
+    /// Counts what sanitizing a batch cut.
+    pub fn count_cut(&self, cut: &Sanitized) {
+        self.strings_cut.inc_by(cut.strings_cut);
+        self.tags_dropped.inc_by(cut.tags_dropped);
     }
 
     /// Reads the gauges from `store` as of `now` and renders every metric.

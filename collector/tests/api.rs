@@ -1023,3 +1023,68 @@ async fn exports_beyond_the_bound_are_refused_while_slow_clients_hold_theirs() {
         "the turns of finished or abandoned exports are free again"
     );
 }
+
+#[tokio::test]
+async fn an_impossible_listener_gets_a_400_naming_its_report_and_field_and_stores_nothing() {
+    let f = fixture("impossible");
+    let mut wrong = snapshot_batch("web-3", &[22, 631]);
+    wrong.reports[0].seq = 7;
+    let ReportBody::Snapshot { listeners, .. } = &mut wrong.reports[0].body else {
+        unreachable!()
+    };
+    listeners[1].local_addr = "::1".parse().unwrap();
+    let (status, answer) = call(&f.app, post(Some(&f.agent), json_body(&wrong))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let message = answer["error"].as_str().unwrap();
+    assert!(
+        message.starts_with("report 7: listeners[1]: family ipv4 with address ::1"),
+        "{message}"
+    );
+    assert!(f.store.hosts(Timestamp::now()).unwrap().is_empty(), "nothing stored");
+}
+
+#[tokio::test]
+async fn over_long_reported_text_is_stored_cut_and_counted_and_exposure_comes_from_the_address() {
+    use portwatch_common::wire::{MAX_CMDLINE_BYTES, MAX_FACT_BYTES, MAX_TAGS};
+    let f = fixture("cut");
+    let mut batch = snapshot_batch("web-3", &[22]);
+    let ReportBody::Snapshot { facts, listeners } = &mut batch.reports[0].body else {
+        unreachable!()
+    };
+    facts.os = Some("Debian ".repeat(150_000));
+    facts.tags = (0..1000).map(|i| (format!("tag{i:04}"), "x".to_owned())).collect();
+    listeners[0].processes[0].cmdline = Some(format!("/usr/sbin/sshd {}", "-o X=y ".repeat(300_000)).into());
+    // Said to be loopback-only; bound to every interface.
+    listeners[0].exposure = Exposure::Loopback;
+    let (status, answer) = call(&f.app, post(Some(&f.agent), json_body(&batch))).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    let host = f.store.host("web-3", Timestamp::now()).unwrap().unwrap();
+    let os = host.os.unwrap();
+    assert!(
+        os.len() <= MAX_FACT_BYTES && os.starts_with("Debian Debian") && os.ends_with(" bytes]"),
+        "{os}"
+    );
+    assert_eq!(host.tags.len(), MAX_TAGS);
+    let stored = &f.store.listeners_at("web-3", Timestamp::now()).unwrap()[0].listener;
+    assert_eq!(stored.exposure, Exposure::Wildcard);
+    let cmdline = stored.processes[0].cmdline.as_deref().unwrap();
+    assert!(
+        cmdline.len() <= MAX_CMDLINE_BYTES && cmdline.starts_with("/usr/sbin/sshd -o X=y"),
+        "{cmdline}"
+    );
+    let (_, hosts) = call(&f.app, get(Some(&f.reader), "/api/v1/hosts")).await;
+    assert!(hosts.to_string().len() < 8 * 1024, "{} bytes", hosts.to_string().len());
+
+    let text = metrics_text(&f.app, &f.reader).await;
+    for line in [
+        "portwatch_ingest_strings_cut_total 2",
+        &format!("portwatch_ingest_tags_dropped_total {}", 1000 - MAX_TAGS),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+    }
+    // The agent sends the same again (its answer was lost): stored once, counted again.
+    let (status, _) = call(&f.app, post(Some(&f.agent), json_body(&batch))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(f.store.history("web-3", None, None, None).unwrap().len(), 1);
+}

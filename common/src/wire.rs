@@ -27,14 +27,60 @@
 //! [`REPORT_BYTES`] of JSON (a larger snapshot goes in parts, a larger delta
 //! as several deltas) and each batch under the collector's limits; a
 //! collector that answers 413 is sent smaller batches.
+//!
+//! # Limits per field
+//!
+//! What an agent reports is untrusted: any local user names a process and
+//! writes its command line, and an agent token can send anything at all. So
+//! every string of a batch is bounded in bytes, every list in length, and
+//! what can be checked against the rest of the report is. Strings and tags
+//! over their limit are cut ([`Batch::sanitize`], which the collector applies
+//! to every batch it accepts, and the agent to its own reports before it
+//! spools them): a cut string keeps its first bytes, at a character boundary,
+//! followed by the marker `…[cut N bytes]`, where N is how many bytes of the
+//! original are gone, and the whole is at most the limit (see [`cut`]); a
+//! string within its limit is never touched, so cutting twice cuts nothing.
+//! What cannot be right is refused whole, before anything of the batch is
+//! stored ([`Batch::validate`], a 400 whose message names the report's seq
+//! and the field).
+//!
+//! | field | limit | over it | why this limit |
+//! |---|---|---|---|
+//! | `processes[].name` | [`MAX_NAME_BYTES`] (64 bytes) | cut | the kernel keeps 15 bytes of a command name (`comm`) |
+//! | `processes[].cmdline` | [`MAX_CMDLINE_BYTES`] (4096 bytes) | cut | what `/proc/<pid>/cmdline` itself showed until Linux 4.2 (one page): the program and its options, and the head of a JVM class path; a 2 MiB `argv` is legal and says no more about who listens |
+//! | `processes[].exe` | [`MAX_EXE_BYTES`] (4096 bytes) | cut | `PATH_MAX`: the kernel answers no longer a `/proc/<pid>/exe` link, ` (deleted)` included |
+//! | `user`, `processes[].user` | [`MAX_USER_BYTES`] (256 bytes) | cut | `LOGIN_NAME_MAX` (useradd takes 32; directory services' fully qualified names are longer) |
+//! | `processes[].container` | [`MAX_CONTAINER_BYTES`] (128 bytes) | cut | container ids are 64 hex digits |
+//! | `processes[].unit` | [`MAX_UNIT_BYTES`] (256 bytes) | cut | systemd's `UNIT_NAME_MAX`: 255 bytes |
+//! | `facts.os`, `facts.kernel`, `facts.agent_version` | [`MAX_FACT_BYTES`] (256 bytes) | cut | a kernel release is at most 64 bytes (`uname`), an OS name one line of `os-release` |
+//! | `facts.tags` | [`MAX_TAGS`] (64 tags) | the first 64 by key kept, the rest dropped | the agent's config takes no more |
+//! | `facts.tags` keys | [`MAX_TAG_KEY_BYTES`] (64 bytes) | cut | the agent's config takes no longer |
+//! | `facts.tags` values | [`MAX_TAG_VALUE_BYTES`] (256 bytes) | cut | the agent's config takes no longer |
+//! | listeners of a report (`listeners`, `opened` + `closed`) | [`MAX_LISTENERS_PER_REPORT`] (100,000) | refused | three times the largest host measured (33,000 listeners) in one version 1 snapshot; agents speaking version 2 keep a report under [`REPORT_BYTES`], a few thousand listeners |
+//! | `processes` of a listener | [`MAX_PROCESSES_PER_LISTENER`] (65,536) | refused | more than three times the most workers a pre-fork server takes (Apache's `ServerLimit`, 20,000) |
+//! | `family` | that of `local_addr` | refused | an `ipv4` socket has an IPv4 address, an `ipv6` one an IPv6 address (an IPv4-mapped `::ffff:10.0.0.1` included) |
+//! | `dual_stack` | only on `::` | refused | only an IPv6 socket bound to `::` accepts IPv4 too |
+//! | `exposure` | derived from `local_addr` | replaced | the collector classifies the address itself ([`Exposure::of`](crate::Exposure::of)); what the agent says is ignored |
+//!
+//! Not refused: port 0 and pid 0. No kernel reports a listening socket on
+//! port 0 or a process 0 holding one, but neither contradicts anything else
+//! the report says, and refusing a batch costs its host its history (the
+//! agent drops what is refused for good), so they are stored as reported.
+//! The host name and the session id have their own rules ([`Batch::validate`]).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::snapshot::Listener;
+use crate::Family;
+
+mod sanitize;
+
+pub use sanitize::{cut, Sanitized, TextField};
 
 /// The newest protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -54,6 +100,32 @@ pub const MAX_SNAPSHOT_PARTS: u32 = 4096;
 /// Far below any sane [`Limits::max_decompressed_bytes`], so one report
 /// always fits a batch.
 pub const REPORT_BYTES: usize = 1024 * 1024;
+
+/// Longest process name (`processes[].name`), in bytes; longer ones are cut.
+pub const MAX_NAME_BYTES: usize = 64;
+/// Longest command line (`processes[].cmdline`), in bytes; longer ones are cut.
+pub const MAX_CMDLINE_BYTES: usize = 4096;
+/// Longest executable path (`processes[].exe`), in bytes; longer ones are cut.
+pub const MAX_EXE_BYTES: usize = 4096;
+/// Longest user name (a listener's and a process's `user`), in bytes; longer ones are cut.
+pub const MAX_USER_BYTES: usize = 256;
+/// Longest container id (`processes[].container`), in bytes; longer ones are cut.
+pub const MAX_CONTAINER_BYTES: usize = 128;
+/// Longest systemd unit (`processes[].unit`), in bytes; longer ones are cut.
+pub const MAX_UNIT_BYTES: usize = 256;
+/// Longest `os`, `kernel` and `agent_version` of [`HostFacts`], in bytes; longer ones are cut.
+pub const MAX_FACT_BYTES: usize = 256;
+/// Most tags of a host; those after the first `MAX_TAGS` (by key) are dropped.
+pub const MAX_TAGS: usize = 64;
+/// Longest tag key, in bytes; longer ones are cut.
+pub const MAX_TAG_KEY_BYTES: usize = 64;
+/// Longest tag value, in bytes; longer ones are cut.
+pub const MAX_TAG_VALUE_BYTES: usize = 256;
+/// Most listeners in one report (a snapshot's or a part's `listeners`, a
+/// delta's `opened` and `closed` together); a report with more is refused.
+pub const MAX_LISTENERS_PER_REPORT: usize = 100_000;
+/// Most processes holding one listener; a report with more is refused.
+pub const MAX_PROCESSES_PER_LISTENER: usize = 65_536;
 
 /// The size limits a collector applies to `POST /api/v1/ingest`, stated in
 /// every [`Ack`] so that agents follow a collector whose limits changed.
@@ -220,10 +292,70 @@ pub enum BatchError {
     /// Sequence numbers that do not increase, or start at 0.
     #[error("report sequence numbers must start at 1 and increase within a batch (found {0} after {1})")]
     Order(u64, u64),
+    /// A report with more listeners than [`MAX_LISTENERS_PER_REPORT`].
+    #[error("report {seq}: {count} listeners, more than the {MAX_LISTENERS_PER_REPORT} a report may carry (send a snapshot in parts, protocol version 2)")]
+    Listeners {
+        /// The report.
+        seq: u64,
+        /// How many listeners it has.
+        count: usize,
+    },
+    /// A listener that cannot be as reported.
+    #[error("report {seq}: {at}: {problem}")]
+    Listener {
+        /// The report.
+        seq: u64,
+        /// Which listener of the report.
+        at: ListenerAt,
+        /// What is wrong with it.
+        problem: ListenerProblem,
+    },
+}
+
+/// Where a listener is in its report: `listeners[3]`, `opened[0]`, `closed[2]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerAt {
+    /// The report's list: `listeners`, `opened` or `closed`.
+    pub list: &'static str,
+    /// The index in that list, from 0.
+    pub index: usize,
+}
+
+impl std::fmt::Display for ListenerAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]", self.list, self.index)
+    }
+}
+
+/// What makes a listener impossible (see the limits table in the [module docs](self)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListenerProblem {
+    /// Its family is not its address's.
+    #[error("family {} with address {addr} (an ipv4 socket has an IPv4 address, an ipv6 one an IPv6 address, ::ffff:a.b.c.d included)", family.as_str())]
+    Family {
+        /// The family reported.
+        family: Family,
+        /// The address reported.
+        addr: IpAddr,
+    },
+    /// Dual stack on an address other than `::`.
+    #[error("dual_stack with address {addr} (only an IPv6 socket bound to :: accepts IPv4 too)")]
+    DualStack {
+        /// The address reported.
+        addr: IpAddr,
+    },
+    /// More processes than [`MAX_PROCESSES_PER_LISTENER`].
+    #[error("{0} processes, more than the {MAX_PROCESSES_PER_LISTENER} a listener may have")]
+    Processes(usize),
 }
 
 impl Batch {
-    /// Checks what can be checked without the collector's state.
+    /// Checks what can be checked without the collector's state: the
+    /// version, host name, session id, the number and order of reports, the
+    /// numbering of snapshot parts, and what the limits table of the
+    /// [module docs](self) refuses (listeners per report, processes per
+    /// listener, family and dual stack against the address). What is only
+    /// too long is not refused: [`Batch::sanitize`] cuts it.
     pub fn validate(&self) -> Result<(), BatchError> {
         if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&self.version) {
             return Err(BatchError::Version(self.version));
@@ -243,6 +375,7 @@ impl Batch {
                 return Err(BatchError::Order(report.seq, previous));
             }
             previous = report.seq;
+            report.body.validate(report.seq)?;
             if let ReportBody::SnapshotPart { part, parts, .. } = report.body {
                 if self.version < 2 {
                     return Err(BatchError::NeedsVersion {
@@ -272,6 +405,65 @@ impl Batch {
             false => 1,
         }
     }
+}
+
+impl ReportBody {
+    /// The structural rules of one report's listeners (see the limits table
+    /// in the [module docs](self)).
+    fn validate(&self, seq: u64) -> Result<(), BatchError> {
+        let count = match self {
+            ReportBody::Snapshot { listeners, .. } | ReportBody::SnapshotPart { listeners, .. } => listeners.len(),
+            ReportBody::Delta { opened, closed } => opened.len().saturating_add(closed.len()),
+        };
+        if count > MAX_LISTENERS_PER_REPORT {
+            return Err(BatchError::Listeners { seq, count });
+        }
+        match self {
+            ReportBody::Snapshot { listeners, .. } | ReportBody::SnapshotPart { listeners, .. } => {
+                validate_listeners(seq, "listeners", listeners.iter())
+            }
+            ReportBody::Delta { opened, closed } => {
+                validate_listeners(seq, "opened", opened.iter().map(|l| &**l))?;
+                validate_listeners(seq, "closed", closed.iter().map(|l| &**l))
+            }
+        }
+    }
+}
+
+/// The first impossible listener of `listeners`, the report's `list`, as an error.
+fn validate_listeners<'a>(
+    seq: u64,
+    list: &'static str,
+    listeners: impl Iterator<Item = &'a Listener>,
+) -> Result<(), BatchError> {
+    for (index, listener) in listeners.enumerate() {
+        if let Some(problem) = listener_problem(listener) {
+            return Err(BatchError::Listener {
+                seq,
+                at: ListenerAt { list, index },
+                problem,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What makes `listener` impossible, if anything.
+fn listener_problem(listener: &Listener) -> Option<ListenerProblem> {
+    let addr = listener.local_addr;
+    if listener.family != crate::family_of(addr) {
+        return Some(ListenerProblem::Family {
+            family: listener.family,
+            addr,
+        });
+    }
+    if listener.dual_stack && addr != IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
+        return Some(ListenerProblem::DualStack { addr });
+    }
+    if listener.processes.len() > MAX_PROCESSES_PER_LISTENER {
+        return Some(ListenerProblem::Processes(listener.processes.len()));
+    }
+    None
 }
 
 /// Bytes of `value` as JSON, counted without building the text (how
@@ -462,5 +654,184 @@ mod tests {
         for bad in ["", "a b", "x/y", "ünï", &"a".repeat(254)] {
             assert!(!valid_host_name(bad), "{bad}");
         }
+    }
+
+    fn listener(addr: &str) -> Listener {
+        let local_addr: IpAddr = addr.parse().unwrap();
+        Listener {
+            netns: 1,
+            proto: crate::Proto::Tcp,
+            family: crate::family_of(local_addr),
+            local_addr,
+            local_port: 22,
+            inode: 7,
+            uid: 0,
+            user: None,
+            exposure: crate::Exposure::of(local_addr),
+            dual_stack: false,
+            processes: Vec::new(),
+        }
+    }
+
+    /// A batch of one snapshot (seq 7) of `listeners`.
+    fn snapshot_of(listeners: Vec<Listener>) -> Batch {
+        let mut b = batch(&[]);
+        b.reports = vec![Report {
+            seq: 7,
+            observed_at: Timestamp::from_second(1_700_000_000).unwrap(),
+            body: ReportBody::Snapshot {
+                facts: facts(),
+                listeners,
+            },
+        }];
+        b
+    }
+
+    #[test]
+    fn a_family_that_is_not_the_addresss_is_refused_naming_report_and_listener() {
+        let mut wrong = listener("::1");
+        wrong.family = Family::Ipv4;
+        let b = snapshot_of(vec![listener("0.0.0.0"), listener("10.0.0.1"), listener("::"), wrong]);
+        let e = b.validate().unwrap_err();
+        assert_eq!(
+            e,
+            BatchError::Listener {
+                seq: 7,
+                at: ListenerAt {
+                    list: "listeners",
+                    index: 3
+                },
+                problem: ListenerProblem::Family {
+                    family: Family::Ipv4,
+                    addr: "::1".parse().unwrap()
+                }
+            }
+        );
+        assert!(
+            e.to_string()
+                .starts_with("report 7: listeners[3]: family ipv4 with address ::1"),
+            "{e}"
+        );
+        let mut v4_as_v6 = listener("10.0.0.1");
+        v4_as_v6.family = Family::Ipv6;
+        let e = snapshot_of(vec![v4_as_v6]).validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("report 7: listeners[0]: family ipv6 with address 10.0.0.1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_an_ipv6_sockets_own() {
+        let mapped = listener("::ffff:10.0.0.1");
+        assert_eq!(mapped.family, Family::Ipv6);
+        assert_eq!(snapshot_of(vec![mapped]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn dual_stack_is_refused_anywhere_but_on_the_ipv6_wildcard() {
+        let mut both = listener("::");
+        both.dual_stack = true;
+        assert_eq!(snapshot_of(vec![both]).validate(), Ok(()));
+        for addr in ["0.0.0.0", "::1", "::ffff:0.0.0.0", "2001:db8::1"] {
+            let mut l = listener(addr);
+            l.dual_stack = true;
+            let e = snapshot_of(vec![l]).validate().unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("report 7: listeners[0]: dual_stack with address {addr}")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_delta_names_the_list_of_its_impossible_listener() {
+        let mut wrong = listener("127.0.0.1");
+        wrong.family = Family::Ipv6;
+        let mut b = batch(&[3]);
+        b.reports[0].body = ReportBody::Delta {
+            opened: vec![Arc::new(listener("::1"))],
+            closed: vec![Arc::new(listener("::")), Arc::new(wrong)],
+        };
+        let e = b.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("report 3: closed[1]: family ipv6 with address 127.0.0.1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_part_is_held_to_the_same_rules() {
+        let mut wrong = listener("::1");
+        wrong.family = Family::Ipv4;
+        let mut b = batch(&[]);
+        b.reports = vec![part(5, 0, 2)];
+        let ReportBody::SnapshotPart { listeners, .. } = &mut b.reports[0].body else {
+            unreachable!()
+        };
+        listeners.push(wrong);
+        let e = b.validate().unwrap_err().to_string();
+        assert!(e.starts_with("report 5: listeners[0]: family ipv4"), "{e}");
+    }
+
+    #[test]
+    fn too_many_listeners_in_a_report_or_processes_on_a_listener_are_refused() {
+        let many = vec![listener("0.0.0.0"); MAX_LISTENERS_PER_REPORT + 1];
+        assert_eq!(
+            snapshot_of(many).validate(),
+            Err(BatchError::Listeners {
+                seq: 7,
+                count: MAX_LISTENERS_PER_REPORT + 1
+            })
+        );
+        let mut b = batch(&[1]);
+        let one = Arc::new(listener("0.0.0.0"));
+        let half = vec![one; MAX_LISTENERS_PER_REPORT / 2 + 1];
+        b.reports[0].body = ReportBody::Delta {
+            opened: half.clone(),
+            closed: half,
+        };
+        assert!(matches!(b.validate(), Err(BatchError::Listeners { seq: 1, .. })));
+        assert_eq!(snapshot_of(vec![listener("0.0.0.0"); 1000]).validate(), Ok(()));
+
+        let process = crate::Process {
+            pid: 1,
+            name: "httpd".into(),
+            cmdline: None,
+            exe: None,
+            uid: None,
+            user: None,
+            container: None,
+            unit: None,
+        };
+        let mut prefork = listener("0.0.0.0");
+        prefork.processes = vec![process; 20_000];
+        assert_eq!(snapshot_of(vec![prefork.clone()]).validate(), Ok(()));
+        prefork
+            .processes
+            .resize(MAX_PROCESSES_PER_LISTENER + 1, prefork.processes[0].clone());
+        let e = snapshot_of(vec![prefork]).validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("report 7: listeners[0]: 65537 processes, more than"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn port_0_pid_0_and_a_wrong_exposure_are_not_refused() {
+        let mut l = listener("0.0.0.0");
+        l.local_port = 0;
+        l.exposure = crate::Exposure::Loopback;
+        l.processes.push(crate::Process {
+            pid: 0,
+            name: "x".into(),
+            cmdline: None,
+            exe: None,
+            uid: None,
+            user: None,
+            container: None,
+            unit: None,
+        });
+        assert_eq!(snapshot_of(vec![l]).validate(), Ok(()));
     }
 }

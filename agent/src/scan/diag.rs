@@ -94,29 +94,39 @@ impl Diag {
 
         loop {
             let len = self.socket.recv(&mut &mut self.buf[..], 0)?;
-            let mut offset = 0;
-            while offset < len {
-                let message = NetlinkMessage::<SockDiagMessage>::deserialize(&self.buf[offset..len]).map_err(|e| {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("malformed sock_diag reply: {e}"))
-                })?;
-                let size = message.header.length as usize;
-                match message.payload {
-                    NetlinkPayload::Done(_) => return Ok(()),
-                    NetlinkPayload::Error(e) => return Err(e.to_io()),
-                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                        if let Some(socket) = raw_socket(&response, proto, netns) {
-                            out.push(socket);
-                        }
-                    }
-                    _ => {}
-                }
-                if size == 0 {
-                    break;
-                }
-                offset += nlmsg_align(size);
+            if replies(&self.buf[..len], proto, netns, out)? {
+                return Ok(());
             }
         }
     }
+}
+
+/// Reads the sock_diag replies of one `recv` (`bytes`) into `out`: whether
+/// the dump is done (an `NLMSG_DONE` was among them). A malformed reply
+/// fails the dump (`InvalidData`) and a netlink error is returned as it is;
+/// either way the caller falls back. Pure: no socket, any bytes.
+fn replies(bytes: &[u8], proto: Proto, netns: u64, out: &mut Vec<RawSocket>) -> io::Result<bool> {
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let message = NetlinkMessage::<SockDiagMessage>::deserialize(&bytes[offset..])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("malformed sock_diag reply: {e}")))?;
+        let size = message.header.length as usize;
+        match message.payload {
+            NetlinkPayload::Done(_) => return Ok(true),
+            NetlinkPayload::Error(e) => return Err(e.to_io()),
+            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+                if let Some(socket) = raw_socket(&response, proto, netns) {
+                    out.push(socket);
+                }
+            }
+            _ => {}
+        }
+        if size == 0 {
+            break;
+        }
+        offset += nlmsg_align(size);
+    }
+    Ok(false)
 }
 
 fn nlmsg_align(len: usize) -> usize {
@@ -185,6 +195,85 @@ mod tests {
             .iter()
             .any(|s| s.local_port == port(&free) && s.state == State::Unconn));
         assert!(!found.iter().any(|s| s.local_port == port(&connected)));
+    }
+
+    /// The bytes of a real dump: a TCP listener on 127.0.0.1, then `NLMSG_DONE`.
+    fn captured() -> Vec<u8> {
+        let _l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut diag = Diag::open().unwrap();
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let mut request = NetlinkMessage::new(
+            header,
+            SockDiagMessage::InetRequest(InetRequest {
+                family: AF_INET,
+                protocol: IPPROTO_TCP,
+                extensions: ExtensionFlags::empty(),
+                states: StateFlags::LISTEN,
+                socket_id: SocketId::new_v4(),
+            })
+            .into(),
+        );
+        request.finalize();
+        let mut bytes = vec![0; request.buffer_len()];
+        request.serialize(&mut bytes);
+        diag.socket.send(&bytes, 0).unwrap();
+        let mut all = Vec::new();
+        loop {
+            let len = diag.socket.recv(&mut &mut diag.buf[..], 0).unwrap();
+            all.extend_from_slice(&diag.buf[..len]);
+            if replies(&diag.buf[..len], Proto::Tcp, 1, &mut Vec::new()).unwrap() {
+                return all;
+            }
+        }
+    }
+
+    mod properties {
+        //! sock_diag replies come from the kernel, but a parser of bytes
+        //! must not panic whatever they are.
+        use super::*;
+        use proptest::prelude::*;
+
+        fn reply() -> &'static [u8] {
+            static REPLY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            REPLY.get_or_init(captured)
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_never_panic_the_reply_parser(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = replies(&bytes, Proto::Tcp, 1, &mut Vec::new());
+            }
+
+            #[test]
+            fn a_damaged_real_reply_never_panics_the_parser(
+                damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
+            ) {
+                let mut bytes = reply().to_vec();
+                for (at, byte, how) in damage {
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    let i = at.index(bytes.len());
+                    match how {
+                        0 => bytes[i] = byte,
+                        1 => bytes.truncate(i),
+                        _ => bytes.insert(i, byte),
+                    }
+                }
+                let mut out = Vec::new();
+                if replies(&bytes, Proto::Tcp, 1, &mut out).is_ok() {
+                    prop_assert!(out.iter().all(|s| s.proto == Proto::Tcp && s.netns == 1));
+                }
+            }
+        }
+
+        #[test]
+        fn the_captured_reply_parses_whole() {
+            let mut out = Vec::new();
+            assert!(replies(reply(), Proto::Tcp, 1, &mut out).unwrap(), "it ends the dump");
+            assert!(out.iter().any(|s| s.state == State::Listen && s.local_addr.is_ipv4()));
+        }
     }
 
     #[test]

@@ -198,4 +198,91 @@ mod tests {
         let f = cgroup("3:cpu,cpuacct:/\n1:name=systemd:/system.slice/ssh.service\n0::/\n");
         assert_eq!(f.unit.as_deref(), Some("ssh.service"));
     }
+
+    mod properties {
+        //! The parsers take whatever the kernel (or a process naming
+        //! itself) wrote: they never panic, and they find what is there.
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Text shaped like a `/proc/<pid>/cgroup` line, or not at all.
+        fn cgroup_text() -> impl Strategy<Value = String> {
+            let part = prop_oneof![
+                Just("docker-".to_owned()),
+                Just("cri-containerd-".to_owned()),
+                Just(".scope".to_owned()),
+                Just(".service".to_owned()),
+                Just("/".to_owned()),
+                Just(":".to_owned()),
+                Just("\n".to_owned()),
+                "[0-9a-f]{60,68}",
+                "[a-z0-9@._-]{0,12}",
+                any::<String>(),
+            ];
+            prop::collection::vec(part, 0..24).prop_map(|parts| parts.concat())
+        }
+
+        proptest! {
+            #[test]
+            fn fd_and_namespace_links_never_panic_and_read_back_what_was_written(
+                bytes in prop::collection::vec(any::<u8>(), 0..64),
+                inode in any::<u64>(),
+            ) {
+                let _ = socket_inode(&bytes);
+                let _ = netns_inode(&bytes);
+                prop_assert_eq!(socket_inode(format!("socket:[{inode}]").as_bytes()), Some(inode));
+                prop_assert_eq!(netns_inode(format!("net:[{inode}]").as_bytes()), Some(inode));
+                prop_assert_eq!(socket_inode(format!("socket:[{inode}0]").as_bytes()), inode.checked_mul(10));
+            }
+
+            #[test]
+            fn a_stat_line_never_panics_and_gives_the_start_time_whatever_the_comm(
+                bytes in prop::collection::vec(any::<u8>(), 0..600),
+                comm in prop::collection::vec(any::<u8>(), 0..16),
+                start in any::<u64>(),
+            ) {
+                let _ = stat_start_time(&bytes);
+                let mut stat = b"4242 (".to_vec();
+                stat.extend(&comm);
+                stat.extend(format!(") S 1 4242 4242 0 -1 4194560 300 0 0 0 5 3 0 0 20 0 1 0 {start} 1234 200 1 1").as_bytes());
+                prop_assert_eq!(stat_start_time(&stat), Some(start));
+            }
+
+            #[test]
+            fn any_cgroup_file_parses_without_panicking_into_a_real_id_and_unit(text in cgroup_text()) {
+                use procfs::FromBufRead;
+                let Ok(groups) = procfs::ProcessCGroups::from_buf_read(text.as_bytes()) else {
+                    return Ok(());
+                };
+                let facts = cgroup(&groups.0);
+                if let Some(id) = &facts.container {
+                    prop_assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+                }
+                if let Some(unit) = &facts.unit {
+                    prop_assert!(unit.ends_with(".service") || unit.ends_with(".scope"), "{unit}");
+                    prop_assert!(!unit.contains('/'), "{unit}");
+                }
+            }
+
+            #[test]
+            fn any_cgroup_list_gives_a_real_id_and_unit(
+                groups in prop::collection::vec(
+                    (any::<u32>(), prop::collection::vec("[a-z=,]{0,10}", 0..3), cgroup_text()),
+                    0..5,
+                ),
+            ) {
+                let groups: Vec<ProcessCGroup> = groups
+                    .into_iter()
+                    .map(|(hierarchy, controllers, pathname)| ProcessCGroup { hierarchy, controllers, pathname })
+                    .collect();
+                let facts = cgroup(&groups);
+                if let Some(id) = &facts.container {
+                    prop_assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+                }
+                if let Some(unit) = &facts.unit {
+                    prop_assert!(!unit.contains('/'), "{unit}");
+                }
+            }
+        }
+    }
 }

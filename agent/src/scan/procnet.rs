@@ -8,7 +8,7 @@
 //! (`net.ipv6.bindv6only`, passed in by the caller) says so.
 
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
 use portwatch_common::{family_of, Family, Proto, State};
@@ -42,17 +42,28 @@ pub fn read(
     // opened or closed between two chunks can make an entry repeat (or be
     // missed). A large buffer makes chunk boundaries rare; repeats are dropped below.
     let reader = BufReader::with_capacity(READ_CHUNK, File::open(&path)?);
+    parse(reader, proto, family, listening_only, bindv6only, netns, out)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
+}
+
+/// [`read`] of the table's text, from `reader`: pure, any bytes.
+fn parse(
+    reader: impl BufRead,
+    proto: Proto,
+    family: Family,
+    listening_only: bool,
+    bindv6only: bool,
+    netns: u64,
+    out: &mut Vec<RawSocket>,
+) -> Result<(), procfs::ProcError> {
     let info = procfs::current_system_info();
-    let invalid = |e: procfs::ProcError| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()));
     let rows: Vec<(std::net::SocketAddr, std::net::SocketAddr, u8, u32, u64)> = match proto {
-        Proto::Tcp => TcpNetEntries::from_buf_read(reader, info)
-            .map_err(invalid)?
+        Proto::Tcp => TcpNetEntries::from_buf_read(reader, info)?
             .0
             .into_iter()
             .map(|e| (e.local_address, e.remote_address, e.state as u8, e.uid, e.inode))
             .collect(),
-        Proto::Udp => UdpNetEntries::from_buf_read(reader, info)
-            .map_err(invalid)?
+        Proto::Udp => UdpNetEntries::from_buf_read(reader, info)?
             .0
             .into_iter()
             .map(|e| (e.local_address, e.remote_address, e.state as u8, e.uid, e.inode))
@@ -122,6 +133,74 @@ mod tests {
             .unwrap();
         assert_eq!(u.state, State::Unconn);
         assert!(out.iter().all(|s| matches!(s.state, State::Listen | State::Unconn)));
+    }
+
+    mod properties {
+        //! `/proc/net` tables come from the kernel, but a parser of text
+        //! must not panic whatever it is.
+        use super::*;
+        use proptest::prelude::*;
+
+        const HEADER: &str =
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+
+        /// Lines shaped like a table's, with fields anyhow.
+        fn table() -> impl Strategy<Value = Vec<u8>> {
+            let field = prop_oneof![
+                "[0-9A-F]{8}:[0-9A-F]{4}",
+                "[0-9A-F]{32}:[0-9A-F]{4}",
+                "[0-9A-F]{1,40}(:[0-9A-F]{0,6})?",
+                "[0-9]{1,21}",
+                "[0-9A-F]{2}",
+                "-?[0-9]{1,3}:",
+                any::<String>(),
+            ];
+            let junk = prop::collection::vec(field, 0..18).prop_map(|fields| fields.join(" ") + "\n");
+            let address = prop_oneof![
+                8 => "[0-9A-F]{8}:[0-9A-F]{4}",
+                8 => "[0-9A-F]{32}:[0-9A-F]{4}",
+                1 => "[0-9A-Fa-z:]{0,12}",
+            ];
+            // An entry as the kernel prints it, each field mostly right.
+            let entry = (
+                address.clone(),
+                address,
+                prop_oneof![8 => Just("0A".to_owned()), 8 => Just("07".to_owned()), 2 => "0[1-9A-C]", 1 => "[0-9A-Z]{0,3}"],
+                prop_oneof![12 => "[0-9]{1,9}", 1 => "-?[0-9]{1,22}", 1 => "[a-z]{0,3}"],
+                prop_oneof![12 => "[0-9]{1,19}", 1 => "-?[0-9]{1,22}", 1 => "[a-z]{0,3}"],
+            )
+                .prop_map(|(local, remote, state, uid, inode)| {
+                    format!(
+                        "   0: {local} {remote} {state} 00000000:00000000 00:00000000 00000000 {uid:>6} 0 {inode} 1 \
+                         0000000000000000 100 0 0 10 0\n"
+                    )
+                });
+            let line = prop_oneof![12 => entry, 1 => junk];
+            (prop::bool::weighted(0.9), prop::collection::vec(line, 0..6)).prop_map(|(header, lines)| {
+                let head = if header { HEADER } else { "" };
+                (head.to_owned() + &lines.concat()).into_bytes()
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn any_table_text_never_panics_the_parser(
+                bytes in prop_oneof![table(), prop::collection::vec(any::<u8>(), 0..400)],
+                udp in any::<bool>(),
+                v6 in any::<bool>(),
+                listening_only in any::<bool>(),
+            ) {
+                let proto = if udp { Proto::Udp } else { Proto::Tcp };
+                let family = if v6 { Family::Ipv6 } else { Family::Ipv4 };
+                let mut out = Vec::new();
+                if parse(&bytes[..], proto, family, listening_only, false, 1, &mut out).is_ok() {
+                    for s in &out {
+                        prop_assert_eq!(s.family, family_of(s.local_addr));
+                        prop_assert!(!listening_only || matches!(s.state, State::Listen | State::Unconn));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

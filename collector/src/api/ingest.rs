@@ -221,6 +221,7 @@ async fn store_batch(
             batch.host
         )));
     }
+    let batch = state.metrics.sanitized(batch);
     let changed = (!batch.reports.is_empty()).then(|| batch.host.clone());
     let reports = batch.reports.len();
     // Queued for the store's committer: no request thread waits on the

@@ -1320,7 +1320,10 @@ mod parts {
     }
 
     /// Whether report `seq`, part `part` of a snapshot of `session`, follows
-    /// the parts kept: exactly parts 0 to `part - 1`, numbered up to `seq - 1`.
+    /// the parts kept: exactly parts 0 to `part - 1`, the last numbered
+    /// `seq - 1`. (That part's own number, not SQL's `max(seq)`: a seq
+    /// from 2^63 up is stored as a negative i64, which max() takes for the
+    /// smallest.)
     pub(super) fn follows(
         tx: &Connection,
         host_id: i64,
@@ -1329,8 +1332,16 @@ mod parts {
         part: u32,
     ) -> Result<bool, StoreError> {
         let (count, last): (i64, Option<i64>) = tx
-            .prepare_cached("SELECT count(*), max(seq) FROM snapshot_parts WHERE host_id = ?1 AND session = ?2")
-            .and_then(|mut stmt| stmt.query_row(params![host_id, session], |r| Ok((r.get(0)?, r.get(1)?))))
+            .prepare_cached(
+                "SELECT count(*),
+                        (SELECT seq FROM snapshot_parts WHERE host_id = ?1 AND part = ?3 AND session = ?2)
+                 FROM snapshot_parts WHERE host_id = ?1 AND session = ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![host_id, session, i64::from(part) - 1], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+            })
             .map_err(db)?;
         Ok(count == i64::from(part) && last == Some(to_bits(seq - 1)))
     }
@@ -2358,6 +2369,34 @@ mod tests {
             Some("0.1.0"),
             "the last part's facts are stored"
         );
+    }
+
+    #[test]
+    fn a_snapshot_in_parts_numbered_across_2_pow_63_is_reconciled() {
+        // Found by the ingest property test (shrunk): sequence numbers are
+        // unsigned and stored as the i64 of the same bits, so 2^63 is stored
+        // negative, and SQL's max() of the parts kept took part 0's
+        // 2^63 - 1 for the last: part 2 did not seem to follow part 1.
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let first = (1u64 << 63) - 1;
+        let b = batch(
+            "web-3",
+            "s1",
+            (0..3)
+                .map(|i| {
+                    part(
+                        first + i,
+                        ts(0),
+                        i as u32,
+                        3,
+                        vec![listener(22 + i as u16, i + 1, &[10])],
+                    )
+                })
+                .collect(),
+        );
+        assert_eq!(store.ingest(&b, ts(1)).unwrap(), ack(first + 2, false));
+        assert_eq!(ports(&store.listeners_at("web-3", ts(2)).unwrap()), vec![22, 23, 24]);
     }
 
     #[test]
