@@ -5,8 +5,8 @@
 //! records of a host (listeners, and the difference of two observations),
 //! and the versioned agent -> collector protocol. It does no I/O, so both
 //! halves of portwatch, and their tests, agree on one meaning. What agents
-//! report is untrusted text: [`text`] makes it safe to show in terminals,
-//! logs and spreadsheets. The exceptions to "no I/O", each behind a feature:
+//! report is untrusted text: [`wire`] bounds it in size (its limits table),
+//! [`text`] makes it safe to show in terminals, logs and spreadsheets. The exceptions to "no I/O", each behind a feature:
 //! [`client`] (`client`), the HTTP client setup (timeouts, TLS trust) the
 //! agent and the `portwatch` CLI share; [`cli`] (`cli`), the man pages and
 //! shell completions every binary writes of itself; [`log`] (`log`), the

@@ -284,17 +284,22 @@ mod tests {
         assert_eq!(parse_pid(b"99999999999"), None);
     }
 
-    proptest::proptest! {
-        #[test]
-        fn any_proc_entry_name_never_panics_and_a_pid_reads_back(
-            name in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
-            pid in proptest::prelude::any::<u32>(),
-        ) {
-            let _ = parse_pid(&name);
-            proptest::prop_assert_eq!(parse_pid(pid.to_string().as_bytes()), Some(pid));
-            let mut buf = [0u8; 48];
-            let expected = format!("{pid}/fd");
-            proptest::prop_assert_eq!(pid_path(&mut buf, pid, "fd"), expected.as_bytes());
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_proc_entry_name_never_panics_and_a_pid_reads_back(
+                name in prop::collection::vec(any::<u8>(), 0..24),
+                pid in any::<u32>(),
+            ) {
+                let _ = parse_pid(&name);
+                prop_assert_eq!(parse_pid(pid.to_string().as_bytes()), Some(pid));
+                let mut buf = [0u8; 48];
+                let expected = format!("{pid}/fd");
+                prop_assert_eq!(pid_path(&mut buf, pid, "fd"), expected.as_bytes());
+            }
         }
     }
 }
