@@ -435,8 +435,8 @@ fn token_command(command: TokenCommand) -> anyhow::Result<ExitCode> {
             if let Err(StoreError::Exists(what)) = &created {
                 if what.starts_with("token ") {
                     bail!(
-                        "a token named {name:?} is still valid: replace it with `portwatch-collector token rotate \
-                         --name {name}`, or revoke it first (`token revoke {name}`)"
+                        "a token named {name:?} already exists and is still valid: replace it with \
+                         `portwatch-collector token rotate --name {name}`, or revoke it first (`token revoke {name}`)"
                     );
                 }
             }
