@@ -1080,10 +1080,8 @@ fn commit_group(writer: &mut Writer, group: Vec<Queued>, clock: &clock::Limits) 
             }
         }
         Err(error) => {
+            // Logged by whoever gets the answers (the ingest handler logs a failed request).
             let error = on_file(path, error);
-            if let StoreError::DiskFull { .. } = error {
-                tracing::error!(batches = group.len(), error = %error, "cannot store reports");
-            }
             for queued in group {
                 (queued.done)(Err(match &error {
                     StoreError::DiskFull { path } => StoreError::DiskFull { path: path.clone() },
