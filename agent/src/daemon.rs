@@ -39,6 +39,10 @@ pub struct Settings {
     pub collector: String,
     /// The agent token.
     pub token: String,
+    /// The file the token was read from, read again when the collector
+    /// refuses the token (a rotated token is put there); `None` when it was
+    /// given on the command line.
+    pub token_file: Option<std::path::PathBuf>,
     /// Certificates to verify an https collector with.
     pub ca_file: Option<std::path::PathBuf>,
     /// The host name to report as.
@@ -278,6 +282,9 @@ fn ship(settings: &Settings, shipper: &mut Shipper, spool: &mut Spool, observer:
                 return;
             }
             Err(e @ ShipError::Unauthorized(_)) => {
+                if reread_token(settings, shipper) {
+                    continue;
+                }
                 let delay = backoff.failed(BACKOFF_MAX);
                 tracing::error!(error = %e, retry_in = ?delay, spooled = spool.len(),
                     "fix the agent token (portwatch-collector token create --host {}); still observing and spooling", settings.host);
@@ -288,6 +295,29 @@ fn ship(settings: &Settings, shipper: &mut Shipper, spool: &mut Spool, observer:
                 tracing::warn!(error = %e, retry_in = ?delay, spooled = spool.len(), "cannot ship; still observing and spooling");
                 return;
             }
+        }
+    }
+}
+
+/// Reads the token file again after the collector refused the token: `true`
+/// when it holds another token now (a rotation), which the shipper then uses.
+fn reread_token(settings: &Settings, shipper: &mut Shipper) -> bool {
+    let Some(file) = &settings.token_file else {
+        return false;
+    };
+    match portwatch_common::client::read_token_file(file) {
+        Ok(read) if read.secret != shipper.token() => {
+            if let Some(warning) = &read.warning {
+                tracing::warn!(file = %file.display(), "{warning}");
+            }
+            tracing::info!(file = %file.display(), "the collector refused the token; using the new one in the token file");
+            shipper.set_token(&read.secret);
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::error!(error = %e, "the collector refused the token, and the token file cannot be read again");
+            false
         }
     }
 }

@@ -42,9 +42,15 @@ struct RunArgs {
     /// Collector base URL, e.g. http://collector.example:7878.
     #[arg(long, value_name = "URL")]
     collector: Option<String>,
-    /// Agent token (default: PORTWATCH_TOKEN, then the config's token_file).
+    /// Agent token (default: PORTWATCH_TOKEN, then the config's token_file; --token-file wins over both). Other
+    /// users of the host can read it in `ps`: prefer --token-file.
     #[arg(long, env = "PORTWATCH_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// File holding the agent token (wins over --token, PORTWATCH_TOKEN and the config's token_file). It is read
+    /// again when the collector refuses the token, so a rotated token only needs to be written there. Warned about
+    /// when other users may read it.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// Scan interval, e.g. 500ms, 10s, 5m.
     #[arg(long, value_parser = parse_duration_arg)]
     interval: Option<Duration>,
@@ -193,21 +199,29 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         .collector
         .clone()
         .context("no collector: pass --collector URL or set `collector` in the config")?;
-    let token = match (args.token, &config.token_file) {
-        (Some(t), _) => t,
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read token_file {}", file.display()))?
-            .trim()
-            .to_owned(),
+    let from_flag = args.token_file.is_some();
+    if let Some(file) = args.token_file {
+        config.token_file = Some(file);
+    }
+    let (token, token_file) = match (args.token.filter(|_| !from_flag), &config.token_file) {
+        (Some(t), _) => (t, None),
+        (None, Some(file)) => {
+            let read = portwatch_common::client::read_token_file(file)?;
+            if let Some(warning) = &read.warning {
+                tracing::warn!(file = %file.display(), "{warning}");
+            }
+            (read.secret, Some(file.clone()))
+        }
         (None, None) => anyhow::bail!(
-            "no token: pass --token, set PORTWATCH_TOKEN, or set token_file in the config \
-             (make one with `portwatch-collector token create --host NAME`)"
+            "no token: pass --token-file FILE (or --token, or set PORTWATCH_TOKEN), or set token_file in the \
+             config (make one with `portwatch-collector token create --host NAME`)"
         ),
     };
     let host = portwatch_agent::facts::host_name(config.host_name.as_deref()).map_err(anyhow::Error::msg)?;
     portwatch_agent::daemon::run(portwatch_agent::daemon::Settings {
         collector,
         token,
+        token_file,
         ca_file: config.ca_file.clone(),
         host,
         interval: config.interval,
@@ -222,7 +236,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
 fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     if let Some(token_file) = &config.token_file {
-        std::fs::read_to_string(token_file).with_context(|| {
+        let read = portwatch_common::client::read_token_file(token_file).with_context(|| {
             format!(
                 "{}: token_file {} cannot be read; create it with the token printed by \
                  `portwatch-collector token create --host NAME`",
@@ -230,6 +244,9 @@ fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
                 token_file.display()
             )
         })?;
+        if let Some(warning) = read.warning {
+            eprintln!("portwatch-agent: warning: {warning}");
+        }
     }
     if let Some(ca_file) = &config.ca_file {
         portwatch_common::client::http_agent(Some(ca_file), std::time::Duration::from_secs(1))

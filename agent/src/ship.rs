@@ -79,6 +79,16 @@ impl Shipper {
         })
     }
 
+    /// The token it sends.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Sends `token` from now on (a rotated token).
+    pub fn set_token(&mut self, token: &str) {
+        token.trim().clone_into(&mut self.token);
+    }
+
     /// The collector's limits, as its last acknowledgement stated them.
     pub fn limits(&self) -> Limits {
         self.limits

@@ -17,7 +17,7 @@ use portwatch_collector::api::{self, AppState};
 use portwatch_collector::config::{self, Config};
 use portwatch_collector::edge;
 use portwatch_collector::store::sqlite::SqliteStore;
-use portwatch_collector::store::{Role, Store, TokenRow};
+use portwatch_collector::store::{Role, Store, StoreError, TokenRow};
 use portwatch_collector::token;
 use portwatch_common::wire::valid_host_name;
 
@@ -103,13 +103,43 @@ enum TokenCommand {
         #[command(flatten)]
         where_: Where,
     },
-    /// Revoke a token by name (`agent:HOST` for agent tokens); a running collector refuses it within 2 seconds.
+    /// Replace a token by a new one, printing its secret on stdout (shown once), and let the old one work on for
+    /// a while.
+    ///
+    /// The new token has the old one's name, role and host. The token(s) it replaces keep working for the
+    /// overlap (default 24h), so that the new secret can be put in place (an agent's token_file, say) without a
+    /// gap; from then on they are refused. The end is stored on the old token and checked at every request (no
+    /// timer): a running collector refuses it from that time on, or at most 2 seconds after the rotation when the
+    /// overlap is shorter. `token revoke NAME` ends the old and the new at once.
+    Rotate {
+        /// The host whose agent token is replaced (the token `agent:HOST`).
+        #[arg(long, conflicts_with = "name", required_unless_present = "name")]
+        host: Option<String>,
+        /// The name of the token to replace (an operator token, or `agent:HOST`).
+        #[arg(long)]
+        name: Option<String>,
+        /// How long the replaced token(s) keep working, e.g. 24h, 30m, 2s; 0s ends them now.
+        #[arg(long, value_name = "DURATION", default_value = DEFAULT_OVERLAP, value_parser = parse_overlap)]
+        overlap: std::time::Duration,
+        #[command(flatten)]
+        where_: Where,
+    },
+    /// Revoke a token by name (`agent:HOST` for agent tokens), with any it replaced that still work; a running
+    /// collector refuses it within 2 seconds.
     Revoke {
         /// The token's name.
         name: String,
         #[command(flatten)]
         where_: Where,
     },
+}
+
+/// How long the tokens a rotation replaces keep working, unless `--overlap` says otherwise.
+const DEFAULT_OVERLAP: &str = "24h";
+
+fn parse_overlap(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("invalid duration {text:?} ({e}); write it like \"24h\", \"30m\" or \"2s\""))
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -407,14 +437,23 @@ fn token_command(command: TokenCommand) -> anyhow::Result<ExitCode> {
             };
             let store = open_store(&where_.config()?)?;
             let secret = token::generate().context("cannot read the system's random source")?;
-            store.create_token(&TokenRow {
+            let created = store.create_token(&TokenRow {
                 name: name.clone(),
                 role,
                 host,
                 hash: token::hash(&secret),
                 created_at: Timestamp::now(),
                 revoked_at: None,
-            })?;
+            });
+            if let Err(StoreError::Exists(what)) = &created {
+                if what.starts_with("token ") {
+                    bail!(
+                        "a token named {name:?} already exists and is still valid: replace it with \
+                         `portwatch-collector token rotate --name {name}`, or revoke it first (`token revoke {name}`)"
+                    );
+                }
+            }
+            created?;
             println!("{secret}");
             eprintln!(
                 "created {} token {name:?}; the secret above is shown once",
@@ -423,20 +462,71 @@ fn token_command(command: TokenCommand) -> anyhow::Result<ExitCode> {
         }
         TokenCommand::List { json, where_ } => {
             let tokens = open_store(&where_.config()?)?.tokens()?;
+            let now = Timestamp::now();
             if json {
-                println!("{}", serde_json::to_string_pretty(&tokens)?);
+                let listed: Vec<_> = tokens
+                    .iter()
+                    .map(|t| {
+                        let mut value = serde_json::to_value(t)?;
+                        value["state"] = t.state(now).name().into();
+                        Ok(value)
+                    })
+                    .collect::<Result<_, serde_json::Error>>()?;
+                println!("{}", serde_json::to_string_pretty(&listed)?);
             } else {
-                println!("{:<32} {:<6} {:<26} REVOKED", "NAME", "ROLE", "CREATED");
+                println!("{:<32} {:<6} {:<26} STATE", "NAME", "ROLE", "CREATED");
                 for t in tokens {
-                    let revoked = t.revoked_at.map_or_else(|| "-".to_owned(), |r| r.to_string());
                     println!(
-                        "{:<32} {:<6} {:<26} {revoked}",
+                        "{:<32} {:<6} {:<26} {}",
                         t.name,
                         t.role.as_str(),
-                        t.created_at.to_string()
+                        t.created_at.to_string(),
+                        t.state(now)
                     );
                 }
             }
+        }
+        TokenCommand::Rotate {
+            host,
+            name,
+            overlap,
+            where_,
+        } => {
+            let name = match (host, name) {
+                (Some(host), _) => format!("agent:{host}"),
+                (None, Some(name)) => name,
+                (None, None) => bail!("say which token: `--host NAME` (an agent's) or `--name NAME`"),
+            };
+            let store = open_store(&where_.config()?)?;
+            let secret = token::generate().context("cannot read the system's random source")?;
+            let now = Timestamp::now();
+            let overlap = jiff::SignedDuration::try_from(overlap).context("--overlap is too long")?;
+            let until = now.checked_add(overlap).context("--overlap is too long")?;
+            let Some(rotated) = store.rotate_token(&name, &token::hash(&secret), now, until)? else {
+                bail!(
+                    "no valid token named {name:?} to rotate (see `portwatch-collector token list`); \
+                     make one with `token create`"
+                );
+            };
+            println!("{secret}");
+            let ends: Vec<String> = rotated
+                .replaced
+                .iter()
+                .filter_map(|t| t.revoked_at)
+                .map(|t| t.to_string())
+                .collect();
+            eprintln!(
+                "rotated {} token {name:?}; the new secret above is shown once. The {} it replaces \
+                 keep{} working until {}, then {} refused",
+                rotated.new.role.as_str(),
+                match ends.len() {
+                    1 => "token".to_owned(),
+                    n => format!("{n} tokens"),
+                },
+                if ends.len() == 1 { "s" } else { "" },
+                ends.join(", "),
+                if ends.len() == 1 { "is" } else { "are" },
+            );
         }
         TokenCommand::Revoke { name, where_ } => {
             if !open_store(&where_.config()?)?.revoke_token(&name, Timestamp::now())? {

@@ -35,6 +35,63 @@ pub enum ClientError {
     },
 }
 
+/// A token read from a file (`--token-file`, the agent's `token_file`): a
+/// token given with `--token` shows in `ps` to every user of the host, a
+/// file's content does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFile {
+    /// The secret: the file's content without surrounding white space.
+    pub secret: String,
+    /// Set when users other than the file's owner and group may read the
+    /// file: it says so and how to fix it. A warning, not a refusal (the
+    /// token is usable; whoever could read it already has it).
+    pub warning: Option<String>,
+}
+
+/// Why a token file gives no token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    /// It cannot be read.
+    #[error("cannot read the token file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The reason.
+        source: std::io::Error,
+    },
+    /// It holds no token.
+    #[error("the token file {path} is empty: write into it the secret printed by `portwatch-collector token create`")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Reads the token in `path`, with a warning when others may read the file.
+pub fn read_token_file(path: &Path) -> Result<TokenFile, TokenFileError> {
+    use std::os::unix::fs::PermissionsExt;
+    let read = |source| TokenFileError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read)?;
+    let mode = file.metadata().map_err(read)?.permissions().mode();
+    let secret = std::io::read_to_string(file).map_err(read)?.trim().to_owned();
+    if secret.is_empty() {
+        return Err(TokenFileError::Empty { path: path.to_owned() });
+    }
+    let warning = (mode & 0o004 != 0).then(|| {
+        format!(
+            "the token file {} is readable by every user of this host (mode {:04o}): any of them can use the \
+             token; make it private with `chmod o-rwx {}` (and rotate the token if others may have read it)",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        )
+    });
+    Ok(TokenFile { secret, warning })
+}
+
 /// How long each phase of a request may take (`None`: no bound).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -239,6 +296,34 @@ fn certificates(pem: &[u8]) -> Result<Vec<Certificate<'static>>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_file_is_read_trimmed_and_a_world_readable_one_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("pw-token-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.token");
+        std::fs::write(&path, "pw_abc\n").unwrap();
+        for (mode, warned) in [(0o600, false), (0o640, false), (0o644, true), (0o604, true)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let token = read_token_file(&path).unwrap();
+            assert_eq!(token.secret, "pw_abc");
+            assert_eq!(token.warning.is_some(), warned, "mode {mode:o}: {:?}", token.warning);
+            if let Some(warning) = token.warning {
+                assert!(warning.contains(&path.display().to_string()), "{warning}");
+                assert!(
+                    warning.contains(&format!("{mode:04o}")) && warning.contains("chmod o-rwx"),
+                    "{warning}"
+                );
+            }
+        }
+        std::fs::write(&path, " \n").unwrap();
+        let empty = read_token_file(&path).unwrap_err();
+        assert!(matches!(empty, TokenFileError::Empty { .. }), "{empty:?}");
+        let missing = read_token_file(&dir.join("missing")).unwrap_err();
+        assert!(missing.to_string().contains("missing"), "{missing}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_its_cap_and_resets_on_success() {

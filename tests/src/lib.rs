@@ -319,6 +319,14 @@ pub fn create_token(db: &std::path::Path, args: &[&str]) -> anyhow::Result<Strin
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
+/// Writes `secret` to `file` with `mode` (a token file, as an operator makes one).
+pub fn write_token_file(file: &std::path::Path, secret: &str, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(file, format!("{secret}\n"))?;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
 /// A running `portwatch-agent run`, killed on drop.
 pub struct Agent {
     child: Child,
@@ -345,18 +353,48 @@ impl Agent {
         spool: &std::path::Path,
         extra: &[&str],
     ) -> anyhow::Result<Agent> {
+        Agent::spawn(
+            &["--token".as_ref(), token.as_ref()],
+            collector,
+            host,
+            interval,
+            spool,
+            extra,
+        )
+    }
+
+    /// [`Agent::start_with`] reading its token from `token_file` (`--token-file`).
+    pub fn start_with_token_file(
+        collector: &str,
+        token_file: &std::path::Path,
+        host: &str,
+        interval: &str,
+        spool: &std::path::Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Agent> {
+        Agent::spawn(
+            &["--token-file".as_ref(), token_file.as_os_str()],
+            collector,
+            host,
+            interval,
+            spool,
+            extra,
+        )
+    }
+
+    fn spawn(
+        token: &[&std::ffi::OsStr],
+        collector: &str,
+        host: &str,
+        interval: &str,
+        spool: &std::path::Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Agent> {
         let child = agent()
-            .args([
-                "run",
-                "--collector",
-                collector,
-                "--token",
-                token,
-                "--host-name",
-                host,
-                "--interval",
-                interval,
-            ])
+            .args(["run", "--collector", collector])
+            .args(token)
+            .args(["--host-name", host, "--interval", interval])
+            .env_remove("PORTWATCH_TOKEN")
             .arg("--spool-dir")
             .arg(spool)
             .args(extra)

@@ -207,6 +207,23 @@ fn log_event(event: &AlertEvent) {
 /// take the CPU from ingest and queries when they need it.
 const EVALUATION_NICENESS: i32 = 10;
 
+/// Gives the calling thread [`EVALUATION_NICENESS`]. A failure (a system call
+/// filter denying `setpriority`, as the packaged unit did before it allowed
+/// it again) is logged once per process as a warning with the errno: the
+/// evaluation then runs at the collector's own priority, and competes with
+/// queries.
+fn lower_priority() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), EVALUATION_NICENESS) {
+        WARNED.call_once(|| {
+            tracing::warn!(errno = e.raw_os_error(), error = %e, niceness = EVALUATION_NICENESS,
+                "cannot lower the drift evaluator's priority (setpriority failed; a systemd unit's \
+                 SystemCallFilter must allow setpriority); drift evaluation competes with queries for the CPU");
+        });
+    }
+}
+
 /// A thread of its own, at a lower priority, that runs evaluations.
 struct Worker {
     evaluator: Arc<Evaluator>,
@@ -223,10 +240,7 @@ impl Worker {
         let spawned = std::thread::Builder::new()
             .name("drift-evaluator".to_owned())
             .spawn(move || {
-                let tid = rustix::thread::gettid();
-                if let Err(e) = rustix::process::setpriority_process(Some(tid), EVALUATION_NICENESS) {
-                    tracing::debug!(error = %e, "cannot lower the drift evaluator's priority");
-                }
+                lower_priority();
                 for (scope, reply) in rx {
                     // A panic (a bug) fails this evaluation, not every later one.
                     let run = std::panic::AssertUnwindSafe(|| ev.evaluate(scope, Timestamp::now()));

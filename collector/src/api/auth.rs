@@ -5,14 +5,24 @@
 //! answers most requests without the database; a revoked token is refused
 //! at most [`TOKEN_TRUST`] after its revocation is committed, also when the
 //! revocation is made by another process (`portwatch-collector token revoke`).
+//!
+//! A token that a rotation replaced (`token rotate`) ends at a time stored on
+//! it, checked at every authentication, cached or not: once a read has seen
+//! the rotation (at most [`TOKEN_TRUST`] after it is committed), the old
+//! token is refused from that time on exactly; no timer is involved. So an
+//! overlap shorter than [`TOKEN_TRUST`] may be up to [`TOKEN_TRUST`] long.
+//!
+//! The scheme is matched case-insensitively (`Bearer`, `bearer`, `BEARER`:
+//! RFC 7235 auth schemes are case-insensitive).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use jiff::Timestamp;
 
 use super::{blocking, ApiError, AppState};
 use crate::store::{Role, Store, TokenRow};
@@ -25,7 +35,7 @@ pub const TOKEN_TRUST: Duration = Duration::from_secs(2);
 /// How often the cache re-reads which tokens are still valid (while it is used).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// An authenticated caller (a known, unrevoked token).
+/// An authenticated caller (a known token, valid now).
 pub struct Caller(pub TokenRow);
 
 impl Caller {
@@ -68,45 +78,61 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(AUTHORIZATION)
             .ok_or_else(|| ApiError::Unauthorized("no credentials: send `Authorization: Bearer <token>`".to_owned()))?;
-        let secret = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::Unauthorized("malformed Authorization header: use `Bearer <token>`".to_owned()))?;
+        let secret =
+            header.to_str().ok().and_then(bearer).ok_or_else(|| {
+                ApiError::Unauthorized("malformed Authorization header: use `Bearer <token>`".to_owned())
+            })?;
         let hash = token::hash(secret);
         let now = Instant::now();
+        let wall = Timestamp::now();
         if state.tokens.sweep_due(now) {
             tokio::spawn(sweep(state.tokens.clone(), state.store.clone()));
         }
-        if let Some(row) = state.tokens.get(&hash, now) {
-            return Ok(Caller(row));
+        match state.tokens.get(&hash, now) {
+            Some(row) if row.valid_at(wall) => return Ok(Caller(row)),
+            Some(row) => return Err(refused(&row, wall)),
+            None => {}
         }
         let store = state.store.clone();
         let found = blocking(move || store.token_by_hash(&hash)).await?;
         match found {
-            Some(row) if row.revoked_at.is_none() => {
+            Some(row) if row.valid_at(wall) => {
                 state.tokens.insert(row.clone(), now);
                 Ok(Caller(row))
             }
-            Some(_) => Err(ApiError::Unauthorized(
-                "this token was revoked; ask for a new one".to_owned(),
-            )),
+            Some(row) => Err(refused(&row, wall)),
             None => Err(ApiError::Unauthorized("unknown token".to_owned())),
         }
     }
 }
 
+/// The secret of an `Authorization` value `Bearer <secret>`, the scheme in any case.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, secret) = value.trim_start().split_once(' ')?;
+    let secret = secret.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty()).then_some(secret)
+}
+
+/// Why `row`, no longer valid at `now`, is refused.
+fn refused(row: &TokenRow, now: Timestamp) -> ApiError {
+    let since = row.revoked_at.map_or_else(String::new, |t| format!(" at {t}"));
+    debug_assert!(!row.valid_at(now));
+    ApiError::Unauthorized(format!(
+        "this token was revoked{since} (or replaced by `token rotate` and its overlap is over): \
+         use its replacement, or ask for a new one"
+    ))
+}
+
 /// Re-reads the valid tokens and updates the cache with what it found.
 async fn sweep(cache: Arc<TokenCache>, store: Arc<dyn Store>) {
     let started = Instant::now();
+    let now = Timestamp::now();
     let valid = blocking(move || store.tokens()).await.map(|tokens| {
         tokens
             .into_iter()
-            .filter(|t| t.revoked_at.is_none())
-            .map(|t| t.hash)
-            .collect::<HashSet<_>>()
+            .filter(|t| t.valid_at(now))
+            .map(|t| (t.hash.clone(), t))
+            .collect::<HashMap<_, _>>()
     });
     match valid {
         Ok(valid) => cache.swept(started, &valid),
@@ -121,10 +147,12 @@ async fn sweep(cache: Arc<TokenCache>, store: Arc<dyn Store>) {
 /// Valid tokens by hash, each with the time of the latest database read that
 /// found it valid. An entry is used while that read is younger than
 /// [`TOKEN_TRUST`]; a sweep (every [`SWEEP_EVERY`] while requests come) renews
-/// the entries still valid and drops the others. Reads are dated when they
+/// the entries still valid, with the row it read (so an end set by a
+/// rotation is learned), and drops the others. Reads are dated when they
 /// start, so a revocation committed after a read was dated is seen by the
 /// next read: no entry vouched for before a revocation outlives it by more
-/// than [`TOKEN_TRUST`]. Unknown and revoked tokens are not cached.
+/// than [`TOKEN_TRUST`]. Unknown and revoked tokens are not cached; the
+/// caller checks a cached row's own end ([`TokenRow::valid_at`]).
 #[derive(Debug)]
 pub struct TokenCache {
     state: Mutex<CacheState>,
@@ -162,11 +190,22 @@ impl TokenCache {
         (now.saturating_duration_since(*vouched) < TOKEN_TRUST).then(|| row.clone())
     }
 
-    /// Remembers `row`, found valid by a read that started at `read_at`.
+    /// Remembers `row`, found valid by a read that started at `read_at`
+    /// (the row of the latest read is kept).
     pub fn insert(&self, row: TokenRow, read_at: Instant) {
         let mut state = self.lock();
-        let entry = state.entries.entry(row.hash.clone()).or_insert((row, read_at));
-        entry.1 = entry.1.max(read_at);
+        match state.entries.entry(row.hash.clone()) {
+            std::collections::hash_map::Entry::Occupied(mut entry) => {
+                let (kept, vouched) = entry.get_mut();
+                if read_at >= *vouched {
+                    *kept = row;
+                    *vouched = read_at;
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert((row, read_at));
+            }
+        }
     }
 
     /// Whether a sweep should start now; if so, it counts as started.
@@ -184,16 +223,20 @@ impl TokenCache {
         due
     }
 
-    /// A sweep that started at `started` found exactly the tokens of `valid` unrevoked.
-    pub fn swept(&self, started: Instant, valid: &HashSet<String>) {
+    /// A sweep that started at `started` found exactly the tokens of `valid`
+    /// (by hash) valid, as they are there.
+    pub fn swept(&self, started: Instant, valid: &HashMap<String, TokenRow>) {
         let mut state = self.lock();
         state.sweeping = false;
-        state.entries.retain(|hash, (_, vouched)| {
-            let keep = valid.contains(hash);
-            if keep {
+        state.entries.retain(|hash, (row, vouched)| match valid.get(hash) {
+            Some(fresh) => {
+                if started >= *vouched {
+                    *row = fresh.clone();
+                }
                 *vouched = (*vouched).max(started);
+                true
             }
-            keep
+            None => false,
         });
     }
 
@@ -206,7 +249,6 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jiff::Timestamp;
 
     fn row(hash: &str) -> TokenRow {
         TokenRow {
@@ -231,7 +273,10 @@ mod tests {
         // A sweep that started at t0 + 1 s finds a still valid, b revoked.
         assert!(cache.sweep_due(t0 + Duration::from_secs(1)));
         assert!(!cache.sweep_due(t0 + Duration::from_secs(1)), "one sweep at a time");
-        cache.swept(t0 + Duration::from_secs(1), &HashSet::from(["a".to_owned()]));
+        cache.swept(
+            t0 + Duration::from_secs(1),
+            &HashMap::from([("a".to_owned(), row("a"))]),
+        );
         assert_eq!(cache.get("a", t0 + Duration::from_millis(2900)), Some(row("a")));
         assert_eq!(cache.get("b", t0 + Duration::from_millis(1001)), None, "revoked");
         assert_eq!(cache.get("a", t0 + Duration::from_secs(3)), None);
@@ -247,10 +292,63 @@ mod tests {
         let cache = TokenCache::default();
         let t0 = Instant::now();
         cache.insert(row("a"), t0 + Duration::from_secs(5));
-        cache.swept(t0 + Duration::from_secs(4), &HashSet::from(["a".to_owned()]));
+        cache.swept(
+            t0 + Duration::from_secs(4),
+            &HashMap::from([("a".to_owned(), row("a"))]),
+        );
         assert_eq!(cache.get("a", t0 + Duration::from_millis(6900)), Some(row("a")));
         // An older read of the same token does not age it either.
         cache.insert(row("a"), t0);
         assert_eq!(cache.get("a", t0 + Duration::from_millis(6900)), Some(row("a")));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        for value in [
+            "Bearer pw_1",
+            "bearer pw_1",
+            "BEARER pw_1",
+            "BeArEr   pw_1 ",
+            " Bearer pw_1",
+        ] {
+            assert_eq!(bearer(value), Some("pw_1"), "{value:?}");
+        }
+        for value in ["Bearer", "Bearer ", "Basic pw_1", "Bearerpw_1", "Token pw_1", ""] {
+            assert_eq!(bearer(value), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_sweep_teaches_the_cache_when_a_rotated_token_ends() {
+        let cache = TokenCache::default();
+        let t0 = Instant::now();
+        let current = TokenRow {
+            name: "agent:web-3".to_owned(),
+            role: Role::Agent,
+            host: Some("web-3".to_owned()),
+            hash: "h".to_owned(),
+            created_at: Timestamp::UNIX_EPOCH,
+            revoked_at: None,
+        };
+        cache.insert(current.clone(), t0);
+        let end = Timestamp::now() + jiff::SignedDuration::from_secs(60);
+        let rotated = TokenRow {
+            revoked_at: Some(end),
+            ..current.clone()
+        };
+        cache.swept(
+            t0 + Duration::from_secs(1),
+            &HashMap::from([("h".to_owned(), rotated.clone())]),
+        );
+        let cached = cache.get("h", t0 + Duration::from_secs(2)).unwrap();
+        assert_eq!(cached, rotated);
+        assert!(cached.valid_at(end - jiff::SignedDuration::from_millis(1)));
+        assert!(
+            !cached.valid_at(end),
+            "refused from its end on, however fresh the cache entry"
+        );
+        // An older read does not bring back the row without an end.
+        cache.insert(current, t0);
+        assert_eq!(cache.get("h", t0 + Duration::from_secs(2)), Some(rotated));
     }
 }

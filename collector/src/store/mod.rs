@@ -154,9 +154,14 @@ impl Role {
 }
 
 /// A stored token: only the SHA-256 of its secret is kept.
+///
+/// A name may have several tokens: at most one current (`revoked_at` unset),
+/// and those it replaced, which are revoked or end at a time still to come
+/// (the overlap of a rotation, [`Store::rotate_token`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRow {
-    /// Unique name (`agent:web-3` for agent tokens, chosen by the operator otherwise).
+    /// Its name (`agent:web-3` for agent tokens, chosen by the operator otherwise),
+    /// shared by the tokens that replaced one another.
     pub name: String,
     /// What it may do.
     pub role: Role,
@@ -167,8 +172,68 @@ pub struct TokenRow {
     pub hash: String,
     /// When it was made.
     pub created_at: Timestamp,
-    /// When it was revoked; a revoked token authenticates nothing.
+    /// When it stops authenticating: in the past for a revoked (or expired)
+    /// token, which authenticates nothing; in the future for a token a
+    /// rotation replaced, which works until then; `None` while it is current.
     pub revoked_at: Option<Timestamp>,
+}
+
+impl TokenRow {
+    /// Whether it authenticates at `now` (not revoked, or revoked only later).
+    pub fn valid_at(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none_or(|end| end > now)
+    }
+
+    /// Its state at `now`.
+    pub fn state(&self, now: Timestamp) -> TokenState {
+        match self.revoked_at {
+            None => TokenState::Active,
+            Some(end) if end > now => TokenState::Expires(end),
+            Some(end) => TokenState::Revoked(end),
+        }
+    }
+}
+
+/// Where a token is in its life, as of a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenState {
+    /// The current token of its name; it authenticates until revoked or rotated.
+    Active,
+    /// Replaced by a rotation: it still authenticates, until then.
+    Expires(Timestamp),
+    /// It authenticates nothing since then (revoked, or its overlap ended).
+    Revoked(Timestamp),
+}
+
+impl TokenState {
+    /// `active`, `expiring` or `revoked`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenState::Active => "active",
+            TokenState::Expires(_) => "expiring",
+            TokenState::Revoked(_) => "revoked",
+        }
+    }
+}
+
+impl std::fmt::Display for TokenState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenState::Active => f.write_str("active"),
+            TokenState::Expires(at) => write!(f, "expires {at}"),
+            TokenState::Revoked(at) => write!(f, "revoked {at}"),
+        }
+    }
+}
+
+/// What [`Store::rotate_token`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    /// The new current token.
+    pub new: TokenRow,
+    /// The tokens it replaced, as they are now: each ends at the rotation's
+    /// `until` (or before, where it was to end sooner already).
+    pub replaced: Vec<TokenRow>,
 }
 
 /// A baseline as stored: its source as written, and when and by whom it was applied.
@@ -359,9 +424,35 @@ pub enum StoreError {
     /// A name that must be unique is taken (token name).
     #[error("{0} already exists")]
     Exists(String),
-    /// The database failed (full disk, corruption, ...).
+    /// The database's file system is full. The write was rolled back whole
+    /// (nothing of it is stored) and the store stays usable: the same write
+    /// succeeds once there is room.
+    #[error("{}", disk_full_message(path.as_deref()))]
+    DiskFull {
+        /// The database file, where known.
+        path: Option<String>,
+    },
+    /// The database failed (corruption, I/O error, ...).
     #[error("database error: {0}")]
     Database(String),
+}
+
+impl StoreError {
+    /// Whether the same call may succeed later without a change to the call:
+    /// after a full disk, once space is freed. Unknown database failures are
+    /// taken as lasting.
+    pub fn retry_helps(&self) -> bool {
+        matches!(self, StoreError::DiskFull { .. })
+    }
+}
+
+/// The message of [`StoreError::DiskFull`].
+fn disk_full_message(path: Option<&str>) -> String {
+    let file = path.map_or_else(|| "the database".to_owned(), |p| format!("the database {p}"));
+    format!(
+        "disk full: cannot write {file}: free space on its file system (nothing of this write was stored; \
+         it succeeds once there is room)"
+    )
 }
 
 /// Where [`Store::ingest_queued`] sends a batch's answer.
@@ -462,17 +553,36 @@ pub trait Store: Send + Sync + 'static {
         each: &mut dyn FnMut(ListenerRow) -> bool,
     ) -> Result<(), StoreError>;
 
-    /// Stores a new token.
+    /// Stores a new token; [`StoreError::Exists`] when its secret is taken,
+    /// or when its name has a token that still authenticates at its
+    /// `created_at` (replace that one with [`Store::rotate_token`]). A name
+    /// whose tokens are all revoked or expired may be used again.
     fn create_token(&self, token: &TokenRow) -> Result<(), StoreError>;
 
     /// The token whose secret hashes to `hash`, revoked or not.
     fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, StoreError>;
 
-    /// Every token, by name.
+    /// Every token, by name, then by creation (oldest first).
     fn tokens(&self) -> Result<Vec<TokenRow>, StoreError>;
 
-    /// Revokes the token `name` at `at`; `false` when there is none (or it was revoked already).
+    /// Revokes at `at` every token named `name` that still authenticates then
+    /// (the current one and those in a rotation's overlap); `false` when there
+    /// is none.
     fn revoke_token(&self, name: &str, at: Timestamp) -> Result<bool, StoreError>;
+
+    /// Replaces the tokens named `name` that authenticate at `at` by a new
+    /// current one, of the same role and host, whose secret hashes to `hash`,
+    /// in one transaction: the replaced ones go on authenticating until
+    /// `until` (the overlap; those due to end sooner keep their end), then
+    /// not. `None`, and nothing changed, when no token of that name
+    /// authenticates at `at` (create one instead).
+    fn rotate_token(
+        &self,
+        name: &str,
+        hash: &str,
+        at: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<Rotated>, StoreError>;
 
     /// Stores baseline `name` with `source` (already validated), applied by
     /// `actor` at `at` for the reason `comment`, and logs the change; the

@@ -44,6 +44,13 @@
 //! traffic. (The next FULL commit syncs the WAL frames before it too.)
 //! Token changes commit with FULL.
 //!
+//! **A full disk** fails the write with [`StoreError::DiskFull`] (naming the
+//! file), whether SQLite says `SQLITE_FULL` or an I/O error while the file
+//! system has no space left. The transaction is rolled back whole, also when
+//! SQLite already rolled it back itself (the next batches of the group are
+//! then not applied outside it), so the writer is left with no transaction
+//! open and the next write succeeds once space is freed.
+//!
 //! # Schema
 //!
 //! Versioned by `PRAGMA user_version`: migration `n` (an embedded file in
@@ -55,7 +62,9 @@
 //! skew); `programs` holds each distinct process identity (name, exe,
 //! cmdline, uid, user, container, unit) once;
 //! `intervals` holds one small row per listener interval whose owners are an
-//! inline list of (pid, program id) varints; `tokens` holds API tokens.
+//! inline list of (pid, program id) varints; `tokens` holds API tokens
+//! (several per name since `migrations/0006_tokens.sql`: a rotation keeps
+//! the replaced ones, ending at a time of their own).
 //! Two indexes serve every query: `intervals_by_host (host_id, closed_at,
 //! opened_at)` (a host's open intervals, `listeners_at`, `history`) and the
 //! covering `intervals_by_port (port, closed_at, opened_at, ...)` (`who`).
@@ -86,7 +95,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 
 use super::{
     AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, HistoryCursor, HistoryWindow,
-    HostRow, HostStatus, IngestDone, ListenerRow, Role, Store, StoreError, StoredBaseline, TokenRow,
+    HostRow, HostStatus, IngestDone, ListenerRow, Role, Rotated, Store, StoreError, StoredBaseline, TokenRow,
 };
 use crate::alert::drift::Finding;
 use crate::clock::{self, HostClock};
@@ -104,6 +113,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_snapshot_parts.sql"),
     include_str!("migrations/0005_clock.sql"),
     include_str!("migrations/0006_sink_done.sql"),
+    include_str!("migrations/0007_tokens.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection before
@@ -178,6 +188,8 @@ struct Queued {
 struct Writer {
     conn: Connection,
     synchronous: Synchronous,
+    /// The database file, named in errors.
+    path: PathBuf,
 }
 
 /// `PRAGMA synchronous` values the store uses (see the module docs).
@@ -221,6 +233,8 @@ impl SqliteStore {
             path: path.display().to_string(),
             message,
         };
+        // Where this cannot create the file, SQLite cannot either, and says why.
+        let _ = create_private(path);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(describe(&e)))?;
         configure_writer(&conn).map_err(open_error)?;
@@ -229,6 +243,7 @@ impl SqliteStore {
         let writer = Arc::new(Mutex::new(Writer {
             conn,
             synchronous: Synchronous::Full,
+            path: path.to_owned(),
         }));
         let queue = Arc::new(IngestQueue::default());
         let committer = std::thread::Builder::new()
@@ -253,16 +268,25 @@ impl SqliteStore {
     /// fsync, not one per token). All or nothing: a name or secret already
     /// taken stores none of them.
     pub fn create_tokens(&self, tokens: &[TokenRow]) -> Result<(), StoreError> {
+        self.write_tokens(|tx| tokens.iter().try_for_each(|token| insert_token(tx, token)))
+    }
+
+    /// Runs `write` in an immediate transaction of the writer, committed
+    /// with FULL durability (token changes), and names the file in a
+    /// full disk's error.
+    fn write_tokens<T>(&self, write: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut writer = self.writer();
-        writer.set_synchronous(Synchronous::Full)?;
-        let tx = writer
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
-        for token in tokens {
-            insert_token(&tx, token)?;
-        }
-        tx.commit().map_err(db)
+        let written = (|| {
+            writer.set_synchronous(Synchronous::Full)?;
+            let tx = writer
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let value = write(&tx)?;
+            tx.commit().map_err(db)?;
+            Ok(value)
+        })();
+        written.map_err(|e| on_file(&self.path, e))
     }
 
     /// The writer, also after a panic of another thread while it held it
@@ -283,7 +307,7 @@ impl SqliteStore {
         if readers.len() < MAX_IDLE_READERS {
             readers.push(conn);
         }
-        result
+        result.map_err(|e| on_file(&self.path, e))
     }
 
     /// Runs the interval query `sql` (selecting [`INTERVAL_COLUMNS`]) and
@@ -415,6 +439,31 @@ impl Drop for SqliteStore {
     }
 }
 
+/// Mode of a database file the store creates: the history and the token
+/// hashes are the collector's (and its group's, for backups), nobody else's.
+/// SQLite gives the `-wal` and `-shm` files it creates the database file's
+/// mode, so they are private too.
+pub const DB_FILE_MODE: u32 = 0o640;
+
+/// Creates `path`, empty, with [`DB_FILE_MODE`] (less the umask) if it does
+/// not exist: SQLite itself would create it world-readable (0644).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(DB_FILE_MODE)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Sets the writer's connection up: WAL, foreign keys, busy timeout.
 fn configure_writer(conn: &Connection) -> Result<(), String> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| describe(&e))?;
@@ -512,14 +561,48 @@ fn describe(error: &rusqlite::Error) -> String {
         Some(ErrorCode::DatabaseCorrupt) => {
             format!("the database file is corrupt ({error}): restore it from a backup")
         }
-        Some(ErrorCode::SystemIoFailure) => format!("I/O error ({error}): check the disk"),
+        Some(ErrorCode::SystemIoFailure) => format!("{IO_ERROR} ({error}): check the disk"),
         _ => error.to_string(),
     }
 }
 
-/// A rusqlite error as a [`StoreError::Database`].
+/// How [`describe`] begins the message of an I/O error: [`on_file`] looks
+/// at the file system of such a failure.
+const IO_ERROR: &str = "I/O error";
+
+/// A rusqlite error as a [`StoreError`]: [`StoreError::DiskFull`] for
+/// `SQLITE_FULL`, else [`StoreError::Database`] (see [`on_file`] for the file
+/// name and for I/O errors of a full disk).
 fn db(error: rusqlite::Error) -> StoreError {
-    StoreError::Database(describe(&error))
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => StoreError::DiskFull { path: None },
+        _ => StoreError::Database(describe(&error)),
+    }
+}
+
+/// `error`, of a write to the database `path`, with the file named where
+/// it is a full disk; an I/O error while `path`'s file system has no space
+/// left for unprivileged writers is taken as a full disk too (SQLite
+/// reports some `ENOSPC`s, growing the WAL index say, as `SQLITE_IOERR`).
+fn on_file(path: &Path, error: StoreError) -> StoreError {
+    match error {
+        StoreError::DiskFull { path: None } => StoreError::DiskFull {
+            path: Some(path.display().to_string()),
+        },
+        StoreError::Database(message) if message.starts_with(IO_ERROR) && no_space_left(path) => StoreError::DiskFull {
+            path: Some(path.display().to_string()),
+        },
+        other => other,
+    }
+}
+
+/// Whether the file system of `path` has no free block left.
+fn no_space_left(path: &Path) -> bool {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    rustix::fs::statvfs(dir).is_ok_and(|fs| fs.f_bavail == 0)
 }
 
 /// A value read back from the database that this build cannot understand.
@@ -683,14 +766,12 @@ impl Store for SqliteStore {
     }
 
     fn create_token(&self, token: &TokenRow) -> Result<(), StoreError> {
-        let mut writer = self.writer();
-        writer.set_synchronous(Synchronous::Full)?;
-        insert_token(&writer.conn, token)
+        self.write_tokens(|tx| insert_token(tx, token))
     }
 
     fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
         let raw = self.read(|conn| {
-            conn.prepare_cached("SELECT name, role, host, hash, created_at, revoked_at FROM tokens WHERE hash = ?1")
+            conn.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"))
                 .and_then(|mut stmt| stmt.query_row([hash], RawToken::from_row).optional())
                 .map_err(db)
         })?;
@@ -700,7 +781,9 @@ impl Store for SqliteStore {
     fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
         let raws = self.read(|conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT name, role, host, hash, created_at, revoked_at FROM tokens ORDER BY name")
+                .prepare_cached(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY name, created_at, id"
+                ))
                 .map_err(db)?;
             let rows = stmt.query_map([], RawToken::from_row).map_err(db)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
@@ -709,14 +792,54 @@ impl Store for SqliteStore {
     }
 
     fn revoke_token(&self, name: &str, at: Timestamp) -> Result<bool, StoreError> {
-        let mut writer = self.writer();
-        writer.set_synchronous(Synchronous::Full)?;
-        let changed = writer
-            .conn
-            .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL")
+        let changed = self.write_tokens(|tx| {
+            tx.prepare_cached(
+                "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND (revoked_at IS NULL OR revoked_at > ?2)",
+            )
             .and_then(|mut stmt| stmt.execute(params![name, at.as_millisecond()]))
-            .map_err(db)?;
+            .map_err(db)
+        })?;
         Ok(changed > 0)
+    }
+
+    fn rotate_token(
+        &self,
+        name: &str,
+        hash: &str,
+        at: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<Rotated>, StoreError> {
+        self.write_tokens(|tx| {
+            let valid = valid_tokens(tx, name, at)?;
+            // The current token sets the new one's role and host; failing
+            // one, the latest of those in an overlap.
+            let Some(model) = valid.iter().find(|t| t.revoked_at.is_none()).or(valid.last()) else {
+                return Ok(None);
+            };
+            let new = TokenRow {
+                name: name.to_owned(),
+                role: model.role,
+                host: model.host.clone(),
+                hash: hash.to_owned(),
+                created_at: at,
+                revoked_at: None,
+            };
+            tx.prepare_cached(
+                "UPDATE tokens SET revoked_at = min(coalesce(revoked_at, ?3), ?3)
+                 WHERE name = ?1 AND (revoked_at IS NULL OR revoked_at > ?2)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![name, at.as_millisecond(), until.as_millisecond()]))
+            .map_err(db)?;
+            insert_token_row(tx, &new)?;
+            let replaced = valid
+                .into_iter()
+                .map(|mut t| {
+                    t.revoked_at = Some(t.revoked_at.map_or(until, |end| end.min(until)));
+                    t
+                })
+                .collect();
+            Ok(Some(Rotated { new, replaced }))
+        })
     }
 
     fn put_baseline(
@@ -728,6 +851,7 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> Result<BaselineAction, StoreError> {
         self.put_baseline_impl(name, source, actor, comment, at)
+            .map_err(|e| on_file(&self.path, e))
     }
 
     fn remove_baseline(
@@ -738,6 +862,7 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> Result<bool, StoreError> {
         self.remove_baseline_impl(name, actor, comment, at)
+            .map_err(|e| on_file(&self.path, e))
     }
 
     fn baselines(&self) -> Result<Vec<StoredBaseline>, StoreError> {
@@ -756,6 +881,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<AlertEvent>, StoreError> {
         self.sync_alerts_impl(hosts, findings, max_open, now)
+            .map_err(|e| on_file(&self.path, e))
     }
 
     fn alerts(&self, state: Option<AlertState>, host: Option<&str>, limit: usize) -> Result<Vec<AlertRow>, StoreError> {
@@ -764,6 +890,7 @@ impl Store for SqliteStore {
 
     fn ack_alert(&self, id: i64, actor: &str, comment: &str, at: Timestamp) -> Result<AckOutcome, StoreError> {
         self.ack_alert_impl(id, actor, comment, at)
+            .map_err(|e| on_file(&self.path, e))
     }
 
     fn alert_events_after(&self, after: i64, limit: usize) -> Result<Vec<super::OutboxEvent>, StoreError> {
@@ -784,6 +911,7 @@ impl Store for SqliteStore {
 
     fn set_sink_progress(&self, sink: &str, cursor: i64, done: &[i64]) -> Result<(), StoreError> {
         self.set_sink_progress_impl(sink, cursor, done)
+            .map_err(|e| on_file(&self.path, e))
     }
 
     fn first_seen_ports(
@@ -861,8 +989,37 @@ impl Store for SqliteStore {
     }
 }
 
-/// Inserts `token` (in the caller's transaction, if any); [`StoreError::Exists`] when its name or secret is taken.
+/// The columns a [`RawToken`] is read from.
+const TOKEN_COLUMNS: &str = "name, role, host, hash, created_at, revoked_at";
+
+/// The tokens named `name` that authenticate at `at`, oldest first.
+fn valid_tokens(conn: &Connection, name: &str, at: Timestamp) -> Result<Vec<TokenRow>, StoreError> {
+    let raws = conn
+        .prepare_cached(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE name = ?1 AND (revoked_at IS NULL OR revoked_at > ?2)
+             ORDER BY created_at, id"
+        ))
+        .and_then(|mut stmt| {
+            stmt.query_map(params![name, at.as_millisecond()], RawToken::from_row)?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(db)?;
+    raws.into_iter().map(RawToken::into_row).collect()
+}
+
+/// Inserts `token` in the caller's transaction; [`StoreError::Exists`] when
+/// its secret is taken or its name has a token that authenticates at its
+/// `created_at` (one current, or in a rotation's overlap).
 fn insert_token(conn: &Connection, token: &TokenRow) -> Result<(), StoreError> {
+    if token.valid_at(token.created_at) && !valid_tokens(conn, &token.name, token.created_at)?.is_empty() {
+        return Err(StoreError::Exists(format!("token {}", token.name)));
+    }
+    insert_token_row(conn, token)
+}
+
+/// Inserts `token` as it is; [`StoreError::Exists`] when its secret is taken
+/// or it would be a second current token of its name.
+fn insert_token_row(conn: &Connection, token: &TokenRow) -> Result<(), StoreError> {
     let inserted = conn
         .prepare_cached(
             "INSERT INTO tokens (name, role, host, hash, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -880,8 +1037,13 @@ fn insert_token(conn: &Connection, token: &TokenRow) -> Result<(), StoreError> {
     match inserted {
         Ok(_) => Ok(()),
         Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+            // The secret's hash, or (a current token of that name) the partial unique index.
             let name_taken = conn
-                .query_row("SELECT 1 FROM tokens WHERE name = ?1", [&token.name], |_| Ok(()))
+                .query_row(
+                    "SELECT 1 FROM tokens WHERE name = ?1 AND revoked_at IS NULL",
+                    [&token.name],
+                    |_| Ok(()),
+                )
                 .optional()
                 .map_err(db)?
                 .is_some();
@@ -1139,24 +1301,34 @@ fn commit_group(writer: &mut Writer, group: Vec<Queued>, clock: &clock::Limits) 
                 savepoint.commit().map_err(db)?;
                 Ok(ack)
             });
-            results.push(result);
+            match result {
+                // SQLite rolled the whole transaction back (it may, on a full
+                // disk or an I/O error): what the group applied is gone, and
+                // the next savepoints would each commit on their own.
+                Err(error) if tx.is_autocommit() => return Err(error),
+                result => results.push(result),
+            }
         }
+        // A failed commit drops `tx`, which rolls back what is still open.
         tx.commit().map_err(db)?;
         Ok(results)
     })();
+    let path = writer.path.as_path();
     match applied {
         Ok(results) => {
             for (queued, result) in group.into_iter().zip(results) {
-                (queued.done)(result);
+                (queued.done)(result.map_err(|e| on_file(path, e)));
             }
         }
         Err(error) => {
-            let message = match error {
-                StoreError::Database(message) => message,
-                other => other.to_string(),
-            };
+            // Logged by whoever gets the answers (the ingest handler logs a failed request).
+            let error = on_file(path, error);
             for queued in group {
-                (queued.done)(Err(StoreError::Database(message.clone())));
+                (queued.done)(Err(match &error {
+                    StoreError::DiskFull { path } => StoreError::DiskFull { path: path.clone() },
+                    StoreError::Database(message) => StoreError::Database(message.clone()),
+                    other => StoreError::Database(other.to_string()),
+                }));
             }
         }
     }
@@ -3139,6 +3311,250 @@ mod tests {
         assert_eq!(revoked.revoked_at, Some(ts(50)));
     }
 
+    fn agent_token(hash: &str, at: i64) -> TokenRow {
+        TokenRow {
+            name: "agent:web-3".into(),
+            role: Role::Agent,
+            host: Some("web-3".into()),
+            hash: hash.into(),
+            created_at: ts(at),
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn a_revoked_tokens_name_can_be_given_to_a_new_token() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        store.create_token(&agent_token("old", 0)).unwrap();
+        assert!(store.revoke_token("agent:web-3", ts(10)).unwrap());
+        store.create_token(&agent_token("new", 20)).unwrap();
+        assert_eq!(store.token_by_hash("old").unwrap().unwrap().revoked_at, Some(ts(10)));
+        assert_eq!(store.token_by_hash("new").unwrap(), Some(agent_token("new", 20)));
+        let listed: Vec<_> = store.tokens().unwrap().into_iter().map(|t| t.hash).collect();
+        assert_eq!(listed, ["old", "new"], "by name, then oldest first");
+        // While one of the name is valid, another cannot be created.
+        let again = store.create_token(&agent_token("third", 30));
+        assert!(
+            matches!(&again, Err(StoreError::Exists(what)) if what.contains("agent:web-3")),
+            "{again:?}"
+        );
+    }
+
+    #[test]
+    fn a_rotated_token_works_until_its_overlap_ends_and_its_replacement_from_the_rotation_on() {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let first = agent_token("first", 0);
+        store.create_token(&first).unwrap();
+        store
+            .create_token(&TokenRow {
+                name: "ops".into(),
+                role: Role::Read,
+                host: None,
+                ..agent_token("ops", 0)
+            })
+            .unwrap();
+
+        let rotated = store
+            .rotate_token("agent:web-3", "second", ts(10), ts(20))
+            .unwrap()
+            .unwrap();
+        assert_eq!(rotated.new, agent_token("second", 10), "same name, role and host");
+        let first_now = TokenRow {
+            revoked_at: Some(ts(20)),
+            ..first.clone()
+        };
+        assert_eq!(rotated.replaced, vec![first_now.clone()]);
+        assert_eq!(store.token_by_hash("first").unwrap(), Some(first_now.clone()));
+        assert!(first_now.valid_at(ts(19)) && !first_now.valid_at(ts(20)));
+        assert_eq!(first_now.state(ts(19)), crate::store::TokenState::Expires(ts(20)));
+        assert_eq!(first_now.state(ts(20)), crate::store::TokenState::Revoked(ts(20)));
+        assert_eq!(
+            store.token_by_hash("second").unwrap().unwrap().state(ts(20)),
+            crate::store::TokenState::Active
+        );
+        // During the overlap the name is taken; the other tokens are untouched.
+        assert!(matches!(
+            store.create_token(&agent_token("x", 15)),
+            Err(StoreError::Exists(_))
+        ));
+        assert_eq!(store.token_by_hash("ops").unwrap().unwrap().revoked_at, None);
+
+        // Rotated again within the overlap: the first keeps its nearer end, the second gets the new one.
+        let again = store
+            .rotate_token("agent:web-3", "third", ts(12), ts(100))
+            .unwrap()
+            .unwrap();
+        let ends: Vec<_> = again.replaced.iter().map(|t| (t.hash.as_str(), t.revoked_at)).collect();
+        assert_eq!(ends, [("first", Some(ts(20))), ("second", Some(ts(100)))]);
+        // Revoking the name ends every token of it that still works, at once.
+        assert!(store.revoke_token("agent:web-3", ts(13)).unwrap());
+        let ends: Vec<_> = store
+            .tokens()
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.name == "agent:web-3")
+            .map(|t| t.revoked_at)
+            .collect();
+        assert_eq!(ends, [Some(ts(13)); 3]);
+
+        // Nothing valid to rotate: nothing is stored.
+        assert_eq!(
+            store.rotate_token("agent:web-3", "fourth", ts(14), ts(24)).unwrap(),
+            None
+        );
+        assert_eq!(store.rotate_token("nobody", "fifth", ts(14), ts(24)).unwrap(), None);
+        assert_eq!(store.token_by_hash("fourth").unwrap(), None);
+        // A secret already used is refused, and the rotation with it.
+        let reused = store.rotate_token("ops", "first", ts(14), ts(24));
+        assert!(matches!(reused, Err(StoreError::Exists(_))), "{reused:?}");
+        assert_eq!(
+            store.token_by_hash("ops").unwrap().unwrap().revoked_at,
+            None,
+            "rolled back"
+        );
+    }
+
+    #[test]
+    fn migrating_a_version_6_database_keeps_every_token_and_frees_revoked_names() {
+        let dir = TempDir::new();
+        drop(SqliteStore::open(&dir.db()).unwrap());
+        let conn = Connection::open(dir.db()).unwrap();
+        conn.execute_batch(&format!(
+            "DROP TABLE tokens;
+             CREATE TABLE tokens (
+                 id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                 role TEXT NOT NULL CHECK (role IN ('agent', 'read', 'admin')), host TEXT,
+                 hash TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL, revoked_at INTEGER) STRICT;
+             INSERT INTO tokens (name, role, host, hash, created_at, revoked_at) VALUES
+                 ('agent:web-3', 'agent', 'web-3', 'aa11', {t0}, {t1}),
+                 ('ops', 'admin', NULL, 'bb22', {t0}, NULL);
+             PRAGMA user_version = 6;",
+            t0 = ts(0).as_millisecond(),
+            t1 = ts(5).as_millisecond(),
+        ))
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        assert_eq!(store.token_by_hash("aa11").unwrap().unwrap().revoked_at, Some(ts(5)));
+        assert_eq!(store.token_by_hash("bb22").unwrap().unwrap().role, Role::Admin);
+        store.create_token(&agent_token("cc33", 10)).unwrap();
+        assert!(store.rotate_token("ops", "dd44", ts(10), ts(20)).unwrap().is_some());
+        assert_eq!(store.tokens().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_new_database_and_its_wal_files_are_not_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        store.create_token(&agent_token("aa11", 0)).unwrap();
+        let wal = dir.0.join("collector.db-wal");
+        let shm = dir.0.join("collector.db-shm");
+        for file in [dir.db(), wal, shm] {
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o007, 0, "{} has mode {mode:o}", file.display());
+            assert_eq!(mode & !DB_FILE_MODE, 0, "{} has mode {mode:o}", file.display());
+        }
+    }
+
+    /// A 1 MiB tmpfs in `dir`, unmounted on drop; `None` (after printing why
+    /// the test is not run) where it cannot be mounted.
+    fn tmpfs(dir: &TempDir, test: &str) -> Option<Mount> {
+        if !rustix::process::geteuid().is_root() {
+            println!("NOT RUN: {test}: mounting a tmpfs needs root");
+            return None;
+        }
+        let mnt = dir.0.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&mnt)
+            .status();
+        if !matches!(mounted, Ok(status) if status.success()) {
+            println!("NOT RUN: {test}: cannot mount a tmpfs ({mounted:?})");
+            return None;
+        }
+        Some(Mount(mnt))
+    }
+
+    /// Unmounts on drop.
+    struct Mount(PathBuf);
+
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+
+    /// Writes `file` until its file system is full.
+    fn fill(file: &Path) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(file).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    #[test]
+    fn a_full_disk_fails_a_batch_by_name_stores_none_of_it_and_the_same_batch_succeeds_once_freed() {
+        let dir = TempDir::new();
+        let test = "a_full_disk_fails_a_batch_by_name_stores_none_of_it_and_the_same_batch_succeeds_once_freed";
+        let Some(mount) = tmpfs(&dir, test) else {
+            return;
+        };
+        let db = mount.0.join("collector.db");
+        let store = SqliteStore::open(&db).unwrap();
+        store
+            .ingest(
+                &batch("web-3", "s1", vec![snapshot(1, ts(0), vec![listener(22, 1, &[10])])]),
+                ts(1),
+            )
+            .unwrap();
+        let filler = mount.0.join("filler");
+        fill(&filler);
+        // Far more than the WAL has room for already: 600 listeners, each of its own program.
+        let opened: Vec<_> = (0..600u16)
+            .map(|i| listener(1000 + i, 10_000 + u64::from(i), &[100 + u32::from(i)]))
+            .collect();
+        let big = batch("web-3", "s1", vec![delta(2, ts(10), opened, vec![])]);
+        for attempt in 0..2 {
+            if attempt == 1 {
+                // A small page cache spills to the WAL before the commit: the disk fills up
+                // mid-transaction, and SQLite rolls the transaction back itself.
+                store.writer().conn.execute_batch("PRAGMA cache_size = 16").unwrap();
+            }
+            let error = store.ingest(&big, ts(11)).unwrap_err();
+            assert!(
+                matches!(error, StoreError::DiskFull { .. }),
+                "attempt {attempt}: {error:?}"
+            );
+            assert!(error.retry_helps());
+            let message = error.to_string();
+            assert!(message.starts_with("disk full"), "{message}");
+            assert!(message.contains(&db.display().to_string()), "{message}");
+            assert!(message.contains("free space"), "{message}");
+            assert_eq!(
+                ports(&store.listeners_at("web-3", ts(20)).unwrap()),
+                vec![22],
+                "none of it stored"
+            );
+        }
+        // A token change on the full disk fails the same way.
+        let token = store.create_token(&agent_token("aa11", 0));
+        assert!(matches!(token, Err(StoreError::DiskFull { .. })), "{token:?}");
+
+        std::fs::remove_file(&filler).unwrap();
+        let ack = store.ingest(&big, ts(12)).unwrap();
+        assert_eq!((ack.acked, ack.resync), (2, false));
+        assert_eq!(store.listeners_at("web-3", ts(20)).unwrap().len(), 601);
+        store.create_token(&agent_token("aa11", 0)).unwrap();
+        drop(store);
+        let reopened = SqliteStore::open(&db).unwrap();
+        assert_eq!(reopened.listeners_at("web-3", ts(20)).unwrap().len(), 601);
+    }
+
     #[test]
     fn tokens_created_in_bulk_are_all_stored_or_none() {
         let dir = TempDir::new();
@@ -3489,9 +3905,15 @@ mod tests {
     #[test]
     fn database_errors_say_what_to_do() {
         let full = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None);
+        let full = on_file(Path::new("/var/lib/portwatch/collector.db"), db(full));
+        assert!(
+            matches!(full, StoreError::DiskFull { .. }) && full.retry_helps(),
+            "{full:?}"
+        );
         assert_eq!(
-            db(full).to_string(),
-            "database error: disk full: free space on the database's file system"
+            full.to_string(),
+            "disk full: cannot write the database /var/lib/portwatch/collector.db: free space on its file system \
+             (nothing of this write was stored; it succeeds once there is room)"
         );
         let read_only = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY), None);
         assert!(db(read_only).to_string().contains("writable"));

@@ -125,7 +125,7 @@ impl Client {
             .and_then(|v| v["error"].as_str().map(str::to_owned))
             .unwrap_or_else(|| status.to_string());
         let hint = match status.as_u16() {
-            401 => "; set --token or PORTWATCH_TOKEN to a read token (an admin token to change baselines or alerts)",
+            401 => "; set --token-file (or --token, PORTWATCH_TOKEN) to a read token (an admin token to change baselines or alerts)",
             403 => "; use a token with that right",
             _ => "",
         };

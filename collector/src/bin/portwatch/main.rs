@@ -52,9 +52,19 @@ struct Cli {
         global = true
     )]
     collector: String,
-    /// A read (or admin) token; see `portwatch-collector token create --role read --name NAME`.
+    /// A read (or admin) token; see `portwatch-collector token create --role read --name NAME`. Other users of the
+    /// host can read it in `ps`: prefer --token-file.
     #[arg(long, env = "PORTWATCH_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// File holding the token (wins over --token and PORTWATCH_TOKEN); warned about when other users may read it.
+    #[arg(
+        long,
+        env = "PORTWATCH_TOKEN_FILE",
+        hide_env_values = true,
+        value_name = "FILE",
+        global = true
+    )]
+    token_file: Option<std::path::PathBuf>,
     /// PEM certificate(s) to verify an https:// collector with (a private CA, or its self-signed certificate).
     #[arg(
         long,
@@ -284,7 +294,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::new(&cli.collector, cli.token.as_deref(), cli.ca_file.as_deref())?;
+    let token = match &cli.token_file {
+        Some(file) => {
+            let read = portwatch_common::client::read_token_file(file)?;
+            if let Some(warning) = &read.warning {
+                eprintln!("portwatch: warning: {warning}");
+            }
+            Some(read.secret)
+        }
+        None => cli.token.clone(),
+    };
+    let client = Client::new(&cli.collector, token.as_deref(), cli.ca_file.as_deref())?;
     let tz = TimeZone::system();
     let now = Timestamp::now();
     let time = |t: Option<&str>| -> anyhow::Result<Option<Timestamp>> {
