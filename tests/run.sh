@@ -8,8 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Tools the end-to-end tests drive: ss and ip (iproute2), setpriv (util-linux),
-# openssl (a private CA for the HTTPS tests).
+# openssl (a private CA for the HTTPS tests), systemd-analyze (the units' system
+# call filters).
 missing=()
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
