@@ -124,15 +124,29 @@ pub struct IngestConfig {
     /// At least 32 MiB, the largest batch.
     #[serde(default = "default_max_bytes_in_flight")]
     pub max_bytes_in_flight: usize,
+    /// Most decompressed bytes of one batch; a larger one gets 413. Stated
+    /// to agents in every acknowledgement, so they send smaller ones (an
+    /// agent that has not heard it yet sends up to 32 MiB, and halves a
+    /// batch answered 413). From 2 MiB (a report is at most 1 MiB) to 32 MiB.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             max_bytes_in_flight: default_max_bytes_in_flight(),
+            max_batch_bytes: default_max_batch_bytes(),
         }
     }
 }
+
+fn default_max_batch_bytes() -> usize {
+    api::MAX_DECOMPRESSED_BYTES
+}
+
+/// The smallest `max_batch_bytes`: two of the largest reports an agent makes.
+const MIN_BATCH_BYTES: usize = 2 * portwatch_common::wire::REPORT_BYTES;
 
 fn default_max_bytes_in_flight() -> usize {
     api::DEFAULT_MAX_BYTES_IN_FLIGHT
@@ -353,6 +367,7 @@ impl Config {
     pub fn ingest_limits(&self) -> api::IngestLimits {
         api::IngestLimits {
             max_bytes_in_flight: self.ingest.max_bytes_in_flight,
+            max_batch_bytes: self.ingest.max_batch_bytes,
             body_timeout: self.http.body_timeout,
         }
     }
@@ -383,12 +398,18 @@ impl Config {
                 humantime::format_duration(http.idle_timeout)
             ));
         }
-        if config.ingest.max_bytes_in_flight < api::MAX_DECOMPRESSED_BYTES {
+        if !(MIN_BATCH_BYTES..=api::MAX_DECOMPRESSED_BYTES).contains(&config.ingest.max_batch_bytes) {
             return Err(format!(
-                "[ingest] max_bytes_in_flight: {} is less than one batch of the largest size ({} bytes, 32 MiB), \
-                 which could then never be taken",
-                config.ingest.max_bytes_in_flight,
+                "[ingest] max_batch_bytes: {} is not between {MIN_BATCH_BYTES} (2 MiB) and {} (32 MiB)",
+                config.ingest.max_batch_bytes,
                 api::MAX_DECOMPRESSED_BYTES
+            ));
+        }
+        if config.ingest.max_bytes_in_flight < config.ingest.max_batch_bytes {
+            return Err(format!(
+                "[ingest] max_bytes_in_flight: {} is less than one batch of the largest size ({} bytes, \
+                 max_batch_bytes), which could then never be taken",
+                config.ingest.max_bytes_in_flight, config.ingest.max_batch_bytes
             ));
         }
         if !(1..=cap::MAX_MAX_OPEN).contains(&config.alerts.max_open_per_kind) {
@@ -518,6 +539,7 @@ mod tests {
             config.ingest_limits(),
             api::IngestLimits {
                 max_bytes_in_flight: 64 << 20,
+                max_batch_bytes: 32 << 20,
                 body_timeout: Duration::from_secs(3),
             }
         );
@@ -530,7 +552,16 @@ mod tests {
         let e = Config::parse("[http]\nbody_timeout = \"0s\"\n").unwrap_err();
         assert!(e.contains("line 2") && e.contains("zero"), "{e}");
         let e = Config::parse("[ingest]\nmax_bytes_in_flight = 1_000_000\n").unwrap_err();
-        assert!(e.contains("max_bytes_in_flight") && e.contains("32 MiB"), "{e}");
+        assert!(
+            e.contains("max_bytes_in_flight") && e.contains("max_batch_bytes"),
+            "{e}"
+        );
+        let small = Config::parse("[ingest]\nmax_bytes_in_flight = 4_194_304\nmax_batch_bytes = 4_194_304\n").unwrap();
+        assert_eq!(small.ingest_limits().max_batch_bytes, 4 << 20);
+        for bad in ["1_000_000", "33_554_433"] {
+            let e = Config::parse(&format!("[ingest]\nmax_batch_bytes = {bad}\n")).unwrap_err();
+            assert!(e.contains("max_batch_bytes") && e.contains("between"), "{e}");
+        }
         let e = Config::parse("[ingest]\nmax_body_bytes = 5\n").unwrap_err();
         assert!(e.contains("line 2") && e.contains("max_body_bytes"), "{e}");
     }

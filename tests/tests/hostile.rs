@@ -363,3 +363,64 @@ fn a_host_history_is_read_in_pages_and_the_cli_says_how_to_get_the_next() {
     ports.sort_unstable();
     assert_eq!(ports, (22_000..22_025).collect::<Vec<u64>>(), "each interval once");
 }
+
+#[test]
+fn a_batch_answered_413_is_sent_again_in_halves_and_the_collectors_limit_followed() {
+    // A collector that takes smaller batches than an agent assumes before its
+    // first acknowledgement: the first batch is answered 413. An agent that
+    // took that as a refusal for good dropped the whole batch.
+    let dir = TempDir::new("hostile-413").unwrap();
+    let db = dir.path.join("collector.db");
+    let agent_token = create_token(&db, &["--host", "small-1"]).unwrap();
+    let read_token = create_token(&db, &["--role", "read", "--name", "ops"]).unwrap();
+    let config = dir.path.join("collector.toml");
+    std::fs::write(&config, "[ingest]\nmax_batch_bytes = 4_194_304\n").unwrap();
+    let collector = Collector::serve(
+        &db,
+        &[
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--db".as_ref(),
+            db.as_os_str(),
+        ],
+    )
+    .unwrap();
+    let spool_dir = dir.path.join("spool");
+    let start = Timestamp::from_second(Timestamp::now().as_second() - 3600).unwrap();
+    let at = |i: u64| start + jiff::SignedDuration::from_secs(i as i64);
+    // 100 reports of ~76 KB: 7.6 MB in one batch by the version 1 limits, over the 4 MiB taken here.
+    let mut reports = vec![Report {
+        seq: 1,
+        observed_at: at(0),
+        body: ReportBody::Snapshot {
+            facts: facts(),
+            listeners: vec![listener(23_000, 100)],
+        },
+    }];
+    reports.extend((2..=100u64).map(|seq| Report {
+        seq,
+        observed_at: at(seq),
+        body: ReportBody::Delta {
+            opened: vec![Arc::new(listener(23_000 + seq as u16, 76_000))],
+            closed: Vec::new(),
+        },
+    }));
+    spool_of(&spool_dir, "run-before", reports);
+    let _heavy = heavy();
+    let _agent = Agent::start(&collector.url, &agent_token, "small-1", "500ms", &spool_dir).unwrap();
+    let history = eventually(SETTLE, || {
+        let v = portwatch_json(&collector.url, &read_token, &["history", "--host", "small-1"]).ok()?;
+        let ours = v
+            .as_array()?
+            .iter()
+            .filter(|r| (23_000..=23_100).contains(&r["local_port"].as_u64().unwrap_or(0)))
+            .count();
+        (ours >= 100).then_some(ours)
+    })
+    .expect("every spooled report reaches the collector");
+    assert_eq!(history, 100, "one interval per report, none twice");
+    let hosts = portwatch_json(&collector.url, &read_token, &["hosts"]).unwrap();
+    assert_eq!(hosts[0]["dropped_reports"], 0, "nothing dropped: {hosts}");
+}

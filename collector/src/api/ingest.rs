@@ -36,7 +36,7 @@ use axum::extract::State;
 use axum::Json;
 use futures_util::StreamExt;
 use jiff::Timestamp;
-use portwatch_common::wire::{Ack, Batch};
+use portwatch_common::wire::{Ack, Batch, Limits};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::auth::Caller;
@@ -58,6 +58,9 @@ pub const BUSY_RETRY_AFTER: Duration = Duration::from_secs(5);
 pub struct IngestLimits {
     /// Most decompressed bytes of batches being read, parsed or committed.
     pub max_bytes_in_flight: usize,
+    /// Most decompressed bytes of one batch (stated to agents in every
+    /// acknowledgement; 32 MiB, version 1's limit, at most).
+    pub max_batch_bytes: usize,
     /// A request body that sends nothing for this long is refused.
     pub body_timeout: Duration,
 }
@@ -66,6 +69,7 @@ impl Default for IngestLimits {
     fn default() -> Self {
         IngestLimits {
             max_bytes_in_flight: DEFAULT_MAX_BYTES_IN_FLIGHT,
+            max_batch_bytes: MAX_DECOMPRESSED_BYTES,
             body_timeout: crate::edge::DEFAULT_BODY_TIMEOUT,
         }
     }
@@ -210,7 +214,7 @@ async fn store_batch(
         permit: None,
         metrics: state.metrics.clone(),
     };
-    let body = read_body(body, &state.ingest.bytes, &mut held).await?;
+    let body = read_body(body, state.max_batch_bytes, &state.ingest.bytes, &mut held).await?;
     let batch: Batch = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not a valid report batch: {e}")))?;
     drop(body);
@@ -240,7 +244,10 @@ async fn store_batch(
     let mut ack = answer
         .await
         .map_err(|_| ApiError::Internal("the store dropped the batch before storing it".to_owned()))??;
-    ack.limits = Some(INGEST_LIMITS);
+    ack.limits = Some(Limits {
+        max_decompressed_bytes: state.max_batch_bytes as u64,
+        ..INGEST_LIMITS
+    });
     // Committed: have the host evaluated against its baselines. A full queue
     // is caught up by the next sweep.
     if let (Some(host), Some(tx)) = (changed, &state.changed) {
@@ -253,16 +260,16 @@ async fn store_batch(
 }
 
 /// Reads the (decompressed) body whole, taking its bytes from `budget` into
-/// `held` as they arrive: at most [`MAX_DECOMPRESSED_BYTES`].
-async fn read_body(body: Body, budget: &Arc<Semaphore>, held: &mut Held) -> Result<Vec<u8>, ApiError> {
+/// `held` as they arrive: at most `max` (`[ingest] max_batch_bytes`).
+async fn read_body(body: Body, max: usize, budget: &Arc<Semaphore>, held: &mut Held) -> Result<Vec<u8>, ApiError> {
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(body_error)?;
         total = total.saturating_add(chunk.len());
-        if total > MAX_DECOMPRESSED_BYTES {
-            return Err(too_large());
+        if total > max {
+            return Err(too_large(max));
         }
         if !held.take(budget, chunk.len()) {
             return Err(ApiError::Busy {
@@ -281,11 +288,10 @@ async fn read_body(body: Body, budget: &Arc<Semaphore>, held: &mut Held) -> Resu
     Ok(whole)
 }
 
-fn too_large() -> ApiError {
+fn too_large(max: usize) -> ApiError {
     ApiError::TooLarge(format!(
-        "a batch may be {} MiB once decompressed; send fewer reports per batch \
-         (the limits are in every acknowledgement)",
-        MAX_DECOMPRESSED_BYTES / (1024 * 1024)
+        "a batch may be {max} bytes once decompressed; send fewer reports per batch \
+         (the limits are in every acknowledgement)"
     ))
 }
 

@@ -97,6 +97,8 @@ pub struct AppState {
     ingest: Arc<ingest::Admission>,
     /// A request body that sends nothing for this long is refused.
     body_timeout: std::time::Duration,
+    /// The largest batch taken, decompressed (`[ingest] max_batch_bytes`).
+    max_batch_bytes: usize,
 }
 
 impl AppState {
@@ -121,6 +123,7 @@ impl AppState {
             heavy: Arc::default(),
             ingest: Arc::new(ingest::Admission::new(IngestLimits::default().max_bytes_in_flight)),
             body_timeout: IngestLimits::default().body_timeout,
+            max_batch_bytes: MAX_DECOMPRESSED_BYTES,
         }
     }
 
@@ -149,6 +152,7 @@ impl AppState {
             heavy: Arc::default(),
             ingest: Arc::new(ingest::Admission::new(IngestLimits::default().max_bytes_in_flight)),
             body_timeout: IngestLimits::default().body_timeout,
+            max_batch_bytes: MAX_DECOMPRESSED_BYTES,
         };
         (state, task)
     }
@@ -163,6 +167,7 @@ impl AppState {
     pub fn ingest_limits(mut self, limits: IngestLimits) -> AppState {
         self.ingest = Arc::new(ingest::Admission::new(limits.max_bytes_in_flight));
         self.body_timeout = limits.body_timeout;
+        self.max_batch_bytes = limits.max_batch_bytes;
         self
     }
 
