@@ -290,8 +290,18 @@ fn ship(settings: &Settings, shipper: &mut Shipper, spool: &mut Spool, observer:
                     "fix the agent token (portwatch-collector token create --host {}); still observing and spooling", settings.host);
                 return;
             }
-            Err(e @ ShipError::Unavailable { retry_after, .. }) => {
-                let delay = backoff.failed(retry_after.unwrap_or(Duration::ZERO));
+            Err(ShipError::Unavailable {
+                message,
+                retry_after: Some(wait),
+            }) => {
+                // Back-pressure from a busy collector, not a failure: wait as asked, no longer.
+                backoff.wait(wait);
+                tracing::info!(%message, retry_in = ?wait, spooled = spool.len(),
+                    "collector busy; sending again when it asked; still observing and spooling");
+                return;
+            }
+            Err(e @ ShipError::Unavailable { .. }) => {
+                let delay = backoff.failed(Duration::ZERO);
                 tracing::warn!(error = %e, retry_in = ?delay, spooled = spool.len(), "cannot ship; still observing and spooling");
                 return;
             }

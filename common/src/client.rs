@@ -258,6 +258,12 @@ impl Backoff {
         self.next_attempt = Instant::now();
     }
 
+    /// Puts the next attempt `delay` from now without counting a failure
+    /// (a peer that asked to be left alone for a while: back-pressure).
+    pub fn wait(&mut self, delay: Duration) {
+        self.next_attempt = Instant::now() + delay;
+    }
+
     /// Records a failure; returns the delay until the next attempt (at least `at_least`).
     pub fn failed(&mut self, at_least: Duration) -> Duration {
         self.failures = self.failures.saturating_add(1);
@@ -343,6 +349,20 @@ mod tests {
         assert!(b.failed(Duration::from_secs(400)) >= Duration::from_secs(400));
         b.succeeded();
         assert!(b.ready());
+        assert!(b.failed(Duration::ZERO) <= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_wait_asked_for_delays_the_next_attempt_without_growing_the_backoff() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+        b.wait(Duration::from_secs(60));
+        assert!(!b.ready(), "not before the wait is over");
+        b.wait(Duration::ZERO);
+        assert!(b.ready());
+        for _ in 0..5 {
+            b.wait(Duration::from_millis(1));
+        }
+        // No failure was counted: the first real failure waits 1 to 2 s, not 32 s.
         assert!(b.failed(Duration::ZERO) <= Duration::from_secs(2));
     }
 
