@@ -4,9 +4,12 @@
 // Test helpers outside #[test] functions panic on failure like the tests do.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{make_token, temp_store};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -16,8 +19,7 @@ use portwatch_collector::alert::cap::DEFAULT_MAX_OPEN;
 use portwatch_collector::alert::drift::{Finding, Kind};
 use portwatch_collector::api::{router, AppState, MAX_BODY_BYTES, TOKEN_TRUST};
 use portwatch_collector::store::sqlite::SqliteStore;
-use portwatch_collector::store::{Role, Store, TokenRow};
-use portwatch_collector::token;
+use portwatch_collector::store::{Role, Store};
 use portwatch_common::wire::{Batch, HostFacts, Report, ReportBody, PROTOCOL_VERSION};
 use portwatch_common::{Exposure, Family, Listener, Proto};
 use tower::ServiceExt;
@@ -38,24 +40,8 @@ impl Drop for Fixture {
 }
 
 fn fixture(tag: &str) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("pw-api-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.join("collector.db")).unwrap());
-    let make = |name: &str, role: Role, host: Option<&str>| {
-        let secret = token::generate().unwrap();
-        store
-            .create_token(&TokenRow {
-                name: name.into(),
-                role,
-                host: host.map(str::to_owned),
-                hash: token::hash(&secret),
-                created_at: Timestamp::now(),
-                revoked_at: None,
-            })
-            .unwrap();
-        secret
-    };
+    let (dir, store) = temp_store("api", tag);
+    let make = |name: &str, role: Role, host: Option<&str>| make_token(&store, name, role, host);
     let agent = make("agent:web-3", Role::Agent, Some("web-3"));
     let reader = make("ops", Role::Read, None);
     let admin = make("root", Role::Admin, None);

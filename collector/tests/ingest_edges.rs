@@ -5,9 +5,12 @@
 // Test helpers outside #[test] functions panic on failure like the tests do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use support::{make_token, temp_store};
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, Request, StatusCode};
@@ -15,9 +18,7 @@ use axum::response::Response;
 use axum::Router;
 use jiff::Timestamp;
 use portwatch_collector::api::{router, AppState, IngestLimits};
-use portwatch_collector::store::sqlite::SqliteStore;
-use portwatch_collector::store::{Role, Store, TokenRow};
-use portwatch_collector::token;
+use portwatch_collector::store::Role;
 use portwatch_common::wire::{Batch, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
@@ -40,24 +41,8 @@ impl Drop for Fixture {
 }
 
 fn fixture(tag: &str, limits: IngestLimits) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("pw-edges-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.join("collector.db")).unwrap());
-    let make = |name: &str, role: Role, host: Option<&str>| {
-        let secret = token::generate().unwrap();
-        store
-            .create_token(&TokenRow {
-                name: name.into(),
-                role,
-                host: host.map(str::to_owned),
-                hash: token::hash(&secret),
-                created_at: Timestamp::now(),
-                revoked_at: None,
-            })
-            .unwrap();
-        secret
-    };
+    let (dir, store) = temp_store("edges", tag);
+    let make = |name: &str, role: Role, host: Option<&str>| make_token(&store, name, role, host);
     let web = make("agent:web-3", Role::Agent, Some("web-3"));
     let db = make("agent:db-1", Role::Agent, Some("db-1"));
     let reader = make("ops", Role::Read, None);

@@ -6,8 +6,11 @@
 // Test helpers outside #[test] functions panic on failure like the tests do.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{make_token, temp_store};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -34,24 +37,8 @@ impl Drop for Fixture {
 }
 
 fn fixture(tag: &str) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("pw-tokens-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.join("collector.db")).unwrap());
-    let make = |name: &str, role: Role, host: Option<&str>| {
-        let secret = token::generate().unwrap();
-        store
-            .create_token(&TokenRow {
-                name: name.into(),
-                role,
-                host: host.map(str::to_owned),
-                hash: token::hash(&secret),
-                created_at: Timestamp::now(),
-                revoked_at: None,
-            })
-            .unwrap();
-        secret
-    };
+    let (dir, store) = temp_store("tokens", tag);
+    let make = |name: &str, role: Role, host: Option<&str>| make_token(&store, name, role, host);
     let agent = make("agent:web-3", Role::Agent, Some("web-3"));
     let reader = make("ops", Role::Read, None);
     let app = router(AppState::new(store.clone()));
