@@ -109,6 +109,30 @@ fn listener(port: u16, cmdline_bytes: usize) -> Listener {
     }
 }
 
+/// What an agent spools through an outage from `start`: a snapshot of
+/// `first_port` (a command line of `snapshot_cmdline` bytes), then `count - 1`
+/// deltas a second apart, each opening the next port with a 76 KB command line.
+fn outage(first_port: u16, count: u64, snapshot_cmdline: usize, start: Timestamp) -> Vec<Report> {
+    let at = |i: u64| start + jiff::SignedDuration::from_secs(i as i64);
+    let mut reports = vec![Report {
+        seq: 1,
+        observed_at: at(0),
+        body: ReportBody::Snapshot {
+            facts: facts(),
+            listeners: vec![listener(first_port, snapshot_cmdline)],
+        },
+    }];
+    reports.extend((2..=count).map(|seq| Report {
+        seq,
+        observed_at: at(seq),
+        body: ReportBody::Delta {
+            opened: vec![Arc::new(listener(first_port + seq as u16, 76_000))],
+            closed: Vec::new(),
+        },
+    }));
+    reports
+}
+
 #[test]
 fn a_long_outage_of_large_reports_is_replayed_whole_in_batches_the_collector_takes() {
     // After a long outage on a busy host: 500 spooled reports of ~76 KB,
@@ -119,23 +143,7 @@ fn a_long_outage_of_large_reports_is_replayed_whole_in_batches_the_collector_tak
     let spool_dir = s.dir.path.join("spool");
     let start = Timestamp::from_second(Timestamp::now().as_second() - 7200).unwrap();
     let at = |i: u64| start + jiff::SignedDuration::from_secs(i as i64);
-    let mut reports = vec![Report {
-        seq: 1,
-        observed_at: at(0),
-        body: ReportBody::Snapshot {
-            facts: facts(),
-            listeners: vec![listener(20_000, 76_000)],
-        },
-    }];
-    reports.extend((2..=500u64).map(|seq| Report {
-        seq,
-        observed_at: at(seq),
-        body: ReportBody::Delta {
-            opened: vec![Arc::new(listener(20_000 + seq as u16, 76_000))],
-            closed: Vec::new(),
-        },
-    }));
-    spool_of(&spool_dir, "run-before-the-outage", reports);
+    spool_of(&spool_dir, "run-before-the-outage", outage(20_000, 500, 76_000, start));
     let _heavy = heavy();
     let _agent = Agent::start(&s.collector.url, &s.agent_token, "backlog-1", "500ms", &spool_dir).unwrap();
 
@@ -389,25 +397,8 @@ fn a_batch_answered_413_is_sent_again_in_halves_and_the_collectors_limit_followe
     .unwrap();
     let spool_dir = dir.path.join("spool");
     let start = Timestamp::from_second(Timestamp::now().as_second() - 3600).unwrap();
-    let at = |i: u64| start + jiff::SignedDuration::from_secs(i as i64);
     // 100 reports of ~76 KB: 7.6 MB in one batch by the version 1 limits, over the 4 MiB taken here.
-    let mut reports = vec![Report {
-        seq: 1,
-        observed_at: at(0),
-        body: ReportBody::Snapshot {
-            facts: facts(),
-            listeners: vec![listener(23_000, 100)],
-        },
-    }];
-    reports.extend((2..=100u64).map(|seq| Report {
-        seq,
-        observed_at: at(seq),
-        body: ReportBody::Delta {
-            opened: vec![Arc::new(listener(23_000 + seq as u16, 76_000))],
-            closed: Vec::new(),
-        },
-    }));
-    spool_of(&spool_dir, "run-before", reports);
+    spool_of(&spool_dir, "run-before", outage(23_000, 100, 100, start));
     let _heavy = heavy();
     let _agent = Agent::start(&collector.url, &agent_token, "small-1", "500ms", &spool_dir).unwrap();
     let history = eventually(SETTLE, || {
