@@ -36,7 +36,7 @@ if ! cargo generate-rpm --version >/dev/null 2>&1; then
     cargo install --locked "cargo-generate-rpm@$CARGO_GENERATE_RPM_VERSION"
 fi
 
-cargo build --release --locked -p portwatch-agent -p portwatch-collector --bins
+cargo build --release --locked -p portwatch-agent -p portwatch-collector -p portwatch-cli --bins
 
 for bin in "${BINARIES[@]}"; do
     assets=target/release/assets/$bin

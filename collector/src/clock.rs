@@ -159,20 +159,6 @@ pub fn beyond_tolerance(skew_ms: i64, tolerance: Duration) -> bool {
     u128::from(skew_ms.unsigned_abs()) > tolerance.as_millis()
 }
 
-/// A skew for people, signed, in its two largest units, truncated:
-/// `+45s`, `-12m05s`, `+2h03m`, `+365d00h`.
-pub fn human(skew_ms: i64) -> String {
-    let sign = if skew_ms < 0 { '-' } else { '+' };
-    let s = skew_ms.unsigned_abs() / 1000;
-    let (d, h, m) = (s / 86_400, s / 3600 % 24, s / 60 % 60);
-    match s {
-        0..60 => format!("{sign}{s}s"),
-        60..3600 => format!("{sign}{m}m{:02}s", s % 60),
-        3600..86_400 => format!("{sign}{h}h{m:02}m"),
-        _ => format!("{sign}{d}d{h:02}h"),
-    }
-}
-
 fn at_least(t: Timestamp, bound: Option<Timestamp>) -> Timestamp {
     bound.map_or(t, |b| t.max(b))
 }
@@ -375,15 +361,5 @@ mod tests {
         assert!(beyond_tolerance(-300_001, five_min));
         assert!(!beyond_tolerance(-40, five_min));
         assert!(beyond_tolerance(i64::MIN, five_min));
-    }
-
-    #[test]
-    fn skews_read_in_their_two_largest_units() {
-        assert_eq!(human(45_900), "+45s");
-        assert_eq!(human(-45_000), "-45s");
-        assert_eq!(human(725_000), "+12m05s");
-        assert_eq!(human(7_380_000), "+2h03m");
-        assert_eq!(human(-(YEAR * 1000 + 3_600_000)), "-365d01h");
-        assert_eq!(human(0), "+0s");
     }
 }

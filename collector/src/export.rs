@@ -9,7 +9,7 @@
 //! `'` ([`portwatch_common::text::csv_cell`]). Ports, pids and the other
 //! numeric columns never begin so and are never changed. NDJSON is exact.
 
-use crate::store::ListenerRow;
+use portwatch_model::ListenerRow;
 
 /// An export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

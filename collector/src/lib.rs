@@ -3,12 +3,11 @@
 
 pub mod alert;
 pub mod api;
-pub mod baseline;
 pub mod clock;
 pub mod config;
-pub mod diff;
 pub mod edge;
 pub mod export;
+pub mod learn;
 pub mod metrics;
 pub mod store;
 pub mod token;

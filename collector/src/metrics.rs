@@ -19,8 +19,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::alert::drift::ALL_KINDS;
-use crate::store::{AlertState, HostStatus, Store, StoreError};
+use crate::store::{Store, StoreError};
+use portwatch_model::ALL_KINDS;
+use portwatch_model::{AlertState, HostStatus};
 
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -16,12 +16,13 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use jiff::Timestamp;
 use portwatch_collector::alert::cap::DEFAULT_MAX_OPEN;
-use portwatch_collector::alert::drift::{Finding, Kind};
 use portwatch_collector::api::{router, AppState, MAX_BODY_BYTES, TOKEN_TRUST};
 use portwatch_collector::store::sqlite::SqliteStore;
-use portwatch_collector::store::{Role, Store};
+use portwatch_collector::store::Store;
 use portwatch_common::wire::{Batch, HostFacts, Report, ReportBody, PROTOCOL_VERSION};
 use portwatch_common::{Exposure, Family, Listener, Proto};
+use portwatch_model::Role;
+use portwatch_model::{Finding, Kind};
 use tower::ServiceExt;
 
 struct Fixture {

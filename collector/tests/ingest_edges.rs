@@ -18,8 +18,8 @@ use axum::response::Response;
 use axum::Router;
 use jiff::Timestamp;
 use portwatch_collector::api::{router, AppState, IngestLimits};
-use portwatch_collector::store::Role;
 use portwatch_common::wire::{Batch, PROTOCOL_VERSION};
+use portwatch_model::Role;
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 

@@ -39,10 +39,11 @@ use anyhow::{bail, Context};
 use flate2::write::GzEncoder;
 use jiff::{SignedDuration, Timestamp};
 use portwatch_collector::store::sqlite::SqliteStore;
-use portwatch_collector::store::{Role, TokenRow};
+use portwatch_collector::store::TokenRow;
 use portwatch_collector::token;
 use portwatch_common::wire::{Ack, Batch, HostFacts, Report, ReportBody, PROTOCOL_VERSION};
 use portwatch_common::{Exposure, Family, Listener, Process, Proto};
+use portwatch_model::Role;
 
 /// The agents' interval, as simulated time per round.
 const INTERVAL: Duration = Duration::from_secs(10);

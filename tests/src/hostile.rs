@@ -28,10 +28,11 @@ use flate2::write::GzEncoder;
 use http_body_util::{BodyExt, Full};
 use jiff::Timestamp;
 use portwatch_collector::store::sqlite::SqliteStore;
-use portwatch_collector::store::{Role, TokenRow};
+use portwatch_collector::store::TokenRow;
 use portwatch_collector::token;
 use portwatch_common::wire::{Batch, HostFacts, Report, ReportBody};
 use portwatch_common::{Exposure, Family, Listener, Process, Proto};
+use portwatch_model::Role;
 use tokio::io::AsyncWriteExt;
 
 /// One attack (or none: the baseline).

@@ -29,8 +29,8 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::drift::{Finding, Kind};
-use crate::store::AlertRow;
+use portwatch_model::AlertRow;
+use portwatch_model::{Finding, Kind};
 
 /// Default `[alerts] max_open_per_kind`: unresolved alerts of one kind on one host.
 pub const DEFAULT_MAX_OPEN: usize = 100;
@@ -155,9 +155,9 @@ fn thousands(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::drift::Severity;
-    use crate::store::AlertState;
     use portwatch_common::Proto;
+    use portwatch_model::AlertState;
+    use portwatch_model::Severity;
 
     fn risky(host: &str, i: u32) -> Finding {
         let addr = std::net::IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);

@@ -15,154 +15,15 @@ use jiff::{SignedDuration, Timestamp};
 use portwatch_common::process::summary;
 use portwatch_common::text;
 use portwatch_common::{Exposure, Listener, Proto};
-use serde::{Deserialize, Serialize};
 
 use super::risky::RiskyPorts;
-use crate::baseline::{Baseline, Entry, Fit};
 use crate::clock;
-use crate::store::{HostRow, HostStatus, ListenerRow};
-
-/// What kind of departure a finding is. The names are a contract (`kind` in JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    /// A listener matches no baseline entry of its host.
-    UnexpectedListener,
-    /// An expected listener has been gone for longer than the grace period.
-    MissingListener,
-    /// An expected port is held by another process or user.
-    OwnerMismatch,
-    /// A listener is more exposed than its entry allows.
-    ExposureWidened,
-    /// A risky port is reachable beyond loopback.
-    RiskyPortExposed,
-    /// The host's agent stopped reporting.
-    HostSilent,
-    /// The host's clock is off the collector's by more than the tolerance.
-    ClockSkew,
-    /// A listener opened and closed too often in the window.
-    Flapping,
-    /// A listener of a host no baseline covers (reported, never alerted).
-    Unbaselined,
-}
-
-impl Kind {
-    /// The kind's name, as in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::UnexpectedListener => "unexpected-listener",
-            Kind::MissingListener => "missing-listener",
-            Kind::OwnerMismatch => "owner-mismatch",
-            Kind::ExposureWidened => "exposure-widened",
-            Kind::RiskyPortExposed => "risky-port-exposed",
-            Kind::HostSilent => "host-silent",
-            Kind::ClockSkew => "clock-skew",
-            Kind::Flapping => "flapping",
-            Kind::Unbaselined => "unbaselined",
-        }
-    }
-
-    /// Parses a kind's name.
-    pub fn parse(name: &str) -> Option<Kind> {
-        ALL_KINDS.iter().copied().find(|k| k.as_str() == name)
-    }
-
-    /// How serious it is.
-    pub fn severity(self) -> Severity {
-        match self {
-            Kind::RiskyPortExposed | Kind::ExposureWidened | Kind::OwnerMismatch | Kind::HostSilent => {
-                Severity::Critical
-            }
-            Kind::UnexpectedListener | Kind::MissingListener | Kind::Flapping | Kind::ClockSkew => Severity::Warning,
-            Kind::Unbaselined => Severity::Info,
-        }
-    }
-
-    /// Whether the finding raises an alert (`unbaselined` only lists).
-    pub fn alerts(self) -> bool {
-        self != Kind::Unbaselined
-    }
-}
-
-/// Every kind, in order.
-pub const ALL_KINDS: [Kind; 9] = [
-    Kind::UnexpectedListener,
-    Kind::MissingListener,
-    Kind::OwnerMismatch,
-    Kind::ExposureWidened,
-    Kind::RiskyPortExposed,
-    Kind::HostSilent,
-    Kind::ClockSkew,
-    Kind::Flapping,
-    Kind::Unbaselined,
-];
-
-/// How serious a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Worth knowing.
-    Info,
-    /// Someone should look.
-    Warning,
-    /// Someone should look now.
-    Critical,
-}
-
-impl Severity {
-    /// The lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-}
-
-/// One departure from the baseline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Finding {
-    /// What kind.
-    pub kind: Kind,
-    /// How serious.
-    pub severity: Severity,
-    /// The host.
-    pub host: String,
-    /// Names the condition: the same condition seen again has the same key.
-    pub key: String,
-    /// One line for a person.
-    pub message: String,
-    /// The listener concerned, if any.
-    pub proto: Option<Proto>,
-    /// Its address.
-    pub local_addr: Option<std::net::IpAddr>,
-    /// Its port (or the expected port, for a missing listener).
-    pub local_port: Option<u16>,
-    /// Who holds it (`sshd[812]`), if known.
-    pub processes: Option<String>,
-    /// The baseline whose entry is concerned.
-    pub baseline: Option<String>,
-    /// The entry, as a person reads it (`tcp/22 on wildcard by sshd`).
-    pub expected: Option<String>,
-    /// The entry's owner.
-    pub owner: Option<String>,
-    /// The entry's reason.
-    pub reason: Option<String>,
-    /// On a summary alert ([`super::cap`]): how many findings of its kind on
-    /// its host have no alert of their own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub more: Option<u64>,
-}
-
-/// Longest [`Finding::message`], in bytes. Messages quote what agents
-/// report (process names, units): a longer one is cut ([`text::truncate`]).
-pub const MAX_MESSAGE_BYTES: usize = 1024;
-
-/// Longest account of a listener's holders ([`Finding::processes`], and
-/// where a message names them), in bytes: a process may be named anything,
-/// at any length, by whoever runs it.
-pub const MAX_HOLDERS_BYTES: usize = 256;
+use portwatch_model::alert::{MAX_HOLDERS_BYTES, MAX_MESSAGE_BYTES};
+use portwatch_model::baseline::{Baseline, Entry, Fit};
+use portwatch_model::time::before;
+use portwatch_model::time::human_skew;
+use portwatch_model::{Finding, Kind, Severity};
+use portwatch_model::{HostRow, HostStatus, ListenerRow};
 
 /// Thresholds that are not in baselines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,7 +132,7 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
             let mut f = Finding::new(Kind::ClockSkew, host, format!("clock-skew:{host}"));
             f.message = format!(
                 "{host}: its clock is {} {} the collector's (tolerance {}{}): {}; fix its time sync (NTP)",
-                clock::human(skew),
+                human_skew(skew),
                 if skew > 0 { "ahead of" } else { "behind" },
                 humantime::format_duration(policy.clock_tolerance),
                 match view.host.clock_skew_at {
@@ -466,37 +327,6 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
     findings
 }
 
-/// `t - d`, or the earliest representable instant when that is before it.
-pub fn before(t: Timestamp, d: Duration) -> Timestamp {
-    SignedDuration::try_from(d)
-        .ok()
-        .and_then(|d| t.checked_sub(d).ok())
-        .unwrap_or(Timestamp::MIN)
-}
-
-impl Finding {
-    /// A finding of `kind` on `host` for the condition `key`, with the
-    /// kind's severity and nothing else said yet.
-    pub fn new(kind: Kind, host: &str, key: String) -> Finding {
-        Finding {
-            kind,
-            severity: kind.severity(),
-            host: host.to_owned(),
-            key,
-            message: String::new(),
-            proto: None,
-            local_addr: None,
-            local_port: None,
-            processes: None,
-            baseline: None,
-            expected: None,
-            owner: None,
-            reason: None,
-            more: None,
-        }
-    }
-}
-
 fn listener_finding(kind: Kind, host: &str, l: &Listener) -> Finding {
     let mut key = format!("{}:{host}:{}/{}", kind.as_str(), l.proto.as_str(), l.local_port);
     let _ = write!(key, "@{}:{}", l.netns, l.local_addr);
@@ -541,8 +371,8 @@ fn ago(now: Timestamp, then: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::baseline;
     use portwatch_common::{Family, Process};
+    use portwatch_model::baseline;
 
     const BASE: &str = r#"
 name = "web"
@@ -1012,7 +842,7 @@ reason = "the site"
 
     #[test]
     fn kinds_have_stable_names_that_parse_back() {
-        for k in ALL_KINDS {
+        for k in portwatch_model::ALL_KINDS {
             assert_eq!(Kind::parse(k.as_str()), Some(k));
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }

@@ -13,9 +13,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
-use super::drift::{self, Applied, Finding, HostView, Policy};
-use crate::baseline;
-use crate::store::{AlertEvent, HostRow, HostStatus, Store, StoreError};
+use super::drift::{self, Applied, HostView, Policy};
+use crate::store::{Store, StoreError};
+use portwatch_model::baseline;
+use portwatch_model::time::before;
+use portwatch_model::Finding;
+use portwatch_model::{AlertEvent, HostRow, HostStatus};
 
 /// How long changed hosts are collected before they are evaluated together.
 pub const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -108,7 +111,7 @@ impl Evaluator {
         now: Timestamp,
         with_info: bool,
     ) -> Result<Vec<Finding>, StoreError> {
-        let since = drift::before(now, drift::lookback(&ctx.applied, &self.policy));
+        let since = before(now, drift::lookback(&ctx.applied, &self.policy));
         let none = HashSet::new();
         let mut findings = Vec::new();
         for h in hosts {

@@ -32,9 +32,10 @@ use portwatch_common::client::Backoff;
 use portwatch_common::text;
 use serde::Deserialize;
 
-use super::drift::Severity;
 use super::outbox::Pending;
-use crate::store::{AlertEvent, AlertRow, Store};
+use crate::store::Store;
+use portwatch_model::Severity;
+use portwatch_model::{AlertEvent, AlertRow};
 
 /// How long one POST may take.
 const POST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,7 +105,7 @@ pub enum Format {
 impl Webhook {
     /// Checks what serde cannot: the name, the URL, the CA file.
     pub fn check(&self) -> Result<(), String> {
-        if !crate::baseline::valid_name(&self.name) {
+        if !portwatch_model::baseline::valid_name(&self.name) {
             return Err(format!(
                 "webhook name {:?}: use letters, digits, '-', '_' and '.'",
                 self.name
@@ -583,19 +584,19 @@ mod tests {
 
     #[test]
     fn a_syslog_message_is_one_line_of_text_whatever_the_process_is_named() {
-        let finding = crate::alert::drift::Finding::new(
-            crate::alert::drift::Kind::Unbaselined,
+        let finding = portwatch_model::Finding::new(
+            portwatch_model::Kind::Unbaselined,
             "web-3",
             "unbaselined:tcp:22".to_owned(),
         );
-        let alert = crate::store::AlertRow {
+        let alert = portwatch_model::AlertRow {
             id: 7,
             key: finding.key.clone(),
             kind: finding.kind,
             severity: Severity::Warning,
             host: "web-3".into(),
             message: "tcp/22 held by x\u{9b}2J\u{202e}\n<13>forged".into(),
-            state: crate::store::AlertState::Open,
+            state: portwatch_model::AlertState::Open,
             opened_at: jiff::Timestamp::UNIX_EPOCH,
             acked_at: None,
             acked_by: None,
@@ -625,23 +626,23 @@ mod tests {
     }
 
     fn opened(id: i64, host: &str, message: &str) -> AlertEvent {
-        let finding = crate::alert::drift::Finding {
+        let finding = portwatch_model::Finding {
             message: message.to_owned(),
             processes: Some(message.to_owned()),
-            ..crate::alert::drift::Finding::new(
-                crate::alert::drift::Kind::RiskyPortExposed,
+            ..portwatch_model::Finding::new(
+                portwatch_model::Kind::RiskyPortExposed,
                 host,
                 format!("risky-port-exposed:{host}:tcp/23@1:0.0.0.0"),
             )
         };
-        AlertEvent::Opened(crate::store::AlertRow {
+        AlertEvent::Opened(portwatch_model::AlertRow {
             id,
             key: finding.key.clone(),
             kind: finding.kind,
             severity: Severity::Critical,
             host: host.into(),
             message: message.into(),
-            state: crate::store::AlertState::Open,
+            state: portwatch_model::AlertState::Open,
             opened_at: jiff::Timestamp::UNIX_EPOCH,
             acked_at: None,
             acked_by: None,
@@ -805,13 +806,13 @@ mod tests {
         }
     }
 
-    fn findings(host: &str, n: u16) -> Vec<crate::alert::drift::Finding> {
+    fn findings(host: &str, n: u16) -> Vec<portwatch_model::Finding> {
         (0..n)
-            .map(|port| crate::alert::drift::Finding {
+            .map(|port| portwatch_model::Finding {
                 message: format!("{host}: tcp/{port}"),
                 local_port: Some(port),
-                ..crate::alert::drift::Finding::new(
-                    crate::alert::drift::Kind::UnexpectedListener,
+                ..portwatch_model::Finding::new(
+                    portwatch_model::Kind::UnexpectedListener,
                     host,
                     format!("unexpected-listener:{host}:tcp/{port}@1:0.0.0.0"),
                 )

@@ -25,8 +25,9 @@ use axum::http::request::Parts;
 use jiff::Timestamp;
 
 use super::{blocking, ApiError, AppState};
-use crate::store::{Role, Store, TokenRow};
+use crate::store::{Store, TokenRow};
 use crate::token;
+use portwatch_model::Role;
 
 /// How long a database read vouches for a token: a revoked token may be
 /// accepted for at most this long after its revocation is committed.

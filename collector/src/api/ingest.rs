@@ -43,7 +43,7 @@ use super::auth::Caller;
 use super::{ApiError, AppState, INGEST_LIMITS, MAX_DECOMPRESSED_BYTES};
 use crate::edge::{LogEvery, LOG_EVERY};
 use crate::metrics::{Metrics, Outcome};
-use crate::store::Role;
+use portwatch_model::Role;
 
 /// Default `[ingest] max_bytes_in_flight`: 256 MiB, eight batches of the
 /// largest size at once.

@@ -48,7 +48,6 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 pub use auth::TOKEN_TRUST;
 pub use error::ApiError;
 pub use ingest::{IngestLimits, BUSY_RETRY_AFTER, DEFAULT_MAX_BYTES_IN_FLIGHT};
-pub use policy::{Applied, BaselineView};
 
 use tokio::sync::{mpsc, Notify};
 

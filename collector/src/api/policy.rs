@@ -4,14 +4,15 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::auth::Caller;
 use super::query::require_host;
 use super::{blocking, error, ApiError, AppState};
-use crate::alert::drift::{Finding, Kind, ALL_KINDS};
-use crate::baseline::{self, Baseline};
-use crate::store::{AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, StoredBaseline};
+use crate::store::AckOutcome;
+use portwatch_model::baseline::{self, ApplyAnswer, BaselineView};
+use portwatch_model::{AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow};
+use portwatch_model::{Finding, Kind, ALL_KINDS};
 
 /// Body of `POST /api/v1/baselines`.
 #[derive(Debug, Deserialize)]
@@ -23,23 +24,12 @@ pub struct ApplyBody {
     comment: Option<String>,
 }
 
-/// Answer of `POST /api/v1/baselines`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Applied {
-    /// The baseline's name.
-    pub name: String,
-    /// `create`, `update` or `unchanged`.
-    pub action: BaselineAction,
-    /// Expected listeners it lists.
-    pub listeners: usize,
-}
-
 /// `POST /api/v1/baselines`: validates and stores a baseline file (admin).
 pub async fn apply(
     State(state): State<AppState>,
     caller: Caller,
     body: Result<Json<ApplyBody>, JsonRejection>,
-) -> Result<Json<Applied>, ApiError> {
+) -> Result<Json<ApplyAnswer>, ApiError> {
     caller.require_admin()?;
     let body = error::json(body, r#"{"source": "<the TOML file>", "comment": "why"}"#)?;
     let parsed = baseline::parse(&body.source).map_err(|e| ApiError::BadRequest(format!("baseline: {e}")))?;
@@ -52,21 +42,11 @@ pub async fn apply(
         tracing::info!(baseline = %parsed.name, action = action.as_str(), by = caller.name(), "baseline applied");
         state.reevaluate_all();
     }
-    Ok(Json(Applied {
+    Ok(Json(ApplyAnswer {
         name: parsed.name,
         action,
         listeners: parsed.listeners.len(),
     }))
-}
-
-/// A stored baseline with its parsed form.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct BaselineView {
-    /// As stored.
-    #[serde(flatten)]
-    pub stored: StoredBaseline,
-    /// Parsed (absent if it no longer parses).
-    pub baseline: Option<Baseline>,
 }
 
 /// `GET /api/v1/baselines`
@@ -192,7 +172,7 @@ pub async fn learn(
             "no host matching {g:?} has a listener now; `portwatch hosts` lists the hosts"
         )));
     }
-    Ok(baseline::learn(&name, &glob, &rows, now))
+    Ok(crate::learn::learn(&name, &glob, &rows, now))
 }
 
 /// `?host=&kind=&limit=`

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::{blocking, blocking_json, error, ApiError, AppState, JsonBody};
-use crate::store::{HistoryCursor, HistoryWindow};
+use portwatch_model::{HistoryCursor, HistoryWindow};
 
 /// `GET /api/v1/hosts`
 pub async fn hosts(State(state): State<AppState>, caller: Caller) -> Result<JsonBody, ApiError> {
@@ -189,7 +189,7 @@ pub async fn diff(
     caller: Caller,
     host: Result<Path<String>, PathRejection>,
     params: Result<Query<DiffParams>, QueryRejection>,
-) -> Result<Json<crate::diff::Diff>, ApiError> {
+) -> Result<Json<portwatch_model::diff::Diff>, ApiError> {
     caller.require_reader()?;
     let host = error::path(host, "/api/v1/hosts/web-3/diff")?;
     let params = error::query(
@@ -204,7 +204,7 @@ pub async fn diff(
             require_host(&state, &other).await?;
             let (a, b) =
                 blocking(move || Ok((store.listeners_at(&host, at)?, store.listeners_at(&other, at)?))).await?;
-            Ok(Json(crate::diff::between_hosts(&a, &b)))
+            Ok(Json(portwatch_model::diff::between_hosts(&a, &b)))
         }
         (None, Some(from)) => {
             let from = time_param("from", Some(&from))?.unwrap_or_else(Timestamp::now);
@@ -212,7 +212,7 @@ pub async fn diff(
             require_host(&state, &host).await?;
             let (a, b) =
                 blocking(move || Ok((store.listeners_at(&host, from)?, store.listeners_at(&host, to)?))).await?;
-            Ok(Json(crate::diff::between_moments(&a, &b)))
+            Ok(Json(portwatch_model::diff::between_moments(&a, &b)))
         }
         _ => Err(ApiError::BadRequest(
             "give `from` (and optionally `to`) to compare a host over time, or `vs_host` to compare two hosts"
@@ -250,7 +250,7 @@ pub async fn trends(
     State(state): State<AppState>,
     caller: Caller,
     params: Result<Query<TrendParams>, QueryRejection>,
-) -> Result<Json<crate::trend::Trends>, ApiError> {
+) -> Result<Json<portwatch_model::trend::Trends>, ApiError> {
     use crate::trend::Builder;
     caller.require_reader()?;
     let params = error::query(
@@ -293,7 +293,7 @@ pub async fn trends(
                 true
             })?,
         }
-        let week_ago = crate::alert::drift::before(until, std::time::Duration::from_secs(7 * 86_400));
+        let week_ago = portwatch_model::time::before(until, std::time::Duration::from_secs(7 * 86_400));
         let first = store.first_seen_ports(week_ago, params.host.as_deref())?;
         let first: Vec<_> = first.into_iter().filter(|f| f.first_seen <= until).collect();
         Ok(builder.finish(params.host, first))

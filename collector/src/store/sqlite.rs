@@ -93,11 +93,12 @@ use portwatch_common::wire::{Ack, Batch, HostFacts, ReportBody};
 use portwatch_common::{Exposure, Family, Listener, Process, Proto};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::{
-    AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, HistoryCursor, HistoryWindow,
-    HostRow, HostStatus, IngestDone, ListenerRow, Role, Rotated, Store, StoreError, StoredBaseline, TokenRow,
+use portwatch_model::baseline::{BaselineAction, BaselineLogRow, StoredBaseline};
+use portwatch_model::{
+    AlertEvent, AlertRow, AlertState, Finding, HistoryCursor, HistoryWindow, HostRow, HostStatus, ListenerRow, Role,
 };
-use crate::alert::drift::Finding;
+
+use super::{AckOutcome, IngestDone, Rotated, Store, StoreError, TokenRow};
 use crate::clock::{self, HostClock};
 
 mod policy;
@@ -918,7 +919,7 @@ impl Store for SqliteStore {
         &self,
         since: Timestamp,
         host: Option<&str>,
-    ) -> Result<Vec<crate::trend::FirstSeen>, StoreError> {
+    ) -> Result<Vec<portwatch_model::trend::FirstSeen>, StoreError> {
         let host_id = match host {
             Some(name) => match self.host_id(name)? {
                 Some(id) => Some(id),
@@ -951,7 +952,7 @@ impl Store for SqliteStore {
         })?;
         raws.into_iter()
             .map(|(proto, port, first, host)| {
-                Ok(crate::trend::FirstSeen {
+                Ok(portwatch_model::trend::FirstSeen {
                     proto: proto_from(proto)?,
                     port: u16::try_from(port).map_err(|_| corrupt(format!("port {port}")))?,
                     first_seen: timestamp(first)?,
@@ -965,7 +966,7 @@ impl Store for SqliteStore {
         self.active_alert_keys_impl()
     }
 
-    fn active_alert_counts(&self) -> Result<Vec<(crate::alert::drift::Kind, AlertState, u64)>, StoreError> {
+    fn active_alert_counts(&self) -> Result<Vec<(portwatch_model::Kind, AlertState, u64)>, StoreError> {
         self.active_alert_counts_impl()
     }
 

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use portwatch_collector::store::sqlite::SqliteStore;
-use portwatch_collector::store::{Role, Store, TokenRow};
+use portwatch_collector::store::{Store, TokenRow};
 use portwatch_collector::token;
+use portwatch_model::Role;
 
 /// A new, empty store in `pw-{prefix}-{tag}-{pid}` under the temp dir
 /// (emptied first); the directory, for the caller to remove.

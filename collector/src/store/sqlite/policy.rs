@@ -7,11 +7,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use super::{corrupt, db, timestamp, SqliteStore, Synchronous};
 use crate::alert::cap;
-use crate::alert::drift::{Finding, Kind, Severity};
-use crate::store::{
-    AckOutcome, AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, SinkProgress, StoreError,
-    StoredBaseline,
-};
+use crate::store::{AckOutcome, SinkProgress, StoreError};
+use portwatch_model::{AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, StoredBaseline};
+use portwatch_model::{Finding, Kind, Severity};
 
 const ALERT_COLUMNS: &str = "id, key, kind, severity, host, message, state, opened_at, acked_at, acked_by, \
      ack_comment, resolved_at, finding";
@@ -563,8 +561,8 @@ impl RawAlert {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::drift::Kind;
     use crate::store::Store;
+    use portwatch_model::Kind;
 
     struct Db(std::path::PathBuf);
 

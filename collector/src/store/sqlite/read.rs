@@ -17,7 +17,8 @@ use rusqlite::{Connection, OptionalExtension};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{addr_from, corrupt, db, exposure_from, family_from, from_bits, proto_from, read_varint, timestamp};
-use crate::store::{ListenerRow, StoreError};
+use crate::store::StoreError;
+use portwatch_model::ListenerRow;
 
 /// The columns every interval query selects, in the order
 /// [`IntervalReader::decode`] reads them (`i` is `intervals`).

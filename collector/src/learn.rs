@@ -8,7 +8,7 @@ use std::fmt::Write;
 use portwatch_common::text::{self, Escaped};
 use portwatch_common::{Exposure, Proto};
 
-use crate::store::ListenerRow;
+use portwatch_model::ListenerRow;
 
 /// What one proposed entry says.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -167,12 +167,12 @@ mod tests {
             text.contains("# seen on 2 of 2: web-1, web-2 (nginx.service)"),
             "{text}"
         );
-        let e = super::super::parse(&text).unwrap_err().0;
+        let e = portwatch_model::baseline::parse(&text).unwrap_err().0;
         assert!(e.contains("owner is empty"), "{e}");
         let reviewed = text
             .replace("owner = \"\"", "owner = \"team web\"")
             .replace("reason = \"\"", "reason = \"serves the site\"");
-        let b = super::super::parse(&reviewed).unwrap();
+        let b = portwatch_model::baseline::parse(&reviewed).unwrap();
         assert_eq!(b.hosts, vec!["web-*"]);
         let ports: Vec<u16> = b.listeners.iter().map(|e| e.port_from).collect();
         assert_eq!(ports, vec![22, 443, 7878]);
@@ -196,7 +196,7 @@ mod tests {
         let reviewed = text
             .replace("owner = \"\"", "owner = \"team web\"")
             .replace("reason = \"\"", "reason = \"serves the site\"");
-        let b = super::super::parse(&reviewed).unwrap();
+        let b = portwatch_model::baseline::parse(&reviewed).unwrap();
         let ports: Vec<u16> = b.listeners.iter().map(|e| e.port_from).collect();
         assert_eq!(ports, vec![22]);
         assert_eq!(

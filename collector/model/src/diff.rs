@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use portwatch_common::{Exposure, Family, Proto};
 use serde::{Deserialize, Serialize};
 
-use crate::store::ListenerRow;
+use crate::history::ListenerRow;
 
 /// The listeners that opened, closed and changed owner.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

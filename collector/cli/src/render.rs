@@ -5,12 +5,12 @@ use std::io::{self, Write};
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
-use portwatch_collector::alert::drift::{Finding, Kind};
-use portwatch_collector::api::BaselineView;
-use portwatch_collector::clock;
-use portwatch_collector::store::{AlertRow, AlertState, BaselineLogRow, HostRow, HostStatus, ListenerRow};
 use portwatch_common::process::summary;
 use portwatch_common::text::{self, Escaped};
+use portwatch_model::baseline::BaselineView;
+use portwatch_model::time::human_skew;
+use portwatch_model::{AlertRow, AlertState, BaselineLogRow, HostRow, HostStatus, ListenerRow};
+use portwatch_model::{Finding, Kind};
 use serde::Serialize;
 
 /// Pretty JSON and a newline.
@@ -67,7 +67,7 @@ pub fn hosts(out: &mut impl Write, hosts: &[HostRow], tz: &TimeZone) -> io::Resu
                 },
                 local(h.last_seen, tz),
                 match h.clock_skew_ms {
-                    Some(skew) if h.clock_skewed => clock::human(skew),
+                    Some(skew) if h.clock_skewed => human_skew(skew),
                     _ => "-".to_owned(),
                 },
                 h.listeners.to_string(),
@@ -144,7 +144,7 @@ fn listener_cells(r: &ListenerRow, who: String, tz: &TimeZone) -> Vec<String> {
 }
 
 /// A diff as a table: `+` opened, `-` closed, `~` changed owner (old -> new).
-pub fn diff(out: &mut impl Write, diff: &portwatch_collector::diff::Diff, tz: &TimeZone) -> io::Result<()> {
+pub fn diff(out: &mut impl Write, diff: &portwatch_model::diff::Diff, tz: &TimeZone) -> io::Result<()> {
     let mut marked: Vec<(&str, &ListenerRow, String)> = Vec::new();
     marked.extend(diff.opened.iter().map(|r| ("+", r, summary(&r.listener.processes))));
     marked.extend(diff.closed.iter().map(|r| ("-", r, summary(&r.listener.processes))));
@@ -314,7 +314,7 @@ pub fn baseline_log(out: &mut impl Write, log: &[BaselineLogRow], tz: &TimeZone)
 }
 
 /// Trends as a few short tables.
-pub fn trends(out: &mut impl Write, t: &portwatch_collector::trend::Trends, tz: &TimeZone) -> io::Result<()> {
+pub fn trends(out: &mut impl Write, t: &portwatch_model::trend::Trends, tz: &TimeZone) -> io::Result<()> {
     let scope = t.host.as_deref().unwrap_or("fleet-wide");
     let every = match t.bucket_secs {
         3600 => "hour".to_owned(),
@@ -333,7 +333,7 @@ pub fn trends(out: &mut impl Write, t: &portwatch_collector::trend::Trends, tz: 
         .collect();
     table(out, &["TIME", "LISTENERS", ""], &rows)?;
 
-    let first = |list: &[portwatch_collector::trend::FirstSeen]| -> Vec<Vec<String>> {
+    let first = |list: &[portwatch_model::trend::FirstSeen]| -> Vec<Vec<String>> {
         list.iter()
             .map(|f| {
                 vec![
@@ -411,9 +411,9 @@ pub fn trends(out: &mut impl Write, t: &portwatch_collector::trend::Trends, tz: 
 #[cfg(test)]
 mod tests {
     use jiff::tz::TimeZone;
-    use portwatch_collector::alert::drift::{Finding, Kind};
-    use portwatch_collector::store::{HostRow, HostStatus, ListenerRow};
     use portwatch_common::{Exposure, Family, Listener, Process, Proto};
+    use portwatch_model::{Finding, Kind};
+    use portwatch_model::{HostRow, HostStatus, ListenerRow};
 
     /// A process name any local user can pick (`prctl`, `argv`): an OSC 52
     /// clipboard write, a bell, and a carriage return and newline that would
@@ -559,7 +559,7 @@ mod tests {
 
     #[test]
     fn the_skew_column_shows_a_clock_beyond_the_tolerance_and_a_dash_otherwise() {
-        use portwatch_collector::store::{HostRow, HostStatus};
+        use portwatch_model::{HostRow, HostStatus};
         let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
         let host = |name: &str, skew: Option<i64>, skewed: bool| HostRow {
             host: name.to_owned(),

@@ -12,9 +12,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
-use portwatch_collector::alert::drift::Kind;
-use portwatch_collector::store::BaselineAction;
 use portwatch_common::text::Escaped;
+use portwatch_model::BaselineAction;
+use portwatch_model::Kind;
 
 use client::Client;
 
@@ -447,9 +447,9 @@ fn baseline(
     tz: &TimeZone,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let read = |file: &std::path::Path| -> anyhow::Result<(String, portwatch_collector::baseline::Baseline)> {
+    let read = |file: &std::path::Path| -> anyhow::Result<(String, portwatch_model::baseline::Baseline)> {
         let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let parsed = portwatch_collector::baseline::parse(&text).with_context(|| file.display().to_string())?;
+        let parsed = portwatch_model::baseline::parse(&text).with_context(|| file.display().to_string())?;
         Ok((text, parsed))
     };
     match action {

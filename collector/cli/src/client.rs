@@ -2,9 +2,8 @@
 
 use anyhow::{bail, Context};
 use jiff::Timestamp;
-use portwatch_collector::alert::drift::Finding;
-use portwatch_collector::api;
-use portwatch_collector::store::{AlertRow, BaselineLogRow, HostRow, ListenerRow};
+use portwatch_model::Finding;
+use portwatch_model::{AlertRow, BaselineLogRow, HostRow, ListenerRow};
 use serde::de::DeserializeOwned;
 
 /// The longest answer read (a fleet-wide `who` is about 450 bytes a host:
@@ -186,7 +185,7 @@ impl Client {
         from: Option<Timestamp>,
         to: Option<Timestamp>,
         vs_host: Option<&str>,
-    ) -> anyhow::Result<portwatch_collector::diff::Diff> {
+    ) -> anyhow::Result<portwatch_model::diff::Diff> {
         let mut query = Vec::new();
         query.extend(from.map(|t| ("from", t.to_string())));
         query.extend(to.map(|t| ("to", t.to_string())));
@@ -199,7 +198,11 @@ impl Client {
 
 impl Client {
     /// `POST /api/v1/baselines`
-    pub fn apply_baseline(&self, source: &str, comment: Option<&str>) -> anyhow::Result<api::Applied> {
+    pub fn apply_baseline(
+        &self,
+        source: &str,
+        comment: Option<&str>,
+    ) -> anyhow::Result<portwatch_model::baseline::ApplyAnswer> {
         self.post(
             "/api/v1/baselines",
             &serde_json::json!({ "source": source, "comment": comment }),
@@ -207,13 +210,13 @@ impl Client {
     }
 
     /// `GET /api/v1/baselines`
-    pub fn baselines(&self) -> anyhow::Result<Vec<api::BaselineView>> {
+    pub fn baselines(&self) -> anyhow::Result<Vec<portwatch_model::baseline::BaselineView>> {
         self.get("/api/v1/baselines", &[])
     }
 
     /// `DELETE /api/v1/baselines/{name}`
     pub fn remove_baseline(&self, name: &str, comment: Option<&str>) -> anyhow::Result<()> {
-        if !portwatch_collector::baseline::valid_name(name) {
+        if !portwatch_model::baseline::valid_name(name) {
             bail!("invalid baseline name {name:?}");
         }
         let query: Vec<(&str, String)> = comment.map(|c| ("comment", c.to_owned())).into_iter().collect();
@@ -261,7 +264,7 @@ impl Client {
         bucket: &str,
         since: Option<Timestamp>,
         until: Option<Timestamp>,
-    ) -> anyhow::Result<portwatch_collector::trend::Trends> {
+    ) -> anyhow::Result<portwatch_model::trend::Trends> {
         let mut query = vec![("bucket", bucket.to_owned())];
         if let Some(h) = host {
             query.push(("host", path_segment(h)?.to_owned()));

@@ -26,18 +26,15 @@
 //! line. Nothing here does I/O: the collector stores the source text, and
 //! `drift` evaluates hosts against the parsed form.
 
-mod learn;
-
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use jiff::Timestamp;
 use portwatch_common::{Exposure, Listener, Proto};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
-
-pub use learn::learn;
 
 /// How long an expected listener may be gone before it is reported missing,
 /// unless the baseline says otherwise: long enough for a service restart.
@@ -401,6 +398,85 @@ impl fmt::Display for Entry {
         }
         Ok(())
     }
+}
+
+/// A baseline as stored: its source as written, and when and by whom it was applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBaseline {
+    /// Its name.
+    pub name: String,
+    /// The TOML file as applied.
+    pub source: String,
+    /// When it was applied.
+    pub applied_at: Timestamp,
+    /// The token name that applied it.
+    pub applied_by: String,
+}
+
+/// What applying a baseline did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaselineAction {
+    /// A new baseline.
+    Create,
+    /// A changed baseline replaced the one of the same name.
+    Update,
+    /// The same source again: nothing changed, nothing logged.
+    Unchanged,
+    /// Removed.
+    Remove,
+}
+
+impl BaselineAction {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BaselineAction::Create => "create",
+            BaselineAction::Update => "update",
+            BaselineAction::Unchanged => "unchanged",
+            BaselineAction::Remove => "remove",
+        }
+    }
+}
+
+/// One change to a baseline, as `baseline log` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaselineLogRow {
+    /// Order of the change.
+    pub id: i64,
+    /// The baseline.
+    pub name: String,
+    /// What was done.
+    pub action: BaselineAction,
+    /// When.
+    pub at: Timestamp,
+    /// Who: the token name.
+    pub actor: String,
+    /// Why, as the person said.
+    pub comment: Option<String>,
+    /// The source the change left (`None` for a removal).
+    pub source: Option<String>,
+}
+
+/// Answer of `POST /api/v1/baselines`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApplyAnswer {
+    /// The baseline's name.
+    pub name: String,
+    /// `create`, `update` or `unchanged`.
+    pub action: BaselineAction,
+    /// Expected listeners it lists.
+    pub listeners: usize,
+}
+
+/// A stored baseline with its parsed form.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BaselineView {
+    /// As stored.
+    #[serde(flatten)]
+    pub stored: StoredBaseline,
+    /// Parsed (absent if it no longer parses).
+    pub baseline: Option<Baseline>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,117 @@
+//! History: listener intervals and hosts, as every query answers them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use portwatch_common::Listener;
+use serde::{Deserialize, Serialize};
+
+/// One listener interval, as every query returns it. In JSON the listener's
+/// fields (`proto`, `local_addr`, `processes`, ... as the scanner names them)
+/// stand beside `host`, `opened_at` and `closed_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerRow {
+    /// Host name (shared by every row of the host: a fleet-wide answer has
+    /// thousands).
+    pub host: Arc<str>,
+    /// The listener: socket and owners.
+    #[serde(flatten)]
+    pub listener: Listener,
+    /// When the agent first observed it open.
+    pub opened_at: Timestamp,
+    /// When the agent observed it gone; `None` while open.
+    pub closed_at: Option<Timestamp>,
+}
+
+/// What a page of history reads: intervals on `port` (any if `None`)
+/// open at any time in `[since, until]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryWindow {
+    /// Only this port.
+    pub port: Option<u16>,
+    /// From this moment.
+    pub since: Option<Timestamp>,
+    /// Until this moment.
+    pub until: Option<Timestamp>,
+}
+
+/// Where a page of history ends: the last interval's opening time and id.
+/// Written `MILLIS.ID` (opaque to clients: they pass back what they got).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryCursor {
+    /// The last interval's opening time, in milliseconds.
+    pub opened_ms: i64,
+    /// The last interval's id.
+    pub id: i64,
+}
+
+impl std::fmt::Display for HistoryCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.opened_ms, self.id)
+    }
+}
+
+impl std::str::FromStr for HistoryCursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a history cursor: pass back the one the previous page gave");
+        let (opened, id) = s.split_once('.').ok_or_else(bad)?;
+        Ok(HistoryCursor {
+            opened_ms: opened.parse().map_err(|_| bad())?,
+            id: id.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Whether a host's agent is reporting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostStatus {
+    /// Heard from within the last three intervals.
+    Up,
+    /// Not heard from for three intervals or more.
+    Silent,
+}
+
+/// A host as `hosts` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRow {
+    /// Host name.
+    pub host: String,
+    /// Up or silent, as of the query's `now`.
+    pub status: HostStatus,
+    /// When the collector first heard from it.
+    pub first_seen: Timestamp,
+    /// When the collector last heard from it.
+    pub last_seen: Timestamp,
+    /// The agent's version.
+    pub agent_version: Option<String>,
+    /// The agent's scan interval, in milliseconds.
+    pub interval_ms: u64,
+    /// Operating system.
+    pub os: Option<String>,
+    /// Kernel release.
+    pub kernel: Option<String>,
+    /// Boot time.
+    pub boot_time: Option<Timestamp>,
+    /// Tags from the agent's config.
+    pub tags: BTreeMap<String, String>,
+    /// Listeners open now.
+    pub listeners: u64,
+    /// Reports the agent dropped from a full spool, in all.
+    pub dropped_reports: u64,
+    /// The host's clock minus the collector's, in milliseconds, as last
+    /// measured (from a batch's `alive_at`, see the collector's `clock` module; a few
+    /// milliseconds behind on a correct clock); `None` before it was measured.
+    #[serde(default)]
+    pub clock_skew_ms: Option<i64>,
+    /// When it was measured.
+    #[serde(default)]
+    pub clock_skew_at: Option<Timestamp>,
+    /// Whether that skew is beyond the collector's tolerance (`[clock]
+    /// tolerance`): the host has a `clock-skew` finding.
+    #[serde(default)]
+    pub clock_skewed: bool,
+}
