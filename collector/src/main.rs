@@ -17,7 +17,7 @@ use portwatch_collector::api::{self, AppState};
 use portwatch_collector::config::{self, Config};
 use portwatch_collector::edge;
 use portwatch_collector::store::sqlite::SqliteStore;
-use portwatch_collector::store::{Store, StoreError, TokenRow};
+use portwatch_collector::store::{Store, StoreError, TokenRow, Tokens};
 use portwatch_collector::token;
 use portwatch_common::wire::valid_host_name;
 use portwatch_model::Role;

@@ -5,7 +5,7 @@
 //! summarised without holding it: the number of open listeners at each
 //! bucket boundary, short-lived listeners, listeners that recur at the same
 //! hour on several days, and the ports open on the most hosts. Ports first
-//! seen fleet-wide come from the store ([`crate::store::Store::first_seen_ports`]).
+//! seen fleet-wide come from the store ([`crate::store::HistoryReads::first_seen_ports`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use portwatch_collector::alert::cap::DEFAULT_MAX_OPEN;
 use portwatch_collector::api::{router, AppState, MAX_BODY_BYTES, TOKEN_TRUST};
 use portwatch_collector::store::sqlite::SqliteStore;
-use portwatch_collector::store::Store;
+use portwatch_collector::store::{Alerts, Baselines, HistoryReads, HistoryWrites, Tokens};
 use portwatch_common::wire::{Batch, HostFacts, Report, ReportBody, PROTOCOL_VERSION};
 use portwatch_common::{Exposure, Family, Listener, Proto};
 use portwatch_model::Role;

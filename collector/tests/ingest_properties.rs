@@ -30,7 +30,7 @@ use std::sync::Arc;
 use jiff::{SignedDuration, Timestamp};
 use portwatch_collector::clock;
 use portwatch_collector::store::sqlite::SqliteStore;
-use portwatch_collector::store::Store;
+use portwatch_collector::store::{HistoryReads, HistoryWrites};
 use portwatch_common::wire::{
     Ack, Batch, HostFacts, Report, ReportBody, MAX_CMDLINE_BYTES, MAX_NAME_BYTES, MAX_USER_BYTES, PROTOCOL_VERSION,
 };

@@ -18,7 +18,7 @@ use axum::Router;
 use jiff::{SignedDuration, Timestamp};
 use portwatch_collector::api::{router, AppState, TOKEN_TRUST};
 use portwatch_collector::store::sqlite::SqliteStore;
-use portwatch_collector::store::{Store, TokenRow};
+use portwatch_collector::store::{HistoryReads, TokenRow, Tokens};
 use portwatch_collector::token;
 use portwatch_common::wire::{Batch, HostFacts, Report, ReportBody, PROTOCOL_VERSION};
 use portwatch_model::Role;

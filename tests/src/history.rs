@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use jiff::{SignedDuration, Timestamp};
 use portwatch_collector::store::sqlite::SqliteStore;
-use portwatch_collector::store::{Store, TokenRow};
+use portwatch_collector::store::{HistoryWrites, TokenRow};
 use portwatch_collector::token;
 use portwatch_common::wire::{Batch, Report, ReportBody, PROTOCOL_VERSION};
 use portwatch_common::Listener;

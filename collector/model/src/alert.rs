@@ -140,7 +140,7 @@ pub struct Finding {
 }
 
 /// Longest [`Finding::message`], in bytes. Messages quote what agents
-/// report (process names, units): a longer one is cut ([`text::truncate`]).
+/// report (process names, units): a longer one is cut (`portwatch_common::text::truncate`).
 pub const MAX_MESSAGE_BYTES: usize = 1024;
 
 /// Longest account of a listener's holders ([`Finding::processes`], and

@@ -823,6 +823,7 @@ mod tests {
     #[test]
     fn another_host_s_alert_passes_a_flood_being_delivered_and_each_host_keeps_its_order() {
         use crate::store::sqlite::SqliteStore;
+        use crate::store::{Alerts, Outbox};
         let dir = std::env::temp_dir().join(format!("pw-sink-fair-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();

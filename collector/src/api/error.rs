@@ -91,9 +91,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// How long a client is asked to wait when the store could not take a call
+/// that may succeed later ([`crate::store::StoreError::retry_helps`]).
+pub const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 impl From<crate::store::StoreError> for ApiError {
+    /// A failure a retry may cure (busy or unreachable database, full disk)
+    /// is a 503 with `Retry-After`, so that agents and scripts wait and send
+    /// again; any other is a 500. Either way the detail goes to the log only.
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::Internal(e.to_string())
+        if e.retry_helps() {
+            tracing::warn!(error = %e, "the history store cannot take a request now");
+            ApiError::Busy {
+                message: "the history store cannot take this now (the collector's log says why)".to_owned(),
+                retry_after: STORE_RETRY_AFTER,
+            }
+        } else {
+            ApiError::Internal(e.to_string())
+        }
     }
 }
 
@@ -178,6 +193,29 @@ mod tests {
             "1",
             "never 0: that would be a busy loop"
         );
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_a_retry_may_cure_is_a_503_and_any_other_a_generic_500() {
+        use crate::store::StoreError;
+        for e in [
+            StoreError::Busy("the database stayed locked for 5s".to_owned()),
+            StoreError::Unavailable("connection refused".to_owned()),
+            StoreError::DiskFull { path: None },
+        ] {
+            let (status, headers, body) = answer(ApiError::from(e)).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(headers[axum::http::header::RETRY_AFTER], "5");
+            let message = body["error"].as_str().unwrap();
+            assert!(
+                !message.contains("locked") && !message.contains("refused"),
+                "details stay in the log: {message}"
+            );
+        }
+        let (status, headers, body) = answer(ApiError::from(StoreError::Database("corrupt page 7".to_owned()))).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(headers.get(axum::http::header::RETRY_AFTER).is_none());
+        assert!(!body["error"].as_str().unwrap().contains("page 7"));
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ use portwatch_model::{
 ///
 /// A name may have several tokens: at most one current (`revoked_at` unset),
 /// and those it replaced, which are revoked or end at a time still to come
-/// (the overlap of a rotation, [`Store::rotate_token`]).
+/// (the overlap of a rotation, [`Tokens::rotate_token`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRow {
     /// Its name (`agent:web-3` for agent tokens, chosen by the operator otherwise),
@@ -94,7 +94,7 @@ impl std::fmt::Display for TokenState {
     }
 }
 
-/// What [`Store::rotate_token`] did.
+/// What [`Tokens::rotate_token`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rotated {
     /// The new current token.
@@ -151,6 +151,16 @@ pub enum StoreError {
         /// The database file, where known.
         path: Option<String>,
     },
+    /// The database could not take the call now: locked by another writer
+    /// for longer than the store waits, or (on a server) a transaction that
+    /// conflicted with a concurrent one and was rolled back whole. The same
+    /// call may succeed when made again.
+    #[error("database busy: {0}")]
+    Busy(String),
+    /// The database cannot be reached (a server down, a connection lost).
+    /// Nothing of the call was stored; it may succeed once it is back.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// The database failed (corruption, I/O error, ...).
     #[error("database error: {0}")]
     Database(String),
@@ -158,10 +168,14 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether the same call may succeed later without a change to the call:
-    /// after a full disk, once space is freed. Unknown database failures are
-    /// taken as lasting.
+    /// after a full disk, once space is freed; when a busy or unreachable
+    /// database takes it again. Other failures ([`StoreError::Database`],
+    /// corruption among them) are taken as lasting.
     pub fn retry_helps(&self) -> bool {
-        matches!(self, StoreError::DiskFull { .. })
+        matches!(
+            self,
+            StoreError::DiskFull { .. } | StoreError::Busy(_) | StoreError::Unavailable(_)
+        )
     }
 }
 
@@ -174,11 +188,12 @@ fn disk_full_message(path: Option<&str>) -> String {
     )
 }
 
-/// Where [`Store::ingest_queued`] sends a batch's answer.
+/// Where [`HistoryWrites::ingest_queued`] sends a batch's answer.
 pub type IngestDone = Box<dyn FnOnce(Result<Ack, StoreError>) + Send>;
 
-/// The history store.
-pub trait Store: Send + Sync + 'static {
+/// Writes a host's history: batches of its agent's reports, applied by the
+/// history rules ([`crate::history`]) and acknowledged once committed.
+pub trait HistoryWrites: Send + Sync {
     /// Applies a validated batch (see [`Batch::validate`]) of the host it
     /// names, in one transaction, and acknowledges what is committed.
     ///
@@ -199,7 +214,7 @@ pub trait Store: Send + Sync + 'static {
     ///   its dropped count; the clock skew the batch measures, if any, is
     ///   kept (heartbeats included).
     ///
-    /// Blocks until the batch is committed (see [`Store::ingest_queued`]).
+    /// Blocks until the batch is committed (see [`HistoryWrites::ingest_queued`]).
     fn ingest(&self, batch: &Batch, received_at: Timestamp) -> Result<Ack, StoreError> {
         let (sender, answer) = std::sync::mpsc::channel();
         self.ingest_queued(
@@ -216,12 +231,16 @@ pub trait Store: Send + Sync + 'static {
         })
     }
 
-    /// [`Store::ingest`] without waiting, for async callers: queues the batch
+    /// [`HistoryWrites::ingest`] without waiting, for async callers: queues the batch
     /// and returns at once; `done` gets the answer `ingest` gives, on
     /// another thread, once the batch is committed (or has failed). A store
     /// may commit queued batches together (the SQLite store does).
     fn ingest_queued(&self, batch: Batch, received_at: Timestamp, done: IngestDone);
+}
 
+/// Reads history: hosts, the listeners of a moment, intervals over a window.
+/// Answers are ordered as each method says, whatever the backend.
+pub trait HistoryReads: Send + Sync {
     /// Every host, by name, with its status as of `now`.
     fn hosts(&self, now: Timestamp) -> Result<Vec<HostRow>, StoreError>;
 
@@ -247,7 +266,7 @@ pub trait Store: Send + Sync + 'static {
         until: Option<Timestamp>,
     ) -> Result<Vec<ListenerRow>, StoreError>;
 
-    /// One page of [`Store::history`]: at most `limit` intervals, by opening
+    /// One page of [`HistoryReads::history`]: at most `limit` intervals, by opening
     /// time then id, after `after` (the cursor of the previous page); and
     /// the cursor of the next page when there are more. A page is one
     /// bounded read, however long the host's history.
@@ -272,9 +291,20 @@ pub trait Store: Send + Sync + 'static {
         each: &mut dyn FnMut(ListenerRow) -> bool,
     ) -> Result<(), StoreError>;
 
+    /// Ports (by protocol) whose first interval ever, fleet-wide (on
+    /// `host` if given), opened at or after `since`: when, and where.
+    fn first_seen_ports(
+        &self,
+        since: Timestamp,
+        host: Option<&str>,
+    ) -> Result<Vec<portwatch_model::trend::FirstSeen>, StoreError>;
+}
+
+/// The tokens that authenticate agents, readers and admins (only hashes are kept).
+pub trait Tokens: Send + Sync {
     /// Stores a new token; [`StoreError::Exists`] when its secret is taken,
     /// or when its name has a token that still authenticates at its
-    /// `created_at` (replace that one with [`Store::rotate_token`]). A name
+    /// `created_at` (replace that one with [`Tokens::rotate_token`]). A name
     /// whose tokens are all revoked or expired may be used again.
     fn create_token(&self, token: &TokenRow) -> Result<(), StoreError>;
 
@@ -302,7 +332,10 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
         until: Timestamp,
     ) -> Result<Option<Rotated>, StoreError>;
+}
 
+/// Baselines as applied, and the log of their changes (who, when, why).
+pub trait Baselines: Send + Sync {
     /// Stores baseline `name` with `source` (already validated), applied by
     /// `actor` at `at` for the reason `comment`, and logs the change; the
     /// same source again changes and logs nothing.
@@ -329,7 +362,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The changes to baseline `name` (to every baseline if `None`), oldest first.
     fn baseline_log(&self, name: Option<&str>) -> Result<Vec<BaselineLogRow>, StoreError>;
+}
 
+/// Alerts: each finding's condition from when it was first seen to when it cleared.
+pub trait Alerts: Send + Sync {
     /// Brings the alerts of `hosts` in line with their `findings` as of
     /// `now`, in one transaction: reads the unresolved alerts of `hosts` and
     /// carries out what [`crate::alert::cap::plan`] makes of them, the
@@ -353,6 +389,16 @@ pub trait Store: Send + Sync + 'static {
     /// Acknowledges open alert `id` for `actor`, with `comment`.
     fn ack_alert(&self, id: i64, actor: &str, comment: &str, at: Timestamp) -> Result<AckOutcome, StoreError>;
 
+    /// The (host, key) of every unresolved alert.
+    fn active_alert_keys(&self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// The number of unresolved alerts by kind and state.
+    fn active_alert_counts(&self) -> Result<Vec<(Kind, AlertState, u64)>, StoreError>;
+}
+
+/// The alert outbox: every change of an alert, in an order each sink follows
+/// with a cursor, and how far each sink has come.
+pub trait Outbox: Send + Sync {
     /// Alert changes after event `after`, oldest first, at most `limit`,
     /// each with its event id (the sinks' outbox).
     /// An event this build cannot read (another version wrote it) comes as `Err` with why.
@@ -374,21 +420,18 @@ pub trait Store: Send + Sync + 'static {
     /// only moves forward) and with the events `done` after it; what was
     /// recorded done at or before the cursor is forgotten.
     fn set_sink_progress(&self, sink: &str, cursor: i64, done: &[i64]) -> Result<(), StoreError>;
+}
 
+/// The store's own upkeep.
+pub trait Maintenance: Send + Sync {
     /// The store's size on disk, in bytes.
     fn size_bytes(&self) -> Result<u64, StoreError>;
-
-    /// Ports (by protocol) whose first interval ever, fleet-wide (on
-    /// `host` if given), opened at or after `since`: when, and where.
-    fn first_seen_ports(
-        &self,
-        since: Timestamp,
-        host: Option<&str>,
-    ) -> Result<Vec<portwatch_model::trend::FirstSeen>, StoreError>;
-
-    /// The (host, key) of every unresolved alert.
-    fn active_alert_keys(&self) -> Result<Vec<(String, String)>, StoreError>;
-
-    /// The number of unresolved alerts by kind and state.
-    fn active_alert_counts(&self) -> Result<Vec<(Kind, AlertState, u64)>, StoreError>;
 }
+
+/// The history store: every concern of the collector's database. A backend
+/// implements each concern's trait; this one is then implemented for it.
+/// Callers that need one concern may take that trait alone (`Arc<dyn Store>`
+/// coerces to `Arc<dyn Tokens>`, ...).
+pub trait Store: HistoryWrites + HistoryReads + Tokens + Baselines + Alerts + Outbox + Maintenance + 'static {}
+
+impl<T> Store for T where T: HistoryWrites + HistoryReads + Tokens + Baselines + Alerts + Outbox + Maintenance + 'static {}

@@ -12,7 +12,7 @@
 //! sees the last committed state. Methods block; async callers run them in
 //! `spawn_blocking`.
 //!
-//! **Group commit.** [`Store::ingest_queued`] (and [`Store::ingest`], which
+//! **Group commit.** [`HistoryWrites::ingest_queued`] (and [`HistoryWrites::ingest`], which
 //! waits for it) puts a batch in a queue; one committer thread takes the
 //! writer and commits every queued batch (at most [`MAX_GROUP`]) in one
 //! transaction, each in a savepoint of its own (a batch that fails rolls
@@ -35,7 +35,7 @@
 //! # Durability
 //!
 //! The file is in WAL mode. A transaction that stores any report commits
-//! with `synchronous = FULL`: the WAL is fsynced before [`Store::ingest`]
+//! with `synchronous = FULL`: the WAL is fsynced before [`HistoryWrites::ingest`]
 //! returns, so a report acknowledged to an agent (which then forgets it)
 //! survives a power loss. A transaction of heartbeats only (no report, only
 //! `last_seen` and the dropped count) commits with `synchronous = NORMAL`,
@@ -98,7 +98,10 @@ use portwatch_model::{
     AlertEvent, AlertRow, AlertState, Finding, HistoryCursor, HistoryWindow, HostRow, HostStatus, ListenerRow, Role,
 };
 
-use super::{AckOutcome, IngestDone, Rotated, Store, StoreError, TokenRow};
+use super::{
+    AckOutcome, Alerts, Baselines, HistoryReads, HistoryWrites, IngestDone, Maintenance, Outbox, Rotated, StoreError,
+    TokenRow, Tokens,
+};
 use crate::clock::{self, HostClock};
 
 mod policy;
@@ -577,6 +580,7 @@ const IO_ERROR: &str = "I/O error";
 fn db(error: rusqlite::Error) -> StoreError {
     match error.sqlite_error_code() {
         Some(ErrorCode::DiskFull) => StoreError::DiskFull { path: None },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy(describe(&error)),
         _ => StoreError::Database(describe(&error)),
     }
 }
@@ -611,7 +615,7 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Database(format!("unexpected value in the database: {what}"))
 }
 
-impl Store for SqliteStore {
+impl HistoryWrites for SqliteStore {
     fn ingest_queued(&self, batch: Batch, received_at: Timestamp, done: IngestDone) {
         let mut state = self.queue.lock();
         if state.closing {
@@ -627,7 +631,9 @@ impl Store for SqliteStore {
         drop(state);
         self.queue.ready.notify_one();
     }
+}
 
+impl HistoryReads for SqliteStore {
     fn hosts(&self, now: Timestamp) -> Result<Vec<HostRow>, StoreError> {
         self.hosts_named(None, now)
     }
@@ -766,6 +772,55 @@ impl Store for SqliteStore {
         }
     }
 
+    fn first_seen_ports(
+        &self,
+        since: Timestamp,
+        host: Option<&str>,
+    ) -> Result<Vec<portwatch_model::trend::FirstSeen>, StoreError> {
+        let host_id = match host {
+            Some(name) => match self.host_id(name)? {
+                Some(id) => Some(id),
+                None => return Ok(Vec::new()),
+            },
+            None => None,
+        };
+        // Fleet-wide from `ports_first_seen`; for one host from its own
+        // range of `intervals_by_host` (SQLite takes the bare column h.name
+        // from the row that has the min()).
+        let raws: Vec<(i64, i64, i64, String)> = self.read(|conn| {
+            let mut stmt = match host_id {
+                None => conn.prepare_cached(
+                    "SELECT f.proto, f.port, f.first_seen, h.name FROM ports_first_seen f
+                     JOIN hosts h ON h.id = f.host_id WHERE f.first_seen >= ?1 AND ?2 IS NULL",
+                ),
+                Some(_) => conn.prepare_cached(
+                    "SELECT i.proto, i.port, min(i.opened_at) AS first, h.name
+                     FROM intervals i INDEXED BY intervals_by_host JOIN hosts h ON h.id = i.host_id
+                     WHERE i.host_id = ?2 GROUP BY i.proto, i.port HAVING first >= ?1",
+                ),
+            }
+            .map_err(db)?;
+            let rows = stmt
+                .query_map(params![since.as_millisecond(), host_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .map_err(db)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })?;
+        raws.into_iter()
+            .map(|(proto, port, first, host)| {
+                Ok(portwatch_model::trend::FirstSeen {
+                    proto: proto_from(proto)?,
+                    port: u16::try_from(port).map_err(|_| corrupt(format!("port {port}")))?,
+                    first_seen: timestamp(first)?,
+                    host,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Tokens for SqliteStore {
     fn create_token(&self, token: &TokenRow) -> Result<(), StoreError> {
         self.write_tokens(|tx| insert_token(tx, token))
     }
@@ -842,7 +897,9 @@ impl Store for SqliteStore {
             Ok(Some(Rotated { new, replaced }))
         })
     }
+}
 
+impl Baselines for SqliteStore {
     fn put_baseline(
         &self,
         name: &str,
@@ -873,7 +930,9 @@ impl Store for SqliteStore {
     fn baseline_log(&self, name: Option<&str>) -> Result<Vec<BaselineLogRow>, StoreError> {
         self.baseline_log_impl(name)
     }
+}
 
+impl Alerts for SqliteStore {
     fn sync_alerts(
         &self,
         hosts: &[String],
@@ -894,6 +953,16 @@ impl Store for SqliteStore {
             .map_err(|e| on_file(&self.path, e))
     }
 
+    fn active_alert_keys(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.active_alert_keys_impl()
+    }
+
+    fn active_alert_counts(&self) -> Result<Vec<(portwatch_model::Kind, AlertState, u64)>, StoreError> {
+        self.active_alert_counts_impl()
+    }
+}
+
+impl Outbox for SqliteStore {
     fn alert_events_after(&self, after: i64, limit: usize) -> Result<Vec<super::OutboxEvent>, StoreError> {
         self.alert_events_after_impl(after, limit)
     }
@@ -914,62 +983,9 @@ impl Store for SqliteStore {
         self.set_sink_progress_impl(sink, cursor, done)
             .map_err(|e| on_file(&self.path, e))
     }
+}
 
-    fn first_seen_ports(
-        &self,
-        since: Timestamp,
-        host: Option<&str>,
-    ) -> Result<Vec<portwatch_model::trend::FirstSeen>, StoreError> {
-        let host_id = match host {
-            Some(name) => match self.host_id(name)? {
-                Some(id) => Some(id),
-                None => return Ok(Vec::new()),
-            },
-            None => None,
-        };
-        // Fleet-wide from `ports_first_seen`; for one host from its own
-        // range of `intervals_by_host` (SQLite takes the bare column h.name
-        // from the row that has the min()).
-        let raws: Vec<(i64, i64, i64, String)> = self.read(|conn| {
-            let mut stmt = match host_id {
-                None => conn.prepare_cached(
-                    "SELECT f.proto, f.port, f.first_seen, h.name FROM ports_first_seen f
-                     JOIN hosts h ON h.id = f.host_id WHERE f.first_seen >= ?1 AND ?2 IS NULL",
-                ),
-                Some(_) => conn.prepare_cached(
-                    "SELECT i.proto, i.port, min(i.opened_at) AS first, h.name
-                     FROM intervals i INDEXED BY intervals_by_host JOIN hosts h ON h.id = i.host_id
-                     WHERE i.host_id = ?2 GROUP BY i.proto, i.port HAVING first >= ?1",
-                ),
-            }
-            .map_err(db)?;
-            let rows = stmt
-                .query_map(params![since.as_millisecond(), host_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })
-                .map_err(db)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(db)
-        })?;
-        raws.into_iter()
-            .map(|(proto, port, first, host)| {
-                Ok(portwatch_model::trend::FirstSeen {
-                    proto: proto_from(proto)?,
-                    port: u16::try_from(port).map_err(|_| corrupt(format!("port {port}")))?,
-                    first_seen: timestamp(first)?,
-                    host,
-                })
-            })
-            .collect()
-    }
-
-    fn active_alert_keys(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.active_alert_keys_impl()
-    }
-
-    fn active_alert_counts(&self) -> Result<Vec<(portwatch_model::Kind, AlertState, u64)>, StoreError> {
-        self.active_alert_counts_impl()
-    }
-
+impl Maintenance for SqliteStore {
     fn size_bytes(&self) -> Result<u64, StoreError> {
         let mut total = 0;
         for suffix in ["", "-wal"] {
@@ -1095,7 +1111,7 @@ fn history_sql() -> String {
     )
 }
 
-/// Intervals an export reads at a time (see [`Store::export`]).
+/// Intervals an export reads at a time (see [`HistoryReads::export`]).
 const EXPORT_CHUNK_ROWS: i64 = 1_000;
 
 /// `history_page`: the two ranges of [`history_sql`], after the cursor
@@ -1327,6 +1343,8 @@ fn commit_group(writer: &mut Writer, group: Vec<Queued>, clock: &clock::Limits) 
             for queued in group {
                 (queued.done)(Err(match &error {
                     StoreError::DiskFull { path } => StoreError::DiskFull { path: path.clone() },
+                    StoreError::Busy(message) => StoreError::Busy(message.clone()),
+                    StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
                     StoreError::Database(message) => StoreError::Database(message.clone()),
                     other => StoreError::Database(other.to_string()),
                 }));
@@ -1335,7 +1353,7 @@ fn commit_group(writer: &mut Writer, group: Vec<Queued>, clock: &clock::Limits) 
     }
 }
 
-/// Applies `batch` inside the open transaction `tx` (see [`Store::ingest`]),
+/// Applies `batch` inside the open transaction `tx` (see [`HistoryWrites::ingest`]),
 /// dating its reports by the [`clock`] rules.
 fn apply_batch(
     tx: &Connection,
@@ -3918,7 +3936,21 @@ mod tests {
              (nothing of this write was stored; it succeeds once there is room)"
         );
         let read_only = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY), None);
-        assert!(db(read_only).to_string().contains("writable"));
+        let read_only = db(read_only);
+        assert!(read_only.to_string().contains("writable") && !read_only.retry_helps());
+        for code in [rusqlite::ffi::SQLITE_BUSY, rusqlite::ffi::SQLITE_LOCKED] {
+            let busy = db(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None));
+            assert!(matches!(busy, StoreError::Busy(_)) && busy.retry_helps(), "{busy:?}");
+            assert!(busy.to_string().contains("another program"), "{busy}");
+        }
+        let corrupt = db(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            None,
+        ));
+        assert!(
+            !corrupt.retry_helps() && corrupt.to_string().contains("backup"),
+            "{corrupt}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use portwatch_collector::store::sqlite::SqliteStore;
-use portwatch_collector::store::{Store, TokenRow};
+use portwatch_collector::store::{TokenRow, Tokens};
 use portwatch_collector::token;
 use portwatch_model::Role;
 

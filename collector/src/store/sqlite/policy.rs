@@ -561,7 +561,7 @@ impl RawAlert {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::store::{Alerts, Baselines, Outbox};
     use portwatch_model::Kind;
 
     struct Db(std::path::PathBuf);
