@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod edge;
 pub mod export;
+pub mod history;
 pub mod learn;
 pub mod metrics;
 pub mod store;

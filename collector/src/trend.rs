@@ -19,8 +19,8 @@ use portwatch_model::trend::{
 };
 use portwatch_model::ListenerRow;
 
-/// One socket of one host: (host, netns, inode).
-type SocketKey = (Arc<str>, u64, u64);
+/// One socket of one host.
+type SocketKey = (Arc<str>, portwatch_common::SocketKey);
 
 /// A socket that may be short-lived.
 #[derive(Debug)]
@@ -139,9 +139,9 @@ impl Builder {
                 }
             }
         }
-        let key: SocketKey = (row.host.clone(), l.netns, l.inode);
+        let key: SocketKey = (row.host.clone(), l.socket_key());
         // An interval opening on a socket at the instant its previous one
-        // closed is an owner change, not a new listener.
+        // closed is an owner change, not a new listener (see `Edge`).
         let continued = self
             .sockets
             .get(&key)

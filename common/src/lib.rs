@@ -26,5 +26,5 @@ pub mod text;
 pub mod wire;
 
 pub use process::Process;
-pub use snapshot::{Delta, Listener, Snapshot};
+pub use snapshot::{Delta, IdentityFields, Listener, Place, Snapshot, SocketKey};
 pub use socket::{family_of, Exposure, Family, Proto, Socket, State};

@@ -42,7 +42,92 @@ pub struct Listener {
     pub processes: Vec<Process>,
 }
 
+/// The kernel socket a listener is: its network namespace and inode. An
+/// owner change keeps it (the same socket, other processes); a restarted
+/// service makes a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketKey {
+    /// Network namespace inode.
+    pub netns: u64,
+    /// Socket inode.
+    pub inode: u64,
+}
+
+/// Where a listener listens: namespace, protocol, family, address and port.
+/// What a diff of two moments pairs, and what a finding about a listener
+/// names (a restarted service listens at the same place on a new socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Place {
+    /// Network namespace inode.
+    pub netns: u64,
+    /// Transport protocol.
+    pub proto: Proto,
+    /// Address family.
+    pub family: Family,
+    /// Local address.
+    pub local_addr: IpAddr,
+    /// Local port.
+    pub local_port: u16,
+}
+
 impl Listener {
+    /// The kernel socket it is (see [`SocketKey`]).
+    pub fn socket_key(&self) -> SocketKey {
+        SocketKey {
+            netns: self.netns,
+            inode: self.inode,
+        }
+    }
+
+    /// Where it listens (see [`Place`]).
+    pub fn place(&self) -> Place {
+        Place {
+            netns: self.netns,
+            proto: self.proto,
+            family: self.family,
+            local_addr: self.local_addr,
+            local_port: self.local_port,
+        }
+    }
+
+    /// Every field, by name: the identity of an interval of history. Two
+    /// observations are the same interval exactly when every field is equal
+    /// (`Listener`'s `Eq`), so a change of any field (owners, user, exposure)
+    /// is one close and one open. This destructuring lists every field
+    /// without `..`: a field added to `Listener` fails to compile here until
+    /// it is added, which is the moment to decide whether a change of it is
+    /// a change of the listener (it belongs in `Listener`, and in every
+    /// store's interval key, which destructure the same way) or a passing
+    /// measurement (it belongs beside the listener, not in it).
+    pub fn identity_fields(&self) -> IdentityFields<'_> {
+        let Listener {
+            netns,
+            proto,
+            family,
+            local_addr,
+            local_port,
+            inode,
+            uid,
+            user,
+            exposure,
+            dual_stack,
+            processes,
+        } = self;
+        IdentityFields {
+            netns: *netns,
+            proto: *proto,
+            family: *family,
+            local_addr: *local_addr,
+            local_port: *local_port,
+            inode: *inode,
+            uid: *uid,
+            user: user.as_ref(),
+            exposure: *exposure,
+            dual_stack: *dual_stack,
+            processes,
+        }
+    }
+
     /// Short protocol label as netstat prints it (`tcp46`, ...).
     pub fn proto_label(&self) -> &'static str {
         crate::socket::proto_label(self.proto, self.family, self.dual_stack)
@@ -71,6 +156,34 @@ impl Listener {
             processes,
         })
     }
+}
+
+/// A listener's fields, borrowed, as [`Listener::identity_fields`] lists
+/// them: what a store encodes as an interval's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityFields<'a> {
+    /// Network namespace inode.
+    pub netns: u64,
+    /// Transport protocol.
+    pub proto: Proto,
+    /// Address family.
+    pub family: Family,
+    /// Local address.
+    pub local_addr: IpAddr,
+    /// Local port.
+    pub local_port: u16,
+    /// Socket inode.
+    pub inode: u64,
+    /// Uid that created the socket.
+    pub uid: u32,
+    /// User name for `uid`.
+    pub user: Option<&'a Arc<str>>,
+    /// Who can reach it.
+    pub exposure: Exposure,
+    /// IPv6 wildcard that also accepts IPv4.
+    pub dual_stack: bool,
+    /// Every process holding it, ascending by pid.
+    pub processes: &'a [Process],
 }
 
 /// Every listener of a host at one moment, sorted and without repeats.

@@ -3,9 +3,8 @@
 //! with processes).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
-use portwatch_common::{Exposure, Family, Proto};
+use portwatch_common::{Exposure, Family, Place, Proto};
 use serde::{Deserialize, Serialize};
 
 use crate::history::ListenerRow;
@@ -31,18 +30,12 @@ pub struct Change {
     pub after: ListenerRow,
 }
 
-/// Where a listener sits on one host.
-type Place = (u64, Proto, Family, IpAddr, u16);
-
 /// The difference between the listeners of one host at two moments.
 pub fn between_moments(before: &[ListenerRow], after: &[ListenerRow]) -> Diff {
     pair(
         before,
         after,
-        |r| -> Place {
-            let l = &r.listener;
-            (l.netns, l.proto, l.family, l.local_addr, l.local_port)
-        },
+        |r| -> Place { r.listener.place() },
         // The same listener: place, socket and owners (a `Listener` is all of that).
         |a, b| a.listener == b.listener,
     )

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use portwatch_common::Listener;
+use portwatch_common::{Listener, SocketKey};
 use serde::{Deserialize, Serialize};
 
 /// One listener interval, as every query returns it. In JSON the listener's
@@ -22,6 +22,38 @@ pub struct ListenerRow {
     pub opened_at: Timestamp,
     /// When the agent observed it gone; `None` while open.
     pub closed_at: Option<Timestamp>,
+}
+
+impl ListenerRow {
+    /// Where this interval starts: its socket, at its opening.
+    pub fn start(&self) -> Edge {
+        Edge {
+            socket: self.listener.socket_key(),
+            at: self.opened_at,
+        }
+    }
+
+    /// Where it ends, once it closed: its socket, at its close.
+    pub fn end(&self) -> Option<Edge> {
+        self.closed_at.map(|at| Edge {
+            socket: self.listener.socket_key(),
+            at,
+        })
+    }
+}
+
+/// A socket at an instant: where an interval starts or ends. **An owner
+/// change is not a close**: an interval whose end is another's start (the
+/// same socket, the same instant) is the listener going on with other
+/// owners (a prefork server's worker replaced), not a listener closing and
+/// another opening. Drift (flapping) and trends (how long a listener lived)
+/// both read history this way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Edge {
+    /// The kernel socket.
+    pub socket: SocketKey,
+    /// The instant.
+    pub at: Timestamp,
 }
 
 /// What a page of history reads: intervals on `port` (any if `None`)

@@ -20,6 +20,7 @@ use super::risky::RiskyPorts;
 use crate::clock;
 use portwatch_model::alert::{MAX_HOLDERS_BYTES, MAX_MESSAGE_BYTES};
 use portwatch_model::baseline::{Baseline, Entry, Fit};
+use portwatch_model::history::Edge;
 use portwatch_model::time::before;
 use portwatch_model::time::human_skew;
 use portwatch_model::{Finding, Kind, Severity};
@@ -284,18 +285,14 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
     // replaced) closes one interval and opens the next on the same socket at
     // the same instant: that is not a close of the listener.
     let window_start = before(now, policy.flap_window);
-    let continued: HashSet<(u64, u64, Timestamp)> = view
-        .recent
-        .iter()
-        .map(|r| (r.listener.netns, r.listener.inode, r.opened_at))
-        .collect();
+    let continued: HashSet<Edge> = view.recent.iter().map(ListenerRow::start).collect();
     let mut closes: BTreeMap<(u64, Proto, std::net::IpAddr, u16), (u32, &Listener)> = BTreeMap::new();
     for r in view.recent {
         let l = &r.listener;
-        let Some(c) = r.closed_at.filter(|c| *c >= window_start && *c <= now) else {
+        let Some(end) = r.end().filter(|e| e.at >= window_start && e.at <= now) else {
             continue;
         };
-        if continued.contains(&(l.netns, l.inode, c)) {
+        if continued.contains(&end) {
             continue;
         }
         closes

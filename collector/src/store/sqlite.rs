@@ -81,21 +81,20 @@
 //! 12-17 ms, of a port no host uses under 0.1 ms; `listeners_at` and `history` of
 //! a host under 1 ms.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use portwatch_common::wire::{Ack, Batch, HostFacts, ReportBody};
-use portwatch_common::{Exposure, Family, Listener, Process, Proto};
+use portwatch_common::wire::{Ack, Batch, ReportBody};
+use portwatch_common::{Exposure, Family, IdentityFields, Listener, Process, Proto};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use portwatch_model::baseline::{BaselineAction, BaselineLogRow, StoredBaseline};
 use portwatch_model::{
-    AlertEvent, AlertRow, AlertState, Finding, HistoryCursor, HistoryWindow, HostRow, HostStatus, ListenerRow, Role,
+    AlertEvent, AlertRow, AlertState, Finding, HistoryCursor, HistoryWindow, HostRow, ListenerRow, Role,
 };
 
 use super::{
@@ -103,6 +102,7 @@ use super::{
     TokenRow, Tokens,
 };
 use crate::clock::{self, HostClock};
+use crate::history::{self, SessionState, Step};
 
 mod policy;
 mod read;
@@ -138,10 +138,6 @@ const SMALL_BATCH_LISTENERS: usize = 1_000;
 /// Most listeners in the batches of one group (a group has one batch at
 /// least, however large).
 const GROUP_LISTENERS: usize = 10_000;
-
-/// The interval a host is judged by before its first snapshot tells its own
-/// (the agent's default).
-const UNKNOWN_INTERVAL_MS: u64 = 10_000;
 
 /// The history store in one SQLite file.
 pub struct SqliteStore {
@@ -386,17 +382,7 @@ impl SqliteStore {
         raws.into_iter()
             .map(|raw| {
                 let interval_ms = from_bits(raw.interval_ms);
-                let judged_by = if interval_ms == 0 {
-                    UNKNOWN_INTERVAL_MS
-                } else {
-                    interval_ms
-                };
-                let silence = i128::from(now) - i128::from(raw.last_seen);
-                let status = if silence >= 3 * i128::from(judged_by) {
-                    HostStatus::Silent
-                } else {
-                    HostStatus::Up
-                };
+                let status = history::status(now, raw.last_seen, interval_ms);
                 let tags: BTreeMap<String, String> = serde_json::from_str(&raw.tags)
                     .map_err(|e| corrupt(format_args!("tags of host {}: {e}", raw.name)))?;
                 Ok(HostRow {
@@ -1162,11 +1148,36 @@ fn checkpoint_idle(writer: &Mutex<Writer>) {
 
 /// The open interval of a host with a given key. Pinned to `intervals_by_host`: without statistics
 /// the planner may take `intervals_by_port`, whose open range spans the fleet.
-const FIND_OPEN_SQL: &str = "SELECT id, opened_at FROM intervals INDEXED BY intervals_by_host
-     WHERE host_id = ?1 AND closed_at IS NULL AND netns = ?2 AND proto = ?3 AND family = ?4
-       AND addr = ?5 AND port = ?6 AND inode = ?7 AND uid = ?8 AND user IS ?9 AND exposure = ?10
-       AND dual_stack = ?11 AND owners = ?12
-     LIMIT 1";
+/// The columns of an interval's key ([`IntervalKey`], in its order): a
+/// listener's identity as stored, every field of it
+/// ([`Listener::identity_fields`]) with the owners encoded. The queries that
+/// find, reconcile and insert intervals are built from this one list.
+const INTERVAL_KEY_COLUMNS: &str = "netns, proto, family, addr, port, inode, uid, user, exposure, dual_stack, owners";
+
+/// The open interval of a host with a given key (`?1` the host, `?2`... the
+/// key's columns, compared null-safe with `IS`).
+static FIND_OPEN_SQL: LazyLock<String> = LazyLock::new(|| {
+    let key: Vec<String> = INTERVAL_KEY_COLUMNS
+        .split(", ")
+        .enumerate()
+        .map(|(i, column)| format!("{column} IS ?{}", i + 2))
+        .collect();
+    format!(
+        "SELECT id, opened_at FROM intervals INDEXED BY intervals_by_host
+         WHERE host_id = ?1 AND closed_at IS NULL AND {} LIMIT 1",
+        key.join(" AND ")
+    )
+});
+
+/// A new interval: `?1` the host, then the key's columns, then its opening time.
+static INSERT_INTERVAL_SQL: LazyLock<String> = LazyLock::new(|| {
+    let n = INTERVAL_KEY_COLUMNS.split(", ").count();
+    let values: Vec<String> = (1..=n + 2).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO intervals (host_id, {INTERVAL_KEY_COLUMNS}, opened_at) VALUES ({})",
+        values.join(", ")
+    )
+});
 
 /// The committer thread: waits for batches, takes the writer, commits what
 /// is queued (at most [`MAX_GROUP`]) as one group; stops once the store is
@@ -1373,86 +1384,55 @@ fn apply_batch(
             })
         })
         .map_err(db)?;
+    let state = SessionState {
+        session: stored_session,
+        last_seq: from_bits(last_seq),
+        dropped: from_bits(dropped),
+    };
     // Every report's effective time, decided up front (see `clock`).
     let host_clock = HostClock {
-        session: stored_session.as_deref(),
-        last_seq: from_bits(last_seq),
+        session: state.session.as_deref(),
+        last_seq: state.last_seq,
         last_at: clock_at.map(timestamp).transpose()?,
     };
     let times = clock::effective_times(received_at, &host_clock, limits, batch);
-    let mut last_at = None;
-    let mut session = stored_session;
-    let mut last_seq = from_bits(last_seq);
-    let mut writer = HostWriter::new(tx, host_id);
-    let mut facts: Option<&HostFacts> = None;
-    let mut skipped = 0;
-    let mut gap = false;
-    for (report, at) in batch.reports.iter().zip(&times.reports) {
-        let current = session.as_deref() == Some(batch.session.as_str());
-        if current && report.seq <= last_seq {
-            skipped += 1;
-            continue;
-        }
-        let at = at.as_millisecond();
-        match &report.body {
-            ReportBody::Snapshot {
-                facts: new_facts,
-                listeners,
-            } => {
-                parts::clear(tx, host_id)?;
-                writer.reconcile(listeners, at)?;
-                facts = Some(new_facts);
-                session = Some(batch.session.clone());
-            }
-            ReportBody::SnapshotPart {
-                part,
-                parts: count,
-                facts: part_facts,
-                listeners,
-            } => {
-                if *part == 0 {
-                    parts::clear(tx, host_id)?;
-                } else if !current
-                    || last_seq.checked_add(1) != Some(report.seq)
-                    || !parts::follows(tx, host_id, &batch.session, report.seq, *part)?
-                {
-                    gap = true;
-                    break;
-                }
-                if part + 1 < *count {
-                    parts::stage(tx, host_id, &batch.session, report.seq, *part, listeners)?;
-                } else {
-                    let mut whole = parts::take(tx, host_id)?;
-                    whole.extend(listeners.iter().cloned());
-                    HostWriter::new(tx, host_id).reconcile(&whole, at)?;
-                    facts = part_facts.as_ref().or(facts);
-                }
-                session = Some(batch.session.clone());
-            }
-            ReportBody::Delta { opened, closed } => {
-                if !current || last_seq.checked_add(1) != Some(report.seq) {
-                    gap = true;
-                    break;
-                }
-                for listener in closed {
-                    writer.close(listener, at)?;
-                }
-                for listener in opened {
-                    writer.open(listener, at)?;
-                }
-            }
-        }
-        last_seq = report.seq;
-        last_at = Some(at);
-    }
-    // A batch whose every report was stored already is the resend of a batch
-    // whose answer was lost: its dropped count was added then.
-    let resent = !batch.reports.is_empty() && skipped == batch.reports.len();
-    let dropped = if resent {
-        from_bits(dropped)
+    // The parts kept matter only to a batch that continues a snapshot in parts.
+    let continues_parts = batch
+        .reports
+        .iter()
+        .any(|r| matches!(r.body, ReportBody::SnapshotPart { part, .. } if part > 0));
+    let staged = if continues_parts {
+        parts::staged(tx, host_id)?
     } else {
-        from_bits(dropped).saturating_add(batch.dropped)
+        None
     };
+    let plan = history::plan_batch(&state, staged, batch, &times.reports);
+    let mut writer = HostWriter::new(tx, host_id);
+    for step in &plan.steps {
+        match *step {
+            Step::ClearParts => parts::clear(tx, host_id)?,
+            Step::Reconcile { listeners, at } => writer.reconcile(listeners, at)?,
+            Step::StagePart {
+                session,
+                seq,
+                part,
+                listeners,
+            } => parts::stage(tx, host_id, session, seq, part, listeners)?,
+            Step::ReconcileStaged { listeners, at } => {
+                let mut whole = parts::take(tx, host_id)?;
+                whole.extend(listeners.iter().cloned());
+                HostWriter::new(tx, host_id).reconcile(&whole, at)?;
+            }
+            Step::Close { listener, at } => writer.close(listener, at)?,
+            Step::Open { listener, at } => writer.open(listener, at)?,
+        }
+    }
+    let SessionState {
+        session,
+        last_seq,
+        dropped,
+    } = plan.state;
+    let (facts, last_at) = (plan.facts, plan.last_at);
     tx.prepare_cached("UPDATE hosts SET session = ?2, last_seq = ?3, dropped_reports = ?4 WHERE id = ?1")
         .and_then(|mut stmt| stmt.execute(params![host_id, session, to_bits(last_seq), to_bits(dropped)]))
         .map_err(db)?;
@@ -1484,14 +1464,7 @@ fn apply_batch(
     )
     .and_then(|mut stmt| stmt.execute(params![host_id, last_at, times.skew_ms, received_at.as_millisecond()]))
     .map_err(db)?;
-    // Without state for the batch's session (a delta or heartbeat of a
-    // session the collector does not know) the agent must send a snapshot.
-    let current = session.as_deref() == Some(batch.session.as_str());
-    Ok(Ack {
-        acked: if current { last_seq } else { 0 },
-        resync: gap || !current,
-        limits: None,
-    })
+    Ok(plan.ack)
 }
 
 /// The parts of a snapshot in progress (table `snapshot_parts`, see
@@ -1500,7 +1473,8 @@ mod parts {
     use portwatch_common::Listener;
     use rusqlite::{params, Connection};
 
-    use super::{db, to_bits, StoreError};
+    use super::{db, from_bits, to_bits, StoreError};
+    use crate::history::Staged;
 
     /// Forgets the parts of any snapshot in progress.
     pub(super) fn clear(tx: &Connection, host_id: i64) -> Result<(), StoreError> {
@@ -1510,31 +1484,21 @@ mod parts {
             .map_err(db)
     }
 
-    /// Whether report `seq`, part `part` of a snapshot of `session`, follows
-    /// the parts kept: exactly parts 0 to `part - 1`, the last numbered
-    /// `seq - 1`. (That part's own number, not SQL's `max(seq)`: a seq
-    /// from 2^63 up is stored as a negative i64, which max() takes for the
-    /// smallest.)
-    pub(super) fn follows(
-        tx: &Connection,
-        host_id: i64,
-        session: &str,
-        seq: u64,
-        part: u32,
-    ) -> Result<bool, StoreError> {
-        let (count, last): (i64, Option<i64>) = tx
-            .prepare_cached(
-                "SELECT count(*),
-                        (SELECT seq FROM snapshot_parts WHERE host_id = ?1 AND part = ?3 AND session = ?2)
-                 FROM snapshot_parts WHERE host_id = ?1 AND session = ?2",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row(params![host_id, session, i64::from(part) - 1], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-            })
+    /// What is kept of a snapshot in progress (see [`Staged::from_rows`]).
+    pub(super) fn staged(tx: &Connection, host_id: i64) -> Result<Option<Staged>, StoreError> {
+        let mut stmt = tx
+            .prepare_cached("SELECT session, part, seq FROM snapshot_parts WHERE host_id = ?1 ORDER BY part")
             .map_err(db)?;
-        Ok(count == i64::from(part) && last == Some(to_bits(seq - 1)))
+        let rows = stmt
+            .query_map([host_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, i64>(2)?))
+            })
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        Ok(Staged::from_rows(rows.iter().map(|(session, part, seq)| {
+            (session.as_str(), *part, from_bits(*seq))
+        })))
     }
 
     /// Keeps one part until the last arrives.
@@ -1669,24 +1633,16 @@ impl<'c, 'b> HostWriter<'c, 'b> {
         }
     }
 
-    /// Makes the host's open intervals those of `listeners`, at `at`.
+    /// Makes the host's open intervals those of `listeners`, at `at`, as
+    /// [`history::reconcile`] decides.
     fn reconcile(&mut self, listeners: &'b [Listener], at: i64) -> Result<(), StoreError> {
-        /// Open intervals of one key (normally at most one), and whether the
-        /// snapshot has that listener.
-        #[derive(Default)]
-        struct Open {
-            intervals: Vec<(i64, i64)>,
-            in_snapshot: bool,
-        }
-        let mut open: HashMap<IntervalKey, Open> = HashMap::new();
-        {
+        let open = {
             let mut stmt = self
                 .tx
-                .prepare_cached(
-                    "SELECT id, opened_at, netns, proto, family, addr, port, inode, uid, user, exposure, dual_stack,
-                            owners
-                     FROM intervals INDEXED BY intervals_by_host WHERE host_id = ?1 AND closed_at IS NULL",
-                )
+                .prepare_cached(&format!(
+                    "SELECT id, opened_at, {INTERVAL_KEY_COLUMNS}
+                     FROM intervals INDEXED BY intervals_by_host WHERE host_id = ?1 AND closed_at IS NULL"
+                ))
                 .map_err(db)?;
             let rows = stmt
                 .query_map([self.host_id], |r| {
@@ -1703,35 +1659,21 @@ impl<'c, 'b> HostWriter<'c, 'b> {
                         dual_stack: r.get(11)?,
                         owners: r.get(12)?,
                     };
-                    Ok((key, r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                    let (id, opened_at): (i64, i64) = (r.get(0)?, r.get(1)?);
+                    Ok((key, (id, opened_at), opened_at))
                 })
                 .map_err(db)?;
-            for row in rows {
-                let (key, id, opened_at) = row.map_err(db)?;
-                open.entry(key).or_default().intervals.push((id, opened_at));
-            }
-        }
+            rows.collect::<Result<Vec<_>, _>>().map_err(db)?
+        };
+        let mut keys = Vec::with_capacity(listeners.len());
         for listener in listeners {
-            let key = self.stored_key(listener)?;
-            match open.entry(key) {
-                Entry::Occupied(mut entry) => {
-                    let entry = entry.get_mut();
-                    if !entry.in_snapshot {
-                        entry.in_snapshot = true;
-                        // Keep one open interval; close any duplicate.
-                        entry.intervals.pop();
-                    }
-                }
-                Entry::Vacant(entry) => {
-                    self.insert(entry.key(), at)?;
-                    entry.insert(Open {
-                        intervals: Vec::new(),
-                        in_snapshot: true,
-                    });
-                }
-            }
+            keys.push(self.stored_key(listener)?);
         }
-        for (id, opened_at) in open.into_values().flat_map(|o| o.intervals) {
+        let plan = history::reconcile(open, keys);
+        for key in &plan.open {
+            self.insert(key, at)?;
+        }
+        for (id, opened_at) in plan.close {
             self.set_closed(id, opened_at, at)?;
         }
         Ok(())
@@ -1766,8 +1708,23 @@ impl<'c, 'b> HostWriter<'c, 'b> {
     /// The key of `listener`; `None` when a program of it is not stored and
     /// `store` is false.
     fn key(&mut self, listener: &'b Listener, store: bool) -> Result<Option<IntervalKey>, StoreError> {
-        let mut owners = Vec::with_capacity(listener.processes.len() * 6);
-        for process in &listener.processes {
+        // Every field, by name (no `..`): a field added to `Listener` stops
+        // the build here until it is stored (see `Listener::identity_fields`).
+        let IdentityFields {
+            netns,
+            proto,
+            family,
+            local_addr,
+            local_port,
+            inode,
+            uid,
+            user,
+            exposure,
+            dual_stack,
+            processes,
+        } = listener.identity_fields();
+        let mut owners = Vec::with_capacity(processes.len() * 6);
+        for process in processes {
             let Some(program) = self.program_id(ProgramRef::of(process), store)? else {
                 return Ok(None);
             };
@@ -1775,16 +1732,16 @@ impl<'c, 'b> HostWriter<'c, 'b> {
             push_varint(&mut owners, from_bits(program));
         }
         Ok(Some(IntervalKey {
-            netns: to_bits(listener.netns),
-            proto: proto_code(listener.proto),
-            family: family_code(listener.family),
-            addr: addr_bytes(listener.local_addr),
-            port: listener.local_port,
-            inode: to_bits(listener.inode),
-            uid: listener.uid,
-            user: listener.user.clone(),
-            exposure: exposure_code(listener.exposure),
-            dual_stack: listener.dual_stack,
+            netns: to_bits(netns),
+            proto: proto_code(proto),
+            family: family_code(family),
+            addr: addr_bytes(local_addr),
+            port: local_port,
+            inode: to_bits(inode),
+            uid,
+            user: user.cloned(),
+            exposure: exposure_code(exposure),
+            dual_stack,
             owners,
         }))
     }
@@ -1850,7 +1807,7 @@ impl<'c, 'b> HostWriter<'c, 'b> {
     /// The open interval of the host with this key: its id and opening time.
     fn find_open(&self, key: &IntervalKey) -> Result<Option<(i64, i64)>, StoreError> {
         self.tx
-            .prepare_cached(FIND_OPEN_SQL)
+            .prepare_cached(&FIND_OPEN_SQL)
             .and_then(|mut stmt| {
                 stmt.query_row(
                     params![
@@ -1876,11 +1833,7 @@ impl<'c, 'b> HostWriter<'c, 'b> {
 
     fn insert(&self, key: &IntervalKey, at: i64) -> Result<(), StoreError> {
         self.tx
-            .prepare_cached(
-                "INSERT INTO intervals (host_id, netns, proto, family, addr, port, inode, uid, user, exposure,
-                                        dual_stack, owners, opened_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )
+            .prepare_cached(&INSERT_INTERVAL_SQL)
             .and_then(|mut stmt| {
                 stmt.execute(params![
                     self.host_id,
@@ -1915,7 +1868,7 @@ impl<'c, 'b> HostWriter<'c, 'b> {
     fn set_closed(&self, id: i64, opened_at: i64, at: i64) -> Result<(), StoreError> {
         self.tx
             .prepare_cached("UPDATE intervals SET closed_at = ?2 WHERE id = ?1")
-            .and_then(|mut stmt| stmt.execute(params![id, at.max(opened_at)]))
+            .and_then(|mut stmt| stmt.execute(params![id, history::close_time(opened_at, at)]))
             .map_err(db)?;
         Ok(())
     }
@@ -2074,7 +2027,8 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 
-    use portwatch_common::wire::{Report, PROTOCOL_VERSION};
+    use portwatch_common::wire::{HostFacts, Report, PROTOCOL_VERSION};
+    use portwatch_model::HostStatus;
 
     use super::*;
 
@@ -3869,7 +3823,7 @@ mod tests {
             "{at}"
         );
         assert!(at.contains("intervals_by_host (host_id=? AND closed_at>?)"), "{at}");
-        let open = plan(FIND_OPEN_SQL);
+        let open = plan(&FIND_OPEN_SQL);
         assert!(open.contains("intervals_by_host (host_id=? AND closed_at=?)"), "{open}");
         let history = plan(&history_sql());
         assert!(
