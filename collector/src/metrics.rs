@@ -53,6 +53,14 @@ impl Format {
         }
     }
 
+    /// Its name in `portwatch_metrics_scrapes_total`.
+    fn name(self) -> &'static str {
+        match self {
+            Format::Prometheus => "prometheus",
+            Format::OpenMetrics => "openmetrics",
+        }
+    }
+
     /// The format an `Accept` header asks for: the one of higher quality
     /// (`q=`), OpenMetrics on a tie when it is named; Prometheus text when
     /// the header is absent, names neither (as Go's promhttp does), or asks
@@ -142,6 +150,11 @@ struct AlertLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FormatLabels {
+    format: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct SinkLabels {
     sink: String,
 }
@@ -217,6 +230,7 @@ pub struct Metrics {
     registry: Registry,
     ingest_seconds: Histogram,
     batches_queued: Gauge,
+    scrapes: Family<FormatLabels, Counter>,
     sinks: SinkMetrics,
     resident: Gauge<u64, AtomicU64>,
     ingest_requests: Family<OutcomeLabels, Counter>,
@@ -344,6 +358,15 @@ impl Metrics {
              transaction)",
             batches_queued.clone(),
         );
+        let scrapes = Family::<FormatLabels, Counter>::default();
+        registry.register(
+            "metrics_scrapes",
+            "Answers of /metrics, by the format the scraper asked for (prometheus: text 0.0.4, openmetrics)",
+            scrapes.clone(),
+        );
+        for format in [Format::Prometheus, Format::OpenMetrics] {
+            let _ = scrapes.get_or_create(&FormatLabels { format: format.name() });
+        }
         let sinks = SinkMetrics::default();
         registry.register(
             "alert_sink_deliveries",
@@ -377,6 +400,7 @@ impl Metrics {
             registry: root,
             ingest_seconds,
             batches_queued,
+            scrapes,
             sinks,
             resident,
             ingest_requests,
@@ -510,6 +534,9 @@ impl Metrics {
         self.baselines.set(gauge(store.baselines()?.len()));
         self.store_bytes.set(store.size_bytes()?);
         self.sinks.measure(now);
+        self.scrapes
+            .get_or_create(&FormatLabels { format: format.name() })
+            .inc();
         match resident_bytes() {
             Ok(bytes) => {
                 self.resident.set(bytes);

@@ -15,7 +15,8 @@
 //! about an alert is what the store said last:
 //! - the alert outbox, as for every sink ([`super::sink`]): an opened or
 //!   acknowledged alert is sent active (no `endsAt`), a resolved one with
-//!   `endsAt`, retried with backoff while the Alertmanager is unreachable;
+//!   `endsAt`, retried with backoff (1 s up to `resend_every`) while the
+//!   Alertmanager is unreachable;
 //! - every `resend_every` (default [`DEFAULT_RESEND_EVERY`]), every active
 //!   (open or acknowledged) alert again, [`BATCH`] to a request: an
 //!   Alertmanager resolves an alert that is not sent again within its
@@ -315,6 +316,13 @@ impl Deliver for AlertmanagerSink {
         self.post(&serde_json::Value::Array(vec![self
             .config
             .postable(event.alert(), resolved)]))
+    }
+
+    /// A failing Alertmanager is tried again at least every `resend_every`:
+    /// one that restarted has lost every alert, and the resend that gives
+    /// them back waits for the delivery being retried.
+    fn retry_max(&self) -> Duration {
+        self.config.resend_every
     }
 
     fn resend_in(&self) -> Option<Duration> {

@@ -308,6 +308,10 @@ pub(super) trait Deliver {
     /// Sends the active alerts again if that is due ([`Deliver::resend_in`]);
     /// counts and logs its own failures, and sets when to try again.
     fn resend(&mut self, _store: &dyn Store, _metrics: &SinkMetrics) {}
+    /// The longest delay between two tries of a failing delivery.
+    fn retry_max(&self) -> Duration {
+        RETRY_MAX
+    }
 }
 
 struct WebhookSink {
@@ -515,7 +519,7 @@ fn made_at(event: &AlertEvent) -> jiff::Timestamp {
 /// said last.
 fn run_sink(store: &dyn Store, sink: &mut dyn Deliver, wake: &Receiver<()>, metrics: &SinkMetrics) {
     let name = sink.sink();
-    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+    let mut backoff = Backoff::new(RETRY_MIN, sink.retry_max().clamp(RETRY_MIN, RETRY_MAX));
     let pause = |backoff: &mut Backoff, what: &str, error: &str| {
         let delay = backoff.failed(Duration::ZERO);
         tracing::warn!(sink = %name, error, retry_in = ?delay, "{what}");
