@@ -121,7 +121,7 @@ check "rpm portwatch-collector: files" rpm_has_files "$(rpmfile portwatch-collec
     /usr/lib/systemd/system/portwatch-collector.service /usr/share/man/man1/portwatch-collector.1.gz \
     /usr/share/man/man1/portwatch.1.gz /usr/share/man/man1/portwatch-who.1.gz \
     /usr/share/bash-completion/completions/portwatch /usr/share/zsh/site-functions/_portwatch-collector \
-    /usr/share/fish/vendor_completions.d/portwatch.fish
+    /usr/share/fish/vendor_completions.d/portwatch.fish /usr/share/portwatch/prometheus/portwatch-rules.yml
 for p in "${PACKAGES[@]}"; do
     check "rpm $p: user, unit and restart scriptlets" rpm_scripts "$(rpmfile "$p")"
     check "rpm $p: config file is %config(noreplace)" \
@@ -150,7 +150,7 @@ check "collector and CLI files in place" installed_files portwatch-collector /us
     /usr/share/man/man1/portwatch-collector.1.gz /usr/share/man/man1/portwatch.1.gz \
     /usr/share/man/man1/portwatch-history.1.gz /usr/share/bash-completion/completions/portwatch \
     /usr/share/bash-completion/completions/portwatch-collector /usr/share/zsh/vendor-completions/_portwatch \
-    /usr/share/fish/vendor_completions.d/portwatch.fish
+    /usr/share/fish/vendor_completions.d/portwatch.fish /usr/share/portwatch/prometheus/portwatch-rules.yml
 conffiles() { dpkg-query -W -f='${Conffiles}\n' "$1" | awk 'NF { print $1 }'; }
 check "conffiles: agent.toml" bash -c "$(declare -f conffiles); conffiles portwatch-agent | grep -qx /etc/portwatch/agent.toml"
 check "conffiles: collector.toml" \
@@ -307,7 +307,7 @@ check "edited config still validates" runuser -u portwatch -- /usr/bin/portwatch
 check "dpkg -r" dpkg -r "${PACKAGES[@]}"
 check "dpkg -r again" dpkg -r "${PACKAGES[@]}"
 check "removed: no binaries, units or man pages" bash -c \
-    '! ls /usr/bin/portwatch* /usr/lib/systemd/system/portwatch-* /usr/share/man/man1/portwatch* 2>/dev/null | grep .'
+    '! ls /usr/bin/portwatch* /usr/lib/systemd/system/portwatch-* /usr/share/man/man1/portwatch* /usr/share/portwatch 2>/dev/null | grep .'
 check "removed: conffiles, token and database stay" test -f /etc/portwatch/agent.toml -a -f /etc/portwatch/collector.toml \
     -a -f /etc/portwatch/agent.token -a -f /var/lib/portwatch/collector.db
 
@@ -319,7 +319,7 @@ nothing_left() {
     left=$(ls -d /etc/portwatch /var/lib/portwatch /usr/bin/portwatch* /usr/lib/systemd/system/portwatch-* \
         /etc/systemd/system/*/portwatch-* /etc/systemd/system/portwatch-* /usr/share/man/man1/portwatch* \
         /usr/share/bash-completion/completions/portwatch* /usr/share/zsh/vendor-completions/_portwatch* \
-        /usr/share/fish/vendor_completions.d/portwatch* 2>/dev/null || true)
+        /usr/share/fish/vendor_completions.d/portwatch* /usr/share/portwatch 2>/dev/null || true)
     left+=$(grep -rl portwatch /var/lib/systemd/deb-systemd-helper-enabled /var/lib/systemd/deb-systemd-helper-masked \
         2>/dev/null || true)
     left+=$(dpkg-query -W -f='${Package} ${Status}\n' "${PACKAGES[@]}" 2>/dev/null | grep -v not-installed || true)

@@ -9,18 +9,23 @@ cd "$(dirname "$0")/.."
 
 # Tools the end-to-end tests drive: ss and ip (iproute2), setpriv (util-linux),
 # openssl (a private CA for the HTTPS tests), systemd-analyze (the units' system
-# call filters).
+# call filters), promtool and a Prometheus server (prometheus: the metrics and the
+# example rules), an Alertmanager (prometheus-alertmanager: the Alertmanager sink).
 missing=()
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "tests/run.sh: missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
         exit 1
     fi
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::alert::alertmanager::Alertmanager;
 use crate::alert::cap;
 use crate::alert::drift::{self, Policy};
 use crate::alert::evaluate;
@@ -236,6 +237,10 @@ pub struct Alerts {
     pub webhook: Vec<Webhook>,
     /// Also send alert changes to the local syslog (`[alerts.syslog]`).
     pub syslog: Option<Syslog>,
+    /// Alertmanagers that are sent every alert, and every active alert again
+    /// every `resend_every` (`[[alerts.alertmanager]]`).
+    #[serde(default)]
+    pub alertmanager: Vec<Alertmanager>,
 }
 
 impl Default for Alerts {
@@ -249,6 +254,7 @@ impl Default for Alerts {
             max_open_per_kind: default_max_open_per_kind(),
             webhook: Vec::new(),
             syslog: None,
+            alertmanager: Vec::new(),
         }
     }
 }
@@ -291,7 +297,8 @@ fn default_sweep_every() -> Duration {
 /// Longest duration any setting takes.
 const MAX_DURATION: Duration = Duration::from_secs(30 * 86_400);
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// A duration setting (`"30s"`, `"10m"`): at least 1 s, at most 30 days.
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     let value = humantime::parse_duration(text.trim()).map_err(|e| {
         serde::de::Error::custom(format!(
@@ -434,6 +441,18 @@ impl Config {
                 ));
             }
         }
+        let managers = &config.alerts.alertmanager;
+        for (i, am) in managers.iter().enumerate() {
+            am.check()
+                .map_err(|e| format!("[[alerts.alertmanager]] #{}: {e}", i + 1))?;
+            if managers[..i].iter().any(|m| m.name == am.name) {
+                return Err(format!(
+                    "[[alerts.alertmanager]] #{}: the name {:?} is taken by another alertmanager; names must be unique",
+                    i + 1,
+                    am.name
+                ));
+            }
+        }
         Ok(config)
     }
 }
@@ -449,13 +468,24 @@ mod tests {
         assert_eq!(Config::default().listen.to_string(), DEFAULT_LISTEN);
     }
 
+    /// The lines of the example's commented table `header`, up to the first blank line, uncommented.
+    fn commented_table(text: &str, header: &str) -> String {
+        let start = text
+            .find(&format!("# {header}\n"))
+            .unwrap_or_else(|| panic!("{header} is in the example"));
+        text[start..]
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect()
+    }
+
     #[test]
-    fn the_examples_commented_risky_list_webhook_and_syslog_are_the_built_in_ones_and_valid() {
+    fn the_examples_commented_risky_list_webhook_syslog_and_alertmanager_are_the_built_in_ones_and_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/config/collector.toml");
         let text = std::fs::read_to_string(path).unwrap();
-        // Uncomment the `risky_ports` lines, the webhook table and the syslog table.
+        // Uncomment the `risky_ports` lines.
         let mut risky = String::new();
-        let mut hook = String::new();
         let mut in_risky = false;
         for line in text.lines() {
             if line.starts_with("# risky_ports") {
@@ -467,30 +497,29 @@ mod tests {
             } else {
                 in_risky = false;
             }
-            if line.starts_with("# [alerts.syslog]") {
-                break;
-            }
-            if line.starts_with("# [[alerts.webhook]]")
-                || (!hook.is_empty() && line.starts_with("# ") && line.contains(" = "))
-            {
-                hook.push_str(&line[2..]);
-                hook.push('\n');
-            }
         }
         let parsed = Config::parse(&format!("[alerts]\n{risky}")).unwrap();
         assert_eq!(parsed.alerts.risky_ports, Some(RiskyPorts::default()), "{risky}");
-        // The example's CA file does not exist here: without it, the webhook is valid.
-        let hook: String = hook
-            .lines()
-            .filter(|l| !l.starts_with("ca_file"))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        // The example's CA files do not exist here: without them, the tables are valid.
+        let without_ca = |table: String| -> String {
+            table
+                .lines()
+                .filter(|l| !l.starts_with("ca_file"))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        let hook = without_ca(commented_table(&text, "[[alerts.webhook]]"));
         let parsed = Config::parse(&hook).unwrap();
         assert_eq!(parsed.alerts.webhook[0].name, "ops");
-        let syslog: String = text[text.find("# [alerts.syslog]").unwrap()..]
-            .lines()
-            .map(|l| format!("{}\n", &l[2..]))
-            .collect();
+        let am = without_ca(commented_table(&text, "[[alerts.alertmanager]]"));
+        let parsed = Config::parse(&am).unwrap_or_else(|e| panic!("{e}:\n{am}"));
+        let am = &parsed.alerts.alertmanager[0];
+        assert_eq!(
+            (am.name.as_str(), am.urls.len(), am.resend_every),
+            ("main", 2, crate::alert::alertmanager::DEFAULT_RESEND_EVERY)
+        );
+        assert_eq!(am.external_url.as_deref(), Some("https://portwatch.example.com"));
+        let syslog = commented_table(&text, "[alerts.syslog]");
         let parsed = Config::parse(&syslog).unwrap().alerts.syslog.unwrap();
         assert_eq!(
             (parsed.facility.as_str(), parsed.socket.to_str()),
@@ -498,6 +527,24 @@ mod tests {
         );
         let e = Config::parse("[alerts.syslog]\nfacility = \"kernel-ish\"\n").unwrap_err();
         assert!(e.contains("facility") && e.contains("local0"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_alertmanager_table_is_named_with_what_is_wrong() {
+        let e = Config::parse("[[alerts.alertmanager]]\nname = \"am\"\nurls = [\"am-1:9093\"]\n").unwrap_err();
+        assert_eq!(
+            e,
+            "[[alerts.alertmanager]] #1: alertmanager \"am\": url \"am-1:9093\" must start with http:// or \
+             https:// and name a host, such as \"http://127.0.0.1:9093\""
+        );
+        let two = "[[alerts.alertmanager]]\nname = \"am\"\nurls = [\"http://a:9093\"]\n";
+        let e = Config::parse(&format!("{two}{two}")).unwrap_err();
+        assert!(e.contains("#2") && e.contains("\"am\" is taken"), "{e}");
+        let e = Config::parse("[[alerts.alertmanager]]\nname = \"am\"\nurls = [\"http://a:9093\"]\nresend = \"1m\"\n")
+            .unwrap_err();
+        assert!(e.contains("line 4") && e.contains("resend"), "{e}");
+        let e = Config::parse("[[alerts.alertmanager]]\nname = \"am\"\n").unwrap_err();
+        assert!(e.contains("missing field `urls`"), "{e}");
     }
 
     #[test]

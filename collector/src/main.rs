@@ -16,6 +16,7 @@ use portwatch_collector::alert::sink;
 use portwatch_collector::api::{self, AppState};
 use portwatch_collector::config::{self, Config};
 use portwatch_collector::edge;
+use portwatch_collector::metrics::Metrics;
 use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::{Store, StoreError, TokenRow, Tokens};
 use portwatch_collector::token;
@@ -241,12 +242,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             stopping.graceful_shutdown(Some(SHUTDOWN_GRACE));
         });
-        let wakers = sink::start(store.clone(), &config.alerts.webhook, config.alerts.syslog.as_ref())
-            .map_err(anyhow::Error::msg)?;
+        let metrics = Arc::new(Metrics::new());
+        let sinks = sink::Sinks {
+            webhooks: &config.alerts.webhook,
+            syslog: config.alerts.syslog.as_ref(),
+            alertmanagers: &config.alerts.alertmanager,
+        };
+        let wakers = sink::start(store.clone(), sinks, &metrics.sinks()).map_err(anyhow::Error::msg)?;
         let (state, alerts) =
             AppState::with_alerts(store, config.policy(), config.alerts.sweep_every, Notifier::new(wakers));
         tokio::spawn(alerts);
         let state = state
+            .metrics(metrics)
             .metrics_public(config.metrics.public)
             .ingest_limits(config.ingest_limits());
         let metrics = state.metrics.clone();

@@ -1,15 +1,25 @@
 //! The collector's own health for Prometheus: `GET /metrics`, in the
-//! OpenMetrics text format.
+//! Prometheus text format (0.0.4) or OpenMetrics, as the scraper asks
+//! ([`Format::negotiate`]).
 //!
 //! Counters (ingest, connections, what ingest cut of over-long reported
-//! text) and the gauges of the collector's own state (open connections,
-//! ingest bytes in flight) are kept as requests happen; gauges of the fleet (hosts up and
-//! silent, open listeners, reports agents dropped, active alerts,
-//! baselines, store size) are read
-//! from the store at each scrape, so every collector in front of a shared
-//! store reports the same fleet.
+//! text, sink deliveries and failures), the ingest latency histogram and
+//! the gauges of the collector's own state (open connections, ingest bytes
+//! in flight, batches queued for the store) are kept as things happen;
+//! gauges of the fleet (hosts up and silent, open listeners, reports agents
+//! dropped, active alerts, baselines, store size) are read from the store,
+//! and the sinks' lag and the process's resident memory measured, at each
+//! scrape, so every collector in front of a shared store reports the same
+//! fleet.
+//!
+//! No metric has a host, port or other label whose values come from the
+//! fleet: labels are fixed sets (outcome, status, kind, state) or the sinks
+//! of the collector's own config.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use portwatch_common::wire::{Batch, Sanitized};
@@ -17,14 +27,87 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::store::{Store, StoreError};
 use portwatch_model::ALL_KINDS;
 use portwatch_model::{AlertState, HostStatus};
 
-/// The content type of [`Metrics::render`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The text formats `/metrics` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format, version 0.0.4: what Prometheus servers
+    /// before 2.5, `promtool check metrics` and most other scrapers read,
+    /// and what a client that states no preference gets.
+    Prometheus,
+    /// OpenMetrics 1.0.0 text (Prometheus 2.5 and later ask for it first).
+    OpenMetrics,
+}
+
+impl Format {
+    /// The content type of this format's text.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    /// Its name in `portwatch_metrics_scrapes_total`.
+    fn name(self) -> &'static str {
+        match self {
+            Format::Prometheus => "prometheus",
+            Format::OpenMetrics => "openmetrics",
+        }
+    }
+
+    /// The format an `Accept` header asks for: the one of higher quality
+    /// (`q=`), OpenMetrics on a tie when it is named; Prometheus text when
+    /// the header is absent, names neither (as Go's promhttp does), or asks
+    /// for a version of one that is not spoken (OpenMetrics other than
+    /// 1.0.0 and 0.0.1, text other than 0.0.4).
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Prometheus;
+        };
+        // The quality of each format: from the most specific range that matches it.
+        let (mut om, mut text) = ((0u8, 0.0f32), (0u8, 0.0f32));
+        for range in accept.split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let (mut q, mut version) = (1.0f32, None);
+            for param in parts {
+                let (key, value) = param.split_once('=').unwrap_or((param, ""));
+                let value = value.trim().trim_matches('"');
+                match key.trim().to_ascii_lowercase().as_str() {
+                    "q" => q = value.parse().unwrap_or(0.0),
+                    "version" => version = Some(value.to_owned()),
+                    _ => {}
+                }
+            }
+            let version = version.as_deref();
+            let (om_rank, text_rank) = match media.as_str() {
+                "application/openmetrics-text" if matches!(version, None | Some("1.0.0" | "0.0.1")) => (3, 0),
+                "text/plain" if matches!(version, None | Some("0.0.4")) => (0, 3),
+                "application/*" => (2, 0),
+                "text/*" => (0, 2),
+                "*/*" => (1, 1),
+                _ => (0, 0),
+            };
+            if om_rank > om.0 {
+                om = (om_rank, q);
+            }
+            if text_rank > text.0 {
+                text = (text_rank, q);
+            }
+        }
+        match om.1 > 0.0 && (om.1 > text.1 || (om.1 == text.1 && om.0 == 3)) {
+            true => Format::OpenMetrics,
+            false => Format::Prometheus,
+        }
+    }
+}
 
 /// How an ingest request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,9 +150,90 @@ struct AlertLabels {
     state: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FormatLabels {
+    format: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
+/// What the alert sinks report to `/metrics`, by sink (its name in the
+/// config: `webhook:NAME`, `syslog`, `alertmanager:NAME@HOST:PORT`).
+#[derive(Clone, Default)]
+pub struct SinkMetrics {
+    delivered: Family<SinkLabels, Counter>,
+    failures: Family<SinkLabels, Counter>,
+    refused: Family<SinkLabels, Counter>,
+    lag: Family<SinkLabels, Gauge<f64, AtomicU64>>,
+    /// Each sink's event in delivery, by when it was made (`None`: idle).
+    in_flight: Arc<Mutex<BTreeMap<String, Option<Timestamp>>>>,
+}
+
+impl SinkMetrics {
+    fn labels(sink: &str) -> SinkLabels {
+        SinkLabels { sink: sink.to_owned() }
+    }
+
+    /// Lists `sink` (at zero) before it has done anything.
+    pub fn add(&self, sink: &str) {
+        let labels = SinkMetrics::labels(sink);
+        let _ = self.delivered.get_or_create(&labels);
+        let _ = self.failures.get_or_create(&labels);
+        let _ = self.refused.get_or_create(&labels);
+        let _ = self.lag.get_or_create(&labels);
+        self.in_flight().entry(sink.to_owned()).or_insert(None);
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Option<Timestamp>>> {
+        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `sink` is delivering an event made at `made` (until [`SinkMetrics::idle`]).
+    pub fn delivering(&self, sink: &str, made: Timestamp) {
+        self.in_flight().insert(sink.to_owned(), Some(made));
+    }
+
+    /// `sink` has no event in delivery.
+    pub fn idle(&self, sink: &str) {
+        self.in_flight().insert(sink.to_owned(), None);
+    }
+
+    /// `sink` delivered an event (or a batch of alerts re-sent).
+    pub fn delivered(&self, sink: &str) {
+        self.delivered.get_or_create(&SinkMetrics::labels(sink)).inc();
+    }
+
+    /// A delivery by `sink` failed and will be tried again.
+    pub fn failed(&self, sink: &str) {
+        self.failures.get_or_create(&SinkMetrics::labels(sink)).inc();
+    }
+
+    /// `sink`'s receiver refused an event for good (skipped).
+    pub fn refused(&self, sink: &str) {
+        self.refused.get_or_create(&SinkMetrics::labels(sink)).inc();
+    }
+
+    /// Sets each sink's lag as of `now`: how long ago the event it is
+    /// delivering was made, 0 when it has none.
+    fn measure(&self, now: Timestamp) {
+        for (sink, made) in self.in_flight().iter() {
+            let lag = made.map_or(0.0, |made| now.duration_since(made).as_secs_f64().max(0.0));
+            self.lag.get_or_create(&SinkMetrics::labels(sink)).set(lag);
+        }
+    }
+}
+
 /// The collector's metrics.
 pub struct Metrics {
     registry: Registry,
+    ingest_seconds: Histogram,
+    batches_queued: Gauge,
+    scrapes: Family<FormatLabels, Counter>,
+    sinks: SinkMetrics,
+    resident: Gauge<u64, AtomicU64>,
     ingest_requests: Family<OutcomeLabels, Counter>,
     ingest_reports: Counter,
     strings_cut: Counter,
@@ -95,7 +259,16 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric, at zero.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("portwatch");
+        let mut root = Registry::default();
+        // The standard name every process exporter uses, without the prefix.
+        let resident = Gauge::<u64, AtomicU64>::default();
+        root.register_with_unit(
+            "process_resident_memory",
+            "Resident memory of the collector process (VmRSS)",
+            Unit::Bytes,
+            resident.clone(),
+        );
+        let registry = root.sub_registry_with_prefix("portwatch");
         let ingest_requests = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "ingest_requests",
@@ -171,13 +344,66 @@ impl Metrics {
             "Times a new connection waited because [http] max_connections were open",
             connection_waits.clone(),
         );
+        let ingest_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register_with_unit(
+            "ingest_duration",
+            "Time from an ingest request's headers to its acknowledgement, for stored batches (reading, \
+             checking, queueing for the store, committing)",
+            Unit::Seconds,
+            ingest_seconds.clone(),
+        );
+        let batches_queued = Gauge::default();
+        registry.register(
+            "ingest_batches_queued",
+            "Report batches handed to the store and not yet committed (waiting for the committer, or in its \
+             transaction)",
+            batches_queued.clone(),
+        );
+        let scrapes = Family::<FormatLabels, Counter>::default();
+        registry.register(
+            "metrics_scrapes",
+            "Answers of /metrics, by the format the scraper asked for (prometheus: text 0.0.4, openmetrics)",
+            scrapes.clone(),
+        );
+        for format in [Format::Prometheus, Format::OpenMetrics] {
+            let _ = scrapes.get_or_create(&FormatLabels { format: format.name() });
+        }
+        let sinks = SinkMetrics::default();
+        registry.register(
+            "alert_sink_deliveries",
+            "Alert changes a sink delivered (an Alertmanager sink also counts each batch of active alerts it \
+             re-sent)",
+            sinks.delivered.clone(),
+        );
+        registry.register(
+            "alert_sink_failures",
+            "Deliveries a sink tried that failed and will be tried again (receiver unreachable, 5xx, 408, 429, \
+             syslog socket failing); the collector's log says why",
+            sinks.failures.clone(),
+        );
+        registry.register(
+            "alert_sink_refused",
+            "Alert changes a sink's receiver refused for good (logged as errors and skipped)",
+            sinks.refused.clone(),
+        );
+        registry.register_with_unit(
+            "alert_sink_lag",
+            "How long ago the alert change a sink is delivering was made; 0 when the sink has nothing to deliver",
+            Unit::Seconds,
+            sinks.lag.clone(),
+        );
         for outcome in OUTCOMES {
             let _ = ingest_requests.get_or_create(&OutcomeLabels {
                 outcome: outcome_name(outcome),
             });
         }
         Metrics {
-            registry,
+            registry: root,
+            ingest_seconds,
+            batches_queued,
+            scrapes,
+            sinks,
+            resident,
             ingest_requests,
             ingest_reports,
             strings_cut,
@@ -193,6 +419,21 @@ impl Metrics {
             connections,
             connection_waits,
         }
+    }
+
+    /// What the alert sinks report to.
+    pub fn sinks(&self) -> SinkMetrics {
+        self.sinks.clone()
+    }
+
+    /// A stored batch took `took` from its request's headers to its acknowledgement.
+    pub fn ingest_took(&self, took: Duration) {
+        self.ingest_seconds.observe(took.as_secs_f64());
+    }
+
+    /// `n` more batches were handed to the store (negative: committed or failed).
+    pub fn batches_queued(&self, n: i64) {
+        self.batches_queued.inc_by(n);
     }
 
     /// `bytes` more of ingest bodies are held (negative: released).
@@ -261,9 +502,9 @@ impl Metrics {
         self.tags_dropped.inc_by(cut.tags_dropped);
     }
 
-    /// Reads the gauges from `store` as of `now` and renders every metric.
-    /// Blocks on the store.
-    pub fn render(&self, store: &dyn Store, now: Timestamp) -> Result<String, StoreError> {
+    /// Reads the gauges from `store` as of `now` and renders every metric
+    /// in `format`. Blocks on the store.
+    pub fn render(&self, store: &dyn Store, now: Timestamp, format: Format) -> Result<String, StoreError> {
         let hosts = store.hosts(now)?;
         let silent = hosts.iter().filter(|h| h.status == HostStatus::Silent).count();
         self.hosts
@@ -293,9 +534,22 @@ impl Metrics {
         }
         self.baselines.set(gauge(store.baselines()?.len()));
         self.store_bytes.set(store.size_bytes()?);
+        self.sinks.measure(now);
+        self.scrapes
+            .get_or_create(&FormatLabels { format: format.name() })
+            .inc();
+        match resident_bytes() {
+            Ok(bytes) => {
+                self.resident.set(bytes);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the collector's resident memory from /proc/self/status"),
+        }
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .map_err(|e| StoreError::Database(format!("cannot render the metrics: {e}")))?;
+        match format {
+            Format::Prometheus => prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry),
+            Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut text, &self.registry),
+        }
+        .map_err(|e| StoreError::Database(format!("cannot render the metrics: {e}")))?;
         Ok(text)
     }
 }
@@ -312,4 +566,105 @@ fn outcome_name(o: Outcome) -> &'static str {
 
 fn gauge(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// This process's resident memory, in bytes (`VmRSS` of `/proc/self/status`).
+fn resident_bytes() -> Result<u64, String> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    parse_vm_rss(&status).ok_or_else(|| "no VmRSS line".to_owned())
+}
+
+/// `VmRSS:     12345 kB` of a `/proc/PID/status` text, in bytes.
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scraper_gets_the_format_it_asks_for() {
+        // What Prometheus 2.42 sends, and what it sent before OpenMetrics.
+        let prometheus =
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,\
+                          text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(
+            Format::negotiate(Some("text/plain;version=0.0.4;q=1,*/*;q=0.1")),
+            Format::Prometheus
+        );
+        assert_eq!(Format::negotiate(None), Format::Prometheus);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Prometheus);
+        assert_eq!(Format::negotiate(Some("application/json")), Format::Prometheus);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text")),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::negotiate(Some("Application/OpenMetrics-Text; Version=\"1.0.0\"")),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;version=2.0.0")),
+            Format::Prometheus,
+            "a version not spoken"
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;q=0.2, text/plain;q=0.9")),
+            Format::Prometheus
+        );
+        assert_eq!(
+            Format::negotiate(Some("text/plain;q=0, application/*;q=0.3")),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;q=0")),
+            Format::Prometheus
+        );
+    }
+
+    #[test]
+    fn resident_memory_is_read_from_the_status_file() {
+        let status = "Name:\tportwatch-collec\nVmPeak:\t  90000 kB\nVmRSS:\t   20480 kB\nThreads:\t9\n";
+        assert_eq!(parse_vm_rss(status), Some(20 << 20));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        assert!(resident_bytes().unwrap() > 0);
+    }
+
+    #[test]
+    fn a_sink_s_lag_is_the_age_of_the_change_it_is_delivering() {
+        let metrics = Metrics::new();
+        let sinks = metrics.sinks();
+        sinks.add("webhook:ops");
+        let now = Timestamp::from_second(1_800_000_100).unwrap();
+        sinks.delivering("webhook:ops", Timestamp::from_second(1_800_000_000).unwrap());
+        sinks.failed("webhook:ops");
+        sinks.measure(now);
+        let text = render_registry(&metrics);
+        for line in [
+            "portwatch_alert_sink_lag_seconds{sink=\"webhook:ops\"} 100.0",
+            "portwatch_alert_sink_failures_total{sink=\"webhook:ops\"} 1",
+            "portwatch_alert_sink_deliveries_total{sink=\"webhook:ops\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+        sinks.delivered("webhook:ops");
+        sinks.idle("webhook:ops");
+        sinks.measure(now);
+        let text = render_registry(&metrics);
+        assert!(
+            text.lines()
+                .any(|l| l == "portwatch_alert_sink_lag_seconds{sink=\"webhook:ops\"} 0.0"),
+            "{text}"
+        );
+    }
+
+    fn render_registry(metrics: &Metrics) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &metrics.registry).unwrap();
+        text
+    }
 }

@@ -563,6 +563,26 @@ fn unexpected_listener(host: &str, port: u16) -> Finding {
     }
 }
 
+/// What Prometheus 2.42 sends as `Accept` when it scrapes.
+const PROMETHEUS_ACCEPT: &str =
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;\
+                                 q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// `/metrics` as a scraper sending `accept` (none if `None`) gets it: its content type and text.
+async fn metrics_as(app: &Router, token: &str, accept: Option<&str>) -> (String, String) {
+    let mut request = get(Some(token), "/metrics");
+    if let Some(accept) = accept {
+        request
+            .headers_mut()
+            .insert(header::ACCEPT, header::HeaderValue::from_str(accept).unwrap());
+    }
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()[header::CONTENT_TYPE].to_str().unwrap().to_owned();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (content_type, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
 async fn metrics_text(app: &Router, token: &str) -> String {
     let response = app.clone().oneshot(get(Some(token), "/metrics")).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -597,13 +617,11 @@ async fn metrics_need_a_read_token_and_count_what_ingest_did() {
         call(&f.app, get(Some(&f.agent), "/metrics")).await.0,
         StatusCode::FORBIDDEN
     );
-    let response = f.app.clone().oneshot(get(Some(&f.reader), "/metrics")).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers()[header::CONTENT_TYPE]
-        .to_str()
-        .unwrap()
-        .starts_with("application/openmetrics-text"));
-    let text = metrics_text(&f.app, &f.reader).await;
+    let (content_type, text) = metrics_as(&f.app, &f.reader, Some(PROMETHEUS_ACCEPT)).await;
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
     for line in [
         "portwatch_ingest_requests_total{outcome=\"stored\"} 1",
         "portwatch_ingest_requests_total{outcome=\"refused\"} 1",
@@ -628,6 +646,28 @@ async fn metrics_need_a_read_token_and_count_what_ingest_did() {
         assert!(acked.lines().any(|l| l == line), "{line} missing from:\n{acked}");
     }
     assert!(text.ends_with("# EOF\n"), "{text}");
+    // Prometheus text (0.0.4) to a scraper that asks for it or states no preference: the same values,
+    // every counter's HELP and TYPE under its `_total` name, no `# EOF`.
+    for accept in [Some("text/plain;version=0.0.4"), None] {
+        let (content_type, plain) = metrics_as(&f.app, &f.reader, accept).await;
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8", "{accept:?}");
+        for line in [
+            "portwatch_ingest_requests_total{outcome=\"stored\"} 1",
+            "# TYPE portwatch_ingest_requests_total counter",
+            "# HELP portwatch_ingest_reports_total Reports (snapshots and deltas) in stored batches; heartbeats carry none.",
+            "portwatch_hosts{status=\"up\"} 1",
+            "portwatch_ingest_duration_seconds_count 1",
+            "portwatch_ingest_batches_queued 0",
+        ] {
+            assert!(plain.lines().any(|l| l == line), "{line} missing from:\n{plain}");
+        }
+        assert!(!plain.contains("# EOF"), "{plain}");
+        let rss = plain
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .unwrap_or_else(|| panic!("no resident memory in {plain}"));
+        assert!(rss.parse::<u64>().unwrap() > 1 << 20, "{rss}");
+    }
     let size = text
         .lines()
         .find_map(|l| l.strip_prefix("portwatch_store_size_bytes "))

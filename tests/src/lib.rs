@@ -8,6 +8,7 @@
 pub mod fleet;
 pub mod history;
 pub mod hostile;
+pub mod prometheus;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};

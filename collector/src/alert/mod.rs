@@ -4,8 +4,9 @@
 //! - [`drift`]: what departs from the baselines, as findings (pure).
 //! - [`risky`]: ports that should not be reachable beyond loopback.
 //! - [`cap`]: how many alerts one host may have open, and the summary of the rest.
-//! - [`sink`]: webhooks and syslog, fed from the store's outbox of alert
-//!   changes, in the order [`outbox`] takes it in.
+//! - [`sink`]: webhooks, syslog and Alertmanagers ([`alertmanager`]), fed
+//!   from the store's outbox of alert changes, in the order [`outbox`] takes
+//!   it in.
 //! - [`evaluate`]: runs drift over the store's hosts when they change and on
 //!   a timer, and keeps the alerts in line with the findings.
 //!
@@ -14,6 +15,7 @@
 //! comment), then resolved when the condition clears. While an alert of a key
 //! is open or acknowledged, the same condition opens no second one.
 
+pub mod alertmanager;
 pub mod cap;
 pub mod drift;
 pub mod evaluate;

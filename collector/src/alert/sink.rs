@@ -1,4 +1,5 @@
-//! Where alerts go besides the collector's log: webhooks and syslog.
+//! Where alerts go besides the collector's log: webhooks, syslog and
+//! Alertmanagers ([`super::alertmanager`]).
 //!
 //! Every change of an alert's state is written to the store's outbox
 //! (`alert_events`) in the transaction that makes it. Each sink has its own
@@ -32,13 +33,15 @@ use portwatch_common::client::Backoff;
 use portwatch_common::text;
 use serde::Deserialize;
 
+use super::alertmanager::{Alertmanager, AlertmanagerSink};
 use super::outbox::Pending;
+use crate::metrics::SinkMetrics;
 use crate::store::Store;
 use portwatch_model::Severity;
 use portwatch_model::{AlertEvent, AlertRow};
 
 /// How long one POST may take.
-const POST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const POST_TIMEOUT: Duration = Duration::from_secs(10);
 /// First retry delay.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 /// Longest retry delay.
@@ -87,7 +90,7 @@ pub struct Webhook {
     pub bearer_token: Option<String>,
 }
 
-fn default_min_severity() -> Severity {
+pub(super) fn default_min_severity() -> Severity {
     Severity::Warning
 }
 
@@ -273,7 +276,7 @@ fn slack_escape(reported: &str) -> String {
 }
 
 /// A URL as logs may show it: scheme and host only (a webhook's path is often its secret).
-fn redacted(url: &str) -> String {
+pub(super) fn redacted(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = host.rsplit('@').next().unwrap_or(host);
@@ -282,7 +285,7 @@ fn redacted(url: &str) -> String {
 
 /// Why an event was not delivered.
 #[derive(Debug)]
-enum Failure {
+pub(super) enum Failure {
     /// Try again later (unreachable, 5xx, 408, 429).
     Transient(String),
     /// The receiver refuses this event for good (another 4xx): retrying
@@ -291,13 +294,25 @@ enum Failure {
 }
 
 /// One way of delivering alert events.
-trait Deliver {
+pub(super) trait Deliver {
     /// The sink's name in the outbox (`webhook:ops`, `syslog`).
     fn sink(&self) -> String;
     /// Whether it wants `event` at all.
     fn wants(&self, event: &AlertEvent) -> bool;
     /// Delivers one event.
     fn deliver(&mut self, id: i64, event: &AlertEvent) -> Result<(), Failure>;
+    /// For a sink whose receiver keeps alert states and forgets those not
+    /// sent again (Alertmanager): how long until it sends them again.
+    fn resend_in(&self) -> Option<Duration> {
+        None
+    }
+    /// Sends the active alerts again if that is due ([`Deliver::resend_in`]);
+    /// counts and logs its own failures, and sets when to try again.
+    fn resend(&mut self, _store: &dyn Store, _metrics: &SinkMetrics) {}
+    /// The longest delay between two tries of a failing delivery.
+    fn retry_max(&self) -> Duration {
+        RETRY_MAX
+    }
 }
 
 struct WebhookSink {
@@ -431,8 +446,25 @@ fn syslog_line(id: i64, event: &AlertEvent) -> String {
     format!("{head}{}{tail}", text::truncate(&text::escape(&a.message), room))
 }
 
-/// Starts one delivery thread per webhook and one for syslog if set; the handle that wakes them.
-pub fn start(store: Arc<dyn Store>, webhooks: &[Webhook], syslog: Option<&Syslog>) -> Result<Wakers, String> {
+/// The sinks of the config, to [`start`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sinks<'a> {
+    /// `[[alerts.webhook]]`.
+    pub webhooks: &'a [Webhook],
+    /// `[alerts.syslog]`.
+    pub syslog: Option<&'a Syslog>,
+    /// `[[alerts.alertmanager]]`.
+    pub alertmanagers: &'a [Alertmanager],
+}
+
+/// Starts one delivery thread per webhook, one for syslog if set and one
+/// per Alertmanager URL, reporting to `metrics`; the handle that wakes them.
+pub fn start(store: Arc<dyn Store>, config: Sinks<'_>, metrics: &SinkMetrics) -> Result<Wakers, String> {
+    let Sinks {
+        webhooks,
+        syslog,
+        alertmanagers,
+    } = config;
     let mut sinks: Vec<Box<dyn Deliver + Send>> = Vec::new();
     for hook in webhooks {
         let agent = portwatch_common::client::http_agent(hook.ca_file.as_deref(), POST_TIMEOUT)
@@ -449,24 +481,46 @@ pub fn start(store: Arc<dyn Store>, webhooks: &[Webhook], syslog: Option<&Syslog
             logger: None,
         }));
     }
+    for am in alertmanagers {
+        let am = Arc::new(am.clone());
+        for url in &am.urls {
+            sinks.push(Box::new(AlertmanagerSink::new(am.clone(), url)?));
+        }
+    }
     let mut wakers = Vec::new();
     for mut sink in sinks {
         let (tx, rx) = sync_channel(1);
         let store = store.clone();
+        let metrics = metrics.clone();
+        metrics.add(&sink.sink());
         std::thread::Builder::new()
             .name(sink.sink())
-            .spawn(move || run_sink(store.as_ref(), sink.as_mut(), &rx))
+            .spawn(move || run_sink(store.as_ref(), sink.as_mut(), &rx, &metrics))
             .map_err(|e| format!("cannot start a thread for an alert sink: {e}"))?;
         wakers.push(tx);
     }
     Ok(Wakers(wakers))
 }
 
+/// The time an alert change was made: when the alert opened, was
+/// acknowledged, or resolved.
+fn made_at(event: &AlertEvent) -> jiff::Timestamp {
+    let a = event.alert();
+    match event {
+        AlertEvent::Opened(_) => a.opened_at,
+        AlertEvent::Acknowledged(_) => a.acked_at.unwrap_or(a.opened_at),
+        AlertEvent::Resolved(_) => a.resolved_at.unwrap_or(a.opened_at),
+    }
+}
+
 /// One sink's delivery loop, in turns ([`Pending`]): runs until the process
-/// ends (or, once idle, until its wakers are gone).
-fn run_sink(store: &dyn Store, sink: &mut dyn Deliver, wake: &Receiver<()>) {
+/// ends (or, once idle, until its wakers are gone). A sink that sends
+/// active alerts again ([`Deliver::resend`]) does so between events, on the
+/// same thread, so that what it sends last about an alert is what the store
+/// said last.
+fn run_sink(store: &dyn Store, sink: &mut dyn Deliver, wake: &Receiver<()>, metrics: &SinkMetrics) {
     let name = sink.sink();
-    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+    let mut backoff = Backoff::new(RETRY_MIN, sink.retry_max().clamp(RETRY_MIN, RETRY_MAX));
     let pause = |backoff: &mut Backoff, what: &str, error: &str| {
         let delay = backoff.failed(Duration::ZERO);
         tracing::warn!(sink = %name, error, retry_in = ?delay, "{what}");
@@ -492,6 +546,7 @@ fn run_sink(store: &dyn Store, sink: &mut dyn Deliver, wake: &Receiver<()>) {
     let mut read_at: Option<Instant> = None;
     let mut saved_at = Instant::now();
     loop {
+        sink.resend(store, metrics);
         // New events, another host's among them, join the turns soon.
         if pending.is_empty() || read_at.is_none_or(|at| at.elapsed() >= READ_EVERY) {
             let (after, limit) = pending.to_read();
@@ -509,7 +564,10 @@ fn run_sink(store: &dyn Store, sink: &mut dyn Deliver, wake: &Receiver<()>) {
         let Some(id) = pending.take() else {
             save(&mut pending, &mut backoff);
             saved_at = Instant::now();
-            match wake.recv_timeout(IDLE_POLL) {
+            let idle = sink
+                .resend_in()
+                .map_or(IDLE_POLL, |due| due.clamp(READ_EVERY, IDLE_POLL));
+            match wake.recv_timeout(idle) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -523,26 +581,33 @@ fn run_sink(store: &dyn Store, sink: &mut dyn Deliver, wake: &Receiver<()>) {
         match event.map(|(_, event)| event) {
             None => tracing::error!(sink = %name, event_id = id, "alert event gone from the outbox; skipped"),
             Some(Err(e)) => tracing::error!(sink = %name, event_id = id, error = %e, "alert event skipped"),
-            Some(Ok(event)) if sink.wants(&event) => loop {
-                match sink.deliver(id, &event) {
-                    Ok(()) => {
-                        backoff.succeeded();
-                        tracing::debug!(sink = %name, event_id = id, "delivered");
-                        break;
-                    }
-                    Err(Failure::Permanent(e)) => {
-                        tracing::error!(sink = %name, event_id = id, alert = event.alert().id, error = %e,
-                            "alert event refused for good; skipped (the alert is in `portwatch alerts`)");
-                        break;
-                    }
-                    Err(Failure::Transient(e)) => {
-                        // What is done stays done, however long the receiver is away.
-                        save(&mut pending, &mut backoff);
-                        saved_at = Instant::now();
-                        pause(&mut backoff, "alert delivery failed; will retry", &e);
+            Some(Ok(event)) if sink.wants(&event) => {
+                metrics.delivering(&name, made_at(&event));
+                loop {
+                    match sink.deliver(id, &event) {
+                        Ok(()) => {
+                            backoff.succeeded();
+                            metrics.delivered(&name);
+                            tracing::debug!(sink = %name, event_id = id, "delivered");
+                            break;
+                        }
+                        Err(Failure::Permanent(e)) => {
+                            metrics.refused(&name);
+                            tracing::error!(sink = %name, event_id = id, alert = event.alert().id, error = %e,
+                                "alert event refused for good; skipped (the alert is in `portwatch alerts`)");
+                            break;
+                        }
+                        Err(Failure::Transient(e)) => {
+                            metrics.failed(&name);
+                            // What is done stays done, however long the receiver is away.
+                            save(&mut pending, &mut backoff);
+                            saved_at = Instant::now();
+                            pause(&mut backoff, "alert delivery failed; will retry", &e);
+                        }
                     }
                 }
-            },
+                metrics.idle(&name);
+            }
             Some(Ok(_)) => {}
         }
         pending.done(id);
@@ -554,7 +619,7 @@ fn run_sink(store: &dyn Store, sink: &mut dyn Deliver, wake: &Receiver<()>) {
 }
 
 /// A ureq error without the URL (which may hold a secret).
-fn describe(e: &ureq::Error) -> String {
+pub(super) fn describe(e: &ureq::Error) -> String {
     match e {
         ureq::Error::Io(io) => format!("I/O error: {}", io.kind()),
         ureq::Error::Timeout(_) => "no answer in time".to_owned(),
@@ -852,7 +917,8 @@ mod tests {
         };
         let (wake, woken) = sync_channel(1);
         let reader = store.clone();
-        let running = std::thread::spawn(move || run_sink(reader.as_ref(), &mut recorder, &woken));
+        let running =
+            std::thread::spawn(move || run_sink(reader.as_ref(), &mut recorder, &woken, &SinkMetrics::default()));
         let all = loop {
             let all = delivered.lock().unwrap().clone();
             if all.len() >= 1002 {

@@ -159,9 +159,13 @@ pub async fn ingest(
 ) -> Result<Json<Ack>, ApiError> {
     let metrics = state.metrics.clone();
     let admission = state.ingest.clone();
+    let started = std::time::Instant::now();
     let result = store_batch(state, caller, body).await;
     match &result {
-        Ok((_, reports)) => metrics.ingested(Outcome::Stored, *reports),
+        Ok((_, reports)) => {
+            metrics.ingested(Outcome::Stored, *reports);
+            metrics.ingest_took(started.elapsed());
+        }
         Err(ApiError::Internal(_)) => metrics.ingested(Outcome::Failed, 0),
         Err(e @ ApiError::Busy { .. }) => {
             metrics.ingested(Outcome::Busy, 0);
@@ -233,10 +237,13 @@ async fn store_batch(
     // host's slot and the bytes are held until then, even if the client
     // goes away meanwhile: the queue is what they bound.
     let (sender, answer) = tokio::sync::oneshot::channel();
+    let queued = state.metrics.clone();
+    queued.batches_queued(1);
     state.store.ingest_queued(
         batch,
         Timestamp::now(),
         Box::new(move |result| {
+            queued.batches_queued(-1);
             drop((slot, held));
             let _ = sender.send(result);
         }),

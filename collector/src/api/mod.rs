@@ -19,7 +19,7 @@
 //! | `GET /api/v1/alerts?state=&host=&limit=` | read, admin | alerts, newest first (default: open and acknowledged; at most `limit`, 1000 unless asked, up to 10000) |
 //! | `POST /api/v1/alerts/{id}/ack` | admin | acknowledge an open alert (`{"comment": ...}`) |
 //! | `GET /api/v1/trends?host=&since=&until=&bucket=hour\|day` | read, admin | listeners over time, new, short-lived, recurring, top ports |
-//! | `GET /metrics` | read, admin (anyone with `[metrics] public`) | the collector's health, OpenMetrics text |
+//! | `GET /metrics` | read, admin (anyone with `[metrics] public`) | the collector's health, Prometheus text 0.0.4 or OpenMetrics as `Accept` asks |
 //!
 //! A host named in the path or in `host=` that the collector has never heard
 //! from is a 404, not an empty answer. Every error body is JSON `{"error": ...}`.
@@ -154,6 +154,12 @@ impl AppState {
             max_batch_bytes: MAX_DECOMPRESSED_BYTES,
         };
         (state, task)
+    }
+
+    /// Counts into `metrics` (shared with the alert sinks) instead of metrics of its own.
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> AppState {
+        self.metrics = metrics;
+        self
     }
 
     /// Serves `/metrics` without a token when `public`.

@@ -221,17 +221,33 @@ pub async fn diff(
     }
 }
 
-/// `GET /metrics`: OpenMetrics text; a read token unless `[metrics] public = true`.
+/// `GET /metrics`: Prometheus text (0.0.4) or OpenMetrics, as `Accept`
+/// asks ([`crate::metrics::Format::negotiate`]); a read token unless
+/// `[metrics] public = true`.
 pub async fn metrics(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
+    headers: axum::http::HeaderMap,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
     if !state.metrics_public {
         caller?.require_reader()?;
     }
+    let accept = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let format = crate::metrics::Format::negotiate((!accept.is_empty()).then_some(accept.as_str()));
     let (store, metrics) = (state.store.clone(), state.metrics.clone());
-    let text = blocking(move || metrics.render(store.as_ref(), Timestamp::now())).await?;
-    Ok(([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text))
+    let text = blocking(move || metrics.render(store.as_ref(), Timestamp::now(), format)).await?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, format.content_type()),
+            (axum::http::header::VARY, "Accept"),
+        ],
+        text,
+    ))
 }
 
 /// `?host=&since=&until=&bucket=`
