@@ -6,6 +6,7 @@ pub mod api;
 pub mod baseline;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod diff;
 pub mod edge;
 pub mod export;
