@@ -9,13 +9,16 @@ cd "$(dirname "$0")/.."
 
 # Tools the end-to-end tests drive: ss and ip (iproute2), setpriv (util-linux),
 # openssl (a private CA for the HTTPS tests), systemd-analyze (the units' system
-# call filters).
+# call filters), Debian's headless Chromium and its WebDriver (the dashboard
+# tests, tests/tests/dashboard.rs; no browser is downloaded).
 missing=()
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "tests/run.sh: missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
