@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use portwatch_tests::browser::{Browser, Element};
+use portwatch_tests::browser::Browser;
 use portwatch_tests::{binary, create_token, eventually, portwatch_json, Agent, Collector, Listeners, TempDir};
 use serde_json::{json, Value};
 
@@ -144,9 +144,8 @@ impl Drop for Named {
 /// Opens the dashboard and signs in by pasting `token`, as a person does.
 fn sign_in(b: &Browser, url: &str, token: &str) {
     b.goto(&format!("{url}/")).unwrap();
-    let input = b.wait_for("#token", PAGE).unwrap();
-    b.type_into(&input, token).unwrap();
-    b.click(&b.wait_for("#signin-button", PAGE).unwrap()).unwrap();
+    type_in(b, "#token", token);
+    click(b, "#signin-button");
     b.wait_for("#hosts", PAGE).expect("the fleet view after sign-in");
 }
 
@@ -164,8 +163,25 @@ fn wait_text(b: &Browser, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> S
     .unwrap()
 }
 
-fn first(b: &Browser, css: &str) -> Element {
-    b.wait_for(css, PAGE).unwrap()
+/// Clicks the first element matching `css` once there is one (again if the
+/// page replaced it meanwhile, as a refresh does).
+fn click(b: &Browser, css: &str) {
+    b.wait(&format!("clicking {css}"), PAGE, |b| match b.find_all(css)?.first() {
+        Some(e) => b.click(e).map(Some),
+        None => Ok(None),
+    })
+    .unwrap()
+}
+
+/// Empties the first input matching `css` and types `text` into it.
+fn type_in(b: &Browser, css: &str, text: &str) {
+    b.wait(&format!("typing into {css}"), PAGE, |b| {
+        match b.find_all(css)?.first() {
+            Some(e) => b.type_into(e, text).map(Some),
+            None => Ok(None),
+        }
+    })
+    .unwrap()
 }
 
 /// Calls the API from inside the page, as its own script (or an injected
@@ -196,9 +212,8 @@ fn a_read_session_sees_a_real_listener_with_its_pid_and_the_host_as_it_was_befor
     let b = Browser::start(&f.dir.path.join("chromium"), 1280, 800).unwrap();
     // An agent token is not a way in.
     b.goto(&format!("{}/", f.collector.url)).unwrap();
-    let input = b.wait_for("#token", PAGE).unwrap();
-    b.type_into(&input, &f.agent_token).unwrap();
-    b.click(&first(&b, "#signin-button")).unwrap();
+    type_in(&b, "#token", &f.agent_token);
+    click(&b, "#signin-button");
     wait_text(&b, "#signin-status", "the refusal of an agent token", |t| {
         t.contains("agent tokens cannot sign in")
     });
@@ -233,8 +248,7 @@ fn a_read_session_sees_a_real_listener_with_its_pid_and_the_host_as_it_was_befor
         "the agent reports both listeners"
     );
 
-    b.click(&first(&b, &format!("#hosts a[href=\"#/host/{HOST}\"]")))
-        .unwrap();
+    click(&b, &format!("#hosts a[href=\"#/host/{HOST}\"]"));
     let row = format!("#listeners tr[data-port=\"{port}\"]");
     let text = wait_text(&b, &row, "the new listener with its pid", |t| {
         t.contains(&format!("[{pid}]"))
@@ -246,7 +260,9 @@ fn a_read_session_sees_a_real_listener_with_its_pid_and_the_host_as_it_was_befor
     let hostile_row = format!("#listeners tr[data-port=\"{}\"]", hostile.port);
     let text = wait_text(&b, &hostile_row, "the hostile process", |t| t.contains(HOSTILE));
     assert!(text.contains(&format!("[{}]", hostile.pid)), "{text}");
-    let name = b.text(&first(&b, &format!("{hostile_row} .pname"))).unwrap();
+    let name = b
+        .text(&b.wait_for(&format!("{hostile_row} .pname"), PAGE).unwrap())
+        .unwrap();
     assert_eq!(name, &HOSTILE[..15], "the kernel keeps 15 bytes of the file's name");
     assert_eq!(
         b.execute("return document.querySelectorAll('main img').length", json!([]))
@@ -264,9 +280,8 @@ fn a_read_session_sees_a_real_listener_with_its_pid_and_the_host_as_it_was_befor
     assert!(tips.as_str().unwrap().contains(&format!("pw-listen[{pid}]")), "{tips}");
 
     // As it was before it opened: absent; the state is in the URL.
-    let at = first(&b, "#at");
-    b.type_into(&at, &before.to_string()).unwrap();
-    b.click(&first(&b, "#at-show")).unwrap();
+    type_in(&b, "#at", &before.to_string());
+    click(&b, "#at-show");
     wait_text(&b, "#listeners-title", "the host as it was", |t| {
         t.contains("as it was at")
     });
@@ -281,22 +296,21 @@ fn a_read_session_sees_a_real_listener_with_its_pid_and_the_host_as_it_was_befor
     });
     assert!(b.find_all(&row).unwrap().is_empty());
     // The diff from then to now lists it as opened.
-    let from = first(&b, "#from");
-    b.type_into(&from, &before.to_string()).unwrap();
-    b.click(&first(&b, "#diff-show")).unwrap();
+    type_in(&b, "#from", &before.to_string());
+    click(&b, "#diff-show");
     wait_text(&b, "#diff-opened", "the diff", |t| t.contains(&format!("[{pid}]")));
 
     // The port view finds it, now and in its history.
-    b.click(&first(&b, "nav a[data-view=\"port\"]")).unwrap();
-    b.type_into(&first(&b, "#port"), &port.to_string()).unwrap();
-    b.click(&first(&b, "#port-show")).unwrap();
+    click(&b, "nav a[data-view=\"port\"]");
+    type_in(&b, "#port", &port.to_string());
+    click(&b, "#port-show");
     let text = wait_text(&b, "#who", "the holder of the port", |t| t.contains(HOST));
     assert!(text.contains(&format!("[{pid}]")), "{text}");
     wait_text(&b, "#port-history", "the port's history", |t| t.contains(HOST));
     b.screenshot(&shots.join("port.png")).unwrap();
 
     // Sign-out ends the session on the collector: the old cookie, sent again, is refused.
-    b.click(&first(&b, "#signout")).unwrap();
+    click(&b, "#signout");
     b.wait_for("#token", PAGE).unwrap();
     let old = format!("portwatch_session={}", session["value"].as_str().unwrap());
     let status = ureq::Agent::config_builder()
@@ -335,7 +349,7 @@ fn an_admin_acknowledges_an_alert_with_a_comment_and_a_read_session_cannot() {
 
     // A read session sees the alert without an acknowledge form, and the API refuses it.
     sign_in(&b, &f.collector.url, &f.read);
-    b.click(&first(&b, "nav a[data-view=\"alerts\"]")).unwrap();
+    click(&b, "nav a[data-view=\"alerts\"]");
     let row = format!("#alerts tr[data-id=\"{id}\"]");
     wait_text(&b, &row, "the alert", |t| t.contains("risky-port-exposed"));
     assert!(
@@ -352,7 +366,7 @@ fn an_admin_acknowledges_an_alert_with_a_comment_and_a_read_session_cannot() {
         json!({"comment": "not mine to ack"}),
     );
     assert_eq!(status, 403, "{body}");
-    b.click(&first(&b, "#signout")).unwrap();
+    click(&b, "#signout");
     b.wait_for("#token", PAGE).unwrap();
 
     // An admin session without the CSRF token is refused too.
@@ -367,10 +381,10 @@ fn an_admin_acknowledges_an_alert_with_a_comment_and_a_read_session_cannot() {
     assert_eq!(status, 403, "{body}");
     // Through the form, with a comment, it is acknowledged.
     b.goto(&format!("{}/#/alerts", f.collector.url)).unwrap();
-    let comment = first(&b, &format!("#ack-comment-{id}"));
+    b.wait_for(&format!("#ack-comment-{id}"), PAGE).unwrap();
     b.screenshot(&shots.join("alerts.png")).unwrap();
-    b.type_into(&comment, "looking into it").unwrap();
-    b.click(&first(&b, &format!("#ack-button-{id}"))).unwrap();
+    type_in(&b, &format!("#ack-comment-{id}"), "looking into it");
+    click(&b, &format!("#ack-button-{id}"));
     let text = wait_text(&b, &row, "the acknowledged alert", |t| t.contains("looking into it"));
     assert!(text.contains("ops-admin") && text.contains("acknowledged"), "{text}");
     b.screenshot(&shots.join("alerts-acknowledged.png")).unwrap();
@@ -392,4 +406,22 @@ fn an_admin_acknowledges_an_alert_with_a_comment_and_a_read_session_cannot() {
         )
         .unwrap();
     assert!(link.as_str().unwrap().starts_with("#/host/dash-1?at="), "{link}");
+
+    // An admin applies a baseline from the drift view; the change log says who and why.
+    click(&b, "nav a[data-view=\"drift\"]");
+    let source = format!(
+        "name = \"dash\"\nhosts = [\"dash-*\"]\n\n[[listener]]\nproto = \"tcp\"\nport = {risky}\n\
+         owner = \"team test\"\nreason = \"the test's database\"\naccept_risk = true\n"
+    );
+    type_in(&b, "#b-source", &source);
+    type_in(&b, "#b-comment", "accepted for the test");
+    click(&b, "#baseline-apply button[type=submit]");
+    let text = wait_text(&b, "#baseline-log", "the change log", |t| {
+        t.contains("accepted for the test")
+    });
+    assert!(text.contains("ops-admin") && text.contains("create"), "{text}");
+    b.wait_for("details.baseline[data-name=\"dash\"]", PAGE).unwrap();
+    b.screenshot(&shots.join("drift.png")).unwrap();
+    let stored = portwatch_json(&f.collector.url, &f.read, &["baseline", "list"]).unwrap();
+    assert!(stored.to_string().contains("\"dash\""), "{stored}");
 }

@@ -10,8 +10,10 @@ import * as fleet from './views/fleet.js';
 import * as host from './views/host.js';
 import * as port from './views/port.js';
 import * as alerts from './views/alerts.js';
+import * as drift from './views/drift.js';
+import * as trends from './views/trends.js';
 
-const VIEWS = { fleet, host, port, alerts };
+const VIEWS = { fleet, host, port, alerts, drift, trends };
 const REFRESH_MS = 30000;
 
 const main = document.getElementById('main');
