@@ -425,3 +425,65 @@ fn an_admin_acknowledges_an_alert_with_a_comment_and_a_read_session_cannot() {
     let stored = portwatch_json(&f.collector.url, &f.read, &["baseline", "list"]).unwrap();
     assert!(stored.to_string().contains("\"dash\""), "{stored}");
 }
+
+/// axe-core (tests/vendor/axe-core, updated by tests/vendor/axe-core.sh).
+const AXE: &str = include_str!("../vendor/axe-core/axe.min.js");
+
+/// The serious and critical WCAG 2 A/AA violations axe-core finds on the page now.
+fn serious_violations(b: &Browser) -> Vec<String> {
+    // Injected over WebDriver, which the page's CSP does not govern.
+    b.execute(&format!("{AXE}\nreturn true;"), json!([])).unwrap();
+    let found = b
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa'] } })
+               .then((r) => done(r.violations
+                 .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+                 .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`)))
+               .catch((e) => done([`axe failed: ${e}`]));",
+            json!([]),
+        )
+        .unwrap();
+    found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn every_view_passes_an_accessibility_check_with_no_serious_violation() {
+    let _one = BROWSERS.lock().unwrap_or_else(|e| e.into_inner());
+    let f = fleet("dash-a11y", free_port());
+    let _opened = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let b = Browser::start(&f.dir.path.join("chromium"), 1280, 800).unwrap();
+    b.goto(&format!("{}/", f.collector.url)).unwrap();
+    b.wait_for("#token", PAGE).unwrap();
+    // The check sees what it must: an input without a label, planted and removed.
+    b.execute(
+        "const i = document.createElement('input'); i.id = 'planted'; document.body.appendChild(i); return true;",
+        json!([]),
+    )
+    .unwrap();
+    let planted = serious_violations(&b);
+    assert!(planted.iter().any(|v| v.contains("#planted")), "{planted:?}");
+    b.execute("document.getElementById('planted').remove(); return true;", json!([]))
+        .unwrap();
+    let mut all = Vec::new();
+    all.extend(serious_violations(&b).into_iter().map(|v| format!("sign-in: {v}")));
+    sign_in(&b, &f.collector.url, &f.admin);
+    for (view, ready) in [
+        ("#/fleet", "#hosts"),
+        (&format!("#/host/{HOST}")[..], "#listeners"),
+        ("#/port/22", "#port-form"),
+        ("#/alerts?state=all", "#alert-filters"),
+        ("#/drift", "#drift-filters"),
+        ("#/trends", "#trend-filters"),
+    ] {
+        b.goto(&format!("{}/{view}", f.collector.url)).unwrap();
+        b.wait_for(ready, PAGE).unwrap();
+        all.extend(serious_violations(&b).into_iter().map(|v| format!("{view}: {v}")));
+    }
+    assert!(all.is_empty(), "serious accessibility violations:\n{}", all.join("\n"));
+}
