@@ -223,14 +223,16 @@ fn check_origin(headers: &HeaderMap, settings: &DashboardSettings, required: boo
 /// then the session's token, checked as a bearer token is.
 pub(super) async fn caller(parts: &Parts, state: &AppState) -> Result<TokenRow, ApiError> {
     let sessions = &state.sessions;
+    if !sessions.settings.enabled {
+        return Err(ApiError::Unauthorized(
+            "no credentials: send `Authorization: Bearer <token>`".to_owned(),
+        ));
+    }
     let no_credentials = || {
         ApiError::Unauthorized(
             "no credentials: send `Authorization: Bearer <token>`, or sign in to the dashboard".to_owned(),
         )
     };
-    if !sessions.settings.enabled {
-        return Err(no_credentials());
-    }
     let id = cookie_value(&parts.headers, sessions.settings.cookie_name()).ok_or_else(no_credentials)?;
     let session = sessions.get(&id, Instant::now()).ok_or_else(|| {
         ApiError::Unauthorized(
