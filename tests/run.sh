@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 # Tools the end-to-end tests drive: ss and ip (iproute2), setpriv (util-linux),
 # openssl (a private CA for the HTTPS tests), systemd-analyze (the units' system
 # call filters), promtool and a Prometheus server (prometheus: the metrics and the
-# example rules), an Alertmanager (prometheus-alertmanager: the Alertmanager sink).
+# example rules), an Alertmanager (prometheus-alertmanager: the Alertmanager sink),
+# Debian's headless Chromium and its WebDriver (the dashboard tests,
+# tests/tests/dashboard.rs; no browser is downloaded).
 missing=()
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
@@ -20,6 +22,8 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "tests/run.sh: missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2

@@ -50,6 +50,53 @@ pub struct Config {
     /// What ingest may hold at once.
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// The web dashboard served at `/`.
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
+}
+
+/// `[dashboard]`: the web dashboard at `/` (same address and TLS as the API),
+/// and its sign-in sessions (see [`crate::api`]'s session module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Serve the dashboard and accept its session cookies. When false, `/`
+    /// and `/api/v1/session` answer 404 and only bearer tokens authenticate.
+    #[serde(default = "default_dashboard_enabled")]
+    pub enabled: bool,
+    /// How long a sign-in lasts (from the sign-in, however active the user);
+    /// then the session ends and the user signs in again. At most 7 days.
+    #[serde(default = "default_session_ttl", deserialize_with = "duration")]
+    pub session_ttl: Duration,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            enabled: default_dashboard_enabled(),
+            session_ttl: default_session_ttl(),
+        }
+    }
+}
+
+impl DashboardConfig {
+    /// The dashboard's settings for the router; `tls`: whether the server
+    /// speaks HTTPS (session cookies are then `Secure`).
+    pub fn settings(&self, tls: bool) -> api::DashboardSettings {
+        api::DashboardSettings {
+            enabled: self.enabled,
+            session_ttl: self.session_ttl,
+            secure_cookies: tls,
+        }
+    }
+}
+
+fn default_dashboard_enabled() -> bool {
+    api::DEFAULT_DASHBOARD_ENABLED
+}
+
+fn default_session_ttl() -> Duration {
+    api::DEFAULT_SESSION_TTL
 }
 
 /// `[http]`: the server's connection limit and timeouts (what a client sees
@@ -346,6 +393,7 @@ impl Default for Config {
             clock: ClockConfig::default(),
             http: HttpConfig::default(),
             ingest: IngestConfig::default(),
+            dashboard: DashboardConfig::default(),
         }
     }
 }
@@ -417,6 +465,14 @@ impl Config {
                 "[ingest] max_bytes_in_flight: {} is less than one batch of the largest size ({} bytes, \
                  max_batch_bytes), which could then never be taken",
                 config.ingest.max_bytes_in_flight, config.ingest.max_batch_bytes
+            ));
+        }
+        if config.dashboard.session_ttl > api::MAX_SESSION_TTL {
+            return Err(format!(
+                "[dashboard] session_ttl: {} is longer than {}, the most it takes (a stolen session cookie would \
+                 work that long)",
+                humantime::format_duration(config.dashboard.session_ttl),
+                humantime::format_duration(api::MAX_SESSION_TTL)
             ));
         }
         if !(1..=cap::MAX_MAX_OPEN).contains(&config.alerts.max_open_per_kind) {
@@ -611,6 +667,21 @@ mod tests {
         }
         let e = Config::parse("[ingest]\nmax_body_bytes = 5\n").unwrap_err();
         assert!(e.contains("line 2") && e.contains("max_body_bytes"), "{e}");
+    }
+
+    #[test]
+    fn the_dashboard_is_on_by_default_and_its_session_length_is_bounded() {
+        let defaults = Config::default().dashboard;
+        assert!(defaults.enabled);
+        assert_eq!(defaults.session_ttl, api::DEFAULT_SESSION_TTL);
+        let config = Config::parse("[dashboard]\nenabled = false\nsession_ttl = \"30m\"\n").unwrap();
+        let settings = config.dashboard.settings(true);
+        assert!(!settings.enabled && settings.secure_cookies);
+        assert_eq!(settings.session_ttl, Duration::from_secs(1800));
+        let e = Config::parse("[dashboard]\nsession_ttl = \"8d\"\n").unwrap_err();
+        assert!(e.contains("[dashboard] session_ttl") && e.contains("7days"), "{e}");
+        let e = Config::parse("[dashboard]\nport = 80\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("port"), "{e}");
     }
 
     #[test]

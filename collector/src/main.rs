@@ -255,7 +255,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let state = state
             .metrics(metrics)
             .metrics_public(config.metrics.public)
-            .ingest_limits(config.ingest_limits());
+            .ingest_limits(config.ingest_limits())
+            .dashboard(config.dashboard.settings(tls.is_some()));
         let metrics = state.metrics.clone();
         if let Some(rustls) = &tls {
             tokio::spawn(reload_tls_on_sighup(rustls.clone(), config.tls.clone()));
@@ -360,6 +361,12 @@ fn start_local_agent(
         "  PORTWATCH_TOKEN=$(cat {}) portwatch --collector {url} who --port 22",
         read_file.display()
     );
+    if config.dashboard.enabled {
+        println!(
+            "  or open the dashboard, {url}/, and sign in with the token in {}",
+            read_file.display()
+        );
+    }
     Ok(child)
 }
 

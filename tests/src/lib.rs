@@ -5,6 +5,7 @@
 //! test never builds). A test that needs root says so and, when not root,
 //! prints why it does not run that part.
 
+pub mod browser;
 pub mod fleet;
 pub mod history;
 pub mod hostile;

@@ -35,10 +35,10 @@ use std::time::{Duration, Instant};
 use portwatch_common::client::Backoff;
 use serde::Deserialize;
 
-use portwatch_model::{AlertEvent, AlertRow, AlertState, Severity};
 use super::sink::{describe, redacted, Deliver, Failure, POST_TIMEOUT};
 use crate::metrics::SinkMetrics;
 use crate::store::Store;
+use portwatch_model::{AlertEvent, AlertRow, AlertState, Severity};
 
 /// How often active alerts are sent again unless `resend_every` says
 /// otherwise: Prometheus' own `resend_delay`, well inside Alertmanager's

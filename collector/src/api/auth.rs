@@ -75,35 +75,41 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("no credentials: send `Authorization: Bearer <token>`".to_owned()))?;
+        // Without an Authorization header, a dashboard session cookie (and
+        // for a change its CSRF token) may stand for the token: see [`super::session`].
+        let Some(header) = parts.headers.get(AUTHORIZATION) else {
+            return super::session::caller(parts, state).await.map(Caller);
+        };
         let secret =
             header.to_str().ok().and_then(bearer).ok_or_else(|| {
                 ApiError::Unauthorized("malformed Authorization header: use `Bearer <token>`".to_owned())
             })?;
-        let hash = token::hash(secret);
-        let now = Instant::now();
-        let wall = Timestamp::now();
-        if state.tokens.sweep_due(now) {
-            tokio::spawn(sweep(state.tokens.clone(), state.store.clone()));
+        valid_token(state, token::hash(secret)).await.map(Caller)
+    }
+}
+
+/// The token whose secret hashes to `hash`, if it is valid now: from the
+/// cache, else from the store. Bearer requests and dashboard sessions alike.
+pub(super) async fn valid_token(state: &AppState, hash: String) -> Result<TokenRow, ApiError> {
+    let now = Instant::now();
+    let wall = Timestamp::now();
+    if state.tokens.sweep_due(now) {
+        tokio::spawn(sweep(state.tokens.clone(), state.store.clone()));
+    }
+    match state.tokens.get(&hash, now) {
+        Some(row) if row.valid_at(wall) => return Ok(row),
+        Some(row) => return Err(refused(&row, wall)),
+        None => {}
+    }
+    let store = state.store.clone();
+    let found = blocking(move || store.token_by_hash(&hash)).await?;
+    match found {
+        Some(row) if row.valid_at(wall) => {
+            state.tokens.insert(row.clone(), now);
+            Ok(row)
         }
-        match state.tokens.get(&hash, now) {
-            Some(row) if row.valid_at(wall) => return Ok(Caller(row)),
-            Some(row) => return Err(refused(&row, wall)),
-            None => {}
-        }
-        let store = state.store.clone();
-        let found = blocking(move || store.token_by_hash(&hash)).await?;
-        match found {
-            Some(row) if row.valid_at(wall) => {
-                state.tokens.insert(row.clone(), now);
-                Ok(Caller(row))
-            }
-            Some(row) => Err(refused(&row, wall)),
-            None => Err(ApiError::Unauthorized("unknown token".to_owned())),
-        }
+        Some(row) => Err(refused(&row, wall)),
+        None => Err(ApiError::Unauthorized("unknown token".to_owned())),
     }
 }
 

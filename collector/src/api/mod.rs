@@ -20,12 +20,15 @@
 //! | `POST /api/v1/alerts/{id}/ack` | admin | acknowledge an open alert (`{"comment": ...}`) |
 //! | `GET /api/v1/trends?host=&since=&until=&bucket=hour\|day` | read, admin | listeners over time, new, short-lived, recurring, top ports |
 //! | `GET /metrics` | read, admin (anyone with `[metrics] public`) | the collector's health, Prometheus text 0.0.4 or OpenMetrics as `Accept` asks |
+//! | `POST /api/v1/session`, `GET`, `DELETE` | a read or admin token (sign-in), then its session | dashboard sign-in, the session, sign-out (see [`session`]) |
+//! | `GET /api/v1/ports/{port}/history?proto=&since=&until=&limit=` | read, admin | the port's intervals on every host (see [`port`]) |
 //!
 //! A host named in the path or in `host=` that the collector has never heard
 //! from is a 404, not an empty answer. Every error body is JSON `{"error": ...}`.
 //!
 //! Times are RFC 3339 (`2026-11-25T03:00:00Z`). Credentials are
-//! `Authorization: Bearer <token>`; an agent token writes only its own
+//! `Authorization: Bearer <token>`, or the dashboard's session cookie (with
+//! its CSRF token for a change); an agent token writes only its own
 //! host's reports and reads nothing.
 
 mod auth;
@@ -33,7 +36,9 @@ mod error;
 mod export;
 mod ingest;
 mod policy;
+mod port;
 mod query;
+pub mod session;
 
 use std::sync::Arc;
 
@@ -48,6 +53,9 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 pub use auth::TOKEN_TRUST;
 pub use error::ApiError;
 pub use ingest::{IngestLimits, BUSY_RETRY_AFTER, DEFAULT_MAX_BYTES_IN_FLIGHT};
+pub use session::{
+    DashboardSettings, SessionView, CSRF_HEADER, DEFAULT_DASHBOARD_ENABLED, DEFAULT_SESSION_TTL, MAX_SESSION_TTL,
+};
 
 use tokio::sync::{mpsc, Notify};
 
@@ -98,6 +106,8 @@ pub struct AppState {
     body_timeout: std::time::Duration,
     /// The largest batch taken, decompressed (`[ingest] max_batch_bytes`).
     max_batch_bytes: usize,
+    /// The dashboard's settings and its signed-in sessions.
+    sessions: Arc<session::Sessions>,
 }
 
 impl AppState {
@@ -123,6 +133,7 @@ impl AppState {
             ingest: Arc::new(ingest::Admission::new(IngestLimits::default().max_bytes_in_flight)),
             body_timeout: IngestLimits::default().body_timeout,
             max_batch_bytes: MAX_DECOMPRESSED_BYTES,
+            sessions: Arc::new(session::Sessions::new(DashboardSettings::default())),
         }
     }
 
@@ -152,6 +163,7 @@ impl AppState {
             ingest: Arc::new(ingest::Admission::new(IngestLimits::default().max_bytes_in_flight)),
             body_timeout: IngestLimits::default().body_timeout,
             max_batch_bytes: MAX_DECOMPRESSED_BYTES,
+            sessions: Arc::new(session::Sessions::new(DashboardSettings::default())),
         };
         (state, task)
     }
@@ -173,6 +185,13 @@ impl AppState {
         self.ingest = Arc::new(ingest::Admission::new(limits.max_bytes_in_flight));
         self.body_timeout = limits.body_timeout;
         self.max_batch_bytes = limits.max_batch_bytes;
+        self
+    }
+
+    /// Serves the dashboard (or not) as `settings` say, with no session yet
+    /// (instead of [`DashboardSettings::default`]).
+    pub fn dashboard(mut self, settings: DashboardSettings) -> AppState {
+        self.sessions = Arc::new(session::Sessions::new(settings));
         self
     }
 
@@ -233,6 +252,14 @@ impl HeavyReads {
 /// The API's router.
 pub fn router(state: AppState) -> Router {
     let body_timeout = state.body_timeout;
+    // The dashboard's page and its sign-in exist only where it is enabled.
+    let dashboard = match state.sessions.settings.enabled {
+        true => crate::dashboard::routes().route(
+            "/api/v1/session",
+            post(session::sign_in).get(session::current).delete(session::sign_out),
+        ),
+        false => Router::new(),
+    };
     Router::new()
         .route("/api/v1/ingest", post(ingest::ingest))
         .route("/api/v1/hosts", get(query::hosts))
@@ -250,6 +277,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts/{id}/ack", post(policy::ack))
         .route("/api/v1/trends", get(query::trends))
         .route("/metrics", get(query::metrics))
+        .route("/api/v1/ports/{port}/history", get(port::history))
+        .merge(dashboard)
         .fallback(|| async { ApiError::NotFound("no such endpoint; see the API table in README".to_owned()) })
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
             ApiError::MethodNotAllowed(format!("{method} is not allowed here; see the API table in README"))
@@ -260,6 +289,7 @@ pub fn router(state: AppState) -> Router {
         // Outermost of the body layers: it times the body as it arrives.
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(axum::middleware::map_response(error::layer_refusals))
+        .layer(axum::middleware::map_response(crate::dashboard::security_headers))
         .with_state(state)
 }
 
