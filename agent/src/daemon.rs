@@ -270,9 +270,11 @@ impl Daemon {
         counts: &mut EventCounts,
         last_at: &mut Timestamp,
     ) -> bool {
+        let mut reports = Vec::new();
         for event in &batch.events {
-            self.apply(event, tracked, last_at);
+            self.apply(event, tracked, last_at, &mut reports);
         }
+        spool_reports(reports, &mut self.observer, &mut self.spool);
         counts.applied += batch.events.len() as u64;
         if batch.unreadable > 0 {
             counts.unreadable += batch.unreadable;
@@ -294,7 +296,14 @@ impl Daemon {
         lost > 0 || batch.unreadable > 0
     }
 
-    fn apply(&mut self, event: &kernel_events::Event, tracked: &mut Tracked, last_at: &mut Timestamp) {
+    /// Applies one event; the report it makes, if any, goes to `reports`.
+    fn apply(
+        &mut self,
+        event: &kernel_events::Event,
+        tracked: &mut Tracked,
+        last_at: &mut Timestamp,
+        reports: &mut Vec<portwatch_common::wire::Report>,
+    ) {
         let scanner = &mut self.scanner;
         let changed = tracked.apply(event, |e| {
             let owner = scanner.process(e.tgid);
@@ -304,8 +313,7 @@ impl Daemon {
         if changed {
             let at = kernel_events::wall_time(event.ktime_ns).max(*last_at);
             *last_at = at;
-            let reports = self.observer.observe(tracked.snapshot(), at);
-            spool_reports(reports, &mut self.observer, &mut self.spool);
+            reports.extend(self.observer.observe(tracked.snapshot(), at));
         }
     }
 
@@ -459,19 +467,19 @@ fn spool_reports(reports: Vec<portwatch_common::wire::Report>, observer: &mut Ob
             "this scan's report takes more than half the spool; raise spool_max_mb (agent.toml) so an outage cannot cut it");
     }
     let count = reports.len();
-    for (i, report) in reports.into_iter().enumerate() {
-        let item = SpooledReport {
+    let items: Vec<SpooledReport> = reports
+        .into_iter()
+        .map(|report| SpooledReport {
             session: observer.session().to_owned(),
             report,
-        };
-        if let Err(e) = spool.push(&item) {
-            // This change is lost (counted as dropped); a snapshot will restore history's state.
-            tracing::error!(error = %e, seq = item.report.seq,
-                "cannot spool a report; counting it as dropped, and the next report will be a full snapshot");
-            spool.count_lost((count - i) as u64);
-            observer.resync();
-            return;
-        }
+        })
+        .collect();
+    if let Err((pushed, e)) = spool.push_all(&items) {
+        // These changes are lost (counted as dropped); a snapshot will restore history's state.
+        tracing::error!(error = %e, seq = items.get(pushed).map(|i| i.report.seq),
+            "cannot spool a report; counting it as dropped, and the next report will be a full snapshot");
+        spool.count_lost((count - pushed) as u64);
+        observer.resync();
     }
 }
 
