@@ -9,8 +9,11 @@ cd "$(dirname "$0")/.."
 
 # Tools the end-to-end tests drive: ss and ip (iproute2), setpriv (util-linux),
 # openssl (a private CA for the HTTPS tests), systemd-analyze (the units' system
-# call filters).
+# call filters), and clang with libbpf's headers (libbpf-dev), which agent/build.rs needs to build
+# the kernel program the event tests load (about 60 MB of packages, some 20 s to install).
 missing=()
+command -v clang >/dev/null 2>&1 || missing+=(clang)
+[[ -e /usr/include/bpf/bpf_helpers.h ]] || missing+=(libbpf-dev)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
