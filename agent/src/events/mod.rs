@@ -67,6 +67,7 @@ pub enum Unavailable {
 }
 
 /// Effective capabilities of this process (`CapEff` of /proc/self/status).
+#[cfg_attr(not(portwatch_bpf), allow(dead_code))]
 fn effective_capabilities() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
@@ -74,6 +75,7 @@ fn effective_capabilities() -> Option<u64> {
 }
 
 /// Whether `caps` allow loading tracing programs.
+#[cfg_attr(not(portwatch_bpf), allow(dead_code))]
 fn capable(caps: u64) -> bool {
     const CAP_SYS_ADMIN: u64 = 1 << 21;
     const CAP_PERFMON: u64 = 1 << 38;
@@ -82,6 +84,7 @@ fn capable(caps: u64) -> bool {
 }
 
 /// An error and its sources, on one line.
+#[cfg_attr(not(portwatch_bpf), allow(dead_code))]
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
