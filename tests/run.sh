@@ -12,8 +12,12 @@ cd "$(dirname "$0")/.."
 # call filters), promtool and a Prometheus server (prometheus: the metrics and the
 # example rules), an Alertmanager (prometheus-alertmanager: the Alertmanager sink),
 # Debian's headless Chromium and its WebDriver (the dashboard tests,
-# tests/tests/dashboard.rs; no browser is downloaded).
+# tests/tests/dashboard.rs; no browser is downloaded),
+# and clang with libbpf's headers (libbpf-dev), which agent/build.rs needs to build
+# the kernel program the event tests load (about 60 MB of packages, some 20 s to install).
 missing=()
+command -v clang >/dev/null 2>&1 || missing+=(clang)
+[[ -e /usr/include/bpf/bpf_helpers.h ]] || missing+=(libbpf-dev)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)

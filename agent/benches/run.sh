@@ -14,6 +14,9 @@
 # 6. Runs the in-process repeated-scan benchmark (benches/repeat_scan.rs, criterion).
 # 7. Measures peak RSS with /usr/bin/time -v.
 # 8. Prints a Markdown report (report.py), also saved with all raw data in target/bench/<size>/.
+# 9. Kernel events against polling (events.py, before entering the namespaces, on this host as it
+#    is, not the fixture): the agent's CPU per 10 s idle with each, and event-to-collector latency
+#    p50/p99 with events; its table is printed after the report (target/bench/<size>/events.md).
 #
 # Missed targets and a correctness mismatch are reported, not fatal: the exit status is non-zero
 # only if the fixture or one of the commands fails.
@@ -94,6 +97,12 @@ for line in sys.stdin:
 
   rm -rf "$out"
   mkdir -p "$out"
+  if [[ -z "${PW_NO_EVENTS_BENCH:-}" ]]; then
+    log "kernel events against polling (events.py)"
+    cargo build --release -p portwatch-collector --bins
+    python3 "$here/events.py" --agent "$PW_AGENT_BIN" --collector "$root/target/release/portwatch-collector" \
+      --portwatch "$root/target/release/portwatch" >"$out/events.md"
+  fi
   log "entering a private network + pid namespace"
   export PW_BENCH_INSIDE=1 PW_AGENT_BIN PW_BENCH_BIN
   exec unshare --net --pid --fork --mount-proc bash "${BASH_SOURCE[0]}" "$size"
@@ -185,4 +194,5 @@ python3 "$here/report.py" --size "$size" --fixture-args "${fixture_args[*]}" \
   --fixture-log "$out/fixture.err" --hyperfine "$out/hyperfine.json" \
   --criterion "$root/target/criterion/repeated_scan_no_change/new" \
   --compare "$out/compare.txt" "${rss_args[@]}" | tee "$out/report.md"
+[[ -f "$out/events.md" ]] && cat "$out/events.md"
 log "raw data in $out"

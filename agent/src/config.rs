@@ -19,6 +19,8 @@ pub const DEFAULT_REWALK_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/portwatch/spool";
 /// Default spool size bound, in MiB.
 pub const DEFAULT_SPOOL_MAX_MB: u64 = 64;
+/// Default period of the safety full scan while kernel events are on.
+pub const DEFAULT_SAFETY_SCAN_INTERVAL: Duration = Duration::from_secs(300);
 /// Shortest scan interval accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -46,6 +48,13 @@ pub struct Config {
     /// Largest size of the spool on disk, in MiB.
     #[serde(default = "default_spool_max_mb")]
     pub spool_max_mb: u64,
+    /// Use kernel events where the kernel allows them (else, and when
+    /// false, scan every `interval`).
+    #[serde(default = "default_events")]
+    pub events: bool,
+    /// With kernel events, how often a full scan checks what they said.
+    #[serde(default = "default_safety_scan_interval", deserialize_with = "duration")]
+    pub safety_scan_interval: Duration,
     /// Free-form tags reported with the host.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -62,6 +71,8 @@ impl Default for Config {
             rewalk_interval: DEFAULT_REWALK_INTERVAL,
             spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
             spool_max_mb: DEFAULT_SPOOL_MAX_MB,
+            events: true,
+            safety_scan_interval: DEFAULT_SAFETY_SCAN_INTERVAL,
             tags: BTreeMap::new(),
         }
     }
@@ -72,6 +83,12 @@ fn default_interval() -> Duration {
 }
 fn default_rewalk_interval() -> Duration {
     DEFAULT_REWALK_INTERVAL
+}
+fn default_events() -> bool {
+    true
+}
+fn default_safety_scan_interval() -> Duration {
+    DEFAULT_SAFETY_SCAN_INTERVAL
 }
 fn default_spool_dir() -> PathBuf {
     PathBuf::from(DEFAULT_SPOOL_DIR)
@@ -179,6 +196,12 @@ impl Config {
                 self.rewalk_interval, self.interval
             ));
         }
+        if self.safety_scan_interval < self.interval {
+            return Err(format!(
+                "safety_scan_interval ({:?}) is shorter than interval ({:?}): make it at least the interval",
+                self.safety_scan_interval, self.interval
+            ));
+        }
         if self.spool_max_mb == 0 {
             return Err("spool_max_mb = 0: the spool needs at least 1 MiB".to_owned());
         }
@@ -221,6 +244,8 @@ mod tests {
         assert_eq!(config.rewalk_interval, DEFAULT_REWALK_INTERVAL);
         assert_eq!(config.spool_dir, PathBuf::from(DEFAULT_SPOOL_DIR));
         assert_eq!(config.spool_max_mb, DEFAULT_SPOOL_MAX_MB);
+        assert!(config.events);
+        assert_eq!(config.safety_scan_interval, DEFAULT_SAFETY_SCAN_INTERVAL);
         assert_eq!(config.collector.as_deref(), Some("http://127.0.0.1:7878"));
         assert!(config.tags.is_empty());
     }
@@ -259,6 +284,11 @@ mod tests {
             ("collector = \"collector:7878\"", "https://collector.example:7878"),
             ("host_name = \"web 3\"", "host_name"),
             ("spool_max_mb = 0", "at least 1 MiB"),
+            ("events = \"yes\"", "line 1"),
+            (
+                "interval = \"1m\"\nsafety_scan_interval = \"30s\"",
+                "safety_scan_interval",
+            ),
             (
                 "collector = \"http://c:7878\"\nca_file = \"/etc/ca.pem\"",
                 "write https://",

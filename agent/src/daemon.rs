@@ -8,6 +8,15 @@
 //! Reports of an earlier run (a restart while the collector was away) are
 //! replayed first, in their own session. SIGTERM or SIGINT ends the loop
 //! after one last attempt to ship; what is not acknowledged stays spooled.
+//!
+//! Where the kernel allows it (see `events`), listeners are seen by kernel
+//! events instead of a scan every interval: each event becomes a report at
+//! the event's own time (a listener that lived 50 ms is opened and closed in
+//! history), owned by the event's task as the scanner reads it. Reports made
+//! by events are shipped within `EVENT_SHIP_DELAY`; with nothing to send, a
+//! heartbeat goes every interval. A full scan runs at start, every
+//! `safety_scan_interval`, and at once when events were lost; it is the
+//! truth, and what it finds that events did not say is counted and logged.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -17,6 +26,8 @@ use portwatch_common::client::Backoff;
 use portwatch_common::wire::{Batch, ReportBody};
 use portwatch_common::Snapshot;
 
+use crate::events::state::{self, Key, Tracked};
+use crate::events::{self as kernel_events, Batch as EventBatch, Detection};
 use crate::observe::Observer;
 use crate::scan::{ScanOptions, Scanner};
 use crate::ship::{self, ShipError, Shipper};
@@ -31,6 +42,12 @@ const MAX_RESYNCS_PER_SHIP: u32 = 3;
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Longest time a report made by a kernel event waits before it is shipped
+/// (the events of that time go in one batch).
+const EVENT_SHIP_DELAY: Duration = Duration::from_millis(100);
+/// How long after a hint of a UDP release the socket dump confirms it (the
+/// kernel finishes the release as the task returns to user space or exits).
+const RELEASE_CONFIRM_DELAY: Duration = Duration::from_millis(20);
 
 /// What the daemon needs, resolved from the config file and flags.
 #[derive(Debug, Clone)]
@@ -51,6 +68,10 @@ pub struct Settings {
     pub interval: Duration,
     /// Full fd re-walk period.
     pub rewalk_interval: Duration,
+    /// Use kernel events where the kernel allows them.
+    pub events: bool,
+    /// With kernel events, the period of the safety full scan.
+    pub safety_scan_interval: Duration,
     /// Spool directory.
     pub spool_dir: std::path::PathBuf,
     /// Spool bound in bytes.
@@ -66,18 +87,27 @@ pub fn new_session() -> anyhow::Result<String> {
     Ok(hex::encode(b))
 }
 
+/// What wakes the daemon's loop.
+enum Wake {
+    /// SIGTERM or SIGINT.
+    Stop(i32),
+    /// Kernel events.
+    Events(EventBatch),
+}
+
 /// Runs until SIGTERM or SIGINT.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
-    let (stop_tx, stop_rx) = mpsc::channel();
+    let (tx, rx) = mpsc::channel();
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .map_err(|e| anyhow::anyhow!("cannot handle signals: {e}"))?;
+    let stop_tx = tx.clone();
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
-            let _ = stop_tx.send(signal);
+            let _ = stop_tx.send(Wake::Stop(signal));
         }
     });
 
-    let mut spool = Spool::open(&settings.spool_dir, settings.spool_max_bytes)?;
+    let spool = Spool::open(&settings.spool_dir, settings.spool_max_bytes)?;
     if spool.recovered_torn() > 0 {
         tracing::warn!(
             torn = spool.recovered_torn(),
@@ -87,49 +117,325 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     for q in spool.quarantined() {
         tracing::error!(file = %q.file.display(), line = q.line, dropped = q.dropped, "{q}");
     }
-    let mut scanner = Scanner::new(ScanOptions {
+    let scanner = Scanner::new(ScanOptions {
         rewalk_every: settings.rewalk_interval,
         ..ScanOptions::default()
     })?;
+    // Attached before the first scan, so that nothing happens unseen between the two.
+    let detection = match kernel_events::start(settings.events) {
+        Ok(kernel) => {
+            tracing::info!(
+                detection = "events", safety_scan_interval = ?settings.safety_scan_interval,
+                "detection: kernel events (TCP listen/close, UDP bind/release), with a full scan as a safety net"
+            );
+            kernel_events::spawn_reader(kernel, tx.clone(), Wake::Events);
+            Detection::Events
+        }
+        Err(why) => {
+            tracing::info!(detection = "polling", interval = ?settings.interval, "detection: polling every interval, because {why}");
+            Detection::Polling
+        }
+    };
     let session = new_session()?;
-    let facts = crate::facts::host_facts(settings.interval, &settings.tags);
-    let mut observer = Observer::new(session.clone(), facts);
-    let mut shipper = Shipper::new(&settings.collector, &settings.token, settings.ca_file.as_deref())?;
-    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    let mut facts = crate::facts::host_facts(settings.interval, &settings.tags);
+    facts.detection = Some(detection.as_str().to_owned());
+    let mut d = Daemon {
+        observer: Observer::new(session.clone(), facts),
+        shipper: Shipper::new(&settings.collector, &settings.token, settings.ca_file.as_deref())?,
+        backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+        scanner,
+        spool,
+        settings,
+    };
     tracing::info!(
-        host = %settings.host, collector = %settings.collector, session = %session,
-        interval = ?settings.interval, spooled = spool.len(), "agent started"
+        host = %d.settings.host, collector = %d.settings.collector, session = %session,
+        interval = ?d.settings.interval, spooled = d.spool.len(), "agent started"
     );
+    match detection {
+        Detection::Polling => d.poll(&rx),
+        Detection::Events => d.follow_events(&rx),
+    }
+}
 
-    let mut next_scan = Instant::now();
-    loop {
-        if Instant::now() >= next_scan {
-            next_scan += settings.interval;
-            if next_scan < Instant::now() {
-                next_scan = Instant::now() + settings.interval;
+/// The daemon's state between wake-ups.
+struct Daemon {
+    settings: Settings,
+    scanner: Scanner,
+    observer: Observer,
+    spool: Spool,
+    shipper: Shipper,
+    backoff: Backoff,
+}
+
+/// Counters of the event stream, logged as they change.
+#[derive(Debug, Default)]
+struct EventCounts {
+    /// Events lost so far (ring buffer overflow), as the program counts them.
+    lost: u64,
+    /// Records that could not be read.
+    unreadable: u64,
+    /// Listeners full scans found that events had not said, summed.
+    disagreements: u64,
+    /// Events applied.
+    applied: u64,
+}
+
+impl Daemon {
+    /// Polling: a scan every interval.
+    fn poll(&mut self, rx: &mpsc::Receiver<Wake>) -> anyhow::Result<()> {
+        let mut next_scan = Instant::now();
+        loop {
+            if Instant::now() >= next_scan {
+                next_scan += self.settings.interval;
+                if next_scan < Instant::now() {
+                    next_scan = Instant::now() + self.settings.interval;
+                }
+                observe(&mut self.scanner, &mut self.observer, &mut self.spool);
+                self.ship_if_ready();
             }
-            observe(&mut scanner, &mut observer, &mut spool);
-            if backoff.ready() {
-                ship(&settings, &mut shipper, &mut spool, &mut observer, &mut backoff);
+            let wait = next_scan.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(Wake::Stop(signal)) => return self.stop(signal),
+                Ok(Wake::Events(_)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("the signal thread ended"),
             }
         }
-        let wait = next_scan.saturating_duration_since(Instant::now());
-        match stop_rx.recv_timeout(wait) {
-            Ok(signal) => {
-                tracing::info!(signal, "stopping: shipping what is spooled");
-                ship(
-                    &settings,
-                    &mut shipper,
-                    &mut spool,
-                    &mut observer,
-                    &mut Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
-                );
-                tracing::info!(spooled = spool.len(), "agent stopped");
-                return Ok(());
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("the signal thread ended"),
+    }
+
+    /// Kernel events, a heartbeat every interval, a full scan every
+    /// safety_scan_interval and whenever events were lost.
+    fn follow_events(&mut self, rx: &mpsc::Receiver<Wake>) -> anyhow::Result<()> {
+        let mut tracked = Tracked::default();
+        let mut counts = EventCounts::default();
+        let mut last_at = Timestamp::now();
+        let mut first = true;
+        if let Some(signal) = self.full_scan(rx, &mut tracked, &mut counts, &mut last_at, &mut first) {
+            return self.stop(signal);
         }
+        self.ship_if_ready();
+        let mut next_heartbeat = Instant::now() + self.settings.interval;
+        let mut next_full = Instant::now() + self.settings.safety_scan_interval;
+        let mut ship_at: Option<Instant> = None;
+        let mut confirm_at: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            let deadline = [Some(next_heartbeat), Some(next_full), ship_at, confirm_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(next_heartbeat);
+            let mut full_due = false;
+            match rx.recv_timeout(deadline.saturating_duration_since(now)) {
+                Ok(Wake::Stop(signal)) => return self.stop(signal),
+                Ok(Wake::Events(batch)) => {
+                    full_due |= self.take_batch(batch, &mut tracked, &mut counts, &mut last_at);
+                    if tracked.has_suspects() && confirm_at.is_none() {
+                        confirm_at = Some(Instant::now() + RELEASE_CONFIRM_DELAY);
+                    }
+                    if !self.spool.is_empty() && ship_at.is_none() {
+                        ship_at = Some(Instant::now() + EVENT_SHIP_DELAY);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("the signal thread ended"),
+            }
+            let now = Instant::now();
+            if confirm_at.is_some_and(|t| now >= t) {
+                confirm_at = None;
+                self.confirm_releases(&mut tracked, &mut last_at);
+                ship_at = ship_at.or(Some(now));
+            }
+            if full_due || now >= next_full {
+                if let Some(signal) = self.full_scan(rx, &mut tracked, &mut counts, &mut last_at, &mut first) {
+                    return self.stop(signal);
+                }
+                next_full = Instant::now() + self.settings.safety_scan_interval;
+                ship_at = Some(now);
+            }
+            if ship_at.is_some_and(|t| now >= t) || now >= next_heartbeat {
+                ship_at = None;
+                next_heartbeat = Instant::now() + self.settings.interval;
+                self.ship_if_ready();
+            }
+        }
+    }
+
+    /// Applies a batch of events, each reported at its own time (never
+    /// earlier than the report before it). Returns whether a full scan is
+    /// due because events were lost.
+    fn take_batch(
+        &mut self,
+        batch: EventBatch,
+        tracked: &mut Tracked,
+        counts: &mut EventCounts,
+        last_at: &mut Timestamp,
+    ) -> bool {
+        let mut reports = Vec::new();
+        for event in &batch.events {
+            self.apply(event, tracked, last_at, &mut reports);
+        }
+        spool_reports(reports, &mut self.observer, &mut self.spool);
+        counts.applied += batch.events.len() as u64;
+        if batch.unreadable > 0 {
+            counts.unreadable += batch.unreadable;
+            tracing::error!(
+                unreadable = batch.unreadable,
+                total = counts.unreadable,
+                "kernel event records this agent cannot read; running a full scan"
+            );
+        }
+        let lost = batch.lost_total.saturating_sub(counts.lost);
+        if lost > 0 {
+            counts.lost = batch.lost_total;
+            tracing::warn!(
+                lost,
+                total = counts.lost,
+                "kernel events lost (the ring buffer was full); running a full scan to resync"
+            );
+        }
+        lost > 0 || batch.unreadable > 0
+    }
+
+    /// Applies one event; the report it makes, if any, goes to `reports`.
+    fn apply(
+        &mut self,
+        event: &kernel_events::Event,
+        tracked: &mut Tracked,
+        last_at: &mut Timestamp,
+        reports: &mut Vec<portwatch_common::wire::Report>,
+    ) {
+        let scanner = &mut self.scanner;
+        let changed = tracked.apply(event, |e| {
+            let owner = scanner.process(e.tgid);
+            let user = scanner.user(e.uid);
+            state::listener(e, owner, user)
+        });
+        if changed {
+            let at = kernel_events::wall_time(event.ktime_ns).max(*last_at);
+            *last_at = at;
+            reports.extend(self.observer.observe(tracked.snapshot(), at));
+        }
+    }
+
+    /// Closes the UDP listeners whose release a hint announced and a socket
+    /// dump now confirms, each at its hint's time.
+    fn confirm_releases(&mut self, tracked: &mut Tracked, last_at: &mut Timestamp) {
+        let present = match self.scanner.listening_now() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot dump sockets to confirm UDP releases; the next full scan will");
+                return;
+            }
+        };
+        for (_, ktime_ns) in tracked.confirm(|k| present.contains(k)) {
+            let at = kernel_events::wall_time(ktime_ns).max(*last_at);
+            *last_at = at;
+            let reports = self.observer.observe(tracked.snapshot(), at);
+            spool_reports(reports, &mut self.observer, &mut self.spool);
+        }
+    }
+
+    /// A full scan: its result replaces the event-made table, and what the
+    /// two disagree on is counted and logged. Events that arrive while it
+    /// runs are applied after it. The `first` scan (the table is empty) only
+    /// sets the table. Returns a stop signal that came meanwhile.
+    fn full_scan(
+        &mut self,
+        rx: &mpsc::Receiver<Wake>,
+        tracked: &mut Tracked,
+        counts: &mut EventCounts,
+        last_at: &mut Timestamp,
+        first: &mut bool,
+    ) -> Option<i32> {
+        let scan = match self.scanner.scan() {
+            Ok(scan) => scan,
+            Err(e) => {
+                tracing::error!(error = %e, "full scan failed; retrying at the next safety scan");
+                return None;
+            }
+        };
+        if let Some(warning) = scan.partial_warning() {
+            tracing::warn!("{warning}");
+        }
+        let mut later = Vec::new();
+        let mut stop = None;
+        while let Ok(wake) = rx.try_recv() {
+            match wake {
+                Wake::Stop(signal) => stop = Some(signal),
+                Wake::Events(batch) => later.push(batch),
+            }
+        }
+        let touched: std::collections::HashSet<Key> = later
+            .iter()
+            .flat_map(|b| b.events.iter())
+            .map(|e| (e.netns, e.inode))
+            .collect();
+        let snapshot = Snapshot::from_sockets(&scan.sockets);
+        let mut disagreement = tracked.reset(snapshot.listeners(), &touched);
+        if std::mem::take(first) {
+            disagreement = state::Disagreement::default();
+        }
+        counts.disagreements += disagreement.total() as u64;
+        if disagreement.total() > 0 {
+            tracing::warn!(
+                missed_opens = disagreement.missed_opens,
+                missed_closes = disagreement.missed_closes,
+                total = counts.disagreements,
+                events = counts.applied,
+                "the full scan disagrees with kernel events; taking the scan's listeners"
+            );
+        } else {
+            tracing::debug!(
+                listeners = tracked.len(),
+                events = counts.applied,
+                "full scan agrees with kernel events"
+            );
+        }
+        let at = Timestamp::now().max(*last_at);
+        *last_at = at;
+        let reports = self.observer.observe(tracked.snapshot(), at);
+        spool_reports(reports, &mut self.observer, &mut self.spool);
+        for batch in later {
+            // Lost events here are already covered by this scan.
+            let lost_total = batch.lost_total;
+            self.take_batch(
+                EventBatch {
+                    lost_total: counts.lost,
+                    ..batch
+                },
+                tracked,
+                counts,
+                last_at,
+            );
+            counts.lost = counts.lost.max(lost_total);
+        }
+        stop
+    }
+
+    fn ship_if_ready(&mut self) {
+        if self.backoff.ready() {
+            ship(
+                &self.settings,
+                &mut self.shipper,
+                &mut self.spool,
+                &mut self.observer,
+                &mut self.backoff,
+            );
+        }
+    }
+
+    /// Ships what is spooled one last time, for a stop signal.
+    fn stop(&mut self, signal: i32) -> anyhow::Result<()> {
+        tracing::info!(signal, "stopping: shipping what is spooled");
+        ship(
+            &self.settings,
+            &mut self.shipper,
+            &mut self.spool,
+            &mut self.observer,
+            &mut Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+        );
+        tracing::info!(spooled = self.spool.len(), "agent stopped");
+        Ok(())
     }
 }
 
@@ -147,6 +453,12 @@ fn observe(scanner: &mut Scanner, observer: &mut Observer, spool: &mut Spool) {
     }
     let at = Timestamp::now();
     let reports = observer.observe(Snapshot::from_sockets(&scan.sockets), at);
+    spool_reports(reports, observer, spool);
+}
+
+/// Puts reports in the spool, in order; when one cannot be, counts the rest
+/// as dropped and makes the next report a snapshot.
+fn spool_reports(reports: Vec<portwatch_common::wire::Report>, observer: &mut Observer, spool: &mut Spool) {
     let bytes: u64 = reports.iter().map(portwatch_common::wire::json_len).sum();
     if bytes > spool.max_bytes() / 2 {
         // The spool's drop policy would delete the first parts of this snapshot
@@ -155,19 +467,19 @@ fn observe(scanner: &mut Scanner, observer: &mut Observer, spool: &mut Spool) {
             "this scan's report takes more than half the spool; raise spool_max_mb (agent.toml) so an outage cannot cut it");
     }
     let count = reports.len();
-    for (i, report) in reports.into_iter().enumerate() {
-        let item = SpooledReport {
+    let items: Vec<SpooledReport> = reports
+        .into_iter()
+        .map(|report| SpooledReport {
             session: observer.session().to_owned(),
             report,
-        };
-        if let Err(e) = spool.push(&item) {
-            // This change is lost (counted as dropped); a snapshot will restore history's state.
-            tracing::error!(error = %e, seq = item.report.seq,
-                "cannot spool a report; counting it as dropped, and the next report will be a full snapshot");
-            spool.count_lost((count - i) as u64);
-            observer.resync();
-            return;
-        }
+        })
+        .collect();
+    if let Err((pushed, e)) = spool.push_all(&items) {
+        // These changes are lost (counted as dropped); a snapshot will restore history's state.
+        tracing::error!(error = %e, seq = items.get(pushed).map(|i| i.report.seq),
+            "cannot spool a report; counting it as dropped, and the next report will be a full snapshot");
+        spool.count_lost((count - pushed) as u64);
+        observer.resync();
     }
 }
 

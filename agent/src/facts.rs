@@ -33,6 +33,7 @@ pub fn host_facts(interval: Duration, tags: &BTreeMap<String, String>) -> HostFa
         (None, version) => version,
     };
     HostFacts {
+        detection: None,
         os,
         kernel: System::kernel_version().ok(),
         boot_time: System::boot_time()

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod events;
 pub mod facts;
 pub mod filter;
 pub mod observe;

@@ -63,6 +63,12 @@ struct RunArgs {
     /// Host name to report as (default: the system's).
     #[arg(long, value_name = "NAME")]
     host_name: Option<String>,
+    /// Do not use kernel events: scan every interval (the config's `events = false`).
+    #[arg(long)]
+    no_events: bool,
+    /// With kernel events on, how often a full scan checks them, e.g. 5m (the config's safety_scan_interval).
+    #[arg(long, value_parser = parse_duration_arg)]
+    safety_scan_interval: Option<Duration>,
 }
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
@@ -184,6 +190,13 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(i) = args.interval {
         config.interval = i;
         config.rewalk_interval = config.rewalk_interval.max(i);
+        config.safety_scan_interval = config.safety_scan_interval.max(i);
+    }
+    if args.no_events {
+        config.events = false;
+    }
+    if let Some(i) = args.safety_scan_interval {
+        config.safety_scan_interval = i;
     }
     if let Some(d) = args.spool_dir {
         config.spool_dir = d;
@@ -226,6 +239,8 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         host,
         interval: config.interval,
         rewalk_interval: config.rewalk_interval,
+        events: config.events,
+        safety_scan_interval: config.safety_scan_interval,
         spool_dir: config.spool_dir.clone(),
         spool_max_bytes: config.spool_max_mb.saturating_mul(1024 * 1024),
         tags: config.tags.clone(),

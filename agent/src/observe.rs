@@ -251,6 +251,7 @@ mod tests {
 
     fn facts() -> HostFacts {
         HostFacts {
+            detection: None,
             os: None,
             kernel: None,
             boot_time: None,

@@ -215,6 +215,7 @@ mod tests {
             observed_at: Timestamp::from_second(1_700_000_000).unwrap(),
             body: ReportBody::Snapshot {
                 facts: portwatch_common::wire::HostFacts {
+                    detection: None,
                     os: None,
                     kernel: None,
                     boot_time: None,

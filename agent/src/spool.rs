@@ -257,6 +257,8 @@ pub enum SpoolError {
 /// documentation). Holds the spool directory's lock until dropped.
 #[derive(Debug)]
 pub struct Spool {
+    /// Within `push_all`: appends are synced once, at its end.
+    defer_sync: bool,
     dir: PathBuf,
     max_bytes: u64,
     segment_bytes: u64,
@@ -600,6 +602,7 @@ impl Spool {
             segments,
             current,
             dirty_tail: false,
+            defer_sync: false,
             cursor_unsaved: false,
             acked_offset: acked.0,
             acked_lines: acked.1,
@@ -655,7 +658,12 @@ impl Spool {
         }
 
         let old_len = self.current_segment().bytes;
-        if let Err(e) = self.current.write_all(&line).and_then(|()| self.current.sync_data()) {
+        let defer = self.defer_sync;
+        if let Err(e) = self
+            .current
+            .write_all(&line)
+            .and_then(|()| if defer { Ok(()) } else { self.current.sync_data() })
+        {
             if self
                 .current
                 .set_len(old_len)
@@ -673,6 +681,33 @@ impl Spool {
         self.segment_bytes_total += len;
         self.lines_total += 1;
         Ok(())
+    }
+
+    /// Appends `items` in order, durably once it returns, with one sync of
+    /// the segment for all of them rather than one each (kernel events can
+    /// make thousands of reports a second). On failure, how many were
+    /// appended (and are durable) before it.
+    pub fn push_all(&mut self, items: &[SpooledReport]) -> Result<(), (usize, SpoolError)> {
+        self.defer_sync = true;
+        let mut pushed = 0;
+        let mut result = Ok(());
+        for item in items {
+            if let Err(e) = self.push(item) {
+                result = Err(e);
+                break;
+            }
+            pushed += 1;
+        }
+        self.defer_sync = false;
+        let synced = self
+            .current
+            .sync_data()
+            .map_err(|e| io_error(&self.dir, "append a report to", &self.current_path(), e));
+        match (result, synced) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(e), _) => Err((pushed, e)),
+            (Ok(()), Err(e)) => Err((0, e)),
+        }
     }
 
     /// The oldest unacknowledged reports, in push order, at most `max`.

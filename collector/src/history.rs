@@ -405,6 +405,7 @@ mod tests {
             agent_version: version.into(),
             interval_ms: 10_000,
             tags: BTreeMap::new(),
+            detection: None,
         }
     }
 

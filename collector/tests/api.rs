@@ -95,6 +95,7 @@ fn snapshot_batch(host: &str, ports: &[u16]) -> Batch {
             observed_at: Timestamp::from_second(Timestamp::now().as_second() - 3600).unwrap(),
             body: ReportBody::Snapshot {
                 facts: HostFacts {
+                    detection: None,
                     os: Some("Debian GNU/Linux 12".into()),
                     kernel: Some("6.1.0".into()),
                     boot_time: None,

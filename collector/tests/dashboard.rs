@@ -156,6 +156,7 @@ fn snapshot(host: &str, ports: &[u16], ago_secs: i64) -> Batch {
                     agent_version: "0.1.0".into(),
                     interval_ms: 10_000,
                     tags: Default::default(),
+                    detection: None,
                 },
                 listeners: ports.iter().map(|&p| listener(p, "sshd")).collect(),
             },

@@ -174,6 +174,7 @@ fn chosen(mask: u8) -> Vec<Listener> {
 
 fn facts() -> HostFacts {
     HostFacts {
+        detection: None,
         os: Some("Debian GNU/Linux 12".into()),
         kernel: Some("6.1.0-18-amd64".into()),
         boot_time: None,

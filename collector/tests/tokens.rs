@@ -92,6 +92,7 @@ fn snapshot(host: &str) -> Vec<u8> {
             observed_at: Timestamp::from_second(Timestamp::now().as_second() - 60).unwrap(),
             body: ReportBody::Snapshot {
                 facts: HostFacts {
+                    detection: None,
                     os: None,
                     kernel: None,
                     boot_time: None,

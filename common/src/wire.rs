@@ -169,6 +169,12 @@ pub struct HostFacts {
     /// Free-form tags from the agent's config (`role = "db"`).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// How the agent sees listeners open and close: `events` (kernel events,
+    /// a full scan as a safety net) or `polling` (a scan every interval).
+    /// Absent from agents older than this field; other values may come from
+    /// newer agents and are kept as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<String>,
 }
 
 /// One numbered observation of a host.
@@ -498,6 +504,7 @@ mod tests {
 
     fn facts() -> HostFacts {
         HostFacts {
+            detection: None,
             os: Some("Debian GNU/Linux 12".into()),
             kernel: Some("6.1.0".into()),
             boot_time: None,

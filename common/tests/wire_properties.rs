@@ -172,6 +172,7 @@ fn facts() -> impl Strategy<Value = HostFacts> {
         tags(),
     )
         .prop_map(|(os, kernel, boot_time, agent_version, interval_ms, tags)| HostFacts {
+            detection: None,
             os,
             kernel,
             boot_time,

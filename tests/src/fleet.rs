@@ -602,6 +602,7 @@ pub(crate) fn host_name(h: usize) -> String {
 
 pub(crate) fn facts() -> HostFacts {
     HostFacts {
+        detection: None,
         os: Some("Debian GNU/Linux 12 (bookworm)".into()),
         kernel: Some("6.1.0-27-amd64".into()),
         boot_time: None,

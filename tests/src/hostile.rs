@@ -145,6 +145,7 @@ fn secret(name: &str) -> String {
 
 fn facts() -> HostFacts {
     HostFacts {
+        detection: None,
         os: Some("Debian GNU/Linux 12".into()),
         kernel: Some("6.1.0".into()),
         boot_time: None,

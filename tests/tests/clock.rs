@@ -61,6 +61,7 @@ fn snapshot(session: &str, at: Timestamp) -> Batch {
             observed_at: at,
             body: ReportBody::Snapshot {
                 facts: HostFacts {
+                    detection: None,
                     os: Some("Debian GNU/Linux 12".into()),
                     kernel: Some("6.1.0".into()),
                     boot_time: None,

@@ -121,6 +121,7 @@ fn hostile_snapshot(host: &str, port: u16, name: &str) -> portwatch_common::wire
             observed_at: jiff::Timestamp::now(),
             body: ReportBody::Snapshot {
                 facts: HostFacts {
+                    detection: None,
                     os: Some(format!("Debian {name}")),
                     kernel: None,
                     boot_time: None,

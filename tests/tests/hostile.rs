@@ -29,6 +29,7 @@ fn heavy() -> std::sync::MutexGuard<'static, ()> {
 
 fn facts() -> HostFacts {
     HostFacts {
+        detection: None,
         os: None,
         kernel: None,
         boot_time: None,

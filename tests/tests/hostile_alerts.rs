@@ -28,6 +28,7 @@ const CAP: usize = 100;
 
 fn facts() -> HostFacts {
     HostFacts {
+        detection: None,
         os: Some("Debian GNU/Linux 12".into()),
         kernel: None,
         boot_time: None,

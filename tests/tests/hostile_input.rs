@@ -15,6 +15,7 @@ use serde_json::Value;
 
 fn facts() -> HostFacts {
     HostFacts {
+        detection: None,
         os: Some("Debian GNU/Linux 12".into()),
         kernel: Some("6.1.0-18-amd64".into()),
         boot_time: None,

@@ -34,6 +34,7 @@ fn listener(port: u16) -> Listener {
 
 fn snapshot(session: &str, at: Timestamp, ports: &[u16]) -> SpooledReport {
     let facts = HostFacts {
+        detection: None,
         os: None,
         kernel: None,
         boot_time: None,

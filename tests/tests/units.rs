@@ -92,7 +92,17 @@ fn the_units_allow_what_the_binaries_call_and_deny_what_they_must_not() {
         assert!(!collector.contains(call), "the collector's unit allows {call}");
     }
     let agent = allowed("portwatch-agent.service", &groups);
-    for call in ["setns", "prlimit64", "pidfd_open", "readlinkat", "sendmsg"] {
+    // bpf: the kernel-event program (CAP_BPF); the ring buffer is read with mmap and poll.
+    for call in [
+        "setns",
+        "prlimit64",
+        "pidfd_open",
+        "readlinkat",
+        "sendmsg",
+        "bpf",
+        "mmap",
+        "ppoll",
+    ] {
         assert!(agent.contains(call), "the agent's unit denies {call}");
     }
     // With CAP_SYS_PTRACE these would read or write any process's memory or take its files.

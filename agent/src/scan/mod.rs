@@ -444,7 +444,36 @@ impl<O: Os> Scanner<O> {
         Ok(())
     }
 
-    fn user(&mut self, uid: u32) -> Option<Arc<str>> {
+    /// What is reported of process `pid` (from the cache of owners, else
+    /// read now); `None` once it has exited. Kernel events name their task
+    /// this way.
+    pub fn process(&mut self, pid: u32) -> Option<Arc<Process>> {
+        if let Some((process, _)) = self.processes.get(&pid) {
+            return Some(Arc::clone(process));
+        }
+        let mut facts = self.os.process(pid)?;
+        facts.process.user = facts.process.uid.and_then(|uid| self.user(uid));
+        Some(Arc::new(facts.process))
+    }
+
+    /// The (network namespace, inode) of every listening socket now, from
+    /// one socket dump without the fd walk: how a release that the kernel
+    /// only hinted at is confirmed.
+    pub fn listening_now(&mut self) -> Result<HashSet<(u64, u64)>, ScanError> {
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.clear();
+        let query = SocketQuery {
+            listening_only: true,
+            proc_net: self.options.proc_net,
+        };
+        self.os.sockets(query, &mut raw)?;
+        let present = raw.iter().map(|s| (s.netns, s.inode)).collect();
+        self.raw = raw;
+        Ok(present)
+    }
+
+    /// The name of user `uid`, when the system knows one (cached).
+    pub fn user(&mut self, uid: u32) -> Option<Arc<str>> {
         if let Some(name) = self.users.get(&uid) {
             return name.clone();
         }

@@ -2102,6 +2102,7 @@ mod tests {
 
     fn facts() -> HostFacts {
         HostFacts {
+            detection: None,
             os: Some("Debian GNU/Linux 12".into()),
             kernel: Some("6.1.0-18-amd64".into()),
             boot_time: Some(ts(-86_400)),

@@ -173,6 +173,11 @@ impl Sanitized {
         }
         self.text(TextField::AgentVersion, &mut facts.agent_version);
         self.tags(&mut facts.tags);
+        // A word such as `events`; anything else is not a detection this protocol knows.
+        facts.detection = facts
+            .detection
+            .take()
+            .filter(|d| (1..=32).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
     }
 
     fn process(&mut self, process: &mut Process) {
@@ -333,6 +338,7 @@ mod tests {
 
     fn facts() -> HostFacts {
         HostFacts {
+            detection: None,
             os: Some("Debian GNU/Linux 12".into()),
             kernel: Some("6.1.0-18-amd64".into()),
             boot_time: None,

@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/* portwatch's kernel program: tells the agent the moment a listener opens or
+ * closes, so a listener that lives between two scans is still recorded.
+ *
+ * - TCP: the `sock:inet_sock_set_state` tracepoint (BTF-typed, `tp_btf`):
+ *   entering LISTEN opens a listener, leaving it closes one. Exact.
+ * - UDP bind: `raw_syscalls:sys_exit` of a successful bind(2): the socket is
+ *   read from the caller's fd table. A socket bound implicitly (sendto(2)
+ *   without bind) is not seen here; the safety scan finds it.
+ * - UDP release: no tracepoint marks it, and this kernel class (no kprobes,
+ *   no fentry) offers no hook, so the program sends hints instead: a close(2)
+ *   of an fd that a tracked bind returned, and the exit of a process that
+ *   bound one. The agent confirms the release with a socket dump.
+ *
+ * Every event carries the kernel's CLOCK_MONOTONIC time; events that do not
+ * fit the ring buffer are counted in `lost`, and the agent rescans. */
+#include "kernel.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define SOCK_DGRAM 2
+#define TCP_CLOSE 7
+#define TCP_LISTEN 10
+
+/* Event kinds: keep in step with agent/src/events/parse.rs. */
+#define PW_TCP_LISTEN 1
+#define PW_TCP_UNLISTEN 2
+#define PW_UDP_BIND 3
+#define PW_UDP_CLOSE_HINT 4
+#define PW_EXIT_HINT 5
+
+struct pw_event {
+	__u64 ktime_ns;
+	__u64 netns;
+	__u64 inode;
+	__u32 pid;
+	__u32 tgid;
+	__u32 uid;
+	__u32 fd;
+	__u16 port;
+	__u8 kind;
+	__u8 family;
+	__u8 v6only;
+	__u8 pad[3];
+	__u8 addr[16];
+	char comm[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+/* Events that did not fit the ring buffer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+struct fd_key {
+	__u32 tgid;
+	__u32 fd;
+};
+
+/* (tgid, fd) of each UDP socket bound by bind(2), until that fd is closed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct fd_key);
+	__type(value, __u64);
+} udp_fds SEC(".maps");
+
+/* Processes that bound a UDP socket: their exit is a release hint. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} udp_tgids SEC(".maps");
+
+static __always_inline struct pw_event *reserve(__u8 kind)
+{
+	struct pw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *count = bpf_map_lookup_elem(&lost, &zero);
+		if (count)
+			__sync_fetch_and_add(count, 1);
+		return 0;
+	}
+	__u64 id = bpf_get_current_pid_tgid();
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ktime_ns = bpf_ktime_get_ns();
+	e->pid = (__u32)id;
+	e->tgid = id >> 32;
+	e->kind = kind;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return e;
+}
+
+/* The socket's identity and address, read with probe reads so that one
+ * function serves a BTF pointer and a pointer read from an fd table. */
+static __always_inline void fill(struct pw_event *e, struct sock *sk)
+{
+	struct socket_alloc *sa = (struct socket_alloc *)BPF_CORE_READ(sk, sk_socket);
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	e->uid = BPF_CORE_READ(sk, sk_uid.val);
+	if (sa)
+		e->inode = BPF_CORE_READ(sa, vfs_inode.i_ino);
+	if (e->family == AF_INET) {
+		__be32 a = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__builtin_memcpy(e->addr, &a, 4);
+	} else {
+		BPF_CORE_READ_INTO(&e->addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		e->v6only = BPF_CORE_READ_BITFIELD_PROBED(&sk->__sk_common, skc_ipv6only);
+	}
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
+{
+	__u8 kind;
+	if (newstate == TCP_LISTEN)
+		kind = PW_TCP_LISTEN;
+	else if (oldstate == TCP_LISTEN)
+		kind = PW_TCP_UNLISTEN;
+	else
+		return 0;
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	struct pw_event *e = reserve(kind);
+	if (!e)
+		return 0;
+	fill(e, sk);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+static __always_inline struct sock *fd_sock(int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = 0;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	if (!file)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(file, private_data);
+	if (!sock)
+		return 0;
+	return BPF_CORE_READ(sock, sk);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(syscall_exit, struct pt_regs *regs, long ret)
+{
+	long nr = PW_SYSCALL_NR(regs);
+	if (ret != 0 || (nr != PW_NR_BIND && nr != PW_NR_CLOSE))
+		return 0;
+	struct fd_key key = {
+		.tgid = bpf_get_current_pid_tgid() >> 32,
+		.fd = (__u32)PW_SYSCALL_ARG0(regs),
+	};
+	if (nr == PW_NR_CLOSE) {
+		if (bpf_map_delete_elem(&udp_fds, &key) != 0)
+			return 0;
+		struct pw_event *e = reserve(PW_UDP_CLOSE_HINT);
+		if (!e)
+			return 0;
+		e->fd = key.fd;
+		bpf_ringbuf_submit(e, 0);
+		return 0;
+	}
+	struct sock *sk = fd_sock(key.fd);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP || BPF_CORE_READ(sk, sk_type) != SOCK_DGRAM)
+		return 0;
+	struct pw_event *e = reserve(PW_UDP_BIND);
+	if (!e)
+		return 0;
+	fill(e, sk);
+	e->fd = key.fd;
+	__u64 inode = e->inode;
+	bpf_ringbuf_submit(e, 0);
+	__u32 one = 1;
+	bpf_map_update_elem(&udp_fds, &key, &inode, BPF_ANY);
+	bpf_map_update_elem(&udp_tgids, &key.tgid, &one, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(process_exit, struct task_struct *task)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if ((__u32)id != tgid || bpf_map_delete_elem(&udp_tgids, &tgid) != 0)
+		return 0;
+	struct pw_event *e = reserve(PW_EXIT_HINT);
+	if (e)
+		bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,254 @@
+//! End to end, as root: kernel events catch listeners that live between two
+//! scans. A real collector on a temp SQLite file, a real agent at a 10 s
+//! interval (so no scan can be what caught them), real sockets; the
+//! `portwatch` CLI answers from history. Each test needs root (BPF programs,
+//! network namespaces) and fails, saying so, without it.
+// Test helpers outside #[test] functions panic on failure like the tests do.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{TcpListener, UdpSocket};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use portwatch_tests::*;
+use serde_json::Value;
+
+/// Generous bound for a change to be stored (a bound against hanging).
+const SETTLE: Duration = Duration::from_secs(30);
+/// The same for the burst's 20,000 reports.
+const BURST_SETTLE: Duration = Duration::from_secs(240);
+
+fn require_root() {
+    assert!(
+        is_root(),
+        "this test needs root (it loads BPF programs and makes network namespaces): run it as root, as CI does"
+    );
+}
+
+struct Setup {
+    dir: TempDir,
+    collector: Collector,
+    agent_token: String,
+    read_token: String,
+    host: String,
+}
+
+/// A `portwatch-agent run` whose log goes to a file, killed on drop.
+struct LoggedAgent {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl LoggedAgent {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for LoggedAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn setup(tag: &str) -> Setup {
+    require_root();
+    let dir = TempDir::new(tag).unwrap();
+    let db = dir.path.join("collector.db");
+    let host = tag.to_owned();
+    let agent_token = create_token(&db, &["--host", &host]).unwrap();
+    let read_token = create_token(&db, &["--role", "read", "--name", "ops"]).unwrap();
+    let collector = Collector::start(&db, 0).unwrap();
+    Setup {
+        dir,
+        collector,
+        agent_token,
+        read_token,
+        host,
+    }
+}
+
+impl Setup {
+    /// Starts the agent and waits until its first snapshot is stored (kernel
+    /// events are attached before that scan).
+    fn agent(&self, interval: &str, extra: &[&str]) -> LoggedAgent {
+        let log = self.dir.path.join("agent.log");
+        let child = agent()
+            .args(["run", "--collector", &self.collector.url, "--token", &self.agent_token])
+            .args(["--host-name", &self.host, "--interval", interval, "--spool-dir"])
+            .arg(self.dir.path.join("spool"))
+            .args(extra)
+            .env_remove("PORTWATCH_TOKEN")
+            .env("PORTWATCH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let agent = LoggedAgent { child, log };
+        eventually(SETTLE, || {
+            let hosts = portwatch_json(&self.collector.url, &self.read_token, &["hosts"]).ok()?;
+            hosts
+                .as_array()?
+                .iter()
+                .any(|h| h["host"] == self.host.as_str())
+                .then_some(())
+        })
+        .unwrap_or_else(|| panic!("the agent's first snapshot never arrived; its log:\n{}", agent.log()));
+        agent
+    }
+
+    fn history(&self, port: Option<u16>) -> Vec<Value> {
+        let mut args = vec!["history".to_owned(), "--host".into(), self.host.clone()];
+        args.extend(["--limit".into(), "100000".into()]);
+        if let Some(port) = port {
+            args.extend(["--port".into(), port.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let v = portwatch_json(&self.collector.url, &self.read_token, &args).unwrap();
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// The closed interval of `port` in history, once there.
+    fn closed_interval(&self, port: u16, agent: &LoggedAgent) -> Value {
+        eventually(SETTLE, || {
+            self.history(Some(port)).into_iter().find(|r| !r["closed_at"].is_null())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "port {port} never reached history opened and closed; history {:?}; agent log:\n{}",
+                self.history(Some(port)),
+                agent.log()
+            )
+        })
+    }
+}
+
+fn at(v: &Value) -> Timestamp {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+/// Asserts the interval was opened and closed by this process, within `[before, after]`.
+fn assert_ours(row: &Value, before: Timestamp, after: Timestamp) {
+    assert_eq!(row["processes"][0]["pid"], std::process::id(), "{row}");
+    let (opened, closed) = (at(&row["opened_at"]), at(&row["closed_at"]));
+    // History keeps milliseconds.
+    let ms = jiff::SignedDuration::from_millis(1);
+    let (before, after) = (before - ms, after + ms);
+    assert!(
+        before <= opened && opened <= closed && closed <= after,
+        "{before} {row} {after}"
+    );
+}
+
+#[test]
+fn as_root_a_tcp_listener_living_50ms_reaches_history_with_its_pid_and_times() {
+    let s = setup("ev-tcp");
+    let agent = s.agent("10s", &[]);
+    assert!(agent.log().contains("detection: kernel events"), "{}", agent.log());
+    let before = Timestamp::now();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::sleep(Duration::from_millis(50));
+    drop(l);
+    let after = Timestamp::now();
+    let row = s.closed_interval(port, &agent);
+    assert_ours(&row, before, after);
+    assert_eq!(row["proto"], "tcp");
+}
+
+#[test]
+fn as_root_a_udp_socket_bound_for_50ms_reaches_history_with_its_pid_and_times() {
+    let s = setup("ev-udp");
+    let agent = s.agent("10s", &[]);
+    let before = Timestamp::now();
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = u.local_addr().unwrap().port();
+    std::thread::sleep(Duration::from_millis(50));
+    drop(u);
+    let after = Timestamp::now();
+    let row = s.closed_interval(port, &agent);
+    assert_ours(&row, before, after);
+    assert_eq!(row["proto"], "udp");
+}
+
+#[test]
+fn as_root_with_events_forced_off_the_agent_polls_every_interval() {
+    let s = setup("ev-off");
+    let agent = s.agent("200ms", &["--no-events"]);
+    let log = agent.log();
+    assert!(
+        log.contains("detection: polling every interval, because kernel events are turned off"),
+        "{log}"
+    );
+    // The documented polling behaviour: a listener that outlives a few intervals is recorded.
+    let before = Timestamp::now();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    eventually(SETTLE, || (!s.history(Some(port)).is_empty()).then_some(()))
+        .expect("a polling agent records a listener that lives several intervals");
+    drop(l);
+    let row = s.closed_interval(port, &agent);
+    assert_ours(&row, before, Timestamp::now());
+}
+
+#[test]
+fn as_root_a_short_listener_in_another_network_namespace_is_caught() {
+    let s = setup("ev-netns");
+    let agent = s.agent("10s", &[]);
+    let ns = Netns::create("ev").unwrap();
+    let l = Listeners::start(&["ip", "netns", "exec", &ns.name], &["tcp4:127.0.0.1:0"]).unwrap();
+    let (port, pid) = (l.port(0), l.opened.pid);
+    drop(l);
+    let row = s.closed_interval(port, &agent);
+    assert_eq!(row["processes"][0]["pid"], pid, "{row}");
+    assert_eq!(row["netns"], ns.inode().unwrap(), "{row}");
+}
+
+/// Lost events, as the agent's log states them.
+fn lost_events(log: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains("kernel events lost"))
+        .filter_map(|l| l.split(" lost=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn as_root_a_burst_of_10000_listen_close_pairs_loses_nothing_or_counts_its_losses_and_resyncs() {
+    const PAIRS: usize = 10_000;
+    let s = setup("ev-burst");
+    let agent = s.agent("10s", &[]);
+    for _ in 0..PAIRS {
+        // listen(2), then close(2).
+        drop(TcpListener::bind("127.0.0.1:0").unwrap());
+    }
+    let pid = std::process::id();
+    let ours = |rows: &[Value]| {
+        rows.iter()
+            .filter(|r| r["processes"][0]["pid"] == pid && !r["closed_at"].is_null())
+            .count()
+    };
+    // 20,000 reports through a debug-built collector take a while: a bound against hanging.
+    let seen = eventually(BURST_SETTLE, || {
+        let rows = s.history(None);
+        let n = ours(&rows);
+        let lost = lost_events(&agent.log());
+        // Each pair is two events: all pairs recorded (other tests of this process may add
+        // some), or every missing one accounted for.
+        (n >= PAIRS || (lost > 0 && n + usize::try_from(lost).unwrap() >= PAIRS)).then_some((n, lost))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "history has {} of {PAIRS} pairs and the agent counted {} lost events; its log:\n{}",
+            ours(&s.history(None)),
+            lost_events(&agent.log()),
+            agent.log()
+        )
+    });
+    if seen.1 > 0 {
+        assert!(agent.log().contains("running a full scan to resync"), "{}", agent.log());
+    }
+    assert!(!agent.log().contains("disagrees with kernel events"), "{}", agent.log());
+}
