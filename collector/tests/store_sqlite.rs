@@ -1,5 +1,7 @@
 //! The store's conformance suite ([`conformance`]) on the SQLite backend:
 //! a fresh database file in a directory of its own for every test.
+// Test code: a failed setup fails the test.
+#![allow(clippy::unwrap_used)]
 
 #[macro_use]
 mod conformance;

@@ -11,7 +11,8 @@
 //! Each test is a plain `pub fn name(store: &dyn Store)`; the macro makes one
 //! `#[test]` of each. What only one backend can show (its files, its SQL
 //! plans, its migrations) stays in that backend's own tests.
-#![allow(dead_code)]
+// Test code: a failed store call fails the test.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
