@@ -1,0 +1,39 @@
+//! The workspace's shape, as `cargo tree` sees it: the `portwatch` CLI and
+//! the shared model are clients and values, with no SQLite, no HTTP server
+//! and no async runtime in them.
+
+use std::path::Path;
+use std::process::Command;
+
+/// The crates `package` depends on (normal dependencies, every depth), by name.
+fn dependencies(package: &str) -> Vec<String> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(env!("CARGO"))
+        .args(["tree", "-p", package, "-e", "normal", "--prefix", "none", "--offline", "--locked"])
+        .current_dir(&workspace)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo tree -p {package}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn the_cli_and_the_model_depend_on_no_sqlite_no_server_and_no_async_runtime() {
+    for package in ["portwatch-cli", "portwatch-model"] {
+        let deps = dependencies(package);
+        assert!(deps.iter().any(|d| d == "portwatch-common"), "{package}: {deps:?}");
+        for forbidden in ["rusqlite", "axum", "hyper", "tokio", "portwatch-collector"] {
+            assert!(
+                !deps.iter().any(|d| d == forbidden),
+                "{package} depends on {forbidden}: {deps:?}"
+            );
+        }
+    }
+}
