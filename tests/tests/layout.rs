@@ -12,7 +12,7 @@ fn dependencies(package: &str) -> Vec<String> {
         .args(["tree", "-p", package, "-e", "normal", "--prefix", "none", "--offline", "--locked"])
         .current_dir(&workspace)
         .output()
-        .expect("cargo runs");
+        .unwrap_or_else(|e| panic!("cannot run cargo tree: {e}"));
     assert!(
         out.status.success(),
         "cargo tree -p {package}: {}",

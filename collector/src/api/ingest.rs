@@ -219,17 +219,25 @@ async fn store_batch(
         metrics: state.metrics.clone(),
     };
     let body = read_body(body, state.max_batch_bytes, &state.ingest.bytes, &mut held).await?;
-    let batch: Batch = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not a valid report batch: {e}")))?;
-    drop(body);
-    batch.validate().map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if host != batch.host.as_str() {
-        return Err(ApiError::Forbidden(format!(
-            "this token writes for host {host:?}, not {:?}",
-            batch.host
-        )));
-    }
-    let batch = state.metrics.sanitized(batch);
+    // Parsed, validated and sanitized off the async runtime: a batch is up
+    // to `max_batch_bytes` of JSON (32 MiB at most), seconds of CPU for a
+    // debug build, and no request may wait behind it.
+    let (metrics, token_host) = (state.metrics.clone(), host.to_owned());
+    let batch = tokio::task::spawn_blocking(move || {
+        let batch: Batch = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("the body is not a valid report batch: {e}")))?;
+        drop(body);
+        batch.validate().map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if token_host != batch.host.as_str() {
+            return Err(ApiError::Forbidden(format!(
+                "this token writes for host {token_host:?}, not {:?}",
+                batch.host
+            )));
+        }
+        Ok(metrics.sanitized(batch))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("parsing the batch failed: {e}")))??;
     let changed = (!batch.reports.is_empty()).then(|| batch.host.clone());
     let reports = batch.reports.len();
     // Queued for the store's committer: no request thread waits on the

@@ -8,11 +8,11 @@ use serde::Deserialize;
 
 use super::auth::Caller;
 use super::query::require_host;
-use super::{blocking, error, ApiError, AppState};
+use super::{blocking, blocking_json, error, ApiError, AppState, JsonBody};
 use crate::store::AckOutcome;
 use portwatch_model::baseline::{self, ApplyAnswer, BaselineView};
 use portwatch_model::{AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow};
-use portwatch_model::{Finding, Kind, ALL_KINDS};
+use portwatch_model::{Kind, ALL_KINDS};
 
 /// Body of `POST /api/v1/baselines`.
 #[derive(Debug, Deserialize)]
@@ -159,20 +159,20 @@ pub async fn learn(
     let now = Timestamp::now();
     let matcher = wildmatch::WildMatch::new(&glob);
     let g = glob.clone();
-    let rows = blocking(move || {
+    // Read and learned off the async runtime: a glob may match the fleet.
+    let learned = blocking(move || {
         let mut rows = Vec::new();
         for host in store.hosts(now)?.into_iter().filter(|h| matcher.matches(&h.host)) {
             rows.extend(store.listeners_at(&host.host, now)?);
         }
-        Ok(rows)
+        Ok((!rows.is_empty()).then(|| crate::learn::learn(&name, &glob, &rows, now)))
     })
     .await?;
-    if rows.is_empty() {
-        return Err(ApiError::NotFound(format!(
+    learned.ok_or_else(|| {
+        ApiError::NotFound(format!(
             "no host matching {g:?} has a listener now; `portwatch hosts` lists the hosts"
-        )));
-    }
-    Ok(crate::learn::learn(&name, &glob, &rows, now))
+        ))
+    })
 }
 
 /// `?host=&kind=&limit=`
@@ -195,7 +195,7 @@ pub async fn drift(
     State(state): State<AppState>,
     caller: Caller,
     params: Result<Query<DriftParams>, QueryRejection>,
-) -> Result<Json<Vec<Finding>>, ApiError> {
+) -> Result<JsonBody, ApiError> {
     caller.require_reader()?;
     let params = error::query(
         params,
@@ -231,13 +231,18 @@ pub async fn drift(
         .map_err(|e| ApiError::Internal(format!("drift gate closed: {e}")))?;
     let evaluator = state.evaluator.clone();
     let with_info = kinds.as_ref().is_none_or(|k| k.contains(&Kind::Unbaselined));
-    let mut findings = blocking(move || evaluator.drift(params.host.as_deref(), with_info, Timestamp::now())).await?;
-    if let Some(kinds) = &kinds {
-        findings.retain(|f| kinds.contains(&f.kind));
-    }
-    findings.sort_by(|a, b| (b.severity, &a.host, a.kind, &a.key).cmp(&(a.severity, &b.host, b.kind, &b.key)));
-    findings.truncate(limit);
-    Ok(Json(findings))
+    // Evaluated, sorted and rendered off the async runtime: a fleet's
+    // findings are many thousands.
+    blocking_json(move || {
+        let mut findings = evaluator.drift(params.host.as_deref(), with_info, Timestamp::now())?;
+        if let Some(kinds) = &kinds {
+            findings.retain(|f| kinds.contains(&f.kind));
+        }
+        findings.sort_by(|a, b| (b.severity, &a.host, a.kind, &a.key).cmp(&(a.severity, &b.host, b.kind, &b.key)));
+        findings.truncate(limit);
+        Ok(findings)
+    })
+    .await
 }
 
 /// Most alerts one listing returns unless asked for fewer.
