@@ -164,7 +164,10 @@ fn every_query_command_prints_csv_with_a_row_per_listener_and_process() {
         let out = portwatch(&s, args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains("'--json' cannot be used with '--format"), "{args:?}: {err}");
+        assert!(
+            err.contains("'--json' cannot be used with '--format"),
+            "{args:?}: {err}"
+        );
     }
     drop((shared, single));
 }
@@ -177,19 +180,23 @@ fn relative_times_work_as_the_help_and_readme_write_them() {
     let l = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
     let port = l.port(0).to_string();
     eventually(SETTLE, || {
-        try_stdout(&s, &["ports", "--host", "vm", "--format", "csv"])?
-            .contains(&format!(",{port},"))
+        try_stdout(&s, &["--json", "ports", "--host", "vm"])?
+            .contains(&format!("\"local_port\": {port}"))
             .then_some(())
     })
     .expect("the listener reaches the collector");
 
     // The forms of issue 16, `--help` and README, each a separate argument as a shell passes it.
-    let history = stdout(&s, &["history", "--host", "vm", "--since", "-5m", "--format", "json"]);
+    let history = stdout(&s, &["--json", "history", "--host", "vm", "--since", "-5m"]);
     assert!(history.contains(&format!("\"local_port\": {port}")), "{history}");
-    let diff = stdout(&s, &["diff", "--host", "vm", "--from", "-1h", "--format", "json"]);
+    let diff = stdout(&s, &["--json", "diff", "--host", "vm", "--from", "-1h"]);
     let diff: serde_json::Value = serde_json::from_str(&diff).unwrap();
     assert!(
-        diff["opened"].as_array().unwrap().iter().any(|r| r["local_port"].to_string() == port),
+        diff["opened"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["local_port"] == l.port(0)),
         "{diff}"
     );
     for args in [
@@ -233,6 +240,23 @@ fn a_read_token_refused_an_admin_command_gets_one_piece_of_advice() {
         assert_eq!(err.matches("use ").count(), 1, "one piece of advice, not two: {err}");
         assert_eq!(err.lines().count(), 1, "{err}");
     }
+
+    // No token at all: the CLI's way to give one, alone.
+    let out = Command::new(binary("portwatch"))
+        .args(["--collector", &s.collector.url, "hosts"])
+        .env_remove("PORTWATCH_TOKEN")
+        .env_remove("PORTWATCH_TOKEN_FILE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("(401 Unauthorized): no token given; set --token-file"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Authorization: Bearer"),
+        "the API's advice is for other clients: {err}"
+    );
 }
 
 #[test]
@@ -244,7 +268,10 @@ fn every_binary_prints_its_completions_for_every_shell() {
     ];
     for (name, subcommands) in binaries {
         for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
-            let out = Command::new(binary(name)).args(["completions", shell]).output().unwrap();
+            let out = Command::new(binary(name))
+                .args(["completions", shell])
+                .output()
+                .unwrap();
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(
                 out.status.success(),
@@ -254,9 +281,15 @@ fn every_binary_prints_its_completions_for_every_shell() {
             for sub in subcommands {
                 assert!(text.contains(sub), "{name} completions {shell} lacks {sub}");
             }
-            assert!(!text.contains("generate"), "{name} {shell}: the packagers' subcommand stays hidden");
+            assert!(
+                !text.contains("generate"),
+                "{name} {shell}: the packagers' subcommand stays hidden"
+            );
         }
-        let out = Command::new(binary(name)).args(["completions", "bash"]).output().unwrap();
+        let out = Command::new(binary(name))
+            .args(["completions", "bash"])
+            .output()
+            .unwrap();
         let script = std::env::temp_dir().join(format!("pw-completions-{name}-{}.bash", std::process::id()));
         std::fs::write(&script, &out.stdout).unwrap();
         let check = Command::new("bash").arg("-n").arg(&script).output().unwrap();
@@ -267,8 +300,14 @@ fn every_binary_prints_its_completions_for_every_shell() {
             String::from_utf8_lossy(&check.stderr)
         );
         let help = Command::new(binary(name)).arg("--help").output().unwrap();
-        assert!(String::from_utf8_lossy(&help.stdout).contains("completions"), "{name} --help");
-        let bad = Command::new(binary(name)).args(["completions", "tcsh"]).output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&help.stdout).contains("completions"),
+            "{name} --help"
+        );
+        let bad = Command::new(binary(name))
+            .args(["completions", "tcsh"])
+            .output()
+            .unwrap();
         assert_eq!(bad.status.code(), Some(2), "{name}: an unknown shell is a usage error");
     }
 }

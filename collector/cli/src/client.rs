@@ -280,14 +280,14 @@ impl Client {
 
 /// What a refusal with `status` says, from the collector's `message` when it gave one. The
 /// collector's refusals of a token already say what to do (a 403 names the token it takes, a
-/// revoked token's 401 says to use its replacement), so advice is added only where it gave none: a
-/// 401 to a request that carried no token (`sent_token`), and a bare 403 (a proxy's).
+/// revoked token's 401 says to use its replacement), so advice is added only where it gave none (a
+/// bare 403, a proxy's); a 401 to a request that carried no token (`sent_token`) gets the CLI's own.
 fn refusal(status: u16, message: Option<&str>, sent_token: bool) -> String {
-    let set_token =
-        "set --token-file (or --token, PORTWATCH_TOKEN) to a read token (an admin token to change baselines or alerts)";
     match (status, message) {
-        (401, Some(message)) if !sent_token => format!("{message}; {set_token}"),
-        (401, None) if !sent_token => set_token.to_owned(),
+        // The collector's own advice (an `Authorization` header, the dashboard) is for other clients.
+        (401, _) if !sent_token => "no token given; set --token-file (or --token, PORTWATCH_TOKEN) to a read \
+                                    token (an admin token to change baselines or alerts)"
+            .to_owned(),
         (403, None) => "this token may not do that (an admin token changes baselines and alerts)".to_owned(),
         (_, Some(message)) => message.to_owned(),
         (status, None) => ureq::http::StatusCode::from_u16(status)
@@ -353,8 +353,9 @@ mod tests {
         assert!(refusal(403, None, true).contains("an admin token"));
         let revoked = "this token was revoked: use its replacement, or ask for a new one";
         assert_eq!(refusal(401, Some(revoked), true), revoked);
-        let none = refusal(401, Some("missing token"), false);
-        assert!(none.starts_with("missing token; set --token-file"), "{none}");
+        let none = refusal(401, Some("no credentials: send `Authorization: Bearer <token>`"), false);
+        assert!(none.starts_with("no token given; set --token-file"), "{none}");
+        assert!(!none.contains("Authorization"), "{none}");
         assert_eq!(refusal(404, Some("no host \"web-33\""), true), "no host \"web-33\"");
         assert_eq!(refusal(502, None, true), "Bad Gateway");
     }
