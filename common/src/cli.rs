@@ -1,10 +1,16 @@
 //! What every portwatch binary can write of itself: its man pages and its shell completions.
 //!
-//! Each binary parses its command line with [`parse`], which adds one hidden subcommand,
-//! `generate --out-dir DIR`. It renders the binary's own clap definition, so the pages and the
-//! completions always match the flags the binary really takes; `packaging/build.sh` runs it on the
-//! release binaries and packs the files it writes. The subcommand is added at run time, outside the
-//! binary's definition, so it appears in no help text, man page or completion.
+//! Each binary parses its command line with [`parse`], which adds two subcommands to the binary's
+//! own clap definition ([`command`]):
+//!
+//! - `completions SHELL` (visible): prints the completions for one shell to stdout, for people who
+//!   build from source (the packages install them already);
+//! - `generate --out-dir DIR` (hidden): writes the man pages and the bash, zsh and fish completions;
+//!   `packaging/build.sh` runs it on the release binaries and packs the files it writes. It is added
+//!   at run time, outside [`command`], so it appears in no help text, man page or completion.
+//!
+//! Both render the definition the binary really parses, so the pages and the completions always
+//! match the flags it takes.
 
 use std::fs;
 use std::io::{self, Write};
@@ -12,11 +18,46 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Arg, ArgAction, Command, Parser};
+use clap::{Arg, ArgAction, Command, CommandFactory, Parser};
 use clap_complete::shells::Shell;
 
 /// Name of the hidden subcommand.
 const GENERATE: &str = "generate";
+
+/// Name of the subcommand that prints completions.
+const COMPLETIONS: &str = "completions";
+
+/// The command line of `C` as the binary parses it: its own definition and `completions SHELL`.
+pub fn command<C: CommandFactory>() -> Command {
+    let command = C::command();
+    let name = command.get_name().to_owned();
+    command.subcommand(
+        Command::new(COMPLETIONS)
+            .about("Print shell completions to stdout (the packages install them already)")
+            .after_help(format!(
+                "Shells: bash, elvish, fish, powershell, zsh. Examples:
+  source <({name} completions bash)                          this shell only
+  {name} completions bash > ~/.local/share/bash-completion/completions/{name}
+  {name} completions zsh > ~/.zfunc/_{name}                  (a directory in $fpath)
+  {name} completions fish > ~/.config/fish/completions/{name}.fish"
+            ))
+            .arg(
+                Arg::new("shell")
+                    .value_name("SHELL")
+                    .required(true)
+                    .action(ArgAction::Set)
+                    .value_parser(clap::value_parser!(Shell)),
+            ),
+    )
+}
+
+/// The completions of `command` for `shell`, as the script text.
+pub fn completions(mut command: Command, shell: Shell) -> Vec<u8> {
+    let name = command.get_name().to_owned();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut command, name, &mut out);
+    out
+}
 
 /// Parses the command line of `C`, or runs the hidden `generate --out-dir DIR` subcommand.
 ///
@@ -24,7 +65,7 @@ const GENERATE: &str = "generate";
 /// listed on stdout, an error on stderr) and the binary should exit with `code`. Usage errors exit
 /// the process as clap does (status 2).
 pub fn parse<C: Parser>() -> ControlFlow<ExitCode, C> {
-    let matches = C::command()
+    let matches = command::<C>()
         .subcommand(
             Command::new(GENERATE)
                 .hide(true)
@@ -39,12 +80,27 @@ pub fn parse<C: Parser>() -> ControlFlow<ExitCode, C> {
                 ),
         )
         .get_matches();
+    let name = C::command().get_name().to_owned();
+    if let Some((COMPLETIONS, sub)) = matches.subcommand() {
+        let Some(&shell) = sub.get_one::<Shell>("shell") else {
+            return ControlFlow::Break(ExitCode::from(2));
+        };
+        let script = completions(command::<C>(), shell);
+        let mut out = io::stdout().lock();
+        return ControlFlow::Break(match out.write_all(&script).and_then(|()| out.flush()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{name}: error: cannot write the completions: {e}");
+                ExitCode::FAILURE
+            }
+        });
+    }
     if let Some((GENERATE, sub)) = matches.subcommand() {
         let Some(dir) = sub.get_one::<PathBuf>("out_dir") else {
             return ControlFlow::Break(ExitCode::from(2));
         };
-        let name = C::command().get_name().to_owned();
-        return ControlFlow::Break(match write_assets(C::command(), dir) {
+        return ControlFlow::Break(match write_assets(command::<C>(), dir) {
             Ok(files) => {
                 let mut out = io::stdout().lock();
                 for file in files {
@@ -86,9 +142,7 @@ pub fn write_assets(mut command: Command, dir: &Path) -> io::Result<Vec<PathBuf>
         let sub = dir.join("completions").join(sub);
         fs::create_dir_all(&sub)?;
         let path = sub.join(file);
-        let mut out = io::BufWriter::new(fs::File::create(&path)?);
-        clap_complete::generate(shell, &mut command, &name, &mut out);
-        out.flush()?;
+        fs::write(&path, completions(command.clone(), shell))?;
         files.push(path);
     }
     Ok(files)

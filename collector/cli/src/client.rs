@@ -121,14 +121,9 @@ impl Client {
             .body_mut()
             .read_json::<serde_json::Value>()
             .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| status.to_string());
-        let hint = match status.as_u16() {
-            401 => "; set --token-file (or --token, PORTWATCH_TOKEN) to a read token (an admin token to change baselines or alerts)",
-            403 => "; use a token with that right",
-            _ => "",
-        };
-        bail!("the collector refused ({status}): {message}{hint}")
+            .and_then(|v| v["error"].as_str().map(str::to_owned));
+        let refused = refusal(status.as_u16(), message.as_deref(), self.token.is_some());
+        bail!("the collector refused ({status}): {refused}")
     }
 
     /// `GET /api/v1/hosts`
@@ -283,6 +278,26 @@ impl Client {
     }
 }
 
+/// What a refusal with `status` says, from the collector's `message` when it gave one. The
+/// collector's refusals of a token already say what to do (a 403 names the token it takes, a
+/// revoked token's 401 says to use its replacement), so advice is added only where it gave none (a
+/// bare 403, a proxy's); a 401 to a request that carried no token (`sent_token`) gets the CLI's own.
+fn refusal(status: u16, message: Option<&str>, sent_token: bool) -> String {
+    match (status, message) {
+        // The collector's own advice (an `Authorization` header, the dashboard) is for other clients.
+        (401, _) if !sent_token => "no token given; set --token-file (or --token, PORTWATCH_TOKEN) to a read \
+                                    token (an admin token to change baselines or alerts)"
+            .to_owned(),
+        (403, None) => "this token may not do that (an admin token changes baselines and alerts)".to_owned(),
+        (_, Some(message)) => message.to_owned(),
+        (status, None) => ureq::http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("no reason given")
+            .to_owned(),
+    }
+}
+
 /// A host name is used as a URL path segment: only the characters host names may have.
 fn path_segment(host: &str) -> anyhow::Result<&str> {
     if !portwatch_common::wire::valid_host_name(host) {
@@ -329,6 +344,21 @@ fn next_after(link: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_gives_one_piece_of_advice() {
+        let admin = "a read token cannot change baselines or alerts; use an admin token \
+                     (portwatch-collector token create --role admin --name NAME)";
+        assert_eq!(refusal(403, Some(admin), true), admin);
+        assert!(refusal(403, None, true).contains("an admin token"));
+        let revoked = "this token was revoked: use its replacement, or ask for a new one";
+        assert_eq!(refusal(401, Some(revoked), true), revoked);
+        let none = refusal(401, Some("no credentials: send `Authorization: Bearer <token>`"), false);
+        assert!(none.starts_with("no token given; set --token-file"), "{none}");
+        assert!(!none.contains("Authorization"), "{none}");
+        assert_eq!(refusal(404, Some("no host \"web-33\""), true), "no host \"web-33\"");
+        assert_eq!(refusal(502, None, true), "Bad Gateway");
+    }
 
     #[test]
     fn the_next_page_is_read_from_the_link_header() {

@@ -2,6 +2,7 @@
 
 mod client;
 mod render;
+mod sheet;
 mod when;
 
 use std::io::Write;
@@ -9,7 +10,7 @@ use std::ops::ControlFlow;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use portwatch_common::text::Escaped;
@@ -17,11 +18,13 @@ use portwatch_model::BaselineAction;
 use portwatch_model::Kind;
 
 use client::Client;
+use render::Format;
 
 /// Ask the portwatch collector which ports are (or were) open on which host, and which process owns each.
 ///
-/// Times (--at, --since, --until) may be RFC 3339 (2026-11-25T03:00:00Z), a local time (2026-11-25 03:00,
-/// yesterday 03:00, 03:00) or an age (-2h, 2h ago). Tables show local times; --json shows UTC.
+/// Times (--at, --since, --until, --from, --to) may be RFC 3339 (2026-11-25T03:00:00Z), a local time
+/// (2026-11-25 03:00, yesterday 03:00, 03:00) or an age (-5m, -1h30m, -2d, 2h ago). Every query command takes
+/// --format table|json|csv: tables show local times, JSON and CSV UTC.
 #[derive(Debug, Parser)]
 #[command(
     name = "portwatch",
@@ -32,9 +35,11 @@ use client::Client;
   portwatch who --port 8080 --at 'yesterday 03:00'
   portwatch ports --host web-3 --at -2h        what listened on web-3 two hours ago
   portwatch history --host web-3 --port 8080   every open and close of :8080 on web-3
+  portwatch history --host web-3 --since -5m   what opened or closed on web-3 in the last five minutes
   portwatch diff --host web-3 --from 'yesterday 00:00'   what changed on web-3 since yesterday
   portwatch diff --host web-3 --vs-host web-4  how two hosts differ now
   portwatch hosts --json
+  portwatch ports --host web-3 --format csv > web-3.csv    a row per listener and process, for a spreadsheet
   portwatch baseline learn --host 'web-*' > web.toml    propose a baseline from what listens now
   portwatch baseline apply web.toml -m 'web tier inventory'   (admin token)
   portwatch drift --host web-3                 how web-3 departs from its baselines now
@@ -74,25 +79,50 @@ struct Cli {
         global = true
     )]
     ca_file: Option<std::path::PathBuf>,
-    /// Print JSON (times in UTC) instead of a table.
+    /// Print JSON (times in UTC) instead of a table: the same as --format json (the two together are an error).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
+/// The output format of a query command.
+#[derive(Debug, Args)]
+struct Output {
+    /// Output format: table (for people, local times), json (times in UTC) or csv (for spreadsheets: a header,
+    /// a row per listener and process, times in UTC). --json is the same as --format json.
+    #[arg(long, value_enum, value_name = "FORMAT", conflicts_with = "json")]
+    format: Option<render::Format>,
+}
+
+impl Output {
+    /// The format asked for: `--format`, or JSON with `--json` (clap refuses both together).
+    fn resolve(&self, json: bool) -> render::Format {
+        match (self.format, json) {
+            (Some(format), _) => format,
+            (None, true) => render::Format::Json,
+            (None, false) => render::Format::Table,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Every host: up or silent, when last heard from, how many listeners.
-    Hosts,
+    Hosts {
+        #[command(flatten)]
+        output: Output,
+    },
     /// What was listening on a host, now or at a past moment.
     Ports {
         /// The host.
         #[arg(long)]
         host: String,
         /// The moment (default: now).
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true, value_parser = when::arg)]
         at: Option<String>,
+        #[command(flatten)]
+        output: Output,
     },
     /// Fleet-wide: which hosts and processes hold a port, now or at a past moment.
     Who {
@@ -103,8 +133,10 @@ enum Command {
         #[arg(long, value_parser = ["tcp", "udp"])]
         proto: Option<String>,
         /// The moment (default: now).
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true, value_parser = when::arg)]
         at: Option<String>,
+        #[command(flatten)]
+        output: Output,
     },
     /// What opened, closed and changed owner on a host between two moments, or between two hosts now.
     Diff {
@@ -115,16 +147,20 @@ enum Command {
         #[arg(
             long,
             value_name = "TIME",
+            allow_hyphen_values = true,
+            value_parser = when::arg,
             required_unless_present = "vs_host",
             conflicts_with = "vs_host"
         )]
         from: Option<String>,
         /// The later moment (default: now).
-        #[arg(long, value_name = "TIME", requires = "from")]
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true, value_parser = when::arg, requires = "from")]
         to: Option<String>,
         /// Compare with this host instead (now).
         #[arg(long, value_name = "HOST")]
         vs_host: Option<String>,
+        #[command(flatten)]
+        output: Output,
     },
     /// Every listener interval of the fleet in a window, streamed as CSV (a row per process) or NDJSON.
     Export {
@@ -132,10 +168,10 @@ enum Command {
         #[arg(long, value_parser = ["csv", "ndjson"], default_value = "ndjson")]
         format: String,
         /// From this moment.
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true, value_parser = when::arg)]
         since: Option<String>,
         /// Until this moment.
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true, value_parser = when::arg)]
         until: Option<String>,
     },
     /// Baselines: the documented inventory of legitimate listeners, per group of hosts.
@@ -157,6 +193,8 @@ enum Command {
         /// At most this many findings, most serious first.
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         limit: u32,
+        #[command(flatten)]
+        output: Output,
     },
     /// Alerts raised from drift (default: open and acknowledged ones), or `alerts ack ID -m TEXT`.
     #[command(args_conflicts_with_subcommands = true)]
@@ -172,6 +210,8 @@ enum Command {
         /// At most this many, newest first (the collector gives at most 10000).
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
+        #[command(flatten)]
+        output: Output,
     },
     /// Trends: listeners over time, new ports, short-lived and recurring listeners, top ports.
     ///
@@ -185,11 +225,13 @@ enum Command {
         #[arg(long, value_parser = ["hour", "day"], default_value = "hour")]
         bucket: String,
         /// From this moment (default: 24 hours, or 7 days with --bucket day, before --until).
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true, value_parser = when::arg)]
         since: Option<String>,
         /// Until this moment (default: now).
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true, value_parser = when::arg)]
         until: Option<String>,
+        #[command(flatten)]
+        output: Output,
     },
     /// The timeline of a host's listeners: when each opened and closed.
     History {
@@ -200,10 +242,10 @@ enum Command {
         #[arg(long, short)]
         port: Option<u16>,
         /// From this moment.
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true, value_parser = when::arg)]
         since: Option<String>,
         /// Until this moment.
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true, value_parser = when::arg)]
         until: Option<String>,
         /// At most this many intervals (the oldest first; 10,000 by default, 100,000 at most); when there are
         /// more, stderr says how to ask for the next ones.
@@ -212,6 +254,8 @@ enum Command {
         /// The page after this cursor, as the previous page's note on stderr gave it.
         #[arg(long, value_name = "CURSOR")]
         after: Option<String>,
+        #[command(flatten)]
+        output: Output,
     },
 }
 
@@ -241,7 +285,10 @@ enum BaselineCommand {
         name: Option<String>,
     },
     /// Every baseline: the hosts it selects, its entries, when and by whom it was applied.
-    List,
+    List {
+        #[command(flatten)]
+        output: Output,
+    },
     /// Print a baseline's file, as applied.
     Show {
         /// The baseline's name.
@@ -251,6 +298,8 @@ enum BaselineCommand {
     Log {
         /// Only this baseline's changes.
         name: Option<String>,
+        #[command(flatten)]
+        output: Output,
     },
     /// Remove a baseline (admin token).
     Remove {
@@ -274,11 +323,41 @@ enum AlertsCommand {
     },
 }
 
+impl Command {
+    /// The output options of a query command.
+    fn output(&self) -> Option<&Output> {
+        match self {
+            Command::Hosts { output }
+            | Command::Ports { output, .. }
+            | Command::Who { output, .. }
+            | Command::Diff { output, .. }
+            | Command::Drift { output, .. }
+            | Command::Alerts { output, .. }
+            | Command::Trends { output, .. }
+            | Command::History { output, .. } => Some(output),
+            Command::Baseline {
+                action: BaselineCommand::List { output } | BaselineCommand::Log { output, .. },
+            } => Some(output),
+            Command::Export { .. } | Command::Baseline { .. } => None,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match portwatch_common::cli::parse::<Cli>() {
         ControlFlow::Continue(cli) => cli,
         ControlFlow::Break(code) => return code,
     };
+    // clap refuses `hosts --json --format csv`, but not `--json hosts --format csv`
+    // (a global flag given before the subcommand): the same refusal, here.
+    if cli.json && cli.command.output().is_some_and(|o| o.format.is_some()) {
+        portwatch_common::cli::command::<Cli>()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "the argument '--json' cannot be used with '--format <FORMAT>' (--json is --format json)",
+            )
+            .exit();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -313,23 +392,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match &cli.command {
-        Command::Hosts => {
+        Command::Hosts { output } => {
             let hosts = client.hosts()?;
-            if cli.json {
-                render::json(&mut out, &hosts)?;
-            } else {
-                render::hosts(&mut out, &hosts, &tz)?;
+            match output.resolve(cli.json) {
+                Format::Table => render::hosts(&mut out, &hosts, &tz)?,
+                Format::Json => render::json(&mut out, &hosts)?,
+                Format::Csv => sheet::hosts(&mut out, &hosts)?,
             }
         }
-        Command::Ports { host, at } => {
+        Command::Ports { host, at, output } => {
             let at = time(at.as_deref())?;
             let rows = client.listeners(host, at)?;
-            render::listeners(&mut out, &rows, cli.json, &tz, false)?;
+            listeners(&mut out, &rows, output.resolve(cli.json), &tz, false)?;
         }
-        Command::Who { port, proto, at } => {
+        Command::Who {
+            port,
+            proto,
+            at,
+            output,
+        } => {
             let at = time(at.as_deref())?;
             let rows = client.who(*port, proto.as_deref(), at)?;
-            render::listeners(&mut out, &rows, cli.json, &tz, false)?;
+            listeners(&mut out, &rows, output.resolve(cli.json), &tz, false)?;
         }
         Command::Export { format, since, until } => {
             let (since, until) = (time(since.as_deref())?, time(until.as_deref())?);
@@ -340,17 +424,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             from,
             to,
             vs_host,
+            output,
         } => {
             let (from, to) = (time(from.as_deref())?, time(to.as_deref())?);
             let diff = client.diff(host, from, to, vs_host.as_deref())?;
-            if cli.json {
-                render::json(&mut out, &diff)?;
-            } else {
-                render::diff(&mut out, &diff, &tz)?;
+            match output.resolve(cli.json) {
+                Format::Table => render::diff(&mut out, &diff, &tz)?,
+                Format::Json => render::json(&mut out, &diff)?,
+                Format::Csv => sheet::diff(&mut out, &diff)?,
             }
         }
         Command::Baseline { action } => baseline(&client, action, cli.json, &tz, &mut out)?,
-        Command::Drift { host, kind, limit } => {
+        Command::Drift {
+            host,
+            kind,
+            limit,
+            output,
+        } => {
             let limit = *limit as usize;
             let findings = client.drift(host.as_deref(), kind, limit)?;
             if findings.len() == limit {
@@ -358,13 +448,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "portwatch: showing the {limit} most serious findings; --limit, --kind or --host to see others"
                 );
             }
-            if cli.json {
-                render::json(&mut out, &findings)?;
-            } else {
-                // "No drift" means something only if some baseline is applied.
-                let only_unbaselined = findings.iter().all(|f| f.kind == Kind::Unbaselined);
-                let baselines_applied = !only_unbaselined || !client.baselines()?.is_empty();
-                render::findings(&mut out, &findings, baselines_applied)?;
+            match output.resolve(cli.json) {
+                Format::Table => {
+                    // "No drift" means something only if some baseline is applied.
+                    let only_unbaselined = findings.iter().all(|f| f.kind == Kind::Unbaselined);
+                    let baselines_applied = !only_unbaselined || !client.baselines()?.is_empty();
+                    render::findings(&mut out, &findings, baselines_applied)?;
+                }
+                Format::Json => render::json(&mut out, &findings)?,
+                Format::Csv => sheet::findings(&mut out, &findings)?,
             }
         }
         Command::Alerts {
@@ -372,6 +464,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             state,
             host,
             limit,
+            output,
         } => match action {
             Some(AlertsCommand::Ack { id, comment }) => {
                 let alert = client.ack(*id, comment)?;
@@ -391,10 +484,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     };
                     eprintln!("portwatch: showing the newest {limit} alerts; {more}");
                 }
-                if cli.json {
-                    render::json(&mut out, &alerts)?;
-                } else {
-                    render::alerts(&mut out, &alerts, &tz)?;
+                match output.resolve(cli.json) {
+                    Format::Table => render::alerts(&mut out, &alerts, &tz)?,
+                    Format::Json => render::json(&mut out, &alerts)?,
+                    Format::Csv => sheet::alerts(&mut out, &alerts)?,
                 }
             }
         },
@@ -403,13 +496,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bucket,
             since,
             until,
+            output,
         } => {
             let (since, until) = (time(since.as_deref())?, time(until.as_deref())?);
             let trends = client.trends(host.as_deref(), bucket, since, until)?;
-            if cli.json {
-                render::json(&mut out, &trends)?;
-            } else {
-                render::trends(&mut out, &trends, &tz)?;
+            match output.resolve(cli.json) {
+                Format::Table => render::trends(&mut out, &trends, &tz)?,
+                Format::Json => render::json(&mut out, &trends)?,
+                Format::Csv => sheet::trends(&mut out, &trends)?,
             }
         }
         Command::History {
@@ -419,6 +513,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             until,
             limit,
             after,
+            output,
         } => {
             let (since, until) = (time(since.as_deref())?, time(until.as_deref())?);
             let page = client::Page {
@@ -426,7 +521,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 after: after.as_deref(),
             };
             let (rows, next) = client.history(host, *port, since, until, page)?;
-            render::listeners(&mut out, &rows, cli.json, &tz, true)?;
+            listeners(&mut out, &rows, output.resolve(cli.json), &tz, true)?;
             if let Some(next) = next {
                 eprintln!(
                     "portwatch: showing {} intervals, the oldest first; there are more: add --after {next} for the next ones",
@@ -437,6 +532,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// Listener intervals (`ports`, `who`, `history`: `with_closed`) in `format`.
+fn listeners(
+    out: &mut impl Write,
+    rows: &[portwatch_model::ListenerRow],
+    format: Format,
+    tz: &TimeZone,
+    with_closed: bool,
+) -> std::io::Result<()> {
+    match format {
+        Format::Table => render::listeners(out, rows, tz, with_closed),
+        Format::Json => render::json(out, &rows),
+        Format::Csv => sheet::listeners(out, rows),
+    }
 }
 
 /// `portwatch baseline ...`
@@ -486,12 +596,12 @@ fn baseline(
         BaselineCommand::Learn { host, name } => {
             write!(out, "{}", client.learn(host, name.as_deref())?)?;
         }
-        BaselineCommand::List => {
+        BaselineCommand::List { output } => {
             let list = client.baselines()?;
-            if json {
-                render::json(out, &list)?;
-            } else {
-                render::baselines(out, &list, tz)?;
+            match output.resolve(json) {
+                Format::Table => render::baselines(out, &list, tz)?,
+                Format::Json => render::json(out, &list)?,
+                Format::Csv => sheet::baselines(out, &list)?,
             }
         }
         BaselineCommand::Show { name } => {
@@ -505,12 +615,12 @@ fn baseline(
                 write!(out, "{}", b.stored.source)?;
             }
         }
-        BaselineCommand::Log { name } => {
+        BaselineCommand::Log { name, output } => {
             let log = client.baseline_log(name.as_deref())?;
-            if json {
-                render::json(out, &log)?;
-            } else {
-                render::baseline_log(out, &log, tz)?;
+            match output.resolve(json) {
+                Format::Table => render::baseline_log(out, &log, tz)?,
+                Format::Json => render::json(out, &log)?,
+                Format::Csv => sheet::baseline_log(out, &log)?,
             }
         }
         BaselineCommand::Remove { name, comment } => {

@@ -13,6 +13,17 @@ use portwatch_model::{AlertRow, AlertState, BaselineLogRow, HostRow, HostStatus,
 use portwatch_model::{Finding, Kind};
 use serde::Serialize;
 
+/// How a query command prints its answer (`--format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people, local times.
+    Table,
+    /// The collector's answer as JSON, times in UTC.
+    Json,
+    /// CSV for spreadsheets: a header, then a row per (listener, process); times in UTC.
+    Csv,
+}
+
 /// Pretty JSON and a newline.
 pub fn json<T: Serialize>(out: &mut impl Write, value: &T) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut *out, value)?;
@@ -93,17 +104,8 @@ pub fn hosts(out: &mut impl Write, hosts: &[HostRow], tz: &TimeZone) -> io::Resu
     )
 }
 
-/// Listener intervals as a table (with CLOSED for history) or JSON.
-pub fn listeners(
-    out: &mut impl Write,
-    rows: &[ListenerRow],
-    as_json: bool,
-    tz: &TimeZone,
-    with_closed: bool,
-) -> io::Result<()> {
-    if as_json {
-        return json(out, &rows);
-    }
+/// Listener intervals as a table (with CLOSED for history).
+pub fn listeners(out: &mut impl Write, rows: &[ListenerRow], tz: &TimeZone, with_closed: bool) -> io::Result<()> {
     let mut header = vec![
         "HOST",
         "PROTO",
@@ -184,6 +186,13 @@ pub fn diff(out: &mut impl Write, diff: &portwatch_model::diff::Diff, tz: &TimeZ
     )
 }
 
+/// `findings`, most serious first, then by host and kind: the order of every output of `drift`.
+pub fn most_serious_first(findings: &[Finding]) -> Vec<&Finding> {
+    let mut sorted: Vec<&Finding> = findings.iter().collect();
+    sorted.sort_by(|a, b| (b.severity, &a.host, a.kind).cmp(&(a.severity, &b.host, b.kind)));
+    sorted
+}
+
 /// Drift findings as a table, most serious first; `baselines_applied`:
 /// whether the collector has any baseline at all.
 pub fn findings(out: &mut impl Write, findings: &[Finding], baselines_applied: bool) -> io::Result<()> {
@@ -196,9 +205,7 @@ pub fn findings(out: &mut impl Write, findings: &[Finding], baselines_applied: b
             ),
         };
     }
-    let mut sorted: Vec<&Finding> = findings.iter().collect();
-    sorted.sort_by(|a, b| (b.severity, &a.host, a.kind).cmp(&(a.severity, &b.host, b.kind)));
-    let rows: Vec<Vec<String>> = sorted
+    let rows: Vec<Vec<String>> = most_serious_first(findings)
         .iter()
         .map(|f| {
             vec![
@@ -462,7 +469,7 @@ mod tests {
     #[test]
     fn a_hostile_process_name_is_text_in_the_ports_and_who_table_and_exact_in_json() {
         let mut out = Vec::new();
-        super::listeners(&mut out, &[hostile_row()], false, &TimeZone::UTC, true).unwrap();
+        super::listeners(&mut out, &[hostile_row()], &TimeZone::UTC, true).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(raw_controls(&text), Vec::<char>::new(), "{text:?}");
         let lines: Vec<&str> = text.lines().collect();
@@ -473,7 +480,7 @@ mod tests {
         );
 
         let mut out = Vec::new();
-        super::listeners(&mut out, &[hostile_row()], true, &TimeZone::UTC, false).unwrap();
+        super::json(&mut out, &[hostile_row()]).unwrap();
         assert!(!out.contains(&0x1b), "serde_json escapes C0 controls");
         let back: Vec<ListenerRow> = serde_json::from_slice(&out).unwrap();
         assert_eq!(back, vec![hostile_row()]);

@@ -45,6 +45,19 @@ pub fn parse(text: &str, now: Timestamp, tz: &TimeZone) -> Result<Timestamp, Str
     Ok(local.to_zoned_datetime(tz.clone()).map_err(|_| bad())?.timestamp())
 }
 
+/// The value of a time option, as clap reads it. Time options take values that begin with `-`
+/// (`--since -5m`, written as a separate argument: `allow_hyphen_values`), so a forgotten value
+/// (`--since --until -1h`) would be read as the time `--until`: such a value is refused here
+/// with the fix. The time itself is read later, by [`parse`], against one `now` for every option.
+pub fn arg(text: &str) -> Result<String, String> {
+    match text.starts_with("--") {
+        true => Err(format!(
+            "{text:?} is an option, not a time: give the time option a value first (-5m, 2h ago, yesterday 03:00)"
+        )),
+        false => Ok(text.to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +85,22 @@ mod tests {
         assert_eq!(p("2h ago"), "2026-11-25T08:30:00Z");
         assert_eq!(p("-1d 6h"), "2026-11-24T04:30:00Z");
         assert_eq!(p("30m ago"), "2026-11-25T10:00:00Z");
+    }
+
+    #[test]
+    fn ages_as_the_help_writes_them_are_read() {
+        assert_eq!(p("-5m"), "2026-11-25T10:25:00Z");
+        assert_eq!(p("-1h"), "2026-11-25T09:30:00Z");
+        assert_eq!(p("-1h30m"), "2026-11-25T09:00:00Z");
+        assert_eq!(p("-2d"), "2026-11-23T10:30:00Z");
+        assert_eq!(p("-90s"), "2026-11-25T10:28:30Z");
+    }
+
+    #[test]
+    fn a_time_option_followed_by_another_option_says_its_value_is_missing() {
+        assert_eq!(arg("-5m").as_deref(), Ok("-5m"));
+        assert_eq!(arg("2h ago").as_deref(), Ok("2h ago"));
+        assert!(arg("--until").unwrap_err().contains("is an option, not a time"));
     }
 
     #[test]
