@@ -138,6 +138,9 @@ struct ScanArgs {
     /// sock_diag misbehaves). IPv6 dual-stack is then inferred from net.ipv6.bindv6only.
     #[arg(long)]
     proc_net: bool,
+    /// Do not read the firewall: no `nft` is run, and the FIREWALL column shows `-` (JSON: null).
+    #[arg(long)]
+    no_firewall: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -303,10 +306,18 @@ fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
 
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    report::write(&mut out, format, &scan.sockets, args.all)?;
+    let (firewall, unavailable) = if args.no_firewall {
+        (Vec::new(), Vec::new())
+    } else {
+        portwatch_agent::firewall::answers(&scanner, &scan.sockets)
+    };
+    report::write(&mut out, format, &scan.sockets, &firewall, args.all)?;
     out.flush()?;
     if let Some(warning) = scan.partial_warning() {
         eprintln!("portwatch-agent: warning: {warning}");
+    }
+    for (netns, reason) in unavailable {
+        eprintln!("portwatch-agent: warning: firewall not evaluated in network namespace {netns}: {reason}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -26,6 +26,11 @@ use std::io;
 use std::path::Path;
 use std::process::Command;
 
+use portwatch_common::{Exposure, Socket, State};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+
+use crate::scan::{Linux, Scanner};
+
 pub use eval::{evaluate, Answer, Query, Reach};
 pub use ruleset::Ruleset;
 
@@ -64,6 +69,50 @@ impl NamespaceRules {
     pub fn unavailable(&self) -> Option<&str> {
         self.ruleset.as_ref().err().map(String::as_str)
     }
+}
+
+/// Whether a socket's reachability is evaluated: a listener (TCP LISTEN,
+/// unconnected UDP) bound beyond loopback.
+pub fn evaluated(socket: &Socket) -> bool {
+    matches!(socket.state, State::Listen | State::Unconn) && socket.exposure != Exposure::Loopback
+}
+
+/// The firewall's answers for `sockets` (in the same order; `None` where
+/// not [`evaluated`]), reading each namespace's packet filter once, in that
+/// namespace, through the scanner that found them; and, per namespace whose
+/// filter could not be read at all, why (for one warning each).
+pub fn answers(scanner: &Scanner<Linux>, sockets: &[Socket]) -> (Vec<Option<Answer>>, Vec<(u64, String)>) {
+    let wanted: HashSet<u64> = sockets.iter().filter(|s| evaluated(s)).map(|s| s.netns).collect();
+    if wanted.is_empty() {
+        return (vec![None; sockets.len()], Vec::new());
+    }
+    let mut rules: HashMap<u64, NamespaceRules> = HashMap::default();
+    let mut unavailable = Vec::new();
+    for (netns, read) in scanner.os().in_namespaces(&wanted, read_here) {
+        let read = read.unwrap_or_else(|reason| NamespaceRules {
+            ruleset: Err(reason),
+            legacy: None,
+        });
+        if let Some(reason) = read.unavailable() {
+            unavailable.push((netns, reason.to_owned()));
+        }
+        rules.insert(netns, read);
+    }
+    let answers = sockets
+        .iter()
+        .map(|s| {
+            if !evaluated(s) {
+                return None;
+            }
+            let query = Query::for_listener(s.proto, s.local_addr, s.local_port, s.dual_stack);
+            Some(match rules.get(&s.netns) {
+                Some(r) => r.answer(query),
+                None => Answer::unknown("network namespace not found again to read its firewall"),
+            })
+        })
+        .collect();
+    unavailable.sort();
+    (answers, unavailable)
 }
 
 /// Reads the packet filter of the calling thread's network namespace.
