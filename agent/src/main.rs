@@ -313,11 +313,15 @@ fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
     };
     report::write(&mut out, format, &scan.sockets, &firewall, args.all)?;
     out.flush()?;
-    if let Some(warning) = scan.partial_warning() {
-        eprintln!("portwatch-agent: warning: {warning}");
-    }
-    for (netns, reason) in unavailable {
-        eprintln!("portwatch-agent: warning: firewall not evaluated in network namespace {netns}: {reason}");
+    // A partial result is told in one line, the firewall's part included.
+    let mut warning: Vec<String> = scan.partial_warning().into_iter().collect();
+    warning.extend(
+        unavailable
+            .into_iter()
+            .map(|(netns, reason)| format!("firewall not evaluated in network namespace {netns}: {reason}")),
+    );
+    if !warning.is_empty() {
+        eprintln!("portwatch-agent: warning: {}", warning.join("; "));
     }
     Ok(ExitCode::SUCCESS)
 }
