@@ -158,6 +158,7 @@ style=()
 agent_q=$(printf '%q' "$agent")
 hyperfine -N "${style[@]}" "${hyperfine_args[@]}" --export-json "$out/hyperfine.json" \
   -n "portwatch-agent scan" "$agent_q scan" \
+  -n "portwatch-agent scan --no-firewall" "$agent_q scan --no-firewall" \
   -n "portwatch-agent scan --json" "$agent_q scan --json" \
   -n "ss -Htulpn" "ss -Htulpn" \
   -n "ss -Htuln" "ss -Htuln" \

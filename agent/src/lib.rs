@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod events;
 pub mod facts;
 pub mod filter;
+pub mod firewall;
 pub mod observe;
 pub mod report;
 pub mod scan;

@@ -138,6 +138,9 @@ struct ScanArgs {
     /// sock_diag misbehaves). IPv6 dual-stack is then inferred from net.ipv6.bindv6only.
     #[arg(long)]
     proc_net: bool,
+    /// Do not read the firewall: no `nft` is run, and the FIREWALL column shows `-` (JSON: null).
+    #[arg(long)]
+    no_firewall: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -303,10 +306,22 @@ fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
 
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    report::write(&mut out, format, &scan.sockets, args.all)?;
+    let (firewall, unavailable) = if args.no_firewall {
+        (Vec::new(), Vec::new())
+    } else {
+        portwatch_agent::firewall::answers(&scanner, &scan.sockets)
+    };
+    report::write(&mut out, format, &scan.sockets, &firewall, args.all)?;
     out.flush()?;
-    if let Some(warning) = scan.partial_warning() {
-        eprintln!("portwatch-agent: warning: {warning}");
+    // A partial result is told in one line, the firewall's part included.
+    let mut warning: Vec<String> = scan.partial_warning().into_iter().collect();
+    warning.extend(
+        unavailable
+            .into_iter()
+            .map(|(netns, reason)| format!("firewall not evaluated in network namespace {netns}: {reason}")),
+    );
+    if !warning.is_empty() {
+        eprintln!("portwatch-agent: warning: {}", warning.join("; "));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,9 @@ use std::borrow::Cow;
 use std::io::{self, Write};
 
 use portwatch_common::{text, Process, Socket};
+use serde::Serialize;
+
+use crate::firewall::{Answer, Reach};
 
 /// Output format of `scan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,30 +52,68 @@ pub fn sort(sockets: &mut [Socket]) {
     });
 }
 
-/// Writes `sockets` in `format`.
-pub fn write(out: &mut impl Write, format: Format, sockets: &[Socket], with_peer: bool) -> io::Result<()> {
+/// One socket of the JSON output: its fields and the firewall's answer.
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    #[serde(flatten)]
+    socket: &'a Socket,
+    /// `open`, `restricted`, `filtered`, `unknown`; null when not evaluated
+    /// (loopback, not listening).
+    firewall: Option<Reach>,
+    /// The rule that decided, with the sources of a restricted answer, or
+    /// why the answer is unknown.
+    firewall_rule: Option<String>,
+    /// The sources a restricted listener accepts; empty otherwise.
+    firewall_sources: &'a [String],
+}
+
+/// Writes `sockets` in `format`, with the firewall's answer for each
+/// (`firewall[i]` for `sockets[i]`; a shorter slice: not evaluated).
+pub fn write(
+    out: &mut impl Write,
+    format: Format,
+    sockets: &[Socket],
+    firewall: &[Option<Answer>],
+    with_peer: bool,
+) -> io::Result<()> {
+    let answer = |i: usize| firewall.get(i).and_then(Option::as_ref);
     match format {
-        Format::Table => table(out, sockets, with_peer),
+        Format::Table => table(out, sockets, &answer, with_peer),
         Format::Json => {
-            serde_json::to_writer_pretty(&mut *out, sockets)?;
+            let rows: Vec<JsonRow<'_>> = sockets
+                .iter()
+                .enumerate()
+                .map(|(i, socket)| JsonRow {
+                    socket,
+                    firewall: answer(i).map(|a| a.reach),
+                    firewall_rule: answer(i).map(Answer::describe),
+                    firewall_sources: answer(i).map_or(&[], |a| a.sources.as_slice()),
+                })
+                .collect();
+            serde_json::to_writer_pretty(&mut *out, &rows)?;
             writeln!(out)
         }
-        Format::Csv => csv(out, sockets),
+        Format::Csv => csv(out, sockets, &answer),
     }
 }
 
 /// Two passes over the sockets: one to measure the columns, one to write each
 /// row as it is formatted, so memory does not grow with a copy of the table.
-fn table(out: &mut impl Write, sockets: &[Socket], with_peer: bool) -> io::Result<()> {
+fn table<'a>(
+    out: &mut impl Write,
+    sockets: &[Socket],
+    answer: &dyn Fn(usize) -> Option<&'a Answer>,
+    with_peer: bool,
+) -> io::Result<()> {
     let mut header = vec!["PROTO", "STATE", "LOCAL ADDRESS", "PORT"];
     if with_peer {
         header.push("PEER");
     }
-    header.extend(["EXPOSURE", "NETNS", "USER", "PROCESSES"]);
+    header.extend(["EXPOSURE", "FIREWALL", "NETNS", "USER", "PROCESSES"]);
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     let mut row = Vec::with_capacity(header.len());
-    for s in sockets {
-        table_row(s, with_peer, &mut row);
+    for (i, s) in sockets.iter().enumerate() {
+        table_row(s, answer(i), with_peer, &mut row);
         for (w, cell) in widths.iter_mut().zip(&row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -88,14 +129,14 @@ fn table(out: &mut impl Write, sockets: &[Socket], with_peer: bool) -> io::Resul
         writeln!(out, "{}", line.trim_end())
     };
     write_line(&mut header.iter().copied())?;
-    for s in sockets {
-        table_row(s, with_peer, &mut row);
+    for (i, s) in sockets.iter().enumerate() {
+        table_row(s, answer(i), with_peer, &mut row);
         write_line(&mut row.iter().map(String::as_str))?;
     }
     Ok(())
 }
 
-fn table_row(s: &Socket, with_peer: bool, row: &mut Vec<String>) {
+fn table_row(s: &Socket, firewall: Option<&Answer>, with_peer: bool, row: &mut Vec<String>) {
     row.clear();
     row.push(s.proto_label().to_owned());
     row.push(s.state.as_str().to_owned());
@@ -109,6 +150,7 @@ fn table_row(s: &Socket, with_peer: bool, row: &mut Vec<String>) {
         });
     }
     row.push(s.exposure.as_str().to_owned());
+    row.push(firewall.map_or("-", |a| a.reach.as_str()).to_owned());
     row.push(s.netns.to_string());
     row.push(s.user.as_deref().map_or_else(|| s.uid.to_string(), str::to_owned));
     row.push(portwatch_common::process::summary(s.processes.iter().map(|p| &**p)));
@@ -138,10 +180,23 @@ const SOCKET_COLUMNS: [&str; 13] = [
     "dual_stack",
 ];
 
-fn csv(out: &mut impl Write, sockets: &[Socket]) -> io::Result<()> {
+/// The firewall's columns, after the process's (appended, so that the
+/// older columns keep their positions).
+const FIREWALL_COLUMNS: [&str; 2] = ["firewall", "firewall_rule"];
+
+fn csv<'a>(out: &mut impl Write, sockets: &[Socket], answer: &dyn Fn(usize) -> Option<&'a Answer>) -> io::Result<()> {
     let mut w = ::csv::Writer::from_writer(out);
-    w.write_record(SOCKET_COLUMNS.iter().chain(&portwatch_common::process::CSV_COLUMNS))?;
-    for s in sockets {
+    w.write_record(
+        SOCKET_COLUMNS
+            .iter()
+            .chain(&portwatch_common::process::CSV_COLUMNS)
+            .chain(&FIREWALL_COLUMNS),
+    )?;
+    for (i, s) in sockets.iter().enumerate() {
+        let firewall_fields = [
+            answer(i).map(|a| a.reach.as_str().to_owned()).unwrap_or_default(),
+            answer(i).map(Answer::describe).unwrap_or_default(),
+        ];
         let socket_fields = [
             s.proto.as_str().to_owned(),
             s.family.as_str().to_owned(),
@@ -167,7 +222,10 @@ fn csv(out: &mut impl Write, sockets: &[Socket]) -> io::Result<()> {
                 Some(p) => p.csv_fields(),
                 None => Default::default(),
             };
-            let cells = socket_fields.iter().chain(process_fields.iter());
+            let cells = socket_fields
+                .iter()
+                .chain(process_fields.iter())
+                .chain(firewall_fields.iter());
             w.write_record(cells.map(|cell| text::csv_cell(cell).into_owned()))?;
         }
     }
@@ -211,7 +269,7 @@ mod tests {
 
     fn render(format: Format, sockets: &[Socket]) -> String {
         let mut out = Vec::new();
-        write(&mut out, format, sockets, false).unwrap();
+        write(&mut out, format, sockets, &[], false).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -228,7 +286,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(
-            lines[0].starts_with("PROTO  STATE   LOCAL ADDRESS  PORT  EXPOSURE  NETNS       USER  PROCESSES"),
+            lines[0].starts_with("PROTO  STATE   LOCAL ADDRESS  PORT  EXPOSURE  FIREWALL  NETNS       USER  PROCESSES"),
             "{text}"
         );
         assert!(
@@ -238,7 +296,7 @@ mod tests {
         assert!(lines[1].ends_with(" -"), "{text}");
         assert!(
             lines[2].starts_with(
-                "tcp46  LISTEN  ::             80    wildcard  4026531840  root  nginx[900,901] (nginx.service)"
+                "tcp46  LISTEN  ::             80    wildcard  -         4026531840  root  nginx[900,901] (nginx.service)"
             ),
             "{text}"
         );
@@ -251,7 +309,7 @@ mod tests {
         assert_eq!(
             reader.headers().unwrap().iter().collect::<Vec<_>>(),
             "proto,family,local_addr,local_port,peer_addr,peer_port,state,inode,uid,user,netns,exposure,dual_stack,\
-             pid,name,cmdline,exe,process_uid,process_user,container,unit"
+             pid,name,cmdline,exe,process_uid,process_user,container,unit,firewall,firewall_rule"
                 .split(',')
                 .collect::<Vec<_>>()
         );
@@ -336,6 +394,52 @@ mod tests {
         assert_eq!(&rows[0][16], "'@SUM(A1)");
         assert_eq!(&rows[0][20], "'+x.service");
         assert_eq!(&rows[0][2], "::", "an address is left alone");
+    }
+
+    #[test]
+    fn the_firewall_answer_is_a_column_and_json_fields_and_loopback_shows_a_dash() {
+        let mut lo = nginx();
+        lo.local_port = 5;
+        lo.local_addr = "127.0.0.1".parse().unwrap();
+        lo.exposure = Exposure::Loopback;
+        let sockets = [lo, nginx()];
+        let answers = [
+            None,
+            Some(Answer {
+                reach: Reach::Restricted,
+                sources: vec!["ip saddr 10.0.0.0/8".to_owned()],
+                rule: "inet filter input handle 11".to_owned(),
+            }),
+        ];
+        let mut out = Vec::new();
+        write(&mut out, Format::Table, &sockets, &answers, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].contains("loopback  -           4026531840"), "{text}");
+        assert!(lines[2].contains("wildcard  restricted  4026531840"), "{text}");
+
+        let mut out = Vec::new();
+        write(&mut out, Format::Json, &sockets, &answers, false).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v[0]["firewall"], serde_json::Value::Null);
+        assert_eq!(v[0]["firewall_rule"], serde_json::Value::Null);
+        assert_eq!(v[1]["firewall"], "restricted");
+        assert_eq!(
+            v[1]["firewall_rule"],
+            "inet filter input handle 11 (from ip saddr 10.0.0.0/8)"
+        );
+        assert_eq!(v[1]["firewall_sources"][0], "ip saddr 10.0.0.0/8");
+        assert_eq!(v[1]["local_port"], 80, "the socket's fields are still there");
+
+        let mut out = Vec::new();
+        write(&mut out, Format::Csv, &sockets, &answers, false).unwrap();
+        let mut reader = ::csv::Reader::from_reader(out.as_slice());
+        let rows: Vec<::csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(&rows[0][21], "");
+        // Two owners each: two rows per socket.
+        assert_eq!(&rows[1][21], "");
+        assert_eq!(&rows[2][21], "restricted");
+        assert_eq!(&rows[3][22], "inet filter input handle 11 (from ip saddr 10.0.0.0/8)");
     }
 
     #[test]

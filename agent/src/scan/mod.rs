@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use portwatch_common::socket::is_dual_stack;
 use portwatch_common::{Exposure, Family, Process, Proto, Socket, State};
 
+pub use netns::Namespace;
 pub use owners::ProcessFacts;
 
 /// Default period of the full fd re-walk of a repeated scan.
@@ -238,6 +239,8 @@ pub struct Linux {
     own_diag: Option<diag::Diag>,
     liveness: liveness::Liveness,
     discovery: netns::Discovery,
+    /// The namespaces the last socket dump found.
+    namespaces: Vec<Namespace>,
 }
 
 impl Linux {
@@ -255,14 +258,34 @@ impl Linux {
             own_diag: None,
             liveness: liveness::Liveness::default(),
             discovery: netns::Discovery::new(options.rewalk_every),
+            namespaces: Vec::new(),
         })
+    }
+
+    /// Runs `f` in each network namespace of `wanted` that the last scan
+    /// found (see [`netns::in_each`]); a namespace it could not enter comes
+    /// back with the reason.
+    pub fn in_namespaces<T: Send>(
+        &self,
+        wanted: &HashSet<u64>,
+        f: impl Fn() -> T + Sync,
+    ) -> Vec<(u64, Result<T, String>)> {
+        let chosen: Vec<Namespace> = self
+            .namespaces
+            .iter()
+            .filter(|ns| wanted.contains(&ns.inode))
+            .cloned()
+            .collect();
+        netns::in_each(&chosen, f)
     }
 }
 
 impl Os for Linux {
     fn sockets(&mut self, query: SocketQuery, out: &mut Vec<RawSocket>) -> Result<Vec<SkippedNamespace>, ScanError> {
         let namespaces = self.discovery.discover(&self.proc_dir).map_err(ScanError::Proc)?;
-        netns::sockets(&namespaces, query, &mut self.own_diag, out).map_err(ScanError::Sockets)
+        let skipped = netns::sockets(&namespaces, query, &mut self.own_diag, out).map_err(ScanError::Sockets);
+        self.namespaces = namespaces;
+        skipped
     }
 
     fn owners(&mut self, wanted: &HashSet<u64>) -> Result<FdWalk, ScanError> {
@@ -327,6 +350,11 @@ impl<O: Os> Scanner<O> {
     /// The OS behind this scanner.
     pub fn os_mut(&mut self) -> &mut O {
         &mut self.os
+    }
+
+    /// The OS behind this scanner.
+    pub fn os(&self) -> &O {
+        &self.os
     }
 
     /// Scans once.

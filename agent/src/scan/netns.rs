@@ -193,6 +193,58 @@ pub fn sockets(
     Ok(skipped)
 }
 
+/// Runs `f` in each of `namespaces` and says what it returned, or why the
+/// namespace could not be entered: the agent's own on the calling thread,
+/// every other one on a dedicated OS thread that enters each in turn (as
+/// [`sockets`] does) and then exits. Needs `CAP_SYS_ADMIN` for other
+/// namespaces; there is no `/proc/<pid>/net` fallback for what `f` does.
+pub fn in_each<T: Send>(namespaces: &[Namespace], f: impl Fn() -> T + Sync) -> Vec<(u64, Result<T, String>)> {
+    let (own, others): (Vec<&Namespace>, Vec<&Namespace>) = namespaces.iter().partition(|ns| ns.own);
+    let mut out: Vec<(u64, Result<T, String>)> = own.iter().map(|ns| (ns.inode, Ok(f()))).collect();
+    if others.is_empty() {
+        return out;
+    }
+    let visited = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                others
+                    .iter()
+                    .map(|ns| (ns.inode, enter(ns).map(|()| f())))
+                    .collect::<Vec<_>>()
+            })
+            .join()
+    });
+    match visited {
+        Ok(mut v) => out.append(&mut v),
+        Err(_) => out.extend(
+            others
+                .iter()
+                .map(|ns| (ns.inode, Err("namespace thread panicked".to_owned()))),
+        ),
+    }
+    out
+}
+
+/// Moves the calling thread into `ns`, through its mount or a member's link.
+fn enter(ns: &Namespace) -> Result<(), String> {
+    let mut last_error = None;
+    let mounts = ns.mount.iter().cloned();
+    let pid_links = ns.pids.iter().map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")));
+    for link in mounts.chain(pid_links) {
+        let entered = File::open(&link).and_then(|file| {
+            move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network)).map_err(io::Error::from)
+        });
+        match entered {
+            Ok(()) => return Ok(()),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(match last_error {
+        Some(e) => format!("cannot enter the network namespace: {e}"),
+        None => "no process or mount leads into the network namespace".to_owned(),
+    })
+}
+
 /// Reads one foreign namespace: enter it, else read a member's `/proc/<pid>/net`.
 /// Runs on the dedicated namespace thread.
 fn visit(ns: &Namespace, query: SocketQuery, out: &mut Vec<RawSocket>) -> Result<(), String> {
