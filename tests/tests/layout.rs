@@ -9,7 +9,17 @@ use std::process::Command;
 fn dependencies(package: &str) -> Vec<String> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "-p", package, "-e", "normal", "--prefix", "none", "--offline", "--locked"])
+        .args([
+            "tree",
+            "-p",
+            package,
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+            "--locked",
+        ])
         .current_dir(&workspace)
         .output()
         .unwrap_or_else(|e| panic!("cannot run cargo tree: {e}"));

@@ -84,6 +84,7 @@ pub fn hosts(out: &mut impl Write, hosts: &[HostRow], tz: &TimeZone) -> io::Resu
                 h.listeners.to_string(),
                 h.dropped_reports.to_string(),
                 h.agent_version.clone().unwrap_or_else(|| "-".to_owned()),
+                h.detection.clone().unwrap_or_else(|| "-".to_owned()),
                 h.os.clone().unwrap_or_else(|| "-".to_owned()),
             ]
         })
@@ -98,6 +99,7 @@ pub fn hosts(out: &mut impl Write, hosts: &[HostRow], tz: &TimeZone) -> io::Resu
             "LISTENERS",
             "DROPPED",
             "AGENT",
+            "DETECTION",
             "OS",
         ],
         &rows,
@@ -504,6 +506,7 @@ mod tests {
             clock_skew_ms: None,
             clock_skew_at: None,
             clock_skewed: false,
+            detection: None,
         };
         let mut out = Vec::new();
         super::hosts(&mut out, &[host], &TimeZone::UTC).unwrap();
@@ -584,6 +587,7 @@ mod tests {
             clock_skew_ms: skew,
             clock_skew_at: skew.map(|_| at),
             clock_skewed: skewed,
+            detection: None,
         };
         let hosts = [
             host("ahead", Some(7_380_000), true),

@@ -39,7 +39,7 @@ pub const LISTENER_COLUMNS: [&str; 13] = [
 pub const DIFF_COLUMNS: [&str; 2] = ["change", "side"];
 
 /// `hosts`: one row per host. `tags` is `key=value` pairs separated by spaces.
-pub const HOST_COLUMNS: [&str; 14] = [
+pub const HOST_COLUMNS: [&str; 15] = [
     "host",
     "status",
     "first_seen",
@@ -50,6 +50,7 @@ pub const HOST_COLUMNS: [&str; 14] = [
     "dropped_reports",
     "interval_ms",
     "agent_version",
+    "detection",
     "os",
     "kernel",
     "boot_time",
@@ -228,6 +229,7 @@ pub fn hosts(out: &mut impl Write, hosts: &[HostRow]) -> io::Result<()> {
                 h.dropped_reports.to_string(),
                 h.interval_ms.to_string(),
                 opt(h.agent_version.as_deref()),
+                opt(h.detection.as_deref()),
                 opt(h.os.as_deref()),
                 opt(h.kernel.as_deref()),
                 opt(h.boot_time),
@@ -592,6 +594,7 @@ mod tests {
             clock_skew_ms: Some(-45_000),
             clock_skew_at: Some(at),
             clock_skewed: true,
+            detection: Some("events".into()),
         };
         let mut out = Vec::new();
         super::hosts(&mut out, &[host]).unwrap();
@@ -610,6 +613,7 @@ mod tests {
                 "0",
                 "10000",
                 "0.1.0",
+                "events",
                 "'@SUM(A1)",
                 "",
                 "",

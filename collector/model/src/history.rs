@@ -146,4 +146,8 @@ pub struct HostRow {
     /// tolerance`): the host has a `clock-skew` finding.
     #[serde(default)]
     pub clock_skewed: bool,
+    /// How its agent sees listeners: `events` (kernel events) or `polling`,
+    /// as its latest snapshot said; `None` for agents that do not say.
+    #[serde(default)]
+    pub detection: Option<String>,
 }

@@ -420,6 +420,7 @@ reason = "the site"
             clock_skew_ms: None,
             clock_skew_at: None,
             clock_skewed: false,
+            detection: None,
         }
     }
 

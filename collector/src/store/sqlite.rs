@@ -119,6 +119,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_sink_done.sql"),
     include_str!("migrations/0007_tokens.sql"),
     include_str!("migrations/0008_program_identity.sql"),
+    include_str!("migrations/0009_detection.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection before
@@ -343,12 +344,13 @@ impl SqliteStore {
             listeners: i64,
             clock_skew_ms: Option<i64>,
             clock_skew_at: Option<i64>,
+            detection: Option<String>,
         }
         let raws = self.read(|conn| {
             const COLUMNS: &str = "h.name, h.first_seen, h.last_seen, h.agent_version, h.interval_ms, h.os, \
                  h.kernel, h.boot_time, h.tags, h.dropped_reports, \
                  (SELECT count(*) FROM intervals i WHERE i.host_id = h.id AND i.closed_at IS NULL), \
-                 h.clock_skew_ms, h.clock_skew_at";
+                 h.clock_skew_ms, h.clock_skew_at, h.detection";
             let mut stmt = match name {
                 None => conn.prepare_cached(&format!("SELECT {COLUMNS} FROM hosts h ORDER BY h.name")),
                 Some(_) => conn.prepare_cached(&format!("SELECT {COLUMNS} FROM hosts h WHERE h.name = ?1")),
@@ -374,6 +376,7 @@ impl SqliteStore {
                         listeners: r.get(10)?,
                         clock_skew_ms: r.get(11)?,
                         clock_skew_at: r.get(12)?,
+                        detection: r.get(13)?,
                     })
                 })
                 .map_err(db)?;
@@ -403,6 +406,7 @@ impl SqliteStore {
                     clock_skewed: raw
                         .clock_skew_ms
                         .is_some_and(|skew| clock::beyond_tolerance(skew, self.clock.tolerance)),
+                    detection: raw.detection,
                     host: raw.name,
                 })
             })
@@ -1444,7 +1448,8 @@ fn apply_batch(
     if let Some(facts) = facts {
         let tags = serde_json::to_string(&facts.tags).map_err(|e| StoreError::Database(e.to_string()))?;
         tx.prepare_cached(
-            "UPDATE hosts SET agent_version = ?2, interval_ms = ?3, os = ?4, kernel = ?5, boot_time = ?6, tags = ?7
+            "UPDATE hosts SET agent_version = ?2, interval_ms = ?3, os = ?4, kernel = ?5, boot_time = ?6, tags = ?7,
+                              detection = ?8
              WHERE id = ?1",
         )
         .and_then(|mut stmt| {
@@ -1456,6 +1461,7 @@ fn apply_batch(
                 facts.kernel,
                 facts.boot_time.map(Timestamp::as_millisecond),
                 tags,
+                facts.detection,
             ])
         })
         .map_err(db)?;
@@ -2466,7 +2472,8 @@ mod tests {
         // b's history was dated a year ahead by a collector without the clock rules.
         conn.execute_batch(&format!(
             "ALTER TABLE hosts DROP COLUMN clock_at; ALTER TABLE hosts DROP COLUMN clock_skew_ms;
-             ALTER TABLE hosts DROP COLUMN clock_skew_at; DROP TABLE snapshot_parts; DROP TABLE sink_done; DROP INDEX programs_identity; CREATE INDEX programs_by_hash ON programs (hash); PRAGMA user_version = 3;
+             ALTER TABLE hosts DROP COLUMN clock_skew_at; DROP TABLE snapshot_parts; DROP TABLE sink_done; DROP INDEX programs_identity; CREATE INDEX programs_by_hash ON programs (hash);
+             ALTER TABLE hosts DROP COLUMN detection; PRAGMA user_version = 3;
              UPDATE intervals SET opened_at = {} WHERE host_id = (SELECT id FROM hosts WHERE name = 'b');
              UPDATE intervals SET opened_at = {} WHERE host_id = (SELECT id FROM hosts WHERE name = 'a');",
             ts(YEAR).as_millisecond(),
@@ -2600,7 +2607,8 @@ mod tests {
              INSERT INTO tokens (name, role, host, hash, created_at, revoked_at) VALUES
                  ('agent:web-3', 'agent', 'web-3', 'aa11', {t0}, {t1}),
                  ('ops', 'admin', NULL, 'bb22', {t0}, NULL);
-             DROP INDEX programs_identity; CREATE INDEX programs_by_hash ON programs (hash); PRAGMA user_version = 6;",
+             DROP INDEX programs_identity; CREATE INDEX programs_by_hash ON programs (hash);
+             ALTER TABLE hosts DROP COLUMN detection; PRAGMA user_version = 6;",
             t0 = ts(0).as_millisecond(),
             t1 = ts(5).as_millisecond(),
         ))
@@ -3328,7 +3336,7 @@ mod tests {
             "DROP TABLE ports_first_seen; ALTER TABLE hosts DROP COLUMN clock_at;
              ALTER TABLE hosts DROP COLUMN clock_skew_ms; ALTER TABLE hosts DROP COLUMN clock_skew_at;
              DROP TABLE snapshot_parts; DROP TABLE sink_done; DROP INDEX programs_identity; CREATE INDEX programs_by_hash ON programs (hash);
-             PRAGMA user_version = 2;",
+             ALTER TABLE hosts DROP COLUMN detection; PRAGMA user_version = 2;",
         )
         .unwrap();
         drop(conn);

@@ -35,7 +35,7 @@ pub trait Backend {
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:expr) => {
-        $crate::conformance_suite!(@each $make; snapshot_then_deltas_answer_listeners_at_past_instants, ipv6_dual_stack_and_unknown_fields_round_trip, the_same_batch_sent_twice_is_stored_once, a_gap_asks_for_a_resync_and_nothing_after_it_is_stored, a_snapshot_in_parts_numbered_across_2_pow_63_is_reconciled, a_delta_of_an_unknown_session_asks_for_a_resync, a_new_host_must_start_with_a_snapshot_but_is_listed_anyway, an_agent_restart_with_the_same_listeners_records_no_event, a_restart_snapshot_closes_exactly_what_is_gone_at_its_time, an_owner_change_is_one_close_and_one_open, a_close_observed_before_the_open_is_clamped_to_it, a_snapshot_from_a_year_ahead_then_a_correct_one_leave_telnet_visible_now, a_clock_stepping_back_never_dates_a_change_before_the_last_one, first_seen_cannot_be_dated_before_the_backlog_window_or_the_hosts_last_report, hosts_registered_after_a_read_are_named_and_ordered_by_name, who_answers_across_hosts_and_protos, history_pages_give_every_interval_once_in_opening_order, history_returns_the_intervals_overlapping_the_window, hosts_are_up_or_silent_as_of_now, tokens_are_created_found_listed_and_revoked, a_revoked_tokens_name_can_be_given_to_a_new_token, a_rotated_token_works_until_its_overlap_ends_and_its_replacement_from_the_rotation_on, ports_are_first_seen_fleet_wide_and_per_host_even_when_replayed_late, threads_read_while_others_write, outbox_events_become_visible_in_id_order_while_writers_race, hosts_registered_by_racing_writers_are_all_named_on_every_read);
+        $crate::conformance_suite!(@each $make; snapshot_then_deltas_answer_listeners_at_past_instants, ipv6_dual_stack_and_unknown_fields_round_trip, the_same_batch_sent_twice_is_stored_once, a_gap_asks_for_a_resync_and_nothing_after_it_is_stored, a_snapshot_in_parts_numbered_across_2_pow_63_is_reconciled, a_delta_of_an_unknown_session_asks_for_a_resync, a_new_host_must_start_with_a_snapshot_but_is_listed_anyway, an_agent_restart_with_the_same_listeners_records_no_event, a_restart_snapshot_closes_exactly_what_is_gone_at_its_time, an_owner_change_is_one_close_and_one_open, a_close_observed_before_the_open_is_clamped_to_it, a_snapshot_from_a_year_ahead_then_a_correct_one_leave_telnet_visible_now, a_clock_stepping_back_never_dates_a_change_before_the_last_one, first_seen_cannot_be_dated_before_the_backlog_window_or_the_hosts_last_report, hosts_registered_after_a_read_are_named_and_ordered_by_name, who_answers_across_hosts_and_protos, history_pages_give_every_interval_once_in_opening_order, history_returns_the_intervals_overlapping_the_window, hosts_are_up_or_silent_as_of_now, tokens_are_created_found_listed_and_revoked, a_revoked_tokens_name_can_be_given_to_a_new_token, a_rotated_token_works_until_its_overlap_ends_and_its_replacement_from_the_rotation_on, ports_are_first_seen_fleet_wide_and_per_host_even_when_replayed_late, threads_read_while_others_write, outbox_events_become_visible_in_id_order_while_writers_race, hosts_registered_by_racing_writers_are_all_named_on_every_read, hosts_show_how_their_agent_detects_listeners_as_its_latest_snapshot_said);
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -1170,4 +1170,28 @@ pub fn hosts_registered_by_racing_writers_are_all_named_on_every_read(store: &dy
     for row in store.who(20_000 + 3 * HOSTS as u16 + 7, None, ts(1)).unwrap() {
         assert_eq!(&*row.host, "w3-h7");
     }
+}
+
+/// A host shows how its agent sees listeners (`detection`), as its latest
+/// snapshot's facts said; an agent that does not say shows none.
+pub fn hosts_show_how_their_agent_detects_listeners_as_its_latest_snapshot_said(store: &dyn Store) {
+    let with = |seq: u64, detection: Option<&str>| {
+        let mut report = snapshot(seq, ts(seq as i64), vec![listener(22, 1, &[10])]);
+        if let ReportBody::Snapshot { facts, .. } = &mut report.body {
+            facts.detection = detection.map(str::to_owned);
+        }
+        report
+    };
+    store.ingest(&batch("old", "s", vec![with(1, None)]), ts(1)).unwrap();
+    store
+        .ingest(&batch("new", "s", vec![with(1, Some("events"))]), ts(1))
+        .unwrap();
+    let detection = |host: &str| store.host(host, ts(2)).unwrap().unwrap().detection;
+    assert_eq!(detection("old"), None);
+    assert_eq!(detection("new").as_deref(), Some("events"));
+    // An agent restarted without kernel events says so in its next snapshot.
+    store
+        .ingest(&batch("new", "s2", vec![with(1, Some("polling"))]), ts(3))
+        .unwrap();
+    assert_eq!(detection("new").as_deref(), Some("polling"));
 }
