@@ -103,7 +103,11 @@ impl Setup {
     /// What `portwatch hosts` says of this host's detection.
     fn detection(&self) -> Value {
         let hosts = portwatch_json(&self.collector.url, &self.read_token, &["hosts"]).unwrap();
-        let host = hosts.as_array().into_iter().flatten().find(|h| h["host"] == self.host.as_str());
+        let host = hosts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|h| h["host"] == self.host.as_str());
         host.map_or(Value::Null, |h| h["detection"].clone())
     }
 
@@ -155,7 +159,11 @@ fn as_root_a_tcp_listener_living_50ms_reaches_history_with_its_pid_and_times() {
     let s = setup("ev-tcp");
     let agent = s.agent("10s", &[]);
     assert!(agent.log().contains("detection: kernel events"), "{}", agent.log());
-    assert_eq!(s.detection(), "events", "portwatch hosts shows how the agent sees listeners");
+    assert_eq!(
+        s.detection(),
+        "events",
+        "portwatch hosts shows how the agent sees listeners"
+    );
     let before = Timestamp::now();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
@@ -191,7 +199,11 @@ fn as_root_with_events_forced_off_the_agent_polls_every_interval() {
         log.contains("detection: polling every interval, because kernel events are turned off"),
         "{log}"
     );
-    assert_eq!(s.detection(), "polling", "portwatch hosts shows how the agent sees listeners");
+    assert_eq!(
+        s.detection(),
+        "polling",
+        "portwatch hosts shows how the agent sees listeners"
+    );
     // The documented polling behaviour: a listener that outlives a few intervals is recorded.
     let before = Timestamp::now();
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
