@@ -32,21 +32,7 @@ impl Format {
 }
 
 /// The interval's CSV columns; the process's ([`portwatch_common::process::CSV_COLUMNS`]) follow.
-pub const INTERVAL_COLUMNS: [&str; 13] = [
-    "host",
-    "proto",
-    "family",
-    "local_addr",
-    "local_port",
-    "netns",
-    "inode",
-    "uid",
-    "user",
-    "exposure",
-    "dual_stack",
-    "opened_at",
-    "closed_at",
-];
+pub use portwatch_model::history::INTERVAL_CSV_COLUMNS as INTERVAL_COLUMNS;
 
 /// What comes before the first row (the CSV header).
 pub fn preamble(format: Format) -> Vec<u8> {

@@ -16,22 +16,9 @@ use portwatch_model::diff::Diff;
 use portwatch_model::trend::Trends;
 use portwatch_model::{AlertRow, BaselineLogRow, Finding, HostRow, HostStatus, ListenerRow};
 
-/// A listener interval's columns; [`PROCESS_COLUMNS`] follow (`pid` ... `unit`).
-pub const LISTENER_COLUMNS: [&str; 13] = [
-    "host",
-    "proto",
-    "family",
-    "local_addr",
-    "local_port",
-    "netns",
-    "inode",
-    "uid",
-    "user",
-    "exposure",
-    "dual_stack",
-    "opened_at",
-    "closed_at",
-];
+/// A listener interval's columns, the same as the collector's export; [`PROCESS_COLUMNS`] follow
+/// (`pid` ... `unit`).
+pub use portwatch_model::history::INTERVAL_CSV_COLUMNS as LISTENER_COLUMNS;
 
 /// `diff`: what happened to the listener (`opened`, `closed`, `changed`: its owners), and which
 /// side the row shows (`after` for opened, `before` for closed, both for changed); then the

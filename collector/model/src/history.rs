@@ -56,6 +56,24 @@ pub struct Edge {
     pub at: Timestamp,
 }
 
+/// An interval's CSV columns, in order, as `export --format csv` and the CLI's `--format csv`
+/// write them; the owning process's columns follow.
+pub const INTERVAL_CSV_COLUMNS: [&str; 13] = [
+    "host",
+    "proto",
+    "family",
+    "local_addr",
+    "local_port",
+    "netns",
+    "inode",
+    "uid",
+    "user",
+    "exposure",
+    "dual_stack",
+    "opened_at",
+    "closed_at",
+];
+
 /// What a page of history reads: intervals on `port` (any if `None`)
 /// open at any time in `[since, until]`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
