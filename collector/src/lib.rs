@@ -9,6 +9,7 @@ pub mod edge;
 pub mod export;
 pub mod learn;
 pub mod metrics;
+pub mod retention;
 pub mod store;
 pub mod token;
 pub mod trend;
