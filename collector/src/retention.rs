@@ -22,9 +22,13 @@
 //! faster than an operator notices a problem. Tests may go below with the
 //! hidden environment variable [`TEST_FLOOR_ENV`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+
+use crate::metrics::Metrics;
+use crate::store::{Maintenance, PruneCursor, Pruned, Store, StoreError};
 
 /// How long closed intervals are kept unless `[retention] history` says otherwise.
 pub const DEFAULT_HISTORY: Duration = Duration::from_secs(400 * DAY_SECS);
@@ -161,6 +165,104 @@ pub fn check(retention: &Retention, floor: Duration) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// What one pass of [`prune_pass`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Rows removed.
+    pub pruned: Pruned,
+    /// Transactions it took (pruning and reclaiming).
+    pub batches: u64,
+    /// Free pages left in the file (reused by new rows before it grows).
+    pub free_pages: u64,
+}
+
+/// Carries `plan` out to the end on `store`: batches of at most
+/// `batch_rows` rows, each its own short transaction of the store's writer,
+/// `pause` between two; then gives freed space back to the file system,
+/// [`VACUUM_PAGES`] at a time, with the same pauses. Blocks; the background
+/// pruner runs it on a thread of its own.
+pub fn prune_pass(
+    store: &dyn Maintenance,
+    plan: &PrunePlan,
+    batch_rows: usize,
+    pause: Duration,
+) -> Result<Pass, StoreError> {
+    let mut pass = Pass::default();
+    let mut cursor = PruneCursor::default();
+    while !cursor.done() {
+        pass.pruned += store.prune(plan, &mut cursor, batch_rows)?;
+        pass.batches += 1;
+        std::thread::sleep(pause);
+    }
+    if pass.pruned.removed() == 0 {
+        return Ok(pass);
+    }
+    loop {
+        let left = store.reclaim(VACUUM_PAGES)?;
+        pass.batches += 1;
+        // A database without auto_vacuum keeps its free pages: nothing moves.
+        if left == 0 || left == pass.free_pages {
+            pass.free_pages = left;
+            return Ok(pass);
+        }
+        pass.free_pages = left;
+        std::thread::sleep(pause);
+    }
+}
+
+/// The background pruner: a pass a minute after start, then every
+/// [`PRUNE_EVERY`], each logged and counted in `metrics`. Runs until the
+/// process ends; a failed pass is logged and tried again at the next.
+pub async fn run(store: Arc<dyn Store>, retention: Retention, metrics: Arc<Metrics>) {
+    tokio::time::sleep(FIRST_PASS_AFTER).await;
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        every.tick().await;
+        let plan = plan(Timestamp::now(), &retention);
+        if plan.keeps_everything() {
+            continue;
+        }
+        let (store, metrics) = (store.clone(), metrics.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let pass = prune_pass(store.as_ref(), &plan, BATCH_ROWS, BATCH_PAUSE);
+            (pass, started.elapsed())
+        })
+        .await;
+        match done {
+            Ok((Ok(pass), took)) => {
+                metrics.pruned(&pass.pruned);
+                let p = pass.pruned;
+                tracing::info!(
+                    intervals = p.intervals,
+                    programs = p.programs,
+                    alerts = p.alerts,
+                    alert_events = p.alert_events,
+                    baseline_log = p.baseline_log,
+                    alerts_held = p.alerts_held,
+                    batches = pass.batches,
+                    free_pages = pass.free_pages,
+                    took_ms = took.as_millis() as u64,
+                    history_before = %plan.intervals_closed_before.map_or_else(|| "-".to_owned(), |t| t.to_string()),
+                    "pruned what retention let go"
+                );
+                if p.alerts_held > 0 {
+                    tracing::warn!(
+                        alerts_held = p.alerts_held,
+                        "expired alerts kept: a sink has not delivered their changes (is one down, or removed from \
+                         the config? its place in the outbox keeps them)"
+                    );
+                }
+            }
+            Ok((Err(e), _)) => tracing::error!(error = %e, "pruning failed; trying again at the next pass"),
+            Err(e) => tracing::error!(error = %e, "pruning panicked; trying again at the next pass"),
+        }
+    }
+}
+
+/// How long after start the first pass runs (agents reconnecting come first).
+const FIRST_PASS_AFTER: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {

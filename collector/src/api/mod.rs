@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `POST /api/v1/ingest` | agent token of the batch's host | store a batch of reports (gzip accepted); the answer states the size limits; 503 with `Retry-After` when busy (see [`ingest`]) |
 //! | `GET /api/v1/hosts` | read, admin | every host and its status |
+//! | `DELETE /api/v1/hosts/{host}` | admin | forget a decommissioned host: its history, alerts and tokens |
 //! | `GET /api/v1/hosts/{host}/listeners?at=T` | read, admin | what listened on a host at T (default now) |
 //! | `GET /api/v1/hosts/{host}/history?port=&since=&until=&limit=&after=` | read, admin | a host's listener intervals, a page at a time (`Link` to the next) |
 //! | `GET /api/v1/hosts/{host}/diff?from=T1&to=T2` | read, admin | opened, closed, changed owner between two moments |
@@ -22,7 +23,10 @@
 //! | `GET /metrics` | read, admin (anyone with `[metrics] public`) | the collector's health, OpenMetrics text |
 //!
 //! A host named in the path or in `host=` that the collector has never heard
-//! from is a 404, not an empty answer. Every error body is JSON `{"error": ...}`.
+//! from is a 404, not an empty answer. A moment (`at`, `from`, `to`) before
+//! the kept history (`[retention] history`) is a 410 saying from when it is
+//! kept; a history window reaching before it carries the header
+//! `Portwatch-History-Kept-Since`. Every error body is JSON `{"error": ...}`.
 //!
 //! Times are RFC 3339 (`2026-11-25T03:00:00Z`). Credentials are
 //! `Authorization: Bearer <token>`; an agent token writes only its own
@@ -34,6 +38,7 @@ mod export;
 mod ingest;
 mod policy;
 mod query;
+mod retention;
 
 use std::sync::Arc;
 
@@ -48,6 +53,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 pub use auth::TOKEN_TRUST;
 pub use error::ApiError;
 pub use ingest::{IngestLimits, BUSY_RETRY_AFTER, DEFAULT_MAX_BYTES_IN_FLIGHT};
+pub use retention::KEPT_SINCE_HEADER;
 
 use tokio::sync::{mpsc, Notify};
 
@@ -98,6 +104,8 @@ pub struct AppState {
     body_timeout: std::time::Duration,
     /// The largest batch taken, decompressed (`[ingest] max_batch_bytes`).
     max_batch_bytes: usize,
+    /// How long history is kept: questions before it are answered 410.
+    retention: crate::retention::Retention,
 }
 
 impl AppState {
@@ -123,6 +131,7 @@ impl AppState {
             ingest: Arc::new(ingest::Admission::new(IngestLimits::default().max_bytes_in_flight)),
             body_timeout: IngestLimits::default().body_timeout,
             max_batch_bytes: MAX_DECOMPRESSED_BYTES,
+            retention: crate::retention::Retention::default(),
         }
     }
 
@@ -152,6 +161,7 @@ impl AppState {
             ingest: Arc::new(ingest::Admission::new(IngestLimits::default().max_bytes_in_flight)),
             body_timeout: IngestLimits::default().body_timeout,
             max_batch_bytes: MAX_DECOMPRESSED_BYTES,
+            retention: crate::retention::Retention::default(),
         };
         (state, task)
     }
@@ -167,6 +177,12 @@ impl AppState {
         self.ingest = Arc::new(ingest::Admission::new(limits.max_bytes_in_flight));
         self.body_timeout = limits.body_timeout;
         self.max_batch_bytes = limits.max_batch_bytes;
+        self
+    }
+
+    /// Answers by `retention` (instead of [`crate::retention::Retention::default`]).
+    pub fn retention(mut self, retention: crate::retention::Retention) -> AppState {
+        self.retention = retention;
         self
     }
 
@@ -230,6 +246,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/ingest", post(ingest::ingest))
         .route("/api/v1/hosts", get(query::hosts))
+        .route("/api/v1/hosts/{host}", delete(retention::forget))
         .route("/api/v1/hosts/{host}/listeners", get(query::listeners))
         .route("/api/v1/hosts/{host}/history", get(query::history))
         .route("/api/v1/hosts/{host}/diff", get(query::diff))

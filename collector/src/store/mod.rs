@@ -464,7 +464,7 @@ pub trait Maintenance: Send + Sync {
 pub use crate::retention::PrunePlan;
 
 /// What pruning removed (or, from [`Maintenance::prune_count`], would remove).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Pruned {
     /// Closed listener intervals.
     pub intervals: u64,
@@ -536,7 +536,7 @@ impl PruneCursor {
 }
 
 /// What [`Maintenance::forget_host`] removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Forgotten {
     /// Listener intervals, open and closed.
     pub intervals: u64,
