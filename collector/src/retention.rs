@@ -215,7 +215,11 @@ pub fn prune_pass(
 /// [`PRUNE_EVERY`], each logged and counted in `metrics`. Runs until the
 /// process ends; a failed pass is logged and tried again at the next.
 pub async fn run(store: Arc<dyn Store>, retention: Retention, metrics: Arc<Metrics>) {
-    tokio::time::sleep(FIRST_PASS_AFTER).await;
+    let first = std::env::var(TEST_FIRST_PASS_ENV)
+        .ok()
+        .and_then(|v| humantime::parse_duration(v.trim()).ok())
+        .unwrap_or(FIRST_PASS_AFTER);
+    tokio::time::sleep(first).await;
     let mut every = tokio::time::interval(PRUNE_EVERY);
     loop {
         every.tick().await;
@@ -263,6 +267,10 @@ pub async fn run(store: Arc<dyn Store>, retention: Retention, metrics: Arc<Metri
 
 /// How long after start the first pass runs (agents reconnecting come first).
 const FIRST_PASS_AFTER: Duration = Duration::from_secs(60);
+
+/// Environment variable, for tests and benchmarks only, holding another
+/// delay before the first pass (a duration such as `5s`).
+pub const TEST_FIRST_PASS_ENV: &str = "PORTWATCH_TEST_PRUNE_AFTER";
 
 #[cfg(test)]
 mod tests {
