@@ -45,9 +45,10 @@ pub const MIN_LIFETIME: Duration = Duration::from_secs(DAY_SECS);
 pub const TEST_FLOOR_ENV: &str = "PORTWATCH_TEST_RETENTION_FLOOR";
 
 /// Rows one pruning transaction removes at most: the single SQLite writer
-/// is held for one such batch (a few milliseconds), then handed back to
-/// ingest.
-pub const BATCH_ROWS: usize = 1_000;
+/// is held for one such batch (about a millisecond: each row is also in
+/// two indexes), then handed back to ingest, so a heartbeat that arrives
+/// meanwhile waits about as long as for another group of batches.
+pub const BATCH_ROWS: usize = 250;
 
 /// How long the background pruner pauses between two batches, so that the
 /// batches ingest queued meanwhile get the writer first.
@@ -57,8 +58,8 @@ pub const BATCH_PAUSE: Duration = Duration::from_millis(20);
 pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Pages one incremental vacuum step gives back to the file system at most
-/// (4 MiB of 4 KiB pages), between batches like pruning's.
-pub const VACUUM_PAGES: u32 = 1_024;
+/// (1 MiB of 4 KiB pages), between batches like pruning's.
+pub const VACUUM_PAGES: u32 = 256;
 
 const DAY_SECS: u64 = 86_400;
 

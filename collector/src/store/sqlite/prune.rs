@@ -21,6 +21,15 @@
 //! content); so before each delete the intervals written since the scan are
 //! read, under the writer, and any program they name is kept.
 //!
+//! **Ids are not given twice.** SQLite gives a new row the greatest id plus
+//! one, so deleting the row with the greatest id would give its id again.
+//! Pruning never deletes the interval or the alert with the greatest id (it
+//! goes at a later pass, once a newer row exists); outbox events have
+//! `AUTOINCREMENT` ids (migration 8), so a sink's place stays right whatever
+//! is deleted. Forgetting a host may delete the greatest interval ids: it
+//! counts itself in `retention_state`, and a pass that found unnamed programs
+//! looks again when that count has changed.
+//!
 //! **Space.** A database this build creates has `auto_vacuum = INCREMENTAL`
 //! ([`prepare_new`]): pages pruning freed are given back to the file system
 //! by [`SqliteStore::reclaim_impl`] (`PRAGMA incremental_vacuum(N)`), a few
@@ -85,6 +94,16 @@ fn count(conn: &Connection, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Resul
         .map_err(db)
 }
 
+/// How many hosts were ever forgotten (see `retention_state` in migration 8).
+fn hosts_forgotten(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row(
+        "SELECT value FROM retention_state WHERE name = 'hosts_forgotten'",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(db)
+}
+
 /// Whether an event of alert `a.id` is still to be delivered by a sink with
 /// a place in the outbox: after its cursor and not among its done events.
 const HELD_SQL: &str = "EXISTS (SELECT 1 FROM alert_events e JOIN sink_cursors c ON e.id > c.last_event_id
@@ -127,7 +146,8 @@ impl SqliteStore {
                     pruned.intervals = count(
                         conn,
                         "SELECT coalesce(sum((SELECT count(*) FROM intervals i INDEXED BY intervals_by_host
-                                              WHERE i.host_id = h.id AND i.closed_at < ?1)), 0) FROM hosts h",
+                                              WHERE i.host_id = h.id AND i.closed_at < ?1
+                                                AND i.id < (SELECT max(id) FROM intervals))), 0) FROM hosts h",
                         &[&cutoff],
                     )?;
                     let mut named = FxHashSet::default();
@@ -153,7 +173,8 @@ impl SqliteStore {
                                         coalesce(sum(held), 0)
                                  FROM (SELECT {HELD_SQL} AS held,
                                               (SELECT count(*) FROM alert_events e WHERE e.alert_id = a.id) AS events
-                                       FROM alerts a WHERE a.state = 'resolved' AND a.resolved_at < ?1)"
+                                       FROM alerts a WHERE a.state = 'resolved' AND a.resolved_at < ?1
+                                         AND a.id < (SELECT max(id) FROM alerts))"
                             ),
                             [cutoff],
                             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
@@ -269,7 +290,9 @@ impl SqliteStore {
         }
         let removed = self.prune_write(false, |tx| {
             let mut delete = tx
-                .prepare_cached("DELETE FROM intervals WHERE id = ?1 AND closed_at < ?2")
+                .prepare_cached(
+                    "DELETE FROM intervals WHERE id = ?1 AND closed_at < ?2 AND id < (SELECT max(id) FROM intervals)",
+                )
                 .map_err(db)?;
             let mut removed = 0u64;
             for id in &ids {
@@ -292,7 +315,9 @@ impl SqliteStore {
             let candidates: Vec<(i64, bool)> = tx
                 .prepare_cached(&format!(
                     "SELECT a.id, {HELD_SQL} FROM alerts a
-                     WHERE a.id > ?1 AND a.state = 'resolved' AND a.resolved_at < ?2 ORDER BY a.id LIMIT ?3"
+                     WHERE a.id > ?1 AND a.state = 'resolved' AND a.resolved_at < ?2
+                       AND a.id < (SELECT max(id) FROM alerts)
+                     ORDER BY a.id LIMIT ?3"
                 ))
                 .and_then(|mut stmt| {
                     stmt.query_map(params![cursor.after, cutoff, alerts_per_batch], |r| {
@@ -349,10 +374,10 @@ impl SqliteStore {
     /// `None` once they are all removed.
     fn prune_programs(&self, cursor: &mut PruneCursor, limit: i64) -> Result<Option<Pruned>, StoreError> {
         if cursor.after == 0 {
-            cursor.after = 1;
-            let (candidates, seen) = self.read(|conn| {
+            let (candidates, seen, forgotten) = self.read(|conn| {
                 conn.execute_batch("BEGIN").map_err(db)?;
                 let found = (|| {
+                    let forgotten = hosts_forgotten(conn)?;
                     let seen: i64 = conn
                         .query_row("SELECT coalesce(max(id), 0) FROM intervals", [], |r| r.get(0))
                         .map_err(db)?;
@@ -367,7 +392,7 @@ impl SqliteStore {
                             unnamed.push(id);
                         }
                     }
-                    Ok((unnamed, seen))
+                    Ok((unnamed, seen, forgotten))
                 })();
                 let _ = conn.execute_batch("COMMIT");
                 found
@@ -375,13 +400,20 @@ impl SqliteStore {
             // Removed from the back: the batch is the tail.
             cursor.programs = candidates.into_iter().rev().collect();
             cursor.intervals_seen = seen;
+            // `after` holds the count of forgotten hosts at the scan, plus one (0: not scanned).
+            cursor.after = forgotten + 1;
         }
         if cursor.programs.is_empty() {
             return Ok(None);
         }
         let take = cursor.programs.len().min(limit as usize);
         let batch: Vec<i64> = cursor.programs.split_off(cursor.programs.len() - take);
-        let (removed, seen) = self.prune_write(false, |tx| {
+        let scanned_at = cursor.after - 1;
+        let checked = self.prune_write(false, |tx| {
+            if hosts_forgotten(tx)? != scanned_at {
+                // A host was forgotten since: new intervals may have its ids. Look again.
+                return Ok(None);
+            }
             // Intervals written since the scan may name a program again.
             let mut named = FxHashSet::default();
             programs_named(
@@ -398,8 +430,13 @@ impl SqliteStore {
             for id in batch.iter().filter(|id| !named.contains(id)) {
                 removed += delete.execute([id]).map_err(db)? as u64;
             }
-            Ok((removed, seen.max(cursor.intervals_seen)))
+            Ok(Some((removed, seen.max(cursor.intervals_seen))))
         })?;
+        let Some((removed, seen)) = checked else {
+            cursor.after = 0;
+            cursor.programs.clear();
+            return Ok(Some(Pruned::default()));
+        };
         cursor.intervals_seen = seen;
         Ok(Some(Pruned {
             programs: removed,
@@ -463,6 +500,10 @@ impl SqliteStore {
             forgotten.alerts = execute("DELETE FROM alerts WHERE host = ?1", &[&name])?;
             forgotten.tokens = execute("DELETE FROM tokens WHERE host = ?1 OR name = 'agent:' || ?1", &[&name])?;
             execute("DELETE FROM hosts WHERE id = ?1", &[&host_id])?;
+            execute(
+                "UPDATE retention_state SET value = value + 1 WHERE name = 'hosts_forgotten'",
+                &[],
+            )?;
             Ok(Some(forgotten))
         })?;
         if forgotten.is_some() {
