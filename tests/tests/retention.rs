@@ -94,7 +94,7 @@ fn expired_history_is_pruned_said_so_when_asked_about_and_a_forgotten_host_is_a_
     std::env::set_var(portwatch_collector::retention::TEST_FLOOR_ENV, "1s");
     let collector = Collector::serve(&db, &["--config".as_ref(), config.as_os_str()]).unwrap();
     let url = collector.url.clone();
-    // ssh stays open; 8080 opens and closes now.
+    // ssh stays open; 8080 opens and closes now; 9090 opens.
     let now = Timestamp::now();
     let facts = HostFacts {
         os: None,
@@ -127,6 +127,15 @@ fn expired_history_is_pruned_said_so_when_asked_about_and_a_forgotten_host_is_a_
                     closed: vec![Arc::new(listener(8080))],
                 },
             },
+            // A newer interval: pruning leaves the newest row (its id would be given again).
+            Report {
+                seq: 3,
+                observed_at: now,
+                body: ReportBody::Delta {
+                    opened: vec![Arc::new(listener(9090))],
+                    closed: vec![],
+                },
+            },
         ],
     };
     assert_eq!(post(&url, &agent, &batch), 200);
@@ -145,8 +154,13 @@ fn expired_history_is_pruned_said_so_when_asked_about_and_a_forgotten_host_is_a_
     let out = portwatch(&url, &read, &["--json", "history", "--host", "web-3"]);
     assert!(out.status.success());
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
-    assert_eq!(rows[0]["local_port"], 22);
+    let ports: Vec<u64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["local_port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, vec![22, 9090], "{rows}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("keeps history from"), "{stderr}");
     // A moment before the kept history is an error that says so, not an empty list.
