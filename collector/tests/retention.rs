@@ -88,6 +88,7 @@ fn snapshot(seq: u64, at: Timestamp, listeners: Vec<Listener>) -> Report {
                 agent_version: "0.1.0".into(),
                 interval_ms: 10_000,
                 tags: Default::default(),
+                detection: None,
             },
             listeners,
         },

@@ -80,6 +80,7 @@ fn fixture(tag: &str) -> Fixture {
                     agent_version: "0.1.0".into(),
                     interval_ms: 10_000,
                     tags: Default::default(),
+                    detection: None,
                 },
                 listeners: vec![listener],
             },

@@ -127,6 +127,7 @@ fn simulate(db: &std::path::Path, hosts: usize, old_database: bool) -> Vec<Row> 
         agent_version: "0.1.0".into(),
         interval_ms: 10_000,
         tags: Default::default(),
+        detection: None,
     };
     ingest_all(
         (0..hosts)
