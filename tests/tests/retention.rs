@@ -103,6 +103,7 @@ fn expired_history_is_pruned_said_so_when_asked_about_and_a_forgotten_host_is_a_
         agent_version: "0.1.0".into(),
         interval_ms: 10_000,
         tags: Default::default(),
+        detection: None,
     };
     let batch = Batch {
         version: PROTOCOL_VERSION,
