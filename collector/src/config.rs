@@ -14,6 +14,7 @@ use crate::alert::evaluate;
 use crate::alert::risky::RiskyPorts;
 use crate::alert::sink::{Syslog, Webhook};
 use crate::clock;
+use crate::retention::{self, Retention};
 use crate::{api, edge};
 
 /// Default listen address: loopback until told otherwise.
@@ -53,6 +54,9 @@ pub struct Config {
     /// The web dashboard served at `/`.
     #[serde(default)]
     pub dashboard: DashboardConfig,
+    /// How long history, alerts and the baseline log are kept.
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 /// `[dashboard]`: the web dashboard at `/` (same address and TLS as the API),
@@ -97,6 +101,68 @@ fn default_dashboard_enabled() -> bool {
 
 fn default_session_ttl() -> Duration {
     api::DEFAULT_SESSION_TTL
+}
+
+/// `[retention]`: how long each kind of record is kept before the background
+/// pruner deletes it (the rules are in [`crate::retention`]). Each takes a
+/// duration of at least one day (`"400d"`, `"26w"`) or `"forever"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Listener intervals closed longer ago than this are deleted; open
+    /// ones never are. Programs no interval names any more go with them.
+    #[serde(default = "default_history_retention", deserialize_with = "lifetime")]
+    pub history: Option<Duration>,
+    /// Alerts resolved longer ago than this are deleted with their outbox
+    /// events, once every sink has delivered those.
+    #[serde(default = "default_alerts_retention", deserialize_with = "lifetime")]
+    pub alerts: Option<Duration>,
+    /// Baseline changes made longer ago than this are deleted, but each
+    /// baseline's latest (default: kept forever).
+    #[serde(default, deserialize_with = "lifetime")]
+    pub baseline_log: Option<Duration>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            history: default_history_retention(),
+            alerts: default_alerts_retention(),
+            baseline_log: None,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The lifetimes the pruner and the queries go by.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            history: self.history,
+            alerts: self.alerts,
+            baseline_log: self.baseline_log,
+        }
+    }
+}
+
+fn default_history_retention() -> Option<Duration> {
+    Some(retention::DEFAULT_HISTORY)
+}
+
+fn default_alerts_retention() -> Option<Duration> {
+    Some(retention::DEFAULT_ALERTS)
+}
+
+/// A lifetime: a duration (no upper bound), or `"forever"` (`None`).
+fn lifetime<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim() == "forever" {
+        return Ok(None);
+    }
+    humantime::parse_duration(text.trim()).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {text:?} ({e}); write it like \"400d\" or \"26w\", or \"forever\""
+        ))
+    })
 }
 
 /// `[http]`: the server's connection limit and timeouts (what a client sees
@@ -394,6 +460,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             ingest: IngestConfig::default(),
             dashboard: DashboardConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -482,6 +549,7 @@ impl Config {
                 cap::MAX_MAX_OPEN
             ));
         }
+        retention::check(&config.retention.retention(), retention::floor())?;
         if let Some(syslog) = &config.alerts.syslog {
             syslog.check()?;
         }
@@ -682,6 +750,36 @@ mod tests {
         assert!(e.contains("[dashboard] session_ttl") && e.contains("7days"), "{e}");
         let e = Config::parse("[dashboard]\nport = 80\n").unwrap_err();
         assert!(e.contains("line 2") && e.contains("port"), "{e}");
+    }
+
+    #[test]
+    fn retention_takes_days_or_forever_and_refuses_less_than_a_day_naming_the_key() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            Config::default().retention.retention(),
+            Retention {
+                history: Some(400 * day),
+                alerts: Some(180 * day),
+                baseline_log: None
+            }
+        );
+        let config =
+            Config::parse("[retention]\nhistory = \"30d\"\nalerts = \"forever\"\nbaseline_log = \"2y\"\n").unwrap();
+        assert_eq!(config.retention.history, Some(30 * day));
+        assert_eq!(config.retention.alerts, None);
+        assert!(
+            config.retention.baseline_log.unwrap() > 700 * day,
+            "longer than [clock]'s 30 days"
+        );
+        let e = Config::parse("[retention]\nhistory = \"12h\"\n").unwrap_err();
+        assert!(
+            e.contains("[retention] history") && e.contains("12h") && e.contains("1day"),
+            "{e}"
+        );
+        let e = Config::parse("[retention]\nalerts = \"soon\"\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("forever"), "{e}");
+        let e = Config::parse("[retention]\nintervals = \"30d\"\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("intervals"), "{e}");
     }
 
     #[test]

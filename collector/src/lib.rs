@@ -11,6 +11,7 @@ pub mod export;
 pub mod history;
 pub mod learn;
 pub mod metrics;
+pub mod retention;
 pub mod store;
 pub mod token;
 pub mod trend;

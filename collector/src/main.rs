@@ -17,8 +17,9 @@ use portwatch_collector::api::{self, AppState};
 use portwatch_collector::config::{self, Config};
 use portwatch_collector::edge;
 use portwatch_collector::metrics::Metrics;
+use portwatch_collector::retention;
 use portwatch_collector::store::sqlite::SqliteStore;
-use portwatch_collector::store::{Store, StoreError, TokenRow, Tokens};
+use portwatch_collector::store::{Maintenance, Store, StoreError, TokenRow, Tokens};
 use portwatch_collector::token;
 use portwatch_common::wire::valid_host_name;
 use portwatch_model::Role;
@@ -37,6 +38,38 @@ enum Command {
     /// Manage the tokens agents and operators authenticate with.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Delete now what `[retention]` lets go (a running collector does it every hour by itself).
+    ///
+    /// Closed listener intervals, resolved alerts with their outbox events (once every sink has delivered them),
+    /// old baseline log entries if `baseline_log` is set, and process identities no interval names any more. In
+    /// small batches, so a collector serving the same database goes on taking reports meanwhile.
+    Prune {
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        where_: Where,
+    },
+    /// Hosts in the history.
+    #[command(subcommand)]
+    Host(HostCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum HostCommand {
+    /// Remove a decommissioned host for good: its history, staged snapshot parts, alerts (and their outbox
+    /// events), its agent tokens; the ports it saw first fleet-wide are credited to the next host that has them.
+    ///
+    /// Prefer `DELETE /api/v1/hosts/NAME` (an admin token) while a collector serves the database: it forgets
+    /// the host's name at once. Run from here, stop the collector first, or restart it after. If the host's
+    /// agent still reports, its next batch starts a new, empty host (and is refused once its token, deleted
+    /// here, is no longer trusted).
+    Forget {
+        /// The host's name, as `portwatch hosts` shows it.
+        name: String,
+        #[command(flatten)]
+        where_: Where,
+    },
 }
 
 /// Serve the HTTP API (ingest from agents, queries from operators) until SIGINT or SIGTERM.
@@ -168,7 +201,56 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(command) => token_command(command),
+        Command::Prune { dry_run, where_ } => prune(dry_run, &where_),
+        Command::Host(HostCommand::Forget { name, where_ }) => {
+            let store = open_store(&where_.config()?)?;
+            let Some(f) = store.forget_host(&name)? else {
+                bail!("no host {name:?} (see `portwatch hosts`)");
+            };
+            println!(
+                "forgot host {name:?}: {} intervals, {} alerts ({} outbox events), {} tokens, {} snapshot parts; \
+                 first sightings of {} ports moved to other hosts, {} dropped",
+                f.intervals,
+                f.alerts,
+                f.alert_events,
+                f.tokens,
+                f.snapshot_parts,
+                f.first_seen_moved,
+                f.first_seen_dropped
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `prune [--dry-run]`: what the configured retention lets go, counted or deleted now.
+fn prune(dry_run: bool, where_: &Where) -> anyhow::Result<ExitCode> {
+    let config = where_.config()?;
+    let retention = config.retention.retention();
+    let store = open_store(&config)?;
+    let plan = retention::plan(Timestamp::now(), &retention);
+    let show = |t: Option<Timestamp>| t.map_or_else(|| "kept forever".to_owned(), |t| format!("before {t}"));
+    println!("history closed {}", show(plan.intervals_closed_before));
+    println!("alerts resolved {}", show(plan.alerts_resolved_before));
+    println!("baseline log {}", show(plan.baseline_log_before));
+    let (verb, p) = if dry_run {
+        ("would delete", store.prune_count(&plan)?)
+    } else {
+        let pass = retention::prune_pass(&store, &plan, retention::BATCH_ROWS, retention::BATCH_PAUSE)?;
+        ("deleted", pass.pruned)
+    };
+    println!(
+        "{verb}: {} intervals, {} programs, {} alerts, {} alert events, {} baseline log entries",
+        p.intervals, p.programs, p.alerts, p.alert_events, p.baseline_log
+    );
+    if p.alerts_held > 0 {
+        println!(
+            "kept: {} expired alerts whose changes a sink has not delivered yet (a sink down, or one removed from the \
+             config that still has a place in the outbox)",
+            p.alerts_held
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The store of `config`'s database, judging agents' clocks by its `[clock]`.
@@ -256,8 +338,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .metrics(metrics)
             .metrics_public(config.metrics.public)
             .ingest_limits(config.ingest_limits())
-            .dashboard(config.dashboard.settings(tls.is_some()));
+            .dashboard(config.dashboard.settings(tls.is_some()))
+            .retention(config.retention.retention());
         let metrics = state.metrics.clone();
+        tokio::spawn(retention::run(
+            state.store.clone(),
+            config.retention.retention(),
+            metrics.clone(),
+        ));
         if let Some(rustls) = &tls {
             tokio::spawn(reload_tls_on_sighup(rustls.clone(), config.tls.clone()));
         }

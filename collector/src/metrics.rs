@@ -248,7 +248,19 @@ pub struct Metrics {
     connections_open: Gauge,
     connections: Counter,
     connection_waits: Counter,
+    /// Retention (`collector/src/retention.rs`): rows pruned, by kind.
+    pruned: Family<KindLabels, Counter>,
+    prune_passes: Counter,
+    alerts_held: Gauge,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// The kinds of rows pruning removes, as `/metrics` labels them.
+const PRUNED_KINDS: [&str; 5] = ["intervals", "programs", "alerts", "alert_events", "baseline_log"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -397,6 +409,7 @@ impl Metrics {
                 outcome: outcome_name(outcome),
             });
         }
+        let (pruned, prune_passes, alerts_held) = register_retention(registry);
         Metrics {
             registry: root,
             ingest_seconds,
@@ -418,6 +431,9 @@ impl Metrics {
             connections_open,
             connections,
             connection_waits,
+            pruned,
+            prune_passes,
+            alerts_held,
         }
     }
 
@@ -434,6 +450,23 @@ impl Metrics {
     /// `n` more batches were handed to the store (negative: committed or failed).
     pub fn batches_queued(&self, n: i64) {
         self.batches_queued.inc_by(n);
+    }
+
+    /// Counts a pass of the background pruner and what it removed.
+    pub fn pruned(&self, pruned: &crate::store::Pruned) {
+        let counts = [
+            pruned.intervals,
+            pruned.programs,
+            pruned.alerts,
+            pruned.alert_events,
+            pruned.baseline_log,
+        ];
+        for (kind, n) in PRUNED_KINDS.into_iter().zip(counts) {
+            self.pruned.get_or_create(&KindLabels { kind }).inc_by(n);
+        }
+        self.prune_passes.inc();
+        self.alerts_held
+            .set(i64::try_from(pruned.alerts_held).unwrap_or(i64::MAX));
     }
 
     /// `bytes` more of ingest bodies are held (negative: released).
@@ -552,6 +585,28 @@ impl Metrics {
         .map_err(|e| StoreError::Database(format!("cannot render the metrics: {e}")))?;
         Ok(text)
     }
+}
+
+/// Registers the retention metrics, every kind at zero.
+fn register_retention(registry: &mut Registry) -> (Family<KindLabels, Counter>, Counter, Gauge) {
+    let pruned = Family::<KindLabels, Counter>::default();
+    registry.register(
+        "retention_pruned_rows",
+        "Rows the background pruner deleted because [retention] let them go, by kind",
+        pruned.clone(),
+    );
+    for kind in PRUNED_KINDS {
+        let _ = pruned.get_or_create(&KindLabels { kind });
+    }
+    let passes = Counter::default();
+    registry.register("retention_passes", "Passes of the background pruner", passes.clone());
+    let held = Gauge::default();
+    registry.register(
+        "retention_alerts_held",
+        "Expired resolved alerts the last pass kept because a sink has not delivered their changes",
+        held.clone(),
+    );
+    (pruned, passes, held)
 }
 
 fn outcome_name(o: Outcome) -> &'static str {

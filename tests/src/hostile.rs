@@ -135,11 +135,11 @@ const HONEST_CONNECTIONS: usize = 8;
 /// An honest request that takes longer counts as failed.
 const HONEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn host_name(h: usize) -> String {
+pub(crate) fn host_name(h: usize) -> String {
     format!("honest-{h:05}")
 }
 
-fn secret(name: &str) -> String {
+pub(crate) fn secret(name: &str) -> String {
     format!("{}hostile{name:0>58}", token::PREFIX)
 }
 
@@ -292,11 +292,11 @@ impl Conn {
 }
 
 /// The honest fleet's record: (when sent, latency, ok).
-type Record = Arc<Mutex<Vec<(Instant, Duration, bool)>>>;
+pub(crate) type Record = Arc<Mutex<Vec<(Instant, Duration, bool)>>>;
 
 /// The honest fleet: every host a snapshot, then a heartbeat every second,
 /// until `stop`.
-async fn honest_fleet(addr: SocketAddr, hosts: usize, record: Record, stop: Arc<AtomicBool>) {
+pub(crate) async fn honest_fleet(addr: SocketAddr, hosts: usize, record: Record, stop: Arc<AtomicBool>) {
     let mut tasks = Vec::new();
     for c in 0..HONEST_CONNECTIONS {
         let (record, stop) = (record.clone(), stop.clone());
@@ -405,7 +405,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn latency(record: &Record, from: Instant, to: Instant) -> Latency {
+pub(crate) fn latency(record: &Record, from: Instant, to: Instant) -> Latency {
     let Ok(all) = record.lock() else {
         return Latency::default();
     };
@@ -438,13 +438,13 @@ fn peak_rss(samples: &Mutex<Vec<(Instant, u64)>>, from: Instant, to: Instant) ->
 }
 
 /// A running collector.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Server {
-    fn start(binary: &Path, config: &Path) -> anyhow::Result<Server> {
+    pub(crate) fn start(binary: &Path, config: &Path) -> anyhow::Result<Server> {
         use std::io::BufRead;
         let mut child = Command::new(binary)
             .args(["serve", "--config"])
@@ -519,7 +519,7 @@ async fn run_async(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Resul
 }
 
 /// Tokens for every honest host, the attackers and a reader.
-fn tokens(db: &Path, hosts: usize) -> anyhow::Result<()> {
+pub(crate) fn tokens(db: &Path, hosts: usize) -> anyhow::Result<()> {
     let mut names: Vec<String> = (0..hosts).map(host_name).collect();
     names.extend(["flood", "noisy", "victim", "big", "junk"].map(str::to_owned));
     let store = SqliteStore::open(db)?;
@@ -602,7 +602,7 @@ async fn phase(
     })
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 

@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod history;
 pub mod hostile;
 pub mod prometheus;
+pub mod prune;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};

@@ -153,7 +153,7 @@ impl Client {
         since: Option<Timestamp>,
         until: Option<Timestamp>,
         page: Page<'_>,
-    ) -> anyhow::Result<(Vec<ListenerRow>, Option<String>)> {
+    ) -> anyhow::Result<History> {
         let mut query = Vec::new();
         query.extend(port.map(|p| ("port", p.to_string())));
         query.extend(since.map(|t| ("since", t.to_string())));
@@ -168,8 +168,31 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(next_after)
             .map(str::to_owned);
-        Ok((read_json(&mut response, &path)?, next))
+        let kept_since = response
+            .headers()
+            .get(KEPT_SINCE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok(History {
+            rows: read_json(&mut response, &path)?,
+            next,
+            kept_since,
+        })
     }
+}
+
+/// The header of a history answer whose window reaches before the history
+/// the collector keeps (`[retention] history`): the start of what it keeps.
+const KEPT_SINCE_HEADER: &str = "portwatch-history-kept-since";
+
+/// One page of a host's history.
+pub struct History {
+    /// The intervals, oldest first.
+    pub rows: Vec<ListenerRow>,
+    /// The `after` of the next page, when there are more.
+    pub next: Option<String>,
+    /// When the window asked for reaches before the kept history: its start.
+    pub kept_since: Option<Timestamp>,
 }
 
 impl Client {

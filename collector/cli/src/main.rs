@@ -520,8 +520,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 limit: *limit,
                 after: after.as_deref(),
             };
-            let (rows, next) = client.history(host, *port, since, until, page)?;
+            let client::History { rows, next, kept_since } = client.history(host, *port, since, until, page)?;
             listeners(&mut out, &rows, output.resolve(cli.json), &tz, true)?;
+            if let Some(start) = kept_since {
+                eprintln!(
+                    "portwatch: the collector keeps history from {} on ([retention] history): listeners that closed \
+                     before it are not shown",
+                    render::local(start, &tz)
+                );
+            }
             if let Some(next) = next {
                 eprintln!(
                     "portwatch: showing {} intervals, the oldest first; there are more: add --after {next} for the next ones",

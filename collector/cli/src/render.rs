@@ -57,7 +57,7 @@ fn table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> io::Res
     Ok(())
 }
 
-fn local(t: Timestamp, tz: &TimeZone) -> String {
+pub fn local(t: Timestamp, tz: &TimeZone) -> String {
     t.to_zoned_datetime(tz.clone())
         .strftime("%Y-%m-%d %H:%M:%S")
         .to_string()

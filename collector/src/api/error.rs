@@ -37,6 +37,9 @@ pub enum ApiError {
     /// The thing is not in a state that allows this (an alert already acknowledged).
     #[error("{0}")]
     Conflict(String),
+    /// What was asked about is no longer kept (a moment before the retained history).
+    #[error("{0}")]
+    Gone(String),
     /// At a limit for now (ingest bytes in flight, a host's batch already in
     /// flight): 503 with `Retry-After`; the same request may succeed then.
     #[error("{message}")]
@@ -65,6 +68,7 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, m),
             ApiError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
+            ApiError::Gone(m) => (StatusCode::GONE, m),
             ApiError::Timeout(m) => (StatusCode::REQUEST_TIMEOUT, m),
             ApiError::Busy { message, retry_after } => {
                 let seconds = retry_after.as_secs().max(1);

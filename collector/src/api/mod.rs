@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `POST /api/v1/ingest` | agent token of the batch's host | store a batch of reports (gzip accepted); the answer states the size limits; 503 with `Retry-After` when busy (see [`ingest`]) |
 //! | `GET /api/v1/hosts` | read, admin | every host and its status |
+//! | `DELETE /api/v1/hosts/{host}` | admin | forget a decommissioned host: its history, alerts and tokens |
 //! | `GET /api/v1/hosts/{host}/listeners?at=T` | read, admin | what listened on a host at T (default now) |
 //! | `GET /api/v1/hosts/{host}/history?port=&since=&until=&limit=&after=` | read, admin | a host's listener intervals, a page at a time (`Link` to the next) |
 //! | `GET /api/v1/hosts/{host}/diff?from=T1&to=T2` | read, admin | opened, closed, changed owner between two moments |
@@ -24,7 +25,10 @@
 //! | `GET /api/v1/ports/{port}/history?proto=&since=&until=&limit=` | read, admin | the port's intervals on every host (see [`port`]) |
 //!
 //! A host named in the path or in `host=` that the collector has never heard
-//! from is a 404, not an empty answer. Every error body is JSON `{"error": ...}`.
+//! from is a 404, not an empty answer. A moment (`at`, `from`, `to`) before
+//! the kept history (`[retention] history`) is a 410 saying from when it is
+//! kept; a history window reaching before it carries the header
+//! `Portwatch-History-Kept-Since`. Every error body is JSON `{"error": ...}`.
 //!
 //! Times are RFC 3339 (`2026-11-25T03:00:00Z`). Credentials are
 //! `Authorization: Bearer <token>`, or the dashboard's session cookie (with
@@ -39,6 +43,7 @@ mod policy;
 mod port;
 mod query;
 pub mod session;
+mod retention;
 
 use std::sync::Arc;
 
@@ -56,6 +61,7 @@ pub use ingest::{IngestLimits, BUSY_RETRY_AFTER, DEFAULT_MAX_BYTES_IN_FLIGHT};
 pub use session::{
     DashboardSettings, SessionView, CSRF_HEADER, DEFAULT_DASHBOARD_ENABLED, DEFAULT_SESSION_TTL, MAX_SESSION_TTL,
 };
+pub use retention::KEPT_SINCE_HEADER;
 
 use tokio::sync::{mpsc, Notify};
 
@@ -108,6 +114,8 @@ pub struct AppState {
     max_batch_bytes: usize,
     /// The dashboard's settings and its signed-in sessions.
     sessions: Arc<session::Sessions>,
+    /// How long history is kept: questions before it are answered 410.
+    retention: crate::retention::Retention,
 }
 
 impl AppState {
@@ -134,6 +142,7 @@ impl AppState {
             body_timeout: IngestLimits::default().body_timeout,
             max_batch_bytes: MAX_DECOMPRESSED_BYTES,
             sessions: Arc::new(session::Sessions::new(DashboardSettings::default())),
+            retention: crate::retention::Retention::default(),
         }
     }
 
@@ -164,6 +173,7 @@ impl AppState {
             body_timeout: IngestLimits::default().body_timeout,
             max_batch_bytes: MAX_DECOMPRESSED_BYTES,
             sessions: Arc::new(session::Sessions::new(DashboardSettings::default())),
+            retention: crate::retention::Retention::default(),
         };
         (state, task)
     }
@@ -192,6 +202,12 @@ impl AppState {
     /// (instead of [`DashboardSettings::default`]).
     pub fn dashboard(mut self, settings: DashboardSettings) -> AppState {
         self.sessions = Arc::new(session::Sessions::new(settings));
+        self
+    }
+
+    /// Answers by `retention` (instead of [`crate::retention::Retention::default`]).
+    pub fn retention(mut self, retention: crate::retention::Retention) -> AppState {
+        self.retention = retention;
         self
     }
 
@@ -263,6 +279,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/ingest", post(ingest::ingest))
         .route("/api/v1/hosts", get(query::hosts))
+        .route("/api/v1/hosts/{host}", delete(retention::forget))
         .route("/api/v1/hosts/{host}/listeners", get(query::listeners))
         .route("/api/v1/hosts/{host}/history", get(query::history))
         .route("/api/v1/hosts/{host}/diff", get(query::diff))

@@ -8,6 +8,7 @@ use portwatch_common::Proto;
 use serde::Deserialize;
 
 use super::auth::Caller;
+use super::retention::{require_kept, window_before_kept, KEPT_SINCE_HEADER};
 use super::{blocking, blocking_json, error, ApiError, AppState, JsonBody};
 use portwatch_model::{HistoryCursor, HistoryWindow};
 
@@ -48,6 +49,7 @@ pub async fn listeners(
     let params = error::query(params, "?at=2026-11-25T03:00:00Z")?;
     let at = time_param("at", params.at.as_deref())?.unwrap_or_else(Timestamp::now);
     require_host(&state, &host).await?;
+    require_kept(&state, "at", at)?;
     let store = state.store.clone();
     blocking_json(move || store.listeners_at(&host, at)).await
 }
@@ -78,6 +80,7 @@ pub async fn who(
         Some(other) => return Err(ApiError::BadRequest(format!("proto {other:?}: use tcp or udp"))),
     };
     let at = time_param("at", params.at.as_deref())?.unwrap_or_else(Timestamp::now);
+    require_kept(&state, "at", at)?;
     let store = state.store.clone();
     blocking_json(move || store.who(port, proto, at)).await
 }
@@ -133,12 +136,18 @@ pub async fn history(
         .transpose()
         .map_err(|e| ApiError::BadRequest(format!("after: {e}")))?;
     require_host(&state, &host).await?;
+    let kept_since = window_before_kept(&state, window.since);
     let turn = state.heavy.read("history")?;
     let store = state.store.clone();
     let (rows, next) = blocking(move || store.history_page(&host, window, after, limit)).await?;
     let body = blocking_json(move || Ok(rows)).await?;
     drop(turn);
     let mut response = axum::response::IntoResponse::into_response(body);
+    if let Some(start) = kept_since {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&start.to_string()) {
+            response.headers_mut().insert(KEPT_SINCE_HEADER, value);
+        }
+    }
     if let Some(next) = next {
         let link = format!("<{}>; rel=\"next\"", next_page(&uri, next));
         if let Ok(value) = axum::http::HeaderValue::from_str(&link) {
@@ -202,6 +211,7 @@ pub async fn diff(
             let at = time_param("at", params.at.as_deref())?.unwrap_or_else(Timestamp::now);
             require_host(&state, &host).await?;
             require_host(&state, &other).await?;
+            require_kept(&state, "at", at)?;
             let (a, b) =
                 blocking(move || Ok((store.listeners_at(&host, at)?, store.listeners_at(&other, at)?))).await?;
             Ok(Json(portwatch_model::diff::between_hosts(&a, &b)))
@@ -210,6 +220,8 @@ pub async fn diff(
             let from = time_param("from", Some(&from))?.unwrap_or_else(Timestamp::now);
             let to = time_param("to", params.to.as_deref())?.unwrap_or_else(Timestamp::now);
             require_host(&state, &host).await?;
+            require_kept(&state, "from", from)?;
+            require_kept(&state, "to", to)?;
             let (a, b) =
                 blocking(move || Ok((store.listeners_at(&host, from)?, store.listeners_at(&host, to)?))).await?;
             Ok(Json(portwatch_model::diff::between_moments(&a, &b)))

@@ -426,6 +426,132 @@ pub trait Outbox: Send + Sync {
 pub trait Maintenance: Send + Sync {
     /// The store's size on disk, in bytes.
     fn size_bytes(&self) -> Result<u64, StoreError>;
+
+    /// What [`Maintenance::prune`] would remove under `plan` if it ran to
+    /// the end now, removing nothing. `alerts_held` counts the expired
+    /// alerts kept because a sink has not delivered an event of theirs.
+    fn prune_count(&self, plan: &PrunePlan) -> Result<Pruned, StoreError>;
+
+    /// Removes one batch of what `plan` says is expired (see
+    /// [`crate::retention`]): at most `batch_rows` rows in one short
+    /// transaction of the store's writer, the same writer ingest uses, so
+    /// a batch of reports waits for one batch at most. `cursor` says where
+    /// the pass stands; call again (pausing between calls, so that ingest
+    /// gets the writer) until [`PruneCursor::done`]. Returns what this call
+    /// removed. A record that stops being expired between two calls (an
+    /// alert whose event a sink has not delivered) is left alone; nothing
+    /// that is not expired under `plan` is ever removed.
+    fn prune(&self, plan: &PrunePlan, cursor: &mut PruneCursor, batch_rows: usize) -> Result<Pruned, StoreError>;
+
+    /// Gives back to the file system at most `pages` of the space pruning
+    /// freed (SQLite: `PRAGMA incremental_vacuum`, when the database was
+    /// made with `auto_vacuum = INCREMENTAL`; an older database keeps its
+    /// freed pages and reuses them for new rows instead). Returns the freed
+    /// pages still kept in the file.
+    fn reclaim(&self, pages: u32) -> Result<u64, StoreError>;
+
+    /// Removes host `name` for good: its intervals, staged snapshot parts,
+    /// alerts and their outbox events (delivered or not), its agent tokens,
+    /// and its fleet-wide first sightings of ports (each taken from the
+    /// other hosts' kept intervals instead, or dropped when none has the
+    /// port). One transaction of the writer: a batch of the host queued
+    /// meanwhile is applied after it, as the first batch of a new host of
+    /// that name (a delta asks its agent for a snapshot; its token is gone,
+    /// so the next batch is refused). `None` when no host has that name.
+    fn forget_host(&self, name: &str) -> Result<Option<Forgotten>, StoreError>;
+}
+
+pub use crate::retention::PrunePlan;
+
+/// What pruning removed (or, from [`Maintenance::prune_count`], would remove).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    /// Closed listener intervals.
+    pub intervals: u64,
+    /// Process identities no interval names any more.
+    pub programs: u64,
+    /// Resolved alerts.
+    pub alerts: u64,
+    /// Their events in the outbox.
+    pub alert_events: u64,
+    /// Baseline log entries.
+    pub baseline_log: u64,
+    /// Expired alerts kept because a sink has not delivered one of their events.
+    pub alerts_held: u64,
+}
+
+impl Pruned {
+    /// Rows removed, all kinds together.
+    pub fn removed(&self) -> u64 {
+        self.intervals + self.programs + self.alerts + self.alert_events + self.baseline_log
+    }
+}
+
+impl std::ops::AddAssign for Pruned {
+    fn add_assign(&mut self, other: Pruned) {
+        self.intervals += other.intervals;
+        self.programs += other.programs;
+        self.alerts += other.alerts;
+        self.alert_events += other.alert_events;
+        self.baseline_log += other.baseline_log;
+        self.alerts_held += other.alerts_held;
+    }
+}
+
+/// Where a pass of [`Maintenance::prune`] stands; a new pass starts from
+/// [`PruneCursor::default`]. Its contents are the backend's.
+#[derive(Debug, Clone, Default)]
+pub struct PruneCursor {
+    /// The step the pass is at.
+    pub(crate) stage: PruneStage,
+    /// Where the step stands (a host id, an alert id).
+    pub(crate) after: i64,
+    /// Programs found unnamed by any interval, still to check and remove.
+    pub(crate) programs: Vec<i64>,
+    /// The greatest interval id when those programs were found.
+    pub(crate) intervals_seen: i64,
+}
+
+/// The steps of a pass, in order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum PruneStage {
+    /// Closed intervals, host by host.
+    #[default]
+    Intervals,
+    /// Resolved alerts and their events.
+    Alerts,
+    /// The baseline log.
+    BaselineLog,
+    /// Programs no interval names.
+    Programs,
+    /// Nothing left.
+    Done,
+}
+
+impl PruneCursor {
+    /// Whether the pass is over.
+    pub fn done(&self) -> bool {
+        self.stage == PruneStage::Done
+    }
+}
+
+/// What [`Maintenance::forget_host`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Forgotten {
+    /// Listener intervals, open and closed.
+    pub intervals: u64,
+    /// Alerts, whatever their state.
+    pub alerts: u64,
+    /// Their events in the outbox.
+    pub alert_events: u64,
+    /// Agent tokens (every token of `agent:NAME`, and any other of that host).
+    pub tokens: u64,
+    /// Parts of a snapshot in progress.
+    pub snapshot_parts: u64,
+    /// Ports whose first sighting was this host's, now another host's.
+    pub first_seen_moved: u64,
+    /// Ports whose first sighting was this host's and that no other host has.
+    pub first_seen_dropped: u64,
 }
 
 /// The history store: every concern of the collector's database. A backend

@@ -105,6 +105,7 @@ use crate::clock::{self, HostClock};
 use crate::history::{self, SessionState, Step};
 
 mod policy;
+mod prune;
 mod read;
 
 use read::{HostCache, IntervalReader, Order, INTERVAL_COLUMNS};
@@ -120,6 +121,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_tokens.sql"),
     include_str!("migrations/0008_program_identity.sql"),
     include_str!("migrations/0009_detection.sql"),
+    include_str!("migrations/0010_retention.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection before
@@ -239,6 +241,9 @@ impl SqliteStore {
         let _ = create_private(path);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(describe(&e)))?;
+        // Before WAL mode is set, which writes the file's first page. (A file
+        // that is not a database fails here quietly and in `configure_writer` with a message.)
+        let _ = prune::prepare_new(&conn);
         configure_writer(&conn).map_err(open_error)?;
         migrate(&mut conn).map_err(open_error)?;
         let reader = open_reader(path).map_err(|e| open_error(describe(&e)))?;
@@ -994,6 +999,27 @@ impl Maintenance for SqliteStore {
             }
         }
         Ok(total)
+    }
+
+    fn prune_count(&self, plan: &super::PrunePlan) -> Result<super::Pruned, StoreError> {
+        self.prune_count_impl(plan)
+    }
+
+    fn prune(
+        &self,
+        plan: &super::PrunePlan,
+        cursor: &mut super::PruneCursor,
+        batch_rows: usize,
+    ) -> Result<super::Pruned, StoreError> {
+        self.prune_impl(plan, cursor, batch_rows)
+    }
+
+    fn reclaim(&self, pages: u32) -> Result<u64, StoreError> {
+        self.reclaim_impl(pages)
+    }
+
+    fn forget_host(&self, name: &str) -> Result<Option<super::Forgotten>, StoreError> {
+        self.forget_host_impl(name)
     }
 }
 

@@ -27,9 +27,11 @@ pub(super) const INTERVAL_COLUMNS: &str = "i.host_id, i.netns, i.proto, i.family
 
 /// Every host's name by id, and its place in name order.
 ///
-/// Hosts are never renamed or deleted and ids only grow, so an entry never
-/// goes stale: a host registered after the snapshot was taken is read on
-/// first sight (with every other new one) into a new snapshot.
+/// Hosts are never renamed, so an entry goes stale only when its host is
+/// forgotten (`forget_host`), which clears the cache once it has committed
+/// (the forgotten id may be given to the next new host); a host registered
+/// after the snapshot was taken is read on first sight (with every other
+/// new one) into a new snapshot.
 #[derive(Default)]
 pub(super) struct HostNames {
     /// Host id to its rank: its place in name order.
@@ -86,6 +88,11 @@ impl HostNames {
 pub(super) struct HostCache(RwLock<Arc<HostNames>>);
 
 impl HostCache {
+    /// Forgets every name (a host was deleted): the next read reads them again.
+    pub(super) fn clear(&self) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::default();
+    }
+
     fn current(&self) -> Arc<HostNames> {
         Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
     }
