@@ -8,13 +8,14 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::alert::alertmanager::Alertmanager;
-use crate::alert::cap;
 use crate::alert::drift::{self, Policy};
 use crate::alert::evaluate;
 use crate::alert::risky::RiskyPorts;
 use crate::alert::sink::{Syslog, Webhook};
 use crate::clock;
+use crate::lifecycle::cap;
 use crate::retention::{self, Retention};
+use crate::setting::duration;
 use crate::{api, edge};
 
 /// Default listen address: loopback until told otherwise.
@@ -405,28 +406,6 @@ fn default_max_open_per_kind() -> usize {
 
 fn default_sweep_every() -> Duration {
     evaluate::DEFAULT_SWEEP_EVERY
-}
-
-/// Longest duration any setting takes.
-const MAX_DURATION: Duration = Duration::from_secs(30 * 86_400);
-
-/// A duration setting (`"30s"`, `"10m"`): at least 1 s, at most 30 days.
-pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    let value = humantime::parse_duration(text.trim()).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "invalid duration {text:?} ({e}); write it like \"30s\", \"10m\" or \"1h\""
-        ))
-    })?;
-    if value.is_zero() {
-        return Err(serde::de::Error::custom("a duration of zero: write at least 1s"));
-    }
-    if value > MAX_DURATION {
-        return Err(serde::de::Error::custom(format!(
-            "{text:?} is longer than 30 days, the most this setting takes"
-        )));
-    }
-    Ok(value)
 }
 
 /// The collector's TLS certificate and key, PEM files read at start (and

@@ -17,10 +17,10 @@ use portwatch_collector::api::{self, AppState};
 use portwatch_collector::config::{self, Config};
 use portwatch_collector::edge;
 use portwatch_collector::metrics::Metrics;
-use portwatch_collector::retention;
 use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::{Maintenance, Store, StoreError, TokenRow, Tokens};
 use portwatch_collector::token;
+use portwatch_collector::{pruner, retention};
 use portwatch_common::wire::valid_host_name;
 use portwatch_model::Role;
 
@@ -236,7 +236,7 @@ fn prune(dry_run: bool, where_: &Where) -> anyhow::Result<ExitCode> {
     let (verb, p) = if dry_run {
         ("would delete", store.prune_count(&plan)?)
     } else {
-        let pass = retention::prune_pass(&store, &plan, retention::BATCH_ROWS, retention::BATCH_PAUSE)?;
+        let pass = pruner::prune_pass(&store, &plan, pruner::BATCH_ROWS, pruner::BATCH_PAUSE)?;
         ("deleted", pass.pruned)
     };
     println!(
@@ -341,7 +341,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .dashboard(config.dashboard.settings(tls.is_some()))
             .retention(config.retention.retention());
         let metrics = state.metrics.clone();
-        tokio::spawn(retention::run(
+        tokio::spawn(pruner::run(
             state.store.clone(),
             config.retention.retention(),
             metrics.clone(),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use portwatch_collector::pruner;
 use portwatch_collector::retention::{self, Retention};
 use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::{
@@ -424,7 +425,7 @@ fn a_new_database_gives_freed_space_back_to_the_file_system() {
     assert!(store.reclaim(8).unwrap() > 0, "freed pages are left after a small step");
     let mut left = u64::MAX;
     for _ in 0..10_000 {
-        left = store.reclaim(retention::VACUUM_PAGES).unwrap();
+        left = store.reclaim(pruner::VACUUM_PAGES).unwrap();
         if left == 0 {
             break;
         }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
+use portwatch_collector::pruner;
 use portwatch_collector::retention::{self, Retention};
 use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::HistoryWrites;
@@ -170,7 +171,7 @@ fn simulate(db: &std::path::Path, hosts: usize, old_database: bool) -> Vec<Row> 
         }
         ingest_all(batches);
         let plan = retention::plan(at(day + 1, 0), &lifetime);
-        retention::prune_pass(store.as_ref(), &plan, retention::BATCH_ROWS, Duration::ZERO).unwrap();
+        pruner::prune_pass(store.as_ref(), &plan, pruner::BATCH_ROWS, Duration::ZERO).unwrap();
         if (day + 1) % 10 == 0 {
             let conn = rusqlite::Connection::open(db).unwrap();
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))

@@ -76,7 +76,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
     // The pass starts once the window without pruning is over (a test-only setting).
     let prune_after = WARM_UP + plan.baseline;
     std::env::set_var(
-        portwatch_collector::retention::TEST_FIRST_PASS_ENV,
+        portwatch_collector::pruner::TEST_FIRST_PASS_ENV,
         format!("{}ms", prune_after.as_millis()),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -123,9 +123,15 @@ impl Setup {
     }
 
     /// The closed interval of `port` in history, once there.
-    fn closed_interval(&self, port: u16, agent: &LoggedAgent) -> Value {
+    /// The closed interval of `port` owned by `pid`. The agents of the tests
+    /// running beside this one see the whole machine, so a port of another
+    /// test (the same number in another namespace, or of the other protocol)
+    /// may be in this history too.
+    fn closed_interval(&self, port: u16, pid: u32, agent: &LoggedAgent) -> Value {
         eventually(SETTLE, || {
-            self.history(Some(port)).into_iter().find(|r| !r["closed_at"].is_null())
+            self.history(Some(port))
+                .into_iter()
+                .find(|r| !r["closed_at"].is_null() && r["processes"][0]["pid"] == pid)
         })
         .unwrap_or_else(|| {
             panic!(
@@ -170,7 +176,7 @@ fn as_root_a_tcp_listener_living_50ms_reaches_history_with_its_pid_and_times() {
     std::thread::sleep(Duration::from_millis(50));
     drop(l);
     let after = Timestamp::now();
-    let row = s.closed_interval(port, &agent);
+    let row = s.closed_interval(port, std::process::id(), &agent);
     assert_ours(&row, before, after);
     assert_eq!(row["proto"], "tcp");
 }
@@ -185,7 +191,7 @@ fn as_root_a_udp_socket_bound_for_50ms_reaches_history_with_its_pid_and_times() 
     std::thread::sleep(Duration::from_millis(50));
     drop(u);
     let after = Timestamp::now();
-    let row = s.closed_interval(port, &agent);
+    let row = s.closed_interval(port, std::process::id(), &agent);
     assert_ours(&row, before, after);
     assert_eq!(row["proto"], "udp");
 }
@@ -211,7 +217,7 @@ fn as_root_with_events_forced_off_the_agent_polls_every_interval() {
     eventually(SETTLE, || (!s.history(Some(port)).is_empty()).then_some(()))
         .expect("a polling agent records a listener that lives several intervals");
     drop(l);
-    let row = s.closed_interval(port, &agent);
+    let row = s.closed_interval(port, std::process::id(), &agent);
     assert_ours(&row, before, Timestamp::now());
 }
 
@@ -223,7 +229,7 @@ fn as_root_a_short_listener_in_another_network_namespace_is_caught() {
     let l = Listeners::start(&["ip", "netns", "exec", &ns.name], &["tcp4:127.0.0.1:0"]).unwrap();
     let (port, pid) = (l.port(0), l.opened.pid);
     drop(l);
-    let row = s.closed_interval(port, &agent);
+    let row = s.closed_interval(port, pid, &agent);
     assert_eq!(row["processes"][0]["pid"], pid, "{row}");
     assert_eq!(row["netns"], ns.inode().unwrap(), "{row}");
 }

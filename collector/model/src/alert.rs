@@ -102,6 +102,13 @@ impl Severity {
             Severity::Critical => "critical",
         }
     }
+
+    /// Parses a severity's name.
+    pub fn parse(name: &str) -> Option<Severity> {
+        [Severity::Info, Severity::Warning, Severity::Critical]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
 }
 
 /// One departure from the baseline.
@@ -259,5 +266,32 @@ impl AlertEvent {
             AlertEvent::Acknowledged(_) => "acknowledged",
             AlertEvent::Resolved(_) => "resolved",
         }
+    }
+
+    /// The event named `name` (see [`AlertEvent::name`]) of `alert`.
+    pub fn from_name(name: &str, alert: AlertRow) -> Option<AlertEvent> {
+        match name {
+            "opened" => Some(AlertEvent::Opened(alert)),
+            "acknowledged" => Some(AlertEvent::Acknowledged(alert)),
+            "resolved" => Some(AlertEvent::Resolved(alert)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_to_what_they_name_and_nothing_else() {
+        for s in [Severity::Info, Severity::Warning, Severity::Critical] {
+            assert_eq!(Severity::parse(s.as_str()), Some(s));
+        }
+        for s in [AlertState::Open, AlertState::Acknowledged, AlertState::Resolved] {
+            assert_eq!(AlertState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Severity::parse("CRITICAL"), None);
+        assert_eq!(AlertState::parse(""), None);
     }
 }

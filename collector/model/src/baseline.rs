@@ -437,6 +437,29 @@ impl BaselineAction {
             BaselineAction::Remove => "remove",
         }
     }
+
+    /// Parses an action's name.
+    pub fn parse(name: &str) -> Option<BaselineAction> {
+        [
+            BaselineAction::Create,
+            BaselineAction::Update,
+            BaselineAction::Unchanged,
+            BaselineAction::Remove,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == name)
+    }
+
+    /// What applying `source` as a baseline does where `stored` is the
+    /// source of the same name already in force: the same source again is
+    /// no change (and is not logged), another one replaces it.
+    pub fn of_applying(stored: Option<&str>, source: &str) -> BaselineAction {
+        match stored {
+            None => BaselineAction::Create,
+            Some(old) if old == source => BaselineAction::Unchanged,
+            Some(_) => BaselineAction::Update,
+        }
+    }
 }
 
 /// One change to a baseline, as `baseline log` lists it.
@@ -482,6 +505,22 @@ pub struct BaselineView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn applying_the_same_source_again_is_no_change_and_another_replaces_it() {
+        assert_eq!(BaselineAction::of_applying(None, "a"), BaselineAction::Create);
+        assert_eq!(BaselineAction::of_applying(Some("a"), "a"), BaselineAction::Unchanged);
+        assert_eq!(BaselineAction::of_applying(Some("a"), "a "), BaselineAction::Update);
+        for action in [
+            BaselineAction::Create,
+            BaselineAction::Update,
+            BaselineAction::Unchanged,
+            BaselineAction::Remove,
+        ] {
+            assert_eq!(BaselineAction::parse(action.as_str()), Some(action));
+        }
+        assert_eq!(BaselineAction::parse("Create"), None);
+    }
 
     const GOOD: &str = r#"
 name = "db"

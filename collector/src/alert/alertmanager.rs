@@ -71,7 +71,7 @@ pub struct Alertmanager {
     pub urls: Vec<String>,
     /// How often every active alert is sent again: shorter than the Alertmanagers' `resolve_timeout`
     /// (5m unless their config says otherwise), or they resolve alerts that are still open.
-    #[serde(default = "default_resend_every", deserialize_with = "crate::config::duration")]
+    #[serde(default = "default_resend_every", deserialize_with = "crate::setting::duration")]
     pub resend_every: Duration,
     /// Where people reach this collector (`https://portwatch.example.com`): each alert links to itself
     /// there (annotation `url`, and `generatorURL`). No link when unset.

@@ -43,7 +43,7 @@ pub struct Policy {
     /// `clock-skew` finding (`[clock] tolerance`, the tolerance ingest dates by).
     pub clock_tolerance: Duration,
     /// Most unresolved alerts of one kind on one host; the findings beyond
-    /// are counted in a summary alert ([`super::cap`]).
+    /// are counted in a summary alert ([`crate::lifecycle::cap`]).
     pub max_open_per_kind: usize,
 }
 
@@ -63,7 +63,7 @@ impl Default for Policy {
             flap_window: DEFAULT_FLAP_WINDOW,
             startup_grace: DEFAULT_STARTUP_GRACE,
             clock_tolerance: clock::DEFAULT_TOLERANCE,
-            max_open_per_kind: super::cap::DEFAULT_MAX_OPEN,
+            max_open_per_kind: crate::lifecycle::cap::DEFAULT_MAX_OPEN,
         }
     }
 }

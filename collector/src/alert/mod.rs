@@ -3,12 +3,14 @@
 //!
 //! - [`drift`]: what departs from the baselines, as findings (pure).
 //! - [`risky`]: ports that should not be reachable beyond loopback.
-//! - [`cap`]: how many alerts one host may have open, and the summary of the rest.
 //! - [`sink`]: webhooks, syslog and Alertmanagers ([`alertmanager`]), fed
 //!   from the store's outbox of alert changes, in the order [`outbox`] takes
 //!   it in.
 //! - [`evaluate`]: runs drift over the store's hosts when they change and on
 //!   a timer, and keeps the alerts in line with the findings.
+//!
+//! The rules of an alert's life (how many may be open, acknowledging,
+//! resolving, a sink's place) are in [`crate::lifecycle`], apart from any store.
 //!
 //! An alert is one finding's condition (its `key`) from when it was first
 //! seen until it cleared: open, then acknowledged by a person (with a
@@ -16,7 +18,6 @@
 //! is open or acknowledged, the same condition opens no second one.
 
 pub mod alertmanager;
-pub mod cap;
 pub mod drift;
 pub mod evaluate;
 pub mod outbox;

@@ -107,16 +107,7 @@ pub struct Rotated {
 /// One row of the alert outbox: its id, and the event, or why this build cannot read it.
 pub type OutboxEvent = (i64, Result<AlertEvent, String>);
 
-/// How far a sink has come in the alert outbox: it is done with (delivered,
-/// refused for good, or did not want) every event up to `cursor`, and with
-/// the events `done`, all after it. Every other event is still to deliver.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SinkProgress {
-    /// Every event up to this one is done with.
-    pub cursor: i64,
-    /// Events after the cursor that are done with too, ascending.
-    pub done: Vec<i64>,
-}
+pub use crate::lifecycle::SinkProgress;
 
 /// What acknowledging an alert did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,7 +359,7 @@ pub trait Baselines: Send + Sync {
 pub trait Alerts: Send + Sync {
     /// Brings the alerts of `hosts` in line with their `findings` as of
     /// `now`, in one transaction: reads the unresolved alerts of `hosts` and
-    /// carries out what [`crate::alert::cap::plan`] makes of them, the
+    /// carries out what [`crate::lifecycle::cap::plan`] makes of them, the
     /// findings and `max_open`. A finding to alert on opens an alert unless
     /// one of its key is unresolved already (another collector's), an alert
     /// to resolve is resolved, each with its event in the outbox; a summary

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{corrupt, db, timestamp, SqliteStore, Synchronous};
-use crate::alert::cap;
+use crate::lifecycle::{self, cap};
 use crate::store::{AckOutcome, SinkProgress, StoreError};
 use portwatch_model::{AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, StoredBaseline};
 use portwatch_model::{Finding, Kind, Severity};
@@ -42,11 +42,10 @@ impl SqliteStore {
                 .query_row("SELECT source FROM baselines WHERE name = ?1", [name], |r| r.get(0))
                 .optional()
                 .map_err(db)?;
-            let action = match old {
-                Some(old) if old == source => return Ok(BaselineAction::Unchanged),
-                Some(_) => BaselineAction::Update,
-                None => BaselineAction::Create,
-            };
+            let action = BaselineAction::of_applying(old.as_deref(), source);
+            if action == BaselineAction::Unchanged {
+                return Ok(action);
+            }
             tx.execute(
                 "INSERT INTO baselines (name, source, applied_at, applied_by) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (name) DO UPDATE SET source = excluded.source, applied_at = excluded.applied_at,
@@ -126,12 +125,9 @@ impl SqliteStore {
         })?;
         raws.into_iter()
             .map(|(id, name, action, at, actor, comment, source)| {
-                let action = match action.as_str() {
-                    "create" => BaselineAction::Create,
-                    "update" => BaselineAction::Update,
-                    "remove" => BaselineAction::Remove,
-                    other => return Err(corrupt(format!("baseline action {other:?}"))),
-                };
+                let action = BaselineAction::parse(&action)
+                    .filter(|a| *a != BaselineAction::Unchanged)
+                    .ok_or_else(|| corrupt(format!("baseline action {action:?}")))?;
                 Ok(BaselineLogRow {
                     id,
                     name,
@@ -223,10 +219,9 @@ impl SqliteStore {
                 }
             }
             for &id in &plan.resolve {
-                tx.prepare_cached("UPDATE alerts SET state = 'resolved', resolved_at = ?2 WHERE id = ?1")
-                    .and_then(|mut stmt| stmt.execute(params![id, now.as_millisecond()]))
-                    .map_err(db)?;
-                let event = AlertEvent::Resolved(alert_by_id(tx, id)?);
+                let alert = lifecycle::resolve(alert_by_id(tx, id)?, now);
+                write_state(tx, &alert)?;
+                let event = AlertEvent::Resolved(alert);
                 record(tx, &event, now)?;
                 events.push(event);
             }
@@ -274,28 +269,19 @@ impl SqliteStore {
         comment: &str,
         at: Timestamp,
     ) -> Result<AckOutcome, StoreError> {
+        // The writer's transaction holds the alert from the read to the write.
         self.durably(|tx| {
-            let changed = tx
-                .execute(
-                    "UPDATE alerts SET state = 'acknowledged', acked_at = ?2, acked_by = ?3, ack_comment = ?4
-                 WHERE id = ?1 AND state = 'open'",
-                    params![id, at.as_millisecond(), actor, comment],
-                )
-                .map_err(db)?;
-            let exists = tx
-                .query_row("SELECT 1 FROM alerts WHERE id = ?1", [id], |_| Ok(()))
-                .optional()
-                .map_err(db)?
-                .is_some();
-            if !exists {
+            let Some(alert) = find_alert(tx, id)? else {
                 return Ok(AckOutcome::NotFound);
+            };
+            match lifecycle::acknowledge(&alert, actor, comment, at) {
+                None => Ok(AckOutcome::NotOpen(alert)),
+                Some(alert) => {
+                    write_state(tx, &alert)?;
+                    record(tx, &AlertEvent::Acknowledged(alert.clone()), at)?;
+                    Ok(AckOutcome::Acknowledged(alert))
+                }
             }
-            let alert = alert_by_id(tx, id)?;
-            if changed == 0 {
-                return Ok(AckOutcome::NotOpen(alert));
-            }
-            record(tx, &AlertEvent::Acknowledged(alert.clone()), at)?;
-            Ok(AckOutcome::Acknowledged(alert))
         })
     }
 
@@ -389,59 +375,85 @@ impl SqliteStore {
 
     pub(super) fn sink_progress_impl(&self, sink: &str) -> Result<SinkProgress, StoreError> {
         self.durably(|tx| {
-            // A new sink starts at the newest event: it is not flooded with history.
-            tx.execute(
-                "INSERT INTO sink_cursors (sink, last_event_id)
-                 SELECT ?1, coalesce(max(id), 0) FROM alert_events WHERE true
-                 ON CONFLICT (sink) DO NOTHING",
-                [sink],
-            )
-            .map_err(db)?;
-            let cursor: i64 = tx
-                .query_row("SELECT last_event_id FROM sink_cursors WHERE sink = ?1", [sink], |r| {
-                    r.get(0)
-                })
+            if let Some(progress) = stored_progress(tx, sink)? {
+                return Ok(progress);
+            }
+            let newest: Option<i64> = tx
+                .query_row("SELECT max(id) FROM alert_events", [], |r| r.get(0))
                 .map_err(db)?;
-            let mut stmt = tx
-                .prepare_cached("SELECT event_id FROM sink_done WHERE sink = ?1 AND event_id > ?2 ORDER BY event_id")
-                .map_err(db)?;
-            let done = stmt
-                .query_map(params![sink, cursor], |r| r.get(0))
-                .map_err(db)?
-                .collect::<Result<Vec<i64>, _>>()
-                .map_err(db)?;
-            Ok(SinkProgress { cursor, done })
+            let progress = lifecycle::first_place(newest);
+            write_progress(tx, sink, &progress)?;
+            Ok(progress)
         })
     }
 
     pub(super) fn set_sink_progress_impl(&self, sink: &str, cursor: i64, done: &[i64]) -> Result<(), StoreError> {
         self.durably(|tx| {
-            tx.execute(
-                "UPDATE sink_cursors SET last_event_id = max(last_event_id, ?2) WHERE sink = ?1",
-                params![sink, cursor],
-            )
-            .map_err(db)?;
-            let cursor: i64 = tx
-                .query_row("SELECT last_event_id FROM sink_cursors WHERE sink = ?1", [sink], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .map_err(db)?
-                .unwrap_or(cursor);
-            let mut insert = tx
-                .prepare_cached("INSERT INTO sink_done (sink, event_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
-                .map_err(db)?;
-            for &id in done.iter().filter(|&&id| id > cursor) {
-                insert.execute(params![sink, id]).map_err(db)?;
-            }
-            tx.execute(
-                "DELETE FROM sink_done WHERE sink = ?1 AND event_id <= ?2",
-                params![sink, cursor],
-            )
-            .map_err(db)?;
-            Ok(())
+            let stored = stored_progress(tx, sink)?.unwrap_or_default();
+            write_progress(tx, sink, &lifecycle::advance(&stored, cursor, done))
         })
     }
+}
+
+/// Where `sink` stands in the outbox, if it has a place yet.
+fn stored_progress(tx: &Connection, sink: &str) -> Result<Option<SinkProgress>, StoreError> {
+    let cursor: Option<i64> = tx
+        .query_row("SELECT last_event_id FROM sink_cursors WHERE sink = ?1", [sink], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(db)?;
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    let mut stmt = tx
+        .prepare_cached("SELECT event_id FROM sink_done WHERE sink = ?1 AND event_id > ?2 ORDER BY event_id")
+        .map_err(db)?;
+    let done = stmt
+        .query_map(params![sink, cursor], |r| r.get(0))
+        .map_err(db)?
+        .collect::<Result<Vec<i64>, _>>()
+        .map_err(db)?;
+    Ok(Some(SinkProgress { cursor, done }))
+}
+
+/// Stores `progress` as the place of `sink`.
+fn write_progress(tx: &Connection, sink: &str, progress: &SinkProgress) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO sink_cursors (sink, last_event_id) VALUES (?1, ?2)
+         ON CONFLICT (sink) DO UPDATE SET last_event_id = excluded.last_event_id",
+    )
+    .and_then(|mut stmt| stmt.execute(params![sink, progress.cursor]))
+    .map_err(db)?;
+    tx.prepare_cached("DELETE FROM sink_done WHERE sink = ?1 AND event_id <= ?2")
+        .and_then(|mut stmt| stmt.execute(params![sink, progress.cursor]))
+        .map_err(db)?;
+    let mut insert = tx
+        .prepare_cached("INSERT INTO sink_done (sink, event_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
+        .map_err(db)?;
+    for &id in &progress.done {
+        insert.execute(params![sink, id]).map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Writes the state of `alert` (its acknowledgement and resolution) as the rules left it.
+fn write_state(tx: &Connection, alert: &AlertRow) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE alerts SET state = ?2, acked_at = ?3, acked_by = ?4, ack_comment = ?5, resolved_at = ?6 WHERE id = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            alert.id,
+            alert.state.as_str(),
+            alert.acked_at.map(Timestamp::as_millisecond),
+            alert.acked_by,
+            alert.ack_comment,
+            alert.resolved_at.map(Timestamp::as_millisecond),
+        ])
+    })
+    .map_err(db)?;
+    Ok(())
 }
 
 /// An outbox row as the sinks get it. A row this build cannot read (written
@@ -450,11 +462,9 @@ impl SqliteStore {
 fn outbox_event((id, event, alert): (i64, String, String)) -> crate::store::OutboxEvent {
     let parsed = serde_json::from_str::<AlertRow>(&alert)
         .map_err(|e| format!("alert event {id} cannot be read by this collector: {e}"))
-        .and_then(|alert| match event.as_str() {
-            "opened" => Ok(AlertEvent::Opened(alert)),
-            "acknowledged" => Ok(AlertEvent::Acknowledged(alert)),
-            "resolved" => Ok(AlertEvent::Resolved(alert)),
-            other => Err(format!("alert event {id} has an unknown kind {other:?}")),
+        .and_then(|alert| {
+            AlertEvent::from_name(&event, alert)
+                .ok_or_else(|| format!("alert event {id} has an unknown kind {event:?}"))
         });
     (id, parsed)
 }
@@ -487,10 +497,15 @@ fn log_change(
 }
 
 fn alert_by_id(conn: &Connection, id: i64) -> Result<AlertRow, StoreError> {
+    find_alert(conn, id)?.ok_or_else(|| corrupt(format!("alert {id} is gone in the middle of its transaction")))
+}
+
+fn find_alert(conn: &Connection, id: i64) -> Result<Option<AlertRow>, StoreError> {
     conn.prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"))
-        .and_then(|mut stmt| stmt.query_row([id], RawAlert::from_row))
+        .and_then(|mut stmt| stmt.query_row([id], RawAlert::from_row).optional())
         .map_err(db)?
-        .into_row()
+        .map(RawAlert::into_row)
+        .transpose()
 }
 
 /// An `alerts` row as stored.
@@ -531,12 +546,8 @@ impl RawAlert {
 
     fn into_row(self) -> Result<AlertRow, StoreError> {
         let kind = Kind::parse(&self.kind).ok_or_else(|| corrupt(format!("alert kind {:?}", self.kind)))?;
-        let severity = match self.severity.as_str() {
-            "info" => Severity::Info,
-            "warning" => Severity::Warning,
-            "critical" => Severity::Critical,
-            other => return Err(corrupt(format!("alert severity {other:?}"))),
-        };
+        let severity =
+            Severity::parse(&self.severity).ok_or_else(|| corrupt(format!("alert severity {:?}", self.severity)))?;
         let state = AlertState::parse(&self.state).ok_or_else(|| corrupt(format!("alert state {:?}", self.state)))?;
         let finding: Finding =
             serde_json::from_str(&self.finding).map_err(|e| corrupt(format!("alert {} finding: {e}", self.id)))?;
