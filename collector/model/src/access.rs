@@ -23,4 +23,25 @@ impl Role {
             Role::Admin => "admin",
         }
     }
+
+    /// Parses a role's name.
+    pub fn parse(name: &str) -> Option<Role> {
+        [Role::Agent, Role::Read, Role::Admin]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_roles_name_parses_back_to_it_and_nothing_else_does() {
+        for role in [Role::Agent, Role::Read, Role::Admin] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::parse("Admin"), None);
+        assert_eq!(Role::parse("root"), None);
+    }
 }

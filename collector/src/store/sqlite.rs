@@ -90,7 +90,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use portwatch_common::wire::{Ack, Batch, ReportBody};
 use portwatch_common::{Exposure, Family, IdentityFields, Listener, Process, Proto};
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 
 use portwatch_model::baseline::{BaselineAction, BaselineLogRow, StoredBaseline};
 use portwatch_model::{
@@ -198,7 +198,7 @@ struct Writer {
 
 /// `PRAGMA synchronous` values the store uses (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Synchronous {
+pub(super) enum Synchronous {
     /// No fsync at commit in WAL mode: a commit may be lost to a power cut,
     /// never to a crash of the collector.
     Normal,
@@ -275,16 +275,23 @@ impl SqliteStore {
     /// fsync, not one per token). All or nothing: a name or secret already
     /// taken stores none of them.
     pub fn create_tokens(&self, tokens: &[TokenRow]) -> Result<(), StoreError> {
-        self.write_tokens(|tx| tokens.iter().try_for_each(|token| insert_token(tx, token)))
+        self.transact(Synchronous::Full, |tx| {
+            tokens.iter().try_for_each(|token| insert_token(tx, token))
+        })
     }
 
-    /// Runs `write` in an immediate transaction of the writer, committed
-    /// with FULL durability (token changes), and names the file in a
-    /// full disk's error.
-    fn write_tokens<T>(&self, write: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    /// Runs `write` in one immediate transaction of the writer, committed
+    /// at `sync` (`Full`: the WAL is fsynced at commit), and rolled back when
+    /// `write` fails; a full disk's error names the file. Every write but
+    /// ingest's batches (which the committer groups) goes through here.
+    fn transact<T>(
+        &self,
+        sync: Synchronous,
+        write: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut writer = self.writer();
         let written = (|| {
-            writer.set_synchronous(Synchronous::Full)?;
+            writer.set_synchronous(sync)?;
             let tx = writer
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -818,7 +825,7 @@ impl HistoryReads for SqliteStore {
 
 impl Tokens for SqliteStore {
     fn create_token(&self, token: &TokenRow) -> Result<(), StoreError> {
-        self.write_tokens(|tx| insert_token(tx, token))
+        self.transact(Synchronous::Full, |tx| insert_token(tx, token))
     }
 
     fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
@@ -844,7 +851,7 @@ impl Tokens for SqliteStore {
     }
 
     fn revoke_token(&self, name: &str, at: Timestamp) -> Result<bool, StoreError> {
-        let changed = self.write_tokens(|tx| {
+        let changed = self.transact(Synchronous::Full, |tx| {
             tx.prepare_cached(
                 "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND (revoked_at IS NULL OR revoked_at > ?2)",
             )
@@ -861,7 +868,7 @@ impl Tokens for SqliteStore {
         at: Timestamp,
         until: Timestamp,
     ) -> Result<Option<Rotated>, StoreError> {
-        self.write_tokens(|tx| {
+        self.transact(Synchronous::Full, |tx| {
             let valid = valid_tokens(tx, name, at)?;
             // The current token sets the new one's role and host; failing
             // one, the latest of those in an overlap.
@@ -1940,12 +1947,8 @@ impl RawToken {
     }
 
     fn into_row(self) -> Result<TokenRow, StoreError> {
-        let role = match self.role.as_str() {
-            "agent" => Role::Agent,
-            "read" => Role::Read,
-            "admin" => Role::Admin,
-            other => return Err(corrupt(format_args!("role {other:?} of token {}", self.name))),
-        };
+        let role = Role::parse(&self.role)
+            .ok_or_else(|| corrupt(format_args!("role {:?} of token {}", self.role, self.name)))?;
         Ok(TokenRow {
             name: self.name,
             role,

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{corrupt, db, timestamp, SqliteStore, Synchronous};
 use crate::lifecycle::{self, cap};
@@ -15,20 +15,6 @@ const ALERT_COLUMNS: &str = "id, key, kind, severity, host, message, state, open
      ack_comment, resolved_at, finding";
 
 impl SqliteStore {
-    /// Runs `f` in one write transaction that commits with an fsync of the
-    /// WAL when `f` returns `Ok`, and rolls back otherwise.
-    fn durably<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let mut writer = self.writer();
-        writer.set_synchronous(Synchronous::Full)?;
-        let tx = writer
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
-        let out = f(&tx)?;
-        tx.commit().map_err(db)?;
-        Ok(out)
-    }
-
     pub(super) fn put_baseline_impl(
         &self,
         name: &str,
@@ -37,7 +23,7 @@ impl SqliteStore {
         comment: Option<&str>,
         at: Timestamp,
     ) -> Result<BaselineAction, StoreError> {
-        self.durably(|tx| {
+        self.transact(Synchronous::Full, |tx| {
             let old: Option<String> = tx
                 .query_row("SELECT source FROM baselines WHERE name = ?1", [name], |r| r.get(0))
                 .optional()
@@ -65,7 +51,7 @@ impl SqliteStore {
         comment: Option<&str>,
         at: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.durably(|tx| {
+        self.transact(Synchronous::Full, |tx| {
             let removed = tx
                 .execute("DELETE FROM baselines WHERE name = ?1", [name])
                 .map_err(db)?
@@ -148,7 +134,7 @@ impl SqliteStore {
         max_open: usize,
         now: Timestamp,
     ) -> Result<Vec<AlertEvent>, StoreError> {
-        let mut events = self.durably(|tx| {
+        let mut events = self.transact(Synchronous::Full, |tx| {
             // The unresolved alerts of these hosts: one pass over the partial
             // index when many hosts are evaluated (a sweep), a lookup per host
             // when few are.
@@ -270,7 +256,7 @@ impl SqliteStore {
         at: Timestamp,
     ) -> Result<AckOutcome, StoreError> {
         // The writer's transaction holds the alert from the read to the write.
-        self.durably(|tx| {
+        self.transact(Synchronous::Full, |tx| {
             let Some(alert) = find_alert(tx, id)? else {
                 return Ok(AckOutcome::NotFound);
             };
@@ -374,7 +360,7 @@ impl SqliteStore {
     }
 
     pub(super) fn sink_progress_impl(&self, sink: &str) -> Result<SinkProgress, StoreError> {
-        self.durably(|tx| {
+        self.transact(Synchronous::Full, |tx| {
             if let Some(progress) = stored_progress(tx, sink)? {
                 return Ok(progress);
             }
@@ -388,7 +374,7 @@ impl SqliteStore {
     }
 
     pub(super) fn set_sink_progress_impl(&self, sink: &str, cursor: i64, done: &[i64]) -> Result<(), StoreError> {
-        self.durably(|tx| {
+        self.transact(Synchronous::Full, |tx| {
             let stored = stored_progress(tx, sink)?.unwrap_or_default();
             write_progress(tx, sink, &lifecycle::advance(&stored, cursor, done))
         })

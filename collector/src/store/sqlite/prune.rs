@@ -39,10 +39,10 @@
 //! database keeps its freed pages in its free list and fills them with new
 //! rows before it grows, so it stops growing instead of shrinking.
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use rustc_hash::FxHashSet;
 
-use super::{db, from_bits, on_file, read_varint, SqliteStore, Synchronous};
+use super::{db, from_bits, read_varint, SqliteStore, Synchronous};
 use crate::store::{Forgotten, PruneCursor, PrunePlan, PruneStage, Pruned, StoreError};
 
 /// Hosts whose closed intervals one look on the read connection goes through at most.
@@ -111,32 +111,6 @@ const HELD_SQL: &str = "EXISTS (SELECT 1 FROM alert_events e JOIN sink_cursors c
           AND NOT EXISTS (SELECT 1 FROM sink_done d WHERE d.sink = c.sink AND d.event_id = e.id))";
 
 impl SqliteStore {
-    /// Runs `write` in one immediate transaction of the writer. Pruning
-    /// commits without an fsync of its own (`synchronous = NORMAL`): a
-    /// prune lost to a power cut is done again by the next pass.
-    fn prune_write<T>(
-        &self,
-        durable: bool,
-        write: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let mut writer = self.writer();
-        let written = (|| {
-            writer.set_synchronous(if durable {
-                Synchronous::Full
-            } else {
-                Synchronous::Normal
-            })?;
-            let tx = writer
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db)?;
-            let value = write(&tx)?;
-            tx.commit().map_err(db)?;
-            Ok(value)
-        })();
-        written.map_err(|e| on_file(&self.path, e))
-    }
-
     pub(super) fn prune_count_impl(&self, plan: &PrunePlan) -> Result<Pruned, StoreError> {
         self.read(|conn| {
             conn.execute_batch("BEGIN").map_err(db)?;
@@ -288,7 +262,7 @@ impl SqliteStore {
         if ids.is_empty() && finished {
             return Ok(None);
         }
-        let removed = self.prune_write(false, |tx| {
+        let removed = self.transact(Synchronous::Normal, |tx| {
             let mut delete = tx
                 .prepare_cached(
                     "DELETE FROM intervals WHERE id = ?1 AND closed_at < ?2 AND id < (SELECT max(id) FROM intervals)",
@@ -311,7 +285,7 @@ impl SqliteStore {
     /// counted. `None` once past the last.
     fn prune_alerts(&self, cutoff: i64, cursor: &mut PruneCursor, limit: i64) -> Result<Option<Pruned>, StoreError> {
         let alerts_per_batch = (limit / 4).max(1);
-        let pruned = self.prune_write(false, |tx| {
+        let pruned = self.transact(Synchronous::Normal, |tx| {
             let candidates: Vec<(i64, bool)> = tx
                 .prepare_cached(&format!(
                     "SELECT a.id, {HELD_SQL} FROM alerts a
@@ -354,7 +328,7 @@ impl SqliteStore {
 
     /// One batch of the baseline log; `None` when nothing is left.
     fn prune_baseline_log(&self, cutoff: i64, limit: i64) -> Result<Option<Pruned>, StoreError> {
-        let removed = self.prune_write(false, |tx| {
+        let removed = self.transact(Synchronous::Normal, |tx| {
             tx.prepare_cached(
                 "DELETE FROM baseline_log WHERE id IN (
                      SELECT id FROM baseline_log
@@ -409,7 +383,7 @@ impl SqliteStore {
         let take = cursor.programs.len().min(limit as usize);
         let batch: Vec<i64> = cursor.programs.split_off(cursor.programs.len() - take);
         let scanned_at = cursor.after - 1;
-        let checked = self.prune_write(false, |tx| {
+        let checked = self.transact(Synchronous::Normal, |tx| {
             if hosts_forgotten(tx)? != scanned_at {
                 // A host was forgotten since: new intervals may have its ids. Look again.
                 return Ok(None);
@@ -445,7 +419,7 @@ impl SqliteStore {
     }
 
     pub(super) fn reclaim_impl(&self, pages: u32) -> Result<u64, StoreError> {
-        self.prune_write(false, |tx| {
+        self.transact(Synchronous::Normal, |tx| {
             tx.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))
                 .map_err(db)?;
             count(tx, "PRAGMA freelist_count", &[])
@@ -453,7 +427,7 @@ impl SqliteStore {
     }
 
     pub(super) fn forget_host_impl(&self, name: &str) -> Result<Option<Forgotten>, StoreError> {
-        let forgotten = self.prune_write(true, |tx| {
+        let forgotten = self.transact(Synchronous::Full, |tx| {
             let Some(host_id): Option<i64> = tx
                 .query_row("SELECT id FROM hosts WHERE name = ?1", [name], |r| r.get(0))
                 .optional()
