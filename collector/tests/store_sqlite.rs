@@ -1,5 +1,6 @@
 //! The store's conformance suite ([`conformance`]) on the SQLite backend:
-//! a fresh database file in a directory of its own for every test.
+//! a fresh database file in a directory of its own for every test; and what
+//! only SQLite shows (its file, its tables), with the suite's builders.
 // Test code: a failed setup fails the test.
 #![allow(clippy::unwrap_used)]
 
@@ -9,8 +10,11 @@ mod conformance;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use conformance::build::*;
+use portwatch_collector::pruner;
 use portwatch_collector::store::sqlite::SqliteStore;
-use portwatch_collector::store::Store;
+use portwatch_collector::store::{HistoryReads, HistoryWrites, Maintenance, Store};
+use portwatch_common::Listener;
 
 /// A SQLite store in a fresh directory, removed when the test ends.
 struct Sqlite {
@@ -32,6 +36,19 @@ impl Sqlite {
         let store = SqliteStore::open(&dir.join("collector.db")).unwrap();
         Sqlite { store, dir }
     }
+
+    /// The first column of each row `sql` reads, straight from the database file.
+    fn column<T: rusqlite::types::FromSql>(&self, sql: &str) -> Vec<T> {
+        let conn = rusqlite::Connection::open(self.dir.join("collector.db")).unwrap();
+        let mut stmt = conn.prepare(sql).unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    /// The one value `sql` reads.
+    fn value(&self, sql: &str) -> i64 {
+        self.column(sql)[0]
+    }
 }
 
 impl Drop for Sqlite {
@@ -50,54 +67,15 @@ conformance_suite!(Sqlite::new());
 
 #[test]
 fn a_store_opened_anew_names_its_hosts_as_before() {
-    use portwatch_collector::store::{HistoryReads, HistoryWrites};
-    use portwatch_common::wire::{Batch, HostFacts, Report, ReportBody, PROTOCOL_VERSION};
-    use portwatch_common::{Exposure, Family, Listener, Proto};
     let sqlite = Sqlite::new();
-    let at = jiff::Timestamp::from_second(1_700_000_000).unwrap();
-    let listener = Listener {
-        netns: 1,
-        proto: Proto::Tcp,
-        family: Family::Ipv4,
-        local_addr: "0.0.0.0".parse().unwrap(),
-        local_port: 22,
-        inode: 1,
-        uid: 0,
-        user: None,
-        exposure: Exposure::Wildcard,
-        dual_stack: false,
-        processes: Vec::new(),
-    };
     for host in ["web-2", "app-1"] {
-        let batch = Batch {
-            version: PROTOCOL_VERSION,
-            host: host.into(),
-            session: "s".into(),
-            dropped: 0,
-            alive_at: None,
-            reports: vec![Report {
-                seq: 1,
-                observed_at: at,
-                body: ReportBody::Snapshot {
-                    facts: HostFacts {
-                        os: None,
-                        kernel: None,
-                        boot_time: None,
-                        agent_version: "0.1.0".into(),
-                        interval_ms: 10_000,
-                        tags: Default::default(),
-                        detection: None,
-                    },
-                    listeners: vec![listener.clone()],
-                },
-            }],
-        };
-        sqlite.store.ingest(&batch, at).unwrap();
+        let b = batch(host, "s", vec![snapshot(1, ts(0), vec![listener(22, 1, &[])])]);
+        sqlite.store.ingest(&b, ts(0)).unwrap();
     }
     let path = sqlite.dir.join("collector.db");
     let again = SqliteStore::open(&path).unwrap();
     let names: Vec<String> = again
-        .who(22, None, at)
+        .who(22, None, ts(0))
         .unwrap()
         .iter()
         .map(|r| r.host.to_string())
@@ -107,4 +85,39 @@ fn a_store_opened_anew_names_its_hosts_as_before() {
         ["app-1", "web-2"],
         "an empty host-name cache fills from the database"
     );
+}
+
+/// The suite's `retention::closed_intervals_past_the_cutoff_...` as the
+/// programs table sees it: what pruning counted gone is gone, the rest stays.
+#[test]
+fn pruning_leaves_in_the_programs_table_the_programs_kept_intervals_name() {
+    let sqlite = Sqlite::new();
+    two_hosts(&sqlite.store);
+    let all = "SELECT name FROM programs ORDER BY name";
+    assert_eq!(sqlite.column::<String>(all), ["haproxy", "nginx", "pgbouncer", "sshd"]);
+    let (pruned, _) = prune_all(&sqlite.store, &month_plan(day(60)), 1);
+    assert_eq!(pruned.programs, 2);
+    assert_eq!(sqlite.column::<String>(all), ["haproxy", "sshd"]);
+}
+
+#[test]
+fn a_new_database_gives_freed_space_back_to_the_file_system() {
+    let sqlite = Sqlite::new();
+    let store = &sqlite.store;
+    assert_eq!(sqlite.value("PRAGMA auto_vacuum"), 2, "incremental");
+    let many: Vec<Listener> = (1..2000).map(|p| served_by(p, "svc")).collect();
+    send(store, "web-1", vec![snapshot(1, day(0), many.clone())]);
+    send(store, "web-1", vec![delta(2, day(1), vec![], many)]);
+    prune_all(store, &month_plan(day(60)), 500);
+    let pages = sqlite.value("PRAGMA page_count");
+    assert!(store.reclaim(8).unwrap() > 0, "freed pages are left after a small step");
+    let mut left = u64::MAX;
+    for _ in 0..10_000 {
+        left = store.reclaim(pruner::VACUUM_PAGES).unwrap();
+        if left == 0 {
+            break;
+        }
+    }
+    assert_eq!(left, 0, "every freed page given back");
+    assert!(sqlite.value("PRAGMA page_count") < pages, "the file got shorter");
 }

@@ -557,213 +557,50 @@ impl RawAlert {
 
 #[cfg(test)]
 mod tests {
+    //! The behaviour of baselines, alerts, the outbox and sinks is the store
+    //! contract's, tested on every backend by the conformance suite
+    //! (`collector/tests/conformance/alerts.rs`); here, what only a SQLite
+    //! file can be made to hold.
     use super::*;
-    use crate::store::{Alerts, Baselines, Outbox};
-    use portwatch_model::Kind;
+    use crate::store::{Alerts, Outbox};
 
-    struct Db(std::path::PathBuf);
+    /// A directory of its own, removed when the test ends.
+    struct Dir(std::path::PathBuf);
 
-    impl Db {
-        fn new(tag: &str) -> (Db, SqliteStore) {
-            let dir = std::env::temp_dir().join(format!("pw-policy-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            let store = SqliteStore::open(&dir.join("c.db")).unwrap();
-            (Db(dir), store)
-        }
-    }
-
-    impl Drop for Db {
+    impl Drop for Dir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
-    fn t(s: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + s).unwrap()
-    }
-
-    fn finding(kind: Kind, host: &str, port: u16) -> Finding {
-        Finding {
-            message: format!("{host}: tcp/{port}"),
-            proto: Some(portwatch_common::Proto::Tcp),
-            local_port: Some(port),
-            ..Finding::new(kind, host, format!("{}:{host}:tcp/{port}", kind.as_str()))
-        }
-    }
-
-    fn hosts(names: &[&str]) -> Vec<String> {
-        names.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    #[test]
-    fn baseline_changes_are_logged_with_who_when_and_why_and_a_same_source_is_no_change() {
-        let (_db, store) = Db::new("log");
-        assert_eq!(
-            store.put_baseline("web", "a", "ops-ann", Some("first"), t(0)).unwrap(),
-            BaselineAction::Create
-        );
-        assert_eq!(
-            store.put_baseline("web", "a", "ops-bob", None, t(1)).unwrap(),
-            BaselineAction::Unchanged
-        );
-        assert_eq!(
-            store
-                .put_baseline("web", "b", "ops-bob", Some("add 443"), t(2))
-                .unwrap(),
-            BaselineAction::Update
-        );
-        assert!(store
-            .remove_baseline("web", "ops-cid", Some("host retired"), t(3))
-            .unwrap());
-        assert!(!store.remove_baseline("web", "ops-cid", None, t(4)).unwrap());
-        assert!(store.baselines().unwrap().is_empty());
-        let log = store.baseline_log(Some("web")).unwrap();
-        let summary: Vec<_> = log
-            .iter()
-            .map(|r| {
-                (
-                    r.action,
-                    r.actor.as_str(),
-                    r.comment.as_deref(),
-                    r.source.as_deref(),
-                    r.at,
-                )
-            })
-            .collect();
-        assert_eq!(
-            summary,
-            vec![
-                (BaselineAction::Create, "ops-ann", Some("first"), Some("a"), t(0)),
-                (BaselineAction::Update, "ops-bob", Some("add 443"), Some("b"), t(2)),
-                (BaselineAction::Remove, "ops-cid", Some("host retired"), None, t(3)),
-            ]
-        );
-        assert!(store.baseline_log(Some("db")).unwrap().is_empty());
-    }
-
-    #[test]
-    fn an_alert_opens_once_while_its_condition_holds_and_resolves_when_it_clears() {
-        let (_db, store) = Db::new("alerts");
-        let unexpected = finding(Kind::UnexpectedListener, "web-1", 8080);
-        let unbaselined = finding(Kind::Unbaselined, "web-2", 22);
-        let events = store
-            .sync_alerts(
-                &hosts(&["web-1", "web-2"]),
-                &[unexpected.clone(), unbaselined],
-                cap::DEFAULT_MAX_OPEN,
-                t(0),
-            )
-            .unwrap();
-        assert_eq!(events.len(), 1, "unbaselined listeners raise no alert: {events:?}");
-        let AlertEvent::Opened(opened) = &events[0] else {
-            panic!("{events:?}")
-        };
-        assert_eq!(
-            (opened.state, opened.opened_at, &opened.finding),
-            (AlertState::Open, t(0), &unexpected)
-        );
-
-        // Seen again (twice in one call, too): no second alert.
-        let again = store
-            .sync_alerts(
-                &hosts(&["web-1"]),
-                &[unexpected.clone(), unexpected.clone()],
-                cap::DEFAULT_MAX_OPEN,
-                t(10),
-            )
-            .unwrap();
-        assert!(again.is_empty(), "{again:?}");
-
-        // Acknowledged, still holding: still one alert, acknowledged.
-        let AckOutcome::Acknowledged(acked) = store.ack_alert(opened.id, "ops-ann", "on it", t(20)).unwrap() else {
-            panic!("not acknowledged")
-        };
-        assert_eq!(
-            (acked.acked_by.as_deref(), acked.ack_comment.as_deref()),
-            (Some("ops-ann"), Some("on it"))
-        );
-        assert!(matches!(
-            store.ack_alert(opened.id, "ops-bob", "me too", t(21)).unwrap(),
-            AckOutcome::NotOpen(_)
-        ));
-        assert_eq!(
-            store.ack_alert(999, "ops-bob", "?", t(21)).unwrap(),
-            AckOutcome::NotFound
-        );
-        assert!(store
-            .sync_alerts(
-                &hosts(&["web-1"]),
-                std::slice::from_ref(&unexpected),
-                cap::DEFAULT_MAX_OPEN,
-                t(30)
-            )
-            .unwrap()
-            .is_empty());
-
-        assert_eq!(
-            store.active_alert_keys().unwrap(),
-            vec![("web-1".to_owned(), unexpected.key.clone())],
-            "an acknowledged alert is still active"
-        );
-        // Evaluating another host leaves this one's alert alone.
-        assert!(store
-            .sync_alerts(&hosts(&["web-2"]), &[], cap::DEFAULT_MAX_OPEN, t(35))
-            .unwrap()
-            .is_empty());
-
-        // The condition clears: resolved (evaluated in a sweep of many hosts).
-        let many: Vec<String> = (1..=20).map(|i| format!("web-{i}")).collect();
-        let cleared = store.sync_alerts(&many, &[], cap::DEFAULT_MAX_OPEN, t(40)).unwrap();
-        let [AlertEvent::Resolved(resolved)] = &cleared[..] else {
-            panic!("{cleared:?}")
-        };
-        assert_eq!(
-            (resolved.id, resolved.resolved_at, resolved.state),
-            (opened.id, Some(t(40)), AlertState::Resolved)
-        );
-        assert!(matches!(
-            store.ack_alert(opened.id, "ops-bob", "late", t(41)).unwrap(),
-            AckOutcome::NotOpen(_)
-        ));
-
-        // It comes back: a new alert.
-        let back = store
-            .sync_alerts(&hosts(&["web-1"]), &[unexpected], cap::DEFAULT_MAX_OPEN, t(50))
-            .unwrap();
-        let [AlertEvent::Opened(second)] = &back[..] else {
-            panic!("{back:?}")
-        };
-        assert_ne!(second.id, opened.id);
-        let all = store.alerts(None, Some("web-1"), 10).unwrap();
-        assert_eq!(
-            all.iter().map(|a| (a.id, a.state)).collect::<Vec<_>>(),
-            vec![(second.id, AlertState::Open), (opened.id, AlertState::Resolved)]
-        );
-        assert_eq!(store.alerts(Some(AlertState::Resolved), None, 10).unwrap().len(), 1);
-        assert_eq!(store.alerts(None, None, 1).unwrap().len(), 1);
-    }
-
     #[test]
     fn an_outbox_row_this_build_cannot_read_is_handed_on_as_such_not_an_error_for_all() {
-        let (db, store) = Db::new("outbox");
-        store
-            .sync_alerts(
-                &hosts(&["web-1"]),
-                &[finding(Kind::UnexpectedListener, "web-1", 8080)],
-                cap::DEFAULT_MAX_OPEN,
-                t(0),
+        let dir = Dir(std::env::temp_dir().join(format!("pw-policy-outbox-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let store = SqliteStore::open(&dir.0.join("c.db")).unwrap();
+        let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let web = ["web-1".to_owned()];
+        let finding = Finding {
+            message: "web-1: tcp/8080".into(),
+            proto: Some(portwatch_common::Proto::Tcp),
+            local_port: Some(8080),
+            ..Finding::new(
+                Kind::UnexpectedListener,
+                "web-1",
+                "unexpected-listener:web-1:tcp/8080".into(),
             )
+        };
+        store
+            .sync_alerts(&web, &[finding], cap::DEFAULT_MAX_OPEN, t(0))
             .unwrap();
-        let conn = Connection::open(db.0.join("c.db")).unwrap();
+        let conn = Connection::open(dir.0.join("c.db")).unwrap();
         conn.execute(
             "INSERT INTO alert_events (alert_id, event, at, alert) VALUES (1, 'opened', 0, '{\"from\": \"v9\"}')",
             [],
         )
         .unwrap();
-        store
-            .sync_alerts(&hosts(&["web-1"]), &[], cap::DEFAULT_MAX_OPEN, t(10))
-            .unwrap();
+        store.sync_alerts(&web, &[], cap::DEFAULT_MAX_OPEN, t(10)).unwrap();
         let events = store.alert_events_after(0, 10).unwrap();
         let kinds: Vec<Result<&str, bool>> = events
             .iter()
@@ -774,107 +611,5 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, vec![Ok("opened"), Err(true), Ok("resolved")]);
-    }
-
-    #[test]
-    fn a_flood_opens_the_cap_and_one_summary_whose_count_changes_in_place_without_an_event() {
-        let (_db, store) = Db::new("cap");
-        let flood: Vec<Finding> = (0..1000)
-            .map(|p| finding(Kind::UnexpectedListener, "web-1", 10_000 + p))
-            .collect();
-        let events = store.sync_alerts(&hosts(&["web-1"]), &flood, 10, t(0)).unwrap();
-        assert_eq!(events.len(), 11, "10 alerts and the summary");
-        let AlertEvent::Opened(summary) = &events[10] else {
-            panic!("{events:?}")
-        };
-        assert_eq!(summary.key, "unexpected-listener:web-1:overflow");
-        assert_eq!(summary.finding.more, Some(990));
-        assert!(summary
-            .message
-            .starts_with("… and 990 more unexpected-listener findings on web-1"));
-
-        // Half the flood clears: the count changes in place, and no event says so.
-        let events = store.sync_alerts(&hosts(&["web-1"]), &flood[..500], 10, t(10)).unwrap();
-        assert_eq!(events, vec![]);
-        let now = store.alerts(None, Some("web-1"), 100).unwrap();
-        assert_eq!(now.len(), 11);
-        let current = now.iter().find(|a| a.id == summary.id).unwrap();
-        assert_eq!((current.state, current.finding.more), (AlertState::Open, Some(490)));
-        assert!(current.message.starts_with("… and 490 more "), "{}", current.message);
-        assert_eq!(store.alert_events_after(0, 100).unwrap().len(), 11);
-
-        // It all clears: every alert resolves, the summary with its last count.
-        let events = store.sync_alerts(&hosts(&["web-1"]), &[], 10, t(20)).unwrap();
-        assert_eq!(events.len(), 11);
-        let AlertEvent::Resolved(last) = &events[10] else {
-            panic!("{events:?}")
-        };
-        assert_eq!((last.id, last.finding.more), (summary.id, Some(490)));
-    }
-
-    #[test]
-    fn a_sink_s_progress_is_its_cursor_and_the_events_done_after_it() {
-        let (_db, store) = Db::new("progress");
-        store
-            .sync_alerts(
-                &hosts(&["web-1"]),
-                &[finding(Kind::UnexpectedListener, "web-1", 8080)],
-                cap::DEFAULT_MAX_OPEN,
-                t(0),
-            )
-            .unwrap();
-        // A new sink starts at the newest event.
-        assert_eq!(
-            store.sink_progress("webhook:ops").unwrap(),
-            SinkProgress {
-                cursor: 1,
-                done: vec![]
-            }
-        );
-        let many: Vec<Finding> = (0..5).map(|p| finding(Kind::UnexpectedListener, "web-2", p)).collect();
-        store
-            .sync_alerts(&hosts(&["web-2"]), &many, cap::DEFAULT_MAX_OPEN, t(1))
-            .unwrap();
-        assert_eq!(
-            store.alert_event_hosts_after(1, 3).unwrap(),
-            vec![
-                (2, "web-2".to_owned()),
-                (3, "web-2".to_owned()),
-                (4, "web-2".to_owned())
-            ]
-        );
-        let AlertEvent::Opened(a) = store.alert_event(3).unwrap().unwrap().1.unwrap() else {
-            panic!("not an opening")
-        };
-        assert_eq!(a.finding.local_port, Some(1));
-        assert!(store.alert_event(99).unwrap().is_none());
-
-        store.set_sink_progress("webhook:ops", 2, &[4, 5, 1]).unwrap();
-        assert_eq!(
-            store.sink_progress("webhook:ops").unwrap(),
-            SinkProgress {
-                cursor: 2,
-                done: vec![4, 5]
-            }
-        );
-        // The cursor moves on: what it passes is forgotten; it never moves back.
-        store.set_sink_progress("webhook:ops", 4, &[6]).unwrap();
-        assert_eq!(
-            store.sink_progress("webhook:ops").unwrap(),
-            SinkProgress {
-                cursor: 4,
-                done: vec![5, 6]
-            }
-        );
-        store.set_sink_progress("webhook:ops", 3, &[]).unwrap();
-        assert_eq!(store.sink_progress("webhook:ops").unwrap().cursor, 4);
-        // Each sink has its own.
-        assert_eq!(
-            store.sink_progress("syslog").unwrap(),
-            SinkProgress {
-                cursor: 6,
-                done: vec![]
-            }
-        );
     }
 }
