@@ -3,7 +3,7 @@
 #   bash collector/dashboard/vendor.sh            # the pinned version below
 #   bash collector/dashboard/vendor.sh 1.6.33     # another one (then change UPLOT_VERSION here)
 # It writes collector/dashboard/vendor/uplot/{uPlot.esm.js,uPlot.min.css,LICENSE,VERSION}; commit them.
-# The collector embeds those files at build time (collector/src/dashboard/assets.rs), so building
+# The collector embeds those files at build time (collector/src/api/dashboard.rs), so building
 # needs neither npm nor the network; only this script does.
 set -euo pipefail
 UPLOT_VERSION=${1:-1.6.32}

@@ -5,7 +5,6 @@ pub mod alert;
 pub mod api;
 pub mod clock;
 pub mod config;
-pub mod dashboard;
 pub mod edge;
 pub mod export;
 pub mod history;

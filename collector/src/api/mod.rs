@@ -36,6 +36,7 @@
 //! host's reports and reads nothing.
 
 mod auth;
+mod dashboard;
 mod error;
 mod export;
 mod ingest;
@@ -270,7 +271,7 @@ pub fn router(state: AppState) -> Router {
     let body_timeout = state.body_timeout;
     // The dashboard's page and its sign-in exist only where it is enabled.
     let dashboard = match state.sessions.settings.enabled {
-        true => crate::dashboard::routes().route(
+        true => dashboard::routes().route(
             "/api/v1/session",
             post(session::sign_in).get(session::current).delete(session::sign_out),
         ),
@@ -306,7 +307,7 @@ pub fn router(state: AppState) -> Router {
         // Outermost of the body layers: it times the body as it arrives.
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(axum::middleware::map_response(error::layer_refusals))
-        .layer(axum::middleware::map_response(crate::dashboard::security_headers))
+        .layer(axum::middleware::map_response(dashboard::security_headers))
         .with_state(state)
 }
 

@@ -2,7 +2,7 @@
 //! (uPlot), embedded in the binary at build time from `collector/dashboard/`
 //! and served at `/` on the API's own address and TLS. No build step, no
 //! CDN: the page loads nothing from anywhere else, and reads only the public
-//! `/api/v1` (signed in through [`crate::api::session`]).
+//! `/api/v1` (signed in through [`super::session`]).
 //!
 //! Every answer of the collector, the API's included, carries a strict
 //! Content-Security-Policy (scripts and styles from the collector's own files
@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::api::{ApiError, AppState};
+use super::{ApiError, AppState};
 
 /// The policy every answer carries.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
