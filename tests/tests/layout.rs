@@ -1,6 +1,6 @@
 //! The workspace's shape, as `cargo tree` sees it: the `portwatch` CLI and
-//! the shared model are clients and values, with no SQLite, no HTTP server
-//! and no async runtime in them.
+//! the shared model are clients and values, with no SQLite, no HTTP server,
+//! no async runtime and no OpenAPI generator in them.
 
 use std::path::Path;
 use std::process::Command;
@@ -39,7 +39,8 @@ fn the_cli_and_the_model_depend_on_no_sqlite_no_server_and_no_async_runtime() {
     for package in ["portwatch-cli", "portwatch-model"] {
         let deps = dependencies(package);
         assert!(deps.iter().any(|d| d == "portwatch-common"), "{package}: {deps:?}");
-        for forbidden in ["rusqlite", "axum", "hyper", "tokio", "portwatch-collector"] {
+        // utoipa (the collector's OpenAPI document) only behind the model's and common's `openapi` feature.
+        for forbidden in ["rusqlite", "axum", "hyper", "tokio", "utoipa", "portwatch-collector"] {
             assert!(
                 !deps.iter().any(|d| d == forbidden),
                 "{package} depends on {forbidden}: {deps:?}"
