@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 # Debian's headless Chromium and its WebDriver (the dashboard tests,
 # tests/tests/dashboard.rs; no browser is downloaded),
 # and clang with libbpf's headers (libbpf-dev), which agent/build.rs needs to build
-# the kernel program the event tests load (about 60 MB of packages, some 20 s to install).
+# the kernel program the event tests load (about 60 MB of packages, some 20 s to install);
+# python3 and python3-venv, for openapi-spec-validator below.
 missing=()
 command -v clang >/dev/null 2>&1 || missing+=(clang)
 [[ -e /usr/include/bpf/bpf_helpers.h ]] || missing+=(libbpf-dev)
@@ -29,6 +30,12 @@ command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
+# The OpenAPI document's validator (tests/tests/openapi.rs) comes from PyPI (below); what installs it, from Debian.
+openapi_validator=target/openapi-validator
+if ! command -v openapi-spec-validator >/dev/null 2>&1 && [[ ! -x $openapi_validator/bin/openapi-spec-validator ]]; then
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+fi
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "tests/run.sh: missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
@@ -37,6 +44,12 @@ if ((${#missing[@]})); then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# openapi-spec-validator checks the collector's OpenAPI 3.1 document. Debian 12 has no package of it, so it is
+# pip-installed from PyPI into a virtualenv under target/ (where the test looks), when not on PATH already.
+if ! command -v openapi-spec-validator >/dev/null 2>&1 && [[ ! -x $openapi_validator/bin/openapi-spec-validator ]]; then
+    python3 -m venv "$openapi_validator"
+    "$openapi_validator/bin/pip" install -q 'openapi-spec-validator>=0.7,<1'
 fi
 
 cargo build --workspace --bins --locked

@@ -12,7 +12,7 @@
 use portwatch_model::ListenerRow;
 
 /// An export format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Comma-separated, with a header; one row per (interval, process).

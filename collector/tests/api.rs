@@ -1116,3 +1116,52 @@ async fn over_long_reported_text_is_stored_cut_and_counted_and_exposure_comes_fr
     assert_eq!(status, StatusCode::OK);
     assert_eq!(f.store.history("web-3", None, None, None).unwrap().len(), 1);
 }
+
+/// Every operation of the API's document: method, path (its parameters
+/// filled in) and the statuses it lists.
+fn documented_operations(doc: &serde_json::Value) -> Vec<(String, String, Vec<String>)> {
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let uri = path
+            .replace("{host}", "web-3")
+            .replace("{name}", "web")
+            .replace("{id}", "1")
+            .replace("{port}", "22");
+        assert!(!uri.contains('{'), "a path parameter this test does not fill: {path}");
+        for (method, operation) in item.as_object().unwrap() {
+            let statuses = operation["responses"].as_object().unwrap().keys().cloned().collect();
+            ops.push((method.to_uppercase(), uri.clone(), statuses));
+        }
+    }
+    ops
+}
+
+#[tokio::test]
+async fn the_api_document_is_served_without_a_token_and_every_operation_in_it_is_served() {
+    let f = fixture("contract");
+    let response = f.app.clone().oneshot(get(None, "/api/v1/openapi.json")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let ops = documented_operations(&doc);
+    assert!(ops.len() >= 22, "{ops:?}");
+    // Without a token, then with an admin's: each answer comes from the
+    // operation's handler (not the router's fallbacks), with a status its
+    // entry in the document lists.
+    for token in [None, Some(f.admin.as_str())] {
+        for (method, uri, statuses) in &ops {
+            let (status, answer) = call(&f.app, request(method, uri, token, None)).await;
+            let said = answer["error"].as_str().unwrap_or("");
+            assert!(
+                status != StatusCode::METHOD_NOT_ALLOWED && !said.contains("no such endpoint"),
+                "{method} {uri} is documented but not served: {status} {answer}"
+            );
+            assert!(
+                statuses.iter().any(|s| s == status.as_str()),
+                "{method} {uri} answered {status} ({answer}), which its entry does not list ({statuses:?})"
+            );
+        }
+    }
+}

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 /// many hosts and in many snapshots, and a copy of a process is a copy of
 /// its pid and five pointers, not of five strings.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Process {
     /// Process id, as seen from the scanner's pid namespace.
     pub pid: u32,

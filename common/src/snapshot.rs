@@ -17,6 +17,7 @@ use crate::{Exposure, Family, Process, Proto, Socket, State};
 /// One listening socket (TCP LISTEN or bound unconnected UDP) and its owners,
 /// as the agent ships it and the collector stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Listener {
     /// Network namespace inode.
     pub netns: u64,
@@ -25,6 +26,7 @@ pub struct Listener {
     /// Address family.
     pub family: Family,
     /// Local address.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "0.0.0.0"))]
     pub local_addr: IpAddr,
     /// Local port.
     pub local_port: u16,

@@ -11,6 +11,7 @@ use crate::Process;
 /// Transport protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Proto {
     /// TCP.
     Tcp,
@@ -37,6 +38,7 @@ impl fmt::Display for Proto {
 /// Address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Family {
     /// IPv4 (`AF_INET`).
     Ipv4,
@@ -147,6 +149,7 @@ impl fmt::Display for State {
 /// Who can reach a socket, judged from its local address alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Exposure {
     /// Bound to a loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104):
     /// reachable from the same network namespace only.

@@ -130,6 +130,7 @@ pub const MAX_PROCESSES_PER_LISTENER: usize = 65_536;
 /// The size limits a collector applies to `POST /api/v1/ingest`, stated in
 /// every [`Ack`] so that agents follow a collector whose limits changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Limits {
     /// Largest request body as sent (gzip-compressed or not), in bytes.
     pub max_body_bytes: u64,
@@ -154,12 +155,14 @@ impl Limits {
 
 /// What an agent says about its host on first contact and with every snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostFacts {
     /// Operating system name and version (`Debian GNU/Linux 12`).
     pub os: Option<String>,
     /// Kernel release (`6.1.0-18-amd64`).
     pub kernel: Option<String>,
     /// When the host booted.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub boot_time: Option<Timestamp>,
     /// The agent's version.
     pub agent_version: String,
@@ -179,10 +182,12 @@ pub struct HostFacts {
 
 /// One numbered observation of a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Report {
     /// Sequence number within the session: 1, 2, 3, ... without gaps.
     pub seq: u64,
     /// When the agent observed it (not when it was sent).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub observed_at: Timestamp,
     /// What was observed.
     #[serde(flatten)]
@@ -192,6 +197,7 @@ pub struct Report {
 /// What a report says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ReportBody {
     /// Every listener of the host; the collector reconciles it with what it
     /// had (closing what is gone, opening what is new, keeping the rest).
@@ -231,6 +237,7 @@ pub enum ReportBody {
 
 /// What an agent sends in one request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Batch {
     /// Protocol version ([`PROTOCOL_VERSION`]).
     pub version: u32,
@@ -243,6 +250,7 @@ pub struct Batch {
     pub dropped: u64,
     /// The agent was running and observing at this time (a heartbeat).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub alive_at: Option<Timestamp>,
     /// The reports, in sequence order; may be empty in a heartbeat.
     #[serde(default)]
@@ -251,6 +259,7 @@ pub struct Batch {
 
 /// The collector's answer to a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ack {
     /// Every report of the session up to this sequence number is stored.
     pub acked: u64,

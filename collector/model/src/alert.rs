@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// What kind of departure a finding is. The names are a contract (`kind` in JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Kind {
     /// A listener matches no baseline entry of its host.
     UnexpectedListener,
@@ -84,6 +85,7 @@ pub const ALL_KINDS: [Kind; 9] = [
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Severity {
     /// Worth knowing.
     Info,
@@ -113,6 +115,7 @@ impl Severity {
 
 /// One departure from the baseline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Finding {
     /// What kind.
     pub kind: Kind,
@@ -127,6 +130,7 @@ pub struct Finding {
     /// The listener concerned, if any.
     pub proto: Option<Proto>,
     /// Its address.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub local_addr: Option<std::net::IpAddr>,
     /// Its port (or the expected port, for a missing listener).
     pub local_port: Option<u16>,
@@ -181,6 +185,7 @@ impl Finding {
 /// Where an alert is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AlertState {
     /// The condition holds and nobody has said they are on it.
     Open,
@@ -210,6 +215,7 @@ impl AlertState {
 
 /// An alert: one finding's condition from when it was first seen to when it cleared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertRow {
     /// Its number.
     pub id: i64,
@@ -226,14 +232,17 @@ pub struct AlertRow {
     /// Where it is in its life.
     pub state: AlertState,
     /// When the condition was first seen.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub opened_at: Timestamp,
     /// When it was acknowledged.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub acked_at: Option<Timestamp>,
     /// Who acknowledged it (token name).
     pub acked_by: Option<String>,
     /// What they said.
     pub ack_comment: Option<String>,
     /// When the condition cleared.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub resolved_at: Option<Timestamp>,
     /// The finding that opened it.
     pub finding: Finding,

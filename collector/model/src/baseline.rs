@@ -48,6 +48,7 @@ pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
 
 /// A parsed, valid baseline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Baseline {
     /// Unique name.
     pub name: String,
@@ -65,6 +66,7 @@ pub struct Baseline {
 
 /// One expected listener.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Entry {
     /// Transport protocol.
     pub proto: Proto,
@@ -402,12 +404,14 @@ impl fmt::Display for Entry {
 
 /// A baseline as stored: its source as written, and when and by whom it was applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StoredBaseline {
     /// Its name.
     pub name: String,
     /// The TOML file as applied.
     pub source: String,
     /// When it was applied.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub applied_at: Timestamp,
     /// The token name that applied it.
     pub applied_by: String,
@@ -416,6 +420,7 @@ pub struct StoredBaseline {
 /// What applying a baseline did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum BaselineAction {
     /// A new baseline.
     Create,
@@ -464,6 +469,7 @@ impl BaselineAction {
 
 /// One change to a baseline, as `baseline log` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BaselineLogRow {
     /// Order of the change.
     pub id: i64,
@@ -472,6 +478,7 @@ pub struct BaselineLogRow {
     /// What was done.
     pub action: BaselineAction,
     /// When.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub at: Timestamp,
     /// Who: the token name.
     pub actor: String,
@@ -483,6 +490,7 @@ pub struct BaselineLogRow {
 
 /// Answer of `POST /api/v1/baselines`.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApplyAnswer {
     /// The baseline's name.
     pub name: String,
@@ -494,6 +502,7 @@ pub struct ApplyAnswer {
 
 /// A stored baseline with its parsed form.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BaselineView {
     /// As stored.
     #[serde(flatten)]

@@ -11,6 +11,7 @@ use crate::history::ListenerRow;
 
 /// The listeners that opened, closed and changed owner.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Diff {
     /// Present after only.
     pub opened: Vec<ListenerRow>,
@@ -23,6 +24,7 @@ pub struct Diff {
 
 /// A listener place whose holder changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Change {
     /// The listener before.
     pub before: ListenerRow,

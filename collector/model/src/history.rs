@@ -11,16 +11,20 @@ use serde::{Deserialize, Serialize};
 /// fields (`proto`, `local_addr`, `processes`, ... as the scanner names them)
 /// stand beside `host`, `opened_at` and `closed_at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListenerRow {
     /// Host name (shared by every row of the host: a fleet-wide answer has
     /// thousands).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub host: Arc<str>,
     /// The listener: socket and owners.
     #[serde(flatten)]
     pub listener: Listener,
     /// When the agent first observed it open.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub opened_at: Timestamp,
     /// When the agent observed it gone; `None` while open.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub closed_at: Option<Timestamp>,
 }
 
@@ -118,6 +122,7 @@ impl std::str::FromStr for HistoryCursor {
 /// Whether a host's agent is reporting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum HostStatus {
     /// Heard from within the last three intervals.
     Up,
@@ -127,14 +132,17 @@ pub enum HostStatus {
 
 /// A host as `hosts` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostRow {
     /// Host name.
     pub host: String,
     /// Up or silent, as of the query's `now`.
     pub status: HostStatus,
     /// When the collector first heard from it.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub first_seen: Timestamp,
     /// When the collector last heard from it.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub last_seen: Timestamp,
     /// The agent's version.
     pub agent_version: Option<String>,
@@ -145,6 +153,7 @@ pub struct HostRow {
     /// Kernel release.
     pub kernel: Option<String>,
     /// Boot time.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub boot_time: Option<Timestamp>,
     /// Tags from the agent's config.
     pub tags: BTreeMap<String, String>,
@@ -159,6 +168,7 @@ pub struct HostRow {
     pub clock_skew_ms: Option<i64>,
     /// When it was measured.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub clock_skew_at: Option<Timestamp>,
     /// Whether that skew is beyond the collector's tolerance (`[clock]
     /// tolerance`): the host has a `clock-skew` finding.

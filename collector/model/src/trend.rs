@@ -17,8 +17,10 @@ pub const MAX_BUCKETS: usize = 2000;
 
 /// The number of open listeners at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Point {
     /// The moment (a bucket's start).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub at: Timestamp,
     /// Listeners open then.
     pub listeners: u64,
@@ -26,12 +28,14 @@ pub struct Point {
 
 /// A port seen for the first time, fleet-wide.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FirstSeen {
     /// Protocol.
     pub proto: Proto,
     /// Port.
     pub port: u16,
     /// When it first opened anywhere.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub first_seen: Timestamp,
     /// Where.
     pub host: String,
@@ -39,6 +43,7 @@ pub struct FirstSeen {
 
 /// Listeners of one host and port that opened and closed within [`SHORT_LIVED`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShortLived {
     /// Host.
     pub host: String,
@@ -53,11 +58,13 @@ pub struct ShortLived {
     /// The shortest, in milliseconds.
     pub shortest_ms: u64,
     /// The last time one opened.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub last_opened_at: Timestamp,
 }
 
 /// A listener that opens at the same hour of the day on several days (a cron job?).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Recurring {
     /// Host.
     pub host: String,
@@ -73,6 +80,7 @@ pub struct Recurring {
 
 /// A port by the number of hosts it is open on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TopPort {
     /// Protocol.
     pub proto: Proto,
@@ -84,12 +92,15 @@ pub struct TopPort {
 
 /// The trends of a window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Trends {
     /// The host, if one was asked for (else fleet-wide).
     pub host: Option<String>,
     /// Start of the window.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub since: Timestamp,
     /// End of the window.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub until: Timestamp,
     /// Bucket width, in seconds.
     pub bucket_secs: u64,

@@ -10,6 +10,22 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What is wrong, and what to do about it (a 500 says only to read the collector's log).
+    pub error: String,
+}
+
+/// The body of a 503: the error, and how long to wait (as `Retry-After` says).
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct BusyBody {
+    /// What is busy, and when to send the request again.
+    pub error: String,
+    /// Seconds to wait before sending the same request again (at least 1; the `Retry-After` header).
+    pub retry_after_seconds: u64,
+}
+
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -72,10 +88,10 @@ impl IntoResponse for ApiError {
             ApiError::Timeout(m) => (StatusCode::REQUEST_TIMEOUT, m),
             ApiError::Busy { message, retry_after } => {
                 let seconds = retry_after.as_secs().max(1);
-                let body = Json(serde_json::json!({
-                    "error": format!("{message}; send it again in {seconds} s (Retry-After)"),
-                    "retry_after_seconds": seconds,
-                }));
+                let body = Json(BusyBody {
+                    error: format!("{message}; send it again in {seconds} s (Retry-After)"),
+                    retry_after_seconds: seconds,
+                });
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
                     [(axum::http::header::RETRY_AFTER, seconds.to_string())],
@@ -91,7 +107,7 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        (status, Json(serde_json::json!({ "error": message }))).into_response()
+        (status, Json(ErrorBody { error: message })).into_response()
     }
 }
 

@@ -8,19 +8,51 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::auth::Caller;
+use super::contract::{BadRequest, Busy, Forbidden, Internal, Unauthorized};
 use super::{query::time_param, ApiError, AppState};
 use crate::export::{self, Format};
 
 /// `?format=&since=&until=`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportParams {
+    /// `ndjson` (default: one JSON interval a line, as the query API answers them) or `csv` (a header, then a
+    /// row per interval and process; a cell that would run as a formula gets a leading `'`).
+    #[param(inline)]
     format: Option<Format>,
+    /// The window's start (RFC 3339; default: from the beginning).
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-24T00:00:00Z")]
     since: Option<String>,
+    /// The window's end (RFC 3339; default: now).
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-25T00:00:00Z")]
     until: Option<String>,
 }
 
 /// Streams the export; a store failure midway aborts the response, so a
 /// client never takes a truncated export for a complete one.
+#[utoipa::path(
+    get,
+    path = "/api/v1/export",
+    operation_id = "export",
+    tag = "hosts",
+    description = "Every listener interval that overlaps a window, on every host, streamed as it is read (1,000 \
+intervals at a time, each its own short read; an interval that closes during a long export may show open). A \
+failure midway aborts the response, so a truncated export never looks complete. Two exports stream at once at \
+most; another is a 503. Roles: read, admin.",
+    security(("bearer" = []), ("session" = [])),
+    params(ExportParams),
+    responses(
+        (status = 200, description = "The intervals, oldest first", content(
+            (String = "application/x-ndjson"),
+            (String = "text/csv"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn export(
     State(state): State<AppState>,
     caller: Caller,

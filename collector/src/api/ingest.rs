@@ -40,6 +40,9 @@ use portwatch_common::wire::{Ack, Batch, Limits};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::auth::Caller;
+use super::contract::{
+    BadRequest, Busy, Forbidden, Internal, PayloadTooLarge, RequestTimeout, Unauthorized, UnsupportedMediaType,
+};
 use super::{ApiError, AppState, INGEST_LIMITS, MAX_DECOMPRESSED_BYTES};
 use crate::edge::{LogEvery, LOG_EVERY};
 use crate::metrics::{Metrics, Outcome};
@@ -152,6 +155,35 @@ impl Drop for Held {
 
 /// Checks who may write, parses and validates the batch, stores it in one
 /// transaction, and acknowledges what is committed. A refused batch stores nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/ingest",
+    operation_id = "ingest",
+    tag = "ingest",
+    description = "An agent's batch of reports (protocol versions 1 and 2), stored in one transaction; the answer \
+acknowledges what is committed and states the size limits. The token is checked from the headers alone, before a \
+byte of the body is read. A host has one batch in flight at a time, and the batches in flight are bounded in bytes \
+(`[ingest] max_bytes_in_flight`): beyond either, 503 with `Retry-After`. Role: agent (of the batch's host).",
+    security(("bearer" = [])),
+    params(
+        ("Content-Encoding" = Option<String>, Header, description = "`gzip` for a gzip-compressed body, the only \
+encoding taken (another is a 415); absent for a body sent as is"),
+    ),
+    request_body(content = portwatch_common::wire::Batch, content_type = "application/json", description = "The \
+batch, as JSON; at most 8 MiB as sent, and `[ingest] max_batch_bytes` (32 MiB at most) once decompressed. Strings \
+over their limit are cut, what cannot be right is refused whole (see the wire protocol's limits table)."),
+    responses(
+        (status = 200, description = "Stored: every report of the session up to `acked` is committed", body = Ack),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn ingest(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,

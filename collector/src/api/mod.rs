@@ -23,6 +23,7 @@
 //! | `GET /metrics` | read, admin (anyone with `[metrics] public`) | the collector's health, Prometheus text 0.0.4 or OpenMetrics as `Accept` asks |
 //! | `POST /api/v1/session`, `GET`, `DELETE` | a read or admin token (sign-in), then its session | dashboard sign-in, the session, sign-out (see [`session`]) |
 //! | `GET /api/v1/ports/{port}/history?proto=&since=&until=&limit=` | read, admin | the port's intervals on every host (see [`port`]) |
+//! | `GET /api/v1/openapi.json` | anyone | this table as an OpenAPI 3.1 document, generated from the handlers (see [`contract`]) |
 //!
 //! A host named in the path or in `host=` that the collector has never heard
 //! from is a 404, not an empty answer. A moment (`at`, `from`, `to`) before
@@ -36,6 +37,7 @@
 //! host's reports and reads nothing.
 
 mod auth;
+pub mod contract;
 mod dashboard;
 mod error;
 mod export;
@@ -50,14 +52,17 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use axum::Router;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::TOKEN_TRUST;
-pub use error::ApiError;
+pub use error::{ApiError, BusyBody, ErrorBody};
 pub use ingest::{IngestLimits, BUSY_RETRY_AFTER, DEFAULT_MAX_BYTES_IN_FLIGHT};
 pub use retention::KEPT_SINCE_HEADER;
 pub use session::{
@@ -266,36 +271,51 @@ impl HeavyReads {
     }
 }
 
+/// Every `/api/v1` endpoint, and its entry in the API's document: each
+/// route's method and path are its handler's `#[utoipa::path]`, which
+/// registers it here and documents it ([`contract`]), so the two cannot
+/// differ. Register `/api/v1` routes only through `routes!` (a test checks).
+/// The dashboard's sign-in is served only where the dashboard is enabled
+/// (`session`); the document always lists it.
+pub(crate) fn api_routes(session: bool) -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::with_openapi(contract::ApiDoc::openapi())
+        .routes(routes!(ingest::ingest))
+        .routes(routes!(query::hosts))
+        .routes(routes!(retention::forget))
+        .routes(routes!(query::listeners))
+        .routes(routes!(query::history))
+        .routes(routes!(query::diff))
+        .routes(routes!(query::who))
+        .routes(routes!(export::export))
+        .routes(routes!(policy::apply, policy::list))
+        .routes(routes!(policy::remove))
+        .routes(routes!(policy::log))
+        .routes(routes!(policy::learn))
+        .routes(routes!(policy::drift))
+        .routes(routes!(policy::alerts))
+        .routes(routes!(policy::ack))
+        .routes(routes!(query::trends))
+        .routes(routes!(port::history))
+        .routes(routes!(contract::serve));
+    match session {
+        true => routes.routes(routes!(session::sign_in, session::current, session::sign_out)),
+        false => routes,
+    }
+}
+
 /// The API's router.
 pub fn router(state: AppState) -> Router {
     let body_timeout = state.body_timeout;
     // The dashboard's page and its sign-in exist only where it is enabled.
-    let dashboard = match state.sessions.settings.enabled {
-        true => dashboard::routes().route(
-            "/api/v1/session",
-            post(session::sign_in).get(session::current).delete(session::sign_out),
-        ),
+    let enabled = state.sessions.settings.enabled;
+    let dashboard = match enabled {
+        true => dashboard::routes(),
         false => Router::new(),
     };
+    let (api, _) = api_routes(enabled).split_for_parts();
     Router::new()
-        .route("/api/v1/ingest", post(ingest::ingest))
-        .route("/api/v1/hosts", get(query::hosts))
-        .route("/api/v1/hosts/{host}", delete(retention::forget))
-        .route("/api/v1/hosts/{host}/listeners", get(query::listeners))
-        .route("/api/v1/hosts/{host}/history", get(query::history))
-        .route("/api/v1/hosts/{host}/diff", get(query::diff))
-        .route("/api/v1/who", get(query::who))
-        .route("/api/v1/export", get(export::export))
-        .route("/api/v1/baselines", post(policy::apply).get(policy::list))
-        .route("/api/v1/baselines/{name}", delete(policy::remove))
-        .route("/api/v1/baseline-log", get(policy::log))
-        .route("/api/v1/baseline-proposal", get(policy::learn))
-        .route("/api/v1/drift", get(policy::drift))
-        .route("/api/v1/alerts", get(policy::alerts))
-        .route("/api/v1/alerts/{id}/ack", post(policy::ack))
-        .route("/api/v1/trends", get(query::trends))
+        .merge(api)
         .route("/metrics", get(query::metrics))
-        .route("/api/v1/ports/{port}/history", get(port::history))
         .merge(dashboard)
         .fallback(|| async { ApiError::NotFound("no such endpoint; see the API table in README".to_owned()) })
         .method_not_allowed_fallback(|method: axum::http::Method| async move {

@@ -4,18 +4,22 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use jiff::Timestamp;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
+use super::contract::{
+    BadRequest, Busy, Conflict, Forbidden, Internal, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
+};
 use super::query::require_host;
 use super::{blocking, blocking_json, error, ApiError, AppState, JsonBody};
 use crate::store::AckOutcome;
 use portwatch_model::baseline::{self, ApplyAnswer, BaselineView};
 use portwatch_model::{AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow};
-use portwatch_model::{Kind, ALL_KINDS};
+use portwatch_model::{Finding, Kind, ALL_KINDS};
 
 /// Body of `POST /api/v1/baselines`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyBody {
     /// The baseline file, as written.
@@ -25,6 +29,26 @@ pub struct ApplyBody {
 }
 
 /// `POST /api/v1/baselines`: validates and stores a baseline file (admin).
+#[utoipa::path(
+    post,
+    path = "/api/v1/baselines",
+    operation_id = "apply_baseline",
+    tag = "baselines",
+    description = "Validates and stores a baseline file (TOML), replacing the one of its name; every host is \
+evaluated against the baselines again soon. Role: admin.",
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    request_body(content = ApplyBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Applied (or unchanged: the same source again)", body = ApplyAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn apply(
     State(state): State<AppState>,
     caller: Caller,
@@ -50,6 +74,21 @@ pub async fn apply(
 }
 
 /// `GET /api/v1/baselines`
+#[utoipa::path(
+    get,
+    path = "/api/v1/baselines",
+    operation_id = "list_baselines",
+    tag = "baselines",
+    description = "Every baseline, as stored (source, when, by whom) and parsed. Roles: read, admin.",
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Every baseline", body = Vec<BaselineView>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<BaselineView>>, ApiError> {
     caller.require_reader()?;
     let store = state.store.clone();
@@ -66,18 +105,48 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
 }
 
 /// `?comment=`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CommentParams {
+    /// Why it is removed (kept in the baseline log).
+    #[param(value_type = Option<String>, example = "web tier retired")]
     comment: Option<String>,
 }
 
+/// The answer of removing a baseline.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RemoveAnswer {
+    /// The baseline removed.
+    pub name: String,
+    /// `remove`.
+    pub action: BaselineAction,
+}
+
 /// `DELETE /api/v1/baselines/{name}?comment=` (admin)
+#[utoipa::path(
+    delete,
+    path = "/api/v1/baselines/{name}",
+    operation_id = "remove_baseline",
+    tag = "baselines",
+    description = "Removes a baseline (logged with who and why). Role: admin.",
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    params(("name" = String, Path, description = "The baseline's name", example = "web"), CommentParams),
+    responses(
+        (status = 200, description = "Removed", body = RemoveAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
     name: Result<Path<String>, PathRejection>,
     params: Result<Query<CommentParams>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RemoveAnswer>, ApiError> {
     caller.require_admin()?;
     let name = error::path(name, "/api/v1/baselines/web")?;
     let params = error::query(params, "?comment=why")?;
@@ -91,16 +160,39 @@ pub async fn remove(
     }
     tracing::info!(baseline = %name, by = caller.name(), "baseline removed");
     state.reevaluate_all();
-    Ok(Json(serde_json::json!({ "name": name, "action": "remove" })))
+    Ok(Json(RemoveAnswer {
+        name,
+        action: BaselineAction::Remove,
+    }))
 }
 
 /// `?name=`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogParams {
+    /// Only this baseline's changes (default: every baseline's).
+    #[param(value_type = Option<String>, example = "web")]
     name: Option<String>,
 }
 
 /// `GET /api/v1/baseline-log?name=`
+#[utoipa::path(
+    get,
+    path = "/api/v1/baseline-log",
+    operation_id = "baseline_log",
+    tag = "baselines",
+    description = "Every change to the baselines: who, when, why, and the source it left. Roles: read, admin.",
+    security(("bearer" = []), ("session" = [])),
+    params(LogParams),
+    responses(
+        (status = 200, description = "The changes, in order", body = Vec<BaselineLogRow>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn log(
     State(state): State<AppState>,
     caller: Caller,
@@ -115,14 +207,39 @@ pub async fn log(
 }
 
 /// `?hosts=&name=`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LearnParams {
+    /// The hosts to learn from: a host name or a glob (`web-*`); required.
+    #[param(required = true, value_type = String, example = "web-*")]
     hosts: Option<String>,
+    /// The proposed baseline's name: letters, digits, `-`, `_` and `.` (default: from the glob).
+    #[param(value_type = Option<String>, example = "web")]
     name: Option<String>,
 }
 
 /// `GET /api/v1/baseline-proposal?hosts=GLOB&name=N`: a baseline file
 /// proposed from what listens now on the hosts matching GLOB, as TOML text.
+#[utoipa::path(
+    get,
+    path = "/api/v1/baseline-proposal",
+    operation_id = "baseline_proposal",
+    tag = "baselines",
+    description = "A baseline file proposed from what listens now on the hosts matching a glob, to review and \
+apply. Roles: read, admin.",
+    security(("bearer" = []), ("session" = [])),
+    params(LearnParams),
+    responses(
+        (status = 200, description = "The proposed baseline file (TOML)", body = String,
+            content_type = "text/plain; charset=utf-8"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn learn(
     State(state): State<AppState>,
     caller: Caller,
@@ -176,10 +293,18 @@ pub async fn learn(
 }
 
 /// `?host=&kind=&limit=`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DriftParams {
+    /// One host's findings (default: fleet-wide); an unknown host is a 404.
+    #[param(value_type = Option<String>, example = "web-3")]
     host: Option<String>,
+    /// Only these kinds, comma-separated: unexpected-listener, missing-listener, owner-mismatch,
+    /// exposure-widened, risky-port-exposed, host-silent, clock-skew, flapping, unbaselined.
+    #[param(value_type = Option<String>, example = "risky-port-exposed,owner-mismatch")]
     kind: Option<String>,
+    /// Most findings: 1 to 100000 (default 10000).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100_000, example = 100)]
     limit: Option<usize>,
 }
 
@@ -191,6 +316,25 @@ const MAX_DRIFT_LIMIT: usize = 100_000;
 /// `GET /api/v1/drift?host=H&kind=K1,K2&limit=N`: the findings now,
 /// computed on the spot, most serious first. One computation runs at a
 /// time (a fleet-wide one reads every host); others wait for it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/drift",
+    operation_id = "drift",
+    tag = "alerts",
+    description = "The findings now, computed on the spot, most serious first (one computation at a time; others \
+wait for it). Roles: read, admin.",
+    security(("bearer" = []), ("session" = [])),
+    params(DriftParams),
+    responses(
+        (status = 200, description = "The findings, most serious first", body = Vec<Finding>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn drift(
     State(state): State<AppState>,
     caller: Caller,
@@ -251,14 +395,39 @@ const DEFAULT_ALERT_LIMIT: usize = 1000;
 const MAX_ALERT_LIMIT: usize = 10_000;
 
 /// `?state=&host=&limit=`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AlertParams {
+    /// `open`, `acknowledged`, `resolved`, `active` (open and acknowledged, the default) or `all`.
+    #[param(value_type = Option<String>, pattern = "^(open|acknowledged|resolved|active|all)$", example = "open")]
     state: Option<String>,
+    /// One host's alerts (default: every host's); an unknown host is a 404.
+    #[param(value_type = Option<String>, example = "web-3")]
     host: Option<String>,
+    /// Most alerts: 1 to 10000 (default 1000).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10_000, example = 100)]
     limit: Option<usize>,
 }
 
 /// `GET /api/v1/alerts?state=open|acknowledged|resolved|active|all&host=&limit=`
+#[utoipa::path(
+    get,
+    path = "/api/v1/alerts",
+    operation_id = "alerts",
+    tag = "alerts",
+    description = "Alerts, newest first. Roles: read, admin.",
+    security(("bearer" = []), ("session" = [])),
+    params(AlertParams),
+    responses(
+        (status = 200, description = "The alerts, newest first", body = Vec<AlertRow>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn alerts(
     State(state): State<AppState>,
     caller: Caller,
@@ -305,7 +474,7 @@ pub async fn alerts(
 }
 
 /// Body of `POST /api/v1/alerts/{id}/ack`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckBody {
     /// What the person says (required: the next person reads it).
@@ -313,6 +482,29 @@ pub struct AckBody {
 }
 
 /// `POST /api/v1/alerts/{id}/ack` (admin)
+#[utoipa::path(
+    post,
+    path = "/api/v1/alerts/{id}/ack",
+    operation_id = "ack_alert",
+    tag = "alerts",
+    description = "Acknowledges an open alert, with a comment for the next person; the alert sinks are told. \
+Role: admin.",
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    params(("id" = i64, Path, description = "The alert's number (`id`, the ID column of `portwatch alerts`)", example = 12)),
+    request_body(content = AckBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Acknowledged: the alert as it is now", body = AlertRow),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn ack(
     State(state): State<AppState>,
     caller: Caller,

@@ -10,15 +10,26 @@ use portwatch_common::Proto;
 use serde::Deserialize;
 
 use super::auth::Caller;
+use super::contract::{BadRequest, Busy, Forbidden, Internal, Unauthorized};
 use super::query::time_param;
 use super::{blocking, blocking_json, error, ApiError, AppState};
+use portwatch_model::ListenerRow;
 
 /// `?proto=&since=&until=&limit=`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PortHistoryParams {
+    /// Only this protocol: `tcp` or `udp` (default: both).
+    #[param(value_type = Option<String>, pattern = "^(tcp|udp)$", example = "tcp")]
     proto: Option<String>,
+    /// The window's start (RFC 3339; default: 7 days before `until`).
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-24T00:00:00Z")]
     since: Option<String>,
+    /// The window's end (RFC 3339; default: now).
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-25T00:00:00Z")]
     until: Option<String>,
+    /// Most intervals in the answer: 1 to 100000 (default 10000); the latest ones when the window holds more.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100_000, example = 1000)]
     limit: Option<usize>,
 }
 
@@ -37,6 +48,25 @@ pub const TOTAL_HEADER: &str = "x-total-count";
 /// every host's intervals of the port that overlap the window (default: the
 /// 7 days before `until`, itself now by default), oldest first; the latest
 /// `limit` of them when there are more, with [`TOTAL_HEADER`] saying how many.
+#[utoipa::path(
+    get,
+    path = "/api/v1/ports/{port}/history",
+    operation_id = "port_history",
+    tag = "ports",
+    description = "A port's intervals on every host that overlap a window, oldest first (the dashboard's port \
+view). Roles: read, admin.",
+    security(("bearer" = []), ("session" = [])),
+    params(("port" = u16, Path, maximum = 65535, description = "The port, 0 to 65535", example = 22), PortHistoryParams),
+    responses(
+        (status = 200, description = "The latest `limit` intervals of the window, oldest first", body = Vec<ListenerRow>,
+            headers(("X-Total-Count" = u64, description = "How many intervals the window holds in all"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,

@@ -6,13 +6,33 @@ use axum::Json;
 use jiff::Timestamp;
 use portwatch_common::Proto;
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::auth::Caller;
+use super::contract::{BadRequest, Busy, Forbidden, Gone, Internal, NotFound, Unauthorized};
 use super::retention::{require_kept, window_before_kept, KEPT_SINCE_HEADER};
 use super::{blocking, blocking_json, error, ApiError, AppState, JsonBody};
-use portwatch_model::{HistoryCursor, HistoryWindow};
+use portwatch_model::diff::Diff;
+use portwatch_model::trend::Trends;
+use portwatch_model::{HistoryCursor, HistoryWindow, HostRow, ListenerRow};
 
 /// `GET /api/v1/hosts`
+#[utoipa::path(
+    get,
+    path = "/api/v1/hosts",
+    operation_id = "hosts",
+    tag = "hosts",
+    description = "Every host the collector has heard from: status, last seen, open listeners, clock skew. \
+Roles: read, admin.",
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Every host", body = Vec<HostRow>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn hosts(State(state): State<AppState>, caller: Caller) -> Result<JsonBody, ApiError> {
     caller.require_reader()?;
     let store = state.store.clone();
@@ -32,12 +52,38 @@ pub(super) async fn require_host(state: &AppState, host: &str) -> Result<(), Api
 }
 
 /// `?at=`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AtParams {
+    /// The moment asked about (RFC 3339); now if absent. Before the kept history: 410.
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-25T03:00:00Z")]
     at: Option<String>,
 }
 
+/// The host of a path, as the agent names it.
+pub(super) const HOST_PARAM: &str = "A host name, as its agent reports it (`portwatch hosts` lists them); one the \
+collector never heard from is a 404";
+
 /// `GET /api/v1/hosts/{host}/listeners?at=T`
+#[utoipa::path(
+    get,
+    path = "/api/v1/hosts/{host}/listeners",
+    operation_id = "listeners",
+    tag = "hosts",
+    description = "What listened on a host at a moment (default now), with its owners. Roles: read, admin.",
+    security(("bearer" = []), ("session" = [])),
+    params(("host" = String, Path, description = HOST_PARAM), AtParams),
+    responses(
+        (status = 200, description = "The listeners open at that moment", body = Vec<ListenerRow>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 410, response = Gone),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn listeners(
     State(state): State<AppState>,
     caller: Caller,
@@ -55,14 +101,40 @@ pub async fn listeners(
 }
 
 /// `?port=&proto=&at=`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WhoParams {
+    /// The port (0 to 65535); required (a 400 without it).
+    #[param(required = true, value_type = u16, maximum = 65535, example = 22)]
     port: Option<u16>,
+    /// Only this protocol: `tcp` or `udp` (default: both).
+    #[param(value_type = Option<String>, pattern = "^(tcp|udp)$", example = "tcp")]
     proto: Option<String>,
+    /// The moment asked about (RFC 3339); now if absent. Before the kept history: 410.
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-25T03:00:00Z")]
     at: Option<String>,
 }
 
 /// `GET /api/v1/who?port=P&proto=tcp&at=T`
+#[utoipa::path(
+    get,
+    path = "/api/v1/who",
+    operation_id = "who",
+    tag = "ports",
+    description = "Fleet-wide, who held a port at a moment (default now): every host's listeners on it. \
+Roles: read, admin.",
+    security(("bearer" = []), ("session" = [])),
+    params(WhoParams),
+    responses(
+        (status = 200, description = "The listeners on the port, by host", body = Vec<ListenerRow>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 410, response = Gone),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn who(
     State(state): State<AppState>,
     caller: Caller,
@@ -85,13 +157,24 @@ pub async fn who(
     blocking_json(move || store.who(port, proto, at)).await
 }
 
-/// `?port=&since=&until=`
-#[derive(Debug, Deserialize)]
+/// `?port=&since=&until=&limit=&after=`
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryParams {
+    /// Only intervals on this port (default: every port).
+    #[param(value_type = Option<u16>, maximum = 65535, example = 8080)]
     port: Option<u16>,
+    /// The window's start (RFC 3339): intervals open at any time since then (default: from the beginning).
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-24T00:00:00Z")]
     since: Option<String>,
+    /// The window's end (RFC 3339; default: now).
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-25T00:00:00Z")]
     until: Option<String>,
+    /// Intervals in a page: 1 to 100000 (default 10000).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100_000, example = 1000)]
     limit: Option<usize>,
+    /// Where the page starts: the cursor of the previous page's `Link` header (opaque).
+    #[param(value_type = Option<String>)]
     after: Option<String>,
 }
 
@@ -104,6 +187,29 @@ pub const MAX_HISTORY_LIMIT: usize = 100_000;
 /// `GET /api/v1/hosts/{host}/history?port=&since=&until=&limit=&after=`: one
 /// page, by opening time; when there are more, a `Link: <...>; rel="next"`
 /// header gives the next page's address (the same query with `after=`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/hosts/{host}/history",
+    operation_id = "host_history",
+    tag = "hosts",
+    description = "A host's listener intervals, oldest first, a page at a time. Roles: read, admin.",
+    security(("bearer" = []), ("session" = [])),
+    params(("host" = String, Path, description = HOST_PARAM), HistoryParams),
+    responses(
+        (status = 200, description = "One page of intervals, by opening time", body = Vec<ListenerRow>, headers(
+            ("Link" = String, description = "When there are more: `<PATH?...&after=CURSOR>; rel=\"next\"`, the \
+next page's address (the same query with `after`)"),
+            ("Portwatch-History-Kept-Since" = String, description = "When the window reaches before the kept \
+history: the start of what is kept (RFC 3339); intervals that closed before it are deleted"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
@@ -183,16 +289,46 @@ pub(super) fn time_param(name: &str, value: Option<&str>) -> Result<Option<Times
 }
 
 /// `?from=&to=` or `?vs_host=&at=`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DiffParams {
+    /// Compare the host over time: the earlier moment (RFC 3339). Give `from` or `vs_host`, not both.
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-24T00:00:00Z")]
     from: Option<String>,
+    /// With `from`: the later moment (RFC 3339; default now).
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-25T00:00:00Z")]
     to: Option<String>,
+    /// Compare with another host (by protocol, port, exposure and program names): its name.
+    #[param(value_type = Option<String>, example = "web-4")]
     vs_host: Option<String>,
+    /// With `vs_host`: the moment (RFC 3339; default now).
+    #[param(value_type = Option<String>, format = DateTime)]
     at: Option<String>,
 }
 
 /// `GET /api/v1/hosts/{host}/diff?from=T1&to=T2` (one host at two moments) or
 /// `?vs_host=B&at=T` (two hosts at one moment).
+#[utoipa::path(
+    get,
+    path = "/api/v1/hosts/{host}/diff",
+    operation_id = "diff",
+    tag = "hosts",
+    description = "What opened, closed and changed owner on a host between two moments (`from`, `to`), or how \
+two hosts differ at one moment (`vs_host`, `at`: `opened` are on the other host only, `closed` on this one only). \
+Roles: read, admin.",
+    security(("bearer" = []), ("session" = [])),
+    params(("host" = String, Path, description = HOST_PARAM), DiffParams),
+    responses(
+        (status = 200, description = "The difference", body = Diff),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 410, response = Gone),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn diff(
     State(state): State<AppState>,
     caller: Caller,
@@ -263,17 +399,46 @@ pub async fn metrics(
 }
 
 /// `?host=&since=&until=&bucket=`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TrendParams {
+    /// One host's trends (default: fleet-wide); an unknown host is a 404.
+    #[param(value_type = Option<String>, example = "web-3")]
     host: Option<String>,
+    /// The window's start (RFC 3339; default: 24 hours before `until` with hour buckets, 7 days with day buckets).
+    #[param(value_type = Option<String>, format = DateTime)]
     since: Option<String>,
+    /// The window's end (RFC 3339; default now).
+    #[param(value_type = Option<String>, format = DateTime)]
     until: Option<String>,
+    /// The buckets' width: `hour` (default) or `day`; counted back from `until`.
+    #[param(value_type = Option<String>, pattern = "^(hour|day)$", example = "hour")]
     bucket: Option<String>,
 }
 
 /// `GET /api/v1/trends?host=&since=&until=&bucket=hour|day`: open listeners
 /// over time, new, short-lived and recurring listeners, top ports. The
 /// window defaults to the last 24 hours (hour buckets) or 7 days (day buckets).
+#[utoipa::path(
+    get,
+    path = "/api/v1/trends",
+    operation_id = "trends",
+    tag = "hosts",
+    description = "Listeners over time (the count at each bucket's start), ports first seen in the last 24 hours and \
+7 days, short-lived listeners, listeners recurring at the same hour, the ports open on the most hosts. \
+Roles: read, admin.",
+    security(("bearer" = []), ("session" = [])),
+    params(TrendParams),
+    responses(
+        (status = 200, description = "The window's trends", body = Trends),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn trends(
     State(state): State<AppState>,
     caller: Caller,

@@ -7,21 +7,52 @@ use axum::Json;
 use jiff::Timestamp;
 
 use super::auth::Caller;
+use super::contract::{BadRequest, Busy, Forbidden, Internal, NotFound, Unauthorized};
+use super::query::HOST_PARAM;
 use super::{blocking, error, ApiError, AppState};
 use crate::retention;
+use crate::store::Forgotten;
 
 /// The header of a history answer whose window reaches before the kept
 /// history: the start of what is kept (RFC 3339).
 pub const KEPT_SINCE_HEADER: &str = "portwatch-history-kept-since";
 
+/// The answer of forgetting a host.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ForgetAnswer {
+    /// The host forgotten.
+    pub host: String,
+    /// What was removed.
+    pub forgotten: Forgotten,
+}
+
 /// `DELETE /api/v1/hosts/{host}` (admin): removes the host, its history,
 /// alerts and tokens (see [`crate::store::Maintenance::forget_host`]); 404
 /// when there is no such host.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/hosts/{host}",
+    operation_id = "forget_host",
+    tag = "hosts",
+    description = "Forgets a decommissioned host: its history, alerts and tokens. Its agent, if it still runs, is \
+refused from then on (its token is gone). Role: admin.",
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    params(("host" = String, Path, description = HOST_PARAM)),
+    responses(
+        (status = 200, description = "Forgotten: what was removed", body = ForgetAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn forget(
     State(state): State<AppState>,
     caller: Caller,
     host: Result<Path<String>, PathRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ForgetAnswer>, ApiError> {
     caller.require_admin()?;
     let host = error::path(host, "/api/v1/hosts/web-3")?;
     let (store, name) = (state.store.clone(), host.clone());
@@ -39,7 +70,7 @@ pub async fn forget(
         "host forgotten"
     );
     state.reevaluate_all();
-    Ok(Json(serde_json::json!({ "host": host, "forgotten": forgotten })))
+    Ok(Json(ForgetAnswer { host, forgotten }))
 }
 
 /// A 410 when the moment `at` (the query parameter `name`) lies before the

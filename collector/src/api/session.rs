@@ -36,6 +36,7 @@ use axum::Json;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::contract::{BadRequest, Busy, Forbidden, Internal, PayloadTooLarge, Unauthorized, UnsupportedMediaType};
 use super::{auth, error, ApiError, AppState};
 use crate::store::TokenRow;
 use crate::token;
@@ -263,7 +264,7 @@ pub(super) async fn caller(parts: &Parts, state: &AppState) -> Result<TokenRow, 
 }
 
 /// Body of `POST /api/v1/session`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
     /// A read or admin token's secret.
@@ -271,13 +272,14 @@ pub struct SignIn {
 }
 
 /// A session, as the dashboard sees it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionView {
     /// The token's name (who the changes are made by).
     pub name: String,
     /// `read` or `admin`.
     pub role: String,
     /// When the session ends.
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: Timestamp,
     /// What to send in [`CSRF_HEADER`] with every change.
     pub csrf_token: String,
@@ -302,7 +304,39 @@ fn no_store(mut response: Response) -> Response {
     response
 }
 
+/// The answer of signing out.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SignedOut {
+    /// Always true: the session has ended on the collector.
+    pub signed_out: bool,
+}
+
 /// `POST /api/v1/session`: signs in with a read or admin token.
+#[utoipa::path(
+    post,
+    path = "/api/v1/session",
+    operation_id = "sign_in",
+    tag = "session",
+    description = "Dashboard sign-in: exchanges a read or admin token, sent in the body (never in the URL), for a \
+session cookie (`HttpOnly`, `SameSite=Strict`, `Path=/`; `Secure` and `__Host-` under TLS) that lasts \
+`[dashboard] session_ttl`. A foreign `Origin` is refused. Served only where the dashboard is enabled.",
+    security(()),
+    request_body(content = SignIn, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Signed in: the session", body = SessionView, headers(
+            ("Set-Cookie" = String, description = "The session cookie (`portwatch_session`, or \
+`__Host-portwatch_session` over HTTPS)"),
+            ("Cache-Control" = String, description = "`no-store`"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn sign_in(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -356,6 +390,23 @@ fn session_of(state: &AppState, headers: &HeaderMap) -> Result<(String, Session)
 }
 
 /// `GET /api/v1/session`: the session of this browser.
+#[utoipa::path(
+    get,
+    path = "/api/v1/session",
+    operation_id = "session",
+    tag = "session",
+    description = "The session of this browser's cookie (a reloaded page gets its CSRF token back). Served only \
+where the dashboard is enabled.",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The session", body = SessionView,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn current(
     State(state): State<AppState>,
     caller: auth::Caller,
@@ -368,6 +419,25 @@ pub async fn current(
 
 /// `DELETE /api/v1/session`: signs out (the caller extractor has checked the
 /// CSRF token and origin).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/session",
+    operation_id = "sign_out",
+    tag = "session",
+    description = "Signs out: the session ends on the collector and the cookie is cleared. Served only where the \
+dashboard is enabled.",
+    security(("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, description = "Signed out", body = SignedOut, headers(
+            ("Set-Cookie" = String, description = "The session cookie, emptied and expired"),
+            ("Cache-Control" = String, description = "`no-store`"),
+        )),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
 pub async fn sign_out(
     State(state): State<AppState>,
     caller: auth::Caller,
@@ -385,7 +455,7 @@ pub async fn sign_out(
         .path("/")
         .max_age(cookie::time::Duration::ZERO)
         .build();
-    let mut response = Json(serde_json::json!({ "signed_out": true })).into_response();
+    let mut response = Json(SignedOut { signed_out: true }).into_response();
     if let Ok(value) = HeaderValue::from_str(&gone.to_string()) {
         response.headers_mut().insert(SET_COOKIE, value);
     }

@@ -527,7 +527,7 @@ impl PruneCursor {
 }
 
 /// What [`Maintenance::forget_host`] removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Forgotten {
     /// Listener intervals, open and closed.
     pub intervals: u64,
