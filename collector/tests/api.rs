@@ -7,9 +7,8 @@
 mod support;
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{make_token, temp_store};
+use support::{call, Fixture};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -19,103 +18,39 @@ use portwatch_collector::api::{router, AppState, MAX_BODY_BYTES, TOKEN_TRUST};
 use portwatch_collector::lifecycle::cap::DEFAULT_MAX_OPEN;
 use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::{Alerts, Baselines, HistoryReads, HistoryWrites, Tokens};
-use portwatch_common::wire::{Batch, HostFacts, Report, ReportBody, PROTOCOL_VERSION};
-use portwatch_common::{Exposure, Family, Listener, Proto};
-use portwatch_model::Role;
+use portwatch_common::wire::{Batch, HostFacts, ReportBody};
+use portwatch_common::{Exposure, Listener, Process, Proto};
+use portwatch_fixtures::{self as fixtures, ago, batch, facts, process, snapshot_with};
 use portwatch_model::{Finding, Kind};
 use tower::ServiceExt;
 
-struct Fixture {
-    app: Router,
-    store: Arc<SqliteStore>,
-    dir: std::path::PathBuf,
-    agent: String,
-    reader: String,
-    admin: String,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn fixture(tag: &str) -> Fixture {
-    let (dir, store) = temp_store("api", tag);
-    let make = |name: &str, role: Role, host: Option<&str>| make_token(&store, name, role, host);
-    let agent = make("agent:web-3", Role::Agent, Some("web-3"));
-    let reader = make("ops", Role::Read, None);
-    let admin = make("root", Role::Admin, None);
-    let app = router(AppState::new(store.clone()));
-    Fixture {
-        app,
-        store,
-        dir,
-        agent,
-        reader,
-        admin,
-    }
+    Fixture::new("api", tag)
 }
 
-fn listener(port: u16) -> Listener {
+/// web-3's sshd (pid 812) on tcp/`port`.
+fn sshd(port: u16) -> Listener {
+    let sshd = Process {
+        cmdline: Some("/usr/sbin/sshd -D".into()),
+        unit: Some("ssh.service".into()),
+        ..process(812, "sshd")
+    };
     Listener {
-        netns: 4026531840,
-        proto: Proto::Tcp,
-        family: Family::Ipv4,
-        local_addr: "0.0.0.0".parse().unwrap(),
-        local_port: port,
-        inode: u64::from(port) + 1000,
-        uid: 0,
-        user: Some("root".into()),
-        exposure: Exposure::Wildcard,
-        dual_stack: false,
-        processes: vec![portwatch_common::Process {
-            pid: 812,
-            name: "sshd".into(),
-            cmdline: Some("/usr/sbin/sshd -D".into()),
-            exe: Some("/usr/sbin/sshd".into()),
-            uid: Some(0),
-            user: Some("root".into()),
-            container: None,
-            unit: Some("ssh.service".into()),
-        }],
+        processes: vec![sshd],
+        ..fixtures::listener(port)
     }
 }
 
+/// A snapshot of sshd on `ports` by `host`, observed an hour ago (within the collector's backlog window).
 fn snapshot_batch(host: &str, ports: &[u16]) -> Batch {
-    Batch {
-        version: PROTOCOL_VERSION,
-        host: host.into(),
-        session: "s1".into(),
-        dropped: 0,
-        alive_at: None,
-        reports: vec![Report {
-            seq: 1,
-            // An hour ago, in whole seconds: within the collector's backlog window.
-            observed_at: Timestamp::from_second(Timestamp::now().as_second() - 3600).unwrap(),
-            body: ReportBody::Snapshot {
-                facts: HostFacts {
-                    detection: None,
-                    os: Some("Debian GNU/Linux 12".into()),
-                    kernel: Some("6.1.0".into()),
-                    boot_time: None,
-                    agent_version: "0.1.0".into(),
-                    interval_ms: 10_000,
-                    tags: Default::default(),
-                },
-                listeners: ports.iter().map(|&p| listener(p)).collect(),
-            },
-        }],
-    }
-}
-
-async fn call(app: &Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, json)
+    let facts = HostFacts {
+        kernel: Some("6.1.0".into()),
+        boot_time: None,
+        tags: Default::default(),
+        ..facts()
+    };
+    let listeners = ports.iter().map(|&p| sshd(p)).collect();
+    batch(host, "s1", vec![snapshot_with(1, ago(3600), facts, listeners)])
 }
 
 fn post(token: Option<&str>, body: impl Into<Body>) -> Request<Body> {

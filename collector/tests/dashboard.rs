@@ -6,69 +6,29 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
-use support::{make_token, temp_store};
+use support::{answer, make_token, Fixture};
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode};
-use axum::Router;
 use jiff::Timestamp;
-use portwatch_collector::api::{router, AppState, DashboardSettings, CSRF_HEADER, TOKEN_TRUST};
+use portwatch_collector::api::{DashboardSettings, CSRF_HEADER, TOKEN_TRUST};
 use portwatch_collector::lifecycle::cap::DEFAULT_MAX_OPEN;
-use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::{Alerts, Tokens};
-use portwatch_common::wire::{Batch, HostFacts, Report, ReportBody, PROTOCOL_VERSION};
-use portwatch_common::{Exposure, Family, Listener, Proto};
+use portwatch_common::wire::Batch;
+use portwatch_common::{Listener, Process, Proto};
+use portwatch_fixtures::{ago, bare_facts, batch, listener, process, snapshot_with};
 use portwatch_model::{Finding, Kind, Role};
-use tower::ServiceExt;
 
 const HOST: &str = "127.0.0.1:7878";
 const ORIGIN: &str = "http://127.0.0.1:7878";
 
-struct Fixture {
-    app: Router,
-    store: Arc<SqliteStore>,
-    dir: std::path::PathBuf,
-    agent: String,
-    reader: String,
-    admin: String,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn fixture_with(tag: &str, settings: DashboardSettings) -> Fixture {
-    let (dir, store) = temp_store("dashboard", tag);
-    let agent = make_token(&store, "agent:web-3", Role::Agent, Some("web-3"));
-    let reader = make_token(&store, "ops", Role::Read, None);
-    let admin = make_token(&store, "root", Role::Admin, None);
-    let app = router(AppState::new(store.clone()).dashboard(settings));
-    Fixture {
-        app,
-        store,
-        dir,
-        agent,
-        reader,
-        admin,
-    }
+    Fixture::with("dashboard", tag, |state| state.dashboard(settings))
 }
 
 fn fixture(tag: &str) -> Fixture {
     fixture_with(tag, DashboardSettings::default())
-}
-
-/// An answer: status, headers, body as JSON (or as a JSON string of its text).
-async fn call(app: &Router, request: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let (status, headers) = (response.status(), response.headers().clone());
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, headers, json)
 }
 
 /// A request as the dashboard's page makes it: to the collector's own host,
@@ -94,7 +54,7 @@ struct Signed {
 }
 
 async fn sign_in(f: &Fixture, token: &str) -> Signed {
-    let (status, headers, body) = call(
+    let (status, headers, body) = answer(
         &f.app,
         request(
             "POST",
@@ -113,55 +73,26 @@ async fn sign_in(f: &Fixture, token: &str) -> Signed {
     }
 }
 
-fn listener(port: u16, process: &str) -> Listener {
-    Listener {
-        netns: 4026531840,
-        proto: Proto::Tcp,
-        family: Family::Ipv4,
-        local_addr: "0.0.0.0".parse().unwrap(),
-        local_port: port,
-        inode: u64::from(port) + 1000,
-        uid: 0,
-        user: Some("root".into()),
-        exposure: Exposure::Wildcard,
-        dual_stack: false,
-        processes: vec![portwatch_common::Process {
-            pid: 812,
-            name: process.into(),
-            cmdline: None,
-            exe: None,
-            uid: Some(0),
-            user: Some("root".into()),
-            container: None,
-            unit: None,
-        }],
-    }
-}
-
-fn snapshot(host: &str, ports: &[u16], ago_secs: i64) -> Batch {
-    Batch {
-        version: PROTOCOL_VERSION,
-        host: host.into(),
-        session: "s1".into(),
-        dropped: 0,
-        alive_at: None,
-        reports: vec![Report {
-            seq: 1,
-            observed_at: Timestamp::from_second(Timestamp::now().as_second() - ago_secs).unwrap(),
-            body: ReportBody::Snapshot {
-                facts: HostFacts {
-                    os: None,
-                    kernel: None,
-                    boot_time: None,
-                    agent_version: "0.1.0".into(),
-                    interval_ms: 10_000,
-                    tags: Default::default(),
-                    detection: None,
-                },
-                listeners: ports.iter().map(|&p| listener(p, "sshd")).collect(),
-            },
-        }],
-    }
+/// A snapshot of `host`'s sshd (pid 812, no command line) on `ports`, observed `ago_secs` ago.
+fn snapshot_batch(host: &str, ports: &[u16], ago_secs: i64) -> Batch {
+    let sshd = Process {
+        cmdline: None,
+        exe: None,
+        unit: None,
+        ..process(812, "sshd")
+    };
+    let listeners = ports
+        .iter()
+        .map(|&p| Listener {
+            processes: vec![sshd.clone()],
+            ..listener(p)
+        })
+        .collect();
+    batch(
+        host,
+        "s1",
+        vec![snapshot_with(1, ago(ago_secs), bare_facts(), listeners)],
+    )
 }
 
 async fn ingest(f: &Fixture, token: &str, batch: &Batch) {
@@ -170,7 +101,7 @@ async fn ingest(f: &Fixture, token: &str, batch: &Batch) {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(serde_json::to_vec(batch).unwrap()))
         .unwrap();
-    let (status, _, body) = call(&f.app, r).await;
+    let (status, _, body) = answer(&f.app, r).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
@@ -218,7 +149,7 @@ fn assert_security_headers(headers: &HeaderMap, what: &str) {
 #[tokio::test]
 async fn the_page_and_its_modules_are_served_from_the_binary_with_a_strict_policy() {
     let f = fixture("served");
-    let (status, headers, body) = call(&f.app, request("GET", "/", &[], None)).await;
+    let (status, headers, body) = answer(&f.app, request("GET", "/", &[], None)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
     assert!(body
@@ -233,7 +164,7 @@ async fn the_page_and_its_modules_are_served_from_the_binary_with_a_strict_polic
         ("/ui/app.css", "text/css"),
         ("/ui/vendor/uplot/LICENSE", "text/plain"),
     ] {
-        let (status, headers, _) = call(&f.app, request("GET", path, &[], None)).await;
+        let (status, headers, _) = answer(&f.app, request("GET", path, &[], None)).await;
         assert_eq!(status, StatusCode::OK, "{path}");
         assert!(
             headers[header::CONTENT_TYPE].to_str().unwrap().starts_with(kind),
@@ -241,11 +172,11 @@ async fn the_page_and_its_modules_are_served_from_the_binary_with_a_strict_polic
         );
         assert_security_headers(&headers, path);
     }
-    let (status, headers, body) = call(&f.app, request("GET", "/ui/../Cargo.toml", &[], None)).await;
+    let (status, headers, body) = answer(&f.app, request("GET", "/ui/../Cargo.toml", &[], None)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_security_headers(&headers, "a 404");
     // The API's answers carry them too.
-    let (status, headers, _) = call(&f.app, request("GET", "/api/v1/hosts", &[], None)).await;
+    let (status, headers, _) = answer(&f.app, request("GET", "/api/v1/hosts", &[], None)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_security_headers(&headers, "/api/v1/hosts");
 }
@@ -260,14 +191,14 @@ async fn a_disabled_dashboard_serves_no_page_and_signs_nobody_in() {
         },
     );
     assert_eq!(
-        call(&f.app, request("GET", "/", &[], None)).await.0,
+        answer(&f.app, request("GET", "/", &[], None)).await.0,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        call(&f.app, request("GET", "/ui/js/main.js", &[], None)).await.0,
+        answer(&f.app, request("GET", "/ui/js/main.js", &[], None)).await.0,
         StatusCode::NOT_FOUND
     );
-    let (status, _, body) = call(
+    let (status, _, body) = answer(
         &f.app,
         request(
             "POST",
@@ -280,7 +211,7 @@ async fn a_disabled_dashboard_serves_no_page_and_signs_nobody_in() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     // Bearer tokens work as ever.
     let bearer = format!("Bearer {}", f.reader);
-    let (status, _, _) = call(
+    let (status, _, _) = answer(
         &f.app,
         request("GET", "/api/v1/hosts", &[("authorization", &bearer)], None),
     )
@@ -291,7 +222,7 @@ async fn a_disabled_dashboard_serves_no_page_and_signs_nobody_in() {
 #[tokio::test]
 async fn a_read_token_signs_in_and_its_session_cookie_reads_the_api() {
     let f = fixture("signin");
-    let (status, headers, body) = call(
+    let (status, headers, body) = answer(
         &f.app,
         request(
             "POST",
@@ -324,9 +255,9 @@ async fn a_read_token_signs_in_and_its_session_cookie_reads_the_api() {
     );
     assert_eq!(headers[header::CACHE_CONTROL], "no-store");
     let cookie = set.split(';').next().unwrap();
-    let (status, _, hosts) = call(&f.app, request("GET", "/api/v1/hosts", &[("cookie", cookie)], None)).await;
+    let (status, _, hosts) = answer(&f.app, request("GET", "/api/v1/hosts", &[("cookie", cookie)], None)).await;
     assert_eq!(status, StatusCode::OK, "{hosts}");
-    let (status, _, session) = call(&f.app, request("GET", "/api/v1/session", &[("cookie", cookie)], None)).await;
+    let (status, _, session) = answer(&f.app, request("GET", "/api/v1/session", &[("cookie", cookie)], None)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         session["csrf_token"], body["csrf_token"],
@@ -334,7 +265,7 @@ async fn a_read_token_signs_in_and_its_session_cookie_reads_the_api() {
     );
     // An admin token signs in as admin.
     let admin = sign_in(&f, &f.admin).await;
-    let (_, _, session) = call(
+    let (_, _, session) = answer(
         &f.app,
         request("GET", "/api/v1/session", &[("cookie", &admin.cookie)], None),
     )
@@ -351,7 +282,7 @@ async fn under_tls_the_cookie_is_secure_host_prefixed_and_origins_are_https() {
             ..DashboardSettings::default()
         },
     );
-    let (status, headers, body) = call(
+    let (status, headers, body) = answer(
         &f.app,
         request(
             "POST",
@@ -370,9 +301,9 @@ async fn under_tls_the_cookie_is_secure_host_prefixed_and_origins_are_https() {
     // The plain cookie name is not taken over TLS.
     let value = set.split(';').next().unwrap().split_once('=').unwrap().1;
     let plain = format!("portwatch_session={value}");
-    let (status, _, _) = call(&f.app, request("GET", "/api/v1/hosts", &[("cookie", &plain)], None)).await;
+    let (status, _, _) = answer(&f.app, request("GET", "/api/v1/hosts", &[("cookie", &plain)], None)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _, body) = call(
+    let (status, _, body) = answer(
         &f.app,
         request(
             "POST",
@@ -400,35 +331,35 @@ async fn sign_in_refuses_agent_tokens_unknown_tokens_and_foreign_pages() {
             Some(serde_json::json!({ "token": token })),
         )
     };
-    let (status, headers, body) = call(&f.app, sign(&f.agent, ORIGIN)).await;
+    let (status, headers, body) = answer(&f.app, sign(&f.agent, ORIGIN)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("agent tokens cannot sign in"),
         "{body}"
     );
     assert!(!headers.contains_key(header::SET_COOKIE));
-    let (status, headers, body) = call(&f.app, sign("pw_0000", ORIGIN)).await;
+    let (status, headers, body) = answer(&f.app, sign("pw_0000", ORIGIN)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(!headers.contains_key(header::SET_COOKIE));
-    let (status, _, body) = call(&f.app, sign("  ", ORIGIN)).await;
+    let (status, _, body) = answer(&f.app, sign("  ", ORIGIN)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, headers, body) = call(&f.app, sign(&f.reader, "http://evil.example")).await;
+    let (status, headers, body) = answer(&f.app, sign(&f.reader, "http://evil.example")).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(!headers.contains_key(header::SET_COOKIE));
     // The token goes in the body, not in the URL.
     let uri = format!("/api/v1/session?token={}", f.reader);
-    let (status, _, _) = call(&f.app, request("POST", &uri, &[("origin", ORIGIN)], None)).await;
+    let (status, _, _) = answer(&f.app, request("POST", &uri, &[("origin", ORIGIN)], None)).await;
     assert_ne!(status, StatusCode::OK);
     let revoked = make_token(&f.store, "gone", Role::Read, None);
     f.store.revoke_token("gone", Timestamp::now()).unwrap();
-    let (status, _, body) = call(&f.app, sign(&revoked, ORIGIN)).await;
+    let (status, _, body) = answer(&f.app, sign(&revoked, ORIGIN)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 }
 
 #[tokio::test]
 async fn a_request_without_a_live_session_is_refused_with_401() {
     let f = fixture("no-session");
-    let (status, _, body) = call(&f.app, request("GET", "/api/v1/hosts", &[], None)).await;
+    let (status, _, body) = answer(&f.app, request("GET", "/api/v1/hosts", &[], None)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body["error"].as_str().unwrap().contains("sign in"), "{body}");
     for cookie in [
@@ -437,10 +368,10 @@ async fn a_request_without_a_live_session_is_refused_with_401() {
         "other=1",
         &format!("portwatch_session={}", f.reader),
     ] {
-        let (status, _, body) = call(&f.app, request("GET", "/api/v1/hosts", &[("cookie", cookie)], None)).await;
+        let (status, _, body) = answer(&f.app, request("GET", "/api/v1/hosts", &[("cookie", cookie)], None)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{cookie}: {body}");
     }
-    let (status, _, _) = call(&f.app, request("GET", "/api/v1/session", &[], None)).await;
+    let (status, _, _) = answer(&f.app, request("GET", "/api/v1/session", &[], None)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
@@ -455,10 +386,10 @@ async fn an_expired_session_is_refused() {
     );
     let s = sign_in(&f, &f.reader).await;
     let hosts = || request("GET", "/api/v1/hosts", &[("cookie", &s.cookie)], None);
-    assert_eq!(call(&f.app, hosts()).await.0, StatusCode::OK);
+    assert_eq!(answer(&f.app, hosts()).await.0, StatusCode::OK);
     // Past its end (1 s), whatever the timing, it is refused.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (status, _, body) = call(&f.app, hosts()).await;
+    let (status, _, body) = answer(&f.app, hosts()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body["error"].as_str().unwrap().contains("session has ended"), "{body}");
 }
@@ -468,7 +399,7 @@ async fn sign_out_ends_the_session_on_the_collector() {
     let f = fixture("signout");
     let s = sign_in(&f, &f.reader).await;
     // Signing out is a change: without the CSRF token another site could do it.
-    let (status, _, _) = call(
+    let (status, _, _) = answer(
         &f.app,
         request(
             "DELETE",
@@ -479,7 +410,7 @@ async fn sign_out_ends_the_session_on_the_collector() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, headers, body) = call(
+    let (status, headers, body) = answer(
         &f.app,
         request(
             "DELETE",
@@ -492,7 +423,7 @@ async fn sign_out_ends_the_session_on_the_collector() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(headers[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
     // The browser is told to drop the cookie; one that kept it is refused all the same.
-    let (status, _, body) = call(&f.app, request("GET", "/api/v1/hosts", &[("cookie", &s.cookie)], None)).await;
+    let (status, _, body) = answer(&f.app, request("GET", "/api/v1/hosts", &[("cookie", &s.cookie)], None)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 }
 
@@ -502,12 +433,12 @@ async fn a_revoked_token_ends_its_sessions() {
     let token = make_token(&f.store, "alice", Role::Read, None);
     let s = sign_in(&f, &token).await;
     let hosts = || request("GET", "/api/v1/hosts", &[("cookie", &s.cookie)], None);
-    assert_eq!(call(&f.app, hosts()).await.0, StatusCode::OK);
+    assert_eq!(answer(&f.app, hosts()).await.0, StatusCode::OK);
     f.store.revoke_token("alice", Timestamp::now()).unwrap();
     // Refused within the token cache's bound, as a bearer request is.
     let deadline = std::time::Instant::now() + TOKEN_TRUST + Duration::from_secs(3);
     loop {
-        let (status, _, _) = call(&f.app, hosts()).await;
+        let (status, _, _) = answer(&f.app, hosts()).await;
         if status == StatusCode::UNAUTHORIZED {
             break;
         }
@@ -522,7 +453,7 @@ async fn a_revoked_token_ends_its_sessions() {
 #[tokio::test]
 async fn a_read_session_cannot_acknowledge_or_change_baselines() {
     let f = fixture("read-admin");
-    ingest(&f, &f.agent, &snapshot("web-3", &[22], 60)).await;
+    ingest(&f, &f.agent, &snapshot_batch("web-3", &[22], 60)).await;
     let id = open_alerts(&f, &[22])[0];
     let s = sign_in(&f, &f.reader).await;
     let headers = [
@@ -530,7 +461,7 @@ async fn a_read_session_cannot_acknowledge_or_change_baselines() {
         ("origin", ORIGIN),
         (CSRF_HEADER, s.csrf.as_str()),
     ];
-    let (status, _, body) = call(
+    let (status, _, body) = answer(
         &f.app,
         request(
             "POST",
@@ -543,7 +474,7 @@ async fn a_read_session_cannot_acknowledge_or_change_baselines() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(body["error"].as_str().unwrap().contains("admin"), "{body}");
     let source = "name = \"web\"\nhosts = [\"web-*\"]\n";
-    let (status, _, body) = call(
+    let (status, _, body) = answer(
         &f.app,
         request(
             "POST",
@@ -554,7 +485,7 @@ async fn a_read_session_cannot_acknowledge_or_change_baselines() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, _, _) = call(&f.app, request("DELETE", "/api/v1/baselines/web", &headers, None)).await;
+    let (status, _, _) = answer(&f.app, request("DELETE", "/api/v1/baselines/web", &headers, None)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(f.store.alerts(None, None, 10).unwrap()[0].state.as_str(), "open");
 }
@@ -562,7 +493,7 @@ async fn a_read_session_cannot_acknowledge_or_change_baselines() {
 #[tokio::test]
 async fn an_admin_session_changes_things_only_with_its_csrf_token_from_its_own_origin() {
     let f = fixture("csrf");
-    ingest(&f, &f.agent, &snapshot("web-3", &[22], 60)).await;
+    ingest(&f, &f.agent, &snapshot_batch("web-3", &[22], 60)).await;
     let ids = open_alerts(&f, &[22, 2222]);
     let (id, second) = (ids[0], ids[1]);
     let admin = sign_in(&f, &f.admin).await;
@@ -596,12 +527,12 @@ async fn an_admin_session_changes_things_only_with_its_csrf_token_from_its_own_o
             ],
         ),
     ] {
-        let (status, _, body) = call(&f.app, ack(&headers)).await;
+        let (status, _, body) = answer(&f.app, ack(&headers)).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{what}: {body}");
         let alerts = f.store.alerts(None, None, 10).unwrap();
         assert!(alerts.iter().all(|a| a.state.as_str() == "open"), "{what}");
     }
-    let (status, _, body) = call(&f.app, ack(&[cookie, ("origin", ORIGIN), (CSRF_HEADER, &admin.csrf)])).await;
+    let (status, _, body) = answer(&f.app, ack(&[cookie, ("origin", ORIGIN), (CSRF_HEADER, &admin.csrf)])).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         (body["state"].as_str(), body["acked_by"].as_str()),
@@ -610,7 +541,7 @@ async fn an_admin_session_changes_things_only_with_its_csrf_token_from_its_own_o
     // A baseline, applied and removed through the session.
     let headers = [cookie, ("origin", ORIGIN), (CSRF_HEADER, admin.csrf.as_str())];
     let source = "name = \"web\"\nhosts = [\"web-*\"]\n";
-    let (status, _, body) = call(
+    let (status, _, body) = answer(
         &f.app,
         request(
             "POST",
@@ -621,13 +552,13 @@ async fn an_admin_session_changes_things_only_with_its_csrf_token_from_its_own_o
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _, body) = call(&f.app, request("DELETE", "/api/v1/baselines/web", &headers[..2], None)).await;
+    let (status, _, body) = answer(&f.app, request("DELETE", "/api/v1/baselines/web", &headers[..2], None)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "no CSRF token: {body}");
-    let (status, _, body) = call(&f.app, request("DELETE", "/api/v1/baselines/web", &headers, None)).await;
+    let (status, _, body) = answer(&f.app, request("DELETE", "/api/v1/baselines/web", &headers, None)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // A bearer token needs no CSRF token: no browser sends one by itself.
     let bearer = format!("Bearer {}", f.admin);
-    let (status, _, body) = call(
+    let (status, _, body) = answer(
         &f.app,
         request(
             "POST",
@@ -644,24 +575,24 @@ async fn an_admin_session_changes_things_only_with_its_csrf_token_from_its_own_o
 async fn a_ports_history_covers_every_host_and_is_bounded() {
     let f = fixture("port-history");
     let db = make_token(&f.store, "agent:db-1", Role::Agent, Some("db-1"));
-    ingest(&f, &f.agent, &snapshot("web-3", &[22, 80], 600)).await;
-    ingest(&f, &db, &snapshot("db-1", &[22, 5432], 300)).await;
+    ingest(&f, &f.agent, &snapshot_batch("web-3", &[22, 80], 600)).await;
+    ingest(&f, &db, &snapshot_batch("db-1", &[22, 5432], 300)).await;
     let bearer = format!("Bearer {}", f.reader);
     let get = |uri: &str| request("GET", uri, &[("authorization", bearer.as_str())], None);
-    let (status, headers, body) = call(&f.app, get("/api/v1/ports/22/history")).await;
+    let (status, headers, body) = answer(&f.app, get("/api/v1/ports/22/history")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let rows = body.as_array().unwrap();
     let hosts: Vec<&str> = rows.iter().map(|r| r["host"].as_str().unwrap()).collect();
     assert_eq!(hosts, ["web-3", "db-1"], "oldest first");
     assert!(rows.iter().all(|r| r["local_port"] == 22 && r["closed_at"].is_null()));
     assert_eq!(headers["x-total-count"], "2");
-    let (_, headers, body) = call(&f.app, get("/api/v1/ports/22/history?limit=1")).await;
+    let (_, headers, body) = answer(&f.app, get("/api/v1/ports/22/history?limit=1")).await;
     assert_eq!(body.as_array().unwrap()[0]["host"], "db-1", "the latest when cut");
     assert_eq!(headers["x-total-count"], "2");
-    let (_, _, body) = call(&f.app, get("/api/v1/ports/22/history?proto=udp")).await;
+    let (_, _, body) = answer(&f.app, get("/api/v1/ports/22/history?proto=udp")).await;
     assert_eq!(body, serde_json::json!([]));
     let until = Timestamp::now() - jiff::SignedDuration::from_secs(450);
-    let (_, _, body) = call(&f.app, get(&format!("/api/v1/ports/22/history?until={until}"))).await;
+    let (_, _, body) = answer(&f.app, get(&format!("/api/v1/ports/22/history?until={until}"))).await;
     assert_eq!(body.as_array().unwrap().len(), 1, "db-1 opened it after until: {body}");
     for bad in [
         "/api/v1/ports/22/history?limit=0",
@@ -669,11 +600,11 @@ async fn a_ports_history_covers_every_host_and_is_bounded() {
         "/api/v1/ports/70000/history",
         "/api/v1/ports/22/history?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
     ] {
-        let (status, _, body) = call(&f.app, get(bad)).await;
+        let (status, _, body) = answer(&f.app, get(bad)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
     }
     let agent = format!("Bearer {}", f.agent);
-    let (status, _, _) = call(
+    let (status, _, _) = answer(
         &f.app,
         request("GET", "/api/v1/ports/22/history", &[("authorization", &agent)], None),
     )

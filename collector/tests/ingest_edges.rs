@@ -18,7 +18,7 @@ use axum::response::Response;
 use axum::Router;
 use jiff::Timestamp;
 use portwatch_collector::api::{router, AppState, IngestLimits};
-use portwatch_common::wire::{Batch, PROTOCOL_VERSION};
+use portwatch_fixtures as fixtures;
 use portwatch_model::Role;
 use tokio::sync::mpsc;
 use tower::ServiceExt;
@@ -57,15 +57,8 @@ fn fixture(tag: &str, limits: IngestLimits) -> Fixture {
 }
 
 /// A heartbeat of `host`, as JSON, padded with whitespace to `bytes` at least.
-fn heartbeat(host: &str, bytes: usize) -> Vec<u8> {
-    let batch = Batch {
-        version: PROTOCOL_VERSION,
-        host: host.into(),
-        session: "s1".into(),
-        dropped: 0,
-        alive_at: Some(Timestamp::now()),
-        reports: Vec::new(),
-    };
+fn heartbeat_body(host: &str, bytes: usize) -> Vec<u8> {
+    let batch = fixtures::heartbeat(host, "s1", Timestamp::now());
     let mut json = serde_json::to_vec(&batch).unwrap();
     if json.len() < bytes {
         json.resize(bytes, b' ');
@@ -163,19 +156,19 @@ async fn an_upload_without_an_agent_token_is_refused_before_a_byte_of_its_body_i
 #[tokio::test]
 async fn a_second_batch_from_a_host_with_one_in_flight_gets_503_with_retry_after_and_other_hosts_go_on() {
     let f = fixture("per-host", IngestLimits::default());
-    let whole = heartbeat("web-3", 0);
+    let whole = heartbeat_body("web-3", 0);
     let (tx, body, read) = fed_body();
     tx.send(Bytes::copy_from_slice(&whole[..10])).await.unwrap();
     let first = tokio::spawn(f.app.clone().oneshot(post(Some(&f.web), body)));
     until_set(&read).await;
 
-    let busy = answer(&f.app, post(Some(&f.web), Body::from(heartbeat("web-3", 0)))).await;
+    let busy = answer(&f.app, post(Some(&f.web), Body::from(heartbeat_body("web-3", 0)))).await;
     assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(busy.headers()[header::RETRY_AFTER], "5");
     let message = json_of(busy).await["error"].as_str().unwrap().to_owned();
     assert!(message.contains("web-3") && message.contains("in flight"), "{message}");
     // Another host is not held up.
-    let other = answer(&f.app, post(Some(&f.db), Body::from(heartbeat("db-1", 0)))).await;
+    let other = answer(&f.app, post(Some(&f.db), Body::from(heartbeat_body("db-1", 0)))).await;
     assert_eq!(other.status(), StatusCode::OK);
 
     tx.send(Bytes::copy_from_slice(&whole[10..])).await.unwrap();
@@ -183,7 +176,7 @@ async fn a_second_batch_from_a_host_with_one_in_flight_gets_503_with_retry_after
     let first = tokio::time::timeout(ANSWER, first).await.unwrap().unwrap().unwrap();
     assert_eq!(first.status(), StatusCode::OK);
     // Once committed, the host may send again.
-    let again = answer(&f.app, post(Some(&f.web), Body::from(heartbeat("web-3", 0)))).await;
+    let again = answer(&f.app, post(Some(&f.web), Body::from(heartbeat_body("web-3", 0)))).await;
     assert_eq!(again.status(), StatusCode::OK);
     assert!(
         metric(&f.app, &f.reader, "portwatch_ingest_requests_total{outcome=\"busy\"}")
@@ -214,13 +207,13 @@ async fn uploads_beyond_the_bytes_in_flight_get_503_and_the_bytes_are_given_back
     }
     assert!(held.ends_with(&format!(" {}", 48 * 1024)), "{held}");
 
-    let refused = answer(&f.app, post(Some(&f.db), Body::from(heartbeat("db-1", 32 * 1024)))).await;
+    let refused = answer(&f.app, post(Some(&f.db), Body::from(heartbeat_body("db-1", 32 * 1024)))).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(refused.headers().contains_key(header::RETRY_AFTER));
     let message = json_of(refused).await["error"].as_str().unwrap().to_owned();
     assert!(message.contains("max_bytes_in_flight"), "{message}");
     // A small batch still fits beside it.
-    let small = answer(&f.app, post(Some(&f.db), Body::from(heartbeat("db-1", 0)))).await;
+    let small = answer(&f.app, post(Some(&f.db), Body::from(heartbeat_body("db-1", 0)))).await;
     assert_eq!(small.status(), StatusCode::OK);
 
     // web-3's body ends, not a batch: refused, and its bytes given back.
@@ -230,7 +223,7 @@ async fn uploads_beyond_the_bytes_in_flight_get_503_and_the_bytes_are_given_back
     assert!(metric(&f.app, &f.reader, "portwatch_ingest_bytes_in_flight")
         .await
         .ends_with(" 0"));
-    let retried = answer(&f.app, post(Some(&f.db), Body::from(heartbeat("db-1", 32 * 1024)))).await;
+    let retried = answer(&f.app, post(Some(&f.db), Body::from(heartbeat_body("db-1", 32 * 1024)))).await;
     assert_eq!(retried.status(), StatusCode::OK);
 }
 
@@ -241,7 +234,7 @@ async fn a_body_that_stops_arriving_gets_408_and_is_counted() {
         ..IngestLimits::default()
     };
     let f = fixture("stall", limits);
-    let whole = heartbeat("web-3", 0);
+    let whole = heartbeat_body("web-3", 0);
     let (tx, body, _read) = fed_body();
     tx.send(Bytes::copy_from_slice(&whole[..20])).await.unwrap();
     let response = answer(&f.app, post(Some(&f.web), body)).await;
@@ -257,7 +250,7 @@ async fn a_body_that_stops_arriving_gets_408_and_is_counted() {
     .await
     .ends_with(" 1"));
     // The host's slot was given back with the refusal.
-    let again = answer(&f.app, post(Some(&f.web), Body::from(heartbeat("web-3", 0)))).await;
+    let again = answer(&f.app, post(Some(&f.web), Body::from(heartbeat_body("web-3", 0)))).await;
     assert_eq!(again.status(), StatusCode::OK);
 }
 
@@ -271,7 +264,7 @@ async fn a_gzip_body_counts_its_decompressed_bytes() {
     let f = fixture("gzip", limits);
     // 100 KiB of JSON, a few hundred bytes as sent: over the budget once decompressed.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    gz.write_all(&heartbeat("web-3", 100 * 1024)).unwrap();
+    gz.write_all(&heartbeat_body("web-3", 100 * 1024)).unwrap();
     let body = gz.finish().unwrap();
     assert!(body.len() < 4096);
     let request = Request::post("/api/v1/ingest")

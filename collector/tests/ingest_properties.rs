@@ -35,6 +35,7 @@ use portwatch_common::wire::{
     Ack, Batch, HostFacts, Report, ReportBody, MAX_CMDLINE_BYTES, MAX_NAME_BYTES, MAX_USER_BYTES, PROTOCOL_VERSION,
 };
 use portwatch_common::{family_of, Exposure, Family, Listener, Process, Proto};
+use portwatch_fixtures::{facts, on, process};
 use proptest::prelude::*;
 
 const HOST: &str = "web-3";
@@ -77,88 +78,59 @@ impl Drop for TempDir {
     }
 }
 
-fn process(pid: u32, name: &str, cmdline: Option<String>) -> Process {
-    Process {
-        pid,
-        name: name.into(),
-        cmdline: cmdline.map(Arc::from),
-        exe: Some(format!("/usr/sbin/{name}").into()),
-        uid: Some(0),
-        user: Some("root".into()),
-        container: None,
-        unit: Some(format!("{name}.service").into()),
-    }
-}
-
-fn listener(proto: Proto, addr: &str, port: u16, inode: u64, processes: Vec<Process>) -> Listener {
-    let local_addr = addr.parse().unwrap();
-    Listener {
-        netns: 4_026_531_840,
-        proto,
-        family: family_of(local_addr),
-        local_addr,
-        local_port: port,
-        inode,
-        uid: 0,
-        user: Some("root".into()),
-        exposure: Exposure::of(local_addr),
-        dual_stack: false,
-        processes,
-    }
-}
-
 /// The listeners reports are made of: few, so that opens, closes and
 /// snapshots meet the same ones; some with what sanitizing changes.
 fn pool() -> Vec<Listener> {
-    let mut dual = listener(
-        Proto::Tcp,
-        "::",
-        80,
-        3,
-        vec![process(90, "nginx", None), process(91, "nginx", None)],
-    );
-    dual.dual_stack = true;
+    let run = |pid: u32, name: &str, cmdline: Option<&str>| Process {
+        cmdline: cmdline.map(Arc::from),
+        ..process(pid, name)
+    };
+    let dual = Listener {
+        inode: 3,
+        dual_stack: true,
+        processes: vec![run(90, "nginx", None), run(91, "nginx", None)],
+        ..on(Proto::Tcp, "::", 80)
+    };
     // Said to be loopback; the collector knows better.
-    let mut mapped = listener(Proto::Tcp, "::ffff:10.0.0.1", 8443, 4, vec![process(70, "envoy", None)]);
-    mapped.exposure = Exposure::Loopback;
+    let mapped = Listener {
+        inode: 4,
+        exposure: Exposure::Loopback,
+        processes: vec![run(70, "envoy", None)],
+        ..on(Proto::Tcp, "::ffff:10.0.0.1", 8443)
+    };
     let java = format!("/usr/bin/java -cp {}", "/opt/app/lib/dependency.jar:".repeat(400));
-    let mut long = listener(
-        Proto::Tcp,
-        "127.0.0.1",
-        8080,
-        5,
-        vec![process(60, &"j".repeat(100), Some(java))],
-    );
-    long.user = Some("u".repeat(300).into());
-    let mut nobody = listener(Proto::Udp, "0.0.0.0", 0, 6, Vec::new());
-    nobody.user = None;
+    let long = Listener {
+        inode: 5,
+        user: Some("u".repeat(300).into()),
+        processes: vec![run(60, &"j".repeat(100), Some(&java))],
+        ..on(Proto::Tcp, "127.0.0.1", 8080)
+    };
+    let nobody = Listener {
+        inode: 6,
+        user: None,
+        ..on(Proto::Udp, "0.0.0.0", 0)
+    };
     vec![
-        listener(
-            Proto::Tcp,
-            "0.0.0.0",
-            22,
-            1,
-            vec![process(812, "sshd", Some("/usr/sbin/sshd -D".into()))],
-        ),
-        listener(
-            Proto::Udp,
-            "127.0.0.53",
-            53,
-            2,
-            vec![process(77, "systemd-resolve", None)],
-        ),
+        Listener {
+            inode: 1,
+            processes: vec![run(812, "sshd", Some("/usr/sbin/sshd -D"))],
+            ..on(Proto::Tcp, "0.0.0.0", 22)
+        },
+        Listener {
+            inode: 2,
+            processes: vec![run(77, "systemd-resolve", None)],
+            ..on(Proto::Udp, "127.0.0.53", 53)
+        },
         dual,
         mapped,
         long,
         nobody,
         // Port 22 again, another socket: a restarted sshd.
-        listener(
-            Proto::Tcp,
-            "0.0.0.0",
-            22,
-            8,
-            vec![process(4000, "sshd", Some("/usr/sbin/sshd -D".into()))],
-        ),
+        Listener {
+            inode: 8,
+            processes: vec![run(4000, "sshd", Some("/usr/sbin/sshd -D"))],
+            ..on(Proto::Tcp, "0.0.0.0", 22)
+        },
     ]
 }
 
@@ -172,15 +144,12 @@ fn chosen(mask: u8) -> Vec<Listener> {
         .collect()
 }
 
-fn facts() -> HostFacts {
+/// The host's facts: no boot time, tagged `role = web`.
+fn web_facts() -> HostFacts {
     HostFacts {
-        detection: None,
-        os: Some("Debian GNU/Linux 12".into()),
-        kernel: Some("6.1.0-18-amd64".into()),
         boot_time: None,
-        agent_version: "0.1.0".into(),
-        interval_ms: 10_000,
         tags: BTreeMap::from([("role".into(), "web".into())]),
+        ..facts()
     }
 }
 
@@ -343,7 +312,7 @@ fn build(
         match item {
             Item::Snapshot { mask, at } => push(
                 ReportBody::Snapshot {
-                    facts: facts(),
+                    facts: web_facts(),
                     listeners: chosen(*mask),
                 },
                 *at,
@@ -357,7 +326,7 @@ fn build(
                         ReportBody::SnapshotPart {
                             part,
                             parts,
-                            facts: (part + 1 == parts).then(facts),
+                            facts: (part + 1 == parts).then(web_facts),
                             listeners: chosen(masks[i]),
                         },
                         *at,

@@ -6,97 +6,33 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use jiff::{SignedDuration, Timestamp};
-use portwatch_collector::api::{router, AppState, KEPT_SINCE_HEADER};
+use portwatch_collector::api::KEPT_SINCE_HEADER;
 use portwatch_collector::retention::Retention;
-use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::{HistoryReads, HistoryWrites, Tokens};
-use portwatch_common::wire::{Batch, HostFacts, Report, ReportBody, PROTOCOL_VERSION};
-use portwatch_common::{Exposure, Family, Listener, Proto};
-use portwatch_model::Role;
-use support::{make_token, temp_store};
-use tower::ServiceExt;
-
-struct Fixture {
-    app: Router,
-    store: Arc<SqliteStore>,
-    dir: std::path::PathBuf,
-    agent: String,
-    reader: String,
-    admin: String,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use portwatch_fixtures::{ago, bare_facts, batch, listener, snapshot_with};
+use support::{answer, Fixture};
 
 /// A store with web-3 reporting ssh (since an hour ago), and a router that keeps 30 days of history.
 fn fixture(tag: &str) -> Fixture {
-    let (dir, store) = temp_store("retention-api", tag);
-    let agent = make_token(&store, "agent:web-3", Role::Agent, Some("web-3"));
-    let reader = make_token(&store, "ops", Role::Read, None);
-    let admin = make_token(&store, "root", Role::Admin, None);
     let month = Retention {
         history: Some(Duration::from_secs(30 * 86_400)),
         ..Retention::default()
     };
-    let app = router(AppState::new(store.clone()).retention(month));
-    let hour_ago = Timestamp::from_second(Timestamp::now().as_second() - 3600).unwrap();
-    let listener = Listener {
-        netns: 4026531840,
-        proto: Proto::Tcp,
-        family: Family::Ipv4,
-        local_addr: "0.0.0.0".parse().unwrap(),
-        local_port: 22,
-        inode: 1022,
-        uid: 0,
-        user: Some("root".into()),
-        exposure: Exposure::Wildcard,
-        dual_stack: false,
-        processes: vec![],
-    };
-    let batch = Batch {
-        version: PROTOCOL_VERSION,
-        host: "web-3".into(),
-        session: "s1".into(),
-        dropped: 0,
-        alive_at: None,
-        reports: vec![Report {
-            seq: 1,
-            observed_at: hour_ago,
-            body: ReportBody::Snapshot {
-                facts: HostFacts {
-                    os: None,
-                    kernel: None,
-                    boot_time: None,
-                    agent_version: "0.1.0".into(),
-                    interval_ms: 10_000,
-                    tags: Default::default(),
-                    detection: None,
-                },
-                listeners: vec![listener],
-            },
-        }],
-    };
-    store.ingest(&batch, Timestamp::now()).unwrap();
-    Fixture {
-        app,
-        store,
-        dir,
-        agent,
-        reader,
-        admin,
-    }
+    let f = Fixture::with("retention-api", tag, |state| state.retention(month));
+    let ssh = snapshot_with(1, ago(3600), bare_facts(), vec![listener(22)]);
+    f.store
+        .ingest(&batch("web-3", "s1", vec![ssh]), Timestamp::now())
+        .unwrap();
+    f
 }
 
+/// The answer to `method` `uri`, with `token` as a bearer token if any: status, headers, JSON body.
 async fn call(
     app: &Router,
     method: &str,
@@ -107,12 +43,7 @@ async fn call(
     if let Some(t) = token {
         r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    let response = app.clone().oneshot(r.body(Body::empty()).unwrap()).await.unwrap();
-    let (status, headers) = (response.status(), response.headers().clone());
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, headers, json)
+    answer(app, r.body(Body::empty()).unwrap()).await
 }
 
 #[tokio::test]

@@ -21,8 +21,9 @@ use portwatch_collector::pruner;
 use portwatch_collector::retention::{self, Retention};
 use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::HistoryWrites;
-use portwatch_common::wire::{Batch, HostFacts, Report, ReportBody, PROTOCOL_VERSION};
-use portwatch_common::{Exposure, Family, Listener, Process, Proto};
+use portwatch_common::wire::Batch;
+use portwatch_common::{Listener, Process};
+use portwatch_fixtures::{bare_facts, batch, delta, listener, process, snapshot_with};
 
 const LISTENERS: usize = 20;
 const RESTARTS_PER_DAY: usize = 3;
@@ -39,7 +40,7 @@ fn at(day: i64, seconds: i64) -> Timestamp {
 
 /// Listener `i` of a host, held by `pid`; listeners 0-4 are the
 /// application's, whose command line names the week's release.
-fn listener(i: usize, pid: u32, day: i64) -> Listener {
+fn sim_listener(i: usize, pid: u32, day: i64) -> Listener {
     let (name, cmdline) = match i {
         0..5 => (
             "app".to_owned(),
@@ -48,26 +49,14 @@ fn listener(i: usize, pid: u32, day: i64) -> Listener {
         _ => (format!("svc{i}"), format!("/usr/sbin/svc{i} --config /etc/svc{i}.conf")),
     };
     Listener {
-        netns: 4026531840,
-        proto: Proto::Tcp,
-        family: Family::Ipv4,
-        local_addr: "0.0.0.0".parse().unwrap(),
-        local_port: if i < 5 { 8000 + i as u16 } else { 100 + i as u16 },
         inode: u64::from(pid) * 100 + i as u64,
-        uid: 0,
-        user: Some("root".into()),
-        exposure: Exposure::Wildcard,
-        dual_stack: false,
         processes: vec![Process {
-            pid,
-            name: name.into(),
             cmdline: Some(cmdline.into()),
             exe: None,
-            uid: Some(0),
-            user: Some("root".into()),
-            container: None,
             unit: None,
+            ..process(pid, &name)
         }],
+        ..listener(if i < 5 { 8000 + i as u16 } else { 100 + i as u16 })
     }
 }
 
@@ -103,7 +92,7 @@ fn simulate(db: &std::path::Path, hosts: usize, old_database: bool) -> Vec<Row> 
     let mut current: Vec<Vec<Listener>> = (0..hosts)
         .map(|h| {
             (0..LISTENERS)
-                .map(|i| listener(i, (h * 100 + i) as u32 + 1000, 0))
+                .map(|i| sim_listener(i, (h * 100 + i) as u32 + 1000, 0))
                 .collect()
         })
         .collect();
@@ -121,27 +110,11 @@ fn simulate(db: &std::path::Path, hosts: usize, old_database: bool) -> Vec<Row> 
             assert!(!ack.resync, "{ack:?}");
         }
     };
-    let facts = HostFacts {
-        os: None,
-        kernel: None,
-        boot_time: None,
-        agent_version: "0.1.0".into(),
-        interval_ms: 10_000,
-        tags: Default::default(),
-        detection: None,
-    };
     ingest_all(
         (0..hosts)
             .map(|h| {
-                let report = Report {
-                    seq: 1,
-                    observed_at: at(0, h as i64),
-                    body: ReportBody::Snapshot {
-                        facts: facts.clone(),
-                        listeners: current[h].clone(),
-                    },
-                };
-                (batch(&host(h), vec![report]), at(0, h as i64))
+                let report = snapshot_with(1, at(0, h as i64), bare_facts(), current[h].clone());
+                (batch(&host(h), "sim", vec![report]), at(0, h as i64))
             })
             .collect(),
     );
@@ -154,20 +127,14 @@ fn simulate(db: &std::path::Path, hosts: usize, old_database: bool) -> Vec<Row> 
             for k in 0..RESTARTS_PER_DAY {
                 let i = (h * 7 + day as usize * 3 + k * 5) % LISTENERS;
                 pid += 1;
-                let new = listener(i, pid, day);
+                let new = sim_listener(i, pid, day);
                 let old = std::mem::replace(&mut current[h][i], new.clone());
                 seqs[h] += 1;
-                reports.push(Report {
-                    seq: seqs[h],
-                    observed_at: at(day, (k as i64 + 1) * 6 * 3600 + h as i64),
-                    body: ReportBody::Delta {
-                        opened: vec![Arc::new(new)],
-                        closed: vec![Arc::new(old)],
-                    },
-                });
+                let observed = at(day, (k as i64 + 1) * 6 * 3600 + h as i64);
+                reports.push(delta(seqs[h], observed, vec![new], vec![old]));
             }
             let received = reports.last().unwrap().observed_at;
-            batches.push((batch(&host(h), reports), received));
+            batches.push((batch(&host(h), "sim", reports), received));
         }
         ingest_all(batches);
         let plan = retention::plan(at(day + 1, 0), &lifetime);
@@ -189,17 +156,6 @@ fn simulate(db: &std::path::Path, hosts: usize, old_database: bool) -> Vec<Row> 
         }
     }
     rows
-}
-
-fn batch(host: &str, reports: Vec<Report>) -> Batch {
-    Batch {
-        version: PROTOCOL_VERSION,
-        host: host.into(),
-        session: "sim".into(),
-        dropped: 0,
-        alive_at: None,
-        reports,
-    }
 }
 
 #[test]

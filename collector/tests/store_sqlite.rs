@@ -69,7 +69,7 @@ conformance_suite!(Sqlite::new());
 fn a_store_opened_anew_names_its_hosts_as_before() {
     let sqlite = Sqlite::new();
     for host in ["web-2", "app-1"] {
-        let b = batch(host, "s", vec![snapshot(1, ts(0), vec![listener(22, 1, &[])])]);
+        let b = batch(host, "s", vec![snapshot(1, ts(0), vec![owned(22, 1, &[])])]);
         sqlite.store.ingest(&b, ts(0)).unwrap();
     }
     let path = sqlite.dir.join("collector.db");

@@ -8,48 +8,21 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{make_token, temp_store};
+use support::{call, Fixture};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use axum::Router;
 use jiff::{SignedDuration, Timestamp};
 use portwatch_collector::api::{router, AppState, TOKEN_TRUST};
 use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::{HistoryReads, TokenRow, Tokens};
 use portwatch_collector::token;
-use portwatch_common::wire::{Batch, HostFacts, Report, ReportBody, PROTOCOL_VERSION};
+use portwatch_fixtures::{self as fixtures, ago, bare_facts, batch, snapshot_with};
 use portwatch_model::Role;
 
-struct Fixture {
-    app: Router,
-    store: Arc<SqliteStore>,
-    dir: std::path::PathBuf,
-    agent: String,
-    reader: String,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn fixture(tag: &str) -> Fixture {
-    let (dir, store) = temp_store("tokens", tag);
-    let make = |name: &str, role: Role, host: Option<&str>| make_token(&store, name, role, host);
-    let agent = make("agent:web-3", Role::Agent, Some("web-3"));
-    let reader = make("ops", Role::Read, None);
-    let app = router(AppState::new(store.clone()));
-    Fixture {
-        app,
-        store,
-        dir,
-        agent,
-        reader,
-    }
+    Fixture::new("tokens", tag)
 }
 
 /// Rotates `name` as `portwatch-collector token rotate` does: through another
@@ -66,45 +39,15 @@ fn rotate(f: &Fixture, name: &str, overlap: Duration) -> String {
     secret
 }
 
-/// A heartbeat of `host` (a batch without reports).
-fn heartbeat(host: &str) -> Vec<u8> {
-    serde_json::to_vec(&Batch {
-        version: PROTOCOL_VERSION,
-        host: host.into(),
-        session: "s1".into(),
-        dropped: 0,
-        alive_at: Some(Timestamp::now()),
-        reports: vec![],
-    })
-    .unwrap()
+/// A heartbeat of `host` (a batch without reports), as JSON.
+fn heartbeat_body(host: &str) -> Vec<u8> {
+    serde_json::to_vec(&fixtures::heartbeat(host, "s1", Timestamp::now())).unwrap()
 }
 
-/// An empty snapshot of `host`, observed a minute ago.
-fn snapshot(host: &str) -> Vec<u8> {
-    serde_json::to_vec(&Batch {
-        version: PROTOCOL_VERSION,
-        host: host.into(),
-        session: "s1".into(),
-        dropped: 0,
-        alive_at: None,
-        reports: vec![Report {
-            seq: 1,
-            observed_at: Timestamp::from_second(Timestamp::now().as_second() - 60).unwrap(),
-            body: ReportBody::Snapshot {
-                facts: HostFacts {
-                    detection: None,
-                    os: None,
-                    kernel: None,
-                    boot_time: None,
-                    agent_version: "0.1.0".into(),
-                    interval_ms: 10_000,
-                    tags: Default::default(),
-                },
-                listeners: vec![],
-            },
-        }],
-    })
-    .unwrap()
+/// An empty snapshot of `host`, observed a minute ago, as JSON.
+fn snapshot_body(host: &str) -> Vec<u8> {
+    let report = snapshot_with(1, ago(60), bare_facts(), vec![]);
+    serde_json::to_vec(&batch(host, "s1", vec![report])).unwrap()
 }
 
 fn ingest(authorization: &str, body: Vec<u8>) -> Request<Body> {
@@ -122,16 +65,6 @@ fn hosts(authorization: &str) -> Request<Body> {
         .unwrap()
 }
 
-async fn call(app: &Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
-    use tower::ServiceExt;
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, json)
-}
-
 fn bearer(secret: &str) -> String {
     format!("Bearer {secret}")
 }
@@ -142,17 +75,17 @@ async fn a_rotated_token_works_through_its_overlap_and_is_refused_after_it() {
     let old = f.agent.clone();
     // Cached before the rotation, as a running agent's token is.
     assert_eq!(
-        call(&f.app, ingest(&bearer(&old), heartbeat("web-3"))).await.0,
+        call(&f.app, ingest(&bearer(&old), heartbeat_body("web-3"))).await.0,
         StatusCode::OK
     );
     let overlap = TOKEN_TRUST + Duration::from_secs(1);
     let rotated = Instant::now();
     let new = rotate(&f, "agent:web-3", overlap);
 
-    let (status, answer) = call(&f.app, ingest(&bearer(&new), snapshot("web-3"))).await;
+    let (status, answer) = call(&f.app, ingest(&bearer(&new), snapshot_body("web-3"))).await;
     assert_eq!(status, StatusCode::OK, "the new token works at once: {answer}");
     loop {
-        let (status, answer) = call(&f.app, ingest(&bearer(&old), heartbeat("web-3"))).await;
+        let (status, answer) = call(&f.app, ingest(&bearer(&old), heartbeat_body("web-3"))).await;
         let at = rotated.elapsed();
         if status == StatusCode::UNAUTHORIZED {
             assert!(
@@ -176,12 +109,12 @@ async fn a_rotated_token_works_through_its_overlap_and_is_refused_after_it() {
     // Refused for good, cached or not; the new one goes on.
     for _ in 0..3 {
         assert_eq!(
-            call(&f.app, ingest(&bearer(&old), heartbeat("web-3"))).await.0,
+            call(&f.app, ingest(&bearer(&old), heartbeat_body("web-3"))).await.0,
             StatusCode::UNAUTHORIZED
         );
     }
     assert_eq!(
-        call(&f.app, ingest(&bearer(&new), heartbeat("web-3"))).await.0,
+        call(&f.app, ingest(&bearer(&new), heartbeat_body("web-3"))).await.0,
         StatusCode::OK
     );
 }
@@ -191,10 +124,10 @@ async fn a_token_rotated_without_overlap_or_revoked_is_refused_and_its_replaceme
     let f = fixture("no-overlap");
     // Not cached: refused at once.
     let new = rotate(&f, "agent:web-3", Duration::ZERO);
-    let (status, answer) = call(&f.app, ingest(&bearer(&f.agent), heartbeat("web-3"))).await;
+    let (status, answer) = call(&f.app, ingest(&bearer(&f.agent), heartbeat_body("web-3"))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
     assert_eq!(
-        call(&f.app, ingest(&bearer(&new), heartbeat("web-3"))).await.0,
+        call(&f.app, ingest(&bearer(&new), heartbeat_body("web-3"))).await.0,
         StatusCode::OK
     );
 
@@ -202,7 +135,7 @@ async fn a_token_rotated_without_overlap_or_revoked_is_refused_and_its_replaceme
     // cached one is refused within TOKEN_TRUST, see api.rs).
     assert!(f.store.revoke_token("agent:web-3", Timestamp::now()).unwrap());
     let app = router(AppState::new(f.store.clone()));
-    let (status, answer) = call(&app, ingest(&bearer(&new), heartbeat("web-3"))).await;
+    let (status, answer) = call(&app, ingest(&bearer(&new), heartbeat_body("web-3"))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
     assert!(answer["error"].as_str().unwrap().contains("revoked"), "{answer}");
     // And the name may be given again.
@@ -218,7 +151,7 @@ async fn a_token_rotated_without_overlap_or_revoked_is_refused_and_its_replaceme
         })
         .unwrap();
     assert_eq!(
-        call(&app, ingest(&bearer(&again), heartbeat("web-3"))).await.0,
+        call(&app, ingest(&bearer(&again), heartbeat_body("web-3"))).await.0,
         StatusCode::OK
     );
 }
@@ -228,7 +161,7 @@ async fn a_rotated_agent_token_still_writes_only_its_own_host() {
     let f = fixture("own-host");
     let new = rotate(&f, "agent:web-3", Duration::from_secs(60));
     for secret in [&f.agent, &new] {
-        let (status, answer) = call(&f.app, ingest(&bearer(secret), snapshot("db-1"))).await;
+        let (status, answer) = call(&f.app, ingest(&bearer(secret), snapshot_body("db-1"))).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
         assert!(
             answer["error"].as_str().unwrap().contains("\"web-3\", not \"db-1\""),
@@ -240,7 +173,7 @@ async fn a_rotated_agent_token_still_writes_only_its_own_host() {
     let reader = rotate(&f, "ops", Duration::from_secs(60));
     assert_eq!(call(&f.app, hosts(&bearer(&reader))).await.0, StatusCode::OK);
     assert_eq!(
-        call(&f.app, ingest(&bearer(&reader), snapshot("web-3"))).await.0,
+        call(&f.app, ingest(&bearer(&reader), snapshot_body("web-3"))).await.0,
         StatusCode::FORBIDDEN
     );
 }
@@ -251,7 +184,11 @@ async fn the_bearer_scheme_is_accepted_in_any_case() {
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
         let (status, answer) = call(&f.app, hosts(&format!("{scheme} {}", f.reader))).await;
         assert_eq!(status, StatusCode::OK, "{scheme}: {answer}");
-        let (status, answer) = call(&f.app, ingest(&format!("{scheme} {}", f.agent), heartbeat("web-3"))).await;
+        let (status, answer) = call(
+            &f.app,
+            ingest(&format!("{scheme} {}", f.agent), heartbeat_body("web-3")),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK, "{scheme}: {answer}");
     }
     for malformed in ["Basic abc", "Bearer", "Bearer   ", &f.reader] {

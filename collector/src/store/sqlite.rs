@@ -2068,12 +2068,14 @@ fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 
-    use portwatch_common::wire::{HostFacts, Report, PROTOCOL_VERSION};
+    use portwatch_common::wire::Report;
+    use portwatch_fixtures::{
+        ack, batch, delta, heartbeat, owned, part, ports, process, snapshot, spans, telnet, ts, YEAR,
+    };
 
     use super::*;
 
@@ -2107,123 +2109,10 @@ mod tests {
         }
     }
 
-    fn ts(seconds: i64) -> Timestamp {
-        Timestamp::from_second(1_700_000_000 + seconds).unwrap()
-    }
-
-    fn process(pid: u32, name: &str) -> Process {
-        Process {
-            pid,
-            name: name.into(),
-            cmdline: Some(format!("/usr/sbin/{name} -f /etc/{name}/{name}.conf --workers 4").into()),
-            exe: Some(format!("/usr/sbin/{name}").into()),
-            uid: Some(0),
-            user: Some("root".into()),
-            container: None,
-            unit: Some(format!("{name}.service").into()),
-        }
-    }
-
-    fn listener(port: u16, inode: u64, pids: &[u32]) -> Listener {
-        Listener {
-            netns: 4_026_531_840,
-            proto: Proto::Tcp,
-            family: Family::Ipv4,
-            local_addr: "0.0.0.0".parse().unwrap(),
-            local_port: port,
-            inode,
-            uid: 0,
-            user: Some("root".into()),
-            exposure: Exposure::Wildcard,
-            dual_stack: false,
-            processes: pids.iter().map(|&pid| process(pid, &format!("srv{port}"))).collect(),
-        }
-    }
-
-    fn facts() -> HostFacts {
-        HostFacts {
-            detection: None,
-            os: Some("Debian GNU/Linux 12".into()),
-            kernel: Some("6.1.0-18-amd64".into()),
-            boot_time: Some(ts(-86_400)),
-            agent_version: "0.1.0".into(),
-            interval_ms: 10_000,
-            tags: BTreeMap::from([("role".into(), "db".into())]),
-        }
-    }
-
-    fn snapshot(seq: u64, at: Timestamp, listeners: Vec<Listener>) -> Report {
-        Report {
-            seq,
-            observed_at: at,
-            body: ReportBody::Snapshot {
-                facts: facts(),
-                listeners,
-            },
-        }
-    }
-
-    fn delta(seq: u64, at: Timestamp, opened: Vec<Listener>, closed: Vec<Listener>) -> Report {
-        Report {
-            seq,
-            observed_at: at,
-            body: ReportBody::Delta {
-                opened: opened.into_iter().map(Arc::new).collect(),
-                closed: closed.into_iter().map(Arc::new).collect(),
-            },
-        }
-    }
-
-    fn batch(host: &str, session: &str, reports: Vec<Report>) -> Batch {
-        let batch = Batch {
-            version: PROTOCOL_VERSION,
-            host: host.into(),
-            session: session.into(),
-            dropped: 0,
-            alive_at: None,
-            reports,
-        };
-        batch.validate().unwrap();
-        batch
-    }
-
-    fn heartbeat(host: &str, session: &str, at: Timestamp) -> Batch {
-        let b = Batch {
-            version: PROTOCOL_VERSION,
-            host: host.into(),
-            session: session.into(),
-            dropped: 0,
-            alive_at: Some(at),
-            reports: Vec::new(),
-        };
-        b.validate().unwrap();
-        b
-    }
-
-    fn ack(acked: u64, resync: bool) -> Ack {
-        Ack {
-            acked,
-            resync,
-            limits: None,
-        }
-    }
-
     fn count(db: &Path, table: &str) -> i64 {
         let conn = Connection::open(db).unwrap();
         conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
             .unwrap()
-    }
-
-    fn ports(rows: &[ListenerRow]) -> Vec<u16> {
-        rows.iter().map(|r| r.listener.local_port).collect()
-    }
-
-    /// (port, opened_at, closed_at) of each row, times in seconds from `ts(0)`.
-    fn spans(rows: &[ListenerRow]) -> Vec<(u16, i64, Option<i64>)> {
-        let secs = |t: Timestamp| t.as_second() - 1_700_000_000;
-        rows.iter()
-            .map(|r| (r.listener.local_port, secs(r.opened_at), r.closed_at.map(secs)))
-            .collect()
     }
 
     fn open_error(result: Result<SqliteStore, StoreError>) -> String {
@@ -2240,7 +2129,7 @@ mod tests {
         let store = SqliteStore::open(&dir.db()).unwrap();
         store
             .ingest(
-                &batch("web-3", "s1", vec![snapshot(1, ts(0), vec![listener(22, 1, &[10])])]),
+                &batch("web-3", "s1", vec![snapshot(1, ts(0), vec![owned(22, 1, &[10])])]),
                 ts(1),
             )
             .unwrap();
@@ -2300,19 +2189,6 @@ mod tests {
         assert!(message.contains("directory exists"), "{message}");
     }
 
-    fn part(seq: u64, at: Timestamp, part: u32, parts: u32, listeners: Vec<Listener>) -> Report {
-        Report {
-            seq,
-            observed_at: at,
-            body: ReportBody::SnapshotPart {
-                part,
-                parts,
-                facts: (part + 1 == parts).then(facts),
-                listeners,
-            },
-        }
-    }
-
     #[test]
     fn a_snapshot_in_parts_is_reconciled_once_its_last_part_arrives() {
         let dir = TempDir::new();
@@ -2320,14 +2196,14 @@ mod tests {
         let first = batch(
             "web-3",
             "s1",
-            vec![snapshot(1, ts(0), vec![listener(22, 1, &[10]), listener(25, 5, &[14])])],
+            vec![snapshot(1, ts(0), vec![owned(22, 1, &[10]), owned(25, 5, &[14])])],
         );
         assert_eq!(store.ingest(&first, ts(1)).unwrap(), ack(1, false));
         // A restart: the new session's snapshot comes in three parts, over three batches.
         let parts = [
-            vec![listener(22, 1, &[10])],
-            vec![listener(80, 2, &[11]), listener(443, 3, &[12])],
-            vec![listener(5432, 4, &[13])],
+            vec![owned(22, 1, &[10])],
+            vec![owned(80, 2, &[11]), owned(443, 3, &[12])],
+            vec![owned(5432, 4, &[13])],
         ];
         for (i, listeners) in parts.iter().enumerate() {
             let seq = i as u64 + 1;
@@ -2361,7 +2237,7 @@ mod tests {
         let next = batch(
             "web-3",
             "s2",
-            vec![delta(4, ts(300), vec![], vec![listener(80, 2, &[11])])],
+            vec![delta(4, ts(300), vec![], vec![owned(80, 2, &[11])])],
         );
         assert_eq!(store.ingest(&next, ts(301)).unwrap(), ack(4, false));
         assert_eq!(
@@ -2374,27 +2250,27 @@ mod tests {
     fn snapshot_parts_resent_or_out_of_place_store_nothing_twice_and_ask_for_a_resync() {
         let dir = TempDir::new();
         let store = SqliteStore::open(&dir.db()).unwrap();
-        let p0 = batch("web-3", "s1", vec![part(1, ts(0), 0, 3, vec![listener(22, 1, &[10])])]);
+        let p0 = batch("web-3", "s1", vec![part(1, ts(0), 0, 3, vec![owned(22, 1, &[10])])]);
         assert_eq!(store.ingest(&p0, ts(1)).unwrap(), ack(1, false));
         // The same part again (its answer was lost) is stored once.
         assert_eq!(store.ingest(&p0, ts(2)).unwrap(), ack(1, false));
         assert_eq!(count(&dir.db(), "snapshot_parts"), 1);
         // Part 2 without part 1 is a gap.
-        let p2 = batch("web-3", "s1", vec![part(3, ts(0), 2, 3, vec![listener(80, 2, &[11])])]);
+        let p2 = batch("web-3", "s1", vec![part(3, ts(0), 2, 3, vec![owned(80, 2, &[11])])]);
         assert_eq!(store.ingest(&p2, ts(3)).unwrap(), ack(1, true));
         // A part of another session, not its first, is a gap too.
-        let stranger = batch("web-3", "s9", vec![part(2, ts(0), 1, 3, vec![listener(80, 2, &[11])])]);
+        let stranger = batch("web-3", "s9", vec![part(2, ts(0), 1, 3, vec![owned(80, 2, &[11])])]);
         assert_eq!(store.ingest(&stranger, ts(4)).unwrap(), ack(0, true));
         assert!(
             store.listeners_at("web-3", ts(10)).unwrap().is_empty(),
             "no part was applied"
         );
         // A whole snapshot supersedes the parts of one in progress.
-        let whole = batch("web-3", "s1", vec![snapshot(2, ts(20), vec![listener(443, 3, &[12])])]);
+        let whole = batch("web-3", "s1", vec![snapshot(2, ts(20), vec![owned(443, 3, &[12])])]);
         assert_eq!(store.ingest(&whole, ts(21)).unwrap(), ack(2, false));
         assert_eq!(count(&dir.db(), "snapshot_parts"), 0);
         // A part numbered after the whole snapshot, claiming to continue an old one, is a gap.
-        let late = batch("web-3", "s1", vec![part(3, ts(30), 1, 3, vec![listener(80, 2, &[11])])]);
+        let late = batch("web-3", "s1", vec![part(3, ts(30), 1, 3, vec![owned(80, 2, &[11])])]);
         assert_eq!(store.ingest(&late, ts(31)).unwrap(), ack(2, true));
         assert_eq!(ports(&store.listeners_at("web-3", ts(40)).unwrap()), vec![443]);
         // All parts in one batch work as well.
@@ -2402,8 +2278,8 @@ mod tests {
             "web-3",
             "s3",
             vec![
-                part(1, ts(50), 0, 2, vec![listener(22, 1, &[10])]),
-                part(2, ts(50), 1, 2, vec![listener(80, 2, &[11])]),
+                part(1, ts(50), 0, 2, vec![owned(22, 1, &[10])]),
+                part(2, ts(50), 1, 2, vec![owned(80, 2, &[11])]),
             ],
         );
         assert_eq!(store.ingest(&all, ts(51)).unwrap(), ack(2, false));
@@ -2420,12 +2296,12 @@ mod tests {
     fn opening_an_open_listener_and_closing_an_unknown_one_change_nothing() {
         let dir = TempDir::new();
         let store = SqliteStore::open(&dir.db()).unwrap();
-        let ssh = listener(22, 1, &[10]);
-        let mut stranger = listener(9999, 9, &[99]);
+        let ssh = owned(22, 1, &[10]);
+        let mut stranger = owned(9999, 9, &[99]);
         stranger.processes[0].name = "never-seen".into();
         let reports = vec![
             snapshot(1, ts(0), vec![ssh.clone()]),
-            delta(2, ts(10), vec![ssh.clone()], vec![stranger, listener(23, 8, &[10])]),
+            delta(2, ts(10), vec![ssh.clone()], vec![stranger, owned(23, 8, &[10])]),
         ];
         assert_eq!(store.ingest(&batch("h", "s", reports), ts(11)).unwrap(), ack(2, false));
         assert_eq!(
@@ -2434,13 +2310,6 @@ mod tests {
         );
         // Closing an unknown listener stores no program either.
         assert_eq!(count(&dir.db(), "programs WHERE name = 'never-seen'"), 0);
-    }
-
-    /// A year, in seconds.
-    const YEAR: i64 = 365 * 86_400;
-
-    fn telnet() -> Listener {
-        listener(23, 7, &[70])
     }
 
     #[test]
@@ -2532,13 +2401,13 @@ mod tests {
             reports.push(delta(
                 u64::from(i) + 2,
                 ts(i64::from(i)),
-                vec![listener(1000 + i, u64::from(i) + 1, &[10])],
+                vec![owned(1000 + i, u64::from(i) + 1, &[10])],
                 vec![],
             ));
         }
         let closes = (0..n)
             .step_by(2)
-            .map(|i| listener(1000 + i, u64::from(i) + 1, &[10]))
+            .map(|i| owned(1000 + i, u64::from(i) + 1, &[10]))
             .collect();
         reports.push(delta(u64::from(n) + 2, ts(10_000), vec![], closes));
         for chunk in reports.chunks(900) {
@@ -2561,7 +2430,7 @@ mod tests {
                     let more = batch(
                         "other",
                         "s",
-                        vec![snapshot(1, ts(0), vec![listener(22, exported.len() as u64, &[10])])],
+                        vec![snapshot(1, ts(0), vec![owned(22, exported.len() as u64, &[10])])],
                     );
                     store.ingest(&more, ts(1)).unwrap();
                     let conn = Connection::open(dir.db()).unwrap();
@@ -2716,7 +2585,7 @@ mod tests {
         let store = SqliteStore::open(&db).unwrap();
         store
             .ingest(
-                &batch("web-3", "s1", vec![snapshot(1, ts(0), vec![listener(22, 1, &[10])])]),
+                &batch("web-3", "s1", vec![snapshot(1, ts(0), vec![owned(22, 1, &[10])])]),
                 ts(1),
             )
             .unwrap();
@@ -2724,7 +2593,7 @@ mod tests {
         fill(&filler);
         // Far more than the WAL has room for already: 600 listeners, each of its own program.
         let opened: Vec<_> = (0..600u16)
-            .map(|i| listener(1000 + i, 10_000 + u64::from(i), &[100 + u32::from(i)]))
+            .map(|i| owned(1000 + i, 10_000 + u64::from(i), &[100 + u32::from(i)]))
             .collect();
         let big = batch("web-3", "s1", vec![delta(2, ts(10), opened, vec![])]);
         for attempt in 0..2 {
@@ -2796,7 +2665,7 @@ mod tests {
         let store = SqliteStore::open(&dir.db()).unwrap();
         store
             .ingest(
-                &batch("web-3", "s1", vec![snapshot(1, ts(0), vec![listener(22, 1, &[10])])]),
+                &batch("web-3", "s1", vec![snapshot(1, ts(0), vec![owned(22, 1, &[10])])]),
                 ts(1),
             )
             .unwrap();
@@ -2814,8 +2683,8 @@ mod tests {
             "web-3",
             "s1",
             vec![
-                delta(2, ts(10), vec![listener(80, 2, &[11])], vec![listener(22, 1, &[10])]),
-                delta(3, ts(20), vec![listener(666, 3, &[12])], vec![]),
+                delta(2, ts(10), vec![owned(80, 2, &[11])], vec![owned(22, 1, &[10])]),
+                delta(3, ts(20), vec![owned(666, 3, &[12])], vec![]),
             ],
         );
         failing.dropped = 7;
@@ -2825,7 +2694,7 @@ mod tests {
         let host = &store.hosts(ts(21)).unwrap()[0];
         assert_eq!((host.last_seen, host.dropped_reports), (ts(1), 0));
         // A new host in a failing batch is not created either.
-        let new_host = batch("db-1", "s", vec![snapshot(1, ts(0), vec![listener(666, 3, &[12])])]);
+        let new_host = batch("db-1", "s", vec![snapshot(1, ts(0), vec![owned(666, 3, &[12])])]);
         assert!(store.ingest(&new_host, ts(22)).is_err());
         assert_eq!(store.hosts(ts(22)).unwrap().len(), 1);
         // The store goes on working, from where it was.
@@ -2833,11 +2702,7 @@ mod tests {
             store.ingest(&failing.clone(), ts(23)).unwrap_err().to_string(),
             error.to_string()
         );
-        let fine = batch(
-            "web-3",
-            "s1",
-            vec![delta(2, ts(10), vec![listener(80, 2, &[11])], vec![])],
-        );
+        let fine = batch("web-3", "s1", vec![delta(2, ts(10), vec![owned(80, 2, &[11])], vec![])]);
         assert_eq!(store.ingest(&fine, ts(24)).unwrap(), ack(2, false));
     }
 
@@ -2863,7 +2728,7 @@ mod tests {
                         5 => store.ingest(&heartbeat(&host, "s", ts(1)), ts(2)),
                         _ => {
                             let port = if h == 3 { 666 } else { 22 };
-                            let reports = vec![snapshot(1, ts(1), vec![listener(port, h, &[10])])];
+                            let reports = vec![snapshot(1, ts(1), vec![owned(port, h, &[10])])];
                             store.ingest(&batch(&host, "s", reports), ts(2))
                         }
                     }
@@ -2895,7 +2760,7 @@ mod tests {
             .unwrap()
             .execute_batch("DROP TRIGGER fail")
             .unwrap();
-        let reports = vec![snapshot(1, ts(1), vec![listener(666, 3, &[10])])];
+        let reports = vec![snapshot(1, ts(1), vec![owned(666, 3, &[10])])];
         assert_eq!(
             store.ingest(&batch("web-3", "s", reports), ts(4)).unwrap(),
             ack(1, false)
@@ -2929,7 +2794,7 @@ mod tests {
         let store = SqliteStore::open(&dir.db()).unwrap();
         let large = |host: &str, base: u64| {
             let listeners = (0..3_000u64)
-                .map(|i| listener(10_000 + i as u16, base + i, &[10]))
+                .map(|i| owned(10_000 + i as u16, base + i, &[10]))
                 .collect();
             batch(host, "s", vec![snapshot(1, ts(1), listeners)])
         };
@@ -2964,7 +2829,7 @@ mod tests {
         let (sender, answers) = std::sync::mpsc::channel();
         for h in 0..20u64 {
             let sender = sender.clone();
-            let reports = vec![snapshot(1, ts(1), vec![listener(22, h, &[10])])];
+            let reports = vec![snapshot(1, ts(1), vec![owned(22, h, &[10])])];
             store.ingest_queued(
                 batch(&format!("web-{h}"), "s", reports),
                 ts(2),
@@ -2983,7 +2848,7 @@ mod tests {
     fn a_program_is_unique_by_content_even_with_null_columns_so_racing_writers_share_one_row() {
         let dir = TempDir::new();
         let store = SqliteStore::open(&dir.db()).unwrap();
-        let mut sshd = listener(22, 1, &[10]);
+        let mut sshd = owned(22, 1, &[10]);
         sshd.processes[0].exe = None;
         sshd.processes[0].container = None;
         store
@@ -3039,11 +2904,11 @@ mod tests {
             container: None,
             unit: Some("app.service".into()),
         };
-        let mut http = listener(8080, 1, &[]);
+        let mut http = owned(8080, 1, &[]);
         http.processes = vec![java(100)];
-        let mut admin = listener(8081, 2, &[]);
+        let mut admin = owned(8081, 2, &[]);
         admin.processes = vec![java(100)];
-        let mut restarted = listener(8080, 3, &[]);
+        let mut restarted = owned(8080, 3, &[]);
         restarted.processes = vec![java(200)];
         let reports = vec![
             snapshot(1, ts(0), vec![http.clone(), admin]),
@@ -3051,7 +2916,7 @@ mod tests {
         ];
         store.ingest(&batch("app-1", "s", reports), ts(10)).unwrap();
         // The same program on another host, in another transaction.
-        let mut other = listener(8080, 1, &[]);
+        let mut other = owned(8080, 1, &[]);
         other.processes = vec![java(300)];
         store
             .ingest(&batch("app-2", "s", vec![snapshot(1, ts(0), vec![other])]), ts(10))
@@ -3061,7 +2926,7 @@ mod tests {
         let rows = store.listeners_at("app-1", ts(10)).unwrap();
         assert_eq!(rows[0].listener.processes, vec![java(200)]);
         // Another user is another program.
-        let mut root = listener(9090, 4, &[]);
+        let mut root = owned(9090, 4, &[]);
         root.processes = vec![Process {
             user: Some("root".into()),
             ..java(400)
@@ -3165,7 +3030,7 @@ mod tests {
         let (hosts, listeners_per_host, steps) = (50u64, 40u64, 100u64);
         let mut changes = 0u64;
         let svc = |h: u64, i: u64, generation: u64| {
-            let mut l = listener(
+            let mut l = owned(
                 1000 + i as u16,
                 1_000_000 + h * 100_000 + i * 1000 + generation,
                 &[(10_000 + i * 100 + generation) as u32],
@@ -3242,7 +3107,7 @@ mod tests {
             } else {
                 vec![base]
             };
-            let mut l = listener(port, h * 1_000_000 + i * 10_000 + g, &pids);
+            let mut l = owned(port, h * 1_000_000 + i * 10_000 + g, &pids);
             for p in &mut l.processes {
                 p.cmdline =
                     Some(format!("/usr/bin/service{i} --config /etc/service{i}/main.conf --listen :{port}").into());
@@ -3355,7 +3220,7 @@ mod tests {
         let store = SqliteStore::open(&dir.db()).unwrap();
         store
             .ingest(
-                &batch("web-1", "s1", vec![snapshot(1, ts(100), vec![listener(443, 1, &[10])])]),
+                &batch("web-1", "s1", vec![snapshot(1, ts(100), vec![owned(443, 1, &[10])])]),
                 ts(100),
             )
             .unwrap();

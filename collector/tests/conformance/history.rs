@@ -16,13 +16,13 @@ fn many(store: &dyn Store, n: u16) {
         reports.push(delta(
             u64::from(i) + 2,
             ts(i64::from(i)),
-            vec![listener(1000 + i, u64::from(i) + 1, &[10])],
+            vec![owned(1000 + i, u64::from(i) + 1, &[10])],
             vec![],
         ));
     }
     let closes = (0..n)
         .step_by(2)
-        .map(|i| listener(1000 + i, u64::from(i) + 1, &[10]))
+        .map(|i| owned(1000 + i, u64::from(i) + 1, &[10]))
         .collect();
     reports.push(delta(u64::from(n) + 2, ts(10_000), vec![], closes));
     for chunk in reports.chunks(900) {
@@ -31,9 +31,9 @@ fn many(store: &dyn Store, n: u16) {
 }
 
 pub fn snapshot_then_deltas_answer_listeners_at_past_instants(store: &dyn Store) {
-    let ssh = listener(22, 1, &[10]);
-    let web = listener(80, 2, &[11, 12]);
-    let db = listener(5432, 3, &[13]);
+    let ssh = owned(22, 1, &[10]);
+    let web = owned(80, 2, &[11, 12]);
+    let db = owned(5432, 3, &[13]);
     let reports = vec![
         snapshot(1, ts(0), vec![ssh.clone(), web.clone()]),
         delta(2, ts(100), vec![db.clone()], vec![]),
@@ -69,13 +69,13 @@ pub fn snapshot_then_deltas_answer_listeners_at_past_instants(store: &dyn Store)
 }
 
 pub fn ipv6_dual_stack_and_unknown_fields_round_trip(store: &dyn Store) {
-    let mut v6 = listener(443, u64::MAX, &[]);
+    let mut v6 = owned(443, u64::MAX, &[]);
     v6.family = Family::Ipv6;
     v6.local_addr = "::".parse().unwrap();
     v6.dual_stack = true;
     v6.netns = u64::MAX - 1;
     v6.user = None;
-    let mut mapped = listener(8443, 5, &[7]);
+    let mut mapped = owned(8443, 5, &[7]);
     mapped.family = Family::Ipv6;
     mapped.local_addr = "::ffff:10.0.0.1".parse().unwrap();
     mapped.exposure = Exposure::Specific;
@@ -112,9 +112,9 @@ pub fn the_same_batch_sent_twice_is_stored_once(store: &dyn Store) {
         "web-3",
         "s1",
         vec![
-            snapshot(1, ts(0), vec![listener(22, 1, &[10])]),
-            delta(2, ts(10), vec![listener(80, 2, &[11])], vec![]),
-            delta(3, ts(20), vec![listener(81, 3, &[12])], vec![listener(22, 1, &[10])]),
+            snapshot(1, ts(0), vec![owned(22, 1, &[10])]),
+            delta(2, ts(10), vec![owned(80, 2, &[11])], vec![]),
+            delta(3, ts(20), vec![owned(81, 3, &[12])], vec![owned(22, 1, &[10])]),
         ],
     );
     b.dropped = 5;
@@ -130,8 +130,8 @@ pub fn the_same_batch_sent_twice_is_stored_once(store: &dyn Store) {
         "web-3",
         "s1",
         vec![
-            delta(3, ts(20), vec![listener(81, 3, &[12])], vec![listener(22, 1, &[10])]),
-            delta(4, ts(40), vec![listener(82, 4, &[13])], vec![]),
+            delta(3, ts(20), vec![owned(81, 3, &[12])], vec![owned(22, 1, &[10])]),
+            delta(4, ts(40), vec![owned(82, 4, &[13])], vec![]),
         ],
     );
     assert_eq!(store.ingest(&overlapping, ts(41)).unwrap(), ack(4, false));
@@ -141,10 +141,10 @@ pub fn the_same_batch_sent_twice_is_stored_once(store: &dyn Store) {
 
 pub fn a_gap_asks_for_a_resync_and_nothing_after_it_is_stored(store: &dyn Store) {
     let reports = vec![
-        snapshot(1, ts(0), vec![listener(22, 1, &[10])]),
-        delta(2, ts(10), vec![listener(80, 2, &[11])], vec![]),
-        delta(4, ts(30), vec![listener(443, 4, &[12])], vec![]),
-        delta(5, ts(40), vec![], vec![listener(22, 1, &[10])]),
+        snapshot(1, ts(0), vec![owned(22, 1, &[10])]),
+        delta(2, ts(10), vec![owned(80, 2, &[11])], vec![]),
+        delta(4, ts(30), vec![owned(443, 4, &[12])], vec![]),
+        delta(5, ts(40), vec![], vec![owned(22, 1, &[10])]),
     ];
     assert_eq!(
         store.ingest(&batch("web-3", "s1", reports), ts(41)).unwrap(),
@@ -153,7 +153,7 @@ pub fn a_gap_asks_for_a_resync_and_nothing_after_it_is_stored(store: &dyn Store)
     assert_eq!(ports(&store.listeners_at("web-3", ts(50)).unwrap()), vec![22, 80]);
     assert_eq!(intervals(store), 2);
     // The resync snapshot continues the session past the gap.
-    let resync = batch("web-3", "s1", vec![snapshot(6, ts(60), vec![listener(443, 4, &[12])])]);
+    let resync = batch("web-3", "s1", vec![snapshot(6, ts(60), vec![owned(443, 4, &[12])])]);
     assert_eq!(store.ingest(&resync, ts(61)).unwrap(), ack(6, false));
     assert_eq!(ports(&store.listeners_at("web-3", ts(60)).unwrap()), vec![443]);
 }
@@ -168,15 +168,7 @@ pub fn a_snapshot_in_parts_numbered_across_2_pow_63_is_reconciled(store: &dyn St
         "web-3",
         "s1",
         (0..3)
-            .map(|i| {
-                part(
-                    first + i,
-                    ts(0),
-                    i as u32,
-                    3,
-                    vec![listener(22 + i as u16, i + 1, &[10])],
-                )
-            })
+            .map(|i| part(first + i, ts(0), i as u32, 3, vec![owned(22 + i as u16, i + 1, &[10])]))
             .collect(),
     );
     assert_eq!(store.ingest(&b, ts(1)).unwrap(), ack(first + 2, false));
@@ -184,21 +176,13 @@ pub fn a_snapshot_in_parts_numbered_across_2_pow_63_is_reconciled(store: &dyn St
 }
 
 pub fn a_delta_of_an_unknown_session_asks_for_a_resync(store: &dyn Store) {
-    let first = batch("web-3", "s1", vec![snapshot(1, ts(0), vec![listener(22, 1, &[10])])]);
+    let first = batch("web-3", "s1", vec![snapshot(1, ts(0), vec![owned(22, 1, &[10])])]);
     assert_eq!(store.ingest(&first, ts(1)).unwrap(), ack(1, false));
-    let stranger = batch(
-        "web-3",
-        "s2",
-        vec![delta(1, ts(10), vec![listener(80, 2, &[11])], vec![])],
-    );
+    let stranger = batch("web-3", "s2", vec![delta(1, ts(10), vec![owned(80, 2, &[11])], vec![])]);
     assert_eq!(store.ingest(&stranger, ts(11)).unwrap(), ack(0, true));
     assert_eq!(ports(&store.listeners_at("web-3", ts(20)).unwrap()), vec![22]);
     // The stored session is untouched and goes on.
-    let next = batch(
-        "web-3",
-        "s1",
-        vec![delta(2, ts(20), vec![listener(80, 2, &[11])], vec![])],
-    );
+    let next = batch("web-3", "s1", vec![delta(2, ts(20), vec![owned(80, 2, &[11])], vec![])]);
     assert_eq!(store.ingest(&next, ts(21)).unwrap(), ack(2, false));
     // A heartbeat of a session without state asks for a snapshot too.
     assert_eq!(
@@ -212,11 +196,7 @@ pub fn a_delta_of_an_unknown_session_asks_for_a_resync(store: &dyn Store) {
 }
 
 pub fn a_new_host_must_start_with_a_snapshot_but_is_listed_anyway(store: &dyn Store) {
-    let b = batch(
-        "db-1",
-        "s1",
-        vec![delta(1, ts(0), vec![listener(5432, 1, &[10])], vec![])],
-    );
+    let b = batch("db-1", "s1", vec![delta(1, ts(0), vec![owned(5432, 1, &[10])], vec![])]);
     assert_eq!(store.ingest(&b, ts(5)).unwrap(), ack(0, true));
     assert_eq!(intervals(store), 0);
     let hosts = store.hosts(ts(6)).unwrap();
@@ -230,7 +210,7 @@ pub fn a_new_host_must_start_with_a_snapshot_but_is_listed_anyway(store: &dyn St
 }
 
 pub fn an_agent_restart_with_the_same_listeners_records_no_event(store: &dyn Store) {
-    let listeners = vec![listener(22, 1, &[10]), listener(80, 2, &[11, 12])];
+    let listeners = vec![owned(22, 1, &[10]), owned(80, 2, &[11, 12])];
     store
         .ingest(
             &batch("web-3", "s1", vec![snapshot(1, ts(0), listeners.clone())]),
@@ -252,13 +232,13 @@ pub fn an_agent_restart_with_the_same_listeners_records_no_event(store: &dyn Sto
     let next = batch(
         "web-3",
         "s2",
-        vec![delta(2, ts(600), vec![], vec![listener(22, 1, &[10])])],
+        vec![delta(2, ts(600), vec![], vec![owned(22, 1, &[10])])],
     );
     assert_eq!(store.ingest(&next, ts(601)).unwrap(), ack(2, false));
 }
 
 pub fn a_restart_snapshot_closes_exactly_what_is_gone_at_its_time(store: &dyn Store) {
-    let (ssh, web, db) = (listener(22, 1, &[10]), listener(80, 2, &[11]), listener(5432, 3, &[12]));
+    let (ssh, web, db) = (owned(22, 1, &[10]), owned(80, 2, &[11]), owned(5432, 3, &[12]));
     store
         .ingest(
             &batch(
@@ -279,8 +259,8 @@ pub fn a_restart_snapshot_closes_exactly_what_is_gone_at_its_time(store: &dyn St
 }
 
 pub fn an_owner_change_is_one_close_and_one_open(store: &dyn Store) {
-    let before = listener(80, 2, &[11]);
-    let after = listener(80, 2, &[11, 12]);
+    let before = owned(80, 2, &[11]);
+    let after = owned(80, 2, &[11, 12]);
     let reports = vec![
         snapshot(1, ts(0), vec![before.clone()]),
         delta(2, ts(100), vec![after.clone()], vec![before]),
@@ -290,7 +270,7 @@ pub fn an_owner_change_is_one_close_and_one_open(store: &dyn Store) {
     assert_eq!(spans(&history), vec![(80, 0, Some(100)), (80, 100, None)]);
     assert_eq!(history[1].listener.processes, after.processes);
     // The same change seen by a snapshot instead of a delta.
-    let again = batch("web-3", "s1", vec![snapshot(3, ts(200), vec![listener(80, 2, &[12])])]);
+    let again = batch("web-3", "s1", vec![snapshot(3, ts(200), vec![owned(80, 2, &[12])])]);
     store.ingest(&again, ts(201)).unwrap();
     assert_eq!(
         spans(&store.history("web-3", Some(80), None, None).unwrap()),
@@ -299,7 +279,7 @@ pub fn an_owner_change_is_one_close_and_one_open(store: &dyn Store) {
 }
 
 pub fn a_close_observed_before_the_open_is_clamped_to_it(store: &dyn Store) {
-    let ssh = listener(22, 1, &[10]);
+    let ssh = owned(22, 1, &[10]);
     let reports = vec![
         snapshot(1, ts(100), vec![ssh.clone()]),
         delta(2, ts(50), vec![], vec![ssh]),
@@ -310,7 +290,7 @@ pub fn a_close_observed_before_the_open_is_clamped_to_it(store: &dyn Store) {
         vec![(22, 100, Some(100))]
     );
     // A snapshot from a clock that stepped back is clamped too.
-    let web = listener(80, 2, &[11]);
+    let web = owned(80, 2, &[11]);
     store
         .ingest(&batch("h", "s", vec![snapshot(3, ts(200), vec![web])]), ts(201))
         .unwrap();
@@ -337,7 +317,7 @@ pub fn a_snapshot_from_a_year_ahead_then_a_correct_one_leave_telnet_visible_now(
 }
 
 pub fn a_clock_stepping_back_never_dates_a_change_before_the_last_one(store: &dyn Store) {
-    let (ssh, web) = (listener(22, 1, &[10]), listener(80, 2, &[11]));
+    let (ssh, web) = (owned(22, 1, &[10]), owned(80, 2, &[11]));
     let reports = vec![
         snapshot(1, ts(100), vec![ssh.clone()]),
         delta(2, ts(200), vec![], vec![ssh.clone()]),
@@ -390,7 +370,7 @@ pub fn first_seen_cannot_be_dated_before_the_backlog_window_or_the_hosts_last_re
         .unwrap();
     store
         .ingest(
-            &batch("g", "s", vec![delta(2, epoch, vec![listener(8080, 8, &[80])], vec![])]),
+            &batch("g", "s", vec![delta(2, epoch, vec![owned(8080, 8, &[80])], vec![])]),
             ts(60),
         )
         .unwrap();
@@ -402,7 +382,7 @@ pub fn first_seen_cannot_be_dated_before_the_backlog_window_or_the_hosts_last_re
             &batch(
                 "k",
                 "s",
-                vec![snapshot(1, ts(-7 * 86_400), vec![listener(9090, 9, &[90])])],
+                vec![snapshot(1, ts(-7 * 86_400), vec![owned(9090, 9, &[90])])],
             ),
             ts(0),
         )
@@ -423,7 +403,7 @@ pub fn hosts_registered_after_a_read_are_named_and_ordered_by_name(store: &dyn S
                 &batch(
                     host,
                     "s",
-                    vec![snapshot(1, ts(0), vec![listener(22, i as u64 + 1, &[10])])],
+                    vec![snapshot(1, ts(0), vec![owned(22, i as u64 + 1, &[10])])],
                 ),
                 ts(0),
             )
@@ -448,7 +428,7 @@ pub fn hosts_registered_after_a_read_are_named_and_ordered_by_name(store: &dyn S
 }
 
 pub fn who_answers_across_hosts_and_protos(store: &dyn Store) {
-    let dns = listener(53, 1, &[10]);
+    let dns = owned(53, 1, &[10]);
     store
         .ingest(
             &batch(
@@ -461,11 +441,7 @@ pub fn who_answers_across_hosts_and_protos(store: &dyn Store) {
         .unwrap();
     store
         .ingest(
-            &batch(
-                "db-1",
-                "b",
-                vec![snapshot(1, ts(10), vec![udp(listener(53, 7, &[20]))])],
-            ),
+            &batch("db-1", "b", vec![snapshot(1, ts(10), vec![udp(owned(53, 7, &[20]))])]),
             ts(10),
         )
         .unwrap();
@@ -558,10 +534,10 @@ pub fn history_pages_give_every_interval_once_in_opening_order(store: &dyn Store
 
 pub fn history_returns_the_intervals_overlapping_the_window(store: &dyn Store) {
     let (a, b, c, d) = (
-        listener(1000, 1, &[1]),
-        listener(2000, 2, &[2]),
-        listener(3000, 3, &[3]),
-        listener(4000, 4, &[4]),
+        owned(1000, 1, &[1]),
+        owned(2000, 2, &[2]),
+        owned(3000, 3, &[3]),
+        owned(4000, 4, &[4]),
     );
     let reports = vec![
         snapshot(1, ts(0), vec![a.clone(), b.clone()]),
@@ -588,13 +564,13 @@ pub fn hosts_are_up_or_silent_as_of_now(store: &dyn Store) {
     let mut b = batch(
         "web-3",
         "s",
-        vec![snapshot(1, ts(0), vec![listener(22, 1, &[1]), listener(80, 2, &[2])])],
+        vec![snapshot(1, ts(0), vec![owned(22, 1, &[1]), owned(80, 2, &[2])])],
     );
     b.dropped = 3;
     store.ingest(&b, ts(0)).unwrap();
     store
         .ingest(
-            &batch("db-1", "t", vec![snapshot(1, ts(0), vec![listener(5432, 3, &[3])])]),
+            &batch("db-1", "t", vec![snapshot(1, ts(0), vec![owned(5432, 3, &[3])])]),
             ts(0),
         )
         .unwrap();
@@ -641,7 +617,7 @@ pub fn hosts_are_up_or_silent_as_of_now(store: &dyn Store) {
 pub fn ports_are_first_seen_fleet_wide_and_per_host_even_when_replayed_late(store: &dyn Store) {
     store
         .ingest(
-            &batch("web-1", "s1", vec![snapshot(1, ts(100), vec![listener(22, 1, &[10])])]),
+            &batch("web-1", "s1", vec![snapshot(1, ts(100), vec![owned(22, 1, &[10])])]),
             ts(100),
         )
         .unwrap();
@@ -650,11 +626,7 @@ pub fn ports_are_first_seen_fleet_wide_and_per_host_even_when_replayed_late(stor
             &batch(
                 "web-2",
                 "s2",
-                vec![snapshot(
-                    1,
-                    ts(200),
-                    vec![listener(22, 2, &[11]), listener(8080, 3, &[12])],
-                )],
+                vec![snapshot(1, ts(200), vec![owned(22, 2, &[11]), owned(8080, 3, &[12])])],
             ),
             ts(200),
         )
@@ -683,7 +655,7 @@ pub fn ports_are_first_seen_fleet_wide_and_per_host_even_when_replayed_late(stor
     // A spooled report replayed late, observed before anything else: it wins.
     store
         .ingest(
-            &batch("web-3", "s3", vec![snapshot(1, ts(50), vec![listener(8080, 4, &[13])])]),
+            &batch("web-3", "s3", vec![snapshot(1, ts(50), vec![owned(8080, 4, &[13])])]),
             ts(300),
         )
         .unwrap();
@@ -695,10 +667,10 @@ pub fn threads_read_while_others_write(store: &dyn Store) {
         for w in 0..4 {
             scope.spawn(move || {
                 let host = format!("host-{w}");
-                let first = batch(&host, "s", vec![snapshot(1, ts(0), vec![listener(22, 1, &[1])])]);
+                let first = batch(&host, "s", vec![snapshot(1, ts(0), vec![owned(22, 1, &[1])])]);
                 store.ingest(&first, ts(0)).unwrap();
                 for seq in 2..50u64 {
-                    let l = listener(1000 + seq as u16, seq, &[seq as u32]);
+                    let l = owned(1000 + seq as u16, seq, &[seq as u32]);
                     let b = batch(&host, "s", vec![delta(seq, ts(seq as i64), vec![l], vec![])]);
                     assert_eq!(store.ingest(&b, ts(seq as i64)).unwrap(), ack(seq, false));
                 }
@@ -735,7 +707,7 @@ pub fn hosts_registered_by_racing_writers_are_all_named_on_every_read(store: &dy
                     let b = batch(
                         &host,
                         "s",
-                        vec![snapshot(1, ts(0), vec![listener(port, port.into(), &[1])])],
+                        vec![snapshot(1, ts(0), vec![owned(port, port.into(), &[1])])],
                     );
                     store.ingest(&b, ts(0)).unwrap();
                 }
@@ -767,7 +739,7 @@ pub fn hosts_registered_by_racing_writers_are_all_named_on_every_read(store: &dy
 /// snapshot's facts said; an agent that does not say shows none.
 pub fn hosts_show_how_their_agent_detects_listeners_as_its_latest_snapshot_said(store: &dyn Store) {
     let with = |seq: u64, detection: Option<&str>| {
-        let mut report = snapshot(seq, ts(seq as i64), vec![listener(22, 1, &[10])]);
+        let mut report = snapshot(seq, ts(seq as i64), vec![owned(22, 1, &[10])]);
         if let ReportBody::Snapshot { facts, .. } = &mut report.body {
             facts.detection = detection.map(str::to_owned);
         }

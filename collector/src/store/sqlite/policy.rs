@@ -561,6 +561,8 @@ mod tests {
     //! contract's, tested on every backend by the conformance suite
     //! (`collector/tests/conformance/alerts.rs`); here, what only a SQLite
     //! file can be made to hold.
+    use portwatch_fixtures::unexpected;
+
     use super::*;
     use crate::store::{Alerts, Outbox};
 
@@ -581,18 +583,8 @@ mod tests {
         let store = SqliteStore::open(&dir.0.join("c.db")).unwrap();
         let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
         let web = ["web-1".to_owned()];
-        let finding = Finding {
-            message: "web-1: tcp/8080".into(),
-            proto: Some(portwatch_common::Proto::Tcp),
-            local_port: Some(8080),
-            ..Finding::new(
-                Kind::UnexpectedListener,
-                "web-1",
-                "unexpected-listener:web-1:tcp/8080".into(),
-            )
-        };
         store
-            .sync_alerts(&web, &[finding], cap::DEFAULT_MAX_OPEN, t(0))
+            .sync_alerts(&web, &[unexpected("web-1", 8080)], cap::DEFAULT_MAX_OPEN, t(0))
             .unwrap();
         let conn = Connection::open(dir.0.join("c.db")).unwrap();
         conn.execute(
