@@ -42,8 +42,8 @@ mod ingest;
 mod policy;
 mod port;
 mod query;
-pub mod session;
 mod retention;
+pub mod session;
 
 use std::sync::Arc;
 
@@ -58,10 +58,10 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 pub use auth::TOKEN_TRUST;
 pub use error::ApiError;
 pub use ingest::{IngestLimits, BUSY_RETRY_AFTER, DEFAULT_MAX_BYTES_IN_FLIGHT};
+pub use retention::KEPT_SINCE_HEADER;
 pub use session::{
     DashboardSettings, SessionView, CSRF_HEADER, DEFAULT_DASHBOARD_ENABLED, DEFAULT_SESSION_TTL, MAX_SESSION_TTL,
 };
-pub use retention::KEPT_SINCE_HEADER;
 
 use tokio::sync::{mpsc, Notify};
 
