@@ -13,16 +13,21 @@
 #    netstat -tulpn and lsof -nP -iTCP -sTCP:LISTEN.
 # 6. Runs the in-process repeated-scan benchmark (benches/repeat_scan.rs, criterion).
 # 7. Measures peak RSS with /usr/bin/time -v.
-# 8. Prints a Markdown report (report.py), also saved with all raw data in target/bench/<size>/.
-# 9. Kernel events against polling (events.py, before entering the namespaces, on this host as it
+# 8. The daemon on the fixture (daemon.py, with a collector on the namespace's loopback):
+#    `portwatch-agent run` at a 1 s interval, polling and with kernel events, its VmRSS and VmHWM
+#    after 30 intervals; its CPU per 10 s idle with events, and polling at 10 s and 1 s.
+# 9. Prints a Markdown report (report.py), also saved with all raw data in target/bench/<size>/,
+#    then the daemon's table (target/bench/<size>/daemon.md).
+# 10. Kernel events against polling (events.py, before entering the namespaces, on this host as it
 #    is, not the fixture): the agent's CPU per 10 s idle with each, and event-to-collector latency
-#    p50/p99 with events; its table is printed after the report (target/bench/<size>/events.md).
+#    p50/p99 with events; its table is printed last (target/bench/<size>/events.md).
 #
 # Missed targets and a correctness mismatch are reported, not fatal: the exit status is non-zero
 # only if the fixture or one of the commands fails.
 #
 # For developing this script only: PW_AGENT_BIN and PW_BENCH_BIN name prebuilt binaries to use
-# instead of building the agent and the bench.
+# instead of building the agent and the bench; PW_NO_EVENTS_BENCH=1 and PW_NO_DAEMON_BENCH=1 skip
+# steps 10 and 8.
 set -euo pipefail
 
 usage() { echo "usage: bash agent/benches/run.sh [small|medium|large]" >&2; }
@@ -59,7 +64,7 @@ if [[ "${PW_BENCH_INSIDE:-}" != 1 ]]; then
   # command -> Debian package providing it
   declare -A package=(
     [hyperfine]=hyperfine [/usr/bin/time]=time [ss]=iproute2 [ip]=iproute2 [netstat]=net-tools
-    [lsof]=lsof [unshare]=util-linux [python3]=python3-minimal
+    [lsof]=lsof [unshare]=util-linux [python3]=python3-minimal [perf]=linux-perf
   )
   missing=()
   for cmd in "${!package[@]}"; do
@@ -95,16 +100,21 @@ for line in sys.stdin:
   [[ -x "$PW_AGENT_BIN" ]] || die "no agent binary at $PW_AGENT_BIN"
   [[ -x "$PW_BENCH_BIN" ]] || die "no bench binary at $PW_BENCH_BIN"
 
+  # The collector and the `portwatch` CLI, for the daemon (step 8) and events (step 10).
+  log "building the release collector and CLI"
+  cargo build --release -p portwatch-collector -p portwatch-cli --bins
+  PW_COLLECTOR_BIN="$root/target/release/portwatch-collector"
+  PW_PORTWATCH_BIN="$root/target/release/portwatch"
+
   rm -rf "$out"
   mkdir -p "$out"
   if [[ -z "${PW_NO_EVENTS_BENCH:-}" ]]; then
     log "kernel events against polling (events.py)"
-    cargo build --release -p portwatch-collector --bins
-    python3 "$here/events.py" --agent "$PW_AGENT_BIN" --collector "$root/target/release/portwatch-collector" \
-      --portwatch "$root/target/release/portwatch" >"$out/events.md"
+    python3 "$here/events.py" --agent "$PW_AGENT_BIN" --collector "$PW_COLLECTOR_BIN" \
+      --portwatch "$PW_PORTWATCH_BIN" >"$out/events.md"
   fi
   log "entering a private network + pid namespace"
-  export PW_BENCH_INSIDE=1 PW_AGENT_BIN PW_BENCH_BIN
+  export PW_BENCH_INSIDE=1 PW_AGENT_BIN PW_BENCH_BIN PW_COLLECTOR_BIN PW_PORTWATCH_BIN
   exec unshare --net --pid --fork --mount-proc bash "${BASH_SOURCE[0]}" "$size"
 fi
 
@@ -191,9 +201,16 @@ measure_rss 1 "ss -Htulpn" ss -Htulpn
 measure_rss 1 "netstat -tulpn" netstat -tulpn
 measure_rss 1 "lsof -nP -iTCP -sTCP:LISTEN" lsof -nP -iTCP -sTCP:LISTEN
 
+if [[ -z "${PW_NO_DAEMON_BENCH:-}" ]]; then
+  log "the daemon on the fixture (daemon.py)"
+  python3 "$here/daemon.py" --agent "$agent" --collector "$PW_COLLECTOR_BIN" --portwatch "$PW_PORTWATCH_BIN" \
+    >"$out/daemon.md"
+fi
+
 python3 "$here/report.py" --size "$size" --fixture-args "${fixture_args[*]}" \
   --fixture-log "$out/fixture.err" --hyperfine "$out/hyperfine.json" \
   --criterion "$root/target/criterion/repeated_scan_no_change/new" \
   --compare "$out/compare.txt" "${rss_args[@]}" | tee "$out/report.md"
-[[ -f "$out/events.md" ]] && cat "$out/events.md"
+if [[ -f "$out/daemon.md" ]]; then echo; cat "$out/daemon.md"; fi
+if [[ -f "$out/events.md" ]]; then echo; cat "$out/events.md"; fi
 log "raw data in $out"

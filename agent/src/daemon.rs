@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use portwatch_common::client::Backoff;
-use portwatch_common::wire::{Batch, ReportBody};
+use portwatch_common::wire::Batch;
 use portwatch_common::Snapshot;
 
 use crate::events::state::{self, Key, Tracked};
@@ -95,8 +95,35 @@ enum Wake {
     Events(EventBatch),
 }
 
+/// Allocations from this size on get pages of their own from the kernel,
+/// which go back to it when freed (glibc's default, before it adapts).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: i32 = 128 * 1024;
+
+/// Keeps glibc malloc's mmap threshold at [`MMAP_THRESHOLD`]. By default
+/// glibc raises it to the size of each large block freed (up to 32 MiB):
+/// after the first snapshot's buffers or the kernel's parsed BTF (each a few
+/// MiB) are freed, later buffers of that size come from the heap, and a
+/// heap only shrinks from its top, so the daemon kept its start-up peak
+/// resident for good. With the threshold fixed, a large buffer is returned
+/// to the kernel when it is freed (one mmap and munmap per buffer, a few per
+/// interval). Elsewhere (musl, other allocators) nothing is changed.
+fn fix_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only sets a malloc parameter, and is called before
+        // the daemon starts its threads.
+        #[allow(unsafe_code)]
+        let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+        if set != 1 {
+            tracing::debug!("malloc did not take the mmap threshold; large buffers may stay resident");
+        }
+    }
+}
+
 /// Runs until SIGTERM or SIGINT.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
+    fix_mmap_threshold();
     let (tx, rx) = mpsc::channel();
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .map_err(|e| anyhow::anyhow!("cannot handle signals: {e}"))?;
@@ -495,7 +522,8 @@ fn ship(settings: &Settings, shipper: &mut Shipper, spool: &mut Spool, observer:
     let mut resyncs = 0;
     loop {
         let limits = shipper.limits();
-        let pending = match spool.pending(cap.min(usize::try_from(limits.max_reports).unwrap_or(cap))) {
+        // What each pending report is, not the reports: the batch is encoded from the spool's lines.
+        let pending = match spool.pending_keys(cap.min(usize::try_from(limits.max_reports).unwrap_or(cap))) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the spool");
@@ -505,33 +533,43 @@ fn ship(settings: &Settings, shipper: &mut Shipper, spool: &mut Spool, observer:
         let session = pending
             .first()
             .map_or_else(|| observer.session().to_owned(), |p| p.session.clone());
-        let run: Vec<_> = pending
-            .into_iter()
-            .take_while(|p| p.session == session)
-            .map(|p| p.report)
-            .collect();
+        let run: Vec<_> = pending.into_iter().take_while(|p| p.session == session).collect();
         let dropped = spool.dropped();
-        let mut count = ship::plan(&run, &limits, cap);
-        let (batch, encoded) = loop {
-            let reports = run[..count.min(run.len())].to_vec();
-            let batch = Batch {
-                version: Batch::required_version(&reports),
+        let sizes: Vec<u64> = run.iter().map(|p| p.json_bytes).collect();
+        let mut count = ship::plan(&sizes, &limits, cap);
+        let (sent, encoded) = loop {
+            let sent = &run[..count.min(run.len())];
+            let head = Batch {
+                version: Batch::version_for(sent.iter().any(|p| p.part)),
                 host: settings.host.clone(),
                 session: session.clone(),
                 dropped,
                 alive_at: Some(Timestamp::now()),
-                reports,
+                reports: Vec::new(),
             };
-            match ship::encode(&batch) {
-                Ok(encoded) if count > 1 && ship::oversized(&encoded, &limits) => count /= 2,
-                Ok(encoded) => break (batch, encoded),
+            let encoded = ship::BatchBody::new(&head).and_then(|mut body| {
+                let read = spool.pending_json(sent.len(), |json| body.report(json));
+                match read {
+                    Ok(n) if n == sent.len() => body.finish().map(Some),
+                    // The spool changed under the agent (it is the only writer): plan again next time.
+                    Ok(_) => Ok(None),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the spool");
+                        Ok(None)
+                    }
+                }
+            });
+            match encoded {
+                Ok(Some(encoded)) if count > 1 && ship::oversized(&encoded, &limits) => count /= 2,
+                Ok(Some(encoded)) => break (sent, encoded),
+                Ok(None) => return,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot encode a batch");
                     return;
                 }
             }
         };
-        let last = batch.reports.last().map_or(0, |r| r.seq);
+        let last = sent.last().map_or(0, |p| p.seq);
         match shipper.send_encoded(&encoded) {
             Ok(ack) => {
                 backoff.succeeded();
@@ -574,18 +612,18 @@ fn ship(settings: &Settings, shipper: &mut Shipper, spool: &mut Spool, observer:
                     }
                     continue;
                 }
-                if batch.reports.is_empty() || acked < batch.reports.len() || spool.is_empty() {
+                if sent.is_empty() || acked < sent.len() || spool.is_empty() {
                     return;
                 }
             }
-            Err(ShipError::TooLarge(message)) if batch.reports.len() > 1 => {
-                cap = batch.reports.len() / 2;
-                tracing::warn!(%message, reports = batch.reports.len(), bytes = encoded.body.len(),
+            Err(ShipError::TooLarge(message)) if sent.len() > 1 => {
+                cap = sent.len() / 2;
+                tracing::warn!(%message, reports = sent.len(), bytes = encoded.body.len(),
                     "collector refused a batch as too large; sending it in halves");
             }
             Err(e @ (ShipError::TooLarge(_) | ShipError::Rejected(_))) => {
                 // Sending it again cannot succeed: count it as dropped, and let a snapshot restore history.
-                tracing::error!(error = %e, reports = batch.reports.len(),
+                tracing::error!(error = %e, reports = sent.len(),
                     "the collector refuses these reports for good; counting them as dropped and sending a snapshot");
                 if let Err(e) = spool.discard_through(&session, last) {
                     tracing::error!(error = %e, "cannot drop the refused reports");
@@ -652,7 +690,7 @@ fn reread_token(settings: &Settings, shipper: &mut Shipper) -> bool {
 fn skip_to_snapshot(spool: &mut Spool, session: &str) -> Result<(usize, bool), SpoolError> {
     let mut skipped = 0;
     loop {
-        let pending = spool.pending(BATCH_REPORTS)?;
+        let pending = spool.pending_keys(BATCH_REPORTS)?;
         let mut last = None;
         let mut ended = pending.len() < BATCH_REPORTS;
         let mut found = false;
@@ -661,11 +699,11 @@ fn skip_to_snapshot(spool: &mut Spool, session: &str) -> Result<(usize, bool), S
                 ended = true;
                 break;
             }
-            if starts_snapshot(&p.report.body) {
+            if p.starts_snapshot {
                 found = true;
                 break;
             }
-            last = Some(p.report.seq);
+            last = Some(p.seq);
         }
         let Some(seq) = last else {
             return Ok((skipped, found));
@@ -677,17 +715,10 @@ fn skip_to_snapshot(spool: &mut Spool, session: &str) -> Result<(usize, bool), S
     }
 }
 
-/// Whether a report starts a snapshot (the collector places it whatever came before).
-fn starts_snapshot(body: &ReportBody) -> bool {
-    matches!(
-        body,
-        ReportBody::Snapshot { .. } | ReportBody::SnapshotPart { part: 0, .. }
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portwatch_common::wire::ReportBody;
 
     #[test]
     fn sessions_are_random_hex() {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use flate2::write::GzEncoder;
 use portwatch_common::client::{self, ClientError};
-use portwatch_common::wire::{json_len as json_bytes, Ack, Batch, Limits, Report};
+use portwatch_common::wire::{Ack, Batch, Limits};
 
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -156,27 +156,110 @@ fn retry_after(value: &str) -> Option<Duration> {
     Some(Duration::from_secs(seconds).min(RETRY_AFTER_MAX))
 }
 
-/// `batch` as gzip JSON.
+/// `batch` as gzip JSON, compressed report by report (see [`BatchBody`]).
 pub fn encode(batch: &Batch) -> Result<Encoded, ShipError> {
-    let json = serde_json::to_vec(batch).map_err(|e| ShipError::Rejected(format!("cannot encode: {e}")))?;
-    let mut gz = GzEncoder::new(Vec::with_capacity(json.len() / 4), flate2::Compression::fast());
-    let body = gz
-        .write_all(&json)
-        .and_then(|()| gz.finish())
-        .map_err(|e| ShipError::Rejected(format!("cannot compress: {e}")))?;
-    Ok(Encoded {
-        json_bytes: json.len(),
-        body,
-    })
+    let head = Batch {
+        version: batch.version,
+        host: batch.host.clone(),
+        session: batch.session.clone(),
+        dropped: batch.dropped,
+        alive_at: batch.alive_at,
+        reports: Vec::new(),
+    };
+    let mut body = BatchBody::new(&head)?;
+    for report in &batch.reports {
+        let json = serde_json::to_vec(report).map_err(|e| ShipError::Rejected(format!("cannot encode: {e}")))?;
+        body.report(&json);
+    }
+    body.finish()
+}
+
+/// A batch's gzip JSON, written as it is made: the batch's fields, then
+/// each report's JSON as given (the spool's bytes, see
+/// `Spool::pending_json`), compressed at once. Neither the batch's JSON nor
+/// a parsed copy of its reports is ever held in memory, only the compressed
+/// body: a first snapshot of 5,000 listeners would be several megabytes
+/// each (they were most of the daemon's peak memory).
+pub struct BatchBody {
+    gz: GzEncoder<Vec<u8>>,
+    json_bytes: usize,
+    reports: usize,
+    error: Option<std::io::Error>,
+}
+
+impl BatchBody {
+    /// Starts the body of `head`, a batch whose `reports` are empty (they
+    /// are added with [`BatchBody::report`]).
+    pub fn new(head: &Batch) -> Result<BatchBody, ShipError> {
+        let json = serde_json::to_vec(head).map_err(|e| ShipError::Rejected(format!("cannot encode: {e}")))?;
+        // `reports` is the last field of a batch: its JSON ends `[]}`, where the reports go.
+        let prefix = match json.strip_suffix(b"[]}") {
+            Some(prefix) if head.reports.is_empty() => prefix,
+            _ => {
+                return Err(ShipError::Rejected(
+                    "cannot encode: the batch's reports are not last".into(),
+                ))
+            }
+        };
+        let mut body = BatchBody {
+            gz: GzEncoder::new(Vec::new(), flate2::Compression::fast()),
+            json_bytes: 0,
+            reports: 0,
+            error: None,
+        };
+        body.write(prefix);
+        body.write(b"[");
+        Ok(body)
+    }
+
+    /// Adds a report, given as its JSON.
+    pub fn report(&mut self, json: &[u8]) {
+        if self.reports > 0 {
+            self.write(b",");
+        }
+        self.write(json);
+        self.reports += 1;
+    }
+
+    /// How many reports were added.
+    pub fn reports(&self) -> usize {
+        self.reports
+    }
+
+    /// The body, compressed.
+    pub fn finish(mut self) -> Result<Encoded, ShipError> {
+        self.write(b"]}");
+        if let Some(e) = self.error {
+            return Err(ShipError::Rejected(format!("cannot compress: {e}")));
+        }
+        let body = self
+            .gz
+            .finish()
+            .map_err(|e| ShipError::Rejected(format!("cannot compress: {e}")))?;
+        Ok(Encoded {
+            json_bytes: self.json_bytes,
+            body,
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if self.error.is_none() {
+            match self.gz.write_all(bytes) {
+                Ok(()) => self.json_bytes += bytes.len(),
+                Err(e) => self.error = Some(e),
+            }
+        }
+    }
 }
 
 /// Bytes of a batch's JSON besides its reports (host, session, numbers).
 const BATCH_OVERHEAD: u64 = 1024;
 
-/// How many of the leading `reports` one batch may carry under `limits`:
-/// at most `cap` and the collector's report limit, and as many as fit in
-/// three quarters of its decompressed limit; at least one.
-pub fn plan(reports: &[Report], limits: &Limits, cap: usize) -> usize {
+/// How many of the leading reports, of JSON sizes `report_bytes`, one
+/// batch may carry under `limits`: at most `cap` and the collector's report
+/// limit, and as many as fit in three quarters of its decompressed limit;
+/// at least one.
+pub fn plan(report_bytes: &[u64], limits: &Limits, cap: usize) -> usize {
     let budget = limits.max_decompressed_bytes / 4 * 3;
     let most = usize::try_from(limits.max_reports)
         .unwrap_or(usize::MAX)
@@ -184,14 +267,14 @@ pub fn plan(reports: &[Report], limits: &Limits, cap: usize) -> usize {
         .max(1);
     let mut bytes = BATCH_OVERHEAD;
     let mut count = 0;
-    for report in reports.iter().take(most) {
-        bytes = bytes.saturating_add(json_bytes(report) + 1);
+    for size in report_bytes.iter().take(most) {
+        bytes = bytes.saturating_add(size + 1);
         if count > 0 && bytes > budget {
             break;
         }
         count += 1;
     }
-    count.max(1).min(reports.len())
+    count.max(1).min(report_bytes.len())
 }
 
 /// Whether an encoded batch is over seven eighths of what the collector
@@ -205,7 +288,7 @@ pub fn oversized(encoded: &Encoded, limits: &Limits) -> bool {
 mod tests {
     use super::*;
     use jiff::Timestamp;
-    use portwatch_common::wire::ReportBody;
+    use portwatch_common::wire::{json_len as json_bytes, Report, ReportBody};
 
     fn report(seq: u64, padding: usize) -> Report {
         let mut tags = std::collections::BTreeMap::new();
@@ -239,7 +322,8 @@ mod tests {
     fn a_batch_takes_as_many_reports_as_fit_three_quarters_of_the_decompressed_limit() {
         // 500 reports of ~76 KB: ~38 MB, over the 32 MiB a version 1 collector takes.
         let reports: Vec<Report> = (1..=500).map(|seq| report(seq, 76_000)).collect();
-        let n = plan(&reports, &Limits::VERSION_1, 500);
+        let sizes: Vec<u64> = reports.iter().map(json_bytes).collect();
+        let n = plan(&sizes, &Limits::VERSION_1, 500);
         let bytes: u64 = reports[..n].iter().map(|r| json_bytes(r) + 1).sum();
         assert!(n < 500 && n > 250, "{n} reports");
         assert!(
@@ -251,15 +335,50 @@ mod tests {
             bytes + json_bytes(&reports[n]) + 1 + BATCH_OVERHEAD > Limits::VERSION_1.max_decompressed_bytes / 4 * 3
         );
         // A cap and the collector's report limit bound it too.
-        assert_eq!(plan(&reports, &Limits::VERSION_1, 7), 7);
+        assert_eq!(plan(&sizes, &Limits::VERSION_1, 7), 7);
         let few = Limits {
             max_reports: 3,
             ..Limits::VERSION_1
         };
-        assert_eq!(plan(&reports, &few, 500), 3);
+        assert_eq!(plan(&sizes, &few, 500), 3);
         // One report always goes, even one over the limit (the collector decides).
-        assert_eq!(plan(&reports, &limits(10), 500), 1);
-        assert_eq!(plan(&reports[..2], &Limits::VERSION_1, 500), 2);
+        assert_eq!(plan(&sizes, &limits(10), 500), 1);
+        assert_eq!(plan(&sizes[..2], &Limits::VERSION_1, 500), 2);
+        assert_eq!(plan(&[], &Limits::VERSION_1, 500), 0);
+    }
+
+    fn gunzip(body: &[u8]) -> Vec<u8> {
+        let mut json = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut json).unwrap();
+        json
+    }
+
+    #[test]
+    fn a_batch_encoded_report_by_report_is_the_json_of_the_whole_batch() {
+        for reports in [Vec::new(), vec![report(1, 10)], vec![report(1, 10), report(2, 3_000)]] {
+            let batch = Batch {
+                version: 2,
+                host: "h\"x".into(),
+                session: "s".into(),
+                dropped: 3,
+                alive_at: Some(Timestamp::from_second(1_700_000_000).unwrap()),
+                reports,
+            };
+            let encoded = encode(&batch).unwrap();
+            let json = gunzip(&encoded.body);
+            assert_eq!(json, serde_json::to_vec(&batch).unwrap());
+            assert_eq!(encoded.json_bytes, json.len());
+            assert_eq!(serde_json::from_slice::<Batch>(&json).unwrap(), batch);
+        }
+        let with_reports = Batch {
+            version: 1,
+            host: "h".into(),
+            session: "s".into(),
+            dropped: 0,
+            alive_at: None,
+            reports: vec![report(1, 1)],
+        };
+        assert!(BatchBody::new(&with_reports).is_err());
     }
 
     #[test]

@@ -167,6 +167,54 @@ pub struct SpooledReport {
     pub report: Report,
 }
 
+/// What a shipper needs of a pending report without parsing all of it
+/// (see [`Spool::pending_keys`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingKey {
+    /// The agent session that made the report.
+    pub session: String,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Bytes of its JSON, as it goes in a batch.
+    pub json_bytes: u64,
+    /// It is a snapshot part (which needs protocol version 2).
+    pub part: bool,
+    /// It starts a snapshot (a whole one, or the first part of one): the
+    /// collector places it whatever came before.
+    pub starts_snapshot: bool,
+}
+
+/// A spooled line with its report left as JSON.
+#[derive(Deserialize)]
+struct RawLine<'a> {
+    #[serde(borrow)]
+    session: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    report: &'a serde_json::value::RawValue,
+}
+
+fn parse_line(line: &[u8]) -> Result<RawLine<'_>, serde_json::Error> {
+    serde_json::from_slice(line)
+}
+
+/// The fields of a report's JSON that [`PendingKey`] needs (the others are skipped).
+#[derive(Deserialize)]
+struct ReportHead {
+    seq: u64,
+    kind: ReportKind,
+    #[serde(default)]
+    part: Option<u32>,
+}
+
+/// The `kind` of a report's JSON (`portwatch_common::wire::ReportBody`'s tag).
+#[derive(Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ReportKind {
+    Snapshot,
+    SnapshotPart,
+    Delta,
+}
+
 /// Why a spool operation failed. After an error the spool is as it was
 /// before the call.
 #[derive(Debug, thiserror::Error)]
@@ -721,6 +769,55 @@ impl Spool {
             Ok(out.len() < max)
         })?;
         Ok(out)
+    }
+
+    /// What identifies each of the oldest unacknowledged reports, and what
+    /// a batch needs to know of it, in push order, at most `max`: read
+    /// without parsing the report's listeners, so that a shipper can plan a
+    /// batch of a large snapshot without holding it in memory.
+    pub fn pending_keys(&self, max: usize) -> Result<Vec<PendingKey>, SpoolError> {
+        let mut out = Vec::with_capacity(max.min(self.len()));
+        if max == 0 {
+            return Ok(out);
+        }
+        self.each_pending(|path, number, line| {
+            let line = parse_line(line).map_err(|e| self.corrupt(path, number, not_a_report(&e)))?;
+            let head: ReportHead =
+                serde_json::from_str(line.report.get()).map_err(|e| self.corrupt(path, number, not_a_report(&e)))?;
+            out.push(PendingKey {
+                session: line.session.into_owned(),
+                seq: head.seq,
+                json_bytes: line.report.get().len() as u64,
+                part: head.kind == ReportKind::SnapshotPart,
+                starts_snapshot: match head.kind {
+                    ReportKind::Snapshot => true,
+                    ReportKind::SnapshotPart => head.part == Some(0),
+                    ReportKind::Delta => false,
+                },
+            });
+            Ok(out.len() < max)
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `visit` with the JSON of each of the first `count` pending
+    /// reports, in push order, as spooled: the bytes serializing the
+    /// [`Report`] makes, read one line at a time, so that a batch can be
+    /// encoded from the spool without a copy of its reports in memory.
+    /// Returns how many it visited (fewer than `count` only if fewer are
+    /// pending).
+    pub fn pending_json(&self, count: usize, mut visit: impl FnMut(&[u8])) -> Result<usize, SpoolError> {
+        let mut visited = 0;
+        if count == 0 {
+            return Ok(0);
+        }
+        self.each_pending(|path, number, line| {
+            let line = parse_line(line).map_err(|e| self.corrupt(path, number, not_a_report(&e)))?;
+            visit(line.report.get().as_bytes());
+            visited += 1;
+            Ok(visited < count)
+        })?;
+        Ok(visited)
     }
 
     /// Acknowledges the first `count` pending reports: they are never
@@ -1366,6 +1463,62 @@ mod tests {
 
     fn all(spool: &Spool) -> Vec<u64> {
         seqs(&spool.pending(usize::MAX).unwrap())
+    }
+
+    fn snapshot_report(session: &str, seq: u64, part: Option<u32>) -> SpooledReport {
+        let facts = serde_json::json!({"agent_version": "t", "interval_ms": 1000});
+        let listener = serde_json::json!({"proto": "tcp", "family": "ipv4", "local_addr": "0.0.0.0", "local_port": 80,
+            "netns": 1, "inode": 7, "uid": 0, "user": null, "exposure": "wildcard", "dual_stack": false, "processes": []});
+        let report = match part {
+            None => serde_json::json!({"seq": seq, "observed_at": "2026-01-01T00:00:00Z", "kind": "snapshot",
+                "facts": facts, "listeners": [listener]}),
+            Some(part) => {
+                serde_json::json!({"seq": seq, "observed_at": "2026-01-01T00:00:00Z", "kind": "snapshot_part",
+                "part": part, "parts": 2, "facts": facts, "listeners": [listener]})
+            }
+        };
+        SpooledReport {
+            session: session.into(),
+            report: serde_json::from_value(report).unwrap(),
+        }
+    }
+
+    #[test]
+    fn pending_keys_and_json_say_what_pending_says_without_parsing_reports() {
+        let dir = TempDir::new("raw");
+        let mut spool = Spool::open(&dir.spool(), 1 << 20).unwrap();
+        let items = [
+            report("a", 1),
+            snapshot_report("a", 2, None),
+            snapshot_report("a\"b", 3, Some(0)),
+            snapshot_report("a\"b", 4, Some(1)),
+            report("a\"b", 5),
+        ];
+        spool.push_all(&items).unwrap();
+        spool.ack(1).unwrap();
+        let pending = spool.pending(usize::MAX).unwrap();
+        let keys = spool.pending_keys(usize::MAX).unwrap();
+        assert_eq!(keys.len(), 4);
+        for (key, item) in keys.iter().zip(&pending) {
+            assert_eq!(
+                (key.session.as_str(), key.seq),
+                (item.session.as_str(), item.report.seq)
+            );
+            assert_eq!(key.json_bytes, portwatch_common::wire::json_len(&item.report));
+        }
+        let flags: Vec<(bool, bool)> = keys.iter().map(|k| (k.part, k.starts_snapshot)).collect();
+        assert_eq!(flags, [(false, true), (true, true), (true, false), (false, false)]);
+        assert_eq!(spool.pending_keys(2).unwrap(), keys[..2]);
+
+        let mut json = Vec::new();
+        assert_eq!(spool.pending_json(3, |j| json.push(j.to_vec())).unwrap(), 3);
+        let expected: Vec<Vec<u8>> = pending[..3]
+            .iter()
+            .map(|p| serde_json::to_vec(&p.report).unwrap())
+            .collect();
+        assert_eq!(json, expected);
+        assert_eq!(spool.pending_json(10, |_| {}).unwrap(), 4);
+        assert_eq!(spool.pending_json(0, |_| panic!("visited")).unwrap(), 0);
     }
 
     fn segment_files(dir: &Path) -> Vec<PathBuf> {

@@ -412,10 +412,17 @@ impl Batch {
 
     /// The lowest protocol version that can carry this batch's reports.
     pub fn required_version(reports: &[Report]) -> u32 {
-        match reports
-            .iter()
-            .any(|r| matches!(r.body, ReportBody::SnapshotPart { .. }))
-        {
+        Batch::version_for(
+            reports
+                .iter()
+                .any(|r| matches!(r.body, ReportBody::SnapshotPart { .. })),
+        )
+    }
+
+    /// The lowest protocol version of a batch that carries snapshot parts
+    /// or not (what [`Batch::required_version`] says of its reports).
+    pub fn version_for(snapshot_parts: bool) -> u32 {
+        match snapshot_parts {
             true => 2,
             false => 1,
         }

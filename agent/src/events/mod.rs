@@ -153,6 +153,9 @@ mod kernel {
     use aya::{Btf, Ebpf};
     use std::os::fd::AsFd;
 
+    /// Where the kernel exposes its BTF.
+    const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+
     static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portwatch.bpf.o"));
 
     /// The (program, tracepoint) pairs the object attaches.
@@ -182,15 +185,24 @@ mod kernel {
 
     impl Kernel {
         /// Loads and attaches the program: the run-time probe.
+        ///
+        /// The kernel's BTF (`/sys/kernel/btf/vmlinux`, about 5 MB, some
+        /// 13 MB once parsed) is needed twice: by the loader, for the
+        /// program's CO-RE relocations, and to find each tracepoint's type.
+        /// aya's loader always parses its own copy, so the copy for the
+        /// tracepoints is parsed only once the loader is gone: two copies at
+        /// once were most of the daemon's peak memory. It is dropped before
+        /// this returns.
         pub fn probe() -> Result<Kernel, Unavailable> {
-            let btf = Btf::from_sys_fs().map_err(|e| Unavailable::NoBtf(chain(&e)))?;
+            std::fs::File::open(BTF_PATH).map_err(|e| Unavailable::NoBtf(format!("{BTF_PATH}: {e}")))?;
             if let Some(caps) = effective_capabilities().filter(|&c| !capable(c)) {
                 return Err(Unavailable::Capabilities(caps));
             }
+            // The loader (and its BTF) is dropped at the end of this statement.
             let mut ebpf = aya::EbpfLoader::new()
-                .btf(Some(&btf))
                 .load(OBJECT)
                 .map_err(|e| refused("the event program's maps", &e))?;
+            let btf = Btf::from_sys_fs().map_err(|e| Unavailable::NoBtf(chain(&e)))?;
             for (name, tracepoint) in PROGRAMS {
                 let program: &mut BtfTracePoint = ebpf
                     .program_mut(name)
