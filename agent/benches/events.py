@@ -27,8 +27,9 @@ def cpu_seconds(pid):
 
 def cpu_ms(pid, seconds):
     """Milliseconds of CPU the process `pid` uses over the next `seconds`: `perf stat -e task-clock`
-    (nanoseconds, its threads of now) where perf works, or clock ticks of /proc/PID/stat when that
-    says more (threads that came and went, such as the fd walk's helpers); ticks alone without perf."""
+    (nanoseconds; threads started meanwhile, such as the fd walk's helpers, are inherited) where perf
+    works, else clock ticks of /proc/PID/stat (10 ms, sampled: a tick may land on a process that ran
+    for a few microseconds, so they are too coarse for a 1 ms target)."""
     c0 = cpu_seconds(pid)
     perf_ms = None
     if shutil.which("perf"):
@@ -41,7 +42,7 @@ def cpu_ms(pid, seconds):
     else:
         time.sleep(seconds)
     ticks_ms = (cpu_seconds(pid) - c0) * 1000
-    return ticks_ms if perf_ms is None else max(perf_ms, ticks_ms)
+    return ticks_ms if perf_ms is None else perf_ms
 
 
 def start_collector(bin_, db):
