@@ -176,14 +176,80 @@ pub struct Busy(pub BusyBody);
 
 /// The document, rendered once.
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
-    document()
-        .to_pretty_json()
+    let rendered = serde_json::to_value(document()).map(|mut doc| {
+        readable_descriptions(&mut doc);
+        doc
+    });
+    rendered
+        .and_then(|doc| serde_json::to_string_pretty(&doc))
         .unwrap_or_else(|e| format!("{{\"error\": \"cannot render the API document: {e}\"}}"))
 });
 
 /// The API's OpenAPI document, as generated from the handlers and types.
 pub fn document() -> utoipa::openapi::OpenApi {
     super::api_routes(true).into_openapi()
+}
+
+/// Rewrites every `description` and `summary` in `doc` (as rendered) for a reader of the
+/// API rather than of the code (see [`readable`]).
+fn readable_descriptions(doc: &mut serde_json::Value) {
+    match doc {
+        serde_json::Value::Object(fields) => {
+            for (key, value) in fields.iter_mut() {
+                match value {
+                    serde_json::Value::String(text) if key == "description" || key == "summary" => {
+                        *text = readable(text)
+                    }
+                    other => readable_descriptions(other),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(readable_descriptions),
+        _ => {}
+    }
+}
+
+/// A description taken from a doc comment, without the code's links: an
+/// intra-doc link (`` [`Report`] ``, `` [`seq`](Report::seq) ``, `[the
+/// rules](crate::history)`) becomes its text; a web link stays, and so does
+/// anything in a code span (`` `[retention] history` ``).
+fn readable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(['`', '[']) {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if rest.starts_with('`') {
+            // A code span, kept as it is.
+            let end = rest[1..].find('`').map_or(rest.len(), |e| e + 2);
+            out.push_str(&rest[..end]);
+            rest = &rest[end..];
+            continue;
+        }
+        let Some(close) = rest.find(']') else {
+            break;
+        };
+        let (inner, after) = (&rest[1..close], &rest[close + 1..]);
+        let target = after
+            .strip_prefix('(')
+            .and_then(|t| t.find(')').map(|end| (&t[..end], &t[end + 1..])));
+        match target {
+            Some((target, tail)) if !target.starts_with("http") => {
+                out.push_str(inner);
+                rest = tail;
+            }
+            None if inner.starts_with('`') && inner.ends_with('`') && inner.len() > 1 => {
+                out.push_str(inner);
+                rest = after;
+            }
+            _ => {
+                out.push('[');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `GET /api/v1/openapi.json`: this document.
@@ -207,6 +273,41 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+
+    #[test]
+    fn descriptions_read_without_the_codes_links() {
+        assert_eq!(
+            readable("The [`Report`]s of a [`Batch`]."),
+            "The `Report`s of a `Batch`."
+        );
+        assert_eq!(
+            readable("Its [`seq`](Report::seq), see [the rules](crate::history)."),
+            "Its `seq`, see the rules."
+        );
+        assert_eq!(
+            readable("See [the README](https://example.org/r)."),
+            "See [the README](https://example.org/r)."
+        );
+        assert_eq!(
+            readable("Set by `[retention] history` [sic"),
+            "Set by `[retention] history` [sic"
+        );
+        assert_eq!(readable("a [plain] word, `unclosed"), "a [plain] word, `unclosed");
+    }
+
+    #[test]
+    fn the_served_document_has_no_intra_doc_link_left() {
+        let doc = DOCUMENT.as_str();
+        assert!(doc.contains("\"openapi\": \"3.1"), "{}", &doc[..doc.len().min(200)]);
+        for link in ["[`", "`](", "](crate::", "](super::"] {
+            let at = doc.find(link);
+            assert!(
+                at.is_none(),
+                "{link} left in the document: {}",
+                at.map_or("", |a| &doc[a.saturating_sub(120)..(a + 60).min(doc.len())])
+            );
+        }
+    }
 
     /// Every operation of the document, as `METHOD /path`.
     fn operations(doc: &serde_json::Value) -> BTreeSet<String> {
