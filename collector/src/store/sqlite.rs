@@ -122,6 +122,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_program_identity.sql"),
     include_str!("migrations/0009_detection.sql"),
     include_str!("migrations/0010_retention.sql"),
+    include_str!("migrations/0011_program_slots.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection before
@@ -1185,8 +1186,13 @@ fn checkpoint_idle(writer: &Mutex<Writer>) {
 }
 
 /// The program of the given content (`?1` its hash, then every column, null-safe).
-const FIND_PROGRAM_SQL: &str = "SELECT id FROM programs WHERE hash = ?1 AND name = ?2 AND exe IS ?3 AND cmdline IS ?4
-       AND uid IS ?5 AND user IS ?6 AND container IS ?7 AND unit IS ?8";
+/// The programs of the slots `?1..=?2` (see `0011_program_slots.sql`): the
+/// program of a content is in one of the [`PROGRAM_PROBE`] slots from its hash.
+const FIND_PROGRAM_SQL: &str = "SELECT id, hash, name, exe, cmdline, uid, user, container, unit FROM programs
+     WHERE hash BETWEEN ?1 AND ?2 ORDER BY hash";
+
+/// How many slots from its hash a program may be in.
+const PROGRAM_PROBE: i64 = 8;
 
 /// The open interval of a host with a given key. Pinned to `intervals_by_host`: without statistics
 /// the planner may take `intervals_by_port`, whose open range spans the fleet.
@@ -1629,8 +1635,9 @@ impl<'b> ProgramRef<'b> {
         }
     }
 
-    /// FNV-1a 64 over a length-prefixed encoding of every field. Stored in
-    /// `programs.hash`: changing it needs a migration that rehashes.
+    /// FNV-1a 64 over a length-prefixed encoding of every field: the
+    /// program's first slot in `programs.hash` (see `0011_program_slots.sql`);
+    /// changing it needs a migration that rehashes.
     fn hash(&self) -> u64 {
         const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
         const PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -1795,63 +1802,73 @@ impl<'c, 'b> HostWriter<'c, 'b> {
         if let Some(&id) = self.programs.get(&program) {
             return Ok(Some(id));
         }
-        let hash = to_bits(program.hash());
-        let found: Option<i64> = self
-            .tx
-            .prepare_cached(FIND_PROGRAM_SQL)
-            .and_then(|mut stmt| {
-                stmt.query_row(
-                    params![
-                        hash,
-                        program.name,
-                        program.exe,
-                        program.cmdline,
-                        program.uid,
-                        program.user,
-                        program.container,
-                        program.unit
-                    ],
-                    |r| r.get(0),
-                )
-                .optional()
-            })
-            .map_err(db)?;
-        let id = match found {
-            Some(id) => id,
-            None if store => {
-                // Unique by content (migration 8): where another writer
-                // stored it meanwhile, nothing is inserted and its row is read.
-                let params = params![
-                    hash,
-                    program.name,
-                    program.exe,
-                    program.cmdline,
-                    program.uid,
-                    program.user,
-                    program.container,
-                    program.unit
-                ];
-                let inserted: Option<i64> = self
-                    .tx
-                    .prepare_cached(
-                        "INSERT INTO programs (hash, name, exe, cmdline, uid, user, container, unit)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING RETURNING id",
-                    )
-                    .and_then(|mut stmt| stmt.query_row(params, |r| r.get(0)).optional())
-                    .map_err(db)?;
-                match inserted {
-                    Some(id) => id,
-                    None => self
-                        .tx
-                        .prepare_cached(FIND_PROGRAM_SQL)
-                        .and_then(|mut stmt| stmt.query_row(params, |r| r.get(0)))
-                        .map_err(db)?,
+        let natural = to_bits(program.hash());
+        let last = natural.saturating_add(PROGRAM_PROBE - 1);
+        // A few rounds: each loses only to a writer that took a free slot of
+        // these since this one read them.
+        for _ in 0..PROGRAM_PROBE {
+            let mut taken = Vec::new();
+            {
+                let mut stmt = self.tx.prepare_cached(FIND_PROGRAM_SQL).map_err(db)?;
+                let mut rows = stmt.query(params![natural, last]).map_err(db)?;
+                while let Some(row) = rows.next().map_err(db)? {
+                    let (id, slot): (i64, i64) = (row.get(0).map_err(db)?, row.get(1).map_err(db)?);
+                    let text = |i: usize| row.get::<_, Option<String>>(i).map_err(db);
+                    let same = Some(program.name) == text(2)?.as_deref()
+                        && program.exe == text(3)?.as_deref()
+                        && program.cmdline == text(4)?.as_deref()
+                        && program.uid.map(i64::from) == row.get::<_, Option<i64>>(5).map_err(db)?
+                        && program.user == text(6)?.as_deref()
+                        && program.container == text(7)?.as_deref()
+                        && program.unit == text(8)?.as_deref();
+                    if same {
+                        self.programs.insert(program, id);
+                        return Ok(Some(id));
+                    }
+                    taken.push(slot);
                 }
             }
-            None => return Ok(None),
-        };
-        self.programs.insert(program, id);
-        Ok(Some(id))
+            if !store {
+                return Ok(None);
+            }
+            let Some(free) = (natural..=last).find(|slot| !taken.contains(slot)) else {
+                return Err(corrupt(format!(
+                    "the {PROGRAM_PROBE} program slots from {natural} are all taken by other programs"
+                )));
+            };
+            // Where another writer took the slot meanwhile, nothing is
+            // inserted and the slots are read again.
+            let inserted: Option<i64> = self
+                .tx
+                .prepare_cached(
+                    "INSERT INTO programs (hash, name, exe, cmdline, uid, user, container, unit)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (hash) DO NOTHING RETURNING id",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(
+                        params![
+                            free,
+                            program.name,
+                            program.exe,
+                            program.cmdline,
+                            program.uid,
+                            program.user,
+                            program.container,
+                            program.unit
+                        ],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                })
+                .map_err(db)?;
+            if let Some(id) = inserted {
+                self.programs.insert(program, id);
+                return Ok(Some(id));
+            }
+        }
+        Err(StoreError::Busy(format!(
+            "program slots from {natural} kept being taken by other writers; send again"
+        )))
     }
 
     /// The open interval of the host with this key: its id and opening time.
@@ -2370,7 +2387,7 @@ mod tests {
         // b's history was dated a year ahead by a collector without the clock rules.
         conn.execute_batch(&format!(
             "ALTER TABLE hosts DROP COLUMN clock_at; ALTER TABLE hosts DROP COLUMN clock_skew_ms;
-             ALTER TABLE hosts DROP COLUMN clock_skew_at; DROP TABLE snapshot_parts; DROP TABLE sink_done; DROP INDEX programs_identity; CREATE INDEX programs_by_hash ON programs (hash);
+             ALTER TABLE hosts DROP COLUMN clock_skew_at; DROP TABLE snapshot_parts; DROP TABLE sink_done; DROP INDEX programs_by_slot; CREATE INDEX programs_by_hash ON programs (hash);
              ALTER TABLE hosts DROP COLUMN detection; PRAGMA user_version = 3;
              UPDATE intervals SET opened_at = {} WHERE host_id = (SELECT id FROM hosts WHERE name = 'b');
              UPDATE intervals SET opened_at = {} WHERE host_id = (SELECT id FROM hosts WHERE name = 'a');",
@@ -2505,7 +2522,7 @@ mod tests {
              INSERT INTO tokens (name, role, host, hash, created_at, revoked_at) VALUES
                  ('agent:web-3', 'agent', 'web-3', 'aa11', {t0}, {t1}),
                  ('ops', 'admin', NULL, 'bb22', {t0}, NULL);
-             DROP INDEX programs_identity; CREATE INDEX programs_by_hash ON programs (hash);
+             DROP INDEX programs_by_slot; CREATE INDEX programs_by_hash ON programs (hash);
              ALTER TABLE hosts DROP COLUMN detection; PRAGMA user_version = 6;",
             t0 = ts(0).as_millisecond(),
             t1 = ts(5).as_millisecond(),
@@ -2845,7 +2862,7 @@ mod tests {
     }
 
     #[test]
-    fn a_program_is_unique_by_content_even_with_null_columns_so_racing_writers_share_one_row() {
+    fn a_program_is_unique_by_its_slot_so_racing_writers_share_one_row_and_content_decides_equality() {
         let dir = TempDir::new();
         let store = SqliteStore::open(&dir.db()).unwrap();
         let mut sshd = owned(22, 1, &[10]);
@@ -2856,7 +2873,7 @@ mod tests {
             .unwrap();
         drop(store);
         // Another writer that checked before the first inserted would now insert
-        // the same content again: the index refuses it, NULL columns included.
+        // the same content again, in the same slot: the index refuses it.
         let conn = Connection::open(dir.db()).unwrap();
         let duplicate = conn.execute(
             "INSERT INTO programs (hash, name, exe, cmdline, uid, user, container, unit)
@@ -2865,15 +2882,16 @@ mod tests {
         );
         let message = duplicate.unwrap_err().to_string();
         assert!(message.contains("UNIQUE"), "{message}");
-        // A program differing only in a NULL against an empty string is another program.
+        // A program differing only in a NULL against an empty string is another
+        // program; had its hash been the same, it would be in the next slot.
         conn.execute(
             "INSERT INTO programs (hash, name, exe, cmdline, uid, user, container, unit)
-             SELECT hash, name, '', cmdline, uid, user, container, unit FROM programs",
+             SELECT hash + 1, name, '', cmdline, uid, user, container, unit FROM programs",
             [],
         )
         .unwrap();
         drop(conn);
-        // And the store's insert takes the existing row instead of failing.
+        // The store finds the program whose content it is, among the slots.
         let store = SqliteStore::open(&dir.db()).unwrap();
         let mut again = sshd.clone();
         again.inode = 2;
@@ -2882,6 +2900,102 @@ mod tests {
             .unwrap();
         assert_eq!(store.listeners_at("h", ts(5)).unwrap()[0].listener, again);
         assert_eq!(count(&dir.db(), "programs"), 2);
+    }
+
+    #[test]
+    fn a_program_whose_hash_another_holds_takes_the_next_slot_and_is_found_there_after_a_hole() {
+        let dir = TempDir::new();
+        let nginx = owned(80, 1, &[10]);
+        let natural = to_bits(ProgramRef::of(&nginx.processes[0]).hash());
+        // Another program (a collision) holds nginx's hash, and the slot after it too.
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        drop(store);
+        let conn = Connection::open(dir.db()).unwrap();
+        for (slot, name) in [(natural, "impostor"), (natural + 1, "other")] {
+            conn.execute(
+                "INSERT INTO programs (hash, name, exe, cmdline, uid, user, container, unit)
+                 VALUES (?1, ?2, NULL, NULL, NULL, NULL, NULL, NULL)",
+                params![slot, name],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        store
+            .ingest(&batch("h", "s", vec![snapshot(1, ts(0), vec![nginx.clone()])]), ts(0))
+            .unwrap();
+        assert_eq!(store.listeners_at("h", ts(0)).unwrap()[0].listener, nginx);
+        drop(store);
+        let slot: i64 = Connection::open(dir.db())
+            .unwrap()
+            .query_row(
+                "SELECT hash FROM programs WHERE name = ?1",
+                [&*nginx.processes[0].name],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(slot, natural + 2, "the first free slot");
+        // The collision goes (pruned, say): nginx is still found in its slot, not stored again.
+        Connection::open(dir.db())
+            .unwrap()
+            .execute("DELETE FROM programs WHERE name = 'impostor'", [])
+            .unwrap();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let mut again = nginx.clone();
+        again.inode = 2;
+        store
+            .ingest(&batch("h", "s2", vec![snapshot(1, ts(5), vec![again.clone()])]), ts(5))
+            .unwrap();
+        assert_eq!(store.listeners_at("h", ts(5)).unwrap()[0].listener, again);
+        assert_eq!(count(&dir.db(), "programs"), 2, "other and nginx");
+    }
+
+    #[test]
+    fn programs_that_shared_a_hash_before_slots_are_given_the_next_ones_and_still_found() {
+        let dir = TempDir::new();
+        let nginx = owned(80, 1, &[10]);
+        let natural = to_bits(ProgramRef::of(&nginx.processes[0]).hash());
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        store
+            .ingest(&batch("h", "s", vec![snapshot(1, ts(0), vec![nginx.clone()])]), ts(0))
+            .unwrap();
+        drop(store);
+        // As migration 10 left it: unique by content only, where a collision
+        // (another program, the same hash) can stand.
+        let conn = Connection::open(dir.db()).unwrap();
+        conn.execute_batch(&format!(
+            "DROP INDEX programs_by_slot; CREATE INDEX programs_by_hash ON programs (hash);
+             INSERT INTO programs (hash, name) VALUES ({natural}, 'impostor');
+             PRAGMA user_version = 10;"
+        ))
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let slots: Vec<(String, i64)> = {
+            let conn = Connection::open(dir.db()).unwrap();
+            let mut stmt = conn.prepare("SELECT name, hash FROM programs ORDER BY id").unwrap();
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            rows.collect::<Result<_, _>>().unwrap()
+        };
+        assert_eq!(
+            slots,
+            vec![
+                (nginx.processes[0].name.to_string(), natural),
+                ("impostor".to_owned(), natural + 1)
+            ],
+            "the later one moves to the next slot"
+        );
+        let mut again = nginx.clone();
+        again.inode = 2;
+        store
+            .ingest(&batch("h", "s2", vec![snapshot(1, ts(5), vec![again.clone()])]), ts(5))
+            .unwrap();
+        assert_eq!(store.listeners_at("h", ts(5)).unwrap()[0].listener, again);
+        assert_eq!(
+            count(&dir.db(), "programs"),
+            2,
+            "found in its new slot, not stored again"
+        );
     }
 
     #[test]
@@ -3229,7 +3343,7 @@ mod tests {
         conn.execute_batch(
             "DROP TABLE ports_first_seen; ALTER TABLE hosts DROP COLUMN clock_at;
              ALTER TABLE hosts DROP COLUMN clock_skew_ms; ALTER TABLE hosts DROP COLUMN clock_skew_at;
-             DROP TABLE snapshot_parts; DROP TABLE sink_done; DROP INDEX programs_identity; CREATE INDEX programs_by_hash ON programs (hash);
+             DROP TABLE snapshot_parts; DROP TABLE sink_done; DROP INDEX programs_by_slot; CREATE INDEX programs_by_hash ON programs (hash);
              ALTER TABLE hosts DROP COLUMN detection; PRAGMA user_version = 2;",
         )
         .unwrap();
