@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use portwatch_collector::store::Store;
 use portwatch_common::wire::ReportBody;
-use portwatch_common::{Exposure, Family, Process, Proto};
+use portwatch_common::{Exposure, Family, Listener, Process, Proto};
 use portwatch_model::{HistoryCursor, HistoryWindow, HostStatus, ListenerRow};
 
 use super::build::*;
@@ -732,6 +732,44 @@ pub fn hosts_registered_by_racing_writers_are_all_named_on_every_read(store: &dy
     assert_eq!(intervals(store), (WRITERS * HOSTS) as usize);
     for row in store.who(20_000 + 3 * HOSTS as u16 + 7, None, ts(1)).unwrap() {
         assert_eq!(&*row.host, "w3-h7");
+    }
+}
+
+/// Single-writer property, made explicit: **a program is interned once
+/// however writers race**. Writers storing the same new programs at once
+/// (the same process identities on many hosts, each writer its own hosts)
+/// each get rows that read back with exactly their processes: a backend
+/// whose interning checks before it inserts, without a constraint, would
+/// store duplicates or hand one writer another's row.
+pub fn the_same_new_programs_stored_by_racing_writers_read_back_whole_on_every_host(store: &dyn Store) {
+    const WRITERS: usize = 4;
+    const HOSTS: usize = 10;
+    const PROGRAMS: u32 = 8;
+    let held = |program: u32| process(100 + program, &format!("app{program}"));
+    let listeners = || -> Vec<Listener> {
+        (0..PROGRAMS)
+            .map(|p| Listener {
+                processes: vec![held(p), held((p + 1) % PROGRAMS)],
+                ..listener(8000 + p as u16)
+            })
+            .collect()
+    };
+    std::thread::scope(|scope| {
+        for w in 0..WRITERS {
+            scope.spawn(move || {
+                for h in 0..HOSTS {
+                    let b = batch(&format!("w{w}-h{h}"), "s", vec![snapshot(1, ts(0), listeners())]);
+                    store.ingest(&b, ts(0)).unwrap();
+                }
+            });
+        }
+    });
+    for w in 0..WRITERS {
+        for h in 0..HOSTS {
+            let rows = store.listeners_at(&format!("w{w}-h{h}"), ts(1)).unwrap();
+            let got: Vec<Listener> = rows.into_iter().map(|r| r.listener).collect();
+            assert_eq!(got, listeners(), "w{w}-h{h}");
+        }
     }
 }
 

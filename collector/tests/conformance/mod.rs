@@ -64,6 +64,7 @@ macro_rules! conformance_suite {
                 ports_are_first_seen_fleet_wide_and_per_host_even_when_replayed_late,
                 threads_read_while_others_write,
                 hosts_registered_by_racing_writers_are_all_named_on_every_read,
+                the_same_new_programs_stored_by_racing_writers_read_back_whole_on_every_host,
                 hosts_show_how_their_agent_detects_listeners_as_its_latest_snapshot_said,
             }
             tokens {
