@@ -109,6 +109,64 @@ async fn an_agent_stores_its_snapshot_and_a_reader_sees_it() {
 }
 
 #[tokio::test]
+async fn hosts_are_filtered_and_paged_by_the_collector_and_bad_filters_refused() {
+    let f = fixture("hosts-page");
+    for (host, env) in [
+        ("web-1", "prod"),
+        ("web-2", "staging"),
+        ("web-3", "prod"),
+        ("db-1", "prod"),
+    ] {
+        let mut tagged = facts();
+        tagged.tags = [("env".to_owned(), env.to_owned())].into();
+        let report = snapshot_with(1, ago(5), tagged, vec![sshd(22)]);
+        f.store.ingest(&batch(host, "s", vec![report]), ago(5)).unwrap();
+    }
+    let names = |rows: &serde_json::Value| -> Vec<String> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["host"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, headers, rows) = support::answer(
+        &f.app,
+        get(Some(&f.reader), "/api/v1/hosts?name=web-*&tag=env=prod&status=up"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rows}");
+    assert_eq!(names(&rows), ["web-1", "web-3"]);
+    assert_eq!(headers["x-total-count"], "2");
+    assert!(headers.get(header::LINK).is_none(), "one page");
+    // A page at a time: the Link header gives the next page, the last has none.
+    let (_, headers, rows) = support::answer(&f.app, get(Some(&f.reader), "/api/v1/hosts?limit=3")).await;
+    assert_eq!(names(&rows), ["db-1", "web-1", "web-2"]);
+    assert_eq!(headers["x-total-count"], "4");
+    let link = headers[header::LINK].to_str().unwrap().to_owned();
+    assert_eq!(link, "</api/v1/hosts?limit=3&after=web-2>; rel=\"next\"");
+    let next = link.trim_start_matches('<').split('>').next().unwrap();
+    let (_, headers, rows) = support::answer(&f.app, get(Some(&f.reader), next)).await;
+    assert_eq!(names(&rows), ["web-3"]);
+    assert!(headers.get(header::LINK).is_none(), "the last page");
+    // No filter: every host, as before.
+    let (_, rows) = call(&f.app, get(Some(&f.reader), "/api/v1/hosts")).await;
+    assert_eq!(names(&rows).len(), 4);
+    for (query, says) in [
+        ("tag=env", "KEY=VALUE"),
+        ("tag==prod", "KEY=VALUE"),
+        ("status=down", "up or silent"),
+        ("limit=0", "1 to 100000"),
+        ("limit=many", "limit"),
+    ] {
+        let (status, body) = call(&f.app, get(Some(&f.reader), &format!("/api/v1/hosts?{query}"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert!(body["error"].as_str().unwrap().contains(says), "{query}: {body}");
+    }
+    let (status, _) = call(&f.app, get(Some(&f.agent), "/api/v1/hosts?name=web-*")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "an agent reads nothing");
+}
+
+#[tokio::test]
 async fn the_same_batch_twice_is_stored_once() {
     let f = fixture("dup");
     let body = json_body(&snapshot_batch("web-3", &[22]));

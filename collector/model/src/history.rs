@@ -130,6 +130,65 @@ pub enum HostStatus {
     Silent,
 }
 
+/// Which hosts a listing keeps (`GET /api/v1/hosts?name=&tag=&status=`):
+/// every condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFilter {
+    /// A host name glob (`*` any run of characters, `?` one).
+    pub name: Option<String>,
+    /// A tag the host's agent reports, with this value.
+    pub tag: Option<(String, String)>,
+    /// Only the hosts up, or only the silent ones.
+    pub status: Option<HostStatus>,
+}
+
+impl HostFilter {
+    /// Whether `host` is kept.
+    pub fn keeps(&self, host: &HostRow) -> bool {
+        self.name
+            .as_ref()
+            .is_none_or(|glob| wildmatch::WildMatch::new(glob).matches(&host.host))
+            && self
+                .tag
+                .as_ref()
+                .is_none_or(|(key, value)| host.tags.get(key) == Some(value))
+            && self.status.is_none_or(|status| host.status == status)
+    }
+}
+
+/// One page of a host listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPage {
+    /// The hosts of the page, by name.
+    pub hosts: Vec<HostRow>,
+    /// How many hosts `filter` keeps in all.
+    pub total: usize,
+    /// The name to give as `after` for the next page, when there is one.
+    pub next: Option<String>,
+}
+
+/// The hosts of `hosts` that `filter` keeps, by name: those named after
+/// `after` (none: from the first), at most `limit` (none: all of them).
+pub fn host_page(mut hosts: Vec<HostRow>, filter: &HostFilter, after: Option<&str>, limit: Option<usize>) -> HostPage {
+    hosts.retain(|h| filter.keeps(h));
+    hosts.sort_by(|a, b| a.host.cmp(&b.host));
+    let total = hosts.len();
+    let start = after.map_or(0, |after| hosts.partition_point(|h| h.host.as_str() <= after));
+    let mut page: Vec<HostRow> = hosts.drain(start..).collect();
+    let next = match limit {
+        Some(limit) if page.len() > limit => {
+            page.truncate(limit);
+            page.last().map(|h| h.host.clone())
+        }
+        _ => None,
+    };
+    HostPage {
+        hosts: page,
+        total,
+        next,
+    }
+}
+
 /// A host as `hosts` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -178,4 +237,96 @@ pub struct HostRow {
     /// as its latest snapshot said; `None` for agents that do not say.
     #[serde(default)]
     pub detection: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, status: HostStatus, tags: &[(&str, &str)]) -> HostRow {
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        HostRow {
+            host: name.into(),
+            status,
+            first_seen: at,
+            last_seen: at,
+            agent_version: None,
+            interval_ms: 10_000,
+            os: None,
+            kernel: None,
+            boot_time: None,
+            tags: tags.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            listeners: 0,
+            dropped_reports: 0,
+            clock_skew_ms: None,
+            clock_skew_at: None,
+            clock_skewed: false,
+            detection: None,
+        }
+    }
+
+    fn fleet() -> Vec<HostRow> {
+        vec![
+            host("web-2", HostStatus::Up, &[("env", "prod")]),
+            host("db-1", HostStatus::Silent, &[("env", "prod")]),
+            host("web-1", HostStatus::Silent, &[("env", "staging")]),
+            host("web-3", HostStatus::Up, &[]),
+        ]
+    }
+
+    fn names(page: &HostPage) -> Vec<&str> {
+        page.hosts.iter().map(|h| h.host.as_str()).collect()
+    }
+
+    #[test]
+    fn hosts_are_kept_by_name_glob_tag_and_status_all_together() {
+        let all = host_page(fleet(), &HostFilter::default(), None, None);
+        assert_eq!(names(&all), ["db-1", "web-1", "web-2", "web-3"]);
+        assert_eq!((all.total, all.next), (4, None));
+        let filter = |name: Option<&str>, tag: Option<(&str, &str)>, status| HostFilter {
+            name: name.map(str::to_owned),
+            tag: tag.map(|(k, v)| (k.to_owned(), v.to_owned())),
+            status,
+        };
+        let page = |f: HostFilter| names(&host_page(fleet(), &f, None, None)).join(" ");
+        assert_eq!(page(filter(Some("web-?"), None, None)), "web-1 web-2 web-3");
+        assert_eq!(page(filter(Some("*-1"), None, None)), "db-1 web-1");
+        assert_eq!(page(filter(None, Some(("env", "prod")), None)), "db-1 web-2");
+        assert_eq!(
+            page(filter(None, Some(("env", "")), None)),
+            "",
+            "a tag's value must match"
+        );
+        assert_eq!(page(filter(None, None, Some(HostStatus::Silent))), "db-1 web-1");
+        assert_eq!(
+            page(filter(Some("web-*"), Some(("env", "prod")), Some(HostStatus::Up))),
+            "web-2"
+        );
+        assert_eq!(
+            page(filter(Some("WEB-*"), None, None)),
+            "",
+            "names are matched as written"
+        );
+    }
+
+    #[test]
+    fn pages_follow_each_other_by_name_with_every_kept_host_once() {
+        let f = HostFilter::default();
+        let first = host_page(fleet(), &f, None, Some(3));
+        assert_eq!(names(&first), ["db-1", "web-1", "web-2"]);
+        assert_eq!((first.total, first.next.as_deref()), (4, Some("web-2")));
+        let second = host_page(fleet(), &f, first.next.as_deref(), Some(3));
+        assert_eq!(names(&second), ["web-3"]);
+        assert_eq!(second.next, None, "the last page says so");
+        let exact = host_page(fleet(), &f, None, Some(4));
+        assert_eq!(
+            (exact.hosts.len(), exact.next),
+            (4, None),
+            "a full last page has no next"
+        );
+        // A name that is gone (forgotten meanwhile) still places the next page.
+        let after_gone = host_page(fleet(), &f, Some("web-15"), Some(10));
+        assert_eq!(names(&after_gone), ["web-2", "web-3"]);
+        assert_eq!(host_page(fleet(), &f, None, Some(0)).next.as_deref(), None);
+    }
 }

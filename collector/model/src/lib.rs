@@ -16,4 +16,4 @@ pub mod trend;
 pub use access::Role;
 pub use alert::{AlertEvent, AlertRow, AlertState, Finding, Kind, Severity, ALL_KINDS};
 pub use baseline::{Baseline, BaselineAction, BaselineLogRow, StoredBaseline};
-pub use history::{HistoryCursor, HistoryWindow, HostRow, HostStatus, ListenerRow};
+pub use history::{host_page, HistoryCursor, HistoryWindow, HostFilter, HostPage, HostRow, HostStatus, ListenerRow};

@@ -14,29 +14,124 @@ use super::retention::{require_kept, window_before_kept, KEPT_SINCE_HEADER};
 use super::{blocking, blocking_json, error, ApiError, AppState, JsonBody};
 use portwatch_model::diff::Diff;
 use portwatch_model::trend::Trends;
-use portwatch_model::{HistoryCursor, HistoryWindow, HostRow, ListenerRow};
+use portwatch_model::{host_page, HistoryCursor, HistoryWindow, HostFilter, HostRow, HostStatus, ListenerRow};
 
-/// `GET /api/v1/hosts`
+/// `?name=&tag=&status=&limit=&after=`
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HostsParams {
+    /// Only hosts whose name matches this glob (`*` any run of characters, `?` one).
+    #[param(example = "web-*")]
+    name: Option<String>,
+    /// Only hosts whose agent reports this tag with this value, as `KEY=VALUE`.
+    #[param(example = "env=prod")]
+    tag: Option<String>,
+    /// Only hosts `up`, or only `silent` ones.
+    #[param(value_type = Option<HostStatus>)]
+    status: Option<String>,
+    /// Hosts in a page: 1 to 100000 (default: every host kept).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100_000, example = 500)]
+    limit: Option<usize>,
+    /// Where the page starts: after this host name (the previous page's `Link` header gives it).
+    #[param(example = "web-042")]
+    after: Option<String>,
+}
+
+/// Most hosts one page of `GET /api/v1/hosts` may hold.
+pub const MAX_HOSTS_LIMIT: usize = 100_000;
+
+/// `GET /api/v1/hosts?name=&tag=&status=&limit=&after=`: the hosts kept by
+/// the filters, by name, all of them or a page at a time.
 #[utoipa::path(
     get,
     path = "/api/v1/hosts",
     operation_id = "hosts",
     tag = "hosts",
-    description = "Every host the collector has heard from: status, last seen, open listeners, clock skew. \
-Roles: read, admin.",
+    description = "The hosts the collector has heard from, by name: status, last seen, open listeners, clock skew; \
+filtered by name glob, tag and status, and paged with `limit` and `after` when asked. Roles: read, admin.",
     security(("bearer" = []), ("session" = [])),
+    params(HostsParams),
     responses(
-        (status = 200, description = "Every host", body = Vec<HostRow>),
+        (status = 200, description = "The hosts kept, by name", body = Vec<HostRow>, headers(
+            ("X-Total-Count" = u64, description = "How many hosts the filters keep in all"),
+            ("Link" = String, description = "When there are more: `<PATH?...&after=NAME>; rel=\"next\"`, the \
+next page's address (the same query with `after`)"),
+        )),
+        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 500, response = Internal),
         (status = 503, response = Busy),
     )
 )]
-pub async fn hosts(State(state): State<AppState>, caller: Caller) -> Result<JsonBody, ApiError> {
+pub async fn hosts(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: axum::http::Uri,
+    params: Result<Query<HostsParams>, QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
     caller.require_reader()?;
+    let params = error::query(
+        params,
+        "?name=web-*&tag=env=prod&status=up&limit=500&after=web-042 (each optional)",
+    )?;
+    let filter = host_filter(&params)?;
+    let limit = params.limit;
+    if limit.is_some_and(|l| !(1..=MAX_HOSTS_LIMIT).contains(&l)) {
+        return Err(ApiError::BadRequest(format!(
+            "limit={}: ask for 1 to {MAX_HOSTS_LIMIT} hosts a page, and for the next page with the `after` of the \
+             Link header",
+            limit.unwrap_or_default()
+        )));
+    }
+    let after = params.after;
     let store = state.store.clone();
-    blocking_json(move || store.hosts(Timestamp::now())).await
+    let page = blocking(move || {
+        let hosts = store.hosts(Timestamp::now())?;
+        Ok(host_page(hosts, &filter, after.as_deref(), limit))
+    })
+    .await?;
+    let (total, next) = (page.total, page.next);
+    let body = blocking_json(move || Ok(page.hosts)).await?;
+    let mut response = axum::response::IntoResponse::into_response(body);
+    response
+        .headers_mut()
+        .insert(super::port::TOTAL_HEADER, axum::http::HeaderValue::from(total));
+    if let Some(next) = next {
+        let link = format!("<{}>; rel=\"next\"", next_page(&uri, next));
+        if let Ok(value) = axum::http::HeaderValue::from_str(&link) {
+            response.headers_mut().insert(axum::http::header::LINK, value);
+        }
+    }
+    Ok(response)
+}
+
+/// The filter `params` ask for, or what is wrong with it.
+fn host_filter(params: &HostsParams) -> Result<HostFilter, ApiError> {
+    let tag = params
+        .tag
+        .as_deref()
+        .map(|tag| match tag.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+            _ => Err(ApiError::BadRequest(format!(
+                "tag={tag:?}: write the tag as KEY=VALUE, e.g. tag=env=prod"
+            ))),
+        })
+        .transpose()?;
+    let status = params
+        .status
+        .as_deref()
+        .map(|status| match status {
+            "up" => Ok(HostStatus::Up),
+            "silent" => Ok(HostStatus::Silent),
+            other => Err(ApiError::BadRequest(format!("status={other:?}: write up or silent"))),
+        })
+        .transpose()?;
+    Ok(HostFilter {
+        name: params.name.clone(),
+        tag,
+        status,
+    })
 }
 
 /// Refuses a host the collector has never heard from: a mistyped name must
@@ -264,7 +359,7 @@ pub async fn history(
 }
 
 /// The address of the page after `next`: `uri` with its `after` replaced.
-fn next_page(uri: &axum::http::Uri, next: HistoryCursor) -> String {
+fn next_page(uri: &axum::http::Uri, next: impl std::fmt::Display) -> String {
     let mut query: Vec<&str> = uri
         .query()
         .unwrap_or("")
