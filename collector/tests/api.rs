@@ -148,11 +148,12 @@ async fn hosts_are_filtered_and_paged_by_the_collector_and_bad_filters_refused()
     let (_, headers, rows) = support::answer(&f.app, get(Some(&f.reader), next)).await;
     assert_eq!(names(&rows), ["web-3"]);
     assert!(headers.get(header::LINK).is_none(), "the last page");
+    let (_, rows) = call(&f.app, get(Some(&f.reader), "/api/v1/hosts?tag=env&name=*-1")).await;
+    assert_eq!(names(&rows), ["db-1", "web-1"], "a tag with any value");
     // No filter: every host, as before.
     let (_, rows) = call(&f.app, get(Some(&f.reader), "/api/v1/hosts")).await;
     assert_eq!(names(&rows).len(), 4);
     for (query, says) in [
-        ("tag=env", "KEY=VALUE"),
         ("tag==prod", "KEY=VALUE"),
         ("status=down", "up or silent"),
         ("limit=0", "1 to 100000"),

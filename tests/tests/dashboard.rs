@@ -235,6 +235,16 @@ fn a_read_session_sees_a_real_listener_with_its_pid_and_the_host_as_it_was_befor
     assert!(!b.url().unwrap().contains(&f.read), "no token in the URL");
     wait_text(&b, "#hosts", "the host in the fleet table", |t| t.contains(HOST));
     b.screenshot(&shots.join("fleet.png")).unwrap();
+    // The collector filters: a glob that matches no host, then one that does.
+    b.goto(&format!("{}/#/fleet?q=no-such-*", f.collector.url)).unwrap();
+    wait_text(&b, "main", "no host matching the glob", |t| {
+        t.contains("No host matches.")
+    });
+    b.goto(&format!("{}/#/fleet?q={}&status=up", f.collector.url, HOST))
+        .unwrap();
+    wait_text(&b, "main", "the host kept by the filters", |t| {
+        t.contains("1 of 1 hosts that match") && t.contains(HOST)
+    });
 
     // A moment before the listener exists, then the listener, and a process with a hostile name.
     let before = Timestamp::now();

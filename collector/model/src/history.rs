@@ -136,8 +136,8 @@ pub enum HostStatus {
 pub struct HostFilter {
     /// A host name glob (`*` any run of characters, `?` one).
     pub name: Option<String>,
-    /// A tag the host's agent reports, with this value.
-    pub tag: Option<(String, String)>,
+    /// A tag the host's agent reports, with this value (`None`: any value).
+    pub tag: Option<(String, Option<String>)>,
     /// Only the hosts up, or only the silent ones.
     pub status: Option<HostStatus>,
 }
@@ -151,7 +151,11 @@ impl HostFilter {
             && self
                 .tag
                 .as_ref()
-                .is_none_or(|(key, value)| host.tags.get(key) == Some(value))
+                .is_none_or(|(key, value)| match (host.tags.get(key), value) {
+                    (Some(has), Some(wanted)) => has == wanted,
+                    (has, None) => has.is_some(),
+                    (None, Some(_)) => false,
+                })
             && self.status.is_none_or(|status| host.status == status)
     }
 }
@@ -283,23 +287,28 @@ mod tests {
         let all = host_page(fleet(), &HostFilter::default(), None, None);
         assert_eq!(names(&all), ["db-1", "web-1", "web-2", "web-3"]);
         assert_eq!((all.total, all.next), (4, None));
-        let filter = |name: Option<&str>, tag: Option<(&str, &str)>, status| HostFilter {
+        let filter = |name: Option<&str>, tag: Option<(&str, Option<&str>)>, status| HostFilter {
             name: name.map(str::to_owned),
-            tag: tag.map(|(k, v)| (k.to_owned(), v.to_owned())),
+            tag: tag.map(|(k, v)| (k.to_owned(), v.map(str::to_owned))),
             status,
         };
         let page = |f: HostFilter| names(&host_page(fleet(), &f, None, None)).join(" ");
         assert_eq!(page(filter(Some("web-?"), None, None)), "web-1 web-2 web-3");
         assert_eq!(page(filter(Some("*-1"), None, None)), "db-1 web-1");
-        assert_eq!(page(filter(None, Some(("env", "prod")), None)), "db-1 web-2");
+        assert_eq!(page(filter(None, Some(("env", Some("prod"))), None)), "db-1 web-2");
         assert_eq!(
-            page(filter(None, Some(("env", "")), None)),
+            page(filter(None, Some(("env", Some(""))), None)),
             "",
             "a tag's value must match"
         );
+        assert_eq!(
+            page(filter(None, Some(("env", None)), None)),
+            "db-1 web-1 web-2",
+            "any value"
+        );
         assert_eq!(page(filter(None, None, Some(HostStatus::Silent))), "db-1 web-1");
         assert_eq!(
-            page(filter(Some("web-*"), Some(("env", "prod")), Some(HostStatus::Up))),
+            page(filter(Some("web-*"), Some(("env", Some("prod"))), Some(HostStatus::Up))),
             "web-2"
         );
         assert_eq!(

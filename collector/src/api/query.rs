@@ -23,7 +23,7 @@ pub struct HostsParams {
     /// Only hosts whose name matches this glob (`*` any run of characters, `?` one).
     #[param(example = "web-*")]
     name: Option<String>,
-    /// Only hosts whose agent reports this tag with this value, as `KEY=VALUE`.
+    /// Only hosts whose agent reports this tag: `KEY=VALUE`, or `KEY` for any value.
     #[param(example = "env=prod")]
     tag: Option<String>,
     /// Only hosts `up`, or only `silent` ones.
@@ -111,11 +111,17 @@ fn host_filter(params: &HostsParams) -> Result<HostFilter, ApiError> {
     let tag = params
         .tag
         .as_deref()
-        .map(|tag| match tag.split_once('=') {
-            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-            _ => Err(ApiError::BadRequest(format!(
-                "tag={tag:?}: write the tag as KEY=VALUE, e.g. tag=env=prod"
-            ))),
+        .map(|tag| {
+            let (key, value) = match tag.split_once('=') {
+                Some((key, value)) => (key, Some(value.to_owned())),
+                None => (tag, None),
+            };
+            match key.is_empty() {
+                false => Ok((key.to_owned(), value)),
+                true => Err(ApiError::BadRequest(format!(
+                    "tag={tag:?}: write the tag as KEY=VALUE (e.g. tag=env=prod), or KEY for any value"
+                ))),
+            }
         })
         .transpose()?;
     let status = params

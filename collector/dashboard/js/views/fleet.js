@@ -1,23 +1,20 @@
 // Fleet: every host, its status, last report, open listeners and open
-// alerts by severity; filters by name glob, tag and status; a chart of the
-// fleet's open listeners over the last 24 hours.
+// alerts by severity; filters by name glob, tag and status, applied by the
+// collector, which answers a page of hosts at a time; a chart of the fleet's
+// open listeners over the last 24 hours.
 
 import * as api from '../api.js';
 import { h, put, table, note } from '../dom.js';
 import { local, ago } from '../time.js';
 import uPlot from '../../vendor/uplot/uPlot.esm.js';
 
-/** A glob (`web-*`, `db-?`) as a whole-name test. */
-export function globTest(glob) {
-  if (!glob) return () => true;
-  const re = new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
-  return (name) => re.test(name);
-}
+/** Hosts a page of the table holds; the collector filters and pages (`GET /api/v1/hosts`). */
+const PAGE = 500;
 
-function tagTest(tag) {
-  if (!tag) return () => true;
-  const [k, v] = tag.split('=', 2);
-  return (tags) => Object.prototype.hasOwnProperty.call(tags || {}, k) && (v === undefined || tags[k] === v);
+/** The `after` of a `Link: <...&after=NAME>; rel="next"` header, if any. */
+function nextAfter(link) {
+  const m = /<([^>]*)>;\s*rel="next"/.exec(link || '');
+  return m ? new URL(m[1], window.location.origin).searchParams.get('after') : null;
 }
 
 function filters(ctx) {
@@ -68,12 +65,17 @@ async function chart(box) {
 }
 
 export async function render(box, ctx) {
-  const [hosts, alerts] = await Promise.all([api.get('/hosts'), api.get('/alerts', { limit: 10000 })]);
   const p = ctx.params;
-  const byName = globTest(p.get('q'));
-  const byTag = tagTest(p.get('tag'));
-  const status = p.get('status');
-  const shown = hosts.filter((x) => byName(x.host) && byTag(x.tags) && (!status || x.status === status));
+  const wanted = { q: p.get('q') || '', tag: p.get('tag') || '', status: p.get('status') || '' };
+  const [page, alerts] = await Promise.all([
+    api.getWithHeaders('/hosts', {
+      name: wanted.q, tag: wanted.tag, status: wanted.status, limit: PAGE, after: p.get('after'),
+    }),
+    api.get('/alerts', { limit: 10000 }),
+  ]);
+  const shown = page.body;
+  const total = Number(page.headers.get('x-total-count') || shown.length);
+  const next = nextAfter(page.headers.get('link'));
   const counts = severityCounts(alerts);
   const now = Date.now();
   const columns = [
@@ -88,8 +90,13 @@ export async function render(box, ctx) {
   put(box,
     h('h1', {}, 'Fleet'),
     filters(ctx),
-    h('p', { class: 'count' }, `${shown.length} of ${hosts.length} hosts`),
+    h('p', { class: 'count' }, p.get('after')
+      ? `${shown.length} hosts after ${p.get('after')}, of ${total} that match`
+      : `${shown.length} of ${total} hosts that match`),
     shown.length ? table(columns, shown, { id: 'hosts' }) : note('No host matches.'),
+    h('nav', { class: 'pages', 'aria-label': 'Pages of hosts' },
+      p.get('after') ? h('a', { href: ctx.href('fleet', [], wanted) }, 'First page') : null,
+      next ? h('a', { href: ctx.href('fleet', [], { ...wanted, after: next }), id: 'hosts-next' }, 'Next page') : null),
     chartBox);
   chart(chartBox).catch((e) => put(chartBox, note(`No chart: ${e.message}`, 'error')));
 }
