@@ -415,6 +415,54 @@ async fn export_streams_every_interval_as_ndjson_or_csv() {
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
+#[tokio::test]
+async fn an_export_of_one_host_or_one_port_holds_only_its_intervals_and_an_unknown_host_is_a_404() {
+    let f = fixture("export-one");
+    for (host, ports) in [("web-3", &[22, 80][..]), ("db-1", &[22, 5432][..])] {
+        let report = snapshot_with(1, ago(5), facts(), ports.iter().map(|&p| sshd(p)).collect());
+        f.store.ingest(&batch(host, "s", vec![report]), ago(5)).unwrap();
+    }
+    let lines = |body: String| -> Vec<(String, u64)> {
+        body.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|r| {
+                (
+                    r["host"].as_str().unwrap().to_owned(),
+                    r["local_port"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let raw = |uri: &str| {
+        let (app, request) = (f.app.clone(), get(Some(&f.reader), uri));
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+            (status, String::from_utf8(bytes.to_vec()).unwrap())
+        }
+    };
+    let (status, body) = raw("/api/v1/export?host=db-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(lines(body), [("db-1".to_owned(), 22), ("db-1".to_owned(), 5432)]);
+    let (_, body) = raw("/api/v1/export?port=22").await;
+    let mut hosts: Vec<String> = lines(body)
+        .into_iter()
+        .map(|(h, p)| {
+            assert_eq!(p, 22);
+            h
+        })
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, ["db-1", "web-3"]);
+    let (_, body) = raw("/api/v1/export?host=web-3&port=80&format=csv").await;
+    assert_eq!(body.lines().count(), 2, "the header and web-3's tcp/80: {body}");
+    assert!(body.lines().nth(1).unwrap().starts_with("web-3,tcp,"), "{body}");
+    let (status, body) = raw("/api/v1/export?host=nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("no host"), "{body}");
+}
+
 fn request(method: &str, uri: &str, token: Option<&str>, body: Option<serde_json::Value>) -> Request<Body> {
     let mut r = Request::builder().method(method).uri(uri);
     if let Some(t) = token {

@@ -288,6 +288,24 @@ fn a_read_session_sees_a_real_listener_with_its_pid_and_the_host_as_it_was_befor
         )
         .unwrap();
     assert!(tips.as_str().unwrap().contains(&format!("pw-listen[{pid}]")), "{tips}");
+    // The view's export: this host's intervals as CSV, over the session.
+    let csv = b
+        .execute(
+            "return fetch(document.querySelector('a.export-csv').href, {credentials: 'same-origin'}).then(r => r.text())",
+            json!([]),
+        )
+        .unwrap();
+    let csv = csv.as_str().unwrap();
+    assert!(csv.starts_with("host,proto,"), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with(&format!("{HOST},tcp,ipv4,127.0.0.1,{port},"))),
+        "the listener's row: {csv}"
+    );
+    assert!(
+        csv.lines().skip(1).all(|l| l.starts_with(&format!("{HOST},"))),
+        "this host's only: {csv}"
+    );
 
     // As it was before it opened: absent; the state is in the URL.
     type_in(&b, "#at", &before.to_string());

@@ -60,3 +60,19 @@ export function table(columns, rows, attrs = {}, rowAttrs = () => ({})) {
 export function note(text, kind = 'info') {
   return h('p', { class: `note ${kind}`, role: kind === 'error' ? 'alert' : 'status' }, text);
 }
+
+/**
+ * Links that download the intervals of the current view (`GET /api/v1/export`
+ * with `params`: host, port, since, until) as CSV and as NDJSON; the session
+ * cookie goes with them.
+ */
+export function exportLinks(params) {
+  const link = (format, label) => {
+    const q = new URLSearchParams({ format });
+    for (const [k, v] of Object.entries(params)) {
+      if (v !== null && v !== undefined && v !== '') q.set(k, String(v));
+    }
+    return h('a', { href: `/api/v1/export?${q}`, download: `portwatch-export.${format}`, class: `export-${format}` }, label);
+  };
+  return h('p', { class: 'export' }, 'Export these intervals: ', link('csv', 'CSV'), ' · ', link('ndjson', 'NDJSON'));
+}

@@ -4,7 +4,7 @@
 // open listeners over the last 24 hours.
 
 import * as api from '../api.js';
-import { h, put, table, note } from '../dom.js';
+import { h, put, table, note, exportLinks } from '../dom.js';
 import { local, ago } from '../time.js';
 import uPlot from '../../vendor/uplot/uPlot.esm.js';
 
@@ -90,6 +90,7 @@ export async function render(box, ctx) {
   put(box,
     h('h1', {}, 'Fleet'),
     filters(ctx),
+    exportLinks({}),
     h('p', { class: 'count' }, p.get('after')
       ? `${shown.length} hosts after ${p.get('after')}, of ${total} that match`
       : `${shown.length} of ${total} hosts that match`),

@@ -3,7 +3,7 @@
 // between two moments. State: #/host/NAME?at=&since=&until=&from=&to=
 
 import * as api from '../api.js';
-import { h, put, table, note } from '../dom.js';
+import { h, put, table, note, exportLinks } from '../dom.js';
 import { local, parse } from '../time.js';
 import { timeline } from '../timeline.js';
 
@@ -140,6 +140,7 @@ export async function render(box, ctx) {
       h('span', { class: `status ${info.status}` }, info.status), ` · last seen ${local(info.last_seen)}`,
       info.agent_version ? ` · agent ${info.agent_version}` : '', info.os ? ` · ${info.os}` : '',
       ' · ', h('a', { href: ctx.href('alerts', [], { host: name, state: 'all' }) }, 'alerts')) : null,
+    exportLinks({ host: name, since, until }),
     atForm, error,
     h('h2', { id: 'listeners-title' }, at ? `Listeners as it was at ${local(at)}` : 'Listeners now', ` (${now.length})`),
     now.length ? listenersTable(now, 'listeners') : note(at ? 'Nothing listened then.' : 'Nothing listens now.'),

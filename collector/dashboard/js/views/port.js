@@ -3,7 +3,7 @@
 // State: #/port/P?proto=&at=&since=&until=
 
 import * as api from '../api.js';
-import { h, put, table, note } from '../dom.js';
+import { h, put, table, note, exportLinks } from '../dom.js';
 import { local, parse } from '../time.js';
 import { timeline } from '../timeline.js';
 import { address, processes } from './host.js';
@@ -70,6 +70,7 @@ export async function render(box, ctx) {
   put(box,
     h('h1', {}, `Port ${port}${proto ? `/${proto}` : ''}`),
     form(ctx, port, proto, at),
+    exportLinks({ port, since, until }),
     h('h2', {}, at ? `Held as it was at ${local(at)}` : 'Held now', ` (${who.length} listeners)`),
     who.length ? whoTable : note(at ? 'No host held it then.' : 'No host holds it now.'),
     h('h2', {}, `History, ${local(since)} to ${until ? local(until) : 'now'}`),
