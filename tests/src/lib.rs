@@ -11,6 +11,7 @@ pub mod history;
 pub mod hostile;
 pub mod prometheus;
 pub mod prune;
+pub mod render;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
