@@ -33,6 +33,8 @@ pub struct Plan {
     pub host: String,
     /// The timeline's window, in days back from now.
     pub days: u32,
+    /// Where to write a screenshot of each view after its last load (`fleet.png`, `host-timeline.png`).
+    pub screenshots: Option<PathBuf>,
 }
 
 /// One view's first renders.
@@ -109,14 +111,15 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
         .context("the fleet view after sign-in")?;
     let since = (Timestamp::now() - SignedDuration::from_hours(24 * i64::from(plan.days))).to_string();
     let views = [
-        (format!("{url}/#/fleet"), "#hosts tr"),
+        (format!("{url}/#/fleet"), "#hosts tr", "fleet.png"),
         (
             format!("{url}/#/host/{}?since={since}", plan.host),
             "#timeline rect.bar",
+            "host-timeline.png",
         ),
     ];
     let mut measured = Vec::new();
-    for (view, css) in &views {
+    for (view, css, shot) in &views {
         let mut renders = Renders::default();
         for _ in 0..plan.runs {
             // A page load each time (the session cookie stays).
@@ -124,12 +127,16 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
             b.goto(view)?;
             let answer = b.execute_async(FIRST_RENDER, json!([css]))?;
             let (Some(ms), Some(n)) = (answer[0].as_f64(), answer[1].as_u64()) else {
-                bail!("{view}: the page answered {answer}");
+                bail!("{view}: the view shows an error instead of its rows: {answer}");
             };
             renders.ms.push(ms);
             renders.drawn = n;
         }
         renders.ms.sort_by(f64::total_cmp);
+        if let Some(dir) = &plan.screenshots {
+            std::fs::create_dir_all(dir)?;
+            b.screenshot(&dir.join(shot))?;
+        }
         progress(&format!("{view}: {} loads", renders.ms.len()));
         measured.push(renders);
     }

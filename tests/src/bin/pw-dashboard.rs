@@ -33,6 +33,9 @@ struct Args {
     /// The collector binary (default: beside this one).
     #[arg(long)]
     collector: Option<PathBuf>,
+    /// Writes a screenshot of each view (fleet.png, host-timeline.png) into this directory.
+    #[arg(long)]
+    screenshots: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         runs: args.runs as usize,
         host: args.host,
         days: args.days,
+        screenshots: args.screenshots,
     };
     match render::run(&plan, &mut |line| eprintln!("pw-dashboard: {line}")) {
         Ok(outcome) => {
