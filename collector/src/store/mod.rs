@@ -10,6 +10,7 @@
 //! on a blocking thread (`tokio::task::spawn_blocking`).
 
 pub mod sqlite;
+pub(crate) mod stored;
 
 use jiff::Timestamp;
 use portwatch_common::wire::{Ack, Batch};

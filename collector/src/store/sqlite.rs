@@ -81,22 +81,23 @@
 //! 12-17 ms, of a port no host uses under 0.1 ms; `listeners_at` and `history` of
 //! a host under 1 ms.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use portwatch_common::wire::{Ack, Batch, ReportBody};
-use portwatch_common::{Exposure, Family, IdentityFields, Listener, Process, Proto};
+use portwatch_common::{Listener, Proto};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 
 use portwatch_model::baseline::{BaselineAction, BaselineLogRow, StoredBaseline};
-use portwatch_model::{
-    AlertEvent, AlertRow, AlertState, Finding, HistoryCursor, HistoryWindow, HostRow, ListenerRow, Role,
-};
+use portwatch_model::{AlertEvent, AlertRow, AlertState, Finding, HistoryCursor, HistoryWindow, HostRow, ListenerRow};
 
+use super::stored::{
+    corrupt, from_bits, proto_code, proto_from, read_varint, timestamp, to_bits, IntervalKey, Order, ProgramRef,
+    RawHost, RawToken, StoredProgram, HOST_COLUMNS, INTERVAL_KEY_COLUMNS, PROGRAM_PROBE, TOKEN_COLUMNS,
+};
 use super::{
     AckOutcome, Alerts, Baselines, HistoryReads, HistoryWrites, IngestDone, Maintenance, Outbox, Rotated, StoreError,
     TokenRow, Tokens,
@@ -108,7 +109,7 @@ mod policy;
 mod prune;
 mod read;
 
-use read::{HostCache, IntervalReader, Order, INTERVAL_COLUMNS};
+use read::{HostCache, IntervalReader, INTERVAL_COLUMNS};
 
 /// The migrations, in order: entry `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -343,30 +344,10 @@ impl SqliteStore {
 
     /// Every host, or the one named `name`, with its status as of `now`.
     fn hosts_named(&self, name: Option<&str>, now: Timestamp) -> Result<Vec<HostRow>, StoreError> {
-        struct RawHost {
-            name: String,
-            first_seen: i64,
-            last_seen: i64,
-            agent_version: Option<String>,
-            interval_ms: i64,
-            os: Option<String>,
-            kernel: Option<String>,
-            boot_time: Option<i64>,
-            tags: String,
-            dropped: i64,
-            listeners: i64,
-            clock_skew_ms: Option<i64>,
-            clock_skew_at: Option<i64>,
-            detection: Option<String>,
-        }
         let raws = self.read(|conn| {
-            const COLUMNS: &str = "h.name, h.first_seen, h.last_seen, h.agent_version, h.interval_ms, h.os, \
-                 h.kernel, h.boot_time, h.tags, h.dropped_reports, \
-                 (SELECT count(*) FROM intervals i WHERE i.host_id = h.id AND i.closed_at IS NULL), \
-                 h.clock_skew_ms, h.clock_skew_at, h.detection";
             let mut stmt = match name {
-                None => conn.prepare_cached(&format!("SELECT {COLUMNS} FROM hosts h ORDER BY h.name")),
-                Some(_) => conn.prepare_cached(&format!("SELECT {COLUMNS} FROM hosts h WHERE h.name = ?1")),
+                None => conn.prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts h ORDER BY h.name")),
+                Some(_) => conn.prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts h WHERE h.name = ?1")),
             }
             .map_err(db)?;
             let params: &[&dyn rusqlite::ToSql] = match &name {
@@ -395,35 +376,7 @@ impl SqliteStore {
                 .map_err(db)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
         })?;
-        let now = now.as_millisecond();
-        raws.into_iter()
-            .map(|raw| {
-                let interval_ms = from_bits(raw.interval_ms);
-                let status = history::status(now, raw.last_seen, interval_ms);
-                let tags: BTreeMap<String, String> = serde_json::from_str(&raw.tags)
-                    .map_err(|e| corrupt(format_args!("tags of host {}: {e}", raw.name)))?;
-                Ok(HostRow {
-                    status,
-                    first_seen: timestamp(raw.first_seen)?,
-                    last_seen: timestamp(raw.last_seen)?,
-                    agent_version: raw.agent_version,
-                    interval_ms,
-                    os: raw.os,
-                    kernel: raw.kernel,
-                    boot_time: raw.boot_time.map(timestamp).transpose()?,
-                    tags,
-                    listeners: from_bits(raw.listeners),
-                    dropped_reports: from_bits(raw.dropped),
-                    clock_skew_ms: raw.clock_skew_ms,
-                    clock_skew_at: raw.clock_skew_at.map(timestamp).transpose()?,
-                    clock_skewed: raw
-                        .clock_skew_ms
-                        .is_some_and(|skew| clock::beyond_tolerance(skew, self.clock.tolerance)),
-                    detection: raw.detection,
-                    host: raw.name,
-                })
-            })
-            .collect()
+        raws.into_iter().map(|raw| raw.into_row(now, &self.clock)).collect()
     }
 
     /// The id of host `name`, if it ever reported.
@@ -612,11 +565,6 @@ fn no_space_left(path: &Path) -> bool {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     rustix::fs::statvfs(dir).is_ok_and(|fs| fs.f_bavail == 0)
-}
-
-/// A value read back from the database that this build cannot understand.
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(format!("unexpected value in the database: {what}"))
 }
 
 impl HistoryWrites for SqliteStore {
@@ -832,7 +780,7 @@ impl Tokens for SqliteStore {
     fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
         let raw = self.read(|conn| {
             conn.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"))
-                .and_then(|mut stmt| stmt.query_row([hash], RawToken::from_row).optional())
+                .and_then(|mut stmt| stmt.query_row([hash], raw_token).optional())
                 .map_err(db)
         })?;
         raw.map(RawToken::into_row).transpose()
@@ -845,7 +793,7 @@ impl Tokens for SqliteStore {
                     "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY name, created_at, id"
                 ))
                 .map_err(db)?;
-            let rows = stmt.query_map([], RawToken::from_row).map_err(db)?;
+            let rows = stmt.query_map([], raw_token).map_err(db)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
         })?;
         raws.into_iter().map(RawToken::into_row).collect()
@@ -1031,9 +979,6 @@ impl Maintenance for SqliteStore {
     }
 }
 
-/// The columns a [`RawToken`] is read from.
-const TOKEN_COLUMNS: &str = "name, role, host, hash, created_at, revoked_at";
-
 /// The tokens named `name` that authenticate at `at`, oldest first.
 fn valid_tokens(conn: &Connection, name: &str, at: Timestamp) -> Result<Vec<TokenRow>, StoreError> {
     let raws = conn
@@ -1042,7 +987,7 @@ fn valid_tokens(conn: &Connection, name: &str, at: Timestamp) -> Result<Vec<Toke
              ORDER BY created_at, id"
         ))
         .and_then(|mut stmt| {
-            stmt.query_map(params![name, at.as_millisecond()], RawToken::from_row)?
+            stmt.query_map(params![name, at.as_millisecond()], raw_token)?
                 .collect::<Result<Vec<_>, _>>()
         })
         .map_err(db)?;
@@ -1191,17 +1136,8 @@ fn checkpoint_idle(writer: &Mutex<Writer>) {
 const FIND_PROGRAM_SQL: &str = "SELECT id, hash, name, exe, cmdline, uid, user, container, unit FROM programs
      WHERE hash BETWEEN ?1 AND ?2 ORDER BY hash";
 
-/// How many slots from its hash a program may be in.
-const PROGRAM_PROBE: i64 = 8;
-
 /// The open interval of a host with a given key. Pinned to `intervals_by_host`: without statistics
 /// the planner may take `intervals_by_port`, whose open range spans the fleet.
-/// The columns of an interval's key ([`IntervalKey`], in its order): a
-/// listener's identity as stored, every field of it
-/// ([`Listener::identity_fields`]) with the owners encoded. The queries that
-/// find, reconcile and insert intervals are built from this one list.
-const INTERVAL_KEY_COLUMNS: &str = "netns, proto, family, addr, port, inode, uid, user, exposure, dual_stack, owners";
-
 /// The open interval of a host with a given key (`?1` the host, `?2`... the
 /// key's columns, compared null-safe with `IS`).
 static FIND_OPEN_SQL: LazyLock<String> = LazyLock::new(|| {
@@ -1592,80 +1528,6 @@ mod parts {
     }
 }
 
-/// A listener as stored: every field of [`Listener`], with its processes as
-/// the encoded owner list. Two listeners are equal exactly when their keys
-/// are (programs are stored once per content).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct IntervalKey {
-    netns: i64,
-    proto: i64,
-    family: i64,
-    addr: Vec<u8>,
-    port: u16,
-    inode: i64,
-    uid: u32,
-    user: Option<Arc<str>>,
-    exposure: i64,
-    dual_stack: bool,
-    owners: Vec<u8>,
-}
-
-/// A process's identity without its pid, borrowed from a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct ProgramRef<'b> {
-    name: &'b str,
-    exe: Option<&'b str>,
-    cmdline: Option<&'b str>,
-    uid: Option<u32>,
-    user: Option<&'b str>,
-    container: Option<&'b str>,
-    unit: Option<&'b str>,
-}
-
-impl<'b> ProgramRef<'b> {
-    fn of(process: &'b Process) -> ProgramRef<'b> {
-        ProgramRef {
-            name: &process.name,
-            exe: process.exe.as_deref(),
-            cmdline: process.cmdline.as_deref(),
-            uid: process.uid,
-            user: process.user.as_deref(),
-            container: process.container.as_deref(),
-            unit: process.unit.as_deref(),
-        }
-    }
-
-    /// FNV-1a 64 over a length-prefixed encoding of every field: the
-    /// program's first slot in `programs.hash` (see `0011_program_slots.sql`);
-    /// changing it needs a migration that rehashes.
-    fn hash(&self) -> u64 {
-        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const PRIME: u64 = 0x0000_0100_0000_01b3;
-        let mut hash = OFFSET;
-        let mut feed = |bytes: &[u8]| {
-            for &byte in bytes {
-                hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
-            }
-        };
-        let mut text = |value: Option<&str>| match value {
-            None => feed(&[0]),
-            Some(s) => {
-                feed(&[1]);
-                feed(&(s.len() as u64).to_le_bytes());
-                feed(s.as_bytes());
-            }
-        };
-        text(Some(self.name));
-        text(self.exe);
-        text(self.cmdline);
-        text(self.uid.map(|uid| uid.to_string()).as_deref());
-        text(self.user);
-        text(self.container);
-        text(self.unit);
-        hash
-    }
-}
-
 /// Writes one host's intervals within a batch's transaction.
 struct HostWriter<'c, 'b> {
     tx: &'c Connection,
@@ -1759,42 +1621,7 @@ impl<'c, 'b> HostWriter<'c, 'b> {
     /// The key of `listener`; `None` when a program of it is not stored and
     /// `store` is false.
     fn key(&mut self, listener: &'b Listener, store: bool) -> Result<Option<IntervalKey>, StoreError> {
-        // Every field, by name (no `..`): a field added to `Listener` stops
-        // the build here until it is stored (see `Listener::identity_fields`).
-        let IdentityFields {
-            netns,
-            proto,
-            family,
-            local_addr,
-            local_port,
-            inode,
-            uid,
-            user,
-            exposure,
-            dual_stack,
-            processes,
-        } = listener.identity_fields();
-        let mut owners = Vec::with_capacity(processes.len() * 6);
-        for process in processes {
-            let Some(program) = self.program_id(ProgramRef::of(process), store)? else {
-                return Ok(None);
-            };
-            push_varint(&mut owners, u64::from(process.pid));
-            push_varint(&mut owners, from_bits(program));
-        }
-        Ok(Some(IntervalKey {
-            netns: to_bits(netns),
-            proto: proto_code(proto),
-            family: family_code(family),
-            addr: addr_bytes(local_addr),
-            port: local_port,
-            inode: to_bits(inode),
-            uid,
-            user: user.cloned(),
-            exposure: exposure_code(exposure),
-            dual_stack,
-            owners,
-        }))
+        IntervalKey::of(listener, |program| self.program_id(program, store))
     }
 
     /// The id of `program`, stored first if new and `store` is true.
@@ -1813,15 +1640,16 @@ impl<'c, 'b> HostWriter<'c, 'b> {
                 let mut rows = stmt.query(params![natural, last]).map_err(db)?;
                 while let Some(row) = rows.next().map_err(db)? {
                     let (id, slot): (i64, i64) = (row.get(0).map_err(db)?, row.get(1).map_err(db)?);
-                    let text = |i: usize| row.get::<_, Option<String>>(i).map_err(db);
-                    let same = Some(program.name) == text(2)?.as_deref()
-                        && program.exe == text(3)?.as_deref()
-                        && program.cmdline == text(4)?.as_deref()
-                        && program.uid.map(i64::from) == row.get::<_, Option<i64>>(5).map_err(db)?
-                        && program.user == text(6)?.as_deref()
-                        && program.container == text(7)?.as_deref()
-                        && program.unit == text(8)?.as_deref();
-                    if same {
+                    let stored = StoredProgram {
+                        name: row.get(2).map_err(db)?,
+                        exe: row.get(3).map_err(db)?,
+                        cmdline: row.get(4).map_err(db)?,
+                        uid: row.get(5).map_err(db)?,
+                        user: row.get(6).map_err(db)?,
+                        container: row.get(7).map_err(db)?,
+                        unit: row.get(8).map_err(db)?,
+                    };
+                    if program.is(&stored) {
                         self.programs.insert(program, id);
                         return Ok(Some(id));
                     }
@@ -1941,146 +1769,16 @@ impl<'c, 'b> HostWriter<'c, 'b> {
     }
 }
 
-/// A token row as read, before decoding.
-struct RawToken {
-    name: String,
-    role: String,
-    host: Option<String>,
-    hash: String,
-    created_at: i64,
-    revoked_at: Option<i64>,
-}
-
-impl RawToken {
-    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawToken> {
-        Ok(RawToken {
-            name: r.get(0)?,
-            role: r.get(1)?,
-            host: r.get(2)?,
-            hash: r.get(3)?,
-            created_at: r.get(4)?,
-            revoked_at: r.get(5)?,
-        })
-    }
-
-    fn into_row(self) -> Result<TokenRow, StoreError> {
-        let role = Role::parse(&self.role)
-            .ok_or_else(|| corrupt(format_args!("role {:?} of token {}", self.role, self.name)))?;
-        Ok(TokenRow {
-            name: self.name,
-            role,
-            host: self.host,
-            hash: self.hash,
-            created_at: timestamp(self.created_at)?,
-            revoked_at: self.revoked_at.map(timestamp).transpose()?,
-        })
-    }
-}
-
-/// A u64 as the i64 with the same bits (SQLite integers are signed).
-fn to_bits(value: u64) -> i64 {
-    value as i64
-}
-
-/// The u64 stored by [`to_bits`].
-fn from_bits(value: i64) -> u64 {
-    value as u64
-}
-
-fn timestamp(ms: i64) -> Result<Timestamp, StoreError> {
-    Timestamp::from_millisecond(ms).map_err(|e| corrupt(format_args!("time {ms}: {e}")))
-}
-
-fn proto_code(proto: Proto) -> i64 {
-    match proto {
-        Proto::Tcp => 6,
-        Proto::Udp => 17,
-    }
-}
-
-fn proto_from(code: i64) -> Result<Proto, StoreError> {
-    match code {
-        6 => Ok(Proto::Tcp),
-        17 => Ok(Proto::Udp),
-        _ => Err(corrupt(format_args!("protocol {code}"))),
-    }
-}
-
-fn family_code(family: Family) -> i64 {
-    match family {
-        Family::Ipv4 => 4,
-        Family::Ipv6 => 6,
-    }
-}
-
-fn family_from(code: i64) -> Result<Family, StoreError> {
-    match code {
-        4 => Ok(Family::Ipv4),
-        6 => Ok(Family::Ipv6),
-        _ => Err(corrupt(format_args!("address family {code}"))),
-    }
-}
-
-fn exposure_code(exposure: Exposure) -> i64 {
-    match exposure {
-        Exposure::Loopback => 0,
-        Exposure::Wildcard => 1,
-        Exposure::Specific => 2,
-    }
-}
-
-fn exposure_from(code: i64) -> Result<Exposure, StoreError> {
-    match code {
-        0 => Ok(Exposure::Loopback),
-        1 => Ok(Exposure::Wildcard),
-        2 => Ok(Exposure::Specific),
-        _ => Err(corrupt(format_args!("exposure {code}"))),
-    }
-}
-
-fn addr_bytes(addr: IpAddr) -> Vec<u8> {
-    match addr {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    }
-}
-
-fn addr_from(bytes: &[u8]) -> Result<IpAddr, StoreError> {
-    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
-        Ok(IpAddr::V4(Ipv4Addr::from(v4)))
-    } else if let Ok(v6) = <[u8; 16]>::try_from(bytes) {
-        Ok(IpAddr::V6(Ipv6Addr::from(v6)))
-    } else {
-        Err(corrupt(format_args!("address of {} bytes", bytes.len())))
-    }
-}
-
-/// Appends `value` as an unsigned LEB128 varint.
-fn push_varint(out: &mut Vec<u8>, mut value: u64) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// Reads an unsigned LEB128 varint at `pos`, advancing it; `None` when the
-/// bytes end early or it is longer than a u64.
-fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
+/// A `tokens` row selected as [`TOKEN_COLUMNS`].
+fn raw_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawToken> {
+    Ok(RawToken {
+        name: r.get(0)?,
+        role: r.get(1)?,
+        host: r.get(2)?,
+        hash: r.get(3)?,
+        created_at: r.get(4)?,
+        revoked_at: r.get(5)?,
+    })
 }
 
 #[cfg(test)]
@@ -2090,9 +1788,11 @@ mod tests {
     use std::sync::Arc;
 
     use portwatch_common::wire::Report;
+    use portwatch_common::Process;
     use portwatch_fixtures::{
         ack, batch, delta, heartbeat, owned, part, ports, process, snapshot, spans, telnet, ts, YEAR,
     };
+    use portwatch_model::Role;
 
     use super::*;
 
@@ -3119,21 +2819,6 @@ mod tests {
             !corrupt.retry_helps() && corrupt.to_string().contains("backup"),
             "{corrupt}"
         );
-    }
-
-    #[test]
-    fn varints_round_trip() {
-        let mut buf = Vec::new();
-        let values = [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX];
-        for v in values {
-            push_varint(&mut buf, v);
-        }
-        let mut pos = 0;
-        for v in values {
-            assert_eq!(read_varint(&buf, &mut pos), Some(v));
-        }
-        assert_eq!(read_varint(&buf, &mut pos), None);
-        assert_eq!(read_varint(&[0x80], &mut 0), None);
     }
 
     /// Informational: bytes of database file per stored listener change.

@@ -5,14 +5,12 @@ use std::collections::HashSet;
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{corrupt, db, timestamp, SqliteStore, Synchronous};
+use super::{db, SqliteStore, Synchronous};
 use crate::lifecycle::{self, cap};
+use crate::store::stored::{corrupt, outbox_event, timestamp, RawAlert, ALERT_COLUMNS};
 use crate::store::{AckOutcome, SinkProgress, StoreError};
 use portwatch_model::{AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, StoredBaseline};
-use portwatch_model::{Finding, Kind, Severity};
-
-const ALERT_COLUMNS: &str = "id, key, kind, severity, host, message, state, opened_at, acked_at, acked_by, \
-     ack_comment, resolved_at, finding";
+use portwatch_model::{Finding, Kind};
 
 impl SqliteStore {
     pub(super) fn put_baseline_impl(
@@ -153,7 +151,7 @@ impl SqliteStore {
                         "SELECT {ALERT_COLUMNS} FROM alerts INDEXED BY alerts_active_by_host WHERE state != 'resolved'"
                     ))
                     .map_err(db)?;
-                for raw in stmt.query_map([], RawAlert::from_row).map_err(db)? {
+                for raw in stmt.query_map([], raw_alert).map_err(db)? {
                     keep(raw)?;
                 }
             } else {
@@ -164,7 +162,7 @@ impl SqliteStore {
                     ))
                     .map_err(db)?;
                 for host in hosts {
-                    for raw in stmt.query_map([host], RawAlert::from_row).map_err(db)? {
+                    for raw in stmt.query_map([host], raw_alert).map_err(db)? {
                         keep(raw)?;
                     }
                 }
@@ -241,7 +239,7 @@ impl SqliteStore {
                 ))
                 .map_err(db)?;
             let rows = stmt
-                .query_map(params![state.map(AlertState::as_str), host, limit], RawAlert::from_row)
+                .query_map(params![state.map(AlertState::as_str), host, limit], raw_alert)
                 .map_err(db)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
         })?;
@@ -442,19 +440,6 @@ fn write_state(tx: &Connection, alert: &AlertRow) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// An outbox row as the sinks get it. A row this build cannot read (written
-/// by another version) is handed on as such: the sink logs it and moves
-/// past it, rather than stopping at it.
-fn outbox_event((id, event, alert): (i64, String, String)) -> crate::store::OutboxEvent {
-    let parsed = serde_json::from_str::<AlertRow>(&alert)
-        .map_err(|e| format!("alert event {id} cannot be read by this collector: {e}"))
-        .and_then(|alert| {
-            AlertEvent::from_name(&event, alert)
-                .ok_or_else(|| format!("alert event {id} has an unknown kind {event:?}"))
-        });
-    (id, parsed)
-}
-
 /// Adds `event` to the outbox, in the transaction that made it.
 fn record(tx: &Connection, event: &AlertEvent, at: Timestamp) -> Result<(), StoreError> {
     let alert = event.alert();
@@ -488,71 +473,29 @@ fn alert_by_id(conn: &Connection, id: i64) -> Result<AlertRow, StoreError> {
 
 fn find_alert(conn: &Connection, id: i64) -> Result<Option<AlertRow>, StoreError> {
     conn.prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"))
-        .and_then(|mut stmt| stmt.query_row([id], RawAlert::from_row).optional())
+        .and_then(|mut stmt| stmt.query_row([id], raw_alert).optional())
         .map_err(db)?
         .map(RawAlert::into_row)
         .transpose()
 }
 
-/// An `alerts` row as stored.
-struct RawAlert {
-    id: i64,
-    key: String,
-    kind: String,
-    severity: String,
-    host: String,
-    message: String,
-    state: String,
-    opened_at: i64,
-    acked_at: Option<i64>,
-    acked_by: Option<String>,
-    ack_comment: Option<String>,
-    resolved_at: Option<i64>,
-    finding: String,
-}
-
-impl RawAlert {
-    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawAlert> {
-        Ok(RawAlert {
-            id: r.get(0)?,
-            key: r.get(1)?,
-            kind: r.get(2)?,
-            severity: r.get(3)?,
-            host: r.get(4)?,
-            message: r.get(5)?,
-            state: r.get(6)?,
-            opened_at: r.get(7)?,
-            acked_at: r.get(8)?,
-            acked_by: r.get(9)?,
-            ack_comment: r.get(10)?,
-            resolved_at: r.get(11)?,
-            finding: r.get(12)?,
-        })
-    }
-
-    fn into_row(self) -> Result<AlertRow, StoreError> {
-        let kind = Kind::parse(&self.kind).ok_or_else(|| corrupt(format!("alert kind {:?}", self.kind)))?;
-        let severity =
-            Severity::parse(&self.severity).ok_or_else(|| corrupt(format!("alert severity {:?}", self.severity)))?;
-        let state = AlertState::parse(&self.state).ok_or_else(|| corrupt(format!("alert state {:?}", self.state)))?;
-        let finding: Finding =
-            serde_json::from_str(&self.finding).map_err(|e| corrupt(format!("alert {} finding: {e}", self.id)))?;
-        Ok(AlertRow {
-            id: self.id,
-            key: self.key,
-            kind,
-            severity,
-            host: self.host,
-            message: self.message,
-            state,
-            opened_at: timestamp(self.opened_at)?,
-            acked_at: self.acked_at.map(timestamp).transpose()?,
-            acked_by: self.acked_by,
-            ack_comment: self.ack_comment,
-            resolved_at: self.resolved_at.map(timestamp).transpose()?,
-            finding,
-        })
-    }
+/// An `alerts` row selected as [`ALERT_COLUMNS`].
+fn raw_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawAlert> {
+    Ok(RawAlert {
+        id: r.get(0)?,
+        key: r.get(1)?,
+        kind: r.get(2)?,
+        severity: r.get(3)?,
+        host: r.get(4)?,
+        message: r.get(5)?,
+        state: r.get(6)?,
+        opened_at: r.get(7)?,
+        acked_at: r.get(8)?,
+        acked_by: r.get(9)?,
+        ack_comment: r.get(10)?,
+        resolved_at: r.get(11)?,
+        finding: r.get(12)?,
+    })
 }
 
 #[cfg(test)]

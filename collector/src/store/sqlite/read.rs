@@ -7,16 +7,18 @@
 //! where SQLite holds them, and a program's strings are shared by every row
 //! that names it.
 
-use std::net::IpAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use jiff::Timestamp;
-use portwatch_common::{Listener, Process, Proto};
+use portwatch_common::{Listener, Process};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::{addr_from, corrupt, db, exposure_from, family_from, from_bits, proto_from, read_varint, timestamp};
+use super::db;
+use crate::store::stored::{
+    addr_from, corrupt, exposure_from, family_from, from_bits, owner_pairs, proto_from, sort_rows, timestamp, Order,
+    StoredProgram,
+};
 use crate::store::StoreError;
 use portwatch_model::ListenerRow;
 
@@ -191,18 +193,8 @@ impl<'c> IntervalReader<'c> {
             .into_iter()
             .map(|id| self.rank(id))
             .collect::<Result<Vec<u32>, _>>()?;
-        let mut perm: Vec<usize> = (0..rows.len()).collect();
-        // Every key ends with the row's index: an unstable sort keeps ties in order.
-        match order {
-            Order::Listener => perm.sort_unstable_by_key(|&i| (listener_key(&rows[i]), i)),
-            Order::Opened => perm.sort_unstable_by_key(|&i| (rows[i].opened_at, listener_key(&rows[i]), i)),
-            Order::Host => perm.sort_unstable_by_key(|&i| (ranks[i], listener_key(&rows[i]), i)),
-        }
-        let sorted_ranks: Vec<u32> = perm.iter().map(|&i| ranks[i]).collect();
-        permute(&mut rows, perm);
-        for (row, rank) in rows.iter_mut().zip(sorted_ranks) {
-            row.host = Arc::clone(self.hosts.name(rank));
-        }
+        let hosts = &self.hosts;
+        sort_rows(&mut rows, &ranks, order, |rank| Arc::clone(hosts.name(rank)));
         Ok(rows)
     }
 
@@ -231,19 +223,14 @@ impl<'c> IntervalReader<'c> {
 
     /// The owner list: (pid, program id) varint pairs.
     fn owners(&mut self, bytes: &[u8], host_id: i64) -> Result<Vec<Process>, StoreError> {
-        let mut processes = Vec::new();
-        let mut pos = 0;
-        while pos < bytes.len() {
-            let pid = read_varint(bytes, &mut pos).and_then(|pid| u32::try_from(pid).ok());
-            let program = read_varint(bytes, &mut pos).map(super::to_bits);
-            let (Some(pid), Some(program)) = (pid, program) else {
-                return Err(corrupt(format_args!("owner list of a listener of host {host_id}")));
-            };
-            let mut process = self.program(program)?;
-            process.pid = pid;
-            processes.push(process);
-        }
-        Ok(processes)
+        owner_pairs(bytes, host_id)?
+            .into_iter()
+            .map(|(pid, program)| {
+                let mut process = self.program(program)?;
+                process.pid = pid;
+                Ok(process)
+            })
+            .collect()
     }
 
     /// Program `id` as a process with pid 0.
@@ -256,8 +243,7 @@ impl<'c> IntervalReader<'c> {
             .prepare_cached("SELECT name, exe, cmdline, uid, user, container, unit FROM programs WHERE id = ?1")
             .and_then(|mut stmt| {
                 stmt.query_row([id], |r| {
-                    Ok(Process {
-                        pid: 0,
+                    Ok(StoredProgram {
                         name: r.get(0)?,
                         exe: r.get(1)?,
                         cmdline: r.get(2)?,
@@ -270,7 +256,8 @@ impl<'c> IntervalReader<'c> {
                 .optional()
             })
             .map_err(db)?
-            .ok_or_else(|| corrupt(format_args!("program {id} is referenced but missing")))?;
+            .ok_or_else(|| corrupt(format_args!("program {id} is referenced but missing")))?
+            .into_process()?;
         self.programs.insert(id, process.clone());
         Ok(process)
     }
@@ -284,84 +271,5 @@ fn blob<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r [u8], StoreError> 
             "column {i} of an interval is {:?}",
             other.data_type()
         ))),
-    }
-}
-
-/// The order of listeners on one host: port, proto, address, then the rest
-/// of what tells two apart, then when it opened.
-type ListenerKey = (u16, Proto, IpAddr, u64, u64, Timestamp);
-
-fn listener_key(row: &ListenerRow) -> ListenerKey {
-    let l = &row.listener;
-    (l.local_port, l.proto, l.local_addr, l.netns, l.inode, row.opened_at)
-}
-
-/// How the rows of an interval answer are ordered.
-#[derive(Clone, Copy)]
-pub(super) enum Order {
-    /// A host's listeners: port, proto, address, then the rest.
-    Listener,
-    /// By the time they opened, then as [`Order::Listener`].
-    Opened,
-    /// By host name, then as [`Order::Listener`].
-    Host,
-}
-
-/// Puts `rows[perm[i]]` at `i`, in place: each cycle of the permutation is
-/// followed once, so a fleet-wide answer (thousands of rows of a few hundred
-/// bytes) is neither copied whole nor moved log2(n) times by a sort.
-fn permute<T>(rows: &mut [T], mut perm: Vec<usize>) {
-    const DONE: usize = usize::MAX;
-    for start in 0..rows.len() {
-        let mut at = start;
-        while perm[at] != DONE {
-            let from = std::mem::replace(&mut perm[at], DONE);
-            if from == start {
-                break;
-            }
-            rows.swap(at, from);
-            at = from;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::permute;
-
-    #[test]
-    fn permute_puts_each_row_where_the_permutation_says() {
-        // Every permutation of up to 6 elements, and some larger ones made by a fixed LCG.
-        fn all(n: usize) -> Vec<Vec<usize>> {
-            if n == 0 {
-                return vec![vec![]];
-            }
-            let mut out = Vec::new();
-            for p in all(n - 1) {
-                for at in 0..n {
-                    let mut q = p.clone();
-                    q.insert(at, n - 1);
-                    out.push(q);
-                }
-            }
-            out
-        }
-        let mut cases: Vec<Vec<usize>> = (0..=6).flat_map(all).collect();
-        let mut seed = 7u64;
-        for n in [100, 1000] {
-            let mut p: Vec<usize> = (0..n).collect();
-            for i in (1..n).rev() {
-                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                p.swap(i, (seed >> 33) as usize % (i + 1));
-            }
-            cases.push(p);
-        }
-        for perm in cases {
-            let rows: Vec<String> = (0..perm.len()).map(|i| format!("row {i}")).collect();
-            let want: Vec<String> = perm.iter().map(|&i| rows[i].clone()).collect();
-            let mut got = rows.clone();
-            permute(&mut got, perm.clone());
-            assert_eq!(got, want, "{perm:?}");
-        }
     }
 }
