@@ -9,6 +9,7 @@
 //! Every method is synchronous and may block on I/O: async callers run them
 //! on a blocking thread (`tokio::task::spawn_blocking`).
 
+pub mod postgres;
 pub mod sqlite;
 pub(crate) mod stored;
 

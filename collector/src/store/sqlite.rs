@@ -109,7 +109,8 @@ mod policy;
 mod prune;
 mod read;
 
-use read::{HostCache, IntervalReader, INTERVAL_COLUMNS};
+use super::stored::HostCache;
+use read::{IntervalReader, INTERVAL_COLUMNS};
 
 /// The migrations, in order: entry `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[

@@ -7,11 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use jiff::Timestamp;
 use portwatch_common::{Exposure, Family, IdentityFields, Listener, Process, Proto};
 use portwatch_model::{AlertEvent, AlertRow, AlertState, Finding, HostRow, Kind, ListenerRow, Role, Severity};
+use rustc_hash::FxHashMap;
 
 use super::{OutboxEvent, StoreError, TokenRow};
 use crate::clock;
@@ -255,7 +256,7 @@ impl StoredProgram {
 /// ([`Listener::identity_fields`]) with the owners encoded. The queries that
 /// find, reconcile and insert intervals are built from this one list.
 pub(crate) const INTERVAL_KEY_COLUMNS: &str =
-    "netns, proto, family, addr, port, inode, uid, user, exposure, dual_stack, owners";
+    r#"netns, proto, family, addr, port, inode, uid, "user", exposure, dual_stack, owners"#;
 
 /// A listener as stored: every field of [`Listener`], with its processes as
 /// the encoded owner list. Two listeners are equal exactly when their keys
@@ -460,6 +461,111 @@ impl RawHost {
             detection: self.detection,
             host: self.name,
         })
+    }
+}
+
+/// Every host's name by id, and its place in name order: how interval
+/// answers name their hosts without a join per row.
+///
+/// Hosts are never renamed, so an entry goes stale only when its host is
+/// forgotten (`forget_host`), which clears the cache once it has committed
+/// (the forgotten id may be given to the next new host); a host registered
+/// after the snapshot was taken is read on first sight (with every other
+/// new one) into a new snapshot. Where ids may become visible out of order
+/// (several writers), a backend reads the ids it misses by id, not only
+/// those above [`HostNames::max_id`].
+#[derive(Default)]
+pub(crate) struct HostNames {
+    /// Host id to its rank: its place in name order.
+    ranks: FxHashMap<i64, u32>,
+    /// The names in name order (allocated in that order too, so naming a
+    /// sorted answer reads them in sequence).
+    names: Vec<Arc<str>>,
+    /// The greatest id read.
+    max_id: i64,
+}
+
+impl HostNames {
+    /// This snapshot plus the hosts `added` (id, name); those it knows already are skipped.
+    fn with(&self, added: Vec<(i64, String)>) -> Result<HostNames, StoreError> {
+        let added: Vec<(i64, String)> = added
+            .into_iter()
+            .filter(|(id, _)| !self.ranks.contains_key(id))
+            .collect();
+        let mut all: Vec<(i64, &str)> = self
+            .ranks
+            .iter()
+            .map(|(&id, &rank)| (id, &*self.names[rank as usize]))
+            .chain(added.iter().map(|(id, name)| (*id, name.as_str())))
+            .collect();
+        all.sort_unstable_by(|a, b| a.1.cmp(b.1));
+        let mut ranks = FxHashMap::default();
+        ranks.reserve(all.len());
+        let mut names = Vec::with_capacity(all.len());
+        for (rank, (id, name)) in all.iter().enumerate() {
+            let rank = u32::try_from(rank).map_err(|_| corrupt("more than 4 billion hosts"))?;
+            ranks.insert(*id, rank);
+            names.push(Arc::from(*name));
+        }
+        let max_id = added.iter().map(|(id, _)| *id).fold(self.max_id, i64::max);
+        Ok(HostNames { ranks, names, max_id })
+    }
+
+    /// The place of host `id` in name order, if known.
+    pub(crate) fn rank(&self, id: i64) -> Option<u32> {
+        self.ranks.get(&id).copied()
+    }
+
+    /// The name of the host at `rank`.
+    pub(crate) fn name(&self, rank: u32) -> &Arc<str> {
+        &self.names[rank as usize]
+    }
+
+    /// The greatest id known.
+    pub(crate) fn max_id(&self) -> i64 {
+        self.max_id
+    }
+}
+
+/// The shared cache of [`HostNames`]: readers take the current snapshot and
+/// replace it when they meet a host it does not know.
+#[derive(Default)]
+pub(crate) struct HostCache(RwLock<Arc<HostNames>>);
+
+impl HostCache {
+    /// Forgets every name (a host was deleted): the next read reads them again.
+    pub(crate) fn clear(&self) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::default();
+    }
+
+    /// The current snapshot.
+    pub(crate) fn current(&self) -> Arc<HostNames> {
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The current snapshot, extended first unless it already knows host
+    /// `id`: `fetch` is given the greatest id known and returns the hosts
+    /// (id, name) above it, read where host `id` is visible.
+    pub(crate) fn knowing(
+        &self,
+        id: i64,
+        fetch: impl FnOnce(i64) -> Result<Vec<(i64, String)>, StoreError>,
+    ) -> Result<Arc<HostNames>, StoreError> {
+        let mut shared = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if shared.rank(id).is_none() {
+            let added = fetch(shared.max_id)?;
+            *shared = Arc::new(shared.with(added)?);
+        }
+        Ok(Arc::clone(&shared))
+    }
+
+    /// The current snapshot with the hosts `added` (id, name) in it.
+    pub(crate) fn merge(&self, added: Vec<(i64, String)>) -> Result<Arc<HostNames>, StoreError> {
+        let mut shared = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if added.iter().any(|(id, _)| shared.rank(*id).is_none()) {
+            *shared = Arc::new(shared.with(added)?);
+        }
+        Ok(Arc::clone(&shared))
     }
 }
 

@@ -7,12 +7,14 @@
 //! where SQLite holds them, and a program's strings are shared by every row
 //! that names it.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use portwatch_common::{Listener, Process};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension};
 use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::store::stored::{HostCache, HostNames};
 
 use super::db;
 use crate::store::stored::{
@@ -26,89 +28,6 @@ use portwatch_model::ListenerRow;
 /// [`IntervalReader::decode`] reads them (`i` is `intervals`).
 pub(super) const INTERVAL_COLUMNS: &str = "i.host_id, i.netns, i.proto, i.family, i.addr, i.port, i.inode, i.uid, \
      i.user, i.exposure, i.dual_stack, i.owners, i.opened_at, i.closed_at";
-
-/// Every host's name by id, and its place in name order.
-///
-/// Hosts are never renamed, so an entry goes stale only when its host is
-/// forgotten (`forget_host`), which clears the cache once it has committed
-/// (the forgotten id may be given to the next new host); a host registered
-/// after the snapshot was taken is read on first sight (with every other
-/// new one) into a new snapshot.
-#[derive(Default)]
-pub(super) struct HostNames {
-    /// Host id to its rank: its place in name order.
-    ranks: FxHashMap<i64, u32>,
-    /// The names in name order (allocated in that order too, so naming a
-    /// sorted answer reads them in sequence).
-    names: Vec<Arc<str>>,
-    /// The greatest id read.
-    max_id: i64,
-}
-
-impl HostNames {
-    /// This snapshot plus the hosts registered since, read on `conn`.
-    fn extended(&self, conn: &Connection) -> Result<HostNames, StoreError> {
-        let mut stmt = conn
-            .prepare_cached("SELECT id, name FROM hosts WHERE id > ?1 ORDER BY id")
-            .map_err(db)?;
-        let added = stmt
-            .query_map([self.max_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-            .map_err(db)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db)?;
-        let mut all: Vec<(i64, &str)> = self
-            .ranks
-            .iter()
-            .map(|(&id, &rank)| (id, &*self.names[rank as usize]))
-            .chain(added.iter().map(|(id, name)| (*id, name.as_str())))
-            .collect();
-        all.sort_unstable_by(|a, b| a.1.cmp(b.1));
-        let mut ranks = FxHashMap::default();
-        ranks.reserve(all.len());
-        let mut names = Vec::with_capacity(all.len());
-        for (rank, (id, name)) in all.iter().enumerate() {
-            let rank = u32::try_from(rank).map_err(|_| corrupt("more than 4 billion hosts"))?;
-            ranks.insert(*id, rank);
-            names.push(Arc::from(*name));
-        }
-        let max_id = added.last().map_or(self.max_id, |(id, _)| *id);
-        Ok(HostNames { ranks, names, max_id })
-    }
-
-    fn rank(&self, id: i64) -> Option<u32> {
-        self.ranks.get(&id).copied()
-    }
-
-    fn name(&self, rank: u32) -> &Arc<str> {
-        &self.names[rank as usize]
-    }
-}
-
-/// The shared cache of [`HostNames`]: readers take the current snapshot and
-/// replace it when they meet a host it does not know.
-#[derive(Default)]
-pub(super) struct HostCache(RwLock<Arc<HostNames>>);
-
-impl HostCache {
-    /// Forgets every name (a host was deleted): the next read reads them again.
-    pub(super) fn clear(&self) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::default();
-    }
-
-    fn current(&self) -> Arc<HostNames> {
-        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// The current snapshot, extended first (on `conn`, which sees host
-    /// `id`) unless it already knows host `id`.
-    fn knowing(&self, id: i64, conn: &Connection) -> Result<Arc<HostNames>, StoreError> {
-        let mut shared = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        if shared.rank(id).is_none() {
-            *shared = Arc::new(shared.extended(conn)?);
-        }
-        Ok(Arc::clone(&shared))
-    }
-}
 
 /// Decodes interval rows (selected as [`INTERVAL_COLUMNS`]) on one read
 /// connection.
@@ -204,7 +123,18 @@ impl<'c> IntervalReader<'c> {
         if let Some(rank) = self.hosts.rank(id) {
             return Ok(rank);
         }
-        self.hosts = self.cache.knowing(id, self.conn)?;
+        let conn = self.conn;
+        self.hosts = self.cache.knowing(id, |max_id| {
+            let mut stmt = conn
+                .prepare_cached("SELECT id, name FROM hosts WHERE id > ?1 ORDER BY id")
+                .map_err(db)?;
+            let added = stmt
+                .query_map([max_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db);
+            added
+        })?;
         self.hosts
             .rank(id)
             .ok_or_else(|| corrupt(format_args!("host {id} is referenced but missing")))
