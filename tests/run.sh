@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 # tests/tests/dashboard.rs; no browser is downloaded),
 # and clang with libbpf's headers (libbpf-dev), which agent/build.rs needs to build
 # the kernel program the event tests load (about 60 MB of packages, some 20 s to install);
-# python3 and python3-venv, for openapi-spec-validator below.
+# python3 and python3-venv, for openapi-spec-validator below; and Debian's PostgreSQL server
+# (postgresql: initdb and pg_ctl), for the throwaway server the PostgreSQL store's tests use.
 missing=()
 command -v clang >/dev/null 2>&1 || missing+=(clang)
 [[ -e /usr/include/bpf/bpf_helpers.h ]] || missing+=(libbpf-dev)
@@ -30,6 +31,8 @@ command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 # The OpenAPI document's validator (tests/tests/openapi.rs) comes from PyPI (below); what installs it, from Debian.
 openapi_validator=target/openapi-validator
 if ! command -v openapi-spec-validator >/dev/null 2>&1 && [[ ! -x $openapi_validator/bin/openapi-spec-validator ]]; then
@@ -53,6 +56,10 @@ if ! command -v openapi-spec-validator >/dev/null 2>&1 && [[ ! -x $openapi_valid
 fi
 
 cargo build --workspace --bins --locked
+# A PostgreSQL server of the tests' own (tests/postgres.sh): started here, stopped on the way out.
+source tests/postgres.sh
+postgres_start
+trap postgres_stop EXIT
 cargo test --workspace --locked "$@"
 
 # The packaging test installs packages on this machine, so it runs only as root (CI is root, on a

@@ -32,9 +32,14 @@ pub struct Config {
     /// Address to listen on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// SQLite database file.
+    /// Where the history is kept: a SQLite file (a path), or a PostgreSQL
+    /// database (a `postgres://` or `postgresql://` URL).
     #[serde(default = "default_db")]
-    pub db: PathBuf,
+    pub db: Database,
+    /// How to reach a PostgreSQL `db`: the password's file, the certificates
+    /// TLS to it is verified against, the connections kept.
+    #[serde(default)]
+    pub postgres: PostgresConfig,
     /// Serve HTTPS with this certificate and key (default: plain HTTP).
     pub tls: Option<Tls>,
     /// Drift evaluation and alerting.
@@ -423,8 +428,101 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7878))
 }
 
-fn default_db() -> PathBuf {
-    PathBuf::from(DEFAULT_DB)
+fn default_db() -> Database {
+    Database::Sqlite(PathBuf::from(DEFAULT_DB))
+}
+
+/// Where the history is kept (the `db` setting, or `--db`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file, created and migrated at start.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`postgres://` or `postgresql://`, libpq-style
+    /// options such as `sslmode` and `host=/run/postgresql` in the query),
+    /// migrated at start; any number of collectors may share it.
+    Postgres(String),
+}
+
+impl Database {
+    /// `db` as the setting says it: a URL of PostgreSQL, else a file's path.
+    pub fn parse(db: &str) -> Database {
+        if crate::store::postgres::PostgresOptions::is_url(db) {
+            Database::Postgres(db.to_owned())
+        } else {
+            Database::Sqlite(PathBuf::from(db))
+        }
+    }
+
+    /// The SQLite file, if the history is kept in one.
+    pub fn sqlite_file(&self) -> Option<&Path> {
+        match self {
+            Database::Sqlite(path) => Some(path),
+            Database::Postgres(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Database {
+    /// The file's path, or the URL with any password masked.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => f.write_str(&crate::store::postgres::shown(url)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Database {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Database, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.is_empty() {
+            return Err(serde::de::Error::custom(
+                "db is empty: give a file (\"/var/lib/portwatch/collector.db\") or a postgres:// URL",
+            ));
+        }
+        Ok(Database::parse(&text))
+    }
+}
+
+/// `[postgres]`: how to reach a PostgreSQL `db` (ignored for a SQLite file).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// A file whose first line is the password (keep it out of the URL and
+    /// the config: mode 0600, owned by the collector's user).
+    pub password_file: Option<PathBuf>,
+    /// PEM certificates a TLS connection to the database (`sslmode=require`
+    /// or `prefer` in the URL) is verified against; the system's bundle if unset.
+    pub ca_file: Option<PathBuf>,
+    /// Connections to the database kept at most, per collector.
+    #[serde(default = "default_postgres_connections")]
+    pub max_connections: usize,
+}
+
+fn default_postgres_connections() -> usize {
+    crate::store::postgres::DEFAULT_MAX_CONNECTIONS
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            password_file: None,
+            ca_file: None,
+            max_connections: default_postgres_connections(),
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// The store's options for the database at `url`.
+    pub fn options(&self, url: &str) -> crate::store::postgres::PostgresOptions {
+        crate::store::postgres::PostgresOptions {
+            url: url.to_owned(),
+            password_file: self.password_file.clone(),
+            ca_file: self.ca_file.clone(),
+            max_connections: self.max_connections,
+        }
+    }
 }
 
 impl Default for Config {
@@ -432,6 +530,7 @@ impl Default for Config {
         Config {
             listen: default_listen(),
             db: default_db(),
+            postgres: PostgresConfig::default(),
             tls: None,
             alerts: Alerts::default(),
             metrics: MetricsConfig::default(),
@@ -482,6 +581,12 @@ impl Config {
                  after now)",
                 humantime::format_duration(config.clock.tolerance),
                 humantime::format_duration(clock::MAX_TOLERANCE)
+            ));
+        }
+        if !(2..=1000).contains(&config.postgres.max_connections) {
+            return Err(format!(
+                "[postgres] max_connections: {} is not between 2 and 1000 (ingest takes a quarter, reads the rest)",
+                config.postgres.max_connections
             ));
         }
         let http = &config.http;
@@ -769,7 +874,7 @@ mod tests {
         assert!(e.contains("line 1"), "{e}");
         assert_eq!(
             Config::parse("db = \"/srv/pw.db\"").unwrap().db,
-            PathBuf::from("/srv/pw.db")
+            Database::Sqlite(PathBuf::from("/srv/pw.db"))
         );
         let e = Config::parse("[tls]\ncert = \"/etc/c.pem\"\n").unwrap_err();
         assert!(e.contains("key"), "{e}");
@@ -811,5 +916,32 @@ mod tests {
             .tls
             .unwrap();
         assert_eq!((tls.cert, tls.key), (PathBuf::from("c.pem"), PathBuf::from("k.pem")));
+    }
+
+    #[test]
+    fn a_postgres_url_names_a_database_server_and_its_connections_are_bounded() {
+        let config = Config::parse(
+            "db = \"postgresql://pw@db.example/pw?sslmode=require\"\n[postgres]\npassword_file = \"/etc/pw\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.db,
+            Database::Postgres("postgresql://pw@db.example/pw?sslmode=require".to_owned())
+        );
+        assert_eq!(config.postgres.password_file.as_deref(), Some(Path::new("/etc/pw")));
+        assert_eq!(config.db.sqlite_file(), None);
+        let error = Config::parse("[postgres]\nmax_connections = 1\n").unwrap_err();
+        assert!(error.contains("[postgres] max_connections"), "{error}");
+        let error = Config::parse("[postgres]\npasword_file = \"/x\"\n").unwrap_err();
+        assert!(error.contains("pasword_file"), "{error}");
+        assert!(Config::parse("db = \"\"").unwrap_err().contains("db is empty"));
+    }
+
+    #[test]
+    fn a_password_in_a_postgres_url_is_not_shown() {
+        assert_eq!(
+            Database::parse("postgres://pw:s3cret@db/pw").to_string(),
+            "postgres://pw:***@db/pw"
+        );
     }
 }

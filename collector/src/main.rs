@@ -14,11 +14,12 @@ use jiff::Timestamp;
 use portwatch_collector::alert::evaluate::Notifier;
 use portwatch_collector::alert::sink;
 use portwatch_collector::api::{self, AppState};
-use portwatch_collector::config::{self, Config};
+use portwatch_collector::config::{self, Config, Database};
 use portwatch_collector::edge;
 use portwatch_collector::metrics::Metrics;
+use portwatch_collector::store::postgres::PostgresStore;
 use portwatch_collector::store::sqlite::SqliteStore;
-use portwatch_collector::store::{Maintenance, Store, StoreError, TokenRow, Tokens};
+use portwatch_collector::store::{Store, StoreError, TokenRow};
 use portwatch_collector::token;
 use portwatch_collector::{pruner, retention};
 use portwatch_common::wire::valid_host_name;
@@ -95,9 +96,11 @@ struct Where {
     /// Configuration file (default: /etc/portwatch/collector.toml if it exists).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// SQLite database file (default /var/lib/portwatch/collector.db; created and migrated at start).
-    #[arg(long, value_name = "PATH")]
-    db: Option<PathBuf>,
+    /// Where the history is: a SQLite file (default /var/lib/portwatch/collector.db), or a PostgreSQL
+    /// database, postgres://USER@HOST/DB (its password in [postgres] password_file); created or
+    /// migrated at start.
+    #[arg(long, value_name = "PATH|URL")]
+    db: Option<String>,
 }
 
 impl Where {
@@ -105,7 +108,7 @@ impl Where {
     fn config(&self) -> anyhow::Result<Config> {
         let mut config = Config::load(self.config.as_deref())?;
         if let Some(db) = &self.db {
-            config.db = db.clone();
+            config.db = Database::parse(db);
         }
         Ok(config)
     }
@@ -236,7 +239,7 @@ fn prune(dry_run: bool, where_: &Where) -> anyhow::Result<ExitCode> {
     let (verb, p) = if dry_run {
         ("would delete", store.prune_count(&plan)?)
     } else {
-        let pass = pruner::prune_pass(&store, &plan, pruner::BATCH_ROWS, pruner::BATCH_PAUSE)?;
+        let pass = pruner::prune_pass(store.as_ref(), &plan, pruner::BATCH_ROWS, pruner::BATCH_PAUSE)?;
         ("deleted", pass.pruned)
     };
     println!(
@@ -254,12 +257,19 @@ fn prune(dry_run: bool, where_: &Where) -> anyhow::Result<ExitCode> {
 }
 
 /// The store of `config`'s database, judging agents' clocks by its `[clock]`.
-fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
-    let db = &config.db;
-    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match &config.db {
+        Database::Sqlite(db) => {
+            if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            Ok(Arc::new(SqliteStore::open_with_clock(db, config.clock.limits())?))
+        }
+        Database::Postgres(url) => Ok(Arc::new(PostgresStore::open(
+            &config.postgres.options(url),
+            config.clock.limits(),
+        )?)),
     }
-    Ok(SqliteStore::open_with_clock(db, config.clock.limits())?)
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -297,7 +307,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => tracing::warn!(error = %e, "cannot raise the limit of open files"),
     }
-    let store: Arc<dyn Store> = Arc::new(open_store(&config)?);
+    let store = open_store(&config)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let tls = match &config.tls {
@@ -308,7 +318,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {} (in use? try another --listen)", config.listen))?;
         let local = listener.local_addr()?;
         let url = format!("{}://{local}", if tls.is_some() { "https" } else { "http" });
-        tracing::info!(%url, db = %config.db.display(), "collector listening");
+        tracing::info!(%url, db = %config.db, "collector listening");
         println!("portwatch-collector listening on {url}");
         let local_agent = match args.local_agent {
             true => Some(start_local_agent(store.as_ref(), &args, &config, local)?),
@@ -401,9 +411,11 @@ fn start_local_agent(
         false => format!("http://127.0.0.1:{}", local.port()),
     };
     let url = url.as_str();
+    // Beside the SQLite file; in the working directory for a PostgreSQL database.
     let dir = config
         .db
-        .parent()
+        .sqlite_file()
+        .and_then(Path::parent)
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -482,7 +482,7 @@ async fn migrate_locked(client: &mut deadpool_postgres::Object) -> Result<(), St
 }
 
 /// `url` with any password in it masked, for messages and logs.
-fn shown(url: &str) -> String {
+pub fn shown(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
         if let Some((credentials, host)) = rest.split_once('@') {
             if let Some((user, _password)) = credentials.split_once(':') {
