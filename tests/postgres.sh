@@ -39,7 +39,7 @@ postgres_start() {
         cat "$dir/server.log" >&2
         return 1
     }
-    export PORTWATCH_TEST_POSTGRES="host=$dir user=portwatch dbname=postgres"
+    export PORTWATCH_TEST_POSTGRES="postgresql://portwatch@/postgres?host=$dir"
     POSTGRES_TEST_DIR=$dir
     POSTGRES_TEST_BIN=$bin
     POSTGRES_TEST_RUN_AS=("${run_as[@]}")
