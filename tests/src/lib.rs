@@ -15,7 +15,7 @@ pub mod render;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 
 use anyhow::{bail, Context};
@@ -231,6 +231,62 @@ pub fn keys_of_ss(text: &str) -> anyhow::Result<BTreeSet<Key>> {
         keys.insert(((*proto).to_owned(), addr.to_owned(), port, pids));
     }
     Ok(keys)
+}
+
+/// Where a test's collector keeps its history: the end-to-end history,
+/// outage, kill -9 and alert tests run on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in the test's directory.
+    Sqlite,
+    /// A schema of its own on the PostgreSQL server `tests/run.sh` starts.
+    Postgres,
+}
+
+/// A test's database, kept (and, for PostgreSQL, dropped) with the test.
+pub struct TestDb {
+    /// What `--db` is given: the file, or the `postgresql://` URL.
+    pub db: PathBuf,
+    _schema: Option<portwatch_fixtures::PostgresSchema>,
+}
+
+impl TestDb {
+    /// A new, empty database of `backend` (a SQLite file in `dir`).
+    pub fn new(backend: Backend, dir: &Path) -> TestDb {
+        match backend {
+            Backend::Sqlite => TestDb {
+                db: dir.join("collector.db"),
+                _schema: None,
+            },
+            Backend::Postgres => {
+                let schema = portwatch_fixtures::PostgresSchema::fresh();
+                TestDb {
+                    db: PathBuf::from(&schema.url),
+                    _schema: Some(schema),
+                }
+            }
+        }
+    }
+}
+
+/// One `#[test]` per backend for each `fn name(backend: Backend)` listed:
+/// `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    super::$name($crate::Backend::Sqlite)
+                }
+                #[test]
+                fn postgres() {
+                    super::$name($crate::Backend::Postgres)
+                }
+            }
+        )*
+    };
 }
 
 /// A running `portwatch-collector serve` on loopback, killed on drop.

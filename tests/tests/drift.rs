@@ -1,7 +1,7 @@
 //! End to end: a real collector and agent, a baseline applied with the
 //! `portwatch` CLI, real listeners that depart from it, and the findings
 //! and alerts that follow: raised once, acknowledged, resolved when the
-//! condition clears.
+//! condition clears. Each test runs on SQLite and on PostgreSQL.
 // Test helpers outside #[test] functions panic on failure like the tests do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -44,10 +44,10 @@ fn alert_of<'a>(all: &'a [Value], kind: &str, port: Option<u16>) -> Vec<&'a Valu
         .collect()
 }
 
-#[test]
-fn a_baseline_turns_departures_into_findings_and_alerts_with_a_lifecycle() {
+fn a_baseline_turns_departures_into_findings_and_alerts_with_a_lifecycle(backend: Backend) {
     let dir = TempDir::new("drift").unwrap();
-    let db = dir.path.join("collector.db");
+    let test_db = TestDb::new(backend, &dir.path);
+    let db = test_db.db.clone();
     let risky = free_port();
     let config = dir.path.join("collector.toml");
     std::fs::write(
@@ -400,8 +400,7 @@ impl Receiver {
     }
 }
 
-#[test]
-fn a_webhook_that_fails_first_still_gets_each_alert_change_once_and_a_dead_one_blocks_nothing() {
+fn a_webhook_that_fails_first_still_gets_each_alert_change_once_and_a_dead_one_blocks_nothing(backend: Backend) {
     const HOOK_HOST: &str = "hook-web-1";
     let receiver = Receiver::start(2, axum::http::StatusCode::SERVICE_UNAVAILABLE);
     // A receiver that refuses everything for good (a deleted Slack channel): each event is
@@ -413,7 +412,8 @@ fn a_webhook_that_fails_first_still_gets_each_alert_change_once_and_a_dead_one_b
     let syslog_path = dir.path.join("log.sock");
     let syslog = std::os::unix::net::UnixDatagram::bind(&syslog_path).unwrap();
     syslog.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let db = dir.path.join("collector.db");
+    let test_db = TestDb::new(backend, &dir.path);
+    let db = test_db.db.clone();
     let config = dir.path.join("collector.toml");
     std::fs::write(
         &config,
@@ -529,3 +529,8 @@ fn a_webhook_that_fails_first_still_gets_each_alert_change_once_and_a_dead_one_b
         "{lines:#?}"
     );
 }
+
+on_every_backend!(
+    a_baseline_turns_departures_into_findings_and_alerts_with_a_lifecycle,
+    a_webhook_that_fails_first_still_gets_each_alert_change_once_and_a_dead_one_blocks_nothing,
+);

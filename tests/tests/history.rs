@@ -1,6 +1,7 @@
-//! End to end: a real collector on a temp SQLite file, a real agent at a
-//! short interval, real listeners opening and closing; the `portwatch` CLI
-//! answers from history. Outages of either side lose and duplicate nothing.
+//! End to end: a real collector on a temp SQLite file or a PostgreSQL schema
+//! (each test runs on both), a real agent at a short interval, real
+//! listeners opening and closing; the `portwatch` CLI answers from history.
+//! Outages of either side lose and duplicate nothing.
 // Test helpers outside #[test] functions panic on failure like the tests do.
 #![allow(clippy::unwrap_used)]
 
@@ -13,19 +14,23 @@ use serde_json::Value;
 const SETTLE: Duration = Duration::from_secs(20);
 
 struct Setup {
+    // Dropped last: the collector stops before its database goes.
+    _db: TestDb,
     dir: TempDir,
     collector: Collector,
     agent_token: String,
     read_token: String,
 }
 
-fn setup(tag: &str, host: &str) -> Setup {
+fn setup(tag: &str, host: &str, backend: Backend) -> Setup {
     let dir = TempDir::new(tag).unwrap();
-    let db = dir.path.join("collector.db");
+    let test_db = TestDb::new(backend, &dir.path);
+    let db = test_db.db.clone();
     let agent_token = create_token(&db, &["--host", host]).unwrap();
     let read_token = create_token(&db, &["--role", "read", "--name", "ops"]).unwrap();
     let collector = Collector::start(&db, 0).unwrap();
     Setup {
+        _db: test_db,
         dir,
         collector,
         agent_token,
@@ -51,9 +56,8 @@ fn history(s: &Setup, host: &str, port: u16) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
 }
 
-#[test]
-fn listeners_opening_and_closing_become_history_that_every_query_answers() {
-    let s = setup("e2e-basic", "e2e-basic");
+fn listeners_opening_and_closing_become_history_that_every_query_answers(backend: Backend) {
+    let s = setup("e2e-basic", "e2e-basic", backend);
     let spool = s.dir.path.join("spool");
     let _agent = Agent::start(&s.collector.url, &s.agent_token, "e2e-basic", "200ms", &spool).unwrap();
     let l = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
@@ -158,9 +162,8 @@ fn listeners_opening_and_closing_become_history_that_every_query_answers() {
     );
 }
 
-#[test]
-fn changes_made_while_the_collector_is_down_arrive_later_with_their_original_times() {
-    let s = setup("e2e-outage", "e2e-outage");
+fn changes_made_while_the_collector_is_down_arrive_later_with_their_original_times(backend: Backend) {
+    let s = setup("e2e-outage", "e2e-outage", backend);
     let spool = s.dir.path.join("spool");
     let _agent = Agent::start(&s.collector.url, &s.agent_token, "e2e-outage", "200ms", &spool).unwrap();
     let before = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
@@ -173,6 +176,7 @@ fn changes_made_while_the_collector_is_down_arrive_later_with_their_original_tim
     // The collector dies (kill -9) while the agent keeps shipping.
     let (db, port) = (s.collector.db.clone(), s.collector.port());
     let Setup {
+        _db,
         dir,
         collector,
         agent_token,
@@ -188,6 +192,7 @@ fn changes_made_while_the_collector_is_down_arrive_later_with_their_original_tim
     let back_at = jiff::Timestamp::now();
 
     let s = Setup {
+        _db,
         dir,
         collector: Collector::start(&db, port).unwrap(),
         agent_token,
@@ -216,9 +221,8 @@ fn changes_made_while_the_collector_is_down_arrive_later_with_their_original_tim
     drop(during);
 }
 
-#[test]
-fn restarting_a_killed_agent_makes_no_false_events() {
-    let s = setup("e2e-restart", "e2e-restart");
+fn restarting_a_killed_agent_makes_no_false_events(backend: Backend) {
+    let s = setup("e2e-restart", "e2e-restart", backend);
     let spool = s.dir.path.join("spool");
     let l = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
     let port = l.port(0);
@@ -293,13 +297,13 @@ fn the_quick_start_serves_with_a_local_agent_and_prints_a_query_that_works() {
     );
 }
 
-#[test]
-fn killing_the_collector_repeatedly_while_listeners_churn_loses_and_duplicates_nothing() {
-    let s = setup("e2e-churn", "e2e-churn");
+fn killing_the_collector_repeatedly_while_listeners_churn_loses_and_duplicates_nothing(backend: Backend) {
+    let s = setup("e2e-churn", "e2e-churn", backend);
     let spool = s.dir.path.join("spool");
     let _agent = Agent::start(&s.collector.url, &s.agent_token, "e2e-churn", "100ms", &spool).unwrap();
     let (db, port) = (s.collector.db.clone(), s.collector.port());
     let Setup {
+        _db,
         dir,
         mut collector,
         agent_token,
@@ -326,6 +330,7 @@ fn killing_the_collector_repeatedly_while_listeners_churn_loses_and_duplicates_n
         collector = Collector::start(&db, port).unwrap();
     }
     let s = Setup {
+        _db,
         dir,
         collector,
         agent_token,
@@ -368,9 +373,8 @@ fn killing_the_collector_repeatedly_while_listeners_churn_loses_and_duplicates_n
     drop(open);
 }
 
-#[test]
-fn trends_show_listeners_over_time_new_ports_and_short_lived_listeners() {
-    let s = setup("e2e-trends", "e2e-trends");
+fn trends_show_listeners_over_time_new_ports_and_short_lived_listeners(backend: Backend) {
+    let s = setup("e2e-trends", "e2e-trends", backend);
     let spool = s.dir.path.join("spool");
     let _agent = Agent::start(&s.collector.url, &s.agent_token, "e2e-trends", "200ms", &spool).unwrap();
     let stays = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
@@ -438,3 +442,11 @@ fn trends_show_listeners_over_time_new_ports_and_short_lived_listeners() {
     );
     drop(stays);
 }
+
+on_every_backend!(
+    listeners_opening_and_closing_become_history_that_every_query_answers,
+    changes_made_while_the_collector_is_down_arrive_later_with_their_original_times,
+    restarting_a_killed_agent_makes_no_false_events,
+    killing_the_collector_repeatedly_while_listeners_churn_loses_and_duplicates_nothing,
+    trends_show_listeners_over_time_new_ports_and_short_lived_listeners,
+);
