@@ -9,6 +9,7 @@ pub mod edge;
 pub mod export;
 pub mod history;
 pub mod learn;
+pub mod lease;
 pub mod lifecycle;
 pub mod metrics;
 pub mod pruner;

@@ -16,6 +16,7 @@ use portwatch_collector::alert::sink;
 use portwatch_collector::api::{self, AppState};
 use portwatch_collector::config::{self, Config, Database};
 use portwatch_collector::edge;
+use portwatch_collector::lease::{self, Keeper};
 use portwatch_collector::metrics::Metrics;
 use portwatch_collector::store::postgres::PostgresStore;
 use portwatch_collector::store::sqlite::SqliteStore;
@@ -340,9 +341,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             syslog: config.alerts.syslog.as_ref(),
             alertmanagers: &config.alerts.alertmanager,
         };
-        let wakers = sink::start(store.clone(), sinks, &metrics.sinks()).map_err(anyhow::Error::msg)?;
-        let (state, alerts) =
-            AppState::with_alerts(store, config.policy(), config.alerts.sweep_every, Notifier::new(wakers));
+        // What must run once among collectors sharing the database runs under a lease (lease.rs).
+        let keeper = Keeper::new(store.clone(), lease::holder_name());
+        let wakers = sink::start(store.clone(), sinks, &metrics.sinks(), &|name| keeper.lease(name))
+            .map_err(anyhow::Error::msg)?;
+        let (state, alerts) = AppState::with_alerts(
+            store,
+            config.policy(),
+            config.alerts.sweep_every,
+            Notifier::new(wakers),
+            keeper.lease(lease::SWEEP),
+        );
         tokio::spawn(alerts);
         let state = state
             .metrics(metrics)
@@ -355,13 +364,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             state.store.clone(),
             config.retention.retention(),
             metrics.clone(),
+            keeper.lease(lease::PRUNE),
         ));
+        keeper.start().context("cannot start the thread that renews leases")?;
         if let Some(rustls) = &tls {
             tokio::spawn(reload_tls_on_sighup(rustls.clone(), config.tls.clone()));
         }
-        edge::serve(listener, tls, api::router(state), &edges, metrics, handle)
-            .await
-            .context("server failed")?;
+        let served = edge::serve(listener, tls, api::router(state), &edges, metrics, handle).await;
+        // Another collector sharing the database takes over at once.
+        let releasing = keeper.clone();
+        let _ = tokio::task::spawn_blocking(move || releasing.release_all()).await;
+        served.context("server failed")?;
         tracing::info!("collector stopped");
         Ok::<_, anyhow::Error>(())
     })?;

@@ -76,8 +76,9 @@ pub fn prune_pass(
 
 /// The background pruner: a pass a minute after start, then every
 /// [`PRUNE_EVERY`], each logged and counted in `metrics`. Runs until the
-/// process ends; a failed pass is logged and tried again at the next.
-pub async fn run(store: Arc<dyn Store>, retention: Retention, metrics: Arc<Metrics>) {
+/// process ends; a failed pass is logged and tried again at the next. A
+/// pass runs only while this collector holds `lease` ([`crate::lease::PRUNE`]).
+pub async fn run(store: Arc<dyn Store>, retention: Retention, metrics: Arc<Metrics>, lease: crate::lease::Lease) {
     let first = std::env::var(TEST_FIRST_PASS_ENV)
         .ok()
         .and_then(|v| humantime::parse_duration(v.trim()).ok())
@@ -87,7 +88,8 @@ pub async fn run(store: Arc<dyn Store>, retention: Retention, metrics: Arc<Metri
     loop {
         every.tick().await;
         let plan = plan(Timestamp::now(), &retention);
-        if plan.keeps_everything() {
+        // Another collector sharing the database prunes it.
+        if plan.keeps_everything() || !lease.held() {
             continue;
         }
         let (store, metrics) = (store.clone(), metrics.clone());

@@ -327,14 +327,16 @@ impl Notifier {
     }
 }
 
-/// Evaluates changed hosts as their names arrive on `changed`, and every
-/// host every [`Evaluator::sweep_every`] or when `sweep_now` is notified,
-/// until `changed` closes.
+/// Evaluates changed hosts as their names arrive on `changed`, every host
+/// when `sweep_now` is notified, and every host every
+/// [`Evaluator::sweep_every`] while this collector holds the `sweep` lease
+/// (one collector of those sharing a database sweeps), until `changed` closes.
 pub async fn run(
     evaluator: Arc<Evaluator>,
     mut changed: mpsc::Receiver<String>,
     sweep_now: Arc<tokio::sync::Notify>,
     notifier: Notifier,
+    sweep_lease: crate::lease::Lease,
 ) {
     let mut sweep = tokio::time::interval(evaluator.sweep_every());
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -344,10 +346,17 @@ pub async fn run(
     let mut full_due = true;
     loop {
         let scope = tokio::select! {
-            _ = sweep.tick() => match std::mem::take(&mut full_due) {
-                true => Scope::All,
-                false => Scope::Timely,
-            },
+            _ = sweep.tick() => {
+                if !sweep_lease.held() {
+                    // Another collector sweeps; this one's first sweep, when it takes over, is whole.
+                    full_due = true;
+                    continue;
+                }
+                match std::mem::take(&mut full_due) {
+                    true => Scope::All,
+                    false => Scope::Timely,
+                }
+            }
             _ = sweep_now.notified() => Scope::All,
             first = changed.recv() => {
                 let Some(first) = first else { break };

@@ -459,7 +459,15 @@ pub struct Sinks<'a> {
 
 /// Starts one delivery thread per webhook, one for syslog if set and one
 /// per Alertmanager URL, reporting to `metrics`; the handle that wakes them.
-pub fn start(store: Arc<dyn Store>, config: Sinks<'_>, metrics: &SinkMetrics) -> Result<Wakers, String> {
+/// Each delivers while this collector holds its lease, from `lease_of` (see
+/// [`crate::lease::sink`]): of collectors sharing a database, one delivers
+/// each sink's events.
+pub fn start(
+    store: Arc<dyn Store>,
+    config: Sinks<'_>,
+    metrics: &SinkMetrics,
+    lease_of: &dyn Fn(&str) -> crate::lease::Lease,
+) -> Result<Wakers, String> {
     let Sinks {
         webhooks,
         syslog,
@@ -493,14 +501,18 @@ pub fn start(store: Arc<dyn Store>, config: Sinks<'_>, metrics: &SinkMetrics) ->
         let store = store.clone();
         let metrics = metrics.clone();
         metrics.add(&sink.sink());
+        let lease = lease_of(&crate::lease::sink(&sink.sink()));
         std::thread::Builder::new()
             .name(sink.sink())
-            .spawn(move || run_sink(store.as_ref(), sink.as_mut(), &rx, &metrics))
+            .spawn(move || run_sink(store.as_ref(), sink.as_mut(), &rx, &metrics, &lease))
             .map_err(|e| format!("cannot start a thread for an alert sink: {e}"))?;
         wakers.push(tx);
     }
     Ok(Wakers(wakers))
 }
+
+/// How often a sink whose lease is held elsewhere looks whether it is held here.
+const LEASE_POLL: Duration = Duration::from_millis(500);
 
 /// The time an alert change was made: when the alert opened, was
 /// acknowledged, or resolved.
@@ -518,7 +530,13 @@ fn made_at(event: &AlertEvent) -> jiff::Timestamp {
 /// active alerts again ([`Deliver::resend`]) does so between events, on the
 /// same thread, so that what it sends last about an alert is what the store
 /// said last.
-fn run_sink(store: &dyn Store, sink: &mut dyn Deliver, wake: &Receiver<()>, metrics: &SinkMetrics) {
+fn run_sink(
+    store: &dyn Store,
+    sink: &mut dyn Deliver,
+    wake: &Receiver<()>,
+    metrics: &SinkMetrics,
+    lease: &crate::lease::Lease,
+) {
     let name = sink.sink();
     let mut backoff = Backoff::new(RETRY_MIN, sink.retry_max().clamp(RETRY_MIN, RETRY_MAX));
     let pause = |backoff: &mut Backoff, what: &str, error: &str| {
@@ -536,16 +554,32 @@ fn run_sink(store: &dyn Store, sink: &mut dyn Deliver, wake: &Receiver<()>, metr
         }
         pending.saved();
     };
-    let progress = loop {
+    let read_progress = |backoff: &mut Backoff| loop {
         match store.sink_progress(&name) {
             Ok(p) => break p,
-            Err(e) => pause(&mut backoff, "cannot read the sink's progress", &e.to_string()),
+            Err(e) => pause(backoff, "cannot read the sink's progress", &e.to_string()),
         }
     };
-    let mut pending = Pending::new(progress);
+    while !lease.held() {
+        std::thread::sleep(LEASE_POLL);
+    }
+    let mut pending = Pending::new(read_progress(&mut backoff));
     let mut read_at: Option<Instant> = None;
     let mut saved_at = Instant::now();
     loop {
+        if !lease.held() {
+            // Another collector delivers now, from the place saved here
+            // first; what this one read is stale once it takes over again,
+            // where it starts from the store's place.
+            save(&mut pending, &mut backoff);
+            tracing::info!(sink = %name, "the sink's lease is held elsewhere; delivering stops here");
+            while !lease.held() {
+                std::thread::sleep(LEASE_POLL);
+            }
+            pending = Pending::new(read_progress(&mut backoff));
+            read_at = None;
+            tracing::info!(sink = %name, "the sink's lease is held here; delivering resumes");
+        }
         sink.resend(store, metrics);
         // New events, another host's among them, join the turns soon.
         if pending.is_empty() || read_at.is_none_or(|at| at.elapsed() >= READ_EVERY) {
@@ -917,8 +951,10 @@ mod tests {
         };
         let (wake, woken) = sync_channel(1);
         let reader = store.clone();
-        let running =
-            std::thread::spawn(move || run_sink(reader.as_ref(), &mut recorder, &woken, &SinkMetrics::default()));
+        let running = std::thread::spawn(move || {
+            let lease = crate::lease::Lease::always();
+            run_sink(reader.as_ref(), &mut recorder, &woken, &SinkMetrics::default(), &lease)
+        });
         let all = loop {
             let all = delivered.lock().unwrap().clone();
             if all.len() >= 1002 {
@@ -950,6 +986,89 @@ mod tests {
                 done: vec![]
             }
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_sink_delivers_only_where_its_lease_is_held_and_the_next_holder_resumes_at_its_place() {
+        use crate::lease::Lease;
+        use crate::store::sqlite::SqliteStore;
+        use crate::store::{Alerts, Outbox};
+        let dir = std::env::temp_dir().join(format!("pw-sink-lease-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.join("c.db")).unwrap());
+        let t = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        assert_eq!(store.sink_progress("webhook:test").unwrap().cursor, 0);
+        store
+            .sync_alerts(&["web-1".to_owned()], &findings("web-1", 20), 100, t)
+            .unwrap();
+
+        // Two collectors' deliveries of one sink: `first` holds its lease, `second` not yet.
+        let (first_lease, second_lease) = (Lease::always(), Lease::held_until(None));
+        type Delivered = Arc<std::sync::Mutex<Vec<(i64, String)>>>;
+        let (first, second): (Delivered, Delivered) = (Arc::default(), Arc::default());
+        let flip = first_lease.clone();
+        let mut recorders = [
+            Recorder {
+                delivered: first.clone(),
+                pace: Duration::from_millis(1),
+                // The lease is lost while the 6th event is being delivered.
+                each: Box::new(move |n| {
+                    if n == 5 {
+                        flip.set_until(None);
+                    }
+                }),
+            },
+            Recorder {
+                delivered: second.clone(),
+                pace: Duration::ZERO,
+                each: Box::new(|_| {}),
+            },
+        ]
+        .into_iter();
+        let mut running = Vec::new();
+        let mut wakes = Vec::new();
+        for lease in [first_lease, second_lease.clone()] {
+            let (wake, woken) = sync_channel(1);
+            let (reader, mut recorder) = (store.clone(), recorders.next().unwrap());
+            wakes.push(wake);
+            running.push(std::thread::spawn(move || {
+                run_sink(reader.as_ref(), &mut recorder, &woken, &SinkMetrics::default(), &lease)
+            }));
+        }
+        let wait = |what: &str, done: &dyn Fn() -> bool| {
+            for _ in 0..3000 {
+                if done() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("{what}");
+        };
+        wait("the first saves its place once it lost the lease", &|| {
+            let p = store.sink_progress("webhook:test").unwrap();
+            p.cursor + p.done.len() as i64 >= 6
+        });
+        assert_eq!(
+            first.lock().unwrap().len(),
+            6,
+            "nothing delivered once the lease is lost"
+        );
+        assert!(second.lock().unwrap().is_empty(), "nothing delivered without the lease");
+        second_lease.set_until(Some(std::time::Instant::now() + Duration::from_secs(3600)));
+        wait("the second delivers the rest", &|| second.lock().unwrap().len() >= 14);
+        drop(wakes);
+        let mut ids: Vec<i64> = first
+            .lock()
+            .unwrap()
+            .iter()
+            .chain(second.lock().unwrap().iter())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=20).collect::<Vec<_>>(), "each event once, across the two");
+        drop(running);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

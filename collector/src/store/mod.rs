@@ -454,6 +454,20 @@ pub trait Maintenance: Send + Sync {
     fn forget_host(&self, name: &str) -> Result<Option<Forgotten>, StoreError>;
 }
 
+/// Leases: what must run in one collector at a time (the drift sweep, each
+/// alert sink, the pruner) runs where its lease is held. A lease is a row
+/// (name, holder, expiry): taken when free or expired, kept by renewing it
+/// before it expires, given up by letting it expire or releasing it.
+pub trait Leases: Send + Sync {
+    /// Takes lease `name` for `holder` until `until`, or renews it, if at
+    /// `now` it is free, expired, or `holder`'s already; whether `holder`
+    /// holds it after the call. Of holders racing for a free lease, one gets it.
+    fn hold_lease(&self, name: &str, holder: &str, now: Timestamp, until: Timestamp) -> Result<bool, StoreError>;
+
+    /// Gives lease `name` up if `holder` holds it (another takes it at once).
+    fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+}
+
 pub use crate::retention::PrunePlan;
 
 /// What pruning removed (or, from [`Maintenance::prune_count`], would remove).
@@ -551,6 +565,12 @@ pub struct Forgotten {
 /// implements each concern's trait; this one is then implemented for it.
 /// Callers that need one concern may take that trait alone (`Arc<dyn Store>`
 /// coerces to `Arc<dyn Tokens>`, ...).
-pub trait Store: HistoryWrites + HistoryReads + Tokens + Baselines + Alerts + Outbox + Maintenance + 'static {}
+pub trait Store:
+    HistoryWrites + HistoryReads + Tokens + Baselines + Alerts + Outbox + Maintenance + Leases + 'static
+{
+}
 
-impl<T> Store for T where T: HistoryWrites + HistoryReads + Tokens + Baselines + Alerts + Outbox + Maintenance + 'static {}
+impl<T> Store for T where
+    T: HistoryWrites + HistoryReads + Tokens + Baselines + Alerts + Outbox + Maintenance + Leases + 'static
+{
+}

@@ -99,8 +99,8 @@ use super::stored::{
     RawHost, RawToken, StoredProgram, HOST_COLUMNS, INTERVAL_KEY_COLUMNS, PROGRAM_PROBE, TOKEN_COLUMNS,
 };
 use super::{
-    AckOutcome, Alerts, Baselines, HistoryReads, HistoryWrites, IngestDone, Maintenance, Outbox, Rotated, StoreError,
-    TokenRow, Tokens,
+    AckOutcome, Alerts, Baselines, HistoryReads, HistoryWrites, IngestDone, Leases, Maintenance, Outbox, Rotated,
+    StoreError, TokenRow, Tokens,
 };
 use crate::clock::{self, HostClock};
 use crate::history::{self, SessionState, Step};
@@ -125,6 +125,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_detection.sql"),
     include_str!("migrations/0010_retention.sql"),
     include_str!("migrations/0011_program_slots.sql"),
+    include_str!("migrations/0012_leases.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection before
@@ -937,6 +938,41 @@ impl Outbox for SqliteStore {
             .map_err(|e| on_file(&self.path, e))
     }
 }
+
+impl Leases for SqliteStore {
+    fn hold_lease(&self, name: &str, holder: &str, now: Timestamp, until: Timestamp) -> Result<bool, StoreError> {
+        self.transact(Synchronous::Normal, |tx| {
+            tx.prepare_cached(LEASE_SQL)
+                .and_then(|mut stmt| {
+                    stmt.query_row(
+                        params![name, holder, until.as_millisecond(), now.as_millisecond()],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .optional()
+                })
+                .map(|got| got.is_some())
+                .map_err(db)
+        })
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.transact(Synchronous::Normal, |tx| {
+            tx.execute(
+                "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
+                params![name, holder],
+            )
+            .map(drop)
+            .map_err(db)
+        })
+    }
+}
+
+/// Takes or renews a lease (`?1` name, `?2` holder, `?3` until, `?4` now):
+/// a row only when it is the holder's now.
+const LEASE_SQL: &str = "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3)
+     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+     WHERE leases.holder = excluded.holder OR leases.expires_at <= ?4
+     RETURNING holder";
 
 impl Maintenance for SqliteStore {
     fn size_bytes(&self) -> Result<u64, StoreError> {

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Each test is a plain `pub fn name(store: &dyn Store)` in the module of its
-//! concern ([`history`], [`tokens`], [`alerts`], [`retention`]); the macro
+//! concern ([`history`], [`tokens`], [`alerts`], [`retention`], [`leases`]); the macro
 //! makes one `#[test]` of each, in a module of the same name, and one more
 //! that fails when a module has a behaviour the macro does not list. What the tests
 //! build (listeners, reports, batches, findings, times) is in [`build`], one
@@ -23,6 +23,7 @@
 pub mod alerts;
 pub mod build;
 pub mod history;
+pub mod leases;
 pub mod retention;
 pub mod tokens;
 
@@ -79,6 +80,10 @@ macro_rules! conformance_suite {
                 a_sink_s_progress_is_its_cursor_and_the_events_done_after_it,
                 outbox_events_become_visible_in_id_order_while_writers_race,
             }
+            leases {
+                a_lease_is_one_holders_until_it_expires_or_is_released,
+                of_holders_racing_for_a_free_lease_exactly_one_gets_it,
+            }
             retention {
                 closed_intervals_past_the_cutoff_go_in_small_batches_and_open_ones_stay_however_old,
                 a_program_named_again_while_a_pass_runs_is_kept,
@@ -123,6 +128,7 @@ pub fn unlisted(listed: &[&str]) -> Vec<String> {
         ("tokens", include_str!("tokens.rs")),
         ("alerts", include_str!("alerts.rs")),
         ("retention", include_str!("retention.rs")),
+        ("leases", include_str!("leases.rs")),
     ];
     let mut missing = Vec::new();
     for (module, source) in sources {

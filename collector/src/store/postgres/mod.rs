@@ -40,6 +40,7 @@
 //! ones in the default partition); months are made ahead of time
 //! ([`PARTITIONS_AHEAD`]).
 
+mod lease;
 mod policy;
 mod prune;
 mod read;

@@ -169,3 +169,10 @@ CREATE TABLE retention_state (
     value bigint  NOT NULL
 );
 INSERT INTO retention_state (name, value) VALUES ('hosts_forgotten', 0);
+
+-- Leases (see `store::Leases`): what must run in one collector at a time runs where its lease is held.
+CREATE TABLE leases (
+    name       text    PRIMARY KEY,
+    holder     text    NOT NULL,
+    expires_at bigint  NOT NULL
+);

@@ -1,0 +1,236 @@
+//! What must happen once happens once: the periodic drift sweep, each alert
+//! sink and the pruner run in one collector at a time, the one holding its
+//! lease in the store ([`crate::store::Leases`]). Collectors sharing a
+//! PostgreSQL database are otherwise interchangeable; a SQLite file has one
+//! collector, which holds every lease.
+//!
+//! A [`Keeper`] thread renews this collector's leases every
+//! [`RENEW_EVERY`], each for [`TTL`]. A lease counts as held only until the
+//! time its last renewal gives, less [`MARGIN`], by this process's own
+//! clock: a collector cut off from the database stops working on it before
+//! the lease can expire in the database and another take it. When a
+//! collector dies, another takes each of its leases within
+//! `TTL + RENEW_EVERY` (20 s), and resumes from what the store kept (a
+//! sink's place in the outbox); a collector stopping cleanly releases its
+//! leases, which are taken at the next renewal.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+
+use crate::store::Leases;
+
+/// How long a lease lasts past its last renewal.
+pub const TTL: Duration = Duration::from_secs(15);
+
+/// How often the keeper renews (and tries to take) its leases.
+pub const RENEW_EVERY: Duration = Duration::from_secs(5);
+
+/// How long before its end by the database's count a lease stops counting
+/// as held here: room for the clocks of two collectors to differ.
+pub const MARGIN: Duration = Duration::from_secs(3);
+
+/// The lease of the periodic drift sweep.
+pub const SWEEP: &str = "sweep";
+
+/// The lease of the pruner.
+pub const PRUNE: &str = "prune";
+
+/// The lease of alert sink `name`.
+pub fn sink(name: &str) -> String {
+    format!("sink:{name}")
+}
+
+/// One lease as this collector sees it: held until a deadline.
+#[derive(Clone)]
+pub struct Lease(Arc<Mutex<Option<Instant>>>);
+
+impl Lease {
+    /// Whether this collector holds it now.
+    pub fn held(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// A lease held for good, for a store no other collector shares (tests,
+    /// and a router built without a keeper).
+    pub fn always() -> Lease {
+        Lease(Arc::new(Mutex::new(Some(
+            Instant::now() + Duration::from_secs(100 * 365 * 86_400),
+        ))))
+    }
+
+    /// A lease held until `until` (never if `None`), for tests of what runs under one.
+    #[cfg(test)]
+    pub(crate) fn held_until(until: Option<Instant>) -> Lease {
+        Lease(Arc::new(Mutex::new(until)))
+    }
+
+    /// Makes it held until `until` (not held if `None`), for tests.
+    #[cfg(test)]
+    pub(crate) fn set_until(&self, until: Option<Instant>) {
+        self.set(until);
+    }
+
+    fn set(&self, until: Option<Instant>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = until;
+    }
+}
+
+/// Takes and renews this collector's leases.
+pub struct Keeper {
+    store: Arc<dyn Leases>,
+    /// This collector, as the leases name it (host, pid and random bits).
+    holder: String,
+    leases: Mutex<Vec<(String, Lease)>>,
+    stopped: AtomicBool,
+}
+
+impl Keeper {
+    /// A keeper for the collector `holder` (see [`holder_name`]); its
+    /// renewals start with [`Keeper::start`].
+    pub fn new(store: Arc<dyn Leases>, holder: String) -> Arc<Keeper> {
+        Arc::new(Keeper {
+            store,
+            holder,
+            leases: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    /// This collector's name in the leases.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Lease `name`, tried at once and then at every renewal.
+    pub fn lease(&self, name: &str) -> Lease {
+        let lease = Lease(Arc::default());
+        self.renew(name, &lease);
+        self.leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((name.to_owned(), lease.clone()));
+        lease
+    }
+
+    /// Starts the renewing thread; it stops after [`Keeper::release_all`].
+    pub fn start(self: &Arc<Keeper>) -> std::io::Result<()> {
+        let keeper = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("leases".to_owned())
+            .spawn(move || {
+                while !keeper.stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(RENEW_EVERY);
+                    if keeper.stopped.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let leases = keeper.leases.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                    for (name, lease) in &leases {
+                        keeper.renew(name, lease);
+                    }
+                }
+            })
+            .map(drop)
+    }
+
+    /// Takes or renews `lease`, logging when it changes hands here.
+    fn renew(&self, name: &str, lease: &Lease) {
+        let asked = Instant::now();
+        let now = Timestamp::now();
+        let until = now.checked_add(TTL).unwrap_or(now);
+        let was = lease.held();
+        match self.store.hold_lease(name, &self.holder, now, until) {
+            Ok(true) => {
+                lease.set(Some(asked + TTL.saturating_sub(MARGIN)));
+                if !was {
+                    tracing::info!(lease = name, holder = %self.holder, "took the lease: this collector runs it");
+                }
+            }
+            Ok(false) => {
+                lease.set(None);
+                if was {
+                    tracing::warn!(lease = name, holder = %self.holder, "lost the lease to another collector");
+                }
+            }
+            // Kept until its deadline: the database may answer again before then.
+            Err(e) => tracing::warn!(lease = name, error = %e, "cannot renew the lease"),
+        }
+    }
+
+    /// Gives up every lease (at shutdown: another collector takes them at
+    /// its next renewal) and stops renewing.
+    pub fn release_all(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        let leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        for (name, lease) in &leases {
+            if lease.held() {
+                lease.set(None);
+                if let Err(e) = self.store.release_lease(name, &self.holder) {
+                    tracing::warn!(lease = %name, error = %e, "cannot release the lease; it expires by itself");
+                }
+            }
+        }
+    }
+}
+
+/// A name for this collector in the leases: its host, its pid and random
+/// bits (a restarted collector is another holder).
+pub fn holder_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "collector".to_owned());
+    let mut bits = [0u8; 4];
+    let _ = getrandom::fill(&mut bits);
+    format!("{host}:{}:{}", std::process::id(), hex::encode(bits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    /// Leases that are free or not as the test says.
+    struct Fixed(Mutex<Result<bool, ()>>);
+
+    impl Leases for Fixed {
+        fn hold_lease(&self, _: &str, _: &str, _: Timestamp, _: Timestamp) -> Result<bool, StoreError> {
+            self.0
+                .lock()
+                .unwrap()
+                .map_err(|()| StoreError::Unavailable("down".to_owned()))
+        }
+
+        fn release_lease(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_lease_counts_as_held_only_while_its_last_renewal_lasts() {
+        let store = Arc::new(Fixed(Mutex::new(Ok(true))));
+        let keeper = Keeper::new(store.clone(), "c1".to_owned());
+        let lease = keeper.lease(SWEEP);
+        assert!(lease.held(), "taken at once");
+        *store.0.lock().unwrap() = Err(());
+        keeper.renew(SWEEP, &lease);
+        assert!(lease.held(), "a failed renewal keeps it until its deadline");
+        lease.set(Some(Instant::now()));
+        assert!(
+            !lease.held(),
+            "past its deadline it is not held, whatever the database says"
+        );
+        *store.0.lock().unwrap() = Ok(false);
+        keeper.renew(SWEEP, &lease);
+        assert!(!lease.held(), "another collector holds it");
+        *store.0.lock().unwrap() = Ok(true);
+        keeper.renew(SWEEP, &lease);
+        assert!(lease.held());
+        keeper.release_all();
+        assert!(!lease.held(), "released");
+    }
+}
