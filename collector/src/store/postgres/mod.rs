@@ -23,6 +23,9 @@
 //!   same new program store it once;
 //! - outbox ids are given under a transaction-level advisory lock held to
 //!   commit ([`OUTBOX_LOCK`]), so they become visible in id order;
+//! - two collectors syncing the alerts of a host lock its unresolved alerts
+//!   in id order and open through the unique index of unresolved keys, so
+//!   an alert is opened and resolved once (see [`policy`]);
 //! - host names are cached by id and a missing id is read by id, so a host
 //!   whose row commits after one with a greater id is still named.
 //!
@@ -71,6 +74,10 @@ pub(super) const OUTBOX_LOCK: i64 = 0x7077_0002;
 
 /// The advisory lock (transaction level) under which partitions are made.
 const PARTITION_LOCK: i64 = 0x7077_0003;
+
+/// The advisory lock (transaction level) under which baselines change, so
+/// that their log says what each change was.
+pub(super) const BASELINES_LOCK: i64 = 0x7077_0005;
 
 /// How many times a transaction that lost a deadlock or a serialization
 /// conflict is run before the call answers [`StoreError::Busy`].
