@@ -23,6 +23,12 @@
 //!   same new program store it once;
 //! - outbox ids are given under a transaction-level advisory lock held to
 //!   commit ([`OUTBOX_LOCK`]), so they become visible in id order;
+//! - two collectors syncing the alerts of a host lock its unresolved alerts
+//!   in id order and open through the unique index of unresolved keys, so
+//!   an alert is opened and resolved once (see [`policy`]);
+//! - every ingest transaction holds [`PROGRAMS_LOCK`] shared, and retention
+//!   deletes unnamed programs holding it exclusively, after looking again
+//!   at what was written since it found them (see [`prune`]);
 //! - host names are cached by id and a missing id is read by id, so a host
 //!   whose row commits after one with a greater id is still named.
 //!
@@ -72,6 +78,16 @@ pub(super) const OUTBOX_LOCK: i64 = 0x7077_0002;
 
 /// The advisory lock (transaction level) under which partitions are made.
 const PARTITION_LOCK: i64 = 0x7077_0003;
+
+/// The advisory lock (transaction level) every ingest transaction holds
+/// shared, and the deletion of unnamed programs exclusively (see [`prune`]):
+/// a program is never deleted between an ingest finding it and committing
+/// the interval that names it.
+pub(super) const PROGRAMS_LOCK: i64 = 0x7077_0004;
+
+/// The advisory lock (transaction level) under which baselines change, so
+/// that their log says what each change was.
+pub(super) const BASELINES_LOCK: i64 = 0x7077_0005;
 
 /// How many times a transaction that lost a deadlock or a serialization
 /// conflict is run before the call answers [`StoreError::Busy`].
@@ -315,6 +331,22 @@ struct Month {
     table: String,
     start_ms: i64,
     end_ms: i64,
+}
+
+impl Month {
+    /// The month whose partition is `table` (`intervals_YYYYMM`, as
+    /// [`months_between`] names them); `None` for any other table.
+    fn of_table(table: &str) -> Option<Month> {
+        let digits = table.strip_prefix("intervals_")?;
+        if digits.len() != 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let date = jiff::civil::Date::new(digits[..4].parse().ok()?, digits[4..].parse().ok()?, 1).ok()?;
+        let start = jiff::tz::Offset::UTC
+            .to_timestamp(date.to_datetime(jiff::civil::Time::midnight()))
+            .ok()?;
+        months_between(start, start).pop().filter(|month| month.table == table)
+    }
 }
 
 /// The months (UTC) from the one of `from` to the one of `until`, both included.
@@ -589,6 +621,23 @@ mod tests {
         assert_eq!(months[0].start_ms, at("2026-11-01T00:00:00Z").as_millisecond());
         assert!(months.windows(2).all(|w| w[0].end_ms == w[1].start_ms));
         assert_eq!(months[2].end_ms, at("2027-02-01T00:00:00Z").as_millisecond());
+    }
+
+    #[test]
+    fn a_partition_is_known_by_its_name_and_no_other_table_is_taken_for_one() {
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let month = Month::of_table("intervals_202612").unwrap();
+        assert_eq!(month.start_ms, at("2026-12-01T00:00:00Z").as_millisecond());
+        assert_eq!(month.end_ms, at("2027-01-01T00:00:00Z").as_millisecond());
+        for other in [
+            "intervals_open",
+            "intervals_20261",
+            "intervals_202613",
+            "intervals_2026120",
+            "hosts",
+        ] {
+            assert_eq!(Month::of_table(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! that loses a deadlock or a serialization conflict (two collectors
 //! interning the same new programs, say) is rolled back whole and applied
 //! again; a batch that fails otherwise rolls back alone and gets its error.
+//! A group with reports holds [`PROGRAMS_LOCK`] shared to commit, so
+//! retention deletes no program it is naming (see [`super::prune`]).
 //! A group of heartbeats only commits without waiting for the WAL flush
 //! (`synchronous_commit = off`): losing the last seconds of `last_seen` to
 //! a crash of the server loses no history.
@@ -23,7 +25,7 @@ use portwatch_common::wire::{Ack, Batch, ReportBody};
 use portwatch_common::Listener;
 use tokio::sync::mpsc;
 
-use super::{pg, Inner};
+use super::{pg, Inner, PROGRAMS_LOCK};
 use crate::clock::{self, HostClock};
 use crate::history::{self, SessionState, Staged, Step};
 use crate::store::stored::{
@@ -166,6 +168,12 @@ async fn try_group(inner: &Inner, group: &[(Batch, Timestamp)]) -> Result<Vec<Re
     let mut tx = client.transaction().await.map_err(pg)?;
     if group.iter().all(|(batch, _)| batch.reports.is_empty()) {
         tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .await
+            .map_err(pg)?;
+    } else {
+        // Held to commit: retention deletes no program between this
+        // group finding one and committing the intervals that name it.
+        tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&PROGRAMS_LOCK])
             .await
             .map_err(pg)?;
     }

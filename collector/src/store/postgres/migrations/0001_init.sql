@@ -73,6 +73,10 @@ CREATE INDEX intervals_by_host ON intervals (host_id, closed_at, opened_at);
 CREATE INDEX intervals_by_port ON intervals (port, closed_at, opened_at);
 -- Exports and history pages, by opening time.
 CREATE INDEX intervals_by_opened ON intervals (opened_at, id);
+-- The intervals written since an id (retention's look at what ingest wrote
+-- while it found unnamed programs): rows come mostly in id order, so a
+-- block-range index finds the newest for a few bytes a megabyte.
+CREATE INDEX intervals_by_id ON intervals USING brin (id);
 
 CREATE TABLE ports_first_seen (
     proto      smallint NOT NULL,
