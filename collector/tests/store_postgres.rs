@@ -322,3 +322,50 @@ fn pruning_a_month_entirely_past_the_cutoff_drops_its_partition() {
         "intervals_open"
     );
 }
+
+/// The test server's TLS port (`tests/postgres.sh`: TCP takes TLS only) and its CA's certificate.
+fn tls_server() -> (String, std::path::PathBuf) {
+    let need =
+        |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is unset: run through `bash tests/run.sh`"));
+    (
+        need("PORTWATCH_TEST_POSTGRES_TLS"),
+        need("PORTWATCH_TEST_POSTGRES_CA").into(),
+    )
+}
+
+#[test]
+fn tls_to_the_database_is_verified_against_the_ca_file() {
+    let (url, ca) = tls_server();
+    let schema = PostgresSchema::fresh();
+    let name = schema.url.rsplit("search_path%3D").next().unwrap().to_owned();
+    let url = format!("{url}&options=-csearch_path%3D{name}");
+    let mut options = PostgresOptions::new(url.clone());
+    options.ca_file = Some(ca);
+    options.max_connections = 2;
+    let store = PostgresStore::open(&options, clock::Limits::default()).unwrap();
+    let b = batch("web-1", "s", vec![snapshot(1, ts(0), vec![owned(22, 1, &[])])]);
+    store.ingest(&b, ts(0)).unwrap();
+    assert_eq!(store.who(22, None, ts(0)).unwrap().len(), 1);
+    drop(store);
+
+    // The system's bundle does not know the test's CA: refused, and said so.
+    let mut untrusted = PostgresOptions::new(url);
+    untrusted.max_connections = 2;
+    let error = PostgresStore::open(&untrusted, clock::Limits::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+}
+
+#[test]
+fn a_server_that_takes_only_tls_refuses_a_plain_connection_and_says_why() {
+    let (url, _) = tls_server();
+    let mut options = PostgresOptions::new(url.replace("sslmode=require", "sslmode=disable"));
+    options.max_connections = 2;
+    let error = PostgresStore::open(&options, clock::Limits::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("pg_hba.conf") && error.contains("28000"), "{error}");
+}

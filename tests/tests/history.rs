@@ -3,7 +3,7 @@
 //! listeners opening and closing; the `portwatch` CLI answers from history.
 //! Outages of either side lose and duplicate nothing.
 // Test helpers outside #[test] functions panic on failure like the tests do.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

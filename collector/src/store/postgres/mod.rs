@@ -207,11 +207,23 @@ impl PostgresStore {
         })
     }
 
-    /// Runs `call` on the store's runtime and waits for it.
+    /// Runs `call` on the store's runtime and waits for it. Called on a
+    /// worker of a multi-threaded async runtime (which should have used
+    /// `spawn_blocking`), it tells that runtime it blocks, rather than
+    /// failing: a store call is synchronous, wherever it is made.
     fn block<T>(&self, call: impl AsyncFnOnce(&Inner) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        match &self.runtime {
-            Some(runtime) => runtime.block_on(call(&self.inner)),
-            None => Err(StoreError::Database("the store is closing".to_owned())),
+        let Some(runtime) = &self.runtime else {
+            return Err(StoreError::Database("the store is closing".to_owned()));
+        };
+        let run = || runtime.block_on(call(&self.inner));
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Err(_) => run(),
+            Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => Err(StoreError::Database(
+                "the PostgreSQL store was called on a single-threaded async runtime, which it cannot block: \
+                 call it from spawn_blocking"
+                    .to_owned(),
+            )),
+            Ok(_) => tokio::task::block_in_place(run),
         }
     }
 }
