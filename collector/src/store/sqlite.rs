@@ -3078,4 +3078,68 @@ mod tests {
             (443, "web-1", ts(100))
         );
     }
+
+    /// A finding of review: the intervals written since the scan were read
+    /// for the batch being deleted only, then not again, so a program of a
+    /// later batch that one of them named was deleted.
+    #[test]
+    fn a_program_named_after_the_scan_is_kept_whichever_batch_it_is_in() {
+        use crate::store::{Maintenance, PruneCursor, PruneStage};
+        use portwatch_fixtures::served_by;
+        let dir = TempDir::new();
+        let store = SqliteStore::open(&dir.db()).unwrap();
+        let day = |d: i64| ts(d * 86_400);
+        let send = |seq, at, reports| {
+            store.ingest(&batch("web-1", "s", vec![reports]), at).unwrap();
+            let _ = seq;
+        };
+        let first = vec![served_by(80, "nginx"), served_by(81, "varnish"), served_by(22, "sshd")];
+        send(1, day(0), snapshot(1, day(0), first));
+        send(
+            2,
+            day(1),
+            delta(
+                2,
+                day(1),
+                vec![],
+                vec![served_by(80, "nginx"), served_by(81, "varnish")],
+            ),
+        );
+        let month = Some(std::time::Duration::from_secs(30 * 86_400));
+        let plan = crate::retention::plan(
+            day(60),
+            &crate::retention::Retention {
+                history: month,
+                alerts: month,
+                baseline_log: month,
+            },
+        );
+        let mut cursor = PruneCursor::default();
+        // Up to the scan of programs: nginx and varnish found unnamed, none deleted yet.
+        while !(cursor.stage == PruneStage::Programs && !cursor.programs.is_empty()) {
+            assert_eq!(store.prune(&plan, &mut cursor, 1).unwrap().programs, 0);
+            assert!(!cursor.done(), "the pass ended before its scan of programs");
+        }
+        assert_eq!(cursor.programs.len(), 2);
+        // Both are named again before any delete.
+        send(
+            3,
+            day(60),
+            delta(
+                3,
+                day(60),
+                vec![served_by(90, "nginx"), served_by(91, "varnish")],
+                vec![],
+            ),
+        );
+        while !cursor.done() {
+            store.prune(&plan, &mut cursor, 1).unwrap();
+        }
+        let open = store.listeners_at("web-1", day(60)).unwrap();
+        let names: Vec<(u16, &str)> = open
+            .iter()
+            .map(|r| (r.listener.local_port, &*r.listener.processes[0].name))
+            .collect();
+        assert_eq!(names, vec![(22, "sshd"), (90, "nginx"), (91, "varnish")]);
+    }
 }

@@ -376,6 +376,8 @@ impl SqliteStore {
             cursor.intervals_seen = seen;
             // `after` holds the count of forgotten hosts at the scan, plus one (0: not scanned).
             cursor.after = forgotten + 1;
+            // The first deletes come at the next call, after what ingest wrote meanwhile.
+            return Ok(Some(Pruned::default()));
         }
         if cursor.programs.is_empty() {
             return Ok(None);
@@ -404,13 +406,16 @@ impl SqliteStore {
             for id in batch.iter().filter(|id| !named.contains(id)) {
                 removed += delete.execute([id]).map_err(db)? as u64;
             }
-            Ok(Some((removed, seen.max(cursor.intervals_seen))))
+            Ok(Some((removed, seen.max(cursor.intervals_seen), named)))
         })?;
-        let Some((removed, seen)) = checked else {
+        let Some((removed, seen, named)) = checked else {
             cursor.after = 0;
             cursor.programs.clear();
             return Ok(Some(Pruned::default()));
         };
+        // The intervals read are not read again: a later batch's program
+        // they name is named, whichever batch it is in.
+        cursor.programs.retain(|id| !named.contains(id));
         cursor.intervals_seen = seen;
         Ok(Some(Pruned {
             programs: removed,
