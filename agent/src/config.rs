@@ -28,8 +28,10 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Base URL of the collector (`http://` or `https://`).
-    pub collector: Option<String>,
+    /// Base URLs of the collectors (`http://` or `https://`), in the order
+    /// they are tried: one string, or a non-empty list (empty: not set).
+    #[serde(default, deserialize_with = "collectors")]
+    pub collector: Vec<String>,
     /// File holding this host's agent token.
     pub token_file: Option<PathBuf>,
     /// PEM certificates to verify an `https://` collector with (default: the built-in Mozilla roots).
@@ -63,7 +65,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            collector: None,
+            collector: Vec::new(),
             token_file: None,
             ca_file: None,
             host_name: None,
@@ -100,6 +102,30 @@ fn default_spool_max_mb() -> u64 {
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// `collector = "URL"` or `collector = ["URL", ...]` (at least one).
+fn collectors<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let urls = match OneOrMany::deserialize(d).map_err(|_| {
+        serde::de::Error::custom(
+            "write one URL, collector = \"https://c1:7878\", or a list, collector = [\"https://c1:7878\", \"https://c2:7878\"]",
+        )
+    })? {
+        OneOrMany::One(url) => vec![url],
+        OneOrMany::Many(urls) => urls,
+    };
+    if urls.is_empty() {
+        return Err(serde::de::Error::custom(
+            "collector = []: give at least one URL, or leave collector out",
+        ));
+    }
+    Ok(urls)
 }
 
 /// Parses `500ms`, `10s`, `5m`, `1h30m`.
@@ -162,18 +188,24 @@ impl Config {
 
     /// Checks values the types alone do not.
     pub fn check(&self) -> Result<(), String> {
-        if let Some(url) = &self.collector {
+        for (i, url) in self.collector.iter().enumerate() {
             if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
                 return Err(format!(
                     "collector = {url:?}: write a URL such as \"https://collector.example:7878\""
                 ));
             }
-        }
-        if let (Some(ca), Some(url)) = (&self.ca_file, &self.collector) {
-            if url.starts_with("http://") {
+            if let Some(ca) = &self.ca_file {
+                if url.starts_with("http://") {
+                    return Err(format!(
+                        "ca_file = {:?} is set but collector {url:?} is plain http: write https://, or drop ca_file",
+                        ca.display().to_string()
+                    ));
+                }
+            }
+            let same = |other: &String| other.trim_end_matches('/') == url.trim_end_matches('/');
+            if let Some(first) = self.collector[..i].iter().find(|other| same(other)) {
                 return Err(format!(
-                    "ca_file = {:?} is set but collector {url:?} is plain http: write https://, or drop ca_file",
-                    ca.display().to_string()
+                    "collector {url:?} is listed twice (also as {first:?}): list each collector once"
                 ));
             }
         }
@@ -246,7 +278,7 @@ mod tests {
         assert_eq!(config.spool_max_mb, DEFAULT_SPOOL_MAX_MB);
         assert!(config.events);
         assert_eq!(config.safety_scan_interval, DEFAULT_SAFETY_SCAN_INTERVAL);
-        assert_eq!(config.collector.as_deref(), Some("http://127.0.0.1:7878"));
+        assert_eq!(config.collector, ["http://127.0.0.1:7878"]);
         assert!(config.tags.is_empty());
     }
 
@@ -294,6 +326,21 @@ mod tests {
                 "write https://",
             ),
             ("spool_max_mb = -1", "line 1"),
+            ("collector = []", "at least one URL"),
+            ("collector = 7878", "or a list"),
+            ("collector = [\"https://c1:7878\", 7878]", "or a list"),
+            (
+                "collector = [\"https://c1:7878\", \"c2:7878\"]",
+                "https://collector.example:7878",
+            ),
+            (
+                "collector = [\"https://c1:7878\", \"https://c2:7878\", \"https://c1:7878/\"]",
+                "listed twice",
+            ),
+            (
+                "collector = [\"https://c1:7878\", \"http://c2:7878\"]\nca_file = \"/etc/ca.pem\"",
+                "write https://",
+            ),
             ("[tags]\n\"bad tag\" = \"x\"", "tag names"),
             (too_many_tags.as_str(), "at most 64"),
             (long_tag_value.as_str(), "at most 256 bytes"),
@@ -302,6 +349,17 @@ mod tests {
             assert!(e.starts_with("agent.toml: "), "{text}: {e}");
             assert!(e.contains(needle), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn collector_is_one_url_or_a_list_tried_in_order() {
+        assert_eq!(
+            parse("collector = \"https://c1:7878\"").unwrap().collector,
+            ["https://c1:7878"]
+        );
+        let c = parse("collector = [\"https://c1:7878\", \"https://c2:7878\"]\nca_file = \"/etc/ca.pem\"").unwrap();
+        assert_eq!(c.collector, ["https://c1:7878", "https://c2:7878"]);
+        assert!(parse("").unwrap().collector.is_empty());
     }
 
     #[test]

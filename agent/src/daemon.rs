@@ -52,8 +52,9 @@ const RELEASE_CONFIRM_DELAY: Duration = Duration::from_millis(20);
 /// What the daemon needs, resolved from the config file and flags.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Collector base URL.
-    pub collector: String,
+    /// Collector base URLs, in the order they are tried (at least one; see
+    /// `ship::Failover`).
+    pub collectors: Vec<String>,
     /// The agent token.
     pub token: String,
     /// The file the token was read from, read again when the collector
@@ -168,14 +169,15 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     facts.detection = Some(detection.as_str().to_owned());
     let mut d = Daemon {
         observer: Observer::new(session.clone(), facts),
-        shipper: Shipper::new(&settings.collector, &settings.token, settings.ca_file.as_deref())?,
+        shipper: Shipper::several(&settings.collectors, &settings.token, settings.ca_file.as_deref())?,
         backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
         scanner,
         spool,
         settings,
     };
     tracing::info!(
-        host = %d.settings.host, collector = %d.settings.collector, session = %session,
+        host = %d.settings.host, collector = %d.shipper.collector(),
+        collectors = %d.settings.collectors.join(" "), session = %session,
         interval = ?d.settings.interval, spooled = d.spool.len(), "agent started"
     );
     match detection {
@@ -239,7 +241,7 @@ impl Daemon {
         if let Some(signal) = self.full_scan(rx, &mut tracked, &mut counts, &mut last_at, &mut first) {
             return self.stop(signal);
         }
-        self.ship_if_ready();
+        self.ship_events(&tracked, &mut last_at);
         let mut next_heartbeat = Instant::now() + self.settings.interval;
         let mut next_full = Instant::now() + self.settings.safety_scan_interval;
         let mut ship_at: Option<Instant> = None;
@@ -282,7 +284,7 @@ impl Daemon {
             if ship_at.is_some_and(|t| now >= t) || now >= next_heartbeat {
                 ship_at = None;
                 next_heartbeat = Instant::now() + self.settings.interval;
-                self.ship_if_ready();
+                self.ship_events(&tracked, &mut last_at);
             }
         }
     }
@@ -439,6 +441,22 @@ impl Daemon {
         stop
     }
 
+    /// With kernel events, ships; and when the collector asked for a
+    /// snapshot that nothing spooled gives (a collector that does not know
+    /// this session, after a switch; a gap), makes it at once from the
+    /// event-made table and ships it (no scan comes every interval to make
+    /// it).
+    fn ship_events(&mut self, tracked: &Tracked, last_at: &mut Timestamp) {
+        self.ship_if_ready();
+        if self.observer.resync_due() {
+            let at = Timestamp::now().max(*last_at);
+            *last_at = at;
+            let reports = self.observer.observe(tracked.snapshot(), at);
+            spool_reports(reports, &mut self.observer, &mut self.spool);
+            self.ship_if_ready();
+        }
+    }
+
     fn ship_if_ready(&mut self) {
         if self.backoff.ready() {
             ship(
@@ -461,7 +479,7 @@ impl Daemon {
             &mut self.observer,
             &mut Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
         );
-        tracing::info!(spooled = self.spool.len(), "agent stopped");
+        tracing::info!(spooled = self.spool.len(), collector = %self.shipper.collector(), "agent stopped");
         Ok(())
     }
 }
@@ -589,11 +607,11 @@ fn ship(settings: &Settings, shipper: &mut Shipper, spool: &mut Spool, observer:
                     let snapshot_pending = match skip_to_snapshot(spool, &session) {
                         Ok((skipped, pending)) => {
                             if skipped > 0 {
-                                tracing::warn!(skipped, session = %session, acked = ack.acked,
+                                tracing::warn!(skipped, session = %session, acked = ack.acked, collector = %shipper.collector(),
                                     "dropped reports the collector cannot place after a gap (counted as dropped); \
                                      a snapshot restores the history's state");
                             } else {
-                                tracing::info!(acked = ack.acked, "collector asked for a snapshot");
+                                tracing::info!(acked = ack.acked, collector = %shipper.collector(), "collector asked for a snapshot");
                             }
                             pending
                         }
@@ -643,6 +661,7 @@ fn ship(settings: &Settings, shipper: &mut Shipper, spool: &mut Spool, observer:
             Err(ShipError::Unavailable {
                 message,
                 retry_after: Some(wait),
+                ..
             }) => {
                 // Back-pressure from a busy collector, not a failure: wait as asked, no longer.
                 backoff.wait(wait);

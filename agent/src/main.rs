@@ -39,9 +39,12 @@ struct RunArgs {
     /// Configuration file (TOML; see packaging/config/agent.toml). Default: /etc/portwatch/agent.toml if it exists.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Collector base URL, e.g. http://collector.example:7878.
+    /// Collector base URL, e.g. https://collector.example:7878. Repeat it for several collectors (they replace the
+    /// config's list): the agent stays with the one that last answered, and sends the same batch to the next one at
+    /// once when it cannot be reached, times out or answers 5xx; a 4xx is the same answer everywhere and is not
+    /// sent elsewhere. One URL for a load balancer in front of several collectors.
     #[arg(long, value_name = "URL")]
-    collector: Option<String>,
+    collector: Vec<String>,
     /// Agent token (default: PORTWATCH_TOKEN, then the config's token_file; --token-file wins over both). Other
     /// users of the host can read it in `ps`: prefer --token-file.
     #[arg(long, env = "PORTWATCH_TOKEN", hide_env_values = true)]
@@ -187,8 +190,8 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         None if std::path::Path::new(DEFAULT_CONFIG).exists() => Config::load(std::path::Path::new(DEFAULT_CONFIG))?,
         None => Config::default(),
     };
-    if let Some(c) = args.collector {
-        config.collector = Some(c);
+    if !args.collector.is_empty() {
+        config.collector = args.collector;
     }
     if let Some(i) = args.interval {
         config.interval = i;
@@ -211,10 +214,9 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         config.ca_file = Some(ca);
     }
     config.check().map_err(|m| anyhow::anyhow!("flags: {m}"))?;
-    let collector = config
-        .collector
-        .clone()
-        .context("no collector: pass --collector URL or set `collector` in the config")?;
+    if config.collector.is_empty() {
+        anyhow::bail!("no collector: pass --collector URL or set `collector` in the config");
+    }
     let from_flag = args.token_file.is_some();
     if let Some(file) = args.token_file {
         config.token_file = Some(file);
@@ -235,7 +237,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let host = portwatch_agent::facts::host_name(config.host_name.as_deref()).map_err(anyhow::Error::msg)?;
     portwatch_agent::daemon::run(portwatch_agent::daemon::Settings {
-        collector,
+        collectors: config.collector.clone(),
         token,
         token_file,
         ca_file: config.ca_file.clone(),
@@ -273,7 +275,11 @@ fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     println!(
         "{}: OK (collector {}, every {}, spool {} up to {} MiB)",
         args.config.display(),
-        config.collector.as_deref().unwrap_or("not set"),
+        if config.collector.is_empty() {
+            "not set".to_owned()
+        } else {
+            config.collector.join(", then ")
+        },
         humantime::format_duration(config.interval),
         config.spool_dir.display(),
         config.spool_max_mb

@@ -143,6 +143,13 @@ impl Observer {
             .collect()
     }
 
+    /// Whether the next report must be a snapshot again, after reports were
+    /// made (the collector asked for one, or reports were dropped); not at
+    /// the start of a session, before the first.
+    pub fn resync_due(&self) -> bool {
+        self.snapshot_due && self.last.is_some()
+    }
+
     /// Makes the next report a snapshot (the collector asked, or reports were dropped).
     pub fn resync(&mut self) {
         self.snapshot_due = true;

@@ -390,6 +390,8 @@ pub fn write_token_file(file: &std::path::Path, secret: &str, mode: u32) -> anyh
 /// A running `portwatch-agent run`, killed on drop.
 pub struct Agent {
     child: Child,
+    /// Its log so far, when it was started with [`Agent::start_logged`].
+    log: Option<std::sync::Arc<std::sync::Mutex<String>>>,
 }
 
 impl Agent {
@@ -423,6 +425,50 @@ impl Agent {
         )
     }
 
+    /// [`Agent::start_with`], keeping what it logs (still copied to the
+    /// test's stderr) for [`Agent::log`].
+    pub fn start_logged(
+        collector: &str,
+        token: &str,
+        host: &str,
+        interval: &str,
+        spool: &std::path::Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Agent> {
+        let mut agent = Agent::spawn_with(
+            &["--token".as_ref(), token.as_ref()],
+            collector,
+            host,
+            interval,
+            spool,
+            extra,
+            Stdio::piped(),
+        )?;
+        let stderr = agent.child.stderr.take().context("no stderr")?;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                if let Ok(mut log) = kept.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        agent.log = Some(log);
+        Ok(agent)
+    }
+
+    /// What it logged so far (empty unless started with [`Agent::start_logged`]).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|log| log.lock().ok().map(|log| log.clone()))
+            .unwrap_or_default()
+    }
+
     /// [`Agent::start_with`] reading its token from `token_file` (`--token-file`).
     pub fn start_with_token_file(
         collector: &str,
@@ -450,6 +496,18 @@ impl Agent {
         spool: &std::path::Path,
         extra: &[&str],
     ) -> anyhow::Result<Agent> {
+        Agent::spawn_with(token, collector, host, interval, spool, extra, Stdio::inherit())
+    }
+
+    fn spawn_with(
+        token: &[&std::ffi::OsStr],
+        collector: &str,
+        host: &str,
+        interval: &str,
+        spool: &std::path::Path,
+        extra: &[&str],
+        stderr: Stdio,
+    ) -> anyhow::Result<Agent> {
         let child = agent()
             .args(["run", "--collector", collector])
             .args(token)
@@ -464,10 +522,10 @@ impl Agent {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .context("cannot start portwatch-agent run")?;
-        Ok(Agent { child })
+        Ok(Agent { child, log: None })
     }
 
     /// Kills it with SIGKILL and waits for it.
