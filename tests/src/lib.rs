@@ -269,6 +269,13 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// What `sql` prints (`psql`, unaligned), on a PostgreSQL database; `None` on SQLite.
+    pub fn psql(&self, sql: &str) -> Option<String> {
+        self._schema.as_ref().map(|schema| schema.psql(sql))
+    }
+}
+
 /// One `#[test]` per backend for each `fn name(backend: Backend)` listed:
 /// `name::sqlite` and `name::postgres`.
 #[macro_export]

@@ -534,3 +534,103 @@ on_every_backend!(
     a_baseline_turns_departures_into_findings_and_alerts_with_a_lifecycle,
     a_webhook_that_fails_first_still_gets_each_alert_change_once_and_a_dead_one_blocks_nothing,
 );
+
+/// Two collectors on one PostgreSQL database with one webhook: the one
+/// holding the sink's lease is killed (kill -9) while alerts open and
+/// resolve; the other takes the lease over and delivers what followed, and
+/// every alert change reaches the receiver (at least once: repeats carry
+/// the same `event_id`).
+#[test]
+fn when_the_collector_delivering_alerts_dies_another_takes_over_and_no_alert_change_is_lost() {
+    const LEASED_HOST: &str = "lease-web-1";
+    let receiver = Receiver::start(0, axum::http::StatusCode::OK);
+    let dir = TempDir::new("drift-lease").unwrap();
+    let test_db = TestDb::new(Backend::Postgres, &dir.path);
+    let db = test_db.db.clone();
+    let config = dir.path.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\nstartup_grace = \"1s\"\n\n\
+             [[alerts.webhook]]\nname = \"ops\"\nurl = {:?}\nmin_severity = \"info\"\n",
+            db.to_str().unwrap(),
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let agent_token = create_token(&db, &["--host", LEASED_HOST]).unwrap();
+    let admin = create_token(&db, &["--role", "admin", "--name", "ops-admin"]).unwrap();
+    let serve = || Collector::serve(&db, &[OsStr::new("--config"), config.as_os_str()]).unwrap();
+    let mut collectors = vec![serve(), serve()];
+    let holder = |test_db: &TestDb| -> Option<u32> {
+        let holder = test_db.psql("SELECT holder FROM leases WHERE name = 'sink:webhook:ops'")?;
+        holder.split(':').nth(1)?.parse().ok()
+    };
+    let pid = eventually(SETTLE, || holder(&test_db)).expect("one collector takes the sink's lease");
+    let at = collectors
+        .iter()
+        .position(|c| c.pid() == pid)
+        .expect("the holder is one of the two");
+    let (survivor_url, holder_url) = (collectors[1 - at].url.clone(), collectors[at].url.clone());
+    let _agent = Agent::start_with(
+        &holder_url,
+        &agent_token,
+        LEASED_HOST,
+        "200ms",
+        &dir.path.join("spool"),
+        &["--collector", survivor_url.as_str()],
+    )
+    .unwrap();
+    let file = dir.path.join("lease.toml");
+    std::fs::write(
+        &file,
+        "name = \"lease\"\nhosts = [\"lease-web-*\"]\n\n[[listener]]\nproto = \"udp\"\nport = \"1-65535\"\n\
+         owner = \"team test\"\nreason = \"any UDP is fine here\"\n",
+    )
+    .unwrap();
+    let out = portwatch(
+        &survivor_url,
+        &admin,
+        &["baseline", "apply", file.to_str().unwrap(), "-m", "lease test"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let of_port = |event: &str, port: u16| -> usize {
+        receiver
+            .bodies()
+            .iter()
+            .filter(|b| b["event"] == event && b["alert"]["finding"]["local_port"] == port)
+            .count()
+    };
+    let before = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let before_port = before.port(0);
+    eventually(SETTLE, || (of_port("opened", before_port) > 0).then_some(()))
+        .expect("the holder delivers the first alert");
+
+    collectors.remove(at).kill();
+    let after = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let after_port = after.port(0);
+    drop(before);
+    // Within the lease's 15 s and a renewal (5 s), then a sweep: a minute is generous.
+    let takeover = Duration::from_secs(60);
+    eventually(takeover, || (of_port("opened", after_port) > 0).then_some(()))
+        .expect("the other collector takes the lease over and delivers the alert that opened after the kill");
+    eventually(takeover, || (of_port("resolved", before_port) > 0).then_some(()))
+        .expect("and the resolution of the first");
+    let survivor = holder(&test_db).expect("a holder");
+    assert_eq!(survivor, collectors[0].pid(), "the survivor holds the lease");
+    // Every alert change the store has is delivered: none lost across the takeover.
+    let stored = test_db
+        .psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM alert_events")
+        .unwrap();
+    let stored: std::collections::BTreeSet<i64> = stored.split(',').filter_map(|id| id.parse().ok()).collect();
+    assert!(stored.len() >= 3, "opened, opened, resolved at least: {stored:?}");
+    let delivered = || -> std::collections::BTreeSet<i64> {
+        receiver
+            .bodies()
+            .iter()
+            .filter_map(|b| b["event_id"].as_i64())
+            .collect()
+    };
+    eventually(takeover, || stored.is_subset(&delivered()).then_some(()))
+        .unwrap_or_else(|| panic!("delivered {:?}, stored {stored:?}", delivered()));
+}

@@ -6,9 +6,9 @@
 //! Two collectors cannot share one SQLite file (one writer), so each has its
 //! own, copied from one where the tokens were made (the same tokens work on
 //! both): the second does not know the agent's session and asks for a
-//! snapshot, which is how the agent's listeners reach it. Tests of two
-//! collectors on one database, where a switch repeats and loses nothing of
-//! the history, come with the PostgreSQL store.
+//! snapshot, which is how the agent's listeners reach it. Two collectors on
+//! one PostgreSQL database share the session: the switch asks for nothing,
+//! drops nothing, and the history has each interval once.
 // Test helpers outside #[test] functions panic on failure like the tests do.
 #![allow(clippy::unwrap_used)]
 
@@ -249,4 +249,71 @@ fn a_refusal_from_the_first_collector_is_not_sent_to_the_next() {
     assert_eq!(s.hosts(&second), Vec::<Value>::new());
     assert!(!agent.log().contains("switched collector"), "{}", agent.log());
     assert!(agent.terminate().unwrap().success());
+}
+
+#[test]
+fn two_collectors_on_one_postgres_database_hand_an_agent_over_losing_and_repeating_nothing() {
+    let dir = TempDir::new("e2e-failover-pg").unwrap();
+    let db = TestDb::new(Backend::Postgres, &dir.path);
+    let host = "e2e-failover-pg";
+    let agent_token = create_token(&db.db, &["--host", host]).unwrap();
+    let read_token = create_token(&db.db, &["--role", "read", "--name", "ops"]).unwrap();
+    let first = start(&db.db, 0);
+    let second = start(&db.db, 0);
+    let agent = Agent::start_logged(
+        &first.url,
+        &agent_token,
+        host,
+        "200ms",
+        &dir.path.join("spool"),
+        &["--collector", second.url.as_str()],
+    )
+    .unwrap();
+    let history = |port: u16| -> Vec<Value> {
+        let port = port.to_string();
+        portwatch_json(&second.url, &read_token, &["history", "--host", host, "--port", &port])
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        eventually(SETTLE, || done().then_some(()))
+            .unwrap_or_else(|| panic!("{what}; the agent's log:\n{}", agent.log()));
+    };
+
+    let before = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let before_port = before.port(0);
+    // Stored through the first, read through the second: one database.
+    wait("the first stores the listener, the second reads it", &|| {
+        history(before_port).iter().any(|r| r["closed_at"].is_null())
+    });
+    assert_eq!(
+        ingest_requests(&second, &read_token),
+        0,
+        "nothing goes to the second yet"
+    );
+
+    first.kill();
+    let during = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let during_port = during.port(0);
+    wait("a listener opened at the switch reaches the second", &|| {
+        history(during_port).iter().any(|r| r["closed_at"].is_null())
+    });
+    drop(before);
+    wait("the close reaches the second", &|| {
+        let rows = history(before_port);
+        !rows.is_empty() && rows.iter().all(|r| !r["closed_at"].is_null())
+    });
+    assert_eq!(history(before_port).len(), 1, "one interval, opened once, closed once");
+    assert_eq!(history(during_port).len(), 1, "one interval, still open");
+    let log = agent.log();
+    assert_eq!(
+        log.lines().filter(|l| l.contains("switched collector")).count(),
+        1,
+        "one switch: {log}"
+    );
+    assert!(
+        !log.contains("asked for a snapshot") && !log.contains("dropped reports"),
+        "the second knew the session: no snapshot asked, nothing dropped: {log}"
+    );
 }
