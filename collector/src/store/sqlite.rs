@@ -3116,7 +3116,7 @@ mod tests {
         );
         let mut cursor = PruneCursor::default();
         // Up to the scan of programs: nginx and varnish found unnamed, none deleted yet.
-        while !(cursor.stage == PruneStage::Programs && !cursor.programs.is_empty()) {
+        while cursor.stage != PruneStage::Programs || cursor.programs.is_empty() {
             assert_eq!(store.prune(&plan, &mut cursor, 1).unwrap().programs, 0);
             assert!(!cursor.done(), "the pass ended before its scan of programs");
         }
