@@ -590,9 +590,14 @@ pub struct TempDir {
 }
 
 impl TempDir {
-    /// Creates `pw-<tag>-<pid>`, empty.
+    /// Creates `pw-<tag>-<pid>-<n>`, empty: `n` counts the directories this
+    /// process made, so that tests of one tag running at once (a test on each
+    /// backend) get one each.
     pub fn new(tag: &str) -> anyhow::Result<TempDir> {
-        let path = std::env::temp_dir().join(format!("pw-{tag}-{}", std::process::id()));
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("pw-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(TempDir { path })

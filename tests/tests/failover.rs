@@ -317,3 +317,34 @@ fn two_collectors_on_one_postgres_database_hand_an_agent_over_losing_and_repeati
         "the second knew the session: no snapshot asked, nothing dropped: {log}"
     );
 }
+
+#[test]
+fn a_token_revoked_in_the_shared_database_is_refused_by_every_collector() {
+    let dir = TempDir::new("e2e-revoke-pg").unwrap();
+    let db = TestDb::new(Backend::Postgres, &dir.path);
+    let read_token = create_token(&db.db, &["--role", "read", "--name", "ops"]).unwrap();
+    let collectors = [start(&db.db, 0), start(&db.db, 0)];
+    let status = |c: &Collector| -> u16 {
+        match ureq::get(format!("{}/api/v1/hosts", c.url))
+            .header("Authorization", format!("Bearer {read_token}"))
+            .call()
+        {
+            Ok(answer) => answer.status().as_u16(),
+            Err(ureq::Error::StatusCode(code)) => code,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    for c in &collectors {
+        assert_eq!(status(c), 200, "the token works on both");
+    }
+    let out = std::process::Command::new(binary("portwatch-collector"))
+        .args(["token", "revoke", "ops", "--db"])
+        .arg(&db.db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for c in &collectors {
+        eventually(SETTLE, || (status(c) == 401).then_some(()))
+            .unwrap_or_else(|| panic!("{} still takes the revoked token", c.url));
+    }
+}
