@@ -59,6 +59,11 @@ struct Fleet {
 }
 
 fn fleet(tag: &str, risky: u16) -> Fleet {
+    fleet_with(tag, risky, "")
+}
+
+/// [`fleet`], with more of the collector's config (whole tables, such as `[dashboard]`).
+fn fleet_with(tag: &str, risky: u16, more_config: &str) -> Fleet {
     let dir = TempDir::new(tag).unwrap();
     let db = dir.path.join("collector.db");
     let config = dir.path.join("collector.toml");
@@ -66,7 +71,7 @@ fn fleet(tag: &str, risky: u16) -> Fleet {
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\nstartup_grace = \"1s\"\n\
-             risky_ports = [\"tcp/{risky}=test-db\"]\n",
+             risky_ports = [\"tcp/{risky}=test-db\"]\n{more_config}",
             db.to_str().unwrap()
         ),
     )
@@ -514,4 +519,184 @@ fn every_view_passes_an_accessibility_check_with_no_serious_violation() {
         all.extend(serious_violations(&b).into_iter().map(|v| format!("{view}: {v}")));
     }
     assert!(all.is_empty(), "serious accessibility violations:\n{}", all.join("\n"));
+}
+
+/// What the "as of" line says now: the time of the view's last load (by
+/// the page's clock), or its text (with a refresh that failed).
+fn as_of(b: &Browser) -> String {
+    b.execute(
+        "const p = document.getElementById('asof');
+         const t = p && p.querySelector('time');
+         return p ? `${t ? t.dateTime : ''} ${p.textContent}` : '';",
+        json!([]),
+    )
+    .unwrap()
+    .as_str()
+    .unwrap()
+    .to_owned()
+}
+
+/// Waits for the view to be loaded again by itself (its "as of" time moves
+/// on from `seen`), then for `ready` (a part it draws later) to be there.
+fn refreshed(b: &Browser, seen: &str, ready: &str) -> String {
+    // Twice the refresh period and more: a loaded CI machine answers late.
+    b.wait("an automatic refresh", Duration::from_secs(60), |b| {
+        let now = as_of(b);
+        Ok((now != seen && !now.trim().is_empty() && !b.find_all(ready)?.is_empty()).then_some(now))
+    })
+    .unwrap()
+}
+
+/// A number the page's `script` returns.
+fn number(b: &Browser, script: &str) -> f64 {
+    b.execute(script, json!([])).unwrap().as_f64().unwrap()
+}
+
+#[test]
+fn an_automatic_refresh_keeps_the_scroll_what_is_typed_the_focus_and_the_timeline_zoom() {
+    let _one = BROWSERS.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Timestamp::now();
+    let f = fleet_with("dash-refresh", free_port(), "[dashboard]\nrefresh = \"1s\"\n");
+    let _opened = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let shots = screenshots();
+    // Narrow and short: the page scrolls, and so does the timeline in its box.
+    let b = Browser::start(&f.dir.path.join("chromium"), 600, 480).unwrap();
+    sign_in(&b, &f.collector.url, &f.read);
+    let session = page_fetch(&b, "GET", "/api/v1/session", json!({}), Value::Null).1;
+    assert_eq!(session["refresh_seconds"], 1, "{session}");
+
+    // The fleet view: a filter typed and left unsent, another being typed
+    // (focused, its caret inside the text), the page scrolled to its bottom,
+    // the chart (drawn after the table) in view.
+    b.wait_for("#fleet-chart canvas", PAGE).unwrap();
+    let fleet_url = b.url().unwrap();
+    type_in(&b, "#f-q", "dash-*");
+    type_in(&b, "#f-tag", "env=pr");
+    let y = number(
+        &b,
+        "document.getElementById('f-tag').setSelectionRange(4, 4);
+         window.scrollTo(0, document.documentElement.scrollHeight);
+         return window.scrollY;",
+    );
+    assert!(y > 0.0, "the fleet view scrolls at 600x480");
+    let seen = as_of(&b);
+    refreshed(&b, &seen, "#fleet-chart canvas");
+    let kept = b
+        .execute(
+            "const a = document.activeElement;
+             return [document.getElementById('f-q').value, document.getElementById('f-tag').value,
+                     a.id, a.selectionStart, a.selectionEnd, window.scrollY];",
+            json!([]),
+        )
+        .unwrap();
+    assert_eq!(kept[0], "dash-*", "the field typed and left: {kept}");
+    assert_eq!(kept[1], "env=pr", "the field being typed: {kept}");
+    assert_eq!(
+        (kept[2].as_str(), kept[3].as_u64(), kept[4].as_u64()),
+        (Some("f-tag"), Some(4), Some(4)),
+        "its focus and caret: {kept}"
+    );
+    assert!(
+        (kept[5].as_f64().unwrap() - y).abs() <= 1.0,
+        "the page's scroll: {kept}, was {y}"
+    );
+    assert_eq!(b.url().unwrap(), fleet_url, "nothing typed was sent");
+
+    let label = |b: &Browser| {
+        b.execute(
+            "const s = document.querySelector('#timeline svg.timeline'); return s ? s.getAttribute('aria-label') : '';",
+            json!([]),
+        )
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+    };
+    // A host's timeline: zoomed by dragging across it, scrolled inside its
+    // box, a time typed in the picker and not sent, the page scrolled.
+    // A window whose second half holds the test's history: the drag below zooms across its middle.
+    let since = started - Timestamp::now().duration_since(started);
+    b.goto(&format!("{}/#/host/{HOST}?since={since}", f.collector.url))
+        .unwrap();
+    b.wait_for("#timeline rect.bar", PAGE).unwrap();
+    b.execute(
+        "document.getElementById('timeline').scrollIntoView({block: 'center'}); return true;",
+        json!([]),
+    )
+    .unwrap();
+    let day = label(&b);
+    // (Again if a refresh replaced the timeline just before the press.)
+    b.wait("dragging across the timeline", PAGE, |b| {
+        match b.find_all("#timeline svg.timeline")?.first() {
+            Some(svg) => b.drag(svg, -80, 200).map(Some),
+            None => Ok(None),
+        }
+    })
+    .unwrap();
+    let zoomed = b
+        .wait("the zoomed window in the URL", PAGE, |b| {
+            let url = b.url()?;
+            Ok((url.contains("since=") && url.contains("until=")).then_some(url))
+        })
+        .unwrap();
+    let window = b
+        .wait("the zoomed timeline", PAGE, |b| {
+            let l = label(b);
+            Ok((!l.is_empty() && l != day).then_some(l))
+        })
+        .unwrap();
+    type_in(&b, "#at", "-1h");
+    let (left, y) = {
+        let v = b
+            .execute(
+                "document.activeElement.blur();
+                 const box = document.getElementById('timeline');
+                 box.scrollLeft = 60;
+                 window.scrollTo(0, 120);
+                 return [box.scrollLeft, window.scrollY];",
+                json!([]),
+            )
+            .unwrap();
+        (v[0].as_f64().unwrap(), v[1].as_f64().unwrap())
+    };
+    assert!(
+        left > 0.0 && y > 0.0,
+        "the timeline and the page scroll at 600x480: {left}, {y}"
+    );
+    let seen = as_of(&b);
+    refreshed(&b, &seen, "#timeline rect.bar");
+    let kept = b
+        .execute(
+            "return [document.getElementById('at').value, document.getElementById('listeners-title').textContent,
+                     document.getElementById('timeline').scrollLeft, window.scrollY];",
+            json!([]),
+        )
+        .unwrap();
+    assert_eq!(b.url().unwrap(), zoomed, "the zoom is kept");
+    assert_eq!(label(&b), window, "the same window is drawn");
+    assert_eq!(kept[0], "-1h", "the time typed in the picker: {kept}");
+    assert!(
+        kept[1].as_str().unwrap().starts_with("Listeners now"),
+        "and not applied: {kept}"
+    );
+    assert!(
+        (kept[2].as_f64().unwrap() - left).abs() <= 1.0,
+        "the timeline's scroll: {kept}, was {left}"
+    );
+    assert!(
+        (kept[3].as_f64().unwrap() - y).abs() <= 1.0,
+        "the page's scroll: {kept}, was {y}"
+    );
+    b.screenshot(&shots.join("host-refreshed.png")).unwrap();
+
+    // The collector goes away: a refresh that fails leaves the view as it
+    // was, typing included, and says so.
+    f.collector.kill();
+    let text = wait_text(&b, "#asof", "the failed refresh", |t| t.contains("Refresh failed"));
+    assert!(text.contains("showing the view as of"), "{text}");
+    assert!(!b.find_all("#timeline rect.bar").unwrap().is_empty(), "the view stays");
+    let typed = b
+        .execute("return document.getElementById('at').value", json!([]))
+        .unwrap();
+    assert_eq!(typed, "-1h");
 }

@@ -99,5 +99,5 @@ export async function render(box, ctx) {
       p.get('after') ? h('a', { href: ctx.href('fleet', [], wanted) }, 'First page') : null,
       next ? h('a', { href: ctx.href('fleet', [], { ...wanted, after: next }), id: 'hosts-next' }, 'Next page') : null),
     chartBox);
-  chart(chartBox).catch((e) => put(chartBox, note(`No chart: ${e.message}`, 'error')));
+  ctx.later(chart(chartBox).catch((e) => put(chartBox, note(`No chart: ${e.message}`, 'error'))));
 }
