@@ -279,6 +279,37 @@ impl Browser {
         Ok(())
     }
 
+    /// One Chrome DevTools protocol command, through chromedriver
+    /// (`goog/cdp/execute`): its result.
+    pub fn cdp(&self, cmd: &str, params: Value) -> anyhow::Result<Value> {
+        self.call(
+            "POST",
+            &self.session_path("/goog/cdp/execute"),
+            Some(json!({ "cmd": cmd, "params": params })),
+        )
+    }
+
+    /// Makes the page's viewport exactly `width`×`height` CSS pixels (at
+    /// one device pixel each), as a screen of that size shows it; the
+    /// window's own size leaves out what its frame takes.
+    pub fn viewport(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false }),
+        )?;
+        Ok(())
+    }
+
+    /// Tells the page the system prefers a dark (or light) colour scheme
+    /// (`prefers-color-scheme`).
+    pub fn dark(&self, dark: bool) -> anyhow::Result<()> {
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({ "features": [{ "name": "prefers-color-scheme", "value": if dark { "dark" } else { "light" } }] }),
+        )?;
+        Ok(())
+    }
+
     /// Runs `script` (a function body; `arguments` are `args`) in the page: what it returns.
     pub fn execute(&self, script: &str, args: Value) -> anyhow::Result<Value> {
         self.call(

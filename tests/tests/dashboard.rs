@@ -700,3 +700,137 @@ fn an_automatic_refresh_keeps_the_scroll_what_is_typed_the_focus_and_the_timelin
         .unwrap();
     assert_eq!(typed, "-1h");
 }
+
+/// Every view of the dashboard with what shows it is drawn: its hash, an
+/// element it has once loaded, and a name for its screenshot.
+fn views(port: u16) -> Vec<(String, &'static str, &'static str)> {
+    let hour_ago = Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    vec![
+        ("#/fleet".to_owned(), "#fleet-chart canvas", "fleet"),
+        (format!("#/host/{HOST}"), "#timeline rect.bar", "host"),
+        (format!("#/host/{HOST}?from={hour_ago}"), "#diff-opened", "host-diff"),
+        (format!("#/port/{port}"), "#port-history", "port"),
+        ("#/alerts?state=all".to_owned(), "#alerts", "alerts"),
+        ("#/drift".to_owned(), "#findings", "drift"),
+        ("#/trends".to_owned(), "#trend-chart canvas", "trends"),
+    ]
+}
+
+/// What sticks out of the page's width: `[scrollWidth, clientWidth,
+/// innerWidth, the first elements past the right edge that no box of theirs
+/// scrolls or clips]`.
+const OVERFLOW: &str = "const root = document.documentElement;
+const width = root.clientWidth;
+const out = [];
+for (const el of document.body.querySelectorAll('*')) {
+  const r = el.getBoundingClientRect();
+  if (r.width === 0 || r.right <= width) continue;
+  let held = false;
+  for (let a = el.parentElement; a && a !== document.body && !held; a = a.parentElement) {
+    held = getComputedStyle(a).overflowX !== 'visible';
+  }
+  if (!held && out.length < 5) {
+    out.push(`${el.tagName.toLowerCase()}${el.id ? `#${el.id}` : ''}${el.className && typeof el.className === 'string' ? `.${el.className.split(' ').join('.')}` : ''} right=${r.right}`);
+  }
+}
+return [root.scrollWidth, width, window.innerWidth, out];";
+
+/// A fleet with something on every view: an alert and a drift finding (a
+/// risky port open on every address), a listener of the test's on loopback.
+fn busy_fleet(tag: &str) -> (Fleet, Listeners, Listeners, u16) {
+    let risky = free_port();
+    let f = fleet(tag, risky);
+    let exposed = Listeners::start(&[], &[&format!("tcp4:0.0.0.0:{risky}")]).unwrap();
+    let local = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let port = local.port(0);
+    eventually(SETTLE, || {
+        let all = portwatch_json(&f.collector.url, &f.read, &["alerts"]).ok()?;
+        let alerted = all.as_array()?.iter().any(|a| a["finding"]["local_port"] == risky);
+        (alerted && reported(&f, port)).then_some(())
+    })
+    .expect("the risky port is an alert, the listener reported");
+    (f, exposed, local, port)
+}
+
+#[test]
+fn every_view_fits_the_width_of_a_phone_and_of_a_1280x800_screen() {
+    let _one = BROWSERS.lock().unwrap_or_else(|e| e.into_inner());
+    let (f, _exposed, _local, port) = busy_fleet("dash-widths");
+    let shots = screenshots();
+    let b = Browser::start(&f.dir.path.join("chromium"), 1280, 800).unwrap();
+    let mut wide = Vec::new();
+    for (width, height) in [(390, 844), (1280, 800)] {
+        b.viewport(width, height).unwrap();
+        b.goto(&format!("{}/", f.collector.url)).unwrap();
+        b.wait_for("#token", PAGE).unwrap();
+        let mut check = |what: &str| {
+            let v = b.execute(OVERFLOW, json!([])).unwrap();
+            assert_eq!(v[2], width, "the viewport is {width} wide");
+            if v[0].as_u64() > v[1].as_u64() {
+                wide.push(format!("{what} at {width}x{height}: {v}"));
+            }
+            // A chart is drawn as wide as the view, not scrolled in its box.
+            let charts = b
+                .execute(
+                    "return [...document.querySelectorAll('.chart')].filter((c) => c.scrollWidth > c.clientWidth)
+                       .map((c) => `${c.id}: ${c.scrollWidth} in ${c.clientWidth}`)",
+                    json!([]),
+                )
+                .unwrap();
+            if charts.as_array().is_some_and(|a| !a.is_empty()) {
+                wide.push(format!(
+                    "{what} at {width}x{height}: charts wider than their box: {charts}"
+                ));
+            }
+        };
+        check("sign-in");
+        if width == 390 {
+            b.screenshot(&shots.join("phone-signin.png")).unwrap();
+        }
+        // An admin sees every form (the baseline's, the acknowledgement's).
+        sign_in(&b, &f.collector.url, &f.admin);
+        for (view, ready, name) in views(port) {
+            b.goto(&format!("{}/{view}", f.collector.url)).unwrap();
+            b.wait_for(ready, PAGE).unwrap();
+            check(&view);
+            if width == 390 {
+                b.screenshot(&shots.join(format!("phone-{name}.png"))).unwrap();
+            }
+        }
+        click(&b, "#signout");
+    }
+    assert!(wide.is_empty(), "wider than the screen:\n{}", wide.join("\n"));
+}
+
+#[test]
+fn every_view_in_dark_mode_passes_the_accessibility_check_contrast_included() {
+    let _one = BROWSERS.lock().unwrap_or_else(|e| e.into_inner());
+    let (f, _exposed, _local, port) = busy_fleet("dash-dark");
+    let shots = screenshots();
+    let b = Browser::start(&f.dir.path.join("chromium"), 1280, 800).unwrap();
+    b.viewport(1280, 800).unwrap();
+    b.dark(true).unwrap();
+    b.goto(&format!("{}/", f.collector.url)).unwrap();
+    b.wait_for("#token", PAGE).unwrap();
+    let background = b
+        .execute("return getComputedStyle(document.body).backgroundColor", json!([]))
+        .unwrap();
+    assert_eq!(background, "rgb(20, 23, 27)", "the dark palette is in use");
+    let mut all: Vec<String> = serious_violations(&b)
+        .into_iter()
+        .map(|v| format!("sign-in: {v}"))
+        .collect();
+    b.screenshot(&shots.join("dark-signin.png")).unwrap();
+    sign_in(&b, &f.collector.url, &f.admin);
+    for (view, ready, name) in views(port) {
+        b.goto(&format!("{}/{view}", f.collector.url)).unwrap();
+        b.wait_for(ready, PAGE).unwrap();
+        all.extend(serious_violations(&b).into_iter().map(|v| format!("{view}: {v}")));
+        b.screenshot(&shots.join(format!("dark-{name}.png"))).unwrap();
+    }
+    assert!(
+        all.is_empty(),
+        "serious accessibility violations in dark mode:\n{}",
+        all.join("\n")
+    );
+}
