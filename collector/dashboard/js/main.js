@@ -27,8 +27,8 @@ const signoutButton = document.getElementById('signout');
 let renders = 0;
 /** The hash of the view shown (a refresh keeps the place only on the same view). */
 let shownHash = null;
-/** A refresh is under way. */
-let refreshing = false;
+/** Renders under way, their later parts (a chart) included: a refresh waits for them. */
+let rendering = 0;
 /** A pointer is down (a drag on the timeline) or an input method is composing text. */
 let pointerDown = false;
 let composing = false;
@@ -177,7 +177,16 @@ function asOf(now, failure) {
     : ['as of ', at]);
 }
 
-async function render({ refresh = false } = {}) {
+async function render(options) {
+  rendering += 1;
+  try {
+    await draw(options);
+  } finally {
+    rendering -= 1;
+  }
+}
+
+async function draw({ refresh = false } = {}) {
   const mine = ++renders;
   // A view just opened waits a whole period for its first refresh.
   if (!refresh) schedule();
@@ -273,15 +282,14 @@ async function tick() {
     return;
   }
   const active = document.activeElement;
-  if (refreshing || pointerDown || composing || (active && active.tagName === 'SELECT' && main.contains(active))) {
+  // A view still loading (a fleet-wide chart may take long on a big fleet) is not asked again on top.
+  if (rendering || pointerDown || composing || (active && active.tagName === 'SELECT' && main.contains(active))) {
     schedule(RETRY_MS);
     return;
   }
-  refreshing = true;
   try {
     await render({ refresh: true });
   } finally {
-    refreshing = false;
     schedule();
   }
 }
