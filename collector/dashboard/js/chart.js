@@ -20,6 +20,7 @@ export function listenersChart(box, points, { title, height }) {
   new uPlot({
     width: viewWidth(), height, title,
     series: [{}, { label: 'listeners', stroke: color('--open'), fill: color('--chart-fill') }],
-    axes: [axis, { ...axis, size: 60 }],
+    // Room for a fleet's counts (`400,000`) beside the y axis.
+    axes: [axis, { ...axis, size: 80 }],
   }, [points.map((p) => new Date(p.at).getTime() / 1000), points.map((p) => p.listeners)], box);
 }
