@@ -78,6 +78,10 @@ pub struct DashboardConfig {
     /// then the session ends and the user signs in again. At most 7 days.
     #[serde(default = "default_session_ttl", deserialize_with = "duration")]
     pub session_ttl: Duration,
+    /// How often the live views (those without an "as it was at" time)
+    /// fetch their data again, keeping the user's place. 1 s to 1 h.
+    #[serde(default = "default_refresh", deserialize_with = "duration")]
+    pub refresh: Duration,
 }
 
 impl Default for DashboardConfig {
@@ -85,6 +89,7 @@ impl Default for DashboardConfig {
         DashboardConfig {
             enabled: default_dashboard_enabled(),
             session_ttl: default_session_ttl(),
+            refresh: default_refresh(),
         }
     }
 }
@@ -96,6 +101,7 @@ impl DashboardConfig {
         api::DashboardSettings {
             enabled: self.enabled,
             session_ttl: self.session_ttl,
+            refresh: self.refresh,
             secure_cookies: tls,
         }
     }
@@ -107,6 +113,10 @@ fn default_dashboard_enabled() -> bool {
 
 fn default_session_ttl() -> Duration {
     api::DEFAULT_SESSION_TTL
+}
+
+fn default_refresh() -> Duration {
+    api::DEFAULT_REFRESH
 }
 
 /// `[retention]`: how long each kind of record is kept before the background
@@ -626,6 +636,15 @@ impl Config {
                 humantime::format_duration(api::MAX_SESSION_TTL)
             ));
         }
+        let (shortest, longest) = api::REFRESH_RANGE;
+        if !(shortest..=longest).contains(&config.dashboard.refresh) {
+            return Err(format!(
+                "[dashboard] refresh: {} is not between {} and {}",
+                humantime::format_duration(config.dashboard.refresh),
+                humantime::format_duration(shortest),
+                humantime::format_duration(longest)
+            ));
+        }
         if !(1..=cap::MAX_MAX_OPEN).contains(&config.alerts.max_open_per_kind) {
             return Err(format!(
                 "[alerts] max_open_per_kind: {} is not between 1 and {}",
@@ -822,7 +841,7 @@ mod tests {
     }
 
     #[test]
-    fn the_dashboard_is_on_by_default_and_its_session_length_is_bounded() {
+    fn the_dashboard_is_on_by_default_and_its_session_length_and_refresh_are_bounded() {
         let defaults = Config::default().dashboard;
         assert!(defaults.enabled);
         assert_eq!(defaults.session_ttl, api::DEFAULT_SESSION_TTL);
@@ -832,6 +851,14 @@ mod tests {
         assert_eq!(settings.session_ttl, Duration::from_secs(1800));
         let e = Config::parse("[dashboard]\nsession_ttl = \"8d\"\n").unwrap_err();
         assert!(e.contains("[dashboard] session_ttl") && e.contains("7days"), "{e}");
+        assert_eq!(defaults.refresh, api::DEFAULT_REFRESH);
+        let config = Config::parse("[dashboard]\nrefresh = \"2s\"\n").unwrap();
+        assert_eq!(config.dashboard.settings(false).refresh, Duration::from_secs(2));
+        let e = Config::parse("[dashboard]\nrefresh = \"500ms\"\n").unwrap_err();
+        assert!(
+            e.contains("[dashboard] refresh") && e.contains("between 1s and 1h"),
+            "{e}"
+        );
         let e = Config::parse("[dashboard]\nport = 80\n").unwrap_err();
         assert!(e.contains("line 2") && e.contains("port"), "{e}");
     }

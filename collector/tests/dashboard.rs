@@ -238,6 +238,7 @@ async fn a_read_token_signs_in_and_its_session_cookie_reads_the_api() {
         (Some("ops"), Some("read"))
     );
     assert_eq!(body["csrf_token"].as_str().unwrap().len(), 64);
+    assert_eq!(body["refresh_seconds"], 30, "how often the live views refresh");
     let set = headers[header::SET_COOKIE].to_str().unwrap();
     for part in [
         "portwatch_session=",

@@ -255,6 +255,61 @@ impl Browser {
         Ok(())
     }
 
+    /// Drags the mouse across `e` as a person does (W3C actions): pressed at
+    /// `from` CSS pixels right of its centre (negative: left), moved to `to`
+    /// in a few steps, released. The element's centre must be in view.
+    pub fn drag(&self, e: &Element, from: i64, to: i64) -> anyhow::Result<()> {
+        // Moves after the press are relative to the pointer: the element is not looked up again.
+        let by = |x: i64| json!({ "type": "pointerMove", "duration": 150, "origin": "pointer", "x": x, "y": 0 });
+        self.call(
+            "POST",
+            &self.session_path("/actions"),
+            Some(json!({ "actions": [{
+                "type": "pointer", "id": "mouse", "parameters": { "pointerType": "mouse" },
+                "actions": [
+                    { "type": "pointerMove", "duration": 0, "origin": { ELEMENT: e.0 }, "x": from, "y": 0 },
+                    { "type": "pointerDown", "button": 0 },
+                    by((to - from) / 2),
+                    by(to - from - (to - from) / 2),
+                    { "type": "pointerUp", "button": 0 },
+                ],
+            }]})),
+        )?;
+        self.call("DELETE", &self.session_path("/actions"), None)?;
+        Ok(())
+    }
+
+    /// One Chrome DevTools protocol command, through chromedriver
+    /// (`goog/cdp/execute`): its result.
+    pub fn cdp(&self, cmd: &str, params: Value) -> anyhow::Result<Value> {
+        self.call(
+            "POST",
+            &self.session_path("/goog/cdp/execute"),
+            Some(json!({ "cmd": cmd, "params": params })),
+        )
+    }
+
+    /// Makes the page's viewport exactly `width`×`height` CSS pixels (at
+    /// one device pixel each), as a screen of that size shows it; the
+    /// window's own size leaves out what its frame takes.
+    pub fn viewport(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false }),
+        )?;
+        Ok(())
+    }
+
+    /// Tells the page the system prefers a dark (or light) colour scheme
+    /// (`prefers-color-scheme`).
+    pub fn dark(&self, dark: bool) -> anyhow::Result<()> {
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({ "features": [{ "name": "prefers-color-scheme", "value": if dark { "dark" } else { "light" } }] }),
+        )?;
+        Ok(())
+    }
+
     /// Runs `script` (a function body; `arguments` are `args`) in the page: what it returns.
     pub fn execute(&self, script: &str, args: Value) -> anyhow::Result<Value> {
         self.call(

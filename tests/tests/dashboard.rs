@@ -59,6 +59,11 @@ struct Fleet {
 }
 
 fn fleet(tag: &str, risky: u16) -> Fleet {
+    fleet_with(tag, risky, "")
+}
+
+/// [`fleet`], with more of the collector's config (whole tables, such as `[dashboard]`).
+fn fleet_with(tag: &str, risky: u16, more_config: &str) -> Fleet {
     let dir = TempDir::new(tag).unwrap();
     let db = dir.path.join("collector.db");
     let config = dir.path.join("collector.toml");
@@ -66,7 +71,7 @@ fn fleet(tag: &str, risky: u16) -> Fleet {
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\nstartup_grace = \"1s\"\n\
-             risky_ports = [\"tcp/{risky}=test-db\"]\n",
+             risky_ports = [\"tcp/{risky}=test-db\"]\n{more_config}",
             db.to_str().unwrap()
         ),
     )
@@ -514,4 +519,318 @@ fn every_view_passes_an_accessibility_check_with_no_serious_violation() {
         all.extend(serious_violations(&b).into_iter().map(|v| format!("{view}: {v}")));
     }
     assert!(all.is_empty(), "serious accessibility violations:\n{}", all.join("\n"));
+}
+
+/// What the "as of" line says now: the time of the view's last load (by
+/// the page's clock), or its text (with a refresh that failed).
+fn as_of(b: &Browser) -> String {
+    b.execute(
+        "const p = document.getElementById('asof');
+         const t = p && p.querySelector('time');
+         return p ? `${t ? t.dateTime : ''} ${p.textContent}` : '';",
+        json!([]),
+    )
+    .unwrap()
+    .as_str()
+    .unwrap()
+    .to_owned()
+}
+
+/// Waits for the view to be loaded again by itself (its "as of" time moves
+/// on from `seen`), then for `ready` (a part it draws later) to be there.
+fn refreshed(b: &Browser, seen: &str, ready: &str) -> String {
+    // Twice the refresh period and more: a loaded CI machine answers late.
+    b.wait("an automatic refresh", Duration::from_secs(60), |b| {
+        let now = as_of(b);
+        Ok((now != seen && !now.trim().is_empty() && !b.find_all(ready)?.is_empty()).then_some(now))
+    })
+    .unwrap()
+}
+
+/// A number the page's `script` returns.
+fn number(b: &Browser, script: &str) -> f64 {
+    b.execute(script, json!([])).unwrap().as_f64().unwrap()
+}
+
+#[test]
+fn an_automatic_refresh_keeps_the_scroll_what_is_typed_the_focus_and_the_timeline_zoom() {
+    let _one = BROWSERS.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Timestamp::now();
+    let f = fleet_with("dash-refresh", free_port(), "[dashboard]\nrefresh = \"1s\"\n");
+    let _opened = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let shots = screenshots();
+    // Narrow and short: the page scrolls, and so does the timeline in its box.
+    let b = Browser::start(&f.dir.path.join("chromium"), 600, 480).unwrap();
+    sign_in(&b, &f.collector.url, &f.read);
+    let session = page_fetch(&b, "GET", "/api/v1/session", json!({}), Value::Null).1;
+    assert_eq!(session["refresh_seconds"], 1, "{session}");
+
+    // The fleet view: a filter typed and left unsent, another being typed
+    // (focused, its caret inside the text), the page scrolled to its bottom,
+    // the chart (drawn after the table) in view.
+    b.wait_for("#fleet-chart canvas", PAGE).unwrap();
+    let fleet_url = b.url().unwrap();
+    type_in(&b, "#f-q", "dash-*");
+    type_in(&b, "#f-tag", "env=pr");
+    let y = number(
+        &b,
+        "document.getElementById('f-tag').setSelectionRange(4, 4);
+         window.scrollTo(0, document.documentElement.scrollHeight);
+         return window.scrollY;",
+    );
+    assert!(y > 0.0, "the fleet view scrolls at 600x480");
+    let seen = as_of(&b);
+    refreshed(&b, &seen, "#fleet-chart canvas");
+    let kept = b
+        .execute(
+            "const a = document.activeElement;
+             return [document.getElementById('f-q').value, document.getElementById('f-tag').value,
+                     a.id, a.selectionStart, a.selectionEnd, window.scrollY];",
+            json!([]),
+        )
+        .unwrap();
+    assert_eq!(kept[0], "dash-*", "the field typed and left: {kept}");
+    assert_eq!(kept[1], "env=pr", "the field being typed: {kept}");
+    assert_eq!(
+        (kept[2].as_str(), kept[3].as_u64(), kept[4].as_u64()),
+        (Some("f-tag"), Some(4), Some(4)),
+        "its focus and caret: {kept}"
+    );
+    assert!(
+        (kept[5].as_f64().unwrap() - y).abs() <= 1.0,
+        "the page's scroll: {kept}, was {y}"
+    );
+    assert_eq!(b.url().unwrap(), fleet_url, "nothing typed was sent");
+
+    let label = |b: &Browser| {
+        b.execute(
+            "const s = document.querySelector('#timeline svg.timeline'); return s ? s.getAttribute('aria-label') : '';",
+            json!([]),
+        )
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+    };
+    // A host's timeline: zoomed by dragging across it, scrolled inside its
+    // box, a time typed in the picker and not sent, the page scrolled.
+    // A window whose second half holds the test's history: the drag below zooms across its middle.
+    let since = started - Timestamp::now().duration_since(started);
+    b.goto(&format!("{}/#/host/{HOST}?since={since}", f.collector.url))
+        .unwrap();
+    b.wait_for("#timeline rect.bar", PAGE).unwrap();
+    b.execute(
+        "document.getElementById('timeline').scrollIntoView({block: 'center'}); return true;",
+        json!([]),
+    )
+    .unwrap();
+    let day = label(&b);
+    // (Again if a refresh replaced the timeline just before the press.)
+    b.wait("dragging across the timeline", PAGE, |b| {
+        match b.find_all("#timeline svg.timeline")?.first() {
+            Some(svg) => b.drag(svg, -80, 200).map(Some),
+            None => Ok(None),
+        }
+    })
+    .unwrap();
+    let zoomed = b
+        .wait("the zoomed window in the URL", PAGE, |b| {
+            let url = b.url()?;
+            Ok((url.contains("since=") && url.contains("until=")).then_some(url))
+        })
+        .unwrap();
+    let window = b
+        .wait("the zoomed timeline", PAGE, |b| {
+            let l = label(b);
+            Ok((!l.is_empty() && l != day).then_some(l))
+        })
+        .unwrap();
+    type_in(&b, "#at", "-1h");
+    let (left, y) = {
+        let v = b
+            .execute(
+                "document.activeElement.blur();
+                 const box = document.getElementById('timeline');
+                 box.scrollLeft = 60;
+                 window.scrollTo(0, 120);
+                 return [box.scrollLeft, window.scrollY];",
+                json!([]),
+            )
+            .unwrap();
+        (v[0].as_f64().unwrap(), v[1].as_f64().unwrap())
+    };
+    assert!(
+        left > 0.0 && y > 0.0,
+        "the timeline and the page scroll at 600x480: {left}, {y}"
+    );
+    let seen = as_of(&b);
+    refreshed(&b, &seen, "#timeline rect.bar");
+    let kept = b
+        .execute(
+            "return [document.getElementById('at').value, document.getElementById('listeners-title').textContent,
+                     document.getElementById('timeline').scrollLeft, window.scrollY];",
+            json!([]),
+        )
+        .unwrap();
+    assert_eq!(b.url().unwrap(), zoomed, "the zoom is kept");
+    assert_eq!(label(&b), window, "the same window is drawn");
+    assert_eq!(kept[0], "-1h", "the time typed in the picker: {kept}");
+    assert!(
+        kept[1].as_str().unwrap().starts_with("Listeners now"),
+        "and not applied: {kept}"
+    );
+    assert!(
+        (kept[2].as_f64().unwrap() - left).abs() <= 1.0,
+        "the timeline's scroll: {kept}, was {left}"
+    );
+    assert!(
+        (kept[3].as_f64().unwrap() - y).abs() <= 1.0,
+        "the page's scroll: {kept}, was {y}"
+    );
+    b.screenshot(&shots.join("host-refreshed.png")).unwrap();
+
+    // The collector goes away: a refresh that fails leaves the view as it
+    // was, typing included, and says so.
+    f.collector.kill();
+    let text = wait_text(&b, "#asof", "the failed refresh", |t| t.contains("Refresh failed"));
+    assert!(text.contains("showing the view as of"), "{text}");
+    assert!(!b.find_all("#timeline rect.bar").unwrap().is_empty(), "the view stays");
+    let typed = b
+        .execute("return document.getElementById('at').value", json!([]))
+        .unwrap();
+    assert_eq!(typed, "-1h");
+}
+
+/// Every view of the dashboard with what shows it is drawn: its hash, an
+/// element it has once loaded, and a name for its screenshot.
+fn views(port: u16) -> Vec<(String, &'static str, &'static str)> {
+    let hour_ago = Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    vec![
+        ("#/fleet".to_owned(), "#fleet-chart canvas", "fleet"),
+        (format!("#/host/{HOST}"), "#timeline rect.bar", "host"),
+        (format!("#/host/{HOST}?from={hour_ago}"), "#diff-opened", "host-diff"),
+        (format!("#/port/{port}"), "#port-history", "port"),
+        ("#/alerts?state=all".to_owned(), "#alerts", "alerts"),
+        ("#/drift".to_owned(), "#findings", "drift"),
+        ("#/trends".to_owned(), "#trend-chart canvas", "trends"),
+    ]
+}
+
+/// What sticks out of the page's width: `[scrollWidth, clientWidth,
+/// innerWidth, the first elements past the right edge that no box of theirs
+/// scrolls or clips]`.
+const OVERFLOW: &str = "const root = document.documentElement;
+const width = root.clientWidth;
+const out = [];
+for (const el of document.body.querySelectorAll('*')) {
+  const r = el.getBoundingClientRect();
+  if (r.width === 0 || r.right <= width) continue;
+  let held = false;
+  for (let a = el.parentElement; a && a !== document.body && !held; a = a.parentElement) {
+    held = getComputedStyle(a).overflowX !== 'visible';
+  }
+  if (!held && out.length < 5) {
+    out.push(`${el.tagName.toLowerCase()}${el.id ? `#${el.id}` : ''}${el.className && typeof el.className === 'string' ? `.${el.className.split(' ').join('.')}` : ''} right=${r.right}`);
+  }
+}
+return [root.scrollWidth, width, window.innerWidth, out];";
+
+/// A fleet with something on every view: an alert and a drift finding (a
+/// risky port open on every address), a listener of the test's on loopback.
+fn busy_fleet(tag: &str) -> (Fleet, Listeners, Listeners, u16) {
+    let risky = free_port();
+    let f = fleet(tag, risky);
+    let exposed = Listeners::start(&[], &[&format!("tcp4:0.0.0.0:{risky}")]).unwrap();
+    let local = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let port = local.port(0);
+    eventually(SETTLE, || {
+        let all = portwatch_json(&f.collector.url, &f.read, &["alerts"]).ok()?;
+        let alerted = all.as_array()?.iter().any(|a| a["finding"]["local_port"] == risky);
+        (alerted && reported(&f, port)).then_some(())
+    })
+    .expect("the risky port is an alert, the listener reported");
+    (f, exposed, local, port)
+}
+
+#[test]
+fn every_view_fits_the_width_of_a_phone_and_of_a_1280x800_screen() {
+    let _one = BROWSERS.lock().unwrap_or_else(|e| e.into_inner());
+    let (f, _exposed, _local, port) = busy_fleet("dash-widths");
+    let shots = screenshots();
+    let b = Browser::start(&f.dir.path.join("chromium"), 1280, 800).unwrap();
+    let mut wide = Vec::new();
+    for (width, height) in [(390, 844), (1280, 800)] {
+        b.viewport(width, height).unwrap();
+        b.goto(&format!("{}/", f.collector.url)).unwrap();
+        b.wait_for("#token", PAGE).unwrap();
+        let mut check = |what: &str| {
+            let v = b.execute(OVERFLOW, json!([])).unwrap();
+            assert_eq!(v[2], width, "the viewport is {width} wide");
+            if v[0].as_u64() > v[1].as_u64() {
+                wide.push(format!("{what} at {width}x{height}: {v}"));
+            }
+            // A chart is drawn as wide as the view, not scrolled in its box.
+            let charts = b
+                .execute(
+                    "return [...document.querySelectorAll('.chart')].filter((c) => c.scrollWidth > c.clientWidth)
+                       .map((c) => `${c.id}: ${c.scrollWidth} in ${c.clientWidth}`)",
+                    json!([]),
+                )
+                .unwrap();
+            if charts.as_array().is_some_and(|a| !a.is_empty()) {
+                wide.push(format!(
+                    "{what} at {width}x{height}: charts wider than their box: {charts}"
+                ));
+            }
+        };
+        check("sign-in");
+        if width == 390 {
+            b.screenshot(&shots.join("phone-signin.png")).unwrap();
+        }
+        // An admin sees every form (the baseline's, the acknowledgement's).
+        sign_in(&b, &f.collector.url, &f.admin);
+        for (view, ready, name) in views(port) {
+            b.goto(&format!("{}/{view}", f.collector.url)).unwrap();
+            b.wait_for(ready, PAGE).unwrap();
+            check(&view);
+            if width == 390 {
+                b.screenshot(&shots.join(format!("phone-{name}.png"))).unwrap();
+            }
+        }
+        click(&b, "#signout");
+    }
+    assert!(wide.is_empty(), "wider than the screen:\n{}", wide.join("\n"));
+}
+
+#[test]
+fn every_view_in_dark_mode_passes_the_accessibility_check_contrast_included() {
+    let _one = BROWSERS.lock().unwrap_or_else(|e| e.into_inner());
+    let (f, _exposed, _local, port) = busy_fleet("dash-dark");
+    let shots = screenshots();
+    let b = Browser::start(&f.dir.path.join("chromium"), 1280, 800).unwrap();
+    b.viewport(1280, 800).unwrap();
+    b.dark(true).unwrap();
+    b.goto(&format!("{}/", f.collector.url)).unwrap();
+    b.wait_for("#token", PAGE).unwrap();
+    let background = b
+        .execute("return getComputedStyle(document.body).backgroundColor", json!([]))
+        .unwrap();
+    assert_eq!(background, "rgb(20, 23, 27)", "the dark palette is in use");
+    let mut all: Vec<String> = serious_violations(&b)
+        .into_iter()
+        .map(|v| format!("sign-in: {v}"))
+        .collect();
+    b.screenshot(&shots.join("dark-signin.png")).unwrap();
+    sign_in(&b, &f.collector.url, &f.admin);
+    for (view, ready, name) in views(port) {
+        b.goto(&format!("{}/{view}", f.collector.url)).unwrap();
+        b.wait_for(ready, PAGE).unwrap();
+        all.extend(serious_violations(&b).into_iter().map(|v| format!("{view}: {v}")));
+        b.screenshot(&shots.join(format!("dark-{name}.png"))).unwrap();
+    }
+    assert!(
+        all.is_empty(),
+        "serious accessibility violations in dark mode:\n{}",
+        all.join("\n")
+    );
 }

@@ -14,6 +14,8 @@ function fill(el, attrs, children) {
     if (name === 'dataset') {
       for (const [k, v] of Object.entries(value)) el.dataset[k] = String(v);
     } else if (name === 'value' && 'value' in el) {
+      // The default too: what differs from it was typed (a refresh keeps it).
+      if ('defaultValue' in el) el.defaultValue = String(value);
       el.value = String(value);
     } else {
       el.setAttribute(name, value === true ? '' : String(value));

@@ -14,7 +14,10 @@ import * as drift from './views/drift.js';
 import * as trends from './views/trends.js';
 
 const VIEWS = { fleet, host, port, alerts, drift, trends };
+/** How often live views refresh when the session does not say (`[dashboard] refresh`). */
 const REFRESH_MS = 30000;
+/** How soon a refresh put off by the person's input (a drag, a composition, an open list) is tried again. */
+const RETRY_MS = 1000;
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -22,6 +25,13 @@ const who = document.getElementById('who');
 const signoutButton = document.getElementById('signout');
 
 let renders = 0;
+/** The hash of the view shown (a refresh keeps the place only on the same view). */
+let shownHash = null;
+/** Renders under way, their later parts (a chart) included: a refresh waits for them. */
+let rendering = 0;
+/** A pointer is down (a drag on the timeline) or an input method is composing text. */
+let pointerDown = false;
+let composing = false;
 
 /** The view, its path segments and its parameters, from the hash. */
 export function route() {
@@ -56,11 +66,134 @@ function showSession(session) {
   put(who, session ? `${session.name} (${session.role})` : '');
 }
 
-async function render({ refresh = false } = {}) {
+/**
+ * Where an element is in `root`: `#id`, or the indexes of its ancestors'
+ * children from `root` down (the same place in a view built again from the
+ * same state).
+ */
+function keyOf(el, root) {
+  if (el.id) return `#${el.id}`;
+  const path = [];
+  for (let n = el; n && n !== root; n = n.parentElement) {
+    path.unshift([...n.parentElement.children].indexOf(n));
+  }
+  return path.join('/');
+}
+
+function byKey(key, root) {
+  if (key.startsWith('#')) {
+    const el = document.getElementById(key.slice(1));
+    return el && root.contains(el) ? el : null;
+  }
+  let n = root;
+  for (const i of key.split('/')) n = n ? n.children[Number(i)] : null;
+  return n || null;
+}
+
+/** Whether a form field holds something other than what the view put in it (typed, not yet sent). */
+function edited(el) {
+  if (el.tagName === 'SELECT') return [...el.options].some((o) => o.selected !== o.defaultSelected);
+  if (el.type === 'checkbox' || el.type === 'radio') return el.checked !== el.defaultChecked;
+  return el.value !== el.defaultValue;
+}
+
+/**
+ * The person's place on the view shown, which a refresh keeps: the page's
+ * and every inner box's scroll, what is typed in the forms and not sent yet,
+ * which sections are open, and the focus with its caret.
+ */
+function place() {
+  const active = document.activeElement;
+  const p = {
+    x: window.scrollX, y: window.scrollY, height: main.firstElementChild ? main.firstElementChild.offsetHeight : 0,
+    scrolled: [], fields: [], open: [], focus: null,
+  };
+  for (const el of main.querySelectorAll('*')) {
+    if (el.scrollLeft || el.scrollTop) p.scrolled.push([keyOf(el, main), el.scrollLeft, el.scrollTop]);
+  }
+  for (const el of main.querySelectorAll('input, select, textarea')) {
+    if (el.type !== 'password' && el.type !== 'file' && edited(el)) {
+      p.fields.push([keyOf(el, main), el.tagName, el.type === 'checkbox' || el.type === 'radio' ? el.checked : el.value]);
+    }
+  }
+  for (const el of main.querySelectorAll('details')) p.open.push([keyOf(el, main), el.open]);
+  if (active && active !== main && main.contains(active)) {
+    p.focus = { key: keyOf(active, main), tag: active.tagName, href: active.getAttribute('href') };
+    try {
+      p.focus.selection = [active.selectionStart, active.selectionEnd, active.selectionDirection];
+    } catch (e) {
+      // Not a text field: no caret to keep.
+    }
+  }
+  return p;
+}
+
+function restoreScrolls(p) {
+  for (const [key, left, top] of p.scrolled) {
+    const el = byKey(key, main);
+    if (el) {
+      el.scrollLeft = left;
+      el.scrollTop = top;
+    }
+  }
+}
+
+function restore(p) {
+  for (const [key, tag, value] of p.fields) {
+    const el = byKey(key, main);
+    if (!el || el.tagName !== tag) continue;
+    if (el.type === 'checkbox' || el.type === 'radio') el.checked = value;
+    else el.value = value;
+  }
+  for (const [key, open] of p.open) {
+    const el = byKey(key, main);
+    if (el && el.tagName === 'DETAILS') el.open = open;
+  }
+  if (p.focus) {
+    let el = byKey(p.focus.key, main);
+    // A link without an id: the one to the same place, if the rows moved.
+    if (p.focus.href !== null && (!el || el.getAttribute('href') !== p.focus.href)) {
+      el = [...main.querySelectorAll('a[href]')].find((a) => a.getAttribute('href') === p.focus.href) || el;
+    }
+    if (el && el.tagName === p.focus.tag) {
+      el.focus({ preventScroll: true });
+      if (p.focus.selection && p.focus.selection[0] !== null) {
+        try {
+          el.setSelectionRange(...p.focus.selection);
+        } catch (e) {
+          // The field no longer takes a caret.
+        }
+      }
+    }
+  }
+  window.scrollTo(p.x, p.y);
+  restoreScrolls(p);
+}
+
+function asOf(now, failure) {
+  const at = h('time', { datetime: now.toISOString() }, local(now));
+  return h('p', { class: 'asof', id: 'asof' }, failure
+    ? [h('span', { class: 'refresh-failed', role: 'status' }, `Refresh failed (${failure}); `), 'showing the view as of ', at]
+    : ['as of ', at]);
+}
+
+async function render(options) {
+  rendering += 1;
+  try {
+    await draw(options);
+  } finally {
+    rendering -= 1;
+  }
+}
+
+async function draw({ refresh = false } = {}) {
   const mine = ++renders;
+  // A view just opened waits a whole period for its first refresh.
+  if (!refresh) schedule();
   const session = api.current();
   showSession(session);
   if (!session) {
+    shownHash = null;
     signin.render(main, { done: () => render() });
     return;
   }
@@ -70,22 +203,47 @@ async function render({ refresh = false } = {}) {
     else a.removeAttribute('aria-current');
   }
   const box = h('div', { class: 'view', 'data-view': r.view });
-  const ctx = { ...r, session, href, go, live: () => mine === renders };
-  const scroll = window.scrollY;
+  // Parts a view draws after its first render (a chart), awaited before the refresh is done.
+  const later = [];
+  const ctx = {
+    ...r, session, href, go, live: () => mine === renders, later: (promise) => later.push(promise),
+  };
+  const hash = location.hash;
+  let failure = null;
   try {
     await VIEWS[r.view].render(box, ctx);
   } catch (e) {
     if (e instanceof api.SignedOut) {
+      shownHash = null;
       showSession(null);
       signin.render(main, { done: () => render(), message: e.message });
       return;
     }
-    put(box, note(e.message || String(e), 'error'));
+    failure = e.message || String(e);
   }
   if (mine !== renders) return;
-  put(main, box, h('p', { class: 'asof', id: 'asof' }, `as of ${local(new Date())}`));
-  if (refresh) window.scrollTo(0, scroll);
+  const keep = refresh && shownHash === hash;
+  if (keep && failure !== null) {
+    // The collector did not answer: the view stays as it was, and says so.
+    const old = document.getElementById('asof');
+    const shown = old && old.querySelector('time');
+    if (old) old.replaceWith(asOf(shown ? new Date(shown.dateTime) : new Date(), failure));
+    return;
+  }
+  if (failure !== null) put(box, note(failure, 'error'));
+  // Taken right before the swap, in the same task: nothing typed meanwhile is lost.
+  const p = keep ? place() : null;
+  // As tall as the view it replaces until its later parts are drawn, so the page's scroll is not cut short.
+  if (p) box.style.minHeight = `${p.height}px`;
+  put(main, box, asOf(new Date()));
+  shownHash = hash;
+  if (p) restore(p);
   else main.focus({ preventScroll: true });
+  await Promise.allSettled(later);
+  if (p && mine === renders) {
+    box.style.minHeight = '';
+    restoreScrolls(p);
+  }
 }
 
 signoutButton.addEventListener('click', async () => {
@@ -100,16 +258,41 @@ signoutButton.addEventListener('click', async () => {
 
 window.addEventListener('hashchange', () => render());
 
-// Live views (no "as it was at" time) refresh by themselves, unless the
-// person is typing in a form or the tab is hidden.
-setInterval(() => {
+document.addEventListener('pointerdown', () => { pointerDown = true; }, true);
+for (const type of ['pointerup', 'pointercancel']) document.addEventListener(type, () => { pointerDown = false; }, true);
+document.addEventListener('compositionstart', () => { composing = true; }, true);
+document.addEventListener('compositionend', () => { composing = false; }, true);
+
+let timer = null;
+
+/** (Re)starts the wait for the next refresh. */
+function schedule(ms) {
+  clearTimeout(timer);
+  const s = api.current();
+  timer = setTimeout(tick, ms || (s && s.refresh_seconds ? s.refresh_seconds * 1000 : REFRESH_MS));
+}
+
+// Live views (no "as it was at" time) refresh by themselves while the tab is
+// visible, keeping the person's place; not in the middle of a drag, a
+// composition or an open drop-down list, which a rebuilt view would end.
+async function tick() {
   const r = route();
-  const typing = document.activeElement && main.contains(document.activeElement)
-    && ['INPUT', 'SELECT', 'TEXTAREA'].includes(document.activeElement.tagName);
-  if (api.current() && !typing && document.visibilityState === 'visible' && !r.params.get('at')) {
-    render({ refresh: true });
+  if (!api.current() || document.visibilityState !== 'visible' || r.params.get('at')) {
+    schedule();
+    return;
   }
-}, REFRESH_MS);
+  const active = document.activeElement;
+  // A view still loading (a fleet-wide chart may take long on a big fleet) is not asked again on top.
+  if (rendering || pointerDown || composing || (active && active.tagName === 'SELECT' && main.contains(active))) {
+    schedule(RETRY_MS);
+    return;
+  }
+  try {
+    await render({ refresh: true });
+  } finally {
+    schedule();
+  }
+}
 
 (async () => {
   try {

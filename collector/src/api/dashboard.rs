@@ -50,6 +50,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/dom.js", "text/javascript; charset=utf-8"),
     asset!("js/time.js", "text/javascript; charset=utf-8"),
     asset!("js/timeline.js", "text/javascript; charset=utf-8"),
+    asset!("js/chart.js", "text/javascript; charset=utf-8"),
     asset!("js/views/signin.js", "text/javascript; charset=utf-8"),
     asset!("js/views/fleet.js", "text/javascript; charset=utf-8"),
     asset!("js/views/host.js", "text/javascript; charset=utf-8"),

@@ -66,7 +66,8 @@ pub use error::{ApiError, BusyBody, ErrorBody};
 pub use ingest::{IngestLimits, BUSY_RETRY_AFTER, DEFAULT_MAX_BYTES_IN_FLIGHT};
 pub use retention::KEPT_SINCE_HEADER;
 pub use session::{
-    DashboardSettings, SessionView, CSRF_HEADER, DEFAULT_DASHBOARD_ENABLED, DEFAULT_SESSION_TTL, MAX_SESSION_TTL,
+    DashboardSettings, SessionView, CSRF_HEADER, DEFAULT_DASHBOARD_ENABLED, DEFAULT_REFRESH, DEFAULT_SESSION_TTL,
+    MAX_SESSION_TTL, REFRESH_RANGE,
 };
 
 use tokio::sync::{mpsc, Notify};

@@ -3,7 +3,7 @@
 //!
 //! | method, path | who | what |
 //! |---|---|---|
-//! | `POST /api/v1/session` | a read or admin token, in the body | sign in: `{"token": "pw_..."}`; answers the session (name, role, end, CSRF token) and sets the cookie |
+//! | `POST /api/v1/session` | a read or admin token, in the body | sign in: `{"token": "pw_..."}`; answers the session (name, role, end, CSRF token, refresh period) and sets the cookie |
 //! | `GET /api/v1/session` | a session | the session, for a page that was reloaded |
 //! | `DELETE /api/v1/session` | a session (with its CSRF token) | sign out: the session ends on the server |
 //!
@@ -48,6 +48,10 @@ pub const DEFAULT_DASHBOARD_ENABLED: bool = true;
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 /// The longest `[dashboard] session_ttl` taken.
 pub const MAX_SESSION_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// How often the dashboard's live views refresh unless the config says otherwise.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(30);
+/// The shortest and longest `[dashboard] refresh` taken.
+pub const REFRESH_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 /// Most sessions at once; a sign-in beyond them (after the expired ones are
 /// dropped) is refused with 503.
 pub const MAX_SESSIONS: usize = 10_000;
@@ -66,6 +70,8 @@ pub struct DashboardSettings {
     pub enabled: bool,
     /// How long a session lasts from its sign-in.
     pub session_ttl: Duration,
+    /// How often the page's live views refresh (told to the page with the session).
+    pub refresh: Duration,
     /// The server speaks HTTPS: cookies are `Secure`, origins `https://`.
     pub secure_cookies: bool,
 }
@@ -75,6 +81,7 @@ impl Default for DashboardSettings {
         DashboardSettings {
             enabled: DEFAULT_DASHBOARD_ENABLED,
             session_ttl: DEFAULT_SESSION_TTL,
+            refresh: DEFAULT_REFRESH,
             secure_cookies: false,
         }
     }
@@ -283,15 +290,18 @@ pub struct SessionView {
     pub expires_at: Timestamp,
     /// What to send in [`CSRF_HEADER`] with every change.
     pub csrf_token: String,
+    /// How often, in seconds, the dashboard's live views refresh (`[dashboard] refresh`).
+    pub refresh_seconds: u64,
 }
 
 impl SessionView {
-    fn of(s: &Session) -> SessionView {
+    fn of(s: &Session, settings: &DashboardSettings) -> SessionView {
         SessionView {
             name: s.name.clone(),
             role: s.role.as_str().to_owned(),
             expires_at: s.ends_at,
             csrf_token: s.csrf.clone(),
+            refresh_seconds: settings.refresh.as_secs().max(1),
         }
     }
 }
@@ -372,7 +382,7 @@ pub async fn sign_in(
         .build();
     let value = HeaderValue::from_str(&cookie.to_string())
         .map_err(|e| ApiError::Internal(format!("cannot write the session cookie: {e}")))?;
-    let mut response = Json(SessionView::of(&session)).into_response();
+    let mut response = Json(SessionView::of(&session, &settings)).into_response();
     response.headers_mut().insert(SET_COOKIE, value);
     Ok(no_store(response))
 }
@@ -414,7 +424,9 @@ pub async fn current(
 ) -> Result<Response, ApiError> {
     caller.require_reader()?;
     let (_, session) = session_of(&state, &headers)?;
-    Ok(no_store(Json(SessionView::of(&session)).into_response()))
+    Ok(no_store(
+        Json(SessionView::of(&session, &state.sessions.settings)).into_response(),
+    ))
 }
 
 /// `DELETE /api/v1/session`: signs out (the caller extractor has checked the

@@ -33,7 +33,8 @@ struct Args {
     /// The collector binary (default: beside this one).
     #[arg(long)]
     collector: Option<PathBuf>,
-    /// Writes a screenshot of each view (fleet.png, host-timeline.png) into this directory.
+    /// Writes a screenshot of each view into this directory: fleet.png and host-timeline.png after
+    /// their last timed load, port.png (port 22), alerts.png, drift.png and trends.png after one load each.
     #[arg(long)]
     screenshots: Option<PathBuf>,
 }

@@ -6,7 +6,7 @@
 import * as api from '../api.js';
 import { h, put, table, note, exportLinks } from '../dom.js';
 import { local, ago } from '../time.js';
-import uPlot from '../../vendor/uplot/uPlot.esm.js';
+import { listenersChart } from '../chart.js';
 
 /** Hosts a page of the table holds; the collector filters and pages (`GET /api/v1/hosts`). */
 const PAGE = 500;
@@ -52,16 +52,8 @@ function alertCell(c, ctx, host) {
 
 async function chart(box) {
   const trends = await api.get('/trends', { bucket: 'hour' });
-  const xs = trends.open_listeners.map((p) => new Date(p.at).getTime() / 1000);
-  const ys = trends.open_listeners.map((p) => p.listeners);
   put(box);
-  const width = Math.max(300, Math.min(box.clientWidth || 900, 1200));
-  // eslint-disable-next-line no-new
-  new uPlot({
-    width, height: 180, title: 'Open listeners, fleet-wide, last 24 h',
-    series: [{}, { label: 'listeners', stroke: '#2a7ab0', fill: 'rgba(42,122,176,0.15)' }],
-    axes: [{}, { size: 60 }],
-  }, [xs, ys], box);
+  listenersChart(box, trends.open_listeners, { title: 'Open listeners, fleet-wide, last 24 h', height: 180 });
 }
 
 export async function render(box, ctx) {
@@ -99,5 +91,5 @@ export async function render(box, ctx) {
       p.get('after') ? h('a', { href: ctx.href('fleet', [], wanted) }, 'First page') : null,
       next ? h('a', { href: ctx.href('fleet', [], { ...wanted, after: next }), id: 'hosts-next' }, 'Next page') : null),
     chartBox);
-  chart(chartBox).catch((e) => put(chartBox, note(`No chart: ${e.message}`, 'error')));
+  ctx.later(chart(chartBox).catch((e) => put(chartBox, note(`No chart: ${e.message}`, 'error'))));
 }

@@ -5,7 +5,7 @@
 import * as api from '../api.js';
 import { h, put, table, note } from '../dom.js';
 import { local } from '../time.js';
-import uPlot from '../../vendor/uplot/uPlot.esm.js';
+import { listenersChart } from '../chart.js';
 
 export async function render(box, ctx) {
   const p = ctx.params;
@@ -56,12 +56,5 @@ export async function render(box, ctx) {
       { title: 'Port', cell: (x) => h('a', { href: ctx.href('port', [x.port], { proto: x.proto }) }, `${x.proto}/${x.port}`) },
       { title: 'Hosts', class: 'num', cell: (x) => String(x.hosts) },
     ], t.top_ports, { id: 'top-ports' }) : note('None.'));
-  const xs = t.open_listeners.map((x) => new Date(x.at).getTime() / 1000);
-  const ys = t.open_listeners.map((x) => x.listeners);
-  // eslint-disable-next-line no-new
-  new uPlot({
-    width: Math.max(300, Math.min(box.clientWidth || 900, 1200)), height: 200, title: 'Open listeners',
-    series: [{}, { label: 'listeners', stroke: '#2a7ab0', fill: 'rgba(42,122,176,0.15)' }],
-    axes: [{}, { size: 60 }],
-  }, [xs, ys], chartBox);
+  listenersChart(chartBox, t.open_listeners, { title: 'Open listeners', height: 200 });
 }
