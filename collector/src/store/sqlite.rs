@@ -70,6 +70,11 @@
 //! covering `intervals_by_port (port, closed_at, opened_at, ...)` (`who`).
 //! "Open at `at`" is asked as two index ranges, `closed_at IS NULL` and
 //! `closed_at > at`, so questions about recent times read little.
+//! A third, `intervals_by_opened (opened_at)` (migration 13), serves the reads
+//! that go through the whole history in opening order a chunk at a time
+//! (export, fleet-wide trends): without it each chunk sorted the whole table
+//! (1,000 hosts, 170,000 intervals: 6.1 s to read them all in chunks of
+//! 1,000 before, 0.43 s after, for 8 more bytes per change: 86 to 94).
 //!
 //! Reading intervals back (`read.rs`) does little per row: host names come
 //! from a cache shared by all reads, program strings are shared, and an
@@ -126,6 +131,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_retention.sql"),
     include_str!("migrations/0011_program_slots.sql"),
     include_str!("migrations/0012_leases.sql"),
+    include_str!("migrations/0013_intervals_by_opened.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection before
@@ -687,12 +693,7 @@ impl HistoryReads for SqliteStore {
         // Read in chunks, each its own short read: a slow client holds no
         // read transaction open (which would keep the WAL from being
         // checkpointed), and the rows in memory are one chunk's.
-        let sql = format!(
-            "SELECT {INTERVAL_COLUMNS}, i.id FROM intervals i
-             WHERE (?2 IS NULL OR i.opened_at <= ?2) AND (?1 IS NULL OR i.closed_at IS NULL OR i.closed_at >= ?1)
-               AND (i.opened_at, i.id) > (?3, ?4)
-             ORDER BY i.opened_at, i.id LIMIT ?5"
-        );
+        let sql = export_sql();
         let since = since.map(Timestamp::as_millisecond);
         let until = until.map(Timestamp::as_millisecond);
         let mut after = (i64::MIN, i64::MIN);
@@ -1115,6 +1116,18 @@ fn history_sql() -> String {
          SELECT {INTERVAL_COLUMNS} FROM intervals i INDEXED BY intervals_by_host
          WHERE i.host_id = ?1 AND i.closed_at >= coalesce(?3, -9223372036854775808)
            AND (?2 IS NULL OR i.port = ?2) AND (?4 IS NULL OR i.opened_at <= ?4)"
+    )
+}
+
+/// `export`: a chunk of the intervals open at any time in `[?1, ?2]`, after
+/// `(?3, ?4)` in (opening time, id) order, at most `?5`: one range of
+/// `intervals_by_opened` from the cursor on, however far the export has come.
+fn export_sql() -> String {
+    format!(
+        "SELECT {INTERVAL_COLUMNS}, i.id FROM intervals i INDEXED BY intervals_by_opened
+         WHERE (?2 IS NULL OR i.opened_at <= ?2) AND (?1 IS NULL OR i.closed_at IS NULL OR i.closed_at >= ?1)
+           AND (i.opened_at, i.id) > (?3, ?4)
+         ORDER BY i.opened_at, i.id LIMIT ?5"
     )
 }
 
@@ -2824,7 +2837,13 @@ mod tests {
             history.contains("intervals_by_host (host_id=? AND closed_at>?)"),
             "{history}"
         );
-        assert!(!format!("{who}{at}{open}{history}").contains("SCAN"));
+        let export = plan(&export_sql());
+        assert!(export.contains("intervals_by_opened (opened_at>?)"), "{export}");
+        assert!(
+            !export.contains("TEMP B-TREE"),
+            "read in index order, not sorted: {export}"
+        );
+        assert!(!format!("{who}{at}{open}{history}{export}").contains("SCAN"));
     }
 
     #[test]
