@@ -181,12 +181,33 @@ impl Keeper {
 /// A name for this collector in the leases: its host, its pid and random
 /// bits (a restarted collector is another holder).
 pub fn holder_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "collector".to_owned());
     let mut bits = [0u8; 4];
     let _ = getrandom::fill(&mut bits);
-    format!("{host}:{}:{}", std::process::id(), hex::encode(bits))
+    format!("{}:{}:{}", this_host(), std::process::id(), hex::encode(bits))
+}
+
+/// This machine's name, as [`holder_name`] gives it.
+pub fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "collector".to_owned())
+}
+
+/// Whether another collector serves the database now, from the holders of
+/// its live leases (before this collector takes any): one on another host,
+/// or on this host (`host`) with a process `running` still. A holder of this
+/// host whose process is gone (a collector killed less than a lease ago)
+/// serves nobody. Then the fleet has been served all along, and this
+/// collector gives its hosts no startup grace (see [`crate::alert::drift::Policy::startup_grace`]).
+pub fn others_serving(holders: &[String], host: &str, running: impl Fn(u32) -> bool) -> bool {
+    holders.iter().any(|holder| {
+        let mut parts = holder.rsplitn(3, ':');
+        let (_bits, pid, on) = (parts.next(), parts.next(), parts.next());
+        match (on, pid.and_then(|p| p.parse::<u32>().ok())) {
+            (Some(on), Some(pid)) if on == host => running(pid),
+            _ => true,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -208,6 +229,30 @@ mod tests {
         fn release_lease(&self, _: &str, _: &str) -> Result<(), StoreError> {
             Ok(())
         }
+
+        fn live_holders(&self, _: Timestamp) -> Result<Vec<String>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn another_collector_serves_unless_it_is_a_dead_process_of_this_host() {
+        let holders = |h: &[&str]| h.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let running = |pid: u32| pid == 7;
+        assert!(!others_serving(&[], "c1", running), "nobody holds a lease");
+        assert!(others_serving(&holders(&["c2:99:ab"]), "c1", running), "another host's");
+        assert!(
+            others_serving(&holders(&["c1:7:ab"]), "c1", running),
+            "a running one of this host"
+        );
+        assert!(
+            !others_serving(&holders(&["c1:99:ab"]), "c1", running),
+            "a killed one of this host"
+        );
+        assert!(
+            others_serving(&holders(&["odd"]), "c1", running),
+            "a holder not named so: counted"
+        );
     }
 
     #[test]

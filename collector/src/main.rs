@@ -341,13 +341,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             syslog: config.alerts.syslog.as_ref(),
             alertmanagers: &config.alerts.alertmanager,
         };
+        // Startup grace is the fleet's: none when another collector serves the database.
+        let mut policy = config.policy();
+        let holders = store.live_holders(Timestamp::now())?;
+        if lease::others_serving(&holders, &lease::this_host(), |pid| {
+            Path::new(&format!("/proc/{pid}")).exists()
+        }) {
+            tracing::info!(
+                ?holders,
+                "another collector serves the database: hosts get no startup grace"
+            );
+            policy.startup_grace = std::time::Duration::ZERO;
+        }
         // What must run once among collectors sharing the database runs under a lease (lease.rs).
         let keeper = Keeper::new(store.clone(), lease::holder_name());
         let wakers = sink::start(store.clone(), sinks, &metrics.sinks(), &|name| keeper.lease(name))
             .map_err(anyhow::Error::msg)?;
         let (state, alerts) = AppState::with_alerts(
             store,
-            config.policy(),
+            policy,
             config.alerts.sweep_every,
             Notifier::new(wakers),
             keeper.lease(lease::SWEEP),

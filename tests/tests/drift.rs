@@ -634,3 +634,50 @@ fn when_the_collector_delivering_alerts_dies_another_takes_over_and_no_alert_cha
     eventually(takeover, || stored.is_subset(&delivered()).then_some(()))
         .unwrap_or_else(|| panic!("delivered {:?}, stored {stored:?}", delivered()));
 }
+
+/// Startup grace is the fleet's: a collector started while another serves
+/// the database gives its hosts none, so when it takes the sweep over from a
+/// dead one, a host whose agent stopped is reported silent at once, not an
+/// hour later.
+#[test]
+fn a_collector_started_beside_a_live_one_gives_no_startup_grace() {
+    const QUIET_HOST: &str = "grace-web-1";
+    let dir = TempDir::new("drift-grace").unwrap();
+    let test_db = TestDb::new(Backend::Postgres, &dir.path);
+    let db = test_db.db.clone();
+    let config = dir.path.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\nstartup_grace = \"1h\"\n",
+            db.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let agent_token = create_token(&db, &["--host", QUIET_HOST]).unwrap();
+    let read = create_token(&db, &["--role", "read", "--name", "ops-read"]).unwrap();
+    let serve = || Collector::serve(&db, &[OsStr::new("--config"), config.as_os_str()]).unwrap();
+    let first = serve();
+    let agent = Agent::start(&first.url, &agent_token, QUIET_HOST, "200ms", &dir.path.join("spool")).unwrap();
+    eventually(SETTLE, || {
+        let hosts = portwatch_json(&first.url, &read, &["hosts"]).ok()?;
+        hosts.as_array()?.iter().any(|h| h["host"] == QUIET_HOST).then_some(())
+    })
+    .expect("the host reports");
+    assert!(agent.terminate().unwrap().success());
+    // Started while the first serves the database: no grace of its own.
+    let second = serve();
+    first.kill();
+    let silent = eventually(Duration::from_secs(90), || {
+        let all = portwatch_json(&second.url, &read, &["alerts", "--host", QUIET_HOST]).ok()?;
+        let silent: Vec<Value> = all
+            .as_array()?
+            .iter()
+            .filter(|a| a["kind"] == "host-silent")
+            .cloned()
+            .collect();
+        (!silent.is_empty()).then_some(silent)
+    })
+    .expect("the second collector takes the sweep over and reports the host silent, with no grace of an hour");
+    assert_eq!(silent.len(), 1, "{silent:?}");
+}

@@ -466,6 +466,10 @@ pub trait Leases: Send + Sync {
 
     /// Gives lease `name` up if `holder` holds it (another takes it at once).
     fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// The holders of the leases that have not expired at `now`, by name,
+    /// each once: the collectors serving the database now.
+    fn live_holders(&self, now: Timestamp) -> Result<Vec<String>, StoreError>;
 }
 
 pub use crate::retention::PrunePlan;

@@ -966,6 +966,16 @@ impl Leases for SqliteStore {
             .map_err(db)
         })
     }
+
+    fn live_holders(&self, now: Timestamp) -> Result<Vec<String>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT DISTINCT holder FROM leases WHERE expires_at > ?1 ORDER BY holder")
+                .map_err(db)?;
+            let rows = stmt.query_map([now.as_millisecond()], |r| r.get(0)).map_err(db)?;
+            rows.collect::<Result<Vec<String>, _>>().map_err(db)
+        })
+    }
 }
 
 /// Takes or renews a lease (`?1` name, `?2` holder, `?3` until, `?4` now):

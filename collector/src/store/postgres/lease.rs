@@ -35,4 +35,18 @@ impl Leases for PostgresStore {
                 .map_err(pg)
         })
     }
+
+    fn live_holders(&self, now: Timestamp) -> Result<Vec<String>, StoreError> {
+        self.block(async |inner| {
+            let client = inner.client().await?;
+            let rows = client
+                .query(
+                    "SELECT DISTINCT holder FROM leases WHERE expires_at > $1 ORDER BY holder",
+                    &[&now.as_millisecond()],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
 }
