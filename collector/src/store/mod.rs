@@ -14,7 +14,7 @@ pub mod sqlite;
 pub(crate) mod stored;
 
 use jiff::Timestamp;
-use portwatch_common::wire::{Ack, Batch};
+use portwatch_common::wire::{Ack, Batch, ReportBody};
 use portwatch_common::Proto;
 use serde::{Deserialize, Serialize};
 
@@ -106,6 +106,34 @@ pub struct Rotated {
     pub replaced: Vec<TokenRow>,
 }
 
+impl Rotated {
+    /// What rotating the tokens `valid` (those of `name` that authenticate
+    /// at `at`, oldest first) to a new one whose secret hashes to `hash`
+    /// makes: the new current token, of the role and host of the current one
+    /// (failing one, of the latest in an overlap), and the replaced ones
+    /// ending at `until` (or sooner, where they were to end sooner); `None`
+    /// when there is none to rotate.
+    pub fn of(valid: Vec<TokenRow>, name: &str, hash: &str, at: Timestamp, until: Timestamp) -> Option<Rotated> {
+        let model = valid.iter().find(|t| t.revoked_at.is_none()).or(valid.last())?;
+        let new = TokenRow {
+            name: name.to_owned(),
+            role: model.role,
+            host: model.host.clone(),
+            hash: hash.to_owned(),
+            created_at: at,
+            revoked_at: None,
+        };
+        let replaced = valid
+            .into_iter()
+            .map(|mut t| {
+                t.revoked_at = Some(t.revoked_at.map_or(until, |end| end.min(until)));
+                t
+            })
+            .collect();
+        Some(Rotated { new, replaced })
+    }
+}
+
 /// One row of the alert outbox: its id, and the event, or why this build cannot read it.
 pub type OutboxEvent = (i64, Result<AlertEvent, String>);
 
@@ -160,6 +188,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The same error again (the answer of each batch of a group that failed whole).
+    pub fn again(&self) -> StoreError {
+        match self {
+            StoreError::Open { path, message } => StoreError::Open {
+                path: path.clone(),
+                message: message.clone(),
+            },
+            StoreError::Exists(what) => StoreError::Exists(what.clone()),
+            StoreError::DiskFull { path } => StoreError::DiskFull { path: path.clone() },
+            StoreError::Busy(message) => StoreError::Busy(message.clone()),
+            StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
+            StoreError::Database(message) => StoreError::Database(message.clone()),
+        }
+    }
+
     /// Whether the same call may succeed later without a change to the call:
     /// after a full disk, once space is freed; when a busy or unreachable
     /// database takes it again. Other failures ([`StoreError::Database`],
@@ -179,6 +222,19 @@ fn disk_full_message(path: Option<&str>) -> String {
         "disk full: cannot write {file}: free space on its file system (nothing of this write was stored; \
          it succeeds once there is room)"
     )
+}
+
+/// Listeners a batch carries, in its snapshots (and snapshot parts) and deltas:
+/// what its commit costs.
+pub(crate) fn listeners_in(batch: &Batch) -> usize {
+    batch
+        .reports
+        .iter()
+        .map(|report| match &report.body {
+            ReportBody::Snapshot { listeners, .. } | ReportBody::SnapshotPart { listeners, .. } => listeners.len(),
+            ReportBody::Delta { opened, closed } => opened.len() + closed.len(),
+        })
+        .fold(0, usize::saturating_add)
 }
 
 /// Where [`HistoryWrites::ingest_queued`] sends a batch's answer.

@@ -114,6 +114,7 @@ mod policy;
 mod prune;
 mod read;
 
+use super::listeners_in;
 use super::stored::HostCache;
 use read::{IntervalReader, INTERVAL_COLUMNS};
 
@@ -822,18 +823,8 @@ impl Tokens for SqliteStore {
     ) -> Result<Option<Rotated>, StoreError> {
         self.transact(Synchronous::Full, |tx| {
             let valid = valid_tokens(tx, name, at)?;
-            // The current token sets the new one's role and host; failing
-            // one, the latest of those in an overlap.
-            let Some(model) = valid.iter().find(|t| t.revoked_at.is_none()).or(valid.last()) else {
+            let Some(rotated) = Rotated::of(valid, name, hash, at, until) else {
                 return Ok(None);
-            };
-            let new = TokenRow {
-                name: name.to_owned(),
-                role: model.role,
-                host: model.host.clone(),
-                hash: hash.to_owned(),
-                created_at: at,
-                revoked_at: None,
             };
             tx.prepare_cached(
                 "UPDATE tokens SET revoked_at = min(coalesce(revoked_at, ?3), ?3)
@@ -841,15 +832,8 @@ impl Tokens for SqliteStore {
             )
             .and_then(|mut stmt| stmt.execute(params![name, at.as_millisecond(), until.as_millisecond()]))
             .map_err(db)?;
-            insert_token_row(tx, &new)?;
-            let replaced = valid
-                .into_iter()
-                .map(|mut t| {
-                    t.revoked_at = Some(t.revoked_at.map_or(until, |end| end.min(until)));
-                    t
-                })
-                .collect();
-            Ok(Some(Rotated { new, replaced }))
+            insert_token_row(tx, &rotated.new)?;
+            Ok(Some(rotated))
         })
     }
 }
@@ -1275,19 +1259,6 @@ fn commit_loop(writer: &Mutex<Writer>, queue: &IngestQueue, clock: &clock::Limit
     }
 }
 
-/// Listeners a batch carries, in its snapshots (and snapshot parts) and deltas:
-/// what its commit costs.
-fn listeners_in(batch: &Batch) -> usize {
-    batch
-        .reports
-        .iter()
-        .map(|report| match &report.body {
-            ReportBody::Snapshot { listeners, .. } | ReportBody::SnapshotPart { listeners, .. } => listeners.len(),
-            ReportBody::Delta { opened, closed } => opened.len() + closed.len(),
-        })
-        .fold(0, usize::saturating_add)
-}
-
 /// The positions, ascending, of the queued batches (host, listeners) to
 /// commit next as one group. With `small_first`, the small batches (see
 /// [`SMALL_BATCH_LISTENERS`]) of hosts with no large batch queued before
@@ -1396,13 +1367,7 @@ fn commit_group(writer: &mut Writer, group: Vec<Queued>, clock: &clock::Limits) 
             // Logged by whoever gets the answers (the ingest handler logs a failed request).
             let error = on_file(path, error);
             for queued in group {
-                (queued.done)(Err(match &error {
-                    StoreError::DiskFull { path } => StoreError::DiskFull { path: path.clone() },
-                    StoreError::Busy(message) => StoreError::Busy(message.clone()),
-                    StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
-                    StoreError::Database(message) => StoreError::Database(message.clone()),
-                    other => StoreError::Database(other.to_string()),
-                }));
+                (queued.done)(Err(error.again()));
             }
         }
     }

@@ -11,6 +11,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use jiff::Timestamp;
 use portwatch_common::{Exposure, Family, IdentityFields, Listener, Process, Proto};
+use portwatch_model::baseline::{BaselineAction, BaselineLogRow};
 use portwatch_model::{AlertEvent, AlertRow, AlertState, Finding, HostRow, Kind, ListenerRow, Role, Severity};
 use rustc_hash::FxHashMap;
 
@@ -348,6 +349,27 @@ impl RawToken {
             revoked_at: self.revoked_at.map(timestamp).transpose()?,
         })
     }
+}
+
+/// A `baseline_log` row (id, name, action, at, actor, comment, source) as read back.
+pub(crate) type RawBaselineLog = (i64, String, String, i64, String, Option<String>, Option<String>);
+
+/// The change a `baseline_log` row records.
+pub(crate) fn baseline_log_row(
+    (id, name, action, at, actor, comment, source): RawBaselineLog,
+) -> Result<BaselineLogRow, StoreError> {
+    let action = BaselineAction::parse(&action)
+        .filter(|a| *a != BaselineAction::Unchanged)
+        .ok_or_else(|| corrupt(format!("baseline action {action:?}")))?;
+    Ok(BaselineLogRow {
+        id,
+        name,
+        action,
+        at: timestamp(at)?,
+        actor,
+        comment,
+        source,
+    })
 }
 
 /// The columns a [`RawAlert`] is read from, in its order.

@@ -31,7 +31,10 @@ use tokio_postgres::error::SqlState;
 
 use super::{pg, PostgresStore, BASELINES_LOCK, OUTBOX_LOCK};
 use crate::lifecycle::{self, cap};
-use crate::store::stored::{corrupt, outbox_event, timestamp, RawAlert, RawToken, ALERT_COLUMNS, TOKEN_COLUMNS};
+use crate::store::stored::{
+    baseline_log_row, corrupt, outbox_event, timestamp, RawAlert, RawBaselineLog, RawToken, ALERT_COLUMNS,
+    TOKEN_COLUMNS,
+};
 use crate::store::{
     AckOutcome, Alerts, Baselines, Outbox, OutboxEvent, Rotated, SinkProgress, StoreError, TokenRow, Tokens,
 };
@@ -103,18 +106,8 @@ impl Tokens for PostgresStore {
                 .transact(async |tx| {
                     // Locked to commit: a second rotation of the name waits, then finds the new current token.
                     let valid = valid_tokens(tx, name, at).await?;
-                    // The current token sets the new one's role and host; failing
-                    // one, the latest of those in an overlap.
-                    let Some(model) = valid.iter().find(|t| t.revoked_at.is_none()).or(valid.last()) else {
+                    let Some(rotated) = Rotated::of(valid, name, hash, at, until) else {
                         return Ok(None);
-                    };
-                    let new = TokenRow {
-                        name: name.to_owned(),
-                        role: model.role,
-                        host: model.host.clone(),
-                        hash: hash.to_owned(),
-                        created_at: at,
-                        revoked_at: None,
                     };
                     tx.execute(
                         "UPDATE tokens SET revoked_at = least(coalesce(revoked_at, $3), $3)
@@ -123,15 +116,8 @@ impl Tokens for PostgresStore {
                     )
                     .await
                     .map_err(pg)?;
-                    insert_token_row(tx, &new).await?;
-                    let replaced = valid
-                        .into_iter()
-                        .map(|mut t| {
-                            t.revoked_at = Some(t.revoked_at.map_or(until, |end| end.min(until)));
-                            t
-                        })
-                        .collect();
-                    Ok(Some(Rotated { new, replaced }))
+                    insert_token_row(tx, &rotated.new).await?;
+                    Ok(Some(rotated))
                 })
                 .await
         })
@@ -305,8 +291,7 @@ impl Baselines for PostgresStore {
     }
 
     fn baseline_log(&self, name: Option<&str>) -> Result<Vec<BaselineLogRow>, StoreError> {
-        type Raw = (i64, String, String, i64, String, Option<String>, Option<String>);
-        let raws: Vec<Raw> = self.block(async |inner| {
+        let raws: Vec<RawBaselineLog> = self.block(async |inner| {
             let rows = inner
                 .client()
                 .await?
@@ -322,22 +307,7 @@ impl Baselines for PostgresStore {
                 .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)))
                 .collect())
         })?;
-        raws.into_iter()
-            .map(|(id, name, action, at, actor, comment, source)| {
-                let action = BaselineAction::parse(&action)
-                    .filter(|a| *a != BaselineAction::Unchanged)
-                    .ok_or_else(|| corrupt(format!("baseline action {action:?}")))?;
-                Ok(BaselineLogRow {
-                    id,
-                    name,
-                    action,
-                    at: timestamp(at)?,
-                    actor,
-                    comment,
-                    source,
-                })
-            })
-            .collect()
+        raws.into_iter().map(baseline_log_row).collect()
     }
 }
 

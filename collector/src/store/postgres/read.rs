@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use portwatch_common::wire::{Ack, Batch};
+use portwatch_common::wire::Batch;
 use portwatch_common::{Listener, Process, Proto};
 use portwatch_model::{HistoryCursor, HistoryWindow, HostRow, ListenerRow};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -293,22 +293,6 @@ fn history_page_sql() -> String {
 impl HistoryWrites for PostgresStore {
     fn ingest_queued(&self, batch: Batch, received_at: Timestamp, done: IngestDone) {
         self.queue(batch, received_at, done);
-    }
-
-    fn ingest(&self, batch: &Batch, received_at: Timestamp) -> Result<Ack, StoreError> {
-        let (sender, answer) = std::sync::mpsc::channel();
-        self.queue(
-            batch.clone(),
-            received_at,
-            Box::new(move |result| {
-                let _ = sender.send(result);
-            }),
-        );
-        answer.recv().unwrap_or_else(|_| {
-            Err(StoreError::Database(
-                "the batch was dropped before it was stored".to_owned(),
-            ))
-        })
     }
 }
 

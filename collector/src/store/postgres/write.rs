@@ -31,7 +31,7 @@ use crate::history::{self, SessionState, Staged, Step};
 use crate::store::stored::{
     corrupt, from_bits, timestamp, to_bits, IntervalKey, ProgramRef, StoredProgram, PROGRAM_PROBE,
 };
-use crate::store::{IngestDone, StoreError};
+use crate::store::{listeners_in, IngestDone, StoreError};
 
 /// Most batches applied in one transaction; more wait for the next.
 const MAX_GROUP: usize = 64;
@@ -107,18 +107,6 @@ async fn work(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<Queued>) {
     }
 }
 
-/// Listeners a batch carries: what its commit costs.
-fn listeners_in(batch: &Batch) -> usize {
-    batch
-        .reports
-        .iter()
-        .map(|report| match &report.body {
-            ReportBody::Snapshot { listeners, .. } | ReportBody::SnapshotPart { listeners, .. } => listeners.len(),
-            ReportBody::Delta { opened, closed } => opened.len() + closed.len(),
-        })
-        .fold(0, usize::saturating_add)
-}
-
 /// Applies `group` in one transaction, a savepoint per batch, and answers
 /// every batch once it has committed.
 async fn apply_group(inner: &Inner, group: Vec<Queued>) {
@@ -145,20 +133,9 @@ async fn apply_group(inner: &Inner, group: Vec<Queued>) {
         }
         Err(error) => {
             for done in dones {
-                done(Err(copy(&error)));
+                done(Err(error.again()));
             }
         }
-    }
-}
-
-/// `error` again, for each batch of a failed group.
-fn copy(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::DiskFull { path } => StoreError::DiskFull { path: path.clone() },
-        StoreError::Busy(message) => StoreError::Busy(message.clone()),
-        StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
-        StoreError::Database(message) => StoreError::Database(message.clone()),
-        other => StoreError::Database(other.to_string()),
     }
 }
 

@@ -7,7 +7,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{db, SqliteStore, Synchronous};
 use crate::lifecycle::{self, cap};
-use crate::store::stored::{corrupt, outbox_event, timestamp, RawAlert, ALERT_COLUMNS};
+use crate::store::stored::{
+    baseline_log_row, corrupt, outbox_event, timestamp, RawAlert, RawBaselineLog, ALERT_COLUMNS,
+};
 use crate::store::{AckOutcome, SinkProgress, StoreError};
 use portwatch_model::{AlertEvent, AlertRow, AlertState, BaselineAction, BaselineLogRow, StoredBaseline};
 use portwatch_model::{Finding, Kind};
@@ -84,8 +86,7 @@ impl SqliteStore {
     }
 
     pub(super) fn baseline_log_impl(&self, name: Option<&str>) -> Result<Vec<BaselineLogRow>, StoreError> {
-        type Raw = (i64, String, String, i64, String, Option<String>, Option<String>);
-        let raws: Vec<Raw> = self.read(|conn| {
+        let raws: Vec<RawBaselineLog> = self.read(|conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT id, name, action, at, actor, comment, source FROM baseline_log
@@ -107,22 +108,7 @@ impl SqliteStore {
                 .map_err(db)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
         })?;
-        raws.into_iter()
-            .map(|(id, name, action, at, actor, comment, source)| {
-                let action = BaselineAction::parse(&action)
-                    .filter(|a| *a != BaselineAction::Unchanged)
-                    .ok_or_else(|| corrupt(format!("baseline action {action:?}")))?;
-                Ok(BaselineLogRow {
-                    id,
-                    name,
-                    action,
-                    at: timestamp(at)?,
-                    actor,
-                    comment,
-                    source,
-                })
-            })
-            .collect()
+        raws.into_iter().map(baseline_log_row).collect()
     }
 
     pub(super) fn sync_alerts_impl(
