@@ -309,6 +309,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Err(e) => tracing::warn!(error = %e, "cannot raise the limit of open files"),
     }
     let store = open_store(&config)?;
+    // Startup grace is the fleet's: none when another collector serves the
+    // database. Judged before this collector says it listens: one that served
+    // until after that line (a supervisor's or a test's cue) counts as serving.
+    let mut policy = config.policy();
+    let holders = store.live_holders(Timestamp::now())?;
+    if lease::others_serving(&holders, &lease::this_host(), |pid| {
+        Path::new(&format!("/proc/{pid}")).exists()
+    }) {
+        tracing::info!(
+            ?holders,
+            "another collector serves the database: hosts get no startup grace"
+        );
+        policy.startup_grace = std::time::Duration::ZERO;
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let tls = match &config.tls {
@@ -341,18 +355,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             syslog: config.alerts.syslog.as_ref(),
             alertmanagers: &config.alerts.alertmanager,
         };
-        // Startup grace is the fleet's: none when another collector serves the database.
-        let mut policy = config.policy();
-        let holders = store.live_holders(Timestamp::now())?;
-        if lease::others_serving(&holders, &lease::this_host(), |pid| {
-            Path::new(&format!("/proc/{pid}")).exists()
-        }) {
-            tracing::info!(
-                ?holders,
-                "another collector serves the database: hosts get no startup grace"
-            );
-            policy.startup_grace = std::time::Duration::ZERO;
-        }
         // What must run once among collectors sharing the database runs under a lease (lease.rs).
         let keeper = Keeper::new(store.clone(), lease::holder_name());
         let wakers = sink::start(store.clone(), sinks, &metrics.sinks(), &|name| keeper.lease(name))
