@@ -57,6 +57,13 @@ pub struct Config {
     /// With kernel events, how often a full scan checks what they said.
     #[serde(default = "default_safety_scan_interval", deserialize_with = "duration")]
     pub safety_scan_interval: Duration,
+    /// Read the host's firewall (nftables, in every network namespace) and
+    /// report with each listener beyond loopback what it does with new
+    /// inbound connections: open, restricted, filtered or unknown. Needs
+    /// `CAP_NET_ADMIN` to list the rulesets (without it: unknown, with a
+    /// warning).
+    #[serde(default = "default_firewall")]
+    pub firewall: bool,
     /// Free-form tags reported with the host.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -75,6 +82,7 @@ impl Default for Config {
             spool_max_mb: DEFAULT_SPOOL_MAX_MB,
             events: true,
             safety_scan_interval: DEFAULT_SAFETY_SCAN_INTERVAL,
+            firewall: true,
             tags: BTreeMap::new(),
         }
     }
@@ -87,6 +95,9 @@ fn default_rewalk_interval() -> Duration {
     DEFAULT_REWALK_INTERVAL
 }
 fn default_events() -> bool {
+    true
+}
+fn default_firewall() -> bool {
     true
 }
 fn default_safety_scan_interval() -> Duration {

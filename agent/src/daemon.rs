@@ -17,6 +17,12 @@
 //! heartbeat goes every interval. A full scan runs at start, every
 //! `safety_scan_interval`, and at once when events were lost; it is the
 //! truth, and what it finds that events did not say is counted and logged.
+//!
+//! Every listener beyond loopback carries the firewall's answer (see
+//! `firewall::watch`): each namespace's nftables ruleset is read once and
+//! read again when its generation moves, which is checked at every scan
+//! (polling) or every interval (events); a rule change that changes an
+//! answer is reported then, as a change of the listeners it decides.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -28,6 +34,7 @@ use portwatch_common::Snapshot;
 
 use crate::events::state::{self, Key, Tracked};
 use crate::events::{self as kernel_events, Batch as EventBatch, Detection};
+use crate::firewall::watch::Watch;
 use crate::observe::Observer;
 use crate::scan::{ScanOptions, Scanner};
 use crate::ship::{self, ShipError, Shipper};
@@ -79,6 +86,8 @@ pub struct Settings {
     pub spool_max_bytes: u64,
     /// Tags to report.
     pub tags: std::collections::BTreeMap<String, String>,
+    /// Read the firewall: each listener beyond loopback carries its answer.
+    pub firewall: bool,
 }
 
 /// A new session id: 16 random bytes in hex.
@@ -168,6 +177,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let mut facts = crate::facts::host_facts(settings.interval, &settings.tags);
     facts.detection = Some(detection.as_str().to_owned());
     let mut d = Daemon {
+        firewall: settings.firewall.then(Watch::new),
         observer: Observer::new(session.clone(), facts),
         shipper: Shipper::several(&settings.collectors, &settings.token, settings.ca_file.as_deref())?,
         backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
@@ -190,6 +200,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 struct Daemon {
     settings: Settings,
     scanner: Scanner,
+    /// The firewall's answers, unless the config turned them off.
+    firewall: Option<Watch>,
     observer: Observer,
     spool: Spool,
     shipper: Shipper,
@@ -219,7 +231,12 @@ impl Daemon {
                 if next_scan < Instant::now() {
                     next_scan = Instant::now() + self.settings.interval;
                 }
-                observe(&mut self.scanner, &mut self.observer, &mut self.spool);
+                observe(
+                    &mut self.scanner,
+                    self.firewall.as_mut(),
+                    &mut self.observer,
+                    &mut self.spool,
+                );
                 self.ship_if_ready();
             }
             let wait = next_scan.saturating_duration_since(Instant::now());
@@ -281,6 +298,9 @@ impl Daemon {
                 next_full = Instant::now() + self.settings.safety_scan_interval;
                 ship_at = Some(now);
             }
+            if now >= next_heartbeat {
+                self.firewall_changes(&mut tracked, &mut last_at);
+            }
             if ship_at.is_some_and(|t| now >= t) || now >= next_heartbeat {
                 ship_at = None;
                 next_heartbeat = Instant::now() + self.settings.interval;
@@ -333,11 +353,13 @@ impl Daemon {
         last_at: &mut Timestamp,
         reports: &mut Vec<portwatch_common::wire::Report>,
     ) {
-        let scanner = &mut self.scanner;
+        let (scanner, firewall) = (&mut self.scanner, &mut self.firewall);
         let changed = tracked.apply(event, |e| {
             let owner = scanner.process(e.tgid);
             let user = scanner.user(e.uid);
-            state::listener(e, owner, user)
+            let mut listener = state::listener(e, owner, user)?;
+            listener.firewall = firewall.as_mut().and_then(|w| w.firewall_of(&listener));
+            Some(listener)
         });
         if changed {
             let at = kernel_events::wall_time(event.ktime_ns).max(*last_at);
@@ -399,7 +421,11 @@ impl Daemon {
             .flat_map(|b| b.events.iter())
             .map(|e| (e.netns, e.inode))
             .collect();
-        let snapshot = Snapshot::from_sockets(&scan.sockets);
+        let mut snapshot = Snapshot::from_sockets(&scan.sockets);
+        if let Some(watch) = &mut self.firewall {
+            watch.refresh(&self.scanner, &Watch::namespaces_of(snapshot.listeners()));
+            snapshot = watch.annotate(snapshot);
+        }
         let mut disagreement = tracked.reset(snapshot.listeners(), &touched);
         if std::mem::take(first) {
             disagreement = state::Disagreement::default();
@@ -439,6 +465,22 @@ impl Daemon {
             counts.lost = counts.lost.max(lost_total);
         }
         stop
+    }
+
+    /// With kernel events: when a namespace's ruleset changed, the
+    /// listeners whose answer it changed, reported now.
+    fn firewall_changes(&mut self, tracked: &mut Tracked, last_at: &mut Timestamp) {
+        let Some(watch) = &mut self.firewall else {
+            return;
+        };
+        if !watch.refresh(&self.scanner, &Watch::namespaces_of(tracked.listeners())) {
+            return;
+        }
+        tracked.update(|l| l.firewall = watch.firewall_of(l));
+        let at = Timestamp::now().max(*last_at);
+        *last_at = at;
+        let reports = self.observer.observe(tracked.snapshot(), at);
+        spool_reports(reports, &mut self.observer, &mut self.spool);
     }
 
     /// With kernel events, ships; and when the collector asked for a
@@ -484,8 +526,9 @@ impl Daemon {
     }
 }
 
-/// One scan: the report it makes, if any, goes to the spool.
-fn observe(scanner: &mut Scanner, observer: &mut Observer, spool: &mut Spool) {
+/// One scan, with the firewall's answers when `firewall` is there: the
+/// report it makes, if any, goes to the spool.
+fn observe(scanner: &mut Scanner, firewall: Option<&mut Watch>, observer: &mut Observer, spool: &mut Spool) {
     let scan = match scanner.scan() {
         Ok(scan) => scan,
         Err(e) => {
@@ -497,7 +540,12 @@ fn observe(scanner: &mut Scanner, observer: &mut Observer, spool: &mut Spool) {
         tracing::warn!("{warning}");
     }
     let at = Timestamp::now();
-    let reports = observer.observe(Snapshot::from_sockets(&scan.sockets), at);
+    let mut snapshot = Snapshot::from_sockets(&scan.sockets);
+    if let Some(watch) = firewall {
+        watch.refresh(scanner, &Watch::namespaces_of(snapshot.listeners()));
+        snapshot = watch.annotate(snapshot);
+    }
+    let reports = observer.observe(snapshot, at);
     spool_reports(reports, observer, spool);
 }
 

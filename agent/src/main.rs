@@ -72,6 +72,9 @@ struct RunArgs {
     /// With kernel events on, how often a full scan checks them, e.g. 5m (the config's safety_scan_interval).
     #[arg(long, value_parser = parse_duration_arg)]
     safety_scan_interval: Option<Duration>,
+    /// Do not read the firewall: listeners are reported without its answer (the config's `firewall = false`).
+    #[arg(long)]
+    no_firewall: bool,
 }
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
@@ -201,6 +204,9 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.no_events {
         config.events = false;
     }
+    if args.no_firewall {
+        config.firewall = false;
+    }
     if let Some(i) = args.safety_scan_interval {
         config.safety_scan_interval = i;
     }
@@ -249,6 +255,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         spool_dir: config.spool_dir.clone(),
         spool_max_bytes: config.spool_max_mb.saturating_mul(1024 * 1024),
         tags: config.tags.clone(),
+        firewall: config.firewall,
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -394,6 +394,7 @@ mod tests {
             exposure: Exposure::Wildcard,
             dual_stack: false,
             processes: Vec::new(),
+            firewall: None,
         }
     }
 

@@ -146,6 +146,7 @@ mod tests {
                     container: None,
                     unit: Some(format!("{name}.service").into()),
                 }],
+                firewall: None,
             },
             opened_at: jiff::Timestamp::UNIX_EPOCH,
             closed_at: None,

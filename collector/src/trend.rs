@@ -317,6 +317,7 @@ mod tests {
                     container: None,
                     unit: None,
                 }],
+                firewall: None,
             },
             opened_at: t(opened),
             closed_at: closed.map(t),

@@ -17,6 +17,7 @@
 pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod firewall;
 #[cfg(feature = "log")]
 pub mod log;
 pub mod process;
@@ -25,6 +26,7 @@ pub mod socket;
 pub mod text;
 pub mod wire;
 
+pub use firewall::{Firewall, Reach};
 pub use process::Process;
 pub use snapshot::{Delta, IdentityFields, Listener, Place, Snapshot, SocketKey};
 pub use socket::{family_of, Exposure, Family, Proto, Socket, State};

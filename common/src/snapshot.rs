@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Exposure, Family, Process, Proto, Socket, State};
+use crate::{Exposure, Family, Firewall, Process, Proto, Socket, State};
 
 /// One listening socket (TCP LISTEN or bound unconnected UDP) and its owners,
 /// as the agent ships it and the collector stores it.
@@ -42,6 +42,11 @@ pub struct Listener {
     pub dual_stack: bool,
     /// Every process holding it, ascending by pid.
     pub processes: Vec<Process>,
+    /// What the host's firewall does with new inbound connections to it;
+    /// `None` where it was not evaluated (loopback, an agent told not to,
+    /// an agent older than the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<Firewall>,
 }
 
 /// The kernel socket a listener is: its network namespace and inode. An
@@ -114,6 +119,7 @@ impl Listener {
             exposure,
             dual_stack,
             processes,
+            firewall,
         } = self;
         IdentityFields {
             netns: *netns,
@@ -127,6 +133,7 @@ impl Listener {
             exposure: *exposure,
             dual_stack: *dual_stack,
             processes,
+            firewall: firewall.as_ref(),
         }
     }
 
@@ -156,6 +163,7 @@ impl Listener {
             exposure: socket.exposure,
             dual_stack: socket.dual_stack,
             processes,
+            firewall: None,
         })
     }
 }
@@ -186,6 +194,8 @@ pub struct IdentityFields<'a> {
     pub dual_stack: bool,
     /// Every process holding it, ascending by pid.
     pub processes: &'a [Process],
+    /// The firewall's answer.
+    pub firewall: Option<&'a Firewall>,
 }
 
 /// Every listener of a host at one moment, sorted and without repeats.
@@ -294,6 +304,7 @@ mod tests {
                     unit: None,
                 })
                 .collect(),
+            firewall: None,
         }
     }
 

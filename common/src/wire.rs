@@ -58,6 +58,8 @@
 //! | `facts.tags` values | [`MAX_TAG_VALUE_BYTES`] (256 bytes) | cut | the agent's config takes no longer |
 //! | listeners of a report (`listeners`, `opened` + `closed`) | [`MAX_LISTENERS_PER_REPORT`] (100,000) | refused | three times the largest host measured (33,000 listeners) in one version 1 snapshot; agents speaking version 2 keep a report under [`REPORT_BYTES`], a few thousand listeners |
 //! | `processes` of a listener | [`MAX_PROCESSES_PER_LISTENER`] (65,536) | refused | more than three times the most workers a pre-fork server takes (Apache's `ServerLimit`, 20,000) |
+//! | `firewall.rule` | [`MAX_FIREWALL_RULE_BYTES`] (512 bytes) | cut | a rule's place (`inet filter input handle 8`) or why no answer could be given, a line |
+//! | `firewall.sources` | [`MAX_FIREWALL_SOURCES`] (64), each [`MAX_FIREWALL_SOURCE_BYTES`] (256 bytes) | refused; each cut | one entry per way in (`ip saddr 10.0.0.0/8`, `iifname eth1`); the agent keeps 64 and says how many more in the last |
 //! | `family` | that of `local_addr` | refused | an `ipv4` socket has an IPv4 address, an `ipv6` one an IPv6 address (an IPv4-mapped `::ffff:10.0.0.1` included) |
 //! | `dual_stack` | only on `::` | refused | only an IPv6 socket bound to `::` accepts IPv4 too |
 //! | `exposure` | derived from `local_addr` | replaced | the collector classifies the address itself ([`Exposure::of`](crate::Exposure::of)); what the agent says is ignored |
@@ -126,6 +128,13 @@ pub const MAX_TAG_VALUE_BYTES: usize = 256;
 pub const MAX_LISTENERS_PER_REPORT: usize = 100_000;
 /// Most processes holding one listener; a report with more is refused.
 pub const MAX_PROCESSES_PER_LISTENER: usize = 65_536;
+/// Longest `firewall.rule`, in bytes; longer ones are cut.
+pub const MAX_FIREWALL_RULE_BYTES: usize = 512;
+/// Longest entry of `firewall.sources`, in bytes; longer ones are cut.
+pub const MAX_FIREWALL_SOURCE_BYTES: usize = 256;
+/// Most `firewall.sources` of a listener; a report with more is refused
+/// (the agent keeps that many and says how many more in the last).
+pub const MAX_FIREWALL_SOURCES: usize = 64;
 
 /// The size limits a collector applies to `POST /api/v1/ingest`, stated in
 /// every [`Ack`] so that agents follow a collector whose limits changed.
@@ -362,6 +371,9 @@ pub enum ListenerProblem {
     /// More processes than [`MAX_PROCESSES_PER_LISTENER`].
     #[error("{0} processes, more than the {MAX_PROCESSES_PER_LISTENER} a listener may have")]
     Processes(usize),
+    /// More firewall sources than [`MAX_FIREWALL_SOURCES`].
+    #[error("{0} firewall sources, more than the {MAX_FIREWALL_SOURCES} a listener may have")]
+    FirewallSources(usize),
 }
 
 impl Batch {
@@ -484,6 +496,11 @@ fn listener_problem(listener: &Listener) -> Option<ListenerProblem> {
     }
     if listener.processes.len() > MAX_PROCESSES_PER_LISTENER {
         return Some(ListenerProblem::Processes(listener.processes.len()));
+    }
+    if let Some(firewall) = &listener.firewall {
+        if firewall.sources.len() > MAX_FIREWALL_SOURCES {
+            return Some(ListenerProblem::FirewallSources(firewall.sources.len()));
+        }
     }
     None
 }
@@ -693,6 +710,7 @@ mod tests {
             exposure: crate::Exposure::of(local_addr),
             dual_stack: false,
             processes: Vec::new(),
+            firewall: None,
         }
     }
 

@@ -16,10 +16,11 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use portwatch_common::wire::{
     cut, Batch, BatchError, HostFacts, ListenerProblem, Report, ReportBody, MAX_CMDLINE_BYTES, MAX_CONTAINER_BYTES,
-    MAX_EXE_BYTES, MAX_FACT_BYTES, MAX_LISTENERS_PER_REPORT, MAX_NAME_BYTES, MAX_PROCESSES_PER_LISTENER, MAX_TAGS,
-    MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES, MAX_UNIT_BYTES, MAX_USER_BYTES,
+    MAX_EXE_BYTES, MAX_FACT_BYTES, MAX_FIREWALL_RULE_BYTES, MAX_FIREWALL_SOURCES, MAX_FIREWALL_SOURCE_BYTES,
+    MAX_LISTENERS_PER_REPORT, MAX_NAME_BYTES, MAX_PROCESSES_PER_LISTENER, MAX_TAGS, MAX_TAG_KEY_BYTES,
+    MAX_TAG_VALUE_BYTES, MAX_UNIT_BYTES, MAX_USER_BYTES,
 };
-use portwatch_common::{family_of, Exposure, Family, Listener, Process, Proto};
+use portwatch_common::{family_of, Exposure, Family, Firewall, Listener, Process, Proto, Reach};
 use proptest::prelude::*;
 
 /// `ci` cases unless `PROPTEST_CASES` says otherwise (the long run).
@@ -114,7 +115,10 @@ fn listener() -> impl Strategy<Value = Listener> {
         prop::option::weighted(0.2, family()),
         (any::<u16>(), any::<u64>(), any::<u32>(), prop::option::of(text())),
         (exposure(), prop::bool::weighted(0.2)),
-        prop::collection::vec(process(), 0..4),
+        (
+            prop::collection::vec(process(), 0..4),
+            prop::option::weighted(0.3, firewall()),
+        ),
     )
         .prop_map(
             |(
@@ -122,7 +126,7 @@ fn listener() -> impl Strategy<Value = Listener> {
                 family,
                 (local_port, inode, uid, user),
                 (exposure, dual_stack),
-                processes,
+                (processes, firewall),
             )| {
                 Listener {
                     netns,
@@ -136,9 +140,30 @@ fn listener() -> impl Strategy<Value = Listener> {
                     exposure,
                     dual_stack,
                     processes,
+                    firewall,
                 }
             },
         )
+}
+
+/// A firewall answer: texts of every size, and now and then more sources
+/// than a listener may have.
+fn firewall() -> impl Strategy<Value = Firewall> {
+    let reach = prop_oneof![
+        Just(Reach::Open),
+        Just(Reach::Restricted),
+        Just(Reach::Filtered),
+        Just(Reach::Unknown)
+    ];
+    let sources = prop_oneof![
+        8 => prop::collection::vec(text(), 0..4),
+        1 => prop::collection::vec(Just("ip saddr 10.0.0.0/8".to_owned()), MAX_FIREWALL_SOURCES..MAX_FIREWALL_SOURCES + 3),
+    ];
+    (reach, text(), sources).prop_map(|(reach, rule, sources)| Firewall {
+        reach,
+        rule: shared(rule),
+        sources: sources.into_iter().map(shared).collect(),
+    })
 }
 
 fn timestamp() -> impl Strategy<Value = Timestamp> {
@@ -338,6 +363,10 @@ fn facts_of(body: &ReportBody) -> Option<&HostFacts> {
 /// The strings of a listener and their limits, in a fixed order.
 fn listener_texts(l: &Listener) -> Vec<(Option<&str>, usize)> {
     let mut texts = vec![(l.user.as_deref(), MAX_USER_BYTES)];
+    if let Some(f) = &l.firewall {
+        texts.push((Some(&*f.rule), MAX_FIREWALL_RULE_BYTES));
+        texts.extend(f.sources.iter().map(|s| (Some(&**s), MAX_FIREWALL_SOURCE_BYTES)));
+    }
     for p in &l.processes {
         texts.extend([
             (Some(&*p.name), MAX_NAME_BYTES),
@@ -473,6 +502,7 @@ proptest! {
                         prop_assert_eq!(l.family, family_of(l.local_addr));
                         prop_assert!(!l.dual_stack || l.local_addr == IpAddr::V6(Ipv6Addr::UNSPECIFIED));
                         prop_assert!(l.processes.len() <= MAX_PROCESSES_PER_LISTENER);
+                        prop_assert!(l.firewall.as_ref().is_none_or(|f| f.sources.len() <= MAX_FIREWALL_SOURCES));
                     }
                 }
             }
@@ -493,6 +523,10 @@ proptest! {
                         prop_assert_ne!(addr, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
                     }
                     ListenerProblem::Processes(n) => prop_assert!(n > MAX_PROCESSES_PER_LISTENER),
+                    ListenerProblem::FirewallSources(n) => {
+                        prop_assert!(n > MAX_FIREWALL_SOURCES);
+                        prop_assert_eq!(l.firewall.as_ref().map(|f| f.sources.len()), Some(n));
+                    }
                 }
             }
             Err(_) => {}

@@ -593,6 +593,7 @@ pub fn listener(h: usize, i: usize) -> Listener {
         user: processes.first().and_then(|p| p.user.clone()),
         exposure,
         processes,
+        firewall: None,
     }
 }
 

@@ -183,6 +183,7 @@ fn listener(port: u16, addr: std::net::IpAddr, inode: u64) -> Listener {
             container: None,
             unit: Some("svc.service".into()),
         }],
+        firewall: None,
     }
 }
 

@@ -44,6 +44,7 @@ fn telnet() -> Listener {
             container: None,
             unit: Some("inetd.service".into()),
         }],
+        firewall: None,
     }
 }
 

@@ -141,6 +141,7 @@ fn hostile_snapshot(host: &str, port: u16, name: &str) -> portwatch_common::wire
                     exposure: Exposure::Wildcard,
                     dual_stack: false,
                     processes: vec![process],
+                    firewall: None,
                 }],
             },
         }],

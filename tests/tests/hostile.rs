@@ -107,6 +107,7 @@ fn listener(port: u16, cmdline_bytes: usize) -> Listener {
             container: None,
             unit: Some("app.service".into()),
         }],
+        firewall: None,
     }
 }
 

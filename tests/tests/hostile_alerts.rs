@@ -61,6 +61,7 @@ fn listener(addr: std::net::IpAddr, port: u16, inode: u64, name: &str) -> Listen
             container: None,
             unit: None,
         }],
+        firewall: None,
     }
 }
 

@@ -345,6 +345,7 @@ fn big_snapshot(host: &str, count: u32) -> Batch {
                 container: None,
                 unit: Some("app.service".into()),
             }],
+            firewall: None,
         })
         .collect();
     Batch {

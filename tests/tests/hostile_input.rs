@@ -48,6 +48,7 @@ fn listener(addr: &str, port: u16, cmdline: &str) -> Listener {
             container: None,
             unit: Some("app.service".into()),
         }],
+        firewall: None,
     }
 }
 

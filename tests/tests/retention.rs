@@ -31,6 +31,7 @@ fn listener(port: u16) -> Listener {
         exposure: Exposure::Wildcard,
         dual_stack: false,
         processes: vec![],
+        firewall: None,
     }
 }
 

@@ -29,6 +29,7 @@ fn listener(port: u16) -> Listener {
         exposure: Exposure::Loopback,
         dual_stack: false,
         processes: Vec::new(),
+        firewall: None,
     }
 }
 

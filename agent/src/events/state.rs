@@ -85,6 +85,7 @@ pub fn listener(event: &Event, owner: Option<Arc<Process>>, user: Option<Arc<str
         exposure: Exposure::of(event.addr),
         dual_stack: is_dual_stack(event.addr, event.v6only),
         processes: vec![process],
+        firewall: None,
     })
 }
 
@@ -208,6 +209,17 @@ impl Tracked {
     /// The table as a snapshot, for the observer to diff.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::new(self.listeners.values().cloned().collect())
+    }
+
+    /// Its listeners, by (network namespace, inode).
+    pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
+        self.listeners.values()
+    }
+
+    /// Changes each listener with `f` (what is not part of the event: the
+    /// firewall's answer, read again).
+    pub fn update(&mut self, mut f: impl FnMut(&mut Listener)) {
+        self.listeners.values_mut().for_each(&mut f);
     }
 
     /// How many listeners it holds.

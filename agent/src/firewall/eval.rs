@@ -34,37 +34,7 @@ const MAX_PATHS: usize = 4096;
 /// How deep jumps may nest (the kernel allows 16).
 const MAX_DEPTH: usize = 32;
 
-/// What the firewall does with new inbound connections to a listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Reach {
-    /// Accepted from every source.
-    Open,
-    /// Accepted from some sources only (see [`Answer::sources`]).
-    Restricted,
-    /// Dropped or rejected for every source.
-    Filtered,
-    /// Not decided: an unsupported construct, no permission, no ruleset.
-    Unknown,
-}
-
-impl Reach {
-    /// The lowercase name used in every output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reach::Open => "open",
-            Reach::Restricted => "restricted",
-            Reach::Filtered => "filtered",
-            Reach::Unknown => "unknown",
-        }
-    }
-}
-
-impl fmt::Display for Reach {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use portwatch_common::Reach;
 
 /// The firewall's answer for one listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +59,26 @@ impl Answer {
         }
     }
 
+    /// As a listener carries it in history: at most
+    /// [`MAX_FIREWALL_SOURCES`](portwatch_common::wire::MAX_FIREWALL_SOURCES)
+    /// sources, the last saying how many more there were.
+    pub fn to_firewall(&self) -> portwatch_common::Firewall {
+        use portwatch_common::wire::MAX_FIREWALL_SOURCES;
+        let mut sources: Vec<std::sync::Arc<str>> = Vec::with_capacity(self.sources.len().min(MAX_FIREWALL_SOURCES));
+        if self.sources.len() <= MAX_FIREWALL_SOURCES {
+            sources.extend(self.sources.iter().map(|s| std::sync::Arc::from(s.as_str())));
+        } else {
+            let kept = MAX_FIREWALL_SOURCES - 1;
+            sources.extend(self.sources[..kept].iter().map(|s| std::sync::Arc::from(s.as_str())));
+            sources.push(format!("and {} more", self.sources.len() - kept).into());
+        }
+        portwatch_common::Firewall {
+            reach: self.reach,
+            rule: self.rule.as_str().into(),
+            sources,
+        }
+    }
+
     /// `rule`, with the sources for a restricted answer: the one text the
     /// table and the JSON `firewall_rule` show.
     pub fn describe(&self) -> String {
@@ -101,7 +91,7 @@ impl Answer {
 }
 
 /// What a listener receives: which protocol and port, over which families.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Query {
     /// Transport protocol.
     pub proto: Proto,

@@ -21,6 +21,7 @@
 
 mod eval;
 pub mod ruleset;
+pub mod watch;
 
 use std::io;
 use std::path::Path;

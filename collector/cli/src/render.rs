@@ -462,6 +462,7 @@ mod tests {
                 exposure: Exposure::Wildcard,
                 dual_stack: false,
                 processes: vec![process],
+                firewall: None,
             },
             opened_at: "2026-11-24T03:00:00Z".parse().unwrap(),
             closed_at: None,

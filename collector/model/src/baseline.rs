@@ -642,6 +642,7 @@ reason = "exporters"
                 container: None,
                 unit: None,
             }],
+            firewall: None,
         }
     }
 

@@ -135,6 +135,7 @@ mod tests {
                     container: None,
                     unit: None,
                 }],
+                firewall: None,
             },
             opened_at: Timestamp::from_second(1_700_000_000).unwrap(),
             closed_at: None,

@@ -449,6 +449,7 @@ reason = "the site"
                     container: None,
                     unit: None,
                 }],
+                firewall: None,
             },
             opened_at: t(-3600),
             closed_at: None,

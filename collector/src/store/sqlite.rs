@@ -133,6 +133,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_program_slots.sql"),
     include_str!("migrations/0012_leases.sql"),
     include_str!("migrations/0013_intervals_by_opened.sql"),
+    include_str!("migrations/0014_firewall.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection before
@@ -678,7 +679,7 @@ impl HistoryReads for SqliteStore {
                 rows.push(reader.decode(r)?);
                 last = Some(HistoryCursor {
                     opened_ms: r.get(12).map_err(db)?,
-                    id: r.get(14).map_err(db)?,
+                    id: r.get(15).map_err(db)?,
                 });
             }
             Ok((rows, None))
@@ -710,7 +711,7 @@ impl HistoryReads for SqliteStore {
                     chunk.push((
                         reader.decode(row)?,
                         row.get::<_, i64>(12).map_err(db)?,
-                        row.get::<_, i64>(14).map_err(db)?,
+                        row.get::<_, i64>(15).map_err(db)?,
                     ));
                 }
                 Ok(chunk)
@@ -1596,6 +1597,7 @@ impl<'c, 'b> HostWriter<'c, 'b> {
                         exposure: r.get(10)?,
                         dual_stack: r.get(11)?,
                         owners: r.get(12)?,
+                        firewall: r.get(13)?,
                     };
                     let (id, opened_at): (i64, i64) = (r.get(0)?, r.get(1)?);
                     Ok((key, (id, opened_at), opened_at))
@@ -1742,7 +1744,8 @@ impl<'c, 'b> HostWriter<'c, 'b> {
                         key.user,
                         key.exposure,
                         key.dual_stack,
-                        key.owners
+                        key.owners,
+                        key.firewall
                     ],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
@@ -1768,6 +1771,7 @@ impl<'c, 'b> HostWriter<'c, 'b> {
                     key.exposure,
                     key.dual_stack,
                     key.owners,
+                    key.firewall,
                     at
                 ])
             })
@@ -2113,7 +2117,7 @@ mod tests {
         conn.execute_batch(&format!(
             "ALTER TABLE hosts DROP COLUMN clock_at; ALTER TABLE hosts DROP COLUMN clock_skew_ms;
              ALTER TABLE hosts DROP COLUMN clock_skew_at; DROP TABLE snapshot_parts; DROP TABLE sink_done; DROP INDEX programs_by_slot; CREATE INDEX programs_by_hash ON programs (hash);
-             ALTER TABLE hosts DROP COLUMN detection; PRAGMA user_version = 3;
+             ALTER TABLE hosts DROP COLUMN detection; ALTER TABLE intervals DROP COLUMN firewall; PRAGMA user_version = 3;
              UPDATE intervals SET opened_at = {} WHERE host_id = (SELECT id FROM hosts WHERE name = 'b');
              UPDATE intervals SET opened_at = {} WHERE host_id = (SELECT id FROM hosts WHERE name = 'a');",
             ts(YEAR).as_millisecond(),
@@ -2248,7 +2252,7 @@ mod tests {
                  ('agent:web-3', 'agent', 'web-3', 'aa11', {t0}, {t1}),
                  ('ops', 'admin', NULL, 'bb22', {t0}, NULL);
              DROP INDEX programs_by_slot; CREATE INDEX programs_by_hash ON programs (hash);
-             ALTER TABLE hosts DROP COLUMN detection; PRAGMA user_version = 6;",
+             ALTER TABLE hosts DROP COLUMN detection; ALTER TABLE intervals DROP COLUMN firewall; PRAGMA user_version = 6;",
             t0 = ts(0).as_millisecond(),
             t1 = ts(5).as_millisecond(),
         ))
@@ -2691,7 +2695,7 @@ mod tests {
         conn.execute_batch(&format!(
             "DROP INDEX programs_by_slot; CREATE INDEX programs_by_hash ON programs (hash);
              INSERT INTO programs (hash, name) VALUES ({natural}, 'impostor');
-             PRAGMA user_version = 10;"
+             ALTER TABLE intervals DROP COLUMN firewall; PRAGMA user_version = 10;"
         ))
         .unwrap();
         drop(conn);
@@ -3060,7 +3064,7 @@ mod tests {
             "DROP TABLE ports_first_seen; ALTER TABLE hosts DROP COLUMN clock_at;
              ALTER TABLE hosts DROP COLUMN clock_skew_ms; ALTER TABLE hosts DROP COLUMN clock_skew_at;
              DROP TABLE snapshot_parts; DROP TABLE sink_done; DROP INDEX programs_by_slot; CREATE INDEX programs_by_hash ON programs (hash);
-             ALTER TABLE hosts DROP COLUMN detection; PRAGMA user_version = 2;",
+             ALTER TABLE hosts DROP COLUMN detection; ALTER TABLE intervals DROP COLUMN firewall; PRAGMA user_version = 2;",
         )
         .unwrap();
         drop(conn);

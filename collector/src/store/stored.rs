@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use jiff::Timestamp;
-use portwatch_common::{Exposure, Family, IdentityFields, Listener, Process, Proto};
+use portwatch_common::{Exposure, Family, Firewall, IdentityFields, Listener, Process, Proto};
 use portwatch_model::baseline::{BaselineAction, BaselineLogRow};
 use portwatch_model::{AlertEvent, AlertRow, AlertState, Finding, HostRow, Kind, ListenerRow, Role, Severity};
 use rustc_hash::FxHashMap;
@@ -257,7 +257,7 @@ impl StoredProgram {
 /// ([`Listener::identity_fields`]) with the owners encoded. The queries that
 /// find, reconcile and insert intervals are built from this one list.
 pub(crate) const INTERVAL_KEY_COLUMNS: &str =
-    r#"netns, proto, family, addr, port, inode, uid, "user", exposure, dual_stack, owners"#;
+    r#"netns, proto, family, addr, port, inode, uid, "user", exposure, dual_stack, owners, firewall"#;
 
 /// A listener as stored: every field of [`Listener`], with its processes as
 /// the encoded owner list. Two listeners are equal exactly when their keys
@@ -275,6 +275,8 @@ pub(crate) struct IntervalKey {
     pub exposure: i64,
     pub dual_stack: bool,
     pub owners: Vec<u8>,
+    /// The firewall's answer as [`firewall_text`] encodes it.
+    pub firewall: Option<String>,
 }
 
 impl IntervalKey {
@@ -298,6 +300,7 @@ impl IntervalKey {
             exposure,
             dual_stack,
             processes,
+            firewall,
         } = listener.identity_fields();
         let mut owners = Vec::with_capacity(processes.len() * 6);
         for process in processes {
@@ -319,7 +322,35 @@ impl IntervalKey {
             exposure: exposure_code(exposure),
             dual_stack,
             owners,
+            firewall: firewall.map(firewall_text),
         }))
+    }
+}
+
+/// A firewall answer as stored: its JSON (`{"reach":"open","rule":...}`),
+/// one text column of the interval's key, compared as a whole.
+pub(crate) fn firewall_text(firewall: &Firewall) -> String {
+    // A struct of strings and an enum: serializing cannot fail.
+    serde_json::to_string(firewall).unwrap_or_default()
+}
+
+/// Decodes a stored firewall answer (see [`firewall_text`]), once per
+/// distinct text a read meets.
+#[derive(Default)]
+pub(crate) struct FirewallDecoder(rustc_hash::FxHashMap<Box<str>, Firewall>);
+
+impl FirewallDecoder {
+    pub(crate) fn decode(&mut self, text: Option<&str>) -> Result<Option<Firewall>, StoreError> {
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        if let Some(known) = self.0.get(text) {
+            return Ok(Some(known.clone()));
+        }
+        let firewall: Firewall =
+            serde_json::from_str(text).map_err(|e| corrupt(format_args!("firewall {text:?}: {e}")))?;
+        self.0.insert(text.into(), firewall.clone());
+        Ok(Some(firewall))
     }
 }
 

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use portwatch_collector::store::Store;
 use portwatch_common::wire::ReportBody;
-use portwatch_common::{Exposure, Family, Listener, Process, Proto};
+use portwatch_common::{Exposure, Family, Firewall, Listener, Process, Proto, Reach};
 use portwatch_model::{HistoryCursor, HistoryWindow, HostStatus, ListenerRow};
 
 use super::build::*;
@@ -276,6 +276,48 @@ pub fn an_owner_change_is_one_close_and_one_open(store: &dyn Store) {
         spans(&store.history("web-3", Some(80), None, None).unwrap()),
         vec![(80, 0, Some(100)), (80, 100, Some(200)), (80, 200, None)]
     );
+}
+
+pub fn a_firewall_change_is_one_close_and_one_open_and_its_answer_reads_back(store: &dyn Store) {
+    let answer = |reach: Reach, rule: &str, sources: &[&str]| Firewall {
+        reach,
+        rule: rule.into(),
+        sources: sources.iter().map(|s| (*s).into()).collect(),
+    };
+    let mut filtered = owned(5432, 7, &[11]);
+    filtered.firewall = Some(answer(Reach::Filtered, "inet filter input policy drop", &[]));
+    let mut restricted = filtered.clone();
+    restricted.firewall = Some(answer(
+        Reach::Restricted,
+        "inet filter input handle 4",
+        &["ip saddr 10.0.0.0/8", "iifname \"eth1\""],
+    ));
+    let mut unevaluated = filtered.clone();
+    unevaluated.firewall = None;
+    let reports = vec![
+        snapshot(1, ts(0), vec![filtered.clone()]),
+        delta(2, ts(100), vec![restricted.clone()], vec![filtered.clone()]),
+    ];
+    store.ingest(&batch("db-2", "s1", reports), ts(101)).unwrap();
+    // The same answer again in a snapshot is no change; none at all is one.
+    let again = vec![
+        snapshot(3, ts(200), vec![restricted.clone()]),
+        snapshot(4, ts(300), vec![unevaluated.clone()]),
+    ];
+    store.ingest(&batch("db-2", "s1", again), ts(301)).unwrap();
+    let history = store.history("db-2", Some(5432), None, None).unwrap();
+    assert_eq!(
+        spans(&history),
+        vec![(5432, 0, Some(100)), (5432, 100, Some(300)), (5432, 300, None)]
+    );
+    let back: Vec<&Listener> = history.iter().map(|r| &r.listener).collect();
+    assert_eq!(
+        back,
+        vec![&filtered, &restricted, &unevaluated],
+        "every answer reads back whole"
+    );
+    let now = store.listeners_at("db-2", ts(150)).unwrap();
+    assert_eq!(now[0].listener.firewall, restricted.firewall);
 }
 
 pub fn a_close_observed_before_the_open_is_clamped_to_it(store: &dyn Store) {

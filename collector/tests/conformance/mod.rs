@@ -53,6 +53,7 @@ macro_rules! conformance_suite {
                 an_agent_restart_with_the_same_listeners_records_no_event,
                 a_restart_snapshot_closes_exactly_what_is_gone_at_its_time,
                 an_owner_change_is_one_close_and_one_open,
+                a_firewall_change_is_one_close_and_one_open_and_its_answer_reads_back,
                 a_close_observed_before_the_open_is_clamped_to_it,
                 a_snapshot_from_a_year_ahead_then_a_correct_one_leave_telnet_visible_now,
                 a_clock_stepping_back_never_dates_a_change_before_the_last_one,

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use super::{
     Batch, HostFacts, ReportBody, MAX_CMDLINE_BYTES, MAX_CONTAINER_BYTES, MAX_EXE_BYTES, MAX_FACT_BYTES,
-    MAX_NAME_BYTES, MAX_TAGS, MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES, MAX_UNIT_BYTES, MAX_USER_BYTES,
+    MAX_FIREWALL_RULE_BYTES, MAX_FIREWALL_SOURCE_BYTES, MAX_NAME_BYTES, MAX_TAGS, MAX_TAG_KEY_BYTES,
+    MAX_TAG_VALUE_BYTES, MAX_UNIT_BYTES, MAX_USER_BYTES,
 };
 use crate::{Exposure, Listener, Process};
 
@@ -73,6 +74,10 @@ pub enum TextField {
     Unit,
     /// A listener's `user`.
     User,
+    /// `firewall.rule`.
+    FirewallRule,
+    /// An entry of `firewall.sources`.
+    FirewallSource,
     /// `facts.os`.
     Os,
     /// `facts.kernel`.
@@ -98,6 +103,8 @@ impl TextField {
             TextField::Container => "processes[].container",
             TextField::Unit => "processes[].unit",
             TextField::User => "user",
+            TextField::FirewallRule => "firewall.rule",
+            TextField::FirewallSource => "firewall.sources[]",
             TextField::Os => "facts.os",
             TextField::Kernel => "facts.kernel",
             TextField::AgentVersion => "facts.agent_version",
@@ -116,6 +123,8 @@ impl TextField {
             TextField::ProcessUser | TextField::User => MAX_USER_BYTES,
             TextField::Container => MAX_CONTAINER_BYTES,
             TextField::Unit => MAX_UNIT_BYTES,
+            TextField::FirewallRule => MAX_FIREWALL_RULE_BYTES,
+            TextField::FirewallSource => MAX_FIREWALL_SOURCE_BYTES,
             TextField::Os | TextField::Kernel | TextField::AgentVersion => MAX_FACT_BYTES,
             TextField::Tags => MAX_TAGS,
             TextField::TagKey => MAX_TAG_KEY_BYTES,
@@ -160,6 +169,12 @@ impl Sanitized {
         self.shared(TextField::User, listener.user.as_mut());
         for process in &mut listener.processes {
             self.process(process);
+        }
+        if let Some(firewall) = &mut listener.firewall {
+            self.shared(TextField::FirewallRule, Some(&mut firewall.rule));
+            for source in &mut firewall.sources {
+                self.shared(TextField::FirewallSource, Some(source));
+            }
         }
     }
 
@@ -251,6 +266,10 @@ fn needs_sanitizing(listener: &Listener) -> bool {
     let over = |field: TextField, text: Option<&Arc<str>>| text.is_some_and(|t| t.len() > field.limit());
     listener.exposure != Exposure::of(listener.local_addr)
         || over(TextField::User, listener.user.as_ref())
+        || listener.firewall.as_ref().is_some_and(|f| {
+            over(TextField::FirewallRule, Some(&f.rule))
+                || f.sources.iter().any(|s| over(TextField::FirewallSource, Some(s)))
+        })
         || listener.processes.iter().any(|p| {
             over(TextField::Name, Some(&p.name))
                 || over(TextField::Cmdline, p.cmdline.as_ref())
@@ -333,6 +352,7 @@ mod tests {
             exposure: Exposure::of(local_addr),
             dual_stack: false,
             processes,
+            firewall: None,
         }
     }
 

@@ -68,7 +68,10 @@ use super::StoreError;
 use crate::clock;
 
 /// The migrations, in order: entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_firewall.sql"),
+];
 
 /// The advisory lock (session level) under which a collector migrates.
 const MIGRATION_LOCK: i64 = 0x7077_0001;

@@ -19,14 +19,14 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::{pg, Inner, PostgresStore};
 use crate::store::stored::{
     addr_from, corrupt, exposure_from, family_from, from_bits, owner_pairs, proto_code, proto_from, sort_rows,
-    timestamp, HostNames, Order, RawHost, StoredProgram, HOST_COLUMNS,
+    timestamp, FirewallDecoder, HostNames, Order, RawHost, StoredProgram, HOST_COLUMNS,
 };
 use crate::store::{HistoryReads, HistoryWrites, IngestDone, StoreError};
 
 /// The columns every interval query selects, in the order [`decode`] reads
 /// them (`i` is `intervals`); the interval's id last.
 const INTERVAL_COLUMNS: &str = r#"i.host_id, i.netns, i.proto, i.family, i.addr, i.port, i.inode, i.uid,
-     i."user", i.exposure, i.dual_stack, i.owners, i.opened_at, i.closed_at, i.id"#;
+     i."user", i.exposure, i.dual_stack, i.owners, i.opened_at, i.closed_at, i.id, i.firewall"#;
 
 /// Intervals an export reads at a time (see [`HistoryReads::export`]).
 const EXPORT_CHUNK_ROWS: i64 = 1_000;
@@ -40,7 +40,7 @@ struct Decoded {
 }
 
 /// Decodes one row selected as [`INTERVAL_COLUMNS`].
-fn decode(r: &tokio_postgres::Row, unnamed: &Arc<str>) -> Result<Decoded, StoreError> {
+fn decode(r: &tokio_postgres::Row, unnamed: &Arc<str>, firewalls: &mut FirewallDecoder) -> Result<Decoded, StoreError> {
     let host_id: i64 = r.get(0);
     let owners = owner_pairs(r.get(11), host_id)?;
     let port: i32 = r.get(5);
@@ -57,6 +57,7 @@ fn decode(r: &tokio_postgres::Row, unnamed: &Arc<str>) -> Result<Decoded, StoreE
         exposure: exposure_from(i64::from(r.get::<_, i16>(9)))?,
         dual_stack: r.get(10),
         processes: Vec::new(),
+        firewall: firewalls.decode(r.get(15))?,
     };
     Ok(Decoded {
         row: ListenerRow {
@@ -181,9 +182,10 @@ impl Inner {
         let client = self.client().await?;
         let rows = client.query(sql, params).await.map_err(pg)?;
         let unnamed: Arc<str> = Arc::from("");
+        let mut firewalls = FirewallDecoder::default();
         let decoded = rows
             .iter()
-            .map(|r| decode(r, &unnamed))
+            .map(|r| decode(r, &unnamed, &mut firewalls))
             .collect::<Result<Vec<_>, _>>()?;
         let (mut rows, ranks, names, _) = self.complete(&client, decoded).await?;
         sort_rows(&mut rows, &ranks, order, |rank| Arc::clone(names.name(rank)));
@@ -376,10 +378,11 @@ impl HistoryReads for PostgresStore {
                 .map_err(pg)?;
             let more = rows.len() > limit;
             let unnamed: Arc<str> = Arc::from("");
+            let mut firewalls = FirewallDecoder::default();
             let decoded = rows
                 .iter()
                 .take(limit)
-                .map(|r| decode(r, &unnamed))
+                .map(|r| decode(r, &unnamed, &mut firewalls))
                 .collect::<Result<Vec<_>, _>>()?;
             let (rows, _, _, ids) = inner.complete(&client, decoded).await?;
             let next = match (more, rows.last(), ids.last()) {
@@ -419,9 +422,10 @@ impl HistoryReads for PostgresStore {
                     .await
                     .map_err(pg)?;
                 let unnamed: Arc<str> = Arc::from("");
+                let mut firewalls = FirewallDecoder::default();
                 let decoded = rows
                     .iter()
-                    .map(|r| decode(r, &unnamed))
+                    .map(|r| decode(r, &unnamed, &mut firewalls))
                     .collect::<Result<Vec<_>, _>>()?;
                 let (rows, _, _, ids) = inner.complete(&client, decoded).await?;
                 Ok(rows.into_iter().zip(ids).collect::<Vec<_>>())

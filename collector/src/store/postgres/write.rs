@@ -29,7 +29,7 @@ use super::{pg, Inner, PROGRAMS_LOCK};
 use crate::clock::{self, HostClock};
 use crate::history::{self, SessionState, Staged, Step};
 use crate::store::stored::{
-    corrupt, from_bits, timestamp, to_bits, IntervalKey, ProgramRef, StoredProgram, PROGRAM_PROBE,
+    corrupt, from_bits, timestamp, to_bits, IntervalKey, ProgramRef, StoredProgram, INTERVAL_KEY_COLUMNS, PROGRAM_PROBE,
 };
 use crate::store::{listeners_in, IngestDone, StoreError};
 
@@ -357,15 +357,12 @@ mod parts {
 const FIND_PROGRAM_SQL: &str = r#"SELECT id, hash, name, exe, cmdline, uid, "user", container, unit FROM programs
      WHERE hash BETWEEN $1 AND $2 ORDER BY hash"#;
 
-/// The columns of an interval's key, for `SELECT` (see [`IntervalKey`]).
-const KEY_SELECT: &str = r#"netns, proto, family, addr, port, inode, uid, "user", exposure, dual_stack, owners"#;
-
 /// The open interval of a host with a given key (`$1` the host, `$2`... the
 /// key's columns, compared null-safe).
 const FIND_OPEN_SQL: &str = r#"SELECT id, opened_at FROM intervals
      WHERE host_id = $1 AND closed_at IS NULL AND netns = $2 AND proto = $3 AND family = $4 AND addr = $5
        AND port = $6 AND inode = $7 AND uid = $8 AND "user" IS NOT DISTINCT FROM $9 AND exposure = $10
-       AND dual_stack = $11 AND owners = $12
+       AND dual_stack = $11 AND owners = $12 AND firewall IS NOT DISTINCT FROM $13
      LIMIT 1"#;
 
 /// Writes one host's intervals within a batch's transaction.
@@ -392,7 +389,7 @@ impl<'t, 'c, 'b> HostWriter<'t, 'c, 'b> {
         let rows = self
             .tx
             .query(
-                &format!("SELECT id, opened_at, {KEY_SELECT} FROM intervals WHERE host_id = $1 AND closed_at IS NULL"),
+                &format!("SELECT id, opened_at, {INTERVAL_KEY_COLUMNS} FROM intervals WHERE host_id = $1 AND closed_at IS NULL"),
                 &[&self.host_id],
             )
             .await
@@ -544,6 +541,7 @@ impl<'t, 'c, 'b> HostWriter<'t, 'c, 'b> {
                     &(key.exposure as i16),
                     &key.dual_stack,
                     &key.owners,
+                    &key.firewall,
                 ],
             )
             .await
@@ -557,8 +555,8 @@ impl<'t, 'c, 'b> HostWriter<'t, 'c, 'b> {
         self.tx
             .execute(
                 &format!(
-                    "INSERT INTO intervals (host_id, {KEY_SELECT}, opened_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                    "INSERT INTO intervals (host_id, {INTERVAL_KEY_COLUMNS}, opened_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
                 ),
                 &[
                     &self.host_id,
@@ -573,6 +571,7 @@ impl<'t, 'c, 'b> HostWriter<'t, 'c, 'b> {
                     &(key.exposure as i16),
                     &key.dual_stack,
                     &key.owners,
+                    &key.firewall,
                     &at,
                 ],
             )
@@ -619,7 +618,7 @@ impl<'t, 'c, 'b> HostWriter<'t, 'c, 'b> {
     }
 }
 
-/// The key of an interval row whose key columns ([`KEY_SELECT`]) start at `at`.
+/// The key of an interval row whose key columns ([`INTERVAL_KEY_COLUMNS`]) start at `at`.
 pub(super) fn stored_key(r: &tokio_postgres::Row, at: usize) -> Result<IntervalKey, StoreError> {
     let port: i32 = r.get(at + 4);
     let uid: i64 = r.get(at + 6);
@@ -635,6 +634,7 @@ pub(super) fn stored_key(r: &tokio_postgres::Row, at: usize) -> Result<IntervalK
         exposure: i64::from(r.get::<_, i16>(at + 8)),
         dual_stack: r.get(at + 9),
         owners: r.get(at + 10),
+        firewall: r.get(at + 11),
     })
 }
 

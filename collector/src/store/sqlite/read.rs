@@ -18,16 +18,17 @@ use crate::store::stored::{HostCache, HostNames};
 
 use super::db;
 use crate::store::stored::{
-    addr_from, corrupt, exposure_from, family_from, from_bits, owner_pairs, proto_from, sort_rows, timestamp, Order,
-    StoredProgram,
+    addr_from, corrupt, exposure_from, family_from, from_bits, owner_pairs, proto_from, sort_rows, timestamp,
+    FirewallDecoder, Order, StoredProgram,
 };
 use crate::store::StoreError;
 use portwatch_model::ListenerRow;
 
 /// The columns every interval query selects, in the order
-/// [`IntervalReader::decode`] reads them (`i` is `intervals`).
+/// [`IntervalReader::decode`] reads them (`i` is `intervals`); a query that
+/// selects more selects them after these (the first at index 15).
 pub(super) const INTERVAL_COLUMNS: &str = "i.host_id, i.netns, i.proto, i.family, i.addr, i.port, i.inode, i.uid, \
-     i.user, i.exposure, i.dual_stack, i.owners, i.opened_at, i.closed_at";
+     i.user, i.exposure, i.dual_stack, i.owners, i.opened_at, i.closed_at, i.firewall";
 
 /// Decodes interval rows (selected as [`INTERVAL_COLUMNS`]) on one read
 /// connection.
@@ -41,6 +42,8 @@ pub(super) struct IntervalReader<'c> {
     users: FxHashSet<Arc<str>>,
     /// The host of a row decoded by [`Self::decode_unnamed`], until named.
     unnamed: Arc<str>,
+    /// Each firewall answer read so far.
+    firewalls: FirewallDecoder,
 }
 
 impl<'c> IntervalReader<'c> {
@@ -52,6 +55,7 @@ impl<'c> IntervalReader<'c> {
             programs: FxHashMap::default(),
             users: FxHashSet::default(),
             unnamed: Arc::from(""),
+            firewalls: FirewallDecoder::default(),
         }
     }
 
@@ -85,6 +89,12 @@ impl<'c> IntervalReader<'c> {
             exposure: exposure_from(r.get(9).map_err(db)?)?,
             dual_stack: r.get(10).map_err(db)?,
             processes,
+            firewall: self.firewalls.decode(
+                r.get_ref(14)
+                    .map_err(db)?
+                    .as_str_or_null()
+                    .map_err(|e| corrupt(format_args!("firewall: {e}")))?,
+            )?,
         };
         let row = ListenerRow {
             host: Arc::clone(&self.unnamed),
