@@ -159,3 +159,206 @@ fn an_empty_namespace_firewall_leaves_a_listener_open_root_only() {
     assert_eq!(l["firewall"], "open", "{l:#}");
     assert_eq!(l["firewall_rule"], "no base chain on the input path");
 }
+
+/// Two namespaces joined by a veth pair: the server's at `10.231.N.1`, the
+/// client's at `10.231.N.2` (N from the pid, so concurrent runs differ).
+struct Pair {
+    server: Netns,
+    client: Netns,
+    server_addr: String,
+}
+
+fn veth_pair(tag: &str) -> Pair {
+    let server = Netns::create(&format!("{tag}s")).unwrap();
+    let client = Netns::create(&format!("{tag}c")).unwrap();
+    let n = std::process::id() % 250 + 1;
+    let (a, b) = (format!("pws{n}"), format!("pwc{n}"));
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ip(&[
+        "link",
+        "add",
+        &a,
+        "netns",
+        &server.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &b,
+        "netns",
+        &client.name,
+    ]);
+    ip(&[
+        "-n",
+        &server.name,
+        "addr",
+        "add",
+        &format!("10.231.{n}.1/24"),
+        "dev",
+        &a,
+    ]);
+    ip(&[
+        "-n",
+        &client.name,
+        "addr",
+        "add",
+        &format!("10.231.{n}.2/24"),
+        "dev",
+        &b,
+    ]);
+    ip(&["-n", &server.name, "link", "set", &a, "up"]);
+    ip(&["-n", &client.name, "link", "set", &b, "up"]);
+    Pair {
+        server,
+        client,
+        server_addr: format!("10.231.{n}.1"),
+    }
+}
+
+/// Whether a TCP connection from `from` to `addr:port` is accepted within 2 s.
+fn connects(from: &Netns, addr: &str, port: u16) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", &from.name, "timeout", "2", "bash", "-c"])
+        .arg(format!("exec 3<>/dev/tcp/{addr}/{port}"))
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn nft_in(ns: &Netns, args: &[&str]) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run nft (install nftables; tests/run.sh does): {e}"));
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The daemon ships the firewall's answer with each listener and a rule
+/// change as the change of the listener it decides: a database on 0.0.0.0
+/// behind a drop policy is stored `filtered`, and really is unreachable
+/// from the other end of a veth pair; a rule that accepts it makes it
+/// reachable there, `open` in history from the moment the agent saw it, and
+/// raises `firewall-opened` (critical: a database port), while the
+/// risky-port finding of the filtered listener was info.
+#[test]
+fn a_rule_change_that_opens_a_filtered_database_reaches_history_and_raises_firewall_opened_root_only() {
+    require_root("a_rule_change_that_opens_a_filtered_database_reaches_history_and_raises_firewall_opened_root_only");
+    const HOST: &str = "fw-db-1";
+    let pair = veth_pair("fwhist");
+    nft_in(
+        &pair.server,
+        &["add table inet filter { chain input { type filter hook input priority 0; policy drop; }; }"],
+    );
+    let _db = Listeners::start(&["ip", "netns", "exec", &pair.server.name], &["tcp4:0.0.0.0:5432"]).unwrap();
+    assert!(
+        !connects(&pair.client, &pair.server_addr, 5432),
+        "the drop policy drops the connection from the other namespace"
+    );
+    let dir = TempDir::new("fwhist").unwrap();
+    let db = dir.path.join("collector.db");
+    let config = dir.path.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\n",
+            db.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let agent_token = portwatch_tests::create_token(&db, &["--host", HOST]).unwrap();
+    let read = portwatch_tests::create_token(&db, &["--role", "read", "--name", "ops"]).unwrap();
+    let collector =
+        portwatch_tests::Collector::serve(&db, &[std::ffi::OsStr::new("--config"), config.as_os_str()]).unwrap();
+    let _agent =
+        portwatch_tests::Agent::start(&collector.url, &agent_token, HOST, "200ms", &dir.path.join("spool")).unwrap();
+    let netns = pair.server.inode().unwrap();
+    let settle = std::time::Duration::from_secs(30);
+    let reach_now = || -> Option<String> {
+        let rows = portwatch_tests::portwatch_json(&collector.url, &read, &["ports", "--host", HOST]).ok()?;
+        let row = rows
+            .as_array()?
+            .iter()
+            .find(|r| r["local_port"] == 5432 && r["netns"] == netns)?
+            .clone();
+        row["firewall"]["reach"].as_str().map(str::to_owned)
+    };
+    let first = portwatch_tests::eventually(settle, reach_now).expect("the listener reaches history");
+    assert_eq!(first, "filtered");
+    let findings = |kind: &str| -> Vec<Value> {
+        portwatch_tests::portwatch_json(&collector.url, &read, &["drift", "--host", HOST, "--kind", kind])
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| {
+                f["key"]
+                    .as_str()
+                    .is_some_and(|k| k.contains(&format!("tcp/5432@{netns}:")))
+            })
+            .collect()
+    };
+    let risky = findings("risky-port-exposed");
+    assert_eq!(risky.len(), 1, "{risky:#?}");
+    assert_eq!(risky[0]["severity"], "info", "filtered by the firewall: {risky:#?}");
+
+    nft_in(&pair.server, &["add rule inet filter input tcp dport 5432 accept"]);
+    assert!(
+        connects(&pair.client, &pair.server_addr, 5432),
+        "the accept rule lets the connection in"
+    );
+    portwatch_tests::eventually(settle, || (reach_now()? == "open").then_some(()))
+        .expect("the rule change reaches history as the listener's change");
+    let history =
+        portwatch_tests::portwatch_json(&collector.url, &read, &["history", "--host", HOST, "--port", "5432"]).unwrap();
+    let mine: Vec<&Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["netns"] == netns)
+        .collect();
+    assert_eq!(mine.len(), 2, "one interval filtered, then one open: {mine:#?}");
+    assert_eq!(mine[0]["firewall"]["reach"], "filtered");
+    assert_eq!(mine[0]["firewall"]["rule"], "inet filter input policy drop");
+    assert_eq!(mine[1]["firewall"]["reach"], "open");
+    assert_eq!(
+        mine[0]["closed_at"], mine[1]["opened_at"],
+        "closed and opened at the moment seen"
+    );
+    assert_eq!(mine[0]["inode"], mine[1]["inode"], "the same socket");
+    let opened = portwatch_tests::eventually(settle, || {
+        let f = findings("firewall-opened");
+        (!f.is_empty()).then_some(f)
+    })
+    .expect("firewall-opened is found");
+    assert_eq!(opened[0]["severity"], "critical", "{opened:#?}");
+    let alerts = portwatch_tests::eventually(settle, || {
+        let all = portwatch_tests::portwatch_json(&collector.url, &read, &["alerts", "--host", HOST]).ok()?;
+        let a: Vec<Value> = all
+            .as_array()?
+            .iter()
+            .filter(|a| {
+                a["key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with(&format!("firewall-opened:{HOST}:tcp/5432@{netns}:")))
+            })
+            .cloned()
+            .collect();
+        (!a.is_empty()).then_some(a)
+    })
+    .expect("and alerted");
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let risky = findings("risky-port-exposed");
+    assert_eq!(risky[0]["severity"], "critical", "open now: {risky:#?}");
+}

@@ -29,6 +29,8 @@ pub enum Kind {
     Flapping,
     /// A listener of a host no baseline covers (reported, never alerted).
     Unbaselined,
+    /// A rule change made a listener reachable that the firewall filtered.
+    FirewallOpened,
 }
 
 impl Kind {
@@ -44,6 +46,7 @@ impl Kind {
             Kind::ClockSkew => "clock-skew",
             Kind::Flapping => "flapping",
             Kind::Unbaselined => "unbaselined",
+            Kind::FirewallOpened => "firewall-opened",
         }
     }
 
@@ -58,7 +61,11 @@ impl Kind {
             Kind::RiskyPortExposed | Kind::ExposureWidened | Kind::OwnerMismatch | Kind::HostSilent => {
                 Severity::Critical
             }
-            Kind::UnexpectedListener | Kind::MissingListener | Kind::Flapping | Kind::ClockSkew => Severity::Warning,
+            Kind::UnexpectedListener
+            | Kind::MissingListener
+            | Kind::Flapping
+            | Kind::ClockSkew
+            | Kind::FirewallOpened => Severity::Warning,
             Kind::Unbaselined => Severity::Info,
         }
     }
@@ -70,7 +77,7 @@ impl Kind {
 }
 
 /// Every kind, in order.
-pub const ALL_KINDS: [Kind; 9] = [
+pub const ALL_KINDS: [Kind; 10] = [
     Kind::UnexpectedListener,
     Kind::MissingListener,
     Kind::OwnerMismatch,
@@ -80,6 +87,7 @@ pub const ALL_KINDS: [Kind; 9] = [
     Kind::ClockSkew,
     Kind::Flapping,
     Kind::Unbaselined,
+    Kind::FirewallOpened,
 ];
 
 /// How serious a finding is.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use portwatch_common::process::summary;
 use portwatch_common::text;
-use portwatch_common::{Exposure, Listener, Proto};
+use portwatch_common::{Exposure, Listener, Proto, Reach};
 
 use super::risky::RiskyPorts;
 use crate::clock;
@@ -167,14 +167,26 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
             if l.exposure != Exposure::Loopback && !accepted {
                 let mut f = listener_finding(Kind::RiskyPortExposed, host, l);
                 f.message = format!(
-                    "{host}: {} ({label}) is reachable beyond loopback, held by {}{}",
+                    "{host}: {} ({label}) is {}, held by {}{}",
                     describe(l),
+                    match &l.firewall {
+                        Some(fw) if fw.reach == Reach::Filtered => {
+                            format!("bound beyond loopback but filtered by the firewall ({})", fw.rule)
+                        }
+                        Some(fw) if fw.reach == Reach::Restricted => {
+                            format!("reachable beyond loopback from some sources only ({})", fw.describe())
+                        }
+                        Some(fw) if fw.reach == Reach::Open =>
+                            format!("reachable beyond loopback, the firewall accepts it ({})", fw.rule),
+                        _ => "reachable beyond loopback".to_owned(),
+                    },
                     holders(l),
                     match matched {
                         Some(_) => "; its baseline entry does not accept the risk (accept_risk = true, with a reason)",
                         None => "",
                     }
                 );
+                f.severity = reached(l, f.severity);
                 set_entry(&mut f, matched.map(|(a, e, _)| (*a, *e)));
                 findings.push(f);
             }
@@ -225,6 +237,12 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
                 holders(l)
             ),
         };
+        if kind == Kind::ExposureWidened {
+            f.severity = reached(l, f.severity);
+            if let Some(fw) = l.firewall.as_ref().filter(|fw| fw.reach != Reach::Open) {
+                let _ = write!(f.message, "; the firewall says {}: {}", fw.reach, fw.describe());
+            }
+        }
         if kind == Kind::OwnerMismatch && l.processes.is_empty() {
             // No holder could be named (a scan racing a process's exit, or an
             // agent without privileges): worth a look, not a page.
@@ -314,12 +332,74 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
         }
     }
 
+    findings.extend(firewall_opened(view, policy));
+
     findings.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
     findings.dedup_by(|a, b| a.key == b.key);
     for f in &mut findings {
         if let Cow::Owned(cut) = text::truncate(&f.message, MAX_MESSAGE_BYTES) {
             f.message = cut;
         }
+    }
+    findings
+}
+
+/// How serious an exposure finding of `l` is, from what the firewall
+/// answers: `severity` when it accepts every source (or no answer is
+/// known), one step less when it accepts some sources only, info when it
+/// filters every source.
+fn reached(l: &Listener, severity: Severity) -> Severity {
+    match l.firewall.as_ref().map(|f| f.reach) {
+        Some(Reach::Filtered) => Severity::Info,
+        Some(Reach::Restricted) => severity.min(Severity::Warning),
+        Some(Reach::Open | Reach::Unknown) | None => severity,
+    }
+}
+
+/// `firewall-opened`: a listener the firewall filtered, made reachable by a
+/// rule change. The change is one close and one open of the same socket at
+/// the same moment (the firewall's answer is part of a listener's
+/// identity), so the finding holds while that close is recent (in
+/// `view.recent`: the flapping window at least) and the listener is still
+/// reachable. Critical on a risky port, a warning elsewhere.
+fn firewall_opened(view: &HostView<'_>, policy: &Policy) -> Vec<Finding> {
+    let host = &view.host.host;
+    let filtered_until: HashSet<(portwatch_common::SocketKey, Timestamp)> = view
+        .recent
+        .iter()
+        .filter(|r| r.listener.firewall.as_ref().is_some_and(|f| f.reach == Reach::Filtered))
+        .filter_map(|r| Some((r.listener.socket_key(), r.closed_at?)))
+        .collect();
+    if filtered_until.is_empty() {
+        return Vec::new();
+    }
+    let mut findings = Vec::new();
+    for row in view.listeners {
+        let l = &row.listener;
+        let Some(fw) = l.firewall.as_ref().filter(|f| f.reach.reachable()) else {
+            continue;
+        };
+        if !filtered_until.contains(&(l.socket_key(), row.opened_at)) {
+            continue;
+        }
+        let mut f = listener_finding(Kind::FirewallOpened, host, l);
+        let risky = policy.risky.label(l.proto, l.local_port);
+        if risky.is_some() {
+            f.severity = Severity::Critical;
+        }
+        f.message = format!(
+            "{host}: {}{} held by {} was filtered by the firewall and is {} since {}: {}",
+            describe(l),
+            risky.map(|label| format!(" ({label})")).unwrap_or_default(),
+            holders(l),
+            match fw.reach {
+                Reach::Restricted => "reachable from some sources",
+                _ => "reachable from anywhere",
+            },
+            row.opened_at,
+            fw.describe()
+        );
+        findings.push(f);
     }
     findings
 }
@@ -465,6 +545,152 @@ reason = "the site"
 
     fn kinds(findings: &[Finding]) -> Vec<(&'static str, Option<u16>)> {
         findings.iter().map(|f| (f.kind.as_str(), f.local_port)).collect()
+    }
+
+    fn behind(mut r: ListenerRow, reach: Reach, rule: &str) -> ListenerRow {
+        r.listener.firewall = Some(portwatch_common::Firewall {
+            reach,
+            rule: rule.into(),
+            sources: match reach {
+                Reach::Restricted => vec!["ip saddr 10.0.0.0/8".into()],
+                _ => Vec::new(),
+            },
+        });
+        r
+    }
+
+    fn severity_of(findings: &[Finding], kind: Kind, port: u16) -> Option<Severity> {
+        findings
+            .iter()
+            .find(|f| f.kind == kind && f.local_port == Some(port))
+            .map(|f| f.severity)
+    }
+
+    #[test]
+    fn a_risky_or_widened_port_the_firewall_filters_is_info_and_one_it_restricts_a_warning() {
+        let h = host("web-1", HostStatus::Up);
+        let now = [
+            behind(
+                row(5432, "0.0.0.0", "postgres", "postgres"),
+                Reach::Filtered,
+                "inet filter input policy drop",
+            ),
+            behind(
+                row(23, "0.0.0.0", "telnetd", "root"),
+                Reach::Restricted,
+                "inet filter input handle 4",
+            ),
+            behind(
+                row(3389, "0.0.0.0", "xrdp", "root"),
+                Reach::Open,
+                "inet filter input handle 5",
+            ),
+            row(445, "0.0.0.0", "smbd", "root"),
+        ];
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &now,
+            alerting: &HashSet::new(),
+            with_info: true,
+        };
+        let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
+        assert_eq!(severity_of(&f, Kind::RiskyPortExposed, 5432), Some(Severity::Info));
+        assert_eq!(severity_of(&f, Kind::ExposureWidened, 5432), Some(Severity::Info));
+        assert_eq!(severity_of(&f, Kind::RiskyPortExposed, 23), Some(Severity::Warning));
+        assert_eq!(severity_of(&f, Kind::RiskyPortExposed, 3389), Some(Severity::Critical));
+        assert_eq!(
+            severity_of(&f, Kind::RiskyPortExposed, 445),
+            Some(Severity::Critical),
+            "no answer: as bound"
+        );
+        let filtered = f
+            .iter()
+            .find(|f| f.kind == Kind::RiskyPortExposed && f.local_port == Some(5432))
+            .unwrap();
+        assert!(
+            filtered
+                .message
+                .contains("filtered by the firewall (inet filter input policy drop)"),
+            "{}",
+            filtered.message
+        );
+        let widened = f.iter().find(|f| f.kind == Kind::ExposureWidened).unwrap();
+        assert!(
+            widened.message.contains("the firewall says filtered"),
+            "{}",
+            widened.message
+        );
+        assert!(
+            !f.iter().any(|f| f.kind == Kind::FirewallOpened),
+            "nothing was opened: {f:?}"
+        );
+    }
+
+    #[test]
+    fn a_rule_change_that_makes_a_filtered_listener_reachable_is_firewall_opened_while_recent() {
+        let h = host("web-1", HostStatus::Up);
+        let mut was = behind(
+            row(5432, "0.0.0.0", "postgres", "postgres"),
+            Reach::Filtered,
+            "inet filter input policy drop",
+        );
+        was.closed_at = Some(t(-60));
+        let mut is = behind(
+            row(5432, "0.0.0.0", "postgres", "postgres"),
+            Reach::Open,
+            "inet filter input handle 9",
+        );
+        is.opened_at = t(-60);
+        let mut other = behind(
+            row(8080, "0.0.0.0", "python3", "www"),
+            Reach::Filtered,
+            "inet filter input policy drop",
+        );
+        other.closed_at = Some(t(-50));
+        let mut other_now = behind(
+            row(8080, "0.0.0.0", "python3", "www"),
+            Reach::Open,
+            "inet filter input handle 9",
+        );
+        other_now.opened_at = t(-40); // not the moment the filtered one closed: a restart, not a rule change
+        let now = [is.clone(), other_now.clone()];
+        let recent = [was.clone(), is.clone(), other.clone(), other_now.clone()];
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &recent,
+            alerting: &HashSet::new(),
+            with_info: true,
+        };
+        let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
+        let opened: Vec<&Finding> = f.iter().filter(|f| f.kind == Kind::FirewallOpened).collect();
+        assert_eq!(opened.len(), 1, "{f:?}");
+        assert_eq!(opened[0].local_port, Some(5432));
+        assert_eq!(opened[0].severity, Severity::Critical, "a risky port");
+        assert!(
+            opened[0]
+                .message
+                .contains("was filtered by the firewall and is reachable from anywhere"),
+            "{}",
+            opened[0].message
+        );
+        // Filtered again: nothing opened.
+        let mut shut = behind(
+            row(5432, "0.0.0.0", "postgres", "postgres"),
+            Reach::Filtered,
+            "inet filter input policy drop",
+        );
+        shut.opened_at = t(-60);
+        let view = HostView {
+            host: &h,
+            listeners: std::slice::from_ref(&shut),
+            recent: &[was, shut.clone()],
+            alerting: &HashSet::new(),
+            with_info: true,
+        };
+        let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
+        assert!(!f.iter().any(|f| f.kind == Kind::FirewallOpened), "{f:?}");
     }
 
     #[test]
