@@ -114,6 +114,7 @@ pub fn listeners(out: &mut impl Write, rows: &[ListenerRow], tz: &TimeZone, with
         "LOCAL ADDRESS",
         "PORT",
         "EXPOSURE",
+        "FIREWALL",
         "PROCESSES",
         "OPENED",
     ];
@@ -133,7 +134,7 @@ pub fn listeners(out: &mut impl Write, rows: &[ListenerRow], tz: &TimeZone, with
     table(out, &header, &cells)
 }
 
-/// HOST, PROTO, LOCAL ADDRESS, PORT, EXPOSURE, PROCESSES (`who`), OPENED.
+/// HOST, PROTO, LOCAL ADDRESS, PORT, EXPOSURE, FIREWALL, PROCESSES (`who`), OPENED.
 fn listener_cells(r: &ListenerRow, who: String, tz: &TimeZone) -> Vec<String> {
     let l = &r.listener;
     vec![
@@ -142,22 +143,36 @@ fn listener_cells(r: &ListenerRow, who: String, tz: &TimeZone) -> Vec<String> {
         l.local_addr.to_string(),
         l.local_port.to_string(),
         l.exposure.as_str().to_owned(),
+        firewall(l),
         who,
         local(r.opened_at, tz),
     ]
 }
 
-/// A diff as a table: `+` opened, `-` closed, `~` changed owner (old -> new).
+/// The firewall's answer (`open`, `restricted`, ...), `-` where not evaluated.
+fn firewall(l: &portwatch_common::Listener) -> String {
+    l.firewall
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), |f| f.reach.as_str().to_owned())
+}
+
+/// A diff as a table: `+` opened, `-` closed, `~` changed: its owners or its
+/// firewall answer (old -> new).
 pub fn diff(out: &mut impl Write, diff: &portwatch_model::diff::Diff, tz: &TimeZone) -> io::Result<()> {
     let mut marked: Vec<(&str, &ListenerRow, String)> = Vec::new();
     marked.extend(diff.opened.iter().map(|r| ("+", r, summary(&r.listener.processes))));
     marked.extend(diff.closed.iter().map(|r| ("-", r, summary(&r.listener.processes))));
+    let mut firewall_changes = Vec::new();
     marked.extend(diff.changed.iter().map(|c| {
-        let who = format!(
-            "{} -> {}",
+        let (was, is) = (
             summary(&c.before.listener.processes),
-            summary(&c.after.listener.processes)
+            summary(&c.after.listener.processes),
         );
+        let who = if was == is { is } else { format!("{was} -> {is}") };
+        let (was, is) = (firewall(&c.before.listener), firewall(&c.after.listener));
+        if was != is {
+            firewall_changes.push((c.after.listener.place(), format!("{was} -> {is}")));
+        }
         ("~", &c.after, who)
     }));
     if marked.is_empty() {
@@ -169,6 +184,11 @@ pub fn diff(out: &mut impl Write, diff: &portwatch_model::diff::Diff, tz: &TimeZ
         .map(|(mark, r, who)| {
             let mut row = vec![mark.to_owned()];
             row.extend(listener_cells(r, who, tz));
+            if mark == "~" {
+                if let Some((_, change)) = firewall_changes.iter().find(|(p, _)| *p == r.listener.place()) {
+                    row[6] = change.clone();
+                }
+            }
             row
         })
         .collect();
@@ -181,6 +201,7 @@ pub fn diff(out: &mut impl Write, diff: &portwatch_model::diff::Diff, tz: &TimeZ
             "LOCAL ADDRESS",
             "PORT",
             "EXPOSURE",
+            "FIREWALL",
             "PROCESSES",
             "OPENED",
         ],
@@ -467,6 +488,47 @@ mod tests {
             opened_at: "2026-11-24T03:00:00Z".parse().unwrap(),
             closed_at: None,
         }
+    }
+
+    #[test]
+    fn the_firewall_column_shows_the_answer_and_a_diff_shows_its_change() {
+        let mut filtered = hostile_row();
+        filtered.listener.processes[0].name = "sshd".into();
+        filtered.listener.processes[0].cmdline = None;
+        filtered.listener.processes[0].unit = None;
+        filtered.listener.firewall = Some(portwatch_common::Firewall {
+            reach: portwatch_common::Reach::Filtered,
+            rule: "inet filter input policy drop".into(),
+            sources: Vec::new(),
+        });
+        let mut open = filtered.clone();
+        open.listener.firewall = Some(portwatch_common::Firewall {
+            reach: portwatch_common::Reach::Open,
+            rule: "inet filter input handle 4".into(),
+            sources: Vec::new(),
+        });
+        let mut unevaluated = filtered.clone();
+        unevaluated.listener.firewall = None;
+        let mut out = Vec::new();
+        super::listeners(&mut out, &[filtered.clone(), unevaluated], &TimeZone::UTC, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let column = |line: &str| line.split_whitespace().nth(5).map(str::to_owned);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().nth(6),
+            Some("FIREWALL"),
+            "LOCAL ADDRESS is two words: {text}"
+        );
+        assert_eq!(column(lines[1]).as_deref(), Some("filtered"), "{text}");
+        assert_eq!(column(lines[2]).as_deref(), Some("-"), "{text}");
+
+        let d = portwatch_model::diff::between_moments(std::slice::from_ref(&filtered), std::slice::from_ref(&open));
+        let mut out = Vec::new();
+        super::diff(&mut out, &d, &TimeZone::UTC).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let row = text.lines().nth(1).unwrap_or_default();
+        assert!(row.starts_with('~') && row.contains("filtered -> open"), "{text}");
+        assert!(!row.contains("->  "), "the owners did not change: {text}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::history::ListenerRow;
 
-/// The listeners that opened, closed and changed owner.
+/// The listeners that opened, closed and changed (owners, or the firewall's answer).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Diff {
@@ -22,7 +22,7 @@ pub struct Diff {
     pub changed: Vec<Change>,
 }
 
-/// A listener place whose holder changed.
+/// A listener place whose holder (or firewall answer) changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Change {
