@@ -66,8 +66,8 @@ pub enum ListError {
     /// The file has lines, and not one of them is an entry: not this
     /// format, or not a list at all (an error page saved in its place).
     #[error(
-        "threat list {name:?}: {} has no entry a {format} file has, and {bad_lines} bad lines (the first: {first}): \
-         is it the right file, and is its format right?",
+        "threat list {name:?}: no line of {} is an entry of a {format} list ({bad_lines} bad; the first, {first}): \
+         is it the right file, and in that format?",
         path.display()
     )]
     Unusable {
@@ -239,7 +239,7 @@ mod tests {
         let text = e.to_string();
         assert!(
             text.contains("\"test\"")
-                && text.contains("2 bad lines")
+                && text.contains("2 bad;")
                 && text.contains("line 1")
                 && text.contains("netset"),
             "{text}"

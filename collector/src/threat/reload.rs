@@ -266,7 +266,7 @@ mod tests {
         let lists = Lists::load(&[], &[spec(&path)], ThreatMetrics::default()).unwrap();
         replace(&path, "<html>503 Service Unavailable</html>\n");
         match &lists.check(false)[..] {
-            [Reload::Failed(e)] => assert!(e.to_string().contains("no entry"), "{e}"),
+            [Reload::Failed(e)] => assert!(e.to_string().contains("no line"), "{e}"),
             other => panic!("{other:?}"),
         }
         assert_eq!(listed(&lists, "185.220.101.7").as_deref(), Some("185.220.101.0/24"));
