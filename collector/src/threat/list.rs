@@ -238,10 +238,7 @@ mod tests {
         let e = List::from_text(&spec(Format::Netset), "<html>\n<body>503</body>\n").unwrap_err();
         let text = e.to_string();
         assert!(
-            text.contains("\"test\"")
-                && text.contains("2 bad;")
-                && text.contains("line 1")
-                && text.contains("netset"),
+            text.contains("\"test\"") && text.contains("2 bad;") && text.contains("line 1") && text.contains("netset"),
             "{text}"
         );
         assert_eq!(List::from_text(&spec(Format::Netset), "").unwrap().entries(), 0);

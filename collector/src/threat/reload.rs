@@ -5,7 +5,6 @@
 //! not). A reload that fails keeps the previous list and says why, once per
 //! change of the file.
 
-use std::net::IpAddr;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -13,7 +12,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::list::{List, ListError, ListSpec, Stamp};
-use super::{Allowlist, Table, Verdict};
+use super::{Allowlist, Table};
 use crate::metrics::ThreatMetrics;
 
 /// How often list files are checked for a change, unless `[threat]
@@ -86,12 +85,6 @@ impl Lists {
     /// Whether any list is configured.
     pub fn is_empty(&self) -> bool {
         self.specs.is_empty()
-    }
-
-    /// What the lists say of `addr` now (see [`Table::verdict`]), made into
-    /// owned text by `show` while the table is held.
-    pub fn verdict<T>(&self, addr: IpAddr, show: impl FnOnce(&Verdict<'_>) -> T) -> T {
-        show(&self.table().verdict(addr))
     }
 
     /// Reloads the lists whose file changed since it was last read
@@ -218,7 +211,9 @@ mod tests {
     }
 
     fn listed(lists: &Lists, addr: &str) -> Option<String> {
-        lists.verdict(addr.parse().unwrap(), |v| v.matches.first().map(|m| m.net.to_string()))
+        let table = lists.table();
+        let verdict = table.verdict(addr.parse().unwrap());
+        verdict.matches.first().map(|m| m.net.to_string())
     }
 
     /// Writes `text` to `path` by renaming a complete file into place, as a download job should.
