@@ -60,6 +60,19 @@ fn netset() -> (String, Vec<(u32, u8)>) {
     (text, some)
 }
 
+/// This process's resident memory (VmRSS), in KiB; 0 if unknown.
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn spec(path: std::path::PathBuf) -> ListSpec {
     ListSpec {
         name: "bench".to_owned(),
@@ -76,15 +89,20 @@ fn threat_list(c: &mut Criterion) {
     let path = dir.join("bench.netset");
     std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let spec = spec(path);
-    let (list, _) = List::read(&spec).unwrap_or_else(|e| panic!("{e}"));
-    eprintln!(
-        "threat_list: {} lines, {} MB, {} distinct prefixes, {} bad lines",
-        PREFIXES,
-        text.len() / 1_000_000,
-        list.entries(),
-        list.bad_lines
-    );
+    let size = text.len();
     drop(text);
+    let before = resident_kib();
+    let (list, _) = List::read(&spec).unwrap_or_else(|e| panic!("{e}"));
+    let after = resident_kib();
+    eprintln!(
+        "threat_list: {PREFIXES} lines, {} MB, {} distinct prefixes, {} bad lines; the trie takes {} MiB; resident \
+         memory {} MiB more after the first load (the file's bytes and the parsed lines, freed, included)",
+        size / 1_000_000,
+        list.entries(),
+        list.bad_lines,
+        list.trie_bytes() >> 20,
+        after.saturating_sub(before) / 1024
+    );
 
     c.bench_function("threat_list_load_1m_netset", |b| {
         b.iter_with_large_drop(|| match List::read(&spec) {

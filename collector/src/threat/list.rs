@@ -194,6 +194,11 @@ impl List {
         self.trie.len()
     }
 
+    /// Bytes its trie takes (without the ids' text).
+    pub fn trie_bytes(&self) -> usize {
+        self.trie.t1.mem_size() + self.trie.t2.mem_size()
+    }
+
     /// The longest of its networks that holds `addr` (an address as
     /// [`parse::canonical`] makes it), with the list's id of it.
     pub fn lookup(&self, addr: IpAddr) -> Option<(IpNet, Option<&str>)> {
@@ -221,6 +226,7 @@ mod tests {
         let text = "10.0.0.0/8 ; SBL1\n10.1.0.0/16 ; SBL2\n10.1.2.0/24 ; SBL3\n2001:db8::/32 ; SBL6\n";
         let list = List::from_text(&spec(Format::SpamhausDrop), text).unwrap();
         assert_eq!(list.entries(), 4);
+        assert!(list.trie_bytes() > 0);
         let at = |a: &str| {
             list.lookup(a.parse().unwrap())
                 .map(|(n, id)| (n.to_string(), id.map(str::to_owned)))
