@@ -16,6 +16,7 @@ use crate::clock;
 use crate::lifecycle::cap;
 use crate::retention::{self, Retention};
 use crate::setting::duration;
+use crate::threat::{self, ListSpec};
 use crate::{api, edge};
 
 /// Default listen address: loopback until told otherwise.
@@ -63,6 +64,75 @@ pub struct Config {
     /// How long history, alerts and the baseline log are kept.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Lists of suspicious addresses, and the addresses they never name.
+    #[serde(default)]
+    pub threat: ThreatConfig,
+}
+
+/// `[threat]`: the lists of suspicious addresses (`[[threat.list]]`, see
+/// [`crate::threat`]) and the allowlist checked before them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreatConfig {
+    /// Addresses or CIDRs no list may report, checked first. Setting it
+    /// replaces the default, [`threat::DEFAULT_ALLOW`]: every range that is
+    /// not public (private, loopback, link-local, carrier-grade NAT, unique
+    /// local, documentation, multicast, reserved), which FireHOL's level 1
+    /// lists as bogons. `allow = []` allows nothing.
+    #[serde(default = "threat::default_allow", deserialize_with = "threat_allow")]
+    pub allow: Vec<ipnet::IpNet>,
+    /// How often the lists' files are checked for a change (a changed file
+    /// is loaded again; SIGHUP reloads every list at once).
+    #[serde(default = "default_threat_check_every", deserialize_with = "duration")]
+    pub check_every: Duration,
+    /// The lists (`[[threat.list]]`), looked up in this order.
+    #[serde(default)]
+    pub list: Vec<ListSpec>,
+}
+
+impl Default for ThreatConfig {
+    fn default() -> Self {
+        ThreatConfig {
+            allow: threat::default_allow(),
+            check_every: default_threat_check_every(),
+            list: Vec::new(),
+        }
+    }
+}
+
+impl ThreatConfig {
+    /// Whether the lists' names are usable and unique.
+    fn check(&self) -> Result<(), String> {
+        for (i, list) in self.list.iter().enumerate() {
+            list.check().map_err(|e| format!("[[threat.list]] #{}: {e}", i + 1))?;
+            if self.list[..i].iter().any(|l| l.name == list.name) {
+                return Err(format!(
+                    "[[threat.list]] #{}: the name {:?} is taken by another list; names must be unique",
+                    i + 1,
+                    list.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_threat_check_every() -> Duration {
+    threat::reload::DEFAULT_CHECK_EVERY
+}
+
+/// `[threat] allow`: addresses or CIDRs (`"10.0.0.0/8"`, `"2001:db8::1"`).
+fn threat_allow<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| {
+            threat::parse::net(text.trim()).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "allow: {e}; write an address or a CIDR, like \"10.0.0.0/8\" or \"2001:db8::1\""
+                ))
+            })
+        })
+        .collect()
 }
 
 /// `[dashboard]`: the web dashboard at `/` (same address and TLS as the API),
@@ -549,6 +619,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             dashboard: DashboardConfig::default(),
             retention: RetentionConfig::default(),
+            threat: ThreatConfig::default(),
         }
     }
 }
@@ -656,6 +727,7 @@ impl Config {
         if let Some(syslog) = &config.alerts.syslog {
             syslog.check()?;
         }
+        config.threat.check()?;
         let hooks = &config.alerts.webhook;
         for (i, hook) in hooks.iter().enumerate() {
             hook.check()
@@ -754,6 +826,71 @@ mod tests {
         );
         let e = Config::parse("[alerts.syslog]\nfacility = \"kernel-ish\"\n").unwrap_err();
         assert!(e.contains("facility") && e.contains("local0"), "{e}");
+    }
+
+    #[test]
+    fn the_examples_threat_allowlist_is_the_default_and_its_commented_list_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/config/collector.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let start = text
+            .find("# allow = [")
+            .expect("the example shows the default allowlist");
+        let allow: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let parsed = Config::parse(&format!("[threat]\n{allow}")).unwrap_or_else(|e| panic!("{e}:\n{allow}"));
+        assert_eq!(parsed.threat.allow, threat::default_allow(), "{allow}");
+        let list = commented_table(&text, "[[threat.list]]");
+        let parsed = Config::parse(&list).unwrap_or_else(|e| panic!("{e}:\n{list}"));
+        let list = &parsed.threat.list[0];
+        assert_eq!(
+            (list.name.as_str(), list.format, list.severity),
+            (
+                "firehol-level1",
+                threat::Format::Netset,
+                portwatch_model::Severity::Critical
+            )
+        );
+        assert_eq!(
+            Config::default().threat.check_every,
+            threat::reload::DEFAULT_CHECK_EVERY
+        );
+    }
+
+    #[test]
+    fn a_broken_threat_list_entry_is_named_with_what_is_wrong() {
+        let list = |body: &str| format!("[[threat.list]]\n{body}");
+        let ok = "name = \"drop\"\npath = \"/l/drop.txt\"\nformat = \"spamhaus-drop\"\nseverity = \"critical\"\n";
+        assert_eq!(Config::parse(&list(ok)).unwrap().threat.list[0].name, "drop");
+        let e = Config::parse(&list(&ok.replace("spamhaus-drop", "spamhaus"))).unwrap_err();
+        assert!(
+            e.contains("line 4") && e.contains("spamhaus-json") && e.contains("netset"),
+            "{e}"
+        );
+        let e = Config::parse(&list(&ok.replace("critical", "high"))).unwrap_err();
+        assert!(
+            e.contains("line 5") && e.contains("high") && e.contains("warning"),
+            "{e}"
+        );
+        let e = Config::parse(&list(&ok.replace("path = \"/l/drop.txt\"\n", ""))).unwrap_err();
+        assert!(e.contains("missing field `path`"), "{e}");
+        let e = Config::parse(&list(&format!("{ok}url = \"https://x\"\n"))).unwrap_err();
+        assert!(e.contains("line 6") && e.contains("url"), "{e}");
+        let e = Config::parse(&list(&ok.replace("\"drop\"", "\"my drop\""))).unwrap_err();
+        assert_eq!(
+            e,
+            "[[threat.list]] #1: name \"my drop\": use 1 to 64 letters, digits, '-', '_' and '.'"
+        );
+        let e = Config::parse(&format!("{}{}", list(ok), list(ok))).unwrap_err();
+        assert!(e.contains("#2") && e.contains("\"drop\" is taken"), "{e}");
+        let e = Config::parse("[threat]\nallow = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("/40") && e.contains("CIDR"), "{e}");
+        let none = Config::parse("[threat]\nallow = []\ncheck_every = \"5m\"\n")
+            .unwrap()
+            .threat;
+        assert_eq!((none.allow.len(), none.check_every), (0, Duration::from_secs(300)));
     }
 
     #[test]

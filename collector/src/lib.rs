@@ -16,5 +16,6 @@ pub mod pruner;
 pub mod retention;
 pub mod setting;
 pub mod store;
+pub mod threat;
 pub mod token;
 pub mod trend;

@@ -21,6 +21,7 @@ use portwatch_collector::metrics::Metrics;
 use portwatch_collector::store::postgres::PostgresStore;
 use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::{Store, StoreError, TokenRow};
+use portwatch_collector::threat::{self, Lists};
 use portwatch_collector::token;
 use portwatch_collector::{pruner, retention};
 use portwatch_common::wire::valid_host_name;
@@ -55,6 +56,29 @@ enum Command {
     /// Hosts in the history.
     #[command(subcommand)]
     Host(HostCommand),
+    /// The lists of suspicious addresses ([[threat.list]] in the config).
+    #[command(subcommand)]
+    Threat(ThreatCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ThreatCommand {
+    /// Load the configured lists and say, for each address, which lists hold it and by which entry.
+    ///
+    /// An address is checked against `[threat] allow` first: an allowed one is reported as such (with the
+    /// entries it hides). IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are looked up as IPv4. The lists' load
+    /// (entries, bad lines with their numbers) is said on stderr. Exits 1 when a list cannot be loaded.
+    Check {
+        /// Addresses to look up (IPv4 or IPv6).
+        #[arg(required = true, value_name = "ADDR")]
+        addrs: Vec<std::net::IpAddr>,
+        /// Print JSON: one object per address.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file (default: /etc/portwatch/collector.toml if it exists).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(args),
         Command::Token(command) => token_command(command),
         Command::Prune { dry_run, where_ } => prune(dry_run, &where_),
+        Command::Threat(ThreatCommand::Check { addrs, json, config }) => threat_check(&addrs, json, config.as_deref()),
         Command::Host(HostCommand::Forget { name, where_ }) => {
             let store = open_store(&where_.config()?)?;
             let Some(f) = store.forget_host(&name)? else {
@@ -308,6 +333,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => tracing::warn!(error = %e, "cannot raise the limit of open files"),
     }
+    let metrics = Arc::new(Metrics::new());
+    let lists = Arc::new(Lists::load(
+        &config.threat.allow,
+        &config.threat.list,
+        metrics.threat(),
+    )?);
     let store = open_store(&config)?;
     // Startup grace is the fleet's: none when another collector serves the
     // database. Judged before this collector says it listens: one that served
@@ -325,6 +356,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Before the collector says it listens: a SIGHUP from then on reloads, never kills.
+        if !lists.is_empty() {
+            let hangup = lists
+                .watch(config.threat.check_every)
+                .context("cannot start the thread that reloads threat lists")?;
+            let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+            tokio::spawn(reload_threat_lists_on_sighup(hangup, hangups));
+        }
         let tls = match &config.tls {
             Some(tls) => Some(load_tls(tls).await?),
             None => None,
@@ -349,7 +388,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             stopping.graceful_shutdown(Some(SHUTDOWN_GRACE));
         });
-        let metrics = Arc::new(Metrics::new());
         let sinks = sink::Sinks {
             webhooks: &config.alerts.webhook,
             syslog: config.alerts.syslog.as_ref(),
@@ -535,6 +573,114 @@ async fn reload_tls_on_sighup(rustls: RustlsConfig, tls: Option<config::Tls>) {
                 "cannot reload the TLS certificate; still serving the previous one"),
         }
     }
+}
+
+/// Tells the threat lists' thread to reload every list on each SIGHUP.
+async fn reload_threat_lists_on_sighup(
+    hangup: std::sync::mpsc::Sender<()>,
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
+) {
+    match hangups {
+        Ok(mut hangups) => {
+            while hangups.recv().await.is_some() {
+                if hangup.send(()).is_err() {
+                    return;
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take SIGHUP: threat lists reload only when their files change");
+            // The lists' thread ends with the last sender: keep it for the periodic checks.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// `threat check ADDR...`: what the configured lists say of each address.
+fn threat_check(addrs: &[std::net::IpAddr], json: bool, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config)?;
+    let lists = Lists::load(
+        &config.threat.allow,
+        &config.threat.list,
+        portwatch_collector::metrics::ThreatMetrics::default(),
+    )?;
+    let table = lists.table();
+    if table.lists().is_empty() {
+        eprintln!("no [[threat.list]] in the config: no address is listed");
+    }
+    for list in table.lists() {
+        let count = |n: usize, one: &str, many: &str| match n {
+            1 => format!("1 {one}"),
+            n => format!("{n} {many}"),
+        };
+        eprintln!(
+            "list {:?} ({}): {}, {}, from {}",
+            list.name,
+            list.severity.as_str(),
+            count(list.entries(), "entry", "entries"),
+            count(list.bad_lines, "bad line", "bad lines"),
+            list.path.display()
+        );
+        for bad in list.bad.iter().take(threat::reload::BAD_LINES_LOGGED) {
+            eprintln!("  {bad}");
+        }
+    }
+    let mut answers = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let verdict = table.verdict(addr);
+        if json {
+            answers.push(verdict_json(addr, &verdict));
+            continue;
+        }
+        let shown = match verdict.addr == addr {
+            true => addr.to_string(),
+            false => format!("{addr} (as {})", verdict.addr),
+        };
+        let entries: Vec<String> = verdict
+            .matches
+            .iter()
+            .map(|m| {
+                let id = m.id.map(|id| format!(" {id}")).unwrap_or_default();
+                format!("{} ({}): {}{id}", m.list, m.severity.as_str(), m.net)
+            })
+            .collect();
+        match (verdict.allowed_by, entries.is_empty()) {
+            (Some(by), true) => println!("{shown}: allowed by {by} ([threat] allow); no list"),
+            (Some(by), false) => println!(
+                "{shown}: allowed by {by} ([threat] allow), which hides {}",
+                entries.join(", ")
+            ),
+            (None, true) => println!("{shown}: no list"),
+            (None, false) => println!("{shown}: {}", entries.join(", ")),
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answers)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One address's verdict as `threat check --json` prints it.
+fn verdict_json(addr: std::net::IpAddr, verdict: &threat::Verdict<'_>) -> serde_json::Value {
+    let matches: Vec<serde_json::Value> = verdict
+        .matches
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "list": m.list,
+                "severity": m.severity,
+                "entry": m.net.to_string(),
+                "id": m.id,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "address": addr.to_string(),
+        "looked_up_as": verdict.addr.to_string(),
+        "suspicious": verdict.is_suspicious(),
+        "allowed_by": verdict.allowed_by.map(|n| n.to_string()),
+        "matches": matches,
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

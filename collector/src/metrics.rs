@@ -226,6 +226,63 @@ impl SinkMetrics {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ListLabels {
+    list: String,
+}
+
+/// What the threat lists (`[[threat.list]]`, [`crate::threat`]) report to
+/// `/metrics`, by list (its name in the config).
+#[derive(Clone, Default)]
+pub struct ThreatMetrics {
+    entries: Family<ListLabels, Gauge>,
+    bad_lines: Family<ListLabels, Gauge>,
+    reload_failures: Family<ListLabels, Counter>,
+}
+
+impl ThreatMetrics {
+    fn labels(list: &str) -> ListLabels {
+        ListLabels { list: list.to_owned() }
+    }
+
+    /// `list` was loaded: `entries` networks, `bad_lines` lines not used.
+    pub fn loaded(&self, list: &str, entries: usize, bad_lines: usize) {
+        let labels = ThreatMetrics::labels(list);
+        self.entries
+            .get_or_create(&labels)
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.bad_lines
+            .get_or_create(&labels)
+            .set(i64::try_from(bad_lines).unwrap_or(i64::MAX));
+        let _ = self.reload_failures.get_or_create(&labels);
+    }
+
+    /// A reload of `list` failed: the previous one is kept.
+    pub fn reload_failed(&self, list: &str) {
+        self.reload_failures.get_or_create(&ThreatMetrics::labels(list)).inc();
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "threat_list_entries",
+            "Networks of each threat list ([[threat.list]]) as loaded now",
+            self.entries.clone(),
+        );
+        registry.register(
+            "threat_list_bad_lines",
+            "Lines of each threat list's file that were not used (the collector's log names the first ones and \
+             why), as loaded now",
+            self.bad_lines.clone(),
+        );
+        registry.register(
+            "threat_list_reload_failures",
+            "Reloads of a changed threat list file that failed (unreadable, or no entry in it): the previous \
+             list is kept, the collector's log says why",
+            self.reload_failures.clone(),
+        );
+    }
+}
+
 /// The collector's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -233,6 +290,7 @@ pub struct Metrics {
     batches_queued: Gauge,
     scrapes: Family<FormatLabels, Counter>,
     sinks: SinkMetrics,
+    threat: ThreatMetrics,
     resident: Gauge<u64, AtomicU64>,
     ingest_requests: Family<OutcomeLabels, Counter>,
     ingest_reports: Counter,
@@ -410,12 +468,15 @@ impl Metrics {
             });
         }
         let (pruned, prune_passes, alerts_held) = register_retention(registry);
+        let threat = ThreatMetrics::default();
+        threat.register(registry);
         Metrics {
             registry: root,
             ingest_seconds,
             batches_queued,
             scrapes,
             sinks,
+            threat,
             resident,
             ingest_requests,
             ingest_reports,
@@ -440,6 +501,11 @@ impl Metrics {
     /// What the alert sinks report to.
     pub fn sinks(&self) -> SinkMetrics {
         self.sinks.clone()
+    }
+
+    /// What the threat lists report to.
+    pub fn threat(&self) -> ThreatMetrics {
+        self.threat.clone()
     }
 
     /// A stored batch took `took` from its request's headers to its acknowledgement.

@@ -46,12 +46,16 @@ fn promtool_and_a_real_prometheus_take_the_metrics_and_the_example_rules() {
     let config = dir.path.join("collector.toml");
     // Sinks whose receivers are not there: their series exist, and count failures.
     let nowhere = free_port().unwrap();
+    // A threat list, with a bad line: its series are labelled by the list's name.
+    let list = dir.path.join("level1.netset");
+    std::fs::write(&list, "185.220.101.0/24\nbad line\n").unwrap();
     std::fs::write(
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\ndb = {db:?}\n[alerts]\nsweep_every = \"1s\"\n\
              [[alerts.webhook]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{nowhere}/hook\"\n\
-             [[alerts.alertmanager]]\nname = \"am\"\nurls = [\"http://127.0.0.1:{nowhere}\"]\n"
+             [[alerts.alertmanager]]\nname = \"am\"\nurls = [\"http://127.0.0.1:{nowhere}\"]\n\
+             [[threat.list]]\nname = \"level1\"\npath = {list:?}\nformat = \"netset\"\nseverity = \"critical\"\n"
         ),
     )
     .unwrap();
@@ -76,6 +80,9 @@ fn promtool_and_a_real_prometheus_take_the_metrics_and_the_example_rules() {
             "portwatch_ingest_duration_seconds_bucket{le=\"+Inf\"}",
             "portwatch_ingest_batches_queued",
             "portwatch_alert_sink_lag_seconds{sink=\"webhook:ops\"}",
+            "portwatch_threat_list_entries{list=\"level1\"}",
+            "portwatch_threat_list_bad_lines{list=\"level1\"}",
+            "portwatch_threat_list_reload_failures_total{list=\"level1\"}",
             &format!("portwatch_alert_sink_failures_total{{sink=\"alertmanager:am@127.0.0.1:{nowhere}\"}}"),
             "process_resident_memory_bytes",
         ] {
