@@ -56,23 +56,8 @@ pub fn row(format: Format, r: &ListenerRow) -> Vec<u8> {
             line
         }
         Format::Csv => {
-            let text = |o: &Option<std::sync::Arc<str>>| o.as_deref().unwrap_or_default().to_owned();
             let l = &r.listener;
-            let socket = [
-                r.host.to_string(),
-                l.proto.as_str().to_owned(),
-                l.family.as_str().to_owned(),
-                l.local_addr.to_string(),
-                l.local_port.to_string(),
-                l.netns.to_string(),
-                l.inode.to_string(),
-                l.uid.to_string(),
-                text(&l.user),
-                l.exposure.as_str().to_owned(),
-                l.dual_stack.to_string(),
-                r.opened_at.to_string(),
-                r.closed_at.map(|t| t.to_string()).unwrap_or_default(),
-            ];
+            let socket = r.csv_cells();
             let mut out = Vec::new();
             if l.processes.is_empty() {
                 out.extend(csv_line(
@@ -149,14 +134,15 @@ mod tests {
         let mut reader = csv::Reader::from_reader(text.as_slice());
         assert_eq!(
             reader.headers().unwrap().iter().collect::<Vec<_>>().join(","),
-            "host,proto,family,local_addr,local_port,netns,inode,uid,user,exposure,dual_stack,opened_at,closed_at,\
-             pid,name,cmdline,exe,process_uid,process_user,container,unit"
+            "host,proto,family,local_addr,local_port,netns,inode,uid,user,exposure,dual_stack,firewall,firewall_rule,\
+             opened_at,closed_at,pid,name,cmdline,exe,process_uid,process_user,container,unit"
         );
         let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
         assert_eq!(rows.len(), 3);
-        assert_eq!((&rows[0][13], &rows[1][13], &rows[2][13]), ("1", "2", ""));
-        assert_eq!(&rows[0][15], "java -jar app.jar --name=\"a, b\"");
-        assert_eq!(&rows[0][11], "2026-11-24T03:00:00Z");
+        assert_eq!((&rows[0][15], &rows[1][15], &rows[2][15]), ("1", "2", ""));
+        assert_eq!(&rows[0][17], "java -jar app.jar --name=\"a, b\"");
+        assert_eq!(&rows[0][13], "2026-11-24T03:00:00Z");
+        assert_eq!((&rows[0][11], &rows[0][12]), ("", ""), "no firewall answer");
     }
 
     #[test]
@@ -176,12 +162,12 @@ mod tests {
         let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
         assert_eq!(rows.len(), 1, "a newline inside a cell stays inside its quotes: {line}");
         let r = &rows[0];
-        assert_eq!((&r[4], &r[13]), ("8080", "4242"), "numbers are left alone");
-        assert_eq!(&r[14], "'-bash");
-        assert_eq!(&r[15], "'=HYPERLINK(\"http://x\")");
-        assert_eq!(&r[18], "'@evil");
-        assert_eq!(&r[20], "'+x.service\r\n=1+1");
-        assert_eq!(&r[11], "2026-11-24T03:00:00Z");
+        assert_eq!((&r[4], &r[15]), ("8080", "4242"), "numbers are left alone");
+        assert_eq!(&r[16], "'-bash");
+        assert_eq!(&r[17], "'=HYPERLINK(\"http://x\")");
+        assert_eq!(&r[20], "'@evil");
+        assert_eq!(&r[22], "'+x.service\r\n=1+1");
+        assert_eq!(&r[13], "2026-11-24T03:00:00Z");
 
         let line = row(Format::Ndjson, &interval(vec![p.clone()]));
         let back: ListenerRow = serde_json::from_slice(&line).unwrap();

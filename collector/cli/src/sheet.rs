@@ -133,23 +133,8 @@ fn opt<T: ToString>(value: Option<T>) -> String {
 }
 
 /// The [`LISTENER_COLUMNS`] of `r`.
-fn listener_cells(r: &ListenerRow) -> [String; 13] {
-    let l = &r.listener;
-    [
-        r.host.to_string(),
-        l.proto.as_str().to_owned(),
-        l.family.as_str().to_owned(),
-        l.local_addr.to_string(),
-        l.local_port.to_string(),
-        l.netns.to_string(),
-        l.inode.to_string(),
-        l.uid.to_string(),
-        opt(l.user.as_deref()),
-        l.exposure.as_str().to_owned(),
-        l.dual_stack.to_string(),
-        r.opened_at.to_string(),
-        opt(r.closed_at),
-    ]
+fn listener_cells(r: &ListenerRow) -> [String; 15] {
+    r.csv_cells()
 }
 
 /// One row per (listener, process) of `r`, each after the cells in `lead`.
@@ -482,8 +467,8 @@ mod tests {
         assert_eq!(header, expected);
         assert_eq!(
             header.join(","),
-            "host,proto,family,local_addr,local_port,netns,inode,uid,user,exposure,dual_stack,opened_at,closed_at,\
-             pid,name,cmdline,exe,process_uid,process_user,container,unit"
+            "host,proto,family,local_addr,local_port,netns,inode,uid,user,exposure,dual_stack,firewall,firewall_rule,\
+             opened_at,closed_at,pid,name,cmdline,exe,process_uid,process_user,container,unit"
         );
         assert_eq!(
             rows.len(),
@@ -497,7 +482,7 @@ mod tests {
         assert_eq!(column(&header, &rows[0], "closed_at"), "");
         assert_eq!(column(&header, &rows[0], "unit"), "nginx.service");
         assert_eq!(column(&header, &rows[3], "closed_at"), "2026-11-24T04:00:00Z");
-        assert!(rows[3][13..].iter().all(String::is_empty), "{:?}", rows[3]);
+        assert!(rows[3][15..].iter().all(String::is_empty), "{:?}", rows[3]);
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub struct Edge {
 
 /// An interval's CSV columns, in order, as `export --format csv` and the CLI's `--format csv`
 /// write them; the owning process's columns follow.
-pub const INTERVAL_CSV_COLUMNS: [&str; 13] = [
+pub const INTERVAL_CSV_COLUMNS: [&str; 15] = [
     "host",
     "proto",
     "family",
@@ -74,9 +74,39 @@ pub const INTERVAL_CSV_COLUMNS: [&str; 13] = [
     "user",
     "exposure",
     "dual_stack",
+    "firewall",
+    "firewall_rule",
     "opened_at",
     "closed_at",
 ];
+
+impl ListenerRow {
+    /// Its cells under [`INTERVAL_CSV_COLUMNS`], as text (`firewall` and
+    /// `firewall_rule` empty where the firewall was not evaluated; the rule
+    /// with a restricted answer's sources). Not guarded for spreadsheets:
+    /// the writer does that.
+    pub fn csv_cells(&self) -> [String; 15] {
+        let l = &self.listener;
+        let opt = |o: Option<&str>| o.unwrap_or_default().to_owned();
+        [
+            self.host.to_string(),
+            l.proto.as_str().to_owned(),
+            l.family.as_str().to_owned(),
+            l.local_addr.to_string(),
+            l.local_port.to_string(),
+            l.netns.to_string(),
+            l.inode.to_string(),
+            l.uid.to_string(),
+            opt(l.user.as_deref()),
+            l.exposure.as_str().to_owned(),
+            l.dual_stack.to_string(),
+            opt(l.firewall.as_ref().map(|f| f.reach.as_str())),
+            l.firewall.as_ref().map(|f| f.describe()).unwrap_or_default(),
+            self.opened_at.to_string(),
+            self.closed_at.map(|t| t.to_string()).unwrap_or_default(),
+        ]
+    }
+}
 
 /// What a page of history reads: intervals on `port` (any if `None`)
 /// open at any time in `[since, until]`.
