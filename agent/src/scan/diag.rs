@@ -18,7 +18,7 @@ use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use netlink_sys::{Socket, SocketAddr};
 use portwatch_common::{Family, Proto, State};
 
-use super::RawSocket;
+use super::{Connection, RawSocket};
 
 /// Size of the receive buffer: the kernel fills replies up to it (32 KiB is
 /// its own cap per message batch), so one `recv` carries a few hundred sockets.
@@ -64,6 +64,29 @@ impl Diag {
             // An unconnected UDP socket is in TCP_CLOSE; `ss` calls it UNCONN.
             (true, Proto::Udp) => StateFlags::CLOSE,
         };
+        self.request(proto, family, states)?;
+        loop {
+            let len = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            if replies(&self.buf[..len], proto, netns, out)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Dumps the ESTABLISHED TCP sockets of one family, giving each to
+    /// `each` as its reply is read: nothing is kept, however many there are.
+    pub fn established(&mut self, family: Family, each: &mut dyn FnMut(Connection)) -> io::Result<()> {
+        self.request(Proto::Tcp, family, StateFlags::ESTABLISHED)?;
+        loop {
+            let len = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            if connections(&self.buf[..len], each)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends the dump request of one protocol and family in `states`.
+    fn request(&mut self, proto: Proto, family: Family, states: StateFlags) -> io::Result<()> {
         let (af, socket_id) = match family {
             Family::Ipv4 => (AF_INET, SocketId::new_v4()),
             Family::Ipv6 => (AF_INET6, SocketId::new_v6()),
@@ -91,13 +114,7 @@ impl Diag {
         let mut bytes = vec![0; request.buffer_len()];
         request.serialize(&mut bytes);
         self.socket.send(&bytes, 0)?;
-
-        loop {
-            let len = self.socket.recv(&mut &mut self.buf[..], 0)?;
-            if replies(&self.buf[..len], proto, netns, out)? {
-                return Ok(());
-            }
-        }
+        Ok(())
     }
 }
 
@@ -106,6 +123,29 @@ impl Diag {
 /// fails the dump (`InvalidData`) and a netlink error is returned as it is;
 /// either way the caller falls back. Pure: no socket, any bytes.
 fn replies(bytes: &[u8], proto: Proto, netns: u64, out: &mut Vec<RawSocket>) -> io::Result<bool> {
+    each_reply(bytes, |response| {
+        if let Some(socket) = raw_socket(response, proto, netns) {
+            out.push(socket);
+        }
+    })
+}
+
+/// Reads the replies of one `recv` of an established dump, giving each
+/// connection to `each`: whether the dump is done. Pure, as [`replies`].
+fn connections(bytes: &[u8], each: &mut dyn FnMut(Connection)) -> io::Result<bool> {
+    each_reply(bytes, |response| {
+        let id = &response.header.socket_id;
+        each(Connection {
+            local_addr: id.source_address,
+            local_port: id.source_port,
+            remote_addr: id.destination_address,
+            remote_port: id.destination_port,
+        });
+    })
+}
+
+/// Gives each socket reply of one `recv` to `f`: whether the dump is done.
+fn each_reply(bytes: &[u8], mut f: impl FnMut(&InetResponse)) -> io::Result<bool> {
     let mut offset = 0;
     while offset < bytes.len() {
         let message = NetlinkMessage::<SockDiagMessage>::deserialize(&bytes[offset..])
@@ -114,11 +154,7 @@ fn replies(bytes: &[u8], proto: Proto, netns: u64, out: &mut Vec<RawSocket>) -> 
         match message.payload {
             NetlinkPayload::Done(_) => return Ok(true),
             NetlinkPayload::Error(e) => return Err(e.to_io()),
-            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                if let Some(socket) = raw_socket(&response, proto, netns) {
-                    out.push(socket);
-                }
-            }
+            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => f(&response),
             _ => {}
         }
         if size == 0 {
@@ -197,6 +233,32 @@ mod tests {
         assert!(!found.iter().any(|s| s.local_port == port(&connected)));
     }
 
+    #[test]
+    fn the_established_dump_gives_both_ends_of_a_loopback_connection_and_no_listener() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = l.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(server).unwrap();
+        let client_addr = client.local_addr().unwrap();
+        let mut seen = Vec::new();
+        Diag::open()
+            .unwrap()
+            .established(Family::Ipv4, &mut |c| seen.push(c))
+            .unwrap();
+        let end = |local: std::net::SocketAddr, remote: std::net::SocketAddr| Connection {
+            local_addr: local.ip(),
+            local_port: local.port(),
+            remote_addr: remote.ip(),
+            remote_port: remote.port(),
+        };
+        // The accepted end sits in the listener's queue (not yet accepted): it is established all the same.
+        assert!(seen.contains(&end(server, client_addr)), "{seen:?}");
+        assert!(seen.contains(&end(client_addr, server)), "{seen:?}");
+        assert!(
+            !seen.iter().any(|c| c.local_port == server.port() && c.remote_port == 0),
+            "the listener itself is not established: {seen:?}"
+        );
+    }
+
     /// The bytes of a real dump: a TCP listener on 127.0.0.1, then `NLMSG_DONE`.
     fn captured() -> Vec<u8> {
         let _l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -243,6 +305,11 @@ mod tests {
             #[test]
             fn any_bytes_never_panic_the_reply_parser(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
                 let _ = replies(&bytes, Proto::Tcp, 1, &mut Vec::new());
+            }
+
+            #[test]
+            fn any_bytes_never_panic_the_connection_parser(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = connections(&bytes, &mut |_| {});
             }
 
             #[test]
