@@ -200,20 +200,17 @@ impl NamespaceListeners {
     }
 }
 
-/// What one listener has been given so far.
-#[derive(Debug, Default)]
-struct Tally {
-    connections: u64,
-    /// Remote address (canonical) -> connections.
-    remotes: HashMap<IpAddr, u64>,
-}
-
 /// Attributes the established connections of one namespace to its
 /// listeners, one connection at a time.
+///
+/// One map for the namespace, from (listener, remote address) to
+/// connections, rather than one per listener: a listener with a few
+/// connections costs no allocation of its own.
 #[derive(Debug)]
 pub struct Aggregator<'a> {
     listeners: &'a NamespaceListeners,
-    tallies: Vec<Tally>,
+    connections: Vec<u64>,
+    remotes: HashMap<(usize, IpAddr), u64>,
     other: u64,
 }
 
@@ -222,7 +219,8 @@ impl<'a> Aggregator<'a> {
     pub fn new(listeners: &'a NamespaceListeners) -> Aggregator<'a> {
         Aggregator {
             listeners,
-            tallies: (0..listeners.len()).map(|_| Tally::default()).collect(),
+            connections: vec![0; listeners.len()],
+            remotes: HashMap::default(),
             other: 0,
         }
     }
@@ -231,9 +229,8 @@ impl<'a> Aggregator<'a> {
     pub fn add(&mut self, local: IpAddr, local_port: u16, remote: IpAddr) {
         match self.listeners.listener_of(local, local_port) {
             Some(id) => {
-                let tally = &mut self.tallies[id];
-                tally.connections += 1;
-                *tally.remotes.entry(canonical(remote)).or_default() += 1;
+                self.connections[id] += 1;
+                *self.remotes.entry((id, canonical(remote))).or_default() += 1;
             }
             None => self.other += 1,
         }
@@ -242,46 +239,34 @@ impl<'a> Aggregator<'a> {
     /// The summary of every listener (those without a connection too),
     /// naming at most `top` remotes each.
     pub fn finish(self, top: usize) -> NamespacePeers {
-        let mut listeners = HashMap::with_capacity_and_hasher(self.tallies.len(), Default::default());
-        for (tally, &key) in self.tallies.into_iter().zip(&self.listeners.keys) {
-            listeners.insert(key, summarize(tally, top));
+        // By listener, then most connections first, then the lower address:
+        // the same input always gives the same lists, whatever the map's order.
+        let mut remotes: Vec<(usize, IpAddr, u64)> = self.remotes.into_iter().map(|((id, a), n)| (id, a, n)).collect();
+        remotes.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.2.cmp(&a.2)).then(a.1.cmp(&b.1)));
+        let mut summaries: Vec<PeerSummary> = self
+            .connections
+            .iter()
+            .map(|&connections| PeerSummary {
+                connections,
+                ..PeerSummary::default()
+            })
+            .collect();
+        for (id, addr, n) in remotes {
+            let s = &mut summaries[id];
+            s.distinct_remotes += 1;
+            match classify(addr) {
+                Class::Loopback => s.classes.loopback += n,
+                Class::Private => s.classes.private += n,
+                Class::Public => s.classes.public += n,
+            }
+            if s.top.len() < top {
+                s.top.push(TopRemote { addr, connections: n });
+            }
         }
         NamespacePeers {
-            listeners,
+            listeners: self.listeners.keys.iter().copied().zip(summaries).collect(),
             other: self.other,
         }
-    }
-}
-
-fn summarize(tally: Tally, top: usize) -> PeerSummary {
-    let mut classes = Classes::default();
-    for (&addr, &n) in &tally.remotes {
-        match classify(addr) {
-            Class::Loopback => classes.loopback += n,
-            Class::Private => classes.private += n,
-            Class::Public => classes.public += n,
-        }
-    }
-    let distinct_remotes = tally.remotes.len() as u64;
-    let mut remotes: Vec<(IpAddr, u64)> = tally.remotes.into_iter().collect();
-    // Most connections first, then the lower address: the same input always
-    // gives the same list, whatever the map's order.
-    let order = |a: &(IpAddr, u64), b: &(IpAddr, u64)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
-    if top == 0 {
-        remotes.clear();
-    } else if remotes.len() > top {
-        remotes.select_nth_unstable_by(top - 1, order);
-        remotes.truncate(top);
-    }
-    remotes.sort_unstable_by(order);
-    PeerSummary {
-        connections: tally.connections,
-        distinct_remotes,
-        top: remotes
-            .into_iter()
-            .map(|(addr, connections)| TopRemote { addr, connections })
-            .collect(),
-        classes,
     }
 }
 

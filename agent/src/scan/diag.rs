@@ -8,6 +8,7 @@
 //! namespace.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
@@ -73,14 +74,46 @@ impl Diag {
         }
     }
 
-    /// Dumps the ESTABLISHED TCP sockets of one family, giving each to
+    /// Dumps the ESTABLISHED TCP sockets, IPv4 and IPv6, giving each to
     /// `each` as its reply is read: nothing is kept, however many there are.
-    pub fn established(&mut self, family: Family, each: &mut dyn FnMut(Connection)) -> io::Result<()> {
-        self.request(Proto::Tcp, family, StateFlags::ESTABLISHED)?;
+    ///
+    /// One request for both families where the kernel takes it (the
+    /// original `TCPDIAG_GETSOCK` request, whose dump is not limited to one
+    /// family, so the kernel walks its table of established sockets once
+    /// instead of once per family); else one `SOCK_DIAG_BY_FAMILY` dump per
+    /// family. The replies are read in place (72 bytes a socket, no
+    /// attributes asked for), not decoded into messages.
+    pub fn established(&mut self, each: &mut dyn FnMut(Connection)) -> io::Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        self.socket.send(&both_families_request(self.seq), 0)?;
+        match self.established_replies(each) {
+            Ok(()) => return Ok(()),
+            // Refused before any reply: a kernel without the old request.
+            Err(Refused(e)) if is_refusal(&e) => {}
+            Err(Refused(e) | Failed(e)) => return Err(e),
+        }
+        for family in [Family::Ipv4, Family::Ipv6] {
+            self.request(Proto::Tcp, family, StateFlags::ESTABLISHED)?;
+            self.established_replies(each).map_err(|(Refused(e) | Failed(e))| e)?;
+        }
+        Ok(())
+    }
+
+    /// Reads one established dump to its end; an error before the first
+    /// connection is a refusal (the request may be retried another way).
+    fn established_replies(&mut self, each: &mut dyn FnMut(Connection)) -> Result<(), DumpError> {
+        let mut any = false;
         loop {
-            let len = self.socket.recv(&mut &mut self.buf[..], 0)?;
-            if connections(&self.buf[..len], each)? {
-                return Ok(());
+            let len = self.socket.recv(&mut &mut self.buf[..], 0).map_err(Failed)?;
+            let mut counted = |c: Connection| {
+                any = true;
+                each(c)
+            };
+            match connections(&self.buf[..len], &mut counted) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) if !any => return Err(Refused(e)),
+                Err(e) => return Err(Failed(e)),
             }
         }
     }
@@ -130,17 +163,116 @@ fn replies(bytes: &[u8], proto: Proto, netns: u64, out: &mut Vec<RawSocket>) -> 
     })
 }
 
-/// Reads the replies of one `recv` of an established dump, giving each
-/// connection to `each`: whether the dump is done. Pure, as [`replies`].
+/// How an established dump failed: before any connection was read (the
+/// kernel refused the request), or during the dump.
+enum DumpError {
+    Refused(io::Error),
+    Failed(io::Error),
+}
+use DumpError::{Failed, Refused};
+
+/// Errors by which a kernel refuses a request it does not know.
+fn is_refusal(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOENT | libc::EOPNOTSUPP | libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT)
+    )
+}
+
+/// `nlmsg_type` of the original inet_diag request and of its replies.
+const TCPDIAG_GETSOCK: u16 = 18;
+/// `nlmsg_type` of `SOCK_DIAG_BY_FAMILY` requests and replies.
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+/// `struct nlmsghdr`.
+const NLMSG_HDRLEN: usize = 16;
+/// `struct inet_diag_msg`: family, state, timer, retrans, the socket id
+/// (ports, addresses, interface, cookie), expires, queues, uid, inode.
+const INET_DIAG_MSG_LEN: usize = 72;
+/// `TCPF_ESTABLISHED`: the state filter bit of TCP_ESTABLISHED (1).
+const TCPF_ESTABLISHED: u32 = 1 << 1;
+
+/// A `TCPDIAG_GETSOCK` dump request for established TCP sockets of every
+/// family: a `struct nlmsghdr` and a `struct inet_diag_req` (family 0,
+/// no extension, an empty socket id, the state filter). Pure.
+fn both_families_request(seq: u32) -> Vec<u8> {
+    // inet_diag_req: family, src_len, dst_len, ext (4), inet_diag_sockid (48), states (4), dbs (4).
+    const REQ_LEN: usize = 4 + 48 + 4 + 4;
+    let len = NLMSG_HDRLEN + REQ_LEN;
+    let mut bytes = Vec::with_capacity(len);
+    bytes.extend_from_slice(&(len as u32).to_ne_bytes());
+    bytes.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    bytes.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    bytes.extend_from_slice(&seq.to_ne_bytes());
+    bytes.extend_from_slice(&0u32.to_ne_bytes());
+    bytes.extend_from_slice(&[0; 4 + 48]);
+    bytes.extend_from_slice(&TCPF_ESTABLISHED.to_ne_bytes());
+    bytes.extend_from_slice(&0u32.to_ne_bytes());
+    bytes
+}
+
+/// Reads the replies of one `recv` of an established dump in place,
+/// giving each connection to `each`: whether the dump is done. A reply too
+/// short for its header, or a netlink error, fails the dump. Pure: no
+/// socket, any bytes.
 fn connections(bytes: &[u8], each: &mut dyn FnMut(Connection)) -> io::Result<bool> {
-    each_reply(bytes, |response| {
-        let id = &response.header.socket_id;
-        each(Connection {
-            local_addr: id.source_address,
-            local_port: id.source_port,
-            remote_addr: id.destination_address,
-            remote_port: id.destination_port,
-        });
+    let malformed =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("malformed sock_diag reply: {what}"));
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let Some((header, _)) = rest.split_first_chunk::<NLMSG_HDRLEN>() else {
+            return Err(malformed("a truncated header"));
+        };
+        let len = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let kind = u16::from_ne_bytes([header[4], header[5]]);
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return Err(malformed("a message length beyond the reply"));
+        }
+        let body = &rest[NLMSG_HDRLEN..len];
+        match kind {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                let Some(code) = body.first_chunk::<4>() else {
+                    return Err(malformed("a truncated error"));
+                };
+                let errno = i32::from_ne_bytes(*code);
+                // 0 is an acknowledgement, not an error.
+                if errno != 0 {
+                    return Err(io::Error::from_raw_os_error(errno.saturating_neg()));
+                }
+            }
+            TCPDIAG_GETSOCK | SOCK_DIAG_BY_FAMILY => {
+                let Some(msg) = body.first_chunk::<INET_DIAG_MSG_LEN>() else {
+                    return Err(malformed("a truncated socket"));
+                };
+                if let Some(c) = connection(msg) {
+                    each(c);
+                }
+            }
+            _ => {}
+        }
+        rest = rest.get(nlmsg_align(len)..).unwrap_or_default();
+    }
+    Ok(false)
+}
+
+/// The connection of one `struct inet_diag_msg`; `None` for a family other
+/// than IPv4 and IPv6.
+fn connection(msg: &[u8; INET_DIAG_MSG_LEN]) -> Option<Connection> {
+    let addr = |at: usize| -> Option<IpAddr> {
+        let bytes: [u8; 16] = msg[at..at + 16].try_into().ok()?;
+        match msg[0] {
+            AF_INET => Some(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
+            AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(bytes))),
+            _ => None,
+        }
+    };
+    Some(Connection {
+        local_port: u16::from_be_bytes([msg[4], msg[5]]),
+        remote_port: u16::from_be_bytes([msg[6], msg[7]]),
+        local_addr: addr(8)?,
+        remote_addr: addr(24)?,
     })
 }
 
@@ -233,29 +365,77 @@ mod tests {
         assert!(!found.iter().any(|s| s.local_port == port(&connected)));
     }
 
-    #[test]
-    fn the_established_dump_gives_both_ends_of_a_loopback_connection_and_no_listener() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    /// A loopback connection to a fresh listener on `addr`: (listener, client, server end, client end).
+    fn connected(addr: &str) -> (TcpListener, std::net::TcpStream, Connection, Connection) {
+        let l = TcpListener::bind(addr).unwrap();
         let server = l.local_addr().unwrap();
         let client = std::net::TcpStream::connect(server).unwrap();
-        let client_addr = client.local_addr().unwrap();
-        let mut seen = Vec::new();
-        Diag::open()
-            .unwrap()
-            .established(Family::Ipv4, &mut |c| seen.push(c))
-            .unwrap();
+        let from = client.local_addr().unwrap();
         let end = |local: std::net::SocketAddr, remote: std::net::SocketAddr| Connection {
             local_addr: local.ip(),
             local_port: local.port(),
             remote_addr: remote.ip(),
             remote_port: remote.port(),
         };
-        // The accepted end sits in the listener's queue (not yet accepted): it is established all the same.
-        assert!(seen.contains(&end(server, client_addr)), "{seen:?}");
-        assert!(seen.contains(&end(client_addr, server)), "{seen:?}");
+        (l, client, end(server, from), end(from, server))
+    }
+
+    #[test]
+    fn the_established_dump_gives_both_ends_of_ipv4_and_ipv6_connections_and_no_listener() {
+        let (l4, _c4, server4, client4) = connected("127.0.0.1:0");
+        let (_l6, _c6, server6, client6) = connected("[::1]:0");
+        let mut seen = Vec::new();
+        Diag::open().unwrap().established(&mut |c| seen.push(c)).unwrap();
+        // The accepted ends sit in the listeners' queues (not yet accepted): established all the same.
+        for end in [server4, client4, server6, client6] {
+            assert!(seen.contains(&end), "{end:?} not in {seen:?}");
+        }
+        let port = l4.local_addr().unwrap().port();
         assert!(
-            !seen.iter().any(|c| c.local_port == server.port() && c.remote_port == 0),
+            !seen.iter().any(|c| c.local_port == port && c.remote_port == 0),
             "the listener itself is not established: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn one_request_dumps_the_established_sockets_of_both_families() {
+        let (_l4, _c4, server4, _) = connected("127.0.0.1:0");
+        let (_l6, _c6, server6, _) = connected("[::1]:0");
+        let mut diag = Diag::open().unwrap();
+        diag.socket.send(&both_families_request(7), 0).unwrap();
+        let mut seen = Vec::new();
+        assert!(
+            diag.established_replies(&mut |c| seen.push(c)).is_ok(),
+            "this kernel takes the request"
+        );
+        assert!(seen.contains(&server4) && seen.contains(&server6), "{seen:?}");
+    }
+
+    #[test]
+    fn the_per_family_established_dump_reads_the_same_replies() {
+        let (_l, _c, server, client) = connected("127.0.0.1:0");
+        let mut diag = Diag::open().unwrap();
+        diag.request(Proto::Tcp, Family::Ipv4, StateFlags::ESTABLISHED).unwrap();
+        let mut seen = Vec::new();
+        assert!(diag.established_replies(&mut |c| seen.push(c)).is_ok());
+        assert!(seen.contains(&server) && seen.contains(&client), "{seen:?}");
+        assert!(seen.iter().all(|c| c.local_addr.is_ipv4()), "{seen:?}");
+    }
+
+    #[test]
+    fn a_netlink_error_or_a_cut_reply_fails_the_established_dump() {
+        let mut error = Vec::new();
+        error.extend_from_slice(&36u32.to_ne_bytes());
+        error.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        error.extend_from_slice(&[0; 10]);
+        error.extend_from_slice(&(-libc::EPERM).to_ne_bytes());
+        error.extend_from_slice(&[0; 16]);
+        let e = connections(&error, &mut |_| {}).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+        let request = both_families_request(1);
+        assert!(
+            connections(&request[..20], &mut |_| {}).is_err(),
+            "a socket reply cut short"
         );
     }
 

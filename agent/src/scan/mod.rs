@@ -111,16 +111,13 @@ pub struct Connection {
 
 /// Gives every established TCP connection (IPv4 and IPv6) of the calling
 /// thread's network namespace to `each`, as the kernel's replies are read:
-/// one sock_diag dump per family with the kernel-side state filter
+/// one sock_diag dump of both families (or one per family, on a kernel
+/// without the request for both) with the kernel-side state filter
 /// ESTABLISHED, no owners looked for, nothing kept. Run it in another
 /// namespace through [`Linux::in_namespaces`]. Fails where the kernel has
 /// no sock_diag for TCP (there is no `/proc/net` fallback for this).
 pub fn established_here(each: &mut dyn FnMut(Connection)) -> io::Result<()> {
-    let mut diag = diag::Diag::open()?;
-    for family in [Family::Ipv4, Family::Ipv6] {
-        diag.established(family, each)?;
-    }
-    Ok(())
+    diag::Diag::open()?.established(each)
 }
 
 /// Which sockets to ask the OS for, and how.
