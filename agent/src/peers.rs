@@ -8,9 +8,10 @@
 //! connections one at a time and attributes each to the listener that
 //! accepted it, and [`Aggregator::finish`] makes the summaries. The I/O is
 //! [`count`]: one sock_diag dump of the ESTABLISHED TCP sockets (IPv4 and
-//! IPv6) per namespace that has a listener, aggregated while the kernel's
-//! replies are read (no list of connections is ever made), and no owner
-//! lookup for these sockets.
+//! IPv6) per namespace that has a listener, filtered in the kernel to the
+//! namespace's listening ports, aggregated while the kernel's replies are
+//! read (no list of connections is ever made), and no owner lookup for these
+//! sockets.
 //!
 //! **Attribution.** The kernel does not say which listener accepted an
 //! established socket; it follows from the addresses, as the kernel chose
@@ -24,8 +25,9 @@
 //! connection by an IPv6 listener. Listeners sharing one address and port
 //! (`SO_REUSEPORT`) share one summary, shown on each of them: which of them
 //! accepted a connection is not reported by the kernel. A connection whose
-//! local address and port match no listener (an outbound connection, or one
-//! accepted by a listener since closed) is counted apart, as `other`.
+//! local address and port match no listener is counted apart, as `other`:
+//! one on a listening port but another address (a listener since closed),
+//! and, where the kernel could not filter by port, outbound connections.
 //!
 //! **Classes** count connections by their remote address, IPv4-mapped IPv6
 //! addresses taken as the IPv4 address they are (also in `top` and in the
@@ -189,6 +191,11 @@ impl NamespaceListeners {
         }
     }
 
+    /// The ports listened on.
+    pub fn ports(&self) -> Vec<u16> {
+        self.by_port.keys().copied().collect()
+    }
+
     /// How many listeners (address and port pairs) there are.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -275,8 +282,8 @@ impl<'a> Aggregator<'a> {
 pub struct NamespacePeers {
     /// By listener (address, port).
     pub listeners: HashMap<(IpAddr, u16), PeerSummary>,
-    /// Established connections attributed to no listener (outbound ones,
-    /// or accepted by a listener since closed).
+    /// Established connections given to the aggregation and attributed to
+    /// no listener (see the module docs).
     pub other: u64,
 }
 
@@ -369,8 +376,11 @@ pub fn count(scanner: &Scanner<Linux>, listeners: &Listeners, top: usize) -> Pee
             return Ok(NamespacePeers::default());
         };
         let mut aggregator = Aggregator::new(ns);
-        scan::established_here(&mut |c| aggregator.add(c.local_addr, c.local_port, c.remote_addr))
-            .map_err(|e| format!("cannot dump its established connections: {e}"))?;
+        let ports = ns.ports();
+        scan::established_here(&ports, &mut |c| {
+            aggregator.add(c.local_addr, c.local_port, c.remote_addr)
+        })
+        .map_err(|e| format!("cannot dump its established connections: {e}"))?;
         Ok(aggregator.finish(top))
     });
     for (netns, result) in counted {

@@ -81,16 +81,28 @@ impl Diag {
     /// original `TCPDIAG_GETSOCK` request, whose dump is not limited to one
     /// family, so the kernel walks its table of established sockets once
     /// instead of once per family); else one `SOCK_DIAG_BY_FAMILY` dump per
-    /// family. The replies are read in place (72 bytes a socket, no
-    /// attributes asked for), not decoded into messages.
-    pub fn established(&mut self, each: &mut dyn FnMut(Connection)) -> io::Result<()> {
-        self.seq = self.seq.wrapping_add(1);
-        self.socket.send(&both_families_request(self.seq), 0)?;
-        match self.established_replies(each) {
-            Ok(()) => return Ok(()),
-            // Refused before any reply: a kernel without the old request.
-            Err(Refused(e)) if is_refusal(&e) => {}
-            Err(Refused(e) | Failed(e)) => return Err(e),
+    /// family. The kernel is asked for the sockets whose local port is one
+    /// of `local_ports` only (a filter of port ranges, [`port_filter`]), so
+    /// it does not fill a reply for an outbound connection; where it takes
+    /// no filter, or there are too many ranges, every established socket is
+    /// given, so `each` must not rely on the filter. The replies are read in
+    /// place (72 bytes a socket, no attributes asked for), not decoded into
+    /// messages.
+    pub fn established(&mut self, local_ports: &[u16], each: &mut dyn FnMut(Connection)) -> io::Result<()> {
+        let filter = port_filter(local_ports);
+        let mut attempts = vec![filter.as_deref()];
+        if filter.is_some() {
+            attempts.push(None);
+        }
+        for bytecode in attempts {
+            self.seq = self.seq.wrapping_add(1);
+            self.socket.send(&both_families_request(self.seq, bytecode), 0)?;
+            match self.established_replies(each) {
+                Ok(()) => return Ok(()),
+                // Refused before any reply: a kernel without the old request (or the filter).
+                Err(Refused(e)) if is_refusal(&e) => {}
+                Err(Refused(e) | Failed(e)) => return Err(e),
+            }
         }
         for family in [Family::Ipv4, Family::Ipv6] {
             self.request(Proto::Tcp, family, StateFlags::ESTABLISHED)?;
@@ -193,13 +205,27 @@ const INET_DIAG_MSG_LEN: usize = 72;
 /// `TCPF_ESTABLISHED`: the state filter bit of TCP_ESTABLISHED (1).
 const TCPF_ESTABLISHED: u32 = 1 << 1;
 
+/// `INET_DIAG_REQ_BYTECODE`: the request attribute holding a filter.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+/// Filter operations (`struct inet_diag_bc_op` codes).
+const INET_DIAG_BC_JMP: u8 = 1;
+const INET_DIAG_BC_S_GE: u8 = 2;
+const INET_DIAG_BC_S_LE: u8 = 3;
+/// One port range of a filter: `S_GE lo`, `S_LE hi` (8 bytes each, the
+/// port in the second half) and a `JMP` to the end (4 bytes).
+const FILTER_BLOCK: usize = 20;
+/// The most port ranges a filter holds: its jumps are 16-bit byte offsets.
+const MAX_FILTER_RANGES: usize = 3000;
+
 /// A `TCPDIAG_GETSOCK` dump request for established TCP sockets of every
 /// family: a `struct nlmsghdr` and a `struct inet_diag_req` (family 0,
-/// no extension, an empty socket id, the state filter). Pure.
-fn both_families_request(seq: u32) -> Vec<u8> {
+/// no extension, an empty socket id, the state filter), with `bytecode`
+/// as its filter when given. Pure.
+fn both_families_request(seq: u32, bytecode: Option<&[u8]>) -> Vec<u8> {
     // inet_diag_req: family, src_len, dst_len, ext (4), inet_diag_sockid (48), states (4), dbs (4).
     const REQ_LEN: usize = 4 + 48 + 4 + 4;
-    let len = NLMSG_HDRLEN + REQ_LEN;
+    let attr_len = bytecode.map_or(0, |bc| 4 + bc.len());
+    let len = NLMSG_HDRLEN + REQ_LEN + attr_len;
     let mut bytes = Vec::with_capacity(len);
     bytes.extend_from_slice(&(len as u32).to_ne_bytes());
     bytes.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
@@ -209,7 +235,55 @@ fn both_families_request(seq: u32) -> Vec<u8> {
     bytes.extend_from_slice(&[0; 4 + 48]);
     bytes.extend_from_slice(&TCPF_ESTABLISHED.to_ne_bytes());
     bytes.extend_from_slice(&0u32.to_ne_bytes());
+    if let Some(bc) = bytecode {
+        bytes.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+        bytes.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+        bytes.extend_from_slice(bc);
+    }
     bytes
+}
+
+/// The kernel-side filter (inet_diag bytecode) that accepts a socket whose
+/// local port is one of `ports`: for each range of consecutive ports, "port
+/// at least lo, else try the next range; at most hi, else the next range;
+/// then accept", the last range's misses jumping past the end (reject).
+/// `None` for no port, or more ranges than a filter can address. Pure.
+fn port_filter(ports: &[u16]) -> Option<Vec<u8>> {
+    let mut sorted = ports.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut ranges: Vec<(u16, u16)> = Vec::new();
+    for port in sorted {
+        match ranges.last_mut() {
+            Some((_, hi)) if u32::from(*hi) + 1 == u32::from(port) => *hi = port,
+            _ => ranges.push((port, port)),
+        }
+    }
+    if ranges.is_empty() || ranges.len() > MAX_FILTER_RANGES {
+        return None;
+    }
+    let total = FILTER_BLOCK * ranges.len();
+    let mut bc = Vec::with_capacity(total);
+    let mut op = |code: u8, yes: u8, no: usize| {
+        bc.push(code);
+        bc.push(yes);
+        bc.extend_from_slice(&(no as u16).to_ne_bytes());
+    };
+    for (i, &(lo, hi)) in ranges.iter().enumerate() {
+        // Offsets count from the operation that jumps.
+        let remaining = total - i * FILTER_BLOCK;
+        let miss = if i + 1 == ranges.len() {
+            remaining + 4
+        } else {
+            FILTER_BLOCK
+        };
+        op(INET_DIAG_BC_S_GE, 8, miss);
+        op(0, 0, usize::from(lo));
+        op(INET_DIAG_BC_S_LE, 8, miss - 8);
+        op(0, 0, usize::from(hi));
+        op(INET_DIAG_BC_JMP, 4, remaining - 16);
+    }
+    Some(bc)
 }
 
 /// Reads the replies of one `recv` of an established dump in place,
@@ -385,7 +459,7 @@ mod tests {
         let (l4, _c4, server4, client4) = connected("127.0.0.1:0");
         let (_l6, _c6, server6, client6) = connected("[::1]:0");
         let mut seen = Vec::new();
-        Diag::open().unwrap().established(&mut |c| seen.push(c)).unwrap();
+        Diag::open().unwrap().established(&[], &mut |c| seen.push(c)).unwrap();
         // The accepted ends sit in the listeners' queues (not yet accepted): established all the same.
         for end in [server4, client4, server6, client6] {
             assert!(seen.contains(&end), "{end:?} not in {seen:?}");
@@ -402,13 +476,118 @@ mod tests {
         let (_l4, _c4, server4, _) = connected("127.0.0.1:0");
         let (_l6, _c6, server6, _) = connected("[::1]:0");
         let mut diag = Diag::open().unwrap();
-        diag.socket.send(&both_families_request(7), 0).unwrap();
+        diag.socket.send(&both_families_request(7, None), 0).unwrap();
         let mut seen = Vec::new();
         assert!(
             diag.established_replies(&mut |c| seen.push(c)).is_ok(),
             "this kernel takes the request"
         );
         assert!(seen.contains(&server4) && seen.contains(&server6), "{seen:?}");
+    }
+
+    #[test]
+    fn with_a_port_filter_the_kernel_gives_only_the_connections_on_those_ports() {
+        let (l, _c, server, client) = connected("127.0.0.1:0");
+        let (_l6, _c6, server6, client6) = connected("[::1]:0");
+        let port = l.local_addr().unwrap().port();
+        let mut seen = Vec::new();
+        Diag::open()
+            .unwrap()
+            .established(&[port, server6.local_port, 1], &mut |c| seen.push(c))
+            .unwrap();
+        assert!(seen.contains(&server) && seen.contains(&server6), "{seen:?}");
+        assert!(!seen.contains(&client) && !seen.contains(&client6), "{seen:?}");
+        let mut ports: Vec<u16> = seen.iter().map(|c| c.local_port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert!(
+            ports.iter().all(|p| [port, server6.local_port, 1].contains(p)),
+            "{ports:?}"
+        );
+    }
+
+    /// The kernel's audit of a filter (`inet_diag_bc_audit`) and its run
+    /// (`inet_diag_bc_run`) for the operations a port filter uses.
+    fn audit(bc: &[u8]) -> bool {
+        let op = |at: usize| {
+            (
+                bc[at],
+                usize::from(bc[at + 1]),
+                usize::from(u16::from_ne_bytes([bc[at + 2], bc[at + 3]])),
+            )
+        };
+        let on_yes_chain = |target: usize| {
+            let mut at = 0;
+            while at < target {
+                at += op(at).1.max(4);
+            }
+            at == target
+        };
+        let mut at = 0;
+        while at < bc.len() {
+            let len = bc.len() - at;
+            let (code, yes, no) = op(at);
+            let min_len = match code {
+                INET_DIAG_BC_S_GE | INET_DIAG_BC_S_LE if len >= 8 => 8,
+                INET_DIAG_BC_JMP => 4,
+                _ => return false,
+            };
+            if no < min_len || no > len + 4 || no % 4 != 0 || (no < len && !on_yes_chain(at + no)) {
+                return false;
+            }
+            if yes < min_len || yes > len + 4 || yes % 4 != 0 {
+                return false;
+            }
+            at += yes;
+        }
+        at == bc.len()
+    }
+
+    fn accepts(bc: &[u8], sport: u16) -> bool {
+        let mut at: i64 = 0;
+        let end = i64::try_from(bc.len()).unwrap();
+        while at < end {
+            let i = usize::try_from(at).unwrap();
+            let (code, yes, no) = (bc[i], bc[i + 1], u16::from_ne_bytes([bc[i + 2], bc[i + 3]]));
+            let value = || u16::from_ne_bytes([bc[i + 6], bc[i + 7]]);
+            let taken = match code {
+                INET_DIAG_BC_S_GE => sport >= value(),
+                INET_DIAG_BC_S_LE => sport <= value(),
+                _ => false,
+            };
+            at += if taken { i64::from(yes) } else { i64::from(no) };
+        }
+        at == end
+    }
+
+    #[test]
+    fn a_port_filter_passes_the_kernels_audit_and_accepts_exactly_its_ports() {
+        let sets: [&[u16]; 6] = [
+            &[80],
+            &[22, 80, 443, 5432, 65535],
+            &[1, 2, 3, 10, 11, 12, 65534, 65535, 0],
+            &[8080, 8081, 8082, 8083],
+            &[7, 7, 7],
+            &[9, 3, 5, 4],
+        ];
+        for ports in sets {
+            let bc = port_filter(ports).unwrap();
+            assert!(audit(&bc), "{ports:?}");
+            for sport in (0..=u16::MAX).filter(|p| *p < 100 || ports.contains(p) || p % 997 == 0 || *p > 65500) {
+                assert_eq!(
+                    accepts(&bc, sport),
+                    ports.contains(&sport),
+                    "port {sport} with {ports:?}"
+                );
+            }
+        }
+        let many: Vec<u16> = (0..3000u16).map(|i| i * 3).collect();
+        let bc = port_filter(&many).unwrap();
+        assert!(audit(&bc));
+        assert!(accepts(&bc, 8997) && !accepts(&bc, 8998) && !accepts(&bc, 9000));
+        let too_many: Vec<u16> = (0..3001u16).map(|i| i * 3).collect();
+        assert_eq!(port_filter(&too_many), None);
+        assert_eq!(port_filter(&[]), None);
     }
 
     #[test]
@@ -432,7 +611,7 @@ mod tests {
         error.extend_from_slice(&[0; 16]);
         let e = connections(&error, &mut |_| {}).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EPERM));
-        let request = both_families_request(1);
+        let request = both_families_request(1, None);
         assert!(
             connections(&request[..20], &mut |_| {}).is_err(),
             "a socket reply cut short"

@@ -116,8 +116,11 @@ pub struct Connection {
 /// ESTABLISHED, no owners looked for, nothing kept. Run it in another
 /// namespace through [`Linux::in_namespaces`]. Fails where the kernel has
 /// no sock_diag for TCP (there is no `/proc/net` fallback for this).
-pub fn established_here(each: &mut dyn FnMut(Connection)) -> io::Result<()> {
-    diag::Diag::open()?.established(each)
+///
+/// The kernel is asked for connections on `local_ports` only where it can
+/// filter them; `each` may still be given connections on other ports.
+pub fn established_here(local_ports: &[u16], each: &mut dyn FnMut(Connection)) -> io::Result<()> {
+    diag::Diag::open()?.established(local_ports, each)
 }
 
 /// Which sockets to ask the OS for, and how.
