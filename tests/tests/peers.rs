@@ -191,3 +191,38 @@ fn a_client_in_another_namespace_is_private_and_counted_on_the_wildcard_not_the_
         "an IPv4 client of a dual-stack listener is shown as its IPv4 address"
     );
 }
+
+#[test]
+fn peers_of_a_namespace_the_agent_cannot_enter_are_null_and_named_in_the_warning_root_only() {
+    assert!(
+        is_root(),
+        "this test needs root (ip netns add, then setpriv to another user): run the tests as root, as CI does"
+    );
+    // A listener in a namespace, held by an unprivileged user: that user's agent reads the namespace's
+    // listeners through the holder's /proc/<pid>/net, but cannot enter it to dump its connections.
+    let ns = Netns::create("peers-unpriv").unwrap();
+    let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    let mut prefix = vec!["ip", "netns", "exec", &ns.name, "setpriv"];
+    prefix.extend(nobody);
+    let inside = Listeners::start(&prefix, &["tcp4:127.0.0.1:0"]).unwrap();
+    let inode = ns.inode().unwrap().to_string();
+    let out = Command::new("setpriv")
+        .args(nobody)
+        .arg(portwatch_tests::binary("portwatch-agent"))
+        .args(["scan", "--json", "--peers", "--no-firewall", "--netns", &inode])
+        .output()
+        .expect("setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let sockets: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        peers_of(&sockets, "127.0.0.1", inside.port(0)),
+        Value::Null,
+        "{sockets:#?}"
+    );
+    assert!(
+        stderr.contains(&format!("peers not counted in network namespace {inode}")),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one warning line: {stderr}");
+}
