@@ -79,6 +79,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--criterion", help="criterion's <bench>/new directory")
     p.add_argument("--criterion-peers", help="criterion's new directory of repeated_scan_with_peers")
     p.add_argument("--compare", help="compare_ss.py output")
+    p.add_argument("--peers-json", help="`scan --json --peers` output, checked against --manifest")
+    p.add_argument("--manifest", help="fixture.py --manifest output (the connections it made)")
     p.add_argument("--rss", action="append", default=[], metavar="NAME=FILE",
                    help="/usr/bin/time -v output of one run of NAME")
     args = p.parse_args(argv)
@@ -168,6 +170,16 @@ def main(argv: list[str]) -> int:
             out.append("\n```")
             out.extend(lines[1:])
             out.append("```")
+    if args.peers_json and args.manifest:
+        with open(args.peers_json) as f:
+            peers = [s["peers"] for s in json.load(f) if s.get("peers")]
+        with open(args.manifest) as f:
+            made = json.load(f)["connections"]
+        attributed = sum(p["connections"] for p in peers)
+        loopback = sum(p["classes"]["loopback"] for p in peers)
+        ok = attributed == made and loopback == made
+        out.append(f"| `scan --peers` attributes every fixture connection, from loopback | {attributed:,} of "
+                   f"{made:,} attributed, {loopback:,} loopback | {verdict(ok)} |")
     print("\n".join(out))
     return 0
 

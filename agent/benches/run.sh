@@ -164,6 +164,8 @@ compare_status=$?
 set -e
 ((compare_status <= 1)) || die "compare_ss.py could not parse the outputs: $(cat "$out/compare.txt")"
 head -n 1 "$out/compare.txt" >&2
+# And the peers: every connection the fixture made is attributed to a listener, from loopback.
+"$agent" scan --json --peers --no-firewall >"$out/scan-peers.json"
 
 # One hyperfine run of all one-shot commands. -N: no shell, so shell start-up is not measured.
 # Outputs go to /dev/null (hyperfine's default); a failing command fails the run.
@@ -219,7 +221,8 @@ python3 "$here/report.py" --size "$size" --fixture-args "${fixture_args[*]}" \
   --fixture-log "$out/fixture.err" --hyperfine "$out/hyperfine.json" \
   --criterion "$root/target/criterion/repeated_scan_no_change/new" \
   --criterion-peers "$root/target/criterion/repeated_scan_with_peers/new" \
-  --compare "$out/compare.txt" "${rss_args[@]}" | tee "$out/report.md"
+  --compare "$out/compare.txt" --peers-json "$out/scan-peers.json" --manifest "$out/manifest.json" \
+  "${rss_args[@]}" | tee "$out/report.md"
 if [[ -f "$out/daemon.md" ]]; then echo; cat "$out/daemon.md"; fi
 if [[ -f "$out/events.md" ]]; then echo; cat "$out/events.md"; fi
 log "raw data in $out"
