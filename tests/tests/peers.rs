@@ -226,3 +226,17 @@ fn peers_of_a_namespace_the_agent_cannot_enter_are_null_and_named_in_the_warning
     );
     assert_eq!(stderr.lines().count(), 1, "one warning line: {stderr}");
 }
+
+#[test]
+fn peers_top_needs_peers_and_a_number_from_1_to_100() {
+    for (args, needle) in [
+        (&["scan", "--peers-top", "3"][..], "--peers"),
+        (&["scan", "--peers", "--peers-top", "0"], "from 1 to 100"),
+        (&["scan", "--peers", "--peers-top", "101"], "from 1 to 100"),
+    ] {
+        let out = run_agent(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
