@@ -681,6 +681,66 @@ mod tests {
         assert_eq!(s.top[0].addr, ip("2606:4700::1"));
     }
 
+    mod properties {
+        //! Whatever the listeners and connections, the counts add up.
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Addresses from a small pool, so that listeners and connections meet.
+        fn addr() -> impl Strategy<Value = IpAddr> {
+            prop::sample::select(vec![
+                "0.0.0.0",
+                "::",
+                "127.0.0.1",
+                "10.0.0.1",
+                "::1",
+                "::ffff:10.0.0.1",
+                "192.168.1.9",
+                "8.8.8.8",
+                "fd00::7",
+                "2001:db8::1",
+                "::ffff:8.8.8.8",
+                "100.64.3.4",
+            ])
+            .prop_map(|a| a.parse::<IpAddr>().unwrap())
+        }
+
+        proptest! {
+            #[test]
+            fn every_connection_is_counted_once_and_the_summaries_add_up(
+                specs in prop::collection::vec((addr(), 1u16..5, any::<bool>()), 0..8),
+                conns in prop::collection::vec((addr(), 1u16..6, addr()), 0..200),
+                top in 0usize..6,
+            ) {
+                let mut l = NamespaceListeners::default();
+                for &(a, port, dual) in &specs {
+                    l.add(a, port, dual);
+                }
+                let mut aggregator = Aggregator::new(&l);
+                for &(local, port, remote) in &conns {
+                    aggregator.add(local, port, remote);
+                }
+                let p = aggregator.finish(top);
+                prop_assert_eq!(p.listeners.len(), l.len());
+                let attributed: u64 = p.listeners.values().map(|s| s.connections).sum();
+                prop_assert_eq!(attributed + p.other, conns.len() as u64);
+                for s in p.listeners.values() {
+                    prop_assert_eq!(s.classes.loopback + s.classes.private + s.classes.public, s.connections);
+                    prop_assert!(s.distinct_remotes <= s.connections);
+                    prop_assert_eq!(s.top.len() as u64, s.distinct_remotes.min(top as u64));
+                    for pair in s.top.windows(2) {
+                        prop_assert!(
+                            (pair[0].connections, std::cmp::Reverse(pair[0].addr))
+                                > (pair[1].connections, std::cmp::Reverse(pair[1].addr)),
+                            "{:?}", s.top
+                        );
+                    }
+                    prop_assert!(s.top.iter().all(|t| canonical(t.addr) == t.addr));
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_summary_serializes_as_the_output_contract_says() {
         let l = listeners(&[("0.0.0.0", 80, false)]);
