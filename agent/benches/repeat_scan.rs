@@ -2,15 +2,18 @@
 //! is kept and `scan()` is called again and again.
 //!
 //! One warm-up scan fills the scanner's caches (owners of socket inodes); every measured scan then
-//! sees the same sockets and owners ("no change"). Run inside the fixture namespace by
-//! `bash agent/benches/run.sh`, which reads the median from
-//! `target/criterion/repeated_scan_no_change/new/estimates.json`; on its own:
+//! sees the same sockets and owners ("no change"). `repeated_scan_with_peers` is the same scan
+//! followed by the inbound peers' count (`peers::count`, top 5: one dump of the established TCP
+//! sockets per namespace with a listener, aggregated as it is read), so the two medians compare
+//! the scan with and without peers. Run inside the fixture namespace by `bash agent/benches/run.sh`,
+//! which reads the medians from `target/criterion/<bench>/new/estimates.json`; on its own:
 //! `cargo bench -p portwatch-agent --bench repeat_scan` measures whatever this host holds.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use portwatch_agent::peers;
 use portwatch_agent::scan::{ScanOptions, Scanner};
 
 fn repeated_scan_no_change(c: &mut Criterion) {
@@ -33,6 +36,33 @@ fn repeated_scan_no_change(c: &mut Criterion) {
             Ok(scan) => black_box(scan),
             Err(e) => panic!("scan failed: {e}"),
         })
+    });
+
+    let scan_with_peers = |scanner: &mut Scanner| {
+        let scan = match scanner.scan() {
+            Ok(scan) => scan,
+            Err(e) => panic!("scan failed: {e}"),
+        };
+        let listeners = peers::Listeners::of(&scan.sockets);
+        let counted = peers::count(scanner, &listeners, peers::DEFAULT_TOP);
+        if !counted.not_counted.is_empty() {
+            panic!("peers not counted: {:?}", counted.not_counted);
+        }
+        (scan, counted)
+    };
+    let (_, counted) = scan_with_peers(&mut scanner);
+    let connections: u64 = counted
+        .by_netns
+        .values()
+        .flat_map(|ns| ns.listeners.values())
+        .map(|s| s.connections)
+        .sum();
+    eprintln!(
+        "repeated_scan_with_peers: {connections} established connections attributed to listeners, {} others",
+        counted.other()
+    );
+    c.bench_function("repeated_scan_with_peers", |b| {
+        b.iter(|| black_box(scan_with_peers(&mut scanner)))
     });
 }
 

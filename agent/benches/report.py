@@ -20,12 +20,17 @@ AGENT = "portwatch-agent scan"
 SS_P = "ss -Htulpn"
 SS_NO_P = "ss -Htuln"
 REPEATED = "repeated scan (in-process, criterion)"
+REPEATED_PEERS = "repeated scan + inbound peers (in-process, criterion)"
+AGENT_PEERS = "portwatch-agent scan --peers"
+SS_ESTAB = "ss -Htn state established"
 
 # The targets (see the project brief); RSS in KiB as /usr/bin/time reports it.
 ONE_SHOT_VS_SS_P = 0.3
 REPEATED_VS_SS_NO_P = 2.0
 REPEATED_MAX_MS = 10.0
 RSS_MAX_KIB = 10 * 1024
+# Inbound peers (issue 14): the repeated scan with peers against the repeated scan alone.
+PEERS_VS_REPEATED = 2.0
 
 
 def ms(seconds: float) -> str:
@@ -72,7 +77,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--fixture-log", help="fixture.py --verbose stderr (for the setup time)")
     p.add_argument("--hyperfine", required=True, help="hyperfine --export-json file")
     p.add_argument("--criterion", help="criterion's <bench>/new directory")
+    p.add_argument("--criterion-peers", help="criterion's new directory of repeated_scan_with_peers")
     p.add_argument("--compare", help="compare_ss.py output")
+    p.add_argument("--peers-json", help="`scan --json --peers` output, checked against --manifest")
+    p.add_argument("--manifest", help="fixture.py --manifest output (the connections it made)")
     p.add_argument("--rss", action="append", default=[], metavar="NAME=FILE",
                    help="/usr/bin/time -v output of one run of NAME")
     args = p.parse_args(argv)
@@ -84,6 +92,10 @@ def main(argv: list[str]) -> int:
     if args.criterion:
         repeated = criterion_stats(args.criterion)
         rows.insert(2 if len(rows) >= 2 else len(rows), (REPEATED, *repeated))
+    repeated_peers = None
+    if args.criterion_peers:
+        repeated_peers = criterion_stats(args.criterion_peers)
+        rows.insert(3 if len(rows) >= 3 else len(rows), (REPEATED_PEERS, *repeated_peers))
     ss_p = results.get(SS_P, {}).get("median")
     ss_no_p = results.get(SS_NO_P, {}).get("median")
     rss = {}
@@ -110,7 +122,7 @@ def main(argv: list[str]) -> int:
         r1 = f"{med / ss_p:.2f}" if ss_p else "–"
         r2 = f"{med / ss_no_p:.2f}" if ss_no_p else "–"
         out.append(f"| `{name}` | {ms(med)} | {ms(lo)} | {ms(hi)} | {r1} | {r2} |"
-                   if name != REPEATED else
+                   if name not in (REPEATED, REPEATED_PEERS) else
                    f"| {name} | {ms(med)} | {ms(lo)} | {ms(hi)} | {r1} | {r2} |")
     out.append("")
     if rss:
@@ -136,6 +148,14 @@ def main(argv: list[str]) -> int:
                    f"{ratio:.2f} × | {verdict(ratio <= REPEATED_VS_SS_NO_P)} |")
         out.append(f"| repeated scan ≤ {REPEATED_MAX_MS:g} ms | {ms(repeated[0])} ms | "
                    f"{verdict(repeated[0] * 1000 <= REPEATED_MAX_MS)} |")
+    if repeated is not None and repeated_peers is not None:
+        ratio = repeated_peers[0] / repeated[0]
+        out.append(f"| repeated scan + peers ≤ {PEERS_VS_REPEATED:g} × repeated scan | {ms(repeated_peers[0])} ms = "
+                   f"{ratio:.2f} × | {verdict(ratio <= PEERS_VS_REPEATED)} |")
+    agent_peers = results.get(AGENT_PEERS, {}).get("median")
+    if agent is not None and agent_peers is not None:
+        out.append(f"| one-shot `scan --peers` beside `scan` (no target) | {ms(agent_peers)} ms = "
+                   f"{agent_peers / agent:.2f} × | |")
     if AGENT in rss:
         kib = rss[AGENT][0]
         out.append(f"| peak RSS ≤ {RSS_MAX_KIB // 1024} MiB | {kib / 1024:.1f} MiB | "
@@ -150,6 +170,16 @@ def main(argv: list[str]) -> int:
             out.append("\n```")
             out.extend(lines[1:])
             out.append("```")
+    if args.peers_json and args.manifest:
+        with open(args.peers_json) as f:
+            peers = [s["peers"] for s in json.load(f) if s.get("peers")]
+        with open(args.manifest) as f:
+            made = json.load(f)["connections"]
+        attributed = sum(p["connections"] for p in peers)
+        loopback = sum(p["classes"]["loopback"] for p in peers)
+        ok = attributed == made and loopback == made
+        out.append(f"| `scan --peers` attributes every fixture connection, from loopback | {attributed:,} of "
+                   f"{made:,} attributed, {loopback:,} loopback | {verdict(ok)} |")
     print("\n".join(out))
     return 0
 

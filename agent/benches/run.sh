@@ -9,9 +9,11 @@
 #    --mount-proc), so that /proc and the socket tables hold only the fixture.
 # 3. Starts fixture.py there and waits for its READY line.
 # 4. Checks correctness: `portwatch-agent scan --json` against `ss -Htulpn` (compare_ss.py).
-# 5. Times, in one hyperfine run: portwatch-agent scan [--json], ss -Htulpn, ss -Htuln,
+# 5. Times, in one hyperfine run: portwatch-agent scan [--json], scan --peers, ss -Htulpn, ss -Htuln,
+#    ss -Htn state established (the kernel's dump of established sockets that --peers reads too),
 #    netstat -tulpn and lsof -nP -iTCP -sTCP:LISTEN.
-# 6. Runs the in-process repeated-scan benchmark (benches/repeat_scan.rs, criterion).
+# 6. Runs the in-process repeated-scan benchmarks (benches/repeat_scan.rs, criterion): the scan alone
+#    and the scan followed by the inbound peers' count.
 # 7. Measures peak RSS with /usr/bin/time -v.
 # 8. The daemon on the fixture (daemon.py, with a collector on the namespace's loopback):
 #    `portwatch-agent run` at a 1 s interval, polling and with kernel events, its VmRSS and VmHWM
@@ -27,7 +29,7 @@
 #
 # For developing this script only: PW_AGENT_BIN and PW_BENCH_BIN name prebuilt binaries to use
 # instead of building the agent and the bench; PW_NO_EVENTS_BENCH=1 and PW_NO_DAEMON_BENCH=1 skip
-# steps 10 and 8.
+# steps 10 and 8 (with both, the collector and the CLI are not built either).
 set -euo pipefail
 
 usage() { echo "usage: bash agent/benches/run.sh [small|medium|large]" >&2; }
@@ -101,8 +103,10 @@ for line in sys.stdin:
   [[ -x "$PW_BENCH_BIN" ]] || die "no bench binary at $PW_BENCH_BIN"
 
   # The collector and the `portwatch` CLI, for the daemon (step 8) and events (step 10).
-  log "building the release collector and CLI"
-  cargo build --release -p portwatch-collector -p portwatch-cli --bins
+  if [[ -z "${PW_NO_DAEMON_BENCH:-}" || -z "${PW_NO_EVENTS_BENCH:-}" ]]; then
+    log "building the release collector and CLI"
+    cargo build --release -p portwatch-collector -p portwatch-cli --bins
+  fi
   PW_COLLECTOR_BIN="$root/target/release/portwatch-collector"
   PW_PORTWATCH_BIN="$root/target/release/portwatch"
 
@@ -160,6 +164,8 @@ compare_status=$?
 set -e
 ((compare_status <= 1)) || die "compare_ss.py could not parse the outputs: $(cat "$out/compare.txt")"
 head -n 1 "$out/compare.txt" >&2
+# And the peers: every connection the fixture made is attributed to a listener, from loopback.
+"$agent" scan --json --peers --no-firewall >"$out/scan-peers.json"
 
 # One hyperfine run of all one-shot commands. -N: no shell, so shell start-up is not measured.
 # Outputs go to /dev/null (hyperfine's default); a failing command fails the run.
@@ -170,16 +176,19 @@ hyperfine -N "${style[@]}" "${hyperfine_args[@]}" --export-json "$out/hyperfine.
   -n "portwatch-agent scan" "$agent_q scan" \
   -n "portwatch-agent scan --no-firewall" "$agent_q scan --no-firewall" \
   -n "portwatch-agent scan --json" "$agent_q scan --json" \
+  -n "portwatch-agent scan --peers" "$agent_q scan --peers" \
   -n "ss -Htulpn" "ss -Htulpn" \
   -n "ss -Htuln" "ss -Htuln" \
+  -n "ss -Htn state established" "ss -Htn state established" \
   -n "netstat -tulpn" "netstat -tulpn" \
   -n "lsof -nP -iTCP -sTCP:LISTEN" "lsof -nP -iTCP -sTCP:LISTEN" >&2
 
-# The in-process repeated scan ("no change"), results under target/criterion.
-log "repeated scan (criterion)"
-CRITERION_HOME="$root/target/criterion" "$PW_BENCH_BIN" --bench repeated_scan_no_change \
+# The in-process repeated scan ("no change"), alone and with the inbound peers' count
+# (repeated_scan_no_change, repeated_scan_with_peers), results under target/criterion.
+log "repeated scan, without and with peers (criterion)"
+CRITERION_HOME="$root/target/criterion" "$PW_BENCH_BIN" --bench repeated_scan_ \
   >"$out/criterion.txt" 2>&1 || { cat "$out/criterion.txt" >&2; die "the repeat_scan bench failed"; }
-grep -E 'warm-up scan|time:' "$out/criterion.txt" >&2 || true
+grep -E 'warm-up scan|attributed|time:' "$out/criterion.txt" >&2 || true
 
 # Peak RSS ("Maximum resident set size", KiB): the largest of 3 runs for the agent, whose target
 # it is, one run for the peers, which are only the reference.
@@ -197,6 +206,7 @@ measure_rss() { # runs, name, command...
 }
 measure_rss 3 "portwatch-agent scan" "$agent" scan
 measure_rss 3 "portwatch-agent scan --json" "$agent" scan --json
+measure_rss 3 "portwatch-agent scan --peers" "$agent" scan --peers
 measure_rss 1 "ss -Htulpn" ss -Htulpn
 measure_rss 1 "netstat -tulpn" netstat -tulpn
 measure_rss 1 "lsof -nP -iTCP -sTCP:LISTEN" lsof -nP -iTCP -sTCP:LISTEN
@@ -210,7 +220,9 @@ fi
 python3 "$here/report.py" --size "$size" --fixture-args "${fixture_args[*]}" \
   --fixture-log "$out/fixture.err" --hyperfine "$out/hyperfine.json" \
   --criterion "$root/target/criterion/repeated_scan_no_change/new" \
-  --compare "$out/compare.txt" "${rss_args[@]}" | tee "$out/report.md"
+  --criterion-peers "$root/target/criterion/repeated_scan_with_peers/new" \
+  --compare "$out/compare.txt" --peers-json "$out/scan-peers.json" --manifest "$out/manifest.json" \
+  "${rss_args[@]}" | tee "$out/report.md"
 if [[ -f "$out/daemon.md" ]]; then echo; cat "$out/daemon.md"; fi
 if [[ -f "$out/events.md" ]]; then echo; cat "$out/events.md"; fi
 log "raw data in $out"

@@ -21,6 +21,10 @@ pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/portwatch/spool";
 pub const DEFAULT_SPOOL_MAX_MB: u64 = 64;
 /// Default period of the safety full scan while kernel events are on.
 pub const DEFAULT_SAFETY_SCAN_INTERVAL: Duration = Duration::from_secs(300);
+/// Default of `peers`: inbound peers are not summarized unless asked.
+pub const DEFAULT_PEERS: bool = false;
+/// Default of `peers_top`: how many remote addresses a listener's summary names.
+pub const DEFAULT_PEERS_TOP: usize = crate::peers::DEFAULT_TOP;
 /// Shortest scan interval accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -64,6 +68,15 @@ pub struct Config {
     /// warning).
     #[serde(default = "default_firewall")]
     pub firewall: bool,
+    /// Summarize each TCP listener's established connections (count,
+    /// distinct remotes, the busiest ones, their classes). Checked and
+    /// reserved: `run` does not ship the summaries yet (it says so at start);
+    /// `portwatch-agent scan --peers` shows them.
+    #[serde(default = "default_peers")]
+    pub peers: bool,
+    /// How many of the busiest remote addresses a listener's summary names (1 to 100).
+    #[serde(default = "default_peers_top")]
+    pub peers_top: usize,
     /// Free-form tags reported with the host.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -83,6 +96,8 @@ impl Default for Config {
             events: true,
             safety_scan_interval: DEFAULT_SAFETY_SCAN_INTERVAL,
             firewall: true,
+            peers: DEFAULT_PEERS,
+            peers_top: DEFAULT_PEERS_TOP,
             tags: BTreeMap::new(),
         }
     }
@@ -102,6 +117,12 @@ fn default_firewall() -> bool {
 }
 fn default_safety_scan_interval() -> Duration {
     DEFAULT_SAFETY_SCAN_INTERVAL
+}
+fn default_peers() -> bool {
+    DEFAULT_PEERS
+}
+fn default_peers_top() -> usize {
+    DEFAULT_PEERS_TOP
 }
 fn default_spool_dir() -> PathBuf {
     PathBuf::from(DEFAULT_SPOOL_DIR)
@@ -245,6 +266,13 @@ impl Config {
                 self.safety_scan_interval, self.interval
             ));
         }
+        if !(1..=crate::peers::MAX_TOP).contains(&self.peers_top) {
+            return Err(format!(
+                "peers_top = {}: name from 1 to {} remote addresses per listener",
+                self.peers_top,
+                crate::peers::MAX_TOP
+            ));
+        }
         if self.spool_max_mb == 0 {
             return Err("spool_max_mb = 0: the spool needs at least 1 MiB".to_owned());
         }
@@ -290,6 +318,8 @@ mod tests {
         assert!(config.events);
         assert_eq!(config.safety_scan_interval, DEFAULT_SAFETY_SCAN_INTERVAL);
         assert_eq!(config.collector, ["http://127.0.0.1:7878"]);
+        assert_eq!(config.peers, DEFAULT_PEERS);
+        assert_eq!(config.peers_top, DEFAULT_PEERS_TOP);
         assert!(config.tags.is_empty());
     }
 
@@ -337,6 +367,9 @@ mod tests {
                 "write https://",
             ),
             ("spool_max_mb = -1", "line 1"),
+            ("peers_top = 0", "from 1 to 100"),
+            ("peers_top = 101", "from 1 to 100"),
+            ("peers = 1", "line 1"),
             ("collector = []", "at least one URL"),
             ("collector = 7878", "or a list"),
             ("collector = [\"https://c1:7878\", 7878]", "or a list"),
@@ -360,6 +393,16 @@ mod tests {
             assert!(e.starts_with("agent.toml: "), "{text}: {e}");
             assert!(e.contains(needle), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn peers_are_off_by_default_and_read_with_their_top() {
+        let c = parse("").unwrap();
+        assert!(!c.peers);
+        assert_eq!(c.peers_top, 5);
+        let c = parse("peers = true\npeers_top = 10\n").unwrap();
+        assert!(c.peers);
+        assert_eq!(c.peers_top, 10);
     }
 
     #[test]

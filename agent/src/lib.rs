@@ -8,6 +8,7 @@ pub mod facts;
 pub mod filter;
 pub mod firewall;
 pub mod observe;
+pub mod peers;
 pub mod report;
 pub mod scan;
 pub mod ship;

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use portwatch_agent::config::Config;
 use portwatch_agent::filter::Filter;
+use portwatch_agent::peers;
 use portwatch_agent::report::{self, Format};
 use portwatch_agent::scan::{ScanOptions, Scanner};
 use portwatch_common::Proto;
@@ -111,7 +112,8 @@ struct ValidateArgs {
   portwatch-agent scan --exposed             only what is reachable beyond loopback
   portwatch-agent scan --port 8080 --json    who holds :8080, as JSON
   portwatch-agent scan --process nginx       everything nginx listens on
-  portwatch-agent scan --all --format csv    every TCP/UDP socket in any state, as CSV")]
+  portwatch-agent scan --all --format csv    every TCP/UDP socket in any state, as CSV
+  portwatch-agent scan --peers --port 5432   who is connected to :5432 (connections, remotes, classes)")]
 struct ScanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -147,6 +149,23 @@ struct ScanArgs {
     /// Do not read the firewall: no `nft` is run, and the FIREWALL column shows `-` (JSON: null).
     #[arg(long)]
     no_firewall: bool,
+    /// Also summarize each TCP listener's established connections: how many, from how many distinct remote
+    /// addresses, the busiest remotes and their loopback/private/public classes (a PEERS column; JSON: `peers`).
+    /// One sock_diag dump of established sockets per network namespace, counted as it is read.
+    #[arg(long)]
+    peers: bool,
+    /// With --peers, how many of the busiest remote addresses each listener names (JSON `peers.top`).
+    #[arg(long, value_name = "N", requires = "peers", default_value_t = portwatch_agent::peers::DEFAULT_TOP,
+          value_parser = parse_peers_top)]
+    peers_top: usize,
+}
+
+fn parse_peers_top(text: &str) -> Result<usize, String> {
+    let max = portwatch_agent::peers::MAX_TOP;
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("write a number from 1 to {max}")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -220,6 +239,13 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         config.ca_file = Some(ca);
     }
     config.check().map_err(|m| anyhow::anyhow!("flags: {m}"))?;
+    if config.peers {
+        tracing::warn!(
+            peers_top = config.peers_top,
+            "peers = true: this version summarizes inbound peers in `portwatch-agent scan --peers` only and does not \
+             ship them to the collector yet"
+        );
+    }
     if config.collector.is_empty() {
         anyhow::bail!("no collector: pass --collector URL or set `collector` in the config");
     }
@@ -314,8 +340,14 @@ fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
     };
     let mut scanner = Scanner::new(options).context("cannot start the scanner")?;
     let mut scan = scanner.scan().context("scan failed")?;
+    // Every listener takes part in attribution, the filtered-out ones too.
+    let mut listeners = args.peers.then(|| peers::Listeners::of(&scan.sockets));
     scan.retain(|s| filter.matches(s));
     report::sort(&mut scan.sockets);
+    let peers = listeners.as_mut().map(|listeners| {
+        listeners.keep_namespaces_of(&scan.sockets);
+        peers::count(&scanner, listeners, args.peers_top)
+    });
 
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -324,15 +356,18 @@ fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
     } else {
         portwatch_agent::firewall::answers(&scanner, &scan.sockets)
     };
-    report::write(&mut out, format, &scan.sockets, &firewall, args.all)?;
+    report::write(&mut out, format, &scan.sockets, &firewall, args.all, peers.as_ref())?;
     out.flush()?;
-    // A partial result is told in one line, the firewall's part included.
+    // A partial result is told in one line, the firewall's and the peers' parts included.
     let mut warning: Vec<String> = scan.partial_warning().into_iter().collect();
     warning.extend(
         unavailable
             .into_iter()
             .map(|(netns, reason)| format!("firewall not evaluated in network namespace {netns}: {reason}")),
     );
+    warning.extend(peers.iter().flat_map(|p| &p.not_counted).map(|(netns, reason)| {
+        format!("peers not counted in network namespace {netns} (its listeners show none): {reason}")
+    }));
     if !warning.is_empty() {
         eprintln!("portwatch-agent: warning: {}", warning.join("; "));
     }

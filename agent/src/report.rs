@@ -12,6 +12,7 @@ use portwatch_common::{text, Process, Socket};
 use serde::Serialize;
 
 use crate::firewall::{Answer, Reach};
+use crate::peers::{PeerSummary, Peers};
 
 /// Output format of `scan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,20 +66,27 @@ struct JsonRow<'a> {
     firewall_rule: Option<String>,
     /// The sources a restricted listener accepts; empty otherwise.
     firewall_sources: &'a [String],
+    /// A TCP listener's established connections, summarized; null when not
+    /// asked (`--peers`), not a TCP listener, or its namespace not counted.
+    peers: Option<&'a PeerSummary>,
 }
 
 /// Writes `sockets` in `format`, with the firewall's answer for each
-/// (`firewall[i]` for `sockets[i]`; a shorter slice: not evaluated).
+/// (`firewall[i]` for `sockets[i]`; a shorter slice: not evaluated) and,
+/// when counted, each TCP listener's inbound peers (the table then has a
+/// PEERS column).
 pub fn write(
     out: &mut impl Write,
     format: Format,
     sockets: &[Socket],
     firewall: &[Option<Answer>],
     with_peer: bool,
+    peers: Option<&Peers>,
 ) -> io::Result<()> {
     let answer = |i: usize| firewall.get(i).and_then(Option::as_ref);
+    let summary = |s: &Socket| peers.and_then(|p| p.of(s));
     match format {
-        Format::Table => table(out, sockets, &answer, with_peer),
+        Format::Table => table(out, sockets, &answer, with_peer, peers.map(|_| &summary as _)),
         Format::Json => {
             let rows: Vec<JsonRow<'_>> = sockets
                 .iter()
@@ -88,32 +96,42 @@ pub fn write(
                     firewall: answer(i).map(|a| a.reach),
                     firewall_rule: answer(i).map(Answer::describe),
                     firewall_sources: answer(i).map_or(&[], |a| a.sources.as_slice()),
+                    peers: summary(socket),
                 })
                 .collect();
             serde_json::to_writer_pretty(&mut *out, &rows)?;
             writeln!(out)
         }
-        Format::Csv => csv(out, sockets, &answer),
+        Format::Csv => csv(out, sockets, &answer, &summary),
     }
 }
 
+/// The summary of a socket's inbound peers, when counted.
+type PeersOf<'p> = &'p dyn Fn(&Socket) -> Option<&'p PeerSummary>;
+
 /// Two passes over the sockets: one to measure the columns, one to write each
 /// row as it is formatted, so memory does not grow with a copy of the table.
+/// `peers`: the PEERS column, when counted.
 fn table<'a>(
     out: &mut impl Write,
     sockets: &[Socket],
     answer: &dyn Fn(usize) -> Option<&'a Answer>,
     with_peer: bool,
+    peers: Option<PeersOf<'_>>,
 ) -> io::Result<()> {
     let mut header = vec!["PROTO", "STATE", "LOCAL ADDRESS", "PORT"];
     if with_peer {
         header.push("PEER");
     }
-    header.extend(["EXPOSURE", "FIREWALL", "NETNS", "USER", "PROCESSES"]);
+    header.extend(["EXPOSURE", "FIREWALL"]);
+    if peers.is_some() {
+        header.push("PEERS");
+    }
+    header.extend(["NETNS", "USER", "PROCESSES"]);
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     let mut row = Vec::with_capacity(header.len());
     for (i, s) in sockets.iter().enumerate() {
-        table_row(s, answer(i), with_peer, &mut row);
+        table_row(s, answer(i), with_peer, peers.map(|p| p(s)), &mut row);
         for (w, cell) in widths.iter_mut().zip(&row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -130,13 +148,21 @@ fn table<'a>(
     };
     write_line(&mut header.iter().copied())?;
     for (i, s) in sockets.iter().enumerate() {
-        table_row(s, answer(i), with_peer, &mut row);
+        table_row(s, answer(i), with_peer, peers.map(|p| p(s)), &mut row);
         write_line(&mut row.iter().map(String::as_str))?;
     }
     Ok(())
 }
 
-fn table_row(s: &Socket, firewall: Option<&Answer>, with_peer: bool, row: &mut Vec<String>) {
+/// One row's cells; `peers`: `None` without a PEERS column, `Some(None)`
+/// for a socket without a summary.
+fn table_row(
+    s: &Socket,
+    firewall: Option<&Answer>,
+    with_peer: bool,
+    peers: Option<Option<&PeerSummary>>,
+    row: &mut Vec<String>,
+) {
     row.clear();
     row.push(s.proto_label().to_owned());
     row.push(s.state.as_str().to_owned());
@@ -151,6 +177,9 @@ fn table_row(s: &Socket, firewall: Option<&Answer>, with_peer: bool, row: &mut V
     }
     row.push(s.exposure.as_str().to_owned());
     row.push(firewall.map_or("-", |a| a.reach.as_str()).to_owned());
+    if let Some(summary) = peers {
+        row.push(summary.map_or_else(|| "-".to_owned(), peers_cell));
+    }
     row.push(s.netns.to_string());
     row.push(s.user.as_deref().map_or_else(|| s.uid.to_string(), str::to_owned));
     row.push(portwatch_common::process::summary(s.processes.iter().map(|p| &**p)));
@@ -161,6 +190,16 @@ fn table_row(s: &Socket, firewall: Option<&Answer>, with_peer: bool, row: &mut V
             *cell = escaped;
         }
     }
+}
+
+/// The PEERS cell: `12 conn / 3 remotes`.
+fn peers_cell(p: &PeerSummary) -> String {
+    format!(
+        "{} conn / {} {}",
+        p.connections,
+        p.distinct_remotes,
+        if p.distinct_remotes == 1 { "remote" } else { "remotes" }
+    )
 }
 
 /// The socket's CSV columns; the process's ([`portwatch_common::process::CSV_COLUMNS`]) follow.
@@ -184,18 +223,29 @@ const SOCKET_COLUMNS: [&str; 13] = [
 /// older columns keep their positions).
 const FIREWALL_COLUMNS: [&str; 2] = ["firewall", "firewall_rule"];
 
-fn csv<'a>(out: &mut impl Write, sockets: &[Socket], answer: &dyn Fn(usize) -> Option<&'a Answer>) -> io::Result<()> {
+/// The inbound peers' columns, after the firewall's (empty when not counted).
+const PEERS_COLUMNS: [&str; 2] = ["peers_connections", "peers_distinct_remotes"];
+
+fn csv<'a>(
+    out: &mut impl Write,
+    sockets: &[Socket],
+    answer: &dyn Fn(usize) -> Option<&'a Answer>,
+    peers: PeersOf<'_>,
+) -> io::Result<()> {
     let mut w = ::csv::Writer::from_writer(out);
     w.write_record(
         SOCKET_COLUMNS
             .iter()
             .chain(&portwatch_common::process::CSV_COLUMNS)
-            .chain(&FIREWALL_COLUMNS),
+            .chain(&FIREWALL_COLUMNS)
+            .chain(&PEERS_COLUMNS),
     )?;
     for (i, s) in sockets.iter().enumerate() {
-        let firewall_fields = [
+        let appended_fields = [
             answer(i).map(|a| a.reach.as_str().to_owned()).unwrap_or_default(),
             answer(i).map(Answer::describe).unwrap_or_default(),
+            peers(s).map(|p| p.connections.to_string()).unwrap_or_default(),
+            peers(s).map(|p| p.distinct_remotes.to_string()).unwrap_or_default(),
         ];
         let socket_fields = [
             s.proto.as_str().to_owned(),
@@ -225,7 +275,7 @@ fn csv<'a>(out: &mut impl Write, sockets: &[Socket], answer: &dyn Fn(usize) -> O
             let cells = socket_fields
                 .iter()
                 .chain(process_fields.iter())
-                .chain(firewall_fields.iter());
+                .chain(appended_fields.iter());
             w.write_record(cells.map(|cell| text::csv_cell(cell).into_owned()))?;
         }
     }
@@ -269,7 +319,7 @@ mod tests {
 
     fn render(format: Format, sockets: &[Socket]) -> String {
         let mut out = Vec::new();
-        write(&mut out, format, sockets, &[], false).unwrap();
+        write(&mut out, format, sockets, &[], false, None).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -309,7 +359,8 @@ mod tests {
         assert_eq!(
             reader.headers().unwrap().iter().collect::<Vec<_>>(),
             "proto,family,local_addr,local_port,peer_addr,peer_port,state,inode,uid,user,netns,exposure,dual_stack,\
-             pid,name,cmdline,exe,process_uid,process_user,container,unit,firewall,firewall_rule"
+             pid,name,cmdline,exe,process_uid,process_user,container,unit,firewall,firewall_rule,\
+             peers_connections,peers_distinct_remotes"
                 .split(',')
                 .collect::<Vec<_>>()
         );
@@ -412,14 +463,14 @@ mod tests {
             }),
         ];
         let mut out = Vec::new();
-        write(&mut out, Format::Table, &sockets, &answers, false).unwrap();
+        write(&mut out, Format::Table, &sockets, &answers, false, None).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[1].contains("loopback  -           4026531840"), "{text}");
         assert!(lines[2].contains("wildcard  restricted  4026531840"), "{text}");
 
         let mut out = Vec::new();
-        write(&mut out, Format::Json, &sockets, &answers, false).unwrap();
+        write(&mut out, Format::Json, &sockets, &answers, false, None).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v[0]["firewall"], serde_json::Value::Null);
         assert_eq!(v[0]["firewall_rule"], serde_json::Value::Null);
@@ -432,7 +483,7 @@ mod tests {
         assert_eq!(v[1]["local_port"], 80, "the socket's fields are still there");
 
         let mut out = Vec::new();
-        write(&mut out, Format::Csv, &sockets, &answers, false).unwrap();
+        write(&mut out, Format::Csv, &sockets, &answers, false, None).unwrap();
         let mut reader = ::csv::Reader::from_reader(out.as_slice());
         let rows: Vec<::csv::StringRecord> = reader.records().map(Result::unwrap).collect();
         assert_eq!(&rows[0][21], "");
@@ -440,6 +491,71 @@ mod tests {
         assert_eq!(&rows[1][21], "");
         assert_eq!(&rows[2][21], "restricted");
         assert_eq!(&rows[3][22], "inet filter input handle 11 (from ip saddr 10.0.0.0/8)");
+    }
+
+    #[test]
+    fn peers_are_a_column_and_a_json_object_on_tcp_listeners_and_null_when_not_asked() {
+        use crate::peers::{Classes, NamespacePeers, TopRemote};
+        let mut udp = nginx();
+        udp.proto = Proto::Udp;
+        udp.state = State::Unconn;
+        udp.local_port = 53;
+        let mut peers = Peers::default();
+        let summary = PeerSummary {
+            connections: 12,
+            distinct_remotes: 3,
+            top: vec![TopRemote {
+                addr: "10.0.0.7".parse().unwrap(),
+                connections: 10,
+            }],
+            classes: Classes {
+                loopback: 1,
+                private: 11,
+                public: 0,
+            },
+        };
+        peers.by_netns.insert(
+            4026531840,
+            NamespacePeers {
+                listeners: [(("::".parse().unwrap(), 80), summary)].into_iter().collect(),
+                other: 0,
+            },
+        );
+        let sockets = [udp, nginx()];
+        let render = |format, peers| {
+            let mut out = Vec::new();
+            write(&mut out, format, &sockets, &[], false, peers).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+
+        let text = render(Format::Table, Some(&peers));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("FIREWALL  PEERS                NETNS"), "{text}");
+        assert!(lines[1].contains("  -                    4026531840"), "{text}");
+        assert!(lines[2].contains("  12 conn / 3 remotes  4026531840"), "{text}");
+        assert!(!render(Format::Table, None).contains("PEERS"));
+
+        let v: serde_json::Value = serde_json::from_str(&render(Format::Json, Some(&peers))).unwrap();
+        assert_eq!(v[0]["peers"], serde_json::Value::Null, "UDP has no peers");
+        assert_eq!(
+            v[1]["peers"],
+            serde_json::json!({
+                "connections": 12,
+                "distinct_remotes": 3,
+                "top": [{"addr": "10.0.0.7", "connections": 10}],
+                "classes": {"loopback": 1, "private": 11, "public": 0},
+            })
+        );
+        let v: serde_json::Value = serde_json::from_str(&render(Format::Json, None)).unwrap();
+        assert_eq!(v[1]["peers"], serde_json::Value::Null, "not asked");
+        assert_eq!(v[1]["local_port"], 80);
+
+        let text = render(Format::Csv, Some(&peers));
+        let mut reader = ::csv::Reader::from_reader(text.as_bytes());
+        let rows: Vec<::csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        // Two owners each: two rows per socket.
+        assert_eq!((&rows[1][23], &rows[1][24]), ("", ""));
+        assert_eq!((&rows[2][23], &rows[2][24]), ("12", "3"));
     }
 
     #[test]

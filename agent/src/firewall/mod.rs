@@ -89,7 +89,7 @@ pub fn answers(scanner: &Scanner<Linux>, sockets: &[Socket]) -> (Vec<Option<Answ
     }
     let mut rules: HashMap<u64, NamespaceRules> = HashMap::default();
     let mut unavailable = Vec::new();
-    for (netns, read) in scanner.os().in_namespaces(&wanted, read_here) {
+    for (netns, read) in scanner.os().in_namespaces(&wanted, |_| read_here()) {
         let read = read.unwrap_or_else(|reason| NamespaceRules {
             ruleset: Err(reason),
             legacy: None,

@@ -177,7 +177,7 @@ impl Watch {
         let now = Instant::now();
         let generations: HashMap<u64, Option<u32>> = scanner
             .os()
-            .in_namespaces(wanted, generation_here)
+            .in_namespaces(wanted, |_| generation_here())
             .into_iter()
             .map(|(netns, g)| (netns, g.ok().and_then(Result::ok)))
             .collect();
@@ -209,7 +209,7 @@ impl Watch {
             return false;
         }
         self.answers.retain(|(netns, _), _| !stale.contains(netns));
-        for (netns, read) in scanner.os().in_namespaces(&stale, read_here) {
+        for (netns, read) in scanner.os().in_namespaces(&stale, |_| read_here()) {
             let rules = read.unwrap_or_else(|reason| NamespaceRules {
                 ruleset: Err(reason),
                 legacy: None,

@@ -193,14 +193,14 @@ pub fn sockets(
     Ok(skipped)
 }
 
-/// Runs `f` in each of `namespaces` and says what it returned, or why the
+/// Runs `f` in each of `namespaces`, given the namespace's inode, and says what it returned, or why the
 /// namespace could not be entered: the agent's own on the calling thread,
 /// every other one on a dedicated OS thread that enters each in turn (as
 /// [`sockets`] does) and then exits. Needs `CAP_SYS_ADMIN` for other
 /// namespaces; there is no `/proc/<pid>/net` fallback for what `f` does.
-pub fn in_each<T: Send>(namespaces: &[Namespace], f: impl Fn() -> T + Sync) -> Vec<(u64, Result<T, String>)> {
+pub fn in_each<T: Send>(namespaces: &[Namespace], f: impl Fn(u64) -> T + Sync) -> Vec<(u64, Result<T, String>)> {
     let (own, others): (Vec<&Namespace>, Vec<&Namespace>) = namespaces.iter().partition(|ns| ns.own);
-    let mut out: Vec<(u64, Result<T, String>)> = own.iter().map(|ns| (ns.inode, Ok(f()))).collect();
+    let mut out: Vec<(u64, Result<T, String>)> = own.iter().map(|ns| (ns.inode, Ok(f(ns.inode)))).collect();
     if others.is_empty() {
         return out;
     }
@@ -209,7 +209,7 @@ pub fn in_each<T: Send>(namespaces: &[Namespace], f: impl Fn() -> T + Sync) -> V
             .spawn(|| {
                 others
                     .iter()
-                    .map(|ns| (ns.inode, enter(ns).map(|()| f())))
+                    .map(|ns| (ns.inode, enter(ns).map(|()| f(ns.inode))))
                     .collect::<Vec<_>>()
             })
             .join()

@@ -3,11 +3,14 @@
 //! line on stdout, and holds everything until its stdin closes.
 //!
 //! ```text
-//! pw-listen [--children N [--pad BYTES]] SPEC...
+//! pw-listen [--children N [--pad BYTES]] [--reuseport] SPEC...
 //! SPEC: tcp4:ADDR  tcp6:ADDR  tcp46:ADDR  udp4:ADDR  udp6:ADDR  conn4 (a loopback TCP connection)
+//!       connect:ADDR[=SRC] (a TCP connection to ADDR, from the address SRC when given)
 //!       ADDR is IP:PORT, IPv6 in brackets; port 0 picks a free one. tcp6/udp6 set IPV6_V6ONLY,
-//!       tcp46 clears it.
+//!       tcp46 clears it. A connect spec reports its local port.
 //! --pad gives each child a command line BYTES longer (as a JVM's class path makes it).
+//! --reuseport sets SO_REUSEPORT on every listening socket (a wildcard and a specific address may
+//! then listen on one port).
 //! ```
 //! Output: `{"pid":P,"children":[...],"sockets":[{"spec":"tcp4","port":N},...]}`.
 
@@ -36,6 +39,11 @@ fn main() -> anyhow::Result<()> {
         pad = args.get(1).context("--pad needs a number")?.parse()?;
         args.drain(..2);
     }
+    let mut reuseport = false;
+    if args.first().map(String::as_str) == Some("--reuseport") {
+        reuseport = true;
+        args.remove(0);
+    }
     let mut held: Vec<OwnedFd> = Vec::new();
     let mut report = Vec::new();
     for spec in &args {
@@ -43,7 +51,7 @@ fn main() -> anyhow::Result<()> {
         let port = match kind {
             "tcp4" | "tcp6" | "tcp46" => {
                 let addr: SocketAddr = addr.parse().with_context(|| format!("bad address in {spec}"))?;
-                let fd = socket(addr, SocketType::STREAM, kind)?;
+                let fd = socket(addr, SocketType::STREAM, kind, reuseport)?;
                 rustix::net::listen(&fd, 128)?;
                 let l = TcpListener::from(fd);
                 let port = l.local_addr()?.port();
@@ -52,7 +60,7 @@ fn main() -> anyhow::Result<()> {
             }
             "udp4" | "udp6" => {
                 let addr: SocketAddr = addr.parse().with_context(|| format!("bad address in {spec}"))?;
-                let fd = socket(addr, SocketType::DGRAM, kind)?;
+                let fd = socket(addr, SocketType::DGRAM, kind, reuseport)?;
                 let u = UdpSocket::from(fd);
                 let port = u.local_addr()?.port();
                 held.push(u.into());
@@ -64,6 +72,25 @@ fn main() -> anyhow::Result<()> {
                 let (s, _) = l.accept()?;
                 let port = c.local_addr()?.port();
                 held.extend([OwnedFd::from(l), OwnedFd::from(c), OwnedFd::from(s)]);
+                port
+            }
+            "connect" => {
+                let (to, from) = addr.split_once('=').map_or((addr, None), |(to, from)| (to, Some(from)));
+                let to: SocketAddr = to.parse().with_context(|| format!("bad address in {spec}"))?;
+                let family = if to.is_ipv4() {
+                    AddressFamily::INET
+                } else {
+                    AddressFamily::INET6
+                };
+                let fd = rustix::net::socket(family, SocketType::STREAM, None)?;
+                if let Some(from) = from {
+                    let ip: std::net::IpAddr = from.parse().with_context(|| format!("bad source in {spec}"))?;
+                    rustix::net::bind(&fd, &SocketAddr::new(ip, 0)).with_context(|| format!("cannot bind {spec}"))?;
+                }
+                rustix::net::connect(&fd, &to).with_context(|| format!("cannot connect {spec}"))?;
+                let c = TcpStream::from(fd);
+                let port = c.local_addr()?.port();
+                held.push(c.into());
                 port
             }
             _ => bail!("unknown socket spec {spec}"),
@@ -104,7 +131,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn socket(addr: SocketAddr, kind: SocketType, spec: &str) -> anyhow::Result<OwnedFd> {
+fn socket(addr: SocketAddr, kind: SocketType, spec: &str, reuseport: bool) -> anyhow::Result<OwnedFd> {
     let family = if addr.is_ipv4() {
         AddressFamily::INET
     } else {
@@ -115,6 +142,9 @@ fn socket(addr: SocketAddr, kind: SocketType, spec: &str) -> anyhow::Result<Owne
         sockopt::set_ipv6_v6only(&fd, !spec.ends_with("46"))?;
     }
     sockopt::set_socket_reuseaddr(&fd, true)?;
+    if reuseport {
+        sockopt::set_socket_reuseport(&fd, true)?;
+    }
     rustix::net::bind(&fd, &addr).with_context(|| format!("cannot bind {spec} {addr}"))?;
     Ok(fd)
 }

@@ -1,0 +1,242 @@
+//! `portwatch-agent scan --peers` against real connections: listeners and
+//! clients held by `pw-listen` processes, on this host's loopback and across
+//! a veth pair between two network namespaces made for the test.
+//!
+//! The namespace test needs root (`ip netns add`, `ip link add`); CI runs as
+//! root, and without root it fails saying so rather than passing unseen.
+
+// The helpers below are test code: a failure is a panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use portwatch_tests::{is_root, run_agent, Listeners, Netns};
+use serde_json::{json, Value};
+
+/// `scan --json --peers ARGS`, as JSON objects; fails on a warning about peers.
+fn scan_peers(args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["scan", "--json", "--peers", "--no-firewall"];
+    all.extend_from_slice(args);
+    let out = run_agent(&all);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "scan {args:?} failed: {stderr}");
+    assert!(!stderr.contains("peers not counted"), "{stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().cloned().unwrap_or_default()
+}
+
+/// The `peers` object of the TCP listener on `addr`:`port`.
+fn peers_of(sockets: &[Value], addr: &str, port: u16) -> Value {
+    sockets
+        .iter()
+        .find(|s| s["proto"] == "tcp" && s["state"] == "LISTEN" && s["local_port"] == port && s["local_addr"] == addr)
+        .unwrap_or_else(|| panic!("no TCP listener on {addr}:{port} in {sockets:#?}"))["peers"]
+        .clone()
+}
+
+#[test]
+fn loopback_clients_are_counted_on_the_listener_they_connected_to() {
+    let servers = Listeners::start(&[], &["tcp4:127.0.0.1:0", "tcp4:0.0.0.0:0", "udp4:127.0.0.1:0"]).unwrap();
+    let (lo, any) = (servers.port(0), servers.port(1));
+    // Three remotes on the loopback listener (6 connections: 3, 2 and 1), two connections on the wildcard.
+    let mut specs: Vec<String> = Vec::new();
+    for (from, n) in [("127.0.0.2", 3), ("127.0.0.3", 2), ("127.0.0.4", 1)] {
+        specs.extend((0..n).map(|_| format!("connect:127.0.0.1:{lo}={from}")));
+    }
+    specs.extend((0..2).map(|_| format!("connect:127.0.0.1:{any}")));
+    let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+    let _clients = Listeners::start(&[], &specs).unwrap();
+
+    let pid = servers.opened.pid.to_string();
+    let sockets = scan_peers(&["--pid", &pid, "--peers-top", "2"]);
+    assert_eq!(
+        peers_of(&sockets, "127.0.0.1", lo),
+        json!({
+            "connections": 6,
+            "distinct_remotes": 3,
+            "top": [{"addr": "127.0.0.2", "connections": 3}, {"addr": "127.0.0.3", "connections": 2}],
+            "classes": {"loopback": 6, "private": 0, "public": 0},
+        })
+    );
+    assert_eq!(
+        peers_of(&sockets, "0.0.0.0", any),
+        json!({
+            "connections": 2,
+            "distinct_remotes": 1,
+            "top": [{"addr": "127.0.0.1", "connections": 2}],
+            "classes": {"loopback": 2, "private": 0, "public": 0},
+        })
+    );
+    let udp = sockets.iter().find(|s| s["proto"] == "udp").expect("the UDP socket");
+    assert_eq!(udp["peers"], Value::Null, "UDP has no peers");
+
+    // Not asked: null.
+    let out = run_agent(&["scan", "--json", "--no-firewall", "--pid", &pid]);
+    let plain: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(peers_of(&plain, "127.0.0.1", lo), Value::Null);
+
+    // The table's PEERS column.
+    let out = run_agent(&["scan", "--peers", "--no-firewall", "--pid", &pid]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().next().unwrap_or_default().contains("FIREWALL  PEERS"),
+        "{text}"
+    );
+    let row = |port: u16| {
+        text.lines()
+            .find(|l| l.starts_with("tcp ") && l.split_whitespace().nth(3) == Some(&*port.to_string()))
+            .unwrap_or_else(|| panic!("no row for {port}: {text}"))
+            .to_owned()
+    };
+    assert!(row(lo).contains("  6 conn / 3 remotes  "), "{text}");
+    assert!(row(any).contains("  2 conn / 1 remote  "), "{text}");
+}
+
+/// Runs `ip ARGS`, panicking with its stderr when it fails.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("cannot run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_client_in_another_namespace_is_private_and_counted_on_the_wildcard_not_the_loopback_listener_root_only() {
+    assert!(
+        is_root(),
+        "this test needs root (ip netns add, a veth pair between the namespaces): run the tests as root, as CI \
+         does (sudo tests/run.sh)"
+    );
+    // Two namespaces joined by a veth pair: the server's 10.77.0.1, the client's 10.77.0.2. Deleting a
+    // namespace (Netns's drop, also when an assertion fails) deletes its end of the pair, and so the pair.
+    let server = Netns::create("peers-srv").unwrap();
+    let client = Netns::create("peers-cli").unwrap();
+    let (veth_srv, veth_cli) = (
+        format!("pws{}", std::process::id()),
+        format!("pwc{}", std::process::id()),
+    );
+    ip(&[
+        "-n",
+        &server.name,
+        "link",
+        "add",
+        &veth_srv,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &veth_cli,
+        "netns",
+        &client.name,
+    ]);
+    ip(&["-n", &server.name, "addr", "add", "10.77.0.1/24", "dev", &veth_srv]);
+    ip(&["-n", &client.name, "addr", "add", "10.77.0.2/24", "dev", &veth_cli]);
+    ip(&["-n", &server.name, "link", "set", &veth_srv, "up"]);
+    ip(&["-n", &client.name, "link", "set", &veth_cli, "up"]);
+
+    // On one port, a wildcard and a loopback listener (SO_REUSEPORT lets both listen); on another a
+    // dual-stack ::, which takes IPv4 as IPv4-mapped IPv6. The namespace is the test's own: fixed ports.
+    let in_server = ["ip", "netns", "exec", &server.name];
+    let _listeners = Listeners::start(
+        &in_server,
+        &[
+            "--reuseport",
+            "tcp4:0.0.0.0:7300",
+            "tcp4:127.0.0.1:7300",
+            "tcp46:[::]:7301",
+        ],
+    )
+    .unwrap();
+    let in_client = ["ip", "netns", "exec", &client.name];
+    let _from_client = Listeners::start(
+        &in_client,
+        &[
+            "connect:10.77.0.1:7300",
+            "connect:10.77.0.1:7300",
+            "connect:10.77.0.1:7301",
+        ],
+    )
+    .unwrap();
+    let _from_loopback = Listeners::start(&in_server, &["connect:127.0.0.1:7300"]).unwrap();
+
+    let sockets = scan_peers(&["--netns", &server.inode().unwrap().to_string()]);
+    assert_eq!(
+        peers_of(&sockets, "0.0.0.0", 7300),
+        json!({
+            "connections": 2,
+            "distinct_remotes": 1,
+            "top": [{"addr": "10.77.0.2", "connections": 2}],
+            "classes": {"loopback": 0, "private": 2, "public": 0},
+        })
+    );
+    assert_eq!(
+        peers_of(&sockets, "127.0.0.1", 7300),
+        json!({
+            "connections": 1,
+            "distinct_remotes": 1,
+            "top": [{"addr": "127.0.0.1", "connections": 1}],
+            "classes": {"loopback": 1, "private": 0, "public": 0},
+        })
+    );
+    assert_eq!(
+        peers_of(&sockets, "::", 7301),
+        json!({
+            "connections": 1,
+            "distinct_remotes": 1,
+            "top": [{"addr": "10.77.0.2", "connections": 1}],
+            "classes": {"loopback": 0, "private": 1, "public": 0},
+        }),
+        "an IPv4 client of a dual-stack listener is shown as its IPv4 address"
+    );
+}
+
+#[test]
+fn peers_of_a_namespace_the_agent_cannot_enter_are_null_and_named_in_the_warning_root_only() {
+    assert!(
+        is_root(),
+        "this test needs root (ip netns add, then setpriv to another user): run the tests as root, as CI does"
+    );
+    // A listener in a namespace, held by an unprivileged user: that user's agent reads the namespace's
+    // listeners through the holder's /proc/<pid>/net, but cannot enter it to dump its connections.
+    let ns = Netns::create("peers-unpriv").unwrap();
+    let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    let mut prefix = vec!["ip", "netns", "exec", &ns.name, "setpriv"];
+    prefix.extend(nobody);
+    let inside = Listeners::start(&prefix, &["tcp4:127.0.0.1:0"]).unwrap();
+    let inode = ns.inode().unwrap().to_string();
+    let out = Command::new("setpriv")
+        .args(nobody)
+        .arg(portwatch_tests::binary("portwatch-agent"))
+        .args(["scan", "--json", "--peers", "--no-firewall", "--netns", &inode])
+        .output()
+        .expect("setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let sockets: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        peers_of(&sockets, "127.0.0.1", inside.port(0)),
+        Value::Null,
+        "{sockets:#?}"
+    );
+    assert!(
+        stderr.contains(&format!("peers not counted in network namespace {inode}")),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one warning line: {stderr}");
+}
+
+#[test]
+fn peers_top_needs_peers_and_a_number_from_1_to_100() {
+    for (args, needle) in [
+        (&["scan", "--peers-top", "3"][..], "--peers"),
+        (&["scan", "--peers", "--peers-top", "0"], "from 1 to 100"),
+        (&["scan", "--peers", "--peers-top", "101"], "from 1 to 100"),
+    ] {
+        let out = run_agent(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
