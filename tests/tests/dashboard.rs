@@ -269,6 +269,8 @@ fn a_read_session_sees_a_real_listener_with_its_pid_and_the_host_as_it_was_befor
         t.contains(&format!("[{pid}]"))
     });
     assert!(text.contains("pw-listen") && text.contains("loopback"), "{text}");
+    let firewall = b.text(&b.wait_for(&format!("{row} .fw"), PAGE).unwrap()).unwrap();
+    assert_eq!(firewall, "-", "a loopback listener's firewall is not evaluated");
     b.screenshot(&shots.join("host.png")).unwrap();
 
     // The hostile name is text: its characters are on the page, no <img> is, no script ran.

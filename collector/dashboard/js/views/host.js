@@ -36,11 +36,20 @@ function listenerKey(r) {
   return `${r.netns}/${r.proto}/${r.local_addr}/${r.local_port}`;
 }
 
+/** What the host's firewall does with new connections to it: the answer, the deciding rule on hover. */
+function firewall(r) {
+  const fw = r.firewall;
+  if (!fw) return h('span', { class: 'fw none', title: 'not evaluated (loopback, or the agent does not read the firewall)' }, '-');
+  const sources = fw.sources && fw.sources.length ? ` (from ${fw.sources.join(', ')})` : '';
+  return h('span', { class: `fw ${fw.reach}`, title: `${fw.rule}${sources}` }, fw.reach);
+}
+
 function listenersTable(rows, id) {
   const columns = [
     { title: 'Listener', cell: (r) => address(r) },
     { title: 'Port', class: 'num', cell: (r) => String(r.local_port) },
     { title: 'Exposure', cell: (r) => h('span', { class: `exp ${r.exposure}` }, r.exposure) },
+    { title: 'Firewall', cell: firewall },
     { title: 'User', cell: (r) => r.user || '-' },
     { title: 'Processes', cell: processes },
     { title: 'Since', cell: (r) => local(r.opened_at) },
@@ -61,11 +70,11 @@ function diffSection(d) {
   return h('div', { class: 'diff' },
     list('Opened', d.opened, 'diff-opened'),
     list('Closed', d.closed, 'diff-closed'),
-    h('section', { id: 'diff-changed' }, h('h3', {}, `Changed owner (${d.changed.length})`),
+    h('section', { id: 'diff-changed' }, h('h3', {}, `Changed owner or firewall (${d.changed.length})`),
       d.changed.length ? table([
         { title: 'Listener', cell: (c) => address(c.after) },
-        { title: 'Before', cell: (c) => processes(c.before) },
-        { title: 'After', cell: (c) => processes(c.after) },
+        { title: 'Before', cell: (c) => [processes(c.before), firewall(c.before)] },
+        { title: 'After', cell: (c) => [processes(c.after), firewall(c.after)] },
       ], d.changed) : note('None.')));
 }
 
