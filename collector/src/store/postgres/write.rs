@@ -404,13 +404,71 @@ impl<'t, 'c, 'b> HostWriter<'t, 'c, 'b> {
             keys.push(self.stored_key(listener).await?);
         }
         let plan = history::reconcile(open, keys);
-        for key in &plan.open {
-            self.insert(key, at).await?;
-        }
-        for (id, opened_at) in plan.close {
-            self.set_closed(id, opened_at, at).await?;
+        self.insert_all(&plan.open, at).await?;
+        let ids: Vec<i64> = plan.close.iter().map(|(id, _)| *id).collect();
+        if !ids.is_empty() {
+            // One statement for every close (never before its open: history::close_time).
+            self.tx
+                .execute(
+                    "UPDATE intervals SET closed_at = greatest(opened_at, $3)
+                     WHERE host_id = $1 AND closed_at IS NULL AND id = ANY($2)",
+                    &[&self.host_id, &ids, &at],
+                )
+                .await
+                .map_err(pg)?;
         }
         Ok(())
+    }
+
+    /// Opens an interval for each of `keys` at `at`, in one statement, and
+    /// records the ports' first sightings (see [`Self::first_seen`]).
+    async fn insert_all(&self, keys: &[IntervalKey], at: i64) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let netns: Vec<i64> = keys.iter().map(|k| k.netns).collect();
+        let proto: Vec<i16> = keys.iter().map(|k| k.proto as i16).collect();
+        let family: Vec<i16> = keys.iter().map(|k| k.family as i16).collect();
+        let addr: Vec<&[u8]> = keys.iter().map(|k| k.addr.as_slice()).collect();
+        let port: Vec<i32> = keys.iter().map(|k| i32::from(k.port)).collect();
+        let inode: Vec<i64> = keys.iter().map(|k| k.inode).collect();
+        let uid: Vec<i64> = keys.iter().map(|k| i64::from(k.uid)).collect();
+        let user: Vec<Option<&str>> = keys.iter().map(|k| k.user.as_deref()).collect();
+        let exposure: Vec<i16> = keys.iter().map(|k| k.exposure as i16).collect();
+        let dual_stack: Vec<bool> = keys.iter().map(|k| k.dual_stack).collect();
+        let owners: Vec<&[u8]> = keys.iter().map(|k| k.owners.as_slice()).collect();
+        let firewall: Vec<Option<&str>> = keys.iter().map(|k| k.firewall.as_deref()).collect();
+        self.tx
+            .execute(
+                &format!(
+                    "INSERT INTO intervals (host_id, {INTERVAL_KEY_COLUMNS}, opened_at)
+                     SELECT $1, k.*, $14 FROM UNNEST($2::bigint[], $3::smallint[], $4::smallint[], $5::bytea[],
+                         $6::integer[], $7::bigint[], $8::bigint[], $9::text[], $10::smallint[], $11::boolean[],
+                         $12::bytea[], $13::text[]) AS k"
+                ),
+                &[
+                    &self.host_id,
+                    &netns,
+                    &proto,
+                    &family,
+                    &addr,
+                    &port,
+                    &inode,
+                    &uid,
+                    &user,
+                    &exposure,
+                    &dual_stack,
+                    &owners,
+                    &firewall,
+                    &at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        let mut ports: Vec<(i16, i32)> = proto.into_iter().zip(port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        self.first_seen(&ports, at).await
     }
 
     /// Opens an interval for `listener` at `at`, unless it is open already.
@@ -550,56 +608,47 @@ impl<'t, 'c, 'b> HostWriter<'t, 'c, 'b> {
     }
 
     async fn insert(&self, key: &IntervalKey, at: i64) -> Result<(), StoreError> {
-        let user = key.user.as_deref();
-        let (proto, port) = (key.proto as i16, i32::from(key.port));
-        self.tx
-            .execute(
-                &format!(
-                    "INSERT INTO intervals (host_id, {INTERVAL_KEY_COLUMNS}, opened_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-                ),
-                &[
-                    &self.host_id,
-                    &key.netns,
-                    &proto,
-                    &(key.family as i16),
-                    &key.addr,
-                    &port,
-                    &key.inode,
-                    &i64::from(key.uid),
-                    &user,
-                    &(key.exposure as i16),
-                    &key.dual_stack,
-                    &key.owners,
-                    &key.firewall,
-                    &at,
-                ],
-            )
-            .await
-            .map_err(pg)?;
-        // Read first: the upsert locks the port's row to commit, and every
-        // host opening port 22 would wait on the others. Only a sighting
-        // earlier than the one kept (a port new to the fleet, a late replay) writes.
-        let kept: Option<i64> = self
+        self.insert_all(std::slice::from_ref(key), at).await
+    }
+
+    /// Records that `ports` (protocol, port; sorted, so that two writers
+    /// lock rows in one order) were seen open at `at`, where that is earlier
+    /// than the sighting kept. Read first: the upsert locks a port's row to
+    /// commit, and every host opening port 22 would wait on the others; only
+    /// a sighting earlier than the one kept (a port new to the fleet, a late
+    /// replay) writes.
+    async fn first_seen(&self, ports: &[(i16, i32)], at: i64) -> Result<(), StoreError> {
+        let (protos, numbers): (Vec<i16>, Vec<i32>) = ports.iter().copied().unzip();
+        let kept: HashMap<(i16, i32), i64> = self
             .tx
-            .query_opt(
-                "SELECT first_seen FROM ports_first_seen WHERE proto = $1 AND port = $2",
-                &[&proto, &port],
+            .query(
+                "SELECT f.proto, f.port, f.first_seen FROM ports_first_seen f
+                 JOIN UNNEST($1::smallint[], $2::integer[]) AS p(proto, port) USING (proto, port)",
+                &[&protos, &numbers],
             )
             .await
             .map_err(pg)?
-            .map(|r| r.get(0));
-        if kept.is_none_or(|first| at < first) {
-            self.tx
-                .execute(
-                    "INSERT INTO ports_first_seen (proto, port, first_seen, host_id) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (proto, port) DO UPDATE SET first_seen = excluded.first_seen, host_id = excluded.host_id
-                     WHERE excluded.first_seen < ports_first_seen.first_seen",
-                    &[&proto, &port, &at, &self.host_id],
-                )
-                .await
-                .map_err(pg)?;
+            .iter()
+            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+            .collect();
+        let (protos, numbers): (Vec<i16>, Vec<i32>) = ports
+            .iter()
+            .copied()
+            .filter(|p| kept.get(p).is_none_or(|&first| at < first))
+            .unzip();
+        if protos.is_empty() {
+            return Ok(());
         }
+        self.tx
+            .execute(
+                "INSERT INTO ports_first_seen (proto, port, first_seen, host_id)
+                 SELECT p.proto, p.port, $3, $4 FROM UNNEST($1::smallint[], $2::integer[]) AS p(proto, port)
+                 ON CONFLICT (proto, port) DO UPDATE SET first_seen = excluded.first_seen, host_id = excluded.host_id
+                 WHERE excluded.first_seen < ports_first_seen.first_seen",
+                &[&protos, &numbers, &at, &self.host_id],
+            )
+            .await
+            .map_err(pg)?;
         Ok(())
     }
 

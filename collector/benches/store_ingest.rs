@@ -1,0 +1,89 @@
+//! Snapshot ingest through the store, on each backend: a new host's first snapshot of 50
+//! listeners (10 programs, each held by a couple of pids) per batch, the way a fleet's agents
+//! start; criterion reports listeners per second. SQLite in a temporary file; PostgreSQL in a
+//! schema of its own on the server `PORTWATCH_TEST_POSTGRES` names (what `tests/postgres.sh`
+//! starts), skipped with a line on stderr when it is not set.
+//!
+//!   cargo bench -p portwatch-collector --bench store_ingest
+//!
+//! (README, Speed: PostgreSQL.)
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use portwatch_collector::clock;
+use portwatch_collector::store::postgres::{PostgresOptions, PostgresStore};
+use portwatch_collector::store::sqlite::SqliteStore;
+use portwatch_collector::store::Store;
+use portwatch_common::Listener;
+use portwatch_fixtures::{batch, owned, snapshot, PostgresSchema};
+
+/// Listeners of each host's snapshot.
+const LISTENERS: u16 = 50;
+
+/// The snapshot of host `h`: its own sockets, programs shared with the fleet.
+fn listeners(h: usize) -> Vec<Listener> {
+    (0..LISTENERS)
+        .map(|i| {
+            let pid = 1000 + u32::from(i % 10) * 7;
+            owned(8000 + i % 10, (h as u64) << 16 | u64::from(i), &[pid, pid + 1])
+        })
+        .map(|mut l| {
+            l.local_port += LISTENERS * (l.inode as u16 % 13);
+            l
+        })
+        .collect()
+}
+
+fn ingest_new_hosts(store: &dyn Store, next: &AtomicUsize, iters: u64) -> Duration {
+    let batches: Vec<_> = (0..iters)
+        .map(|_| {
+            let h = next.fetch_add(1, Ordering::Relaxed);
+            let at = jiff::Timestamp::now();
+            batch(&format!("bench-{h}"), "s", vec![snapshot(1, at, listeners(h))])
+        })
+        .collect();
+    let t = Instant::now();
+    for b in &batches {
+        store.ingest(b, jiff::Timestamp::now()).expect("ingest");
+    }
+    t.elapsed()
+}
+
+fn snapshot_ingest(c: &mut Criterion) {
+    let mut group = c.benchmark_group("snapshot ingest, 50 listeners a host");
+    group.throughput(Throughput::Elements(u64::from(LISTENERS)));
+    group.sample_size(20).measurement_time(Duration::from_secs(10));
+
+    let dir = std::env::temp_dir().join(format!("pw-bench-ingest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let sqlite = SqliteStore::open(&dir.join("collector.db")).expect("the SQLite store");
+    let next = AtomicUsize::new(0);
+    group.bench_function("sqlite", |b| {
+        b.iter_custom(|iters| ingest_new_hosts(&sqlite, &next, iters))
+    });
+    drop(sqlite);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    if std::env::var_os("PORTWATCH_TEST_POSTGRES").is_none() {
+        eprintln!(
+            "store_ingest: no PostgreSQL (set PORTWATCH_TEST_POSTGRES: `source tests/postgres.sh && postgres_start`); \
+             its row is not measured"
+        );
+    } else {
+        let schema = PostgresSchema::fresh();
+        let store = PostgresStore::open(&PostgresOptions::new(schema.url.clone()), clock::Limits::default())
+            .expect("the PostgreSQL store");
+        let next = AtomicUsize::new(0);
+        group.bench_function("postgres", |b| {
+            b.iter_custom(|iters| ingest_new_hosts(&store, &next, iters))
+        });
+        drop(store);
+    }
+    group.finish();
+}
+
+criterion_group!(benches, snapshot_ingest);
+criterion_main!(benches);
