@@ -6,7 +6,9 @@
 //!
 //!   cargo bench -p portwatch-collector --bench store_ingest
 //!
-//! (README, Speed: PostgreSQL.)
+//! (README, Speed: Collector.)
+// A benchmark: a failed setup or ingest ends it with its message.
+#![allow(clippy::expect_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
