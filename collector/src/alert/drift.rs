@@ -694,6 +694,34 @@ reason = "the site"
     }
 
     #[test]
+    fn rule_changes_however_many_are_not_closes_of_the_listener_and_never_flapping() {
+        let h = host("web-1", HostStatus::Up);
+        // Ten answers in a row on one socket, each closed the moment the next opened.
+        let mut recent = Vec::new();
+        for i in 0..10 {
+            let reach = if i % 2 == 0 { Reach::Filtered } else { Reach::Open };
+            let mut r = behind(row(443, "0.0.0.0", "nginx", "www"), reach, "inet filter input handle 3");
+            r.opened_at = t(-100 + i * 10);
+            r.closed_at = (i < 9).then(|| t(-100 + (i + 1) * 10));
+            recent.push(r);
+        }
+        let now = [recent[9].clone()];
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &recent,
+            alerting: &HashSet::new(),
+            with_info: true,
+        };
+        let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
+        assert!(!f.iter().any(|f| f.kind == Kind::Flapping), "{f:?}");
+        assert!(
+            f.iter().any(|f| f.kind == Kind::FirewallOpened),
+            "the last change opened it: {f:?}"
+        );
+    }
+
+    #[test]
     fn a_host_as_its_baseline_says_has_no_finding() {
         let h = host("web-1", HostStatus::Up);
         let now = [
