@@ -570,6 +570,8 @@ mod tests {
             clock_skew_at: None,
             clock_skewed: false,
             detection: None,
+            host_netns: None,
+            addresses: Vec::new(),
         };
         let mut out = Vec::new();
         super::hosts(&mut out, &[host], &TimeZone::UTC).unwrap();
@@ -651,6 +653,8 @@ mod tests {
             clock_skew_at: skew.map(|_| at),
             clock_skewed: skewed,
             detection: None,
+            host_netns: None,
+            addresses: Vec::new(),
         };
         let hosts = [
             host("ahead", Some(7_380_000), true),

@@ -501,6 +501,8 @@ reason = "the site"
             clock_skew_at: None,
             clock_skewed: false,
             detection: None,
+            host_netns: None,
+            addresses: Vec::new(),
         }
     }
 
