@@ -1,0 +1,352 @@
+//! The view from outside, end to end: a host and a collector in two network
+//! namespaces joined by a veth pair. The host's namespace (A) runs a real
+//! `portwatch-agent run` (so its own namespace, whose addresses and
+//! listeners it reports, is A) and real listeners behind real nftables rules;
+//! the collector's (B) runs `portwatch-collector serve` and then
+//! `portwatch-collector probe` on the same database. Named nftables counters
+//! on B's output hook count every TCP SYN leaving B, in all and per target,
+//! so the test sees every connection attempt the probe made.
+//!
+//! Needs root (`ip netns add`, `nft`) and the `nft` binary (`tests/run.sh`
+//! installs nftables); CI runs as root.
+
+// The helpers below are test code: a failure is a panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use portwatch_tests::{
+    binary, create_token, eventually, is_root, prefixed, Agent, Collector, Listeners, Netns, TempDir,
+};
+use serde_json::Value;
+
+const HOST: &str = "probe-db-1";
+
+fn require_root(test: &str) {
+    assert!(
+        is_root(),
+        "{test} needs root (ip netns add, veth, nft in the namespaces): run the tests as root, as CI does (sudo tests/run.sh)"
+    );
+}
+
+fn ok(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ip(args: &[&str]) {
+    ok(Command::new("ip").args(args).output().unwrap(), &format!("ip {args:?}"));
+}
+
+fn nft_file(ns: &Netns, dir: &TempDir, name: &str, rules: &str) {
+    let file = dir.path.join(name);
+    std::fs::write(&file, rules).unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run nft (install nftables; tests/run.sh does): {e}"));
+    ok(out, &format!("nft -f {name}"));
+}
+
+/// The packets named counter `name` of table `inet watch` in `ns` counted.
+fn counter(ns: &Netns, name: &str) -> u64 {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", &ns.name, "nft", "-j", "list", "counter", "inet", "watch", name,
+        ])
+        .output()
+        .unwrap();
+    let out = ok(out, &format!("nft list counter {name}"));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|o| o["counter"]["packets"].as_u64())
+        .unwrap_or_else(|| panic!("no counter {name}: {v}"))
+}
+
+/// `portwatch --json ARGS` run in `ns` against `url`.
+fn portwatch_in(ns: &Netns, url: &str, token: &str, args: &[&str]) -> Option<Value> {
+    let out = prefixed(&["ip", "netns", "exec", &ns.name], binary("portwatch"))
+        .args(["--collector", url, "--token", token, "--json"])
+        .args(args)
+        .output()
+        .ok()?;
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok())?
+}
+
+/// `portwatch-collector probe ARGS --config CONFIG` run in `ns`: its output.
+fn probe_in(ns: &Netns, config: &std::path::Path, args: &[&str]) -> Output {
+    prefixed(&["ip", "netns", "exec", &ns.name], binary("portwatch-collector"))
+        .arg("probe")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+/// Every JSON object of `out`'s stdout, one a line.
+fn lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The probe marks reachability correctly and never connects to anything it
+/// was not told about. Host namespace A has two addresses (.1 and .3) and,
+/// behind a drop policy that accepts established connections, loopback,
+/// 8080 and 8081 from anywhere and 5432 from the veth's subnet:
+/// - 0.0.0.0:8080, accepted: `open`, and reachable from the collector;
+/// - 0.0.0.0:8081, accepted by the host but dropped on the way out of the
+///   collector's namespace (a network firewall between): `open`, unreachable;
+/// - 0.0.0.0:6379 (Redis, risky), dropped by the policy: `filtered`, unreachable;
+/// - 10.x.y.1:5432 (PostgreSQL, risky), accepted from the subnet only:
+///   `restricted`, reachable from the collector, tried at .1 only;
+/// - 127.0.0.1:9090: loopback, never tried; 7777 unused, never tried.
+///
+/// The SYN counters on the collector's side: none before the probe (nor
+/// after its dry run), then SYNs to exactly the seven targets of the plan,
+/// their sum every SYN that left the namespace.
+#[test]
+fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listeners_root_only() {
+    require_root("the_probe_marks_reachability_correctly_and_connects_only_to_reported_listeners_root_only");
+    let host = Netns::create("probeh").unwrap();
+    let coll = Netns::create("probec").unwrap();
+    let n = std::process::id() % 250 + 1;
+    let (a, b) = (format!("ppa{n}"), format!("ppb{n}"));
+    let (one, three, them) = (
+        format!("10.232.{n}.1"),
+        format!("10.232.{n}.3"),
+        format!("10.232.{n}.2"),
+    );
+    ip(&[
+        "link", "add", &a, "netns", &host.name, "type", "veth", "peer", "name", &b, "netns", &coll.name,
+    ]);
+    ip(&["-n", &host.name, "addr", "add", &format!("{one}/24"), "dev", &a]);
+    ip(&["-n", &host.name, "addr", "add", &format!("{three}/24"), "dev", &a]);
+    ip(&["-n", &coll.name, "addr", "add", &format!("{them}/24"), "dev", &b]);
+    ip(&["-n", &host.name, "link", "set", &a, "up"]);
+    ip(&["-n", &coll.name, "link", "set", &b, "up"]);
+
+    let dir = TempDir::new("probe").unwrap();
+    nft_file(
+        &host,
+        &dir,
+        "host.nft",
+        &format!(
+            "table inet filter {{\n  chain input {{\n    type filter hook input priority 0; policy drop;\n    \
+             ct state established,related accept\n    iifname \"lo\" accept\n    tcp dport 8080 accept\n    \
+             tcp dport 8081 accept\n    ip saddr 10.232.{n}.0/24 tcp dport 5432 accept\n  }}\n}}\n"
+        ),
+    );
+    // The collector's side: counters first (priority -10), then the network firewall between.
+    let ports = [8080u16, 8081, 6379, 5432, 9090, 7777];
+    let mut watch = String::from("table inet watch {\n  counter syn_all { }\n");
+    for addr in [&one, &three] {
+        for port in ports {
+            watch.push_str(&format!(
+                "  counter t_{}_{port} {{ }}\n",
+                addr.rsplit('.').next().unwrap()
+            ));
+        }
+    }
+    watch.push_str(
+        "  chain out {\n    type filter hook output priority -10; policy accept;\n    \
+         oifname != \"lo\" tcp flags & (syn | ack) == syn counter name \"syn_all\"\n",
+    );
+    for addr in [&one, &three] {
+        for port in ports {
+            watch.push_str(&format!(
+                "    ip daddr {addr} tcp dport {port} tcp flags & (syn | ack) == syn counter name \"t_{}_{port}\"\n",
+                addr.rsplit('.').next().unwrap()
+            ));
+        }
+    }
+    watch.push_str("  }\n}\ntable inet between {\n  chain out {\n    type filter hook output priority 0; policy accept;\n    tcp dport 8081 drop\n  }\n}\n");
+    nft_file(&coll, &dir, "collector.nft", &watch);
+
+    let _listeners = Listeners::start(
+        &["ip", "netns", "exec", &host.name],
+        &[
+            "tcp4:0.0.0.0:8080",
+            "tcp4:0.0.0.0:8081",
+            "tcp4:0.0.0.0:6379",
+            &format!("tcp4:{one}:5432"),
+            "tcp4:127.0.0.1:9090",
+        ],
+    )
+    .unwrap();
+
+    let db = dir.path.join("collector.db");
+    let config = dir.path.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{them}:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\n\
+             [probe]\nenabled = true\nrate = 50\ntimeout = \"1s\"\n",
+            db.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let agent_token = create_token(&db, &["--host", HOST]).unwrap();
+    let read = create_token(&db, &["--role", "read", "--name", "ops"]).unwrap();
+    let collector = Collector::serve_in(
+        &["ip", "netns", "exec", &coll.name],
+        &db,
+        &["--config".as_ref(), config.as_os_str()],
+    )
+    .unwrap();
+    let _agent = Agent::start_in(
+        &["ip", "netns", "exec", &host.name],
+        &collector.url,
+        &agent_token,
+        HOST,
+        "200ms",
+        &dir.path.join("spool"),
+    )
+    .unwrap();
+    let netns = host.inode().unwrap();
+    let settle = Duration::from_secs(30);
+
+    // History has the four listeners beyond loopback, with the host firewall's answers.
+    let reach = eventually(settle, || {
+        let rows = portwatch_in(&coll, &collector.url, &read, &["ports", "--host", HOST])?;
+        let mine: Vec<(u64, String)> = rows
+            .as_array()?
+            .iter()
+            .filter(|r| r["netns"] == netns && r["local_addr"] != "127.0.0.1")
+            .map(|r| {
+                (
+                    r["local_port"].as_u64().unwrap_or(0),
+                    r["firewall"]["reach"].as_str().unwrap_or("-").to_owned(),
+                )
+            })
+            .collect();
+        (mine.len() == 4).then_some(mine)
+    })
+    .expect("the host's listeners reach history");
+    let reach_of = |port: u64| reach.iter().find(|(p, _)| *p == port).map(|(_, r)| r.as_str());
+    assert_eq!(reach_of(8080), Some("open"), "{reach:?}");
+    assert_eq!(reach_of(8081), Some("open"), "{reach:?}");
+    assert_eq!(reach_of(6379), Some("filtered"), "{reach:?}");
+    assert_eq!(reach_of(5432), Some("restricted"), "{reach:?}");
+    let hosts = portwatch_in(&coll, &collector.url, &read, &["hosts"]).unwrap();
+    let me = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == HOST)
+        .unwrap()
+        .clone();
+    assert_eq!(me["host_netns"], netns, "{me:#}");
+    let mut addresses: Vec<&str> = me["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    addresses.sort_unstable();
+    assert_eq!(
+        addresses,
+        [one.as_str(), three.as_str()],
+        "A's own addresses, loopback and link-local left out"
+    );
+
+    // The plan: exactly the reported listeners at the reported addresses.
+    let dry = ok(
+        probe_in(&coll, &config, &["--dry-run", "--json", "--host", HOST]),
+        "probe --dry-run",
+    );
+    let plans = lines(&dry);
+    assert_eq!(plans.len(), 1, "{plans:#?}");
+    let mut targets: Vec<String> = plans[0]["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_owned())
+        })
+        .collect();
+    targets.sort();
+    let mut expected: Vec<String> = vec![
+        format!("{one}:5432"),
+        format!("{one}:6379"),
+        format!("{three}:6379"),
+        format!("{one}:8080"),
+        format!("{three}:8080"),
+        format!("{one}:8081"),
+        format!("{three}:8081"),
+    ];
+    expected.sort();
+    assert_eq!(targets, expected);
+    assert_eq!(
+        counter(&coll, "syn_all"),
+        0,
+        "nothing connected out before the probe, nor its dry run"
+    );
+
+    // One probe.
+    let run = ok(probe_in(&coll, &config, &["--json", "--host", HOST]), "probe");
+    let results = lines(&run);
+    assert_eq!(results.len(), 1, "{results:#?}");
+    let verdicts = results[0]["verdicts"].as_array().unwrap().clone();
+    let verdict = |port: u16| -> Value {
+        verdicts
+            .iter()
+            .find(|v| v["port"] == port && v["netns"] == netns)
+            .cloned()
+            .unwrap_or_else(|| panic!("no verdict of {port} in {verdicts:#?}"))
+    };
+    assert_eq!(verdict(8080)["state"], "reachable", "{:#}", verdict(8080));
+    assert_eq!(verdict(5432)["state"], "reachable", "{:#}", verdict(5432));
+    assert_eq!(verdict(8081)["state"], "unreachable", "{:#}", verdict(8081));
+    assert_eq!(verdict(6379)["state"], "unreachable", "{:#}", verdict(6379));
+    assert!(
+        verdict(6379)["detail"].as_str().unwrap().contains("timed out after 1s"),
+        "{:#}",
+        verdict(6379)
+    );
+    assert!(
+        !verdicts.iter().any(|v| v["port"] == 9090),
+        "loopback is not probed: {verdicts:#?}"
+    );
+
+    // What left the collector's namespace: SYNs to the seven targets, nothing else.
+    let count = |addr: &str, port: u16| counter(&coll, &format!("t_{}_{port}", addr.rsplit('.').next().unwrap()));
+    let mut sum = 0;
+    for addr in [&one, &three] {
+        for port in ports {
+            let c = count(addr, port);
+            let target = format!("{addr}:{port}");
+            if expected.contains(&target) {
+                assert!(c >= 1, "{target} was tried: {c} SYNs");
+            } else {
+                assert_eq!(
+                    c, 0,
+                    "{target} was not reported (loopback, unused, another address): {c} SYNs"
+                );
+            }
+            sum += c;
+        }
+    }
+    assert_eq!(count(&one, 8080), 1, "an accepted target is one SYN");
+    let all = counter(&coll, "syn_all");
+    assert_eq!(
+        all, sum,
+        "every SYN that left the collector's namespace went to a target of the plan"
+    );
+}
