@@ -514,8 +514,8 @@ impl Agent {
         )
     }
 
-    /// [`Agent::start`] run by the command `prefix` (`ip netns exec NS`: an
-    /// agent whose own network namespace, its host's, is NS).
+    /// [`Agent::start_with`] run by the command `prefix` (`ip netns exec NS`:
+    /// an agent whose own network namespace, its host's, is NS).
     pub fn start_in(
         prefix: &[&str],
         collector: &str,
@@ -523,9 +523,11 @@ impl Agent {
         host: &str,
         interval: &str,
         spool: &std::path::Path,
+        extra: &[&str],
     ) -> anyhow::Result<Agent> {
         let child = prefixed(prefix, binary("portwatch-agent"))
             .args(["run", "--collector", collector, "--token", token])
+            .args(extra)
             .args(["--host-name", host, "--interval", interval])
             .env_remove("PORTWATCH_TOKEN")
             .arg("--spool-dir")
