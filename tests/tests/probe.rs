@@ -386,4 +386,47 @@ fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listener
             "the views agree on {port}"
         );
     }
+
+    // The verdicts where listeners are shown: the API (`portwatch probe`) and `portwatch ports`.
+    let probe = portwatch_in(&coll, &collector.url, &read, &["probe", "--host", HOST]).expect("portwatch probe");
+    let states: Vec<(u64, String)> = probe
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["netns"] == netns)
+        .map(|v| (v["port"].as_u64().unwrap(), v["state"].as_str().unwrap().to_owned()))
+        .collect();
+    for (port, state) in [
+        (5432, "reachable"),
+        (6379, "unreachable"),
+        (8080, "reachable"),
+        (8081, "unreachable"),
+    ] {
+        assert!(
+            states.contains(&(port, state.to_owned())),
+            "{port} {state} in {states:?}"
+        );
+    }
+    let table = prefixed(&["ip", "netns", "exec", &coll.name], binary("portwatch"))
+        .args(["--collector", &collector.url, "--token", &read, "ports", "--host", HOST])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&ok(table, "portwatch ports").stdout).into_owned();
+    assert!(
+        text.lines().next().unwrap_or_default().contains("FIREWALL    VERIFIED"),
+        "{text}"
+    );
+    let row = |port: &str, addr: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(3) == Some(port) && l.split_whitespace().nth(2) == Some(addr))
+            .unwrap_or_else(|| panic!("no {addr}:{port} in {text}"))
+            .to_owned()
+    };
+    assert_eq!(row("5432", &one).split_whitespace().nth(6), Some("reachable"), "{text}");
+    assert_eq!(
+        row("6379", "0.0.0.0").split_whitespace().nth(6),
+        Some("unreachable"),
+        "{text}"
+    );
+    assert_eq!(row("9090", "127.0.0.1").split_whitespace().nth(6), Some("-"), "{text}");
 }
