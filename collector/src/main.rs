@@ -517,6 +517,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .dashboard(config.dashboard.settings(tls.is_some()))
             .retention(config.retention.retention());
         let metrics = state.metrics.clone();
+        if config.probe.enabled {
+            tokio::spawn(probe::every(
+                state.store.clone(),
+                config.probe.settings(),
+                config.probe.every,
+                keeper.lease(lease::PROBE),
+            ));
+        }
         tokio::spawn(pruner::run(
             state.store.clone(),
             config.retention.retention(),

@@ -102,28 +102,34 @@ fn lines(out: &Output) -> Vec<Value> {
         .collect()
 }
 
-/// The probe marks reachability correctly and never connects to anything it
-/// was not told about. Host namespace A has two addresses (.1 and .3) and,
-/// behind a drop policy that accepts established connections, loopback,
-/// 8080 and 8081 from anywhere and 5432 from the veth's subnet:
-/// - 0.0.0.0:8080, accepted: `open`, and reachable from the collector;
-/// - 0.0.0.0:8081, accepted by the host but dropped on the way out of the
-///   collector's namespace (a network firewall between): `open`, unreachable;
-/// - 0.0.0.0:6379 (Redis, risky), dropped by the policy: `filtered`, unreachable;
-/// - 10.x.y.1:5432 (PostgreSQL, risky), accepted from the subnet only:
-///   `restricted`, reachable from the collector, tried at .1 only;
-/// - 127.0.0.1:9090: loopback, never tried; 7777 unused, never tried.
-///
-/// The SYN counters on the collector's side: none before the probe (nor
-/// after its dry run), then SYNs to exactly the seven targets of the plan,
-/// their sum every SYN that left the namespace.
-#[test]
-fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listeners_root_only() {
-    require_root("the_probe_marks_reachability_correctly_and_connects_only_to_reported_listeners_root_only");
-    let host = Netns::create("probeh").unwrap();
-    let coll = Netns::create("probec").unwrap();
-    let n = std::process::id() % 250 + 1;
-    let (a, b) = (format!("ppa{n}"), format!("ppb{n}"));
+/// Everything a test of the view from outside runs in (see the test below
+/// for what each listener is): dropped, it stops the agent and the
+/// collector, and deletes the namespaces and the directory.
+struct World {
+    // Dropped first: the processes before the namespaces they run in.
+    _agent: Agent,
+    collector: Collector,
+    _listeners: Listeners,
+    host: Netns,
+    coll: Netns,
+    _dir: TempDir,
+    config: std::path::PathBuf,
+    read: String,
+    netns: u64,
+    one: String,
+    three: String,
+    ports: [u16; 6],
+}
+
+/// The host's namespace and the collector's, joined by a veth pair
+/// (10.232.N.0/24, N from the pid and `offset`, so that tests running at
+/// once differ), with the rules, listeners, collector (its `[probe]` table
+/// ending with `probe`) and agent of the test below.
+fn world(tag: &str, offset: u32, probe: &str) -> World {
+    let host = Netns::create(&format!("{tag}h")).unwrap();
+    let coll = Netns::create(&format!("{tag}c")).unwrap();
+    let n = (std::process::id() + offset) % 250 + 1;
+    let (a, b) = (format!("{tag}a{n}"), format!("{tag}b{n}"));
     let (one, three, them) = (
         format!("10.232.{n}.1"),
         format!("10.232.{n}.3"),
@@ -138,7 +144,7 @@ fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listener
     ip(&["-n", &host.name, "link", "set", &a, "up"]);
     ip(&["-n", &coll.name, "link", "set", &b, "up"]);
 
-    let dir = TempDir::new("probe").unwrap();
+    let dir = TempDir::new(tag).unwrap();
     nft_file(
         &host,
         &dir,
@@ -193,7 +199,7 @@ fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listener
         &config,
         format!(
             "listen = \"{them}:0\"\ndb = {:?}\n[alerts]\nsweep_every = \"1s\"\n\
-             [probe]\nenabled = true\nrate = 50\ntimeout = \"1s\"\n",
+             [probe]\nenabled = true\nrate = 50\ntimeout = \"1s\"\n{probe}",
             db.to_str().unwrap()
         ),
     )
@@ -221,11 +227,59 @@ fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listener
     )
     .unwrap();
     let netns = host.inode().unwrap();
+    World {
+        _agent,
+        collector,
+        _listeners,
+        host,
+        coll,
+        _dir: dir,
+        config,
+        read,
+        netns,
+        one,
+        three,
+        ports,
+    }
+}
+
+/// The probe marks reachability correctly and never connects to anything it
+/// was not told about. Host namespace A has two addresses (.1 and .3) and,
+/// behind a drop policy that accepts established connections, loopback,
+/// 8080 and 8081 from anywhere and 5432 from the veth's subnet:
+/// - 0.0.0.0:8080, accepted: `open`, and reachable from the collector;
+/// - 0.0.0.0:8081, accepted by the host but dropped on the way out of the
+///   collector's namespace (a network firewall between): `open`, unreachable;
+/// - 0.0.0.0:6379 (Redis, risky), dropped by the policy: `filtered`, unreachable;
+/// - 10.x.y.1:5432 (PostgreSQL, risky), accepted from the subnet only:
+///   `restricted`, reachable from the collector, tried at .1 only;
+/// - 127.0.0.1:9090: loopback, never tried; 7777 unused, never tried.
+///
+/// The SYN counters on the collector's side: none before the probe (nor
+/// after its dry run), then SYNs to exactly the seven targets of the plan,
+/// their sum every SYN that left the namespace.
+#[test]
+fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listeners_root_only() {
+    require_root("the_probe_marks_reachability_correctly_and_connects_only_to_reported_listeners_root_only");
+    let w = world("prb", 0, "");
+    let World {
+        ref collector,
+        ref host,
+        ref coll,
+        ref config,
+        ref read,
+        netns,
+        ref one,
+        ref three,
+        ports,
+        ..
+    } = w;
+    let _ = host;
     let settle = Duration::from_secs(30);
 
     // History has the four listeners beyond loopback, with the host firewall's answers.
     let reach = eventually(settle, || {
-        let rows = portwatch_in(&coll, &collector.url, &read, &["ports", "--host", HOST])?;
+        let rows = portwatch_in(coll, &collector.url, read, &["ports", "--host", HOST])?;
         let mine: Vec<(u64, String)> = rows
             .as_array()?
             .iter()
@@ -245,7 +299,7 @@ fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listener
     assert_eq!(reach_of(8081), Some("open"), "{reach:?}");
     assert_eq!(reach_of(6379), Some("filtered"), "{reach:?}");
     assert_eq!(reach_of(5432), Some("restricted"), "{reach:?}");
-    let hosts = portwatch_in(&coll, &collector.url, &read, &["hosts"]).unwrap();
+    let hosts = portwatch_in(coll, &collector.url, read, &["hosts"]).unwrap();
     let me = hosts
         .as_array()
         .unwrap()
@@ -269,7 +323,7 @@ fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listener
 
     // The plan: exactly the reported listeners at the reported addresses.
     let dry = ok(
-        probe_in(&coll, &config, &["--dry-run", "--json", "--host", HOST]),
+        probe_in(coll, config, &["--dry-run", "--json", "--host", HOST]),
         "probe --dry-run",
     );
     let plans = lines(&dry);
@@ -299,13 +353,13 @@ fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listener
     expected.sort();
     assert_eq!(targets, expected);
     assert_eq!(
-        counter(&coll, "syn_all"),
+        counter(coll, "syn_all"),
         0,
         "nothing connected out before the probe, nor its dry run"
     );
 
     // One probe.
-    let run = ok(probe_in(&coll, &config, &["--json", "--host", HOST]), "probe");
+    let run = ok(probe_in(coll, config, &["--json", "--host", HOST]), "probe");
     let results = lines(&run);
     assert_eq!(results.len(), 1, "{results:#?}");
     let verdicts = results[0]["verdicts"].as_array().unwrap().clone();
@@ -331,7 +385,7 @@ fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listener
     );
 
     // What left the collector's namespace: SYNs to the seven targets, nothing else.
-    let count = |addr: &str, port: u16| counter(&coll, &format!("t_{}_{port}", addr.rsplit('.').next().unwrap()));
+    let count = |addr: &str, port: u16| counter(coll, &format!("t_{}_{port}", addr.rsplit('.').next().unwrap()));
     let mut sum = 0;
     for addr in [&one, &three] {
         for port in ports {
@@ -348,8 +402,8 @@ fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listener
             sum += c;
         }
     }
-    assert_eq!(count(&one, 8080), 1, "an accepted target is one SYN");
-    let all = counter(&coll, "syn_all");
+    assert_eq!(count(one, 8080), 1, "an accepted target is one SYN");
+    let all = counter(coll, "syn_all");
     assert_eq!(
         all, sum,
         "every SYN that left the collector's namespace went to a target of the plan"
@@ -357,7 +411,7 @@ fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listener
 
     // Drift, as the serving collector judges it from the stored verdicts.
     let findings = |kind: &str, port: u16| -> Vec<Value> {
-        portwatch_in(&coll, &collector.url, &read, &["drift", "--host", HOST, "--kind", kind])
+        portwatch_in(coll, &collector.url, read, &["drift", "--host", HOST, "--kind", kind])
             .and_then(|v| v.as_array().cloned())
             .unwrap_or_default()
             .into_iter()
@@ -388,7 +442,7 @@ fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listener
     }
 
     // The verdicts where listeners are shown: the API (`portwatch probe`) and `portwatch ports`.
-    let probe = portwatch_in(&coll, &collector.url, &read, &["probe", "--host", HOST]).expect("portwatch probe");
+    let probe = portwatch_in(coll, &collector.url, read, &["probe", "--host", HOST]).expect("portwatch probe");
     let states: Vec<(u64, String)> = probe
         .as_array()
         .unwrap()
@@ -408,7 +462,7 @@ fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listener
         );
     }
     let table = prefixed(&["ip", "netns", "exec", &coll.name], binary("portwatch"))
-        .args(["--collector", &collector.url, "--token", &read, "ports", "--host", HOST])
+        .args(["--collector", &collector.url, "--token", read, "ports", "--host", HOST])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&ok(table, "portwatch ports").stdout).into_owned();
@@ -422,11 +476,64 @@ fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listener
             .unwrap_or_else(|| panic!("no {addr}:{port} in {text}"))
             .to_owned()
     };
-    assert_eq!(row("5432", &one).split_whitespace().nth(6), Some("reachable"), "{text}");
+    assert_eq!(row("5432", one).split_whitespace().nth(6), Some("reachable"), "{text}");
     assert_eq!(
         row("6379", "0.0.0.0").split_whitespace().nth(6),
         Some("unreachable"),
         "{text}"
     );
     assert_eq!(row("9090", "127.0.0.1").split_whitespace().nth(6), Some("-"), "{text}");
+}
+
+/// A serving collector with `[probe] enabled` probes the fleet by itself
+/// (under the `probe` lease, which a collector alone on its database holds),
+/// at start and every `every`: the verdicts reach the API without a
+/// `portwatch-collector probe`, and a listener that opens later is probed at
+/// the next round.
+#[test]
+fn a_serving_collector_with_probe_enabled_probes_by_itself_every_interval_root_only() {
+    require_root("a_serving_collector_with_probe_enabled_probes_by_itself_every_interval_root_only");
+    let w = world("prs", 97, "every = \"1s\"\n");
+    let settle = Duration::from_secs(30);
+    let state_of = |port: u64| -> Option<String> {
+        let verdicts = portwatch_in(&w.coll, &w.collector.url, &w.read, &["probe", "--host", HOST])?;
+        verdicts
+            .as_array()?
+            .iter()
+            .find(|v| v["port"] == port && v["netns"] == w.netns)
+            .and_then(|v| v["state"].as_str().map(str::to_owned))
+    };
+    let first = eventually(settle, || state_of(8080)).expect("the collector probes by itself");
+    assert_eq!(first, "reachable");
+    assert_eq!(
+        eventually(settle, || state_of(6379).filter(|s| s == "unreachable")).as_deref(),
+        Some("unreachable")
+    );
+    // Accepted by no rule of its own: open the host's firewall for it first.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &w.host.name,
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "filter",
+            "input",
+            "tcp",
+            "dport",
+            "8088",
+            "accept",
+        ])
+        .output()
+        .unwrap();
+    ok(out, "nft add rule");
+    let _late = Listeners::start(&["ip", "netns", "exec", &w.host.name], &["tcp4:0.0.0.0:8088"]).unwrap();
+    let reached = eventually(settle, || state_of(8088).filter(|s| s == "reachable"));
+    assert_eq!(
+        reached.as_deref(),
+        Some("reachable"),
+        "a listener opened later is probed at a later round"
+    );
 }

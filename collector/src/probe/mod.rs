@@ -190,6 +190,41 @@ pub async fn probe_fleet(
     Ok(results)
 }
 
+/// A serving collector's probes: one probe of the fleet at start and every
+/// `every` after the end of the previous one, while this collector holds
+/// `lease` (another collector of the database probes otherwise). A failed
+/// probe (the store unavailable) is logged and tried again at the next.
+/// Drift judges the verdicts at its next sweep, which takes in every probed
+/// host.
+pub async fn every(store: Arc<dyn Store>, settings: Settings, every: Duration, lease: crate::lease::Lease) {
+    tracing::warn!(
+        every = ?every, rate = settings.pace.rate, hosts = ?settings.hosts, networks = ?settings.networks,
+        "[probe] is enabled: this collector connects to the listeners hosts report (an active scan)"
+    );
+    loop {
+        if lease.held() {
+            let started = std::time::Instant::now();
+            match probe_fleet(store.clone(), &settings, &[]).await {
+                Ok(results) => {
+                    let count =
+                        |state: Verified| results.iter().flat_map(|(_, v)| v).filter(|v| v.state == state).count();
+                    tracing::info!(
+                        hosts = results.len(),
+                        connects = results.iter().map(|(p, _)| p.connects()).sum::<usize>(),
+                        reachable = count(Verified::Reachable),
+                        unreachable = count(Verified::Unreachable),
+                        not_probed = count(Verified::NotProbed),
+                        took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        "probed the fleet"
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot probe the fleet; trying again at the next probe"),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
