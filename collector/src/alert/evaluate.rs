@@ -163,8 +163,10 @@ impl Evaluator {
             }
             Scope::All => self.store.hosts(now)?,
             Scope::Timely => {
-                // A probe (another process's, or this one's) stores verdicts without a report.
-                let probed: HashSet<String> = self.store.probed_hosts()?.into_iter().collect();
+                // A probe (another process's, or this one's) stores verdicts
+                // without a report: the hosts probed since about the last sweep.
+                let since = before(now, self.sweep_every.saturating_mul(2));
+                let probed: HashSet<String> = self.store.probed_hosts(since)?.into_iter().collect();
                 // Only where the passage of time can change a finding: a host
                 // silent (or back), one a baseline covers (a grace period
                 // running out), one with an alert to resolve (a flapping

@@ -633,8 +633,8 @@ pub trait Probes: Send + Sync {
     /// The verdicts of `host`, by place.
     fn probe_verdicts(&self, host: &str) -> Result<Vec<ProbeVerdict>, StoreError>;
 
-    /// The hosts with verdicts, by name.
-    fn probed_hosts(&self) -> Result<Vec<String>, StoreError>;
+    /// The hosts with a verdict made at or after `since`, by name.
+    fn probed_hosts(&self, since: Timestamp) -> Result<Vec<String>, StoreError>;
 }
 
 /// The history store: every concern of the collector's database. A backend

@@ -62,7 +62,7 @@ pub fn a_hosts_namespace_and_addresses_read_back_as_its_latest_snapshot_said(sto
 
 pub fn a_probe_replaces_every_verdict_of_its_host_and_no_other(store: &dyn Store) {
     assert_eq!(store.probe_verdicts("web-1").unwrap(), vec![]);
-    assert_eq!(store.probed_hosts().unwrap(), Vec::<String>::new());
+    assert_eq!(store.probed_hosts(ts(0)).unwrap(), Vec::<String>::new());
     let first = vec![
         verdict("0.0.0.0", 22, Verified::Reachable, 10, "10.0.0.5:22 connected"),
         verdict(
@@ -85,7 +85,13 @@ pub fn a_probe_replaces_every_verdict_of_its_host_and_no_other(store: &dyn Store
     let mut sorted = first.clone();
     sorted.sort_by_key(|v| v.place);
     assert_eq!(store.probe_verdicts("web-1").unwrap(), sorted);
-    assert_eq!(store.probed_hosts().unwrap(), hosts(&["db-1", "web-1"]));
+    assert_eq!(store.probed_hosts(ts(0)).unwrap(), hosts(&["db-1", "web-1"]));
+    assert_eq!(
+        store.probed_hosts(ts(10)).unwrap(),
+        hosts(&["db-1", "web-1"]),
+        "at or after"
+    );
+    assert_eq!(store.probed_hosts(ts(11)).unwrap(), Vec::<String>::new(), "none since");
     // The next probe: 5432 reachable now, 8080 gone (no verdict left for it).
     let second = vec![
         verdict("10.0.0.5", 5432, Verified::Reachable, 20, "10.0.0.5:5432 connected"),
@@ -106,7 +112,7 @@ pub fn a_probe_replaces_every_verdict_of_its_host_and_no_other(store: &dyn Store
     // A probe that found nothing to judge leaves the host without verdicts.
     store.replace_probe_verdicts("web-1", &[]).unwrap();
     assert_eq!(store.probe_verdicts("web-1").unwrap(), vec![]);
-    assert_eq!(store.probed_hosts().unwrap(), hosts(&["db-1"]));
+    assert_eq!(store.probed_hosts(ts(0)).unwrap(), hosts(&["db-1"]));
 }
 
 pub fn a_forgotten_host_loses_its_verdicts(store: &dyn Store) {
@@ -116,5 +122,5 @@ pub fn a_forgotten_host_loses_its_verdicts(store: &dyn Store) {
         .unwrap();
     store.forget_host("web-1").unwrap().unwrap();
     assert_eq!(store.probe_verdicts("web-1").unwrap(), vec![]);
-    assert_eq!(store.probed_hosts().unwrap(), Vec::<String>::new());
+    assert_eq!(store.probed_hosts(ts(0)).unwrap(), Vec::<String>::new());
 }

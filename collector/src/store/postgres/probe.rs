@@ -79,13 +79,13 @@ impl Probes for PostgresStore {
         })
     }
 
-    fn probed_hosts(&self) -> Result<Vec<String>, StoreError> {
+    fn probed_hosts(&self, since: jiff::Timestamp) -> Result<Vec<String>, StoreError> {
         self.block(async |inner| {
             let client = inner.client().await?;
             let rows = client
                 .query(
-                    r#"SELECT DISTINCT host COLLATE "C" FROM probe_verdicts ORDER BY 1"#,
-                    &[],
+                    r#"SELECT DISTINCT host COLLATE "C" FROM probe_verdicts WHERE at >= $1 ORDER BY 1"#,
+                    &[&since.as_millisecond()],
                 )
                 .await
                 .map_err(pg)?;

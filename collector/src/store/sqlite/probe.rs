@@ -70,12 +70,12 @@ impl Probes for SqliteStore {
         Ok(verdicts)
     }
 
-    fn probed_hosts(&self) -> Result<Vec<String>, StoreError> {
+    fn probed_hosts(&self, since: jiff::Timestamp) -> Result<Vec<String>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT DISTINCT host FROM probe_verdicts ORDER BY host")
+                .prepare_cached("SELECT DISTINCT host FROM probe_verdicts WHERE at >= ?1 ORDER BY host")
                 .map_err(db)?;
-            let rows = stmt.query_map([], |r| r.get(0)).map_err(db)?;
+            let rows = stmt.query_map([since.as_millisecond()], |r| r.get(0)).map_err(db)?;
             rows.collect::<Result<Vec<String>, _>>().map_err(db)
         })
     }
