@@ -219,10 +219,11 @@ fn world(tag: &str, offset: u32, probe: &str) -> World {
         HOST,
         "200ms",
         &dir.path.join("spool"),
-        // Polling: with kernel events, an agent run in a namespace of its own
-        // reported the listener on 10.x.y.1:5432 closed 0.3 s after it opened
-        // (it was still listening; the 0.0.0.0 ones stayed open). Found by
-        // this test, left to the agent's events code.
+        // Polling: with kernel events, this agent (run in a namespace of its
+        // own) reported the listener on 10.x.y.1:5432 closed 0.3 s after it
+        // opened while it still listened; on 0.0.0.0:5432 it stays open. A
+        // specific-address listener in the events code, found here and left
+        // to it.
         &["--no-events"],
     )
     .unwrap();
