@@ -333,7 +333,7 @@ fn probe_command(dry_run: bool, only: &[String], json: bool, where_: &Where) -> 
         return Ok(ExitCode::SUCCESS);
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let results = runtime.block_on(probe::probe_fleet(store, &settings, only))?;
+    let results = runtime.block_on(probe::probe_fleet(store, &settings, only))?.hosts;
     if json {
         for (p, verdicts) in &results {
             println!("{}", serde_json::json!({ "host": p.host, "verdicts": verdicts }));
@@ -523,6 +523,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 config.probe.settings(),
                 config.probe.every,
                 keeper.lease(lease::PROBE),
+                metrics.clone(),
             ));
         }
         tokio::spawn(pruner::run(

@@ -310,7 +310,12 @@ pub struct Metrics {
     pruned: Family<KindLabels, Counter>,
     prune_passes: Counter,
     alerts_held: Gauge,
+    /// The view from outside (`crate::probe`): connects made, by outcome.
+    probe_connects: Family<OutcomeLabels, Counter>,
 }
+
+/// What a probe's connect answered, as `/metrics` labels it.
+const PROBE_OUTCOMES: [&str; 4] = ["connected", "refused", "timed_out", "failed"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct KindLabels {
@@ -468,6 +473,16 @@ impl Metrics {
             });
         }
         let (pruned, prune_passes, alerts_held) = register_retention(registry);
+        let probe_connects = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "probe_connects",
+            "TCP connects the collector's probe ([probe], portwatch-collector probe run by serve) made to reported \
+             listeners, by outcome: connected, refused, timed_out, failed",
+            probe_connects.clone(),
+        );
+        for outcome in PROBE_OUTCOMES {
+            let _ = probe_connects.get_or_create(&OutcomeLabels { outcome });
+        }
         let threat = ThreatMetrics::default();
         threat.register(registry);
         Metrics {
@@ -495,6 +510,21 @@ impl Metrics {
             pruned,
             prune_passes,
             alerts_held,
+            probe_connects,
+        }
+    }
+
+    /// Counts a probe's connects by what each answered.
+    pub fn probed(&self, answers: &[crate::probe::Answer]) {
+        use crate::probe::Outcome;
+        for a in answers {
+            let outcome = match a.outcome {
+                Outcome::Connected => PROBE_OUTCOMES[0],
+                Outcome::Refused => PROBE_OUTCOMES[1],
+                Outcome::TimedOut => PROBE_OUTCOMES[2],
+                Outcome::Failed(_) => PROBE_OUTCOMES[3],
+            };
+            self.probe_connects.get_or_create(&OutcomeLabels { outcome }).inc();
         }
     }
 

@@ -539,4 +539,21 @@ fn a_serving_collector_with_probe_enabled_probes_by_itself_every_interval_root_o
         Some("reachable"),
         "a listener opened later is probed at a later round"
     );
+    let metrics = Command::new("ip")
+        .args(["netns", "exec", &w.coll.name, "curl", "-sf", "-H"])
+        .arg(format!("Authorization: Bearer {}", w.read))
+        .arg(format!("{}/metrics", w.collector.url))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&ok(metrics, "curl /metrics").stdout).into_owned();
+    let count = |outcome: &str| -> u64 {
+        let name = format!("portwatch_probe_connects_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&name))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    assert!(count("connected") >= 3, "{text}");
+    assert!(count("timed_out") >= 4, "{text}");
+    assert_eq!(count("failed"), 0, "{text}");
 }

@@ -151,25 +151,27 @@ pub fn verdicts(
     out
 }
 
+/// What one probe of the fleet did.
+#[derive(Debug, Clone)]
+pub struct Probed {
+    /// Each host's plan and the verdicts stored for it, by host.
+    pub hosts: Vec<(HostPlan, Vec<ProbeVerdict>)>,
+    /// Every connect's answer, in the order they were made.
+    pub answers: Vec<Answer>,
+}
+
 /// One probe of the fleet, start to end: plans as of now, connects, and
 /// each probed host's verdicts stored in place of its previous ones. The
-/// plans and every answer, for whoever shows them. The store is called on
-/// blocking threads.
-pub async fn probe_fleet(
-    store: Arc<dyn Store>,
-    settings: &Settings,
-    only: &[String],
-) -> Result<Vec<(HostPlan, Vec<ProbeVerdict>)>, StoreError> {
+/// plans, verdicts and every answer, for whoever shows them. The store is
+/// called on blocking threads.
+pub async fn probe_fleet(store: Arc<dyn Store>, settings: &Settings, only: &[String]) -> Result<Probed, StoreError> {
     let (s, only_owned, st) = (settings.clone(), only.to_vec(), store.clone());
     let plans = tokio::task::spawn_blocking(move || fleet_plans(st.as_ref(), &s, &only_owned, Timestamp::now()))
         .await
         .map_err(|e| StoreError::Database(format!("the probe's planning panicked: {e}")))??;
     let targets = targets(&plans);
-    let answers: HashMap<SocketAddr, Answer> = run(&targets, settings.pace)
-        .await
-        .into_iter()
-        .map(|a| (a.target, a))
-        .collect();
+    let made = run(&targets, settings.pace).await;
+    let answers: HashMap<SocketAddr, Answer> = made.iter().map(|a| (a.target, a.clone())).collect();
     let at = Timestamp::now();
     let results: Vec<(HostPlan, Vec<ProbeVerdict>)> = plans
         .into_iter()
@@ -187,7 +189,10 @@ pub async fn probe_fleet(
     })
     .await
     .map_err(|e| StoreError::Database(format!("storing the probe's verdicts panicked: {e}")))??;
-    Ok(results)
+    Ok(Probed {
+        hosts: results,
+        answers: made,
+    })
 }
 
 /// A serving collector's probes: one probe of the fleet at start and every
@@ -196,7 +201,13 @@ pub async fn probe_fleet(
 /// probe (the store unavailable) is logged and tried again at the next.
 /// Drift judges the verdicts at its next sweep, which takes in every probed
 /// host.
-pub async fn every(store: Arc<dyn Store>, settings: Settings, every: Duration, lease: crate::lease::Lease) {
+pub async fn every(
+    store: Arc<dyn Store>,
+    settings: Settings,
+    every: Duration,
+    lease: crate::lease::Lease,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
     tracing::warn!(
         every = ?every, rate = settings.pace.rate, hosts = ?settings.hosts, networks = ?settings.networks,
         "[probe] is enabled: this collector connects to the listeners hosts report (an active scan)"
@@ -205,7 +216,11 @@ pub async fn every(store: Arc<dyn Store>, settings: Settings, every: Duration, l
         if lease.held() {
             let started = std::time::Instant::now();
             match probe_fleet(store.clone(), &settings, &[]).await {
-                Ok(results) => {
+                Ok(Probed {
+                    hosts: results,
+                    answers,
+                }) => {
+                    metrics.probed(&answers);
                     let count =
                         |state: Verified| results.iter().flat_map(|(_, v)| v).filter(|v| v.state == state).count();
                     tracing::info!(
