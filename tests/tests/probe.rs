@@ -442,6 +442,40 @@ fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listener
         );
     }
 
+    // Alerted at the new severity: the warning opened while the firewall's
+    // answer was all there was is resolved, and a critical alert opened.
+    let alerts = eventually(settle, || {
+        let all = portwatch_in(
+            coll,
+            &collector.url,
+            read,
+            &["alerts", "--host", HOST, "--state", "all"],
+        )?;
+        let mine: Vec<(String, String)> = all
+            .as_array()?
+            .iter()
+            .filter(|a| {
+                a["kind"] == "risky-port-exposed"
+                    && a["key"]
+                        .as_str()
+                        .is_some_and(|k| k.contains(&format!("tcp/5432@{netns}:")))
+            })
+            .map(|a| {
+                (
+                    a["severity"].as_str().unwrap_or("").to_owned(),
+                    a["state"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        mine.contains(&("critical".to_owned(), "open".to_owned()))
+            .then_some(mine)
+    })
+    .expect("the reachable database is alerted critical");
+    assert!(
+        alerts.contains(&("warning".to_owned(), "resolved".to_owned())),
+        "{alerts:?}"
+    );
+
     // The verdicts where listeners are shown: the API (`portwatch probe`) and `portwatch ports`.
     let probe = portwatch_in(coll, &collector.url, read, &["probe", "--host", HOST]).expect("portwatch probe");
     let states: Vec<(u64, String)> = probe

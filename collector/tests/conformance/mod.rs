@@ -81,6 +81,7 @@ macro_rules! conformance_suite {
                 a_flood_opens_the_cap_and_one_summary_whose_count_changes_in_place_without_an_event,
                 a_sink_s_progress_is_its_cursor_and_the_events_done_after_it,
                 outbox_events_become_visible_in_id_order_while_writers_race,
+                an_alert_whose_finding_grows_more_severe_is_resolved_and_opened_again_at_its_severity,
             }
             leases {
                 a_lease_is_one_holders_until_it_expires_or_is_released,
