@@ -220,7 +220,16 @@ pub async fn every(
                     hosts: results,
                     answers,
                 }) => {
-                    metrics.probed(&answers);
+                    let mut by_outcome = [0u64; 4];
+                    for a in &answers {
+                        by_outcome[match a.outcome {
+                            Outcome::Connected => 0,
+                            Outcome::Refused => 1,
+                            Outcome::TimedOut => 2,
+                            Outcome::Failed(_) => 3,
+                        }] += 1;
+                    }
+                    metrics.probed(by_outcome);
                     let count =
                         |state: Verified| results.iter().flat_map(|(_, v)| v).filter(|v| v.state == state).count();
                     tracing::info!(
