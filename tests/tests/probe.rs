@@ -591,3 +591,30 @@ fn a_serving_collector_with_probe_enabled_probes_by_itself_every_interval_root_o
     assert!(count("timed_out") >= 4, "{text}");
     assert_eq!(count("failed"), 0, "{text}");
 }
+
+/// Probing is off unless the config says otherwise: `portwatch-collector
+/// probe` refuses to connect anywhere and says why, and its dry run, which
+/// connects to nothing, works.
+#[test]
+fn the_probe_command_refuses_to_scan_unless_the_config_enables_it() {
+    let dir = TempDir::new("probeoff").unwrap();
+    let db = dir.path.join("collector.db");
+    let run = |args: &[&str]| {
+        Command::new(binary("portwatch-collector"))
+            .arg("probe")
+            .args(args)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap()
+    };
+    let refused = run(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("probing is off") && stderr.contains("[probe] enabled = true"),
+        "{stderr}"
+    );
+    let dry = ok(run(&["--dry-run", "--json"]), "probe --dry-run");
+    assert!(dry.stdout.is_empty(), "no host, no plan");
+}
