@@ -26,6 +26,8 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# tests/tests/probe.rs reads /metrics from inside a network namespace with it.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)

@@ -1,12 +1,16 @@
 //! What the agent says about its host: name, OS, kernel, boot time, its own
 //! version and interval, and the operator's tags. Read once at start (and
-//! with every snapshot), through `sysinfo`.
+//! with every snapshot), through `sysinfo`; the host's network namespace and
+//! its interfaces' addresses (for a collector that probes from outside)
+//! through `/proc/self/ns/net` and getifaddrs(3).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use portwatch_common::wire::{valid_host_name, HostFacts};
+use portwatch_common::wire::{host_addresses, valid_host_name, HostFacts};
 use sysinfo::System;
 
 /// The host name to report: `configured` if set, else the system's.
@@ -34,6 +38,8 @@ pub fn host_facts(interval: Duration, tags: &BTreeMap<String, String>) -> HostFa
     };
     HostFacts {
         detection: None,
+        host_netns: own_netns(),
+        addresses: own_addresses(),
         os,
         kernel: System::kernel_version().ok(),
         boot_time: System::boot_time()
@@ -44,6 +50,44 @@ pub fn host_facts(interval: Duration, tags: &BTreeMap<String, String>) -> HostFa
         interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
         tags: tags.clone(),
     }
+}
+
+/// The inode of the network namespace this process runs in, `None` (logged)
+/// when it cannot be read: a collector then probes none of its listeners.
+fn own_netns() -> Option<u64> {
+    match std::fs::metadata("/proc/self/ns/net") {
+        Ok(m) => Some(m.ino()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read this agent's network namespace; the host's addresses are not reported");
+            None
+        }
+    }
+}
+
+/// The addresses of this namespace's interfaces that are up, loopback and
+/// link-local ones left out ([`host_addresses`]); none (logged) when they
+/// cannot be read: a collector then probes only listeners bound to an address.
+fn own_addresses() -> Vec<IpAddr> {
+    use nix::net::if_::InterfaceFlags;
+    let interfaces = match nix::ifaddrs::getifaddrs() {
+        Ok(interfaces) => interfaces,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the host's interface addresses; they are not reported");
+            return Vec::new();
+        }
+    };
+    let mut addresses: Vec<IpAddr> = interfaces
+        .filter(|i| i.flags.contains(InterfaceFlags::IFF_UP) && !i.flags.contains(InterfaceFlags::IFF_LOOPBACK))
+        .filter_map(|i| i.address)
+        .filter_map(|a| match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+            (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
+            (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
+            _ => None,
+        })
+        .collect();
+    addresses.sort_unstable();
+    host_addresses(&mut addresses);
+    addresses
 }
 
 #[cfg(test)]
@@ -62,6 +106,9 @@ mod tests {
         let boot = f.boot_time.unwrap();
         assert!(boot < Timestamp::now() && boot > Timestamp::from_second(946_684_800).unwrap());
         assert!(f.os.is_some());
+        let netns = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        assert_eq!(f.host_netns, Some(netns));
+        assert!(f.addresses.iter().all(|a| !a.is_loopback()), "{:?}", f.addresses);
     }
 
     #[test]

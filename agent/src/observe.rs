@@ -259,6 +259,8 @@ mod tests {
     fn facts() -> HostFacts {
         HostFacts {
             detection: None,
+            host_netns: None,
+            addresses: Vec::new(),
             os: None,
             kernel: None,
             boot_time: None,

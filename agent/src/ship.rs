@@ -512,6 +512,8 @@ mod tests {
             body: ReportBody::Snapshot {
                 facts: portwatch_common::wire::HostFacts {
                     detection: None,
+                    host_netns: None,
+                    addresses: Vec::new(),
                     os: None,
                     kernel: None,
                     boot_time: None,

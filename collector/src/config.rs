@@ -17,7 +17,7 @@ use crate::lifecycle::cap;
 use crate::retention::{self, Retention};
 use crate::setting::duration;
 use crate::threat::{self, ListSpec};
-use crate::{api, edge};
+use crate::{api, edge, probe};
 
 /// Default listen address: loopback until told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -67,6 +67,125 @@ pub struct Config {
     /// Lists of suspicious addresses, and the addresses they never name.
     #[serde(default)]
     pub threat: ThreatConfig,
+    /// The view from outside: TCP connects from this collector to the
+    /// listeners hosts reported. Off by default: an active scan.
+    #[serde(default)]
+    pub probe: ProbeConfig,
+}
+
+/// `[probe]`: the view from outside (see [`crate::probe`]). **An active
+/// scan of the fleet**, off unless `enabled`: turn it on only once the
+/// security team responsible for the hosts (and the networks between) has
+/// authorized it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// Whether this collector may probe: `serve` probes every `every` (under
+    /// the `probe` lease), and `portwatch-collector probe` runs at all
+    /// (`--dry-run` works without it). Default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Time between probes of the fleet by a serving collector.
+    #[serde(default = "default_probe_every", deserialize_with = "duration")]
+    pub every: Duration,
+    /// Connects started per second, fleet-wide (1 to 1000).
+    #[serde(default = "default_probe_rate")]
+    pub rate: u32,
+    /// How long a connect may take before its target counts as unreachable.
+    #[serde(default = "default_probe_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Most connects in flight at once (1 to 1024).
+    #[serde(default = "default_probe_concurrency")]
+    pub concurrency: usize,
+    /// Host name globs (`*`, `?`): only these hosts are probed (default: every host).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Addresses or CIDRs: only reported addresses within them are tried
+    /// (default: every address a host reports as its own).
+    #[serde(default, deserialize_with = "nets")]
+    pub networks: Vec<ipnet::IpNet>,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            enabled: false,
+            every: default_probe_every(),
+            rate: default_probe_rate(),
+            timeout: default_probe_timeout(),
+            concurrency: default_probe_concurrency(),
+            hosts: Vec::new(),
+            networks: Vec::new(),
+        }
+    }
+}
+
+impl ProbeConfig {
+    /// What a probe of the fleet does.
+    pub fn settings(&self) -> probe::Settings {
+        probe::Settings {
+            pace: probe::Pace {
+                rate: self.rate,
+                concurrency: self.concurrency,
+                timeout: self.timeout,
+            },
+            hosts: self.hosts.clone(),
+            networks: self.networks.clone(),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !(1..=probe::MAX_RATE).contains(&self.rate) {
+            return Err(format!(
+                "[probe] rate: {} is not between 1 and {}",
+                self.rate,
+                probe::MAX_RATE
+            ));
+        }
+        if !(1..=MAX_PROBE_CONCURRENCY).contains(&self.concurrency) {
+            return Err(format!(
+                "[probe] concurrency: {} is not between 1 and {MAX_PROBE_CONCURRENCY}",
+                self.concurrency
+            ));
+        }
+        if self.timeout.is_zero() || self.every.is_zero() {
+            return Err("[probe] timeout and every must be longer than 0s".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Most `[probe] concurrency`.
+const MAX_PROBE_CONCURRENCY: usize = 1024;
+
+fn default_probe_every() -> Duration {
+    probe::DEFAULT_EVERY
+}
+
+fn default_probe_rate() -> u32 {
+    probe::DEFAULT_RATE
+}
+
+fn default_probe_timeout() -> Duration {
+    probe::DEFAULT_TIMEOUT
+}
+
+fn default_probe_concurrency() -> usize {
+    probe::DEFAULT_CONCURRENCY
+}
+
+/// `[probe] networks`: addresses or CIDRs (`"10.0.0.0/8"`, `"2001:db8::1"`).
+fn nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| {
+            threat::parse::net(text.trim()).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "networks: {e}; write an address or a CIDR, like \"10.0.0.0/8\" or \"2001:db8::1\""
+                ))
+            })
+        })
+        .collect()
 }
 
 /// `[threat]`: the lists of suspicious addresses (`[[threat.list]]`, see
@@ -620,6 +739,7 @@ impl Default for Config {
             dashboard: DashboardConfig::default(),
             retention: RetentionConfig::default(),
             threat: ThreatConfig::default(),
+            probe: ProbeConfig::default(),
         }
     }
 }
@@ -656,6 +776,7 @@ impl Config {
     /// Parses configuration text; the error names the line and key.
     pub fn parse(text: &str) -> Result<Config, String> {
         let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        config.probe.check()?;
         if config.clock.tolerance > clock::MAX_TOLERANCE {
             return Err(format!(
                 "[clock] tolerance: {} is longer than {}, the most it takes (a host could date its changes that far \
@@ -765,6 +886,27 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/config/collector.toml");
         assert_eq!(Config::load(Some(&path)).unwrap(), Config::default());
         assert_eq!(Config::default().listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn probing_is_off_by_default_and_its_pace_is_bounded() {
+        let probe = Config::default().probe;
+        assert!(!probe.enabled);
+        assert_eq!(
+            (probe.rate, probe.timeout),
+            (probe::DEFAULT_RATE, probe::DEFAULT_TIMEOUT)
+        );
+        let on = Config::parse("[probe]\nenabled = true\nrate = 5\nnetworks = [\"10.0.0.0/8\"]\nhosts = [\"db-*\"]\n")
+            .unwrap();
+        assert!(on.probe.enabled);
+        assert_eq!(on.probe.settings().pace.rate, 5);
+        assert_eq!(on.probe.networks, vec!["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]);
+        let err = Config::parse("[probe]\nrate = 0\n").unwrap_err();
+        assert!(err.contains("[probe] rate: 0 is not between 1 and 1000"), "{err}");
+        let err = Config::parse("[probe]\nnetworks = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(err.contains("networks:"), "{err}");
+        let err = Config::parse("[probe]\nrange = \"10.0.0.0/8\"\n").unwrap_err();
+        assert!(err.contains("unknown field `range`"), "{err}");
     }
 
     /// The lines of the example's commented table `header`, up to the first blank line, uncommented.

@@ -407,6 +407,8 @@ mod tests {
             interval_ms: 10_000,
             tags: BTreeMap::new(),
             detection: None,
+            host_netns: None,
+            addresses: Vec::new(),
         }
     }
 

@@ -1,5 +1,5 @@
 //! What must happen once happens once: the periodic drift sweep, each alert
-//! sink and the pruner run in one collector at a time, the one holding its
+//! sink, the pruner and the periodic probe run in one collector at a time, the one holding its
 //! lease in the store ([`crate::store::Leases`]). Collectors sharing a
 //! PostgreSQL database are otherwise interchangeable; a SQLite file has one
 //! collector, which holds every lease.
@@ -37,6 +37,11 @@ pub const SWEEP: &str = "sweep";
 
 /// The lease of the pruner.
 pub const PRUNE: &str = "prune";
+
+/// The lease of the periodic probe (`[probe]`): one collector of a database
+/// probes the fleet, so a fleet behind several collectors is not scanned
+/// once by each.
+pub const PROBE: &str = "probe";
 
 /// The lease of alert sink `name`.
 pub fn sink(name: &str) -> String {

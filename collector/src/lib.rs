@@ -12,6 +12,7 @@ pub mod learn;
 pub mod lease;
 pub mod lifecycle;
 pub mod metrics;
+pub mod probe;
 pub mod pruner;
 pub mod retention;
 pub mod setting;

@@ -23,7 +23,7 @@ use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::{Store, StoreError, TokenRow};
 use portwatch_collector::threat::{self, Lists};
 use portwatch_collector::token;
-use portwatch_collector::{pruner, retention};
+use portwatch_collector::{probe, pruner, retention};
 use portwatch_common::wire::valid_host_name;
 use portwatch_model::Role;
 
@@ -50,6 +50,28 @@ enum Command {
         /// Only say what would be deleted.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        where_: Where,
+    },
+    /// The view from outside: connect from here to the TCP listeners hosts reported, and record what answered.
+    ///
+    /// An active scan: it runs only with `[probe] enabled = true` in the config, to be set once the security team
+    /// responsible for the hosts has authorized it (`--dry-run` only prints the plan and always works). Exactly
+    /// the listeners beyond loopback in each host's own network namespace are tried, at the addresses its agent
+    /// reported as its own (a wildcard listener at each of them), never a range; paced by `[probe] rate`,
+    /// `concurrency` and `timeout`. Each place's verdict (reachable, unreachable, not-probed) replaces the
+    /// host's previous ones in the store; drift judges them at its next evaluation.
+    Probe {
+        /// Print what would be tried (and what not, with why), connect to nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only hosts matching this glob (`*`, `?`); repeatable, any may match (default: every host `[probe]
+        /// hosts` selects).
+        #[arg(long = "host", value_name = "GLOB")]
+        hosts: Vec<String>,
+        /// Print JSON: one object per host.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         where_: Where,
     },
@@ -230,6 +252,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(args),
         Command::Token(command) => token_command(command),
         Command::Prune { dry_run, where_ } => prune(dry_run, &where_),
+        Command::Probe {
+            dry_run,
+            hosts,
+            json,
+            where_,
+        } => probe_command(dry_run, &hosts, json, &where_),
         Command::Threat(ThreatCommand::Check { addrs, json, config }) => threat_check(&addrs, json, config.as_deref()),
         Command::Host(HostCommand::Forget { name, where_ }) => {
             let store = open_store(&where_.config()?)?;
@@ -280,6 +308,83 @@ fn prune(dry_run: bool, where_: &Where) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `probe [--dry-run] [--host GLOB] [--json]`: the plan, or one probe of the fleet and its verdicts.
+fn probe_command(dry_run: bool, only: &[String], json: bool, where_: &Where) -> anyhow::Result<ExitCode> {
+    let config = where_.config()?;
+    if !dry_run && !config.probe.enabled {
+        bail!(
+            "probing is off: it is an active scan of the fleet, run only with [probe] enabled = true in the config, \
+             once the security team responsible for the hosts has authorized it (--dry-run shows what it would try)"
+        );
+    }
+    let settings = config.probe.settings();
+    let store = open_store(&config)?;
+    if dry_run {
+        let plans = probe::fleet_plans(store.as_ref(), &settings, only, Timestamp::now())?;
+        if json {
+            for p in &plans {
+                println!("{}", serde_json::to_string(p)?);
+            }
+        } else {
+            print!("{}", probe_plan_text(&plans));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let results = runtime.block_on(probe::probe_fleet(store, &settings, only))?.hosts;
+    if json {
+        for (p, verdicts) in &results {
+            println!("{}", serde_json::json!({ "host": p.host, "verdicts": verdicts }));
+        }
+    } else {
+        for (p, verdicts) in &results {
+            for v in verdicts {
+                println!(
+                    "{}\t{} {}\t{}\t{}",
+                    p.host,
+                    v.place.proto,
+                    std::net::SocketAddr::new(v.place.addr, v.place.port),
+                    v.state,
+                    v.detail
+                );
+            }
+        }
+        let connects: usize = results.iter().map(|(p, _)| p.connects()).sum();
+        eprintln!("probed {} hosts: {connects} connects", results.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The plan as text: each place to try and where, then each not tried and why.
+fn probe_plan_text(plans: &[probe::HostPlan]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for p in plans {
+        for t in &p.probes {
+            let to: Vec<String> = t.targets.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                out,
+                "{}\t{} {}\ttry {}",
+                p.host,
+                t.place.proto,
+                std::net::SocketAddr::new(t.place.addr, t.place.port),
+                to.join(" ")
+            );
+        }
+        for s in &p.skipped {
+            let _ = writeln!(
+                out,
+                "{}\t{} {}\tnot probed: {}",
+                p.host,
+                s.place.proto,
+                std::net::SocketAddr::new(s.place.addr, s.place.port),
+                s.why
+            );
+        }
+    }
+    out
 }
 
 /// The store of `config`'s database, judging agents' clocks by its `[clock]`.
@@ -412,6 +517,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .dashboard(config.dashboard.settings(tls.is_some()))
             .retention(config.retention.retention());
         let metrics = state.metrics.clone();
+        if config.probe.enabled {
+            tokio::spawn(probe::every(
+                state.store.clone(),
+                config.probe.settings(),
+                config.probe.every,
+                keeper.lease(lease::PROBE),
+                metrics.clone(),
+            ));
+        }
         tokio::spawn(pruner::run(
             state.store.clone(),
             config.retention.retention(),

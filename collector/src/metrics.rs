@@ -310,7 +310,12 @@ pub struct Metrics {
     pruned: Family<KindLabels, Counter>,
     prune_passes: Counter,
     alerts_held: Gauge,
+    /// The view from outside (`crate::probe`): connects made, by outcome.
+    probe_connects: Family<OutcomeLabels, Counter>,
 }
+
+/// What a probe's connect answered, as `/metrics` labels it.
+const PROBE_OUTCOMES: [&str; 4] = ["connected", "refused", "timed_out", "failed"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct KindLabels {
@@ -468,6 +473,16 @@ impl Metrics {
             });
         }
         let (pruned, prune_passes, alerts_held) = register_retention(registry);
+        let probe_connects = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "probe_connects",
+            "TCP connects the collector's probe ([probe], portwatch-collector probe run by serve) made to reported \
+             listeners, by outcome: connected, refused, timed_out, failed",
+            probe_connects.clone(),
+        );
+        for outcome in PROBE_OUTCOMES {
+            let _ = probe_connects.get_or_create(&OutcomeLabels { outcome });
+        }
         let threat = ThreatMetrics::default();
         threat.register(registry);
         Metrics {
@@ -495,6 +510,15 @@ impl Metrics {
             pruned,
             prune_passes,
             alerts_held,
+            probe_connects,
+        }
+    }
+
+    /// Counts a probe's connects by what they answered: how many connected,
+    /// were refused, timed out and failed otherwise.
+    pub fn probed(&self, [connected, refused, timed_out, failed]: [u64; 4]) {
+        for (outcome, n) in PROBE_OUTCOMES.into_iter().zip([connected, refused, timed_out, failed]) {
+            self.probe_connects.get_or_create(&OutcomeLabels { outcome }).inc_by(n);
         }
     }
 

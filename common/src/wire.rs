@@ -53,6 +53,7 @@
 //! | `processes[].container` | [`MAX_CONTAINER_BYTES`] (128 bytes) | cut | container ids are 64 hex digits |
 //! | `processes[].unit` | [`MAX_UNIT_BYTES`] (256 bytes) | cut | systemd's `UNIT_NAME_MAX`: 255 bytes |
 //! | `facts.os`, `facts.kernel`, `facts.agent_version` | [`MAX_FACT_BYTES`] (256 bytes) | cut | a kernel release is at most 64 bytes (`uname`), an OS name one line of `os-release` |
+//! | `facts.addresses` | [`MAX_HOST_ADDRESSES`] (64) | the first 64 kept, the rest dropped; loopback, link-local, unspecified and multicast ones dropped, repeats dropped | a collector that probes connects to them: only addresses a host can have, and a bounded number of them |
 //! | `facts.tags` | [`MAX_TAGS`] (64 tags) | the first 64 by key kept, the rest dropped | the agent's config takes no more |
 //! | `facts.tags` keys | [`MAX_TAG_KEY_BYTES`] (64 bytes) | cut | the agent's config takes no longer |
 //! | `facts.tags` values | [`MAX_TAG_VALUE_BYTES`] (256 bytes) | cut | the agent's config takes no longer |
@@ -82,7 +83,7 @@ use crate::Family;
 
 mod sanitize;
 
-pub use sanitize::{cut, Sanitized, TextField};
+pub use sanitize::{cut, host_addresses, probe_worthy, Sanitized, TextField};
 
 /// The newest protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -136,6 +137,9 @@ pub const MAX_FIREWALL_SOURCE_BYTES: usize = 256;
 /// (the agent keeps that many and says how many more in the last).
 pub const MAX_FIREWALL_SOURCES: usize = 64;
 
+/// Most `facts.addresses` of a host; those after the first `MAX_HOST_ADDRESSES` are dropped.
+pub const MAX_HOST_ADDRESSES: usize = 64;
+
 /// The size limits a collector applies to `POST /api/v1/ingest`, stated in
 /// every [`Ack`] so that agents follow a collector whose limits changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +191,18 @@ pub struct HostFacts {
     /// newer agents and are kept as text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detection: Option<String>,
+    /// The inode of the network namespace the agent runs in (the host's
+    /// own): its listeners are the ones [`addresses`](Self::addresses)
+    /// reach. Absent from agents older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_netns: Option<u64>,
+    /// The addresses of the host's interfaces in that namespace, loopback
+    /// and link-local ones left out: where a collector that probes from
+    /// outside connects to a wildcard listener. At most
+    /// [`MAX_HOST_ADDRESSES`]; empty from agents older than this field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub addresses: Vec<IpAddr>,
 }
 
 /// One numbered observation of a host.
@@ -538,6 +554,8 @@ mod tests {
     fn facts() -> HostFacts {
         HostFacts {
             detection: None,
+            host_netns: None,
+            addresses: Vec::new(),
             os: Some("Debian GNU/Linux 12".into()),
             kernel: Some("6.1.0".into()),
             boot_time: None,

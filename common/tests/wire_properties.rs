@@ -198,6 +198,8 @@ fn facts() -> impl Strategy<Value = HostFacts> {
     )
         .prop_map(|(os, kernel, boot_time, agent_version, interval_ms, tags)| HostFacts {
             detection: None,
+            host_netns: None,
+            addresses: Vec::new(),
             os,
             kernel,
             boot_time,

@@ -604,6 +604,8 @@ pub(crate) fn host_name(h: usize) -> String {
 pub(crate) fn facts() -> HostFacts {
     HostFacts {
         detection: None,
+        host_netns: None,
+        addresses: Vec::new(),
         os: Some("Debian GNU/Linux 12 (bookworm)".into()),
         kernel: Some("6.1.0-27-amd64".into()),
         boot_time: None,

@@ -146,6 +146,8 @@ pub(crate) fn secret(name: &str) -> String {
 fn facts() -> HostFacts {
     HostFacts {
         detection: None,
+        host_netns: None,
+        addresses: Vec::new(),
         os: Some("Debian GNU/Linux 12".into()),
         kernel: Some("6.1.0".into()),
         boot_time: None,

@@ -319,7 +319,14 @@ impl Collector {
     /// Starts `portwatch-collector serve ARGS` (whose database is `db`) and
     /// waits for it to say where it listens.
     pub fn serve(db: &std::path::Path, args: &[&std::ffi::OsStr]) -> anyhow::Result<Collector> {
-        let mut child = Command::new(binary("portwatch-collector"))
+        Collector::serve_in(&[], db, args)
+    }
+
+    /// [`Collector::serve`] run by the command `prefix` (`ip netns exec NS`:
+    /// a collector in a network namespace; `ip` execs it, so the child is the
+    /// collector itself).
+    pub fn serve_in(prefix: &[&str], db: &std::path::Path, args: &[&std::ffi::OsStr]) -> anyhow::Result<Collector> {
+        let mut child = prefixed(prefix, binary("portwatch-collector"))
             .arg("serve")
             .args(args)
             .stdout(Stdio::piped())
@@ -369,6 +376,18 @@ impl Drop for Collector {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `program` run by the command `prefix` (itself when `prefix` is empty).
+pub fn prefixed(prefix: &[&str], program: PathBuf) -> Command {
+    match prefix.split_first() {
+        None => Command::new(program),
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
     }
 }
 
@@ -493,6 +512,35 @@ impl Agent {
             spool,
             extra,
         )
+    }
+
+    /// [`Agent::start_with`] run by the command `prefix` (`ip netns exec NS`:
+    /// an agent whose own network namespace, its host's, is NS).
+    pub fn start_in(
+        prefix: &[&str],
+        collector: &str,
+        token: &str,
+        host: &str,
+        interval: &str,
+        spool: &std::path::Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Agent> {
+        let child = prefixed(prefix, binary("portwatch-agent"))
+            .args(["run", "--collector", collector, "--token", token])
+            .args(extra)
+            .args(["--host-name", host, "--interval", interval])
+            .env_remove("PORTWATCH_TOKEN")
+            .arg("--spool-dir")
+            .arg(spool)
+            .env(
+                "PORTWATCH_LOG",
+                std::env::var("PW_TEST_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start portwatch-agent run")?;
+        Ok(Agent { child, log: None })
     }
 
     fn spawn(

@@ -63,6 +63,8 @@ fn snapshot(session: &str, at: Timestamp) -> Batch {
             body: ReportBody::Snapshot {
                 facts: HostFacts {
                     detection: None,
+                    host_netns: None,
+                    addresses: Vec::new(),
                     os: Some("Debian GNU/Linux 12".into()),
                     kernel: Some("6.1.0".into()),
                     boot_time: None,

@@ -122,6 +122,8 @@ fn hostile_snapshot(host: &str, port: u16, name: &str) -> portwatch_common::wire
             body: ReportBody::Snapshot {
                 facts: HostFacts {
                     detection: None,
+                    host_netns: None,
+                    addresses: Vec::new(),
                     os: Some(format!("Debian {name}")),
                     kernel: None,
                     boot_time: None,

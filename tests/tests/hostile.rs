@@ -30,6 +30,8 @@ fn heavy() -> std::sync::MutexGuard<'static, ()> {
 fn facts() -> HostFacts {
     HostFacts {
         detection: None,
+        host_netns: None,
+        addresses: Vec::new(),
         os: None,
         kernel: None,
         boot_time: None,

@@ -29,6 +29,8 @@ const CAP: usize = 100;
 fn facts() -> HostFacts {
     HostFacts {
         detection: None,
+        host_netns: None,
+        addresses: Vec::new(),
         os: Some("Debian GNU/Linux 12".into()),
         kernel: None,
         boot_time: None,

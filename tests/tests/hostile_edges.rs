@@ -312,6 +312,8 @@ fn an_idle_connection_is_closed_after_the_idle_timeout_and_http2_is_not_spoken()
 fn facts() -> HostFacts {
     HostFacts {
         detection: None,
+        host_netns: None,
+        addresses: Vec::new(),
         os: None,
         kernel: None,
         boot_time: None,

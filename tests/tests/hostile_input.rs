@@ -16,6 +16,8 @@ use serde_json::Value;
 fn facts() -> HostFacts {
     HostFacts {
         detection: None,
+        host_netns: None,
+        addresses: Vec::new(),
         os: Some("Debian GNU/Linux 12".into()),
         kernel: Some("6.1.0-18-amd64".into()),
         boot_time: None,

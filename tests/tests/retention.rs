@@ -105,6 +105,8 @@ fn expired_history_is_pruned_said_so_when_asked_about_and_a_forgotten_host_is_a_
         interval_ms: 10_000,
         tags: Default::default(),
         detection: None,
+        host_netns: None,
+        addresses: Vec::new(),
     };
     let batch = Batch {
         version: PROTOCOL_VERSION,

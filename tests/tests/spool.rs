@@ -36,6 +36,8 @@ fn listener(port: u16) -> Listener {
 fn snapshot(session: &str, at: Timestamp, ports: &[u16]) -> SpooledReport {
     let facts = HostFacts {
         detection: None,
+        host_netns: None,
+        addresses: Vec::new(),
         os: None,
         kernel: None,
         boot_time: None,

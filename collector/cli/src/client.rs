@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use jiff::Timestamp;
 use portwatch_model::Finding;
-use portwatch_model::{AlertRow, BaselineLogRow, HostRow, ListenerRow};
+use portwatch_model::{AlertRow, BaselineLogRow, HostRow, ListenerRow, ProbeVerdict};
 use serde::de::DeserializeOwned;
 
 /// The longest answer read (a fleet-wide `who` is about 450 bytes a host:
@@ -135,6 +135,11 @@ impl Client {
     pub fn listeners(&self, host: &str, at: Option<Timestamp>) -> anyhow::Result<Vec<ListenerRow>> {
         let query: Vec<(&str, String)> = at.map(|t| ("at", t.to_string())).into_iter().collect();
         self.get(&format!("/api/v1/hosts/{}/listeners", path_segment(host)?), &query)
+    }
+
+    /// `GET /api/v1/hosts/{host}/probe`
+    pub fn probe(&self, host: &str) -> anyhow::Result<Vec<ProbeVerdict>> {
+        self.get(&format!("/api/v1/hosts/{}/probe", path_segment(host)?), &[])
     }
 
     /// `GET /api/v1/who`

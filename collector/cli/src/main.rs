@@ -124,6 +124,16 @@ enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// The view from outside: what the latest probe from the collector found at each listener of a host.
+    ///
+    /// reachable (a connect from the collector was accepted), unreachable (none was), or not-probed (UDP, a
+    /// container's namespace, no reported address; DETAIL says why), with when and what each connect answered.
+    /// Probes run only where the collector's `[probe]` is enabled.
+    Probe {
+        /// The host.
+        #[arg(long)]
+        host: String,
+    },
     /// Fleet-wide: which hosts and processes hold a port, now or at a past moment.
     Who {
         /// The port.
@@ -182,8 +192,8 @@ enum Command {
     /// How hosts depart from their baselines now.
     ///
     /// Kinds: unexpected-listener, missing-listener, owner-mismatch, exposure-widened, risky-port-exposed,
-    /// host-silent, clock-skew, flapping, firewall-opened. Hosts without a baseline list their listeners as
-    /// `unbaselined`.
+    /// host-silent, clock-skew, flapping, firewall-opened, outside-view-disagrees. Hosts without a baseline list
+    /// their listeners as `unbaselined`.
     Drift {
         /// Only this host.
         #[arg(long)]
@@ -339,7 +349,7 @@ impl Command {
             Command::Baseline {
                 action: BaselineCommand::List { output } | BaselineCommand::Log { output, .. },
             } => Some(output),
-            Command::Export { .. } | Command::Baseline { .. } => None,
+            Command::Export { .. } | Command::Baseline { .. } | Command::Probe { .. } => None,
         }
     }
 }
@@ -404,7 +414,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ports { host, at, output } => {
             let at = time(at.as_deref())?;
             let rows = client.listeners(host, at)?;
-            listeners(&mut out, &rows, output.resolve(cli.json), &tz, false)?;
+            match output.resolve(cli.json) {
+                // The verdicts are the latest probe's: beside the listeners of now only.
+                Format::Table if at.is_none() => {
+                    // A collector older than the view from outside has no verdicts to show.
+                    let verdicts = client.probe(host).unwrap_or_else(|e| {
+                        eprintln!("portwatch: no probe verdicts ({e:#}); VERIFIED shows -");
+                        Vec::new()
+                    });
+                    render::ports(&mut out, &rows, &verdicts, &tz)?;
+                }
+                format => listeners(&mut out, &rows, format, &tz, false)?,
+            }
+        }
+        Command::Probe { host } => {
+            let verdicts = client.probe(host)?;
+            match cli.json {
+                true => render::json(&mut out, &verdicts)?,
+                false => render::probe(&mut out, &verdicts, &tz)?,
+            }
         }
         Command::Who {
             port,

@@ -9,7 +9,7 @@ use portwatch_common::process::summary;
 use portwatch_common::text::{self, Escaped};
 use portwatch_model::baseline::BaselineView;
 use portwatch_model::time::human_skew;
-use portwatch_model::{AlertRow, AlertState, BaselineLogRow, HostRow, HostStatus, ListenerRow};
+use portwatch_model::{AlertRow, AlertState, BaselineLogRow, HostRow, HostStatus, ListenerRow, Place, ProbeVerdict};
 use portwatch_model::{Finding, Kind};
 use serde::Serialize;
 
@@ -103,6 +103,66 @@ pub fn hosts(out: &mut impl Write, hosts: &[HostRow], tz: &TimeZone) -> io::Resu
             "OS",
         ],
         &rows,
+    )
+}
+
+/// A host's listeners now (`ports`) as a table, with VERIFIED after
+/// FIREWALL: what the latest probe from the collector found at the
+/// listener's place and when (`reachable 2026-12-03 12:03:04`), `-` where it
+/// was never probed.
+pub fn ports(out: &mut impl Write, rows: &[ListenerRow], verdicts: &[ProbeVerdict], tz: &TimeZone) -> io::Result<()> {
+    let by_place: std::collections::HashMap<Place, &ProbeVerdict> = verdicts.iter().map(|v| (v.place, v)).collect();
+    let header = [
+        "HOST",
+        "PROTO",
+        "LOCAL ADDRESS",
+        "PORT",
+        "EXPOSURE",
+        "FIREWALL",
+        "VERIFIED",
+        "PROCESSES",
+        "OPENED",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let l = &r.listener;
+            let place = Place {
+                netns: l.netns,
+                proto: l.proto,
+                addr: l.local_addr,
+                port: l.local_port,
+            };
+            let mut row = listener_cells(r, summary(&l.processes), tz);
+            let verified = by_place
+                .get(&place)
+                .map_or_else(|| "-".to_owned(), |v| format!("{} {}", v.state, local(v.at, tz)));
+            row.insert(6, verified);
+            row
+        })
+        .collect();
+    table(out, &header, &cells)
+}
+
+/// Probe verdicts (`portwatch probe`) as a table.
+pub fn probe(out: &mut impl Write, verdicts: &[ProbeVerdict], tz: &TimeZone) -> io::Result<()> {
+    let cells: Vec<Vec<String>> = verdicts
+        .iter()
+        .map(|v| {
+            vec![
+                v.place.proto.as_str().to_owned(),
+                v.place.addr.to_string(),
+                v.place.port.to_string(),
+                v.state.as_str().to_owned(),
+                local(v.at, tz),
+                v.detail.clone(),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["PROTO", "LOCAL ADDRESS", "PORT", "VERIFIED", "AT", "DETAIL"],
+        &cells,
     )
 }
 
@@ -570,6 +630,8 @@ mod tests {
             clock_skew_at: None,
             clock_skewed: false,
             detection: None,
+            host_netns: None,
+            addresses: Vec::new(),
         };
         let mut out = Vec::new();
         super::hosts(&mut out, &[host], &TimeZone::UTC).unwrap();
@@ -651,6 +713,8 @@ mod tests {
             clock_skew_at: skew.map(|_| at),
             clock_skewed: skewed,
             detection: None,
+            host_netns: None,
+            addresses: Vec::new(),
         };
         let hosts = [
             host("ahead", Some(7_380_000), true),

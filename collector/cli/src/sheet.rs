@@ -568,6 +568,8 @@ mod tests {
             clock_skew_at: Some(at),
             clock_skewed: true,
             detection: Some("events".into()),
+            host_netns: None,
+            addresses: Vec::new(),
         };
         let mut out = Vec::new();
         super::hosts(&mut out, &[host]).unwrap();

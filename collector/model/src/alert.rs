@@ -31,6 +31,9 @@ pub enum Kind {
     Unbaselined,
     /// A rule change made a listener reachable that the firewall filtered.
     FirewallOpened,
+    /// The host's firewall and a probe from the collector disagree: filtered
+    /// but reached, or open but not reached.
+    OutsideViewDisagrees,
 }
 
 impl Kind {
@@ -47,6 +50,7 @@ impl Kind {
             Kind::Flapping => "flapping",
             Kind::Unbaselined => "unbaselined",
             Kind::FirewallOpened => "firewall-opened",
+            Kind::OutsideViewDisagrees => "outside-view-disagrees",
         }
     }
 
@@ -65,7 +69,8 @@ impl Kind {
             | Kind::MissingListener
             | Kind::Flapping
             | Kind::ClockSkew
-            | Kind::FirewallOpened => Severity::Warning,
+            | Kind::FirewallOpened
+            | Kind::OutsideViewDisagrees => Severity::Warning,
             Kind::Unbaselined => Severity::Info,
         }
     }
@@ -77,7 +82,7 @@ impl Kind {
 }
 
 /// Every kind, in order.
-pub const ALL_KINDS: [Kind; 10] = [
+pub const ALL_KINDS: [Kind; 11] = [
     Kind::UnexpectedListener,
     Kind::MissingListener,
     Kind::OwnerMismatch,
@@ -88,6 +93,7 @@ pub const ALL_KINDS: [Kind; 10] = [
     Kind::Flapping,
     Kind::Unbaselined,
     Kind::FirewallOpened,
+    Kind::OutsideViewDisagrees,
 ];
 
 /// How serious a finding is.

@@ -271,6 +271,16 @@ pub struct HostRow {
     /// as its latest snapshot said; `None` for agents that do not say.
     #[serde(default)]
     pub detection: Option<String>,
+    /// The inode of its agent's own network namespace (the host's), as its
+    /// latest snapshot said; `None` for agents that do not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_netns: Option<u64>,
+    /// The addresses of its interfaces in that namespace, as its latest
+    /// snapshot said (loopback and link-local left out): where a probe from
+    /// the collector connects to its wildcard listeners.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 #[cfg(test)]
@@ -296,6 +306,8 @@ mod tests {
             clock_skew_at: None,
             clock_skewed: false,
             detection: None,
+            host_netns: None,
+            addresses: Vec::new(),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod alert;
 pub mod baseline;
 pub mod diff;
 pub mod history;
+pub mod probe;
 pub mod time;
 pub mod trend;
 
@@ -17,3 +18,4 @@ pub use access::Role;
 pub use alert::{AlertEvent, AlertRow, AlertState, Finding, Kind, Severity, ALL_KINDS};
 pub use baseline::{Baseline, BaselineAction, BaselineLogRow, StoredBaseline};
 pub use history::{host_page, HistoryCursor, HistoryWindow, HostFilter, HostPage, HostRow, HostStatus, ListenerRow};
+pub use probe::{Place, ProbeVerdict, Verified};

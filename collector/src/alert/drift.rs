@@ -24,7 +24,7 @@ use portwatch_model::history::Edge;
 use portwatch_model::time::before;
 use portwatch_model::time::human_skew;
 use portwatch_model::{Finding, Kind, Severity};
-use portwatch_model::{HostRow, HostStatus, ListenerRow};
+use portwatch_model::{HostRow, HostStatus, ListenerRow, Place, ProbeVerdict, Verified};
 
 /// Thresholds that are not in baselines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +93,9 @@ pub struct HostView<'a> {
     /// Whether to list `unbaselined` listeners (the drift view does; alert
     /// evaluation, which never alerts on them, need not build them).
     pub with_info: bool,
+    /// The latest probe verdicts of its listener places (the view from
+    /// outside, [`crate::probe`]); empty where none probed it.
+    pub verdicts: &'a [ProbeVerdict],
 }
 
 /// How far back [`HostView::recent`] must reach for these baselines and policy.
@@ -117,6 +120,7 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
         .flat_map(|a| a.baseline.listeners.iter().map(move |e| (*a, e)))
         .collect();
     let mut findings = Vec::new();
+    let verdicts: BTreeMap<Place, &ProbeVerdict> = view.verdicts.iter().map(|v| (v.place, v)).collect();
 
     if view.host.status == HostStatus::Silent {
         let mut f = Finding::new(Kind::HostSilent, host, format!("host-silent:{host}"));
@@ -152,6 +156,7 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
 
     for row in view.listeners {
         let l = &row.listener;
+        let verdict = verdict_of(&verdicts, row);
         let candidates: Vec<&(&Applied, &Entry)> = entries
             .iter()
             .filter(|(_, e)| e.covers(l.proto, l.local_port))
@@ -187,9 +192,22 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
                     }
                 );
                 f.severity = reached(l, f.severity);
+                if let Some(v) = verdict.filter(|v| v.state == Verified::Reachable) {
+                    // Seen from outside: whatever the firewall's answer said.
+                    f.severity = Severity::Critical;
+                    let _ = write!(
+                        f.message,
+                        "; verified reachable from the collector at {} ({})",
+                        v.at, v.detail
+                    );
+                }
                 set_entry(&mut f, matched.map(|(a, e, _)| (*a, *e)));
                 findings.push(f);
             }
+        }
+
+        if let Some(f) = outside_view_disagrees(host, l, verdict) {
+            findings.push(f);
         }
 
         if mine.is_empty() {
@@ -342,6 +360,55 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
         }
     }
     findings
+}
+
+/// The verdict of `row`'s place, if it was made while `row` was what it is
+/// (at or after its opening): a verdict older than the interval (a rule
+/// change since, a listener restarted) says nothing of it yet.
+fn verdict_of<'v>(verdicts: &BTreeMap<Place, &'v ProbeVerdict>, row: &ListenerRow) -> Option<&'v ProbeVerdict> {
+    let l = &row.listener;
+    let place = Place {
+        netns: l.netns,
+        proto: l.proto,
+        addr: l.local_addr,
+        port: l.local_port,
+    };
+    verdicts.get(&place).copied().filter(|v| v.at >= row.opened_at)
+}
+
+/// `outside-view-disagrees`: the host's firewall and the collector's probe
+/// of `l` disagree. Filtered by the host's firewall but reached from the
+/// collector is a warning: the ruleset does not do what it was read to do
+/// (a path the agent does not evaluate, another filter, a NAT). Open by the
+/// host's firewall but not reached is info: most often a network firewall
+/// between the collector and the host, which may be as intended. A
+/// restricted or unknown answer, or a verdict not made on this interval,
+/// says nothing either way.
+fn outside_view_disagrees(host: &str, l: &Listener, verdict: Option<&ProbeVerdict>) -> Option<Finding> {
+    let (fw, v) = (l.firewall.as_ref()?, verdict?);
+    let (severity, why) = match (fw.reach, v.state) {
+        (Reach::Filtered, Verified::Reachable) => (
+            Severity::Warning,
+            format!(
+                "the host's firewall filters it ({}), but the collector connected at {} ({}): the ruleset does not \
+                 do what it was read to do, or something else lets it in",
+                fw.rule, v.at, v.detail
+            ),
+        ),
+        (Reach::Open, Verified::Unreachable) => (
+            Severity::Info,
+            format!(
+                "the host's firewall accepts it ({}), but the collector could not connect at {} ({}): often a \
+                 network firewall between them",
+                fw.rule, v.at, v.detail
+            ),
+        ),
+        _ => return None,
+    };
+    let mut f = listener_finding(Kind::OutsideViewDisagrees, host, l);
+    f.severity = severity;
+    f.message = format!("{host}: {} held by {}: {why}", describe(l), holders(l));
+    Some(f)
 }
 
 /// How serious an exposure finding of `l` is, from what the firewall
@@ -501,6 +568,8 @@ reason = "the site"
             clock_skew_at: None,
             clock_skewed: false,
             detection: None,
+            host_netns: None,
+            addresses: Vec::new(),
         }
     }
 
@@ -593,6 +662,7 @@ reason = "the site"
             recent: &now,
             alerting: &HashSet::new(),
             with_info: true,
+            verdicts: &[],
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(severity_of(&f, Kind::RiskyPortExposed, 5432), Some(Severity::Info));
@@ -625,6 +695,190 @@ reason = "the site"
             !f.iter().any(|f| f.kind == Kind::FirewallOpened),
             "nothing was opened: {f:?}"
         );
+    }
+
+    fn probed(r: &ListenerRow, state: Verified, at: Timestamp) -> ProbeVerdict {
+        ProbeVerdict {
+            place: Place {
+                netns: r.listener.netns,
+                proto: r.listener.proto,
+                addr: r.listener.local_addr,
+                port: r.listener.local_port,
+            },
+            state,
+            at,
+            detail: format!("10.0.0.5:{} answered", r.listener.local_port),
+        }
+    }
+
+    #[test]
+    fn a_risky_port_verified_reachable_is_critical_whatever_the_firewall_said() {
+        let h = host("db-1", HostStatus::Up);
+        let now = vec![
+            behind(
+                row(5432, "0.0.0.0", "postgres", "postgres"),
+                Reach::Restricted,
+                "inet filter input handle 4",
+            ),
+            behind(
+                row(6379, "0.0.0.0", "redis", "redis"),
+                Reach::Filtered,
+                "inet filter input policy drop",
+            ),
+            behind(
+                row(3306, "0.0.0.0", "mysqld", "mysql"),
+                Reach::Filtered,
+                "inet filter input policy drop",
+            ),
+        ];
+        let verdicts = vec![
+            probed(&now[0], Verified::Reachable, t(-60)),
+            probed(&now[1], Verified::Reachable, t(-60)),
+            probed(&now[2], Verified::Unreachable, t(-60)),
+        ];
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &now,
+            alerting: &HashSet::new(),
+            with_info: true,
+            verdicts: &verdicts,
+        };
+        let f = evaluate(&view, &[], &Policy::default(), t(0));
+        assert_eq!(
+            severity_of(&f, Kind::RiskyPortExposed, 5432),
+            Some(Severity::Critical),
+            "{f:#?}"
+        );
+        assert_eq!(
+            severity_of(&f, Kind::RiskyPortExposed, 6379),
+            Some(Severity::Critical),
+            "{f:#?}"
+        );
+        assert_eq!(
+            severity_of(&f, Kind::RiskyPortExposed, 3306),
+            Some(Severity::Info),
+            "not reached: as the firewall said"
+        );
+        let pg = f
+            .iter()
+            .find(|f| f.kind == Kind::RiskyPortExposed && f.local_port == Some(5432))
+            .unwrap();
+        assert!(
+            pg.message.contains("; verified reachable from the collector at"),
+            "{}",
+            pg.message
+        );
+        assert!(pg.message.contains("10.0.0.5:5432 answered"), "{}", pg.message);
+    }
+
+    #[test]
+    fn the_host_and_the_outside_view_disagreeing_is_a_finding_either_way() {
+        let h = host("db-1", HostStatus::Up);
+        let now = vec![
+            behind(
+                row(8080, "0.0.0.0", "nginx", "www"),
+                Reach::Filtered,
+                "inet filter input policy drop",
+            ),
+            behind(
+                row(8081, "0.0.0.0", "nginx", "www"),
+                Reach::Open,
+                "inet filter input handle 7",
+            ),
+            behind(
+                row(8082, "0.0.0.0", "nginx", "www"),
+                Reach::Open,
+                "inet filter input handle 8",
+            ),
+            behind(
+                row(8083, "0.0.0.0", "nginx", "www"),
+                Reach::Restricted,
+                "inet filter input handle 9",
+            ),
+            behind(
+                row(8084, "0.0.0.0", "nginx", "www"),
+                Reach::Filtered,
+                "inet filter input policy drop",
+            ),
+            row(8085, "0.0.0.0", "nginx", "www"),
+        ];
+        let verdicts = vec![
+            probed(&now[0], Verified::Reachable, t(-60)),
+            probed(&now[1], Verified::Unreachable, t(-60)),
+            probed(&now[2], Verified::Reachable, t(-60)),
+            probed(&now[3], Verified::Unreachable, t(-60)),
+            probed(&now[4], Verified::Unreachable, t(-60)),
+            probed(&now[5], Verified::Reachable, t(-60)),
+        ];
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &now,
+            alerting: &HashSet::new(),
+            with_info: true,
+            verdicts: &verdicts,
+        };
+        let f = evaluate(&view, &[], &Policy::default(), t(0));
+        let disagree: Vec<(u16, Severity)> = f
+            .iter()
+            .filter(|f| f.kind == Kind::OutsideViewDisagrees)
+            .map(|f| (f.local_port.unwrap(), f.severity))
+            .collect();
+        assert_eq!(disagree, [(8080, Severity::Warning), (8081, Severity::Info)], "{f:#?}");
+        let filtered = f
+            .iter()
+            .find(|f| f.kind == Kind::OutsideViewDisagrees && f.local_port == Some(8080))
+            .unwrap();
+        assert!(
+            filtered.message.contains(
+                "the host's firewall filters it (inet filter input policy drop), but the collector connected"
+            ),
+            "{}",
+            filtered.message
+        );
+        assert!(
+            filtered.key.starts_with("outside-view-disagrees:db-1:tcp/8080@1:"),
+            "{}",
+            filtered.key
+        );
+        let open = f
+            .iter()
+            .find(|f| f.kind == Kind::OutsideViewDisagrees && f.local_port == Some(8081))
+            .unwrap();
+        assert!(
+            open.message.contains("often a network firewall between them"),
+            "{}",
+            open.message
+        );
+    }
+
+    #[test]
+    fn a_verdict_older_than_the_listeners_interval_says_nothing_of_it() {
+        let h = host("db-1", HostStatus::Up);
+        // Filtered since a rule change a minute ago; the probe reached it before that.
+        let mut now = vec![behind(
+            row(5432, "0.0.0.0", "postgres", "postgres"),
+            Reach::Filtered,
+            "inet filter input policy drop",
+        )];
+        now[0].opened_at = t(-60);
+        let verdicts = vec![probed(&now[0], Verified::Reachable, t(-120))];
+        let view = HostView {
+            host: &h,
+            listeners: &now,
+            recent: &now,
+            alerting: &HashSet::new(),
+            with_info: true,
+            verdicts: &verdicts,
+        };
+        let f = evaluate(&view, &[], &Policy::default(), t(0));
+        assert_eq!(
+            severity_of(&f, Kind::RiskyPortExposed, 5432),
+            Some(Severity::Info),
+            "{f:#?}"
+        );
+        assert!(!f.iter().any(|f| f.kind == Kind::OutsideViewDisagrees), "{f:#?}");
     }
 
     #[test]
@@ -662,6 +916,7 @@ reason = "the site"
             recent: &recent,
             alerting: &HashSet::new(),
             with_info: true,
+            verdicts: &[],
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         let opened: Vec<&Finding> = f.iter().filter(|f| f.kind == Kind::FirewallOpened).collect();
@@ -688,6 +943,7 @@ reason = "the site"
             recent: &[was, shut.clone()],
             alerting: &HashSet::new(),
             with_info: true,
+            verdicts: &[],
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert!(!f.iter().any(|f| f.kind == Kind::FirewallOpened), "{f:?}");
@@ -735,6 +991,7 @@ reason = "the site"
             recent: &now,
             alerting: &HashSet::new(),
             with_info: true,
+            verdicts: &[],
         };
         assert_eq!(evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0)), vec![]);
     }
@@ -754,6 +1011,7 @@ reason = "the site"
             recent: &now,
             alerting: &HashSet::new(),
             with_info: true,
+            verdicts: &[],
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(
@@ -796,6 +1054,7 @@ reason = "the site"
             recent: &recent,
             alerting: &HashSet::new(),
             with_info: true,
+            verdicts: &[],
         };
         assert_eq!(evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0)), vec![]);
         let later = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(61));
@@ -807,6 +1066,7 @@ reason = "the site"
             recent: &[],
             alerting: &HashSet::new(),
             with_info: true,
+            verdicts: &[],
         };
         assert_eq!(evaluate(&view, &applied(t(-60)), &Policy::default(), t(0)), vec![]);
     }
@@ -825,6 +1085,7 @@ reason = "the site"
             recent: &now,
             alerting: &HashSet::new(),
             with_info: true,
+            verdicts: &[],
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(
@@ -861,6 +1122,7 @@ reason = "the site"
             recent: &now,
             alerting: &HashSet::new(),
             with_info: true,
+            verdicts: &[],
         };
         assert_eq!(evaluate(&view, &b, &Policy::default(), t(0)), vec![]);
         let intruder = [
@@ -874,6 +1136,7 @@ reason = "the site"
             recent: &intruder,
             alerting: &HashSet::new(),
             with_info: true,
+            verdicts: &[],
         };
         let f = evaluate(&view, &b, &Policy::default(), t(0));
         assert_eq!(
@@ -903,6 +1166,7 @@ reason = "the site"
             recent: &recent,
             alerting: &HashSet::new(),
             with_info: true,
+            verdicts: &[],
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(kinds(&f), vec![("host-silent", None), ("flapping", Some(9999))]);
@@ -927,6 +1191,7 @@ reason = "the site"
                 recent: &[],
                 alerting: &HashSet::new(),
                 with_info: true,
+                verdicts: &[],
             };
             evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0))
         };
@@ -975,6 +1240,7 @@ reason = "the site"
             recent: &recent,
             alerting: &HashSet::new(),
             with_info: true,
+            verdicts: &[],
         };
         assert_eq!(evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0)), vec![]);
     }
@@ -993,6 +1259,7 @@ reason = "the site"
             recent: &[],
             alerting: &HashSet::new(),
             with_info: true,
+            verdicts: &[],
         };
         assert_eq!(evaluate(&fresh, &applied(t(-10)), &Policy::default(), t(0)), vec![]);
         // ...but the alert already open for :443 stays open.
@@ -1037,6 +1304,7 @@ reason = "the site"
             recent: &now,
             alerting: &HashSet::new(),
             with_info: true,
+            verdicts: &[],
         };
         assert_eq!(evaluate(&view, &b, &Policy::default(), t(0)), vec![]);
     }
@@ -1057,6 +1325,7 @@ reason = "the site"
             recent: &now,
             alerting: &HashSet::new(),
             with_info: false,
+            verdicts: &[],
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(kinds(&f), vec![("owner-mismatch", Some(22))]);
@@ -1075,6 +1344,7 @@ reason = "the site"
             recent: &now,
             alerting: &HashSet::new(),
             with_info: false,
+            verdicts: &[],
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(kinds(&f), vec![("risky-port-exposed", Some(23))]);

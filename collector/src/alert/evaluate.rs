@@ -118,12 +118,14 @@ impl Evaluator {
             let recent = self.store.history(&h.host, None, Some(since), Some(now))?;
             let listeners: Vec<_> = recent.iter().filter(|r| r.closed_at.is_none()).cloned().collect();
             let judged = self.judged(h, now);
+            let verdicts = self.store.probe_verdicts(&h.host)?;
             let view = HostView {
                 host: judged.as_ref().unwrap_or(h),
                 listeners: &listeners,
                 recent: &recent,
                 alerting: ctx.alerting.get(&h.host).unwrap_or(&none),
                 with_info,
+                verdicts: &verdicts,
             };
             findings.extend(drift::evaluate(&view, &ctx.applied, &self.policy, now));
         }
@@ -161,6 +163,10 @@ impl Evaluator {
             }
             Scope::All => self.store.hosts(now)?,
             Scope::Timely => {
+                // A probe (another process's, or this one's) stores verdicts
+                // without a report: the hosts probed since about the last sweep.
+                let since = before(now, self.sweep_every.saturating_mul(2));
+                let probed: HashSet<String> = self.store.probed_hosts(since)?.into_iter().collect();
                 // Only where the passage of time can change a finding: a host
                 // silent (or back), one a baseline covers (a grace period
                 // running out), one with an alert to resolve (a flapping
@@ -174,6 +180,7 @@ impl Evaluator {
                     .filter(|h| {
                         h.status == HostStatus::Silent
                             || h.clock_skewed
+                            || probed.contains(&h.host)
                             || ctx.alerting.contains_key(&h.host)
                             || ctx.applied.iter().any(|a| a.baseline.selects(&h.host, &h.tags))
                     })

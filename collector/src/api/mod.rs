@@ -286,6 +286,7 @@ pub(crate) fn api_routes(session: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(query::hosts))
         .routes(routes!(retention::forget))
         .routes(routes!(query::listeners))
+        .routes(routes!(query::probe_verdicts))
         .routes(routes!(query::history))
         .routes(routes!(query::diff))
         .routes(routes!(query::who))

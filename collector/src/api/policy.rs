@@ -300,7 +300,8 @@ pub struct DriftParams {
     #[param(value_type = Option<String>, example = "web-3")]
     host: Option<String>,
     /// Only these kinds, comma-separated: unexpected-listener, missing-listener, owner-mismatch,
-    /// exposure-widened, risky-port-exposed, host-silent, clock-skew, flapping, unbaselined, firewall-opened.
+    /// exposure-widened, risky-port-exposed, host-silent, clock-skew, flapping, unbaselined, firewall-opened,
+    /// outside-view-disagrees.
     #[param(value_type = Option<String>, example = "risky-port-exposed,owner-mismatch")]
     kind: Option<String>,
     /// Most findings: 1 to 100000 (default 10000).

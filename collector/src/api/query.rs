@@ -14,7 +14,9 @@ use super::retention::{require_kept, window_before_kept, KEPT_SINCE_HEADER};
 use super::{blocking, blocking_json, error, ApiError, AppState, JsonBody};
 use portwatch_model::diff::Diff;
 use portwatch_model::trend::Trends;
-use portwatch_model::{host_page, HistoryCursor, HistoryWindow, HostFilter, HostRow, HostStatus, ListenerRow};
+use portwatch_model::{
+    host_page, HistoryCursor, HistoryWindow, HostFilter, HostRow, HostStatus, ListenerRow, ProbeVerdict,
+};
 
 /// `?name=&tag=&status=&limit=&after=`
 #[derive(Debug, Deserialize, IntoParams)]
@@ -199,6 +201,39 @@ pub async fn listeners(
     require_kept(&state, "at", at)?;
     let store = state.store.clone();
     blocking_json(move || store.listeners_at(&host, at)).await
+}
+
+/// `GET /api/v1/hosts/{host}/probe`
+#[utoipa::path(
+    get,
+    path = "/api/v1/hosts/{host}/probe",
+    operation_id = "probe_verdicts",
+    tag = "hosts",
+    description = "The view from outside: the latest verdict of a probe from the collector (`[probe]`, `portwatch-collector \
+probe`) for each listener place of a host beyond loopback: reachable, unreachable or not-probed (with why), when, and what \
+each connect answered. Empty where the host was never probed. Roles: read, admin.",
+    security(("bearer" = []), ("session" = [])),
+    params(("host" = String, Path, description = HOST_PARAM)),
+    responses(
+        (status = 200, description = "The verdicts, by place", body = Vec<ProbeVerdict>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
+pub async fn probe_verdicts(
+    State(state): State<AppState>,
+    caller: Caller,
+    host: Result<Path<String>, PathRejection>,
+) -> Result<JsonBody, ApiError> {
+    caller.require_reader()?;
+    let host = error::path(host, "/api/v1/hosts/web-3/probe")?;
+    require_host(&state, &host).await?;
+    let store = state.store.clone();
+    blocking_json(move || store.probe_verdicts(&host)).await
 }
 
 /// `?port=&proto=&at=`

@@ -9,7 +9,11 @@
 //!
 //! - A finding that has an unresolved alert keeps it, while its condition
 //!   holds (an alert is never resolved to make room, nor moved to another
-//!   finding).
+//!   finding). When the finding has become more severe than its alert (a
+//!   risky port a probe from the collector reached, where the firewall
+//!   restricted it), the alert is resolved and a new one opened at the new
+//!   severity, so that every sink hears of it; a finding grown less severe
+//!   keeps its alert as it is.
 //! - A new finding opens one while fewer than `max_open` alerts of its host
 //!   and kind are unresolved: the most severe first, then by port, address
 //!   and key, so that the same findings always get the same alerts.
@@ -79,8 +83,15 @@ pub fn plan(findings: &[Finding], active: &[AlertRow], max_open: usize) -> Plan 
 
     let mut plan = Plan::default();
     let mut summaries = HashSet::new();
+    let mut escalated = HashSet::new();
     for ((host, kind), group) in groups {
         let kept = group.iter().filter(|f| by_key.contains_key(f.key.as_str())).count();
+        for f in &group {
+            if let Some(a) = by_key.get(f.key.as_str()).filter(|a| f.severity > a.severity) {
+                escalated.insert(a.id);
+                plan.open.push((*f).clone());
+            }
+        }
         let mut new: Vec<&Finding> = group
             .into_iter()
             .filter(|f| !by_key.contains_key(f.key.as_str()))
@@ -107,7 +118,7 @@ pub fn plan(findings: &[Finding], active: &[AlertRow], max_open: usize) -> Plan 
         .iter()
         .filter(|a| match is_summary(a) {
             true => !summaries.contains(&a.key),
-            false => !seen.contains(a.key.as_str()),
+            false => !seen.contains(a.key.as_str()) || escalated.contains(&a.id),
         })
         .map(|a| a.id)
         .collect();
@@ -200,6 +211,31 @@ mod tests {
             .enumerate()
             .map(|(i, f)| alert(first + i as i64, f))
             .collect()
+    }
+
+    #[test]
+    fn a_finding_grown_more_severe_reopens_its_alert_and_one_grown_less_keeps_it() {
+        let mut was = Finding::new(
+            Kind::RiskyPortExposed,
+            "db-1",
+            "risky-port-exposed:db-1:tcp/5432@1:10.0.0.5".into(),
+        );
+        was.severity = Severity::Warning;
+        let mut other = Finding::new(
+            Kind::RiskyPortExposed,
+            "db-1",
+            "risky-port-exposed:db-1:tcp/6379@1:0.0.0.0".into(),
+        );
+        other.severity = Severity::Critical;
+        let active = [alert(7, &was), alert(8, &other)];
+        let mut now = was.clone();
+        now.severity = Severity::Critical;
+        let mut calmer = other.clone();
+        calmer.severity = Severity::Info;
+        let plan = plan(&[now.clone(), calmer], &active, 100);
+        assert_eq!(plan.resolve, [7], "{plan:?}");
+        assert_eq!(plan.open, [now], "{plan:?}");
+        assert!(plan.update.is_empty(), "{plan:?}");
     }
 
     #[test]

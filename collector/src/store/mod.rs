@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use portwatch_model::baseline::{BaselineAction, BaselineLogRow, StoredBaseline};
 use portwatch_model::{
-    AlertEvent, AlertRow, AlertState, Finding, HistoryCursor, HistoryWindow, HostRow, Kind, ListenerRow, Role,
+    AlertEvent, AlertRow, AlertState, Finding, HistoryCursor, HistoryWindow, HostRow, Kind, ListenerRow, ProbeVerdict,
+    Role,
 };
 
 /// A stored token: only the SHA-256 of its secret is kept.
@@ -621,16 +622,31 @@ pub struct Forgotten {
     pub first_seen_dropped: u64,
 }
 
+/// The view from outside: the latest probe verdict of each listener place of
+/// each host (see `crate::probe`).
+pub trait Probes: Send + Sync {
+    /// Replaces every verdict of `host` by `verdicts` (the places its latest
+    /// probe judged: a place no longer listening loses its verdict), in one
+    /// transaction.
+    fn replace_probe_verdicts(&self, host: &str, verdicts: &[ProbeVerdict]) -> Result<(), StoreError>;
+
+    /// The verdicts of `host`, by place.
+    fn probe_verdicts(&self, host: &str) -> Result<Vec<ProbeVerdict>, StoreError>;
+
+    /// The hosts with a verdict made at or after `since`, by name.
+    fn probed_hosts(&self, since: Timestamp) -> Result<Vec<String>, StoreError>;
+}
+
 /// The history store: every concern of the collector's database. A backend
 /// implements each concern's trait; this one is then implemented for it.
 /// Callers that need one concern may take that trait alone (`Arc<dyn Store>`
 /// coerces to `Arc<dyn Tokens>`, ...).
 pub trait Store:
-    HistoryWrites + HistoryReads + Tokens + Baselines + Alerts + Outbox + Maintenance + Leases + 'static
+    HistoryWrites + HistoryReads + Tokens + Baselines + Alerts + Outbox + Maintenance + Leases + Probes + 'static
 {
 }
 
 impl<T> Store for T where
-    T: HistoryWrites + HistoryReads + Tokens + Baselines + Alerts + Outbox + Maintenance + Leases + 'static
+    T: HistoryWrites + HistoryReads + Tokens + Baselines + Alerts + Outbox + Maintenance + Leases + Probes + 'static
 {
 }

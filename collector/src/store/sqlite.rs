@@ -111,6 +111,7 @@ use crate::clock::{self, HostClock};
 use crate::history::{self, SessionState, Step};
 
 mod policy;
+mod probe;
 mod prune;
 mod read;
 
@@ -134,6 +135,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_leases.sql"),
     include_str!("migrations/0013_intervals_by_opened.sql"),
     include_str!("migrations/0014_firewall.sql"),
+    include_str!("migrations/0015_probe.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection before
@@ -381,6 +383,8 @@ impl SqliteStore {
                         clock_skew_ms: r.get(11)?,
                         clock_skew_at: r.get(12)?,
                         detection: r.get(13)?,
+                        host_netns: r.get(14)?,
+                        addresses: r.get(15)?,
                     })
                 })
                 .map_err(db)?;
@@ -1448,9 +1452,10 @@ fn apply_batch(
         .map_err(db)?;
     if let Some(facts) = facts {
         let tags = serde_json::to_string(&facts.tags).map_err(|e| StoreError::Database(e.to_string()))?;
+        let addresses = serde_json::to_string(&facts.addresses).map_err(|e| StoreError::Database(e.to_string()))?;
         tx.prepare_cached(
             "UPDATE hosts SET agent_version = ?2, interval_ms = ?3, os = ?4, kernel = ?5, boot_time = ?6, tags = ?7,
-                              detection = ?8
+                              detection = ?8, host_netns = ?9, addresses = ?10
              WHERE id = ?1",
         )
         .and_then(|mut stmt| {
@@ -1463,6 +1468,8 @@ fn apply_batch(
                 facts.boot_time.map(Timestamp::as_millisecond),
                 tags,
                 facts.detection,
+                facts.host_netns.map(to_bits),
+                addresses,
             ])
         })
         .map_err(db)?;
@@ -2117,7 +2124,9 @@ mod tests {
         conn.execute_batch(&format!(
             "ALTER TABLE hosts DROP COLUMN clock_at; ALTER TABLE hosts DROP COLUMN clock_skew_ms;
              ALTER TABLE hosts DROP COLUMN clock_skew_at; DROP TABLE snapshot_parts; DROP TABLE sink_done; DROP INDEX programs_by_slot; CREATE INDEX programs_by_hash ON programs (hash);
-             ALTER TABLE hosts DROP COLUMN detection; ALTER TABLE intervals DROP COLUMN firewall; PRAGMA user_version = 3;
+             ALTER TABLE hosts DROP COLUMN detection; ALTER TABLE intervals DROP COLUMN firewall;
+             ALTER TABLE hosts DROP COLUMN host_netns; ALTER TABLE hosts DROP COLUMN addresses; DROP TABLE probe_verdicts;
+             PRAGMA user_version = 3;
              UPDATE intervals SET opened_at = {} WHERE host_id = (SELECT id FROM hosts WHERE name = 'b');
              UPDATE intervals SET opened_at = {} WHERE host_id = (SELECT id FROM hosts WHERE name = 'a');",
             ts(YEAR).as_millisecond(),
@@ -2252,7 +2261,9 @@ mod tests {
                  ('agent:web-3', 'agent', 'web-3', 'aa11', {t0}, {t1}),
                  ('ops', 'admin', NULL, 'bb22', {t0}, NULL);
              DROP INDEX programs_by_slot; CREATE INDEX programs_by_hash ON programs (hash);
-             ALTER TABLE hosts DROP COLUMN detection; ALTER TABLE intervals DROP COLUMN firewall; PRAGMA user_version = 6;",
+             ALTER TABLE hosts DROP COLUMN detection; ALTER TABLE intervals DROP COLUMN firewall;
+             ALTER TABLE hosts DROP COLUMN host_netns; ALTER TABLE hosts DROP COLUMN addresses; DROP TABLE probe_verdicts;
+             PRAGMA user_version = 6;",
             t0 = ts(0).as_millisecond(),
             t1 = ts(5).as_millisecond(),
         ))
@@ -2695,7 +2706,9 @@ mod tests {
         conn.execute_batch(&format!(
             "DROP INDEX programs_by_slot; CREATE INDEX programs_by_hash ON programs (hash);
              INSERT INTO programs (hash, name) VALUES ({natural}, 'impostor');
-             ALTER TABLE intervals DROP COLUMN firewall; PRAGMA user_version = 10;"
+             ALTER TABLE intervals DROP COLUMN firewall;
+             ALTER TABLE hosts DROP COLUMN host_netns; ALTER TABLE hosts DROP COLUMN addresses; DROP TABLE probe_verdicts;
+             PRAGMA user_version = 10;"
         ))
         .unwrap();
         drop(conn);
@@ -3064,7 +3077,9 @@ mod tests {
             "DROP TABLE ports_first_seen; ALTER TABLE hosts DROP COLUMN clock_at;
              ALTER TABLE hosts DROP COLUMN clock_skew_ms; ALTER TABLE hosts DROP COLUMN clock_skew_at;
              DROP TABLE snapshot_parts; DROP TABLE sink_done; DROP INDEX programs_by_slot; CREATE INDEX programs_by_hash ON programs (hash);
-             ALTER TABLE hosts DROP COLUMN detection; ALTER TABLE intervals DROP COLUMN firewall; PRAGMA user_version = 2;",
+             ALTER TABLE hosts DROP COLUMN detection; ALTER TABLE intervals DROP COLUMN firewall;
+             ALTER TABLE hosts DROP COLUMN host_netns; ALTER TABLE hosts DROP COLUMN addresses; DROP TABLE probe_verdicts;
+             PRAGMA user_version = 2;",
         )
         .unwrap();
         drop(conn);

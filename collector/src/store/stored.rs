@@ -467,7 +467,7 @@ pub(crate) fn outbox_event((id, event, alert): (i64, String, String)) -> OutboxE
 pub(crate) const HOST_COLUMNS: &str = "h.name, h.first_seen, h.last_seen, h.agent_version, h.interval_ms, h.os, \
      h.kernel, h.boot_time, h.tags, h.dropped_reports, \
      (SELECT count(*) FROM intervals i WHERE i.host_id = h.id AND i.closed_at IS NULL), \
-     h.clock_skew_ms, h.clock_skew_at, h.detection";
+     h.clock_skew_ms, h.clock_skew_at, h.detection, h.host_netns, h.addresses";
 
 /// A `hosts` row as read, with its count of open intervals.
 pub(crate) struct RawHost {
@@ -485,6 +485,9 @@ pub(crate) struct RawHost {
     pub clock_skew_ms: Option<i64>,
     pub clock_skew_at: Option<i64>,
     pub detection: Option<String>,
+    pub host_netns: Option<i64>,
+    /// JSON array of addresses; NULL before the first snapshot that said.
+    pub addresses: Option<String>,
 }
 
 impl RawHost {
@@ -512,6 +515,12 @@ impl RawHost {
                 .clock_skew_ms
                 .is_some_and(|skew| clock::beyond_tolerance(skew, limits.tolerance)),
             detection: self.detection,
+            host_netns: self.host_netns.map(from_bits),
+            addresses: match &self.addresses {
+                Some(json) => serde_json::from_str(json)
+                    .map_err(|e| corrupt(format_args!("addresses of host {}: {e}", self.name)))?,
+                None => Vec::new(),
+            },
             host: self.name,
         })
     }
@@ -675,6 +684,30 @@ fn permute<T>(rows: &mut [T], mut perm: Vec<usize>) {
             at = from;
         }
     }
+}
+
+/// A stored verdict, decoded (both backends store the same columns).
+pub(crate) fn probe_verdict(
+    netns: u64,
+    proto: i64,
+    addr: &str,
+    port: u16,
+    state: &str,
+    at: i64,
+    detail: String,
+) -> Result<portwatch_model::ProbeVerdict, StoreError> {
+    let corrupt = |what: String| corrupt(format_args!("probe verdict: {what}"));
+    Ok(portwatch_model::ProbeVerdict {
+        place: portwatch_model::Place {
+            netns,
+            proto: proto_from(proto)?,
+            addr: addr.parse().map_err(|_| corrupt(format!("address {addr:?}")))?,
+            port,
+        },
+        state: portwatch_model::Verified::parse(state).ok_or_else(|| corrupt(format!("state {state:?}")))?,
+        at: timestamp(at)?,
+        detail,
+    })
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use portwatch_collector::lifecycle::cap;
 use portwatch_collector::store::{AckOutcome, SinkProgress, Store};
-use portwatch_model::{AlertEvent, AlertState, BaselineAction, Finding, Kind};
+use portwatch_model::{AlertEvent, AlertState, BaselineAction, Finding, Kind, Severity};
 
 use super::build::*;
 
@@ -316,4 +316,44 @@ pub fn outbox_events_become_visible_in_id_order_while_writers_race(store: &dyn S
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), WRITERS * ALERTS);
+}
+
+pub fn an_alert_whose_finding_grows_more_severe_is_resolved_and_opened_again_at_its_severity(store: &dyn Store) {
+    let mut risky = finding(Kind::RiskyPortExposed, "db-1", 5432);
+    risky.severity = Severity::Warning;
+    let opened = store
+        .sync_alerts(&hosts(&["db-1"]), &[risky.clone()], cap::DEFAULT_MAX_OPEN, ts(0))
+        .unwrap();
+    let AlertEvent::Opened(first) = &opened[0] else {
+        panic!("{opened:?}")
+    };
+    // A probe from the collector reached it: critical now.
+    risky.severity = Severity::Critical;
+    let events = store
+        .sync_alerts(&hosts(&["db-1"]), &[risky.clone()], cap::DEFAULT_MAX_OPEN, ts(10))
+        .unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    let (AlertEvent::Resolved(was), AlertEvent::Opened(now)) = (&events[0], &events[1]) else {
+        panic!("resolved, then opened: {events:?}")
+    };
+    assert_eq!((was.id, was.severity), (first.id, Severity::Warning));
+    assert_eq!(
+        (now.severity, now.state, now.opened_at),
+        (Severity::Critical, AlertState::Open, ts(10))
+    );
+    assert_ne!(now.id, first.id);
+    // Less severe again: the alert stays as it is.
+    risky.severity = Severity::Info;
+    let calmer = store
+        .sync_alerts(&hosts(&["db-1"]), &[risky], cap::DEFAULT_MAX_OPEN, ts(20))
+        .unwrap();
+    assert!(calmer.is_empty(), "{calmer:?}");
+    let active: Vec<_> = store
+        .alerts(None, Some("db-1"), 10)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.state != AlertState::Resolved)
+        .collect();
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert_eq!((active[0].id, active[0].severity), (now.id, Severity::Critical));
 }

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Each test is a plain `pub fn name(store: &dyn Store)` in the module of its
-//! concern ([`history`], [`tokens`], [`alerts`], [`retention`], [`leases`]); the macro
+//! concern ([`history`], [`tokens`], [`alerts`], [`retention`], [`leases`], [`probes`]); the macro
 //! makes one `#[test]` of each, in a module of the same name, and one more
 //! that fails when a module has a behaviour the macro does not list. What the tests
 //! build (listeners, reports, batches, findings, times) is in [`build`], one
@@ -24,6 +24,7 @@ pub mod alerts;
 pub mod build;
 pub mod history;
 pub mod leases;
+pub mod probes;
 pub mod retention;
 pub mod tokens;
 
@@ -80,10 +81,16 @@ macro_rules! conformance_suite {
                 a_flood_opens_the_cap_and_one_summary_whose_count_changes_in_place_without_an_event,
                 a_sink_s_progress_is_its_cursor_and_the_events_done_after_it,
                 outbox_events_become_visible_in_id_order_while_writers_race,
+                an_alert_whose_finding_grows_more_severe_is_resolved_and_opened_again_at_its_severity,
             }
             leases {
                 a_lease_is_one_holders_until_it_expires_or_is_released,
                 of_holders_racing_for_a_free_lease_exactly_one_gets_it,
+            }
+            probes {
+                a_hosts_namespace_and_addresses_read_back_as_its_latest_snapshot_said,
+                a_probe_replaces_every_verdict_of_its_host_and_no_other,
+                a_forgotten_host_loses_its_verdicts,
             }
             retention {
                 closed_intervals_past_the_cutoff_go_in_small_batches_and_open_ones_stay_however_old,
@@ -130,6 +137,7 @@ pub fn unlisted(listed: &[&str]) -> Vec<String> {
         ("alerts", include_str!("alerts.rs")),
         ("retention", include_str!("retention.rs")),
         ("leases", include_str!("leases.rs")),
+        ("probes", include_str!("probes.rs")),
     ];
     let mut missing = Vec::new();
     for (module, source) in sources {

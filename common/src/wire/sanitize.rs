@@ -11,12 +11,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::{
     Batch, HostFacts, ReportBody, MAX_CMDLINE_BYTES, MAX_CONTAINER_BYTES, MAX_EXE_BYTES, MAX_FACT_BYTES,
-    MAX_FIREWALL_RULE_BYTES, MAX_FIREWALL_SOURCE_BYTES, MAX_NAME_BYTES, MAX_TAGS, MAX_TAG_KEY_BYTES,
-    MAX_TAG_VALUE_BYTES, MAX_UNIT_BYTES, MAX_USER_BYTES,
+    MAX_FIREWALL_RULE_BYTES, MAX_FIREWALL_SOURCE_BYTES, MAX_HOST_ADDRESSES, MAX_NAME_BYTES, MAX_TAGS,
+    MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES, MAX_UNIT_BYTES, MAX_USER_BYTES,
 };
 use crate::{Exposure, Listener, Process};
 
@@ -50,6 +51,26 @@ pub fn cut(text: &str, limit: usize) -> Option<String> {
         out.push_str(&marker(text.len() - keep));
     }
     Some(out)
+}
+
+/// Keeps of `addresses` the first [`MAX_HOST_ADDRESSES`] that a host's
+/// interface can have and a probe may connect to ([`probe_worthy`]), each once.
+pub fn host_addresses(addresses: &mut Vec<IpAddr>) {
+    let mut seen = BTreeSet::new();
+    addresses.retain(|a| probe_worthy(*a) && seen.insert(*a));
+    addresses.truncate(MAX_HOST_ADDRESSES);
+}
+
+/// Whether `addr` is an address a host reports as its own for a probe from
+/// outside: not loopback, link-local, unspecified, multicast or broadcast
+/// (IPv4-mapped IPv6 addresses are judged as their IPv4 address).
+pub fn probe_worthy(addr: IpAddr) -> bool {
+    match addr.to_canonical() {
+        IpAddr::V4(a) => {
+            !(a.is_loopback() || a.is_link_local() || a.is_unspecified() || a.is_multicast() || a.is_broadcast())
+        }
+        IpAddr::V6(a) => !(a.is_loopback() || a.is_unicast_link_local() || a.is_unspecified() || a.is_multicast()),
+    }
 }
 
 /// The marker of a cut that left out `bytes` bytes.
@@ -193,6 +214,7 @@ impl Sanitized {
             .detection
             .take()
             .filter(|d| (1..=32).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        host_addresses(&mut facts.addresses);
     }
 
     fn process(&mut self, process: &mut Process) {
@@ -359,6 +381,8 @@ mod tests {
     fn facts() -> HostFacts {
         HostFacts {
             detection: None,
+            host_netns: None,
+            addresses: Vec::new(),
             os: Some("Debian GNU/Linux 12".into()),
             kernel: Some("6.1.0-18-amd64".into()),
             boot_time: None,
@@ -388,6 +412,36 @@ mod tests {
             ReportBody::Snapshot { facts, listeners } => (facts, listeners),
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn host_addresses_keep_only_what_a_probe_may_connect_to_once_and_at_most_the_limit() {
+        let mut f = facts();
+        f.addresses = [
+            "10.0.0.1",
+            "127.0.0.1",
+            "::1",
+            "169.254.1.1",
+            "fe80::1",
+            "0.0.0.0",
+            "::",
+            "224.0.0.1",
+            "ff02::1",
+            "255.255.255.255",
+            "::ffff:127.0.0.1",
+            "10.0.0.1",
+            "2001:db8::1",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        Sanitized::default().facts(&mut f);
+        let kept: Vec<String> = f.addresses.iter().map(|a| a.to_string()).collect();
+        assert_eq!(kept, ["10.0.0.1", "2001:db8::1"]);
+        f.addresses = (0..=255u8).map(|i| IpAddr::from([10, 1, 0, i])).collect();
+        Sanitized::default().facts(&mut f);
+        assert_eq!(f.addresses.len(), MAX_HOST_ADDRESSES);
+        assert_eq!(f.addresses[0], IpAddr::from([10, 1, 0, 0]));
     }
 
     #[test]

@@ -48,6 +48,7 @@
 
 mod lease;
 mod policy;
+mod probe;
 mod prune;
 mod read;
 mod write;
@@ -71,6 +72,7 @@ use crate::clock;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_firewall.sql"),
+    include_str!("migrations/0003_probe.sql"),
 ];
 
 /// The advisory lock (session level) under which a collector migrates.

@@ -462,6 +462,20 @@ async fn sync_alerts(
         lock_outbox(tx).await?;
     }
     let mut events = Vec::new();
+    // Resolved first: an alert resolved to open again at a higher severity
+    // leaves its key free for the new one.
+    for &id in &plan.resolve {
+        let alert = active
+            .iter()
+            .find(|a| a.id == id)
+            .cloned()
+            .ok_or_else(|| corrupt(format!("alert {id} to resolve is not among those read")))?;
+        let alert = lifecycle::resolve(alert, now);
+        write_state(tx, &alert).await?;
+        let event = AlertEvent::Resolved(alert);
+        record(tx, &event, now).await?;
+        events.push(event);
+    }
     for f in &plan.open {
         let finding = serde_json::to_string(f).map_err(|e| corrupt(format!("finding: {e}")))?;
         // Another collector may have opened it meanwhile: the unique index
@@ -491,18 +505,6 @@ async fn sync_alerts(
             record(tx, &event, now).await?;
             events.push(event);
         }
-    }
-    for &id in &plan.resolve {
-        let alert = active
-            .iter()
-            .find(|a| a.id == id)
-            .cloned()
-            .ok_or_else(|| corrupt(format!("alert {id} to resolve is not among those read")))?;
-        let alert = lifecycle::resolve(alert, now);
-        write_state(tx, &alert).await?;
-        let event = AlertEvent::Resolved(alert);
-        record(tx, &event, now).await?;
-        events.push(event);
     }
     for (id, f) in &plan.update {
         let finding = serde_json::to_string(f).map_err(|e| corrupt(format!("finding: {e}")))?;

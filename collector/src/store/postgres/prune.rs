@@ -579,6 +579,7 @@ async fn forget_host(tx: &Transaction<'_>, name: &str) -> Result<Option<Forgotte
     .await?;
     forgotten.alerts = execute("DELETE FROM alerts WHERE host = $1", &[&name]).await?;
     forgotten.tokens = execute("DELETE FROM tokens WHERE host = $1 OR name = 'agent:' || $1", &[&name]).await?;
+    execute("DELETE FROM probe_verdicts WHERE host = $1", &[&name]).await?;
     execute("DELETE FROM hosts WHERE id = $1", &[&host_id]).await?;
     execute(
         "UPDATE retention_state SET value = value + 1 WHERE name = 'hosts_forgotten'",

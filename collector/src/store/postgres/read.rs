@@ -232,6 +232,8 @@ impl Inner {
                     clock_skew_ms: r.get(11),
                     clock_skew_at: r.get(12),
                     detection: r.get(13),
+                    host_netns: r.get(14),
+                    addresses: r.get(15),
                 }
                 .into_row(now, &self.clock)
             })

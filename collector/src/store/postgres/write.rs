@@ -250,9 +250,10 @@ async fn apply_batch(
     .map_err(pg)?;
     if let Some(facts) = plan.facts {
         let tags = serde_json::to_string(&facts.tags).map_err(|e| StoreError::Database(e.to_string()))?;
+        let addresses = serde_json::to_string(&facts.addresses).map_err(|e| StoreError::Database(e.to_string()))?;
         tx.execute(
             "UPDATE hosts SET agent_version = $2, interval_ms = $3, os = $4, kernel = $5, boot_time = $6, tags = $7,
-                              detection = $8
+                              detection = $8, host_netns = $9, addresses = $10
              WHERE id = $1",
             &[
                 &host_id,
@@ -263,6 +264,8 @@ async fn apply_batch(
                 &facts.boot_time.map(Timestamp::as_millisecond),
                 &tags,
                 &facts.detection,
+                &facts.host_netns.map(to_bits),
+                &addresses,
             ],
         )
         .await

@@ -155,6 +155,15 @@ impl SqliteStore {
             }
             let plan = cap::plan(findings, &active, max_open);
             let mut events = Vec::new();
+            // Resolved first: an alert resolved to open again at a higher severity
+            // leaves its key free for the new one.
+            for &id in &plan.resolve {
+                let alert = lifecycle::resolve(alert_by_id(tx, id)?, now);
+                write_state(tx, &alert)?;
+                let event = AlertEvent::Resolved(alert);
+                record(tx, &event, now)?;
+                events.push(event);
+            }
             for f in &plan.open {
                 let finding = serde_json::to_string(f).map_err(|e| corrupt(format!("finding: {e}")))?;
                 // Another collector may have opened it meanwhile: the unique index
@@ -187,13 +196,6 @@ impl SqliteStore {
                     record(tx, &event, now)?;
                     events.push(event);
                 }
-            }
-            for &id in &plan.resolve {
-                let alert = lifecycle::resolve(alert_by_id(tx, id)?, now);
-                write_state(tx, &alert)?;
-                let event = AlertEvent::Resolved(alert);
-                record(tx, &event, now)?;
-                events.push(event);
             }
             for (id, f) in &plan.update {
                 let finding = serde_json::to_string(f).map_err(|e| corrupt(format!("finding: {e}")))?;

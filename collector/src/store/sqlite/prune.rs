@@ -478,6 +478,7 @@ impl SqliteStore {
             )?;
             forgotten.alerts = execute("DELETE FROM alerts WHERE host = ?1", &[&name])?;
             forgotten.tokens = execute("DELETE FROM tokens WHERE host = ?1 OR name = 'agent:' || ?1", &[&name])?;
+            execute("DELETE FROM probe_verdicts WHERE host = ?1", &[&name])?;
             execute("DELETE FROM hosts WHERE id = ?1", &[&host_id])?;
             execute(
                 "UPDATE retention_state SET value = value + 1 WHERE name = 'hosts_forgotten'",
