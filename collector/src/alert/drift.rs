@@ -968,6 +968,7 @@ reason = "the site"
             recent: &recent,
             alerting: &HashSet::new(),
             with_info: true,
+            verdicts: &[],
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert!(!f.iter().any(|f| f.kind == Kind::Flapping), "{f:?}");
