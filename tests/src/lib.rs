@@ -462,6 +462,7 @@ impl Agent {
         extra: &[&str],
     ) -> anyhow::Result<Agent> {
         let mut agent = Agent::spawn_with(
+            &[],
             &["--token".as_ref(), token.as_ref()],
             collector,
             host,
@@ -525,22 +526,16 @@ impl Agent {
         spool: &std::path::Path,
         extra: &[&str],
     ) -> anyhow::Result<Agent> {
-        let child = prefixed(prefix, binary("portwatch-agent"))
-            .args(["run", "--collector", collector, "--token", token])
-            .args(extra)
-            .args(["--host-name", host, "--interval", interval])
-            .env_remove("PORTWATCH_TOKEN")
-            .arg("--spool-dir")
-            .arg(spool)
-            .env(
-                "PORTWATCH_LOG",
-                std::env::var("PW_TEST_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .context("cannot start portwatch-agent run")?;
-        Ok(Agent { child, log: None })
+        Agent::spawn_with(
+            prefix,
+            &["--token".as_ref(), token.as_ref()],
+            collector,
+            host,
+            interval,
+            spool,
+            extra,
+            Stdio::inherit(),
+        )
     }
 
     fn spawn(
@@ -551,10 +546,13 @@ impl Agent {
         spool: &std::path::Path,
         extra: &[&str],
     ) -> anyhow::Result<Agent> {
-        Agent::spawn_with(token, collector, host, interval, spool, extra, Stdio::inherit())
+        Agent::spawn_with(&[], token, collector, host, interval, spool, extra, Stdio::inherit())
     }
 
+    /// `portwatch-agent run`, run by the command `prefix` (none: itself).
+    #[allow(clippy::too_many_arguments)]
     fn spawn_with(
+        prefix: &[&str],
         token: &[&std::ffi::OsStr],
         collector: &str,
         host: &str,
@@ -563,7 +561,7 @@ impl Agent {
         extra: &[&str],
         stderr: Stdio,
     ) -> anyhow::Result<Agent> {
-        let child = agent()
+        let child = prefixed(prefix, binary("portwatch-agent"))
             .args(["run", "--collector", collector])
             .args(token)
             .args(["--host-name", host, "--interval", interval])

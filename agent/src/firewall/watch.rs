@@ -186,23 +186,16 @@ impl Watch {
             .copied()
             .filter(|netns| {
                 let generation = generations.get(netns).copied().flatten();
-                match self.known.get(netns) {
-                    None => true,
-                    Some(k) => {
-                        generation.is_none()
-                            || k.generation != generation
-                            || (k.rules.legacy.is_some() && now.duration_since(k.read_at) >= REREAD_UNCHANGED)
-                    }
+                let Some(k) = self.known.get(netns) else {
+                    return true; // never read
+                };
+                let due = now.duration_since(k.read_at) >= REREAD_UNCHANGED;
+                match generation {
+                    // No generation to go by: read again, no more often than REREAD_UNCHANGED.
+                    None => due,
+                    // Moved, or legacy tables (which it does not count) read long enough ago.
+                    Some(g) => k.generation != Some(g) || (k.rules.legacy.is_some() && due),
                 }
-            })
-            .filter(|netns| {
-                // Without a generation, no more often than REREAD_UNCHANGED.
-                let generation = generations.get(netns).copied().flatten();
-                generation.is_some()
-                    || self
-                        .known
-                        .get(netns)
-                        .is_none_or(|k| now.duration_since(k.read_at) >= REREAD_UNCHANGED)
             })
             .collect();
         if stale.is_empty() {
