@@ -15,6 +15,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+use netlink_packet_core::{NLMSG_ERROR, NLM_F_REQUEST};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::{Socket, SocketAddr};
 use portwatch_common::{Exposure, Firewall, Listener, Snapshot};
@@ -36,10 +37,6 @@ const NFT_MSG_GETGEN: u16 = 16;
 const NFT_MSG_NEWGEN: u16 = 15;
 /// `NFTA_GEN_ID`: the generation attribute (a big-endian u32).
 const NFTA_GEN_ID: u16 = 1;
-/// `NLMSG_ERROR`.
-const NLMSG_ERROR: u16 = 2;
-/// `NLM_F_REQUEST`.
-const NLM_F_REQUEST: u16 = 1;
 
 /// Why a generation could not be read from a reply.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
