@@ -3,7 +3,12 @@
  * closes, so a listener that lives between two scans is still recorded.
  *
  * - TCP: the `sock:inet_sock_set_state` tracepoint (BTF-typed, `tp_btf`):
- *   entering LISTEN opens a listener, leaving it closes one. Exact.
+ *   entering LISTEN opens a listener, LISTEN to CLOSE closes one. Exact.
+ *   Not every transition out of LISTEN is a listener closing: a connection's
+ *   child socket is cloned from its listener, state LISTEN included, and its
+ *   first transition is LISTEN -> SYN_RECV, with the listener's address and
+ *   port. Taken as a close, every connection accepted by a listener bound to
+ *   one address would close that listener.
  * - UDP bind: `raw_syscalls:sys_exit` of a successful bind(2): the socket is
  *   read from the caller's fd table. A socket bound implicitly (sendto(2)
  *   without bind) is not seen here; the safety scan finds it.
@@ -131,7 +136,7 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 	__u8 kind;
 	if (newstate == TCP_LISTEN)
 		kind = PW_TCP_LISTEN;
-	else if (oldstate == TCP_LISTEN)
+	else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE)
 		kind = PW_TCP_UNLISTEN;
 	else
 		return 0;

@@ -358,7 +358,9 @@ impl Daemon {
             let owner = scanner.process(e.tgid);
             let user = scanner.user(e.uid);
             let mut listener = state::listener(e, owner, user)?;
-            listener.firewall = firewall.as_mut().and_then(|w| w.firewall_of(&listener));
+            listener.firewall = firewall
+                .as_mut()
+                .and_then(|w| w.firewall_of_new(scanner, &listener, e.tgid));
             Some(listener)
         });
         if changed {

@@ -6,7 +6,7 @@
 // Test helpers outside #[test] functions panic on failure like the tests do.
 #![allow(clippy::unwrap_used)]
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -232,6 +232,90 @@ fn as_root_a_short_listener_in_another_network_namespace_is_caught() {
     let row = s.closed_interval(port, pid, &agent);
     assert_eq!(row["processes"][0]["pid"], pid, "{row}");
     assert_eq!(row["netns"], ns.inode().unwrap(), "{row}");
+}
+
+/// A TCP listener bound to one address (here 127.0.0.1) stays open while it
+/// accepts connections. Each accepted connection's socket is cloned from its
+/// listener, LISTEN state included, and leaves it for SYN_RECV with the
+/// listener's own address and port: the kernel program once took that as the
+/// listener closing, and the agent then closed the listener it found at that
+/// address (a wildcard listener escaped only because a connection's address
+/// is never 0.0.0.0).
+#[test]
+fn as_root_a_listener_on_one_address_stays_open_while_it_accepts_connections() {
+    let s = setup("ev-accept");
+    let agent = s.agent("10s", &[]);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let clients: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let accepted: Vec<TcpStream> = (0..3).map(|_| l.accept().unwrap().0).collect();
+    // Events reach history in order: once a listener opened after the
+    // connections is there, so is anything the connections made the agent say.
+    let marker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let marker_port = marker.local_addr().unwrap().port();
+    let ours = |port: u16| {
+        s.history(Some(port))
+            .into_iter()
+            .filter(|r| r["processes"][0]["pid"] == std::process::id())
+            .collect::<Vec<Value>>()
+    };
+    eventually(SETTLE, || (!ours(marker_port).is_empty()).then_some(()))
+        .unwrap_or_else(|| panic!("the marker listener never reached history; agent log:\n{}", agent.log()));
+    let rows = ours(port);
+    assert_eq!(rows.len(), 1, "one interval, still open: {rows:?}");
+    assert!(rows[0]["closed_at"].is_null(), "{:?}", rows[0]);
+    drop((clients, accepted));
+    drop(l);
+    s.closed_interval(port, std::process::id(), &agent);
+}
+
+/// A listener that an event opens in a namespace where no listener needed
+/// the firewall before carries the firewall's answer from its first report:
+/// its namespace's ruleset is read then, not at the next heartbeat, which
+/// would record it `unknown` first and then close and reopen it as `open`.
+#[test]
+fn as_root_a_listener_opened_in_a_new_namespace_carries_its_firewall_answer_from_the_start() {
+    let s = setup("ev-fwnew");
+    let agent = s.agent("1s", &[]);
+    let ns = Netns::create("evfw").unwrap();
+    let ok = std::process::Command::new("ip")
+        .args(["-n", &ns.name, "addr", "add", "10.203.0.1/32", "dev", "lo"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ip addr add in {}", ns.name);
+    let l = Listeners::start(&["ip", "netns", "exec", &ns.name], &["tcp4:10.203.0.1:0"]).unwrap();
+    let (port, pid) = (l.port(0), l.opened.pid);
+    let ours = || {
+        s.history(Some(port))
+            .into_iter()
+            .filter(|r| r["processes"][0]["pid"] == pid)
+            .collect::<Vec<Value>>()
+    };
+    eventually(SETTLE, || (!ours().is_empty()).then_some(()))
+        .unwrap_or_else(|| panic!("port {port} never reached history; agent log:\n{}", agent.log()));
+    // Two heartbeats later, the refresh they run has had its say.
+    let seen = Timestamp::now() + jiff::SignedDuration::from_millis(2500);
+    eventually(SETTLE, || {
+        let hosts = portwatch_json(&s.collector.url, &s.read_token, &["hosts"]).unwrap();
+        hosts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|h| h["host"] == s.host.as_str() && at(&h["last_seen"]) > seen)
+            .map(|_| ())
+    })
+    .expect("the agent keeps heartbeating");
+    let rows = ours();
+    assert_eq!(rows.len(), 1, "one interval, its firewall answer unchanged: {rows:?}");
+    assert_eq!(
+        rows[0]["firewall"]["reach"], "open",
+        "a namespace without rules accepts: {:?}",
+        rows[0]
+    );
+    assert!(rows[0]["closed_at"].is_null(), "{:?}", rows[0]);
 }
 
 /// Lost events, as the agent's log states them.

@@ -219,12 +219,9 @@ fn world(tag: &str, offset: u32, probe: &str) -> World {
         HOST,
         "200ms",
         &dir.path.join("spool"),
-        // Polling: with kernel events, this agent (run in a namespace of its
-        // own) reported the listener on 10.x.y.1:5432 closed 0.3 s after it
-        // opened while it still listened; on 0.0.0.0:5432 it stays open. A
-        // specific-address listener in the events code, found here and left
-        // to it.
-        &["--no-events"],
+        // Kernel events, as installed: the probe's connections to the
+        // listener on 10.x.y.1:5432 once made them report it closed.
+        &[],
     )
     .unwrap();
     let netns = host.inode().unwrap();

@@ -120,6 +120,16 @@ pub fn generation_here() -> Result<u32, String> {
     parse_generation(&buf[..n]).map_err(|e| e.to_string())
 }
 
+/// The nftables generation of each namespace of `wanted`, where it can be read.
+fn generations(scanner: &Scanner<Linux>, wanted: &HashSet<u64>) -> HashMap<u64, Option<u32>> {
+    scanner
+        .os()
+        .in_namespaces(wanted, |_| generation_here())
+        .into_iter()
+        .map(|(netns, g)| (netns, g.ok().and_then(Result::ok)))
+        .collect()
+}
+
 /// What is known of one namespace's packet filter.
 struct Known {
     /// The generation its ruleset was read at, when it could be read.
@@ -172,12 +182,7 @@ impl Watch {
             return false;
         }
         let now = Instant::now();
-        let generations: HashMap<u64, Option<u32>> = scanner
-            .os()
-            .in_namespaces(wanted, |_| generation_here())
-            .into_iter()
-            .map(|(netns, g)| (netns, g.ok().and_then(Result::ok)))
-            .collect();
+        let generations = generations(scanner, wanted);
         let stale: HashSet<u64> = wanted
             .iter()
             .copied()
@@ -198,8 +203,20 @@ impl Watch {
         if stale.is_empty() {
             return false;
         }
+        self.read(scanner, &stale, &generations, now);
+        true
+    }
+
+    /// Reads the rulesets of the namespaces `stale`, at `generations`.
+    fn read(
+        &mut self,
+        scanner: &Scanner<Linux>,
+        stale: &HashSet<u64>,
+        generations: &HashMap<u64, Option<u32>>,
+        now: Instant,
+    ) {
         self.answers.retain(|(netns, _), _| !stale.contains(netns));
-        for (netns, read) in scanner.os().in_namespaces(&stale, |_| read_here()) {
+        for (netns, read) in scanner.os().in_namespaces(stale, |_| read_here()) {
             let rules = read.unwrap_or_else(|reason| NamespaceRules {
                 ruleset: Err(reason),
                 legacy: None,
@@ -222,7 +239,21 @@ impl Watch {
                 },
             );
         }
-        true
+    }
+
+    /// The answer for `listener`, which an event says process `pid` just
+    /// opened: its namespace's ruleset is read first when no listener
+    /// needed it before (entered through `pid` when the last scan did not
+    /// find the namespace), so that the listener carries its real answer
+    /// from its first report, not `unknown` until the next refresh, which
+    /// would then record a change.
+    pub fn firewall_of_new(&mut self, scanner: &mut Scanner<Linux>, listener: &Listener, pid: u32) -> Option<Firewall> {
+        if evaluated(listener) && !self.known.contains_key(&listener.netns) {
+            scanner.os_mut().note_namespace(listener.netns, pid);
+            let wanted = HashSet::from_iter([listener.netns]);
+            self.read(scanner, &wanted, &generations(scanner, &wanted), Instant::now());
+        }
+        self.firewall_of(listener)
     }
 
     /// The firewall's answer for `listener` from the rulesets last read

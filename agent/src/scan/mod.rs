@@ -290,6 +290,21 @@ impl Linux {
         })
     }
 
+    /// Makes namespace `inode` enterable through process `pid` when the last
+    /// scan did not find it (a namespace made since, where a kernel event
+    /// says `pid` just opened a listener). Entering it checks the inode, so
+    /// a `pid` elsewhere by then leads nowhere, not into another namespace.
+    pub fn note_namespace(&mut self, inode: u64, pid: u32) {
+        if !self.namespaces.iter().any(|ns| ns.inode == inode) {
+            self.namespaces.push(Namespace {
+                inode,
+                own: false,
+                pids: vec![pid],
+                mount: None,
+            });
+        }
+    }
+
     /// Runs `f` in each network namespace of `wanted` that the last scan
     /// found (see [`netns::in_each`]), with the namespace's inode; a
     /// namespace it could not enter comes back with the reason.

@@ -225,13 +225,18 @@ pub fn in_each<T: Send>(namespaces: &[Namespace], f: impl Fn(u64) -> T + Sync) -
     out
 }
 
-/// Moves the calling thread into `ns`, through its mount or a member's link.
+/// Moves the calling thread into `ns`, through its mount or a member's link,
+/// and checks that it is there: a member may have exited and its pid been
+/// taken by a process of another namespace.
 fn enter(ns: &Namespace) -> Result<(), String> {
     let mut last_error = None;
     let mounts = ns.mount.iter().cloned();
     let pid_links = ns.pids.iter().map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")));
     for link in mounts.chain(pid_links) {
         let entered = File::open(&link).and_then(|file| {
+            if rustix::fs::fstat(&file)?.st_ino != ns.inode {
+                return Err(io::Error::other(format!("{} leads elsewhere now", link.display())));
+            }
             move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network)).map_err(io::Error::from)
         });
         match entered {
