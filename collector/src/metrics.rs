@@ -306,6 +306,7 @@ pub struct Metrics {
     connections_open: Gauge,
     connections: Counter,
     connection_waits: Counter,
+    heavy_reads_abandoned: Counter,
     /// Retention (`collector/src/retention.rs`): rows pruned, by kind.
     pruned: Family<KindLabels, Counter>,
     prune_passes: Counter,
@@ -419,6 +420,13 @@ impl Metrics {
             "Times a new connection waited because [http] max_connections were open",
             connection_waits.clone(),
         );
+        let heavy_reads_abandoned = Counter::default();
+        registry.register(
+            "heavy_reads_abandoned",
+            "Heavy reads (fleet-wide trends, a port's history across the fleet) stopped midway because their \
+             client hung up",
+            heavy_reads_abandoned.clone(),
+        );
         let ingest_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register_with_unit(
             "ingest_duration",
@@ -507,6 +515,7 @@ impl Metrics {
             connections_open,
             connections,
             connection_waits,
+            heavy_reads_abandoned,
             pruned,
             prune_passes,
             alerts_held,
@@ -573,6 +582,16 @@ impl Metrics {
     /// A connection closed.
     pub fn connection_closed(&self) {
         self.connections_open.dec();
+    }
+
+    /// A heavy read stopped because its client hung up.
+    pub fn heavy_read_abandoned(&self) {
+        self.heavy_reads_abandoned.inc();
+    }
+
+    /// Heavy reads stopped so far because their client hung up.
+    pub fn heavy_reads_abandoned(&self) -> u64 {
+        self.heavy_reads_abandoned.get()
     }
 
     /// A new connection had to wait for a slot.

@@ -254,15 +254,60 @@ impl Default for HeavyReads {
     }
 }
 
+/// The request's end of a heavy read: held by the request's handler, so it
+/// is dropped when the handler is, which is also when its client hangs up
+/// (the server drops the handler of a closed connection).
+pub(crate) struct Asker(#[allow(dead_code)] Arc<()>);
+
+/// The work's end of a heavy read: its turn among [`MAX_HEAVY_READS`],
+/// moved into the work (a blocking task) and held until the work ends, so
+/// that the bound counts reads running, not requests waiting for one. A
+/// client that hangs up frees its turn only when its read has stopped: the
+/// work asks [`Turn::wanted`] between rows and stops once the request is
+/// gone, counted in `portwatch_heavy_reads_abandoned_total`.
+pub(crate) struct Turn {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    asker: std::sync::Weak<()>,
+    metrics: Arc<Metrics>,
+    abandoned: std::cell::Cell<bool>,
+}
+
+impl Turn {
+    /// Whether the request still waits for this read; the first `false` is counted.
+    pub(crate) fn wanted(&self) -> bool {
+        if self.asker.strong_count() > 0 {
+            return true;
+        }
+        if !self.abandoned.replace(true) {
+            self.metrics.heavy_read_abandoned();
+        }
+        false
+    }
+}
+
 impl HeavyReads {
     /// A turn for one heavy read, or a 503 saying to come back.
-    pub(crate) fn read(&self, what: &str) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        self.reads.clone().try_acquire_owned().map_err(|_| ApiError::Busy {
+    pub(crate) fn read(&self, what: &str, metrics: &Arc<Metrics>) -> Result<(Asker, Turn), ApiError> {
+        let permit = self.reads.clone().try_acquire_owned().map_err(|_| ApiError::Busy {
             message: format!(
                 "{MAX_HEAVY_READS} heavy reads (history, trends) are running; this {what} must wait its turn"
             ),
             retry_after: HEAVY_RETRY,
-        })
+        })?;
+        let asker = Arc::new(());
+        let turn = Turn {
+            _permit: permit,
+            asker: Arc::downgrade(&asker),
+            metrics: metrics.clone(),
+            abandoned: std::cell::Cell::new(false),
+        };
+        Ok((Asker(asker), turn))
+    }
+
+    /// Heavy reads running now.
+    #[cfg(test)]
+    pub(crate) fn running(&self) -> usize {
+        MAX_HEAVY_READS - self.reads.available_permits()
     }
 
     /// A turn for one export, or a 503 saying to come back.
@@ -500,19 +545,44 @@ mod tests {
 
     #[test]
     fn heavy_reads_and_exports_beyond_their_bound_are_told_to_come_back() {
-        let gate = HeavyReads::default();
-        let turns: Vec<_> = (0..MAX_HEAVY_READS).map(|_| gate.read("history").unwrap()).collect();
-        let refused = gate.read("trends").unwrap_err();
+        let (gate, metrics) = (HeavyReads::default(), Arc::new(Metrics::new()));
+        let turns: Vec<_> = (0..MAX_HEAVY_READS)
+            .map(|_| gate.read("history", &metrics).unwrap())
+            .collect();
+        let Err(refused) = gate.read("trends", &metrics) else {
+            panic!("a fifth heavy read was given a turn");
+        };
         assert!(
             matches!(&refused, ApiError::Busy { message, .. } if message.contains("this trends must wait")),
             "{refused:?}"
         );
         drop(turns);
-        assert!(gate.read("trends").is_ok(), "a turn ends with its read");
+        assert!(gate.read("trends", &metrics).is_ok(), "a turn ends with its read");
         let exports: Vec<_> = (0..MAX_EXPORTS).map(|_| gate.export().unwrap()).collect();
         assert!(matches!(gate.export(), Err(ApiError::Busy { .. })));
-        assert!(gate.read("history").is_ok(), "exports have a gate of their own");
+        assert!(
+            gate.read("history", &metrics).is_ok(),
+            "exports have a gate of their own"
+        );
         drop(exports);
+    }
+
+    /// A client that hangs up drops its handler, and with it the asker; the
+    /// read's turn stays taken until the read itself stops. (It once was the
+    /// handler's: a client asking for fleet-wide trends and hanging up at
+    /// once, again and again, ran any number of them beside each other.)
+    #[test]
+    fn a_heavy_reads_turn_is_its_works_until_the_work_stops_and_it_learns_when_its_request_is_gone() {
+        let (gate, metrics) = (HeavyReads::default(), Arc::new(Metrics::new()));
+        let (asker, turn) = gate.read("trends", &metrics).unwrap();
+        assert!(turn.wanted(), "its request waits for it");
+        assert_eq!(metrics.heavy_reads_abandoned(), 0);
+        drop(asker);
+        assert_eq!(gate.running(), 1, "the request is gone, the read still runs");
+        assert!(!turn.wanted() && !turn.wanted(), "its request is gone");
+        assert_eq!(metrics.heavy_reads_abandoned(), 1, "counted once");
+        drop(turn);
+        assert_eq!(gate.running(), 0, "the turn ends with the read");
     }
 
     #[test]

@@ -103,11 +103,15 @@ pub async fn history(
             "limit={limit}: ask for 1 to {MAX_PORT_HISTORY_LIMIT} intervals (narrow the window with since= and until=)"
         )));
     }
-    let turn = state.heavy.read("port history")?;
+    let (_asker, turn) = state.heavy.read("port history", &state.metrics)?;
     let store = state.store.clone();
-    let (rows, total) = blocking(move || {
+    let (rows, total, turn) = blocking(move || {
         let mut rows = Vec::new();
+        // Host by host: stopped once the request is gone.
         for host in store.hosts(Timestamp::now())? {
+            if !turn.wanted() {
+                break;
+            }
             rows.extend(
                 store
                     .history(&host.host, Some(port), Some(since), Some(until))?
@@ -118,11 +122,14 @@ pub async fn history(
         rows.sort_by(|a, b| (a.opened_at, &a.host).cmp(&(b.opened_at, &b.host)));
         let total = rows.len();
         let rows = rows.split_off(total.saturating_sub(limit));
-        Ok((rows, total))
+        Ok((rows, total, turn))
     })
     .await?;
-    let body = blocking_json(move || Ok(rows)).await?;
-    drop(turn);
+    let body = blocking_json(move || {
+        let _turn = turn;
+        Ok(rows)
+    })
+    .await?;
     let mut response = body.into_response();
     if let Ok(value) = HeaderValue::from_str(&total.to_string()) {
         response.headers_mut().insert(TOTAL_HEADER, value);

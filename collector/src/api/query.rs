@@ -379,11 +379,18 @@ pub async fn history(
         .map_err(|e| ApiError::BadRequest(format!("after: {e}")))?;
     require_host(&state, &host).await?;
     let kept_since = window_before_kept(&state, window.since);
-    let turn = state.heavy.read("history")?;
+    let (_asker, turn) = state.heavy.read("history", &state.metrics)?;
     let store = state.store.clone();
-    let (rows, next) = blocking(move || store.history_page(&host, window, after, limit)).await?;
-    let body = blocking_json(move || Ok(rows)).await?;
-    drop(turn);
+    let (rows, next, turn) = blocking(move || {
+        let (rows, next) = store.history_page(&host, window, after, limit)?;
+        Ok((rows, next, turn))
+    })
+    .await?;
+    let body = blocking_json(move || {
+        let _turn = turn;
+        Ok(rows)
+    })
+    .await?;
     let mut response = axum::response::IntoResponse::into_response(body);
     if let Some(start) = kept_since {
         if let Ok(value) = axum::http::HeaderValue::from_str(&start.to_string()) {
@@ -608,7 +615,7 @@ pub async fn trends(
     if let Some(host) = &params.host {
         require_host(&state, host).await?;
     }
-    let _turn = state.heavy.read("trends")?;
+    let (_asker, turn) = state.heavy.read("trends", &state.metrics)?;
     let store = state.store.clone();
     let trends = blocking(move || {
         match params.host.as_deref() {
@@ -617,9 +624,11 @@ pub async fn trends(
                     builder.add(&row);
                 }
             }
+            // Every interval of the window: stopped (its answer unfinished,
+            // with no one to take it) once the request is gone.
             None => store.export(Some(since), Some(until), &mut |row| {
                 builder.add(&row);
-                true
+                turn.wanted()
             })?,
         }
         let week_ago = portwatch_model::time::before(until, std::time::Duration::from_secs(7 * 86_400));
