@@ -28,6 +28,9 @@ enum Command {
     Scan(ScanArgs),
     Run(RunArgs),
     Validate(ValidateArgs),
+    /// Loads the kernel program for `run` and hands it over; started by `run` itself, not for people to run.
+    #[command(name = portwatch_agent::events::LOADER_COMMAND, hide = true)]
+    LoadKernelEvents,
 }
 
 /// Run the agent: scan every interval and ship what changed to the collector, until SIGTERM or SIGINT.
@@ -199,6 +202,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scan(args) => scan(args),
         Command::Validate(args) => validate(args),
         Command::Run(args) => run_daemon(args),
+        Command::LoadKernelEvents => {
+            let stdin = io::stdin();
+            portwatch_agent::events::loader(std::os::fd::AsFd::as_fd(&stdin)).context(
+                "cannot hand the kernel program over (this command is started by `run`, its stdin a socket)",
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

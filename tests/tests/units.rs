@@ -92,7 +92,8 @@ fn the_units_allow_what_the_binaries_call_and_deny_what_they_must_not() {
         assert!(!collector.contains(call), "the collector's unit allows {call}");
     }
     let agent = allowed("portwatch-agent.service", &groups);
-    // bpf: the kernel-event program (CAP_BPF); the ring buffer is read with mmap and poll.
+    // bpf: the kernel-event program (CAP_BPF); the ring buffer is read with mmap and poll. The program
+    // is loaded by the agent started again (execve), which hands it over a socket pair (recvmsg).
     for call in [
         "setns",
         "prlimit64",
@@ -102,6 +103,9 @@ fn the_units_allow_what_the_binaries_call_and_deny_what_they_must_not() {
         "bpf",
         "mmap",
         "ppoll",
+        "execve",
+        "socketpair",
+        "recvmsg",
     ] {
         assert!(agent.contains(call), "the agent's unit denies {call}");
     }

@@ -42,7 +42,7 @@ impl Detection {
 pub const BUILT_IN: bool = cfg!(portwatch_bpf);
 
 /// Why kernel events cannot be used; the agent polls instead.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Unavailable {
     /// Built without clang.
     #[error("this agent was built without kernel events (no clang when it was built)")]
@@ -125,6 +125,14 @@ pub fn monotonic_ns() -> u64 {
 /// preemption between the reads (a loaded machine) does not date the event
 /// early by the time the reader was descheduled.
 pub fn wall_time(ktime_ns: u64) -> jiff::Timestamp {
+    let (_, offset) = clock_offset();
+    jiff::Timestamp::from_nanosecond(i128::from(ktime_ns) + offset).unwrap_or_else(|_| jiff::Timestamp::now())
+}
+
+/// The wall clock minus the monotonic clock, in nanoseconds, with the gap
+/// between the two monotonic reads it was taken between: the offset is off
+/// by at most half that gap.
+fn clock_offset() -> (i128, i128) {
     /// A pair read closer than this is taken at once.
     const TIGHT_NS: i128 = 20_000;
     let mut best: Option<(i128, i128)> = None; // (gap, wall minus monotonic)
@@ -141,17 +149,23 @@ pub fn wall_time(ktime_ns: u64) -> jiff::Timestamp {
             break;
         }
     }
-    let offset = best.map_or(0, |(_, offset)| offset);
-    jiff::Timestamp::from_nanosecond(i128::from(ktime_ns) + offset).unwrap_or_else(|_| jiff::Timestamp::now())
+    best.unwrap_or((0, 0))
 }
 
 #[cfg(portwatch_bpf)]
 mod kernel {
     use super::*;
-    use aya::maps::{Array, MapData, RingBuf};
+    use aya::maps::{Array, Map, MapData, RingBuf};
     use aya::programs::BtfTracePoint;
     use aya::{Btf, Ebpf};
-    use std::os::fd::AsFd;
+    use std::io::{IoSlice, IoSliceMut};
+    use std::mem::MaybeUninit;
+    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+    use std::process::{Command, Stdio};
+
+    use rustix::net::{
+        RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+    };
 
     /// Where the kernel exposes its BTF.
     const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
@@ -165,9 +179,14 @@ mod kernel {
         ("process_exit", "sched_process_exit"),
     ];
 
-    /// The loaded, attached program and its maps. Detaches when dropped.
+    /// The most descriptors the loader hands over: the ring buffer, the lost
+    /// count and one link per program.
+    const MAX_FDS: usize = 2 + PROGRAMS.len();
+
+    /// The attached program, as the daemon holds it: its links (closing them
+    /// detaches it) and its two maps. Detaches when dropped.
     pub struct Kernel {
-        _ebpf: Ebpf,
+        _links: Vec<OwnedFd>,
         ring: RingBuf<MapData>,
         lost: Array<MapData, u64>,
     }
@@ -183,48 +202,67 @@ mod kernel {
         }
     }
 
+    fn loader_failed(message: String) -> Unavailable {
+        Unavailable::Refused {
+            what: "the event program's loader".to_owned(),
+            message,
+        }
+    }
+
     impl Kernel {
         /// Loads and attaches the program: the run-time probe.
         ///
-        /// The kernel's BTF (`/sys/kernel/btf/vmlinux`, about 5 MB, some
-        /// 13 MB once parsed) is needed twice: by the loader, for the
-        /// program's CO-RE relocations, and to find each tracepoint's type.
-        /// aya's loader always parses its own copy, so the copy for the
-        /// tracepoints is parsed only once the loader is gone: two copies at
-        /// once were most of the daemon's peak memory. It is dropped before
-        /// this returns.
+        /// The loading is done by a short-lived process of its own (this
+        /// binary again, as [`LOADER_COMMAND`]), which hands the daemon the
+        /// links and maps over a Unix socket and exits. Loading parses the
+        /// kernel's BTF (`/sys/kernel/btf/vmlinux`, about 5 MB, some 13 MB
+        /// once parsed): done in the daemon, it was most of the daemon's peak
+        /// memory (VmHWM twice its resident set), and what the allocator kept
+        /// of it, with the loader's code pages, stayed resident for good.
         pub fn probe() -> Result<Kernel, Unavailable> {
             std::fs::File::open(BTF_PATH).map_err(|e| Unavailable::NoBtf(format!("{BTF_PATH}: {e}")))?;
             if let Some(caps) = effective_capabilities().filter(|&c| !capable(c)) {
                 return Err(Unavailable::Capabilities(caps));
             }
-            // The loader (and its BTF) is dropped at the end of this statement.
-            let mut ebpf = aya::EbpfLoader::new()
-                .load(OBJECT)
-                .map_err(|e| refused("the event program's maps", &e))?;
-            let btf = Btf::from_sys_fs().map_err(|e| Unavailable::NoBtf(chain(&e)))?;
-            for (name, tracepoint) in PROGRAMS {
-                let program: &mut BtfTracePoint = ebpf
-                    .program_mut(name)
-                    .ok_or_else(|| Unavailable::Refused {
-                        what: name.to_owned(),
-                        message: "not in the built object".to_owned(),
-                    })?
-                    .try_into()
-                    .map_err(|e| refused(name, &e))?;
-                program.load(tracepoint, &btf).map_err(|e| refused(name, &e))?;
-                program.attach().map_err(|e| refused(name, &e))?;
+            let (ours, theirs) = rustix::net::socketpair(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::SEQPACKET,
+                rustix::net::SocketFlags::CLOEXEC,
+                None,
+            )
+            .map_err(|e| loader_failed(format!("cannot make its socket: {e}")))?;
+            // Its stdin is its end of the socket.
+            let mut child = Command::new("/proc/self/exe")
+                .arg(LOADER_COMMAND)
+                .stdin(Stdio::from(theirs))
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| loader_failed(format!("cannot start it: {e}")))?;
+            let received = receive(ours.as_fd());
+            let status = child.wait();
+            let (answer, mut fds) = received.map_err(|e| loader_failed(format!("no answer ({e}); {status:?}")))?;
+            let answer: Result<(), Unavailable> = serde_json::from_slice(&answer)
+                .map_err(|e| loader_failed(format!("an answer this agent cannot read ({e}); {status:?}")))?;
+            answer?;
+            if fds.len() < 2 {
+                return Err(loader_failed(format!(
+                    "{} descriptors handed over, not the maps",
+                    fds.len()
+                )));
             }
-            let missing = |what: &str| Unavailable::Refused {
-                what: what.to_owned(),
-                message: "not in the built object".to_owned(),
+            let links = fds.split_off(2);
+            let lost_fd = fds.pop().ok_or_else(|| loader_failed("no lost count".to_owned()))?;
+            let ring_fd = fds.pop().ok_or_else(|| loader_failed("no ring buffer".to_owned()))?;
+            let map = |fd: OwnedFd, what: &str| {
+                MapData::from_fd(fd)
+                    .and_then(Map::from_map_data)
+                    .map_err(|e| refused(what, &e))
             };
-            let ring = RingBuf::try_from(ebpf.take_map("events").ok_or_else(|| missing("events"))?)
-                .map_err(|e| refused("events", &e))?;
-            let lost = Array::try_from(ebpf.take_map("lost").ok_or_else(|| missing("lost"))?)
-                .map_err(|e| refused("lost", &e))?;
+            let ring = RingBuf::try_from(map(ring_fd, "events")?).map_err(|e| refused("events", &e))?;
+            let lost = Array::try_from(map(lost_fd, "lost")?).map_err(|e| refused("lost", &e))?;
             Ok(Kernel {
-                _ebpf: ebpf,
+                _links: links,
                 ring,
                 lost,
             })
@@ -256,10 +294,144 @@ mod kernel {
             batch
         }
     }
+
+    /// One message from the loader: its answer and the descriptors with it.
+    fn receive(socket: BorrowedFd<'_>) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+        let mut answer = vec![0u8; 64 * 1024];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = rustix::net::recvmsg(
+            socket,
+            &mut [IoSliceMut::new(&mut answer)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )?;
+        if got.bytes == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "it exited"));
+        }
+        answer.truncate(got.bytes);
+        let mut fds = Vec::new();
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(rights) = message {
+                fds.extend(rights);
+            }
+        }
+        Ok((answer, fds))
+    }
+
+    /// What the loader process holds once the program is attached.
+    struct Loaded {
+        _ebpf: Ebpf,
+        ring: Map,
+        lost: Map,
+    }
+
+    /// Loads and attaches the program in this process (the loader's).
+    fn load() -> Result<Loaded, Unavailable> {
+        // The loader (and its BTF) is dropped at the end of this statement.
+        let mut ebpf = aya::EbpfLoader::new()
+            .load(OBJECT)
+            .map_err(|e| refused("the event program's maps", &e))?;
+        let btf = Btf::from_sys_fs().map_err(|e| Unavailable::NoBtf(chain(&e)))?;
+        for (name, tracepoint) in PROGRAMS {
+            let program: &mut BtfTracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| Unavailable::Refused {
+                    what: name.to_owned(),
+                    message: "not in the built object".to_owned(),
+                })?
+                .try_into()
+                .map_err(|e| refused(name, &e))?;
+            program.load(tracepoint, &btf).map_err(|e| refused(name, &e))?;
+            program.attach().map_err(|e| refused(name, &e))?;
+        }
+        let missing = |what: &str| Unavailable::Refused {
+            what: what.to_owned(),
+            message: "not in the built object".to_owned(),
+        };
+        let ring = ebpf.take_map("events").ok_or_else(|| missing("events"))?;
+        let lost = ebpf.take_map("lost").ok_or_else(|| missing("lost"))?;
+        Ok(Loaded {
+            _ebpf: ebpf,
+            ring,
+            lost,
+        })
+    }
+
+    /// The descriptors of this process's BPF links (`anon_inode:bpf_link`
+    /// in /proc/self/fd): the loader's process holds no others than the
+    /// program's. aya keeps a link's descriptor to itself; the kernel tells
+    /// which descriptors are links.
+    fn own_links() -> std::io::Result<Vec<OwnedFd>> {
+        let mut links = Vec::new();
+        for entry in std::fs::read_dir("/proc/self/fd")? {
+            let entry = entry?;
+            if !std::fs::read_link(entry.path()).is_ok_and(|t| t.as_os_str() == "anon_inode:bpf_link") {
+                continue;
+            }
+            let Some(n) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<std::os::fd::RawFd>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: descriptor n is open in this process (listed just now)
+            // and stays open while borrowed: the loader's `Ebpf`, which owns
+            // it, lives until the daemon has it.
+            #[allow(unsafe_code)]
+            let fd = unsafe { BorrowedFd::borrow_raw(n) };
+            links.push(fd.try_clone_to_owned()?);
+        }
+        Ok(links)
+    }
+
+    /// The loader process ([`LOADER_COMMAND`]): loads and attaches the
+    /// program, hands the daemon its maps and links over `socket` (its
+    /// stdin), and returns, its part done (the daemon holds them now).
+    pub fn loader(socket: BorrowedFd<'_>) -> std::io::Result<()> {
+        let loaded = load();
+        let links = match &loaded {
+            Ok(_) => own_links()?,
+            Err(_) => Vec::new(),
+        };
+        let fds: Vec<BorrowedFd<'_>> = match &loaded {
+            Ok(l) => {
+                let (Map::RingBuf(ring), Map::Array(lost)) = (&l.ring, &l.lost) else {
+                    return send(
+                        socket,
+                        &Err::<(), _>(loader_failed("maps of another type".to_owned())),
+                        &[],
+                    );
+                };
+                [ring.fd().as_fd(), lost.fd().as_fd()]
+                    .into_iter()
+                    .chain(links.iter().map(AsFd::as_fd))
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        send(socket, &loaded.as_ref().map(drop).map_err(Clone::clone), &fds)
+    }
+
+    fn send(socket: BorrowedFd<'_>, answer: &Result<(), Unavailable>, fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(answer).map_err(std::io::Error::other)?;
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(std::io::Error::other(format!("{} descriptors do not fit", fds.len())));
+        }
+        rustix::net::sendmsg(socket, &[IoSlice::new(&bytes)], &mut control, SendFlags::empty())?;
+        Ok(())
+    }
 }
 
 #[cfg(portwatch_bpf)]
-pub use kernel::Kernel;
+pub use kernel::{loader, Kernel};
+
+/// The agent's hidden command that loads the kernel program in a process
+/// of its own (see [`Kernel::probe`]); not for people to run.
+pub const LOADER_COMMAND: &str = "load-kernel-events";
 
 /// Stand-in for an agent built without the program: the probe says so.
 #[cfg(not(portwatch_bpf))]
@@ -277,6 +449,12 @@ impl Kernel {
         std::thread::sleep(timeout);
         Batch::default()
     }
+}
+
+/// The loader of an agent built without the program: nothing to load.
+#[cfg(not(portwatch_bpf))]
+pub fn loader(_socket: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    Err(std::io::Error::other(Unavailable::NotBuilt.to_string()))
 }
 
 /// Starts kernel events unless `enabled` is false; the reason when they
@@ -318,12 +496,31 @@ mod tests {
     fn a_kernel_time_of_now_is_dated_between_the_wall_clock_before_and_after() {
         for _ in 0..1_000 {
             let before = jiff::Timestamp::now();
-            let at = wall_time(monotonic_ns());
+            let now = monotonic_ns();
+            let (gap, offset) = clock_offset();
+            let at = jiff::Timestamp::from_nanosecond(i128::from(now) + offset).unwrap();
             let after = jiff::Timestamp::now();
-            // A microsecond each way: jiff reads the same clock, rounded.
-            let us = jiff::SignedDuration::from_micros(1);
-            assert!(before - us <= at && at <= after + us, "{before} {at} {after}");
+            // Off by at most half the gap of its reads (a preemption between
+            // them on a loaded machine widens it), and a microsecond each way:
+            // jiff reads the same clock, rounded.
+            let slack = jiff::SignedDuration::from_nanos(i64::try_from(gap / 2).unwrap() + 1_000);
+            assert!(
+                before - slack <= at && at <= after + slack,
+                "{before} {at} {after} (gap {gap} ns)"
+            );
         }
+    }
+
+    #[test]
+    fn the_loaders_answer_says_why_the_kernel_refused() {
+        let refused: Result<(), Unavailable> = Err(Unavailable::Refused {
+            what: "tcp_state".into(),
+            message: "EPERM".into(),
+        });
+        let back: Result<(), Unavailable> = serde_json::from_slice(&serde_json::to_vec(&refused).unwrap()).unwrap();
+        assert_eq!(back.unwrap_err().to_string(), "the kernel refused tcp_state: EPERM");
+        let loaded: Result<(), Unavailable> = serde_json::from_slice(b"{\"Ok\":null}").unwrap();
+        assert!(loaded.is_ok());
     }
 
     #[test]
