@@ -75,8 +75,130 @@ pub struct Plan {
     pub time_limit: Duration,
     /// The `portwatch-collector` binary.
     pub collector: PathBuf,
-    /// An empty directory for the database.
+    /// An empty directory for the database (and the tokens' SQLite file, with PostgreSQL: none).
     pub dir: PathBuf,
+    /// Where the history goes.
+    pub database: Database,
+    /// Collectors serving it, the hosts spread over them (several need PostgreSQL).
+    pub collectors: usize,
+}
+
+/// The store a run goes through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file in the plan's directory.
+    Sqlite,
+    /// A fresh schema on this PostgreSQL server (a `postgresql://` URL or
+    /// libpq key=value pairs), dropped afterwards.
+    Postgres(String),
+}
+
+/// The store of one run, opened.
+enum Backend {
+    Sqlite(PathBuf),
+    Postgres(portwatch_fixtures::PostgresSchema),
+}
+
+impl Backend {
+    fn open(plan: &Plan) -> anyhow::Result<Backend> {
+        Ok(match &plan.database {
+            Database::Sqlite => {
+                if plan.collectors > 1 {
+                    bail!(
+                        "several collectors share a PostgreSQL database, not a SQLite file: give --db postgresql://..."
+                    );
+                }
+                Backend::Sqlite(plan.dir.join("collector.db"))
+            }
+            Database::Postgres(server) => Backend::Postgres(portwatch_fixtures::PostgresSchema::on(server)),
+        })
+    }
+
+    /// What `serve --db` is given.
+    fn setting(&self) -> std::ffi::OsString {
+        match self {
+            Backend::Sqlite(path) => path.clone().into_os_string(),
+            Backend::Postgres(schema) => schema.url.clone().into(),
+        }
+    }
+
+    fn create_tokens(&self, rows: &[TokenRow]) -> anyhow::Result<()> {
+        match self {
+            Backend::Sqlite(path) => SqliteStore::open(path)?.create_tokens(rows)?,
+            Backend::Postgres(schema) => {
+                use portwatch_collector::store::Tokens;
+                let options = portwatch_collector::store::postgres::PostgresOptions::new(schema.url.clone());
+                let store = portwatch_collector::store::postgres::PostgresStore::open(&options, Default::default())?;
+                // One transaction each (this store has no batch of them): some minutes at 100,000 hosts.
+                for row in rows {
+                    store.create_token(row)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Row and page counts (read-only; the collectors may be running).
+    fn rows(&self) -> anyhow::Result<Rows> {
+        match self {
+            Backend::Sqlite(path) => rows(path),
+            Backend::Postgres(schema) => {
+                let out = schema.psql(
+                    "SELECT (SELECT count(*) FROM hosts), (SELECT count(*) FROM programs), \
+                     (SELECT count(*) FROM intervals), (SELECT count(*) FROM intervals WHERE closed_at IS NOT NULL), \
+                     (SELECT count(*) FROM tokens), \
+                     (SELECT (coalesce(sum(pg_relation_size(c.oid)), 0) / 8192)::bigint FROM pg_class c \
+                      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema())",
+                );
+                let n: Vec<i64> = out.split('|').map(|v| v.trim().parse()).collect::<Result<_, _>>()?;
+                let [hosts, programs, intervals, closed, tokens, pages] = n[..] else {
+                    bail!("unexpected counts from PostgreSQL: {out:?}");
+                };
+                Ok(Rows {
+                    hosts,
+                    programs,
+                    intervals,
+                    closed,
+                    tokens,
+                    pages,
+                })
+            }
+        }
+    }
+
+    /// The database's size once the collectors stopped: the SQLite file with
+    /// its WAL checkpointed, or the schema's tables, indexes and TOAST.
+    fn bytes(&self) -> anyhow::Result<i64> {
+        match self {
+            Backend::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path)?;
+                conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+                Ok(conn.query_row(
+                    "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                    [],
+                    |r| r.get(0),
+                )?)
+            }
+            Backend::Postgres(schema) => Ok(schema
+                .psql(
+                    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'",
+                )
+                .trim()
+                .parse()?),
+        }
+    }
+
+    /// The PostgreSQL server's main process, when it runs on this machine
+    /// (its CPU and its backends' are the database's).
+    fn postmaster(&self) -> Option<u32> {
+        let Backend::Postgres(schema) = self else {
+            return None;
+        };
+        let dir = schema.psql("SHOW data_directory");
+        let pid = std::fs::read_to_string(Path::new(dir.trim()).join("postmaster.pid")).ok()?;
+        pid.lines().next()?.trim().parse().ok()
+    }
 }
 
 /// Request latencies of a phase, and its rate.
@@ -101,8 +223,10 @@ pub struct Phase {
 /// CPU time used during a phase (user + system), in seconds of one core.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cpu {
-    /// By the collector process.
+    /// By the collector processes.
     pub collector: f64,
+    /// By the PostgreSQL server and its backends (when it runs on this machine).
+    pub database: f64,
     /// By this process (the simulated agents).
     pub simulator: f64,
     /// By the whole machine (others included: a shared machine shows here).
@@ -110,10 +234,12 @@ pub struct Cpu {
 }
 
 impl Cpu {
-    /// CPU time used so far by process `pid` (self: this process), by this process and by the machine.
-    fn now(pid: u32) -> Cpu {
+    /// CPU time used so far by the processes `pids` (the collectors), by
+    /// `postmaster` and its children, by this process and by the machine.
+    fn now(pids: &[u32], postmaster: Option<u32>) -> Cpu {
         Cpu {
-            collector: process_cpu(&format!("/proc/{pid}/stat")),
+            collector: pids.iter().map(|pid| process_cpu(&format!("/proc/{pid}/stat"))).sum(),
+            database: postmaster.map_or(0.0, family_cpu),
             simulator: process_cpu("/proc/self/stat"),
             machine: machine_cpu(),
         }
@@ -123,6 +249,7 @@ impl Cpu {
     fn until(self, later: Cpu) -> Cpu {
         Cpu {
             collector: later.collector - self.collector,
+            database: later.database - self.database,
             simulator: later.simulator - self.simulator,
             machine: later.machine - self.machine,
         }
@@ -131,6 +258,27 @@ impl Cpu {
 
 /// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
 const TICKS: f64 = 100.0;
+
+/// CPU of process `parent` and its live children, in seconds (a PostgreSQL
+/// server: its backends are its children; those that exited are not counted).
+fn family_cpu(parent: u32) -> f64 {
+    let mut total = process_cpu(&format!("/proc/{parent}/stat"));
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let stat = entry.path().join("stat");
+        let Ok(text) = std::fs::read_to_string(&stat) else {
+            continue;
+        };
+        // The parent pid is the second field after the command name.
+        let ppid = text
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            total += process_cpu(&stat.to_string_lossy());
+        }
+    }
+    total
+}
 
 /// utime + stime of a /proc/PID/stat file, in seconds; 0 when unreadable.
 fn process_cpu(path: &str) -> f64 {
@@ -328,7 +476,7 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    pub(crate) fn start(binary: &Path, db: &Path) -> anyhow::Result<Server> {
+    pub(crate) fn start(binary: &Path, db: impl AsRef<std::ffi::OsStr>) -> anyhow::Result<Server> {
         let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
@@ -1032,7 +1180,7 @@ pub fn rows(db: &Path) -> anyhow::Result<Rows> {
 /// Runs the plan; `progress` hears what is going on.
 pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcome> {
     let mut outcome = Outcome::default();
-    let db = plan.dir.join("collector.db");
+    let backend = Backend::open(plan)?;
     let clients = plan.clients.clamp(1, plan.hosts.max(1));
 
     // Tokens, in process: one per host and a read token.
@@ -1042,7 +1190,6 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
         .collect();
     let reader_secret = format!("{}fleet-reader", token::PREFIX);
     {
-        let store = SqliteStore::open(&db)?;
         let now = Timestamp::now();
         let mut rows: Vec<TokenRow> = secrets
             .iter()
@@ -1064,7 +1211,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
             created_at: now,
             revoked_at: None,
         });
-        store.create_tokens(&rows)?;
+        backend.create_tokens(&rows)?;
     }
     outcome.tokens_elapsed = t.elapsed();
     progress(&format!(
@@ -1073,11 +1220,16 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
         outcome.tokens_elapsed.as_secs_f64()
     ));
 
-    let server = Server::start(&plan.collector, &db)?;
+    let servers = (0..plan.collectors.max(1))
+        .map(|_| Server::start(&plan.collector, backend.setting()))
+        .collect::<anyhow::Result<Vec<Server>>>()?;
+    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+    let pids: Vec<u32> = servers.iter().map(Server::pid).collect();
+    let postmaster = backend.postmaster();
     progress(&format!(
         "collector {} listening on {}",
         plan.collector.display(),
-        server.url
+        urls.join(", ")
     ));
 
     // Simulated time: the rounds end a little before now.
@@ -1098,8 +1250,10 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
     }
     (outcome.snapshot_body, outcome.heartbeat_body) = sizes;
     progress(&format!("bodies encoded in {:.1} s", t.elapsed().as_secs_f64()));
-    for scripts in by_client {
-        let (url, barrier, deadline, plan) = (server.url.clone(), barrier.clone(), deadline.clone(), plan.clone());
+    for (i, scripts) in by_client.into_iter().enumerate() {
+        // Hosts spread over the collectors, a client's hosts all on one.
+        let url = urls[i % urls.len()].clone();
+        let (barrier, deadline, plan) = (barrier.clone(), deadline.clone(), plan.clone());
         threads.push(std::thread::spawn(move || {
             client(url, scripts, barrier, deadline, plan)
         }));
@@ -1110,10 +1264,10 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
     barrier.wait();
     let t = Instant::now();
     let _ = deadline.set(t + plan.time_limit);
-    let c = Cpu::now(server.pid());
+    let c = Cpu::now(&pids, postmaster);
     barrier.wait();
     outcome.snapshots.elapsed = t.elapsed();
-    cpu[0] = c.until(Cpu::now(server.pid()));
+    cpu[0] = c.until(Cpu::now(&pids, postmaster));
     progress(&format!(
         "snapshots sent in {:.1} s",
         outcome.snapshots.elapsed.as_secs_f64()
@@ -1122,7 +1276,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
     // Phase 2, with `who` asked every 100 ms meanwhile.
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let (url, token, stop) = (server.url.clone(), reader_secret.clone(), stop.clone());
+        let (url, token, stop) = (urls[0].clone(), reader_secret.clone(), stop.clone());
         std::thread::spawn(move || -> anyhow::Result<Vec<(Duration, usize, usize)>> {
             let agent = http_agent();
             let mut samples = Vec::new();
@@ -1135,10 +1289,10 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
     };
     barrier.wait();
     let t = Instant::now();
-    let c = Cpu::now(server.pid());
+    let c = Cpu::now(&pids, postmaster);
     barrier.wait();
     outcome.mixed.elapsed = t.elapsed();
-    cpu[1] = c.until(Cpu::now(server.pid()));
+    cpu[1] = c.until(Cpu::now(&pids, postmaster));
     stop.store(true, Ordering::Relaxed);
     let loaded = watcher
         .join()
@@ -1150,14 +1304,14 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
     ));
 
     // Phase 3, between two counts.
-    outcome.before_quiet = rows(&db)?;
+    outcome.before_quiet = backend.rows()?;
     barrier.wait();
     let t = Instant::now();
-    let c = Cpu::now(server.pid());
+    let c = Cpu::now(&pids, postmaster);
     barrier.wait();
     outcome.quiet.elapsed = t.elapsed();
-    cpu[2] = c.until(Cpu::now(server.pid()));
-    outcome.after_quiet = rows(&db)?;
+    cpu[2] = c.until(Cpu::now(&pids, postmaster));
+    outcome.after_quiet = backend.rows()?;
     progress(&format!(
         "quiet rounds sent in {:.1} s",
         outcome.quiet.elapsed.as_secs_f64()
@@ -1196,26 +1350,22 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
     // Queries against the loaded collector.
     let agent = http_agent();
     let idle = (0..plan.who_queries)
-        .map(|_| who(&agent, &server.url, &reader_secret))
+        .map(|_| who(&agent, &urls[0], &reader_secret))
         .collect::<anyhow::Result<Vec<_>>>()?;
     outcome.who_idle = queries(idle);
     let mut response = agent
-        .get(&format!("{}/api/v1/hosts", server.url))
+        .get(&format!("{}/api/v1/hosts", urls[0]))
         .header("Authorization", &format!("Bearer {reader_secret}"))
         .call()?;
     let hosts: Vec<serde_json::Value> = serde_json::from_reader(response.body_mut().as_reader())?;
     outcome.hosts_up = hosts.iter().filter(|h| h["status"] == "up").count();
     outcome.hosts_listeners = hosts.iter().filter_map(|h| h["listeners"].as_u64()).sum();
 
-    server.stop()?;
-    outcome.end = rows(&db)?;
-    let conn = rusqlite::Connection::open(&db)?;
-    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
-    outcome.file_bytes = conn.query_row(
-        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
-        [],
-        |r| r.get(0),
-    )?;
+    for server in servers {
+        server.stop()?;
+    }
+    outcome.end = backend.rows()?;
+    outcome.file_bytes = backend.bytes()?;
     Ok(outcome)
 }
 
@@ -1227,8 +1377,8 @@ pub fn report(plan: &Plan, o: &Outcome) -> String {
         let per = |seconds: f64| seconds * 1e6 / p.ok.max(1) as f64;
         format!(
             "{name:<28} {:>10.0} {what}/s  ({} in {:.1} s; latency p50 {}, p99 {}, max {}; {} failed)\n\
-             {:<28} collector {:.0} us CPU per request ({:.2} cores), simulator {:.0} us ({:.2} cores), \
-             machine busy {:.2} of {} cores\n",
+             {:<28} collector {:.0} us CPU per request ({:.2} cores), database {:.0} us ({:.2} cores), \
+             simulator {:.0} us ({:.2} cores), machine busy {:.2} of {} cores\n",
             p.rate(),
             p.ok,
             p.elapsed.as_secs_f64(),
@@ -1239,16 +1389,28 @@ pub fn report(plan: &Plan, o: &Outcome) -> String {
             "",
             per(p.cpu.collector),
             p.cpu.collector / wall,
+            per(p.cpu.database),
+            p.cpu.database / wall,
             per(p.cpu.simulator),
             p.cpu.simulator / wall,
             p.cpu.machine / wall,
             std::thread::available_parallelism().map_or(0, |n| n.get()),
         )
     };
+    let store = match &plan.database {
+        Database::Sqlite => "SQLite".to_owned(),
+        Database::Postgres(_) => "PostgreSQL (the database's CPU: its server and live backends)".to_owned(),
+    };
     let mut out = format!(
         "fleet: {} hosts x {} listeners, {} mixed rounds (1 host in {} changes per round) + {} heartbeat-only rounds, \
-         {} client connections\n",
-        plan.hosts, plan.listeners, plan.intervals, plan.change_every, plan.quiet_intervals, plan.clients
+         {} client connections, {} collector(s) on {store}\n",
+        plan.hosts,
+        plan.listeners,
+        plan.intervals,
+        plan.change_every,
+        plan.quiet_intervals,
+        plan.clients,
+        plan.collectors.max(1)
     );
     out += &format!(
         "bodies (gzip JSON): snapshot {} bytes, heartbeat {} bytes\n",

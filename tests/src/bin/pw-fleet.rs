@@ -52,6 +52,13 @@ struct Args {
     /// Keep the directory afterwards.
     #[arg(long)]
     keep: bool,
+    /// A PostgreSQL server to run against (a postgresql:// URL or libpq key=value pairs) instead of a SQLite
+    /// file: the run makes a schema of its own there and drops it afterwards.
+    #[arg(long, value_name = "URL")]
+    db: Option<String>,
+    /// Collectors serving the database, the simulated hosts spread over them (more than one needs --db).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    collectors: u64,
 }
 
 fn main() -> ExitCode {
@@ -78,7 +85,18 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         dir: args
             .dir
             .unwrap_or_else(|| std::env::temp_dir().join(format!("pw-fleet-{}", std::process::id()))),
+        database: match args.db {
+            Some(url) => fleet::Database::Postgres(url),
+            None => fleet::Database::Sqlite,
+        },
+        collectors: args.collectors as usize,
     };
+    if plan.collectors > 1 && plan.database == fleet::Database::Sqlite {
+        bail!(
+            "--collectors {} needs --db postgresql://...: several collectors share one PostgreSQL database",
+            plan.collectors
+        );
+    }
     if plan.dir.exists() && std::fs::read_dir(&plan.dir)?.next().is_some() {
         bail!("{} is not empty: give an empty or new --dir", plan.dir.display());
     }
