@@ -7,6 +7,15 @@
 //! and expressions it knows into the typed forms below and answers
 //! `unknown` for every other one, so a construct this file does not know
 //! never fails the parse of the whole ruleset.
+//!
+//! Why not a crate of nft's JSON schema: the two on crates.io model it as
+//! closed types, `nftables` with a closed enum per statement and
+//! expression, `nftables-json` with `deny_unknown_fields` on every object,
+//! so one statement, expression or field that their version does not know
+//! (an `xt` match that iptables-nft writes, a key a newer nft adds) fails
+//! the whole document, and with it every listener's answer in that
+//! namespace. Here only the rules the evaluator cannot read are `unknown`,
+//! and only where the verdict depends on them.
 
 use serde::Deserialize;
 use serde_json::Value;
