@@ -1278,6 +1278,31 @@ mod tests {
     }
 
     #[test]
+    fn the_heartbeat_flush_window_and_the_collector_s_name_are_bounded() {
+        let config = Config::default();
+        assert_eq!(config.postgres.heartbeat_flush, Duration::from_secs(5));
+        assert_eq!(
+            config.postgres.options("postgres://db/pw").heartbeat_flush,
+            Duration::from_secs(5)
+        );
+        assert_eq!(config.metrics.collector, None);
+        let config = Config::parse("[postgres]\nheartbeat_flush = \"2s\"\n[metrics]\ncollector = \"c-1\"\n").unwrap();
+        assert_eq!(
+            (config.postgres.heartbeat_flush, config.metrics.collector.as_deref()),
+            (Duration::from_secs(2), Some("c-1"))
+        );
+        for flush in ["10ms", "2m"] {
+            let error = Config::parse(&format!("[postgres]\nheartbeat_flush = \"{flush}\"\n")).unwrap_err();
+            assert!(
+                error.contains("[postgres] heartbeat_flush") && error.contains("between 100ms and 1m"),
+                "{error}"
+            );
+        }
+        let error = Config::parse("[metrics]\ncollector = \"\"\n").unwrap_err();
+        assert!(error.contains("[metrics] collector"), "{error}");
+    }
+
+    #[test]
     fn a_password_in_a_postgres_url_is_not_shown() {
         assert_eq!(
             Database::parse("postgres://pw:s3cret@db/pw").to_string(),
