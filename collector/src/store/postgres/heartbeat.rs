@@ -134,7 +134,11 @@ impl Heartbeats {
         let kept = self.kept();
         let mut overlay = HashMap::new();
         for map in [&kept.flushing, &kept.dirty] {
-            for (name, beat) in map.iter().filter(|(name, _)| host.is_none_or(|h| h == name.as_str())) {
+            let beats: Box<dyn Iterator<Item = (&String, &Beat)>> = match host {
+                Some(host) => Box::new(map.get_key_value(host).into_iter()),
+                None => Box::new(map.iter()),
+            };
+            for (name, beat) in beats {
                 match overlay.get_mut(name) {
                     Some(known) => Beat::merge(known, *beat),
                     None => {
