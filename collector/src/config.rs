@@ -523,6 +523,12 @@ pub struct MetricsConfig {
     /// Serve `/metrics` without a token (default: a read or admin token is needed).
     #[serde(default)]
     pub public: bool,
+    /// This collector's name in the `collector` label of its own counters
+    /// and gauges (those of the process, not of the fleet), so that several
+    /// collectors on one database are told apart however they are scraped;
+    /// default: this machine's name and the port it listens on (`db-1:7878`).
+    #[serde(default)]
+    pub collector: Option<String>,
 }
 
 /// How drift is evaluated and alerts raised (`[alerts]`).
@@ -696,10 +702,21 @@ pub struct PostgresConfig {
     /// Connections to the database kept at most, per collector.
     #[serde(default = "default_postgres_connections")]
     pub max_connections: usize,
+    /// How often the heartbeats a collector keeps in memory are written
+    /// (every host heard from, in one statement): a crash loses at most this
+    /// much of the hosts' `last_seen`, never history, and other collectors
+    /// read `last_seen` up to this much behind (silence is judged with it:
+    /// three of these at least). 100ms to 60s.
+    #[serde(default = "default_heartbeat_flush", deserialize_with = "duration")]
+    pub heartbeat_flush: Duration,
 }
 
 fn default_postgres_connections() -> usize {
     crate::store::postgres::DEFAULT_MAX_CONNECTIONS
+}
+
+fn default_heartbeat_flush() -> Duration {
+    crate::store::postgres::DEFAULT_FLUSH_EVERY
 }
 
 impl Default for PostgresConfig {
@@ -708,6 +725,7 @@ impl Default for PostgresConfig {
             password_file: None,
             ca_file: None,
             max_connections: default_postgres_connections(),
+            heartbeat_flush: default_heartbeat_flush(),
         }
     }
 }
@@ -720,6 +738,7 @@ impl PostgresConfig {
             password_file: self.password_file.clone(),
             ca_file: self.ca_file.clone(),
             max_connections: self.max_connections,
+            heartbeat_flush: self.heartbeat_flush,
         }
     }
 }
@@ -790,6 +809,21 @@ impl Config {
                 "[postgres] max_connections: {} is not between 2 and 1000 (ingest takes a quarter, reads the rest)",
                 config.postgres.max_connections
             ));
+        }
+        let (shortest, longest) = (
+            crate::store::postgres::MIN_FLUSH_EVERY,
+            crate::store::postgres::MAX_FLUSH_EVERY,
+        );
+        if !(shortest..=longest).contains(&config.postgres.heartbeat_flush) {
+            return Err(format!(
+                "[postgres] heartbeat_flush: {} is not between {} and {}",
+                humantime::format_duration(config.postgres.heartbeat_flush),
+                humantime::format_duration(shortest),
+                humantime::format_duration(longest)
+            ));
+        }
+        if let Some(name) = &config.metrics.collector {
+            crate::metrics::check_collector_name(name).map_err(|e| format!("[metrics] collector: {e}"))?;
         }
         let http = &config.http;
         if !(1..=MAX_CONNECTIONS).contains(&http.max_connections) {
@@ -1241,6 +1275,31 @@ mod tests {
         let error = Config::parse("[postgres]\npasword_file = \"/x\"\n").unwrap_err();
         assert!(error.contains("pasword_file"), "{error}");
         assert!(Config::parse("db = \"\"").unwrap_err().contains("db is empty"));
+    }
+
+    #[test]
+    fn the_heartbeat_flush_window_and_the_collector_s_name_are_bounded() {
+        let config = Config::default();
+        assert_eq!(config.postgres.heartbeat_flush, Duration::from_secs(5));
+        assert_eq!(
+            config.postgres.options("postgres://db/pw").heartbeat_flush,
+            Duration::from_secs(5)
+        );
+        assert_eq!(config.metrics.collector, None);
+        let config = Config::parse("[postgres]\nheartbeat_flush = \"2s\"\n[metrics]\ncollector = \"c-1\"\n").unwrap();
+        assert_eq!(
+            (config.postgres.heartbeat_flush, config.metrics.collector.as_deref()),
+            (Duration::from_secs(2), Some("c-1"))
+        );
+        for flush in ["10ms", "2m"] {
+            let error = Config::parse(&format!("[postgres]\nheartbeat_flush = \"{flush}\"\n")).unwrap_err();
+            assert!(
+                error.contains("[postgres] heartbeat_flush") && error.contains("between 100ms and 1m"),
+                "{error}"
+            );
+        }
+        let error = Config::parse("[metrics]\ncollector = \"\"\n").unwrap_err();
+        assert!(error.contains("[metrics] collector"), "{error}");
     }
 
     #[test]

@@ -352,15 +352,20 @@ pub const SILENT_AFTER_INTERVALS: i128 = 3;
 pub const UNKNOWN_INTERVAL_MS: u64 = 10_000;
 
 /// Up or silent at `now` (milliseconds), for a host last heard from at
-/// `last_seen` whose agent scans every `interval_ms`.
-pub fn status(now: i64, last_seen: i64, interval_ms: u64) -> HostStatus {
+/// `last_seen` whose agent scans every `interval_ms`, as read from a store
+/// whose `last_seen` may be up to `lag_ms` behind the heartbeats received
+/// (0 for a store that writes every heartbeat; the PostgreSQL store's flush
+/// window otherwise, see `store::postgres`): silent after three of the
+/// agent's intervals, or three lags when those are longer, so a host whose
+/// heartbeats wait in another collector's memory is never judged silent for it.
+pub fn status(now: i64, last_seen: i64, interval_ms: u64, lag_ms: u64) -> HostStatus {
     let judged_by = if interval_ms == 0 {
         UNKNOWN_INTERVAL_MS
     } else {
         interval_ms
     };
     let silence = i128::from(now) - i128::from(last_seen);
-    if silence >= SILENT_AFTER_INTERVALS * i128::from(judged_by) {
+    if silence >= SILENT_AFTER_INTERVALS * i128::from(judged_by.max(lag_ms)) {
         HostStatus::Silent
     } else {
         HostStatus::Up
@@ -674,11 +679,32 @@ mod tests {
 
     #[test]
     fn a_host_is_silent_after_three_of_its_intervals_or_three_default_ones() {
-        assert_eq!(status(29_999, 0, 10_000), HostStatus::Up);
-        assert_eq!(status(30_000, 0, 10_000), HostStatus::Silent);
-        assert_eq!(status(30_000, 0, 0), HostStatus::Silent, "judged by 10 s until it says");
-        assert_eq!(status(29_999, 0, 0), HostStatus::Up);
-        assert_eq!(status(i64::MAX, i64::MIN, u64::MAX), HostStatus::Up, "no overflow");
-        assert_eq!(status(0, 100, 10_000), HostStatus::Up, "heard from in the future: up");
+        assert_eq!(status(29_999, 0, 10_000, 0), HostStatus::Up);
+        assert_eq!(status(30_000, 0, 10_000, 0), HostStatus::Silent);
+        assert_eq!(
+            status(30_000, 0, 0, 0),
+            HostStatus::Silent,
+            "judged by 10 s until it says"
+        );
+        assert_eq!(status(29_999, 0, 0, 0), HostStatus::Up);
+        assert_eq!(status(i64::MAX, i64::MIN, u64::MAX, 0), HostStatus::Up, "no overflow");
+        assert_eq!(
+            status(0, 100, 10_000, 0),
+            HostStatus::Up,
+            "heard from in the future: up"
+        );
+    }
+
+    #[test]
+    fn a_store_whose_last_seen_lags_judges_silence_by_three_lags_when_longer_than_three_intervals() {
+        assert_eq!(
+            status(30_000, 0, 10_000, 5_000),
+            HostStatus::Silent,
+            "a lag shorter than the interval changes nothing"
+        );
+        // A 1 s agent seen through a store 5 s behind: 3 s of silence may be the lag alone.
+        assert_eq!(status(14_999, 0, 1_000, 5_000), HostStatus::Up);
+        assert_eq!(status(15_000, 0, 1_000, 5_000), HostStatus::Silent);
+        assert_eq!(status(i64::MAX, i64::MIN, 1, u64::MAX), HostStatus::Up, "no overflow");
     }
 }

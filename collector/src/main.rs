@@ -17,7 +17,7 @@ use portwatch_collector::api::{self, AppState};
 use portwatch_collector::config::{self, Config, Database};
 use portwatch_collector::edge;
 use portwatch_collector::lease::{self, Keeper};
-use portwatch_collector::metrics::Metrics;
+use portwatch_collector::metrics::{self, Metrics};
 use portwatch_collector::store::postgres::PostgresStore;
 use portwatch_collector::store::sqlite::SqliteStore;
 use portwatch_collector::store::{Store, StoreError, TokenRow};
@@ -438,11 +438,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => tracing::warn!(error = %e, "cannot raise the limit of open files"),
     }
-    let metrics = Arc::new(Metrics::new());
+    let threat_metrics = metrics::ThreatMetrics::default();
     let lists = Arc::new(Lists::load(
         &config.threat.allow,
         &config.threat.list,
-        metrics.threat(),
+        threat_metrics.clone(),
     )?);
     let store = open_store(&config)?;
     // Startup grace is the fleet's: none when another collector serves the
@@ -477,7 +477,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {} (in use? try another --listen)", config.listen))?;
         let local = listener.local_addr()?;
         let url = format!("{}://{local}", if tls.is_some() { "https" } else { "http" });
-        tracing::info!(%url, db = %config.db, "collector listening");
+        // Named once the port is known (`--listen 127.0.0.1:0` takes any).
+        let collector = config
+            .metrics
+            .collector
+            .clone()
+            .unwrap_or_else(|| metrics::default_collector_name(local.port()));
+        let metrics = Arc::new(Metrics::named(&collector, threat_metrics));
+        tracing::info!(%url, db = %config.db, %collector, "collector listening");
         println!("portwatch-collector listening on {url}");
         let local_agent = match args.local_agent {
             true => Some(start_local_agent(store.as_ref(), &args, &config, local)?),
@@ -536,7 +543,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(rustls) = &tls {
             tokio::spawn(reload_tls_on_sighup(rustls.clone(), config.tls.clone()));
         }
+        let store = state.store.clone();
         let served = edge::serve(listener, tls, api::router(state), &edges, metrics, handle).await;
+        // No batch comes any more: what the store keeps of heartbeats is written before the process ends.
+        match tokio::task::spawn_blocking(move || store.flush_heartbeats()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the heartbeats kept in memory before stopping"),
+            Err(e) => tracing::warn!(error = %e, "the last flush of heartbeats failed"),
+        }
         // Another collector sharing the database takes over at once.
         let releasing = keeper.clone();
         let _ = tokio::task::spawn_blocking(move || releasing.release_all()).await;

@@ -12,10 +12,22 @@
 //! scrape, so every collector in front of a shared store reports the same
 //! fleet.
 //!
+//! **Several collectors.** What a process counts or holds carries the label
+//! `collector`, this collector's name (`[metrics] collector`, by default
+//! this machine's name and the port it listens on): collectors behind one
+//! load balancer's address, scraped as one target, stay apart. The label is
+//! not `instance`, which Prometheus sets itself on every series from the
+//! target's address (a scraped `instance` would be renamed
+//! `exported_instance`, or with `honor_labels` replace the target's). The
+//! fleet's gauges, read from the database, carry no such label: every
+//! collector of a database serves the same values, and a query may take any
+//! one of them (`max without (instance, collector)`).
+//!
 //! No metric has a host, port or other label whose values come from the
-//! fleet: labels are fixed sets (outcome, status, kind, state) or the sinks
-//! of the collector's own config.
+//! fleet: labels are fixed sets (outcome, status, kind, state), the sinks
+//! of the collector's own config, or its own name.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,7 +42,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::store::{Store, StoreError};
+use crate::store::{HeartbeatStats, Store, StoreError};
 use portwatch_model::ALL_KINDS;
 use portwatch_model::{AlertState, HostStatus};
 
@@ -313,6 +325,83 @@ pub struct Metrics {
     alerts_held: Gauge,
     /// The view from outside (`crate::probe`): connects made, by outcome.
     probe_connects: Family<OutcomeLabels, Counter>,
+    /// Heartbeats the store kept in memory, and its flushes ([`HeartbeatStats`]).
+    heartbeats: HeartbeatCounters,
+}
+
+/// The store's [`HeartbeatStats`] as counters, and what they showed last.
+struct HeartbeatCounters {
+    kept: Counter,
+    flushes: Counter,
+    rows: Counter,
+    failures: Counter,
+    shown: Mutex<HeartbeatStats>,
+}
+
+impl HeartbeatCounters {
+    fn register(registry: &mut Registry) -> HeartbeatCounters {
+        let counters = HeartbeatCounters {
+            kept: Counter::default(),
+            flushes: Counter::default(),
+            rows: Counter::default(),
+            failures: Counter::default(),
+            shown: Mutex::default(),
+        };
+        registry.register(
+            "store_heartbeats_kept",
+            "Heartbeats answered without a write, kept in memory until the next flush (PostgreSQL; a SQLite \
+             store writes them with their group)",
+            counters.kept.clone(),
+        );
+        registry.register(
+            "store_heartbeat_flushes",
+            "Flushes of the heartbeats kept in memory: one statement each, every [postgres] heartbeat_flush \
+             when any heartbeat came",
+            counters.flushes.clone(),
+        );
+        registry.register(
+            "store_heartbeat_flush_rows",
+            "Host rows the heartbeat flushes changed",
+            counters.rows.clone(),
+        );
+        registry.register(
+            "store_heartbeat_flush_failures",
+            "Heartbeat flushes that failed (what they held is written by the next; the collector's log says why)",
+            counters.failures.clone(),
+        );
+        counters
+    }
+
+    /// Moves the counters up to `now` (what the store says it has done).
+    fn show(&self, now: HeartbeatStats) {
+        let mut shown = self.shown.lock().unwrap_or_else(PoisonError::into_inner);
+        self.kept.inc_by(now.kept.saturating_sub(shown.kept));
+        self.flushes.inc_by(now.flushes.saturating_sub(shown.flushes));
+        self.rows.inc_by(now.rows.saturating_sub(shown.rows));
+        self.failures.inc_by(now.failures.saturating_sub(shown.failures));
+        *shown = now;
+    }
+}
+
+/// The longest collector name `[metrics] collector` takes.
+pub const MAX_COLLECTOR_NAME: usize = 128;
+
+/// Whether `name` may be a collector's name in the `collector` label:
+/// 1 to [`MAX_COLLECTOR_NAME`] bytes, no control character.
+pub fn check_collector_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_COLLECTOR_NAME {
+        return Err(format!("{name:?} is not 1 to {MAX_COLLECTOR_NAME} bytes long"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("{name:?} has a control character"));
+    }
+    Ok(())
+}
+
+/// The default name of a collector listening on `port` of this machine:
+/// `HOSTNAME:PORT`, stable across restarts.
+pub fn default_collector_name(port: u16) -> String {
+    format!("{}:{port}", crate::lease::this_host())
 }
 
 /// What a probe's connect answered, as `/metrics` labels it.
@@ -333,18 +422,59 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric, at zero.
+    /// Registers every metric, at zero, for a collector named after this
+    /// machine alone (tests, and a router built without a name).
     pub fn new() -> Metrics {
+        Metrics::named(&crate::lease::this_host(), ThreatMetrics::default())
+    }
+
+    /// Registers every metric, at zero, for the collector `collector` (see
+    /// [`check_collector_name`]), whose threat lists report to `threat`.
+    pub fn named(collector: &str, threat: ThreatMetrics) -> Metrics {
         let mut root = Registry::default();
+        let fleet = root.sub_registry_with_prefix("portwatch");
+        let hosts = Family::<StatusLabels, Gauge>::default();
+        fleet.register(
+            "hosts",
+            "Hosts by status: up, or silent (three intervals missed), read from the database: the same on every \
+             collector of it",
+            hosts.clone(),
+        );
+        let listeners = Gauge::default();
+        fleet.register("listeners_open", "Listeners open now, fleet-wide", listeners.clone());
+        let dropped = Gauge::<u64, AtomicU64>::default();
+        fleet.register(
+            "agent_reports_dropped",
+            "Reports agents lost before the collector stored them (a full spool, a batch refused for good, \
+             a gap), summed over the fleet; per host in portwatch hosts (DROPPED)",
+            dropped.clone(),
+        );
+        let alerts = Family::<AlertLabels, Gauge>::default();
+        fleet.register(
+            "alerts_active",
+            "Open and acknowledged alerts, by kind and state",
+            alerts.clone(),
+        );
+        let baselines = Gauge::default();
+        fleet.register("baselines", "Baselines applied", baselines.clone());
+        let store_bytes = Gauge::<u64, AtomicU64>::default();
+        fleet.register(
+            "store_size_bytes",
+            "Size of the store on disk (SQLite: the database file and its WAL; PostgreSQL: the database)",
+            store_bytes.clone(),
+        );
+        let label = || (Cow::Borrowed("collector"), Cow::Owned(collector.to_owned()));
         // The standard name every process exporter uses, without the prefix.
         let resident = Gauge::<u64, AtomicU64>::default();
-        root.register_with_unit(
+        root.sub_registry_with_label(label()).register_with_unit(
             "process_resident_memory",
             "Resident memory of the collector process (VmRSS)",
             Unit::Bytes,
             resident.clone(),
         );
-        let registry = root.sub_registry_with_prefix("portwatch");
+        let registry = root
+            .sub_registry_with_prefix("portwatch")
+            .sub_registry_with_label(label());
         let ingest_requests = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "ingest_requests",
@@ -370,35 +500,6 @@ impl Metrics {
             "ingest_tags_dropped",
             "Reported host tags beyond the protocol's 64, not stored",
             tags_dropped.clone(),
-        );
-        let hosts = Family::<StatusLabels, Gauge>::default();
-        registry.register(
-            "hosts",
-            "Hosts by status: up, or silent (three intervals missed)",
-            hosts.clone(),
-        );
-        let listeners = Gauge::default();
-        registry.register("listeners_open", "Listeners open now, fleet-wide", listeners.clone());
-        let dropped = Gauge::<u64, AtomicU64>::default();
-        registry.register(
-            "agent_reports_dropped",
-            "Reports agents lost before the collector stored them (a full spool, a batch refused for good, \
-             a gap), summed over the fleet; per host in portwatch hosts (DROPPED)",
-            dropped.clone(),
-        );
-        let alerts = Family::<AlertLabels, Gauge>::default();
-        registry.register(
-            "alerts_active",
-            "Open and acknowledged alerts, by kind and state",
-            alerts.clone(),
-        );
-        let baselines = Gauge::default();
-        registry.register("baselines", "Baselines applied", baselines.clone());
-        let store_bytes = Gauge::<u64, AtomicU64>::default();
-        registry.register(
-            "store_size_bytes",
-            "Size of the store on disk (SQLite: the database file and its WAL)",
-            store_bytes.clone(),
         );
         let ingest_in_flight = Gauge::default();
         registry.register(
@@ -491,8 +592,8 @@ impl Metrics {
         for outcome in PROBE_OUTCOMES {
             let _ = probe_connects.get_or_create(&OutcomeLabels { outcome });
         }
-        let threat = ThreatMetrics::default();
         threat.register(registry);
+        let heartbeats = HeartbeatCounters::register(registry);
         Metrics {
             registry: root,
             ingest_seconds,
@@ -520,6 +621,7 @@ impl Metrics {
             prune_passes,
             alerts_held,
             probe_connects,
+            heartbeats,
         }
     }
 
@@ -676,6 +778,9 @@ impl Metrics {
         }
         self.baselines.set(gauge(store.baselines()?.len()));
         self.store_bytes.set(store.size_bytes()?);
+        if let Some(stats) = store.heartbeat_stats() {
+            self.heartbeats.show(stats);
+        }
         self.sinks.measure(now);
         self.scrapes
             .get_or_create(&FormatLabels { format: format.name() })
@@ -800,7 +905,7 @@ mod tests {
 
     #[test]
     fn a_sink_s_lag_is_the_age_of_the_change_it_is_delivering() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::named("c1:7878", ThreatMetrics::default());
         let sinks = metrics.sinks();
         sinks.add("webhook:ops");
         let now = Timestamp::from_second(1_800_000_100).unwrap();
@@ -809,9 +914,9 @@ mod tests {
         sinks.measure(now);
         let text = render_registry(&metrics);
         for line in [
-            "portwatch_alert_sink_lag_seconds{sink=\"webhook:ops\"} 100.0",
-            "portwatch_alert_sink_failures_total{sink=\"webhook:ops\"} 1",
-            "portwatch_alert_sink_deliveries_total{sink=\"webhook:ops\"} 0",
+            "portwatch_alert_sink_lag_seconds{collector=\"c1:7878\",sink=\"webhook:ops\"} 100.0",
+            "portwatch_alert_sink_failures_total{collector=\"c1:7878\",sink=\"webhook:ops\"} 1",
+            "portwatch_alert_sink_deliveries_total{collector=\"c1:7878\",sink=\"webhook:ops\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }
@@ -821,9 +926,73 @@ mod tests {
         let text = render_registry(&metrics);
         assert!(
             text.lines()
-                .any(|l| l == "portwatch_alert_sink_lag_seconds{sink=\"webhook:ops\"} 0.0"),
+                .any(|l| l == "portwatch_alert_sink_lag_seconds{collector=\"c1:7878\",sink=\"webhook:ops\"} 0.0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_process_s_own_series_name_the_collector_and_the_fleet_s_do_not() {
+        let metrics = Metrics::named("db-1:7878", ThreatMetrics::default());
+        metrics.ingested(Outcome::Stored, 3);
+        metrics.hosts.get_or_create(&StatusLabels { status: "up" }).set(2);
+        metrics.heartbeats.show(HeartbeatStats {
+            kept: 10,
+            flushes: 2,
+            rows: 4,
+            failures: 0,
+        });
+        metrics.heartbeats.show(HeartbeatStats {
+            kept: 12,
+            flushes: 3,
+            rows: 5,
+            failures: 1,
+        });
+        let text = render_registry(&metrics);
+        for line in [
+            "portwatch_ingest_requests_total{collector=\"db-1:7878\",outcome=\"stored\"} 1",
+            "portwatch_ingest_reports_total{collector=\"db-1:7878\"} 3",
+            "portwatch_store_heartbeats_kept_total{collector=\"db-1:7878\"} 12",
+            "portwatch_store_heartbeat_flushes_total{collector=\"db-1:7878\"} 3",
+            "portwatch_store_heartbeat_flush_rows_total{collector=\"db-1:7878\"} 5",
+            "portwatch_store_heartbeat_flush_failures_total{collector=\"db-1:7878\"} 1",
+            "portwatch_hosts{status=\"up\"} 2",
+            "portwatch_listeners_open 0",
+            "portwatch_store_size_bytes 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("process_resident_memory_bytes{collector=\"db-1:7878\"} ")),
+            "{text}"
+        );
+        let unlabelled: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.contains("collector=\"db-1:7878\""))
+            .map(|l| l.split(['{', ' ']).next().unwrap_or(l))
+            .collect();
+        let fleet = [
+            "portwatch_hosts",
+            "portwatch_listeners_open",
+            "portwatch_agent_reports_dropped",
+            "portwatch_alerts_active",
+            "portwatch_baselines",
+            "portwatch_store_size_bytes",
+        ];
+        assert!(
+            unlabelled.iter().all(|name| fleet.contains(name)),
+            "only the fleet's gauges go without the collector's name: {unlabelled:?}"
+        );
+    }
+
+    #[test]
+    fn a_collector_s_name_is_short_printable_text() {
+        assert_eq!(check_collector_name("db-1:7878"), Ok(()));
+        assert!(check_collector_name("").is_err());
+        assert!(check_collector_name(&"x".repeat(MAX_COLLECTOR_NAME + 1)).is_err());
+        assert!(check_collector_name("a\nb").unwrap_err().contains("control"));
+        assert!(default_collector_name(7878).ends_with(":7878"));
     }
 
     fn render_registry(metrics: &Metrics) -> String {

@@ -623,14 +623,15 @@ async fn metrics_as(app: &Router, token: &str, accept: Option<&str>) -> (String,
     assert_eq!(response.status(), StatusCode::OK);
     let content_type = response.headers()[header::CONTENT_TYPE].to_str().unwrap().to_owned();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    (content_type, String::from_utf8(bytes.to_vec()).unwrap())
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    (content_type, portwatch_fixtures::without_collector_label(&text))
 }
 
 async fn metrics_text(app: &Router, token: &str) -> String {
     let response = app.clone().oneshot(get(Some(token), "/metrics")).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    String::from_utf8(bytes.to_vec()).unwrap()
+    portwatch_fixtures::without_collector_label(std::str::from_utf8(&bytes).unwrap())
 }
 
 #[tokio::test]

@@ -107,7 +107,7 @@ async fn metric(app: &Router, reader: &str, line_start: &str) -> String {
     let bytes = axum::body::to_bytes(answer(app, request).await.into_body(), usize::MAX)
         .await
         .unwrap();
-    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let text = portwatch_fixtures::without_collector_label(std::str::from_utf8(&bytes).unwrap());
     text.lines()
         .find(|l| l.starts_with(line_start))
         .unwrap_or_else(|| panic!("no {line_start} in {text}"))

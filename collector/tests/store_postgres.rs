@@ -370,3 +370,197 @@ fn a_server_that_takes_only_tls_refuses_a_plain_connection_and_says_why() {
         .to_string();
     assert!(error.contains("pg_hba.conf") && error.contains("28000"), "{error}");
 }
+
+/// A store on `schema` whose heartbeats are flushed every `flush`.
+fn open_flushing(schema: &PostgresSchema, flush: std::time::Duration) -> PostgresStore {
+    let mut options = PostgresOptions::new(schema.url.clone());
+    options.max_connections = 4;
+    options.heartbeat_flush = flush;
+    PostgresStore::open(&options, clock::Limits::default()).unwrap()
+}
+
+/// Counts every row written to `hosts` (inserted or updated, by anyone) and
+/// every statement that wrote it, from now on: the database's own count,
+/// whatever process writes.
+fn count_host_writes(schema: &PostgresSchema) {
+    schema.psql(
+        "CREATE TABLE host_writes (rows bigint NOT NULL, statements bigint NOT NULL);
+         INSERT INTO host_writes VALUES (0, 0);
+         CREATE FUNCTION count_host_row() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN UPDATE host_writes SET rows = rows + 1; RETURN NULL; END $$;
+         CREATE FUNCTION count_host_statement() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN UPDATE host_writes SET statements = statements + 1; RETURN NULL; END $$;
+         CREATE TRIGGER host_rows AFTER INSERT OR UPDATE ON hosts FOR EACH ROW EXECUTE FUNCTION count_host_row();
+         CREATE TRIGGER host_statements AFTER INSERT OR UPDATE ON hosts
+             FOR EACH STATEMENT EXECUTE FUNCTION count_host_statement();",
+    );
+}
+
+/// (rows, statements) written to `hosts` since [`count_host_writes`].
+fn host_writes(schema: &PostgresSchema) -> (u64, u64) {
+    let out = schema.psql("SELECT rows, statements FROM host_writes");
+    let (rows, statements) = out.split_once('|').unwrap();
+    (rows.parse().unwrap(), statements.parse().unwrap())
+}
+
+/// `check` until it answers, for at most `limit`.
+fn eventually<T>(limit: std::time::Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Heartbeats write nothing as they come: however many the hosts send, the
+/// `hosts` table is written at most once per flush window (and once more
+/// when the store closes), each host at most once per write, as PostgreSQL
+/// itself counts the rows written.
+#[test]
+fn heartbeats_write_their_hosts_at_most_once_a_flush_window() {
+    use std::time::{Duration, Instant};
+    let schema = PostgresSchema::fresh();
+    let window = Duration::from_millis(500);
+    let store = open_flushing(&schema, window);
+    let names = ["web-1", "web-2", "web-3"];
+    let now = jiff::Timestamp::now();
+    for host in names {
+        let b = batch(host, "s", vec![snapshot(1, now, vec![owned(22, 1, &[])])]);
+        store.ingest(&b, now).unwrap();
+    }
+    count_host_writes(&schema);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    // Heartbeats as fast as the store answers them, for a few windows.
+    while started.elapsed() < window * 5 {
+        for host in names {
+            let at = jiff::Timestamp::now();
+            assert_eq!(store.ingest(&heartbeat(host, "s", at), at).unwrap(), ack(1, false));
+            sent += 1;
+        }
+    }
+    let last = jiff::Timestamp::now();
+    let stats = store.heartbeat_stats().unwrap();
+    drop(store); // the last flush
+    let elapsed = started.elapsed();
+    let windows = elapsed.as_millis().div_ceil(window.as_millis()) as u64;
+    let (rows, statements) = host_writes(&schema);
+    assert!(
+        sent > 10 * (windows + 1) * names.len() as u64,
+        "enough heartbeats to tell one write each from one a window: {sent} in {elapsed:?}"
+    );
+    assert_eq!(stats.kept, sent, "every heartbeat was kept in memory");
+    assert!(
+        statements <= windows + 1 && rows <= (windows + 1) * names.len() as u64,
+        "{sent} heartbeats in {elapsed:?} ({windows} windows of {window:?}) wrote {rows} rows in {statements} statements"
+    );
+    assert!(rows >= names.len() as u64, "the hosts were written at all: {rows}");
+    eprintln!("{sent} heartbeats in {elapsed:?}: {rows} rows written in {statements} statements");
+    // What the last flush left is the last heartbeat of each host, read by another store.
+    let again = open(&schema).unwrap();
+    for host in names {
+        let seen = again.host(host, last).unwrap().unwrap().last_seen;
+        assert!(seen > now && seen <= last, "{host}: {seen}");
+    }
+}
+
+/// A heartbeat is seen at once through the store that took it, and through
+/// another (another collector) once a flush window has passed.
+#[test]
+fn a_heartbeat_is_seen_at_once_by_its_store_and_by_another_within_the_flush_window() {
+    use std::time::Duration;
+    let schema = PostgresSchema::fresh();
+    let taking = open_flushing(&schema, Duration::from_millis(500));
+    let other = open(&schema).unwrap();
+    // Stored to the millisecond.
+    let t0 = jiff::Timestamp::from_millisecond(jiff::Timestamp::now().as_millisecond()).unwrap();
+    let b = batch("db-1", "s", vec![snapshot(1, t0, vec![owned(5432, 1, &[])])]);
+    taking.ingest(&b, t0).unwrap();
+    let t1 = t0 + jiff::SignedDuration::from_secs(7);
+    // Its agent's clock is ten minutes ahead: beyond the tolerance.
+    let beat = heartbeat("db-1", "s", t1 + jiff::SignedDuration::from_secs(600));
+    assert_eq!(taking.ingest(&beat, t1).unwrap(), ack(1, false));
+    let mine = taking.host("db-1", t1).unwrap().unwrap();
+    assert_eq!(
+        (mine.last_seen, mine.clock_skew_ms, mine.clock_skew_at),
+        (t1, Some(600_000), Some(t1)),
+        "read through the store that keeps it"
+    );
+    assert_eq!(taking.hosts(t1).unwrap()[0].last_seen, t1, "in the list of hosts too");
+    let theirs = eventually(Duration::from_secs(30), || {
+        let h = other.host("db-1", t1).unwrap().unwrap();
+        (h.last_seen == t1).then_some(h)
+    })
+    .expect("another store reads the heartbeat once it is flushed");
+    assert_eq!((theirs.clock_skew_ms, theirs.clock_skew_at), (Some(600_000), Some(t1)));
+    assert!(theirs.clock_skewed);
+    let stats = taking.heartbeat_stats().unwrap();
+    assert!(stats.kept == 1 && stats.flushes >= 1 && stats.rows == 1, "{stats:?}");
+}
+
+/// Two collectors flushing the same host, in either order: the newest
+/// `last_seen` and the latest skew measurement are what stays.
+#[test]
+fn two_collectors_flushing_one_host_in_either_order_leave_the_newest_values() {
+    use std::time::Duration;
+    let schema = PostgresSchema::fresh();
+    // Windows long enough that only the test flushes.
+    let a = open_flushing(&schema, Duration::from_secs(60));
+    let b = open_flushing(&schema, Duration::from_secs(60));
+    a.ingest(
+        &batch("web-1", "s", vec![snapshot(1, ts(0), vec![owned(22, 1, &[])])]),
+        ts(0),
+    )
+    .unwrap();
+    let read = || {
+        let h = open(&schema).unwrap().host("web-1", ts(100)).unwrap().unwrap();
+        (h.last_seen, h.clock_skew_ms)
+    };
+    for newer_flushes_first in [true, false] {
+        let base = if newer_flushes_first { 10 } else { 20 };
+        a.ingest(
+            &heartbeat("web-1", "s", ts(base + 5) + jiff::SignedDuration::from_secs(60)),
+            ts(base + 5),
+        )
+        .unwrap();
+        b.ingest(&heartbeat("web-1", "s", ts(base + 1)), ts(base + 1)).unwrap();
+        let (first, second) = if newer_flushes_first { (&a, &b) } else { (&b, &a) };
+        first.flush_heartbeats().unwrap();
+        second.flush_heartbeats().unwrap();
+        assert_eq!(
+            read(),
+            (ts(base + 5), Some(60_000)),
+            "newer flushed first: {newer_flushes_first}"
+        );
+    }
+}
+
+/// Through a store whose heartbeats are flushed every 5 s, a host whose
+/// agent scans every second is not judged silent before three flush windows
+/// of silence: the heartbeats that show it alive may be waiting in another
+/// collector's memory.
+#[test]
+fn silence_is_judged_by_three_flush_windows_when_they_are_longer_than_three_intervals() {
+    use std::time::Duration;
+    let schema = PostgresSchema::fresh();
+    let store = open_flushing(&schema, Duration::from_secs(5));
+    let fast = portwatch_common::wire::HostFacts {
+        interval_ms: 1_000,
+        ..facts()
+    };
+    let b = batch("fast-1", "s", vec![snapshot_with(1, ts(0), fast, vec![])]);
+    store.ingest(&b, ts(0)).unwrap();
+    let status = |at| store.host("fast-1", at).unwrap().unwrap().status;
+    assert_eq!(
+        status(ts(4)),
+        portwatch_model::HostStatus::Up,
+        "three intervals, one window"
+    );
+    assert_eq!(status(ts(14)), portwatch_model::HostStatus::Up);
+    assert_eq!(status(ts(15)), portwatch_model::HostStatus::Silent);
+}

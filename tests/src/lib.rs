@@ -370,6 +370,12 @@ impl Collector {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Stops it with SIGTERM (a clean stop, as systemd does) and waits for it; its exit status.
+    pub fn terminate(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.signal(rustix::process::Signal::TERM)?;
+        Ok(self.child.wait()?)
+    }
 }
 
 impl Drop for Collector {

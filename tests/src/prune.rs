@@ -102,7 +102,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Outcom
     let metrics_url = format!("http://{}/metrics", server.addr);
     let passes = |agent: &ureq::Agent| -> anyhow::Result<(u64, Vec<String>)> {
         let mut response = agent.get(&metrics_url).call()?;
-        let text = response.body_mut().read_to_string()?;
+        let text = portwatch_fixtures::without_collector_label(&response.body_mut().read_to_string()?);
         let lines: Vec<String> = text
             .lines()
             .filter(|l| l.starts_with("portwatch_retention_") && !l.starts_with('#'))

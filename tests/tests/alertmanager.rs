@@ -63,7 +63,8 @@ fn metric(url: &str, token: &str, series: &str) -> f64 {
         .body_mut()
         .read_to_string()
         .unwrap();
-    text.lines()
+    portwatch_fixtures::without_collector_label(&text)
+        .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
 }

@@ -348,3 +348,128 @@ fn a_token_revoked_in_the_shared_database_is_refused_by_every_collector() {
             .unwrap_or_else(|| panic!("{} still takes the revoked token", c.url));
     }
 }
+
+/// `batch` sent to `collector` as an agent sends it (its host's token, JSON);
+/// the collector's answer.
+fn send(collector: &Collector, token: &str, batch: &portwatch_common::wire::Batch) -> Value {
+    ureq::post(format!("{}/api/v1/ingest", collector.url))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .send(serde_json::to_vec(batch).unwrap())
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap()
+}
+
+/// On PostgreSQL a heartbeat writes nothing as it comes (the flush window
+/// here is longer than the test); the collector shows it at once, and a
+/// clean stop (SIGTERM) writes it before the process ends.
+#[test]
+fn a_collector_stopped_cleanly_writes_the_heartbeats_it_kept_in_memory() {
+    use portwatch_fixtures::{batch, heartbeat, snapshot};
+    let dir = TempDir::new("e2e-heartbeat-flush").unwrap();
+    let db = TestDb::new(Backend::Postgres, &dir.path);
+    let host = "e2e-beat-1";
+    let agent_token = create_token(&db.db, &["--host", host]).unwrap();
+    let read_token = create_token(&db.db, &["--role", "read", "--name", "ops"]).unwrap();
+    let config = dir.path.join("collector.toml");
+    std::fs::write(&config, "[postgres]\nheartbeat_flush = \"60s\"\n").unwrap();
+    let collector = Collector::serve(
+        &db.db,
+        &[
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--db".as_ref(),
+            db.db.as_os_str(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+    )
+    .unwrap();
+    let now = jiff::Timestamp::now;
+    let answer = send(
+        &collector,
+        &agent_token,
+        &batch(host, "s", vec![snapshot(1, now(), vec![])]),
+    );
+    assert_eq!(answer["acked"], 1, "{answer}");
+    let stored = || -> i64 {
+        db.psql(&format!("SELECT last_seen FROM hosts WHERE name = '{host}'"))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let after_snapshot = stored();
+    // Received in a later millisecond than the snapshot.
+    eventually(SETTLE, || (now().as_millisecond() > after_snapshot).then_some(())).unwrap();
+    let answer = send(&collector, &agent_token, &heartbeat(host, "s", now()));
+    assert_eq!(
+        (&answer["acked"], &answer["resync"]),
+        (&1.into(), &false.into()),
+        "{answer}"
+    );
+    let hosts = portwatch_json(&collector.url, &read_token, &["hosts"]).unwrap();
+    let shown: jiff::Timestamp = hosts[0]["last_seen"].as_str().unwrap().parse().unwrap();
+    assert!(
+        shown.as_millisecond() > after_snapshot,
+        "the collector shows the heartbeat: {hosts}"
+    );
+    assert_eq!(stored(), after_snapshot, "the heartbeat is not written yet");
+    assert!(collector.terminate().unwrap().success());
+    assert_eq!(stored(), shown.as_millisecond(), "written before the collector exited");
+}
+
+/// A collector killed (kill -9) loses what it kept of heartbeats, at most
+/// one flush window of `last_seen` (here the window is longer than the
+/// test), and nothing else: the history and the session are in the
+/// database, and the next collector answers the host's next heartbeat
+/// without asking for a snapshot.
+#[test]
+fn a_killed_collector_loses_at_most_the_heartbeats_it_kept_never_history() {
+    use portwatch_fixtures::{batch, heartbeat, owned, snapshot};
+    let dir = TempDir::new("e2e-heartbeat-kill").unwrap();
+    let db = TestDb::new(Backend::Postgres, &dir.path);
+    let host = "e2e-beat-2";
+    let agent_token = create_token(&db.db, &["--host", host]).unwrap();
+    let config = dir.path.join("collector.toml");
+    std::fs::write(&config, "[postgres]\nheartbeat_flush = \"60s\"\n").unwrap();
+    let args = [
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--db".as_ref(),
+        db.db.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ];
+    let collector = Collector::serve(&db.db, &args).unwrap();
+    let now = jiff::Timestamp::now;
+    let first = batch(host, "s", vec![snapshot(1, now(), vec![owned(22, 1, &[10])])]);
+    assert_eq!(send(&collector, &agent_token, &first)["acked"], 1);
+    let stored = || -> i64 {
+        db.psql(&format!("SELECT last_seen FROM hosts WHERE name = '{host}'"))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let after_snapshot = stored();
+    eventually(SETTLE, || (now().as_millisecond() > after_snapshot).then_some(())).unwrap();
+    assert_eq!(send(&collector, &agent_token, &heartbeat(host, "s", now()))["acked"], 1);
+    collector.kill();
+    assert_eq!(stored(), after_snapshot, "the kept heartbeat is lost with the process");
+    assert_eq!(
+        db.psql("SELECT count(*) FROM intervals WHERE closed_at IS NULL")
+            .unwrap(),
+        "1",
+        "the history is not"
+    );
+    let next = Collector::serve(&db.db, &args).unwrap();
+    let answer = send(&next, &agent_token, &heartbeat(host, "s", now()));
+    assert_eq!(
+        (&answer["acked"], &answer["resync"]),
+        (&1.into(), &false.into()),
+        "{answer}"
+    );
+    assert!(next.terminate().unwrap().success());
+    assert!(stored() > after_snapshot, "the next heartbeat puts last_seen back");
+}

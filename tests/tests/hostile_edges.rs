@@ -113,6 +113,7 @@ fn metric(s: &Setup, name: &str) -> f64 {
         .body_mut()
         .read_to_string()
         .unwrap();
+    let text = portwatch_fixtures::without_collector_label(&text);
     let line = text
         .lines()
         .find(|l| l.starts_with(name))

@@ -576,7 +576,8 @@ fn a_serving_collector_with_probe_enabled_probes_by_itself_every_interval_root_o
         .arg(format!("{}/metrics", w.collector.url))
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&ok(metrics, "curl /metrics").stdout).into_owned();
+    let text =
+        portwatch_fixtures::without_collector_label(&String::from_utf8_lossy(&ok(metrics, "curl /metrics").stdout));
     let count = |outcome: &str| -> u64 {
         let name = format!("portwatch_probe_connects_total{{outcome=\"{outcome}\"}} ");
         text.lines()

@@ -63,11 +63,16 @@ fn promtool_and_a_real_prometheus_take_the_metrics_and_the_example_rules() {
     let read = create_token(&db, &["--role", "read", "--name", "prometheus"]).unwrap();
     let collector = Collector::serve(&db, &[OsStr::new("--config"), config.as_os_str()]).unwrap();
     let url = collector.url.clone();
+    // The collector's own series are labelled with its name: by default this machine's and its port.
+    let me = format!(
+        "collector=\"{}\"",
+        portwatch_collector::metrics::default_collector_name(collector.port())
+    );
     let _agent = Agent::start(&url, &agent_token, "prom-web-1", "200ms", &dir.path.join("spool")).unwrap();
     eventually(SETTLE, || {
         let (_, text) = scrape(&url, &read, None);
         text.lines()
-            .any(|l| l.starts_with("portwatch_ingest_duration_seconds_count ") && !l.ends_with(" 0"))
+            .any(|l| l.starts_with(&format!("portwatch_ingest_duration_seconds_count{{{me}}} ")) && !l.ends_with(" 0"))
             .then_some(())
     })
     .expect("the agent's batches are stored and timed");
@@ -77,14 +82,17 @@ fn promtool_and_a_real_prometheus_take_the_metrics_and_the_example_rules() {
         let (content_type, text) = scrape(&url, &read, accept);
         assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
         for series in [
-            "portwatch_ingest_duration_seconds_bucket{le=\"+Inf\"}",
-            "portwatch_ingest_batches_queued",
-            "portwatch_alert_sink_lag_seconds{sink=\"webhook:ops\"}",
-            "portwatch_threat_list_entries{list=\"level1\"}",
-            "portwatch_threat_list_bad_lines{list=\"level1\"}",
-            "portwatch_threat_list_reload_failures_total{list=\"level1\"}",
-            &format!("portwatch_alert_sink_failures_total{{sink=\"alertmanager:am@127.0.0.1:{nowhere}\"}}"),
-            "process_resident_memory_bytes",
+            format!("portwatch_ingest_duration_seconds_bucket{{{me},le=\"+Inf\"}}"),
+            format!("portwatch_ingest_batches_queued{{{me}}}"),
+            format!("portwatch_alert_sink_lag_seconds{{{me},sink=\"webhook:ops\"}}"),
+            format!("portwatch_threat_list_entries{{{me},list=\"level1\"}}"),
+            format!("portwatch_threat_list_bad_lines{{{me},list=\"level1\"}}"),
+            format!("portwatch_threat_list_reload_failures_total{{{me},list=\"level1\"}}"),
+            format!("portwatch_alert_sink_failures_total{{{me},sink=\"alertmanager:am@127.0.0.1:{nowhere}\"}}"),
+            format!("process_resident_memory_bytes{{{me}}}"),
+            format!("portwatch_store_heartbeats_kept_total{{{me}}}"),
+            "portwatch_hosts{status=\"up\"}".to_owned(),
+            "portwatch_listeners_open".to_owned(),
         ] {
             assert!(
                 text.lines().any(|l| l.starts_with(&format!("{series} "))),
@@ -167,4 +175,113 @@ fn promtool_and_a_real_prometheus_take_the_metrics_and_the_example_rules() {
         rules.iter().all(|r| r["state"] == "inactive"),
         "nothing is wrong with this collector: {rules:#?}"
     );
+}
+
+/// The fleet's series of a `/metrics` text, by series (name and labels),
+/// but the database's size, which grows between two scrapes.
+fn fleet_series(text: &str) -> std::collections::BTreeMap<String, String> {
+    const FLEET: [&str; 5] = [
+        "portwatch_hosts",
+        "portwatch_listeners_open",
+        "portwatch_agent_reports_dropped",
+        "portwatch_alerts_active",
+        "portwatch_baselines",
+    ];
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| FLEET.contains(&series.split('{').next().unwrap_or(series)))
+        .map(|(series, value)| (series.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// Two collectors on one PostgreSQL database, each with an agent of its
+/// own: each labels its own series with its name (one named in its config,
+/// one by default), and both serve the same fleet, read from the database,
+/// with no such label; promtool has nothing to say about either.
+#[test]
+fn two_collectors_on_one_database_name_their_own_series_and_serve_the_same_fleet() {
+    let dir = TempDir::new("prometheus-two").unwrap();
+    let db = TestDb::new(Backend::Postgres, &dir.path);
+    let read = create_token(&db.db, &["--role", "read", "--name", "prometheus"]).unwrap();
+    let named = dir.path.join("named.toml");
+    std::fs::write(
+        &named,
+        "[metrics]\ncollector = \"collector-two\"\n[postgres]\nheartbeat_flush = \"500ms\"\n",
+    )
+    .unwrap();
+    let plain = dir.path.join("plain.toml");
+    std::fs::write(&plain, "[postgres]\nheartbeat_flush = \"500ms\"\n").unwrap();
+    let serve = |config: &Path| {
+        Collector::serve(
+            &db.db,
+            &[
+                OsStr::new("--listen"),
+                OsStr::new("127.0.0.1:0"),
+                OsStr::new("--db"),
+                db.db.as_os_str(),
+                OsStr::new("--config"),
+                config.as_os_str(),
+            ],
+        )
+        .unwrap()
+    };
+    let collectors = [serve(&plain), serve(&named)];
+    let names = [
+        portwatch_collector::metrics::default_collector_name(collectors[0].port()),
+        "collector-two".to_owned(),
+    ];
+    let _agents: Vec<Agent> = collectors
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let host = format!("prom-two-{i}");
+            let token = create_token(&db.db, &["--host", &host]).unwrap();
+            Agent::start(&c.url, &token, &host, "200ms", &dir.path.join(format!("spool-{i}"))).unwrap()
+        })
+        .collect();
+    let stored = |text: &str, name: &str| -> u64 {
+        let series = format!("portwatch_ingest_requests_total{{collector=\"{name}\",outcome=\"stored\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let texts = eventually(SETTLE, || {
+        let texts = collectors.each_ref().map(|c| scrape(&c.url, &read, None).1);
+        let fleets = texts.each_ref().map(|t| fleet_series(t));
+        let both_up = fleets[0].get("portwatch_hosts{status=\"up\"}").map(String::as_str) == Some("2");
+        let each_stored = (0..2).all(|i| stored(&texts[i], &names[i]) > 0);
+        (both_up && each_stored && fleets[0] == fleets[1]).then_some(texts)
+    })
+    .unwrap_or_else(|| {
+        let texts = collectors.each_ref().map(|c| scrape(&c.url, &read, None).1);
+        panic!(
+            "both agents stored, the same fleet on both:\n{}\n---\n{}",
+            texts[0], texts[1]
+        )
+    });
+    for (i, text) in texts.iter().enumerate() {
+        let (mine, other) = (&names[i], &names[1 - i]);
+        assert!(
+            !text.contains(&format!("collector=\"{other}\"")),
+            "{mine} serves none of {other}'s series:\n{text}"
+        );
+        // Every series but the fleet's (and the database's size) is this collector's.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or(line);
+            let fleet = fleet_series(line).len() == 1 || name == "portwatch_store_size_bytes";
+            assert_eq!(
+                line.contains(&format!("collector=\"{mine}\"")),
+                !fleet,
+                "{line} (served by {mine})"
+            );
+        }
+        let (clean, said) = promtool(&["check", "metrics"], text.as_bytes()).unwrap();
+        assert!(
+            clean && said.trim().is_empty(),
+            "promtool check metrics: {said}\n{text}"
+        );
+    }
+    assert_ne!(names[0], names[1]);
 }

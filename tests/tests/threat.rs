@@ -176,7 +176,8 @@ fn metric(url: &str, series: &str) -> Option<String> {
         .body_mut()
         .read_to_string()
         .ok()?;
-    text.lines()
+    portwatch_fixtures::without_collector_label(&text)
+        .lines()
         .find_map(|l| l.strip_prefix(&format!("{series} ")).map(str::to_owned))
 }
 

@@ -286,6 +286,34 @@ pub trait HistoryWrites: Send + Sync {
     /// another thread, once the batch is committed (or has failed). A store
     /// may commit queued batches together (the SQLite store does).
     fn ingest_queued(&self, batch: Batch, received_at: Timestamp, done: IngestDone);
+
+    /// Writes what the store keeps in memory of heartbeats (the PostgreSQL
+    /// store keeps them for a flush window, see `postgres::heartbeat`);
+    /// nothing for a store that writes every heartbeat with its group
+    /// (SQLite). A collector calls it once it has stopped taking batches.
+    fn flush_heartbeats(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// What the store did with heartbeats so far; `None` for a store that
+    /// writes every heartbeat with its group (SQLite).
+    fn heartbeat_stats(&self) -> Option<HeartbeatStats> {
+        None
+    }
+}
+
+/// What a store that keeps heartbeats in memory did with them
+/// ([`HistoryWrites::heartbeat_stats`]), since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeartbeatStats {
+    /// Heartbeats answered and kept in memory, not written.
+    pub kept: u64,
+    /// Flushes that wrote (one statement each).
+    pub flushes: u64,
+    /// Host rows the flushes changed.
+    pub rows: u64,
+    /// Flushes that failed (what they held was kept for the next).
+    pub failures: u64,
 }
 
 /// Reads history: hosts, the listeners of a moment, intervals over a window.

@@ -390,7 +390,7 @@ impl SqliteStore {
                 .map_err(db)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
         })?;
-        raws.into_iter().map(|raw| raw.into_row(now, &self.clock)).collect()
+        raws.into_iter().map(|raw| raw.into_row(now, &self.clock, 0)).collect()
     }
 
     /// The id of host `name`, if it ever reported.

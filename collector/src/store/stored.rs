@@ -491,10 +491,11 @@ pub(crate) struct RawHost {
 }
 
 impl RawHost {
-    /// The host as of `now`, its clock judged by `limits`.
-    pub(crate) fn into_row(self, now: Timestamp, limits: &clock::Limits) -> Result<HostRow, StoreError> {
+    /// The host as of `now`, its clock judged by `limits`, its `last_seen`
+    /// up to `lag_ms` behind the heartbeats received (see [`history::status`]).
+    pub(crate) fn into_row(self, now: Timestamp, limits: &clock::Limits, lag_ms: u64) -> Result<HostRow, StoreError> {
         let interval_ms = from_bits(self.interval_ms);
-        let status = history::status(now.as_millisecond(), self.last_seen, interval_ms);
+        let status = history::status(now.as_millisecond(), self.last_seen, interval_ms, lag_ms);
         let tags: BTreeMap<String, String> =
             serde_json::from_str(&self.tags).map_err(|e| corrupt(format_args!("tags of host {}: {e}", self.name)))?;
         Ok(HostRow {

@@ -36,6 +36,13 @@
 //! another is rolled back whole and run again (at most [`TRANSACTION_TRIES`]
 //! times) before [`StoreError::Busy`] is answered.
 //!
+//! # Heartbeats
+//!
+//! A heartbeat writes nothing as it comes: its host's `last_seen` and skew
+//! are kept in memory and written for every host heard from in one
+//! statement each flush window, the newest value winning whichever
+//! collector writes last (see [`heartbeat`]).
+//!
 //! # Schema
 //!
 //! Versioned by the table `portwatch_schema`: migration `n`
@@ -46,6 +53,7 @@
 //! ones in the default partition); months are made ahead of time
 //! ([`PARTITIONS_AHEAD`]).
 
+mod heartbeat;
 mod lease;
 mod policy;
 mod probe;
@@ -101,6 +109,15 @@ const TRANSACTION_TRIES: u32 = 4;
 /// How far ahead of now months of closed intervals have their partition.
 const PARTITIONS_AHEAD: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 62);
 
+pub use heartbeat::DEFAULT_FLUSH_EVERY;
+
+/// The shortest flush window of heartbeats accepted ([`PostgresOptions::heartbeat_flush`]).
+pub const MIN_FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// The longest flush window of heartbeats accepted: a host's `last_seen`
+/// may lag by this much through another collector.
+pub const MAX_FLUSH_EVERY: Duration = Duration::from_secs(60);
+
 /// Connections the pool keeps at most, by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
 
@@ -121,6 +138,10 @@ pub struct PostgresOptions {
     pub ca_file: Option<PathBuf>,
     /// Connections kept at most.
     pub max_connections: usize,
+    /// How often the heartbeats kept in memory are written (see
+    /// [`heartbeat`]): a crash loses at most this much of `last_seen`, and
+    /// other collectors read it up to this much behind.
+    pub heartbeat_flush: Duration,
 }
 
 impl PostgresOptions {
@@ -131,6 +152,7 @@ impl PostgresOptions {
             password_file: None,
             ca_file: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            heartbeat_flush: DEFAULT_FLUSH_EVERY,
         }
     }
 
@@ -148,6 +170,10 @@ pub struct PostgresStore {
     workers: Vec<tokio::sync::mpsc::UnboundedSender<write::Queued>>,
     /// The ingest workers, awaited on drop.
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Tells the heartbeat flusher to write once more and stop.
+    stop_flusher: tokio::sync::watch::Sender<bool>,
+    /// The heartbeat flusher, awaited on drop (after the workers).
+    flusher: Option<tokio::task::JoinHandle<()>>,
     /// Drives the connections and the workers; `None` once dropped.
     runtime: Option<Runtime>,
 }
@@ -163,6 +189,8 @@ pub(super) struct Inner {
     pub(super) target: String,
     /// The start (ms) of the first month without a partition.
     partitions_until: AtomicI64,
+    /// Heartbeats kept in memory until the next flush.
+    heartbeats: heartbeat::Heartbeats,
 }
 
 impl PostgresStore {
@@ -192,6 +220,7 @@ impl PostgresStore {
             hosts: HostCache::default(),
             target: target.clone(),
             partitions_until: AtomicI64::new(i64::MIN),
+            heartbeats: heartbeat::Heartbeats::new(options.heartbeat_flush.clamp(MIN_FLUSH_EVERY, MAX_FLUSH_EVERY)),
         });
         runtime
             .block_on(async {
@@ -204,10 +233,14 @@ impl PostgresStore {
             })
             .map_err(open_error)?;
         let (workers, tasks) = write::start(&runtime, &inner, options.max_connections);
+        let (stop_flusher, stop) = tokio::sync::watch::channel(false);
+        let flusher = runtime.spawn(heartbeat::flush_every(Arc::clone(&inner), stop));
         Ok(PostgresStore {
             inner,
             workers,
             tasks,
+            stop_flusher,
+            flusher: Some(flusher),
             runtime: Some(runtime),
         })
     }
@@ -234,12 +267,15 @@ impl PostgresStore {
 }
 
 impl Drop for PostgresStore {
-    /// Applies what is queued, then stops the workers and the runtime. On a
-    /// thread of its own: the store may be dropped inside another runtime,
-    /// where this one may be neither blocked on nor dropped.
+    /// Applies what is queued, writes the heartbeats kept, then stops the
+    /// workers and the runtime. On a thread of its own: the store may be
+    /// dropped inside another runtime, where this one may be neither
+    /// blocked on nor dropped.
     fn drop(&mut self) {
         self.workers.clear();
         let tasks = std::mem::take(&mut self.tasks);
+        let flusher = self.flusher.take();
+        let stop_flusher = self.stop_flusher.clone();
         if let Some(runtime) = self.runtime.take() {
             let stopped = std::thread::Builder::new()
                 .name("postgres-stop".to_owned())
@@ -247,6 +283,11 @@ impl Drop for PostgresStore {
                     runtime.block_on(async {
                         for task in tasks {
                             let _ = task.await;
+                        }
+                        // The workers answered their last heartbeats: write them.
+                        let _ = stop_flusher.send(true);
+                        if let Some(flusher) = flusher {
+                            let _ = flusher.await;
                         }
                     });
                     runtime.shutdown_timeout(Duration::from_secs(5));

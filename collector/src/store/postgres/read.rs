@@ -16,12 +16,13 @@ use portwatch_common::{Listener, Process, Proto};
 use portwatch_model::{HistoryCursor, HistoryWindow, HostRow, ListenerRow};
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use super::heartbeat::Heartbeats;
 use super::{pg, Inner, PostgresStore};
 use crate::store::stored::{
     addr_from, corrupt, exposure_from, family_from, from_bits, owner_pairs, proto_code, proto_from, sort_rows,
     timestamp, FirewallDecoder, HostNames, Order, RawHost, StoredProgram, HOST_COLUMNS,
 };
-use crate::store::{HistoryReads, HistoryWrites, IngestDone, StoreError};
+use crate::store::{HeartbeatStats, HistoryReads, HistoryWrites, IngestDone, StoreError};
 
 /// The columns every interval query selects, in the order [`decode`] reads
 /// them (`i` is `intervals`); the interval's id last.
@@ -193,7 +194,11 @@ impl Inner {
     }
 
     /// Every host, or the one named `name`, with its status as of `now`.
+    /// Heartbeats this store keeps in memory are laid over the rows read
+    /// (see [`super::heartbeat`]).
     async fn hosts_named(&self, name: Option<&str>, now: Timestamp) -> Result<Vec<HostRow>, StoreError> {
+        let kept = self.heartbeats.overlay(name);
+        let lag_ms = self.heartbeats.lag_ms();
         let client = self.client().await?;
         // Byte order, as every backend orders names.
         let rows = match name {
@@ -217,7 +222,7 @@ impl Inner {
         .map_err(pg)?;
         rows.iter()
             .map(|r| {
-                RawHost {
+                let mut raw = RawHost {
                     name: r.get(0),
                     first_seen: r.get(1),
                     last_seen: r.get(2),
@@ -234,8 +239,9 @@ impl Inner {
                     detection: r.get(13),
                     host_netns: r.get(14),
                     addresses: r.get(15),
-                }
-                .into_row(now, &self.clock)
+                };
+                Heartbeats::lay_over(&kept, &mut raw);
+                raw.into_row(now, &self.clock, lag_ms)
             })
             .collect()
     }
@@ -297,6 +303,14 @@ fn history_page_sql() -> String {
 impl HistoryWrites for PostgresStore {
     fn ingest_queued(&self, batch: Batch, received_at: Timestamp, done: IngestDone) {
         self.queue(batch, received_at, done);
+    }
+
+    fn flush_heartbeats(&self) -> Result<(), StoreError> {
+        self.block(async |inner| inner.heartbeats.flush(inner).await.map(drop))
+    }
+
+    fn heartbeat_stats(&self) -> Option<HeartbeatStats> {
+        Some(self.inner.heartbeats.stats())
     }
 }
 

@@ -10,9 +10,13 @@
 //! again; a batch that fails otherwise rolls back alone and gets its error.
 //! A group with reports holds [`PROGRAMS_LOCK`] shared to commit, so
 //! retention deletes no program it is naming (see [`super::prune`]).
-//! A group of heartbeats only commits without waiting for the WAL flush
-//! (`synchronous_commit = off`): losing the last seconds of `last_seen` to
-//! a crash of the server loses no history.
+//! A heartbeat of a known host with nothing dropped is not written: it is
+//! answered from its host's row (one read for the heartbeats of a group,
+//! after the group's writes, so it sees its host's batches queued before
+//! it) and kept in memory until the next flush ([`super::heartbeat`]).
+//! A group of heartbeats of new hosts only commits without waiting for the
+//! WAL flush (`synchronous_commit = off`): losing the last seconds of
+//! `last_seen` to a crash of the server loses no history.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -25,6 +29,7 @@ use portwatch_common::wire::{Ack, Batch, ReportBody};
 use portwatch_common::Listener;
 use tokio::sync::mpsc;
 
+use super::heartbeat::Beat;
 use super::{pg, Inner, PROGRAMS_LOCK};
 use crate::clock::{self, HostClock};
 use crate::history::{self, SessionState, Staged, Step};
@@ -107,9 +112,90 @@ async fn work(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<Queued>) {
     }
 }
 
+/// Applies `group`: the batches to write in one transaction, then the
+/// heartbeats kept in memory, each answered once done.
+async fn apply_group(inner: &Inner, group: Vec<Queued>) {
+    let (beats, writes): (Vec<Queued>, Vec<Queued>) = group.into_iter().partition(|q| kept_in_memory(&q.batch));
+    if !writes.is_empty() {
+        write_group(inner, writes).await;
+    }
+    if !beats.is_empty() {
+        answer_heartbeats(inner, beats).await;
+    }
+}
+
+/// Whether `batch` is a heartbeat that only moves its host's `last_seen`
+/// and skew (no report, nothing dropped): kept in memory if its host is stored.
+fn kept_in_memory(batch: &Batch) -> bool {
+    batch.reports.is_empty() && batch.dropped == 0 && batch.alive_at.is_some()
+}
+
+/// Answers heartbeats from their hosts' rows, read at once, and keeps them
+/// in memory; those of hosts not stored yet are written as any batch.
+async fn answer_heartbeats(inner: &Inner, beats: Vec<Queued>) {
+    let mut names: Vec<&str> = beats.iter().map(|q| q.batch.host.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let read = async {
+        let client = inner.client().await?;
+        client
+            .query(
+                "SELECT name, session, last_seq FROM hosts WHERE name = ANY($1)",
+                &[&names],
+            )
+            .await
+            .map_err(pg)
+    };
+    let states: HashMap<String, SessionState> = match read.await {
+        Ok(rows) => rows
+            .iter()
+            .map(|r| {
+                let state = SessionState {
+                    session: r.get(1),
+                    last_seq: from_bits(r.get(2)),
+                    dropped: 0,
+                };
+                (r.get(0), state)
+            })
+            .collect(),
+        Err(error) => {
+            for queued in beats {
+                (queued.done)(Err(error.again()));
+            }
+            return;
+        }
+    };
+    let mut unknown = Vec::new();
+    for queued in beats {
+        let Some(state) = states.get(&queued.batch.host) else {
+            unknown.push(queued);
+            continue;
+        };
+        let host_clock = HostClock {
+            session: state.session.as_deref(),
+            last_seq: state.last_seq,
+            last_at: None,
+        };
+        let times = clock::effective_times(queued.received_at, &host_clock, &inner.clock, &queued.batch);
+        let plan = history::plan_batch(state, None, &queued.batch, &times.reports);
+        let at = queued.received_at.as_millisecond();
+        inner.heartbeats.keep(
+            &queued.batch.host,
+            Beat {
+                last_seen: at,
+                skew: times.skew_ms.map(|skew| (skew, at)),
+            },
+        );
+        (queued.done)(Ok(plan.ack));
+    }
+    if !unknown.is_empty() {
+        write_group(inner, unknown).await;
+    }
+}
+
 /// Applies `group` in one transaction, a savepoint per batch, and answers
 /// every batch once it has committed.
-async fn apply_group(inner: &Inner, group: Vec<Queued>) {
+async fn write_group(inner: &Inner, group: Vec<Queued>) {
     let (batches, dones): (Vec<(Batch, Timestamp)>, Vec<IngestDone>) =
         group.into_iter().map(|q| ((q.batch, q.received_at), q.done)).unzip();
     if let Some(latest) = batches.iter().map(|(_, at)| *at).max() {
