@@ -612,6 +612,8 @@ fn ship(settings: &Settings, shipper: &mut Shipper, spool: &mut Spool, observer:
                 host: settings.host.clone(),
                 session: session.clone(),
                 dropped,
+                peers: Vec::new(),
+                peers_dropped: 0,
                 alive_at: Some(Timestamp::now()),
                 reports: Vec::new(),
             };
