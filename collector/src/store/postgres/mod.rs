@@ -47,6 +47,7 @@
 //! ([`PARTITIONS_AHEAD`]).
 
 mod lease;
+mod peers;
 mod policy;
 mod probe;
 mod prune;
@@ -73,6 +74,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_firewall.sql"),
     include_str!("migrations/0003_probe.sql"),
+    include_str!("migrations/0004_peers.sql"),
 ];
 
 /// The advisory lock (session level) under which a collector migrates.
