@@ -1267,6 +1267,14 @@ async fn peers_an_agent_sends_read_back_at_a_moment_and_over_a_window_in_pages()
     };
     let (status, ack) = call(&f.app, post(Some(&f.agent), json_body(&heartbeat))).await;
     assert_eq!(status, StatusCode::OK, "{ack}");
+    // Counted: the summaries recorded (the refused batch's are not), and those the agent says it dropped.
+    let text = metrics_text(&f.app, &f.reader).await;
+    for line in [
+        "portwatch_ingest_peer_summaries_total 3",
+        "portwatch_agent_peer_summaries_dropped_total 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+    }
 
     let (status, now) = call(&f.app, get(Some(&f.reader), "/api/v1/hosts/web-3/peers")).await;
     assert_eq!(status, StatusCode::OK, "{now}");
