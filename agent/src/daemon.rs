@@ -192,6 +192,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         shipper: Shipper::several(&settings.collectors, &settings.token, settings.ca_file.as_deref())?,
         backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
         series: Series::default(),
+        peers_not_counted: Vec::new(),
         scanner,
         spool,
         settings,
@@ -220,6 +221,8 @@ struct Daemon {
     backoff: Backoff,
     /// Peer summaries shipped and waiting (used when `settings.peers_top` is set).
     series: Series,
+    /// The namespaces whose peers the last count could not read, and why (logged when they change).
+    peers_not_counted: Vec<(u64, String)>,
 }
 
 /// Counters of the event stream, logged as they change.
@@ -529,8 +532,12 @@ impl Daemon {
             return;
         };
         let counted = peers::count(&self.scanner, index, top);
-        for (netns, reason) in &counted.not_counted {
-            tracing::warn!(netns, %reason, "peers not counted in a network namespace; its listeners ship none this interval");
+        // Said when the namespaces not counted change, not every interval.
+        if counted.not_counted != self.peers_not_counted {
+            for (netns, reason) in &counted.not_counted {
+                tracing::warn!(netns, %reason, "peers not counted in a network namespace; its listeners ship none until it is");
+            }
+            self.peers_not_counted = counted.not_counted.clone();
         }
         let queued = self.series.observe(Timestamp::now(), counted.summaries());
         tracing::debug!(
