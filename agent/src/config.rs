@@ -69,9 +69,10 @@ pub struct Config {
     #[serde(default = "default_firewall")]
     pub firewall: bool,
     /// Summarize each TCP listener's established connections (count,
-    /// distinct remotes, the busiest ones, their classes). Checked and
-    /// reserved: `run` does not ship the summaries yet (it says so at start);
-    /// `portwatch-agent scan --peers` shows them.
+    /// distinct remotes, the busiest ones, their classes) every interval,
+    /// and ship a listener's summary when it changed, at most once a minute
+    /// (`run --peers` too; best-effort, not spooled: see the README).
+    /// `portwatch-agent scan --peers` shows them whatever this says.
     #[serde(default = "default_peers")]
     pub peers: bool,
     /// How many of the busiest remote addresses a listener's summary names (1 to 100).

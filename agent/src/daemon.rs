@@ -23,6 +23,12 @@
 //! read again when its generation moves, which is checked at every scan
 //! (polling) or every interval (events); a rule change that changes an
 //! answer is reported then, as a change of the listeners it decides.
+//!
+//! With `peers = true`, the established connections of every TCP listener
+//! are summarized every interval (after the scan when polling, at each
+//! heartbeat with kernel events; see `peers`), and the summaries due go
+//! with the next batch to a collector that speaks protocol version 3 (see
+//! `peers::series` for when one is due, and why they are not spooled).
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -36,6 +42,7 @@ use crate::events::state::{self, Key, Tracked};
 use crate::events::{self as kernel_events, Batch as EventBatch, Detection};
 use crate::firewall::watch::Watch;
 use crate::observe::Observer;
+use crate::peers::{self, series::Series};
 use crate::scan::{ScanOptions, Scanner};
 use crate::ship::{self, ShipError, Shipper};
 use crate::spool::{Spool, SpoolError, SpooledReport};
@@ -88,6 +95,9 @@ pub struct Settings {
     pub tags: std::collections::BTreeMap<String, String>,
     /// Read the firewall: each listener beyond loopback carries its answer.
     pub firewall: bool,
+    /// Ship inbound peers per listener, naming this many of the busiest
+    /// remotes (`peers = true`, `peers_top`); `None`: off.
+    pub peers_top: Option<usize>,
 }
 
 /// A new session id: 16 random bytes in hex.
@@ -181,6 +191,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         observer: Observer::new(session.clone(), facts),
         shipper: Shipper::several(&settings.collectors, &settings.token, settings.ca_file.as_deref())?,
         backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+        series: Series::default(),
+        peers_not_counted: Vec::new(),
         scanner,
         spool,
         settings,
@@ -188,7 +200,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(
         host = %d.settings.host, collector = %d.shipper.collector(),
         collectors = %d.settings.collectors.join(" "), session = %session,
-        interval = ?d.settings.interval, spooled = d.spool.len(), "agent started"
+        interval = ?d.settings.interval, spooled = d.spool.len(), peers = d.settings.peers_top.is_some(),
+        "agent started"
     );
     match detection {
         Detection::Polling => d.poll(&rx),
@@ -206,6 +219,10 @@ struct Daemon {
     spool: Spool,
     shipper: Shipper,
     backoff: Backoff,
+    /// Peer summaries shipped and waiting (used when `settings.peers_top` is set).
+    series: Series,
+    /// The namespaces whose peers the last count could not read, and why (logged when they change).
+    peers_not_counted: Vec<(u64, String)>,
 }
 
 /// Counters of the event stream, logged as they change.
@@ -231,12 +248,16 @@ impl Daemon {
                 if next_scan < Instant::now() {
                     next_scan = Instant::now() + self.settings.interval;
                 }
-                observe(
+                let index = observe(
                     &mut self.scanner,
                     self.firewall.as_mut(),
                     &mut self.observer,
                     &mut self.spool,
+                    self.settings.peers_top.is_some(),
                 );
+                if let Some(index) = index {
+                    self.sample_peers(&index);
+                }
                 self.ship_if_ready();
             }
             let wait = next_scan.saturating_duration_since(Instant::now());
@@ -308,6 +329,9 @@ impl Daemon {
             }
             if now >= next_heartbeat {
                 self.firewall_changes(&mut tracked, &mut last_at);
+                if self.settings.peers_top.is_some() {
+                    self.sample_peers(&peers::Listeners::of_listeners(tracked.listeners()));
+                }
             }
             if ship_at.is_some_and(|t| now >= t) || now >= next_heartbeat {
                 ship_at = None;
@@ -505,6 +529,29 @@ impl Daemon {
         }
     }
 
+    /// Counts the established connections of the TCP listeners of `index`
+    /// and queues the summaries due (see `peers::series`).
+    fn sample_peers(&mut self, index: &peers::Listeners) {
+        let Some(top) = self.settings.peers_top else {
+            return;
+        };
+        let counted = peers::count(&self.scanner, index, top);
+        // Said when the namespaces not counted change, not every interval.
+        if counted.not_counted != self.peers_not_counted {
+            for (netns, reason) in &counted.not_counted {
+                tracing::warn!(netns, %reason, "peers not counted in a network namespace; its listeners ship none until it is");
+            }
+            self.peers_not_counted = counted.not_counted.clone();
+        }
+        let queued = self.series.observe(Timestamp::now(), counted.summaries());
+        tracing::debug!(
+            queued,
+            pending = self.series.pending(),
+            dropped = self.series.dropped(),
+            "peer summaries"
+        );
+    }
+
     fn ship_if_ready(&mut self) {
         if self.backoff.ready() {
             ship(
@@ -512,6 +559,7 @@ impl Daemon {
                 &mut self.shipper,
                 &mut self.spool,
                 &mut self.observer,
+                &mut self.series,
                 &mut self.backoff,
             );
         }
@@ -525,23 +573,33 @@ impl Daemon {
             &mut self.shipper,
             &mut self.spool,
             &mut self.observer,
+            &mut self.series,
             &mut Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
         );
-        tracing::info!(spooled = self.spool.len(), collector = %self.shipper.collector(), "agent stopped");
+        tracing::info!(spooled = self.spool.len(), collector = %self.shipper.collector(),
+            peers_unsent = self.series.pending(), "agent stopped");
         Ok(())
     }
 }
 
 /// One scan, with the firewall's answers when `firewall` is there: the
-/// report it makes, if any, goes to the spool.
-fn observe(scanner: &mut Scanner, firewall: Option<&mut Watch>, observer: &mut Observer, spool: &mut Spool) {
+/// report it makes, if any, goes to the spool. With `peers`, returns the
+/// scan's TCP listeners, indexed for counting their peers.
+fn observe(
+    scanner: &mut Scanner,
+    firewall: Option<&mut Watch>,
+    observer: &mut Observer,
+    spool: &mut Spool,
+    peers: bool,
+) -> Option<peers::Listeners> {
     let scan = match scanner.scan() {
         Ok(scan) => scan,
         Err(e) => {
             tracing::error!(error = %e, "scan failed; retrying at the next interval");
-            return;
+            return None;
         }
     };
+    let index = peers.then(|| peers::Listeners::of(&scan.sockets));
     if let Some(warning) = scan.partial_warning() {
         tracing::warn!("{warning}");
     }
@@ -553,6 +611,7 @@ fn observe(scanner: &mut Scanner, firewall: Option<&mut Watch>, observer: &mut O
     }
     let reports = observer.observe(snapshot, at);
     spool_reports(reports, observer, spool);
+    index
 }
 
 /// Puts reports in the spool, in order; when one cannot be, counts the rest
@@ -587,8 +646,16 @@ fn spool_reports(reports: Vec<portwatch_common::wire::Report>, observer: &mut Ob
 /// empty or a send fails; with nothing spooled, a heartbeat. A batch the
 /// collector finds too large is sent again in halves; reports it refuses
 /// for good are counted as dropped (reported in the next batch) and
-/// replaced by a snapshot.
-fn ship(settings: &Settings, shipper: &mut Shipper, spool: &mut Spool, observer: &mut Observer, backoff: &mut Backoff) {
+/// replaced by a snapshot. Peer summaries waiting go with the first batch
+/// to a collector that speaks version 3 (see `peers::series`).
+fn ship(
+    settings: &Settings,
+    shipper: &mut Shipper,
+    spool: &mut Spool,
+    observer: &mut Observer,
+    series: &mut Series,
+    backoff: &mut Backoff,
+) {
     // Lowered when the collector answers 413, for the rest of this call.
     let mut cap = BATCH_REPORTS;
     let mut resyncs = 0;
@@ -609,13 +676,21 @@ fn ship(settings: &Settings, shipper: &mut Shipper, spool: &mut Spool, observer:
         let dropped = spool.dropped();
         let sizes: Vec<u64> = run.iter().map(|p| p.json_bytes).collect();
         let mut count = ship::plan(&sizes, &limits, cap);
+        let (peers, peers_dropped) = series.for_batch(limits.max_version);
+        let peers_sent = peers.len();
         let (sent, encoded) = loop {
             let sent = &run[..count.min(run.len())];
+            let mut version = Batch::version_for(sent.iter().any(|p| p.part));
+            if peers_sent > 0 || peers_dropped > 0 {
+                version = version.max(portwatch_common::wire::PEERS_VERSION);
+            }
             let head = Batch {
-                version: Batch::version_for(sent.iter().any(|p| p.part)),
+                version,
                 host: settings.host.clone(),
                 session: session.clone(),
                 dropped,
+                peers: peers.clone(),
+                peers_dropped,
                 alive_at: Some(Timestamp::now()),
                 reports: Vec::new(),
             };
@@ -645,6 +720,7 @@ fn ship(settings: &Settings, shipper: &mut Shipper, spool: &mut Spool, observer:
         match shipper.send_encoded(&encoded) {
             Ok(ack) => {
                 backoff.succeeded();
+                series.acked(peers_sent, peers_dropped, shipper.limits().max_version);
                 let acked = match spool
                     .ack_through(&session, ack.acked)
                     .and_then(|n| spool.forget_dropped(dropped).map(|()| n))
@@ -695,8 +771,9 @@ fn ship(settings: &Settings, shipper: &mut Shipper, spool: &mut Spool, observer:
             }
             Err(e @ (ShipError::TooLarge(_) | ShipError::Rejected(_))) => {
                 // Sending it again cannot succeed: count it as dropped, and let a snapshot restore history.
-                tracing::error!(error = %e, reports = sent.len(),
+                tracing::error!(error = %e, reports = sent.len(), peers = peers_sent,
                     "the collector refuses these reports for good; counting them as dropped and sending a snapshot");
+                series.refused(peers_sent);
                 if let Err(e) = spool.discard_through(&session, last) {
                     tracing::error!(error = %e, "cannot drop the refused reports");
                 }

@@ -79,6 +79,16 @@ struct RunArgs {
     /// Do not read the firewall: listeners are reported without its answer (the config's `firewall = false`).
     #[arg(long)]
     no_firewall: bool,
+    /// Ship inbound peers per TCP listener (the config's `peers = true`): every interval the established
+    /// connections of each listener are summarized (connections, distinct remote addresses, the busiest remotes,
+    /// loopback/private/public classes; never a row per connection), and a listener's summary is shipped when it
+    /// changed, at most once a minute (its first one at once). Best-effort: not spooled, dropped (and counted)
+    /// when the collector is away too long or older than protocol version 3. `portwatch peers` reads them.
+    #[arg(long)]
+    peers: bool,
+    /// How many of the busiest remote addresses each listener's summary names, 1 to 100 (the config's peers_top).
+    #[arg(long, value_name = "N", value_parser = parse_peers_top)]
+    peers_top: Option<usize>,
 }
 
 fn parse_duration_arg(text: &str) -> Result<Duration, String> {
@@ -248,14 +258,13 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(ca) = args.ca_file {
         config.ca_file = Some(ca);
     }
-    config.check().map_err(|m| anyhow::anyhow!("flags: {m}"))?;
-    if config.peers {
-        tracing::warn!(
-            peers_top = config.peers_top,
-            "peers = true: this version summarizes inbound peers in `portwatch-agent scan --peers` only and does not \
-             ship them to the collector yet"
-        );
+    if args.peers {
+        config.peers = true;
     }
+    if let Some(top) = args.peers_top {
+        config.peers_top = top;
+    }
+    config.check().map_err(|m| anyhow::anyhow!("flags: {m}"))?;
     if config.collector.is_empty() {
         anyhow::bail!("no collector: pass --collector URL or set `collector` in the config");
     }
@@ -292,6 +301,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         spool_max_bytes: config.spool_max_mb.saturating_mul(1024 * 1024),
         tags: config.tags.clone(),
         firewall: config.firewall,
+        peers_top: config.peers.then_some(config.peers_top),
     })?;
     Ok(ExitCode::SUCCESS)
 }

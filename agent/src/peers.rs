@@ -51,10 +51,12 @@ use serde::Serialize;
 
 use crate::scan::{self, Linux, Scanner};
 
+pub mod series;
+
 /// How many remote addresses a summary names by default.
 pub const DEFAULT_TOP: usize = 5;
 /// The most remote addresses a summary may be asked to name.
-pub const MAX_TOP: usize = 100;
+pub const MAX_TOP: usize = portwatch_common::wire::MAX_PEER_TOP;
 
 /// What kind of network a remote address is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -94,39 +96,7 @@ fn is_shared(a: Ipv4Addr) -> bool {
     first == 100 && (second & 0xc0) == 64
 }
 
-/// Connections by the class of their remote address.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Classes {
-    /// From loopback addresses.
-    pub loopback: u64,
-    /// From private addresses.
-    pub private: u64,
-    /// From public addresses.
-    pub public: u64,
-}
-
-/// One of the busiest remote addresses of a listener.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TopRemote {
-    /// The remote address (IPv4-mapped addresses as IPv4).
-    pub addr: IpAddr,
-    /// Its established connections to the listener.
-    pub connections: u64,
-}
-
-/// The established connections of one listener, summarized.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct PeerSummary {
-    /// Established connections accepted by the listener.
-    pub connections: u64,
-    /// Distinct remote addresses among them (exact).
-    pub distinct_remotes: u64,
-    /// The remote addresses with the most connections, most first, ties by
-    /// address (ascending, IPv4 before IPv6); at most the top N asked.
-    pub top: Vec<TopRemote>,
-    /// The connections by the class of their remote address.
-    pub classes: Classes,
-}
+pub use portwatch_common::peers::{Classes, PeerSummary, TopRemote};
 
 /// The TCP listeners of one network namespace, indexed by port.
 #[derive(Debug, Clone, Default)]
@@ -309,6 +279,19 @@ impl Listeners {
         Listeners { by_netns }
     }
 
+    /// The TCP listeners among a snapshot's `listeners` (what the daemon
+    /// knows of, by scan or by kernel events).
+    pub fn of_listeners<'a>(listeners: impl IntoIterator<Item = &'a portwatch_common::Listener>) -> Listeners {
+        let mut by_netns: HashMap<u64, NamespaceListeners> = HashMap::default();
+        for l in listeners.into_iter().filter(|l| l.proto == Proto::Tcp) {
+            by_netns
+                .entry(l.netns)
+                .or_default()
+                .add(l.local_addr, l.local_port, l.dual_stack);
+        }
+        Listeners { by_netns }
+    }
+
     /// Keeps only the namespaces that hold a TCP listener of `shown`.
     pub fn keep_namespaces_of(&mut self, shown: &[Socket]) {
         let wanted: HashSet<u64> = shown.iter().filter(|s| is_tcp_listener(s)).map(|s| s.netns).collect();
@@ -351,6 +334,16 @@ impl Peers {
             .get(&socket.netns)?
             .listeners
             .get(&(socket.local_addr, socket.local_port))
+    }
+
+    /// Every listener's summary, by (network namespace, address, port), in
+    /// every namespace counted.
+    pub fn summaries(&self) -> impl Iterator<Item = (series::Key, &PeerSummary)> {
+        self.by_netns.iter().flat_map(|(&netns, ns)| {
+            ns.listeners
+                .iter()
+                .map(move |(&(addr, port), summary)| ((netns, addr, port), summary))
+        })
     }
 
     /// Established connections attributed to no listener, in every

@@ -376,6 +376,8 @@ pub fn encode(batch: &Batch) -> Result<Encoded, ShipError> {
         host: batch.host.clone(),
         session: batch.session.clone(),
         dropped: batch.dropped,
+        peers: Vec::new(),
+        peers_dropped: 0,
         alive_at: batch.alive_at,
         reports: Vec::new(),
     };
@@ -576,6 +578,8 @@ mod tests {
                 host: "h\"x".into(),
                 session: "s".into(),
                 dropped: 3,
+                peers: Vec::new(),
+                peers_dropped: 0,
                 alive_at: Some(Timestamp::from_second(1_700_000_000).unwrap()),
                 reports,
             };
@@ -590,6 +594,8 @@ mod tests {
             host: "h".into(),
             session: "s".into(),
             dropped: 0,
+            peers: Vec::new(),
+            peers_dropped: 0,
             alive_at: None,
             reports: vec![report(1, 1)],
         };
@@ -603,6 +609,8 @@ mod tests {
             host: "h".into(),
             session: "s".into(),
             dropped: 0,
+            peers: Vec::new(),
+            peers_dropped: 0,
             alive_at: None,
             reports: vec![report(1, 10_000)],
         };

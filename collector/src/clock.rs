@@ -202,6 +202,8 @@ mod tests {
             host: "web-3".into(),
             session: "s".into(),
             dropped: 0,
+            peers: Vec::new(),
+            peers_dropped: 0,
             alive_at: alive_at.map(ts),
             reports: reports
                 .iter()

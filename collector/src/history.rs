@@ -458,6 +458,8 @@ mod tests {
             host: "web-3".into(),
             session: session.into(),
             dropped,
+            peers: Vec::new(),
+            peers_dropped: 0,
             alive_at: None,
             reports,
         }

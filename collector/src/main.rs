@@ -265,13 +265,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bail!("no host {name:?} (see `portwatch hosts`)");
             };
             println!(
-                "forgot host {name:?}: {} intervals, {} alerts ({} outbox events), {} tokens, {} snapshot parts; \
-                 first sightings of {} ports moved to other hosts, {} dropped",
+                "forgot host {name:?}: {} intervals, {} alerts ({} outbox events), {} tokens, {} snapshot parts, \
+                 {} peers points; first sightings of {} ports moved to other hosts, {} dropped",
                 f.intervals,
                 f.alerts,
                 f.alert_events,
                 f.tokens,
                 f.snapshot_parts,
+                f.peer_points,
                 f.first_seen_moved,
                 f.first_seen_dropped
             );

@@ -308,6 +308,8 @@ pub struct Metrics {
     ingest_reports: Counter,
     strings_cut: Counter,
     tags_dropped: Counter,
+    peer_summaries: Counter,
+    peers_dropped: Counter,
     hosts: Family<StatusLabels, Gauge>,
     listeners: Gauge,
     dropped: Gauge<u64, AtomicU64>,
@@ -413,7 +415,14 @@ struct KindLabels {
 }
 
 /// The kinds of rows pruning removes, as `/metrics` labels them.
-const PRUNED_KINDS: [&str; 5] = ["intervals", "programs", "alerts", "alert_events", "baseline_log"];
+const PRUNED_KINDS: [&str; 6] = [
+    "intervals",
+    "programs",
+    "alerts",
+    "alert_events",
+    "baseline_log",
+    "peer_points",
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -500,6 +509,19 @@ impl Metrics {
             "ingest_tags_dropped",
             "Reported host tags beyond the protocol's 64, not stored",
             tags_dropped.clone(),
+        );
+        let peer_summaries = Counter::default();
+        registry.register(
+            "ingest_peer_summaries",
+            "Inbound peer summaries received from agents (protocol version 3) and recorded in the peers time series",
+            peer_summaries.clone(),
+        );
+        let peers_dropped = Counter::default();
+        registry.register(
+            "agent_peer_summaries_dropped",
+            "Inbound peer summaries agents say they dropped unsent (a full queue, a collector older than version 3, \
+             a batch refused)",
+            peers_dropped.clone(),
         );
         let ingest_in_flight = Gauge::default();
         registry.register(
@@ -606,6 +628,8 @@ impl Metrics {
             ingest_reports,
             strings_cut,
             tags_dropped,
+            peer_summaries,
+            peers_dropped,
             hosts,
             listeners,
             dropped,
@@ -623,6 +647,12 @@ impl Metrics {
             probe_connects,
             heartbeats,
         }
+    }
+
+    /// Counts a batch's peer summaries recorded, and those its agent says it dropped.
+    pub fn peers(&self, recorded: usize, dropped: u64) {
+        self.peer_summaries.inc_by(recorded as u64);
+        self.peers_dropped.inc_by(dropped);
     }
 
     /// Counts a probe's connects by what they answered: how many connected,
@@ -661,6 +691,7 @@ impl Metrics {
             pruned.alerts,
             pruned.alert_events,
             pruned.baseline_log,
+            pruned.peer_points,
         ];
         for (kind, n) in PRUNED_KINDS.into_iter().zip(counts) {
             self.pruned.get_or_create(&KindLabels { kind }).inc_by(n);

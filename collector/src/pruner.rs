@@ -109,6 +109,7 @@ pub async fn run(store: Arc<dyn Store>, retention: Retention, metrics: Arc<Metri
                     alerts = p.alerts,
                     alert_events = p.alert_events,
                     baseline_log = p.baseline_log,
+                    peer_points = p.peer_points,
                     alerts_held = p.alerts_held,
                     batches = pass.batches,
                     free_pages = pass.free_pages,

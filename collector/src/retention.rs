@@ -15,6 +15,9 @@
 //!   its events is still to be delivered by a sink that has a place in the
 //!   outbox: such an alert is kept (and counted as held) until every sink is
 //!   done with its events. Open and acknowledged alerts never expire.
+//! - **Peers**: a point of a listener's peers time series dated before
+//!   `now - history` is expired, whatever listens now (a point is a past
+//!   moment's count, not what is open).
 //! - **Baseline log**: kept forever unless `baseline_log` is set; then a
 //!   change made before `now - baseline_log` is expired, except the latest
 //!   change of each baseline name (who applied what is in force, or removed it).
@@ -78,6 +81,9 @@ pub struct PrunePlan {
     pub alerts_resolved_before: Option<Timestamp>,
     /// Baseline log entries made before this are expired, but each name's latest.
     pub baseline_log_before: Option<Timestamp>,
+    /// Points of listeners' peers time series dated before this are
+    /// expired (the history's cutoff: peers are kept as long as history).
+    pub peer_points_before: Option<Timestamp>,
 }
 
 impl PrunePlan {
@@ -86,6 +92,7 @@ impl PrunePlan {
         self.intervals_closed_before.is_none()
             && self.alerts_resolved_before.is_none()
             && self.baseline_log_before.is_none()
+            && self.peer_points_before.is_none()
     }
 }
 
@@ -97,6 +104,7 @@ pub fn plan(now: Timestamp, retention: &Retention) -> PrunePlan {
         intervals_closed_before: cutoff(retention.history),
         alerts_resolved_before: cutoff(retention.alerts),
         baseline_log_before: cutoff(retention.baseline_log),
+        peer_points_before: cutoff(retention.history),
     }
 }
 
@@ -168,6 +176,10 @@ mod tests {
             "400 days"
         );
         assert_eq!(plan.alerts_resolved_before, Some(t("2026-06-04T00:00:00Z")), "180 days");
+        assert_eq!(
+            plan.peer_points_before, plan.intervals_closed_before,
+            "peers are kept as long as history"
+        );
         assert_eq!(
             plan.baseline_log_before, None,
             "the baseline log is kept forever by default"

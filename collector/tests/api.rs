@@ -86,7 +86,7 @@ async fn an_agent_stores_its_snapshot_and_a_reader_sees_it() {
     assert_eq!(
         ack,
         serde_json::json!({"acked": 1, "resync": false, "limits": {
-            "max_body_bytes": 8 << 20, "max_decompressed_bytes": 32 << 20, "max_reports": 1000, "max_version": 2,
+            "max_body_bytes": 8 << 20, "max_decompressed_bytes": 32 << 20, "max_reports": 1000, "max_version": 3,
         }}),
         "the answer states the collector's limits"
     );
@@ -310,6 +310,8 @@ async fn tokens_may_do_only_what_their_role_allows() {
         "/api/v1/who?port=22",
         "/api/v1/hosts/web-3/listeners",
         "/api/v1/hosts/web-3/history",
+        "/api/v1/hosts/web-3/peers",
+        "/api/v1/hosts/web-3/peers?port=22&since=2026-01-01T00:00:00Z",
     ] {
         let (status, answer) = call(&f.app, get(Some(&f.agent), uri)).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {answer}");
@@ -1207,4 +1209,132 @@ async fn the_api_document_is_served_without_a_token_and_every_operation_in_it_is
             );
         }
     }
+}
+
+/// A peer summary of web-3's sshd on `port` observed `at`: `connections` from 10.0.0.7.
+fn peer_sample(port: u16, at: Timestamp, connections: u64) -> portwatch_common::peers::PeerSample {
+    use portwatch_common::peers::{Classes, PeerSample, PeerSummary, TopRemote};
+    let top: Vec<TopRemote> = (connections > 0)
+        .then(|| TopRemote {
+            addr: "10.0.0.7".parse().unwrap(),
+            connections,
+        })
+        .into_iter()
+        .collect();
+    PeerSample {
+        observed_at: at,
+        netns: fixtures::listener(port).netns,
+        local_addr: fixtures::listener(port).local_addr,
+        local_port: port,
+        summary: PeerSummary {
+            connections,
+            distinct_remotes: top.len() as u64,
+            top,
+            classes: Classes {
+                private: connections,
+                ..Classes::default()
+            },
+        },
+    }
+}
+
+#[tokio::test]
+async fn peers_an_agent_sends_read_back_at_a_moment_and_over_a_window_in_pages() {
+    let f = fixture("peers");
+    let (early, late) = (ago(3000), ago(2000));
+    let mut batch = snapshot_batch("web-3", &[22, 80]);
+    batch.peers = vec![peer_sample(22, early, 0), peer_sample(80, early, 1)];
+    // Version 2 cannot carry them: refused whole, nothing stored.
+    batch.version = 2;
+    let (status, answer) = call(&f.app, post(Some(&f.agent), json_body(&batch))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("need protocol version 3"),
+        "{answer}"
+    );
+    assert_eq!(open_on(&f, "web-3"), 0);
+    batch.version = 3;
+    let (status, ack) = call(&f.app, post(Some(&f.agent), json_body(&batch))).await;
+    assert_eq!((status, ack["acked"].as_u64()), (StatusCode::OK, Some(1)), "{ack}");
+    let heartbeat = Batch {
+        version: 3,
+        host: "web-3".into(),
+        session: "s1".into(),
+        dropped: 0,
+        alive_at: Some(late),
+        peers: vec![peer_sample(22, late, 3)],
+        peers_dropped: 2,
+        reports: vec![],
+    };
+    let (status, ack) = call(&f.app, post(Some(&f.agent), json_body(&heartbeat))).await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    // Counted: the summaries recorded (the refused batch's are not), and those the agent says it dropped.
+    let text = metrics_text(&f.app, &f.reader).await;
+    for line in [
+        "portwatch_ingest_peer_summaries_total 3",
+        "portwatch_agent_peer_summaries_dropped_total 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+    }
+
+    let (status, now) = call(&f.app, get(Some(&f.reader), "/api/v1/hosts/web-3/peers")).await;
+    assert_eq!(status, StatusCode::OK, "{now}");
+    let ports: Vec<(u64, u64)> = now
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["port"].as_u64().unwrap(), p["connections"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(ports, [(22, 3), (80, 1)], "each listener's latest: {now}");
+    assert_eq!(
+        now[0]["top"][0],
+        serde_json::json!({"addr": "10.0.0.7", "connections": 3})
+    );
+    assert_eq!(now[0]["classes"]["private"], 3);
+    assert_eq!(now[0]["proto"], "tcp");
+    let between = format!("/api/v1/hosts/web-3/peers?port=22&at={}", ago(2500));
+    let (_, then) = call(&f.app, get(Some(&f.reader), &between)).await;
+    assert_eq!(then.as_array().unwrap().len(), 1, "{then}");
+    assert_eq!(then[0]["connections"], 0, "before the connections: {then}");
+    let before = format!("/api/v1/hosts/web-3/peers?at={}", ago(3500));
+    let (_, none) = call(&f.app, get(Some(&f.admin), &before)).await;
+    assert_eq!(none, serde_json::json!([]), "before any point");
+
+    // A window, a page at a time.
+    let first = format!("/api/v1/hosts/web-3/peers?since={}&limit=2", ago(3600));
+    let (status, headers, page) = support::answer(&f.app, get(Some(&f.reader), &first)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let times: Vec<&str> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["at"].as_str().unwrap())
+        .collect();
+    assert_eq!(times.len(), 2);
+    assert!(times.iter().all(|t| *t == early.to_string()), "{page}");
+    let link = headers[header::LINK].to_str().unwrap().to_owned();
+    let next = link.trim_start_matches('<').split('>').next().unwrap().to_owned();
+    let (_, headers, page) = support::answer(&f.app, get(Some(&f.reader), &next)).await;
+    assert_eq!(page.as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page[0]["connections"], 3);
+    assert!(headers.get(header::LINK).is_none(), "the last page");
+
+    for (query, says) in [
+        ("at=2026-01-01T00:00:00Z&since=2026-01-01T00:00:00Z", "not both"),
+        ("limit=5", "give since or until"),
+        ("since=2026-01-01T00:00:00Z&limit=0", "1 to 10000"),
+        ("since=2026-01-01T00:00:00Z&after=nonsense", "page cursor"),
+        ("at=yesterday", "RFC 3339"),
+        ("port=70000", "port"),
+    ] {
+        let (status, body) = call(
+            &f.app,
+            get(Some(&f.reader), &format!("/api/v1/hosts/web-3/peers?{query}")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert!(body["error"].as_str().unwrap().contains(says), "{query}: {body}");
+    }
+    let (status, _) = call(&f.app, get(Some(&f.reader), "/api/v1/hosts/nope/peers")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -362,6 +362,8 @@ fn build(
         host: HOST.into(),
         session: SESSIONS[session].into(),
         dropped,
+        peers: Vec::new(),
+        peers_dropped: 0,
         alive_at: alive.map(|a| a.of(received)),
         reports,
     })

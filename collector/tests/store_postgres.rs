@@ -71,10 +71,10 @@ fn stores_opened_at_once_on_a_new_database_migrate_it_once() {
         let opening: Vec<_> = (0..4).map(|_| s.spawn(|| open(&schema))).collect();
         opening.into_iter().map(|t| t.join().unwrap().unwrap()).collect()
     });
-    // One version row, at the last migration (0003_probe).
+    // One version row, at the last migration (0004_peers).
     assert_eq!(
         schema.psql("SELECT count(*), max(version) FROM portwatch_schema"),
-        "1|3"
+        "1|4"
     );
     drop(stores);
 }

@@ -20,6 +20,7 @@ pub mod client;
 pub mod firewall;
 #[cfg(feature = "log")]
 pub mod log;
+pub mod peers;
 pub mod process;
 pub mod snapshot;
 pub mod socket;

@@ -1,4 +1,4 @@
-//! The agent -> collector protocol, versions 1 and 2.
+//! The agent -> collector protocol, versions 1 to 3.
 //!
 //! An agent sends a [`Batch`] of numbered [`Report`]s (`POST /api/v1/ingest`,
 //! gzip body) and the collector answers an [`Ack`]. Reports carry a sequence
@@ -21,6 +21,23 @@
 //! |---|---|
 //! | 1 | snapshots, deltas, heartbeats |
 //! | 2 | [`ReportBody::SnapshotPart`]: a snapshot too large for one batch, sent in parts |
+//! | 3 | [`Batch::peers`]: inbound peer summaries per listener, and [`Batch::peers_dropped`] |
+//!
+//! An agent learns what its collector speaks from the collector's
+//! acknowledgements ([`Limits::max_version`]; a collector that states no
+//! limits speaks version 1). Until it has heard one, and while the answer
+//! is below 3, it sends no peer summaries: a version 2 collector refuses a
+//! version 3 batch whole (its version is unknown), and would drop the
+//! `peers` field of an older-numbered batch without a word, as it drops
+//! every field it does not know. So peers go only in version 3 batches, and
+//! a batch that carries them with a lower version is refused
+//! ([`BatchError::NeedsVersion`]).
+//!
+//! Peer summaries are not history: they take no sequence number, are not
+//! spooled, and are not sent again once acknowledged. An agent keeps the
+//! ones not yet acknowledged in memory, bounded, and counts those it drops
+//! (a full queue, a collector older than version 3, a batch refused for
+//! good) in [`Batch::peers_dropped`] of its next version 3 batch.
 //!
 //! Size: a batch is bounded in bytes by the collector ([`Limits`], stated
 //! in every [`Ack`]), not only in reports. An agent keeps each report under
@@ -61,6 +78,9 @@
 //! | `processes` of a listener | [`MAX_PROCESSES_PER_LISTENER`] (65,536) | refused | more than three times the most workers a pre-fork server takes (Apache's `ServerLimit`, 20,000) |
 //! | `firewall.rule` | [`MAX_FIREWALL_RULE_BYTES`] (512 bytes) | cut | a rule's place (`inet filter input handle 8`) or why no answer could be given, a line |
 //! | `firewall.sources` | [`MAX_FIREWALL_SOURCES`] (64), each [`MAX_FIREWALL_SOURCE_BYTES`] (256 bytes) | refused; each cut | one entry per way in (`ip saddr 10.0.0.0/8`, `iifname eth1`); the agent keeps 64 and says how many more in the last |
+//! | `peers` of a batch | [`MAX_PEER_SAMPLES_PER_BATCH`] (10,000) | refused | a host of 1,000 TCP listeners sampled at most once a minute each, ten minutes of them; an agent sends fewer |
+//! | `peers[].top` | [`MAX_PEER_TOP`] (100) | refused | the agent names at most 100 remotes (`peers_top`) |
+//! | `peers[].top`, `distinct_remotes`, `classes` | consistent with `connections` | refused | the classes count every connection once, the top names distinct remotes with at least one connection each and never more connections than the listener has, and there are no more distinct remotes than connections |
 //! | `family` | that of `local_addr` | refused | an `ipv4` socket has an IPv4 address, an `ipv6` one an IPv6 address (an IPv4-mapped `::ffff:10.0.0.1` included) |
 //! | `dual_stack` | only on `::` | refused | only an IPv6 socket bound to `::` accepts IPv4 too |
 //! | `exposure` | derived from `local_addr` | replaced | the collector classifies the address itself ([`Exposure::of`](crate::Exposure::of)); what the agent says is ignored |
@@ -78,6 +98,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::peers::PeerSample;
 use crate::snapshot::Listener;
 use crate::Family;
 
@@ -86,7 +107,16 @@ mod sanitize;
 pub use sanitize::{cut, host_addresses, probe_worthy, Sanitized, TextField};
 
 /// The newest protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// The first protocol version that carries peer summaries ([`Batch::peers`]).
+pub const PEERS_VERSION: u32 = 3;
+
+/// Most peer summaries one batch may carry ([`Batch::peers`]); a batch with more is refused.
+pub const MAX_PEER_SAMPLES_PER_BATCH: usize = 10_000;
+
+/// Most remote addresses a peer summary may name (`peers[].top`); a batch with more is refused.
+pub const MAX_PEER_TOP: usize = 100;
 
 /// The oldest protocol version this build still accepts.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
@@ -277,6 +307,16 @@ pub struct Batch {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub alive_at: Option<Timestamp>,
+    /// Inbound peer summaries of the host's TCP listeners (protocol version
+    /// 3): each a listener's summary at a moment, sent when it changed and
+    /// at most once a minute per listener; not numbered, not history (see
+    /// the [module docs](self)). At most [`MAX_PEER_SAMPLES_PER_BATCH`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerSample>,
+    /// Peer summaries the agent dropped, unsent, since its last
+    /// acknowledged version 3 batch (protocol version 3).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub peers_dropped: u64,
     /// The reports, in sequence order; may be empty in a heartbeat.
     #[serde(default)]
     pub reports: Vec<Report>,
@@ -302,6 +342,24 @@ pub enum BatchError {
     /// A version this build does not speak.
     #[error("protocol version {0} is not supported (this collector speaks versions {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}); upgrade the collector")]
     Version(u32),
+    /// Peer summaries in a batch whose version cannot carry them.
+    #[error("the batch carries peer summaries, which need protocol version {PEERS_VERSION} (the batch says {0})")]
+    PeersNeedVersion(u32),
+    /// More peer summaries than [`MAX_PEER_SAMPLES_PER_BATCH`].
+    #[error("{0} peer summaries, more than the {MAX_PEER_SAMPLES_PER_BATCH} a batch may carry")]
+    PeerSamples(usize),
+    /// A peer summary that cannot be as reported.
+    #[error("peers[{index}] ({addr}:{port}): {problem}")]
+    Peer {
+        /// Which summary of the batch's `peers`, from 0.
+        index: usize,
+        /// Its listener's address.
+        addr: IpAddr,
+        /// Its listener's port.
+        port: u16,
+        /// What is wrong with it.
+        problem: PeerProblem,
+    },
     /// A report the batch's version cannot carry.
     #[error("report {seq} is a snapshot part, which needs protocol version 2 (the batch says {version})")]
     NeedsVersion {
@@ -392,6 +450,73 @@ pub enum ListenerProblem {
     FirewallSources(usize),
 }
 
+/// What makes a peer summary impossible (see the limits table in the [module docs](self)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerProblem {
+    /// More remotes named than [`MAX_PEER_TOP`].
+    #[error("{0} top remotes, more than the {MAX_PEER_TOP} a summary may name")]
+    Top(usize),
+    /// Classes that do not count the connections.
+    #[error("classes count {classes} connections, not the {connections} of the summary")]
+    Classes {
+        /// The sum of the classes.
+        classes: u64,
+        /// The summary's connections.
+        connections: u64,
+    },
+    /// More distinct remotes than connections, or fewer than the top names.
+    #[error("{distinct} distinct remotes with {connections} connections and {top} top remotes")]
+    Distinct {
+        /// The summary's distinct remotes.
+        distinct: u64,
+        /// Its connections.
+        connections: u64,
+        /// Its top remotes.
+        top: usize,
+    },
+    /// Top remotes with no connection, or with more than the listener has in all.
+    #[error("top remotes with {top} connections in all (each at least 1), of {connections}")]
+    TopConnections {
+        /// The connections the top remotes have, summed.
+        top: u64,
+        /// The summary's connections.
+        connections: u64,
+    },
+}
+
+/// What makes `summary` impossible, if anything.
+pub fn peer_problem(summary: &crate::peers::PeerSummary) -> Option<PeerProblem> {
+    let connections = summary.connections;
+    if summary.top.len() > MAX_PEER_TOP {
+        return Some(PeerProblem::Top(summary.top.len()));
+    }
+    let classes = summary.classes.total();
+    if classes != connections {
+        return Some(PeerProblem::Classes { classes, connections });
+    }
+    let distinct = summary.distinct_remotes;
+    if distinct > connections || distinct < summary.top.len() as u64 {
+        return Some(PeerProblem::Distinct {
+            distinct,
+            connections,
+            top: summary.top.len(),
+        });
+    }
+    let top = summary
+        .top
+        .iter()
+        .map(|t| t.connections)
+        .fold(0u64, u64::saturating_add);
+    if top > connections || summary.top.iter().any(|t| t.connections == 0) {
+        return Some(PeerProblem::TopConnections { top, connections });
+    }
+    None
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl Batch {
     /// Checks what can be checked without the collector's state: the
     /// version, host name, session id, the number and order of reports, the
@@ -433,6 +558,22 @@ impl Batch {
                         parts,
                     });
                 }
+            }
+        }
+        if !self.peers.is_empty() && self.version < PEERS_VERSION {
+            return Err(BatchError::PeersNeedVersion(self.version));
+        }
+        if self.peers.len() > MAX_PEER_SAMPLES_PER_BATCH {
+            return Err(BatchError::PeerSamples(self.peers.len()));
+        }
+        for (index, sample) in self.peers.iter().enumerate() {
+            if let Some(problem) = peer_problem(&sample.summary) {
+                return Err(BatchError::Peer {
+                    index,
+                    addr: sample.local_addr,
+                    port: sample.local_port,
+                    problem,
+                });
             }
         }
         Ok(())
@@ -571,6 +712,8 @@ mod tests {
             host: "web-3".into(),
             session: "a1b2".into(),
             dropped: 0,
+            peers: Vec::new(),
+            peers_dropped: 0,
             alive_at: None,
             reports: seqs
                 .iter()
@@ -626,8 +769,8 @@ mod tests {
         assert_eq!(batch(&[2, 2]).validate(), Err(BatchError::Order(2, 2)));
         assert_eq!(batch(&[0]).validate(), Err(BatchError::Order(0, 0)));
         let mut b = batch(&[1]);
-        b.version = 3;
-        assert_eq!(b.validate(), Err(BatchError::Version(3)));
+        b.version = PROTOCOL_VERSION + 1;
+        assert_eq!(b.validate(), Err(BatchError::Version(PROTOCOL_VERSION + 1)));
         b.version = 0;
         assert_eq!(b.validate(), Err(BatchError::Version(0)));
         let mut b = batch(&[1]);
@@ -892,5 +1035,113 @@ mod tests {
             unit: None,
         });
         assert_eq!(snapshot_of(vec![l]).validate(), Ok(()));
+    }
+
+    fn sample(connections: u64, remotes: &[(&str, u64)]) -> PeerSample {
+        use crate::peers::{Classes, PeerSummary, TopRemote};
+        PeerSample {
+            observed_at: Timestamp::from_second(1_700_000_000).unwrap(),
+            netns: 1,
+            local_addr: "0.0.0.0".parse().unwrap(),
+            local_port: 5432,
+            summary: PeerSummary {
+                connections,
+                distinct_remotes: remotes.len() as u64,
+                top: remotes
+                    .iter()
+                    .map(|&(addr, connections)| TopRemote {
+                        addr: addr.parse().unwrap(),
+                        connections,
+                    })
+                    .collect(),
+                classes: Classes {
+                    private: connections,
+                    ..Classes::default()
+                },
+            },
+        }
+    }
+
+    /// A version 3 heartbeat with `peers`.
+    fn with_peers(peers: Vec<PeerSample>) -> Batch {
+        let mut b = batch(&[]);
+        b.alive_at = Some(Timestamp::from_second(1_700_000_000).unwrap());
+        b.version = PEERS_VERSION;
+        b.peers = peers;
+        b
+    }
+
+    #[test]
+    fn peer_summaries_need_version_3_and_an_old_batch_reads_as_none() {
+        let mut b = with_peers(vec![sample(3, &[("10.0.0.7", 2), ("10.0.0.8", 1)])]);
+        assert_eq!(b.validate(), Ok(()));
+        let json = serde_json::to_value(&b).unwrap();
+        assert_eq!(json["peers"][0]["connections"], 3);
+        assert_eq!(json["peers"][0]["top"][0]["addr"], "10.0.0.7");
+        assert_eq!(serde_json::from_value::<Batch>(json).unwrap(), b);
+        b.version = 2;
+        let e = b.validate().unwrap_err();
+        assert_eq!(e, BatchError::PeersNeedVersion(2));
+        assert!(e.to_string().contains("need protocol version 3"), "{e}");
+        // A batch without peers says nothing of them: what older agents send.
+        let text = serde_json::to_string(&batch(&[1])).unwrap();
+        assert!(!text.contains("peers"), "{text}");
+        let old: Batch = serde_json::from_str(&text).unwrap();
+        assert_eq!((old.peers.len(), old.peers_dropped), (0, 0));
+    }
+
+    #[test]
+    fn too_many_peer_summaries_or_top_remotes_are_refused() {
+        let many = vec![sample(0, &[]); MAX_PEER_SAMPLES_PER_BATCH + 1];
+        assert_eq!(
+            with_peers(many).validate(),
+            Err(BatchError::PeerSamples(MAX_PEER_SAMPLES_PER_BATCH + 1))
+        );
+        assert_eq!(
+            with_peers(vec![sample(0, &[]); MAX_PEER_SAMPLES_PER_BATCH]).validate(),
+            Ok(())
+        );
+        let addrs: Vec<String> = (0..=MAX_PEER_TOP)
+            .map(|i| format!("10.0.{}.{}", i / 250, i % 250))
+            .collect();
+        let top: Vec<(&str, u64)> = addrs.iter().map(|a| (a.as_str(), 1)).collect();
+        let e = with_peers(vec![sample(0, &[]), sample(101, &top)])
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            BatchError::Peer {
+                index: 1,
+                addr: "0.0.0.0".parse().unwrap(),
+                port: 5432,
+                problem: PeerProblem::Top(MAX_PEER_TOP + 1)
+            }
+        );
+        assert!(
+            e.to_string().starts_with("peers[1] (0.0.0.0:5432): 101 top remotes"),
+            "{e}"
+        );
+        assert_eq!(with_peers(vec![sample(100, &top[..MAX_PEER_TOP])]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_peer_summary_that_cannot_be_is_refused_saying_why() {
+        let refused = |s: PeerSample| with_peers(vec![s]).validate().unwrap_err().to_string();
+        let mut classes = sample(3, &[("10.0.0.7", 3)]);
+        classes.summary.classes.public = 1;
+        assert!(refused(classes).contains("classes count 4 connections, not the 3"));
+        let mut distinct = sample(1, &[("10.0.0.7", 1)]);
+        distinct.summary.distinct_remotes = 2;
+        assert!(refused(distinct).contains("2 distinct remotes with 1 connections"));
+        let mut fewer = sample(2, &[("10.0.0.7", 1), ("10.0.0.8", 1)]);
+        fewer.summary.distinct_remotes = 1;
+        assert!(refused(fewer).contains("1 distinct remotes"));
+        assert!(refused(sample(2, &[("10.0.0.7", 3)])).contains("top remotes with 3 connections in all"));
+        assert!(refused(sample(2, &[("10.0.0.7", 2), ("10.0.0.8", 0)])).contains("each at least 1"));
+        let mut huge = sample(2, &[("10.0.0.7", u64::MAX), ("10.0.0.8", u64::MAX)]);
+        huge.summary.connections = u64::MAX;
+        huge.summary.classes.private = u64::MAX;
+        // Sums saturate rather than overflow: no panic on what an agent token sends.
+        assert_eq!(with_peers(vec![huge]).validate(), Ok(()));
     }
 }

@@ -14,11 +14,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use portwatch_common::peers::{Classes, PeerSample, PeerSummary, TopRemote};
 use portwatch_common::wire::{
-    cut, Batch, BatchError, HostFacts, ListenerProblem, Report, ReportBody, MAX_CMDLINE_BYTES, MAX_CONTAINER_BYTES,
-    MAX_EXE_BYTES, MAX_FACT_BYTES, MAX_FIREWALL_RULE_BYTES, MAX_FIREWALL_SOURCES, MAX_FIREWALL_SOURCE_BYTES,
-    MAX_LISTENERS_PER_REPORT, MAX_NAME_BYTES, MAX_PROCESSES_PER_LISTENER, MAX_TAGS, MAX_TAG_KEY_BYTES,
-    MAX_TAG_VALUE_BYTES, MAX_UNIT_BYTES, MAX_USER_BYTES,
+    cut, peer_problem, Batch, BatchError, HostFacts, ListenerProblem, Report, ReportBody, MAX_CMDLINE_BYTES,
+    MAX_CONTAINER_BYTES, MAX_EXE_BYTES, MAX_FACT_BYTES, MAX_FIREWALL_RULE_BYTES, MAX_FIREWALL_SOURCES,
+    MAX_FIREWALL_SOURCE_BYTES, MAX_LISTENERS_PER_REPORT, MAX_NAME_BYTES, MAX_PEER_SAMPLES_PER_BATCH, MAX_PEER_TOP,
+    MAX_PROCESSES_PER_LISTENER, MAX_TAGS, MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES, MAX_UNIT_BYTES, MAX_USER_BYTES,
+    PEERS_VERSION,
 };
 use portwatch_common::{family_of, Exposure, Family, Firewall, Listener, Process, Proto, Reach};
 use proptest::prelude::*;
@@ -245,24 +247,80 @@ fn report() -> impl Strategy<Value = Report> {
     (seq(), timestamp(), body()).prop_map(|(seq, observed_at, body)| Report { seq, observed_at, body })
 }
 
+/// Peer summaries an agent token could send: consistent ones, and counts
+/// of any size that need not add up.
+fn peer_sample() -> impl Strategy<Value = PeerSample> {
+    let counts = prop_oneof![3 => 0u64..5, 1 => any::<u64>()];
+    (
+        timestamp(),
+        any::<u64>(),
+        addr(),
+        any::<u16>(),
+        counts.clone(),
+        counts.clone(),
+        prop::collection::vec((addr(), counts.clone()), 0..4),
+        (counts.clone(), counts.clone(), counts),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(
+            |(observed_at, netns, local_addr, local_port, connections, distinct, top, classes, many)| {
+                let mut top: Vec<TopRemote> = top
+                    .into_iter()
+                    .map(|(addr, connections)| TopRemote { addr, connections })
+                    .collect();
+                if many {
+                    top = vec![
+                        top.first().cloned().unwrap_or(TopRemote {
+                            addr: local_addr,
+                            connections: 1
+                        });
+                        MAX_PEER_TOP + 1
+                    ];
+                }
+                PeerSample {
+                    observed_at,
+                    netns,
+                    local_addr,
+                    local_port,
+                    summary: PeerSummary {
+                        connections,
+                        distinct_remotes: distinct,
+                        top,
+                        classes: Classes {
+                            loopback: classes.0,
+                            private: classes.1,
+                            public: classes.2,
+                        },
+                    },
+                }
+            },
+        )
+}
+
 /// Batches an agent token could send: mostly plausible, often not.
 fn batch() -> impl Strategy<Value = Batch> {
     (
-        prop_oneof![Just(1u32), Just(2), any::<u32>()],
+        prop_oneof![Just(1u32), Just(2), Just(3), any::<u32>()],
         prop_oneof![4 => "[a-z0-9._-]{1,12}", 1 => any::<String>()],
         prop_oneof![4 => "[!-~]{1,64}", 1 => any::<String>()],
         any::<u64>(),
         prop::option::of(timestamp()),
         prop::collection::vec(report(), 0..4),
+        prop_oneof![2 => Just(Vec::new()), 1 => prop::collection::vec(peer_sample(), 1..3)],
+        prop_oneof![3 => Just(0u64), 1 => any::<u64>()],
     )
-        .prop_map(|(version, host, session, dropped, alive_at, reports)| Batch {
-            version,
-            host,
-            session,
-            dropped,
-            alive_at,
-            reports,
-        })
+        .prop_map(
+            |(version, host, session, dropped, alive_at, reports, peers, peers_dropped)| Batch {
+                version,
+                host,
+                session,
+                dropped,
+                peers,
+                peers_dropped,
+                alive_at,
+                reports,
+            },
+        )
 }
 
 /// Bytes made of JSON tokens and the protocol's field names and values,
@@ -530,6 +588,36 @@ proptest! {
                         prop_assert_eq!(l.firewall.as_ref().map(|f| f.sources.len()), Some(n));
                     }
                 }
+            }
+            Err(_) => {}
+        }
+    }
+
+    #[test]
+    fn an_accepted_batch_carries_only_peer_summaries_that_add_up_and_a_refused_one_names_one_that_does_not(
+        batch in batch(),
+    ) {
+        match batch.validate() {
+            Ok(()) => {
+                prop_assert!(batch.peers.is_empty() || batch.version >= PEERS_VERSION);
+                prop_assert!(batch.peers.len() <= MAX_PEER_SAMPLES_PER_BATCH);
+                for p in &batch.peers {
+                    let s = &p.summary;
+                    prop_assert!(s.top.len() <= MAX_PEER_TOP);
+                    prop_assert_eq!(s.classes.total(), s.connections);
+                    prop_assert!(s.distinct_remotes <= s.connections);
+                    prop_assert!(s.top.len() as u64 <= s.distinct_remotes);
+                    prop_assert!(s.top.iter().all(|t| t.connections >= 1));
+                }
+            }
+            Err(BatchError::Peer { index, addr, port, problem }) => {
+                let p = &batch.peers[index];
+                prop_assert_eq!((addr, port), (p.local_addr, p.local_port));
+                prop_assert_eq!(Some(problem), peer_problem(&p.summary));
+                prop_assert!(batch.peers[..index].iter().all(|p| peer_problem(&p.summary).is_none()));
+            }
+            Err(BatchError::PeersNeedVersion(v)) => {
+                prop_assert!(v < PEERS_VERSION && !batch.peers.is_empty());
             }
             Err(_) => {}
         }

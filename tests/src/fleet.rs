@@ -803,6 +803,8 @@ fn script(plan: &Plan, h: usize, token: String, start: Timestamp) -> anyhow::Res
         host: host.clone(),
         session: session.clone(),
         dropped: 0,
+        peers: Vec::new(),
+        peers_dropped: 0,
         alive_at: Some(at(round)),
         reports,
     };

@@ -183,6 +183,8 @@ fn load(plan: &Plan, store: &SqliteStore, start: Timestamp, progress: &mut dyn F
             host: fleet::host_name(h),
             session: "history".into(),
             dropped: 0,
+            peers: Vec::new(),
+            peers_dropped: 0,
             alive_at: None,
             reports,
         };

@@ -195,6 +195,8 @@ fn batch(host: &str, session: &str, reports: Vec<Report>) -> Batch {
         host: host.into(),
         session: session.into(),
         dropped: 0,
+        peers: Vec::new(),
+        peers_dropped: 0,
         alive_at: Some(Timestamp::now()),
         reports,
     }

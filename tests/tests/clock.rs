@@ -56,6 +56,8 @@ fn snapshot(session: &str, at: Timestamp) -> Batch {
         host: HOST.into(),
         session: session.into(),
         dropped: 0,
+        peers: Vec::new(),
+        peers_dropped: 0,
         alive_at: Some(at),
         reports: vec![Report {
             seq: 1,

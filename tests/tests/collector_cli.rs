@@ -115,6 +115,8 @@ fn hostile_snapshot(host: &str, port: u16, name: &str) -> portwatch_common::wire
         host: host.to_owned(),
         session: "hostile-1".to_owned(),
         dropped: 0,
+        peers: Vec::new(),
+        peers_dropped: 0,
         alive_at: None,
         reports: vec![Report {
             seq: 1,

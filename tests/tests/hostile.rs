@@ -319,6 +319,8 @@ fn a_host_history_is_read_in_pages_and_the_cli_says_how_to_get_the_next() {
         host: "hist-1".into(),
         session: "s".into(),
         dropped: 0,
+        peers: Vec::new(),
+        peers_dropped: 0,
         alive_at: None,
         reports: vec![Report {
             seq: 1,

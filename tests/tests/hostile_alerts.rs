@@ -73,6 +73,8 @@ fn batch(host: &str, reports: Vec<Report>) -> Batch {
         host: host.into(),
         session: format!("{host}-run-1"),
         dropped: 0,
+        peers: Vec::new(),
+        peers_dropped: 0,
         alive_at: None,
         reports,
     }

@@ -77,6 +77,8 @@ fn heartbeat(host: &str) -> Batch {
         host: host.into(),
         session: "s1".into(),
         dropped: 0,
+        peers: Vec::new(),
+        peers_dropped: 0,
         alive_at: Some(Timestamp::now()),
         reports: Vec::new(),
     }
@@ -356,6 +358,8 @@ fn big_snapshot(host: &str, count: u32) -> Batch {
         host: host.into(),
         session: "flood".into(),
         dropped: 0,
+        peers: Vec::new(),
+        peers_dropped: 0,
         alive_at: Some(Timestamp::now()),
         reports: vec![Report {
             seq: 1,

@@ -60,6 +60,8 @@ fn snapshot(host: &str, session: &str, facts: HostFacts, listeners: Vec<Listener
         host: host.into(),
         session: session.into(),
         dropped: 0,
+        peers: Vec::new(),
+        peers_dropped: 0,
         alive_at: None,
         reports: vec![Report {
             seq: 1,

@@ -1,16 +1,25 @@
 //! `portwatch-agent scan --peers` against real connections: listeners and
 //! clients held by `pw-listen` processes, on this host's loopback and across
-//! a veth pair between two network namespaces made for the test.
+//! a veth pair between two network namespaces made for the test; and the
+//! whole way round: a real agent `run --peers` shipping the summaries of a
+//! real listener's loopback clients to a real collector, read back with
+//! `portwatch peers`, polling and with kernel events.
 //!
-//! The namespace test needs root (`ip netns add`, `ip link add`); CI runs as
-//! root, and without root it fails saying so rather than passing unseen.
+//! The namespace tests and the kernel-events one need root (`ip netns add`,
+//! `ip link add`, loading the kernel program); CI runs as root, and without
+//! root they fail saying so rather than passing unseen. The polling one needs
+//! no root (the agent reads its own user's sockets' connections).
 
 // The helpers below are test code: a failure is a panic with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
+use std::time::Duration;
 
-use portwatch_tests::{is_root, run_agent, Listeners, Netns};
+use jiff::Timestamp;
+use portwatch_tests::{
+    create_token, eventually, is_root, portwatch_json, run_agent, Agent, Collector, Listeners, Netns, TempDir,
+};
 use serde_json::{json, Value};
 
 /// `scan --json --peers ARGS`, as JSON objects; fails on a warning about peers.
@@ -239,4 +248,153 @@ fn peers_top_needs_peers_and_a_number_from_1_to_100() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
+}
+
+/// A generous bound for the agent to start, scan and ship (every 200 ms),
+/// and, after a change, for its per-listener minute to pass.
+const SHIPPED: Duration = Duration::from_secs(120);
+
+/// `portwatch --json peers --host HOST ARGS` as an array of points.
+fn peers_points(collector: &Collector, token: &str, host: &str, args: &[&str]) -> Vec<Value> {
+    try_points(collector, token, host, args).unwrap()
+}
+
+/// [`peers_points`], or why not (a host not heard from yet is a 404).
+fn try_points(collector: &Collector, token: &str, host: &str, args: &[&str]) -> anyhow::Result<Vec<Value>> {
+    let mut all = vec!["peers", "--host", host];
+    all.extend_from_slice(args);
+    let v = portwatch_json(&collector.url, token, &all)?;
+    v.as_array()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("not an array: {v}"))
+}
+
+/// The agent `run --peers` (with `flags`) ships the summaries of a real
+/// listener with real loopback clients: the count reads back with
+/// `portwatch peers`, a moment before the agent's first point answers none,
+/// and after one client leaves, a new point (at most one a minute) says so
+/// while a moment between the two still answers the first.
+fn a_running_agent_ships_peers_that_portwatch_peers_reads_back(tag: &str, flags: &[&str]) -> String {
+    let dir = TempDir::new(tag).unwrap();
+    let db = dir.path.join("collector.db");
+    let host = format!("peers-{tag}");
+    let agent_token = create_token(&db, &["--host", &host]).unwrap();
+    let read = create_token(&db, &["--role", "read", "--name", "ops"]).unwrap();
+    let collector = Collector::start(&db, 0).unwrap();
+
+    let server = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let port = server.port(0);
+    let p = port.to_string();
+    let kept: Vec<String> = (0..2).map(|_| format!("connect:127.0.0.1:{port}=127.0.0.2")).collect();
+    let kept: Vec<&str> = kept.iter().map(String::as_str).collect();
+    let _kept = Listeners::start(&[], &kept).unwrap();
+    let leaving = Listeners::start(&[], &[&format!("connect:127.0.0.1:{port}=127.0.0.3")]).unwrap();
+    let before = Timestamp::now();
+    std::thread::sleep(Duration::from_millis(20));
+
+    let mut extra = vec!["--peers", "--peers-top", "3", "--no-firewall"];
+    extra.extend_from_slice(flags);
+    let spool = dir.path.join("spool");
+    let agent = Agent::start_logged(&collector.url, &agent_token, &host, "200ms", &spool, &extra).unwrap();
+
+    let first = eventually(SHIPPED, || {
+        let points = try_points(&collector, &read, &host, &["--port", &p]).ok()?;
+        (points.len() == 1 && points[0]["connections"] == 3).then(|| points[0].clone())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no point with 3 connections on :{port}: {:?}\nagent log:\n{}",
+            try_points(&collector, &read, &host, &["--port", &p]),
+            agent.log()
+        )
+    });
+    assert_eq!(first["addr"], "127.0.0.1");
+    assert_eq!(first["port"], port);
+    assert_eq!(first["proto"], "tcp");
+    assert_eq!(first["distinct_remotes"], 2);
+    assert_eq!(
+        first["top"],
+        json!([{"addr": "127.0.0.2", "connections": 2}, {"addr": "127.0.0.3", "connections": 1}])
+    );
+    assert_eq!(first["classes"], json!({"loopback": 3, "private": 0, "public": 0}));
+    let before_text = before.to_string();
+    assert_eq!(
+        peers_points(&collector, &read, &host, &["--port", &p, "--at", &before_text]),
+        Vec::<Value>::new(),
+        "before the agent's first point: none"
+    );
+
+    // One client leaves: the change is shipped, within a minute of the first point.
+    drop(leaving);
+    let second = eventually(SHIPPED, || {
+        let points = peers_points(&collector, &read, &host, &["--port", &p]);
+        (points.len() == 1 && points[0]["connections"] == 2).then(|| points[0].clone())
+    })
+    .unwrap_or_else(|| panic!("the change was never shipped\nagent log:\n{}", agent.log()));
+    let (t1, t2): (Timestamp, Timestamp) = (
+        first["at"].as_str().unwrap().parse().unwrap(),
+        second["at"].as_str().unwrap().parse().unwrap(),
+    );
+    assert!(
+        t2.duration_since(t1) >= jiff::SignedDuration::from_secs(60),
+        "at most one point a minute per listener: {t1} then {t2}"
+    );
+    let between = (t1 + jiff::SignedDuration::from_secs(30)).to_string();
+    let then = peers_points(&collector, &read, &host, &["--port", &p, "--at", &between]);
+    assert_eq!(then, vec![first.clone()], "a moment between the points: the older one");
+    let window = peers_points(&collector, &read, &host, &["--port", &p, "--since", &before_text]);
+    assert_eq!(
+        window,
+        vec![first, second],
+        "the window: both points, oldest first, nothing else"
+    );
+
+    // The table, as people read it.
+    let out = Command::new(portwatch_tests::binary("portwatch"))
+        .args([
+            "--collector",
+            &collector.url,
+            "--token",
+            &read,
+            "peers",
+            "--host",
+            &host,
+            "--port",
+            &p,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.starts_with("LISTENER  ") && text.lines().next().unwrap().ends_with("TOP REMOTES"),
+        "{text}"
+    );
+    let row = text.lines().nth(1).unwrap_or_default();
+    assert!(row.starts_with(&format!("127.0.0.1:{port}  ")), "{text}");
+    assert!(row.ends_with("127.0.0.2 (2)"), "{text}");
+    // How the agent saw its listeners, as the collector has it.
+    let hosts = portwatch_json(&collector.url, &read, &["hosts"]).unwrap();
+    let detection = hosts[0]["detection"].as_str().unwrap_or_default().to_owned();
+    drop(agent);
+    detection
+}
+
+#[test]
+fn polling_the_daemon_ships_a_listeners_peers_when_they_change_and_portwatch_peers_reads_them() {
+    let detection = a_running_agent_ships_peers_that_portwatch_peers_reads_back("peers-poll", &["--no-events"]);
+    assert_eq!(detection, "polling");
+}
+
+#[test]
+fn as_root_with_kernel_events_the_daemon_ships_a_listeners_peers_at_each_interval() {
+    assert!(
+        is_root(),
+        "this test needs root (the agent loads its kernel program for events): run the tests as root, as CI does"
+    );
+    let detection = a_running_agent_ships_peers_that_portwatch_peers_reads_back("peers-events", &[]);
+    assert_eq!(
+        detection, "events",
+        "the agent fell back to polling: this test is for kernel events"
+    );
 }

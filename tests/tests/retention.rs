@@ -113,6 +113,8 @@ fn expired_history_is_pruned_said_so_when_asked_about_and_a_forgotten_host_is_a_
         host: "web-3".into(),
         session: "s1".into(),
         dropped: 0,
+        peers: Vec::new(),
+        peers_dropped: 0,
         alive_at: None,
         reports: vec![
             Report {

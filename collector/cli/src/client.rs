@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use jiff::Timestamp;
 use portwatch_model::Finding;
-use portwatch_model::{AlertRow, BaselineLogRow, HostRow, ListenerRow, ProbeVerdict};
+use portwatch_model::{AlertRow, BaselineLogRow, HostRow, ListenerRow, PeerPoint, ProbeVerdict};
 use serde::de::DeserializeOwned;
 
 /// The longest answer read (a fleet-wide `who` is about 450 bytes a host:
@@ -142,6 +142,33 @@ impl Client {
         self.get(&format!("/api/v1/hosts/{}/probe", path_segment(host)?), &[])
     }
 
+    /// `GET /api/v1/hosts/{host}/peers`: the points, and the `after` of the
+    /// next page when a window has more.
+    pub fn peers(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        window: PeersWindow,
+        page: Page<'_>,
+    ) -> anyhow::Result<(Vec<PeerPoint>, Option<String>)> {
+        let mut query = Vec::new();
+        query.extend(port.map(|p| ("port", p.to_string())));
+        query.extend(window.at.map(|t| ("at", t.to_string())));
+        query.extend(window.since.map(|t| ("since", t.to_string())));
+        query.extend(window.until.map(|t| ("until", t.to_string())));
+        query.extend(page.limit.map(|n| ("limit", n.to_string())));
+        query.extend(page.after.map(|a| ("after", a.to_owned())));
+        let path = format!("/api/v1/hosts/{}/peers", path_segment(host)?);
+        let mut response = self.call(&path, &query)?;
+        let next = response
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_after)
+            .map(str::to_owned);
+        Ok((read_json(&mut response, &path)?, next))
+    }
+
     /// `GET /api/v1/who`
     pub fn who(&self, port: u16, proto: Option<&str>, at: Option<Timestamp>) -> anyhow::Result<Vec<ListenerRow>> {
         let mut query = vec![("port", port.to_string())];
@@ -189,6 +216,17 @@ impl Client {
 /// The header of a history answer whose window reaches before the history
 /// the collector keeps (`[retention] history`): the start of what it keeps.
 const KEPT_SINCE_HEADER: &str = "portwatch-history-kept-since";
+
+/// What `peers` asks: a moment (`at`, default now), or a window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeersWindow {
+    /// The moment.
+    pub at: Option<Timestamp>,
+    /// The window's start.
+    pub since: Option<Timestamp>,
+    /// The window's end.
+    pub until: Option<Timestamp>,
+}
 
 /// One page of a host's history.
 pub struct History {

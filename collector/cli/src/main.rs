@@ -36,6 +36,7 @@ use render::Format;
   portwatch ports --host web-3 --at -2h        what listened on web-3 two hours ago
   portwatch history --host web-3 --port 8080   every open and close of :8080 on web-3
   portwatch history --host web-3 --since -5m   what opened or closed on web-3 in the last five minutes
+  portwatch peers --host db-2 --port 5432 --at 03:00   who was connected to :5432 on db-2 around 03:00
   portwatch diff --host web-3 --from 'yesterday 00:00'   what changed on web-3 since yesterday
   portwatch diff --host web-3 --vs-host web-4  how two hosts differ now
   portwatch hosts --json
@@ -133,6 +134,49 @@ enum Command {
         /// The host.
         #[arg(long)]
         host: String,
+    },
+    /// Who was connected to a host's TCP listeners, now, around a past moment, or over a window.
+    ///
+    /// Agents with `peers = true` summarize each TCP listener's established connections every interval (never a
+    /// row per connection) and ship a listener's summary when it changed, at most once a minute; the collector
+    /// keeps them as a time series, one point per listener per minute at most, as long as the history. Without
+    /// --since/--until: each listener's latest point at or before --at (default now), so "who was connected to
+    /// :5432 around 03:00" is `portwatch peers --host db-2 --port 5432 --at 03:00`; a listener whose latest point is
+    /// older than the moment shows that older one (AT says when). With --since/--until: every point of the window,
+    /// oldest first.
+    ///
+    /// Columns: LISTENER (address:port), AT (when the agent counted), CONNECTIONS (established), DISTINCT (distinct
+    /// remote addresses), TOP REMOTES (the busiest, with their connections), LOOPBACK/PRIVATE/PUBLIC (connections
+    /// by the class of their remote address).
+    #[command(after_help = "Examples:
+  portwatch peers --host db-2                           who is connected to each listener of db-2 now
+  portwatch peers --host db-2 --port 5432 --at 03:00    who was connected to :5432 around 03:00
+  portwatch peers --host db-2 --port 5432 --since -1h   every change in the last hour
+  portwatch peers --host db-2 --json")]
+    Peers {
+        /// The host.
+        #[arg(long)]
+        host: String,
+        /// Only listeners on this port.
+        #[arg(long, short)]
+        port: Option<u16>,
+        /// The moment (default: now): each listener's latest point at or before it.
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true, value_parser = when::arg,
+              conflicts_with_all = ["since", "until"])]
+        at: Option<String>,
+        /// Every point from this moment on, instead of one per listener.
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true, value_parser = when::arg)]
+        since: Option<String>,
+        /// Every point up to this moment (default with --since: now).
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true, value_parser = when::arg)]
+        until: Option<String>,
+        /// With --since/--until, at most this many points (1,000 by default, 10,000 at most); when there are
+        /// more, stderr says how to ask for the next ones.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// With --since/--until, the page after this cursor, as the previous page's note on stderr gave it.
+        #[arg(long, value_name = "CURSOR")]
+        after: Option<String>,
     },
     /// Fleet-wide: which hosts and processes hold a port, now or at a past moment.
     Who {
@@ -349,7 +393,7 @@ impl Command {
             Command::Baseline {
                 action: BaselineCommand::List { output } | BaselineCommand::Log { output, .. },
             } => Some(output),
-            Command::Export { .. } | Command::Baseline { .. } | Command::Probe { .. } => None,
+            Command::Export { .. } | Command::Baseline { .. } | Command::Probe { .. } | Command::Peers { .. } => None,
         }
     }
 }
@@ -432,6 +476,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             match cli.json {
                 true => render::json(&mut out, &verdicts)?,
                 false => render::probe(&mut out, &verdicts, &tz)?,
+            }
+        }
+        Command::Peers {
+            host,
+            port,
+            at,
+            since,
+            until,
+            limit,
+            after,
+        } => {
+            let window = client::PeersWindow {
+                at: time(at.as_deref())?,
+                since: time(since.as_deref())?,
+                until: time(until.as_deref())?,
+            };
+            let page = client::Page {
+                limit: *limit,
+                after: after.as_deref(),
+            };
+            let (points, next) = client.peers(host, *port, window, page)?;
+            match cli.json {
+                true => render::json(&mut out, &points)?,
+                false => render::peers(&mut out, &points, &tz)?,
+            }
+            if let Some(next) = next {
+                eprintln!(
+                    "portwatch: showing {} points, the oldest first; there are more: add --after {next} for the next ones",
+                    points.len()
+                );
             }
         }
         Command::Who {

@@ -9,7 +9,9 @@ use portwatch_common::process::summary;
 use portwatch_common::text::{self, Escaped};
 use portwatch_model::baseline::BaselineView;
 use portwatch_model::time::human_skew;
-use portwatch_model::{AlertRow, AlertState, BaselineLogRow, HostRow, HostStatus, ListenerRow, Place, ProbeVerdict};
+use portwatch_model::{
+    AlertRow, AlertState, BaselineLogRow, HostRow, HostStatus, ListenerRow, PeerPoint, Place, ProbeVerdict,
+};
 use portwatch_model::{Finding, Kind};
 use serde::Serialize;
 
@@ -162,6 +164,49 @@ pub fn probe(out: &mut impl Write, verdicts: &[ProbeVerdict], tz: &TimeZone) -> 
     table(
         out,
         &["PROTO", "LOCAL ADDRESS", "PORT", "VERIFIED", "AT", "DETAIL"],
+        &cells,
+    )
+}
+
+/// Inbound peers points (`portwatch peers`) as a table: a row per point.
+pub fn peers(out: &mut impl Write, points: &[PeerPoint], tz: &TimeZone) -> io::Result<()> {
+    let cells: Vec<Vec<String>> = points
+        .iter()
+        .map(|p| {
+            let s = &p.summary;
+            let top = match s.top.is_empty() {
+                true => "-".to_owned(),
+                false => s
+                    .top
+                    .iter()
+                    .map(|t| format!("{} ({})", t.addr, t.connections))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            vec![
+                std::net::SocketAddr::new(p.place.addr, p.place.port).to_string(),
+                local(p.at, tz),
+                s.connections.to_string(),
+                s.distinct_remotes.to_string(),
+                s.classes.loopback.to_string(),
+                s.classes.private.to_string(),
+                s.classes.public.to_string(),
+                top,
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "LISTENER",
+            "AT",
+            "CONNECTIONS",
+            "DISTINCT",
+            "LOOPBACK",
+            "PRIVATE",
+            "PUBLIC",
+            "TOP REMOTES",
+        ],
         &cells,
     )
 }

@@ -160,8 +160,9 @@ impl Drop for Held {
     path = "/api/v1/ingest",
     operation_id = "ingest",
     tag = "ingest",
-    description = "An agent's batch of reports (protocol versions 1 and 2), stored in one transaction; the answer \
-acknowledges what is committed and states the size limits. The token is checked from the headers alone, before a \
+    description = "An agent's batch of reports (protocol versions 1 to 3), stored in one transaction; the answer \
+acknowledges what is committed and states the size limits. Peer summaries (version 3) are recorded once the reports \
+are committed. The token is checked from the headers alone, before a \
 byte of the body is read. A host has one batch in flight at a time, and the batches in flight are bounded in bytes \
 (`[ingest] max_bytes_in_flight`): beyond either, 503 with `Retry-After`. Role: agent (of the batch's host).",
     security(("bearer" = [])),
@@ -272,6 +273,13 @@ async fn store_batch(
     .map_err(|e| ApiError::Internal(format!("parsing the batch failed: {e}")))??;
     let changed = (!batch.reports.is_empty()).then(|| batch.host.clone());
     let reports = batch.reports.len();
+    // Not history: recorded once the batch is committed (its host exists then), in one transaction
+    // of their own. A failure is a 500, and the agent sends the batch again: its reports are stored
+    // once, and the points again change nothing.
+    let mut batch = batch;
+    let peers = std::mem::take(&mut batch.peers);
+    let peers_dropped = batch.peers_dropped;
+    let peers_host = batch.host.clone();
     // Queued for the store's committer: no request thread waits on the
     // database, and the answer comes once the batch is committed. The
     // host's slot and the bytes are held until then, even if the client
@@ -291,6 +299,11 @@ async fn store_batch(
     let mut ack = answer
         .await
         .map_err(|_| ApiError::Internal("the store dropped the batch before storing it".to_owned()))??;
+    if !peers.is_empty() || peers_dropped > 0 {
+        let (store, count) = (state.store.clone(), peers.len());
+        super::blocking(move || store.record_peers(&peers_host, &peers, Timestamp::now())).await?;
+        state.metrics.peers(count, peers_dropped);
+    }
     ack.limits = Some(Limits {
         max_decompressed_bytes: state.max_batch_bytes as u64,
         ..INGEST_LIMITS

@@ -7,6 +7,7 @@
 //! | `DELETE /api/v1/hosts/{host}` | admin | forget a decommissioned host: its history, alerts and tokens |
 //! | `GET /api/v1/hosts/{host}/listeners?at=T` | read, admin | what listened on a host at T (default now) |
 //! | `GET /api/v1/hosts/{host}/history?port=&since=&until=&limit=&after=` | read, admin | a host's listener intervals, a page at a time (`Link` to the next) |
+//! | `GET /api/v1/hosts/{host}/peers?port=&at=T` or `?port=&since=&until=&limit=&after=` | read, admin | inbound peers per TCP listener: each listener's latest summary at T (default now), or every point of a window, a page at a time |
 //! | `GET /api/v1/hosts/{host}/diff?from=T1&to=T2` | read, admin | opened, closed, changed owner between two moments |
 //! | `GET /api/v1/hosts/{host}/diff?vs_host=B&at=T` | read, admin | the same, between two hosts |
 //! | `GET /api/v1/who?port=P&proto=&at=T` | read, admin | fleet-wide, who held port P at T |
@@ -332,6 +333,7 @@ pub(crate) fn api_routes(session: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(retention::forget))
         .routes(routes!(query::listeners))
         .routes(routes!(query::probe_verdicts))
+        .routes(routes!(query::peers))
         .routes(routes!(query::history))
         .routes(routes!(query::diff))
         .routes(routes!(query::who))

@@ -12,10 +12,12 @@ use super::auth::Caller;
 use super::contract::{BadRequest, Busy, Forbidden, Gone, Internal, NotFound, Unauthorized};
 use super::retention::{require_kept, window_before_kept, KEPT_SINCE_HEADER};
 use super::{blocking, blocking_json, error, ApiError, AppState, JsonBody};
+use crate::store::PeersQuery;
 use portwatch_model::diff::Diff;
 use portwatch_model::trend::Trends;
 use portwatch_model::{
-    host_page, HistoryCursor, HistoryWindow, HostFilter, HostRow, HostStatus, ListenerRow, ProbeVerdict,
+    host_page, HistoryCursor, HistoryWindow, HostFilter, HostRow, HostStatus, ListenerRow, PeerPoint, PeersCursor,
+    ProbeVerdict,
 };
 
 /// `?name=&tag=&status=&limit=&after=`
@@ -234,6 +236,137 @@ pub async fn probe_verdicts(
     require_host(&state, &host).await?;
     let store = state.store.clone();
     blocking_json(move || store.probe_verdicts(&host)).await
+}
+
+/// `?port=&at=&since=&until=&limit=&after=`
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PeersParams {
+    /// Only listeners on this port (default: every TCP listener).
+    #[param(value_type = Option<u16>, maximum = 65535, example = 5432)]
+    port: Option<u16>,
+    /// The moment asked about (RFC 3339): each listener's latest point at or before it. The default, unless
+    /// `since` or `until` is given: now. Not with `since` or `until`. Before the kept history: 410.
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-25T03:00:00Z")]
+    at: Option<String>,
+    /// A window instead of a moment: every point dated since then (RFC 3339, inclusive; default: from the
+    /// beginning), by time.
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-25T02:00:00Z")]
+    since: Option<String>,
+    /// The window's end (RFC 3339, inclusive; default: now).
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-11-25T04:00:00Z")]
+    until: Option<String>,
+    /// With a window, points in a page: 1 to 10000 (default 1000).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10_000, example = 1000)]
+    limit: Option<usize>,
+    /// With a window, where the page starts: the cursor of the previous page's `Link` header.
+    #[param(value_type = Option<String>)]
+    after: Option<String>,
+}
+
+/// Points a window of peers holds unless `limit` says otherwise.
+pub const DEFAULT_PEERS_LIMIT: usize = 1000;
+
+/// Most points one answer of peers may hold.
+pub const MAX_PEERS_LIMIT: usize = 10_000;
+
+/// `GET /api/v1/hosts/{host}/peers?port=&at=&since=&until=&limit=&after=`
+#[utoipa::path(
+    get,
+    path = "/api/v1/hosts/{host}/peers",
+    operation_id = "host_peers",
+    tag = "hosts",
+    description = "Inbound peers per TCP listener of a host, as its agent summarized them (`peers = true`): \
+connections, distinct remote addresses, the busiest remotes and loopback/private/public classes, kept as a time \
+series of at most one point per listener per minute (a point when the summary changed). At a moment (`at`, default \
+now): each listener's latest point at or before it, by listener; over a window (`since`, `until`): every point in \
+it, by time, a page at a time. Empty where the agent sends none. Roles: read, admin.",
+    security(("bearer" = []), ("session" = [])),
+    params(("host" = String, Path, description = HOST_PARAM), PeersParams),
+    responses(
+        (status = 200, description = "The points: by listener at a moment, by time over a window", body = Vec<PeerPoint>, headers(
+            ("Link" = String, description = "Over a window, when there are more: `<PATH?...&after=CURSOR>; \
+rel=\"next\"`, the next page's address (the same query with `after`)"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 410, response = Gone),
+        (status = 500, response = Internal),
+        (status = 503, response = Busy),
+    )
+)]
+pub async fn peers(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: axum::http::Uri,
+    host: Result<Path<String>, PathRejection>,
+    params: Result<Query<PeersParams>, QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    caller.require_reader()?;
+    let host = error::path(host, "/api/v1/hosts/db-2/peers")?;
+    let params = error::query(
+        params,
+        "?port=5432&at=2026-11-25T03:00:00Z, or ?port=5432&since=2026-11-25T02:00:00Z&until=2026-11-25T04:00:00Z \
+         &limit=1000 (each optional)",
+    )?;
+    let at = time_param("at", params.at.as_deref())?;
+    let since = time_param("since", params.since.as_deref())?;
+    let until = time_param("until", params.until.as_deref())?;
+    if at.is_some() && (since.is_some() || until.is_some()) {
+        return Err(ApiError::BadRequest(
+            "ask for a moment (at) or a window (since, until), not both".to_owned(),
+        ));
+    }
+    let window = since.is_some() || until.is_some();
+    if !window && (params.limit.is_some() || params.after.is_some()) {
+        return Err(ApiError::BadRequest(
+            "limit and after page a window: give since or until with them".to_owned(),
+        ));
+    }
+    require_host(&state, &host).await?;
+    let store = state.store.clone();
+    let port = params.port;
+    if !window {
+        let at = at.unwrap_or_else(Timestamp::now);
+        require_kept(&state, "at", at)?;
+        let body = blocking_json(move || store.peers_at(&host, port, at)).await?;
+        return Ok(axum::response::IntoResponse::into_response(body));
+    }
+    let limit = params.limit.unwrap_or(DEFAULT_PEERS_LIMIT);
+    if !(1..=MAX_PEERS_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit={limit}: ask for 1 to {MAX_PEERS_LIMIT} points a page, and for the next page with the `after` of \
+             the Link header"
+        )));
+    }
+    let after = params
+        .after
+        .as_deref()
+        .map(str::parse::<PeersCursor>)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("after: {e}")))?;
+    let query = PeersQuery {
+        port,
+        since,
+        until: Some(until.unwrap_or_else(Timestamp::now)),
+        after,
+        limit,
+    };
+    let points = blocking(move || store.peers_between(&host, &query)).await?;
+    let next = (points.len() == limit)
+        .then(|| points.last().map(PeersCursor::after))
+        .flatten();
+    let body = blocking_json(move || Ok(points)).await?;
+    let mut response = axum::response::IntoResponse::into_response(body);
+    if let Some(next) = next {
+        let link = format!("<{}>; rel=\"next\"", next_page(&uri, next));
+        if let Ok(value) = axum::http::HeaderValue::from_str(&link) {
+            response.headers_mut().insert(axum::http::header::LINK, value);
+        }
+    }
+    Ok(response)
 }
 
 /// `?port=&proto=&at=`

@@ -14,6 +14,7 @@ pub mod sqlite;
 pub(crate) mod stored;
 
 use jiff::Timestamp;
+use portwatch_common::peers::PeerSample;
 use portwatch_common::wire::{Ack, Batch, ReportBody};
 use portwatch_common::Proto;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,7 @@ use portwatch_model::{
     AlertEvent, AlertRow, AlertState, Finding, HistoryCursor, HistoryWindow, HostRow, Kind, ListenerRow, ProbeVerdict,
     Role,
 };
+use portwatch_model::{PeerPoint, PeersCursor};
 
 /// A stored token: only the SHA-256 of its secret is kept.
 ///
@@ -574,12 +576,14 @@ pub struct Pruned {
     pub baseline_log: u64,
     /// Expired alerts kept because a sink has not delivered one of their events.
     pub alerts_held: u64,
+    /// Points of listeners' peers time series.
+    pub peer_points: u64,
 }
 
 impl Pruned {
     /// Rows removed, all kinds together.
     pub fn removed(&self) -> u64 {
-        self.intervals + self.programs + self.alerts + self.alert_events + self.baseline_log
+        self.intervals + self.programs + self.alerts + self.alert_events + self.baseline_log + self.peer_points
     }
 }
 
@@ -591,6 +595,7 @@ impl std::ops::AddAssign for Pruned {
         self.alert_events += other.alert_events;
         self.baseline_log += other.baseline_log;
         self.alerts_held += other.alerts_held;
+        self.peer_points += other.peer_points;
     }
 }
 
@@ -618,6 +623,8 @@ pub(crate) enum PruneStage {
     Alerts,
     /// The baseline log.
     BaselineLog,
+    /// Points of peers time series.
+    Peers,
     /// Programs no interval names.
     Programs,
     /// Nothing left.
@@ -648,6 +655,9 @@ pub struct Forgotten {
     pub first_seen_moved: u64,
     /// Ports whose first sighting was this host's and that no other host has.
     pub first_seen_dropped: u64,
+    /// Points of its listeners' peers time series.
+    #[serde(default)]
+    pub peer_points: u64,
 }
 
 /// The view from outside: the latest probe verdict of each listener place of
@@ -665,16 +675,61 @@ pub trait Probes: Send + Sync {
     fn probed_hosts(&self, since: Timestamp) -> Result<Vec<String>, StoreError>;
 }
 
+/// Inbound peers per listener: each host's listeners' peer summaries as a
+/// time series, at most one point per listener place per minute (a later
+/// summary of the same minute replaces an earlier one), pruned with the
+/// history (`[retention] history`) and removed with a forgotten host.
+pub trait Peers: Send + Sync {
+    /// Records `samples` of `host`, each dated the earlier of its own time
+    /// and `now` (a clock ahead cannot date points in the future, beyond
+    /// retention), in one transaction. A sample sent again changes nothing.
+    fn record_peers(&self, host: &str, samples: &[PeerSample], now: Timestamp) -> Result<(), StoreError>;
+
+    /// Each listener place's latest point at or before `at` (of `port` when
+    /// given), by place.
+    fn peers_at(&self, host: &str, port: Option<u16>, at: Timestamp) -> Result<Vec<PeerPoint>, StoreError>;
+
+    /// The points of `host` dated in the query's window, of its port when
+    /// given, by time then place (network namespace, port, address), from
+    /// after its cursor, at most its limit.
+    fn peers_between(&self, host: &str, query: &PeersQuery) -> Result<Vec<PeerPoint>, StoreError>;
+}
+
+/// What [`Peers::peers_between`] asks.
+#[derive(Debug, Clone, Default)]
+pub struct PeersQuery {
+    /// Only this port.
+    pub port: Option<u16>,
+    /// The window's start (inclusive).
+    pub since: Option<Timestamp>,
+    /// The window's end (inclusive).
+    pub until: Option<Timestamp>,
+    /// Where the previous page ended.
+    pub after: Option<PeersCursor>,
+    /// Most points answered.
+    pub limit: usize,
+}
+
 /// The history store: every concern of the collector's database. A backend
 /// implements each concern's trait; this one is then implemented for it.
 /// Callers that need one concern may take that trait alone (`Arc<dyn Store>`
 /// coerces to `Arc<dyn Tokens>`, ...).
 pub trait Store:
-    HistoryWrites + HistoryReads + Tokens + Baselines + Alerts + Outbox + Maintenance + Leases + Probes + 'static
+    HistoryWrites + HistoryReads + Tokens + Baselines + Alerts + Outbox + Maintenance + Leases + Probes + Peers + 'static
 {
 }
 
 impl<T> Store for T where
-    T: HistoryWrites + HistoryReads + Tokens + Baselines + Alerts + Outbox + Maintenance + Leases + Probes + 'static
+    T: HistoryWrites
+        + HistoryReads
+        + Tokens
+        + Baselines
+        + Alerts
+        + Outbox
+        + Maintenance
+        + Leases
+        + Probes
+        + Peers
+        + 'static
 {
 }

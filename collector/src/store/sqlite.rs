@@ -110,6 +110,7 @@ use super::{
 use crate::clock::{self, HostClock};
 use crate::history::{self, SessionState, Step};
 
+mod peers;
 mod policy;
 mod probe;
 mod prune;
@@ -136,6 +137,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_intervals_by_opened.sql"),
     include_str!("migrations/0014_firewall.sql"),
     include_str!("migrations/0015_probe.sql"),
+    include_str!("migrations/0016_peers.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection before
@@ -2125,7 +2127,7 @@ mod tests {
             "ALTER TABLE hosts DROP COLUMN clock_at; ALTER TABLE hosts DROP COLUMN clock_skew_ms;
              ALTER TABLE hosts DROP COLUMN clock_skew_at; DROP TABLE snapshot_parts; DROP TABLE sink_done; DROP INDEX programs_by_slot; CREATE INDEX programs_by_hash ON programs (hash);
              ALTER TABLE hosts DROP COLUMN detection; ALTER TABLE intervals DROP COLUMN firewall;
-             ALTER TABLE hosts DROP COLUMN host_netns; ALTER TABLE hosts DROP COLUMN addresses; DROP TABLE probe_verdicts;
+             ALTER TABLE hosts DROP COLUMN host_netns; ALTER TABLE hosts DROP COLUMN addresses; DROP TABLE probe_verdicts; DROP TABLE peer_points;
              PRAGMA user_version = 3;
              UPDATE intervals SET opened_at = {} WHERE host_id = (SELECT id FROM hosts WHERE name = 'b');
              UPDATE intervals SET opened_at = {} WHERE host_id = (SELECT id FROM hosts WHERE name = 'a');",
@@ -2262,7 +2264,7 @@ mod tests {
                  ('ops', 'admin', NULL, 'bb22', {t0}, NULL);
              DROP INDEX programs_by_slot; CREATE INDEX programs_by_hash ON programs (hash);
              ALTER TABLE hosts DROP COLUMN detection; ALTER TABLE intervals DROP COLUMN firewall;
-             ALTER TABLE hosts DROP COLUMN host_netns; ALTER TABLE hosts DROP COLUMN addresses; DROP TABLE probe_verdicts;
+             ALTER TABLE hosts DROP COLUMN host_netns; ALTER TABLE hosts DROP COLUMN addresses; DROP TABLE probe_verdicts; DROP TABLE peer_points;
              PRAGMA user_version = 6;",
             t0 = ts(0).as_millisecond(),
             t1 = ts(5).as_millisecond(),
@@ -2707,7 +2709,7 @@ mod tests {
             "DROP INDEX programs_by_slot; CREATE INDEX programs_by_hash ON programs (hash);
              INSERT INTO programs (hash, name) VALUES ({natural}, 'impostor');
              ALTER TABLE intervals DROP COLUMN firewall;
-             ALTER TABLE hosts DROP COLUMN host_netns; ALTER TABLE hosts DROP COLUMN addresses; DROP TABLE probe_verdicts;
+             ALTER TABLE hosts DROP COLUMN host_netns; ALTER TABLE hosts DROP COLUMN addresses; DROP TABLE probe_verdicts; DROP TABLE peer_points;
              PRAGMA user_version = 10;"
         ))
         .unwrap();
@@ -3078,7 +3080,7 @@ mod tests {
              ALTER TABLE hosts DROP COLUMN clock_skew_ms; ALTER TABLE hosts DROP COLUMN clock_skew_at;
              DROP TABLE snapshot_parts; DROP TABLE sink_done; DROP INDEX programs_by_slot; CREATE INDEX programs_by_hash ON programs (hash);
              ALTER TABLE hosts DROP COLUMN detection; ALTER TABLE intervals DROP COLUMN firewall;
-             ALTER TABLE hosts DROP COLUMN host_netns; ALTER TABLE hosts DROP COLUMN addresses; DROP TABLE probe_verdicts;
+             ALTER TABLE hosts DROP COLUMN host_netns; ALTER TABLE hosts DROP COLUMN addresses; DROP TABLE probe_verdicts; DROP TABLE peer_points;
              PRAGMA user_version = 2;",
         )
         .unwrap();

@@ -711,6 +711,83 @@ pub(crate) fn probe_verdict(
     })
 }
 
+/// The columns of a peers point (both backends store the same), in the
+/// order of [`PEER_COLUMNS`].
+pub(crate) struct PeerRow {
+    pub netns: i64,
+    /// Always TCP's code: only TCP listeners have peers.
+    pub proto: i64,
+    pub addr: String,
+    pub port: u16,
+    pub at: i64,
+    /// The point's minute (`at` / 60,000): a place keeps one point per minute.
+    pub minute: i64,
+    pub connections: i64,
+    pub distinct_remotes: i64,
+    pub loopback: i64,
+    pub private: i64,
+    pub public: i64,
+    /// The top remotes, as JSON.
+    pub top: String,
+}
+
+/// The columns a peers point is read back from, in [`PeerRow`]'s order (no minute).
+pub(crate) const PEER_COLUMNS: &str =
+    "netns, proto, addr, port, at, connections, distinct_remotes, loopback, private, public, top";
+
+/// Milliseconds in a minute: the time series keeps one point per listener place per minute.
+const MINUTE_MS: i64 = 60_000;
+
+impl PeerRow {
+    /// `sample` as stored, dated the earlier of its time and `now`.
+    pub(crate) fn of(sample: &portwatch_common::peers::PeerSample, now: Timestamp) -> PeerRow {
+        let at = sample.observed_at.min(now).as_millisecond();
+        let s = &sample.summary;
+        PeerRow {
+            netns: to_bits(sample.netns),
+            proto: proto_code(Proto::Tcp),
+            addr: sample.local_addr.to_string(),
+            port: sample.local_port,
+            at,
+            minute: at.div_euclid(MINUTE_MS),
+            connections: to_bits(s.connections),
+            distinct_remotes: to_bits(s.distinct_remotes),
+            loopback: to_bits(s.classes.loopback),
+            private: to_bits(s.classes.private),
+            public: to_bits(s.classes.public),
+            // A list of addresses and numbers always serializes.
+            top: serde_json::to_string(&s.top).unwrap_or_else(|_| "[]".to_owned()),
+        }
+    }
+
+    /// The point a row read back says.
+    pub(crate) fn into_point(self) -> Result<portwatch_model::PeerPoint, StoreError> {
+        let corrupt = |what: String| corrupt(format_args!("peers point: {what}"));
+        Ok(portwatch_model::PeerPoint {
+            place: portwatch_model::Place {
+                netns: from_bits(self.netns),
+                proto: proto_from(self.proto)?,
+                addr: self
+                    .addr
+                    .parse()
+                    .map_err(|_| corrupt(format!("address {:?}", self.addr)))?,
+                port: self.port,
+            },
+            at: timestamp(self.at)?,
+            summary: portwatch_common::peers::PeerSummary {
+                connections: from_bits(self.connections),
+                distinct_remotes: from_bits(self.distinct_remotes),
+                top: serde_json::from_str(&self.top).map_err(|e| corrupt(format!("top remotes: {e}")))?,
+                classes: portwatch_common::peers::Classes {
+                    loopback: from_bits(self.loopback),
+                    private: from_bits(self.private),
+                    public: from_bits(self.public),
+                },
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

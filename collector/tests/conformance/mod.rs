@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Each test is a plain `pub fn name(store: &dyn Store)` in the module of its
-//! concern ([`history`], [`tokens`], [`alerts`], [`retention`], [`leases`], [`probes`]); the macro
+//! concern ([`history`], [`tokens`], [`alerts`], [`retention`], [`leases`], [`probes`], [`peers`]); the macro
 //! makes one `#[test]` of each, in a module of the same name, and one more
 //! that fails when a module has a behaviour the macro does not list. What the tests
 //! build (listeners, reports, batches, findings, times) is in [`build`], one
@@ -24,6 +24,7 @@ pub mod alerts;
 pub mod build;
 pub mod history;
 pub mod leases;
+pub mod peers;
 pub mod probes;
 pub mod retention;
 pub mod tokens;
@@ -87,6 +88,11 @@ macro_rules! conformance_suite {
                 a_lease_is_one_holders_until_it_expires_or_is_released,
                 of_holders_racing_for_a_free_lease_exactly_one_gets_it,
             }
+            peers {
+                peers_read_back_at_a_moment_and_over_a_window_one_point_per_listener_per_minute,
+                points_at_the_same_time_page_apart_by_place,
+                peer_points_past_the_history_cutoff_are_pruned_and_a_forgotten_host_loses_them,
+            }
             probes {
                 a_hosts_namespace_and_addresses_read_back_as_its_latest_snapshot_said,
                 a_probe_replaces_every_verdict_of_its_host_and_no_other,
@@ -138,6 +144,7 @@ pub fn unlisted(listed: &[&str]) -> Vec<String> {
         ("retention", include_str!("retention.rs")),
         ("leases", include_str!("leases.rs")),
         ("probes", include_str!("probes.rs")),
+        ("peers", include_str!("peers.rs")),
     ];
     let mut missing = Vec::new();
     for (module, source) in sources {

@@ -398,6 +398,8 @@ mod tests {
             host: "web-3".into(),
             session: "s".into(),
             dropped: 0,
+            peers: Vec::new(),
+            peers_dropped: 0,
             alive_at: None,
             reports: vec![Report {
                 seq: 1,

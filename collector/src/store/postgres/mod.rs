@@ -55,6 +55,7 @@
 
 mod heartbeat;
 mod lease;
+mod peers;
 mod policy;
 mod probe;
 mod prune;
@@ -81,6 +82,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_firewall.sql"),
     include_str!("migrations/0003_probe.sql"),
+    include_str!("migrations/0004_peers.sql"),
 ];
 
 /// The advisory lock (session level) under which a collector migrates.

@@ -132,6 +132,9 @@ impl Maintenance for PostgresStore {
                 (pruned.alerts, pruned.alert_events, pruned.alerts_held) =
                     (from_bits(row.get(0)), from_bits(row.get(1)), from_bits(row.get(2)));
             }
+            if let Some(cutoff) = plan.peer_points_before.map(|t| t.as_millisecond()) {
+                pruned.peer_points = count(&tx, "SELECT count(*) FROM peer_points WHERE at < $1", &[&cutoff]).await?;
+            }
             if let Some(cutoff) = plan.baseline_log_before.map(|t| t.as_millisecond()) {
                 pruned.baseline_log = count(
                     &tx,
@@ -163,6 +166,10 @@ impl Maintenance for PostgresStore {
                         None => None,
                         Some(cutoff) => inner.prune_baseline_log(cutoff.as_millisecond(), limit).await?,
                     },
+                    PruneStage::Peers => match plan.peer_points_before {
+                        None => None,
+                        Some(cutoff) => inner.prune_peer_points(cutoff.as_millisecond(), limit).await?,
+                    },
                     PruneStage::Programs => match plan.intervals_closed_before {
                         None => None,
                         Some(_) => inner.prune_programs(cursor, limit).await?,
@@ -176,7 +183,8 @@ impl Maintenance for PostgresStore {
                         cursor.stage = match cursor.stage {
                             PruneStage::Intervals => PruneStage::Alerts,
                             PruneStage::Alerts => PruneStage::BaselineLog,
-                            PruneStage::BaselineLog => PruneStage::Programs,
+                            PruneStage::BaselineLog => PruneStage::Peers,
+                            PruneStage::Peers => PruneStage::Programs,
                             PruneStage::Programs | PruneStage::Done => PruneStage::Done,
                         };
                         cursor.after = 0;
@@ -390,6 +398,25 @@ impl Inner {
         }))
     }
 
+    /// One batch of peers points; `None` when nothing is left.
+    async fn prune_peer_points(&self, cutoff: i64, limit: i64) -> Result<Option<Pruned>, StoreError> {
+        let removed = self
+            .transact(async |tx| {
+                tx.execute(
+                    "DELETE FROM peer_points WHERE ctid IN (
+                         SELECT ctid FROM peer_points WHERE at < $1 LIMIT $2)",
+                    &[&cutoff, &limit],
+                )
+                .await
+                .map_err(pg)
+            })
+            .await?;
+        Ok((removed > 0).then(|| Pruned {
+            peer_points: removed,
+            ..Pruned::default()
+        }))
+    }
+
     /// One batch of the baseline log; `None` when nothing is left.
     async fn prune_baseline_log(&self, cutoff: i64, limit: i64) -> Result<Option<Pruned>, StoreError> {
         let removed = self
@@ -580,6 +607,7 @@ async fn forget_host(tx: &Transaction<'_>, name: &str) -> Result<Option<Forgotte
     forgotten.alerts = execute("DELETE FROM alerts WHERE host = $1", &[&name]).await?;
     forgotten.tokens = execute("DELETE FROM tokens WHERE host = $1 OR name = 'agent:' || $1", &[&name]).await?;
     execute("DELETE FROM probe_verdicts WHERE host = $1", &[&name]).await?;
+    forgotten.peer_points = execute("DELETE FROM peer_points WHERE host = $1", &[&name]).await?;
     execute("DELETE FROM hosts WHERE id = $1", &[&host_id]).await?;
     execute(
         "UPDATE retention_state SET value = value + 1 WHERE name = 'hosts_forgotten'",

@@ -157,6 +157,9 @@ impl SqliteStore {
                     (pruned.alerts, pruned.alert_events, pruned.alerts_held) =
                         (from_bits(alerts), from_bits(events), from_bits(held));
                 }
+                if let Some(cutoff) = plan.peer_points_before.map(|t| t.as_millisecond()) {
+                    pruned.peer_points = count(conn, "SELECT count(*) FROM peer_points WHERE at < ?1", &[&cutoff])?;
+                }
                 if let Some(cutoff) = plan.baseline_log_before.map(|t| t.as_millisecond()) {
                     pruned.baseline_log = count(
                         conn,
@@ -193,6 +196,10 @@ impl SqliteStore {
                     None => None,
                     Some(cutoff) => self.prune_baseline_log(cutoff.as_millisecond(), limit)?,
                 },
+                PruneStage::Peers => match plan.peer_points_before {
+                    None => None,
+                    Some(cutoff) => self.prune_peer_points(cutoff.as_millisecond(), limit)?,
+                },
                 PruneStage::Programs => match plan.intervals_closed_before {
                     None => None,
                     Some(_) => self.prune_programs(cursor, limit)?,
@@ -206,7 +213,8 @@ impl SqliteStore {
                     cursor.stage = match cursor.stage {
                         PruneStage::Intervals => PruneStage::Alerts,
                         PruneStage::Alerts => PruneStage::BaselineLog,
-                        PruneStage::BaselineLog => PruneStage::Programs,
+                        PruneStage::BaselineLog => PruneStage::Peers,
+                        PruneStage::Peers => PruneStage::Programs,
                         PruneStage::Programs | PruneStage::Done => PruneStage::Done,
                     };
                     cursor.after = 0;
@@ -323,6 +331,22 @@ impl SqliteStore {
         Ok(pruned.map(|(pruned, last)| {
             cursor.after = last;
             pruned
+        }))
+    }
+
+    /// One batch of peers points; `None` when nothing is left.
+    fn prune_peer_points(&self, cutoff: i64, limit: i64) -> Result<Option<Pruned>, StoreError> {
+        let removed = self.transact(Synchronous::Normal, |tx| {
+            tx.prepare_cached(
+                "DELETE FROM peer_points WHERE rowid IN (
+                     SELECT rowid FROM peer_points INDEXED BY peer_points_by_age WHERE at < ?1 LIMIT ?2)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![cutoff, limit]))
+            .map_err(db)
+        })? as u64;
+        Ok((removed > 0).then(|| Pruned {
+            peer_points: removed,
+            ..Pruned::default()
         }))
     }
 
@@ -479,6 +503,7 @@ impl SqliteStore {
             forgotten.alerts = execute("DELETE FROM alerts WHERE host = ?1", &[&name])?;
             forgotten.tokens = execute("DELETE FROM tokens WHERE host = ?1 OR name = 'agent:' || ?1", &[&name])?;
             execute("DELETE FROM probe_verdicts WHERE host = ?1", &[&name])?;
+            forgotten.peer_points = execute("DELETE FROM peer_points WHERE host = ?1", &[&name])?;
             execute("DELETE FROM hosts WHERE id = ?1", &[&host_id])?;
             execute(
                 "UPDATE retention_state SET value = value + 1 WHERE name = 'hosts_forgotten'",
