@@ -516,6 +516,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             config.alerts.sweep_every,
             Notifier::new(wakers),
             keeper.lease(lease::SWEEP),
+            lists.clone(),
         );
         tokio::spawn(alerts);
         let state = state

@@ -398,3 +398,91 @@ fn as_root_with_kernel_events_the_daemon_ships_a_listeners_peers_at_each_interva
         "the agent fell back to polling: this test is for kernel events"
     );
 }
+
+/// The `suspicious-peer` alerts of `host`, any state.
+fn suspicious_alerts(collector: &Collector, token: &str, host: &str) -> Vec<Value> {
+    // A host not heard from yet is a 404: none yet.
+    let Ok(all) = portwatch_json(&collector.url, token, &["alerts", "--state", "all", "--host", host]) else {
+        return Vec::new();
+    };
+    all.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["kind"] == "suspicious-peer")
+        .cloned()
+        .collect()
+}
+
+/// The whole way round for threat lists: a real agent ships the peers of a
+/// real listener, one client of which comes from an address a list of the
+/// collector's config holds; the collector raises `suspicious-peer` for it
+/// (as serious as the list says), none for the other client, and resolves
+/// it once the agent's next point no longer names the address. (Loopback
+/// clients, so `[threat] allow = []`: the default allowlist would allow them.)
+#[test]
+fn a_listed_remote_connected_to_a_listener_raises_a_suspicious_peer_alert_that_resolves_when_it_leaves() {
+    let dir = TempDir::new("peers-threat").unwrap();
+    let db = dir.path.join("collector.db");
+    let host = "peers-threat".to_owned();
+    let agent_token = create_token(&db, &["--host", &host]).unwrap();
+    let read = create_token(&db, &["--role", "read", "--name", "ops"]).unwrap();
+    let list = dir.path.join("listed.netset");
+    std::fs::write(&list, "# the test's list\n127.0.0.3\n").unwrap();
+    let config = dir.path.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "db = {db:?}\n[threat]\nallow = []\n[[threat.list]]\nname = \"test-list\"\npath = {list:?}\n\
+             format = \"netset\"\nseverity = \"critical\"\n"
+        ),
+    )
+    .unwrap();
+    let collector = Collector::serve(
+        &db,
+        &[
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ],
+    )
+    .unwrap();
+
+    let server = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let port = server.port(0);
+    let _clean = Listeners::start(&[], &[&format!("connect:127.0.0.1:{port}=127.0.0.2")]).unwrap();
+    let listed = Listeners::start(&[], &[&format!("connect:127.0.0.1:{port}=127.0.0.3")]).unwrap();
+    let spool = dir.path.join("spool");
+    let flags = ["--peers", "--no-firewall", "--no-events"];
+    let agent = Agent::start_logged(&collector.url, &agent_token, &host, "200ms", &spool, &flags).unwrap();
+
+    let raised = eventually(SHIPPED, || {
+        let alerts = suspicious_alerts(&collector, &read, &host);
+        (!alerts.is_empty()).then_some(alerts)
+    })
+    .unwrap_or_else(|| panic!("no suspicious-peer alert\nagent log:\n{}", agent.log()));
+    assert_eq!(raised.len(), 1, "one listed client, one alert: {raised:?}");
+    let alert = &raised[0];
+    assert_eq!(
+        (&alert["state"], &alert["severity"]),
+        (&json!("open"), &json!("critical"))
+    );
+    assert!(alert["key"].as_str().unwrap().ends_with(":127.0.0.3"), "{alert}");
+    assert_eq!(alert["finding"]["local_port"], port);
+    let message = alert["finding"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("127.0.0.3 held 1 connection(s)") && message.contains("test-list (127.0.0.3/32)"),
+        "{message}"
+    );
+
+    // The listed client leaves: the next point (a minute after the first at
+    // the soonest) no longer names it, and the alert resolves.
+    drop(listed);
+    let resolved = eventually(SHIPPED, || {
+        let alerts = suspicious_alerts(&collector, &read, &host);
+        alerts.iter().all(|a| a["state"] == "resolved").then_some(alerts)
+    })
+    .unwrap_or_else(|| panic!("the alert never resolved\nagent log:\n{}", agent.log()));
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    drop(agent);
+}

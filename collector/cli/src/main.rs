@@ -236,8 +236,8 @@ enum Command {
     /// How hosts depart from their baselines now.
     ///
     /// Kinds: unexpected-listener, missing-listener, owner-mismatch, exposure-widened, risky-port-exposed,
-    /// host-silent, clock-skew, flapping, firewall-opened, outside-view-disagrees. Hosts without a baseline list
-    /// their listeners as `unbaselined`.
+    /// host-silent, clock-skew, flapping, firewall-opened, outside-view-disagrees, suspicious-peer. Hosts without a
+    /// baseline list their listeners as `unbaselined`.
     Drift {
         /// Only this host.
         #[arg(long)]

@@ -34,6 +34,8 @@ pub enum Kind {
     /// The host's firewall and a probe from the collector disagree: filtered
     /// but reached, or open but not reached.
     OutsideViewDisagrees,
+    /// A remote address that a threat list holds is connected to a listener.
+    SuspiciousPeer,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
             Kind::Unbaselined => "unbaselined",
             Kind::FirewallOpened => "firewall-opened",
             Kind::OutsideViewDisagrees => "outside-view-disagrees",
+            Kind::SuspiciousPeer => "suspicious-peer",
         }
     }
 
@@ -62,9 +65,11 @@ impl Kind {
     /// How serious it is.
     pub fn severity(self) -> Severity {
         match self {
-            Kind::RiskyPortExposed | Kind::ExposureWidened | Kind::OwnerMismatch | Kind::HostSilent => {
-                Severity::Critical
-            }
+            Kind::RiskyPortExposed
+            | Kind::ExposureWidened
+            | Kind::OwnerMismatch
+            | Kind::HostSilent
+            | Kind::SuspiciousPeer => Severity::Critical,
             Kind::UnexpectedListener
             | Kind::MissingListener
             | Kind::Flapping
@@ -82,7 +87,7 @@ impl Kind {
 }
 
 /// Every kind, in order.
-pub const ALL_KINDS: [Kind; 11] = [
+pub const ALL_KINDS: [Kind; 12] = [
     Kind::UnexpectedListener,
     Kind::MissingListener,
     Kind::OwnerMismatch,
@@ -94,6 +99,7 @@ pub const ALL_KINDS: [Kind; 11] = [
     Kind::Unbaselined,
     Kind::FirewallOpened,
     Kind::OutsideViewDisagrees,
+    Kind::SuspiciousPeer,
 ];
 
 /// How serious a finding is.

@@ -24,7 +24,7 @@ use portwatch_model::history::Edge;
 use portwatch_model::time::before;
 use portwatch_model::time::human_skew;
 use portwatch_model::{Finding, Kind, Severity};
-use portwatch_model::{HostRow, HostStatus, ListenerRow, Place, ProbeVerdict, Verified};
+use portwatch_model::{HostRow, HostStatus, ListenerRow, PeerPoint, Place, ProbeVerdict, Verified};
 
 /// Thresholds that are not in baselines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +96,11 @@ pub struct HostView<'a> {
     /// The latest probe verdicts of its listener places (the view from
     /// outside, [`crate::probe`]); empty where none probed it.
     pub verdicts: &'a [ProbeVerdict],
+    /// The latest inbound peer point of each of its listener places (see
+    /// [`suspicious_peers`]); empty where no threat list is loaded.
+    pub peers: &'a [PeerPoint],
+    /// The threat lists as loaded now, when the config names any.
+    pub threats: Option<&'a crate::threat::Table>,
 }
 
 /// How far back [`HostView::recent`] must reach for these baselines and policy.
@@ -351,6 +356,7 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
     }
 
     findings.extend(firewall_opened(view, policy));
+    findings.extend(suspicious_peers(view));
 
     findings.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
     findings.dedup_by(|a, b| a.key == b.key);
@@ -362,18 +368,78 @@ pub fn evaluate(view: &HostView<'_>, baselines: &[Applied], policy: &Policy, now
     findings
 }
 
-/// The verdict of `row`'s place, if it was made while `row` was what it is
-/// (at or after its opening): a verdict older than the interval (a rule
-/// change since, a listener restarted) says nothing of it yet.
-fn verdict_of<'v>(verdicts: &BTreeMap<Place, &'v ProbeVerdict>, row: &ListenerRow) -> Option<&'v ProbeVerdict> {
-    let l = &row.listener;
-    let place = Place {
+/// `suspicious-peer`: a remote address that a threat list holds (after
+/// `[threat] allow`), among the remotes that an open listener's latest peer
+/// point names. One finding per listener and address, as serious as the
+/// most serious list that holds it. It holds while that listener's latest
+/// point names the address, and resolves with the first point that does
+/// not (the agent ships a point when the connections change), or when the
+/// listener closes. An agent names a summary's busiest remotes only
+/// (`peers_top`, 5 by default): a listed address with fewer connections
+/// than those is not seen.
+fn suspicious_peers(view: &HostView<'_>) -> Vec<Finding> {
+    let Some(table) = view.threats else {
+        return Vec::new();
+    };
+    let host = &view.host.host;
+    let open: BTreeMap<Place, &Listener> = view
+        .listeners
+        .iter()
+        .map(|r| (place_of(&r.listener), &r.listener))
+        .collect();
+    let mut findings = Vec::new();
+    for point in view.peers {
+        let Some(l) = open.get(&point.place) else {
+            continue; // a listener closed since: its peers are gone with it
+        };
+        for remote in &point.summary.top {
+            let matches = table.suspicious(remote.addr);
+            let Some(severity) = matches.iter().map(|m| m.severity).max() else {
+                continue;
+            };
+            let mut f = listener_finding(Kind::SuspiciousPeer, host, l);
+            let _ = write!(f.key, ":{}", remote.addr);
+            f.severity = severity;
+            let lists: Vec<String> = matches
+                .iter()
+                .map(|m| match m.id {
+                    Some(id) => format!("{} ({} {id})", m.list, m.net),
+                    None => format!("{} ({})", m.list, m.net),
+                })
+                .collect();
+            f.message = format!(
+                "{host}: {} held {} connection(s) to {} held by {} at {}; it is listed in {}",
+                remote.addr,
+                remote.connections,
+                describe(l),
+                holders(l),
+                point.at,
+                lists.join(", ")
+            );
+            findings.push(f);
+        }
+    }
+    findings
+}
+
+/// Where `l` listens, as probe verdicts and peer points name it.
+fn place_of(l: &Listener) -> Place {
+    Place {
         netns: l.netns,
         proto: l.proto,
         addr: l.local_addr,
         port: l.local_port,
-    };
-    verdicts.get(&place).copied().filter(|v| v.at >= row.opened_at)
+    }
+}
+
+/// The verdict of `row`'s place, if it was made while `row` was what it is
+/// (at or after its opening): a verdict older than the interval (a rule
+/// change since, a listener restarted) says nothing of it yet.
+fn verdict_of<'v>(verdicts: &BTreeMap<Place, &'v ProbeVerdict>, row: &ListenerRow) -> Option<&'v ProbeVerdict> {
+    verdicts
+        .get(&place_of(&row.listener))
+        .copied()
+        .filter(|v| v.at >= row.opened_at)
 }
 
 /// `outside-view-disagrees`: the host's firewall and the collector's probe
@@ -517,6 +583,7 @@ mod tests {
     use super::*;
     use portwatch_common::{Family, Process};
     use portwatch_model::baseline;
+    use std::sync::Arc;
 
     const BASE: &str = r#"
 name = "web"
@@ -663,6 +730,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(severity_of(&f, Kind::RiskyPortExposed, 5432), Some(Severity::Info));
@@ -743,6 +812,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &verdicts,
+            peers: &[],
+            threats: None,
         };
         let f = evaluate(&view, &[], &Policy::default(), t(0));
         assert_eq!(
@@ -818,6 +889,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &verdicts,
+            peers: &[],
+            threats: None,
         };
         let f = evaluate(&view, &[], &Policy::default(), t(0));
         let disagree: Vec<(u16, Severity)> = f
@@ -871,6 +944,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &verdicts,
+            peers: &[],
+            threats: None,
         };
         let f = evaluate(&view, &[], &Policy::default(), t(0));
         assert_eq!(
@@ -917,6 +992,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         let opened: Vec<&Finding> = f.iter().filter(|f| f.kind == Kind::FirewallOpened).collect();
@@ -944,9 +1021,116 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert!(!f.iter().any(|f| f.kind == Kind::FirewallOpened), "{f:?}");
+    }
+
+    /// A threat table of two lists: a FireHOL netset (warning) and a
+    /// Spamhaus DROP (critical), behind the default allowlist.
+    fn threats() -> crate::threat::Table {
+        use crate::threat::{default_allow, Allowlist, Format, List, ListSpec, Table};
+        let list = |name: &str, format: Format, severity: Severity, text: &str| {
+            let spec = ListSpec {
+                name: name.to_owned(),
+                path: format!("/lists/{name}").into(),
+                format,
+                severity,
+            };
+            Arc::new(List::from_text(&spec, text).unwrap())
+        };
+        Table::new(
+            Arc::new(Allowlist::new(&default_allow())),
+            vec![
+                list(
+                    "firehol",
+                    Format::Netset,
+                    Severity::Warning,
+                    "10.0.0.0/8\n185.220.101.0/24\n",
+                ),
+                list(
+                    "drop",
+                    Format::SpamhausDrop,
+                    Severity::Critical,
+                    "185.220.0.0/16 ; SBL123\n",
+                ),
+            ],
+        )
+    }
+
+    fn point(r: &ListenerRow, at: Timestamp, remotes: &[(&str, u64)]) -> PeerPoint {
+        let top: Vec<portwatch_common::peers::TopRemote> = remotes
+            .iter()
+            .map(|(a, n)| portwatch_common::peers::TopRemote {
+                addr: a.parse().unwrap(),
+                connections: *n,
+            })
+            .collect();
+        let connections = top.iter().map(|t| t.connections).sum();
+        PeerPoint {
+            place: place_of(&r.listener),
+            at,
+            summary: portwatch_common::peers::PeerSummary {
+                connections,
+                distinct_remotes: top.len() as u64,
+                top,
+                classes: portwatch_common::peers::Classes {
+                    public: connections,
+                    ..Default::default()
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn a_listed_remote_connected_to_an_open_listener_is_a_suspicious_peer_as_serious_as_its_lists() {
+        let h = host("web-1", HostStatus::Up);
+        let ssh = row(22, "0.0.0.0", "sshd", "root");
+        let gone = row(8080, "0.0.0.0", "python3", "www");
+        let table = threats();
+        let peers = [
+            // Listed by both (critical wins); a private address the firehol list holds is allowed.
+            point(
+                &ssh,
+                t(-30),
+                &[("185.220.101.7", 3), ("10.1.2.3", 2), ("198.51.100.9", 1)],
+            ),
+            // A listener no longer open: its point says nothing now.
+            point(&gone, t(-30), &[("185.220.101.8", 1)]),
+        ];
+        let view = HostView {
+            host: &h,
+            listeners: std::slice::from_ref(&ssh),
+            recent: std::slice::from_ref(&ssh),
+            alerting: &HashSet::new(),
+            with_info: true,
+            verdicts: &[],
+            peers: &peers,
+            threats: Some(&table),
+        };
+        let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
+        let suspicious: Vec<&Finding> = f.iter().filter(|f| f.kind == Kind::SuspiciousPeer).collect();
+        assert_eq!(suspicious.len(), 1, "{f:?}");
+        let s = suspicious[0];
+        assert_eq!((s.severity, s.local_port), (Severity::Critical, Some(22)));
+        assert!(s.key.ends_with(":185.220.101.7"), "{}", s.key);
+        assert!(
+            s.message
+                .contains("185.220.101.7 held 3 connection(s) to tcp 0.0.0.0:22")
+                && s.message.contains("firehol (185.220.101.0/24)")
+                && s.message.contains("drop (185.220.0.0/16 SBL123)"),
+            "{}",
+            s.message
+        );
+        // The next point no longer names it: resolved. Without lists: nothing to look up.
+        let later = [point(&ssh, t(-5), &[("10.1.2.3", 2)])];
+        for (peers, threats) in [(&later[..], Some(&table)), (&peers[..], None)] {
+            let view = HostView { peers, threats, ..view };
+            let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
+            assert!(!f.iter().any(|f| f.kind == Kind::SuspiciousPeer), "{f:?}");
+        }
     }
 
     #[test]
@@ -969,6 +1153,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert!(!f.iter().any(|f| f.kind == Kind::Flapping), "{f:?}");
@@ -993,6 +1179,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         assert_eq!(evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0)), vec![]);
     }
@@ -1013,6 +1201,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(
@@ -1056,6 +1246,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         assert_eq!(evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0)), vec![]);
         let later = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(61));
@@ -1068,6 +1260,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         assert_eq!(evaluate(&view, &applied(t(-60)), &Policy::default(), t(0)), vec![]);
     }
@@ -1087,6 +1281,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(
@@ -1124,6 +1320,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         assert_eq!(evaluate(&view, &b, &Policy::default(), t(0)), vec![]);
         let intruder = [
@@ -1138,6 +1336,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         let f = evaluate(&view, &b, &Policy::default(), t(0));
         assert_eq!(
@@ -1168,6 +1368,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(kinds(&f), vec![("host-silent", None), ("flapping", Some(9999))]);
@@ -1193,6 +1395,8 @@ reason = "the site"
                 alerting: &HashSet::new(),
                 with_info: true,
                 verdicts: &[],
+                peers: &[],
+                threats: None,
             };
             evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0))
         };
@@ -1242,6 +1446,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         assert_eq!(evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0)), vec![]);
     }
@@ -1261,6 +1467,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         assert_eq!(evaluate(&fresh, &applied(t(-10)), &Policy::default(), t(0)), vec![]);
         // ...but the alert already open for :443 stays open.
@@ -1306,6 +1514,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: true,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         assert_eq!(evaluate(&view, &b, &Policy::default(), t(0)), vec![]);
     }
@@ -1327,6 +1537,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: false,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(kinds(&f), vec![("owner-mismatch", Some(22))]);
@@ -1346,6 +1558,8 @@ reason = "the site"
             alerting: &HashSet::new(),
             with_info: false,
             verdicts: &[],
+            peers: &[],
+            threats: None,
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(kinds(&f), vec![("risky-port-exposed", Some(23))]);

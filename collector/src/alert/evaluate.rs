@@ -37,6 +37,8 @@ pub struct Evaluator {
     started_at: Timestamp,
     /// Stored baselines that do not parse, already logged (name, applied_at).
     broken: Mutex<HashSet<(String, Timestamp)>>,
+    /// The threat lists `suspicious-peer` looks remotes up in, when the config names any.
+    threats: Option<Arc<crate::threat::Lists>>,
 }
 
 impl Evaluator {
@@ -48,7 +50,14 @@ impl Evaluator {
             sweep_every,
             started_at: Timestamp::now(),
             broken: Mutex::default(),
+            threats: None,
         }
+    }
+
+    /// Looks the remotes of peer points up in `lists` (`suspicious-peer`).
+    pub fn with_threats(mut self, lists: Arc<crate::threat::Lists>) -> Evaluator {
+        self.threats = (!lists.is_empty()).then_some(lists);
+        self
     }
 
     /// The time between sweeps.
@@ -114,11 +123,17 @@ impl Evaluator {
         let since = before(now, drift::lookback(&ctx.applied, &self.policy));
         let none = HashSet::new();
         let mut findings = Vec::new();
+        let threats = self.threats.as_ref().map(|lists| lists.table());
         for h in hosts {
             let recent = self.store.history(&h.host, None, Some(since), Some(now))?;
             let listeners: Vec<_> = recent.iter().filter(|r| r.closed_at.is_none()).cloned().collect();
             let judged = self.judged(h, now);
             let verdicts = self.store.probe_verdicts(&h.host)?;
+            // Peer points are read only where a list can make them a finding.
+            let peers = match &threats {
+                Some(_) => self.store.peers_at(&h.host, None, now)?,
+                None => Vec::new(),
+            };
             let view = HostView {
                 host: judged.as_ref().unwrap_or(h),
                 listeners: &listeners,
@@ -126,6 +141,8 @@ impl Evaluator {
                 alerting: ctx.alerting.get(&h.host).unwrap_or(&none),
                 with_info,
                 verdicts: &verdicts,
+                peers: &peers,
+                threats: threats.as_deref(),
             };
             findings.extend(drift::evaluate(&view, &ctx.applied, &self.policy, now));
         }

@@ -271,7 +271,9 @@ async fn store_batch(
     })
     .await
     .map_err(|e| ApiError::Internal(format!("parsing the batch failed: {e}")))??;
-    let changed = (!batch.reports.is_empty()).then(|| batch.host.clone());
+    // New peer points are evaluated too (`suspicious-peer`); they come at
+    // most once a minute per listener.
+    let changed = (!batch.reports.is_empty() || !batch.peers.is_empty()).then(|| batch.host.clone());
     let reports = batch.reports.len();
     // Not history: recorded once the batch is committed (its host exists then), in one transaction
     // of their own. A failure is a 500, and the agent sends the batch again: its reports are stored

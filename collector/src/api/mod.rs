@@ -156,15 +156,17 @@ impl AppState {
 
     /// State for a router with the alert task: the task to run beside the
     /// server (it ends when every copy of the state is dropped). The
-    /// periodic sweep runs while `sweep` is held ([`crate::lease`]).
+    /// periodic sweep runs while `sweep` is held ([`crate::lease`]); peers'
+    /// remotes are looked up in `threats` (`suspicious-peer`).
     pub fn with_alerts(
         store: Arc<dyn Store>,
         policy: Policy,
         sweep_every: std::time::Duration,
         notifier: Notifier,
         sweep: crate::lease::Lease,
+        threats: Arc<crate::threat::Lists>,
     ) -> (AppState, impl std::future::Future<Output = ()> + Send + 'static) {
-        let evaluator = Arc::new(Evaluator::new(store.clone(), policy, sweep_every));
+        let evaluator = Arc::new(Evaluator::new(store.clone(), policy, sweep_every).with_threats(threats));
         let (tx, rx) = mpsc::channel(evaluate::CHANGED_QUEUE);
         let sweep_now = Arc::new(Notify::new());
         let task = evaluate::run(evaluator.clone(), rx, sweep_now.clone(), notifier.clone(), sweep);

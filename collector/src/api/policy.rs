@@ -301,7 +301,7 @@ pub struct DriftParams {
     host: Option<String>,
     /// Only these kinds, comma-separated: unexpected-listener, missing-listener, owner-mismatch,
     /// exposure-widened, risky-port-exposed, host-silent, clock-skew, flapping, unbaselined, firewall-opened,
-    /// outside-view-disagrees.
+    /// outside-view-disagrees, suspicious-peer.
     #[param(value_type = Option<String>, example = "risky-port-exposed,owner-mismatch")]
     kind: Option<String>,
     /// Most findings: 1 to 100000 (default 10000).
