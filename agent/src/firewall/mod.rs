@@ -19,7 +19,10 @@
 //!
 //! A failure here never fails a scan: it degrades the answers to `unknown`.
 
+mod combine;
 mod eval;
+pub mod legacy;
+mod legacy_eval;
 pub mod ruleset;
 pub mod watch;
 
@@ -27,43 +30,90 @@ use std::io;
 use std::path::Path;
 use std::process::Command;
 
-use portwatch_common::{Exposure, Socket, State};
+use portwatch_common::{Exposure, Family, Socket, State};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::scan::{Linux, Scanner};
 
+pub use combine::both;
 pub use eval::{evaluate, Answer, Query, Reach};
+pub use legacy::Saved;
 pub use ruleset::Ruleset;
 
-/// Where `nft` is looked for when it is not on `PATH` (a service's `PATH`
-/// often lacks the sbin directories).
-const NFT_FALLBACKS: [&str; 2] = ["/usr/sbin/nft", "/sbin/nft"];
+/// Where a program run here (`nft`, `iptables-legacy-save`) is looked for
+/// when it is not on `PATH` (a service's `PATH` often lacks the sbin
+/// directories).
+const SBIN: [&str; 2] = ["/usr/sbin", "/sbin"];
 
 /// The packet filter of one network namespace, as far as it could be read.
 #[derive(Debug, Clone)]
 pub struct NamespaceRules {
     /// The nftables ruleset, or why it could not be read.
     pub ruleset: Result<Ruleset, String>,
-    /// The legacy iptables tables present, when there are any.
-    pub legacy: Option<String>,
+    /// The legacy iptables tables, when there are any.
+    pub legacy: Option<Legacy>,
+}
+
+/// The legacy iptables (x_tables) tables of one namespace.
+#[derive(Debug, Clone)]
+pub struct Legacy {
+    /// The tables present (`ip filter, ip6 filter`).
+    pub tables: String,
+    /// The IPv4 tables (`iptables-legacy-save`), or why they could not be
+    /// read; `None` when there is no IPv4 table.
+    pub ipv4: Option<Result<Saved, String>>,
+    /// The IPv6 tables (`ip6tables-legacy-save`), likewise.
+    pub ipv6: Option<Result<Saved, String>>,
+}
+
+impl Legacy {
+    /// The answer of the legacy tables of `family` for `query`; `None` when
+    /// that family has none (nothing of x_tables on its path).
+    pub fn answer(&self, family: Family, query: Query) -> Option<Answer> {
+        let (saved, command) = match family {
+            Family::Ipv4 => (self.ipv4.as_ref()?, "iptables-legacy"),
+            Family::Ipv6 => (self.ipv6.as_ref()?, "ip6tables-legacy"),
+        };
+        Some(match saved {
+            Ok(saved) => legacy_eval::evaluate(
+                saved,
+                command,
+                legacy_eval::Packet {
+                    family,
+                    proto: query.proto,
+                    port: query.port,
+                    dest: query.dest,
+                },
+            ),
+            Err(reason) => Answer::unknown(reason.clone()),
+        })
+    }
 }
 
 impl NamespaceRules {
-    /// The answer for a listener, from a ruleset already read.
+    /// The answer for a listener, from the rules already read: per family,
+    /// what nftables and the legacy tables say together ([`both`]: a packet
+    /// must pass both), and the listener reachable when either family is.
     pub fn answer(&self, query: Query) -> Answer {
-        let answer = match &self.ruleset {
+        let nft = |query: Query| match &self.ruleset {
             Ok(ruleset) => evaluate(ruleset, query),
-            Err(reason) => return Answer::unknown(reason.clone()),
+            Err(reason) => Answer::unknown(reason.clone()),
         };
-        match &self.legacy {
-            // A drop in nftables is final whatever iptables-legacy says.
-            Some(tables) if answer.reach != Reach::Filtered => Answer::unknown(format!(
-                "iptables-legacy not evaluated (tables {tables}); nftables alone says {}: {}",
-                answer.reach,
-                answer.describe()
-            )),
-            _ => answer,
-        }
+        let Some(legacy) = &self.legacy else {
+            return nft(query);
+        };
+        let per_family = query
+            .families()
+            .map(|family| {
+                let nft = nft(query.only(family));
+                let answer = match legacy.answer(family, query) {
+                    Some(legacy) => both(nft, legacy),
+                    None => nft,
+                };
+                (family, answer)
+            })
+            .collect();
+        eval::either_family(per_family)
     }
 
     /// Why nothing of this namespace could be decided, when that is so.
@@ -120,38 +170,74 @@ pub fn answers(scanner: &Scanner<Linux>, sockets: &[Socket]) -> (Vec<Option<Answ
 pub fn read_here() -> NamespaceRules {
     NamespaceRules {
         ruleset: list_ruleset().and_then(|json| Ruleset::parse(&json).map_err(|e| e.to_string())),
-        legacy: legacy_tables(Path::new("/proc/thread-self/net")),
+        legacy: read_legacy(Path::new("/proc/thread-self/net")),
     }
 }
 
-/// `nft -j list ruleset`, run in the calling thread's namespace (a child
-/// process inherits the namespaces of the thread that forks it).
-fn list_ruleset() -> Result<Vec<u8>, String> {
-    let run = |program: &str| Command::new(program).args(["-j", "list", "ruleset"]).output();
-    let mut output = run("nft");
-    for fallback in NFT_FALLBACKS {
+/// The legacy tables of the calling thread's namespace (whose
+/// `/proc/.../net` is `net_dir`), read with `iptables-legacy-save` and
+/// `ip6tables-legacy-save` for the families that have tables: a family
+/// without tables is not asked, since the tools would load x_tables modules
+/// (and make tables) where there were none.
+fn read_legacy(net_dir: &Path) -> Option<Legacy> {
+    let tables = legacy_tables(net_dir)?;
+    let read = |names: &str, program: &str| {
+        let present = std::fs::read_to_string(net_dir.join(names)).is_ok_and(|t| !t.trim().is_empty());
+        present.then(|| {
+            let text = run_here(program, &[])?;
+            let text = String::from_utf8_lossy(&text);
+            Saved::parse(&text).map_err(|e| format!("{program}: {e}"))
+        })
+    };
+    Some(Legacy {
+        tables,
+        ipv4: read("ip_tables_names", "iptables-legacy-save"),
+        ipv6: read("ip6_tables_names", "ip6tables-legacy-save"),
+    })
+}
+
+/// Runs `program args` in the calling thread's namespace (found on `PATH`
+/// or in the sbin directories) and returns its standard output, or why it
+/// failed.
+fn run_here(program: &str, args: &[&str]) -> Result<Vec<u8>, String> {
+    let run = |path: &str| Command::new(path).args(args).output();
+    let mut output = run(program);
+    for dir in SBIN {
         match &output {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => output = run(fallback),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => output = run(&format!("{dir}/{program}")),
             _ => break,
         }
     }
     let output = match output {
         Ok(output) => output,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err("nft not found: install nftables to evaluate the firewall".to_owned())
+            return Err(format!(
+                "{program} not found: install {} to evaluate the firewall",
+                if program == "nft" { "nftables" } else { "iptables" }
+            ))
         }
-        Err(e) => return Err(format!("cannot run nft: {e}")),
+        Err(e) => return Err(format!("cannot run {program}: {e}")),
     };
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+        let command = std::iter::once(program)
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ");
         return Err(format!(
-            "nft -j list ruleset failed ({}): {}",
+            "{command} failed ({}): {}",
             output.status,
             portwatch_common::text::escape(first.trim())
         ));
     }
     Ok(output.stdout)
+}
+
+/// `nft -j list ruleset`, run in the calling thread's namespace (a child
+/// process inherits the namespaces of the thread that forks it).
+fn list_ruleset() -> Result<Vec<u8>, String> {
+    run_here("nft", &["-j", "list", "ruleset"])
 }
 
 /// The legacy iptables tables of a namespace (`ip_tables_names`,
