@@ -1,21 +1,29 @@
 //! Firewall-aware reachability: what the host's packet filter does with a
 //! new inbound connection to a listener, per network namespace.
 //!
-//! Parsing and evaluation ([`ruleset`], [`evaluate`]) are pure: they take
-//! the JSON `nft -j list ruleset` prints, and are tested on captured
-//! rulesets (`agent/tests/firewall/`). Reading a namespace's ruleset
-//! ([`read_here`]) runs `nft` in the calling thread's network namespace; the
+//! Parsing and evaluation are pure: [`ruleset`] and `eval` take the JSON
+//! `nft -j list ruleset` prints, [`legacy`] and `legacy_eval` the text
+//! `iptables-save` prints, and both are tested on captured rulesets
+//! (`agent/tests/firewall/`). Reading a namespace's rules ([`read_here`])
+//! runs `nft`, and `iptables-legacy-save`/`ip6tables-legacy-save` where
+//! legacy tables exist, in the calling thread's network namespace; the
 //! scanner's namespace thread calls it in each namespace it enters.
 //!
 //! What is read and what is not:
 //! - nftables, including iptables-nft (whose rules are nftables rules), on
 //!   the `prerouting` (type filter) and `input` hooks of the `ip`, `ip6` and
 //!   `inet` families;
-//! - legacy iptables (x_tables, `/proc/net/ip_tables_names`) is not
-//!   evaluated: where legacy tables exist, an answer that nftables does not
-//!   already make `filtered` is `unknown` ("iptables-legacy not evaluated");
+//! - legacy iptables (x_tables), for each family with tables in
+//!   `/proc/net/ip_tables_names` (`ip6_tables_names`): `raw` and `mangle`
+//!   PREROUTING, `mangle` INPUT, `filter` INPUT and `security` INPUT, not
+//!   `nat`. Both filters run on the kernel's path, so a packet must pass
+//!   both ([`both`]): filtered by either is filtered, unknown by either
+//!   (and filtered by neither) is unknown, restricted by either is
+//!   restricted, open only when both are open;
 //! - no `nft` binary, or no permission (`CAP_NET_ADMIN`) to list the
-//!   ruleset: every answer of that namespace is `unknown`, with the reason.
+//!   ruleset: nftables' answers of that namespace are `unknown`, with the
+//!   reason (and so is every answer legacy iptables does not filter); the
+//!   same for `iptables-legacy-save` where legacy tables exist.
 //!
 //! A failure here never fails a scan: it degrades the answers to `unknown`.
 
@@ -116,9 +124,16 @@ impl NamespaceRules {
         eval::either_family(per_family)
     }
 
-    /// Why nothing of this namespace could be decided, when that is so.
+    /// Why the rules of this namespace could not be read, when that is so:
+    /// the nftables ruleset, else legacy tables (its answers are then
+    /// `unknown` where they are not `filtered` by what could be read).
     pub fn unavailable(&self) -> Option<&str> {
-        self.ruleset.as_ref().err().map(String::as_str)
+        let legacy = self.legacy.iter().flat_map(|l| [&l.ipv4, &l.ipv6]).flatten();
+        self.ruleset
+            .as_ref()
+            .err()
+            .or_else(|| legacy.filter_map(|r| r.as_ref().err()).next())
+            .map(String::as_str)
     }
 }
 

@@ -429,6 +429,11 @@ fn nftables_and_legacy_iptables_must_both_accept() {
     assert_eq!(open.reach, Reach::Unknown);
     assert!(open.rule.starts_with("iptables-legacy-save not found"), "{}", open.rule);
     assert_eq!(unreadable.answer(q(3306)).reach, Reach::Filtered);
+    // And the scan warns of it, as of an unreadable nftables ruleset.
+    assert_eq!(
+        unreadable.unavailable(),
+        Some("iptables-legacy-save not found: install iptables to evaluate the firewall")
+    );
 }
 
 #[test]
