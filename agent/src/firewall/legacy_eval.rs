@@ -175,6 +175,8 @@ enum Target {
     Goto(String),
     /// Leaves the verdict alone (`LOG`, `NFLOG`, no target).
     Continue,
+    /// A user chain of the table, or else an extension not evaluated.
+    Named(String),
     Unknown(String),
 }
 
@@ -260,8 +262,7 @@ fn read_rule(rule: &Rule, packet: Packet) -> Spec {
                     (_, "DROP" | "REJECT") => Target::Drop,
                     (_, "RETURN") => Target::Return,
                     (_, "LOG" | "NFLOG") => Target::Continue,
-                    (_, chain) if is_user_chain(chain) => Target::Jump(chain.to_owned()),
-                    (_, other) => Target::Unknown(format!("target {other}")),
+                    (_, name) => Target::Named(name.to_owned()),
                 };
                 break;
             }
@@ -270,13 +271,6 @@ fn read_rule(rule: &Rule, packet: Packet) -> Spec {
         tests.push(t);
     }
     Spec { tests, target }
-}
-
-/// Whether a target names a chain rather than an extension: extensions are
-/// upper case (`ACCEPT`, `MASQUERADE`, `CT`), user chains are not always,
-/// and a jump to a missing chain is told when it is taken.
-fn is_user_chain(name: &str) -> bool {
-    name.chars().any(|c| c.is_ascii_lowercase()) || !name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
 }
 
 fn test_proto(p: &str, proto: Proto, neg: bool) -> Test {
@@ -451,8 +445,15 @@ fn walk<'a>(
             work.push(other);
             path.assumed.push(cond);
         }
-        match spec.target {
+        let target = match spec.target {
+            // A chain of the table (`DOCKER`, `svc`), else an extension (`MARK`, `CT`).
+            Target::Named(name) if table.chain(&name).is_some() => Target::Jump(name),
+            Target::Named(name) => Target::Unknown(format!("target {name}")),
+            target => target,
+        };
+        match target {
             Target::Continue => continue 'rules,
+            Target::Named(name) => return End::Unknown(format!("{here}: target {name} not evaluated")),
             Target::Unknown(what) => return End::Unknown(format!("{here}: {what} not evaluated")),
             Target::Accept => {
                 return End::Accept {
@@ -545,5 +546,55 @@ fn decide(chain_ref: &str, ends: Vec<End>) -> Answer {
         reach: Reach::Restricted,
         sources,
         rule: accepts[0].1.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(net: &str, negated: bool) -> Cond {
+        let net: IpNet = net.parse().unwrap();
+        Cond {
+            about: About::Source(net),
+            text: format!("-s {net}"),
+            negated,
+        }
+    }
+
+    #[test]
+    fn what_a_path_assumed_of_its_source_decides_nested_and_disjoint_prefixes() {
+        let in_10 = [source("10.0.0.0/8", false)];
+        assert_eq!(source("10.0.0.0/8", false).given(&in_10), Some(true));
+        assert_eq!(source("10.0.0.0/8", true).given(&in_10), Some(false));
+        // Inside a wider prefix: true; beside it: false; narrower: not known.
+        assert_eq!(source("10.0.0.0/7", false).given(&in_10), Some(true));
+        assert_eq!(source("192.168.0.0/16", false).given(&in_10), Some(false));
+        assert_eq!(source("192.168.0.0/16", true).given(&in_10), Some(true));
+        assert_eq!(source("10.1.0.0/16", false).given(&in_10), None);
+        // Outside 10.0.0.0/8: outside every prefix within it, else not known.
+        let not_10 = [source("10.0.0.0/8", true)];
+        assert_eq!(source("10.1.0.0/16", false).given(&not_10), Some(false));
+        assert_eq!(source("10.1.0.0/16", true).given(&not_10), Some(true));
+        assert_eq!(source("172.16.0.0/12", false).given(&not_10), None);
+        // A destination assumed says nothing of the source.
+        let dest = [Cond {
+            about: About::Dest("10.0.0.0/8".parse().unwrap()),
+            text: "-d 10.0.0.0/8".to_owned(),
+            negated: false,
+        }];
+        assert_eq!(source("10.0.0.0/8", false).given(&dest), None);
+    }
+
+    #[test]
+    fn port_lists_read_ranges_and_open_ends() {
+        assert_eq!(ports("22"), Some(vec![(22, 22)]));
+        assert_eq!(
+            ports("80,443,8000:8100"),
+            Some(vec![(80, 80), (443, 443), (8000, 8100)])
+        );
+        assert_eq!(ports(":1023"), Some(vec![(0, 1023)]));
+        assert_eq!(ports("1024:"), Some(vec![(1024, u16::MAX)]));
+        assert_eq!(ports("ssh"), None);
     }
 }

@@ -348,6 +348,30 @@ fn a_legacy_log_target_goes_on_and_an_unknown_match_is_unknown() {
 }
 
 #[test]
+fn a_legacy_target_is_a_chain_of_the_table_whatever_its_case_else_unknown() {
+    let r = legacy_only(Some("legacy_chains"), None);
+    let admins = legacy_tcp4(&r, "0.0.0.0", 22);
+    assert_eq!(admins.reach, Reach::Restricted, "{admins:?}");
+    assert_eq!(admins.sources, ["-s 10.2.0.0/16"]);
+    assert_eq!(
+        admins.rule,
+        "iptables-legacy filter ADMINS rule 1: -A ADMINS -s 10.2.0.0/16 -j ACCEPT"
+    );
+    let addrtype = legacy_tcp4(&r, "0.0.0.0", 2222);
+    assert_eq!(addrtype.reach, Reach::Unknown, "{addrtype:?}");
+    assert!(
+        addrtype.rule.ends_with("-m addrtype not evaluated"),
+        "{}",
+        addrtype.rule
+    );
+    let queue = legacy_tcp4(&r, "0.0.0.0", 2223);
+    assert_eq!(queue.reach, Reach::Unknown, "{queue:?}");
+    assert!(queue.rule.ends_with("target NFQUEUE not evaluated"), "{}", queue.rule);
+    // Rules for other ports are skipped whatever they hold.
+    assert_eq!(legacy_tcp4(&r, "0.0.0.0", 2224).reach, Reach::Filtered);
+}
+
+#[test]
 fn a_drop_in_the_legacy_raw_table_is_final() {
     let r = legacy_only(Some("legacy_services"), None);
     let udp = r.answer(Query::for_listener(
