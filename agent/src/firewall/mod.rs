@@ -196,13 +196,15 @@ pub fn read_here() -> NamespaceRules {
 /// (and make tables) where there were none.
 fn read_legacy(net_dir: &Path) -> Option<Legacy> {
     let tables = legacy_tables(net_dir)?;
-    let read = |names: &str, program: &str| {
-        let present = std::fs::read_to_string(net_dir.join(names)).is_ok_and(|t| !t.trim().is_empty());
-        present.then(|| {
-            let text = run_here(program, &[])?;
-            let text = String::from_utf8_lossy(&text);
-            Saved::parse(&text).map_err(|e| format!("{program}: {e}"))
-        })
+    let read = |names: &str, program: &str| match std::fs::read_to_string(net_dir.join(names)) {
+        Ok(present) if !present.trim().is_empty() => Some(
+            run_here(program, &[])
+                .and_then(|text| Saved::parse(&String::from_utf8_lossy(&text)).map_err(|e| format!("{program}: {e}"))),
+        ),
+        Ok(_) => None,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        // Not known to be empty: its answers cannot be had.
+        Err(e) => Some(Err(format!("cannot read {names}: {e}"))),
     };
     Some(Legacy {
         tables,
@@ -257,12 +259,17 @@ fn list_ruleset() -> Result<Vec<u8>, String> {
 
 /// The legacy iptables tables of a namespace (`ip_tables_names`,
 /// `ip6_tables_names` under its `/proc/<...>/net`), joined; `None` when
-/// there is none (or the kernel has no x_tables loaded).
+/// there is none (or the kernel has no x_tables loaded). A names file that
+/// exists but cannot be read (no `CAP_DAC_READ_SEARCH` for a non-root
+/// agent: it is root's, mode 0440) is not taken for an empty one: it is
+/// named as unreadable, and [`read_here`] answers its family `unknown`.
 pub fn legacy_tables(net_dir: &Path) -> Option<String> {
     let mut tables = Vec::new();
     for (file, family) in [("ip_tables_names", "ip"), ("ip6_tables_names", "ip6")] {
-        if let Ok(text) = std::fs::read_to_string(net_dir.join(file)) {
-            tables.extend(text.split_whitespace().map(|t| format!("{family} {t}")));
+        match std::fs::read_to_string(net_dir.join(file)) {
+            Ok(text) => tables.extend(text.split_whitespace().map(|t| format!("{family} {t}"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tables.push(format!("{family} (unreadable: {})", e.kind())),
         }
     }
     (!tables.is_empty()).then(|| tables.join(", "))

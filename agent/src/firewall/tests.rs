@@ -482,6 +482,20 @@ fn legacy_tables_are_read_from_the_names_files() {
 }
 
 #[test]
+fn an_unreadable_legacy_names_file_is_not_taken_for_no_tables() {
+    let dir = std::env::temp_dir().join(format!("portwatch-legacy-unreadable-{}", std::process::id()));
+    // A directory where the file should be: read_to_string fails, and not with NotFound.
+    std::fs::create_dir_all(dir.join("ip_tables_names")).unwrap();
+    let tables = legacy_tables(&dir).unwrap_or_default();
+    assert!(tables.starts_with("ip (unreadable: "), "{tables}");
+    let legacy = read_legacy(&dir).expect("legacy tables, if unreadable");
+    let reason = legacy.ipv4.expect("IPv4 is not known to be empty").unwrap_err();
+    assert!(reason.starts_with("cannot read ip_tables_names: "), "{reason}");
+    assert!(legacy.ipv6.is_none(), "no IPv6 names file: no IPv6 tables");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_document_that_is_not_a_ruleset_is_an_error() {
     assert!(Ruleset::parse(b"{\"rules\": []}").is_err());
     assert!(Ruleset::parse(b"not json").is_err());
