@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Tools the end-to-end tests drive: ss and ip (iproute2), setpriv (util-linux),
+# Tools the end-to-end tests drive: ss and ip (iproute2), setpriv (util-linux), nft (nftables),
+# iptables-legacy (iptables),
 # openssl (a private CA for the HTTPS tests), systemd-analyze (the units' system
 # call filters), promtool and a Prometheus server (prometheus: the metrics and the
 # example rules), an Alertmanager (prometheus-alertmanager: the Alertmanager sink),
@@ -25,6 +26,8 @@ command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
+# iptables-legacy and iptables-legacy-save: the legacy iptables tests (tests/tests/firewall.rs).
+command -v iptables-legacy-save >/dev/null 2>&1 || missing+=(iptables)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # tests/tests/probe.rs reads /metrics from inside a network namespace with it.
 command -v curl >/dev/null 2>&1 || missing+=(curl)

@@ -61,7 +61,8 @@ pub struct Config {
     /// With kernel events, how often a full scan checks what they said.
     #[serde(default = "default_safety_scan_interval", deserialize_with = "duration")]
     pub safety_scan_interval: Duration,
-    /// Read the host's firewall (nftables, in every network namespace) and
+    /// Read the host's firewall (nftables, and legacy iptables where a
+    /// namespace has legacy tables, in every network namespace) and
     /// report with each listener beyond loopback what it does with new
     /// inbound connections: open, restricted, filtered or unknown. Needs
     /// `CAP_NET_ADMIN` to list the rulesets (without it: unknown, with a

@@ -159,7 +159,7 @@ struct ScanArgs {
     /// sock_diag misbehaves). IPv6 dual-stack is then inferred from net.ipv6.bindv6only.
     #[arg(long)]
     proc_net: bool,
-    /// Do not read the firewall: no `nft` is run, and the FIREWALL column shows `-` (JSON: null).
+    /// Do not read the firewall: no `nft` or `iptables-legacy-save` is run, and the FIREWALL column shows `-` (JSON: null).
     #[arg(long)]
     no_firewall: bool,
     /// Also summarize each TCP listener's established connections: how many, from how many distinct remote

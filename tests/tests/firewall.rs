@@ -2,8 +2,12 @@
 //! `nft -f` in a network namespace made for the test, a real listener in it,
 //! and `portwatch-agent scan --json` reading the ruleset from inside it.
 //!
-//! Every test needs root (`ip netns add`, `nft -f`) and the `nft` binary
-//! (`tests/run.sh` installs nftables); CI runs as root.
+//! Legacy iptables likewise: real `iptables-legacy` rules in a namespace,
+//! read by the agent with `iptables-legacy-save` there.
+//!
+//! Every test needs root (`ip netns add`, `nft -f`, `iptables-legacy`) and
+//! the `nft` and `iptables-legacy` binaries (`tests/run.sh` installs
+//! nftables and iptables); CI runs as root.
 
 // The helpers below are test code: a failure is a panic with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -166,6 +170,10 @@ struct Pair {
     server: Netns,
     client: Netns,
     server_addr: String,
+    /// N, and the veth ends in the server's and the client's namespace.
+    n: u32,
+    server_dev: String,
+    client_dev: String,
 }
 
 fn veth_pair(tag: &str) -> Pair {
@@ -219,6 +227,9 @@ fn veth_pair(tag: &str) -> Pair {
         server,
         client,
         server_addr: format!("10.231.{n}.1"),
+        n,
+        server_dev: a,
+        client_dev: b,
     }
 }
 
@@ -361,4 +372,158 @@ fn a_rule_change_that_opens_a_filtered_database_reaches_history_and_raises_firew
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
     let risky = findings("risky-port-exposed");
     assert_eq!(risky[0]["severity"], "critical", "open now: {risky:#?}");
+}
+
+fn iptables_legacy_in(ns: &Netns, args: &[&str]) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "iptables-legacy"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run iptables-legacy (install iptables; tests/run.sh does): {e}"));
+    assert!(
+        out.status.success(),
+        "iptables-legacy {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Legacy iptables rules are evaluated, and the traffic agrees: behind a
+/// DROP policy with ssh accepted from 10.0.0.0/8, ssh is `restricted` to it
+/// and the database `filtered`; from the peer namespace's 10.231.N.2 ssh
+/// connects and the database does not; from its 192.168.N.2 (outside
+/// 10.0.0.0/8, on the same veth) ssh does not either.
+#[test]
+fn legacy_iptables_restricts_ssh_to_a_subnet_and_filters_a_database_as_the_traffic_does_root_only() {
+    require_root("legacy_iptables_restricts_ssh_to_a_subnet_and_filters_a_database_as_the_traffic_does_root_only");
+    let pair = veth_pair("fwleg");
+    let n = pair.n;
+    for (ns, addr, dev) in [
+        (&pair.server, format!("192.168.{n}.1/24"), &pair.server_dev),
+        (&pair.client, format!("192.168.{n}.2/24"), &pair.client_dev),
+    ] {
+        let out = Command::new("ip")
+            .args(["-n", &ns.name, "addr", "add", &addr, "dev", dev])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    iptables_legacy_in(&pair.server, &["-P", "INPUT", "DROP"]);
+    iptables_legacy_in(
+        &pair.server,
+        &[
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "22",
+            "-s",
+            "10.0.0.0/8",
+            "-j",
+            "ACCEPT",
+        ],
+    );
+    let _listeners = Listeners::start(
+        &["ip", "netns", "exec", &pair.server.name],
+        &["tcp4:0.0.0.0:22", "tcp4:0.0.0.0:5432"],
+    )
+    .unwrap();
+
+    let (sockets, stderr) = scan(&pair.server);
+    let ssh = on(&sockets, 22, "0.0.0.0");
+    assert_eq!(ssh["firewall"], "restricted", "{ssh:#}");
+    assert_eq!(ssh["firewall_sources"], serde_json::json!(["-s 10.0.0.0/8"]), "{ssh:#}");
+    assert_eq!(
+        ssh["firewall_rule"],
+        "iptables-legacy filter INPUT rule 1: -A INPUT -s 10.0.0.0/8 -p tcp -m tcp --dport 22 -j ACCEPT (from -s 10.0.0.0/8)",
+        "{ssh:#}"
+    );
+    let db = on(&sockets, 5432, "0.0.0.0");
+    assert_eq!(db["firewall"], "filtered", "{db:#}");
+    assert_eq!(
+        db["firewall_rule"], "iptables-legacy filter INPUT policy DROP",
+        "{db:#}"
+    );
+    assert!(!stderr.contains("firewall"), "{stderr}");
+
+    assert!(
+        connects(&pair.client, &pair.server_addr, 22),
+        "ssh from 10.231.{n}.2, inside 10.0.0.0/8, is accepted"
+    );
+    assert!(
+        !connects(&pair.client, &pair.server_addr, 5432),
+        "the database is dropped by the policy"
+    );
+    assert!(
+        !connects(&pair.client, &format!("192.168.{n}.1"), 22),
+        "ssh from 192.168.{n}.2, outside 10.0.0.0/8, is dropped"
+    );
+}
+
+/// The daemon sees legacy iptables change although the nftables generation
+/// does not move: tables made in a namespace already read are read at once
+/// (the database goes from `open` to `filtered` in history), and a rule
+/// added to them is read within the minute's re-read (`open` again), each
+/// as the traffic behaves.
+#[test]
+fn the_daemon_reads_legacy_iptables_again_when_tables_appear_and_every_minute_root_only() {
+    require_root("the_daemon_reads_legacy_iptables_again_when_tables_appear_and_every_minute_root_only");
+    const HOST: &str = "fw-legacy-1";
+    let pair = veth_pair("fwlegd");
+    let _db = Listeners::start(&["ip", "netns", "exec", &pair.server.name], &["tcp4:0.0.0.0:5432"]).unwrap();
+    let dir = TempDir::new("fwlegd").unwrap();
+    let db = dir.path.join("collector.db");
+    let config = dir.path.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:0\"\ndb = {:?}\n", db.to_str().unwrap()),
+    )
+    .unwrap();
+    let agent_token = portwatch_tests::create_token(&db, &["--host", HOST]).unwrap();
+    let read = portwatch_tests::create_token(&db, &["--role", "read", "--name", "ops"]).unwrap();
+    let collector =
+        portwatch_tests::Collector::serve(&db, &[std::ffi::OsStr::new("--config"), config.as_os_str()]).unwrap();
+    let _agent =
+        portwatch_tests::Agent::start(&collector.url, &agent_token, HOST, "200ms", &dir.path.join("spool")).unwrap();
+    let netns = pair.server.inode().unwrap();
+    let reach_now = || -> Option<(String, String)> {
+        let rows = portwatch_tests::portwatch_json(&collector.url, &read, &["ports", "--host", HOST]).ok()?;
+        let row = rows
+            .as_array()?
+            .iter()
+            .find(|r| r["local_port"] == 5432 && r["netns"] == netns)?
+            .clone();
+        Some((
+            row["firewall"]["reach"].as_str()?.to_owned(),
+            row["firewall"]["rule"].as_str()?.to_owned(),
+        ))
+    };
+    let settle = std::time::Duration::from_secs(30);
+    let first = portwatch_tests::eventually(settle, reach_now).expect("the listener reaches history");
+    assert_eq!(first.0, "open", "no firewall at all yet: {first:?}");
+    assert!(connects(&pair.client, &pair.server_addr, 5432));
+
+    iptables_legacy_in(&pair.server, &["-P", "INPUT", "DROP"]);
+    assert!(!connects(&pair.client, &pair.server_addr, 5432), "the policy drops it");
+    let filtered = portwatch_tests::eventually(settle, || reach_now().filter(|(r, _)| r == "filtered"))
+        .expect("the new legacy tables are read without waiting for the minute's re-read");
+    assert_eq!(filtered.1, "iptables-legacy filter INPUT policy DROP");
+
+    iptables_legacy_in(
+        &pair.server,
+        &["-A", "INPUT", "-p", "tcp", "--dport", "5432", "-j", "ACCEPT"],
+    );
+    assert!(
+        connects(&pair.client, &pair.server_addr, 5432),
+        "the accept rule lets it in"
+    );
+    // Bounded by the minute's re-read and a margin, not a timing assertion.
+    let open = portwatch_tests::eventually(std::time::Duration::from_secs(120), || {
+        reach_now().filter(|(r, _)| r == "open")
+    })
+    .expect("the rule added to the legacy tables is read again within the minute");
+    assert_eq!(
+        open.1,
+        "iptables-legacy filter INPUT rule 1: -A INPUT -p tcp -m tcp --dport 5432 -j ACCEPT"
+    );
 }

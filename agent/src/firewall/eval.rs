@@ -101,6 +101,9 @@ pub struct Query {
     pub ipv4: bool,
     /// Whether IPv6 packets reach it.
     pub ipv6: bool,
+    /// The address it is bound to, when not a wildcard (an IPv4-mapped
+    /// address as the IPv4 address it is): the packets' destination.
+    pub dest: Option<std::net::IpAddr>,
 }
 
 impl Query {
@@ -113,12 +116,34 @@ impl Query {
             std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => (true, false),
             std::net::IpAddr::V6(_) => (dual_stack, true),
         };
+        let dest = match addr {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        let dest = (!dest.is_unspecified()).then_some(dest);
         Query {
             proto,
             port,
             ipv4,
             ipv6,
+            dest,
         }
+    }
+
+    /// This query for the packets of `family` alone.
+    pub fn only(self, family: Family) -> Query {
+        Query {
+            ipv4: family == Family::Ipv4,
+            ipv6: family == Family::Ipv6,
+            ..self
+        }
+    }
+
+    /// The families whose packets reach the listener.
+    pub fn families(self) -> impl Iterator<Item = Family> {
+        [(self.ipv4, Family::Ipv4), (self.ipv6, Family::Ipv6)]
+            .into_iter()
+            .filter_map(|(yes, family)| yes.then_some(family))
     }
 }
 
@@ -143,7 +168,7 @@ fn packet(query: Query, family: Family) -> Packet {
 }
 
 /// A listener reachable over two families is reachable when either is.
-fn either_family(mut answers: Vec<(Family, Answer)>) -> Answer {
+pub(super) fn either_family(mut answers: Vec<(Family, Answer)>) -> Answer {
     if answers.len() == 1 {
         return answers.remove(0).1;
     }

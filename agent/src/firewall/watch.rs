@@ -10,7 +10,10 @@
 //! microseconds, where running `nft -j list ruleset` costs a process and
 //! about a millisecond of CPU. Where the generation cannot be read (no
 //! `CAP_NET_ADMIN`, a kernel without nf_tables), the ruleset is read again
-//! every [`REREAD_UNCHANGED`] instead.
+//! every [`REREAD_UNCHANGED`] instead. Legacy iptables (x_tables) has no
+//! generation: where a namespace has legacy tables, its rules are read again
+//! every [`REREAD_UNCHANGED`] too, and at once when tables are made or
+//! removed there (its `ip_tables_names`, read at every check).
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -21,7 +24,7 @@ use netlink_sys::{Socket, SocketAddr};
 use portwatch_common::{Exposure, Firewall, Listener, Snapshot};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
-use super::{read_here, NamespaceRules, Query};
+use super::{legacy_tables, read_here, NamespaceRules, Query};
 use crate::scan::{Linux, Scanner};
 
 /// How often a namespace's ruleset is read again when its generation
@@ -120,14 +123,45 @@ pub fn generation_here() -> Result<u32, String> {
     parse_generation(&buf[..n]).map_err(|e| e.to_string())
 }
 
-/// The nftables generation of each namespace of `wanted`, where it can be read.
-fn generations(scanner: &Scanner<Linux>, wanted: &HashSet<u64>) -> HashMap<u64, Option<u32>> {
+/// What is checked of a namespace at every refresh, cheaply: its nftables
+/// generation (where it can be read) and its legacy iptables tables (which
+/// the generation does not count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Probe {
+    generation: Option<u32>,
+    legacy_tables: Option<String>,
+}
+
+/// The probe of each namespace of `wanted`, where it could be entered.
+fn probes(scanner: &Scanner<Linux>, wanted: &HashSet<u64>) -> HashMap<u64, Probe> {
     scanner
         .os()
-        .in_namespaces(wanted, |_| generation_here())
+        .in_namespaces(wanted, |_| Probe {
+            generation: generation_here().ok(),
+            legacy_tables: legacy_tables(std::path::Path::new("/proc/thread-self/net")),
+        })
         .into_iter()
-        .map(|(netns, g)| (netns, g.ok().and_then(Result::ok)))
+        .filter_map(|(netns, p)| Some((netns, p.ok()?)))
         .collect()
+}
+
+/// Whether a namespace's rules must be read again: never read; legacy
+/// tables made or removed since; else, with a generation, when it moved or
+/// (legacy tables' rules having no generation) every [`REREAD_UNCHANGED`]
+/// where legacy tables exist; without one, every [`REREAD_UNCHANGED`].
+fn must_read(known: Option<&Known>, probe: &Probe, now: Instant) -> bool {
+    let Some(k) = known else {
+        return true;
+    };
+    let due = now.duration_since(k.read_at) >= REREAD_UNCHANGED;
+    let legacy_then = k.rules.legacy.as_ref().map(|l| l.tables.as_str());
+    if legacy_then != probe.legacy_tables.as_deref() {
+        return true;
+    }
+    match probe.generation {
+        None => due,
+        Some(g) => k.generation != Some(g) || (legacy_then.is_some() && due),
+    }
 }
 
 /// What is known of one namespace's packet filter.
@@ -182,39 +216,29 @@ impl Watch {
             return false;
         }
         let now = Instant::now();
-        let generations = generations(scanner, wanted);
+        let probes = probes(scanner, wanted);
         let stale: HashSet<u64> = wanted
             .iter()
             .copied()
             .filter(|netns| {
-                let generation = generations.get(netns).copied().flatten();
-                let Some(k) = self.known.get(netns) else {
-                    return true; // never read
-                };
-                let due = now.duration_since(k.read_at) >= REREAD_UNCHANGED;
-                match generation {
-                    // No generation to go by: read again, no more often than REREAD_UNCHANGED.
-                    None => due,
-                    // Moved, or legacy tables (which it does not count) read long enough ago.
-                    Some(g) => k.generation != Some(g) || (k.rules.legacy.is_some() && due),
-                }
+                let known = self.known.get(netns);
+                // Not entered to be probed: as if nothing could be read of it.
+                let probe = probes.get(netns).cloned().unwrap_or_else(|| Probe {
+                    generation: None,
+                    legacy_tables: known.and_then(|k| k.rules.legacy.as_ref()).map(|l| l.tables.clone()),
+                });
+                must_read(known, &probe, now)
             })
             .collect();
         if stale.is_empty() {
             return false;
         }
-        self.read(scanner, &stale, &generations, now);
+        self.read(scanner, &stale, &probes, now);
         true
     }
 
-    /// Reads the rulesets of the namespaces `stale`, at `generations`.
-    fn read(
-        &mut self,
-        scanner: &Scanner<Linux>,
-        stale: &HashSet<u64>,
-        generations: &HashMap<u64, Option<u32>>,
-        now: Instant,
-    ) {
+    /// Reads the rulesets of the namespaces `stale`, at the generations `probes` read.
+    fn read(&mut self, scanner: &Scanner<Linux>, stale: &HashSet<u64>, probes: &HashMap<u64, Probe>, now: Instant) {
         self.answers.retain(|(netns, _), _| !stale.contains(netns));
         for (netns, read) in scanner.os().in_namespaces(stale, |_| read_here()) {
             let rules = read.unwrap_or_else(|reason| NamespaceRules {
@@ -233,7 +257,7 @@ impl Watch {
             self.known.insert(
                 netns,
                 Known {
-                    generation: generations.get(&netns).copied().flatten(),
+                    generation: probes.get(&netns).and_then(|p| p.generation),
                     read_at: now,
                     rules,
                 },
@@ -251,7 +275,7 @@ impl Watch {
         if evaluated(listener) && !self.known.contains_key(&listener.netns) {
             scanner.os_mut().note_namespace(listener.netns, pid);
             let wanted = HashSet::from_iter([listener.netns]);
-            self.read(scanner, &wanted, &generations(scanner, &wanted), Instant::now());
+            self.read(scanner, &wanted, &probes(scanner, &wanted), Instant::now());
         }
         self.firewall_of(listener)
     }
@@ -353,6 +377,69 @@ mod tests {
         long.extend(attr(NFTA_GEN_ID, &[0, 0, 0, 1]));
         long[20] = 200; // an attribute length past the message
         assert!(matches!(parse_generation(&long), Err(GenerationError::Unreadable(_))));
+    }
+
+    fn known(generation: Option<u32>, legacy: Option<&str>, read_at: Instant) -> Known {
+        Known {
+            generation,
+            read_at,
+            rules: NamespaceRules {
+                ruleset: Err("not read in this test".to_owned()),
+                legacy: legacy.map(|tables| super::super::Legacy {
+                    tables: tables.to_owned(),
+                    ipv4: None,
+                    ipv6: None,
+                }),
+            },
+        }
+    }
+
+    fn probe(generation: Option<u32>, legacy: Option<&str>) -> Probe {
+        Probe {
+            generation,
+            legacy_tables: legacy.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn legacy_rules_are_read_again_every_minute_and_new_tables_at_once() {
+        let now = Instant::now();
+        let fresh = now;
+        let old = now - REREAD_UNCHANGED;
+        assert!(must_read(None, &probe(Some(1), None), now), "never read");
+        // nftables alone, generation unchanged: not again, however old.
+        assert!(!must_read(Some(&known(Some(1), None, old)), &probe(Some(1), None), now));
+        assert!(
+            must_read(Some(&known(Some(1), None, fresh)), &probe(Some(2), None), now),
+            "moved"
+        );
+        // Legacy tables, generation unchanged: again once a minute.
+        let legacy = Some("ip filter");
+        assert!(!must_read(
+            Some(&known(Some(1), legacy, fresh)),
+            &probe(Some(1), legacy),
+            now
+        ));
+        assert!(must_read(
+            Some(&known(Some(1), legacy, old)),
+            &probe(Some(1), legacy),
+            now
+        ));
+        assert!(must_read(Some(&known(None, legacy, old)), &probe(None, legacy), now));
+        // Legacy tables made (or removed) since the last read: at once.
+        assert!(must_read(
+            Some(&known(Some(1), None, fresh)),
+            &probe(Some(1), legacy),
+            now
+        ));
+        assert!(must_read(
+            Some(&known(Some(1), legacy, fresh)),
+            &probe(Some(1), None),
+            now
+        ));
+        // No generation to go by: once a minute.
+        assert!(!must_read(Some(&known(None, None, fresh)), &probe(None, None), now));
+        assert!(must_read(Some(&known(None, None, old)), &probe(None, None), now));
     }
 
     #[test]
