@@ -41,6 +41,9 @@ pub fn missing() -> Option<String> {
     })
 }
 
+/// How long a script run in the page may take before WebDriver gives up on it.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// A chromedriver process and one headless Chromium session in it; both
 /// end on drop.
 pub struct Browser {
@@ -74,7 +77,7 @@ impl Browser {
             .context("cannot start chromedriver")?;
         let http = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
+            .timeout_global(Some(SCRIPT_TIMEOUT + Duration::from_secs(30)))
             .build()
             .new_agent();
         let mut browser = Browser {
@@ -106,6 +109,10 @@ impl Browser {
                     "browserName": "chrome",
                     "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
                     "goog:loggingPrefs": { "browser": "ALL" },
+                    // A script's bound (WebDriver's default: 30 s). axe-core's run over a view
+                    // took longer than that on a machine loaded by other work; a bound against
+                    // hanging, not a time the test asserts.
+                    "timeouts": { "script": SCRIPT_TIMEOUT.as_millis() as u64 },
                 }}
             })),
         )?;
