@@ -399,8 +399,10 @@ fn as_root_with_kernel_events_the_daemon_ships_a_listeners_peers_at_each_interva
     );
 }
 
-/// The `suspicious-peer` alerts of `host`, any state.
-fn suspicious_alerts(collector: &Collector, token: &str, host: &str) -> Vec<Value> {
+/// The `suspicious-peer` alerts of `host` on `port`, any state. (The agent
+/// sees the whole machine: the other tests' listeners, whose loopback
+/// clients may come from a listed address too, are on other ports.)
+fn suspicious_alerts(collector: &Collector, token: &str, host: &str, port: u16) -> Vec<Value> {
     // A host not heard from yet is a 404: none yet.
     let Ok(all) = portwatch_json(&collector.url, token, &["alerts", "--state", "all", "--host", host]) else {
         return Vec::new();
@@ -408,7 +410,7 @@ fn suspicious_alerts(collector: &Collector, token: &str, host: &str) -> Vec<Valu
     all.as_array()
         .into_iter()
         .flatten()
-        .filter(|a| a["kind"] == "suspicious-peer")
+        .filter(|a| a["kind"] == "suspicious-peer" && a["finding"]["local_port"] == port)
         .cloned()
         .collect()
 }
@@ -457,7 +459,7 @@ fn a_listed_remote_connected_to_a_listener_raises_a_suspicious_peer_alert_that_r
     let agent = Agent::start_logged(&collector.url, &agent_token, &host, "200ms", &spool, &flags).unwrap();
 
     let raised = eventually(SHIPPED, || {
-        let alerts = suspicious_alerts(&collector, &read, &host);
+        let alerts = suspicious_alerts(&collector, &read, &host, port);
         (!alerts.is_empty()).then_some(alerts)
     })
     .unwrap_or_else(|| panic!("no suspicious-peer alert\nagent log:\n{}", agent.log()));
@@ -479,7 +481,7 @@ fn a_listed_remote_connected_to_a_listener_raises_a_suspicious_peer_alert_that_r
     // the soonest) no longer names it, and the alert resolves.
     drop(listed);
     let resolved = eventually(SHIPPED, || {
-        let alerts = suspicious_alerts(&collector, &read, &host);
+        let alerts = suspicious_alerts(&collector, &read, &host, port);
         alerts.iter().all(|a| a["state"] == "resolved").then_some(alerts)
     })
     .unwrap_or_else(|| panic!("the alert never resolved\nagent log:\n{}", agent.log()));
