@@ -575,60 +575,89 @@ fn walk<'a>(chains: &Chains<'a>, base: &'a Chain, packet: Packet, mut path: Path
 
 /// What a chain's paths say together.
 fn decide(chain_ref: &str, ends: Vec<End>) -> Answer {
-    if let Some(End::Unknown { reason }) = ends.iter().find(|e| matches!(e, End::Unknown { .. })) {
-        return Answer::unknown(reason.clone());
+    let mut accepts = Vec::new();
+    let mut drops = Vec::new();
+    for end in ends {
+        match end {
+            End::Unknown { reason } => return Answer::unknown(reason),
+            End::Accept { assumed, rule } => {
+                accepts.push(PathEnd::new(assumed.iter().map(|c| (c.negated, c.to_string())), rule))
+            }
+            End::Drop { assumed, rule } => {
+                drops.push(PathEnd::new(assumed.iter().map(|c| (c.negated, c.to_string())), rule))
+            }
+        }
     }
-    let catch_all = |assumed: &[Cond]| assumed.iter().all(|c| c.negated);
-    let accepts: Vec<(&Vec<Cond>, &String)> = ends
-        .iter()
-        .filter_map(|e| match e {
-            End::Accept { assumed, rule } => Some((assumed, rule)),
-            _ => None,
-        })
-        .collect();
-    let drops: Vec<(&Vec<Cond>, &String)> = ends
-        .iter()
-        .filter_map(|e| match e {
-            End::Drop { assumed, rule } => Some((assumed, rule)),
-            _ => None,
-        })
-        .collect();
-    let deciding = |ends: &[(&Vec<Cond>, &String)]| {
+    settle(chain_ref, &accepts, &drops)
+}
+
+/// Where one path of a new connection through a chain ended, as
+/// [`settle`] weighs it (the nftables and the legacy evaluator alike).
+pub(super) struct PathEnd {
+    /// It assumed no source condition but negated ones: it holds for every source.
+    every_source: bool,
+    /// The source conditions it assumed, as text (`any source` for none).
+    sources: String,
+    /// The rule that ended it.
+    rule: String,
+}
+
+impl PathEnd {
+    /// The path that assumed `conds` (each: whether it is negated, and its
+    /// text) and ended at `rule`.
+    pub(super) fn new(conds: impl IntoIterator<Item = (bool, String)>, rule: String) -> PathEnd {
+        let (mut every_source, mut texts) = (true, Vec::new());
+        for (negated, text) in conds {
+            every_source &= negated;
+            texts.push(text);
+        }
+        PathEnd {
+            every_source,
+            sources: match texts.is_empty() {
+                true => "any source".to_owned(),
+                false => texts.join(" "),
+            },
+            rule,
+        }
+    }
+}
+
+/// The answer of a chain whose paths ended in `accepts` and `drops` (none
+/// unknown): open when none drops, filtered when none accepts, else
+/// restricted to the sources the accepting paths assumed. The deciding rule
+/// is the first path that holds for every source, else the first path, else
+/// the chain itself (`chain_ref`: its policy).
+pub(super) fn settle(chain_ref: &str, accepts: &[PathEnd], drops: &[PathEnd]) -> Answer {
+    let deciding = |ends: &[PathEnd]| {
         ends.iter()
-            .find(|(a, _)| catch_all(a))
+            .find(|p| p.every_source)
             .or(ends.first())
-            .map(|(_, r)| (*r).clone())
-            .unwrap_or_else(|| chain_ref.to_owned())
+            .map_or_else(|| chain_ref.to_owned(), |p| p.rule.clone())
     };
     if drops.is_empty() {
         return Answer {
             reach: Reach::Open,
             sources: Vec::new(),
-            rule: deciding(&accepts),
+            rule: deciding(accepts),
         };
     }
-    if accepts.is_empty() {
+    let Some(first) = accepts.first() else {
         return Answer {
             reach: Reach::Filtered,
             sources: Vec::new(),
-            rule: deciding(&drops),
+            rule: deciding(drops),
         };
-    }
+    };
     let mut sources: Vec<String> = Vec::new();
-    for (assumed, _) in &accepts {
-        let text = if assumed.is_empty() {
-            "any source".to_owned()
-        } else {
-            assumed.iter().map(Cond::to_string).collect::<Vec<_>>().join(" ")
-        };
-        if !sources.contains(&text) {
-            sources.push(text);
+    for path in accepts {
+        if !sources.contains(&path.sources) {
+            sources.push(path.sources.clone());
         }
     }
     Answer {
         reach: Reach::Restricted,
         sources,
-        rule: accepts[0].1.clone(),
+        rule: first.rule.clone(),
     }
 }
 

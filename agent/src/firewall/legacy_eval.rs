@@ -20,6 +20,7 @@ use ipnet::IpNet;
 use portwatch_common::{Family, Proto};
 
 use super::combine::both;
+use super::eval::{settle, PathEnd};
 use super::legacy::{Chain, Rule, Saved, Table};
 use super::{Answer, Reach};
 
@@ -505,48 +506,15 @@ fn decide(chain_ref: &str, ends: Vec<End>) -> Answer {
     for end in ends {
         match end {
             End::Unknown(reason) => return Answer::unknown(reason),
-            End::Accept { assumed, rule } => accepts.push((assumed, rule)),
-            End::Drop { assumed, rule } => drops.push((assumed, rule)),
+            End::Accept { assumed, rule } => {
+                accepts.push(PathEnd::new(assumed.iter().map(|c| (c.negated, c.show())), rule))
+            }
+            End::Drop { assumed, rule } => {
+                drops.push(PathEnd::new(assumed.iter().map(|c| (c.negated, c.show())), rule))
+            }
         }
     }
-    // The rule that decides for the sources no match named, where one does.
-    let deciding = |ends: &[(Vec<Cond>, String)]| {
-        ends.iter()
-            .find(|(a, _)| a.iter().all(|c| c.negated))
-            .or(ends.first())
-            .map(|(_, r)| r.clone())
-            .unwrap_or_else(|| chain_ref.to_owned())
-    };
-    if drops.is_empty() {
-        return Answer {
-            reach: Reach::Open,
-            sources: Vec::new(),
-            rule: deciding(&accepts),
-        };
-    }
-    if accepts.is_empty() {
-        return Answer {
-            reach: Reach::Filtered,
-            sources: Vec::new(),
-            rule: deciding(&drops),
-        };
-    }
-    let mut sources: Vec<String> = Vec::new();
-    for (assumed, _) in &accepts {
-        let text = if assumed.is_empty() {
-            "any source".to_owned()
-        } else {
-            assumed.iter().map(Cond::show).collect::<Vec<_>>().join(" ")
-        };
-        if !sources.contains(&text) {
-            sources.push(text);
-        }
-    }
-    Answer {
-        reach: Reach::Restricted,
-        sources,
-        rule: accepts[0].1.clone(),
-    }
+    settle(chain_ref, &accepts, &drops)
 }
 
 #[cfg(test)]
