@@ -102,10 +102,7 @@ pub async fn hosts(
         .headers_mut()
         .insert(super::port::TOTAL_HEADER, axum::http::HeaderValue::from(total));
     if let Some(next) = next {
-        let link = format!("<{}>; rel=\"next\"", next_page(&uri, next));
-        if let Ok(value) = axum::http::HeaderValue::from_str(&link) {
-            response.headers_mut().insert(axum::http::header::LINK, value);
-        }
+        link_next(&mut response, &uri, next);
     }
     Ok(response)
 }
@@ -361,10 +358,7 @@ pub async fn peers(
     let body = blocking_json(move || Ok(points)).await?;
     let mut response = axum::response::IntoResponse::into_response(body);
     if let Some(next) = next {
-        let link = format!("<{}>; rel=\"next\"", next_page(&uri, next));
-        if let Ok(value) = axum::http::HeaderValue::from_str(&link) {
-            response.headers_mut().insert(axum::http::header::LINK, value);
-        }
+        link_next(&mut response, &uri, next);
     }
     Ok(response)
 }
@@ -531,12 +525,17 @@ pub async fn history(
         }
     }
     if let Some(next) = next {
-        let link = format!("<{}>; rel=\"next\"", next_page(&uri, next));
-        if let Ok(value) = axum::http::HeaderValue::from_str(&link) {
-            response.headers_mut().insert(axum::http::header::LINK, value);
-        }
+        link_next(&mut response, &uri, next);
     }
     Ok(response)
+}
+
+/// Adds `Link: <uri with after=next>; rel="next"` to `response`: where the next page is.
+fn link_next(response: &mut axum::response::Response, uri: &axum::http::Uri, next: impl std::fmt::Display) {
+    let link = format!("<{}>; rel=\"next\"", next_page(uri, next));
+    if let Ok(value) = axum::http::HeaderValue::from_str(&link) {
+        response.headers_mut().insert(axum::http::header::LINK, value);
+    }
 }
 
 /// The address of the page after `next`: `uri` with its `after` replaced.
