@@ -45,7 +45,9 @@ typedef struct {
 	__u32 val;
 } kuid_t;
 struct sock_common {
+	__be32 skc_daddr;
 	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
 	unsigned short skc_family;
 	volatile unsigned char skc_state;
 	unsigned char skc_reuse : 4;
@@ -54,6 +56,7 @@ struct sock_common {
 	unsigned char skc_net_refcnt : 1;
 	unsigned short skc_num;
 	possible_net_t skc_net;
+	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 };
 struct socket;

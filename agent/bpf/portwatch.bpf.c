@@ -9,6 +9,14 @@
  *   first transition is LISTEN -> SYN_RECV, with the listener's address and
  *   port. Taken as a close, every connection accepted by a listener bound to
  *   one address would close that listener.
+ * - Inbound connections, for the peers of each listener (`peers = true`): a
+ *   socket going SYN_RECV -> ESTABLISHED is a connection a listener accepted
+ *   (only a passive open takes that path); one leaving ESTABLISHED has ended.
+ *   Both are told only when the socket's namespace and local port are a
+ *   listener's (`peer_ports`, which this program fills as listeners open and
+ *   the agent fills with those that were open before it loaded), so that
+ *   outbound connections cost nothing but that lookup. These events have a counter of
+ *   their own in `lost`: losing one resyncs the peers, not the listeners.
  * - UDP bind: `raw_syscalls:sys_exit` of a successful bind(2): the socket is
  *   read from the caller's fd table. A socket bound implicitly (sendto(2)
  *   without bind) is not seen here; the safety scan finds it.
@@ -23,12 +31,15 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define SOCK_DGRAM 2
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_RECV 3
 #define TCP_CLOSE 7
 #define TCP_LISTEN 10
 
@@ -38,6 +49,12 @@
 #define PW_UDP_BIND 3
 #define PW_UDP_CLOSE_HINT 4
 #define PW_EXIT_HINT 5
+#define PW_TCP_ACCEPTED 6
+#define PW_TCP_ENDED 7
+
+/* Slots of `lost`. */
+#define PW_LOST_LISTENERS 0
+#define PW_LOST_PEERS 1
 
 struct pw_event {
 	__u64 ktime_ns;
@@ -51,9 +68,11 @@ struct pw_event {
 	__u8 kind;
 	__u8 family;
 	__u8 v6only;
-	__u8 pad[3];
+	__u8 pad;
+	__u16 remote_port;
 	__u8 addr[16];
 	char comm[16];
+	__u8 remote_addr[16];
 };
 
 struct {
@@ -64,10 +83,31 @@ struct {
 /* Events that did not fit the ring buffer. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u64);
 } lost SEC(".maps");
+
+/* Set by the loader when the agent counts peers (`peers = true`); off, the
+ * verifier drops the connection paths as dead code. */
+volatile const __u8 peers_on = 0;
+
+struct port_key {
+	__u32 netns;
+	__u16 port;
+	__u16 pad;
+};
+
+/* (network namespace, port) of the TCP listeners whose connections are told,
+ * with the time the pair was added (or last listened on). Never emptied by
+ * the program: the agent removes a pair at a full scan once nothing listens
+ * on it, unless added since the scan began. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct port_key);
+	__type(value, __u64);
+} peer_ports SEC(".maps");
 
 struct fd_key {
 	__u32 tgid;
@@ -90,14 +130,18 @@ struct {
 	__type(value, __u32);
 } udp_tgids SEC(".maps");
 
+static __always_inline void count_lost(__u32 slot)
+{
+	__u64 *count = bpf_map_lookup_elem(&lost, &slot);
+	if (count)
+		__sync_fetch_and_add(count, 1);
+}
+
 static __always_inline struct pw_event *reserve(__u8 kind)
 {
 	struct pw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		__u32 zero = 0;
-		__u64 *count = bpf_map_lookup_elem(&lost, &zero);
-		if (count)
-			__sync_fetch_and_add(count, 1);
+		count_lost(kind >= PW_TCP_ACCEPTED ? PW_LOST_PEERS : PW_LOST_LISTENERS);
 		return 0;
 	}
 	__u64 id = bpf_get_current_pid_tgid();
@@ -130,6 +174,27 @@ static __always_inline void fill(struct pw_event *e, struct sock *sk)
 	}
 }
 
+/* The remote end of a connection. */
+static __always_inline void fill_remote(struct pw_event *e, struct sock *sk)
+{
+	e->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (e->family == AF_INET) {
+		__be32 a = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(e->remote_addr, &a, 4);
+	} else {
+		BPF_CORE_READ_INTO(&e->remote_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+}
+
+static __always_inline struct port_key port_of(struct sock *sk)
+{
+	struct port_key key = {
+		.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+		.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+	};
+	return key;
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 {
@@ -138,14 +203,30 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 		kind = PW_TCP_LISTEN;
 	else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE)
 		kind = PW_TCP_UNLISTEN;
+	else if (peers_on && oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED)
+		kind = PW_TCP_ACCEPTED;
+	else if (peers_on && oldstate == TCP_ESTABLISHED)
+		kind = PW_TCP_ENDED;
 	else
 		return 0;
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
+	if (peers_on && kind == PW_TCP_LISTEN) {
+		struct port_key key = port_of(sk);
+		__u64 now = bpf_ktime_get_ns();
+		if (bpf_map_update_elem(&peer_ports, &key, &now, BPF_ANY) != 0)
+			count_lost(PW_LOST_PEERS);
+	} else if (kind >= PW_TCP_ACCEPTED) {
+		struct port_key key = port_of(sk);
+		if (!bpf_map_lookup_elem(&peer_ports, &key))
+			return 0;
+	}
 	struct pw_event *e = reserve(kind);
 	if (!e)
 		return 0;
 	fill(e, sk);
+	if (kind >= PW_TCP_ACCEPTED)
+		fill_remote(e, sk);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

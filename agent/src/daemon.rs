@@ -39,10 +39,10 @@ use portwatch_common::wire::Batch;
 use portwatch_common::Snapshot;
 
 use crate::events::state::{self, Key, Tracked};
-use crate::events::{self as kernel_events, Batch as EventBatch, Detection};
+use crate::events::{self as kernel_events, Batch as EventBatch, Detection, PeerPorts};
 use crate::firewall::watch::Watch;
 use crate::observe::Observer;
-use crate::peers::{self, series::Series};
+use crate::peers::{self, book::Book, series::Series};
 use crate::scan::{ScanOptions, Scanner};
 use crate::ship::{self, ShipError, Shipper};
 use crate::spool::{Spool, SpoolError, SpooledReport};
@@ -169,12 +169,16 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         ..ScanOptions::default()
     })?;
     // Attached before the first scan, so that nothing happens unseen between the two.
-    let detection = match kernel_events::start(settings.events) {
-        Ok(kernel) => {
+    let mut peer_ports = None;
+    let detection = match kernel_events::start(settings.events, settings.peers_top.is_some()) {
+        Ok(mut kernel) => {
             tracing::info!(
                 detection = "events", safety_scan_interval = ?settings.safety_scan_interval,
-                "detection: kernel events (TCP listen/close, UDP bind/release), with a full scan as a safety net"
+                peers = settings.peers_top.is_some(),
+                "detection: kernel events (TCP listen/close, UDP bind/release{}), with a full scan as a safety net",
+                if settings.peers_top.is_some() { ", inbound connections for the peers" } else { "" }
             );
+            peer_ports = kernel.take_peer_ports();
             kernel_events::spawn_reader(kernel, tx.clone(), Wake::Events);
             Detection::Events
         }
@@ -193,6 +197,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
         series: Series::default(),
         peers_not_counted: Vec::new(),
+        book: Book::default(),
+        peer_ports,
         scanner,
         spool,
         settings,
@@ -223,6 +229,12 @@ struct Daemon {
     series: Series,
     /// The namespaces whose peers the last count could not read, and why (logged when they change).
     peers_not_counted: Vec<(u64, String)>,
+    /// With kernel events and peers: the open inbound connections, from the
+    /// connections' events, counted instead of a dump every interval.
+    book: Book,
+    /// With kernel events and peers: the program's table of the ports whose
+    /// connections it tells.
+    peer_ports: Option<PeerPorts>,
 }
 
 /// Counters of the event stream, logged as they change.
@@ -236,6 +248,15 @@ struct EventCounts {
     disagreements: u64,
     /// Events applied.
     applied: u64,
+    /// Connection events lost so far, as the program counts them.
+    peers_lost: u64,
+    /// Connections the peers' dumps found that events had not said (both
+    /// ways), summed.
+    peers_drift: u64,
+    /// A dump of the connections is due (connection events were lost).
+    peers_resync_due: bool,
+    /// Events dated before this (CLOCK_MONOTONIC ns) have all been taken.
+    told_until_ns: u64,
 }
 
 impl Daemon {
@@ -330,7 +351,12 @@ impl Daemon {
             if now >= next_heartbeat {
                 self.firewall_changes(&mut tracked, &mut last_at);
                 if self.settings.peers_top.is_some() {
-                    self.sample_peers(&peers::Listeners::of_listeners(tracked.listeners()));
+                    let index = peers::Listeners::of_listeners(tracked.listeners());
+                    if std::mem::take(&mut counts.peers_resync_due) {
+                        self.resync_peers(&index);
+                    }
+                    self.settle_peers(&mut counts);
+                    self.sample_peers_from_book(&index);
                 }
             }
             if ship_at.is_some_and(|t| now >= t) || now >= next_heartbeat {
@@ -353,16 +379,33 @@ impl Daemon {
     ) -> bool {
         let mut reports = Vec::new();
         for event in &batch.events {
-            self.apply(event, tracked, last_at, &mut reports);
+            match event.kind.is_connection() {
+                true => self.book_connection(event),
+                false => {
+                    self.apply(event, tracked, last_at, &mut reports);
+                }
+            }
         }
         spool_reports(reports, &mut self.observer, &mut self.spool);
         counts.applied += batch.events.len() as u64;
+        counts.told_until_ns = counts.told_until_ns.max(batch.drained_ns);
         if batch.unreadable > 0 {
             counts.unreadable += batch.unreadable;
             tracing::error!(
                 unreadable = batch.unreadable,
                 total = counts.unreadable,
                 "kernel event records this agent cannot read; running a full scan"
+            );
+        }
+        let peers_lost = batch.peers_lost_total.saturating_sub(counts.peers_lost);
+        if peers_lost > 0 {
+            counts.peers_lost = batch.peers_lost_total;
+            counts.peers_resync_due = true;
+            tracing::warn!(
+                lost = peers_lost,
+                total = counts.peers_lost,
+                "kernel events of connections lost (the ring buffer or the table of ports was full); \
+                 dumping the connections at the next interval to resync the peers"
             );
         }
         let lost = batch.lost_total.saturating_sub(counts.lost);
@@ -433,6 +476,7 @@ impl Daemon {
         last_at: &mut Timestamp,
         first: &mut bool,
     ) -> (Option<i32>, bool) {
+        let scan_began_ns = kernel_events::monotonic_ns();
         let scan = match self.scanner.scan() {
             Ok(scan) => scan,
             Err(e) => {
@@ -485,6 +529,17 @@ impl Daemon {
         *last_at = at;
         let reports = self.observer.observe(tracked.snapshot(), at);
         spool_reports(reports, &mut self.observer, &mut self.spool);
+        // A dump of the connections with it, unless the last one is still
+        // being settled (a safety scan more often than events settle) and no
+        // events were lost since.
+        if self.settings.peers_top.is_some() {
+            let index = peers::Listeners::of_listeners(tracked.listeners());
+            self.sync_peer_ports(&index, scan_began_ns);
+            if counts.peers_resync_due || !self.book.settling() {
+                self.resync_peers(&index);
+                counts.peers_resync_due = false;
+            }
+        }
         // Events lost that a batch drained during the scan tells of may have
         // been lost after the scan read the sockets (a burst going on): only
         // another scan covers them. (Taken as covered by this one, a
@@ -536,7 +591,12 @@ impl Daemon {
             return;
         };
         let counted = peers::count(&self.scanner, index, top);
-        // Said when the namespaces not counted change, not every interval.
+        self.queue_peers(counted);
+    }
+
+    /// Queues the summaries of `counted` that are due; says which
+    /// namespaces were not counted when that changes, not every interval.
+    fn queue_peers(&mut self, counted: peers::Peers) {
         if counted.not_counted != self.peers_not_counted {
             for (netns, reason) in &counted.not_counted {
                 tracing::warn!(netns, %reason, "peers not counted in a network namespace; its listeners ship none until it is");
@@ -550,6 +610,89 @@ impl Daemon {
             dropped = self.series.dropped(),
             "peer summaries"
         );
+    }
+
+    /// With kernel events: takes a connection's event into the book.
+    fn book_connection(&mut self, event: &kernel_events::Event) {
+        let connection = peers::book::Connection {
+            local_addr: event.addr,
+            local_port: event.port,
+            remote_addr: event.remote_addr,
+            remote_port: event.remote_port,
+        };
+        match event.kind {
+            kernel_events::Kind::TcpAccepted => self.book.accepted(event.netns, connection, event.ktime_ns),
+            _ => self.book.ended(event.netns, &connection, event.ktime_ns),
+        }
+    }
+
+    /// With kernel events, after a full scan begun at `scanned_at_ns` that
+    /// found the listeners of `index`: brings the program's table of ports
+    /// whose connections it tells to them (those open before it loaded
+    /// among them), before their connections are dumped.
+    fn sync_peer_ports(&mut self, index: &peers::Listeners, scanned_at_ns: u64) {
+        let Some(ports) = &mut self.peer_ports else {
+            return;
+        };
+        match ports.sync(&index.ports(), scanned_at_ns) {
+            Ok((added, removed)) => tracing::debug!(added, removed, "kernel table of ports with peers"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the peers of listeners open before the agent started may be counted late")
+            }
+        }
+    }
+
+    /// With kernel events: dumps the connections of the listeners of
+    /// `index` and takes the dump as the book's truth.
+    fn resync_peers(&mut self, index: &peers::Listeners) {
+        let began = kernel_events::monotonic_ns();
+        let dumped = peers::dump(&self.scanner, index);
+        self.book.reset((began, kernel_events::monotonic_ns()), index, dumped);
+        tracing::debug!(
+            connections = self.book.len(),
+            "peers: the connections dumped are taken as the truth"
+        );
+    }
+
+    /// With kernel events: says how the last dumps of connections differed
+    /// from what events told (they should not), once the events of their
+    /// time are in, adding it to the count.
+    fn settle_peers(&mut self, counts: &mut EventCounts) {
+        // The reader drains the ring buffer at least once a second, and
+        // sends only what it found: with nothing sent for this long, nothing
+        // of a dump's time is still to come.
+        const QUIET_NS: u64 = 3_000_000_000;
+        let told_until = counts
+            .told_until_ns
+            .max(kernel_events::monotonic_ns().saturating_sub(QUIET_NS));
+        let Some(differed) = self.book.settle(told_until) else {
+            return;
+        };
+        if differed.total() == 0 {
+            tracing::debug!(
+                connections = self.book.len(),
+                "peers: the dump of connections agreed with kernel events"
+            );
+        } else {
+            counts.peers_drift += differed.total() as u64;
+            tracing::warn!(
+                missed_accepts = differed.missed_accepts,
+                missed_ends = differed.missed_ends,
+                total = counts.peers_drift,
+                connections = self.book.len(),
+                "the dump of connections disagreed with kernel events; the dump's were taken"
+            );
+        }
+    }
+
+    /// With kernel events: the peers of the listeners of `index` from the
+    /// book, queued as [`Self::sample_peers`] does a dump's.
+    fn sample_peers_from_book(&mut self, index: &peers::Listeners) {
+        let Some(top) = self.settings.peers_top else {
+            return;
+        };
+        let counted = self.book.count(index, top);
+        self.queue_peers(counted);
     }
 
     fn ship_if_ready(&mut self) {

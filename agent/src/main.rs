@@ -30,7 +30,15 @@ enum Command {
     Validate(ValidateArgs),
     /// Loads the kernel program for `run` and hands it over; started by `run` itself, not for people to run.
     #[command(name = portwatch_agent::events::LOADER_COMMAND, hide = true)]
-    LoadKernelEvents,
+    LoadKernelEvents(LoaderArgs),
+}
+
+/// The loader's arguments, as `run` passes them.
+#[derive(Debug, clap::Args)]
+struct LoaderArgs {
+    /// Load the program with the connections' events, for the peers.
+    #[arg(long = "peers")]
+    peers: bool,
 }
 
 /// Run the agent: scan every interval and ship what changed to the collector, until SIGTERM or SIGINT.
@@ -212,9 +220,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scan(args) => scan(args),
         Command::Validate(args) => validate(args),
         Command::Run(args) => run_daemon(args),
-        Command::LoadKernelEvents => {
+        Command::LoadKernelEvents(args) => {
             let stdin = io::stdin();
-            portwatch_agent::events::loader(std::os::fd::AsFd::as_fd(&stdin)).context(
+            portwatch_agent::events::loader(std::os::fd::AsFd::as_fd(&stdin), args.peers).context(
                 "cannot hand the kernel program over (this command is started by `run`, its stdin a socket)",
             )?;
             Ok(ExitCode::SUCCESS)

@@ -51,6 +51,7 @@ use serde::Serialize;
 
 use crate::scan::{self, Linux, Scanner};
 
+pub mod book;
 pub mod series;
 
 /// How many remote addresses a summary names by default.
@@ -303,6 +304,14 @@ impl Listeners {
         self.by_netns.keys().copied().collect()
     }
 
+    /// Every (network namespace, port) listened on.
+    pub fn ports(&self) -> std::collections::HashSet<(u64, u16)> {
+        self.by_netns
+            .iter()
+            .flat_map(|(&netns, ns)| ns.by_port.keys().map(move |&port| (netns, port)))
+            .collect()
+    }
+
     /// The listeners of namespace `netns`.
     pub fn in_namespace(&self, netns: u64) -> Option<&NamespaceListeners> {
         self.by_netns.get(&netns)
@@ -359,41 +368,71 @@ impl Peers {
 /// `top` remotes per listener. A namespace that cannot be entered or dumped
 /// is in [`Peers::not_counted`] with the reason: never a silent zero.
 pub fn count(scanner: &Scanner<Linux>, listeners: &Listeners, top: usize) -> Peers {
-    let wanted = listeners.namespaces();
     let mut peers = Peers::default();
-    if wanted.is_empty() {
-        return peers;
-    }
-    let counted = scanner.os().in_namespaces(&wanted, |netns| {
-        let Some(ns) = listeners.in_namespace(netns) else {
-            return Ok(NamespacePeers::default());
-        };
+    for (netns, result) in in_each_namespace(scanner, listeners, |ns| {
         let mut aggregator = Aggregator::new(ns);
-        let ports = ns.ports();
-        scan::established_here(&ports, &mut |c| {
+        scan::established_here(&ns.ports(), &mut |c| {
             aggregator.add(c.local_addr, c.local_port, c.remote_addr)
         })
         .map_err(|e| format!("cannot dump its established connections: {e}"))?;
         Ok(aggregator.finish(top))
-    });
-    for (netns, result) in counted {
-        match result.and_then(|r| r) {
+    }) {
+        match result {
             Ok(ns) => {
                 peers.by_netns.insert(netns, ns);
             }
             Err(reason) => peers.not_counted.push((netns, reason)),
         }
     }
-    // A namespace the scan found but cannot find again is not counted either.
-    for netns in wanted {
-        if !peers.by_netns.contains_key(&netns) && !peers.not_counted.iter().any(|(n, _)| *n == netns) {
-            peers
-                .not_counted
-                .push((netns, "network namespace not found again".to_owned()));
-        }
-    }
     peers.not_counted.sort();
     peers
+}
+
+/// The established connections on the listening ports of every namespace
+/// of `listeners`, for [`book::Book::reset`]: the same dump as [`count`],
+/// kept as a set rather than counted.
+pub fn dump(scanner: &Scanner<Linux>, listeners: &Listeners) -> Vec<(u64, Result<HashSet<book::Connection>, String>)> {
+    in_each_namespace(scanner, listeners, |ns| {
+        let mut set = HashSet::default();
+        scan::established_here(&ns.ports(), &mut |c| {
+            set.insert(book::Connection {
+                local_addr: c.local_addr,
+                local_port: c.local_port,
+                remote_addr: c.remote_addr,
+                remote_port: c.remote_port,
+            });
+        })
+        .map_err(|e| format!("cannot dump its established connections: {e}"))?;
+        Ok(set)
+    })
+}
+
+/// Runs `f` over the listeners of each namespace of `listeners`, in that
+/// namespace; one the scan found but cannot find again, or cannot enter,
+/// comes back with the reason.
+fn in_each_namespace<T: Send>(
+    scanner: &Scanner<Linux>,
+    listeners: &Listeners,
+    f: impl Fn(&NamespaceListeners) -> Result<T, String> + Sync,
+) -> Vec<(u64, Result<T, String>)> {
+    let wanted = listeners.namespaces();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let mut done: Vec<(u64, Result<T, String>)> = scanner
+        .os()
+        .in_namespaces(&wanted, |netns| match listeners.in_namespace(netns) {
+            Some(ns) => f(ns),
+            None => Err("no listener there".to_owned()),
+        })
+        .into_iter()
+        .map(|(netns, result)| (netns, result.and_then(|r| r)))
+        .collect();
+    let found: HashSet<u64> = done.iter().map(|(netns, _)| *netns).collect();
+    for netns in wanted.difference(&found) {
+        done.push((*netns, Err("network namespace not found again".to_owned())));
+    }
+    done
 }
 
 #[cfg(test)]

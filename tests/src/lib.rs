@@ -467,8 +467,27 @@ impl Agent {
         spool: &std::path::Path,
         extra: &[&str],
     ) -> anyhow::Result<Agent> {
+        Agent::start_logged_at(None, collector, token, host, interval, spool, extra)
+    }
+
+    /// [`Agent::start_logged`], logging at `level` (`PORTWATCH_LOG`, e.g.
+    /// `portwatch_agent=debug`) rather than the tests' default.
+    pub fn start_logged_at(
+        level: Option<&str>,
+        collector: &str,
+        token: &str,
+        host: &str,
+        interval: &str,
+        spool: &std::path::Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Agent> {
+        let env = level.map(|l| format!("PORTWATCH_LOG={l}"));
+        let prefix: Vec<&str> = match &env {
+            Some(e) => vec!["env", e],
+            None => Vec::new(),
+        };
         let mut agent = Agent::spawn_with(
-            &[],
+            &prefix,
             &["--token".as_ref(), token.as_ref()],
             collector,
             host,

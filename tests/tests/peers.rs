@@ -274,7 +274,8 @@ fn try_points(collector: &Collector, token: &str, host: &str, args: &[&str]) -> 
 /// `portwatch peers`, a moment before the agent's first point answers none,
 /// and after one client leaves, a new point (at most one a minute) says so
 /// while a moment between the two still answers the first.
-fn a_running_agent_ships_peers_that_portwatch_peers_reads_back(tag: &str, flags: &[&str]) -> String {
+/// Returns how the agent saw its listeners (`detection`), and its log.
+fn a_running_agent_ships_peers_that_portwatch_peers_reads_back(tag: &str, flags: &[&str]) -> (String, String) {
     let dir = TempDir::new(tag).unwrap();
     let db = dir.path.join("collector.db");
     let host = format!("peers-{tag}");
@@ -295,7 +296,16 @@ fn a_running_agent_ships_peers_that_portwatch_peers_reads_back(tag: &str, flags:
     let mut extra = vec!["--peers", "--peers-top", "3", "--no-firewall"];
     extra.extend_from_slice(flags);
     let spool = dir.path.join("spool");
-    let agent = Agent::start_logged(&collector.url, &agent_token, &host, "200ms", &spool, &extra).unwrap();
+    let agent = Agent::start_logged_at(
+        Some("portwatch_agent=info"),
+        &collector.url,
+        &agent_token,
+        &host,
+        "200ms",
+        &spool,
+        &extra,
+    )
+    .unwrap();
 
     let first = eventually(SHIPPED, || {
         let points = try_points(&collector, &read, &host, &["--port", &p]).ok()?;
@@ -324,13 +334,34 @@ fn a_running_agent_ships_peers_that_portwatch_peers_reads_back(tag: &str, flags:
         "before the agent's first point: none"
     );
 
-    // One client leaves: the change is shipped, within a minute of the first point.
+    // A listener opened after the agent started, and its client.
+    let late = Listeners::start(&[], &["tcp4:127.0.0.1:0"]).unwrap();
+    let late_port = late.port(0);
+    let _late_client = Listeners::start(&[], &[&format!("connect:127.0.0.1:{late_port}=127.0.0.5")]).unwrap();
+
+    // One client leaves and another comes: the change is shipped, within a
+    // minute of the first point. (With kernel events no dump of the
+    // connections runs between the two points: the events tell both.)
     drop(leaving);
+    let _came = Listeners::start(&[], &[&format!("connect:127.0.0.1:{port}=127.0.0.4")]).unwrap();
     let second = eventually(SHIPPED, || {
         let points = peers_points(&collector, &read, &host, &["--port", &p]);
-        (points.len() == 1 && points[0]["connections"] == 2).then(|| points[0].clone())
+        (points.len() == 1 && points[0]["distinct_remotes"] == 2 && points[0]["top"][1]["addr"] == "127.0.0.4")
+            .then(|| points[0].clone())
     })
     .unwrap_or_else(|| panic!("the change was never shipped\nagent log:\n{}", agent.log()));
+    assert_eq!(second["connections"], 3, "{second}");
+    assert_eq!(
+        second["top"],
+        json!([{"addr": "127.0.0.2", "connections": 2}, {"addr": "127.0.0.4", "connections": 1}])
+    );
+    let late_p = late_port.to_string();
+    let late_points = eventually(SHIPPED, || {
+        let points = peers_points(&collector, &read, &host, &["--port", &late_p]);
+        (points.len() == 1 && points[0]["connections"] == 1).then_some(points)
+    })
+    .unwrap_or_else(|| panic!("no point for the listener opened late\nagent log:\n{}", agent.log()));
+    assert_eq!(late_points[0]["top"], json!([{"addr": "127.0.0.5", "connections": 1}]));
     let (t1, t2): (Timestamp, Timestamp) = (
         first["at"].as_str().unwrap().parse().unwrap(),
         second["at"].as_str().unwrap().parse().unwrap(),
@@ -372,31 +403,105 @@ fn a_running_agent_ships_peers_that_portwatch_peers_reads_back(tag: &str, flags:
     );
     let row = text.lines().nth(1).unwrap_or_default();
     assert!(row.starts_with(&format!("127.0.0.1:{port}  ")), "{text}");
-    assert!(row.ends_with("127.0.0.2 (2)"), "{text}");
+    assert!(row.ends_with("127.0.0.2 (2), 127.0.0.4 (1)"), "{text}");
     // How the agent saw its listeners, as the collector has it.
     let hosts = portwatch_json(&collector.url, &read, &["hosts"]).unwrap();
     let detection = hosts[0]["detection"].as_str().unwrap_or_default().to_owned();
+    let log = agent.log();
     drop(agent);
-    detection
+    (detection, log)
 }
 
 #[test]
 fn polling_the_daemon_ships_a_listeners_peers_when_they_change_and_portwatch_peers_reads_them() {
-    let detection = a_running_agent_ships_peers_that_portwatch_peers_reads_back("peers-poll", &["--no-events"]);
+    let (detection, _) = a_running_agent_ships_peers_that_portwatch_peers_reads_back("peers-poll", &["--no-events"]);
     assert_eq!(detection, "polling");
 }
 
 #[test]
-fn as_root_with_kernel_events_the_daemon_ships_a_listeners_peers_at_each_interval() {
+fn as_root_with_kernel_events_the_daemon_counts_a_listeners_peers_from_the_connections_events() {
     assert!(
         is_root(),
         "this test needs root (the agent loads its kernel program for events): run the tests as root, as CI does"
     );
-    let detection = a_running_agent_ships_peers_that_portwatch_peers_reads_back("peers-events", &[]);
+    let (detection, log) = a_running_agent_ships_peers_that_portwatch_peers_reads_back("peers-events", &[]);
     assert_eq!(
         detection, "events",
         "the agent fell back to polling: this test is for kernel events"
     );
+    // Counted from the connections' events: the program was loaded with them,
+    // and no dump (at start, and at a safety scan every 5 minutes) found what
+    // events had not told.
+    assert!(log.contains("inbound connections for the peers"), "{log}");
+    assert!(!log.contains("disagreed with kernel events"), "{log}");
+}
+
+#[test]
+fn as_root_two_thousand_connections_coming_and_going_under_kernel_events_agree_with_every_dump() {
+    assert!(
+        is_root(),
+        "this test needs root (the agent loads its kernel program for events): run the tests as root, as CI does"
+    );
+    const CONNECTIONS: usize = 2_000;
+    const KEPT: usize = 50;
+    let dir = TempDir::new("peers-churn").unwrap();
+    let db = dir.path.join("collector.db");
+    let host = "peers-churn";
+    let agent_token = create_token(&db, &["--host", host]).unwrap();
+    let read = create_token(&db, &["--role", "read", "--name", "ops"]).unwrap();
+    let collector = Collector::start(&db, 0).unwrap();
+    // Open before the agent: its port is one the agent gives the kernel program.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepting = std::thread::spawn(move || {
+        let accepted: Vec<_> = (0..CONNECTIONS).map(|_| listener.accept().unwrap().0).collect();
+        (listener, accepted)
+    });
+    // A dump of the connections every second (with the safety scan): each
+    // must find what the events since the one before told, no more, no less.
+    let flags = ["--peers", "--no-firewall", "--safety-scan-interval", "1s"];
+    let agent = Agent::start_logged_at(
+        Some("portwatch_agent=debug"),
+        &collector.url,
+        &agent_token,
+        host,
+        "200ms",
+        &dir.path.join("spool"),
+        &flags,
+    )
+    .unwrap();
+    let agreed = |log: &str| log.matches("the dump of connections agreed with kernel events").count();
+    eventually(SHIPPED, || (agreed(&agent.log()) > 0).then_some(()))
+        .unwrap_or_else(|| panic!("no dump of connections settled\nagent log:\n{}", agent.log()));
+
+    let mut clients: Vec<std::net::TcpStream> = (0..CONNECTIONS)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let _accepted = accepting.join().unwrap();
+    clients.truncate(KEPT);
+    let after_churn = agreed(&agent.log());
+    // Two more dumps settled after the churn: the book and the kernel agree.
+    eventually(SHIPPED, || (agreed(&agent.log()) >= after_churn + 2).then_some(()))
+        .unwrap_or_else(|| panic!("no dump settled after the churn\nagent log:\n{}", agent.log()));
+    let log = agent.log();
+    assert!(log.contains("inbound connections for the peers"), "{log}");
+    assert!(!log.contains("disagreed with kernel events"), "{log}");
+    assert!(!log.contains("kernel events of connections lost"), "{log}");
+
+    // What the collector has: the kept connections.
+    let p = port.to_string();
+    eventually(SHIPPED, || {
+        let points = try_points(&collector, &read, host, &["--port", &p]).ok()?;
+        (points.len() == 1 && points[0]["connections"] == KEPT).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no point with {KEPT} connections: {:?}\nagent log:\n{}",
+            try_points(&collector, &read, host, &["--port", &p]),
+            agent.log()
+        )
+    });
+    drop(clients);
 }
 
 /// The `suspicious-peer` alerts of `host` on `port`, any state. (The agent

@@ -14,6 +14,7 @@
 pub mod parse;
 pub mod state;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
@@ -106,8 +107,16 @@ pub struct Batch {
     pub events: Vec<Event>,
     /// Records that could not be parsed (the program and the agent disagree).
     pub unreadable: u64,
-    /// Events lost so far (did not fit the ring buffer), since the program loaded.
+    /// Events of listeners lost so far (did not fit the ring buffer), since
+    /// the program loaded.
     pub lost_total: u64,
+    /// Events of connections (for the peers) lost so far, and ports the
+    /// program could not add to its table of ports whose connections it
+    /// tells, since the program loaded.
+    pub peers_lost_total: u64,
+    /// CLOCK_MONOTONIC nanoseconds the drain began at: every event dated
+    /// before it is in this batch or an earlier one.
+    pub drained_ns: u64,
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock of [`Event::ktime_ns`].
@@ -179,16 +188,80 @@ mod kernel {
         ("process_exit", "sched_process_exit"),
     ];
 
-    /// The most descriptors the loader hands over: the ring buffer, the lost
-    /// count and one link per program.
-    const MAX_FDS: usize = 2 + PROGRAMS.len();
+    /// The maps the loader hands over, in this order, before the links.
+    const MAPS: [&str; 3] = ["events", "lost", "peer_ports"];
+
+    /// The most descriptors the loader hands over: the maps and one link per
+    /// program.
+    const MAX_FDS: usize = MAPS.len() + PROGRAMS.len();
 
     /// The attached program, as the daemon holds it: its links (closing them
-    /// detaches it) and its two maps. Detaches when dropped.
+    /// detaches it) and its maps. Detaches when dropped.
     pub struct Kernel {
         _links: Vec<OwnedFd>,
         ring: RingBuf<MapData>,
         lost: Array<MapData, u64>,
+        ports: Option<PeerPorts>,
+    }
+
+    /// A key of the program's `peer_ports` (`struct port_key`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    #[repr(C)]
+    struct PortKey {
+        netns: u32,
+        port: u16,
+        pad: u16,
+    }
+
+    // SAFETY: plain old data of C layout, every bit pattern valid, no padding
+    // (the pad is a field).
+    #[allow(unsafe_code)]
+    unsafe impl aya::Pod for PortKey {}
+
+    /// The program's table of (network namespace, port) pairs whose
+    /// connections it tells (`peer_ports`), each with the CLOCK_MONOTONIC
+    /// time it was added: the program adds a listener's as the listener
+    /// opens; the agent adds those open before the program loaded and
+    /// removes those nothing listens on any more.
+    pub struct PeerPorts {
+        map: aya::maps::HashMap<MapData, PortKey, u64>,
+    }
+
+    impl PeerPorts {
+        /// Makes the table hold `wanted`, the TCP listeners a full scan
+        /// begun at `scanned_at_ns` found: adds those missing, and removes
+        /// the others but those added since the scan began (a listener the
+        /// scan could not have seen; it is in the next). Returns how many
+        /// pairs were added and removed.
+        pub fn sync(&mut self, wanted: &HashSet<(u64, u16)>, scanned_at_ns: u64) -> Result<(usize, usize), String> {
+            let key = |&(netns, port): &(u64, u16)| PortKey {
+                netns: u32::try_from(netns).unwrap_or(u32::MAX),
+                port,
+                pad: 0,
+            };
+            let wanted: HashSet<PortKey> = wanted.iter().map(key).collect();
+            let held: HashMap<PortKey, u64> = self
+                .map
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("cannot read the kernel's table of ports: {}", chain(&e)))?;
+            let mut removed = 0;
+            for (k, added_at) in &held {
+                // Gone already (a race with nothing): the same result.
+                if !wanted.contains(k) && *added_at < scanned_at_ns && self.map.remove(k).is_ok() {
+                    removed += 1;
+                }
+            }
+            let mut added = 0;
+            let now = monotonic_ns();
+            for k in wanted.iter().filter(|k| !held.contains_key(k)) {
+                self.map
+                    .insert(k, now, 0)
+                    .map_err(|e| format!("cannot add a port to the kernel's table: {}", chain(&e)))?;
+                added += 1;
+            }
+            Ok((added, removed))
+        }
     }
 
     fn refused(what: &str, e: &dyn std::error::Error) -> Unavailable {
@@ -219,7 +292,7 @@ mod kernel {
         /// once parsed): done in the daemon, it was most of the daemon's peak
         /// memory (VmHWM twice its resident set), and what the allocator kept
         /// of it, with the loader's code pages, stayed resident for good.
-        pub fn probe() -> Result<Kernel, Unavailable> {
+        pub fn probe(peers: bool) -> Result<Kernel, Unavailable> {
             std::fs::File::open(BTF_PATH).map_err(|e| Unavailable::NoBtf(format!("{BTF_PATH}: {e}")))?;
             if let Some(caps) = effective_capabilities().filter(|&c| !capable(c)) {
                 return Err(Unavailable::Capabilities(caps));
@@ -232,8 +305,12 @@ mod kernel {
             )
             .map_err(|e| loader_failed(format!("cannot make its socket: {e}")))?;
             // Its stdin is its end of the socket.
-            let mut child = Command::new("/proc/self/exe")
-                .arg(LOADER_COMMAND)
+            let mut command = Command::new("/proc/self/exe");
+            command.arg(LOADER_COMMAND);
+            if peers {
+                command.arg(LOADER_PEERS_FLAG);
+            }
+            let mut child = command
                 .stdin(Stdio::from(theirs))
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
@@ -245,15 +322,15 @@ mod kernel {
             let answer: Result<(), Unavailable> = serde_json::from_slice(&answer)
                 .map_err(|e| loader_failed(format!("an answer this agent cannot read ({e}); {status:?}")))?;
             answer?;
-            if fds.len() < 2 {
+            if fds.len() < MAPS.len() {
                 return Err(loader_failed(format!(
                     "{} descriptors handed over, not the maps",
                     fds.len()
                 )));
             }
-            let links = fds.split_off(2);
-            let lost_fd = fds.pop().ok_or_else(|| loader_failed("no lost count".to_owned()))?;
-            let ring_fd = fds.pop().ok_or_else(|| loader_failed("no ring buffer".to_owned()))?;
+            let links = fds.split_off(MAPS.len());
+            let [ring_fd, lost_fd, ports_fd]: [OwnedFd; MAPS.len()] =
+                fds.try_into().map_err(|_| loader_failed("not the maps".to_owned()))?;
             let map = |fd: OwnedFd, what: &str| {
                 MapData::from_fd(fd)
                     .and_then(Map::from_map_data)
@@ -261,11 +338,26 @@ mod kernel {
             };
             let ring = RingBuf::try_from(map(ring_fd, "events")?).map_err(|e| refused("events", &e))?;
             let lost = Array::try_from(map(lost_fd, "lost")?).map_err(|e| refused("lost", &e))?;
+            let ports = match peers {
+                true => Some(PeerPorts {
+                    map: aya::maps::HashMap::try_from(map(ports_fd, "peer_ports")?)
+                        .map_err(|e| refused("peer_ports", &e))?,
+                }),
+                false => None,
+            };
             Ok(Kernel {
                 _links: links,
                 ring,
                 lost,
+                ports,
             })
+        }
+
+        /// The program's table of ports whose connections it tells, for
+        /// the daemon to keep (the reader thread takes the rest); `None`
+        /// unless loaded to count peers.
+        pub fn take_peer_ports(&mut self) -> Option<PeerPorts> {
+            self.ports.take()
         }
 
         /// Waits up to `timeout` for events, then drains them all.
@@ -280,7 +372,10 @@ mod kernel {
                 // EINTR or a timeout: drain whatever is there either way.
                 let _ = rustix::event::poll(&mut fds, Some(&ts));
             }
-            let mut batch = Batch::default();
+            let mut batch = Batch {
+                drained_ns: monotonic_ns(),
+                ..Batch::default()
+            };
             while let Some(item) = self.ring.next() {
                 match parse::parse(&item) {
                     Ok(e) => batch.events.push(e),
@@ -291,6 +386,7 @@ mod kernel {
                 }
             }
             batch.lost_total = self.lost.get(&0, 0).unwrap_or(0);
+            batch.peers_lost_total = self.lost.get(&1, 0).unwrap_or(0);
             batch
         }
     }
@@ -322,14 +418,16 @@ mod kernel {
     /// What the loader process holds once the program is attached.
     struct Loaded {
         _ebpf: Ebpf,
-        ring: Map,
-        lost: Map,
+        /// In the order of [`MAPS`].
+        maps: Vec<Map>,
     }
 
-    /// Loads and attaches the program in this process (the loader's).
-    fn load() -> Result<Loaded, Unavailable> {
+    /// Loads and attaches the program in this process (the loader's);
+    /// `peers`: with the connections' events.
+    fn load(peers: bool) -> Result<Loaded, Unavailable> {
         // The loader (and its BTF) is dropped at the end of this statement.
         let mut ebpf = aya::EbpfLoader::new()
+            .override_global("peers_on", &u8::from(peers), true)
             .load(OBJECT)
             .map_err(|e| refused("the event program's maps", &e))?;
         let btf = Btf::from_sys_fs().map_err(|e| Unavailable::NoBtf(chain(&e)))?;
@@ -349,13 +447,11 @@ mod kernel {
             what: what.to_owned(),
             message: "not in the built object".to_owned(),
         };
-        let ring = ebpf.take_map("events").ok_or_else(|| missing("events"))?;
-        let lost = ebpf.take_map("lost").ok_or_else(|| missing("lost"))?;
-        Ok(Loaded {
-            _ebpf: ebpf,
-            ring,
-            lost,
-        })
+        let maps = MAPS
+            .iter()
+            .map(|name| ebpf.take_map(name).ok_or_else(|| missing(name)))
+            .collect::<Result<_, _>>()?;
+        Ok(Loaded { _ebpf: ebpf, maps })
     }
 
     /// The descriptors of this process's BPF links (`anon_inode:bpf_link`
@@ -389,22 +485,22 @@ mod kernel {
     /// The loader process ([`LOADER_COMMAND`]): loads and attaches the
     /// program, hands the daemon its maps and links over `socket` (its
     /// stdin), and returns, its part done (the daemon holds them now).
-    pub fn loader(socket: BorrowedFd<'_>) -> std::io::Result<()> {
-        let loaded = load();
+    pub fn loader(socket: BorrowedFd<'_>, peers: bool) -> std::io::Result<()> {
+        let loaded = load(peers);
         let links = match &loaded {
             Ok(_) => own_links()?,
             Err(_) => Vec::new(),
         };
         let fds: Vec<BorrowedFd<'_>> = match &loaded {
             Ok(l) => {
-                let (Map::RingBuf(ring), Map::Array(lost)) = (&l.ring, &l.lost) else {
+                let [Map::RingBuf(ring), Map::Array(lost), Map::HashMap(ports)] = &l.maps[..] else {
                     return send(
                         socket,
                         &Err::<(), _>(loader_failed("maps of another type".to_owned())),
                         &[],
                     );
                 };
-                [ring.fd().as_fd(), lost.fd().as_fd()]
+                [ring.fd().as_fd(), lost.fd().as_fd(), ports.fd().as_fd()]
                     .into_iter()
                     .chain(links.iter().map(AsFd::as_fd))
                     .collect()
@@ -427,21 +523,41 @@ mod kernel {
 }
 
 #[cfg(portwatch_bpf)]
-pub use kernel::{loader, Kernel};
+pub use kernel::{loader, Kernel, PeerPorts};
 
 /// The agent's hidden command that loads the kernel program in a process
 /// of its own (see [`Kernel::probe`]); not for people to run.
 pub const LOADER_COMMAND: &str = "load-kernel-events";
 
+/// The loader's flag for a program that tells connections too (`peers`).
+pub const LOADER_PEERS_FLAG: &str = "--peers";
+
 /// Stand-in for an agent built without the program: the probe says so.
 #[cfg(not(portwatch_bpf))]
 pub struct Kernel(());
 
+/// Stand-in for the program's table of ports, in an agent built without it.
+#[cfg(not(portwatch_bpf))]
+pub struct PeerPorts(());
+
+#[cfg(not(portwatch_bpf))]
+impl PeerPorts {
+    /// Never called: there is no kernel program.
+    pub fn sync(&mut self, _wanted: &HashSet<(u64, u16)>, _scanned_at_ns: u64) -> Result<(usize, usize), String> {
+        Err(Unavailable::NotBuilt.to_string())
+    }
+}
+
 #[cfg(not(portwatch_bpf))]
 impl Kernel {
     /// Always [`Unavailable::NotBuilt`].
-    pub fn probe() -> Result<Kernel, Unavailable> {
+    pub fn probe(_peers: bool) -> Result<Kernel, Unavailable> {
         Err(Unavailable::NotBuilt)
+    }
+
+    /// Never called: there is no kernel program.
+    pub fn take_peer_ports(&mut self) -> Option<PeerPorts> {
+        None
     }
 
     /// Never called: there is no kernel program.
@@ -453,17 +569,17 @@ impl Kernel {
 
 /// The loader of an agent built without the program: nothing to load.
 #[cfg(not(portwatch_bpf))]
-pub fn loader(_socket: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+pub fn loader(_socket: std::os::fd::BorrowedFd<'_>, _peers: bool) -> std::io::Result<()> {
     Err(std::io::Error::other(Unavailable::NotBuilt.to_string()))
 }
 
-/// Starts kernel events unless `enabled` is false; the reason when they
-/// cannot be had.
-pub fn start(enabled: bool) -> Result<Kernel, Unavailable> {
+/// Starts kernel events unless `enabled` is false, with the connections'
+/// events when `peers`; the reason when they cannot be had.
+pub fn start(enabled: bool, peers: bool) -> Result<Kernel, Unavailable> {
     if !enabled {
         return Err(Unavailable::Off);
     }
-    Kernel::probe()
+    Kernel::probe(peers)
 }
 
 /// Drains `kernel` on a thread of its own, sending each non-empty batch
@@ -472,13 +588,14 @@ pub fn spawn_reader<W: Send + 'static>(mut kernel: Kernel, tx: Sender<W>, wrap: 
     std::thread::Builder::new()
         .name("events".into())
         .spawn(move || {
-            let mut lost = 0;
+            let mut lost = (0, 0);
             loop {
                 let batch = kernel.wait(Duration::from_secs(1));
-                if batch.events.is_empty() && batch.unreadable == 0 && batch.lost_total == lost {
+                let now_lost = (batch.lost_total, batch.peers_lost_total);
+                if batch.events.is_empty() && batch.unreadable == 0 && now_lost == lost {
                     continue;
                 }
-                lost = batch.lost_total;
+                lost = now_lost;
                 if tx.send(wrap(batch)).is_err() {
                     return;
                 }

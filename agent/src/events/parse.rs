@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use portwatch_common::{Family, Proto};
 
 /// Size of one record.
-pub const RECORD_BYTES: usize = 80;
+pub const RECORD_BYTES: usize = 96;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,18 @@ pub enum Kind {
     UdpCloseHint,
     /// A process that bound a UDP socket exited: its sockets may be released.
     ExitHint,
+    /// A listener's connection became established (SYN_RECV to ESTABLISHED:
+    /// a passive open), on a port whose peers are counted.
+    TcpAccepted,
+    /// A connection on a port whose peers are counted left ESTABLISHED.
+    TcpEnded,
+}
+
+impl Kind {
+    /// Whether the event is of a connection (for the peers), not of a listener.
+    pub fn is_connection(self) -> bool {
+        matches!(self, Kind::TcpAccepted | Kind::TcpEnded)
+    }
 }
 
 /// One event, as the kernel program saw it.
@@ -51,15 +63,20 @@ pub struct Event {
     pub addr: IpAddr,
     /// `IPV6_V6ONLY` is set.
     pub v6only: bool,
-    /// The calling task's command name.
+    /// The calling task's command name (of whatever task the kernel ran the
+    /// event in, for connection events: often none of the socket's).
     pub comm: String,
+    /// Remote address, for connection events (unspecified otherwise).
+    pub remote_addr: IpAddr,
+    /// Remote port, for connection events (0 otherwise).
+    pub remote_port: u16,
 }
 
 impl Event {
     /// The protocol of a socket event; `None` for hints.
     pub fn proto(&self) -> Option<Proto> {
         match self.kind {
-            Kind::TcpListen | Kind::TcpUnlisten => Some(Proto::Tcp),
+            Kind::TcpListen | Kind::TcpUnlisten | Kind::TcpAccepted | Kind::TcpEnded => Some(Proto::Tcp),
             Kind::UdpBind => Some(Proto::Udp),
             Kind::UdpCloseHint | Kind::ExitHint => None,
         }
@@ -103,22 +120,21 @@ pub fn parse(b: &[u8]) -> Result<Event, ParseError> {
         3 => Kind::UdpBind,
         4 => Kind::UdpCloseHint,
         5 => Kind::ExitHint,
+        6 => Kind::TcpAccepted,
+        7 => Kind::TcpEnded,
         k => return Err(ParseError::Kind(k)),
     };
     let hint = matches!(kind, Kind::UdpCloseHint | Kind::ExitHint);
-    let raw = &b[48..64];
-    let (family, addr) = match (hint, b[43]) {
-        (true, _) => (None, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        (false, 2) => (
-            Some(Family::Ipv4),
-            IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])),
-        ),
-        (false, 10) => {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(raw);
-            (Some(Family::Ipv6), IpAddr::V6(Ipv6Addr::from(a)))
-        }
+    let family = match (hint, b[43]) {
+        (true, _) => None,
+        (false, 2) => Some(Family::Ipv4),
+        (false, 10) => Some(Family::Ipv6),
         (false, f) => return Err(ParseError::Family(f)),
+    };
+    let addr = address(family, &b[48..64]);
+    let (remote_addr, remote_port) = match kind.is_connection() {
+        true => (address(family, &b[80..96]), u16::from_ne_bytes([b[46], b[47]])),
+        false => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
     };
     let comm = &b[64..80];
     let comm = &comm[..comm.iter().position(|&c| c == 0).unwrap_or(comm.len())];
@@ -136,7 +152,23 @@ pub fn parse(b: &[u8]) -> Result<Event, ParseError> {
         addr,
         v6only: b[44] != 0,
         comm: String::from_utf8_lossy(comm).into_owned(),
+        remote_addr,
+        remote_port,
     })
+}
+
+/// An address of `family` from its 16 bytes (an IPv4 one in the first 4);
+/// unspecified IPv4 for no family.
+fn address(family: Option<Family>, raw: &[u8]) -> IpAddr {
+    match family {
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Some(Family::Ipv4) => IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])),
+        Some(Family::Ipv6) => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(raw);
+            IpAddr::V6(Ipv6Addr::from(a))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -189,10 +221,57 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_connection_record_has_both_ends_and_a_listener_record_no_remote() {
+        let mut b = record(
+            6,
+            10,
+            &"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets(),
+            443,
+            0,
+            0,
+            "swapper/1",
+        );
+        b[46..48].copy_from_slice(&51000u16.to_ne_bytes());
+        b[80..96].copy_from_slice(&"2001:db8::9".parse::<Ipv6Addr>().unwrap().octets());
+        let e = parse(&b).unwrap();
+        assert_eq!(
+            (e.kind, e.proto(), e.kind.is_connection()),
+            (Kind::TcpAccepted, Some(Proto::Tcp), true)
+        );
+        assert_eq!((e.addr, e.port), ("2001:db8::1".parse::<IpAddr>().unwrap(), 443));
+        assert_eq!(
+            (e.remote_addr, e.remote_port),
+            ("2001:db8::9".parse::<IpAddr>().unwrap(), 51000)
+        );
+
+        let mut b = record(7, 2, &[10, 0, 0, 1], 22, 0, 0, "sshd");
+        b[46..48].copy_from_slice(&40000u16.to_ne_bytes());
+        b[80..84].copy_from_slice(&[10, 0, 0, 2]);
+        let e = parse(&b).unwrap();
+        assert_eq!(
+            (e.kind, e.remote_addr, e.remote_port),
+            (Kind::TcpEnded, "10.0.0.2".parse().unwrap(), 40000)
+        );
+
+        // The same bytes in a listener's record are not read as a remote end.
+        let mut b = record(1, 2, &[10, 0, 0, 1], 22, 5, 9, "sshd");
+        b[46..48].copy_from_slice(&40000u16.to_ne_bytes());
+        b[80..84].copy_from_slice(&[10, 0, 0, 2]);
+        let e = parse(&b).unwrap();
+        assert!(!e.kind.is_connection());
+        assert_eq!((e.remote_addr, e.remote_port), ("0.0.0.0".parse().unwrap(), 0));
+    }
+
+    #[test]
     fn hints_carry_no_address_and_bad_records_are_refused() {
         let e = parse(&record(5, 0, &[], 0, 0, 9, "exit")).unwrap();
         assert_eq!((e.kind, e.family, e.proto()), (Kind::ExitHint, None, None));
         assert_eq!(parse(&[0u8; 12]), Err(ParseError::Size(12)));
+        assert_eq!(
+            parse(&[0u8; 80]),
+            Err(ParseError::Size(80)),
+            "the record before remote addresses"
+        );
         assert_eq!(parse(&record(9, 2, &[], 0, 0, 1, "x")), Err(ParseError::Kind(9)));
         assert_eq!(parse(&record(1, 1, &[], 0, 0, 1, "x")), Err(ParseError::Family(1)));
     }

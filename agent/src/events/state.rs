@@ -154,6 +154,8 @@ impl Tracked {
                     .map(|(k, _)| *k);
                 found.is_some_and(|k| self.listeners.remove(&k).is_some())
             }
+            // A connection's: the peers' book takes it (see `peers::book`).
+            Kind::TcpAccepted | Kind::TcpEnded => false,
             Kind::UdpCloseHint => {
                 if let Some(key) = self.udp_fds.remove(&(event.tgid, event.fd)) {
                     self.suspect(key, event.ktime_ns);
