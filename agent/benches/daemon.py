@@ -10,7 +10,9 @@ A collector on 127.0.0.1 and `portwatch-agent run` against it, one agent at a ti
    thread count.
 2. Idle CPU: the agent at the default 10 s interval, with kernel events (with and without the
    firewall: its nftables generation is checked every interval) and polling, and polling at 1 s; after the first snapshot is shipped (the host is known to the collector, then 2 s),
-   its CPU time (events.py's cpu_ms) over 10 s of nothing changing.
+   its CPU time (events.py's cpu_ms) over 10 s of nothing changing. The same with `--peers`
+   (the fixture's established connections summarized every interval: from the kernel events' book
+   with events, by a dump polling).
 
 Prints a Markdown table. Nothing here asserts: the figures are compared with the targets
 (<= 12 MB resident at a 1 s interval, <= 1 ms of CPU per 10 s idle with events) in the table.
@@ -110,6 +112,8 @@ def main():
         cpu_ev_nofw = idle_cpu(args, url, db, tmp, "cpu-events-nofw", "10s", ["--no-firewall"])
         cpu_poll = idle_cpu(args, url, db, tmp, "cpu-polling", "10s", ["--no-events"])
         cpu_poll_1s = idle_cpu(args, url, db, tmp, "cpu-polling-1s", "1s", ["--no-events"])
+        cpu_ev_peers = idle_cpu(args, url, db, tmp, "cpu-events-peers", "10s", ["--peers"])
+        cpu_poll_peers = idle_cpu(args, url, db, tmp, "cpu-polling-peers", "10s", ["--no-events", "--peers"])
     finally:
         coll.terminate()
         coll.wait()
@@ -135,6 +139,10 @@ def main():
           f"(the firewall's generation check costs the difference) |")
     print(f"| agent CPU per 10 s idle, polling, 10 s interval | {cpu_poll:.1f} ms | |")
     print(f"| agent CPU per 10 s idle, polling, 1 s interval | {cpu_poll_1s:.1f} ms | |")
+    print(f"| agent CPU per 10 s idle, events, with --peers | {cpu_ev_peers:.2f} ms | "
+          f"{cpu_ev_peers / cpu_ev:.1f} × without peers |")
+    print(f"| agent CPU per 10 s idle, polling, 10 s interval, with --peers | {cpu_poll_peers:.1f} ms | "
+          f"{cpu_poll_peers / cpu_poll:.1f} × without peers |")
 
 
 if __name__ == "__main__":

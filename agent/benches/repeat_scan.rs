@@ -5,7 +5,10 @@
 //! sees the same sockets and owners ("no change"). `repeated_scan_with_peers` is the same scan
 //! followed by the inbound peers' count (`peers::count`, top 5: one dump of the established TCP
 //! sockets per namespace with a listener, aggregated as it is read), so the two medians compare
-//! the scan with and without peers. Run inside the fixture namespace by `bash agent/benches/run.sh`,
+//! the scan with and without peers. `peers_from_kernel_events` is what the daemon does instead
+//! every interval when kernel events are on: the summaries made from the book of connections the
+//! events keep (`peers::book::Book::count`, filled here once from a dump), with the listeners'
+//! index made from the snapshot as the daemon makes it; no scan and no dump. Run inside the fixture namespace by `bash agent/benches/run.sh`,
 //! which reads the medians from `target/criterion/<bench>/new/estimates.json`; on its own:
 //! `cargo bench -p portwatch-agent --bench repeat_scan` measures whatever this host holds.
 
@@ -63,6 +66,35 @@ fn repeated_scan_no_change(c: &mut Criterion) {
     );
     c.bench_function("repeated_scan_with_peers", |b| {
         b.iter(|| black_box(scan_with_peers(&mut scanner)))
+    });
+
+    let scan = match scanner.scan() {
+        Ok(scan) => scan,
+        Err(e) => panic!("scan failed: {e}"),
+    };
+    let snapshot = portwatch_common::Snapshot::from_sockets(&scan.sockets);
+    let index = peers::Listeners::of_listeners(snapshot.listeners());
+    let mut book = peers::book::Book::default();
+    book.reset((0, 0), &index, peers::dump(&scanner, &index));
+    let from_book = book.count(&index, peers::DEFAULT_TOP);
+    let booked: u64 = from_book
+        .by_netns
+        .values()
+        .flat_map(|ns| ns.listeners.values())
+        .map(|s| s.connections)
+        .sum();
+    if booked != connections || !from_book.not_counted.is_empty() {
+        panic!(
+            "the book counts {booked} connections ({:?} not counted), the dump {connections}",
+            from_book.not_counted
+        );
+    }
+    eprintln!("peers_from_kernel_events: {} connections in the book", book.len());
+    c.bench_function("peers_from_kernel_events", |b| {
+        b.iter(|| {
+            let index = peers::Listeners::of_listeners(snapshot.listeners());
+            black_box(book.count(&index, peers::DEFAULT_TOP))
+        })
     });
 }
 

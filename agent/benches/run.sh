@@ -184,11 +184,12 @@ hyperfine -N "${style[@]}" "${hyperfine_args[@]}" --export-json "$out/hyperfine.
   -n "lsof -nP -iTCP -sTCP:LISTEN" "lsof -nP -iTCP -sTCP:LISTEN" >&2
 
 # The in-process repeated scan ("no change"), alone and with the inbound peers' count
-# (repeated_scan_no_change, repeated_scan_with_peers), results under target/criterion.
+# (repeated_scan_no_change, repeated_scan_with_peers, peers_from_kernel_events), results under
+# target/criterion.
 log "repeated scan, without and with peers (criterion)"
-CRITERION_HOME="$root/target/criterion" "$PW_BENCH_BIN" --bench repeated_scan_ \
+CRITERION_HOME="$root/target/criterion" "$PW_BENCH_BIN" --bench '^(repeated_scan_|peers_from_kernel_events)' \
   >"$out/criterion.txt" 2>&1 || { cat "$out/criterion.txt" >&2; die "the repeat_scan bench failed"; }
-grep -E 'warm-up scan|attributed|time:' "$out/criterion.txt" >&2 || true
+grep -E 'warm-up scan|attributed|in the book|time:' "$out/criterion.txt" >&2 || true
 
 # Peak RSS ("Maximum resident set size", KiB): the largest of 3 runs for the agent, whose target
 # it is, one run for the peers, which are only the reference.
@@ -221,6 +222,7 @@ python3 "$here/report.py" --size "$size" --fixture-args "${fixture_args[*]}" \
   --fixture-log "$out/fixture.err" --hyperfine "$out/hyperfine.json" \
   --criterion "$root/target/criterion/repeated_scan_no_change/new" \
   --criterion-peers "$root/target/criterion/repeated_scan_with_peers/new" \
+  --criterion-book "$root/target/criterion/peers_from_kernel_events/new" \
   --compare "$out/compare.txt" --peers-json "$out/scan-peers.json" --manifest "$out/manifest.json" \
   "${rss_args[@]}" | tee "$out/report.md"
 if [[ -f "$out/daemon.md" ]]; then echo; cat "$out/daemon.md"; fi
