@@ -63,6 +63,10 @@ const EVENT_SHIP_DELAY: Duration = Duration::from_millis(100);
 /// kernel finishes the release as the task returns to user space or exits).
 const RELEASE_CONFIRM_DELAY: Duration = Duration::from_millis(20);
 
+/// How often the daemon reads the host's interface addresses again (a
+/// change goes to the collector in a snapshot: its probe tries them).
+const ADDRESS_CHECK_PERIOD: Duration = Duration::from_secs(30);
+
 /// What the daemon needs, resolved from the config file and flags.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -199,6 +203,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         peers_not_counted: Vec::new(),
         book: Book::default(),
         peer_ports,
+        next_address_check: Instant::now() + ADDRESS_CHECK_PERIOD,
         scanner,
         spool,
         settings,
@@ -235,6 +240,8 @@ struct Daemon {
     /// With kernel events and peers: the program's table of the ports whose
     /// connections it tells.
     peer_ports: Option<PeerPorts>,
+    /// When the host's interface addresses are read again.
+    next_address_check: Instant,
 }
 
 /// Counters of the event stream, logged as they change.
@@ -269,6 +276,7 @@ impl Daemon {
                 if next_scan < Instant::now() {
                     next_scan = Instant::now() + self.settings.interval;
                 }
+                self.check_addresses();
                 let index = observe(
                     &mut self.scanner,
                     self.firewall.as_mut(),
@@ -349,6 +357,7 @@ impl Daemon {
                 ship_at = Some(now);
             }
             if now >= next_heartbeat {
+                self.check_addresses();
                 self.firewall_changes(&mut tracked, &mut last_at);
                 if self.settings.peers_top.is_some() {
                     let index = peers::Listeners::of_listeners(tracked.listeners());
@@ -610,6 +619,25 @@ impl Daemon {
             dropped = self.series.dropped(),
             "peer summaries"
         );
+    }
+
+    /// Every [`ADDRESS_CHECK_PERIOD`], reads the host's interface addresses
+    /// again; when they changed, the next report is a snapshot with them.
+    fn check_addresses(&mut self) {
+        let now = Instant::now();
+        if now < self.next_address_check {
+            return;
+        }
+        self.next_address_check = now + ADDRESS_CHECK_PERIOD;
+        match crate::facts::read_addresses() {
+            Ok(addresses) => {
+                let shown = format!("{addresses:?}");
+                if self.observer.refresh_addresses(addresses) {
+                    tracing::info!(addresses = %shown, "the host's addresses changed; a snapshot reports them");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read the host's interface addresses; keeping the last ones"),
+        }
     }
 
     /// With kernel events: takes a connection's event into the book.

@@ -68,15 +68,17 @@ fn own_netns() -> Option<u64> {
 /// link-local ones left out ([`host_addresses`]); none (logged) when they
 /// cannot be read: a collector then probes only listeners bound to an address.
 fn own_addresses() -> Vec<IpAddr> {
+    read_addresses().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the host's interface addresses; they are not reported");
+        Vec::new()
+    })
+}
+
+/// The addresses of this namespace's interfaces that are up, loopback and
+/// link-local ones left out, sorted; or why they cannot be read.
+pub fn read_addresses() -> Result<Vec<IpAddr>, nix::Error> {
     use nix::net::if_::InterfaceFlags;
-    let interfaces = match nix::ifaddrs::getifaddrs() {
-        Ok(interfaces) => interfaces,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the host's interface addresses; they are not reported");
-            return Vec::new();
-        }
-    };
-    let mut addresses: Vec<IpAddr> = interfaces
+    let mut addresses: Vec<IpAddr> = nix::ifaddrs::getifaddrs()?
         .filter(|i| i.flags.contains(InterfaceFlags::IFF_UP) && !i.flags.contains(InterfaceFlags::IFF_LOOPBACK))
         .filter_map(|i| i.address)
         .filter_map(|a| match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
@@ -87,7 +89,7 @@ fn own_addresses() -> Vec<IpAddr> {
         .collect();
     addresses.sort_unstable();
     host_addresses(&mut addresses);
-    addresses
+    Ok(addresses)
 }
 
 #[cfg(test)]

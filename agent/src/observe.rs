@@ -154,6 +154,20 @@ impl Observer {
     pub fn resync(&mut self) {
         self.snapshot_due = true;
     }
+
+    /// Takes the host's interface addresses as they are now (see
+    /// `facts::own_addresses`); when they changed, the facts change and the
+    /// next report is a snapshot, which carries them (a collector that
+    /// probes from outside tries the addresses the host has, not those it
+    /// had at start). Returns whether they changed.
+    pub fn refresh_addresses(&mut self, addresses: Vec<std::net::IpAddr>) -> bool {
+        if addresses == self.facts.addresses {
+            return false;
+        }
+        self.facts.addresses = addresses;
+        self.snapshot_due = true;
+        true
+    }
 }
 
 /// `snapshot` with every string cut to the protocol's limits (see the module docs).
@@ -308,6 +322,27 @@ mod tests {
     fn one(mut reports: Vec<Report>) -> Report {
         assert_eq!(reports.len(), 1, "{reports:?}");
         reports.remove(0)
+    }
+
+    #[test]
+    fn changed_addresses_make_the_next_report_a_snapshot_with_them_and_unchanged_ones_nothing() {
+        let mut o = Observer::new("s1".into(), facts());
+        let at = Timestamp::now();
+        assert_eq!(o.observe(Snapshot::new(Vec::new()), at).len(), 1);
+        assert!(!o.refresh_addresses(Vec::new()), "the same: no change");
+        assert!(o.observe(Snapshot::new(Vec::new()), at).is_empty());
+        let new: Vec<std::net::IpAddr> = vec!["192.0.2.7".parse().unwrap()];
+        assert!(o.refresh_addresses(new.clone()));
+        assert!(o.resync_due());
+        let reports = o.observe(Snapshot::new(Vec::new()), at);
+        match &reports[..] {
+            [Report {
+                body: ReportBody::Snapshot { facts, .. },
+                ..
+            }] => assert_eq!(facts.addresses, new),
+            other => panic!("not one snapshot: {other:?}"),
+        }
+        assert!(!o.refresh_addresses(new), "told once");
     }
 
     #[test]

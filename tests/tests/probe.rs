@@ -119,6 +119,9 @@ struct World {
     one: String,
     three: String,
     ports: [u16; 6],
+    /// The host's end of the veth pair, and the first three octets of its subnet.
+    veth: String,
+    subnet: String,
 }
 
 /// The host's namespace and the collector's, joined by a veth pair
@@ -238,6 +241,8 @@ fn world(tag: &str, offset: u32, probe: &str) -> World {
         one,
         three,
         ports,
+        veth: a.clone(),
+        subnet: format!("10.232.{n}"),
     }
 }
 
@@ -517,6 +522,45 @@ fn the_probe_marks_reachability_correctly_and_connects_only_to_reported_listener
     );
     let lo = verified("9090", "127.0.0.1");
     assert!(!lo.is_empty() && lo.iter().all(|v| v == "-"), "{text}");
+}
+
+/// An address the host gains while its agent runs reaches the collector
+/// (the agent reads its addresses again every 30 s and sends a snapshot
+/// when they changed), and the probe tries it.
+#[test]
+fn an_address_the_host_gains_while_its_agent_runs_reaches_the_collector_and_its_probe_root_only() {
+    require_root("an_address_the_host_gains_while_its_agent_runs_reaches_the_collector_and_its_probe_root_only");
+    let w = world("adr", 53, "every = \"1s\"\n");
+    let addresses = || -> Option<Vec<String>> {
+        let hosts = portwatch_in(&w.coll, &w.collector.url, &w.read, &["hosts"])?;
+        let me = hosts.as_array()?.iter().find(|h| h["host"] == HOST)?.clone();
+        let mut a: Vec<String> = me["addresses"]
+            .as_array()?
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect();
+        a.sort_unstable();
+        Some(a)
+    };
+    let settle = Duration::from_secs(30);
+    eventually(settle, || addresses().filter(|a| a.len() == 2)).expect("the host's first addresses");
+    let four = format!("{}.4", w.subnet);
+    ip(&["-n", &w.host.name, "addr", "add", &format!("{four}/24"), "dev", &w.veth]);
+    // Read again within 30 s, shipped at the next interval.
+    let now = eventually(Duration::from_secs(90), || addresses().filter(|a| a.len() == 3))
+        .expect("the new address never reached the collector");
+    assert_eq!(now, [w.one.clone(), w.three.clone(), four.clone()]);
+    let tried = eventually(settle, || {
+        let verdicts = portwatch_in(&w.coll, &w.collector.url, &w.read, &["probe", "--host", HOST])?;
+        let v = verdicts
+            .as_array()?
+            .iter()
+            .find(|v| v["port"] == 8080 && v["netns"] == w.netns)?
+            .clone();
+        v["detail"].as_str()?.contains(&four).then_some(v)
+    })
+    .expect("the probe never tried the new address");
+    assert_eq!(tried["state"], "reachable", "{tried:#}");
 }
 
 /// A serving collector with `[probe] enabled` probes the fleet by itself
