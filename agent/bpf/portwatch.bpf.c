@@ -75,9 +75,13 @@ struct pw_event {
 	__u8 remote_addr[16];
 };
 
+/* 256 KiB: some 2,500 records between two drains of the reader, which the
+ * kernel wakes as records come. The agent maps the data twice (the kernel's
+ * way of making the ring contiguous), so each KiB here is two of its
+ * resident memory once the ring has gone round. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, 1 << 18);
 } events SEC(".maps");
 
 /* Events that did not fit the ring buffer. */
