@@ -516,6 +516,7 @@ impl Daemon {
         let touched: std::collections::HashSet<Key> = later
             .iter()
             .flat_map(|b| b.events.iter())
+            .filter(|e| !e.kind.is_connection())
             .map(|e| (e.netns, e.inode))
             .collect();
         let mut snapshot = Snapshot::from_sockets(&scan.sockets);
