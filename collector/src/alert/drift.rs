@@ -617,6 +617,25 @@ reason = "the site"
         Timestamp::from_second(1_800_000_000 + s).unwrap()
     }
 
+    /// No alert open.
+    static NO_ALERTS: std::sync::LazyLock<HashSet<String>> = std::sync::LazyLock::new(HashSet::new);
+
+    /// The view of `host` with `now` open (and nothing else open in the
+    /// lookback), no alert open, the info findings listed, and no probe
+    /// verdict, peer or threat list: the fields a test changes it names.
+    fn view_of<'a>(host: &'a HostRow, now: &'a [ListenerRow]) -> HostView<'a> {
+        HostView {
+            host,
+            listeners: now,
+            recent: now,
+            alerting: &NO_ALERTS,
+            with_info: true,
+            verdicts: &[],
+            peers: &[],
+            threats: None,
+        }
+    }
+
     fn host(name: &str, status: HostStatus) -> HostRow {
         HostRow {
             host: name.to_owned(),
@@ -723,16 +742,7 @@ reason = "the site"
             ),
             row(445, "0.0.0.0", "smbd", "root"),
         ];
-        let view = HostView {
-            host: &h,
-            listeners: &now,
-            recent: &now,
-            alerting: &HashSet::new(),
-            with_info: true,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
-        };
+        let view = view_of(&h, &now);
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(severity_of(&f, Kind::RiskyPortExposed, 5432), Some(Severity::Info));
         assert_eq!(severity_of(&f, Kind::ExposureWidened, 5432), Some(Severity::Info));
@@ -806,14 +816,8 @@ reason = "the site"
             probed(&now[2], Verified::Unreachable, t(-60)),
         ];
         let view = HostView {
-            host: &h,
-            listeners: &now,
-            recent: &now,
-            alerting: &HashSet::new(),
-            with_info: true,
             verdicts: &verdicts,
-            peers: &[],
-            threats: None,
+            ..view_of(&h, &now)
         };
         let f = evaluate(&view, &[], &Policy::default(), t(0));
         assert_eq!(
@@ -883,14 +887,8 @@ reason = "the site"
             probed(&now[5], Verified::Reachable, t(-60)),
         ];
         let view = HostView {
-            host: &h,
-            listeners: &now,
-            recent: &now,
-            alerting: &HashSet::new(),
-            with_info: true,
             verdicts: &verdicts,
-            peers: &[],
-            threats: None,
+            ..view_of(&h, &now)
         };
         let f = evaluate(&view, &[], &Policy::default(), t(0));
         let disagree: Vec<(u16, Severity)> = f
@@ -938,14 +936,8 @@ reason = "the site"
         now[0].opened_at = t(-60);
         let verdicts = vec![probed(&now[0], Verified::Reachable, t(-120))];
         let view = HostView {
-            host: &h,
-            listeners: &now,
-            recent: &now,
-            alerting: &HashSet::new(),
-            with_info: true,
             verdicts: &verdicts,
-            peers: &[],
-            threats: None,
+            ..view_of(&h, &now)
         };
         let f = evaluate(&view, &[], &Policy::default(), t(0));
         assert_eq!(
@@ -986,14 +978,8 @@ reason = "the site"
         let now = [is.clone(), other_now.clone()];
         let recent = [was.clone(), is.clone(), other.clone(), other_now.clone()];
         let view = HostView {
-            host: &h,
-            listeners: &now,
             recent: &recent,
-            alerting: &HashSet::new(),
-            with_info: true,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
+            ..view_of(&h, &now)
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         let opened: Vec<&Finding> = f.iter().filter(|f| f.kind == Kind::FirewallOpened).collect();
@@ -1015,14 +1001,8 @@ reason = "the site"
         );
         shut.opened_at = t(-60);
         let view = HostView {
-            host: &h,
-            listeners: std::slice::from_ref(&shut),
             recent: &[was, shut.clone()],
-            alerting: &HashSet::new(),
-            with_info: true,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
+            ..view_of(&h, std::slice::from_ref(&shut))
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert!(!f.iter().any(|f| f.kind == Kind::FirewallOpened), "{f:?}");
@@ -1101,14 +1081,9 @@ reason = "the site"
             point(&gone, t(-30), &[("185.220.101.8", 1)]),
         ];
         let view = HostView {
-            host: &h,
-            listeners: std::slice::from_ref(&ssh),
-            recent: std::slice::from_ref(&ssh),
-            alerting: &HashSet::new(),
-            with_info: true,
-            verdicts: &[],
             peers: &peers,
             threats: Some(&table),
+            ..view_of(&h, std::slice::from_ref(&ssh))
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         let suspicious: Vec<&Finding> = f.iter().filter(|f| f.kind == Kind::SuspiciousPeer).collect();
@@ -1147,14 +1122,8 @@ reason = "the site"
         }
         let now = [recent[9].clone()];
         let view = HostView {
-            host: &h,
-            listeners: &now,
             recent: &recent,
-            alerting: &HashSet::new(),
-            with_info: true,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
+            ..view_of(&h, &now)
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert!(!f.iter().any(|f| f.kind == Kind::Flapping), "{f:?}");
@@ -1172,16 +1141,7 @@ reason = "the site"
             row(5432, "127.0.0.1", "postgres", "postgres"),
             row(443, "0.0.0.0", "nginx", "www"),
         ];
-        let view = HostView {
-            host: &h,
-            listeners: &now,
-            recent: &now,
-            alerting: &HashSet::new(),
-            with_info: true,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
-        };
+        let view = view_of(&h, &now);
         assert_eq!(evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0)), vec![]);
     }
 
@@ -1194,16 +1154,7 @@ reason = "the site"
             row(8080, "0.0.0.0", "python3", "www"),       // unexpected
             row(23, "0.0.0.0", "telnetd", "root"),        // unexpected and risky
         ];
-        let view = HostView {
-            host: &h,
-            listeners: &now,
-            recent: &now,
-            alerting: &HashSet::new(),
-            with_info: true,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
-        };
+        let view = view_of(&h, &now);
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(
             kinds(&f),
@@ -1240,28 +1191,16 @@ reason = "the site"
         closed.closed_at = Some(t(-60));
         let recent = [closed];
         let view = HostView {
-            host: &h,
-            listeners: &now,
             recent: &recent,
-            alerting: &HashSet::new(),
-            with_info: true,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
+            ..view_of(&h, &now)
         };
         assert_eq!(evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0)), vec![]);
         let later = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(61));
         assert_eq!(kinds(&later), vec![("missing-listener", Some(443))]);
         // A baseline applied a minute ago is not yet missing anything either.
         let view = HostView {
-            host: &h,
-            listeners: &now,
             recent: &[],
-            alerting: &HashSet::new(),
-            with_info: true,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
+            ..view_of(&h, &now)
         };
         assert_eq!(evaluate(&view, &applied(t(-60)), &Policy::default(), t(0)), vec![]);
     }
@@ -1274,16 +1213,7 @@ reason = "the site"
             row(6379, "0.0.0.0", "redis-server", "redis"),
             row(6380, "127.0.0.1", "redis-server", "redis"),
         ];
-        let view = HostView {
-            host: &h,
-            listeners: &now,
-            recent: &now,
-            alerting: &HashSet::new(),
-            with_info: true,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
-        };
+        let view = view_of(&h, &now);
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(
             kinds(&f),
@@ -1313,32 +1243,14 @@ reason = "the site"
             row(443, "0.0.0.0", "nginx", "www"),
             row(5432, "0.0.0.0", "postgres", "postgres"),
         ];
-        let view = HostView {
-            host: &h,
-            listeners: &now,
-            recent: &now,
-            alerting: &HashSet::new(),
-            with_info: true,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
-        };
+        let view = view_of(&h, &now);
         assert_eq!(evaluate(&view, &b, &Policy::default(), t(0)), vec![]);
         let intruder = [
             row(22, "0.0.0.0", "sshd", "root"),
             row(443, "0.0.0.0", "nginx", "www"),
             row(5432, "0.0.0.0", "nc", "nobody"),
         ];
-        let view = HostView {
-            host: &h,
-            listeners: &intruder,
-            recent: &intruder,
-            alerting: &HashSet::new(),
-            with_info: true,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
-        };
+        let view = view_of(&h, &intruder);
         let f = evaluate(&view, &b, &Policy::default(), t(0));
         assert_eq!(
             kinds(&f),
@@ -1362,14 +1274,8 @@ reason = "the site"
             recent.push(r);
         }
         let view = HostView {
-            host: &h,
-            listeners: &now,
             recent: &recent,
-            alerting: &HashSet::new(),
-            with_info: true,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
+            ..view_of(&h, &now)
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(kinds(&f), vec![("host-silent", None), ("flapping", Some(9999))]);
@@ -1388,16 +1294,7 @@ reason = "the site"
             let mut h = host("db-1", HostStatus::Up);
             h.clock_skew_ms = skew;
             h.clock_skew_at = Some(t(-10));
-            let view = HostView {
-                host: &h,
-                listeners: &[],
-                recent: &[],
-                alerting: &HashSet::new(),
-                with_info: true,
-                verdicts: &[],
-                peers: &[],
-                threats: None,
-            };
+            let view = view_of(&h, &[]);
             evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0))
         };
         let ahead = judge(Some(7_380_000));
@@ -1440,14 +1337,8 @@ reason = "the site"
             recent[9].clone(),
         ];
         let view = HostView {
-            host: &h,
-            listeners: &now,
             recent: &recent,
-            alerting: &HashSet::new(),
-            with_info: true,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
+            ..view_of(&h, &now)
         };
         assert_eq!(evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0)), vec![]);
     }
@@ -1461,14 +1352,8 @@ reason = "the site"
             row(5432, "127.0.0.1", "postgres", "postgres"),
         ];
         let fresh = HostView {
-            host: &h,
-            listeners: &now,
             recent: &[],
-            alerting: &HashSet::new(),
-            with_info: true,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
+            ..view_of(&h, &now)
         };
         assert_eq!(evaluate(&fresh, &applied(t(-10)), &Policy::default(), t(0)), vec![]);
         // ...but the alert already open for :443 stays open.
@@ -1507,16 +1392,7 @@ reason = "the site"
             row(443, "0.0.0.0", "nginx", "www"),
             row(5432, "0.0.0.0", "postgres", "postgres"),
         ];
-        let view = HostView {
-            host: &h,
-            listeners: &now,
-            recent: &now,
-            alerting: &HashSet::new(),
-            with_info: true,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
-        };
+        let view = view_of(&h, &now);
         assert_eq!(evaluate(&view, &b, &Policy::default(), t(0)), vec![]);
     }
 
@@ -1531,14 +1407,8 @@ reason = "the site"
             row(443, "0.0.0.0", "nginx", "www"),
         ];
         let view = HostView {
-            host: &h,
-            listeners: &now,
-            recent: &now,
-            alerting: &HashSet::new(),
             with_info: false,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
+            ..view_of(&h, &now)
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(kinds(&f), vec![("owner-mismatch", Some(22))]);
@@ -1552,14 +1422,8 @@ reason = "the site"
         let name = format!("evil{}", "x".repeat(300_000));
         let now = [row(23, "0.0.0.0", &name, "root")];
         let view = HostView {
-            host: &h,
-            listeners: &now,
-            recent: &now,
-            alerting: &HashSet::new(),
             with_info: false,
-            verdicts: &[],
-            peers: &[],
-            threats: None,
+            ..view_of(&h, &now)
         };
         let f = evaluate(&view, &applied(t(-7200)), &Policy::default(), t(0));
         assert_eq!(kinds(&f), vec![("risky-port-exposed", Some(23))]);
