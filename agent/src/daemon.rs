@@ -456,10 +456,12 @@ impl Daemon {
                 .and_then(|w| w.firewall_of_new(scanner, &listener, e.tgid));
             Some(listener)
         });
-        if changed {
+        if !changed.is_empty() {
             let at = kernel_events::wall_time(event.ktime_ns).max(*last_at);
             *last_at = at;
-            reports.extend(self.observer.observe(tracked.snapshot(), at));
+            // The change alone, not a copy of every listener and a diff:
+            // a burst of events at a host of thousands of listeners.
+            reports.extend(self.observer.observe_change(changed, at));
         }
     }
 

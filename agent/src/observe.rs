@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use portwatch_common::wire::{json_len, HostFacts, Report, ReportBody, Sanitized, REPORT_BYTES};
-use portwatch_common::{Listener, Snapshot};
+use portwatch_common::{Delta, Listener, Snapshot};
 
 /// The report-numbering state of one agent session.
 #[derive(Debug)]
@@ -129,6 +129,11 @@ impl Observer {
         };
         self.snapshot_due = false;
         self.last = Some(current);
+        self.number(bodies, at)
+    }
+
+    /// The reports of `bodies`, numbered consecutively, observed at `at`.
+    fn number(&mut self, bodies: Vec<ReportBody>, at: Timestamp) -> Vec<Report> {
         bodies
             .into_iter()
             .map(|body| {
@@ -141,6 +146,40 @@ impl Observer {
                 }
             })
             .collect()
+    }
+
+    /// The reports for a change of the host's listeners observed at `at`,
+    /// as kernel events tell one: the same reports [`Observer::observe`]
+    /// makes of the snapshot the change leads to, at the cost of the change
+    /// rather than of a copy of every listener and a diff. Before the first
+    /// report of a session (a snapshot, made by [`Observer::observe`]) it
+    /// makes none.
+    pub fn observe_change(&mut self, change: Delta, at: Timestamp) -> Vec<Report> {
+        let Some(last) = &mut self.last else {
+            return Vec::new();
+        };
+        let mut cut = Sanitized::default();
+        let mut bounded_all = |ls: Vec<Arc<Listener>>| -> Vec<Arc<Listener>> {
+            ls.into_iter()
+                .map(|l| {
+                    let mut l = Arc::unwrap_or_clone(l);
+                    cut.listener(&mut l);
+                    Arc::new(l)
+                })
+                .collect()
+        };
+        let change = Delta {
+            opened: bounded_all(change.opened),
+            closed: bounded_all(change.closed),
+        };
+        let applied = last.apply(change);
+        let bodies = match self.snapshot_due {
+            false if applied.is_empty() => return Vec::new(),
+            false => split_delta(applied.closed, applied.opened, self.report_bytes),
+            true => split_snapshot(&self.facts, last.listeners(), self.report_bytes),
+        };
+        self.snapshot_due = false;
+        self.number(bodies, at)
     }
 
     /// Whether the next report must be a snapshot again, after reports were
@@ -322,6 +361,52 @@ mod tests {
     fn one(mut reports: Vec<Report>) -> Report {
         assert_eq!(reports.len(), 1, "{reports:?}");
         reports.remove(0)
+    }
+
+    #[test]
+    fn a_change_makes_the_reports_a_snapshot_of_its_outcome_would_and_the_next_diff_agrees() {
+        let (mut by_change, mut by_diff) = (Observer::new("s1".into(), facts()), Observer::new("s1".into(), facts()));
+        let at = Timestamp::now();
+        assert!(
+            by_change.observe_change(Delta::default(), at).is_empty(),
+            "nothing before the first snapshot"
+        );
+        by_change.observe(snapshot(&[22, 80]), at);
+        by_diff.observe(snapshot(&[22, 80]), at);
+        let l443 = snapshot(&[443]).into_listeners().remove(0);
+        let l80 = snapshot(&[80]).into_listeners().remove(0);
+        let change = Delta {
+            opened: vec![Arc::new(l443)],
+            closed: vec![Arc::new(l80)],
+        };
+        let a = by_change.observe_change(change, at);
+        let b = by_diff.observe(snapshot(&[22, 443]), at);
+        assert_eq!(a, b);
+        assert_eq!(a[0].seq, 2);
+        // The two observers hold the same: the next scan differs from neither.
+        assert!(by_change.observe(snapshot(&[22, 443]), at).is_empty());
+        assert!(by_diff.observe(snapshot(&[22, 443]), at).is_empty());
+        // A change that changes nothing makes no report; one after a resync, a snapshot.
+        assert!(by_change.observe_change(Delta::default(), at).is_empty());
+        by_change.resync();
+        let l8080 = snapshot(&[8080]).into_listeners().remove(0);
+        let r = by_change.observe_change(
+            Delta {
+                opened: vec![Arc::new(l8080)],
+                closed: Vec::new(),
+            },
+            at,
+        );
+        match &r[..] {
+            [Report {
+                body: ReportBody::Snapshot { listeners, .. },
+                ..
+            }] => assert_eq!(
+                listeners.iter().map(|l| l.local_port).collect::<Vec<_>>(),
+                [22, 443, 8080]
+            ),
+            other => panic!("not one snapshot: {other:?}"),
+        }
     }
 
     #[test]

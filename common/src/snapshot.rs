@@ -227,6 +227,33 @@ impl Snapshot {
         self.listeners
     }
 
+    /// Applies what changed: removes what is held of the sockets of the
+    /// `closed` listeners (by place and socket inode, whatever else they
+    /// say: owners, user, firewall) and inserts the `opened` listeners not
+    /// held, keeping the order, at a cost of the change's size (a search and
+    /// a move each), not of the snapshot's as [`Snapshot::diff`] is. Returns
+    /// the change as it applied: what was removed, as it was held, and what
+    /// was inserted ([`Snapshot::diff`] of the two snapshots, where the
+    /// opened sockets were not held before).
+    pub fn apply(&mut self, delta: Delta) -> Delta {
+        let socket = |l: &Listener| (l.netns, l.proto, l.family, l.local_addr, l.local_port, l.inode);
+        let mut applied = Delta::default();
+        for l in &delta.closed {
+            // Sorted by these fields first: the socket's listeners are one run.
+            let key = socket(l);
+            let start = self.listeners.partition_point(|x| socket(x) < key);
+            let end = start + self.listeners[start..].iter().take_while(|x| socket(x) == key).count();
+            applied.closed.extend(self.listeners.drain(start..end).map(Arc::new));
+        }
+        for l in delta.opened {
+            if let Err(at) = self.listeners.binary_search(&l) {
+                self.listeners.insert(at, Listener::clone(&l));
+                applied.opened.push(l);
+            }
+        }
+        applied
+    }
+
     /// What changed from `self` (earlier) to `later`: one merge walk over
     /// the two sorted lists.
     pub fn diff(&self, later: &Snapshot) -> Delta {
@@ -310,6 +337,43 @@ mod tests {
 
     fn ports(v: &[Arc<Listener>]) -> Vec<u16> {
         v.iter().map(|l| l.local_port).collect()
+    }
+
+    #[test]
+    fn applying_a_diff_gives_the_later_snapshot_and_what_is_not_there_is_left_out() {
+        let before = Snapshot::new(vec![
+            listener(22, 1, &[10]),
+            listener(80, 2, &[11]),
+            listener(25, 3, &[12]),
+        ]);
+        let after = Snapshot::new(vec![
+            listener(443, 4, &[13]),
+            listener(22, 1, &[10]),
+            listener(80, 2, &[14]),
+        ]);
+        let mut s = before.clone();
+        let applied = s.apply(before.diff(&after));
+        assert_eq!(s, after);
+        assert_eq!(applied, before.diff(&after));
+        // A socket not held closes nothing; one held already is not opened again.
+        let again = s.apply(Delta {
+            opened: vec![Arc::new(listener(443, 4, &[13]))],
+            closed: vec![Arc::new(listener(25, 3, &[12]))],
+        });
+        assert!(again.is_empty(), "{again:?}");
+        assert_eq!(s, after);
+    }
+
+    #[test]
+    fn a_socket_closes_whatever_its_owners_were_said_to_be() {
+        let mut s = Snapshot::new(vec![listener(22, 1, &[10]), listener(80, 2, &[11])]);
+        // Closed as the events' table has it: its owner gone, no process.
+        let applied = s.apply(Delta {
+            opened: Vec::new(),
+            closed: vec![Arc::new(listener(80, 2, &[]))],
+        });
+        assert_eq!(s, Snapshot::new(vec![listener(22, 1, &[10])]));
+        assert_eq!(applied.closed, vec![Arc::new(listener(80, 2, &[11]))], "as it was held");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use portwatch_common::socket::is_dual_stack;
-use portwatch_common::{Exposure, Listener, Process, Proto, Snapshot};
+use portwatch_common::{Delta, Exposure, Listener, Process, Proto, Snapshot};
 
 use super::parse::{Event, Kind};
 
@@ -53,6 +53,14 @@ pub struct Tracked {
     /// (tgid, fd) -> the UDP listener that bind(2) on that fd made.
     udp_fds: HashMap<(u32, u32), Key>,
     suspects: Vec<Suspect>,
+}
+
+/// The change of `listener` closing.
+fn closed(listener: Listener) -> Delta {
+    Delta {
+        opened: Vec::new(),
+        closed: vec![Arc::new(listener)],
+    }
 }
 
 /// The listener an open event stands for, owned by `owner` (the calling
@@ -118,8 +126,8 @@ impl Tracked {
 
     /// Applies one event; `open` makes the listener of an open event (see
     /// [`listener`]) and is called only for a socket not yet in the table.
-    /// Returns whether the table changed (a report is due).
-    pub fn apply(&mut self, event: &Event, open: impl FnOnce(&Event) -> Option<Listener>) -> bool {
+    /// Returns how the table changed (a report is due unless empty).
+    pub fn apply(&mut self, event: &Event, open: impl FnOnce(&Event) -> Option<Listener>) -> Delta {
         let key = (event.netns, event.inode);
         match event.kind {
             Kind::TcpListen | Kind::UdpBind => {
@@ -127,19 +135,23 @@ impl Tracked {
                     self.udp_fds.insert((event.tgid, event.fd), key);
                 }
                 if self.listeners.contains_key(&key) {
-                    return false;
+                    return Delta::default();
                 }
                 match open(event) {
                     Some(l) => {
+                        let opened = Arc::new(l.clone());
                         self.listeners.insert(key, l);
-                        true
+                        Delta {
+                            opened: vec![opened],
+                            closed: Vec::new(),
+                        }
                     }
-                    None => false,
+                    None => Delta::default(),
                 }
             }
             Kind::TcpUnlisten => {
-                if self.listeners.remove(&key).is_some() {
-                    return true;
+                if let Some(l) = self.listeners.remove(&key) {
+                    return closed(l);
                 }
                 // A socket without a file by now: find it by its address.
                 let found = self
@@ -152,15 +164,17 @@ impl Tracked {
                             && l.local_addr == event.addr
                     })
                     .map(|(k, _)| *k);
-                found.is_some_and(|k| self.listeners.remove(&k).is_some())
+                found
+                    .and_then(|k| self.listeners.remove(&k))
+                    .map_or_else(Delta::default, closed)
             }
             // A connection's: the peers' book takes it (see `peers::book`).
-            Kind::TcpAccepted | Kind::TcpEnded => false,
+            Kind::TcpAccepted | Kind::TcpEnded => Delta::default(),
             Kind::UdpCloseHint => {
                 if let Some(key) = self.udp_fds.remove(&(event.tgid, event.fd)) {
                     self.suspect(key, event.ktime_ns);
                 }
-                false
+                Delta::default()
             }
             Kind::ExitHint => {
                 let keys: Vec<Key> = self
@@ -173,7 +187,7 @@ impl Tracked {
                 for key in keys {
                     self.suspect(key, event.ktime_ns);
                 }
-                false
+                Delta::default()
             }
         }
     }
@@ -252,7 +266,7 @@ mod tests {
     #[test]
     fn a_tcp_listener_opens_with_the_events_task_and_closes() {
         let mut t = Tracked::default();
-        assert!(t.apply(&event(1, 10, 77), open));
+        assert!(!t.apply(&event(1, 10, 77), open).is_empty());
         let snap = t.snapshot();
         let l = &snap.listeners()[0];
         assert_eq!(
@@ -260,11 +274,13 @@ mod tests {
             (Proto::Tcp, 5353, 10, Exposure::Wildcard)
         );
         assert_eq!((l.processes[0].pid, &*l.processes[0].name), (77, "svc"));
-        assert!(!t.apply(&event(1, 10, 77), |_| panic!("already open: no new listener")));
-        assert!(t.apply(&event(2, 10, 77), open));
+        assert!(t
+            .apply(&event(1, 10, 77), |_| panic!("already open: no new listener"))
+            .is_empty());
+        assert!(!t.apply(&event(2, 10, 77), open).is_empty());
         assert!(t.is_empty());
         assert!(
-            !t.apply(&event(2, 10, 77), open),
+            t.apply(&event(2, 10, 77), open).is_empty(),
             "closing what is not open changes nothing"
         );
     }
@@ -272,11 +288,11 @@ mod tests {
     #[test]
     fn a_udp_release_is_closed_only_once_a_dump_confirms_it() {
         let mut t = Tracked::default();
-        assert!(t.apply(&event(3, 20, 5), open));
-        assert!(t.apply(&event(3, 21, 6), open));
+        assert!(!t.apply(&event(3, 20, 5), open).is_empty());
+        assert!(!t.apply(&event(3, 21, 6), open).is_empty());
         // fd 7 of process 5 closed; process 6 exited.
-        assert!(!t.apply(&event(4, 0, 5), open));
-        assert!(!t.apply(&event(5, 0, 6), open));
+        assert!(t.apply(&event(4, 0, 5), open).is_empty());
+        assert!(t.apply(&event(5, 0, 6), open).is_empty());
         assert!(t.has_suspects());
         let key20 = (4_026_531_840, 20);
         let key21 = (4_026_531_840, 21);
